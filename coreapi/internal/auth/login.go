@@ -115,14 +115,14 @@ func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load fun
 	if len(pw) > password.MaxBytes {
 		return false, errPasswordTooLong
 	}
-	checks := checkClientKey(ip)
-	if err := s.reserveChecks(ctx, checks); err != nil {
+	checks, err := s.reserveChecks(ctx, checkClientKey(ip))
+	if err != nil {
 		return false, err
 	}
-	client := guessClientKey(ip)
-	if err := s.reserveClient(ctx, client); err != nil {
+	client, err := s.reserveClient(ctx, guessClientKey(ip))
+	if err != nil {
 		// Refused unchecked: no check of the client's.
-		if rerr := s.limiter.Release(ctx, checks, s.checkLimit); rerr != nil {
+		if rerr := s.limiter.Release(ctx, checks); rerr != nil {
 			return false, rerr
 		}
 		return false, err
@@ -130,10 +130,10 @@ func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load fun
 	key := lockout.EmailKey(email)
 	if err := s.reserve(ctx, s.attempts, key, ip); err != nil {
 		// Refused unchecked: no failure, nor check, of the client's.
-		if rerr := s.limiter.Release(ctx, client, s.guessLimit); rerr != nil {
+		if rerr := s.limiter.Release(ctx, client); rerr != nil {
 			return false, rerr
 		}
-		if rerr := s.limiter.Release(ctx, checks, s.checkLimit); rerr != nil {
+		if rerr := s.limiter.Release(ctx, checks); rerr != nil {
 			return false, rerr
 		}
 		return false, err
@@ -154,7 +154,7 @@ func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load fun
 		return false, errBadCredentials
 	}
 	stale = m == password.MatchAsTyped || s.passwords.NeedsRehash(hash)
-	if err := s.limiter.Release(ctx, client, s.guessLimit); err != nil {
+	if err := s.limiter.Release(ctx, client); err != nil {
 		return false, err
 	}
 	return stale, s.release(ctx, s.attempts, key, ip)
@@ -177,17 +177,17 @@ func checkClientKey(ip string) []byte {
 // is spent (then the password must not be checked): each check is an
 // argon2 hash, and a correct password, which the budget of failures gives
 // back, costs one as well.
-func (s *Service) reserveChecks(ctx context.Context, checks []byte) error {
-	ok, wait, err := s.limiter.Allow(ctx, checks, s.checkLimit)
+func (s *Service) reserveChecks(ctx context.Context, checks []byte) (ratelimit.Hit, error) {
+	h, ok, wait, err := s.limiter.Reserve(ctx, checks, s.checkLimit)
 	if err != nil {
-		return err
+		return ratelimit.Hit{}, err
 	}
 	if !ok {
 		secs := ratelimit.Seconds(wait)
-		return &retryAfterError{problem.New(429, problem.CodeTooManyRequests,
+		return ratelimit.Hit{}, &retryAfterError{problem.New(429, problem.CodeTooManyRequests,
 			"too many sign-in attempts from this address; retry after "+strconv.Itoa(secs)+" s"), secs}
 	}
-	return nil
+	return h, nil
 }
 
 // ReserveHash counts a password hashed for the client ip (a reset's new
@@ -203,16 +203,16 @@ func (s *Service) ReserveHash(ctx context.Context, ip string) (ok bool, wait tim
 // reserveClient counts one guess against the client's budget over every
 // address (Options.SignInFailuresPerHour), or answers 429 with
 // Retry-After when it is spent (then the guess must not be checked).
-func (s *Service) reserveClient(ctx context.Context, client []byte) error {
-	ok, wait, err := s.limiter.Allow(ctx, client, s.guessLimit)
+func (s *Service) reserveClient(ctx context.Context, client []byte) (ratelimit.Hit, error) {
+	h, ok, wait, err := s.limiter.Reserve(ctx, client, s.guessLimit)
 	if err != nil {
-		return err
+		return ratelimit.Hit{}, err
 	}
 	if !ok {
 		secs := ratelimit.Seconds(wait)
-		return &retryAfterError{tooManyAttempts(secs), secs}
+		return ratelimit.Hit{}, &retryAfterError{tooManyAttempts(secs), secs}
 	}
-	return nil
+	return h, nil
 }
 
 // reserve counts one guess under key from the client ip in st (the

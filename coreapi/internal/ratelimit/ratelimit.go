@@ -97,9 +97,27 @@ func (e *Refused) Error() string {
 // exactly once. A hit refused is not counted (the row's hits are those
 // let through, or l.N+1 when the window's own reached l.N, which says
 // "full, and refused since"), so that a reservation later released
-// (Release) makes room again whatever was refused meanwhile.
+// (Reserve, Release) makes room again whatever was refused meanwhile.
 func (r *Limiter) Allow(ctx context.Context, key []byte, l Limit) (ok bool, retryAfter time.Duration, err error) {
 	return AllowIn(ctx, r.pool, key, l)
+}
+
+// Hit is a hit Reserve counted, which Release takes back: its key, its
+// limit, and the start of the window it was counted in.
+type Hit struct {
+	key    []byte
+	limit  Limit
+	window time.Time
+}
+
+// Reserve is Allow for a hit that may be taken back (Release): an
+// allowed hit is returned with the window it was counted in.
+func (r *Limiter) Reserve(ctx context.Context, key []byte, l Limit) (h Hit, ok bool, retryAfter time.Duration, err error) {
+	window, ok, retryAfter, err := allowIn(ctx, r.pool, key, l)
+	if err != nil || !ok {
+		return Hit{}, ok, retryAfter, err
+	}
+	return Hit{key: key, limit: l, window: window}, true, 0, nil
 }
 
 // windowSQL is, for the key's row r (window_start, hits, prev_hits), the
@@ -143,7 +161,8 @@ func waitSQL(prev, cur, el, win, n string) string {
 // parameter win (seconds) and the limit parameter n (windowSQL), counting
 // the hit only when the weighted count is not full. It returns whether the
 // hit was refused and, when it was, the seconds until the count falls
-// under n (wait_s). A refusal leaves the hits as they were, but for the
+// under n (wait_s), and the start of the window the hit counted in
+// (window_start), which Release needs. A refusal leaves the hits as they were, but for the
 // window's own reaching n, held at n+1 as in a fixed window ("full, and
 // refused since", which Release and the next window leave out); refused
 // says whether the hit was counted, since RETURNING sees only the row
@@ -155,7 +174,7 @@ ON CONFLICT (key) DO UPDATE SET (window_start, prev_hits, hits, refused) = (
     SELECT s.start, s.prev, CASE WHEN NOT s.full THEN s.cur + 1 WHEN s.cur >= ` + n + ` THEN ` + n + ` + 1 ELSE s.cur END, s.full
     FROM (` + windowSQL(win, n) + `) s)
 RETURNING r.refused, CASE WHEN r.refused THEN ` +
-		waitSQL("r.prev_hits", "r.hits", "extract(epoch FROM now() - r.window_start)::float8", win, n) + ` ELSE 0 END AS wait_s`
+		waitSQL("r.prev_hits", "r.hits", "extract(epoch FROM now() - r.window_start)::float8", win, n) + ` ELSE 0 END AS wait_s, r.window_start`
 }
 
 var (
@@ -163,7 +182,7 @@ var (
 	// qAllowBoth counts $1's hit, then $4's only when $1's is within its
 	// limit.
 	qAllowBoth = `WITH o AS (` + qAllow + `), i AS (` + hitSQL("SELECT $4, now(), 1, 0, $6 < 1 FROM o WHERE NOT o.refused", "$5", "$6") + `)
-SELECT o.refused, o.wait_s, coalesce(i.refused, false), coalesce(i.wait_s, 0) FROM o LEFT JOIN i ON true`
+SELECT o.refused, o.wait_s, o.window_start, coalesce(i.refused, false), coalesce(i.wait_s, 0), i.window_start FROM o LEFT JOIN i ON true`
 )
 
 // WaitSQL is a scalar subquery for a statement that looks at a limit
@@ -186,17 +205,29 @@ type Querier interface {
 // the transaction commits, so a caller that counts what it then does (a
 // mail it queues) and rolls back when refused counts only what was done.
 func AllowIn(ctx context.Context, q Querier, key []byte, l Limit) (ok bool, retryAfter time.Duration, err error) {
+	_, ok, retryAfter, err = allowIn(ctx, q, key, l)
+	return ok, retryAfter, err
+}
+
+// allowIn is AllowIn that also returns the start of the window the hit
+// was counted in.
+func allowIn(ctx context.Context, q Querier, key []byte, l Limit) (window time.Time, ok bool, retryAfter time.Duration, err error) {
 	var (
 		refused bool
 		wait    float64
 	)
-	if err := q.QueryRow(ctx, qAllow, key, l.Window.Seconds(), l.N).Scan(&refused, &wait); err != nil {
-		return false, 0, fmt.Errorf("rate limit: %w", err)
+	if err := q.QueryRow(ctx, qAllow, key, l.Window.Seconds(), l.N).Scan(&refused, &wait, &window); err != nil {
+		return time.Time{}, false, 0, fmt.Errorf("rate limit: %w", err)
 	}
-	if !refused {
-		return true, 0, nil
+	if refused {
+		return time.Time{}, false, time.Duration(wait * float64(time.Second)), nil
 	}
-	return false, time.Duration(wait * float64(time.Second)), nil
+	return window, true, 0, nil
+}
+
+// Both are the two hits AllowBoth counted, which ReleaseBoth takes back.
+type Both struct {
+	outer, inner Hit
 }
 
 // AllowBoth counts one hit on outer under lo and one on inner under li,
@@ -206,26 +237,31 @@ func AllowIn(ctx context.Context, q Querier, key []byte, l Limit) (ok bool, retr
 // written for it (outer bounds how many inner keys a client can make,
 // such as a client IP's budget over the ids it names). A hit inner
 // refuses is taken back from outer (one more statement), so a refused
-// hit counts nowhere, as with Allow.
-func (r *Limiter) AllowBoth(ctx context.Context, outer []byte, lo Limit, inner []byte, li Limit) (ok bool, retryAfter time.Duration, err error) {
+// hit counts nowhere, as with Allow. The hits allowed are returned for
+// ReleaseBoth.
+func (r *Limiter) AllowBoth(ctx context.Context, outer []byte, lo Limit, inner []byte, li Limit) (b Both, ok bool, retryAfter time.Duration, err error) {
 	var (
 		outerRefused, innerRefused bool
 		outerWait, innerWait       float64
+		outerWindow                time.Time
+		innerWindow                *time.Time
 	)
 	if err := r.pool.QueryRow(ctx, qAllowBoth, outer, lo.Window.Seconds(), lo.N, inner, li.Window.Seconds(), li.N).
-		Scan(&outerRefused, &outerWait, &innerRefused, &innerWait); err != nil {
-		return false, 0, fmt.Errorf("rate limit: %w", err)
+		Scan(&outerRefused, &outerWait, &outerWindow, &innerRefused, &innerWait, &innerWindow); err != nil {
+		return Both{}, false, 0, fmt.Errorf("rate limit: %w", err)
 	}
+	b.outer = Hit{key: outer, limit: lo, window: outerWindow}
 	switch {
 	case outerRefused:
-		return false, time.Duration(outerWait * float64(time.Second)), nil
+		return Both{}, false, time.Duration(outerWait * float64(time.Second)), nil
 	case innerRefused:
-		if err := r.Release(ctx, outer, lo); err != nil {
-			return false, 0, err
+		if err := r.Release(ctx, b.outer); err != nil {
+			return Both{}, false, 0, err
 		}
-		return false, time.Duration(innerWait * float64(time.Second)), nil
+		return Both{}, false, time.Duration(innerWait * float64(time.Second)), nil
 	}
-	return true, 0, nil
+	b.inner = Hit{key: inner, limit: li, window: *innerWindow}
+	return b, true, 0, nil
 }
 
 // CheckIn is AllowIn for a write the limit stops: nil when the hit is
@@ -254,14 +290,37 @@ func (l Limit) Period() string {
 	}
 }
 
-// Release takes back one hit Allow counted on key under l (a reservation
-// that turned out fine, such as a correct client secret), so that only
-// failures add up. The hits refused meanwhile were never counted: a
-// burst of correct attempts beyond l.N, refused past it, leaves nothing
-// behind once those let through are released.
-func (r *Limiter) Release(ctx context.Context, key []byte, l Limit) error {
-	const q = `UPDATE rate_limits SET hits = greatest(least(hits, $2) - 1, 0) WHERE key = $1`
-	if _, err := r.pool.Exec(ctx, q, key, l.N); err != nil {
+// releaseSQL is the assignment that takes one hit back from the key's
+// row r, counted in the window starting at the parameter at under the
+// window parameter win (seconds) and the limit parameter n: from the
+// window's own hits while the row is still that window's (it may have
+// ended since: its hits become the previous window's when the next hit
+// comes); from the previous window's when a later hit has moved the row
+// on to the window after, where the released hit counts only with that
+// window's weight; else not at all (the row has moved on further, or
+// started afresh, and the hit no longer counts). A hit taken back from
+// the current window's hits after the row moved on erased a hit of that
+// window, which the previous window's then carried as a fraction: the
+// count fell short by up to a hit for each release across the turn.
+func releaseSQL(at, win, n string) string {
+	return `(hits, prev_hits) = (
+    CASE WHEN r.window_start = ` + at + ` THEN greatest(least(r.hits, ` + n + `) - 1, 0) ELSE r.hits END,
+    CASE WHEN r.window_start = ` + at + ` + make_interval(secs => ` + win + `) THEN greatest(r.prev_hits - 1, 0) ELSE r.prev_hits END)`
+}
+
+// Release takes back one hit Reserve counted (a reservation that turned
+// out fine, such as a correct client secret), so that only failures add
+// up. The hits refused meanwhile were never counted: a burst of correct
+// attempts beyond l.N, refused past it, leaves nothing behind once those
+// let through are released. A hit is taken back from the window it was
+// counted in (releaseSQL), never from one that began after it. A Hit
+// that was not allowed (its zero value) takes nothing back.
+func (r *Limiter) Release(ctx context.Context, h Hit) error {
+	if h.key == nil {
+		return nil
+	}
+	q := `UPDATE rate_limits r SET ` + releaseSQL("$2::timestamptz", "$3::float8", "$4::int") + ` WHERE r.key = $1`
+	if _, err := r.pool.Exec(ctx, q, h.key, h.window, h.limit.Window.Seconds(), h.limit.N); err != nil {
 		return fmt.Errorf("rate limit release: %w", err)
 	}
 	return nil
@@ -272,17 +331,24 @@ func (r *Limiter) Release(ctx context.Context, key []byte, l Limit) error {
 // the table's order, which may put inner's first, a release and a count
 // of the same two keys at once each held a row the other waited for, and
 // PostgreSQL failed one of them.
-func (r *Limiter) ReleaseBoth(ctx context.Context, outer []byte, lo Limit, inner []byte, li Limit) error {
-	const q = `
+func (r *Limiter) ReleaseBoth(ctx context.Context, b Both) error {
+	if b.outer.key == nil || b.inner.key == nil {
+		return nil
+	}
+	q := `
 WITH locked AS (
-    SELECT key FROM rate_limits WHERE key = $1 OR key = $3
+    SELECT key FROM rate_limits WHERE key = $1 OR key = $5
     ORDER BY key = $1 DESC
     FOR UPDATE
+), a (key, at, win, n) AS (
+    VALUES ($1::bytea, $2::timestamptz, $3::float8, $4::int), ($5, $6, $7, $8)
 )
-UPDATE rate_limits r SET hits = greatest(least(r.hits, CASE WHEN r.key = $1 THEN $2::int ELSE $4::int END) - 1, 0)
-FROM locked
+UPDATE rate_limits r SET ` + releaseSQL("a.at", "a.win", "a.n") + `
+FROM locked JOIN a ON a.key = locked.key
 WHERE r.key = locked.key`
-	if _, err := r.pool.Exec(ctx, q, outer, lo.N, inner, li.N); err != nil {
+	o, i := b.outer, b.inner
+	if _, err := r.pool.Exec(ctx, q, o.key, o.window, o.limit.Window.Seconds(), o.limit.N,
+		i.key, i.window, i.limit.Window.Seconds(), i.limit.N); err != nil {
 		return fmt.Errorf("rate limit release: %w", err)
 	}
 	return nil

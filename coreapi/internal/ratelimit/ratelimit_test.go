@@ -85,10 +85,11 @@ func TestRelease(t *testing.T) {
 	lim := ratelimit.Limit{N: 2, Window: time.Hour}
 	k := ratelimit.Key("client", "id", "ip")
 	for i := range 5 {
-		if ok, _, err := l.Allow(ctx, k, lim); err != nil || !ok {
+		h, ok, _, err := l.Reserve(ctx, k, lim)
+		if err != nil || !ok {
 			t.Fatalf("reservation %d = %v, %v; want allowed (each released)", i, ok, err)
 		}
-		if err := l.Release(ctx, k, lim); err != nil {
+		if err := l.Release(ctx, h); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -100,8 +101,19 @@ func TestRelease(t *testing.T) {
 	if ok, _, err := l.Allow(ctx, k, lim); err != nil || ok {
 		t.Fatalf("third failure = %v, %v; want refused", ok, err)
 	}
-	if err := l.Release(ctx, ratelimit.Key("never", "seen"), lim); err != nil {
-		t.Fatalf("release of an unknown key: %v", err)
+	gone := ratelimit.Key("swept")
+	h, _, _, err := l.Reserve(ctx, gone, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `DELETE FROM rate_limits WHERE key = $1`, gone); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Release(ctx, h); err != nil {
+		t.Fatalf("release of a swept key: %v", err)
+	}
+	if err := l.Release(ctx, ratelimit.Hit{}); err != nil {
+		t.Fatalf("release of no hit: %v", err)
 	}
 }
 
@@ -117,18 +129,21 @@ func TestRefusedHitsAreNotCounted(t *testing.T) {
 	l := ratelimit.New(db.Pool)
 	lim := ratelimit.Limit{N: 3, Window: time.Hour}
 	k := ratelimit.Key("client", "id", "ip")
+	var held []ratelimit.Hit
 	for i := range lim.N {
-		if ok, _, err := l.Allow(ctx, k, lim); err != nil || !ok {
+		h, ok, _, err := l.Reserve(ctx, k, lim)
+		if err != nil || !ok {
 			t.Fatalf("reservation %d = %v, %v; want allowed", i, ok, err)
 		}
+		held = append(held, h)
 	}
 	for i := range 2 * lim.N {
 		if ok, retry, err := l.Allow(ctx, k, lim); err != nil || ok || retry <= 0 {
 			t.Fatalf("reservation %d past the limit = %v, %v, %v; want refused with a wait", lim.N+i, ok, retry, err)
 		}
 	}
-	for range lim.N {
-		if err := l.Release(ctx, k, lim); err != nil {
+	for _, h := range held {
+		if err := l.Release(ctx, h); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -249,17 +264,18 @@ func TestAllowBoth(t *testing.T) {
 		}
 		return n
 	}
-	if ok, _, err := l.AllowBoth(ctx, outer, lo, inner, li); err != nil || !ok {
+	b, ok, _, err := l.AllowBoth(ctx, outer, lo, inner, li)
+	if err != nil || !ok {
 		t.Fatalf("first hit = %v, %v; want allowed", ok, err)
 	}
-	ok, retry, err := l.AllowBoth(ctx, outer, lo, inner, li)
+	_, ok, retry, err := l.AllowBoth(ctx, outer, lo, inner, li)
 	if err != nil || ok || retry <= 0 || retry > time.Minute {
 		t.Fatalf("second hit on the inner key = %v, %v, %v; want refused within the inner window", ok, retry, err)
 	}
 	if o, i := hits(outer), hits(inner); o != 1 || i != 2 {
 		t.Fatalf("after the inner refusal: outer %d, inner %d hits; want 1 (taken back) and 2 (full, refused since)", o, i)
 	}
-	if err := l.ReleaseBoth(ctx, outer, lo, inner, li); err != nil {
+	if err := l.ReleaseBoth(ctx, b); err != nil {
 		t.Fatal(err)
 	}
 	if o, i := hits(outer), hits(inner); o != 0 || i != 0 {
@@ -268,12 +284,12 @@ func TestAllowBoth(t *testing.T) {
 	// Inner keys of their own fill the outer limit, then one more writes
 	// no inner row.
 	for n := range lo.N {
-		if ok, _, err := l.AllowBoth(ctx, outer, lo, ratelimit.Key("client", string(rune('a'+n))), li); err != nil || !ok {
+		if _, ok, _, err := l.AllowBoth(ctx, outer, lo, ratelimit.Key("client", string(rune('a'+n))), li); err != nil || !ok {
 			t.Fatalf("hit %d = %v, %v; want allowed", n, ok, err)
 		}
 	}
 	last := ratelimit.Key("client", "last")
-	ok, retry, err = l.AllowBoth(ctx, outer, lo, last, li)
+	_, ok, retry, err = l.AllowBoth(ctx, outer, lo, last, li)
 	if err != nil || ok || retry <= time.Minute || retry > time.Hour {
 		t.Fatalf("hit over the outer limit = %v, %v, %v; want refused within the outer window", ok, retry, err)
 	}
@@ -300,6 +316,10 @@ func TestReleaseBothBesideAllowBoth(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	b, _, _, err := l.AllowBoth(ctx, outer, lo, inner, li)
+	if err != nil {
+		t.Fatal(err)
+	}
 	waiting := func(n int) {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
@@ -325,11 +345,11 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&w); err 
 		t.Fatal(err)
 	}
 	released := make(chan error, 1)
-	go func() { released <- l.ReleaseBoth(ctx, outer, lo, inner, li) }()
+	go func() { released <- l.ReleaseBoth(ctx, b) }()
 	waiting(1)
 	allowed := make(chan error, 1)
 	go func() {
-		_, _, err := l.AllowBoth(ctx, outer, lo, inner, li)
+		_, _, _, err := l.AllowBoth(ctx, outer, lo, inner, li)
 		allowed <- err
 	}()
 	waiting(2)
@@ -397,7 +417,7 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&w); err 
 	}
 	allowed := make(chan error, 1)
 	go func() {
-		_, _, err := l.AllowBoth(ctx, outer, lo, inner, li)
+		_, _, _, err := l.AllowBoth(ctx, outer, lo, inner, li)
 		allowed <- err
 	}()
 	for deadline := time.Now().Add(10 * time.Second); waiters() < 1 || (!sweepDone && waiters() < 2); time.Sleep(10 * time.Millisecond) {
@@ -516,20 +536,20 @@ func TestAllowBothAcrossTheBoundary(t *testing.T) {
 	}
 	// The inner key's window, full, ended a minute ago.
 	for range li.N {
-		if ok, _, err := l.AllowBoth(ctx, outer, lo, inner, li); err != nil || !ok {
+		if _, ok, _, err := l.AllowBoth(ctx, outer, lo, inner, li); err != nil || !ok {
 			t.Fatalf("hit = %v, %v; want allowed", ok, err)
 		}
 	}
 	if _, err := db.Pool.Exec(ctx, `UPDATE rate_limits SET window_start = now() - interval '16 minutes' WHERE key = $1`, inner); err != nil {
 		t.Fatal(err)
 	}
-	ok, _, err := l.AllowBoth(ctx, outer, lo, inner, li)
+	_, ok, _, err := l.AllowBoth(ctx, outer, lo, inner, li)
 	// 2 × 14/15 = 1.87 counted: one hit allowed (2.87), under 2 again once
 	// the previous window's weigh under 1, 7.5 minutes into the window.
 	if err != nil || !ok {
 		t.Fatalf("first hit after the inner window = %v, %v; want allowed", ok, err)
 	}
-	ok, retry, err := l.AllowBoth(ctx, outer, lo, inner, li)
+	_, ok, retry, err := l.AllowBoth(ctx, outer, lo, inner, li)
 	if err != nil || ok || retry < 6*time.Minute || retry > 7*time.Minute {
 		t.Fatalf("second hit after the inner window = %v, %v, %v; want refused for 6.5 minutes", ok, retry, err)
 	}
@@ -546,11 +566,11 @@ func TestAllowBothAcrossTheBoundary(t *testing.T) {
 		outer, lo.N); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _, err := l.AllowBoth(ctx, outer, lo, ratelimit.Key("client", "c2"), li); err != nil || !ok {
+	if _, ok, _, err := l.AllowBoth(ctx, outer, lo, ratelimit.Key("client", "c2"), li); err != nil || !ok {
 		t.Fatalf("first hit after the outer window = %v, %v; want allowed", ok, err)
 	}
 	last := ratelimit.Key("client", "c3")
-	ok, retry, err = l.AllowBoth(ctx, outer, lo, last, li)
+	_, ok, retry, err = l.AllowBoth(ctx, outer, lo, last, li)
 	if err != nil || ok || retry < 14*time.Minute || retry > 15*time.Minute {
 		t.Fatalf("second hit after the outer window = %v, %v, %v; want refused for 890 s", ok, retry, err)
 	}
@@ -588,11 +608,15 @@ RETURNING hits`
 		}
 		return hits <= lim.N
 	}
+	var last ratelimit.Hit // the new replica's last hit allowed
 	allow := func() bool {
 		t.Helper()
-		ok, _, err := l.Allow(ctx, k, lim)
+		h, ok, _, err := l.Reserve(ctx, k, lim)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if ok {
+			last = h
 		}
 		return ok
 	}
@@ -607,7 +631,7 @@ RETURNING hits`
 			t.Fatalf("hit %d (old replica %v) allowed %v, want %v", i+1, c.old, ok, c.want)
 		}
 	}
-	if err := l.Release(ctx, k, lim); err != nil {
+	if err := l.Release(ctx, last); err != nil {
 		t.Fatal(err)
 	}
 	if !old() {
@@ -629,4 +653,133 @@ RETURNING hits`
 	if allow() {
 		t.Fatal("the new replica allowed a hit over its sliding count")
 	}
+}
+
+// TestReleaseAfterTheWindowTurned: a hit released after its window ended
+// is taken back from the window it was counted in, whose hits the next
+// window carries as the previous one's, never from the hits of the
+// window after. Taken back from those, it erased a hit counted since
+// (sign-ins correct just before an hour's turn released just after it
+// wiped as many failures made just after, which the previous window's
+// weight then let through again as it slid out: up to a hit more for
+// each release), or, with none counted yet, it was lost, and the
+// previous window's full weight refused every hit for most of the window.
+func TestReleaseAfterTheWindowTurned(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	l := ratelimit.New(db.Pool)
+	lim := ratelimit.Limit{N: 10, Window: time.Hour}
+	// pass makes d pass for the key k: its window starts d earlier, and
+	// so do the windows its hits held were counted in.
+	pass := func(k []byte, d time.Duration, held []ratelimit.Hit) {
+		t.Helper()
+		if _, err := db.Pool.Exec(ctx, `UPDATE rate_limits SET window_start = window_start - make_interval(secs => $2) WHERE key = $1`,
+			k, d.Seconds()); err != nil {
+			t.Fatal(err)
+		}
+		for i := range held {
+			held[i] = held[i].Earlier(d)
+		}
+	}
+	reserve := func(k []byte, n int) []ratelimit.Hit {
+		t.Helper()
+		var hits []ratelimit.Hit
+		for i := range n {
+			h, ok, _, err := l.Reserve(ctx, k, lim)
+			if err != nil || !ok {
+				t.Fatalf("reservation %d = %v, %v; want allowed", i, ok, err)
+			}
+			hits = append(hits, h)
+		}
+		return hits
+	}
+	release := func(hits []ratelimit.Hit) {
+		t.Helper()
+		for _, h := range hits {
+			if err := l.Release(ctx, h); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	allowed := func(k []byte, n int) int {
+		t.Helper()
+		got := 0
+		for range n {
+			ok, _, err := l.Allow(ctx, k, lim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				got++
+			}
+		}
+		return got
+	}
+	row := func(k []byte) (hits, prev int) {
+		t.Helper()
+		if err := db.Pool.QueryRow(ctx, `SELECT hits, prev_hits FROM rate_limits WHERE key = $1`, k).Scan(&hits, &prev); err != nil {
+			t.Fatal(err)
+		}
+		return hits, prev
+	}
+
+	t.Run("hits counted since", func(t *testing.T) {
+		k := ratelimit.Key("password-guess", "192.0.2.1")
+		// Five correct sign-ins under way as the window ends.
+		held := reserve(k, 5)
+		pass(k, lim.Window+10*time.Second, held)
+		// Failures just after: 4.99 + 5 counted lets a sixth through.
+		if got := allowed(k, lim.N); got != 6 {
+			t.Fatalf("%d failures allowed after the turn, want 6", got)
+		}
+		release(held)
+		if hits, prev := row(k); hits != 6 || prev != 0 {
+			t.Fatalf("after the releases: %d hits and %d before, want 6 (the failures) and 0", hits, prev)
+		}
+		// Near the window's end the failures still count in full: the
+		// window lets 10 through, not 15 (the released hits' weight gone
+		// with the window before, and the failures erased).
+		pass(k, lim.Window-time.Minute-10*time.Second, nil)
+		if got := allowed(k, lim.N); got != 4 {
+			t.Errorf("%d failures allowed at the end of the window, want 4 (10 in the window)", got)
+		}
+	})
+	t.Run("none counted since", func(t *testing.T) {
+		k := ratelimit.Key("password-guess", "192.0.2.2")
+		held := reserve(k, lim.N)
+		pass(k, lim.Window+10*time.Second, held)
+		// 9.97 counted: one more is let through, and the row moves on.
+		if got := allowed(k, 2); got != 1 {
+			t.Fatalf("%d hits allowed just after a full window, want 1", got)
+		}
+		release(held)
+		if hits, prev := row(k); hits != 1 || prev != 0 {
+			t.Fatalf("after the releases: %d hits and %d before, want 1 and 0", hits, prev)
+		}
+		if got := allowed(k, lim.N); got != lim.N-1 {
+			t.Errorf("%d hits allowed once every reservation was released, want %d", got, lim.N-1)
+		}
+	})
+	t.Run("row not moved on yet", func(t *testing.T) {
+		k := ratelimit.Key("password-guess", "192.0.2.3")
+		held := reserve(k, lim.N)
+		pass(k, lim.Window+10*time.Second, held)
+		release(held[:5])
+		// 4.99 counted.
+		if got := allowed(k, lim.N); got != 6 {
+			t.Errorf("%d hits allowed after the turn with 5 of 10 released, want 6", got)
+		}
+	})
+	t.Run("two windows later", func(t *testing.T) {
+		k := ratelimit.Key("password-guess", "192.0.2.4")
+		held := reserve(k, 3)
+		pass(k, 2*lim.Window+time.Second, held)
+		if got := allowed(k, lim.N); got != lim.N {
+			t.Fatalf("%d hits allowed two windows later, want %d", got, lim.N)
+		}
+		release(held)
+		if hits, prev := row(k); hits != lim.N || prev != 0 {
+			t.Errorf("after releasing hits that no longer count: %d hits and %d before, want %d and 0", hits, prev, lim.N)
+		}
+	})
 }

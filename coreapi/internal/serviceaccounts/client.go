@@ -103,7 +103,7 @@ func (s *Service) authenticate(c *fiber.Ctx, cr credentials) (Client, error) {
 	// row of the client id's own.
 	ipKey := ratelimit.Key("client_credentials_ip", ratelimit.ClientKey(ip))
 	key := ratelimit.Key("client_credentials", strings.ToLower(cr.id), ratelimit.ClientKey(ip))
-	ok, retry, err := s.o.Limiter.AllowBoth(ctx, ipKey, ClientIPLimit, key, ClientLimit)
+	hits, ok, retry, err := s.o.Limiter.AllowBoth(ctx, ipKey, ClientIPLimit, key, ClientLimit)
 	if err != nil {
 		return Client{}, err
 	}
@@ -129,7 +129,7 @@ func (s *Service) authenticate(c *fiber.Ctx, cr credentials) (Client, error) {
 		}
 		return Client{}, invalidClient(c, cr.basic, "client authentication failed")
 	}
-	if err := s.o.Limiter.ReleaseBoth(ctx, ipKey, ClientIPLimit, key, ClientLimit); err != nil {
+	if err := s.o.Limiter.ReleaseBoth(ctx, hits); err != nil {
 		return Client{}, err
 	}
 	return cl, nil
