@@ -53,7 +53,7 @@ var Vars = append(envconfig.Table{
 	{Name: "PERMISSIONS_FILE", Help: "the apps' permission catalog, YAML or JSON"},
 	{Name: "PERMISSIONS", Help: "the same catalog inline"},
 	{Name: "OAUTH_ALLOWED_RETURN_URLS", Help: "web-app URLs an OAuth sign-in may end at"},
-	{Name: "OAUTH_AUTHORIZE_PER_MINUTE", Default: "20", Help: "OAuth sign-ins one client IP may start per minute"},
+	{Name: "OAUTH_AUTHORIZE_PER_MINUTE", Default: "20", Help: "OAuth sign-ins one client IP may start per minute, over every replica"},
 	{Name: "SIGNUP_PER_HOUR", Default: "20", Help: "sign-ups one client IP may make per hour"},
 	{Name: "SIGNIN_FAILURES_PER_HOUR", Default: "100", Help: "wrong passwords one client IP may send per hour, over every address"},
 	{Name: "PASSWORD_CHECKS_PER_HOUR", Default: "1000", Help: "passwords, right or wrong, one client IP may have checked, or hashed for a member it makes, a reset or an account an invitation creates, per hour"},

@@ -74,8 +74,6 @@ const StateTTL = 10 * time.Minute
 const (
 	DefaultAuthorizePerMinute = 20
 	DefaultMaxPendingStates   = 10000
-	// limiterKeys bounds the client addresses the rate limiter tracks.
-	limiterKeys = 100000
 )
 
 // maxSubject is the longest sub claim OpenID Connect Core (section 2)
@@ -132,13 +130,12 @@ type Options struct {
 	// code_verifier the hand-over exchange then needs.
 	AllowedReturnURLs []string
 	// AuthorizePerMinute is how many sign-ins one client IP may start per
-	// minute on this replica; 0 means DefaultAuthorizePerMinute.
+	// minute (a sliding minute, over every replica: ratelimit);
+	// 0 means DefaultAuthorizePerMinute.
 	AuthorizePerMinute int
 	// MaxPendingStates caps the live rows of oauth_states; 0 means
 	// DefaultMaxPendingStates.
 	MaxPendingStates int
-	// Now is the rate limiter's clock; nil means time.Now.
-	Now func() time.Time
 }
 
 // Service serves the authorize and callback routes.
@@ -150,7 +147,8 @@ type Service struct {
 	client    *http.Client
 	providers map[string]*provider
 	returnTo  map[string]bool
-	limit     *limiter
+	limiter   *ratelimit.Limiter
+	limit     ratelimit.Limit
 	maxStates int
 	// fullLogs bounds the "oauth states full" warnings: while the table
 	// is full every start is refused, and clients from many addresses
@@ -199,12 +197,9 @@ func New(o Options) (*Service, error) {
 	if o.MaxPendingStates <= 0 {
 		o.MaxPendingStates = DefaultMaxPendingStates
 	}
-	if o.Now == nil {
-		o.Now = time.Now
-	}
 	s := &Service{log: o.Logger, pool: o.Pool, auth: o.Auth, sessions: o.Sessions, client: &client, fullLogs: logging.Budget{PerSecond: 1},
 		providers: make(map[string]*provider, len(o.Providers)), returnTo: map[string]bool{},
-		limit:     newLimiter(o.AuthorizePerMinute, time.Minute, limiterKeys, o.Now),
+		limiter: ratelimit.New(o.Pool), limit: ratelimit.Limit{N: o.AuthorizePerMinute, Window: time.Minute},
 		maxStates: o.MaxPendingStates}
 	s.fullLogs.Report = func(dropped int64, _ slog.Level) { s.logFull(dropped) } // warnings only
 	for _, u := range o.AllowedReturnURLs {
@@ -479,14 +474,32 @@ func base64URL(s string) bool {
 
 var errDiscovery = problem.New(fiber.StatusBadGateway, problem.CodeProviderUnavailable, "the sign-in provider cannot be reached")
 
+// allowStart counts a sign-in started from the client's address against
+// Options.AuthorizePerMinute, or answers 429 with Retry-After when the
+// address has started its share. It is counted in PostgreSQL, as
+// coreapi's other limits are: counted in each replica's memory, in fixed
+// minutes, the limit was one per replica (N replicas let N times as many
+// through) and twice itself at a minute's turn.
+func (s *Service) allowStart(c *fiber.Ctx) error {
+	key := ratelimit.Key("oauth-authorize", ratelimit.ClientKey(httpapi.ClientIP(c)))
+	ok, wait, err := s.limiter.Allow(c.UserContext(), key, s.limit)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return httpapi.TooMany(c, wait, "too many sign-ins started from this address")
+	}
+	return nil
+}
+
 func (s *Service) authorize(c *fiber.Ctx) error {
 	p, err := s.lookup(c)
 	if err != nil {
 		return err
 	}
-	// Before any other work: a refused start costs no database access.
-	if ok, wait := s.limit.allow(ratelimit.ClientKey(httpapi.ClientIP(c))); !ok {
-		return httpapi.TooMany(c, wait, "too many sign-ins started from this address")
+	// Before any other work: a refused start costs one statement.
+	if err := s.allowStart(c); err != nil {
+		return err
 	}
 	// Each parameter at most once (RFC 6749 section 3.1): of two, which
 	// one is meant would be a guess, and another reader may take the

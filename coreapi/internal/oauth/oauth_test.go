@@ -39,6 +39,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/tollgate-auth/tollgate/shared/requestid"
 )
 
 // The public callback URL (through the proxy); tests replay its path and
@@ -1611,14 +1612,9 @@ func TestCallbackBadInput(t *testing.T) {
 }
 
 // TestAuthorizeRateLimit: each client IP may start a bounded number of
-// sign-ins per minute; a refused start writes nothing.
+// sign-ins per minute; a refused start writes nothing but its count.
 func TestAuthorizeRateLimit(t *testing.T) {
-	var (
-		mu  sync.Mutex
-		now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	x := start(t, func(o *oauth.Options) { o.AuthorizePerMinute = 3; o.Now = clock })
+	x := start(t, func(o *oauth.Options) { o.AuthorizePerMinute = 3 })
 	for i := range 3 {
 		if r := x.authorize(t, "", "203.0.113.7"); r.Status != http.StatusFound {
 			t.Fatalf("start %d: %d %s", i+1, r.Status, r.Body)
@@ -1631,21 +1627,84 @@ func TestAuthorizeRateLimit(t *testing.T) {
 	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 || ra > 60 {
 		t.Errorf("Retry-After = %q, want 1..60 s", r.Header.Get("Retry-After"))
 	}
-	if r.Stats.Queries != 0 {
-		t.Errorf("refused start ran %d queries, want none", r.Stats.Queries)
+	if r.Stats.Queries != 1 || r.Stats.Transactions != 0 {
+		t.Errorf("refused start ran %d queries in %d transactions, want its count only", r.Stats.Queries, r.Stats.Transactions)
 	}
 	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 3 {
 		t.Errorf("state rows = %d, want 3", n)
 	}
-	// Another address is not affected; the same one is again a minute later.
+	// Another address is not affected; the same one is again once the
+	// sliding minute no longer holds its starts.
 	if r := x.authorize(t, "", "203.0.113.8"); r.Status != http.StatusFound {
 		t.Errorf("another address: %d %s", r.Status, r.Body)
 	}
-	mu.Lock()
-	now = now.Add(time.Minute)
-	mu.Unlock()
+	x.minutesPass(t, 2)
 	if r := x.authorize(t, "", "203.0.113.7"); r.Status != http.StatusFound {
-		t.Errorf("a minute later: %d %s", r.Status, r.Body)
+		t.Errorf("two minutes later: %d %s", r.Status, r.Body)
+	}
+}
+
+// minutesPass makes n minutes pass for every rate limit's window.
+func (x *env) minutesPass(t *testing.T, n float64) {
+	t.Helper()
+	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE rate_limits SET window_start = window_start - make_interval(secs => $1)`, n*60); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAuthorizeRateLimitAcrossInstances: the starts of a client IP are
+// counted over every coreapi instance, in a sliding minute: counted in
+// each instance's memory, N instances let N times the limit through, and
+// the limit's worth at a minute's end and again at the next one's start
+// passed together.
+func TestAuthorizeRateLimitAcrossInstances(t *testing.T) {
+	x := start(t, func(o *oauth.Options) { o.AuthorizePerMinute = 4 })
+	other := x.second(t)
+	const path = "/api/v1/auth/oauth/fake/authorize"
+	// on starts a sign-in from apitest.DefaultClientIP on the first
+	// instance or, with second, on the other one.
+	on := func(second bool) int {
+		t.Helper()
+		if !second {
+			return x.authorize(t, "", apitest.DefaultClientIP).Status
+		}
+		req, err := http.NewRequest(http.MethodGet, other+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set(requestid.Header, requestid.New())
+		x.SignV2(req.Header, identity.Identity{}, http.MethodGet, path, nil)
+		resp, err := x.noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") == "" {
+			t.Errorf("429 without Retry-After on the other instance")
+		}
+		return resp.StatusCode
+	}
+	for i, second := range []bool{false, true, false, true} {
+		if got := on(second); got != http.StatusFound {
+			t.Fatalf("start %d (other instance %v): %d, want 302", i+1, second, got)
+		}
+	}
+	for _, second := range []bool{true, false} {
+		if got := on(second); got != http.StatusTooManyRequests {
+			t.Fatalf("start over the limit shared by both instances (other instance %v): %d, want 429", second, got)
+		}
+	}
+	// The minute ended a second ago: 4 × 59/60 still count, so one more
+	// start passes, on either instance, and no more.
+	x.minutesPass(t, 1+1.0/60)
+	allowed := 0
+	for _, second := range []bool{true, false, true, false} {
+		if on(second) == http.StatusFound {
+			allowed++
+		}
+	}
+	if allowed != 1 {
+		t.Errorf("%d starts allowed just after a full minute, want 1 (the limit counted afresh let 4 through on each instance)", allowed)
 	}
 }
 
