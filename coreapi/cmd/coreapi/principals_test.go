@@ -38,10 +38,16 @@ var openToKeys = map[string]string{
 // core key, as the proxy signs them).
 func startServe(t *testing.T, env map[string]string) (string, *identity.KeySigner) {
 	t.Helper()
+	return startServeWith(t, env, hooks{})
+}
+
+// startServeWith is startServe with h's hooks.
+func startServeWith(t *testing.T, env map[string]string, h hooks) (string, *identity.KeySigner) {
+	t.Helper()
 	var out testkit.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"serve"}, envOf(env), &out) }()
+	go func() { done <- serveWith(ctx, nil, envOf(env), &out, h) }()
 	t.Cleanup(func() { cancel(); <-done })
 	base := "http://" + waitListening(t, &out, done)
 	secret, err := identity.ParseKey(testKey)

@@ -23,12 +23,10 @@ import (
 // adds beside each GET, is not an operation of its own.
 func TestRoutesDocumented(t *testing.T) {
 	srvc := make(chan *httpapi.Server, 1)
-	testHooks = hooks{server: func(s *httpapi.Server) { srvc <- s }}
-	defer func() { testHooks = hooks{} }()
 	env := serveEnv(t, dbtest.New(t).URL)
 	env["API_KEY_PEPPER"] = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
 	env["MFA_ENCRYPTION_KEYS"] = "k1:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{9}, 32))
-	startServe(t, env)
+	startServeWith(t, env, hooks{server: func(s *httpapi.Server) { srvc <- s }})
 	srv := <-srvc
 
 	param := regexp.MustCompile(`\{[^}/]+\}|:[^/]+`)

@@ -49,6 +49,12 @@ const startupDBTimeout = 5 * time.Second
 const startupRetryEvery = time.Second
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	return serveWith(ctx, args, getenv, stdout, hooks{})
+}
+
+// serveWith is serve with h's hooks (tests' parts in it; none in
+// production).
+func serveWith(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, h hooks) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	checkOnly := fs.Bool("check-config", false, "validate the configuration, print it with secrets masked, and exit")
 	fs.Bool("version", false, "print the version, commit and Go version, and exit")
@@ -180,8 +186,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err != nil {
 		return err
 	}
-	if testHooks.server != nil {
-		testHooks.server(srv)
+	if h.server != nil {
+		h.server(srv)
 	}
 	// Readiness asks the database on a connection of its own: probes never
 	// wait behind requests for a pool connection (httpapi.DBProbe).
@@ -253,8 +259,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	defer stopWriters()
 	rctx, stopRelay := context.WithCancel(context.WithoutCancel(gctx))
 	defer stopRelay()
-	if testHooks.writer != nil {
-		bg = append(bg, testHooks.writer)
+	if h.writer != nil {
+		bg = append(bg, h.writer)
 	}
 	// The writers change data by this build's rules: none runs before the
 	// schema was found recent enough.
@@ -276,13 +282,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	g.Go(func() error { return admin.Serve(adminLn) })
 	g.Go(func() error {
 		err := relay(rctx)
-		testHooks.at("relay stopped")
+		h.at("relay stopped")
 		return err
 	})
 	g.Go(func() error {
 		<-gctx.Done()
 		defer stopRelay()
-		return shutdown(log, cfg.ShutdownTimeout, admin, srv, stopWriters, writersDone)
+		return shutdown(log, cfg.ShutdownTimeout, admin, srv, stopWriters, writersDone, h)
 	})
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
@@ -370,16 +376,16 @@ func checkDatabaseLater(ctx context.Context, pool *pgxpool.Pool, log *slog.Logge
 // (SHUTDOWN_TIMEOUT), then stops the admin server. The outbox relay stops
 // after it (its last flush bounded by its own FlushTimeout), and the pool
 // after that. A writer still running at the deadline is not waited for:
-// what it commits later is left for the next relay.
+// what it commits later is left for the next relay. h is told the steps.
 func shutdown(log *slog.Logger, timeout time.Duration, admin *httpapi.Admin, srv *httpapi.Server,
-	stopWriters func(), writersDone <-chan struct{}) error {
+	stopWriters func(), writersDone <-chan struct{}, h hooks) error {
 	log.Info("shutting down", "timeout", timeout)
 	admin.SetNotReady()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	err := srv.Shutdown(ctx)
 	stopWriters()
-	testHooks.at("writers stopping")
+	h.at("writers stopping")
 	select {
 	case <-writersDone:
 	case <-ctx.Done():
@@ -392,14 +398,12 @@ func shutdown(log *slog.Logger, timeout time.Duration, admin *httpapi.Admin, srv
 	return err
 }
 
-// testHooks lets tests take part in serve: writer runs beside the
+// hooks let tests take part in serve (serveWith): writer runs beside the
 // background workers, step is told when a shutdown reaches a step
 // ("writers stopping": they were told to stop and are waited for, the
 // relay still running; "relay stopped": its Run returned), and server is
-// handed the public server once built, its routes all registered. Unset
-// in production.
-var testHooks hooks
-
+// handed the public server once built, its routes all registered. serve
+// runs with none.
 type hooks struct {
 	writer worker
 	step   func(string)

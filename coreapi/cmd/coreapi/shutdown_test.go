@@ -163,7 +163,7 @@ func TestShutdownStopsTheWritersBeforeTheRelay(t *testing.T) {
 	}
 	relayStopped, writersStopping := make(chan struct{}), make(chan struct{})
 	committed := make(chan error, 1)
-	testHooks = hooks{
+	h := hooks{
 		writer: func(ctx context.Context) error {
 			<-ctx.Done()
 			select {
@@ -184,14 +184,13 @@ func TestShutdownStopsTheWritersBeforeTheRelay(t *testing.T) {
 			}
 		},
 	}
-	defer func() { testHooks = hooks{} }()
 	env := serveEnv(t, db.URL)
 	env["NATS_URL"] = ns.ClientURL()
 	var out testkit.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"serve"}, envOf(env), &out) }()
+	go func() { done <- serveWith(ctx, nil, envOf(env), &out, h) }()
 	listening(t, &out, done)
 	eventually.Within(t, 10*time.Second, func() error {
 		if !strings.Contains(out.String(), `"msg":"nats connected"`) {

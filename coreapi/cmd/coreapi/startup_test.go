@@ -31,16 +31,16 @@ func silentDatabase(t *testing.T, db *dbtest.DB, down *atomic.Bool) string {
 	return u.String()
 }
 
-// startSilent runs serve against dbURL and returns its admin address once
-// it listens, failing unless that takes less than the start's database
-// deadline and a margin.
-func startSilent(t *testing.T, dbURL string, out *testkit.LogBuffer) (admin string, done <-chan error, cancel func()) {
+// startSilent runs serve with h's hooks against dbURL and returns its
+// admin address once it listens, failing unless that takes less than the
+// start's database deadline and a margin.
+func startSilent(t *testing.T, dbURL string, h hooks, out *testkit.LogBuffer) (admin string, done <-chan error, cancel func()) {
 	t.Helper()
 	env := serveEnv(t, dbURL)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	errc := make(chan error, 1)
-	go func() { errc <- run(ctx, []string{"serve"}, envOf(env), out) }()
+	go func() { errc <- serveWith(ctx, nil, envOf(env), out, h) }()
 	start := time.Now()
 	_, admin = listening(t, out, errc)
 	if d, bound := time.Since(start), startupDBTimeout+3*time.Second; d > bound {
@@ -71,9 +71,9 @@ func TestServeStartedWithSilentDatabase(t *testing.T) {
 	db := dbtest.New(t)
 	var down atomic.Bool
 	down.Store(true)
-	worked := backgroundWork(t)
+	h, worked := backgroundWork()
 	var out testkit.LogBuffer
-	admin, done, cancel := startSilent(t, silentDatabase(t, db, &down), &out)
+	admin, done, cancel := startSilent(t, silentDatabase(t, db, &down), h, &out)
 
 	if code, body := probe(t, "http://"+admin+"/healthz"); code != http.StatusOK {
 		t.Fatalf("healthz = %d %s, want 200", code, body)
@@ -127,9 +127,9 @@ func TestServeOldSchemaFoundOnceTheDatabaseAnswers(t *testing.T) {
 	}
 	var down atomic.Bool
 	down.Store(true)
-	worked := backgroundWork(t)
+	h, worked := backgroundWork()
 	var out testkit.LogBuffer
-	admin, done, _ := startSilent(t, silentDatabase(t, db, &down), &out)
+	admin, done, _ := startSilent(t, silentDatabase(t, db, &down), h, &out)
 	if code, body := probe(t, "http://"+admin+"/healthz"); code != http.StatusOK {
 		t.Fatalf("healthz = %d %s, want 200", code, body)
 	}
@@ -150,18 +150,15 @@ func TestServeOldSchemaFoundOnceTheDatabaseAnswers(t *testing.T) {
 	}
 }
 
-// backgroundWork adds a background worker to the next serve and returns a
-// channel closed when it starts.
-func backgroundWork(t *testing.T) <-chan struct{} {
-	t.Helper()
+// backgroundWork returns the hooks of a serve with a background worker,
+// and a channel closed when it starts.
+func backgroundWork() (hooks, <-chan struct{}) {
 	started := make(chan struct{})
-	testHooks = hooks{writer: func(ctx context.Context) error {
+	return hooks{writer: func(ctx context.Context) error {
 		close(started)
 		<-ctx.Done()
 		return nil
-	}}
-	t.Cleanup(func() { testHooks = hooks{} })
-	return started
+	}}, started
 }
 
 // TestWaitChecked: a database already checked lets a writer run even when
