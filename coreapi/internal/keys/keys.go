@@ -647,6 +647,11 @@ type WatchOptions struct {
 	// (SightingsErr: serve is not ready until they are); 0 means 1 s.
 	RetryEvery time.Duration
 	Log        *slog.Logger
+
+	// watchEvents, when set (tests), stands between the directory's
+	// watcher and Watch: given the watcher's events and errors, it returns
+	// those Watch reads.
+	watchEvents func(<-chan fsnotify.Event, <-chan error) (<-chan fsnotify.Event, <-chan error)
 }
 
 // settle is how long Watch waits after a file event for the rest of the
@@ -656,7 +661,8 @@ const settle = 20 * time.Millisecond
 
 // Watch keeps the ring in step with the directory until ctx ends: it
 // watches the directory (fsnotify: a key file added, removed or replaced,
-// including a mounted Secret's atomic symlink swap), reloads when told to
+// including a mounted Secret's atomic symlink swap; when the kernel's queue
+// of events overflowed, the directory is read again), reloads when told to
 // (o.Reload) and, as a fallback, every o.Every. A reload's problems are
 // logged; what it could apply is in use (see Reload). When the published keys change (the JWKS
 // document: ids, or a key's material under its id), and at start with
@@ -679,6 +685,9 @@ func (r *Ring) Watch(ctx context.Context, o WatchOptions) {
 			o.Log.Warn("watch signing keys: polling only", "dir", r.dir, "err", err, "every", o.Every.String())
 		} else {
 			events, errs = w.Events, w.Errors
+			if o.watchEvents != nil {
+				events, errs = o.watchEvents(events, errs)
+			}
 			o.Log.Info("watching signing keys", "dir", r.dir)
 		}
 	}
@@ -724,6 +733,17 @@ func (r *Ring) Watch(ctx context.Context, o WatchOptions) {
 		case err, ok := <-errs:
 			if !ok {
 				errs = nil
+				continue
+			}
+			// The kernel's queue of events overflowed: those dropped may
+			// have been a key file's change, and none comes again until
+			// the next one. Read the directory again (unchanged, nothing
+			// is announced) rather than wait for the poll.
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				o.Log.Warn("watch signing keys: events were lost; reading the directory again", "dir", r.dir, "err", err)
+				if settleC == nil {
+					settleC = time.After(settle)
+				}
 				continue
 			}
 			o.Log.Warn("watch signing keys", "err", err)

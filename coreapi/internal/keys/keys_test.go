@@ -463,13 +463,13 @@ func BenchmarkSign(b *testing.B) {
 	}
 }
 
-// watch runs r.Watch until the test ends, and returns once the directory
-// watch is in place (Watch logs it), so that a change made after it is
-// seen by the watch and not left to the poll.
-func watch(t *testing.T, r *Ring, o WatchOptions) {
+// watch runs r.Watch until the test ends, and returns its log once the
+// directory watch is in place (Watch logs it), so that a change made after
+// it is seen by the watch and not left to the poll.
+func watch(t *testing.T, r *Ring, o WatchOptions) *testkit.LogBuffer {
 	t.Helper()
-	var logs testkit.LogBuffer
-	o.Log = slog.New(slog.NewJSONHandler(&logs, nil))
+	logs := &testkit.LogBuffer{}
+	o.Log = slog.New(slog.NewJSONHandler(logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.Watch(ctx, o); close(done) }()
@@ -480,6 +480,7 @@ func watch(t *testing.T, r *Ring, o WatchOptions) {
 		}
 		return nil
 	})
+	return logs
 }
 
 func TestWatchPicksUpNewKey(t *testing.T) {
@@ -1108,5 +1109,60 @@ func TestUnknownSightingDoesNotSign(t *testing.T) {
 	}
 	if got := started.SigningKeyID(); got != late {
 		t.Fatalf("past the delay of the others' find: signing kid = %s, want %s", got, late)
+	}
+}
+
+// TestWatchReloadAfterEventsOverflow: when the kernel's queue of file
+// events overflows, the events dropped may have been a key file's change,
+// and no other comes until the next one. The watch reads the directory
+// again on the overflow (not at the next poll, an hour away here) and
+// announces the change; it logs the overflow. Here the watcher's events
+// never reach it (all dropped) and the overflow is injected.
+func TestWatchReloadAfterEventsOverflow(t *testing.T) {
+	dir := t.TempDir()
+	oldKid, err := Generate(dir, AlgEdDSA, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Load(dir, AlgEdDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	overflow := make(chan error)
+	announced := make(chan []string, 16)
+	logs := watch(t, r, WatchOptions{Every: time.Hour,
+		Changed: func(_ context.Context, kids []string) error {
+			announced <- kids
+			return nil
+		},
+		watchEvents: func(<-chan fsnotify.Event, <-chan error) (<-chan fsnotify.Event, <-chan error) {
+			return nil, overflow
+		},
+	})
+	newKid, err := Generate(dir, AlgEdDSA, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	overflow <- fsnotify.ErrEventOverflow
+	select {
+	case got := <-announced:
+		if want := oldKid + "," + newKid; strings.Join(got, ",") != want {
+			t.Fatalf("announced %v, want %s", got, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the new key was not loaded after the overflow; log: %s", logs.String())
+	}
+	if got := r.SigningKeyID(); got != newKid {
+		t.Fatalf("signing kid = %s, want %s", got, newKid)
+	}
+	if !strings.Contains(logs.String(), "watch signing keys: events were lost; reading the directory again") {
+		t.Errorf("the overflow is not logged: %s", logs.String())
+	}
+	// An overflow with the directory unchanged announces nothing.
+	overflow <- fsnotify.ErrEventOverflow
+	select {
+	case got := <-announced:
+		t.Fatalf("announced %v after an overflow with the directory unchanged", got)
+	case <-time.After(20 * settle):
 	}
 }
