@@ -2,12 +2,15 @@ package pgtrace
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/shared/silent"
@@ -155,5 +158,54 @@ func TestConnectTimeout(t *testing.T) {
 		}
 	case <-time.After(DefaultConnectTimeout + 10*time.Second):
 		t.Fatalf("ping of a database that never answers still waiting after %s", time.Since(start))
+	}
+}
+
+// TestSpans: with a TracerProvider, a batch gets a span of its own beside
+// its statements' and counts as one round trip; no span (connect, acquire,
+// query, batch) names the database's host, port, user or database, and
+// none carries a statement's arguments.
+func TestSpans(t *testing.T) {
+	db := dbtest.New(t)
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	pool, err := NewPool(context.Background(), db.URL, PoolOptions{MaxConns: 1, TracerProvider: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	c := &Counter{}
+	ctx, span := tp.Tracer("test").Start(WithCounter(context.Background(), c), "request")
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT $1::int`, 424242).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	b := &pgx.Batch{}
+	b.Queue(`SELECT 1`)
+	b.Queue(`SELECT $1::int`, 434343)
+	if err := pool.SendBatch(ctx, b).Close(); err != nil {
+		t.Fatal(err)
+	}
+	span.End()
+	if c.Queries() != 2 {
+		t.Fatalf("a query and a batch counted as %d round trips, want 2", c.Queries())
+	}
+	names := map[string]int{}
+	for _, s := range exp.GetSpans() {
+		names[s.Name]++
+		for _, a := range s.Attributes {
+			switch k := string(a.Key); {
+			case k == "server.address" || k == "server.port" || k == "user.name" || k == "db.user" ||
+				k == "db.namespace" || k == "db.name" || strings.HasPrefix(k, "net."):
+				t.Errorf("span %q carries %s=%s", s.Name, k, a.Value.Emit())
+			case strings.Contains(a.Value.Emit(), "424242") || strings.Contains(a.Value.Emit(), "434343"):
+				t.Errorf("span %q carries an argument in %s=%s", s.Name, k, a.Value.Emit())
+			}
+		}
+	}
+	for _, want := range []string{"connect", "pool.acquire", "batch start"} {
+		if names[want] == 0 {
+			t.Errorf("no %q span among %v", want, names)
+		}
 	}
 }
