@@ -273,13 +273,14 @@ func replaced(old, e *KeyEntry) (*KeyEntry, bool) {
 // and no change of theirs undoes it: only the key's own invalidation and
 // everything's end it before its time.
 func (c *Cache) validKey(e *KeyEntry, now time.Time) bool {
+	n := c.ticks(now)
 	if e.err != nil {
-		return c.ticks(now) < e.expires && e.gens[2] == c.global.Load() && e.gens[3] == c.keys.key[e.ks].Load() &&
-			c.freshAt(e.fetchedAt)
+		return n < e.expires && e.gens[2] == c.global.Load() && e.gens[3] == c.keys.key[e.ks].Load() &&
+			c.freshAt(e.fetchedAt, n)
 	}
-	return c.ticks(now) < e.expires &&
+	return n < e.expires &&
 		e.gens == [4]uint64{c.user[e.us].Load(), c.tenant[e.ts].Load(), c.global.Load(), c.keys.key[e.ks].Load()} &&
-		c.freshAt(e.fetchedAt)
+		c.freshAt(e.fetchedAt, n)
 }
 
 // GetKey returns the entry of the API key whose whole text is key (its

@@ -119,3 +119,34 @@ func TestWallClockStepBack(t *testing.T) {
 		}
 	})
 }
+
+// TestGetExpiresOnTheInjectedClock: Get holds an entry, positive or a
+// remembered "no membership", for its TTL on the cache's clock
+// (Options.Now), as Valid does. A hit was judged by the store's own
+// expiry, on the process's clock: moved past the TTL, the cache's clock
+// still got the old entry from Get while Valid refused it.
+func TestGetExpiresOnTheInjectedClock(t *testing.T) {
+	f := newFixture(t)
+	f.get(t, "u1")
+	f.wantFetches(t, 1)
+	if _, err := f.c.Get(context.Background(), "nobody", "t1", "rid"); err != ErrNoMembership {
+		t.Fatalf("Get(nobody) = %v, want ErrNoMembership", err)
+	}
+	f.stored(t, "nobody")
+	f.wantFetches(t, 2)
+	f.advance(30 * time.Minute) // within both TTLs (1 h)
+	f.get(t, "u1")
+	if _, err := f.c.Get(context.Background(), "nobody", "t1", "rid"); err != ErrNoMembership {
+		t.Fatalf("Get(nobody) = %v, want ErrNoMembership", err)
+	}
+	f.wantFetches(t, 2)
+	f.advance(31 * time.Minute) // past both
+	f.get(t, "u1")
+	f.wantFetches(t, 3)
+	f.core.SetProjection(identity.Projection{UserID: "nobody", TenantID: "t1", UserStatus: "active",
+		MembershipStatus: "active", TenantStatus: "active"})
+	if _, err := f.c.Get(context.Background(), "nobody", "t1", "rid"); err != nil {
+		t.Fatalf("Get(nobody) past the negative TTL: %v, want the new membership", err)
+	}
+	f.wantFetches(t, 4)
+}

@@ -208,16 +208,23 @@ func (c *Cache) gens(sub, tid string) [3]uint64 {
 	return [3]uint64{c.user[c.stripe(sub)].Load(), c.tenant[c.stripe(tid)].Load(), c.global.Load()}
 }
 
-// fresh applies the bounded staleness while the feed is down; the clock is
-// read only then.
-func (c *Cache) fresh(e *Entry) bool { return c.freshAt(e.fetchedAt) }
+// live reports whether e may be served at now (ticks): within its TTL
+// and, while the feed is down, its bounded staleness. Both on the cache's
+// clock, as ValidStamp judges a kept entry: the store's own expiry of an
+// entry (SetWithTTL) runs on the process's clock, and left alone it kept
+// serving an entry past its TTL on an injected one.
+func (c *Cache) live(e *Entry, now int64) bool {
+	return now < e.expires && c.freshAt(e.fetchedAt, now)
+}
 
-func (c *Cache) freshAt(fetchedAt int64) bool {
+// freshAt applies the bounded staleness while the feed is down to an
+// entry fetched at fetchedAt, at now (ticks).
+func (c *Cache) freshAt(fetchedAt, now int64) bool {
 	down := c.down.Load()
 	if down == connected {
 		return true
 	}
-	return c.ticks(c.opt.Now())-max(fetchedAt, down) <= int64(c.opt.MaxStaleness)
+	return now-max(fetchedAt, down) <= int64(c.opt.MaxStaleness)
 }
 
 // Valid reports whether e, an entry Get returned earlier, still stands at
@@ -251,8 +258,9 @@ func (e *Entry) Stamp() Stamp {
 
 // ValidStamp is Valid for the entry whose stamp s is.
 func (c *Cache) ValidStamp(s *Stamp, now time.Time) bool {
-	if c.ticks(now) < s.expires &&
-		s.gens == [3]uint64{c.user[s.us].Load(), c.tenant[s.ts].Load(), c.global.Load()} && c.freshAt(s.fetchedAt) {
+	n := c.ticks(now)
+	if n < s.expires &&
+		s.gens == [3]uint64{c.user[s.us].Load(), c.tenant[s.ts].Load(), c.global.Load()} && c.freshAt(s.fetchedAt, n) {
 		c.cc.Hits.Inc()
 		return true
 	}
@@ -264,7 +272,7 @@ func (c *Cache) ValidStamp(s *Stamp, now time.Time) bool {
 func (c *Cache) Get(ctx context.Context, sub, tid, requestID string) (*Entry, error) {
 	k := c.key(sub, tid)
 	g := c.gens(sub, tid)
-	if e, ok := c.cache.Get(k); ok && e.Sub == sub && e.Tid == tid && e.gens == g && c.fresh(e) {
+	if e, ok := c.cache.Get(k); ok && e.Sub == sub && e.Tid == tid && e.gens == g && c.live(e, c.ticks(c.opt.Now())) {
 		c.cc.Hits.Inc()
 		if e.err != nil {
 			return nil, e.err
