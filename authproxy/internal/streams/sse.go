@@ -75,6 +75,9 @@ func (m *Manager) ServeStream(r Request) error {
 		resp.StreamBody = true // read as it is relayed
 		err = resp.ReadBody(bufio.NewReaderSize(after(rest, ic), bodyReaderBytes), 0)
 	}
+	if err == nil {
+		m.admit(c)
+	}
 	if err != nil || c.Reason() != "" {
 		fasthttp.ReleaseResponse(resp)
 		if c.Reason() != "" {
@@ -139,12 +142,19 @@ func (m *Manager) ServeStream(r Request) error {
 	}
 	head := h.AppendBytes(nil)
 	out := &sseClient{m: m}
-	m.start(c, func(reason string) {
+	if !m.start(c, func(reason string) {
 		// Ends the blocked read at once; without TLS's close_notify
 		// unless the upstream ended its answer (closeUpstream).
 		closeUpstream(up, reason)
 		out.closing()
-	})
+	}) {
+		// Closed since it was admitted: its upstream connection is
+		// closed, nothing went to the client.
+		_ = resp.CloseBodyStream()
+		fasthttp.ReleaseResponse(resp)
+		ctx.Response.Reset()
+		return m.refuse(c, nil)
+	}
 	ctx.HijackSetNoResponse(true)
 	var started atomic.Bool
 	m.watchHijack(c, &started, up)

@@ -418,15 +418,41 @@ func (m *Manager) routeNew(c *Conn, was *rules.Table) bool {
 	return m.reroute(c, t)
 }
 
-// start arms the token-expiry close once the transport can be closed.
-func (m *Manager) start(c *Conn, shutdown func(string)) {
+// admit decides an authenticated c once more as its upstream's answer is
+// in, before anything of it goes to the client, and closes it if its
+// access is withdrawn: the caller then refuses it (start reports it
+// closed). An event that withdrew it after the stream registered has its
+// recheck running, which waits for coreapi (the event made the entry a
+// miss) and could come back only once the stream was open, its answer
+// passed on, and the upstream's bytes relayed meanwhile; this lookup
+// joins that fetch. A lookup the cache cannot answer leaves c to be
+// decided again until answered (schedule), as an event's recheck does.
+func (m *Manager) admit(c *Conn) {
+	if c.claims == nil || m.proj == nil || c.Reason() != "" {
+		return
+	}
+	reason, err := m.decide(c)
+	switch {
+	case err != nil:
+		m.schedule(c)
+	case reason != "":
+		m.log.Info("stream refused: access withdrawn", c.logArgs("reason", reason, "route", c.route)...)
+		c.Close(reason)
+	}
+}
+
+// start arms the token-expiry close once the transport can be closed. It
+// reports false if c is closed already (during the handshake, or as it
+// was admitted): shutdown has then run, and the caller refuses c, to
+// whose client nothing went yet.
+func (m *Manager) start(c *Conn, shutdown func(string)) bool {
 	c.smu.Lock()
 	c.shutdown = shutdown
 	select {
 	case <-c.closed: // closed during the handshake
 		c.smu.Unlock()
 		shutdown(c.Reason())
-		return
+		return false
 	default:
 	}
 	c.smu.Unlock()
@@ -434,6 +460,7 @@ func (m *Manager) start(c *Conn, shutdown func(string)) {
 		d := time.Unix(c.claims.Exp, 0).Sub(m.o.Now())
 		c.expiry = time.AfterFunc(max(d, 0), func() { c.Close(ReasonTokenExpired) })
 	}
+	return true
 }
 
 // refuse releases c, closed before anything went to the client (up, its

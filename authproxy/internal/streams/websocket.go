@@ -85,6 +85,9 @@ func (m *Manager) ServeWebSocket(r Request) error {
 	}
 	up, br, err := m.handshake(c, r)
 	ctx := r.Ctx
+	if err == nil {
+		m.admit(c)
+	}
 	if c.Reason() != "" {
 		// Closed before the upstream answered (the handshake was woken),
 		// or as it did: nothing went to the client yet, which is refused
@@ -134,9 +137,14 @@ func (m *Manager) ServeWebSocket(r Request) error {
 		r.Head()
 	}
 	s.head = h.AppendBytes(nil)
-	ctx.HijackSetNoResponse(true)
 	c.setRetime(s.retime)
-	m.start(c, s.shutdown)
+	if !m.start(c, s.shutdown) {
+		// Closed since it was admitted: its upstream connection is
+		// closed (shutdown), nothing went to the client.
+		ctx.Response.Reset()
+		return m.refuse(c, nil)
+	}
+	ctx.HijackSetNoResponse(true)
 	m.watchHijack(c, &s.started, up)
 	ctx.Hijack(s.run)
 	return nil
