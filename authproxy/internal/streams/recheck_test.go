@@ -253,3 +253,41 @@ func TestRecheckAskedDuringARecheck(t *testing.T) {
 		t.Fatalf("reason %q, want inactive: the second invalidation was not decided", c.Reason())
 	}
 }
+
+// stuckCore is a projection cache whose coreapi takes a connection and
+// does not answer: each lookup fails only after its fetch's timeout.
+type stuckCore struct{ timeout time.Duration }
+
+func (p stuckCore) Get(context.Context, string, string, string) (*projection.Entry, error) {
+	time.Sleep(p.timeout)
+	return nil, projection.ErrUnavailable
+}
+
+// TestStuckRecheckClosedWithinItsBound: a recheck whose lookups coreapi
+// never answers (each fails only at the fetch's timeout, longer than
+// RecheckFor) closes the stream "unavailable" once RecheckFor has passed
+// since it began, not once a lookup comes back. RecheckFor was counted
+// from the end of the first failed lookup and checked only as one ended:
+// the stream stayed open two fetch timeouts past it.
+func TestStuckRecheckClosedWithinItsBound(t *testing.T) {
+	const bound = 300 * time.Millisecond
+	m := New(Options{RecheckFor: bound, HandshakeTimeout: time.Minute}, stuckCore{timeout: 3 * time.Second},
+		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute}
+	start := time.Now()
+	c, err := m.reserveAt("sse", "/x", &tokens.Claims{Sub: "u", Tid: "t", Sid: "s"}, rt, "r", origin{path: "/x", method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan string, 1)
+	m.start(c, func(reason string) { closed <- reason })
+	defer c.Close("test")
+	select {
+	case reason := <-closed:
+		if reason != ReasonUnavailable || time.Since(start) < bound {
+			t.Fatalf("closed %q after %v, want %q after at least %v", reason, time.Since(start), ReasonUnavailable, bound)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatalf("still open %v after its recheck began, RecheckFor %v", time.Since(start).Round(time.Millisecond), bound)
+	}
+}

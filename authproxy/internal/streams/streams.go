@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -431,7 +432,7 @@ func (m *Manager) admit(c *Conn) {
 	if c.claims == nil || m.proj == nil || c.Reason() != "" {
 		return
 	}
-	reason, err := m.decide(c)
+	reason, err := m.decideWithin(c, m.o.HandshakeTimeout)
 	switch {
 	case err != nil:
 		m.schedule(c)
@@ -723,11 +724,18 @@ const (
 // what asked for the recheck may have withdrawn its access, and the
 // requests of its user get 503 meanwhile; the stream was kept open for as
 // long as coreapi stayed away.
+//
+// RecheckFor counts from the recheck's start, and bounds each lookup too
+// (attemptFor): a coreapi that takes the connection and never answers
+// fails a lookup only at PROJECTION_TIMEOUT, and counted from the first
+// failure, checked as each one came back, the stream stayed open up to
+// two of those past RecheckFor.
 func (m *Manager) recheckConn(c *Conn) {
 	wait := recheckRetryMin
-	var since time.Time
+	since := m.o.Now()
+	warned := false
 	for {
-		reason, err := m.decide(c)
+		reason, err := m.decideWithin(c, m.attemptFor(since))
 		if err == nil {
 			if reason != "" {
 				m.log.Info("stream closed: access withdrawn", c.logArgs("reason", reason, "route", c.route)...)
@@ -736,13 +744,14 @@ func (m *Manager) recheckConn(c *Conn) {
 			return
 		}
 		now := m.o.Now()
-		if since.IsZero() { // once per recheck: retries are not news
-			since = now
-			m.log.Warn("stream recheck", c.logArgs("err", err)...)
-		} else if m.o.RecheckFor > 0 && now.Sub(since) >= m.o.RecheckFor {
+		if m.o.RecheckFor > 0 && now.Sub(since) >= m.o.RecheckFor {
 			m.log.Warn("stream closed: its access could not be checked", c.logArgs("err", err, "for", now.Sub(since).Round(time.Millisecond), "route", c.route)...)
 			c.Close(ReasonUnavailable)
 			return
+		}
+		if !warned { // once per recheck: retries are not news
+			warned = true
+			m.log.Warn("stream recheck", c.logArgs("err", err)...)
 		}
 		t := time.NewTimer(wait/2 + rand.N(wait/2))
 		select {
@@ -766,10 +775,52 @@ func (m *Manager) holds(c *Conn) bool {
 	return ok
 }
 
+// attemptFor bounds one lookup of a recheck that began at since:
+// HandshakeTimeout, and within RecheckFor what is left of it, at least
+// recheckRetryMin (a lookup the cache answers at once is not cut short).
+func (m *Manager) attemptFor(since time.Time) time.Duration {
+	d := m.o.HandshakeTimeout
+	if m.o.RecheckFor > 0 {
+		d = min(d, max(m.o.RecheckFor-m.o.Now().Sub(since), recheckRetryMin))
+	}
+	return d
+}
+
+// errLookupTimeout: the projection cache did not answer a stream's lookup
+// within its bound.
+var errLookupTimeout = fmt.Errorf("%w: stream's projection lookup timed out", projection.ErrUnavailable)
+
+// decideWithin is decide given up after d, or once c is closed ("",
+// nil: nothing left to decide). The cache's lookup waits for its fetch
+// whatever its context says (requests for one entry share it): it is
+// waited for here on a goroutine of its own, which ends with the fetch.
+func (m *Manager) decideWithin(c *Conn, d time.Duration) (string, error) {
+	type result struct {
+		reason string
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		reason, err := m.decide(c, d)
+		done <- result{reason, err}
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case r := <-done:
+		return r.reason, r.err
+	case <-c.closed:
+		return "", nil
+	case <-t.C:
+		return "", errLookupTimeout
+	}
+}
+
 // decide returns why c is no longer allowed, or "", or the error of a
-// projection cache that could not answer (try again later).
-func (m *Manager) decide(c *Conn) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), m.o.HandshakeTimeout)
+// projection cache that could not answer (try again later), its context
+// bounded by d.
+func (m *Manager) decide(c *Conn, d time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	e, err := m.proj.Get(ctx, c.claims.Sub, c.claims.Tid, c.reqID)
 	switch {
