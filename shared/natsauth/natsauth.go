@@ -137,37 +137,3 @@ func (r *Reporter) Admitted() {
 		r.log.Info("nats admits this service's credentials again", "refused_for", lasted, "refusals", times)
 	}
 }
-
-// WatchFirst reports the refusals of nc's first connection, read from
-// its last error every poll, until it is made, nc is closed or stop is
-// closed. The client gives its handlers no authorization error before it
-// has connected once (nats.RetryOnFailedConnect), so a service started
-// with credentials the server refuses said nothing of it. Each refusal
-// leaves the error there until the next attempt, at least the reconnect
-// wait later.
-func (r *Reporter) WatchFirst(nc *nats.Conn, poll time.Duration, stop <-chan struct{}) {
-	t := time.NewTicker(poll)
-	defer t.Stop()
-	var last error
-	for {
-		// Read before the state: an error read after the connection was
-		// made would be reported after the connect handler's Admitted.
-		err := nc.LastError()
-		if nc.IsConnected() || nc.IsClosed() {
-			return
-		}
-		// A refusal is counted once however many polls find it; the next
-		// attempt clears the error (a refused dial) or sets it anew.
-		if err != last {
-			last = err
-			if err != nil {
-				r.Refused(err)
-			}
-		}
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-	}
-}

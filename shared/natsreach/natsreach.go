@@ -96,24 +96,40 @@ func (r *Reporter) Connected() {
 // a server that does not answer, one that speaks no NATS) leaves its
 // error there until the next attempt, at least the reconnect wait later.
 // A failed dial goes to the reconnect error handler and leaves none.
-func (r *Reporter) Watch(nc *nats.Conn, poll time.Duration, stop <-chan struct{}) {
+//
+// Until nc's first connection, the same reads go to refusals (nil:
+// none), which reports those that refuse the credentials: the client
+// gives its handlers no authorization error before it has connected once
+// (nats.RetryOnFailedConnect), so a service started with credentials the
+// server refuses said nothing of it. One poll serves both, each
+// reporter keeping to its own errors (Failed takes no refusal, Refused
+// nothing else), where two, each with its goroutine and ticker, read
+// every error twice.
+func (r *Reporter) Watch(nc *nats.Conn, poll time.Duration, stop <-chan struct{}, refusals *natsauth.Reporter) {
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	var last error
 	for {
-		// Read before the state, as natsauth's WatchFirst does; an error
-		// already there while connected (a refused subscription) is no
-		// attempt's.
+		// Read before the state: an error read after the connection was
+		// made would be reported after the connect handler's Connected
+		// and Admitted. An error already there while connected (a
+		// refused subscription) is no attempt's.
 		err := nc.LastError()
 		switch {
 		case nc.IsClosed():
 			return
 		case nc.IsConnected():
 			last = err
+			// From the first connection on, the error handler is
+			// given the refusals.
+			refusals = nil
 		case err != last:
 			// Counted once however many polls find it; the next attempt
 			// clears it (a failed dial) or sets it anew.
 			last = err
+			if refusals != nil && err != nil {
+				refusals.Refused(err)
+			}
 			r.Failed(err)
 		}
 		select {

@@ -160,7 +160,7 @@ type Subscriber struct {
 	refetchedAt int
 	done        chan struct{} // closed by Close
 	stop        sync.Once
-	watcher     sync.WaitGroup // watchDrops, the watches of the first connection's refusals and of failed handshakes, and Connect's wait for a late confirmation
+	watcher     sync.WaitGroup // watchDrops, the watch of failed handshakes (and of the first connection's refusals), and Connect's wait for a late confirmation
 	// dead is DeadAfter(PingInterval): how far back the start of an
 	// outage is put when it is noticed.
 	dead time.Duration
@@ -569,13 +569,12 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		s.rl.Store(rl)
 	}
 	s.nc = nc
-	s.watcher.Add(3)
+	s.watcher.Add(2)
 	go s.watchDrops(sub, ks, o.DropCheck)
 	// The client reports no refusal of the credentials before the first
 	// connection: they are read from it meanwhile. Nor a failed
 	// handshake, ever.
-	go func() { defer s.watcher.Done(); refusals.WatchFirst(nc, o.DropCheck, s.done) }()
-	go func() { defer s.watcher.Done(); unreachable.Watch(nc, o.DropCheck, s.done) }()
+	go func() { defer s.watcher.Done(); unreachable.Watch(nc, o.DropCheck, s.done, refusals) }()
 	flushed := false
 	if nc.IsConnected() {
 		s.probe(nc)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/logbuffer"
@@ -111,4 +112,50 @@ func refusalLines(logs *logbuffer.Buffer) (refusals, errs, ended int) {
 		}
 	}
 	return refusals, errs, ended
+}
+
+// TestRefusedAtStartOnePoll: before the first connection one poll of
+// the connection's last error reports both what the client gives no
+// handler: refused credentials, to the credentials' reporter, and
+// failed handshakes, to the unreachable server's. A proxy started
+// against a server that refuses its password logs the refusal once, as
+// a refusal (no warning that the server cannot be reached), reports the
+// feed down (authproxy_nats_connected 0, not connected) meanwhile, and
+// once admitted reports it up and logs the refusal's end.
+func TestRefusedAtStartOnePoll(t *testing.T) {
+	refusing, port := startUserServer(t, -1, "another")
+	logs := &logbuffer.Buffer{}
+	m := metrics.New()
+	s, err := Connect(Options{URL: "nats://authproxy:pw@127.0.0.1:" + strconv.Itoa(port),
+		ReconnectWait: 50 * time.Millisecond, MaxReconnect: 100 * time.Millisecond, DropCheck: 10 * time.Millisecond},
+		newRecorder(t), slog.New(slog.NewJSONHandler(logs, nil)), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(time.Second) })
+	masked := "nats://authproxy:xxxxx@127.0.0.1:" + strconv.Itoa(port)
+	testenv.Eventually(t, func() error {
+		refusals, errs, _ := refusalLines(logs)
+		return testenv.Want("refusal lines (errors saying what to fix)", [2]int{refusals, errs}, [2]int{1, 1})
+	})
+	time.Sleep(time.Second) // some ten attempts more
+	if refusals, errs, _ := refusalLines(logs); refusals != 1 || errs != 1 {
+		t.Fatalf("%d lines name the refusal (%d errors saying what to fix), want 1:\n%s", refusals, errs, logs.String())
+	}
+	if warns, _ := urlLines(t, logs, masked); warns != 0 {
+		t.Fatalf("%d warnings call the refusing server unreachable, want none:\n%s", warns, logs.String())
+	}
+	if s.Connected() || testutil.ToFloat64(m.NATSConnected) != 0 {
+		t.Fatalf("connected %v, authproxy_nats_connected %v while refused, want false and 0", s.Connected(), testutil.ToFloat64(m.NATSConnected))
+	}
+	refusing.Shutdown()
+	refusing.WaitForShutdown()
+	startUserServer(t, port, "pw")
+	testenv.Eventually(t, func() error {
+		return testenv.Want("connected, authproxy_nats_connected", [2]any{s.Connected(), testutil.ToFloat64(m.NATSConnected)}, [2]any{true, 1.0})
+	})
+	testenv.Eventually(t, func() error {
+		_, _, ended := refusalLines(logs)
+		return testenv.Want("lines saying the refusal ended", ended, 1)
+	})
 }

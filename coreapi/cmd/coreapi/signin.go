@@ -301,8 +301,7 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 		// handshake, ever.
 		var watched sync.WaitGroup
 		stopWatch := make(chan struct{})
-		watched.Go(func() { refusals.WatchFirst(nc, 100*time.Millisecond, stopWatch) })
-		watched.Go(func() { unreachable.Watch(nc, 100*time.Millisecond, stopWatch) })
+		watched.Go(func() { unreachable.Watch(nc, 100*time.Millisecond, stopWatch, refusals) })
 		defer func() { close(stopWatch); watched.Wait() }()
 		select {
 		case <-connected:
