@@ -22,6 +22,8 @@ func FuzzParseHeader(f *testing.F) {
 		`{"alg":"EdDSA","typ":"at+jwt","crit":["exp"]}`,
 		`{"alg":"EdDSA","typ":"at+jwt","x5c":[]}`,
 		`{"alg":"EdDSA","typ":"at+jwt","jwk":null}`,
+		`{"alg":"EdDSA","kid":"k1","typ":"at+jwt","ALG":"none"}`,
+		`{"alg":"EdDSA","kid":"k1","typ":"at+jwt","kid":"k2"}`,
 		`[1]`, `null`,
 	} {
 		f.Add(enc(s))
@@ -45,6 +47,7 @@ func FuzzParseHeader(f *testing.F) {
 		if !strings.EqualFold(h.Typ, "at+jwt") && !strings.EqualFold(h.Typ, "application/at+jwt") {
 			t.Fatalf("accepted %q with typ %q", raw, h.Typ)
 		}
+		checkNames(t, raw, headerNames)
 		for _, name := range []string{"crit", "b64", "jku", "jwk", "x5u", "x5c"} {
 			if _, ok := obj[name]; ok {
 				t.Fatalf("accepted %q carrying %s", raw, name)
@@ -68,6 +71,8 @@ func FuzzDecodePayload(f *testing.F) {
 	f.Add(`[]`)
 	f.Add(`{"sub":`)
 	f.Add(`{} {}`)
+	f.Add(`{"sub":"a","\u0073ub":"b","x":{"sub":1,"sub":2},"y":"\"}"}`)
+	f.Add(`{"SUB":"a"}`)
 	f.Fuzz(func(t *testing.T, body string) {
 		var p Payload
 		if err := DecodePayload([]byte(body), &p); err != nil {
@@ -76,6 +81,7 @@ func FuzzDecodePayload(f *testing.F) {
 		if !json.Valid([]byte(body)) || bytes.TrimSpace([]byte(body))[0] != '{' {
 			t.Fatalf("accepted %q: not one JSON object", body)
 		}
+		checkNames(t, []byte(body), payloadNames)
 		for _, n := range []*Number{p.TV, p.Exp, p.Nbf, p.Iat, p.AuthTime} {
 			if n == nil {
 				continue
@@ -134,5 +140,37 @@ func checkSplitScope(t *testing.T, s string) {
 	}
 	if again := SplitScope(strings.Join(got, " ")); !slices.Equal(again, got) {
 		t.Fatalf("SplitScope(%q) = %q, then %q", s, got, again)
+	}
+}
+
+// checkNames fails t unless the top-level member names of the JSON object
+// raw, as a JSON decoder reads them, are unique and each of known that
+// they match in any letter case exactly.
+func checkNames(t *testing.T, raw []byte, known []string) {
+	t.Helper()
+	d := json.NewDecoder(bytes.NewReader(raw))
+	if _, err := d.Token(); err != nil {
+		t.Fatalf("%q: %v", raw, err)
+	}
+	seen := map[string]bool{}
+	for d.More() {
+		tok, err := d.Token()
+		if err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		name := tok.(string)
+		if seen[name] {
+			t.Fatalf("accepted %q naming %q twice", raw, name)
+		}
+		seen[name] = true
+		for _, k := range known {
+			if name != k && strings.EqualFold(name, k) {
+				t.Fatalf("accepted %q naming %q as %q", raw, k, name)
+			}
+		}
+		var v json.RawMessage
+		if err := d.Decode(&v); err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
 	}
 }

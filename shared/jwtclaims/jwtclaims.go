@@ -123,12 +123,19 @@ var ErrPayload = errors.New("jwt: payload is not a JSON object")
 // payload must be one JSON object (RFC 7519 section 7.2) and nothing else:
 // null, which the JSON decoder takes for no claims, and a claims set
 // followed by more (a second object, stray bytes) are refused, as a
-// verifier that reads the whole payload would refuse them.
+// verifier that reads the whole payload would refuse them. So is a
+// member named twice, or a claim named in another letter case
+// (ErrMemberName, see checkMembers): encoding/json alone took "SUB" for
+// sub and let the last of two win, where another JWT library reads the
+// exact name, or the first.
 func DecodePayload(body []byte, p *Payload) error {
 	if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || t[0] != '{' {
 		return ErrPayload
 	}
-	return json.Unmarshal(body, p)
+	if err := json.Unmarshal(body, p); err != nil {
+		return err
+	}
+	return checkMembers(body, payloadNames)
 }
 
 // Header is a JWS protected header as the access-token verifiers read it.
@@ -157,7 +164,9 @@ var (
 )
 
 // ParseHeader decodes the first segment of a compact JWS and refuses the
-// headers neither verifier accepts. alg and kid are the caller's to check
+// headers neither verifier accepts: a parameter named twice, or one of
+// Header's in another letter case, is ErrMalformed (checkMembers), since
+// the JWS library that checks the signature reads the exact name. alg and kid are the caller's to check
 // against its keys.
 func ParseHeader(seg []byte) (Header, error) {
 	var h Header
@@ -171,7 +180,7 @@ func ParseHeader(seg []byte) (Header, error) {
 	if err != nil {
 		return h, ErrMalformed
 	}
-	if err := json.Unmarshal(hb[:n], &h); err != nil {
+	if err := json.Unmarshal(hb[:n], &h); err != nil || checkMembers(hb[:n], headerNames) != nil {
 		return h, ErrMalformed
 	}
 	if h.Crit != nil || h.B64 != nil || h.JKU != nil || h.JWK != nil || h.X5U != nil || h.X5C != nil {

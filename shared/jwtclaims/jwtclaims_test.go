@@ -4,7 +4,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -174,6 +176,107 @@ func TestDecodePayload(t *testing.T) {
 	for _, bad := range []string{`{"exp":"1764608400"}`, `{"tv":true}`, `[]`, `{"sub":`, `null`, ` null `, `"x"`, ``, `{} {}`, `{"sub":"s"}x`, `{"sub":"s"}]`, `{"sub":"s"} {"sub":"t"}`} {
 		if err := DecodePayload([]byte(bad), new(Payload)); err == nil {
 			t.Errorf("DecodePayload(%s) accepted", bad)
+		}
+	}
+}
+
+// benchPayload is an access token's payload as coreapi signs a user's.
+const benchPayload = `{"iss":"https://auth.example.com","aud":"tollgate","sub":"0192f0e4-5b6a-7c3d-8e9f-0a1b2c3d4e5f",` +
+	`"tid":"0192f0e4-5b6a-7c3d-8e9f-0a1b2c3d4e60","sid":"0192f0e4-5b6a-7c3d-8e9f-0a1b2c3d4e61","tv":3,` +
+	`"iat":1764608000,"nbf":1764608000,"exp":1764608900,"jti":"b3JkZXJlZC1yYW5kb20tYnl0ZXM","amr":["pwd","otp"],"acr":"mfa","auth_time":1764607000}`
+
+// BenchmarkDecodePayload is the claims' share of the proxy's cold path
+// (a token not seen before).
+func BenchmarkDecodePayload(b *testing.B) {
+	body := []byte(benchPayload)
+	b.ReportAllocs()
+	for b.Loop() {
+		var p Payload
+		if err := DecodePayload(body, &p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkParseHeader is the header's share of the proxy's cold path.
+func BenchmarkParseHeader(b *testing.B) {
+	seg := []byte(base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"EdDSA","kid":"k-2025-12-01T00-00-00Z","typ":"at+jwt"}`)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseHeader(seg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestMemberNamesExact: a claim or header parameter is read by its exact
+// name, once. encoding/json matched names in any letter case ("SUB",
+// "ſub" for sub) and let the last of a repeated name win, where another
+// verifier (the JWS library beside ParseHeader, an app's JWT library)
+// reads the exact name or the first: the two read different tokens from
+// the same bytes. Both are refused, an escaped spelling of a name
+// ("\u0073ub") included; a name no verifier here reads may appear once in
+// any case.
+func TestMemberNamesExact(t *testing.T) {
+	for _, bad := range []string{
+		`{"iss":"i","SUB":"s"}`,
+		`{"iss":"i","Sub":"s"}`,
+		`{"iss":"i","ſub":"s"}`,      // U+017F folds to s
+		`{"iss":"i","\u0053ub":"s"}`, // "Sub", escaped
+		`{"sub":"a","sub":"b"}`,      // last would win
+		`{"sub":"a","\u0073ub":"b"}`, // the same name, escaped
+		`{"tv":1,"exp":5,"TV":2}`,    // a Number claim
+		`{"x":{"sub":1},"x":2}`,      // a name nothing reads, repeated
+		`{"aud":["a"],"sub":"s","aud":"b"}`,
+	} {
+		if err := DecodePayload([]byte(bad), new(Payload)); !errors.Is(err, ErrMemberName) {
+			t.Errorf("DecodePayload(%s) = %v, want ErrMemberName", bad, err)
+		}
+	}
+	for _, good := range []string{
+		`{"sub":"s","acr":"mfa","ACR2":1,"x":{"sub":1,"sub":2},"y":["sub","sub"],"z":"\"sub\":"}`,
+		` { "sub" : "s" , "iss" : "i" } `,
+		`{}`,
+	} {
+		var p Payload
+		if err := DecodePayload([]byte(good), &p); err != nil {
+			t.Errorf("DecodePayload(%s) = %v", good, err)
+		}
+	}
+	enc := func(s string) []byte { return []byte(base64.RawURLEncoding.EncodeToString([]byte(s))) }
+	for _, bad := range []string{
+		`{"alg":"EdDSA","kid":"k1","typ":"at+jwt","ALG":"HS256"}`,
+		`{"alg":"EdDSA","kid":"k1","typ":"at+jwt","alg":"HS256"}`,
+		`{"alg":"EdDSA","Kid":"k1","typ":"at+jwt"}`,
+		`{"alg":"EdDSA","kid":"k1","kid":"k2","typ":"at+jwt"}`,
+		`{"alg":"EdDSA","kid":"k1","typ":"JWT","\u0074yp":"at+jwt"}`,
+		`{"alg":"EdDSA","kid":"k1","Typ":"at+jwt"}`,
+		`{"alg":"EdDSA","kid":"k1","typ":"at+jwt","JWK":{}}`,
+		`{"alg":"EdDSA","kid":"k1","typ":"at+jwt","x":1,"x":1}`,
+	} {
+		if _, err := ParseHeader(enc(bad)); err != ErrMalformed && err != ErrHeaderParam {
+			t.Errorf("ParseHeader(%s) = %v, want ErrMalformed", bad, err)
+		}
+	}
+	if h, err := ParseHeader(enc(`{"alg":"EdDSA","kid":"k1","typ":"at+jwt","cty":"x","Cty":"y"}`)); err != nil || h.Kid != "k1" {
+		t.Errorf("ParseHeader with names nobody reads: %+v, %v", h, err)
+	}
+}
+
+// TestMemberListsMatchTags: checkMembers knows every name Payload and
+// Header read.
+func TestMemberListsMatchTags(t *testing.T) {
+	for _, tc := range []struct {
+		v     any
+		names []string
+	}{{Payload{}, payloadNames}, {Header{}, headerNames}} {
+		typ := reflect.TypeOf(tc.v)
+		var tags []string
+		for i := range typ.NumField() {
+			tags = append(tags, strings.Split(typ.Field(i).Tag.Get("json"), ",")[0])
+		}
+		if !slices.Equal(tags, tc.names) {
+			t.Errorf("%s: tags %q, checked names %q", typ.Name(), tags, tc.names)
 		}
 	}
 }
