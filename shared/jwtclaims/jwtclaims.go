@@ -38,15 +38,16 @@ func (n *Number) UnmarshalJSON(b []byte) error {
 // Int64 is json.Number's Int64.
 func (n Number) Int64() (int64, error) { return json.Number(n).Int64() }
 
-// NumericDate reads a NumericDate claim (RFC 7519 section 2): a positive
-// number of seconds, fractions dropped, within a sane range (up to about
-// year 2514). false: absent or not such a number.
+// NumericDate reads a NumericDate claim (RFC 7519 section 2): a number of
+// seconds, fractions dropped, within a sane range (at least 1, so that no
+// claim reads as the zero that stands for an absent one; up to about year
+// 2514). false: absent or not such a number.
 func NumericDate(n *Number) (int64, bool) {
 	if n == nil {
 		return 0, false
 	}
 	f, err := json.Number(*n).Float64()
-	if err != nil || f <= 0 || f > math.MaxInt32*4 || math.IsNaN(f) {
+	if err != nil || !(f >= 1) || f > math.MaxInt32*4 {
 		return 0, false
 	}
 	return int64(f), true

@@ -21,6 +21,7 @@ func TestNumericDate(t *testing.T) {
 		{num("1764608400"), 1764608400, true},
 		{num("1764608400.9"), 1764608400, true},
 		{num("0"), 0, false},
+		{num("0.10"), 0, false}, // would be read as 0: no time at all
 		{num("-5"), 0, false},
 		{num("1e300"), 0, false},
 		{num("NaN"), 0, false},
