@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -734,4 +735,29 @@ func echoApp(t *testing.T, cfg fiber.Config, answer func(*verify.Identity) strin
 	go func() { _ = app.Listener(ln) }()
 	t.Cleanup(func() { _ = app.Shutdown() })
 	return ln.Addr().String()
+}
+
+// TestStreamedBodyUnboundedLimit: MaxBodyBytes at its largest value
+// (math.MaxInt64) reads the whole of a streamed body. The handler read at
+// most MaxBodyBytes+1 bytes of the stream, which overflowed to a negative
+// limit: it read none, and every streamed body was refused (401).
+func TestStreamedBodyUnboundedLimit(t *testing.T) {
+	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}, MaxBodyBytes: math.MaxInt64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := fiber.New(fiber.Config{DisableStartupMessage: true, StreamRequestBody: true, BodyLimit: 16})
+	app.Use(fiberid.New(v))
+	app.Post("/echo", func(c *fiber.Ctx) error { return c.Send(c.Body()) })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = app.Listener(ln) }()
+	t.Cleanup(func() { _ = app.Shutdown() })
+	body := strings.Repeat("s", 1<<10) // over BodyLimit: streamed
+	status, b, _ := do(t, req(t, signer(t, appKey), bob, time.Now(), "POST", "http://"+ln.Addr().String()+"/echo", body))
+	if status != 200 || string(b) != body {
+		t.Fatalf("streamed body, MaxBodyBytes math.MaxInt64: %d %.200s, want 200 and the body", status, b)
+	}
 }

@@ -51,6 +51,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -124,7 +125,8 @@ type Config struct {
 	// identity.DefaultWindow (30 s).
 	Window time.Duration
 	// MaxBodyBytes bounds the body read to hash it; a longer body is 413.
-	// 0 selects DefaultMaxBodyBytes.
+	// 0 selects DefaultMaxBodyBytes; math.MaxInt64 sets no bound of the
+	// SDK's own (the server's, or Fiber's BodyLimit, still applies).
 	MaxBodyBytes int64
 	// Logger receives one debug line per rejected request (the reason,
 	// and the path cut to logging.MaxPathBytes); nil logs nothing.
@@ -170,6 +172,9 @@ func New(cfg Config) (*Verifier, error) {
 	if v.maxBody <= 0 {
 		v.maxBody = DefaultMaxBodyBytes
 	}
+	// A reader of the body reads MaxBodyBytes+1 bytes to tell a body over
+	// the limit: at math.MaxInt64 that overflowed, and nothing was read.
+	v.maxBody = min(v.maxBody, math.MaxInt64-1)
 	if v.now == nil {
 		v.now = time.Now
 	}

@@ -1045,3 +1045,18 @@ func (l *waitListener) waitingAfter(n int) int {
 	}
 	return k
 }
+
+// TestMaxBodyBytesUnbounded: MaxBodyBytes at its largest value
+// (math.MaxInt64, "no limit of the SDK's own") reads the whole body. The
+// middleware read at most MaxBodyBytes+1 bytes, which overflowed to a
+// negative limit: it read none, hashed the empty body, and refused every
+// signed request with a body (401) while handing the handler an empty one.
+func TestMaxBodyBytesUnbounded(t *testing.T) {
+	srv := server(t, verify.Config{Keys: []identity.Key{curKey}, MaxBodyBytes: math.MaxInt64})
+	const body = `{"text":"hi"}`
+	res, b := do(t, signed(t, signer(t, curKey), alice, time.Now(), "POST", srv.URL+"/echo", body))
+	var got seen
+	if res.StatusCode != 200 || json.Unmarshal(b, &got) != nil || got.Body != body {
+		t.Fatalf("signed POST with MaxBodyBytes math.MaxInt64: %d %s, want 200 and the body", res.StatusCode, b)
+	}
+}
