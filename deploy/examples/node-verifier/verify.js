@@ -26,12 +26,16 @@ const crypto = require('node:crypto');
 const PRINCIPALS = ['user', 'api_key', 'service', 'anonymous'];
 const MIN_KEY_BYTES = 32;
 const fail = (code) => { throw Object.assign(new Error(code), { code }); };
+// Go's white space (unicode.IsSpace), which it trims around a secret; not
+// String.prototype.trim's, which also takes a byte order mark.
+const GO_SPACE = /^[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+|[\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$/g;
 
 // parseKeys reads a key list as TOLLGATE_IDENTITY_KEYS holds it ("id:base64"
 // entries separated by commas, spaces or newlines; standard or URL base64,
-// padded or not) into the Map verify() takes, as the Go SDK reads it, and
-// throws on anything else: an id that is not 1-64 of [A-Za-z0-9._-], an id
-// listed twice, a secret that is not base64 or is shorter than 32 bytes.
+// padded or not; white space around a secret ignored, as Go trims it) into
+// the Map verify() takes, as the Go SDK reads it, and throws on anything
+// else: an id that is not 1-64 of [A-Za-z0-9._-], an id listed twice, a
+// secret that is not base64 or is shorter than 32 bytes.
 // (Buffer.from(text, 'base64') skips what it cannot read: a mistyped or
 // missing secret became a short key, or an empty one, with which anybody
 // signs.)
@@ -40,7 +44,8 @@ function parseKeys(text) {
   if (entries.length === 0) throw new Error('identity keys: empty');
   const keys = new Map();
   entries.forEach((e, i) => {
-    const at = e.indexOf(':'), id = e.slice(0, Math.max(at, 0)), b64 = e.slice(at + 1), bare = b64.replace(/={1,2}$/, '');
+    const at = e.indexOf(':'), id = e.slice(0, Math.max(at, 0)), b64 = e.slice(at + 1).replace(GO_SPACE, '');
+    const bare = b64.replace(/={1,2}$/, '');
     const bad = (why) => { throw new Error(`identity keys: entry ${i + 1}${at > 0 ? ` (${id})` : ''}: ${why}`); };
     if (at < 0) bad('want id:base64');
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(id)) bad('key id must be 1-64 of [A-Za-z0-9._-]');

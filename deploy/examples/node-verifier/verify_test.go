@@ -493,7 +493,10 @@ console.log(JSON.stringify(JSON.parse(process.env.CASES).map(({ secret, ...h }) 
 // TestNodeParseKeysAgreesWithGo: verify.js's parseKeys reads a key list
 // (TOLLGATE_IDENTITY_KEYS) as identity.ParseKeys does: the same keys from
 // the same text, and an error where Go refuses it (a short or empty
-// secret, text that is not base64, a bad or repeated id).
+// secret, text that is not base64, a bad or repeated id). Around a
+// secret, Go also trims the white space that is no separator (a vertical
+// tab, a form feed, Unicode spaces): parseKeys refused such a list,
+// which the Go SDK reads.
 func TestNodeParseKeysAgreesWithGo(t *testing.T) {
 	secret := []byte("0123456789abcdef0123456789abcdef\xfb\xff")
 	std, raw := base64.StdEncoding.EncodeToString(secret), base64.RawStdEncoding.EncodeToString(secret)
@@ -506,6 +509,11 @@ func TestNodeParseKeysAgreesWithGo(t *testing.T) {
 		"app:" + std + "=", "app:" + raw + "=", "app:" + std + "==", "app:" + strings.Replace(std, "+", "-", 1),
 		"app:" + std[:10] + "!" + std[11:], "app:" + std + ",app:" + std, "app key:" + std, strings.Repeat("k", 65) + ":" + std,
 		"app:" + std + ":x", "app:" + std + "\x00",
+		// White space other than the separators around a secret, which Go
+		// trims (strings.TrimSpace), and inside one or around an id, which
+		// it refuses; a byte order mark is no space to Go.
+		"app:" + std + "\v", "app:\f" + raw, "app:\u00a0" + url + "\u0085", "app:" + rawURL + "\u2028\u3000", "app:\u2000" + std,
+		"app:" + std[:8] + "\v" + std[8:], "app\v:" + std, "\u00a0app:" + std, "app:\ufeff" + std, "app:" + std + "\ufeff",
 	}
 	js, err := json.Marshal(inputs)
 	if err != nil {
