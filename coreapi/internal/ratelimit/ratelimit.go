@@ -13,11 +13,13 @@ package ratelimit
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
@@ -178,12 +180,66 @@ RETURNING r.refused, CASE WHEN r.refused THEN ` +
 }
 
 var (
-	qAllow = hitSQL("VALUES ($1, now(), 1, 0, $3 < 1)", "$2", "$3")
-	// qAllowBoth counts $1's hit, then $4's only when $1's is within its
-	// limit.
-	qAllowBoth = `WITH o AS (` + qAllow + `), i AS (` + hitSQL("SELECT $4, now(), 1, 0, $6 < 1 FROM o WHERE NOT o.refused", "$5", "$6") + `)
-SELECT o.refused, o.wait_s, o.window_start, coalesce(i.refused, false), coalesce(i.wait_s, 0), i.window_start FROM o LEFT JOIN i ON true`
+	qAllow     = hitSQL("VALUES ($1, now(), 1, 0, $3 < 1)", "$2", "$3")
+	qAllowBoth = allowBothSQL()
 )
+
+// allowBothSQL is the statement counting one hit on the outer key $1
+// under the window $2 (seconds) and the limit $3, and one on the inner key
+// $4 under $5 and $6, the outer only when the inner is counted. It locks
+// the outer key's row first (ol), reads its window as a hit now finds it
+// (a key without a row: a window starting now, with no hits), counts the
+// inner hit when the outer count is not full (i, hitSQL: a hit the outer
+// limit refuses writes no row of the inner key), and only then writes the
+// outer row (ou, or oi for a new one), its hit counted only if the inner
+// one was. Counted first and given back in a second statement when the
+// inner limit refused, the outer hit was seen between the two by a request
+// queued for the row, refused although the budget had room. The rows are
+// locked outer first, then inner, as ReleaseBoth does.
+//
+// A new outer row is a plain INSERT: a request that found no row, while
+// another created it meanwhile, fails with a unique violation, nothing of
+// it written (its inner hit neither), and AllowBoth runs it again, now on
+// the row. Counting on the row another created, it would have found the
+// outer limit full after counting its inner hit.
+func allowBothSQL() string {
+	win, n := "$2::float8", "$3::int"
+	return `WITH ol AS (
+    SELECT window_start, hits, prev_hits FROM rate_limits WHERE key = $1 FOR UPDATE
+), ro AS (
+    SELECT true AS stored, window_start, hits, prev_hits FROM ol
+    UNION ALL
+    SELECT false, now(), 0, 0 WHERE NOT EXISTS (SELECT FROM ol)
+), os AS (
+    SELECT r.stored, s.* FROM ro r, LATERAL (` + windowSQL(win, n) + `) s
+), i AS (` + hitSQL("SELECT $4, now(), 1, 0, $6 < 1 FROM os WHERE NOT os.full", "$5", "$6") + `
+), oc AS (
+    SELECT os.*, NOT os.full AND EXISTS (SELECT FROM i WHERE NOT i.refused) AS counted FROM os
+), o AS (
+    SELECT oc.*, CASE WHEN oc.counted THEN oc.cur + 1 WHEN oc.cur >= ` + n + ` THEN ` + n + ` + 1 ELSE oc.cur END AS hits FROM oc
+), ou AS (
+    UPDATE rate_limits r SET (window_start, prev_hits, hits, refused) = (o.start, o.prev, o.hits, NOT o.counted)
+    FROM o WHERE r.key = $1 AND o.stored
+), oi AS (
+    INSERT INTO rate_limits (key, window_start, prev_hits, hits, refused)
+    SELECT $1, o.start, o.prev, o.hits, NOT o.counted FROM o WHERE NOT o.stored AND o.hits > 0
+)
+SELECT o.full, CASE WHEN o.full THEN ` + waitSQL("o.prev", "o.hits", "o.el", win, n) + ` ELSE 0 END, o.start,
+    coalesce(i.refused, false), coalesce(i.wait_s, 0), i.window_start
+FROM o LEFT JOIN i ON true`
+}
+
+// allowBothAttempts is how many times AllowBoth runs its statement while
+// the outer key's row is created by another request meanwhile: once it
+// exists, the next run counts on it.
+const allowBothAttempts = 3
+
+// outerRowCreated reports whether err is qAllowBoth's insert of a new
+// outer row meeting one another request created meanwhile.
+func outerRowCreated(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505" // unique_violation
+}
 
 // WaitSQL is a scalar subquery for a statement that looks at a limit
 // without counting a hit: the seconds until a hit on the key of parameter
@@ -231,15 +287,29 @@ type Both struct {
 }
 
 // AllowBoth counts one hit on outer under lo and one on inner under li,
-// in one statement, and reports whether both are within their limits;
-// when not, retryAfter is the time until the limit that refused allows a
-// hit again. A hit outer refuses never reaches inner: no row of inner's is
-// written for it (outer bounds how many inner keys a client can make,
-// such as a client IP's budget over the ids it names). A hit inner
-// refuses is taken back from outer (one more statement), so a refused
-// hit counts nowhere, as with Allow. The hits allowed are returned for
-// ReleaseBoth.
+// in one statement (allowBothSQL), and reports whether both are within
+// their limits; when not, retryAfter is the time until the limit that
+// refused allows a hit again. A hit outer refuses never reaches inner: no
+// row of inner's is written for it (outer bounds how many inner keys a
+// client can make, such as a client IP's budget over the ids it names). A
+// hit inner refuses is not counted on outer either, so a refused hit
+// counts nowhere, as with Allow, and no other request sees it counted
+// meanwhile. The hits allowed are returned for ReleaseBoth.
 func (r *Limiter) AllowBoth(ctx context.Context, outer []byte, lo Limit, inner []byte, li Limit) (b Both, ok bool, retryAfter time.Duration, err error) {
+	for attempt := 1; ; attempt++ {
+		b, ok, retryAfter, err = r.allowBoth(ctx, outer, lo, inner, li)
+		if err == nil || attempt == allowBothAttempts || !outerRowCreated(err) {
+			break
+		}
+	}
+	if err != nil {
+		return Both{}, false, 0, fmt.Errorf("rate limit: %w", err)
+	}
+	return b, ok, retryAfter, nil
+}
+
+// allowBoth is one run of AllowBoth's statement.
+func (r *Limiter) allowBoth(ctx context.Context, outer []byte, lo Limit, inner []byte, li Limit) (b Both, ok bool, retryAfter time.Duration, err error) {
 	var (
 		outerRefused, innerRefused bool
 		outerWait, innerWait       float64
@@ -248,18 +318,15 @@ func (r *Limiter) AllowBoth(ctx context.Context, outer []byte, lo Limit, inner [
 	)
 	if err := r.pool.QueryRow(ctx, qAllowBoth, outer, lo.Window.Seconds(), lo.N, inner, li.Window.Seconds(), li.N).
 		Scan(&outerRefused, &outerWait, &outerWindow, &innerRefused, &innerWait, &innerWindow); err != nil {
-		return Both{}, false, 0, fmt.Errorf("rate limit: %w", err)
+		return Both{}, false, 0, err
 	}
-	b.outer = Hit{key: outer, limit: lo, window: outerWindow}
 	switch {
 	case outerRefused:
 		return Both{}, false, time.Duration(outerWait * float64(time.Second)), nil
 	case innerRefused:
-		if err := r.Release(ctx, b.outer); err != nil {
-			return Both{}, false, 0, err
-		}
 		return Both{}, false, time.Duration(innerWait * float64(time.Second)), nil
 	}
+	b.outer = Hit{key: outer, limit: lo, window: outerWindow}
 	b.inner = Hit{key: inner, limit: li, window: *innerWindow}
 	return b, true, 0, nil
 }

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 )
@@ -248,8 +251,8 @@ func TestCheckIn(t *testing.T) {
 
 // TestAllowBoth: a hit counts on the outer key and, only while that is
 // within its limit, on the inner one; a hit the outer limit refuses
-// writes no row of its inner key, one the inner limit refuses is taken
-// back from the outer key, and ReleaseBoth takes back both hits.
+// writes no row of its inner key, one the inner limit refuses is not
+// counted on the outer key, and ReleaseBoth takes back both hits.
 func TestAllowBoth(t *testing.T) {
 	db := dbtest.New(t)
 	ctx := context.Background()
@@ -273,7 +276,7 @@ func TestAllowBoth(t *testing.T) {
 		t.Fatalf("second hit on the inner key = %v, %v, %v; want refused within the inner window", ok, retry, err)
 	}
 	if o, i := hits(outer), hits(inner); o != 1 || i != 2 {
-		t.Fatalf("after the inner refusal: outer %d, inner %d hits; want 1 (taken back) and 2 (full, refused since)", o, i)
+		t.Fatalf("after the inner refusal: outer %d, inner %d hits; want 1 (not counted) and 2 (full, refused since)", o, i)
 	}
 	if err := l.ReleaseBoth(ctx, b); err != nil {
 		t.Fatal(err)
@@ -518,8 +521,8 @@ func TestNoDoubleBurstAcrossTheBoundary(t *testing.T) {
 // TestAllowBothAcrossTheBoundary: AllowBoth counts both keys in sliding
 // windows: a hit the previous window's weight refuses on the outer key
 // writes nothing of the inner one, and one it refuses on the inner key is
-// taken back from the outer one, each with the wait until its count
-// falls under its limit.
+// not counted on the outer one, each with the wait until its count falls
+// under its limit.
 func TestAllowBothAcrossTheBoundary(t *testing.T) {
 	db := dbtest.New(t)
 	ctx := context.Background()
@@ -554,7 +557,7 @@ func TestAllowBothAcrossTheBoundary(t *testing.T) {
 		t.Fatalf("second hit after the inner window = %v, %v, %v; want refused for 6.5 minutes", ok, retry, err)
 	}
 	if o, _ := row(outer); o != 3 {
-		t.Fatalf("outer key: %d hits after the inner refusal, want 3 (taken back)", o)
+		t.Fatalf("outer key: %d hits after the inner refusal, want 3 (not counted)", o)
 	}
 	if i, p := row(inner); i != 1 || p != li.N {
 		t.Fatalf("inner key: %d hits, %d before, want 1 and %d", i, p, li.N)
@@ -782,4 +785,179 @@ func TestReleaseAfterTheWindowTurned(t *testing.T) {
 			t.Errorf("after releasing hits that no longer count: %d hits and %d before, want %d and 0", hits, prev, lim.N)
 		}
 	})
+}
+
+// holdAfterFirst is a query tracer that lets a pool's first statement
+// through and holds each later one until open is closed (or 10 s pass).
+type holdAfterFirst struct {
+	mu   sync.Mutex
+	n    int
+	open chan struct{}
+}
+
+func (h *holdAfterFirst) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	h.mu.Lock()
+	h.n++
+	n := h.n
+	h.mu.Unlock()
+	if n > 1 {
+		select {
+		case <-h.open:
+		case <-time.After(10 * time.Second):
+		}
+	}
+	return ctx
+}
+
+func (h *holdAfterFirst) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TestAllowBothInnerRefusalLeavesTheOuterRoom: a hit the inner limit
+// refuses never holds the outer limit's last place, not even for a
+// moment. AllowBoth counted the outer hit, then gave it back in a second
+// statement when the inner limit refused: a request of the same client IP
+// waiting for the outer row counted between the two, found the budget
+// spent and was refused 429 although it had room. Here the first
+// request's inner row is held so that the second queues behind its outer
+// one, and any statement the first makes after its first is held until
+// the second has its answer.
+func TestAllowBothInnerRefusalLeavesTheOuterRoom(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	outer, inner, other := ratelimit.Key("ip", "192.0.2.1"), ratelimit.Key("client", "c1"), ratelimit.Key("client", "c2")
+	lo, li := ratelimit.Limit{N: 2, Window: time.Hour}, ratelimit.Limit{N: 1, Window: time.Hour}
+	l := ratelimit.New(db.Pool)
+	// The address has one hit of its two left; the inner key c1 none.
+	for _, c := range []struct {
+		key []byte
+		lim ratelimit.Limit
+	}{{outer, lo}, {inner, li}} {
+		if ok, _, err := l.Allow(ctx, c.key, c.lim); err != nil || !ok {
+			t.Fatalf("setup hit = %v, %v", ok, err)
+		}
+	}
+	gate := &holdAfterFirst{open: make(chan struct{})}
+	cfg, err := pgxpool.ParseConfig(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.Tracer = gate
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	gated := ratelimit.New(pool)
+	type answer struct {
+		ok    bool
+		retry time.Duration
+		err   error
+	}
+	hold := db.Hold(t, `SELECT 1 FROM rate_limits WHERE key = $1 FOR UPDATE`, inner)
+	first := dbtest.AnsweredOrWaiting(t, db, func() answer {
+		_, ok, retry, err := gated.AllowBoth(ctx, outer, lo, inner, li)
+		return answer{ok, retry, err}
+	})
+	second := dbtest.AnsweredOrWaitingFor(t, db, 2, func() answer {
+		_, ok, retry, err := l.AllowBoth(ctx, outer, lo, other, li)
+		return answer{ok, retry, err}
+	})
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := second()
+	close(gate.open)
+	a := first()
+	if a.err != nil || a.ok || a.retry <= 0 || a.retry > li.Window {
+		t.Errorf("the hit on the spent inner key = %v, %v, %v; want refused within the inner window", a.ok, a.retry, a.err)
+	}
+	if b.err != nil || !b.ok {
+		t.Errorf("the other inner key's hit, the outer key at its last place = %v, %v, %v; want allowed", b.ok, b.retry, b.err)
+	}
+	var hits int
+	if err := db.Pool.QueryRow(ctx, `SELECT hits FROM rate_limits WHERE key = $1`, outer).Scan(&hits); err != nil {
+		t.Fatal(err)
+	}
+	if hits != lo.N {
+		t.Errorf("outer key: %d hits, want %d (the setup's and the second request's)", hits, lo.N)
+	}
+}
+
+// TestAllowBothBesideANewOuterRow: a request that finds no row of its
+// outer key, while another request is creating it, counts on the row the
+// other created, and when that is full writes nothing of its inner key,
+// as if it had found the row from the start.
+func TestAllowBothBesideANewOuterRow(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	l := ratelimit.New(db.Pool)
+	outer, inner := ratelimit.Key("ip", "192.0.2.1"), ratelimit.Key("client", "c1")
+	lo, li := ratelimit.Limit{N: 2, Window: time.Hour}, ratelimit.Limit{N: 5, Window: time.Hour}
+	// Another request's new outer row, not committed yet, that spends the
+	// outer limit.
+	hold := db.Hold(t, `INSERT INTO rate_limits (key, window_start, hits) VALUES ($1, now(), $2)`, outer, lo.N)
+	type answer struct {
+		ok    bool
+		retry time.Duration
+		err   error
+	}
+	res := dbtest.AnsweredOrWaiting(t, db, func() answer {
+		_, ok, retry, err := l.AllowBoth(ctx, outer, lo, inner, li)
+		return answer{ok, retry, err}
+	})
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a := res(); a.err != nil || a.ok || a.retry <= 0 || a.retry > lo.Window {
+		t.Fatalf("hit beside the new full outer row = %v, %v, %v; want refused within the outer window", a.ok, a.retry, a.err)
+	}
+	var rows int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM rate_limits WHERE key = $1`, inner).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 0 {
+		t.Errorf("a hit the outer limit refused wrote its inner key's row")
+	}
+}
+
+// TestAllowBothConcurrent: concurrent hits on an outer key without a row
+// yet are each counted once, exactly N of them pass, and only those write
+// a row of their inner key (whichever finds the row missing and then made
+// by another runs again on it).
+func TestAllowBothConcurrent(t *testing.T) {
+	db := dbtest.New(t)
+	l := ratelimit.New(db.Pool)
+	outer := ratelimit.Key("ip", "192.0.2.1")
+	lo, li := ratelimit.Limit{N: 5, Window: time.Hour}, ratelimit.Limit{N: 10, Window: time.Hour}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		allowed int
+	)
+	for n := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, ok, _, err := l.AllowBoth(context.Background(), outer, lo, ratelimit.Key("client", string(rune('a'+n))), li)
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				mu.Lock()
+				allowed++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if allowed != lo.N {
+		t.Errorf("allowed %d of 20 concurrent hits, want %d", allowed, lo.N)
+	}
+	var rows, hits int
+	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) - 1, sum(hits) FILTER (WHERE key = $1) FROM rate_limits`, outer).
+		Scan(&rows, &hits); err != nil {
+		t.Fatal(err)
+	}
+	if rows != lo.N || hits != lo.N+1 {
+		t.Errorf("%d inner rows and %d outer hits, want %d and %d (full, refused since)", rows, hits, lo.N, lo.N+1)
+	}
 }
