@@ -465,27 +465,52 @@ WHERE user_id = $1 AND status = 'pending' AND last_step IS NOT NULL`
 // is not one of the user's unspent codes.
 var errNoSuchCode = errors.New("no such recovery code")
 
+// errCodeSpent answers a recovery code of the account that is spent
+// already: most often by a concurrent request that sent the same code (a
+// double submit, a second tab), which won. It is no wrong guess.
+var errCodeSpent = problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant, "this recovery code has already been used")
+
+// claimError is claim's refusal as useRecoveryCode returns it: the code
+// was not looked at.
+type claimError struct{ err error }
+
+func (e claimError) Error() string { return e.err.Error() }
+func (e claimError) Unwrap() error { return e.err }
+
 // useRecoveryCode spends one of the user's recovery codes (at most once,
 // whatever the concurrency) and audits it. claim, when set, runs first in
 // the same transaction (a sign-in's challenge is marked used there): a
-// code is spent only with it, and a claim refused spends nothing.
+// code is spent only with it, and a claim refused spends nothing (its
+// error comes back as a claimError). A code of the user's that is spent
+// already is errCodeSpent; any other is false.
 func (s *Service) useRecoveryCode(ctx context.Context, code string, u factorUse, claim func(pgx.Tx) error) (bool, error) {
 	const q = `
 UPDATE mfa_recovery_codes SET used_at = now()
 WHERE user_id = $1 AND code_hash IN ($2, $3) AND used_at IS NULL
   AND EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')
 RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL)`
+	// Read after the update found nothing: a concurrent request that spent
+	// the code has committed by then (the update waited for its lock).
+	const qSpent = `SELECT EXISTS (SELECT 1 FROM mfa_recovery_codes WHERE user_id = $1 AND code_hash IN ($2, $3) AND used_at IS NOT NULL)`
 	var ok bool
+	hash, legacy := mfa.HashRecovery(u.userID, code), mfa.LegacyHashRecovery(code)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if claim != nil {
 			if err := claim(tx); err != nil {
-				return err
+				return claimError{err}
 			}
 		}
 		var left int
 		// A code stored by an earlier release is still in its legacy form.
-		err := tx.QueryRow(ctx, q, u.userID, mfa.HashRecovery(u.userID, code), mfa.LegacyHashRecovery(code)).Scan(&left)
+		err := tx.QueryRow(ctx, q, u.userID, hash, legacy).Scan(&left)
 		if errors.Is(err, pgx.ErrNoRows) {
+			var spent bool
+			if err := tx.QueryRow(ctx, qSpent, u.userID, hash, legacy).Scan(&spent); err != nil {
+				return fmt.Errorf("look for a spent recovery code: %w", err)
+			}
+			if spent {
+				return errCodeSpent
+			}
 			return errNoSuchCode // the claim rolls back with it
 		}
 		if err != nil {
@@ -509,7 +534,10 @@ RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND us
 // errBadCode for a wrong, replayed or expired code. A TOTP secret the
 // server cannot read is answered (503) before anything is reserved: the
 // code is never looked at. claim is useRecoveryCode's: with a recovery
-// code, it runs in the transaction that spends the code.
+// code, it runs in the transaction that spends the code. A recovery code
+// of the account's that is spent already (errCodeSpent), or one whose
+// claim is refused, gives its attempt back: the first was right a moment
+// before (two requests raced with it), the second was not looked at.
 func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse, claim func(pgx.Tx) error) error {
 	key := mfaKey(u.userID)
 	code = strings.TrimSpace(code)
@@ -533,6 +561,12 @@ func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse, cl
 		ok, err = s.useRecoveryCode(ctx, code, u, claim)
 	case found:
 		ok, err = s.matchTOTP(ctx, u.userID, totpActive, sec, code)
+	}
+	if _, unclaimed := errors.AsType[claimError](err); unclaimed || errors.Is(err, errCodeSpent) {
+		if rerr := s.codeAttempts.Refund(ctx, key, mfaClient); rerr != nil {
+			return rerr
+		}
+		return err
 	}
 	if err != nil {
 		return err

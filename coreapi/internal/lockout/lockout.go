@@ -123,6 +123,33 @@ WHERE a.email_hash = $1 AND a.client_ip = locked.client_ip`
 	return nil
 }
 
+// Refund gives back the attempt Reserve counted for key from the client
+// ip when the guess turned out to be none: a recovery code a concurrent
+// request spent a moment before (the code was right), or a code never
+// looked at. Both counts drop by one, and a lock whose count falls below
+// the threshold that set it is lifted: without this attempt that count
+// would not have locked. A lock above it stays. Rows are locked in
+// login_reserve's order (the key's, then the pair's).
+func (s *Store) Refund(ctx context.Context, key []byte, ip string) error {
+	const q = `
+WITH locked AS (
+    SELECT client_ip FROM login_attempts
+    WHERE email_hash = $1 AND client_ip IN ('', $2)
+    ORDER BY client_ip
+    FOR UPDATE
+)
+UPDATE login_attempts a SET
+    failures     = greatest(a.failures - 1, 0),
+    locked_until = CASE WHEN a.failures - 1 < CASE WHEN a.client_ip = '' THEN $4::int ELSE $3::int END
+                        THEN NULL ELSE a.locked_until END
+FROM locked
+WHERE a.email_hash = $1 AND a.client_ip = locked.client_ip`
+	if _, err := s.pool.Exec(ctx, q, key, clientKey(ip), s.policy.Threshold, s.policy.AccountThreshold); err != nil {
+		return fmt.Errorf("refund attempt: %w", err)
+	}
+	return nil
+}
+
 // Sweep deletes counts whose window has passed since both the last
 // attempt and the end of the lock (a count runs on after a lock within
 // the window, see migration 00031). It skips

@@ -234,3 +234,40 @@ func TestManyClientsDoNotBreakTheKey(t *testing.T) {
 		t.Fatalf("a client that failed: wait %d, %v; want 1-%d s", wait, err, int(Default.AccountMax.Seconds()))
 	}
 }
+
+// TestRefundUndoesOneAttempt: a refunded attempt leaves the counts as they
+// were before it, and lifts the lock it set reaching the threshold; the
+// attempts before it still count.
+func TestRefundUndoesOneAttempt(t *testing.T) {
+	ctx := context.Background()
+	pool := dbtest.New(t).Pool
+	s := New(pool, Default)
+	key := EmailKey("refund@example.com")
+	const ip = "192.0.2.7"
+	failures := func() (pair, acct int) {
+		t.Helper()
+		const q = `SELECT coalesce(sum(failures) FILTER (WHERE client_ip <> ''), 0), coalesce(sum(failures) FILTER (WHERE client_ip = ''), 0)
+FROM login_attempts WHERE email_hash = $1`
+		if err := pool.QueryRow(ctx, q, key).Scan(&pair, &acct); err != nil {
+			t.Fatal(err)
+		}
+		return pair, acct
+	}
+	for i := range Default.Threshold {
+		if wait, err := s.Reserve(ctx, key, ip); err != nil || wait != 0 {
+			t.Fatalf("guess %d: wait %d, %v", i+1, wait, err)
+		}
+	}
+	if err := s.Refund(ctx, key, ip); err != nil {
+		t.Fatal(err)
+	}
+	if pair, acct := failures(); pair != Default.Threshold-1 || acct != Default.Threshold-1 {
+		t.Fatalf("after a refund: %d and %d failures, want %d each", pair, acct, Default.Threshold-1)
+	}
+	if wait, err := s.Reserve(ctx, key, ip); err != nil || wait != 0 {
+		t.Fatalf("after the refund of the attempt that locked: wait %d, %v; want the guess it gave back", wait, err)
+	}
+	if wait, err := s.Reserve(ctx, key, ip); err != nil || wait == 0 {
+		t.Fatalf("past the threshold with real failures: wait %d, %v; want locked", wait, err)
+	}
+}
