@@ -226,7 +226,10 @@ func formError(c *fiber.Ctx, page, token string, err error) error {
 	c.Response().Header.Del(fiber.HeaderWWWAuthenticate)
 	c.Response().Header.Del(fiber.HeaderRetryAfter)
 	q := "?error=" + code
-	if token != "" && code != problem.CodeLinkInvalid && code != problem.CodeLinkExpired {
+	// An expired link's token goes back to its page, which names whose
+	// link it was and how to get a new one; an invalid one's, which names
+	// nothing, does not.
+	if token != "" && code != problem.CodeLinkInvalid {
 		q += "&token=" + url.QueryEscape(token)
 	}
 	return seeOther(c, page+q)

@@ -2,11 +2,15 @@ package lifecycle
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"html/template"
 
 	"github.com/gofiber/fiber/v2"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -118,7 +122,8 @@ const actionForgot = "/api/v1/auth/password/forgot"
 // error of its last post from the query; an Error p already holds (the
 // page's own finding) is shown instead of the query's.
 func render(c *fiber.Ctx, p page) error {
-	if !p.NoForm {
+	// The forgot form (also an expired reset link's) takes no token.
+	if !p.NoForm && p.Action != actionForgot {
 		p.Token = c.Query("token")
 	}
 	if len(p.Token) > onetime.MaxLen {
@@ -127,7 +132,7 @@ func render(c *fiber.Ctx, p page) error {
 	p.Done = c.Query("done") == "1"
 	// Only the forgot form says a link is on its way: another page does
 	// not take sent=1 from a link of anyone's making.
-	p.Sent = p.Action == actionForgot && c.Query("sent") == "1"
+	p.Sent = p.Action == actionForgot && c.Query("token") == "" && c.Query("sent") == "1"
 	if code := c.Query("error"); code != "" && p.Error == "" {
 		p.Error = errorText[code]
 		switch {
@@ -156,25 +161,76 @@ func render(c *fiber.Ctx, p page) error {
 	return c.Send(buf.Bytes())
 }
 
+// linkAddress looks up the link's token of purpose p as the API will
+// (onetime.Check), for its page to say whose link it is: the address it
+// was mailed to, masked (audit.MaskEmail: the page is open to whoever
+// holds the link, which may have been forwarded or logged), and whether it
+// expired. known is false for a token that is no such link, whose page
+// names nothing, as before any lookup.
+func (s *Service) linkAddress(ctx context.Context, p onetime.Purpose, raw string) (shown string, expired, known bool, err error) {
+	t, err := onetime.Check(ctx, s.pool, p, raw)
+	switch {
+	case errors.Is(err, onetime.ErrInvalid):
+		return "", false, false, nil
+	case errors.Is(err, onetime.ErrExpired):
+		return mail.ShownName(audit.MaskEmail(t.Email)), true, true, nil
+	case err != nil:
+		return "", false, false, err
+	}
+	return mail.ShownName(audit.MaskEmail(t.Email)), false, true, nil
+}
+
 func (s *Service) pageVerifyEmail(c *fiber.Ctx) error {
-	return render(c, page{Title: "Confirm your email address", Action: "/api/v1/auth/verify-email",
+	p := page{Title: "Confirm your email address", Action: "/api/v1/auth/verify-email",
 		Intro: "Enter the password of the account to confirm that the address is yours. " +
 			"Whoever creates an account chooses its password: if you did not create this one, do not confirm it; " +
 			"take the address back with a password reset (“Forgot password”) instead. " +
 			"An account you sign in to through another service confirms its address from the app, signed in; " +
 			"one an administrator added without a password needs none here.",
 		Fields: []field{{Name: "password", Label: "Password of the account", Type: "password", Autocomplete: "current-password"}},
-		Submit: "Confirm", Message: "Your email address is confirmed. You can close this page."})
+		Submit: "Confirm", Message: "Your email address is confirmed. You can close this page."}
+	if p.Done = c.Query("done") == "1"; p.Done {
+		return render(c, p)
+	}
+	shown, expired, known, err := s.linkAddress(c.UserContext(), onetime.VerifyEmail, c.Query("token"))
+	if err != nil {
+		return err
+	}
+	switch {
+	case expired:
+		p.Error, p.NoForm = "This link to confirm "+shown+" has expired. Sign in to the app and ask for a new one "+
+			"(send the confirmation mail again, or, for a new address, change it again).", true
+	case known:
+		p.Intro = "This link confirms " + shown + ". " + p.Intro
+	}
+	return render(c, p)
 }
 
 func (s *Service) pageResetPassword(c *fiber.Ctx) error {
 	p := page{Title: "Reset your password", Action: "/api/v1/auth/password/reset", Submit: "Set the new password",
 		Message: "Your password is changed and every session was signed out. Sign in with the new password.",
 		Fields:  []field{{Name: "new_password", Label: "New password", Type: "password", Autocomplete: "new-password", Required: true}}}
-	if c.Query("token") == "" {
+	forgot := []field{{Name: "email", Label: "Email address", Type: "email", Autocomplete: "email", Required: true}}
+	tok := c.Query("token")
+	if tok == "" {
 		// No token: ask for the address to mail a link to.
-		p.Action, p.Submit = actionForgot, "Mail me a link"
-		p.Fields = []field{{Name: "email", Label: "Email address", Type: "email", Autocomplete: "email", Required: true}}
+		p.Action, p.Submit, p.Fields = actionForgot, "Mail me a link", forgot
+		return render(c, p)
+	}
+	if c.Query("done") == "1" {
+		return render(c, p)
+	}
+	shown, expired, known, err := s.linkAddress(c.UserContext(), onetime.PasswordReset, tok)
+	if err != nil {
+		return err
+	}
+	switch {
+	case expired:
+		// The way to a new link: the forgot form.
+		p.Action, p.Submit, p.Fields = actionForgot, "Mail me a new link", forgot
+		p.Error = "This link to reset the password of " + shown + " has expired. Enter the address to get a new one."
+	case known:
+		p.Intro = "Choose a new password for " + shown + "."
 	}
 	return render(c, p)
 }
@@ -215,6 +271,9 @@ func (s *Service) pageAcceptInvitation(c *fiber.Ctx) error {
 			return err
 		}
 		p.Error, p.NoForm = errorText[code], true
+		if code == problem.CodeLinkExpired {
+			p.Error = expiredInvitation(v)
+		}
 		return render(c, p)
 	}
 	exists, err := s.hasAccount(ctx, v.Email)
@@ -241,4 +300,16 @@ func (s *Service) pageAcceptInvitation(c *fiber.Ctx) error {
 		{Name: "password", Label: "New password (at least 8 characters)", Type: "password", Autocomplete: "new-password", Required: true},
 		{Name: "display_name", Label: "Your name", Type: "text", Autocomplete: "name"}}
 	return render(c, p)
+}
+
+// expiredInvitation says whose invitation an expired link was, with the
+// tenant and address its page shows while it is pending, and who can send
+// a new one.
+func expiredInvitation(v invitations.Preview) string {
+	who := "whoever invited you"
+	if n := mail.ShownName(v.InviterName); n != "" {
+		who = n
+	}
+	return "This invitation to join " + mail.ShownName(v.TenantName) + " as " + mail.ShownName(v.Email) +
+		" has expired. Ask " + who + " to send it again."
 }

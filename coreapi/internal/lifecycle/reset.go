@@ -210,7 +210,9 @@ func (s *Service) resetPassword(c *fiber.Ctx) error {
 	// argon2 hash each.
 	t, err := onetime.Check(ctx, s.pool, onetime.PasswordReset, b.Token)
 	if err != nil {
-		return formError(c, PageResetPassword, "", err)
+		// An expired link's page names its address (the token stays in
+		// the redirect).
+		return formError(c, PageResetPassword, b.Token, err)
 	}
 	// Nor must a link the transaction below refuses while leaving it
 	// usable (a disabled account's, one whose address changed since the

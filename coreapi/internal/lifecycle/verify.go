@@ -175,11 +175,11 @@ FROM users u WHERE id = $1 FOR UPDATE`
 		qChange = `UPDATE users SET email = $2, email_verified_at = now(), updated_at = now() WHERE id = $1`
 	)
 	ctx := c.UserContext()
-	// Outside the transaction, which an expired token rolls back: Check
-	// deletes it. First, so that a dead link costs no password hash.
+	// First, so that a dead link costs no password hash. An expired
+	// link's page names its address (the token stays in the redirect).
 	tok, err := onetime.Check(ctx, s.pool, onetime.VerifyEmail, b.Token)
 	if err != nil {
-		return formError(c, PageVerifyEmail, "", err)
+		return formError(c, PageVerifyEmail, b.Token, err)
 	}
 	h, err := s.proveHolder(c, tok.UserID, b.Password)
 	if err != nil {

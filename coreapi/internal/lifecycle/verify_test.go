@@ -107,9 +107,9 @@ func TestVerifyBadTokens(t *testing.T) {
 		x.exec(t, `UPDATE action_tokens SET expires_at = now() - interval '1 second' WHERE purpose = 'verify_email'`)
 		r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": tok})
 		wantProblem(t, r, http.StatusBadRequest, problem.CodeLinkExpired)
-		if n := x.count(t, `SELECT count(*) FROM action_tokens WHERE purpose = 'verify_email' AND user_id = $1`, a.c.Sub); n != 0 {
-			t.Errorf("%d expired verification links left, want 0", n)
-		}
+		// Still expired, not unknown, until the sweep deletes it.
+		r = x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": tok})
+		wantProblem(t, r, http.StatusBadRequest, problem.CodeLinkExpired)
 	})
 	// The reset verified the address (the link reached it); the tampered,
 	// unknown and expired tokens changed nothing else.

@@ -2,7 +2,8 @@
 // carry (email verification, password reset). A token is 32 random bytes,
 // base64url; only its SHA-256 is stored, with its purpose, user, the
 // address it proves and an expiry. Consuming deletes the row (single use),
-// so a reused token is simply unknown.
+// so a reused token is simply unknown. An expired token stays known as
+// expired (its page can still say whose it was) until the sweep deletes it.
 package onetime
 
 import (
@@ -43,8 +44,8 @@ var (
 	// ErrInvalid: unknown, already used, tampered with, or for another
 	// purpose.
 	ErrInvalid = errors.New("the link is not valid (already used, replaced, or mistyped)")
-	// ErrExpired: the token is known but past its expiry (Check deletes
-	// it).
+	// ErrExpired: the token is known but past its expiry; it is never
+	// used, and the sweep deletes it.
 	ErrExpired = errors.New("the link has expired; ask for a new one")
 )
 
@@ -98,35 +99,30 @@ func Plausible(raw string) bool { return raw != "" && len(raw) <= MaxLen }
 
 // Check reports, without consuming it, whether raw is a live token of
 // purpose p, and returns what it would prove (its user and address):
-// ErrInvalid or ErrExpired otherwise. An expired token is deleted, so call
-// it outside the transaction that acts on the token (that one rolls back
-// on the error), and before any costly work: an unknown or expired token
-// must not cost a password hash.
+// ErrInvalid otherwise, or ErrExpired with the token's user and address
+// still returned (a page tells the link's holder whose link expired; only
+// the sweep deletes it). Call it before any costly work: an unknown or
+// expired token must not cost a password hash.
 func Check(ctx context.Context, db sqldb.DB, p Purpose, raw string) (Token, error) {
-	const q = `
-WITH gone AS (
-    DELETE FROM action_tokens WHERE token_hash = $1 AND purpose = $2 AND expires_at <= now()
-    RETURNING 1
-)
-SELECT EXISTS (SELECT 1 FROM gone), t.user_id::text, t.email
-FROM (VALUES (1)) one LEFT JOIN action_tokens t ON t.token_hash = $1 AND t.purpose = $2`
+	const q = `SELECT user_id::text, email, expires_at <= now() FROM action_tokens WHERE token_hash = $1 AND purpose = $2`
 	if !Plausible(raw) {
 		return Token{}, ErrInvalid
 	}
 	var (
-		expired       bool
-		userID, email *string
+		t       Token
+		expired bool
 	)
-	if err := db.QueryRow(ctx, q, Hash(raw), string(p)).Scan(&expired, &userID, &email); err != nil {
-		return Token{}, fmt.Errorf("check %s token: %w", p, err)
-	}
-	switch {
-	case expired:
-		return Token{}, ErrExpired
-	case userID == nil || email == nil:
+	err := db.QueryRow(ctx, q, Hash(raw), string(p)).Scan(&t.UserID, &t.Email, &expired)
+	if errors.Is(err, pgx.ErrNoRows) {
 		return Token{}, ErrInvalid
 	}
-	return Token{UserID: *userID, Email: *email}, nil
+	if err != nil {
+		return Token{}, fmt.Errorf("check %s token: %w", p, err)
+	}
+	if expired {
+		return t, ErrExpired
+	}
+	return t, nil
 }
 
 // LockUser locks, in tx, the row of the user a live-or-expired token of
@@ -149,8 +145,8 @@ func LockUser(ctx context.Context, tx pgx.Tx, p Purpose, raw string) error {
 
 // Consume deletes the token and returns what it proves; ErrInvalid or
 // ErrExpired otherwise. Call it in the transaction that acts on it, so a
-// failed action leaves the token usable (an expired one too: Check
-// deletes those).
+// failed action leaves the token usable (and an expired one known as
+// expired, until the sweep).
 func Consume(ctx context.Context, tx pgx.Tx, p Purpose, raw string) (Token, error) {
 	const q = `
 DELETE FROM action_tokens WHERE token_hash = $1 AND purpose = $2
