@@ -17,7 +17,8 @@ import (
 // address the owner proved: one never proven may be anyone's, as the
 // notice of an email change is sent only to a verified previous address.
 // A service account gets none (its address is under .invalid, and nobody
-// reads it), nor does an address mail cannot be sent to. Like that
+// reads it); one to an address mail is not sent to is parked
+// (mail.EnqueueOrPark). Like that
 // notice, it is not counted against the per-inbox mail limits: it goes to
 // the account's own address, for a change behind the account's password,
 // session or an administrator's permission, and holding one back would
@@ -32,8 +33,7 @@ func noticeOwner(ctx context.Context, tx pgx.Tx, userID string, k mail.Kind, at 
 	if err != nil {
 		return fmt.Errorf("load the address to notify: %w", err)
 	}
-	if !mail.ValidAddress(addr) {
-		return nil
-	}
-	return mail.Enqueue(ctx, tx, mail.Message{Kind: k, To: addr, Data: mail.Data{At: at}})
+	// An address stored before ValidAddress refused it gets the notice
+	// parked, with the reason, for the operator to see.
+	return mail.EnqueueOrPark(ctx, tx, mail.Message{Kind: k, To: addr, Data: mail.Data{At: at}})
 }

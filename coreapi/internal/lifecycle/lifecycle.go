@@ -140,6 +140,11 @@ func MapError(err error) *problem.Problem {
 		return problem.New(fiber.StatusBadRequest, problem.CodeLinkExpired, err.Error())
 	case errors.Is(err, mail.ErrBadAddress):
 		return httpapi.Invalid("email", "not a single plain address")
+	case errors.Is(err, mail.ErrUndeliverable):
+		// A stored address (the account's, a pending change's or an
+		// invitation's): the caller learns why no mail can go, and what
+		// to do.
+		return httpapi.Invalid("email", "no mail is sent to this address: its domain is a single label (an address stored before such addresses were refused); change the address, or invite another one")
 	}
 	return nil
 }

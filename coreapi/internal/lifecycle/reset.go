@@ -154,11 +154,18 @@ FROM users WHERE lower(email) = lower($1) AND status = 'active' AND kind = 'huma
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var uid, addr, name string
 		err := tx.QueryRow(ctx, q, email).Scan(&uid, &addr, &name)
-		if errors.Is(err, pgx.ErrNoRows) || (err == nil && !mail.ValidAddress(addr)) {
+		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("find account: %w", err)
+		}
+		if !mail.ValidAddress(addr) {
+			// An address stored before ValidAddress refused it: no link
+			// is made, and the mail is parked with the reason for the
+			// operator (the answer was the same 202 as ever).
+			return mail.EnqueueOrPark(ctx, tx, mail.Message{Kind: mail.KindPasswordReset, To: addr,
+				Data: mail.Data{DisplayName: name}})
 		}
 		// Only the newest reset link works.
 		if err := onetime.Revoke(ctx, tx, uid, onetime.PasswordReset); err != nil {

@@ -255,8 +255,10 @@ FROM users u WHERE id = $1 FOR UPDATE`
 		// reset link goes to the new address) does not go unnoticed. The
 		// new address is masked: the old mailbox may be someone else's
 		// by now. An address never proven may be anyone's: no mail.
-		if verified && mail.ValidAddress(current) {
-			if err := mail.Enqueue(ctx, tx, mail.Message{Kind: mail.KindEmailChanged, To: current,
+		// An old address stored before ValidAddress refused it gets
+		// the notice parked, with the reason, for the operator to see.
+		if verified {
+			if err := mail.EnqueueOrPark(ctx, tx, mail.Message{Kind: mail.KindEmailChanged, To: current,
 				Data: mail.Data{NewAddress: audit.MaskEmail(t.Email)}}); err != nil {
 				return err
 			}

@@ -97,6 +97,24 @@ type Message struct {
 // a display name, a list...).
 var ErrBadAddress = errors.New("mail: not a single plain address")
 
+// ErrUndeliverable means a plain address that ValidAddress refuses all
+// the same, stored before it did: a single-label domain ("lee@localhost",
+// which a relay delivers on its own host or network). No mail is sent to
+// it; the account or invitation needs another address.
+var ErrUndeliverable = errors.New("mail: no mail is sent to this address: its domain is a single label (an address stored before such addresses were refused); it needs another address")
+
+// errNotMailed is the reason a mail to an address ValidAddress refuses,
+// and that is not even one plain address, is parked.
+var errNotMailed = errors.New("mail: no mail is sent to this address: it is not one ValidAddress takes")
+
+// whyNotMailed is why no mail goes to addr, which ValidAddress refuses.
+func whyNotMailed(addr string) error {
+	if ValidSender(addr) {
+		return ErrUndeliverable
+	}
+	return errNotMailed
+}
+
 // MaxAddress is the longest address accepted for a new account, an email
 // change or an invitation, in octets. RFC 5321 (4.5.3.1.3) limits a path
 // to 256 octets including its angle brackets, so no deliverable mailbox is
@@ -279,16 +297,42 @@ func hasSuffixFold(s, suffix string) bool {
 
 const qEnqueue = `INSERT INTO mail_queue (kind, to_address, data, token) VALUES ($1, $2, $3::jsonb, NULLIF($4, ''))`
 
-// Enqueue writes m to the queue inside the caller's transaction.
+// Enqueue writes m to the queue inside the caller's transaction. An
+// address no mail is sent to is ErrUndeliverable (a plain one stored
+// before ValidAddress refused it) or ErrBadAddress: a caller that acts for
+// a client says so (see EnqueueOrPark for the others).
 func Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 	if !ValidAddress(m.To) {
+		if errors.Is(whyNotMailed(m.To), ErrUndeliverable) {
+			return ErrUndeliverable
+		}
 		return ErrBadAddress
-	}
-	if _, ok := templates[m.Kind]; !ok {
-		return fmt.Errorf("mail: unknown kind %q", m.Kind)
 	}
 	if (m.Token != "") != m.Kind.hasToken() {
 		return fmt.Errorf("mail: a %s mail with a token %t", m.Kind, m.Token != "")
+	}
+	return insert(ctx, tx, m)
+}
+
+// EnqueueOrPark is Enqueue for a mail whose cause has nobody to tell of a
+// refusal (a reset asked for on the public forgot route, which answers
+// alike whatever the address; a security notice; the notice of an email
+// change to the address left): to an address ValidAddress refuses, a
+// stored one that predates it, the mail is queued without its token and
+// the Sender parks it at its first try, with the reason in last_error,
+// the log (mail parked) and coreapi_mail_parked_total, instead of it being
+// dropped unseen. Such an address is never sent to.
+func EnqueueOrPark(ctx context.Context, tx pgx.Tx, m Message) error {
+	if ValidAddress(m.To) {
+		return Enqueue(ctx, tx, m)
+	}
+	m.Token = ""
+	return insert(ctx, tx, m)
+}
+
+func insert(ctx context.Context, tx pgx.Tx, m Message) error {
+	if _, ok := templates[m.Kind]; !ok {
+		return fmt.Errorf("mail: unknown kind %q", m.Kind)
 	}
 	data, err := json.Marshal(m.Data)
 	if err != nil {

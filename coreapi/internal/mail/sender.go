@@ -301,7 +301,11 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	}
 	out := Outgoing{From: s.o.From, MessageID: "mail-" + strconv.FormatInt(m.ID, 10) + "@" + s.o.MessageIDHost}
 	var sendErr error
-	if m.Token == nil && Kind(m.Kind).hasToken() {
+	if !ValidAddress(m.To) {
+		// Queued by EnqueueOrPark for an address stored before
+		// ValidAddress refused it: parked, never sent.
+		sendErr = fmt.Errorf("%w: %w", ErrPermanent, whyNotMailed(m.To))
+	} else if m.Token == nil && Kind(m.Kind).hasToken() {
 		// Only a row whose token was scrubbed (an earlier send that lost
 		// its acknowledgement) has none: the link would be dead.
 		sendErr = fmt.Errorf("%w: the token is gone", ErrPermanent)
