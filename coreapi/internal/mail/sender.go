@@ -37,8 +37,17 @@ type SenderOptions struct {
 	Lease       time.Duration // a claimed row is retried after this if its sender died (default 2m)
 	BackoffBase time.Duration // first retry delay, doubled per attempt (default 10s)
 	BackoffMax  time.Duration // longest retry delay (default 15m)
-	MaxAttempts int           // then the row is parked (default 12)
-	Retain      time.Duration // sent rows are pruned after this (default 7 days)
+	MaxAttempts int           // then the row is parked (default 12), unless RetryFor keeps it
+	// RetryFor: a mail whose last try failed at the mail server's session
+	// (ErrSession: the server down or refusing the connection, AUTH or the
+	// sender; not the mail's fault) is not parked after MaxAttempts while
+	// it can still serve: it is tried again every BackoffMax until its link
+	// expires (Data.ExpiresAt), or, for a mail without a link (a notice),
+	// until RetryFor after it was queued (default 24h). An outage longer
+	// than MaxAttempts' backoff so parks no mail the server could take
+	// once it is back.
+	RetryFor time.Duration
+	Retain   time.Duration // sent rows are pruned after this (default 7 days)
 	// RetainParked: parked rows (kept for the operator to see why) are
 	// pruned this long after they were queued (default 30 days).
 	RetainParked time.Duration
@@ -76,6 +85,9 @@ func NewSender(o SenderOptions) (*Sender, error) {
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = 12
+	}
+	if o.RetryFor <= 0 {
+		o.RetryFor = 24 * time.Hour
 	}
 	if o.Retain <= 0 {
 		o.Retain = 7 * 24 * time.Hour
@@ -156,6 +168,7 @@ type claimed struct {
 	Data     []byte
 	Token    *string
 	Attempts int
+	Queued   time.Time
 }
 
 // SendDue claims up to Batch due rows and tries each once; it returns how
@@ -186,7 +199,7 @@ FROM (
     FOR UPDATE SKIP LOCKED
 ) c
 WHERE q.id = c.id
-RETURNING q.id, q.kind, q.to_address, q.data, q.token, q.attempts`
+RETURNING q.id, q.kind, q.to_address, q.data, q.token, q.attempts, q.created_at`
 	rows, err := s.o.Pool.Query(ctx, qClaim, s.o.Batch, s.o.Lease.Seconds())
 	if err != nil {
 		return 0, 0, fmt.Errorf("claim mail: %w", err)
@@ -331,7 +344,7 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 		return 0, nil
 	}
 	permanent := errors.Is(sendErr, ErrPermanent)
-	park := permanent || m.Attempts >= s.o.MaxAttempts
+	park := permanent || m.Attempts >= s.o.MaxAttempts && !s.outlasts(m, d, sendErr)
 	if permanent {
 		s.failed.WithLabelValues("permanent").Inc()
 	} else {
@@ -354,6 +367,22 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 		return delay, nil
 	}
 	return 0, nil
+}
+
+// outlasts reports whether m, whose try failed with err, is still worth
+// trying past MaxAttempts (SenderOptions.RetryFor): the failure was the
+// server's session, not the mail's, and the mail can still serve (its
+// link has not expired; one without a link was queued less than RetryFor
+// ago).
+func (s *Sender) outlasts(m claimed, d Data, err error) bool {
+	if !errors.Is(err, ErrSession) {
+		return false
+	}
+	until := m.Queued.Add(s.o.RetryFor)
+	if Kind(m.Kind).hasToken() {
+		until = d.ExpiresAt
+	}
+	return time.Now().Before(until)
 }
 
 // Prune deletes sent rows older than Retain and parked rows queued more

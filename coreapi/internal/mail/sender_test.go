@@ -673,7 +673,11 @@ func TestSMTPErrorNotUTF8(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newRig(t, mail.SenderOptions{Transport: tr, MaxAttempts: 1})
-	r.enqueue(t, verify)
+	// A failure of the session parks only a mail that can no longer
+	// serve (TestOutageLongerThanTheAttemptsParksNothingStillUseful).
+	expired := verify
+	expired.Data.ExpiresAt = time.Now().Add(-time.Second)
+	r.enqueue(t, expired)
 	if _, err := r.s.SendDue(context.Background()); err != nil {
 		t.Fatal(err)
 	}
