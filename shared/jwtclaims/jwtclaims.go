@@ -1,6 +1,8 @@
 // Package jwtclaims reads the registered JWT claims the same way wherever a
 // token is checked: at the proxy (every request's bearer) and at coreapi's
 // introspection endpoint (the one place coreapi verifies a JWT itself).
+// CheckMemberNames applies its check of claim names to other tokens'
+// claims, an identity provider's ID token's at the OIDC callback.
 package jwtclaims
 
 import (

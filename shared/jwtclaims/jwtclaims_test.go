@@ -6,6 +6,7 @@ import (
 	"errors"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -279,5 +280,32 @@ func TestMemberListsMatchTags(t *testing.T) {
 		if !slices.Equal(tags, tc.names) {
 			t.Errorf("%s: tags %q, checked names %q", typ.Name(), tags, tc.names)
 		}
+	}
+}
+
+// TestCheckMemberNames: the check of DecodePayload for names of the
+// caller's choosing (an ID token's claims), which may be at most
+// MaxKnownNames.
+func TestCheckMemberNames(t *testing.T) {
+	known := []string{"email", "email_verified"}
+	for _, bad := range []string{
+		`{"email":"a@example.com","Email_Verified":true}`,
+		`{"email_verified":false,"email_verified":true}`,
+		`{"email_verified":false,"email\u005fverified":true}`,
+		`{"EMAIL":"b@example.com"}`,
+	} {
+		if err := CheckMemberNames([]byte(bad), known); !errors.Is(err, ErrMemberName) {
+			t.Errorf("CheckMemberNames(%s) = %v, want ErrMemberName", bad, err)
+		}
+	}
+	if err := CheckMemberNames([]byte(`{"email":"a@example.com","SUB":"s","Groups":[]}`), known); err != nil {
+		t.Errorf("names nobody reads: %v", err)
+	}
+	many := make([]string, MaxKnownNames+1)
+	for i := range many {
+		many[i] = "n" + strconv.Itoa(i)
+	}
+	if err := CheckMemberNames([]byte(`{}`), many); err == nil {
+		t.Errorf("%d known names: no error", len(many))
 	}
 }

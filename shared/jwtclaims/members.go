@@ -19,6 +19,27 @@ var (
 	headerNames  = []string{"alg", "kid", "typ", "crit", "b64", "jku", "jwk", "x5u", "x5c"}
 )
 
+// MaxKnownNames is how many names CheckMemberNames takes as known.
+const MaxKnownNames = 64
+
+// errTooManyNames: CheckMemberNames was given more than MaxKnownNames.
+var errTooManyNames = errors.New("jwt: more known member names than checkMembers counts")
+
+// CheckMemberNames checks the top-level member names of obj, a JSON object
+// that json.Unmarshal has accepted, as DecodePayload checks a token's
+// claims (see checkMembers): each name appears once, and a name that
+// encoding/json would match to one of known (the names its reader
+// decodes, at most MaxKnownNames) in another letter case or with Unicode
+// folding is refused. It is for the claims of tokens other than the
+// access tokens Payload describes, such as an identity provider's ID
+// token; the error is ErrMemberName.
+func CheckMemberNames(obj []byte, known []string) error {
+	if len(known) > MaxKnownNames {
+		return errTooManyNames
+	}
+	return checkMembers(obj, known)
+}
+
 // smallObject is how many unknown member names checkMembers compares
 // pairwise before it keeps them in a map: a token's claims and header
 // hold few, and an unverified header of thousands of members costs no

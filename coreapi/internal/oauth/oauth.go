@@ -63,6 +63,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/clip"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/jwtclaims"
 	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -722,6 +723,10 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		s.log.WarnContext(ctx, "oidc id token", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", logging.Redact(err.Error()))
 		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the provider's ID token did not verify")
 	}
+	if err := claimNamesExact(idt); err != nil {
+		s.log.WarnContext(ctx, "oidc id token", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", err.Error())
+		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the provider's ID token names a claim twice, or in another letter case")
+	}
 	if idt.Nonce != f.Nonce {
 		return problem.New(fiber.StatusBadRequest, problem.CodeNonceMismatch, "the ID token was not issued for this sign-in")
 	}
@@ -881,6 +886,30 @@ func issuedTo(aud []string, azp, clientID string) bool {
 		return azp == clientID
 	}
 	return len(aud) == 1
+}
+
+// idTokenClaims are the names of the ID token claims read at the
+// callback: go-oidc's (its idToken type) and the callback's own.
+var idTokenClaims = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "_claim_names", "_claim_sources",
+	"email", "email_verified", "name", "azp", "auth_time"}
+
+// claimNamesExact refuses an ID token whose claims name a member twice,
+// or one of idTokenClaims in another letter case (jwtclaims.
+// CheckMemberNames). encoding/json, which go-oidc and the callback read
+// the claims with, matches "Email_Verified" or "SUB" (and "ſub") to the
+// claim and lets the last of two members of one name win, where JSON and
+// JWT compare names exactly (RFC 7519 sections 4 and 7.3): a claim of
+// another name, such as one a provider maps from a profile attribute,
+// would stand for the address's verification or the subject.
+func claimNamesExact(idt *oidc.IDToken) error {
+	var raw json.RawMessage
+	if err := idt.Claims(&raw); err != nil {
+		return fmt.Errorf("id token claims: %w", err)
+	}
+	if err := jwtclaims.CheckMemberNames(raw, idTokenClaims); err != nil {
+		return fmt.Errorf("id token claims: %w", err)
+	}
+	return nil
 }
 
 // Handover is the callback's JSON answer when no return_to is configured.
