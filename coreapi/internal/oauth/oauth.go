@@ -172,6 +172,30 @@ type provider struct {
 	mu       sync.Mutex
 	oauth    *oauth2.Config
 	verifier *oidc.IDTokenVerifier
+	// issParam: the discovery document says every authorization response
+	// names its issuer (RFC 9207's
+	// authorization_response_iss_parameter_supported).
+	issParam bool
+}
+
+// checkIssuer applies RFC 9207 to an authorization response's iss: one
+// that names an issuer must name this provider's, exactly, and a provider
+// that says it always names it must have. Before the code goes to the
+// token endpoint: a response another provider produced (a mix-up of two
+// configured providers) is never exchanged here.
+func (p *provider) checkIssuer(iss string) error {
+	p.mu.Lock()
+	required := p.issParam
+	p.mu.Unlock()
+	if iss == p.cfg.Issuer || (iss == "" && !required) {
+		return nil
+	}
+	if iss == "" {
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest,
+			"the provider's answer does not name its issuer (iss), which its discovery document says it always does; start again")
+	}
+	return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest,
+		"the provider's answer names another issuer (iss) than this provider's; start again")
 }
 
 // discovered returns the provider's OAuth2 config and ID token verifier,
@@ -294,6 +318,14 @@ func (s *Service) discover(p *provider) (*oauth2.Config, *oidc.IDTokenVerifier, 
 		if err := secureEndpoints(op); err != nil {
 			return nil, fmt.Errorf("discover %s: %w", p.cfg.Name, err)
 		}
+		var doc struct {
+			// Only a JSON true: a provider that sends anything else is
+			// taken not to promise the parameter.
+			IssParam json.RawMessage `json:"authorization_response_iss_parameter_supported"`
+		}
+		if err := op.Claims(&doc); err != nil {
+			return nil, fmt.Errorf("discover %s: discovery document: %w", p.cfg.Name, err)
+		}
 		scopes := p.cfg.Scopes
 		if !slices.Contains(scopes, oidc.ScopeOpenID) {
 			scopes = append([]string{oidc.ScopeOpenID}, scopes...)
@@ -304,7 +336,7 @@ func (s *Service) discover(p *provider) (*oauth2.Config, *oidc.IDTokenVerifier, 
 		}
 		v := op.Verifier(&oidc.Config{ClientID: p.cfg.ClientID})
 		p.mu.Lock()
-		p.oauth, p.verifier = oc, v
+		p.oauth, p.verifier, p.issParam = oc, v, string(doc.IssParam) == "true"
 		p.mu.Unlock()
 		return nil, nil
 	})
@@ -663,9 +695,9 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	// Each parameter at most once (RFC 6749 section 3.1), as at the
 	// start: with two codes or states, which one is meant would be a guess.
-	var state, perr, perrDesc, code string
+	var state, perr, perrDesc, code, iss string
 	if err := httpapi.ReadForm(c.Context().QueryArgs(), []httpapi.FormField{
-		{Name: "state", Dst: &state}, {Name: "code", Dst: &code},
+		{Name: "state", Dst: &state}, {Name: "code", Dst: &code}, {Name: "iss", Dst: &iss},
 		{Name: "error", Dst: &perr}, {Name: "error_description", Dst: &perrDesc}}); err != nil {
 		return err
 	}
@@ -703,6 +735,9 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	if err != nil {
 		s.log.WarnContext(ctx, "oidc discovery", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", logging.Redact(err.Error()))
 		return errDiscovery
+	}
+	if err := p.checkIssuer(iss); err != nil {
+		return err
 	}
 	octx := context.WithValue(oidc.ClientContext(ctx, s.client), oauth2.HTTPClient, s.client)
 	tok, err := oc.Exchange(octx, code, oauth2.VerifierOption(f.Verifier), oauth2.SetAuthURLParam("redirect_uri", f.RedirectURI))

@@ -73,6 +73,10 @@ type Provider struct {
 	// Endpoints replace members of the discovery document
 	// ("authorization_endpoint", "token_endpoint", "jwks_uri").
 	Endpoints map[string]string
+	// IssParam makes the provider say in its discovery document that
+	// every authorization response names its issuer (RFC 9207), and name
+	// it in the redirect back.
+	IssParam bool
 	// MovedTo is where GET /moved redirects (302).
 	MovedTo string
 	// Sign, when set, signs issued ID tokens in place of the provider's
@@ -144,6 +148,7 @@ func (f *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 	f.Discoveries++
 	stall, pad, failure := f.DiscoveryStall, f.DiscoveryPadding, f.DiscoveryError
 	endpoints := maps.Clone(f.Endpoints)
+	issParam := f.IssParam
 	f.Mu.Unlock()
 	if failure != "" {
 		http.Error(w, failure, http.StatusInternalServerError)
@@ -166,6 +171,9 @@ func (f *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 		"subject_types_supported":               []string{"public"},
 		"id_token_signing_alg_values_supported": []string{"RS256"},
 		"code_challenge_methods_supported":      []string{"S256"},
+	}
+	if issParam {
+		doc["authorization_response_iss_parameter_supported"] = true
 	}
 	for k, v := range endpoints {
 		doc[k] = v
@@ -192,6 +200,7 @@ func (f *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	f.codes[code] = grant{nonce: q.Get("nonce"), challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri"),
 		subject: f.Subject, email: f.Email, name: f.Name, verified: f.Verified, authTime: f.SignedInAt}
+	issParam := f.IssParam
 	f.Mu.Unlock()
 	back, err := url.Parse(q.Get("redirect_uri"))
 	if err != nil {
@@ -201,6 +210,9 @@ func (f *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	bq := back.Query()
 	bq.Set("code", code)
 	bq.Set("state", q.Get("state"))
+	if issParam {
+		bq.Set("iss", f.URL)
+	}
 	back.RawQuery = bq.Encode()
 	http.Redirect(w, r, back.String(), http.StatusFound)
 }

@@ -1,0 +1,80 @@
+package oauth_test
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/shared/problem"
+)
+
+// exchanges is how many token requests the provider has had.
+func (x *env) exchanges() int {
+	x.idp.Mu.Lock()
+	defer x.idp.Mu.Unlock()
+	return x.idp.Exchanges
+}
+
+// refusedBeforeExchange checks that a callback was refused with 400
+// invalid_request and that its code never went to the token endpoint.
+func refusedBeforeExchange(t *testing.T, x *env, name string, before int, r apitest.Response) {
+	t.Helper()
+	if r.Status != http.StatusBadRequest {
+		t.Fatalf("%s: status %d, want 400", name, r.Status)
+	}
+	if p := r.Problem(t); p.Code != problem.CodeInvalidRequest || !strings.Contains(p.Detail, "issuer") {
+		t.Fatalf("%s: problem %+v, want invalid_request about the issuer", name, p)
+	}
+	if n := x.exchanges(); n != before {
+		t.Fatalf("%s: %d code exchanges, want none: the code went to the token endpoint", name, n-before)
+	}
+}
+
+// TestCallbackIssuer: an authorization response that names its issuer
+// (RFC 9207's iss) must name the provider's own, exactly; the code of one
+// that names another (a mix-up of two providers) is never exchanged. A
+// response without iss from a provider that does not promise it is taken.
+func TestCallbackIssuer(t *testing.T) {
+	x := start(t)
+	for _, iss := range []string{"https://evil.example", x.idp.URL + "/", strings.ToUpper(x.idp.URL)} {
+		st := x.begin(t, "")
+		back := x.approve(t, st)
+		before := x.exchanges()
+		r := x.callback(t, back+"&iss="+url.QueryEscape(iss), st.cookie)
+		refusedBeforeExchange(t, x, "iss "+iss, before, r)
+	}
+	st := x.begin(t, "")
+	back := x.approve(t, st)
+	handover(t, x.callback(t, back+"&iss="+url.QueryEscape(x.idp.URL), st.cookie))
+	st = x.begin(t, "")
+	handover(t, x.callback(t, x.approve(t, st), st.cookie))
+}
+
+// TestCallbackIssuerRequired: a provider whose discovery document says it
+// names its issuer in every authorization response
+// (authorization_response_iss_parameter_supported) must: a response
+// without iss is refused before its code is exchanged.
+func TestCallbackIssuerRequired(t *testing.T) {
+	x := start(t)
+	x.idp.Mu.Lock()
+	x.idp.IssParam = true
+	x.idp.Mu.Unlock()
+	st := x.begin(t, "")
+	back, err := url.Parse(x.approve(t, st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := back.Query()
+	if q.Get("iss") != x.idp.URL {
+		t.Fatalf("the provider's redirect %s names no iss", back)
+	}
+	q.Del("iss")
+	back.RawQuery = q.Encode()
+	before := x.exchanges()
+	r := x.callback(t, back.RequestURI(), st.cookie)
+	refusedBeforeExchange(t, x, "no iss", before, r)
+	st = x.begin(t, "")
+	handover(t, x.callback(t, x.approve(t, st), st.cookie))
+}
