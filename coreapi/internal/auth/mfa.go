@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"slices"
@@ -328,12 +329,26 @@ func unreadable(status string) error {
 	return errSealedUnderMissingKey
 }
 
+// errStepUsed: a TOTP code of the user's secret whose time step was used
+// already, or is older than the last one used. Refused (RFC 6238 section
+// 5.2: a code is accepted once), but no wrong guess: the code was right,
+// most often sent twice at once (a double submit, a client's retry) and
+// accepted for the other request.
+var errStepUsed = errors.New("totp time step used already")
+
+// errTOTPSpent answers errStepUsed at the token endpoint (a sign-in's
+// second step, a step-up); confirmTOTP answers it with its own code
+// (errConfirmSpent).
+var errTOTPSpent = problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant, totpSpentDetail)
+
+const totpSpentDetail = "this code has already been used: wait for the next code of the authenticator"
+
 // matchTOTP matches code against the user's opened secret sec (in the
 // given status: pending when confirming enrolment, active for a sign-in or
 // step-up) and consumes its time step, so the same code (or an older one)
 // is never accepted twice. A secret sealed under a retired key is resealed
-// under the current one. It returns false for a wrong, replayed or expired
-// code.
+// under the current one. It returns false for a wrong or expired code, and
+// errStepUsed for a code of the secret whose step was used already.
 func (s *Service) matchTOTP(ctx context.Context, userID, status string, sec totpSecret, code string) (bool, error) {
 	step, ok := mfa.Match(string(sec.plain), code, s.now())
 	if !ok {
@@ -348,7 +363,44 @@ func (s *Service) matchTOTP(ctx context.Context, userID, status string, sec totp
 		}
 		newKey, resealed = &id, b
 	}
-	return s.consumeStep(ctx, userID, status, sec.sealed, step, newKey, resealed)
+	ok, err := s.consumeStep(ctx, userID, status, sec.sealed, step, newKey, resealed)
+	if err != nil || ok {
+		return ok, err
+	}
+	if used, err := s.stepUsed(ctx, userID, sec.plain, step); err != nil {
+		return false, err
+	} else if used {
+		return false, errStepUsed
+	}
+	return false, nil
+}
+
+// stepUsed reports whether the user's TOTP secret is still plain and has
+// used step, or a later one. Read after consumeStep found nothing to
+// update: a concurrent request that spent the step has committed by then
+// (the update waited for its lock). The row is read whatever its status
+// (a concurrent confirmation may have made it active since), and its
+// secret opened, as that request may have resealed it: the secret, not
+// its sealed form, says whether it is the one the code was matched
+// against. A secret that does not open here is not that one.
+func (s *Service) stepUsed(ctx context.Context, userID string, plain []byte, step int64) (bool, error) {
+	const q = `SELECT key_id, secret_sealed FROM mfa_totp WHERE user_id = $1 AND last_step >= $2`
+	var (
+		keyID  string
+		sealed []byte
+	)
+	err := s.pool.QueryRow(ctx, q, userID, step).Scan(&keyID, &sealed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look for a used totp step: %w", err)
+	}
+	now, err := s.mfa.Open(keyID, sealed, []byte(userID))
+	if err != nil {
+		return false, nil
+	}
+	return subtle.ConstantTimeCompare(now, plain) == 1, nil
 }
 
 // checkTOTP is openTOTP and matchTOTP: false when the user has no secret
@@ -358,7 +410,11 @@ func (s *Service) checkTOTP(ctx context.Context, userID, code, status string) (b
 	if err != nil || !found {
 		return false, err
 	}
-	return s.matchTOTP(ctx, userID, status, sec, code)
+	ok, err := s.matchTOTP(ctx, userID, status, sec, code)
+	if errors.Is(err, errStepUsed) {
+		return false, nil
+	}
+	return ok, err
 }
 
 // consumeStep records step as the last one used of the secret sealed as
@@ -531,13 +587,15 @@ RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND us
 // recovery code. Every attempt is reserved first in the same atomic
 // lockout as passwords, for the account whatever the client (mfaClient;
 // 429 with Retry-After once locked); a failure is audited. It returns
-// errBadCode for a wrong, replayed or expired code. A TOTP secret the
+// errBadCode for a wrong or expired code. A TOTP secret the
 // server cannot read is answered (503) before anything is reserved: the
 // code is never looked at. claim is useRecoveryCode's: with a recovery
 // code, it runs in the transaction that spends the code. A recovery code
-// of the account's that is spent already (errCodeSpent), or one whose
-// claim is refused, gives its attempt back: the first was right a moment
-// before (two requests raced with it), the second was not looked at.
+// of the account's that is spent already (errCodeSpent), a TOTP code of a
+// time step used already (errTOTPSpent), or a recovery code whose claim is
+// refused, gives its attempt back and is not audited as a failure: the
+// first two were right (most often two requests raced with them), the
+// last was not looked at.
 func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse, claim func(pgx.Tx) error) error {
 	key := mfaKey(u.userID)
 	code = strings.TrimSpace(code)
@@ -560,9 +618,11 @@ func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse, cl
 	case recovery:
 		ok, err = s.useRecoveryCode(ctx, code, u, claim)
 	case found:
-		ok, err = s.matchTOTP(ctx, u.userID, totpActive, sec, code)
+		if ok, err = s.matchTOTP(ctx, u.userID, totpActive, sec, code); errors.Is(err, errStepUsed) {
+			err = errTOTPSpent
+		}
 	}
-	if _, unclaimed := errors.AsType[claimError](err); unclaimed || errors.Is(err, errCodeSpent) {
+	if _, unclaimed := errors.AsType[claimError](err); unclaimed || errors.Is(err, errCodeSpent) || errors.Is(err, errTOTPSpent) {
 		if rerr := s.codeAttempts.Refund(ctx, key, mfaClient); rerr != nil {
 			return rerr
 		}
@@ -919,6 +979,10 @@ type recoveryCodes struct {
 
 var errMFAActive = problem.New(fiber.StatusConflict, problem.CodeConflict, "a second factor is already active; disable it first")
 
+// errConfirmSpent answers a confirmation code whose time step was used
+// already (errStepUsed).
+var errConfirmSpent = problem.New(fiber.StatusBadRequest, problem.CodeInvalidMFACode, totpSpentDetail)
+
 // enrolTOTP starts (or restarts) TOTP enrolment: a new secret replaces a
 // pending one; an active factor is 409.
 func (s *Service) enrolTOTP(c *fiber.Ctx) error {
@@ -1021,7 +1085,16 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	}
 	ok := false
 	if found {
-		if ok, err = s.matchTOTP(ctx, id.UserID, totpPending, sec, req.Code); err != nil {
+		ok, err = s.matchTOTP(ctx, id.UserID, totpPending, sec, req.Code)
+		if errors.Is(err, errStepUsed) {
+			// Right, and accepted for another request (a double submit):
+			// no wrong guess.
+			if err := s.codeAttempts.Refund(ctx, key, mfaClient); err != nil {
+				return err
+			}
+			return errConfirmSpent
+		}
+		if err != nil {
 			return err
 		}
 	}

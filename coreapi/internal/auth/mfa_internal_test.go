@@ -237,3 +237,102 @@ func mustCode(t *testing.T, secret string) string {
 	}
 	return c
 }
+
+// TestTOTPStepRaceWhileResealing: of two requests matching the same code
+// of a secret sealed under a retired key, the winner reseals it; the loser
+// still finds its step used (errStepUsed, no wrong guess), though the
+// sealed form it matched against is gone. A secret enrolled anew in the
+// row is another one: a code of the old one is then just wrong.
+func TestTOTPStepRaceWhileResealing(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.New(t)
+	k := func(id string, b byte) string {
+		return id + ":" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat(string(rune('a'+b)), 32)))
+	}
+	s, err := New(Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Pool: db.Pool, Keys: testRing(t),
+		Passwords: password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0),
+		Sessions:  sessions.New(db.Pool, time.Hour, time.Second), Issuer: "i", Audience: "a", AccessTTL: time.Minute,
+		MFA: sealerOf(t, k("k2", 2)+","+k("k1", 1))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uid string
+	if err := db.Pool.QueryRow(ctx, `INSERT INTO users (email, display_name) VALUES ('race@example.com', '') RETURNING id::text`).Scan(&uid); err != nil {
+		t.Fatal(err)
+	}
+	secret, _, err := mfa.NewSecret("Tollgate", "race@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, sealed, err := sealerOf(t, k("k1", 1)).Seal([]byte(secret), []byte(uid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status) VALUES ($1, $2, $3, 'active')`, uid, id, sealed); err != nil {
+		t.Fatal(err)
+	}
+	sec, found, err := s.openTOTP(ctx, uid, totpActive)
+	if err != nil || !found {
+		t.Fatalf("open: %v %v", found, err)
+	}
+	code, err := mfa.Code(secret, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = hold.Rollback(ctx) }()
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM mfa_totp WHERE user_id = $1 FOR UPDATE`, uid); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		ok  bool
+		err error
+	}
+	results := make(chan result, 2)
+	for range 2 {
+		go func() {
+			ok, err := s.matchTOTP(ctx, uid, totpActive, sec, code)
+			results <- result{ok, err}
+		}()
+	}
+	const qWaiting = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+	AND wait_event_type = 'Lock' AND query LIKE '%UPDATE mfa_totp SET last_step%'`
+	for deadline, n := time.Now().Add(10*time.Second), 0; n < 2; time.Sleep(5 * time.Millisecond) {
+		if err := db.Pool.QueryRow(ctx, qWaiting).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the two matches do not both wait to spend the step")
+		}
+	}
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a, b := <-results, <-results
+	if a.ok == b.ok || (!a.ok && !errors.Is(a.err, errStepUsed)) || (!b.ok && !errors.Is(b.err, errStepUsed)) || (a.ok && a.err != nil) || (b.ok && b.err != nil) {
+		t.Fatalf("results %+v and %+v; want one accepted and one errStepUsed", a, b)
+	}
+	var keyID string
+	if err := db.Pool.QueryRow(ctx, `SELECT key_id FROM mfa_totp WHERE user_id = $1`, uid).Scan(&keyID); err != nil || keyID != "k2" {
+		t.Fatalf("key id after the race %q, %v; want the secret resealed under k2", keyID, err)
+	}
+	// Another secret in the row (a reset and a new enrolment): the old
+	// secret's used code is no code of it.
+	other, _, err := mfa.NewSecret("Tollgate", "race@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, sealed, err = s.mfa.Seal([]byte(other), []byte(uid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `UPDATE mfa_totp SET key_id = $2, secret_sealed = $3 WHERE user_id = $1`, uid, id, sealed); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.matchTOTP(ctx, uid, totpActive, sec, code); ok || err != nil {
+		t.Fatalf("a code of the replaced secret: %v %v; want a wrong code", ok, err)
+	}
+}
