@@ -9,7 +9,9 @@
 // being stored, as long as the chain that follows it still ends in a live
 // token (a reissue ends the chain, however long it has grown since).
 // Presenting an already-rotated token after the grace window is treated
-// as theft: the whole session is revoked. A token ended by a reissue (a
+// as theft: the whole session is revoked. A request that read the token
+// live and lost the race presented no rotated token: outside the grace it
+// is refused as expired, never taken for reuse. A token ended by a reissue (a
 // tenant switch, a step-up, a password change keeping the session) counts
 // as rotated at the reissue: within the grace window it is only expired,
 // after it reuse.
@@ -398,6 +400,14 @@ FROM refresh_tokens rt WHERE rt.id = $1`
 			return Rotation{}, fmt.Errorf("reread refresh token: %w", err)
 		}
 		if l.ReplacedBy == nil { // the session was reissued or ended meanwhile
+			return Rotation{}, ErrExpired
+		}
+		if !l.InGrace {
+			// The token was live when this request presented it: a
+			// refresh racing this one rotated it (with no grace window,
+			// REFRESH_REUSE_GRACE=0, or after a wait longer than it).
+			// That is no reuse, and must not sign out the holder of the
+			// winner's successor.
 			return Rotation{}, ErrExpired
 		}
 	}

@@ -187,6 +187,70 @@ func TestConcurrentRefreshSameSuccessor(t *testing.T) {
 	}
 }
 
+// TestConcurrentRefreshWithoutGraceIsNoReuse: with no grace window
+// (REFRESH_REUSE_GRACE=0), two refreshes that both read the token live
+// (a client that retries at once, two tabs) race for its rotation:
+// exactly one wins, and the other is refused as expired. It presented
+// the token before it was rotated, so it is no reuse: it used to revoke
+// the session and audit a theft, signing its legitimate holder out with
+// the winner's successor in hand. A token presented again after its
+// rotation still is reuse.
+func TestConcurrentRefreshWithoutGraceIsNoReuse(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	f.store = New(f.pool, time.Hour, 0)
+	is := f.create(t)
+	hold, err := f.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	// Both refreshes look the token up, then wait for the session's row.
+	if _, err := hold.Exec(ctx, `SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE`, is.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg   sync.WaitGroup
+		got  [2]Rotation
+		errs [2]error
+	)
+	for i := range 2 {
+		wg.Go(func() { got[i], errs[i] = f.store.Rotate(ctx, is.RefreshToken, Presenter{}) })
+	}
+	f.db.WaitForLockWaiters(t, 2)
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	won := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && won < 0:
+			won = i
+		case err == nil:
+			t.Fatal("both refreshes won the rotation")
+		case !errors.Is(err, ErrExpired):
+			t.Errorf("the refresh that lost the race: %v, want ErrExpired", err)
+		}
+	}
+	if won < 0 {
+		t.Fatalf("no refresh won: %v", errs)
+	}
+	if c := f.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL`, is.SessionID); c != 1 {
+		t.Fatal("the session was revoked by two refreshes that raced")
+	}
+	if c := f.count(t, `SELECT count(*) FROM audit_events WHERE action = 'session.refresh_token_reused' AND target_id = $1`, is.SessionID); c != 0 {
+		t.Errorf("%d reuse audit rows for a race", c)
+	}
+	if _, err := f.store.Rotate(ctx, got[won].RefreshToken, Presenter{}); err != nil {
+		t.Fatalf("the winner's successor: %v", err)
+	}
+	// Presented again after its rotation, the token is reuse.
+	if _, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{}); !errors.Is(err, ErrReused) {
+		t.Fatalf("the rotated token presented again: %v, want ErrReused", err)
+	}
+}
+
 func TestReuseAfterGraceRevokesSession(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
