@@ -198,6 +198,13 @@ type Grant struct {
 	// sessionAuth); nil AMR is a password sign-in happening now.
 	AMR      []string
 	AuthTime int64
+	// SessionEnds is when the session ends (unix seconds) unless
+	// refreshed again, as the step that renewed it (a rotation, a
+	// reissue) set it: the access token expires then at the latest, so
+	// that none outlives the session's SESSION_MAX_AGE. 0: no bound (a
+	// session just opened, whose end is further off than an access
+	// token's lifetime).
+	SessionEnds int64
 }
 
 // TokenResponse is the OAuth 2.0 token response (plus tenant_id; signup
@@ -249,6 +256,12 @@ func (s *Service) sign(g Grant) (TokenResponse, error) {
 	}
 	now := s.now().Unix()
 	ttl := int64(s.accessTTL / time.Second)
+	if g.SessionEnds > 0 {
+		// At least a second, should this process's clock run ahead of
+		// the database's (whose the session's end is, and which HoldLive
+		// checks after the signing).
+		ttl = max(min(ttl, g.SessionEnds-now), 1)
+	}
 	amr, authTime := g.AMR, g.AuthTime
 	if amr == nil {
 		amr = amrPassword

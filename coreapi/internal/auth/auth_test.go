@@ -94,13 +94,22 @@ func testSealer(t testing.TB, text string) *mfa.Sealer {
 
 func start(t testing.TB, p password.Params, ringOpts ...keys.Option) *env {
 	t.Helper()
+	return startWithMaxAge(t, p, 0, ringOpts...)
+}
+
+// startWithMaxAge is start with sessions bounded to maxAge from their
+// sign-in (SESSION_MAX_AGE; 0: none).
+func startWithMaxAge(t testing.TB, p password.Params, maxAge time.Duration, ringOpts ...keys.Option) *env {
+	t.Helper()
 	ring, dir := keytest.Ring(t, ringOpts...)
 	e := &env{ring: ring, keyDir: dir}
 	h := password.New(p, 0)
 	e.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {
+		ss := sessions.New(o.Pool, time.Hour, 10*time.Second)
+		ss.SetMaxAge(maxAge)
 		svc, err := auth.New(auth.Options{
 			Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h,
-			Sessions: sessions.New(o.Pool, time.Hour, 10*time.Second),
+			Sessions: ss,
 			Issuer:   issuer, Audience: audience, AccessTTL: 15 * time.Minute,
 			MFA: testSealer(t, mfaKeys),
 			Now: func() time.Time { return time.Now().Add(time.Duration(e.skew.Load())) },
@@ -438,6 +447,55 @@ func TestRepeatedParameterRefused(t *testing.T) {
 	if r.Status != http.StatusOK {
 		t.Fatalf("email and username in two letter cases: %d %s", r.Status, r.Body)
 	}
+}
+
+// TestAccessTokenEndsWithItsSession: an access token issued for a
+// session expires no later than the session (SESSION_MAX_AGE from its
+// sign-in), whichever path issues it: a refresh, the successor handed
+// out again within the grace window, a tenant switch, a password change.
+// It used to get the full ACCESS_TOKEN_TTL, so a token issued in the
+// session's last minutes kept acting for up to that long after the
+// session's end, which no refresh can move and no revocation of the
+// session (listed only while live) reaches.
+func TestAccessTokenEndsWithItsSession(t *testing.T) {
+	e := startWithMaxAge(t, cheap, 20*time.Minute) // ACCESS_TOKEN_TTL 15m
+	tk := e.signup(t, "end@example.com", "End")
+	id := e.identityFor(t, tk)
+	second := e.SeedTenant(t, "Second")
+	e.SeedMember(t, second.ID, id.UserID, "member")
+	// The session signed in 10 minutes ago: it ends in 10 minutes.
+	if n := e.count(t, `UPDATE sessions SET created_at = created_at - interval '10 minutes' WHERE id = $1 RETURNING 1`, id.SessionID); n != 1 {
+		t.Fatal("no session moved")
+	}
+	var ends int64
+	if err := e.DB.Pool.QueryRow(context.Background(),
+		`SELECT floor(extract(epoch FROM created_at + interval '20 minutes'))::bigint FROM sessions WHERE id = $1`, id.SessionID).Scan(&ends); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, r apitest.Response) tokens {
+		t.Helper()
+		if r.Status != http.StatusOK {
+			t.Fatalf("%s: %d %s", what, r.Status, r.Body)
+		}
+		var got tokens
+		r.JSON(t, &got)
+		c := claims(t, got.AccessToken)
+		exp, iat := int64(c["exp"].(float64)), int64(c["iat"].(float64))
+		if exp > ends {
+			t.Errorf("%s: the access token expires %ds after its session", what, exp-ends)
+		}
+		if exp <= iat || got.ExpiresIn != exp-iat {
+			t.Errorf("%s: exp %d, iat %d, expires_in %d; want expires_in exp-iat > 0", what, exp, iat, got.ExpiresIn)
+		}
+		return got
+	}
+	rotated := check("refresh", e.refresh(t, tk.RefreshToken))
+	check("the successor again within the grace window", e.refresh(t, tk.RefreshToken))
+	id = e.identityFor(t, rotated)
+	switched := check("tenant switch", e.Send(t, id, http.MethodPost, "/api/v1/auth/switch-tenant",
+		map[string]string{"tenant_id": second.ID, "refresh_token": rotated.RefreshToken}))
+	check("password change", e.Send(t, e.identityFor(t, switched), http.MethodPut, "/api/v1/users/me/password",
+		map[string]string{"current_password": pw, "new_password": "a brand new password"}))
 }
 
 func TestRefreshRotates(t *testing.T) {

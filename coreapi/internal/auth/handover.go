@@ -142,7 +142,7 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 			return fmt.Errorf("hold membership: %w", err)
 		}
 		var err error
-		if g.RefreshToken, err = s.sessions.Reissue(ctx, tx, g.UserID, g.SessionID); err != nil {
+		if g.RefreshToken, g.SessionEnds, err = s.sessions.Reissue(ctx, tx, g.UserID, g.SessionID); err != nil {
 			return err
 		}
 		if err := tx.QueryRow(ctx, qStanding, g.UserID, g.TenantID).Scan(&active, &member); err != nil {

@@ -930,7 +930,7 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 		if g.TokenVersion, err = activeAccount(ctx, tx, id.UserID, id.TenantID); err != nil {
 			return err
 		}
-		g.RefreshToken, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID)
+		g.RefreshToken, g.SessionEnds, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID)
 		return err
 	})
 	if errors.Is(err, sessions.ErrNotFound) || errors.Is(err, pgx.ErrNoRows) {

@@ -88,6 +88,7 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 		amr      []string
 		authTime int64
 		tenantID string
+		ends     int64
 	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// Only over the hash the current password was checked against: a
@@ -112,7 +113,7 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 			return err
 		}
 		if id.SessionID != "" {
-			if tok, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID); err != nil {
+			if tok, ends, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID); err != nil {
 				return err
 			}
 			// The tokens are the session's: of the tenant it is bound to,
@@ -158,7 +159,7 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 	// The token version moved on, so the caller's access token is stale;
 	// hand it fresh tokens for the session it keeps.
 	resp, err := s.Issue(ctx, Grant{UserID: id.UserID, TenantID: tenantID, SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok,
-		AMR: amr, AuthTime: authTime}, func() error { return httpapi.SessionEnded(c) })
+		AMR: amr, AuthTime: authTime, SessionEnds: ends}, func() error { return httpapi.SessionEnded(c) })
 	if err != nil {
 		return err
 	}

@@ -145,6 +145,7 @@ func (s *Service) switchTenant(c *fiber.Ctx) error {
 		tok      string
 		amr      []string
 		authTime int64
+		ends     int64
 		err      error
 	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -171,7 +172,7 @@ func (s *Service) switchTenant(c *fiber.Ctx) error {
 		} else if !held {
 			return errSwitchRefreshToken
 		}
-		if tok, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID); err != nil {
+		if tok, ends, err = s.sessions.Reissue(ctx, tx, id.UserID, id.SessionID); err != nil {
 			return err
 		}
 		amr, authTime, _, err = sessionAuth(ctx, tx, id.SessionID)
@@ -184,7 +185,7 @@ func (s *Service) switchTenant(c *fiber.Ctx) error {
 		return err
 	}
 	resp, err := s.Issue(ctx, Grant{UserID: id.UserID, TenantID: tid, SessionID: id.SessionID, TokenVersion: tv, RefreshToken: tok,
-		AMR: amr, AuthTime: authTime}, func() error { return httpapi.SessionEnded(c) })
+		AMR: amr, AuthTime: authTime, SessionEnds: ends}, func() error { return httpapi.SessionEnded(c) })
 	if err != nil {
 		return err
 	}

@@ -267,6 +267,7 @@ func (s *Service) refreshGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, e
 	// A sign-out that committed since the rotation is answered as a
 	// revoked session's refresh.
 	return s.Issue(ctx, Grant{UserID: r.UserID, TenantID: r.TenantID, SessionID: r.SessionID,
-		TokenVersion: r.TokenVersion, RefreshToken: r.RefreshToken, AMR: r.AMR, AuthTime: r.AuthTime},
+		TokenVersion: r.TokenVersion, RefreshToken: r.RefreshToken, AMR: r.AMR, AuthTime: r.AuthTime,
+		SessionEnds: r.Ends},
 		func() error { return errRefreshRevoked })
 }

@@ -275,6 +275,9 @@ type Rotation struct {
 	// seconds): a refresh keeps them.
 	AMR      []string
 	AuthTime int64
+	// Ends is when the session ends unless refreshed again (unix
+	// seconds, rounded down): no access token of it may outlive it.
+	Ends int64
 }
 
 // qSuccessorLive reads, for the refresh token rt, whether the chain that
@@ -317,6 +320,7 @@ type lookup struct {
 	TokenVersion int64
 	AMR          []string
 	AuthTime     int64
+	Ends         int64 // the session's end (Rotation.Ends)
 }
 
 // Presenter is the request that presented a refresh token: a reuse is
@@ -338,7 +342,8 @@ SELECT rt.id, rt.session_id, rt.replaced_by,
        s.revoked_at IS NOT NULL OR coalesce(s.token_version < u.token_version, false),
        s.expires_at <= now() OR s.created_at + make_interval(secs => $3) <= now(),
        (u.status = 'active' AND coalesce(m.status, '') = 'active' AND t.status = 'active'),
-       u.token_version, s.amr, floor(extract(epoch FROM s.auth_time))::bigint
+       u.token_version, s.amr, floor(extract(epoch FROM s.auth_time))::bigint,
+       floor(extract(epoch FROM least(s.expires_at, s.created_at + make_interval(secs => $3))))::bigint
 FROM refresh_tokens rt
 JOIN sessions s ON s.id = rt.session_id
 JOIN users u ON u.id = s.user_id
@@ -352,7 +357,7 @@ WHERE rt.token_hash = $1`
 	var l lookup
 	err := s.pool.QueryRow(ctx, qLookup, Hash(token), secs(s.grace), s.maxAgeSecs()).Scan(
 		&l.ID, &l.SessionID, &l.ReplacedBy, &l.InGrace, &l.SuccessorLive, &l.TokenExpired, &l.Reissued,
-		&l.UserID, &l.TenantID, &l.SessionDead, &l.SessionExpd, &l.Active, &l.TokenVersion, &l.AMR, &l.AuthTime)
+		&l.UserID, &l.TenantID, &l.SessionDead, &l.SessionExpd, &l.Active, &l.TokenVersion, &l.AMR, &l.AuthTime, &l.Ends)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Rotation{}, ErrInvalidToken
 	}
@@ -380,15 +385,15 @@ WHERE rt.token_hash = $1`
 		return Rotation{}, ErrInactive
 	}
 	r := Rotation{SessionID: l.SessionID, UserID: l.UserID, TenantID: l.TenantID, TokenVersion: l.TokenVersion,
-		AMR: l.AMR, AuthTime: l.AuthTime}
+		AMR: l.AMR, AuthTime: l.AuthTime, Ends: l.Ends}
 
 	if l.ReplacedBy == nil {
-		next, won, err := s.rotate(ctx, l.ID, l.SessionID, raw)
+		next, ends, won, err := s.rotate(ctx, l.ID, l.SessionID, raw)
 		if err != nil {
 			return Rotation{}, err
 		}
 		if won {
-			r.RefreshToken = next
+			r.RefreshToken, r.Ends = next, ends
 			return r, nil
 		}
 		// Lost the race to a concurrent refresh: read who won.
@@ -431,10 +436,11 @@ func (s *Store) reused(ctx context.Context, l lookup, by Presenter) error {
 	return ErrReused
 }
 
-// rotate marks parent replaced and inserts its successor in one statement;
-// won is false when another request rotated parent first, or when the
-// session ended or was reissued since the look-up.
-func (s *Store) rotate(ctx context.Context, parent uuid.UUID, sessionID string, parentRaw []byte) (string, bool, error) {
+// rotate marks parent replaced and inserts its successor in one statement,
+// and returns the successor and the session's new end (unix seconds,
+// rounded down); won is false when another request rotated parent first,
+// or when the session ended or was reissued since the look-up.
+func (s *Store) rotate(ctx context.Context, parent uuid.UUID, sessionID string, parentRaw []byte) (next string, ends int64, won bool, err error) {
 	// The session's row is locked first (s): a reissue or a revocation
 	// takes it too, so they run one after the other, never interleaved.
 	// A rotation that waited for a reissue then finds its parent ended
@@ -464,21 +470,20 @@ WITH s AS (
 )
 UPDATE sessions SET last_used_at = now(), expires_at = (SELECT ends FROM s)
 WHERE id = (SELECT session_id FROM child)
-RETURNING id`
+RETURNING floor(extract(epoch FROM expires_at))::bigint`
 	childID, err := uuid.NewRandom()
 	if err != nil {
-		return "", false, fmt.Errorf("new token id: %w", err)
+		return "", 0, false, fmt.Errorf("new token id: %w", err)
 	}
-	next := successor(parentRaw, childID)
-	var sid string
-	err = s.pool.QueryRow(ctx, qRotate, parent, childID, Hash(next), secs(s.ttl), sessionID, s.maxAgeSecs()).Scan(&sid)
+	next = successor(parentRaw, childID)
+	err = s.pool.QueryRow(ctx, qRotate, parent, childID, Hash(next), secs(s.ttl), sessionID, s.maxAgeSecs()).Scan(&ends)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", false, nil
+		return "", 0, false, nil
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("rotate refresh token: %w", err)
+		return "", 0, false, fmt.Errorf("rotate refresh token: %w", err)
 	}
-	return next, true, nil
+	return next, ends, true, nil
 }
 
 // revokeForReuse revokes the session of a refresh token presented after
@@ -720,13 +725,14 @@ FROM sessions WHERE ` + QLive
 }
 
 // Reissue ends every live refresh token of a live session and issues a new
-// one (after switch-tenant or a password change), in tx. ErrNotFound if
-// the session is not userID's or is revoked. The tokens it ends are stamped
+// one (after switch-tenant or a password change), in tx, and returns it
+// with the session's new end (unix seconds, rounded down: see
+// Rotation.Ends). ErrNotFound if the session is not userID's or is revoked. The tokens it ends are stamped
 // rotated now: one presented after the grace window is reuse (see Rotate).
 // A tenant switch needs only the access token and the refresh token, so
 // a thief holding both could otherwise switch the session to the tenant it
 // is in and keep it, its owner's refresh token refused as merely expired.
-func (s *Store) Reissue(ctx context.Context, tx pgx.Tx, userID, sessionID string) (string, error) {
+func (s *Store) Reissue(ctx context.Context, tx pgx.Tx, userID, sessionID string) (token string, ends int64, err error) {
 	// Two statements, in this order: the first locks the session's row,
 	// waiting for a rotation in flight (see rotate) to commit; the second,
 	// with a snapshot taken after that, sees the rotation's successor and
@@ -745,14 +751,14 @@ WITH old AS (
 INSERT INTO refresh_tokens (session_id, token_hash, expires_at)
 SELECT id, $3, expires_at FROM sessions
 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
-RETURNING id`
+RETURNING floor(extract(epoch FROM expires_at))::bigint`
 	)
 	if !ids.Valid(sessionID) {
-		return "", ErrNotFound
+		return "", 0, ErrNotFound
 	}
 	tok, hash, err := newToken()
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	b := &pgx.Batch{}
 	b.Queue(qStamp, sessionID, userID, secs(s.ttl), s.maxAgeSecs())
@@ -760,17 +766,16 @@ RETURNING id`
 	br := tx.SendBatch(ctx, b)
 	defer br.Close()
 	if _, err := br.Exec(); err != nil {
-		return "", fmt.Errorf("reissue refresh token: %w", err)
+		return "", 0, fmt.Errorf("reissue refresh token: %w", err)
 	}
-	var id string
-	err = br.QueryRow().Scan(&id)
+	err = br.QueryRow().Scan(&ends)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", ErrNotFound
+		return "", 0, ErrNotFound
 	}
 	if err != nil {
-		return "", fmt.Errorf("reissue refresh token: %w", err)
+		return "", 0, fmt.Errorf("reissue refresh token: %w", err)
 	}
-	return tok, br.Close()
+	return tok, ends, br.Close()
 }
 
 // HoldsLive reports whether token is the live refresh token of userID's

@@ -81,7 +81,7 @@ func (f *fixture) reissue(t *testing.T, userID, sessionID string) (string, error
 	var tok string
 	err := pgx.BeginFunc(context.Background(), f.pool, func(tx pgx.Tx) error {
 		var err error
-		tok, err = f.store.Reissue(context.Background(), tx, userID, sessionID)
+		tok, _, err = f.store.Reissue(context.Background(), tx, userID, sessionID)
 		return err
 	})
 	return tok, err
@@ -420,7 +420,7 @@ func TestReissueAndMove(t *testing.T) {
 		if err := f.store.MoveTenant(ctx, tx, f.user, is.SessionID, other); err != nil {
 			return err
 		}
-		tok, err := f.store.Reissue(ctx, tx, f.user, is.SessionID)
+		tok, _, err := f.store.Reissue(ctx, tx, f.user, is.SessionID)
 		is.RefreshToken = tok
 		return err
 	})
@@ -908,14 +908,33 @@ func TestSessionMaxAge(t *testing.T) {
 	// An hour on, a refresh: the session's end is its 90th minute, not
 	// the refresh's 60 minutes on.
 	f.exec(t, `UPDATE sessions SET created_at = created_at - interval '60 minutes' WHERE id = $1`, is.SessionID)
-	_, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{})
+	var end int64 // the bound, as Rotation.Ends names it
+	if err := f.pool.QueryRow(ctx, `SELECT floor(extract(epoch FROM created_at + interval '90 minutes'))::bigint FROM sessions WHERE id = $1`,
+		is.SessionID).Scan(&end); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{})
 	if err != nil {
 		t.Fatalf("Rotate: %v", err)
 	}
 	if n := f.count(t, bound, is.SessionID); n != 1 {
 		t.Fatal("a refresh set the session's or its token's end past its bound")
 	}
-	if _, err := f.reissue(t, f.user, is.SessionID); err != nil {
+	if r.Ends != end {
+		t.Errorf("the rotation names the session's end %d, want its bound %d", r.Ends, end)
+	}
+	// The successor handed out again within the grace window names it too.
+	if again, err := f.store.Rotate(ctx, is.RefreshToken, Presenter{}); err != nil || again.Ends != end {
+		t.Errorf("the successor again: ends %d, %v; want %d", again.Ends, err, end)
+	}
+	err = pgx.BeginFunc(ctx, f.pool, func(tx pgx.Tx) error {
+		_, ends, err := f.store.Reissue(ctx, tx, f.user, is.SessionID)
+		if err == nil && ends != end {
+			t.Errorf("the reissue names the session's end %d, want its bound %d", ends, end)
+		}
+		return err
+	})
+	if err != nil {
 		t.Fatalf("Reissue: %v", err)
 	}
 	if n := f.count(t, bound, is.SessionID); n != 1 {
