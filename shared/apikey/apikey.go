@@ -129,9 +129,11 @@ func appendRandom(dst []byte, set string, n int) []byte {
 // Internal routes of coreapi that the proxy calls, signed like the
 // projection route (identity.ProjectionPath) over the empty identity.
 const (
-	// ResolvePath: POST ResolveRequest → 200 Projection; 401 when the
-	// secret is wrong; 404 when no key has the public id; 410 when the
-	// secret is right but the key is revoked or expired.
+	// ResolvePath: POST ResolveRequest → 200 Projection; 401 with problem
+	// code invalid_token when the secret is wrong (a 401 with another code
+	// refuses the caller's signature, not the key); 404 when no key has
+	// the public id; 410 when the secret is right but the key is revoked
+	// or expired.
 	ResolvePath = "/internal/v1/api-keys/resolve"
 	// UsedPath: POST UsedRequest → 204; records last_used_at (at most once
 	// a minute per key, however many proxies report it).

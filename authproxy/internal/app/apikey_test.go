@@ -297,6 +297,31 @@ func TestAPIKeyWrongSecret(t *testing.T) {
 	e.wantStatus(e.do("GET", "/notes", secret, from(attacker)), 200)
 }
 
+// TestAPIKeyResolveRefusedByCoreapi: coreapi refusing the proxy's own
+// signature on a resolve (its key list out of step with the proxy's in a
+// rotation, a clock skewed past the window) answers 401, as it answers a
+// wrong secret. The proxy told them apart by the problem code no more than
+// by the status: the right key was refused as not valid, counted as a
+// wrong secret and, after DefaultAPIKeyFailures, its owner's address was
+// locked out of it, with no failure logged. It is the identity service
+// answering badly (502), as for a projection fetch, and counts nothing.
+func TestAPIKeyResolveRefusedByCoreapi(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"},
+		rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
+	secret, _ := e.newAPIKey("tenant:read")
+	from := map[string]string{"X-Forwarded-For": "198.51.100.9"}
+	e.core.Skew.Store(int64(time.Hour))
+	for range server.DefaultAPIKeyFailures + 1 {
+		e.wantKeyProblem(e.do("GET", "/notes", secret, from), 502, problem.CodeUpstreamDown, "identity service")
+	}
+	if n := e.keyRefusals("wrong_secret"); n != 0 {
+		t.Fatalf("wrong_secret = %v, want 0: the key was never refused by coreapi", n)
+	}
+	e.core.Skew.Store(0)
+	e.wantStatus(e.do("GET", "/notes", secret, from), 200)
+	e.wantKeyIdentity(e.up, "app-notes", "tenant:read")
+}
+
 // TestAPIKeyLockoutReadsEveryForwardedLine: behind a trusted peer that
 // adds an X-Forwarded-For line of its own (HAProxy's option forwardfor)
 // rather than extending the client's, the client IP a wrong key is

@@ -153,6 +153,29 @@ func TestKeyEntryChecks(t *testing.T) {
 	}
 }
 
+// TestKeyResolveRefusedSignature: a 401 of the resolve is a wrong secret
+// only when coreapi says so (problem code invalid_token); a 401 refusing
+// the proxy's own signature is a bad answer (ErrUpstream), not a refusal
+// of the key, and is not remembered.
+func TestKeyResolveRefusedSignature(t *testing.T) {
+	f := newKeyFixture(t)
+	key, _ := apikey.New()
+	f.core.SetAPIKey(key, keyOf("u1"), false)
+	f.core.Skew.Store(int64(time.Hour)) // past the signature's window
+	if _, err := f.getKey(key); !errors.Is(err, ErrUpstream) || errors.Is(err, ErrWrongSecret) {
+		t.Fatalf("resolve refused for its signature: %v, want ErrUpstream", err)
+	}
+	f.core.Skew.Store(0)
+	if e, err := f.getKey(key); err != nil || e.E.Sub != "u1" {
+		t.Fatalf("GetKey once the signature is accepted = %+v, %v", e, err)
+	}
+	wrong := key[:apikey.Len-1] + map[bool]string{true: "b", false: "a"}[key[apikey.Len-1] == 'a']
+	f.c.InvalidateAll()
+	if _, err := f.getKey(wrong); !errors.Is(err, ErrWrongSecret) {
+		t.Fatalf("wrong secret: %v, want ErrWrongSecret", err)
+	}
+}
+
 // TestKeyFarExpiry: a key that expires after 2262 (coreapi accepts up to
 // the year 9999), past what int64 nanoseconds count, works until then;
 // one that expired works no more.

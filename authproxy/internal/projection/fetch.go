@@ -13,6 +13,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 	"github.com/valyala/fasthttp"
@@ -171,8 +172,14 @@ func (f *HTTPFetcher) FetchKey(ctx context.Context, key []byte, requestID, clien
 	case err != nil:
 		return nil, err
 	case code == fasthttp.StatusOK:
-	case code == fasthttp.StatusUnauthorized:
+	case code == fasthttp.StatusUnauthorized && problemCode(resp.Body()) == problem.CodeInvalidToken:
 		return nil, ErrWrongSecret
+	case code == fasthttp.StatusUnauthorized:
+		// coreapi refused the proxy's own signature (unauthenticated: its
+		// key list out of step with ours, a clock past the window), not
+		// the key: never a wrong secret the client is counted for.
+		f.m.UpstreamErrors.WithLabelValues("projection", "status_other").Inc()
+		return nil, fmt.Errorf("%w: API key resolve refused with status 401 (%q)", ErrUpstream, problemCode(resp.Body()))
 	case code == fasthttp.StatusNotFound:
 		return nil, ErrKeyUnknown
 	case code == fasthttp.StatusGone:
@@ -192,6 +199,17 @@ func (f *HTTPFetcher) FetchKey(ctx context.Context, key []byte, requestID, clien
 		return nil, fmt.Errorf("%w: decode: %w", ErrUpstream, err)
 	}
 	return &p, nil
+}
+
+// problemCode is the code of a problem+json body ("" when it has none).
+func problemCode(body []byte) string {
+	var p struct {
+		Code string `json:"code"`
+	}
+	if len(body) > maxProjection || json.Unmarshal(body, &p) != nil {
+		return ""
+	}
+	return p.Code
 }
 
 // ReportUsed implements KeyFetcher: POST apikey.UsedPath. A 4xx answer
