@@ -220,6 +220,11 @@ const (
 	// longer works; the client is told invalid_token.
 	CodeAPIKeyRevoked = "api_key_revoked"
 	CodeAPIKeyExpired = "api_key_expired"
+	// CodeAPIKeyUnknown: coreapi's internal answer (404) to a proxy
+	// resolving a key no key's public id matches (the client is told
+	// invalid_token). Its own code, so that a 404 of something else (no
+	// such route) is not taken for it.
+	CodeAPIKeyUnknown = "api_key_unknown"
 	// CodeAPIKeysUnavailable: coreapi has no API_KEY_PEPPER.
 	CodeAPIKeysUnavailable = "api_keys_unavailable"
 	// CodeAPIKeyInQuery: a key sent in the query string (refused: URLs end
@@ -303,6 +308,7 @@ var known = map[string]struct{}{
 	CodeEmailNotVerified:               {},
 	CodeAPIKeyRevoked:                  {},
 	CodeAPIKeyExpired:                  {},
+	CodeAPIKeyUnknown:                  {},
 	CodeAPIKeysUnavailable:             {},
 	CodeAPIKeyInQuery:                  {},
 	CodeAmbiguousCredentials:           {},

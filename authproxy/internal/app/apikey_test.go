@@ -322,6 +322,28 @@ func TestAPIKeyResolveRefusedByCoreapi(t *testing.T) {
 	e.wantKeyIdentity(e.up, "app-notes", "tenant:read")
 }
 
+// TestAPIKeyResolveNotFoundElsewhere: IDENTITY_URL naming another
+// service, or a coreapi without the resolve route, answers every resolve
+// 404 with no code of coreapi's for an unknown key. It was taken for an
+// unknown key: every key refused 401 "not valid" and remembered so for
+// NEGATIVE_CACHE_TTL, nothing logged. It is the identity service
+// answering badly (502), and the key works as soon as coreapi answers.
+func TestAPIKeyResolveNotFoundElsewhere(t *testing.T) {
+	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
+	secret, _ := e.newAPIKey("tenant:read")
+	e.core.KeyAnswer.Store(&testenv.Answer{Status: 404, ContentType: "application/problem+json",
+		Body: `{"status":404,"code":"not_found","detail":"no such route"}`})
+	for range 2 {
+		e.wantKeyProblem(e.do("GET", "/notes", secret, nil), 502, problem.CodeUpstreamDown, "identity service")
+	}
+	if n := e.keyRefusals("unknown"); n != 0 {
+		t.Fatalf("unknown = %v, want 0: coreapi never said the key was unknown", n)
+	}
+	e.core.KeyAnswer.Store(nil)
+	e.wantStatus(e.do("GET", "/notes", secret, nil), 200)
+	e.wantKeyIdentity(e.up, "app-notes", "tenant:read")
+}
+
 // TestAPIKeyLockoutReadsEveryForwardedLine: behind a trusted peer that
 // adds an X-Forwarded-For line of its own (HAProxy's option forwardfor)
 // rather than extending the client's, the client IP a wrong key is

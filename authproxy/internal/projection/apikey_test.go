@@ -176,6 +176,49 @@ func TestKeyResolveRefusedSignature(t *testing.T) {
 	}
 }
 
+// TestKeyResolveAnswerNotCoreapis: a 404 (or 410) of the resolve means
+// an unknown (or revoked) key only with coreapi's problem code for it.
+// IDENTITY_URL naming another service, or a coreapi without the route
+// (404 not_found "no such route"), answered every key 404, which was
+// taken for an unknown key: remembered for NEGATIVE_CACHE_TTL and refused
+// 401. It is a bad answer (ErrUpstream), counted, and not remembered.
+func TestKeyResolveAnswerNotCoreapis(t *testing.T) {
+	for _, a := range []testenv.Answer{
+		{Status: 404, ContentType: "text/html", Body: "<h1>Not Found</h1>"},
+		{Status: 404, ContentType: "application/problem+json", Body: `{"status":404,"code":"not_found","detail":"no such route"}`},
+		{Status: 404, ContentType: "application/json", Body: `{"error":"not found"}`},
+		{Status: 410, ContentType: "text/plain", Body: "gone"},
+	} {
+		t.Run(fmt.Sprintf("%d %s", a.Status, a.ContentType), func(t *testing.T) {
+			f := newKeyFixture(t)
+			key, _ := apikey.New()
+			f.core.SetAPIKey(key, keyOf("u1"), false)
+			f.core.KeyAnswer.Store(&a)
+			before := testutil.ToFloat64(f.c.m.UpstreamErrors.WithLabelValues("projection", "status_other"))
+			if _, err := f.getKey(key); !errors.Is(err, ErrUpstream) || errors.Is(err, ErrKeyUnknown) || errors.Is(err, ErrKeyRevoked) {
+				t.Fatalf("resolve answered %d %s: %v, want ErrUpstream", a.Status, a.Body, err)
+			}
+			if got := testutil.ToFloat64(f.c.m.UpstreamErrors.WithLabelValues("projection", "status_other")); got != before+1 {
+				t.Errorf("upstream_errors{status_other} = %v, want %v", got, before+1)
+			}
+			f.core.KeyAnswer.Store(nil)
+			if e, err := f.getKey(key); err != nil || e.E.Sub != "u1" {
+				t.Fatalf("GetKey once coreapi answers = %+v, %v (the bad answer was remembered)", e, err)
+			}
+		})
+	}
+	f := newKeyFixture(t)
+	unknown, _ := apikey.New()
+	if _, err := f.getKey(unknown); !errors.Is(err, ErrKeyUnknown) {
+		t.Fatalf("unknown key: %v, want ErrKeyUnknown", err)
+	}
+	revoked, _ := apikey.New()
+	f.core.SetAPIKey(revoked, keyOf("u1"), true)
+	if _, err := f.getKey(revoked); !errors.Is(err, ErrKeyRevoked) {
+		t.Fatalf("revoked key: %v, want ErrKeyRevoked", err)
+	}
+}
+
 // TestKeyFarExpiry: a key that expires after 2262 (coreapi accepts up to
 // the year 9999), past what int64 nanoseconds count, works until then;
 // one that expired works no more.

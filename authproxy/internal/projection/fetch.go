@@ -180,10 +180,16 @@ func (f *HTTPFetcher) FetchKey(ctx context.Context, key []byte, requestID, clien
 		// the key: never a wrong secret the client is counted for.
 		f.m.UpstreamErrors.WithLabelValues("projection", "status_other").Inc()
 		return nil, fmt.Errorf("%w: API key resolve refused with status 401 (%q)", ErrUpstream, problemCode(resp.Body()))
-	case code == fasthttp.StatusNotFound:
+	case code == fasthttp.StatusNotFound && problemCode(resp.Body()) == problem.CodeAPIKeyUnknown:
 		return nil, ErrKeyUnknown
-	case code == fasthttp.StatusGone:
+	case code == fasthttp.StatusGone && revokedOrExpired(problemCode(resp.Body())):
 		return nil, ErrKeyRevoked
+	case code == fasthttp.StatusNotFound, code == fasthttp.StatusGone:
+		// Not coreapi's answer about the key: IDENTITY_URL naming another
+		// service, or a coreapi without the route (404 not_found). Never
+		// remembered as the key's refusal.
+		f.m.UpstreamErrors.WithLabelValues("projection", "status_other").Inc()
+		return nil, fmt.Errorf("%w: API key resolve answered status %d (%q)", ErrUpstream, code, problemCode(resp.Body()))
 	case code >= 500:
 		f.m.UpstreamErrors.WithLabelValues("projection", "status_5xx").Inc()
 		return nil, fmt.Errorf("%w: status %d", ErrUnavailable, code)
@@ -199,6 +205,12 @@ func (f *HTTPFetcher) FetchKey(ctx context.Context, key []byte, requestID, clien
 		return nil, fmt.Errorf("%w: decode: %w", ErrUpstream, err)
 	}
 	return &p, nil
+}
+
+// revokedOrExpired reports whether code is coreapi's for a key whose
+// secret is right but which no longer works.
+func revokedOrExpired(code string) bool {
+	return code == problem.CodeAPIKeyRevoked || code == problem.CodeAPIKeyExpired
 }
 
 // problemCode is the code of a problem+json body ("" when it has none).

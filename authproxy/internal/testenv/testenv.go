@@ -227,6 +227,9 @@ type Core struct {
 	// keyClients: the client_ip of each authenticated resolve, in order.
 	keyClients []string
 	keyTrace   []string // the traceparent of each authenticated resolve
+	// KeyAnswer, when set, answers every authenticated resolve (something
+	// other than coreapi's resolve at its address).
+	KeyAnswer atomic.Pointer[Answer]
 	// KeyFetches counts authenticated API-key resolves.
 	KeyFetches atomic.Int64
 	// KeyGate, when set, is received from before a resolve is answered.
@@ -641,6 +644,12 @@ func (c *Core) KeyClients() []string {
 	return append([]string(nil), c.keyClients...)
 }
 
+// Answer is a canned answer: a status, a Content-Type and a body.
+type Answer struct {
+	Status            int
+	ContentType, Body string
+}
+
 // KeyTraceparents are the traceparent headers of the authenticated
 // API-key resolves so far ("" for one without).
 func (c *Core) KeyTraceparents() []string {
@@ -689,9 +698,13 @@ func (c *Core) resolveKey(ctx *fiber.Ctx) error {
 	c.keyClients = append(c.keyClients, b.ClientIP)
 	c.keyTrace = append(c.keyTrace, ctx.Get("Traceparent"))
 	c.mu.Unlock()
+	if a := c.KeyAnswer.Load(); a != nil {
+		ctx.Set("Content-Type", a.ContentType)
+		return ctx.Status(a.Status).SendString(a.Body)
+	}
 	pid, ok := apikey.Parse([]byte(b.Key))
 	if !ok {
-		return problemStatus(ctx, 404, "not_found")
+		return problemStatus(ctx, 404, "api_key_unknown")
 	}
 	c.mu.Lock()
 	k := c.apiKeys[string(pid)]
@@ -702,7 +715,7 @@ func (c *Core) resolveKey(ctx *fiber.Ctx) error {
 	c.mu.Unlock()
 	switch {
 	case k == nil:
-		return problemStatus(ctx, 404, "not_found")
+		return problemStatus(ctx, 404, "api_key_unknown")
 	case subtle.ConstantTimeCompare([]byte(cp.secret), []byte(b.Key)) != 1:
 		return problemStatus(ctx, 401, "invalid_token")
 	case cp.revoked:

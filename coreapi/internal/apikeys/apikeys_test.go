@@ -325,8 +325,8 @@ func TestResolve(t *testing.T) {
 	wrong := wrongSecret(k.Secret)
 	wantProblem(t, x.resolve(t, wrong), 401, "invalid_token")
 	other, _ := apikey.New()
-	wantProblem(t, x.resolve(t, other), 404, "not_found")
-	wantProblem(t, x.resolve(t, "tg_short"), 404, "not_found")
+	wantProblem(t, x.resolve(t, other), 404, "api_key_unknown")
+	wantProblem(t, x.resolve(t, "tg_short"), 404, "api_key_unknown")
 	// Resolving costs two queries (the key, the projection).
 	if r := x.resolve(t, k.Secret); r.Stats.Queries != 2 {
 		t.Errorf("resolve: %d queries, want 2", r.Stats.Queries)

@@ -322,6 +322,11 @@ func (s *Service) resolve(c *fiber.Ctx) error {
 		return problem.New(fiber.StatusServiceUnavailable, problem.CodeUnavailable, "too many API key resolves in flight; retry shortly")
 	}
 	p, err := s.store.Resolve(c.UserContext(), b.Key, httpapi.RequestIDOf(c), clientIP)
+	if errors.Is(err, ErrNotFound) {
+		// A code of its own: the proxy remembers the key as unknown only
+		// on it, not on any 404 (no such route, another service).
+		return problem.New(fiber.StatusNotFound, problem.CodeAPIKeyUnknown, err.Error())
+	}
 	if err != nil {
 		return err
 	}

@@ -634,7 +634,7 @@ func TestAccountDeletionRevokesItsAPIKeys(t *testing.T) {
 	if r := e.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+a.ID, nil); r.Status != http.StatusNoContent {
 		t.Fatalf("delete: %d %s", r.Status, r.Body)
 	}
-	e.wantKey(t, k, http.StatusNotFound, "not_found")
+	e.wantKey(t, k, http.StatusNotFound, "api_key_unknown")
 	e.wantKey(t, mine, http.StatusOK, "")
 	for _, subject := range []string{invalidation.APIKeySubject(k.PublicID), invalidation.UserSubject(a.ID)} {
 		if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1`, subject); n != 1 {
