@@ -36,3 +36,23 @@ func From(s string) string {
 	}
 	return New()
 }
+
+// childRandom is how many random hex digits Child appends (64 bits).
+const childRandom = 16
+
+// Child returns a request id of its own for a call made on behalf of the
+// request parent: parent (cut to fit MaxLen), "." and 64 random bits in
+// hex, so logs and audit rows keyed by the call's id still lead to
+// parent's. Two calls on behalf of requests that share an id (a client
+// that reuses one) get different ids: the id is what makes the
+// signatures of two identical signed calls differ. An empty or invalid
+// parent gives a fresh id (New).
+func Child(parent string) string {
+	if !Valid(parent) {
+		return New()
+	}
+	var b [childRandom / 2]byte
+	_, _ = rand.Read(b[:])
+	parent = parent[:min(len(parent), MaxLen-1-childRandom)]
+	return parent + "." + hex.EncodeToString(b[:])
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,19 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
+
+// newTestFetcher is a fetcher of its own (a proxy) calling the Core at
+// addr.
+func newTestFetcher(t *testing.T, addr string) *HTTPFetcher {
+	t.Helper()
+	signer, err := identity.NewKeySigner(testenv.CoreKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := forward.NewInternalClient(forward.Options{Addr: addr, MaxConns: 4, MaxConnWait: time.Second,
+		IdleTimeout: time.Second, Timeout: 2 * time.Second})
+	return NewHTTPFetcher(hc, addr, signer, 2*time.Second, metrics.New())
+}
 
 func newKeyFixture(t *testing.T) *fixture { return newKeyFixtureClock(t, nil) }
 
@@ -216,6 +230,37 @@ func TestKeyResolveAnswerNotCoreapis(t *testing.T) {
 	f.core.SetAPIKey(revoked, keyOf("u1"), true)
 	if _, err := f.getKey(revoked); !errors.Is(err, ErrKeyRevoked) {
 		t.Fatalf("revoked key: %v, want ErrKeyRevoked", err)
+	}
+}
+
+// TestKeyResolvesOwnRequestIDs: the proxy's resolves are signed, and
+// coreapi refuses a signature it accepted before (a replay). The resolve
+// carried the client's X-Request-Id, so two resolves of one key for one
+// client address in the same millisecond, by two proxies (or by one, its
+// first answer not kept) for requests whose client reuses its request id,
+// were signed alike and the second was refused, a 502 to the client. Each
+// resolve has a request id of its own that starts with the client's.
+func TestKeyResolvesOwnRequestIDs(t *testing.T) {
+	core := testenv.NewCore(t)
+	key, _ := apikey.New()
+	core.SetAPIKey(key, keyOf("u1"), false)
+	at := time.Now()
+	a, b := newTestFetcher(t, core.Addr), newTestFetcher(t, core.Addr)
+	a.now = func() time.Time { return at }
+	b.now = a.now
+	for i, f := range []*HTTPFetcher{a, b, a} { // two proxies, then one twice
+		if _, err := f.FetchKey(context.Background(), []byte(key), "client-rid", "198.51.100.7"); err != nil {
+			t.Fatalf("resolve %d in the same millisecond: %v", i+1, err)
+		}
+	}
+	ids := core.KeyRequestIDs()
+	for _, id := range ids {
+		if !strings.HasPrefix(id, "client-rid.") {
+			t.Errorf("resolve request id %q, want the client's first", id)
+		}
+	}
+	if len(ids) != 3 || ids[0] == ids[1] || ids[1] == ids[2] || ids[0] == ids[2] {
+		t.Errorf("resolve request ids %q, want three different ones", ids)
 	}
 }
 

@@ -44,12 +44,11 @@ const maxProjection = 1 << 20
 // Fetch implements Fetcher.
 func (f *HTTPFetcher) Fetch(ctx context.Context, userID, tenantID, requestID string) (*identity.Projection, error) {
 	pq := identity.ProjectionPath + "/" + url.PathEscape(userID) + "?tenant_id=" + url.QueryEscape(tenantID)
-	// coreapi refuses a signed request without a request id (it is what
-	// makes two identical requests' signatures differ): a fetch of no
-	// request of a client's gets one of its own.
-	if requestID == "" {
-		requestID = requestid.New()
-	}
+	// The request id is what makes two identical signed requests'
+	// signatures differ (coreapi refuses one without, and a signature it
+	// accepted before): the client's may be reused by its client, so the
+	// fetch has one of its own, which starts with it.
+	requestID = requestid.Child(requestID)
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -128,10 +127,9 @@ func (f *HTTPFetcher) post(ctx context.Context, path string, body []byte, reques
 	}
 	req.Header.SetContentType("application/json")
 	req.Header.Set("Accept", "application/json")
-	if requestID == "" {
-		// coreapi refuses a signature without a request id (replays).
-		requestID = "authproxy-" + strconv.FormatInt(f.now().UnixNano(), 36)
-	}
+	// A request id of its own, as for Fetch: coreapi refuses a signature
+	// it accepted before.
+	requestID = requestid.Child(requestID)
 	req.Header.Set(identity.HeaderRequestID, requestID)
 	req.SetBody(body)
 	ts := f.now().UnixMilli()

@@ -405,3 +405,25 @@ func TestInvalidationsSpareOthers(t *testing.T) {
 		t.Fatalf("%d of %d bystanders' projections and %d of %d bystander keys invalidated by others' invalidations", hitUsers, n, hitKeys, n)
 	}
 }
+
+// TestFetchesOwnRequestIDs: a projection fetch is signed, and coreapi
+// refuses a signature it accepted before (a replay). The fetch carried
+// the client's X-Request-Id, so two fetches of one projection in the same
+// millisecond, by two proxies (or by one, its first answer not kept) for
+// requests whose client reuses its request id, were signed alike and the
+// second was refused, a 502 to the client. Each fetch has a request id of
+// its own.
+func TestFetchesOwnRequestIDs(t *testing.T) {
+	core := testenv.NewCore(t)
+	core.SetProjection(identity.Projection{UserID: "u1", TenantID: "t1", UserStatus: "active",
+		MembershipStatus: "active", TenantStatus: "active", Roles: []string{"member"}})
+	at := time.Now()
+	a, b := newTestFetcher(t, core.Addr), newTestFetcher(t, core.Addr)
+	a.now = func() time.Time { return at }
+	b.now = a.now
+	for i, f := range []*HTTPFetcher{a, b, a} { // two proxies, then one twice
+		if _, err := f.Fetch(context.Background(), "u1", "t1", "client-rid"); err != nil {
+			t.Fatalf("fetch %d in the same millisecond: %v", i+1, err)
+		}
+	}
+}

@@ -37,6 +37,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/identity/replay"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -196,7 +197,10 @@ type Core struct {
 	// echoV verifies what the echo route receives; coreV the proxy's own
 	// calls (core key only).
 	echoV, coreV *identity.Verifier
-	app          *fiber.App
+	// replays refuses a signature of the proxy's own calls seen before,
+	// as coreapi does.
+	replays *replay.Cache
+	app     *fiber.App
 	// Skew is added to the clock the signatures are verified at.
 	Skew atomic.Int64
 
@@ -227,6 +231,7 @@ type Core struct {
 	// keyClients: the client_ip of each authenticated resolve, in order.
 	keyClients []string
 	keyTrace   []string // the traceparent of each authenticated resolve
+	keyReqIDs  []string // the X-Request-Id of each authenticated resolve
 	// KeyAnswer, when set, answers every authenticated resolve (something
 	// other than coreapi's resolve at its address).
 	KeyAnswer atomic.Pointer[Answer]
@@ -309,7 +314,7 @@ func newCoreOn(t testing.TB, echoKey identity.Key, cfg *tls.Config, ln net.Liste
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Core{echoV: echoV, coreV: coreV, projections: map[string]*identity.Projection{}, jwksStatus: 200, apiKeys: map[string]*apiKey{}}
+	c := &Core{echoV: echoV, coreV: coreV, replays: replay.New(1 << 14), projections: map[string]*identity.Projection{}, jwksStatus: 200, apiKeys: map[string]*apiKey{}}
 	app := fiber.New(fiber.Config{DisableStartupMessage: true, ReadBufferSize: 16 << 10})
 	app.Get("/.well-known/jwks.json", c.jwks)
 	app.Get(identity.ProjectionPath+"/:user", c.projection)
@@ -445,6 +450,9 @@ func (c *Core) projection(ctx *fiber.Ctx) error {
 	}
 	if err == nil && ctx.Get(identity.HeaderRequestID) == "" { // as coreapi refuses it
 		err = errors.New("projection fetch without a request id")
+	}
+	if err == nil {
+		err = c.replayed(ctx)
 	}
 	if err != nil {
 		return ctx.Status(401).JSON(fiber.Map{"code": "invalid_signature", "detail": err.Error()})
@@ -644,6 +652,14 @@ func (c *Core) KeyClients() []string {
 	return append([]string(nil), c.keyClients...)
 }
 
+// KeyRequestIDs are the X-Request-Id headers of the authenticated
+// API-key resolves so far.
+func (c *Core) KeyRequestIDs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.keyReqIDs...)
+}
+
 // Answer is a canned answer: a status, a Content-Type and a body.
 type Answer struct {
 	Status            int
@@ -674,7 +690,16 @@ func (c *Core) verifyService(ctx *fiber.Ctx) error {
 	if err == nil && ctx.Get(identity.HeaderRequestID) == "" { // as coreapi refuses it
 		err = errors.New("service call without a request id")
 	}
+	if err == nil {
+		err = c.replayed(ctx)
+	}
 	return err
+}
+
+// replayed refuses, as coreapi does, a verified signature of the proxy's
+// own calls that was accepted before (identity.ErrReplayed).
+func (c *Core) replayed(ctx *fiber.Ctx) error {
+	return c.replays.Check(ctx.Get(identity.HeaderSignature), ctx.Get(identity.HeaderTimestamp), c.coreV.Window(), c.now())
 }
 
 func problemStatus(ctx *fiber.Ctx, status int, code string) error {
@@ -697,6 +722,7 @@ func (c *Core) resolveKey(ctx *fiber.Ctx) error {
 	c.mu.Lock()
 	c.keyClients = append(c.keyClients, b.ClientIP)
 	c.keyTrace = append(c.keyTrace, ctx.Get("Traceparent"))
+	c.keyReqIDs = append(c.keyReqIDs, strings.Clone(ctx.Get(identity.HeaderRequestID)))
 	c.mu.Unlock()
 	if a := c.KeyAnswer.Load(); a != nil {
 		ctx.Set("Content-Type", a.ContentType)
