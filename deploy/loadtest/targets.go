@@ -268,7 +268,7 @@ func resolveAnyKey(body []byte) ([]byte, int) {
 	}
 	pid, ok := apikey.Parse([]byte(req.Key))
 	if !ok {
-		return []byte(`{"status":404,"code":"not_found"}`), fasthttp.StatusNotFound
+		return []byte(`{"status":404,"code":"api_key_unknown"}`), fasthttp.StatusNotFound
 	}
 	p := apikey.Projection{KeyID: "0b4f1f8e-3333-4c2a-9a53-7a1f7e0c0003", PublicID: string(pid), Kind: "tenant",
 		Projection: identity.Projection{UserID: string(pid), TenantID: keyTenant, Email: "k@example.com",
