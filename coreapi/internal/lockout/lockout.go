@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
@@ -87,10 +88,24 @@ func EmailKey(email string) []byte {
 // at most Threshold attempts per client get past it before the first lock,
 // whatever the concurrency.
 func (s *Store) Reserve(ctx context.Context, key []byte, ip string) (int, error) {
-	const q = `SELECT login_reserve($1, $2, $3, $4, $5, $6, $7, $8)`
+	return s.ReserveIn(ctx, s.pool, key, ip)
+}
+
+// Querier is what ReserveIn counts through: a pool, or a transaction.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// ReserveIn is Reserve through q. In a transaction the rows stay locked
+// until it ends and the attempt is counted only if it commits, so a
+// caller that counts other budgets in the same transaction can roll back
+// all of them when one refuses, without another request seeing them
+// counted meanwhile.
+func (s *Store) ReserveIn(ctx context.Context, q Querier, key []byte, ip string) (int, error) {
+	const qReserve = `SELECT login_reserve($1, $2, $3, $4, $5, $6, $7, $8)`
 	l := s.policy
 	var wait int
-	err := s.pool.QueryRow(ctx, q, key, clientKey(ip), l.Window.Seconds(), l.Threshold, l.Base.Seconds(),
+	err := q.QueryRow(ctx, qReserve, key, clientKey(ip), l.Window.Seconds(), l.Threshold, l.Base.Seconds(),
 		l.Max.Seconds(), l.AccountThreshold, l.AccountMax.Seconds()).Scan(&wait)
 	if err != nil {
 		return 0, fmt.Errorf("reserve attempt: %w", err)

@@ -115,7 +115,16 @@ type Hit struct {
 // Reserve is Allow for a hit that may be taken back (Release): an
 // allowed hit is returned with the window it was counted in.
 func (r *Limiter) Reserve(ctx context.Context, key []byte, l Limit) (h Hit, ok bool, retryAfter time.Duration, err error) {
-	window, ok, retryAfter, err := allowIn(ctx, r.pool, key, l)
+	return ReserveIn(ctx, r.pool, key, l)
+}
+
+// ReserveIn is Reserve through q. In a transaction the hit holds the
+// key's row until the transaction ends and is counted only if it
+// commits: a caller that reserves several budgets and is refused by a
+// later one rolls back instead of releasing the earlier hits, and no
+// other request sees them counted meanwhile.
+func ReserveIn(ctx context.Context, q Querier, key []byte, l Limit) (h Hit, ok bool, retryAfter time.Duration, err error) {
+	window, ok, retryAfter, err := allowIn(ctx, q, key, l)
 	if err != nil || !ok {
 		return Hit{}, ok, retryAfter, err
 	}
