@@ -97,15 +97,15 @@ func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip str
 // the password is looked at, in the statement that checks the lock, so
 // concurrent guesses cannot all pass a lock that the first of them is
 // about to set. It is counted too against the client's budget over every
-// address (reserveClient): the per-address counts alone let one client try
+// address (reserveGuess): the per-address counts alone let one client try
 // a password on any number of addresses, each attempt an argon2 hash. load
 // returns the account's hash; users.ErrNotFound costs the same work and
 // gets the same answer (errBadCredentials) as a wrong password. A correct
 // password clears the client's count for the address and takes its hit
 // back from the client's budget, so that only failures add up. Every
-// check, right or wrong, counts against the client's budget of checks
-// (reserveChecks), which nothing gives back but a refusal before the
-// password was looked at.
+// check, right or wrong, counts against the client's budget of checks,
+// which nothing gives back: a guess refused before the password was looked
+// at is counted nowhere.
 //
 // stale reports that the correct password's stored hash should be made
 // again from it (rehash): it matched the password as typed, not its NFKC
@@ -115,27 +115,9 @@ func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load fun
 	if len(pw) > password.MaxBytes {
 		return false, errPasswordTooLong
 	}
-	checks, err := s.reserveChecks(ctx, checkClientKey(ip))
-	if err != nil {
-		return false, err
-	}
-	client, err := s.reserveClient(ctx, guessClientKey(ip))
-	if err != nil {
-		// Refused unchecked: no check of the client's.
-		if rerr := s.limiter.Release(ctx, checks); rerr != nil {
-			return false, rerr
-		}
-		return false, err
-	}
 	key := lockout.EmailKey(email)
-	if err := s.reserve(ctx, s.attempts, key, ip); err != nil {
-		// Refused unchecked: no failure, nor check, of the client's.
-		if rerr := s.limiter.Release(ctx, client); rerr != nil {
-			return false, rerr
-		}
-		if rerr := s.limiter.Release(ctx, checks); rerr != nil {
-			return false, rerr
-		}
+	client, err := s.reserveGuess(ctx, key, ip)
+	if err != nil {
 		return false, err
 	}
 	hash, err := load()
@@ -160,6 +142,34 @@ func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load fun
 	return stale, s.release(ctx, s.attempts, key, ip)
 }
 
+// reserveGuess counts one password guess from the client ip at the
+// address key: against the client's budget of checks (reserveChecks),
+// its budget of guesses over every address (reserveClient) and the
+// address's lockout, in that order and in one transaction, which the
+// first refusal rolls back: then nothing is counted, and the password
+// must not be checked. The rows counted stay locked until the transaction
+// ends, so no other request of the client sees a hit that is then taken
+// back. Counted in statements of their own and given back after a later
+// refusal, the hits were seen in between: a sign-in or a password hashed
+// for the same client was refused 429 although its budget had room. The
+// guess hit is returned for a correct password to give back.
+func (s *Service) reserveGuess(ctx context.Context, key []byte, ip string) (client ratelimit.Hit, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := s.reserveChecks(ctx, tx, checkClientKey(ip)); err != nil {
+			return err
+		}
+		var err error
+		if client, err = s.reserveClient(ctx, tx, guessClientKey(ip)); err != nil {
+			return err
+		}
+		return s.reserveIn(ctx, tx, s.attempts, key, ip)
+	})
+	if err != nil {
+		return ratelimit.Hit{}, err
+	}
+	return client, nil
+}
+
 // guessClientKey names a client's budget of password guesses over every
 // address (an IPv6 client is its /64, ratelimit.ClientKey).
 func guessClientKey(ip string) []byte {
@@ -173,21 +183,21 @@ func checkClientKey(ip string) []byte {
 }
 
 // reserveChecks counts one password check against the client's budget
-// (Options.PasswordChecksPerHour), or answers 429 with Retry-After when it
-// is spent (then the password must not be checked): each check is an
-// argon2 hash, and a correct password, which the budget of failures gives
-// back, costs one as well.
-func (s *Service) reserveChecks(ctx context.Context, checks []byte) (ratelimit.Hit, error) {
-	h, ok, wait, err := s.limiter.Reserve(ctx, checks, s.checkLimit)
+// (Options.PasswordChecksPerHour) through q, or answers 429 with
+// Retry-After when it is spent (then the password must not be checked):
+// each check is an argon2 hash, and a correct password, which the budget
+// of failures gives back, costs one as well.
+func (s *Service) reserveChecks(ctx context.Context, q ratelimit.Querier, checks []byte) error {
+	_, ok, wait, err := ratelimit.ReserveIn(ctx, q, checks, s.checkLimit)
 	if err != nil {
-		return ratelimit.Hit{}, err
+		return err
 	}
 	if !ok {
 		secs := ratelimit.Seconds(wait)
-		return ratelimit.Hit{}, &retryAfterError{problem.New(429, problem.CodeTooManyRequests,
+		return &retryAfterError{problem.New(429, problem.CodeTooManyRequests,
 			"too many sign-in attempts from this address; retry after "+strconv.Itoa(secs)+" s"), secs}
 	}
-	return h, nil
+	return nil
 }
 
 // ReserveHash counts a password hashed for the client ip (a reset's new
@@ -201,10 +211,10 @@ func (s *Service) ReserveHash(ctx context.Context, ip string) (ok bool, wait tim
 }
 
 // reserveClient counts one guess against the client's budget over every
-// address (Options.SignInFailuresPerHour), or answers 429 with
+// address (Options.SignInFailuresPerHour) through q, or answers 429 with
 // Retry-After when it is spent (then the guess must not be checked).
-func (s *Service) reserveClient(ctx context.Context, client []byte) (ratelimit.Hit, error) {
-	h, ok, wait, err := s.limiter.Reserve(ctx, client, s.guessLimit)
+func (s *Service) reserveClient(ctx context.Context, q ratelimit.Querier, client []byte) (ratelimit.Hit, error) {
+	h, ok, wait, err := ratelimit.ReserveIn(ctx, q, client, s.guessLimit)
 	if err != nil {
 		return ratelimit.Hit{}, err
 	}
@@ -219,7 +229,13 @@ func (s *Service) reserveClient(ctx context.Context, client []byte) (ratelimit.H
 // passwords' store, or the second factors'), or answers 429 with
 // Retry-After when a lock applies (then the guess must not be checked).
 func (s *Service) reserve(ctx context.Context, st *lockout.Store, key []byte, ip string) error {
-	wait, err := st.Reserve(ctx, key, ip)
+	return s.reserveIn(ctx, s.pool, st, key, ip)
+}
+
+// reserveIn is reserve through q: a transaction counts the guess only if
+// it commits.
+func (s *Service) reserveIn(ctx context.Context, q lockout.Querier, st *lockout.Store, key []byte, ip string) error {
+	wait, err := st.ReserveIn(ctx, q, key, ip)
 	if err != nil {
 		return err
 	}
