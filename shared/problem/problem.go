@@ -191,11 +191,17 @@ const (
 	CodeUnsupportedTokenType   = "unsupported_token_type"
 	CodeInvalidCurrentPassword = "invalid_current_password"
 	CodeUserDisabled           = "user_disabled"
-	CodeNoMembership           = "no_membership"
-	CodeAlreadyMember          = "already_member"
-	CodeLastOwner              = "last_owner"
-	CodeRoleNameTaken          = "role_name_taken"
-	CodeBuiltinRole            = "builtin_role"
+	// CodeNoMembership: a sign-in with no active membership to land in
+	// (403), and coreapi's internal answer (404) to a proxy fetching the
+	// projection of a user with no membership in the tenant (or either
+	// unknown). The proxy remembers "no membership" only on that 404 with
+	// this code, so that a 404 of something else (no such route, another
+	// service) is not taken for it.
+	CodeNoMembership  = "no_membership"
+	CodeAlreadyMember = "already_member"
+	CodeLastOwner     = "last_owner"
+	CodeRoleNameTaken = "role_name_taken"
+	CodeBuiltinRole   = "builtin_role"
 )
 
 // Codes of sign-in with an external OIDC provider.

@@ -900,6 +900,33 @@ func TestBadProjectionRefused(t *testing.T) {
 	}
 }
 
+// TestProjectionNotFoundElsewhere: IDENTITY_URL naming another service, or
+// a coreapi without the projection route, answers every projection fetch
+// 404 with no code of coreapi's for a missing membership. It was taken for
+// no membership: every user refused and remembered so for
+// NEGATIVE_CACHE_TTL, nothing logged. It is the identity service answering
+// badly (502, logged, counted), and the user gets through as soon as
+// coreapi answers.
+func TestProjectionNotFoundElsewhere(t *testing.T) {
+	e := start(t, envOpt{})
+	tok := e.token(nil)
+	e.core.ProjectionAnswer.Store(&testenv.Answer{Status: 404, ContentType: "application/problem+json",
+		Body: `{"status":404,"code":"not_found","detail":"no such route"}`})
+	for range 2 {
+		e.wantProblem(e.do("GET", "/api/v1/users/me", tok, nil), 502, problem.CodeUpstreamDown)
+		e.wantNothingForwarded()
+	}
+	if n := testutil.ToFloat64(e.app.Metrics.UpstreamErrors.WithLabelValues("projection", "status_other")); n != 2 {
+		t.Errorf("upstream_errors{projection,status_other} = %v, want 2", n)
+	}
+	testenv.Eventually(t, func() error {
+		return testenv.Contains("log", e.logs.String(), `"msg":"projection fetch"`, `answered status 404 (\"not_found\")`)
+	})
+	e.core.ProjectionAnswer.Store(nil)
+	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
+	e.wantSigned()
+}
+
 // A slow upstream is cut off by UPSTREAM_TIMEOUT (504), and waiting
 // for a free upstream connection is bounded by UPSTREAM_MAX_CONN_WAIT (503).
 func TestUpstreamBoundedWaits(t *testing.T) {

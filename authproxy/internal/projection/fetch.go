@@ -83,8 +83,14 @@ func (f *HTTPFetcher) Fetch(ctx context.Context, userID, tenantID, requestID str
 	}
 	switch code := resp.StatusCode(); {
 	case code == fasthttp.StatusOK:
-	case code == fasthttp.StatusNotFound:
+	case code == fasthttp.StatusNotFound && problemCode(resp.Body()) == problem.CodeNoMembership:
 		return nil, ErrNoMembership
+	case code == fasthttp.StatusNotFound:
+		// Not coreapi's answer about the membership: IDENTITY_URL naming
+		// another service, or a coreapi without the route (404
+		// not_found). Never remembered as "no membership".
+		f.m.UpstreamErrors.WithLabelValues("projection", "status_other").Inc()
+		return nil, fmt.Errorf("%w: projection fetch answered status 404 (%q)", ErrUpstream, problemCode(resp.Body()))
 	case code >= 500:
 		f.m.UpstreamErrors.WithLabelValues("projection", "status_5xx").Inc()
 		return nil, fmt.Errorf("%w: status %d", ErrUnavailable, code)

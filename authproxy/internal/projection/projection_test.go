@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/tollgate-auth/tollgate/authproxy/internal/forward"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
@@ -205,6 +207,42 @@ func TestNoMembershipRemembered(t *testing.T) {
 	f.c.InvalidateUser("nobody")
 	if _, err := f.c.Get(context.Background(), "nobody", "t1", ""); err != nil {
 		t.Fatalf("after the event: %v", err)
+	}
+}
+
+// TestProjectionAnswerNotCoreapis: a 404 of the projection fetch means no
+// membership only with coreapi's problem code for it (no_membership).
+// IDENTITY_URL naming another service, or a coreapi without the route
+// (404 not_found "no such route"), answered every fetch 404, which was
+// taken for no membership: remembered for NEGATIVE_CACHE_TTL and every
+// user refused, nothing logged. It is a bad answer (ErrUpstream), counted,
+// and not remembered.
+func TestProjectionAnswerNotCoreapis(t *testing.T) {
+	for _, a := range []testenv.Answer{
+		{Status: 404, ContentType: "text/html", Body: "<h1>Not Found</h1>"},
+		{Status: 404, ContentType: "application/problem+json", Body: `{"status":404,"code":"not_found","detail":"no such route"}`},
+		{Status: 404, ContentType: "application/json", Body: `{"error":"not found"}`},
+	} {
+		t.Run(a.ContentType, func(t *testing.T) {
+			f := newFixture(t)
+			f.core.ProjectionAnswer.Store(&a)
+			before := testutil.ToFloat64(f.c.m.UpstreamErrors.WithLabelValues("projection", "status_other"))
+			if _, err := f.c.Get(context.Background(), "u1", "t1", "rid"); !errors.Is(err, ErrUpstream) || errors.Is(err, ErrNoMembership) {
+				t.Fatalf("fetch answered %d %s: %v, want ErrUpstream", a.Status, a.Body, err)
+			}
+			if got := testutil.ToFloat64(f.c.m.UpstreamErrors.WithLabelValues("projection", "status_other")); got != before+1 {
+				t.Errorf("upstream_errors{status_other} = %v, want %v", got, before+1)
+			}
+			f.core.ProjectionAnswer.Store(nil)
+			if e, err := f.c.Get(context.Background(), "u1", "t1", "rid"); err != nil || e.Sub != "u1" {
+				t.Fatalf("Get once coreapi answers = %+v, %v (the bad answer was remembered)", e, err)
+			}
+			f.wantFetches(t, 2)
+		})
+	}
+	f := newFixture(t)
+	if _, err := f.c.Get(context.Background(), "nobody", "t1", "rid"); !errors.Is(err, ErrNoMembership) {
+		t.Fatalf("no membership: %v, want ErrNoMembership", err)
 	}
 }
 

@@ -213,6 +213,10 @@ type Core struct {
 
 	// ProjectionFetches counts authenticated projection requests.
 	ProjectionFetches atomic.Int64
+	// ProjectionAnswer, when set, answers every authenticated projection
+	// request (something other than coreapi's projection route at its
+	// address).
+	ProjectionAnswer atomic.Pointer[Answer]
 	// JWKSFetches counts key set requests.
 	JWKSFetches atomic.Int64
 	// ProjectionGate, when set, is received from before a projection is
@@ -467,6 +471,10 @@ func (c *Core) projection(ctx *fiber.Ctx) error {
 	if gate := c.ProjectionGate.Load(); gate != nil {
 		<-*gate
 	}
+	if a := c.ProjectionAnswer.Load(); a != nil {
+		ctx.Set("Content-Type", a.ContentType)
+		return ctx.Status(a.Status).SendString(a.Body)
+	}
 	c.mu.Lock()
 	p, ok := c.projections[ctx.Params("user")+"/"+ctx.Query("tenant_id")]
 	var cp identity.Projection
@@ -474,9 +482,8 @@ func (c *Core) projection(ctx *fiber.Ctx) error {
 		cp = *p
 	}
 	c.mu.Unlock()
-	if !ok {
-		ctx.Set("Content-Type", "application/problem+json")
-		return ctx.Status(404).SendString(`{"type":"about:blank","title":"Not Found","status":404,"code":"not_found"}`)
+	if !ok { // as coreapi answers it
+		return problemStatus(ctx, 404, "no_membership")
 	}
 	return ctx.JSON(cp)
 }

@@ -1,11 +1,13 @@
 package httpapi
 
 import (
+	"errors"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -32,6 +34,11 @@ func (s *Server) getProjection(c *fiber.Ctx) error {
 	}
 	defer s.projLimit.release()
 	p, err := s.projector.Get(c.UserContext(), uid, strings.ToLower(tid))
+	if errors.Is(err, projection.ErrNotFound) {
+		// A code of its own: the proxy remembers "no membership" only on
+		// it, not on any 404 (no such route, another service).
+		return problem.New(fiber.StatusNotFound, problem.CodeNoMembership, err.Error())
+	}
 	if err != nil {
 		return err
 	}

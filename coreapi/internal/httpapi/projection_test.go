@@ -9,6 +9,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 func TestProjection(t *testing.T) {
@@ -62,11 +63,15 @@ func TestProjection(t *testing.T) {
 		t.Fatalf("after disable+suspend: %+v", p)
 	}
 
+	// No membership is 404 no_membership, a code of its own: the proxy
+	// remembers "no membership" for NEGATIVE_CACHE_TTL only on it, never
+	// on the not_found of a route coreapi does not have
+	// (TestProjectionNoMembershipCode).
 	t.Run("no membership", func(t *testing.T) {
-		apitest.WantProblem(t, get(uid, w.B), 404, "not_found")
+		apitest.WantProblem(t, get(uid, w.B), 404, "no_membership")
 	})
 	t.Run("unknown user", func(t *testing.T) {
-		apitest.WantProblem(t, get("00000000-0000-0000-0000-000000000000", w.A), 404, "not_found")
+		apitest.WantProblem(t, get("00000000-0000-0000-0000-000000000000", w.A), 404, "no_membership")
 	})
 	t.Run("empty lists are arrays", func(t *testing.T) {
 		r := get(w.Member.UserID, w.A)
@@ -109,4 +114,18 @@ VALUES ($1, $2, now() + interval '1 day', now() - make_interval(secs => $3)) RET
 	if !slices.Equal(p.RevokedSessions, []string{inLeeway}) {
 		t.Fatalf("revoked_sessions = %v, want only the one revoked within TTL + leeway (%s)", p.RevokedSessions, inLeeway)
 	}
+}
+
+// TestProjectionNoMembershipCode: coreapi answered a user without a
+// membership in the tenant 404 not_found, the code of a route it does not
+// have, so the proxy could not tell the two apart and took any 404 (an
+// IDENTITY_URL naming another service) for "no membership". It answers 404
+// no_membership; a route it does not have stays 404 not_found.
+func TestProjectionNoMembershipCode(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	r := w.E.Do(t, apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + w.Owner.UserID + "?tenant_id=" + w.B, Service: true})
+	apitest.WantProblem(t, r, 404, problem.CodeNoMembership)
+	r = w.E.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/nothing/" + w.Owner.UserID + "?tenant_id=" + w.A, Service: true, Undocumented: true})
+	apitest.WantProblem(t, r, 404, problem.CodeNotFound)
 }
