@@ -12,6 +12,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
+	"github.com/tollgate-auth/tollgate/shared/clip"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
@@ -90,7 +91,7 @@ func (f *HTTPFetcher) Fetch(ctx context.Context, userID, tenantID, requestID str
 		// another service, or a coreapi without the route (404
 		// not_found). Never remembered as "no membership".
 		f.m.UpstreamErrors.WithLabelValues("projection", "status_other").Inc()
-		return nil, fmt.Errorf("%w: projection fetch answered status 404 (%q)", ErrUpstream, problemCode(resp.Body()))
+		return nil, fmt.Errorf("%w: projection fetch answered status 404 (%q)", ErrUpstream, foreignCode(resp.Body()))
 	case code >= 500:
 		f.m.UpstreamErrors.WithLabelValues("projection", "status_5xx").Inc()
 		return nil, fmt.Errorf("%w: status %d", ErrUnavailable, code)
@@ -183,7 +184,7 @@ func (f *HTTPFetcher) FetchKey(ctx context.Context, key []byte, requestID, clien
 		// key list out of step with ours, a clock past the window), not
 		// the key: never a wrong secret the client is counted for.
 		f.m.UpstreamErrors.WithLabelValues("projection", "status_other").Inc()
-		return nil, fmt.Errorf("%w: API key resolve refused with status 401 (%q)", ErrUpstream, problemCode(resp.Body()))
+		return nil, fmt.Errorf("%w: API key resolve refused with status 401 (%q)", ErrUpstream, foreignCode(resp.Body()))
 	case code == fasthttp.StatusNotFound && problemCode(resp.Body()) == problem.CodeAPIKeyUnknown:
 		return nil, ErrKeyUnknown
 	case code == fasthttp.StatusGone && revokedOrExpired(problemCode(resp.Body())):
@@ -193,7 +194,7 @@ func (f *HTTPFetcher) FetchKey(ctx context.Context, key []byte, requestID, clien
 		// service, or a coreapi without the route (404 not_found). Never
 		// remembered as the key's refusal.
 		f.m.UpstreamErrors.WithLabelValues("projection", "status_other").Inc()
-		return nil, fmt.Errorf("%w: API key resolve answered status %d (%q)", ErrUpstream, code, problemCode(resp.Body()))
+		return nil, fmt.Errorf("%w: API key resolve answered status %d (%q)", ErrUpstream, code, foreignCode(resp.Body()))
 	case code >= 500:
 		f.m.UpstreamErrors.WithLabelValues("projection", "status_5xx").Inc()
 		return nil, fmt.Errorf("%w: status %d", ErrUnavailable, code)
@@ -227,6 +228,11 @@ func problemCode(body []byte) string {
 	}
 	return p.Code
 }
+
+// foreignCode is the code of a problem+json body that is not the one
+// expected, as an error message quotes it: cut to 64 bytes, since the
+// answer may be another service's, and its code of any length.
+func foreignCode(body []byte) string { return clip.String(problemCode(body), 64) }
 
 // ReportUsed implements KeyFetcher: POST apikey.UsedPath. A 4xx answer
 // other than 408 and 429 is ErrReportRefused: the same report would be

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -222,6 +223,8 @@ func TestProjectionAnswerNotCoreapis(t *testing.T) {
 		{Status: 404, ContentType: "text/html", Body: "<h1>Not Found</h1>"},
 		{Status: 404, ContentType: "application/problem+json", Body: `{"status":404,"code":"not_found","detail":"no such route"}`},
 		{Status: 404, ContentType: "application/json", Body: `{"error":"not found"}`},
+		// Another service's code of any length is quoted cut short.
+		{Status: 404, ContentType: "application/problem+json; a long code", Body: `{"code":"` + strings.Repeat("x", 100000) + `"}`},
 	} {
 		t.Run(a.ContentType, func(t *testing.T) {
 			f := newFixture(t)
@@ -229,6 +232,8 @@ func TestProjectionAnswerNotCoreapis(t *testing.T) {
 			before := testutil.ToFloat64(f.c.m.UpstreamErrors.WithLabelValues("projection", "status_other"))
 			if _, err := f.c.Get(context.Background(), "u1", "t1", "rid"); !errors.Is(err, ErrUpstream) || errors.Is(err, ErrNoMembership) {
 				t.Fatalf("fetch answered %d %s: %v, want ErrUpstream", a.Status, a.Body, err)
+			} else if len(err.Error()) > 200 {
+				t.Fatalf("fetch answered a %d-byte body: an error message of %d bytes, want the code cut short", len(a.Body), len(err.Error()))
 			}
 			if got := testutil.ToFloat64(f.c.m.UpstreamErrors.WithLabelValues("projection", "status_other")); got != before+1 {
 				t.Errorf("upstream_errors{status_other} = %v, want %v", got, before+1)
