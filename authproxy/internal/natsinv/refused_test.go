@@ -4,7 +4,6 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/logbuffer"
+	"github.com/tollgate-auth/tollgate/shared/natsauth/natsauthtest"
 )
 
 // startUserServer runs a NATS server on port (-1: a free one) that admits
@@ -43,7 +43,7 @@ func TestRefusedCredentialsLoggedOnce(t *testing.T) {
 		refusing, _ := startUserServer(t, port, "another")
 		// Some twenty attempts in 2 s.
 		time.Sleep(2 * time.Second)
-		if refusals, errs, _ := refusalLines(logs); refusals != 1 || errs != 1 {
+		if refusals, errs, _ := natsauthtest.RefusalLines(logs); refusals != 1 || errs != 1 {
 			t.Fatalf("%d lines name the refusal in 2 s (%d errors saying what to fix), want 1:\n%s", refusals, errs, logs.String())
 		}
 		refusing.Shutdown()
@@ -51,7 +51,7 @@ func TestRefusedCredentialsLoggedOnce(t *testing.T) {
 		startUserServer(t, port, "pw")
 		testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
 		testenv.Eventually(t, func() error {
-			_, _, ended := refusalLines(logs)
+			_, _, ended := natsauthtest.RefusalLines(logs)
 			return testenv.Want("lines saying the refusal ended", ended, 1)
 		})
 	})
@@ -59,7 +59,7 @@ func TestRefusedCredentialsLoggedOnce(t *testing.T) {
 		refusing, port := startUserServer(t, -1, "another")
 		s, logs := connectRefusable(t, port)
 		time.Sleep(2 * time.Second)
-		if refusals, errs, _ := refusalLines(logs); refusals != 1 || errs != 1 {
+		if refusals, errs, _ := natsauthtest.RefusalLines(logs); refusals != 1 || errs != 1 {
 			t.Fatalf("%d lines name the refusal in 2 s (%d errors saying what to fix), want 1:\n%s", refusals, errs, logs.String())
 		}
 		refusing.Shutdown()
@@ -67,7 +67,7 @@ func TestRefusedCredentialsLoggedOnce(t *testing.T) {
 		startUserServer(t, port, "pw")
 		testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
 		testenv.Eventually(t, func() error {
-			_, _, ended := refusalLines(logs)
+			_, _, ended := natsauthtest.RefusalLines(logs)
 			return testenv.Want("lines saying the refusal ended", ended, 1)
 		})
 	})
@@ -96,24 +96,6 @@ func connectURL(t *testing.T, url string, logs *logbuffer.Buffer) *Subscriber {
 	return s
 }
 
-// refusalLines counts the lines of logs that name a refusal of the
-// credentials, those of them at error level saying what to fix, and the
-// lines that say a refusal ended.
-func refusalLines(logs *logbuffer.Buffer) (refusals, errs, ended int) {
-	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
-		if strings.Contains(strings.ToLower(line), "authorization violation") {
-			refusals++
-			if strings.Contains(line, `"level":"ERROR"`) && strings.Contains(line, "NATS_URL") {
-				errs++
-			}
-		}
-		if strings.Contains(line, "admits this service's credentials again") {
-			ended++
-		}
-	}
-	return refusals, errs, ended
-}
-
 // TestRefusedAtStartOnePoll: before the first connection one poll of
 // the connection's last error reports both what the client gives no
 // handler: refused credentials, to the credentials' reporter, and
@@ -135,14 +117,14 @@ func TestRefusedAtStartOnePoll(t *testing.T) {
 	t.Cleanup(func() { _ = s.Close(time.Second) })
 	masked := "nats://authproxy:xxxxx@127.0.0.1:" + strconv.Itoa(port)
 	testenv.Eventually(t, func() error {
-		refusals, errs, _ := refusalLines(logs)
+		refusals, errs, _ := natsauthtest.RefusalLines(logs)
 		return testenv.Want("refusal lines (errors saying what to fix)", [2]int{refusals, errs}, [2]int{1, 1})
 	})
 	time.Sleep(time.Second) // some ten attempts more
-	if refusals, errs, _ := refusalLines(logs); refusals != 1 || errs != 1 {
+	if refusals, errs, _ := natsauthtest.RefusalLines(logs); refusals != 1 || errs != 1 {
 		t.Fatalf("%d lines name the refusal (%d errors saying what to fix), want 1:\n%s", refusals, errs, logs.String())
 	}
-	if warns, _ := urlLines(t, logs, masked); warns != 0 {
+	if warns, _ := natsauthtest.URLLines(t, logs, masked); warns != 0 {
 		t.Fatalf("%d warnings call the refusing server unreachable, want none:\n%s", warns, logs.String())
 	}
 	if s.Connected() || testutil.ToFloat64(m.NATSConnected) != 0 {
@@ -155,7 +137,7 @@ func TestRefusedAtStartOnePoll(t *testing.T) {
 		return testenv.Want("connected, authproxy_nats_connected", [2]any{s.Connected(), testutil.ToFloat64(m.NATSConnected)}, [2]any{true, 1.0})
 	})
 	testenv.Eventually(t, func() error {
-		_, _, ended := refusalLines(logs)
+		_, _, ended := natsauthtest.RefusalLines(logs)
 		return testenv.Want("lines saying the refusal ended", ended, 1)
 	})
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/logbuffer"
+	"github.com/tollgate-auth/tollgate/shared/natsauth/natsauthtest"
 )
 
 // closedPort returns a port of 127.0.0.1 that nothing listens on.
@@ -36,7 +37,7 @@ func TestUnreachableServerLoggedOnce(t *testing.T) {
 	s, logs := connectRefusable(t, port)
 	// Some twenty attempts in 2 s.
 	time.Sleep(2 * time.Second)
-	if warns, infos := urlLines(t, logs, masked); warns != 1 || infos != 0 {
+	if warns, infos := natsauthtest.URLLines(t, logs, masked); warns != 1 || infos != 0 {
 		t.Fatalf("%d warnings and %d info lines name %s with NATS down for 2 s, want 1 and 0:\n%s", warns, infos, masked, logs.String())
 	}
 	if !strings.Contains(logs.String(), "connection refused") {
@@ -45,7 +46,7 @@ func TestUnreachableServerLoggedOnce(t *testing.T) {
 	startUserServer(t, port, "pw")
 	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
 	testenv.Eventually(t, func() error {
-		warns, infos := urlLines(t, logs, masked)
+		warns, infos := natsauthtest.URLLines(t, logs, masked)
 		return testenv.Want("warnings and info lines naming the URL", [2]int{warns, infos}, [2]int{1, 1})
 	})
 }
@@ -63,31 +64,10 @@ func TestFailedHandshakeLoggedOnce(t *testing.T) {
 		t.Fatal("connected over tls:// to a server without TLS")
 	}
 	masked := "tls://authproxy:xxxxx@127.0.0.1:" + strconv.Itoa(port)
-	if warns, _ := urlLines(t, logs, masked); warns != 1 {
+	if warns, _ := natsauthtest.URLLines(t, logs, masked); warns != 1 {
 		t.Fatalf("%d warnings name %s in 2 s of failed handshakes, want 1:\n%s", warns, masked, logs.String())
 	}
 	if !strings.Contains(logs.String(), "secure connection not available") {
 		t.Fatalf("the warning does not say why:\n%s", logs.String())
 	}
-}
-
-// urlLines counts the lines of logs that name url at warning or error
-// level, and at info level; none may hold the password.
-func urlLines(t *testing.T, logs *logbuffer.Buffer, url string) (warns, infos int) {
-	t.Helper()
-	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
-		if strings.Contains(line, ":pw@") {
-			t.Fatalf("a line holds the password: %s", line)
-		}
-		if !strings.Contains(line, `"url":"`+url+`"`) {
-			continue
-		}
-		switch {
-		case strings.Contains(line, `"level":"WARN"`), strings.Contains(line, `"level":"ERROR"`):
-			warns++
-		case strings.Contains(line, `"level":"INFO"`):
-			infos++
-		}
-	}
-	return warns, infos
 }

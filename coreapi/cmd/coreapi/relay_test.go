@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/natsauth/natsauthtest"
 	"github.com/tollgate-auth/tollgate/shared/silent"
 )
 
@@ -246,7 +247,7 @@ func TestRefusedCredentialsLoggedOnce(t *testing.T) {
 		refusing, _ := startAuthNATS(t, port, "another")
 		// Some six attempts in 3 s.
 		time.Sleep(3 * time.Second)
-		if refusals, errs, _ := refusalLines(logs); refusals != 1 || errs != 1 {
+		if refusals, errs, _ := natsauthtest.RefusalLines(logs); refusals != 1 || errs != 1 {
 			t.Fatalf("%d lines name the refusal in 3 s (%d errors saying what to fix), want 1:\n%s", refusals, errs, logs.String())
 		}
 		refusing.Shutdown()
@@ -254,7 +255,7 @@ func TestRefusedCredentialsLoggedOnce(t *testing.T) {
 		ns, _ = startAuthNATS(t, port, "pw")
 		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 		expectRelayed(t, url, db, 10*time.Second, "after NATS admitted the relay again")
-		if _, _, ended := refusalLines(logs); ended != 1 {
+		if _, _, ended := natsauthtest.RefusalLines(logs); ended != 1 {
 			t.Fatalf("%d lines say the refusal ended, want 1:\n%s", ended, logs.String())
 		}
 	})
@@ -263,7 +264,7 @@ func TestRefusedCredentialsLoggedOnce(t *testing.T) {
 		url := "nats://coreapi:pw@127.0.0.1:" + strconv.Itoa(port)
 		logs := runRelayLogged(t, url, db)
 		time.Sleep(3 * time.Second)
-		if refusals, errs, _ := refusalLines(logs); refusals != 1 || errs != 1 {
+		if refusals, errs, _ := natsauthtest.RefusalLines(logs); refusals != 1 || errs != 1 {
 			t.Fatalf("%d lines name the refusal in 3 s (%d errors saying what to fix), want 1:\n%s", refusals, errs, logs.String())
 		}
 		refusing.Shutdown()
@@ -271,7 +272,7 @@ func TestRefusedCredentialsLoggedOnce(t *testing.T) {
 		ns, _ := startAuthNATS(t, port, "pw")
 		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 		expectRelayed(t, url, db, 10*time.Second, "after NATS admitted the relay")
-		if _, _, ended := refusalLines(logs); ended != 1 {
+		if _, _, ended := natsauthtest.RefusalLines(logs); ended != 1 {
 			t.Fatalf("%d lines say the refusal ended, want 1:\n%s", ended, logs.String())
 		}
 	})
@@ -291,24 +292,6 @@ func runRelayLogged(t *testing.T, url string, db *dbtest.DB) *testkit.LogBuffer 
 	go func() { done <- run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return logs
-}
-
-// refusalLines counts the lines of logs that name a refusal of the
-// credentials, those of them at error level saying what to fix, and the
-// lines that say a refusal ended.
-func refusalLines(logs *testkit.LogBuffer) (refusals, errs, ended int) {
-	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
-		if strings.Contains(strings.ToLower(line), "authorization violation") {
-			refusals++
-			if strings.Contains(line, `"level":"ERROR"`) && strings.Contains(line, "NATS_URL") {
-				errs++
-			}
-		}
-		if strings.Contains(line, "admits this service's credentials again") {
-			ended++
-		}
-	}
-	return refusals, errs, ended
 }
 
 // TestUnreachableServerLoggedOnce: coreapi starts with no NATS server at
@@ -331,7 +314,7 @@ func TestUnreachableServerLoggedOnce(t *testing.T) {
 	logs := runRelayLogged(t, url, db)
 	// Some six attempts in 3 s.
 	time.Sleep(3 * time.Second)
-	if warns, infos := urlLines(t, logs, masked); warns != 1 || infos != 0 {
+	if warns, infos := natsauthtest.URLLines(t, logs, masked); warns != 1 || infos != 0 {
 		t.Fatalf("%d warnings and %d info lines name %s with NATS down for 3 s, want 1 and 0:\n%s", warns, infos, masked, logs.String())
 	}
 	if !strings.Contains(logs.String(), "connection refused") {
@@ -340,28 +323,7 @@ func TestUnreachableServerLoggedOnce(t *testing.T) {
 	ns, _ := startAuthNATS(t, port, "pw")
 	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 	expectRelayed(t, url, db, 10*time.Second, "once NATS was up")
-	if warns, infos := urlLines(t, logs, masked); warns != 1 || infos != 1 {
+	if warns, infos := natsauthtest.URLLines(t, logs, masked); warns != 1 || infos != 1 {
 		t.Fatalf("%d warnings and %d info lines name %s, want 1 and 1:\n%s", warns, infos, masked, logs.String())
 	}
-}
-
-// urlLines counts the lines of logs that name url at warning or error
-// level, and at info level; none may hold the password.
-func urlLines(t *testing.T, logs *testkit.LogBuffer, url string) (warns, infos int) {
-	t.Helper()
-	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
-		if strings.Contains(line, ":pw@") {
-			t.Fatalf("a line holds the password: %s", line)
-		}
-		if !strings.Contains(line, `"url":"`+url+`"`) {
-			continue
-		}
-		switch {
-		case strings.Contains(line, `"level":"WARN"`), strings.Contains(line, `"level":"ERROR"`):
-			warns++
-		case strings.Contains(line, `"level":"INFO"`):
-			infos++
-		}
-	}
-	return warns, infos
 }
