@@ -3,18 +3,13 @@ package streams
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
-	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
-	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/valyala/fasthttp"
 )
 
@@ -89,21 +84,7 @@ func TestClosedDuringHandshake(t *testing.T) {
 					_, _ = c.Read(make([]byte, 4096))
 					got <- c
 				}()
-				m := New(Options{HandshakeTimeout: time.Minute}, tc.proj, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-				rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute, Websocket: kind == "websocket"}
-				ctx := &fasthttp.RequestCtx{}
-				ctx.Request.SetRequestURI("/x/events")
-				ctx.Request.Header.SetHost("app")
-				r := Request{Ctx: ctx, Addr: ln.Addr().String(), Route: rt, RequestID: "r",
-					Claims: &tokens.Claims{Sub: "alice", Tid: "t", Sid: "s", Exp: time.Now().Add(time.Hour).Unix()}, Path: "/x/events", Method: "GET"}
-				serve := m.ServeStream
-				if kind == "websocket" {
-					ctx.Request.Header.Set("Sec-WebSocket-Version", "13")
-					ctx.Request.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-					serve = m.ServeWebSocket
-				}
-				done := make(chan error, 1)
-				go func() { done <- serve(r) }()
+				m, ctx, done := serveAlice(kind, tc.proj, ln.Addr().String())
 				var up net.Conn
 				select {
 				case up = <-got:

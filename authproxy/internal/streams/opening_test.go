@@ -81,21 +81,7 @@ func TestRevokedBeforeItStartsIsRefused(t *testing.T) {
 				_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" +
 					"b\r\ndata: hi\n\n\r\n"))
 			}()
-			m := New(Options{HandshakeTimeout: time.Minute}, proj, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-			rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute, Websocket: kind == "websocket"}
-			ctx := &fasthttp.RequestCtx{}
-			ctx.Request.SetRequestURI("/x/events")
-			ctx.Request.Header.SetHost("app")
-			r := Request{Ctx: ctx, Addr: ln.Addr().String(), Route: rt, RequestID: "r",
-				Claims: &tokens.Claims{Sub: "alice", Tid: "t", Sid: "s", Exp: time.Now().Add(time.Hour).Unix()}, Path: "/x/events", Method: "GET"}
-			serve := m.ServeStream
-			if kind == "websocket" {
-				ctx.Request.Header.Set("Sec-WebSocket-Version", "13")
-				ctx.Request.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-				serve = m.ServeWebSocket
-			}
-			done := make(chan error, 1)
-			go func() { done <- serve(r) }()
+			m, ctx, done := serveAlice(kind, proj, ln.Addr().String())
 			var up net.Conn
 			select {
 			case up = <-got:
@@ -147,4 +133,27 @@ func TestRevokedBeforeItStartsIsRefused(t *testing.T) {
 			}
 		})
 	}
+}
+
+// serveAlice serves a stream of kind ("sse" or "websocket") on the route
+// /x for alice (tenant t, session s) to the upstream at addr, through a
+// new manager over proj; ctx is the client's request and answer, done
+// gets what the serve returns.
+func serveAlice(kind string, proj Projections, addr string) (m *Manager, ctx *fasthttp.RequestCtx, done <-chan error) {
+	m = New(Options{HandshakeTimeout: time.Minute}, proj, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute, Websocket: kind == "websocket"}
+	ctx = &fasthttp.RequestCtx{}
+	ctx.Request.SetRequestURI("/x/events")
+	ctx.Request.Header.SetHost("app")
+	r := Request{Ctx: ctx, Addr: addr, Route: rt, RequestID: "r",
+		Claims: &tokens.Claims{Sub: "alice", Tid: "t", Sid: "s", Exp: time.Now().Add(time.Hour).Unix()}, Path: "/x/events", Method: "GET"}
+	serve := m.ServeStream
+	if kind == "websocket" {
+		ctx.Request.Header.Set("Sec-WebSocket-Version", "13")
+		ctx.Request.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		serve = m.ServeWebSocket
+	}
+	c := make(chan error, 1)
+	go func() { c <- serve(r) }()
+	return m, ctx, c
 }
