@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 	"github.com/valyala/fasthttp"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 )
 
 type noMembership struct{}
