@@ -279,14 +279,7 @@ func TestTOTPStepRaceWhileResealing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hold, err := db.Pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = hold.Rollback(ctx) }()
-	if _, err := hold.Exec(ctx, `SELECT 1 FROM mfa_totp WHERE user_id = $1 FOR UPDATE`, uid); err != nil {
-		t.Fatal(err)
-	}
+	hold := db.Hold(t, `SELECT 1 FROM mfa_totp WHERE user_id = $1 FOR UPDATE`, uid)
 	type result struct {
 		ok  bool
 		err error
@@ -298,16 +291,7 @@ func TestTOTPStepRaceWhileResealing(t *testing.T) {
 			results <- result{ok, err}
 		}()
 	}
-	const qWaiting = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-	AND wait_event_type = 'Lock' AND query LIKE '%UPDATE mfa_totp SET last_step%'`
-	for deadline, n := time.Now().Add(10*time.Second), 0; n < 2; time.Sleep(5 * time.Millisecond) {
-		if err := db.Pool.QueryRow(ctx, qWaiting).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the two matches do not both wait to spend the step")
-		}
-	}
+	db.WaitForLockWaitersOn(t, "UPDATE mfa_totp SET last_step", 2) // both matches wait to spend the step
 	if err := hold.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}

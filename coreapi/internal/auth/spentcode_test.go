@@ -5,9 +5,6 @@ import (
 	"net/http"
 	"sync"
 	"testing"
-	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 )
@@ -42,35 +39,10 @@ func TestRecoveryCodeRaceLoserIsNoGuess(t *testing.T) {
 			if tt.oneSignIn {
 				tokens[1] = tokens[0]
 			}
-			waiting := func(query string) int {
-				t.Helper()
-				return e.count(t, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-					AND wait_event_type = 'Lock' AND query LIKE '%'||$1||'%'`, query)
-			}
-			begin := func(q string, args ...any) pgx.Tx {
-				t.Helper()
-				tx, err := e.DB.Pool.Begin(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { _ = tx.Rollback(ctx) })
-				if _, err := tx.Exec(ctx, q, args...); err != nil {
-					t.Fatal(err)
-				}
-				return tx
-			}
-			until := func(what string, cond func() bool) {
-				t.Helper()
-				for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-					if time.Now().After(deadline) {
-						t.Fatal(what)
-					}
-				}
-			}
-			codesHold := begin(`SELECT 1 FROM mfa_recovery_codes WHERE user_id = $1 FOR UPDATE`, uid)
+			codesHold := e.DB.Hold(t, `SELECT 1 FROM mfa_recovery_codes WHERE user_id = $1 FOR UPDATE`, uid)
 			// Both requests past their challenge's claim of a try before
 			// either finishes it.
-			countHold := begin(`SELECT 1 FROM login_attempts FOR UPDATE`)
+			countHold := e.DB.Hold(t, `SELECT 1 FROM login_attempts FOR UPDATE`)
 			var (
 				wg  sync.WaitGroup
 				res [2]apitest.Response
@@ -78,13 +50,13 @@ func TestRecoveryCodeRaceLoserIsNoGuess(t *testing.T) {
 			for i := range res {
 				wg.Go(func() { res[i] = e.mfaOTP(t, tokens[i], codes[0]) })
 			}
-			until("the two requests do not both count their try", func() bool { return waiting("login_reserve") == 2 })
+			e.DB.WaitForLockWaitersOn(t, "login_reserve", 2) // both count their try
 			if err := countHold.Commit(ctx); err != nil {
 				t.Fatal(err)
 			}
-			until("the two requests do not both wait for the recovery code", func() bool {
-				return waiting("UPDATE mfa_recovery_codes") > 0 && waiting(tt.wait) == tt.waiters
-			})
+			// Both wait for the recovery code.
+			e.DB.WaitForLockWaitersOn(t, "UPDATE mfa_recovery_codes", 1)
+			e.DB.WaitForLockWaitersOn(t, tt.wait, tt.waiters)
 			if err := codesHold.Commit(ctx); err != nil {
 				t.Fatal(err)
 			}

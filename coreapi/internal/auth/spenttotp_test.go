@@ -55,14 +55,7 @@ func TestTOTPCodeRaceLoserIsNoGuess(t *testing.T) {
 			ctx := context.Background()
 			e := start(t, cheap)
 			uid, send := tt.prepare(t, e, "twice@example.com")
-			hold, err := e.DB.Pool.Begin(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = hold.Rollback(ctx) })
-			if _, err := hold.Exec(ctx, `SELECT 1 FROM mfa_totp WHERE user_id = $1 FOR UPDATE`, uid); err != nil {
-				t.Fatal(err)
-			}
+			hold := e.DB.Hold(t, `SELECT 1 FROM mfa_totp WHERE user_id = $1 FOR UPDATE`, uid)
 			var (
 				wg  sync.WaitGroup
 				res [2]apitest.Response
@@ -70,12 +63,8 @@ func TestTOTPCodeRaceLoserIsNoGuess(t *testing.T) {
 			for i := range res {
 				wg.Go(func() { res[i] = send() })
 			}
-			for deadline := time.Now().Add(10 * time.Second); e.count(t, `SELECT count(*) FROM pg_stat_activity
-				WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%UPDATE mfa_totp SET last_step%'`) < 2; time.Sleep(5 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("the two requests do not both wait to spend the code's time step")
-				}
-			}
+			// Both wait to spend the code's time step.
+			e.DB.WaitForLockWaitersOn(t, "UPDATE mfa_totp SET last_step", 2)
 			if err := hold.Commit(ctx); err != nil {
 				t.Fatal(err)
 			}

@@ -78,12 +78,14 @@ func (d *DB) Hold(t testing.TB, sql string, args ...any) pgx.Tx {
 	return tx
 }
 
-// lockWaiters is how many sessions of the database wait on a lock.
-func (d *DB) lockWaiters(t testing.TB) int {
+// LockWaiters is how many sessions of the database wait on a lock while
+// running a statement whose text contains query ("": any statement).
+func (d *DB) LockWaiters(t testing.TB, query string) int {
 	t.Helper()
-	const q = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`
+	const q = `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'
+	AND strpos(query, $1) > 0`
 	var n int
-	if err := d.Pool.QueryRow(context.Background(), q).Scan(&n); err != nil {
+	if err := d.Pool.QueryRow(context.Background(), q, query).Scan(&n); err != nil {
 		t.Fatalf("count lock waiters: %v", err)
 	}
 	return n
@@ -94,14 +96,21 @@ func (d *DB) lockWaiters(t testing.TB) int {
 // failing the test after 10 s.
 func (d *DB) WaitForLockWaiters(t testing.TB, n int) {
 	t.Helper()
+	d.WaitForLockWaitersOn(t, "", n)
+}
+
+// WaitForLockWaitersOn is WaitForLockWaiters counting only the sessions
+// whose statement contains query.
+func (d *DB) WaitForLockWaitersOn(t testing.TB, query string, n int) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		got := d.lockWaiters(t)
+		got := d.LockWaiters(t, query)
 		if got >= n {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d sessions wait on a lock, want %d", got, n)
+			t.Fatalf("%d sessions wait on a lock running %q, want %d", got, query, n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -132,11 +141,11 @@ func AnsweredOrWaitingFor[T any](t testing.TB, d *DB, n int, send func() T) func
 			return func() T { return r }
 		default:
 		}
-		if d.lockWaiters(t) >= n {
+		if d.LockWaiters(t, "") >= n {
 			return func() T { return <-done }
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("neither answered nor waiting on a lock (%d sessions wait, want %d)", d.lockWaiters(t), n)
+			t.Fatalf("neither answered nor waiting on a lock (%d sessions wait, want %d)", d.LockWaiters(t, ""), n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
