@@ -268,8 +268,14 @@ func auditUser(ctx context.Context, tx pgx.Tx, userID, actorID, action, requestI
 		TargetType: audit.TargetUser, TargetID: userID, Data: data, RequestID: requestID})
 }
 
-// Sweep deletes expired one-time tokens and old rate-limit counters. It
-// skips the tokens another transaction holds: a revocation of a user's
+// ExpiredLinksKept is how long an expired one-time token stays after its
+// expiry, refused as expired: its page names the address it was for and
+// offers a new link (pages.go) to whoever opens an old mail, the morning
+// after or a few days later. Only its hash is kept.
+const ExpiredLinksKept = 7 * 24 * time.Hour
+
+// Sweep deletes one-time tokens expired more than ExpiredLinksKept ago and
+// old rate-limit counters. It skips the tokens another transaction holds: a revocation of a user's
 // tokens (onetime.Revoke) reaches them by user, newest first, and a sweep
 // deleting them by expiry could hold one while waiting for another the
 // revocation held (a deadlock PostgreSQL ended by failing one of them, a
@@ -278,10 +284,10 @@ func auditUser(ctx context.Context, tx pgx.Tx, userID, actorID, action, requestI
 func (s *Service) Sweep(ctx context.Context) (int64, error) {
 	const q = `
 DELETE FROM action_tokens WHERE token_hash IN (
-    SELECT token_hash FROM action_tokens WHERE expires_at < now()
-    LIMIT $1
+    SELECT token_hash FROM action_tokens WHERE expires_at < now() - make_interval(secs => $1)
+    LIMIT $2
     FOR UPDATE SKIP LOCKED)`
-	tokens, err := sweep.InBatches(ctx, s.pool, q)
+	tokens, err := sweep.InBatches(ctx, s.pool, q, ExpiredLinksKept.Seconds())
 	if err != nil {
 		return tokens, fmt.Errorf("sweep tokens: %w", err)
 	}
