@@ -131,9 +131,11 @@ func appendRandom(dst []byte, set string, n int) []byte {
 const (
 	// ResolvePath: POST ResolveRequest → 200 Projection; 401 with problem
 	// code invalid_token when the secret is wrong (a 401 with another code
-	// refuses the caller's signature, not the key); 404 when no key has
-	// the public id; 410 when the secret is right but the key is revoked
-	// or expired.
+	// refuses the caller's signature, not the key); 404 with problem code
+	// api_key_unknown when no key has the public id; 410 with
+	// api_key_revoked or api_key_expired when the secret is right but the
+	// key is revoked or expired. Any other answer is coreapi's fault, or
+	// another service's, and names no key.
 	ResolvePath = "/internal/v1/api-keys/resolve"
 	// UsedPath: POST UsedRequest → 204; records last_used_at (at most once
 	// a minute per key, however many proxies report it).

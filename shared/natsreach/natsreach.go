@@ -11,7 +11,7 @@
 // of reach logged nothing of it (coreapi's relay: "nats not connected",
 // with no server named). A Reporter logs one warning when attempts start
 // failing, naming the server URL (its credentials masked) and the cause,
-// a reminder at most every Remind while they go on, and one line when a
+// a reminder at most every natsauth.Remind while they go on, and one line when a
 // connection is made; the service's connected gauge is the signal
 // meanwhile. Refused credentials are natsauth's to report.
 package natsreach
@@ -27,10 +27,6 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/natsauth"
 	"github.com/tollgate-auth/tollgate/shared/natsdial"
 )
-
-// Remind is the least time between two lines about one spell of failed
-// attempts.
-const Remind = time.Minute
 
 // Reporter logs the failed connection attempts of one connection.
 type Reporter struct {

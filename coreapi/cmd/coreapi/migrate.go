@@ -129,9 +129,6 @@ func migrateWith(ctx context.Context, args []string, getenv func(string) string,
 		if err := rewriteAddresses(ctx, db, stdout); err != nil {
 			return lockGaveUp(name, err)
 		}
-	case "status":
-	default:
-		return usageErrorf("migrate: unknown action %q (want up, down, status or addresses)", action)
 	}
 	return migrations.Status(ctx, db, stdout)
 }
