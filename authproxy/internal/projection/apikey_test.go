@@ -231,6 +231,14 @@ func TestKeyResolveAnswerNotCoreapis(t *testing.T) {
 	if _, err := f.getKey(revoked); !errors.Is(err, ErrKeyRevoked) {
 		t.Fatalf("revoked key: %v, want ErrKeyRevoked", err)
 	}
+	// coreapi's answer to a key past its expiry: refused and remembered
+	// as a revoked one, not an upstream fault.
+	expired, _ := apikey.New()
+	f.core.SetAPIKey(expired, keyOf("u1"), false)
+	f.core.KeyAnswer.Store(&testenv.Answer{Status: 410, ContentType: "application/problem+json", Body: `{"status":410,"code":"api_key_expired"}`})
+	if _, err := f.getKey(expired); !errors.Is(err, ErrKeyRevoked) {
+		t.Fatalf("expired key: %v, want ErrKeyRevoked", err)
+	}
 }
 
 // TestKeyResolvesOwnRequestIDs: the proxy's resolves are signed, and
