@@ -188,7 +188,7 @@ func checkClientKey(ip string) []byte {
 // each check is an argon2 hash, and a correct password, which the budget
 // of failures gives back, costs one as well.
 func (s *Service) reserveChecks(ctx context.Context, q ratelimit.Querier, checks []byte) error {
-	_, ok, wait, err := ratelimit.ReserveIn(ctx, q, checks, s.checkLimit)
+	ok, wait, err := ratelimit.AllowIn(ctx, q, checks, s.checkLimit)
 	if err != nil {
 		return err
 	}
@@ -234,7 +234,7 @@ func (s *Service) reserve(ctx context.Context, st *lockout.Store, key []byte, ip
 
 // reserveIn is reserve through q: a transaction counts the guess only if
 // it commits.
-func (s *Service) reserveIn(ctx context.Context, q lockout.Querier, st *lockout.Store, key []byte, ip string) error {
+func (s *Service) reserveIn(ctx context.Context, q ratelimit.Querier, st *lockout.Store, key []byte, ip string) error {
 	wait, err := st.ReserveIn(ctx, q, key, ip)
 	if err != nil {
 		return err

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
@@ -91,17 +90,12 @@ func (s *Store) Reserve(ctx context.Context, key []byte, ip string) (int, error)
 	return s.ReserveIn(ctx, s.pool, key, ip)
 }
 
-// Querier is what ReserveIn counts through: a pool, or a transaction.
-type Querier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}
-
 // ReserveIn is Reserve through q. In a transaction the rows stay locked
 // until it ends and the attempt is counted only if it commits, so a
 // caller that counts other budgets in the same transaction can roll back
 // all of them when one refuses, without another request seeing them
 // counted meanwhile.
-func (s *Store) ReserveIn(ctx context.Context, q Querier, key []byte, ip string) (int, error) {
+func (s *Store) ReserveIn(ctx context.Context, q ratelimit.Querier, key []byte, ip string) (int, error) {
 	const qReserve = `SELECT login_reserve($1, $2, $3, $4, $5, $6, $7, $8)`
 	l := s.policy
 	var wait int

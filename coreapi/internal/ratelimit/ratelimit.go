@@ -191,6 +191,22 @@ RETURNING r.refused, CASE WHEN r.refused THEN ` +
 var (
 	qAllow     = hitSQL("VALUES ($1, now(), 1, 0, $3 < 1)", "$2", "$3")
 	qAllowBoth = allowBothSQL()
+	// qRelease takes one hit back from the key $1, counted in the window
+	// that began at $2 under the window $3 (seconds) and the limit $4.
+	qRelease = `UPDATE rate_limits r SET ` + releaseSQL("$2::timestamptz", "$3::float8", "$4::int") + ` WHERE r.key = $1`
+	// qReleaseBoth is qRelease of two hits ($1-$4 the outer, $5-$8 the
+	// inner), the rows locked outer first (ReleaseBoth).
+	qReleaseBoth = `
+WITH locked AS (
+    SELECT key FROM rate_limits WHERE key = $1 OR key = $5
+    ORDER BY key = $1 DESC
+    FOR UPDATE
+), a (key, at, win, n) AS (
+    VALUES ($1::bytea, $2::timestamptz, $3::float8, $4::int), ($5, $6, $7, $8)
+)
+UPDATE rate_limits r SET ` + releaseSQL("a.at", "a.win", "a.n") + `
+FROM locked JOIN a ON a.key = locked.key
+WHERE r.key = locked.key`
 )
 
 // allowBothSQL is the statement counting one hit on the outer key $1
@@ -395,8 +411,7 @@ func (r *Limiter) Release(ctx context.Context, h Hit) error {
 	if h.key == nil {
 		return nil
 	}
-	q := `UPDATE rate_limits r SET ` + releaseSQL("$2::timestamptz", "$3::float8", "$4::int") + ` WHERE r.key = $1`
-	if _, err := r.pool.Exec(ctx, q, h.key, h.window, h.limit.Window.Seconds(), h.limit.N); err != nil {
+	if _, err := r.pool.Exec(ctx, qRelease, h.key, h.window, h.limit.Window.Seconds(), h.limit.N); err != nil {
 		return fmt.Errorf("rate limit release: %w", err)
 	}
 	return nil
@@ -411,19 +426,8 @@ func (r *Limiter) ReleaseBoth(ctx context.Context, b Both) error {
 	if b.outer.key == nil || b.inner.key == nil {
 		return nil
 	}
-	q := `
-WITH locked AS (
-    SELECT key FROM rate_limits WHERE key = $1 OR key = $5
-    ORDER BY key = $1 DESC
-    FOR UPDATE
-), a (key, at, win, n) AS (
-    VALUES ($1::bytea, $2::timestamptz, $3::float8, $4::int), ($5, $6, $7, $8)
-)
-UPDATE rate_limits r SET ` + releaseSQL("a.at", "a.win", "a.n") + `
-FROM locked JOIN a ON a.key = locked.key
-WHERE r.key = locked.key`
 	o, i := b.outer, b.inner
-	if _, err := r.pool.Exec(ctx, q, o.key, o.window, o.limit.Window.Seconds(), o.limit.N,
+	if _, err := r.pool.Exec(ctx, qReleaseBoth, o.key, o.window, o.limit.Window.Seconds(), o.limit.N,
 		i.key, i.window, i.limit.Window.Seconds(), i.limit.N); err != nil {
 		return fmt.Errorf("rate limit release: %w", err)
 	}
