@@ -483,7 +483,7 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 	c := s.app.AcquireCtx(ctx)
 	defer s.app.ReleaseCtx(c)
 	st := s.pool.Get().(*state)
-	s.beginOutside(c, st, nil)
+	s.beginOutside(c, st)
 	if err := s.expectFields(c, st); err != nil {
 		return s.expectRefused(c, st, err)
 	}
@@ -645,14 +645,10 @@ func (s *Server) expectDecision(c *fiber.Ctx, st *state, route *rules.Route, w *
 // expectation hook, the error handler), where fasthttp's request time
 // (RequestCtx.Time) is still the connection's previous request's, or its
 // opening's: the start is read here, or the answer would take the
-// connection's idle time as its duration. route (nil: none) names the
-// request's route, as authorize does.
-func (s *Server) beginOutside(c *fiber.Ctx, st *state, route *rules.Route) {
+// connection's idle time as its duration.
+func (s *Server) beginOutside(c *fiber.Ctx, st *state) {
 	s.begin(c, st)
 	st.start = s.d.Now()
-	if route != nil {
-		st.route = route.Prefix
-	}
 }
 
 // expectRoute finds the route of a request from its headers, as
@@ -2228,22 +2224,14 @@ func (s *Server) render(c *fiber.Ctx, st *state, err error) {
 // metrics and access log as any other answer. (observe renders every
 // other error itself and always returns nil.)
 func (s *Server) errorHandler(c *fiber.Ctx, err error) error {
-	s.answer(c, nil, err, "")
+	st := s.pool.Get().(*state)
+	s.beginOutside(c, st)
+	s.respond(c, st, err)
 	return nil
 }
 
-// answer answers a request on route (nil: none found, or not matched)
-// with err outside observe (errorHandler), as observe would,
-// with outcome (or the one render sets).
-func (s *Server) answer(c *fiber.Ctx, route *rules.Route, err error, outcome string) {
-	st := s.pool.Get().(*state)
-	s.beginOutside(c, st, route)
-	st.outcome = outcome
-	s.respond(c, st, err)
-}
-
 // respond answers err outside observe for a request whose state st has
-// begun (answer, and the expectation hook), and gives st back.
+// begun (the error handler, and the expectation hook), and gives st back.
 func (s *Server) respond(c *fiber.Ctx, st *state, err error) {
 	if s.tracing != nil {
 		s.traceBegin(c, st)
