@@ -103,16 +103,14 @@ var ErrBadAddress = errors.New("mail: not a single plain address")
 // it; the account or invitation needs another address.
 var ErrUndeliverable = errors.New("mail: no mail is sent to this address: its domain is a single label (an address stored before such addresses were refused); it needs another address")
 
-// errNotMailed is the reason a mail to an address ValidAddress refuses,
-// and that is not even one plain address, is parked.
-var errNotMailed = errors.New("mail: no mail is sent to this address: it is not one ValidAddress takes")
-
-// whyNotMailed is why no mail goes to addr, which ValidAddress refuses.
+// whyNotMailed is why no mail goes to addr, which ValidAddress refuses:
+// ErrUndeliverable for a plain address stored before ValidAddress refused
+// it, else ErrBadAddress.
 func whyNotMailed(addr string) error {
 	if ValidSender(addr) {
 		return ErrUndeliverable
 	}
-	return errNotMailed
+	return ErrBadAddress
 }
 
 // MaxAddress is the longest address accepted for a new account, an email
@@ -303,10 +301,7 @@ const qEnqueue = `INSERT INTO mail_queue (kind, to_address, data, token) VALUES 
 // a client says so (see EnqueueOrPark for the others).
 func Enqueue(ctx context.Context, tx pgx.Tx, m Message) error {
 	if !ValidAddress(m.To) {
-		if errors.Is(whyNotMailed(m.To), ErrUndeliverable) {
-			return ErrUndeliverable
-		}
-		return ErrBadAddress
+		return whyNotMailed(m.To)
 	}
 	if (m.Token != "") != m.Kind.hasToken() {
 		return fmt.Errorf("mail: a %s mail with a token %t", m.Kind, m.Token != "")
