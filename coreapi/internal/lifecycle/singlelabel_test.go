@@ -49,3 +49,33 @@ func TestMailToAStoredSingleLabelAddress(t *testing.T) {
 		t.Errorf("%d mails reached the server for %s", n, legacy)
 	}
 }
+
+// TestEmailChangedNoticeToAStoredSingleLabelAddress: an account whose
+// proven address was stored before single-label domains were refused
+// moves to a new address; the notice its old address would get is parked
+// with the reason, for the operator to see, not dropped unseen, and
+// nothing reaches the mail server for the old address.
+func TestEmailChangedNoticeToAStoredSingleLabelAddress(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "lee@example.com")
+	x.flush(t)
+	const legacy = "lee@localhost"
+	x.exec(t, `UPDATE users SET email = $2, email_verified_at = now() WHERE id = $1`, a.c.Sub, legacy)
+
+	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "lee.new@example.com"}), http.StatusAccepted)
+	x.flush(t)
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email",
+		map[string]string{"token": x.mail(t, "lee.new@example.com", "Confirm").Token(), "password": pw}), http.StatusOK)
+	x.flush(t)
+	var status, lastError string
+	if err := x.DB.Pool.QueryRow(t.Context(), `SELECT status, coalesce(last_error, '') FROM mail_queue
+		WHERE to_address = $1 AND kind = 'email_changed'`, legacy).Scan(&status, &lastError); err != nil {
+		t.Fatalf("the notice to %s: %v (want one row, parked)", legacy, err)
+	}
+	if status != "parked" || !strings.Contains(lastError, "single label") {
+		t.Errorf("the notice: status %q, last_error %q; want parked, naming the single label", status, lastError)
+	}
+	if n := x.mailsTo(legacy); n != 0 {
+		t.Errorf("%d mails reached the server for %s", n, legacy)
+	}
+}
