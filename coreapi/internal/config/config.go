@@ -25,6 +25,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/identity/replay"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/secretfile"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
@@ -262,7 +263,7 @@ func Load(getenv func(string) string) (Config, error) {
 		APIKeyCreationsPerHour: l.Int("API_KEY_CREATIONS_PER_HOUR", 1, 1<<30, 0),
 
 		IdentityAcceptV1:        l.Bool("IDENTITY_ACCEPT_V1"),
-		IdentityReplayCacheSize: l.Int("IDENTITY_REPLAY_CACHE_SIZE", MinReplayCacheSize, 1<<30, 0),
+		IdentityReplayCacheSize: l.Int("IDENTITY_REPLAY_CACHE_SIZE", MinReplayCacheSize, replay.MaxSize, 0),
 	}
 	if envconfig.SameListener(c.ListenAddr, c.AdminAddr) {
 		l.Problem("COREAPI_LISTEN_ADDR %s and COREAPI_ADMIN_ADDR %s take the same port: the second could not listen; give each its own", c.ListenAddr, c.AdminAddr)

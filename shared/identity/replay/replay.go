@@ -32,6 +32,12 @@ import (
 // the 30 s window before entries start to be forgotten early.
 const DefaultSize = 1 << 18
 
+// MaxSize is the most slots a Cache is given by those that take its size
+// from a setting (verify.Config.ReplayCacheSize, coreapi's
+// IDENTITY_REPLAY_CACHE_SIZE): 16 GiB, allocated whole by New, which a
+// mistyped size would otherwise ask for at start.
+const MaxSize = 1 << 30
+
 // shards spreads the lock; ways is the size of a bucket.
 const (
 	shards = 32

@@ -76,11 +76,11 @@ const (
 // proxy's own default MAX_BODY_BYTES is 1 MiB.
 const DefaultMaxBodyBytes = 1 << 20
 
-// MaxReplayCacheSize is the largest Config.ReplayCacheSize New takes (16
-// GiB of slots, coreapi's bound on IDENTITY_REPLAY_CACHE_SIZE): the memory
-// is allocated whole by New, and a larger size, a mistyped one say, panicked
-// in New or asked for that much memory at start.
-const MaxReplayCacheSize = 1 << 30
+// MaxReplayCacheSize is the largest Config.ReplayCacheSize New takes
+// (replay.MaxSize): the memory is allocated whole by New, and a larger
+// size, a mistyped one say, panicked in New or asked for that much memory
+// at start.
+const MaxReplayCacheSize = replay.MaxSize
 
 // Identity is the verified caller of one request.
 type Identity struct {
