@@ -133,7 +133,7 @@ func TestContentLengthAndChunked(t *testing.T) {
 // does not end in chunked has no length that can be determined (RFC 9112
 // section 6.3): it is refused with 400 and its connection closed, whatever
 // the coding and the field's spelling, with a Content-Length or without,
-// on a public or a protected route; nothing is forwarded, and nothing
+// by POST or GET, on a public or a protected route; nothing is forwarded, and nothing
 // after its header is read as a request. fasthttp refuses every coding
 // but identity, and took "Transfer-Encoding: identity" for no field at
 // all: the body read by its Content-Length (the connection closed after
@@ -147,24 +147,26 @@ func TestTransferEncodingNotChunkedRefused(t *testing.T) {
 		"Transfer-Encoding: gzip", "Transfer-Encoding: chunked, identity", "Transfer-Encoding: identity, chunked"} {
 		for _, route := range []string{"/forms/a", "/uploads/a"} {
 			for _, length := range []string{"", fmt.Sprintf("Content-Length: %d\r\n", len(smuggled))} {
-				name := fmt.Sprintf("%s %s %q", route, field, length)
-				t.Run(name, func(t *testing.T) {
-					e := e.with(t)
-					e.reset()
-					auth := ""
-					if route == "/uploads/a" {
-						auth = "Authorization: Bearer " + tok + "\r\n"
-					}
-					conn, br := dialProxy(t, e.addr)
-					fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\n%s%s\r\n%s\r\n%s", route, auth, field, length, smuggled)
-					if resp := readAnswers(t, br, []string{"POST"}, []int{400})[0]; !resp.Close {
-						t.Fatal("connection kept")
-					}
-					if _, err := br.ReadByte(); err != io.EOF {
-						t.Fatalf("after the answer: %v, want the end of the connection", err)
-					}
-					e.wantNothingForwarded()
-				})
+				for _, method := range []string{"POST", "GET"} {
+					name := fmt.Sprintf("%s %s %s %q", method, route, field, length)
+					t.Run(name, func(t *testing.T) {
+						e := e.with(t)
+						e.reset()
+						auth := ""
+						if route == "/uploads/a" {
+							auth = "Authorization: Bearer " + tok + "\r\n"
+						}
+						conn, br := dialProxy(t, e.addr)
+						fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: x\r\n%s%s\r\n%s\r\n%s", method, route, auth, field, length, smuggled)
+						if resp := readAnswers(t, br, []string{method}, []int{400})[0]; !resp.Close {
+							t.Fatal("connection kept")
+						}
+						if _, err := br.ReadByte(); err != io.EOF {
+							t.Fatalf("after the answer: %v, want the end of the connection", err)
+						}
+						e.wantNothingForwarded()
+					})
+				}
 			}
 		}
 	}

@@ -582,12 +582,31 @@ func framesAnswer(tok []byte) bool {
 // The field is not among the parsed ones: it is looked for in the header
 // as it was read (RawHeaders). A chunked request (the one coding fasthttp
 // keeps, exactly "chunked") is not read again.
-func TransferNotChunked(h *fasthttp.RequestHeader) bool {
-	if h.ContentLength() == -1 {
+//
+// fields is how many fields h.All yielded before anything changed h
+// (Seen.Fields), or -1 when that is not known. Each field fasthttp yields
+// comes from a line of its own but two: the "Connection: close" it adds
+// when it is to close the connection (as it is for a request with both a
+// Content-Length and a Transfer-Encoding), and the "Content-Length: 0" it
+// sets for a request other than GET or HEAD that declared no length (as a
+// "Transfer-Encoding: identity" one does not). Lines it merges (Cookie,
+// Trailer), overwrites (a second User-Agent) or drops (an empty Host,
+// "Transfer-Encoding: identity") yield fewer fields than lines. The raw
+// header ends with an empty line. So a raw header with exactly fields+1
+// line ends, where fasthttp added neither field, dropped no line and holds
+// no identity coding: one count of its line ends, instead of a look at
+// each line.
+func TransferNotChunked(h *fasthttp.RequestHeader, fields int) bool {
+	n := h.ContentLength()
+	if n == -1 {
+		return false
+	}
+	raw := h.RawHeaders()
+	if fields >= 0 && !h.ConnectionClose() && (n > 0 || h.IsGet() || h.IsHead()) &&
+		bytes.Count(raw, []byte{'\n'}) == fields+1 {
 		return false
 	}
 	const name = "transfer-encoding"
-	raw := h.RawHeaders()
 	for len(raw) > len(name) {
 		line := raw
 		if i := bytes.IndexByte(raw, '\n'); i >= 0 {

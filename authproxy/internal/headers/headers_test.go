@@ -377,6 +377,17 @@ func TestTransferNotChunked(t *testing.T) {
 		{"other encodings", "Accept-Encoding: gzip\r\nContent-Encoding: gzip\r\nTE: trailers\r\nTrailer: x\r\nContent-Length: 1\r\n", false},
 		{"underscore", "Transfer_Encoding: identity\r\n", false},
 		{"longer name", "Transfer-Encodings: identity\r\n", false},
+		// Lines fasthttp merges, overwrites, drops or adds a field for.
+		{"identity, cookies", "Cookie: a=b\r\nCookie: c=d\r\nTransfer-Encoding: identity\r\n", true},
+		{"identity, client's close", "Connection: close\r\nTransfer-Encoding: identity\r\n", true},
+		{"identity, folded", "X-A: a\r\n b\r\nTransfer-Encoding: identity\r\n", true},
+		{"cookies", "Cookie: a=b\r\nCookie: c=d\r\n", false},
+		{"client's close", "Connection: close\r\n", false},
+		{"two agents", "User-Agent: a\r\nUser-Agent: b\r\n", false},
+		{"GET, identity", "Transfer-Encoding: identity\r\n", true},
+		{"GET, identity, length", "Content-Length: 1\r\nTransfer-Encoding: identity\r\n", true},
+		{"GET", "Accept: */*\r\n", false},
+		{"GET, length", "Content-Length: 1\r\n", false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			body := ""
@@ -385,9 +396,19 @@ func TestTransferNotChunked(t *testing.T) {
 			} else if strings.Contains(tt.fields, "chunked") {
 				body = "1\r\na\r\n0\r\n\r\n"
 			}
-			req := parse(t, "POST /x HTTP/1.1\r\nHost: h\r\n"+tt.fields+"\r\n"+body)
-			if got := TransferNotChunked(&req.Header); got != tt.want {
-				t.Fatalf("TransferNotChunked = %v, want %v", got, tt.want)
+			method := "POST"
+			if strings.HasPrefix(tt.name, "GET") {
+				method = "GET"
+			}
+			req := parse(t, method+" /x HTTP/1.1\r\nHost: h\r\n"+tt.fields+"\r\n"+body)
+			// As the server asks (Scan's count of the fields), and with
+			// no count, which looks at every line.
+			fields := Scan(&req.Header).Fields
+			if got := TransferNotChunked(&req.Header, fields); got != tt.want {
+				t.Fatalf("TransferNotChunked(%d fields) = %v, want %v", fields, got, tt.want)
+			}
+			if got := TransferNotChunked(&req.Header, -1); got != tt.want {
+				t.Fatalf("TransferNotChunked(-1) = %v, want %v", got, tt.want)
 			}
 		})
 	}
@@ -401,9 +422,10 @@ func BenchmarkTransferNotChunked(b *testing.B) {
 		"Accept-Encoding: gzip, deflate, br, zstd\r\nAuthorization: Bearer eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln\r\n"+
 		"Referer: https://app.example.com/notes\r\nCookie: a=b; c=d\r\nSec-Fetch-Dest: document\r\nSec-Fetch-Mode: navigate\r\n"+
 		"Sec-Fetch-Site: same-origin\r\nPriority: u=0, i\r\nConnection: keep-alive\r\n\r\n")
+	fields := Scan(&req.Header).Fields
 	b.ReportAllocs()
 	for b.Loop() {
-		if TransferNotChunked(&req.Header) {
+		if TransferNotChunked(&req.Header, fields) {
 			b.Fatal("found")
 		}
 	}

@@ -1012,7 +1012,7 @@ func (s *Server) fieldsRefused(c *fiber.Ctx, st *state) error {
 		st.outcome = "bad_header"
 		return errSpaceInName
 	}
-	if headers.TransferNotChunked(h) {
+	if headers.TransferNotChunked(h, st.seen.Fields) {
 		// The body's end is not known: nothing after the header is read
 		// as a request.
 		st.outcome, st.closeConn = "bad_header", true
