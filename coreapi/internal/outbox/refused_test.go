@@ -1,8 +1,10 @@
 package outbox
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -66,6 +68,77 @@ func TestRefusedBatchesAreCountedAndBackOffUpToTheCap(t *testing.T) {
 	}
 	grant()
 	eventually.Within(t, wait, func() error { n := pendingCount(t, db.Pool); return want(n == 0, "%d rows pending after the grant", n) })
+}
+
+// TestRefusalsAndOutagesAreEachSaid: the relay says once that it cannot
+// publish when NATS goes away, and reports each refused batch. A refusal
+// had the outage that followed it go unsaid (the relay took itself for
+// one that had said it cannot publish already): the last line logged
+// was the refusal while NATS was gone. Each outage is said once,
+// whatever came before it, each refusal after an outage is reported,
+// and the first batch that goes out says so once.
+func TestRefusalsAndOutagesAreEachSaid(t *testing.T) {
+	db := dbtest.New(t)
+	ns, grant := refusingNATS(t)
+	l := newLink(t, ns.Addr().String())
+	var logs logbuffer.Buffer
+	r := NewRelay(db.Pool, connect(t, "nats://core:pw@"+l.addr), slog.New(slog.NewJSONHandler(&logs, nil)),
+		RelayOptions{Poll: 10 * time.Millisecond, Backoff: 20 * time.Millisecond, MaxBackoff: 80 * time.Millisecond})
+	startRun(t, r)
+	const refused, down, again = "refused", "cannot publish", "publishing again"
+	var wanted []string
+	said := func(what string) {
+		t.Helper()
+		wanted = append(wanted, what)
+		eventually.Within(t, wait, func() error {
+			got := publishingSaid(t, logs.String())
+			return want(slices.Equal(got, wanted), "the relay said %q, want %q", got, wanted)
+		})
+	}
+
+	insert(t, db.Pool, Row{Subject: invalidation.SubjectKeysChanged, Reason: invalidation.ReasonKeysChanged})
+	said(refused)
+	for range 2 {
+		l.cut()
+		said(down)
+		l.restore(t)
+		said(refused)
+	}
+	grant()
+	said(again)
+	if n := pendingCount(t, db.Pool); n != 0 {
+		t.Fatalf("%d rows pending after the relay said it publishes again", n)
+	}
+}
+
+// publishingSaid is what a relay's JSON log said of its publishing, in
+// order: "refused" for each run of refusal reports (one a refused batch),
+// "cannot publish" and "publishing again" for each of those lines.
+func publishingSaid(t *testing.T, logs string) []string {
+	t.Helper()
+	var said []string
+	for line := range strings.Lines(logs) {
+		var l struct{ Msg string }
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		var what string
+		switch {
+		case strings.HasPrefix(l.Msg, "nats refuses outbox publications"):
+			what = "refused"
+			if len(said) > 0 && said[len(said)-1] == what {
+				continue
+			}
+		case strings.HasPrefix(l.Msg, "outbox relay cannot publish"):
+			what = "cannot publish"
+		case l.Msg == "outbox relay publishing again":
+			what = "publishing again"
+		default:
+			continue
+		}
+		said = append(said, what)
+	}
+	return said
 }
 
 // TestRefusedTakesPublicationRefusals: the relay takes from the

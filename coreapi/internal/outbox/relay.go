@@ -243,13 +243,14 @@ func (r *Relay) Run(ctx context.Context) error {
 		defer t.Stop()
 		beat = t.C
 	}
-	failing, beatFailing := false, false
+	var said drainSaid
+	beatFailing := false
 	w := dbWatch{cover: r.publishHeard}
 	b := backoff{first: r.o.Backoff, max: r.o.MaxBackoff}
 	var retry <-chan time.Time
 	for {
 		if !b.holds(r.nc) {
-			r.drainAndTell(ctx, &w, &b, &failing)
+			r.drainAndTell(ctx, &w, &b, &said)
 			retry = nil
 			if b.holds(r.nc) {
 				retry = time.After(time.Until(b.until))
@@ -291,11 +292,18 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
+// drainSaid is what Run's drains have logged, so that each thing is said
+// once: failing, that a drain failed since the last that succeeded (the
+// next that does says the relay publishes again); down, that the relay
+// cannot publish, said once an outage. A refusal ends the outage (NATS
+// answered: a later one is said again), as a success does; it is reported
+// at each refused batch (reportRefused), whatever came before it.
+type drainSaid struct{ failing, down bool }
+
 // drainAndTell is one of Run's drains: it publishes the pending rows,
-// keeps w and b up to date, and logs what changed (failing: the relay
-// already said it cannot publish). A batch NATS did not take has b hold
-// the next drain back.
-func (r *Relay) drainAndTell(ctx context.Context, w *dbWatch, b *backoff, failing *bool) {
+// keeps w and b up to date, and logs what changed (said). A batch NATS did
+// not take has b hold the next drain back.
+func (r *Relay) drainAndTell(ctx context.Context, w *dbWatch, b *backoff, said *drainSaid) {
 	notes := r.notes.Load()
 	held, err := r.drain(ctx, r.heard.upTo(notes))
 	if err == nil {
@@ -315,13 +323,17 @@ func (r *Relay) drainAndTell(ctx context.Context, w *dbWatch, b *backoff, failin
 				r.reportRefused(err, wait)
 			}
 		}
-		if !*failing && !refused { // log the outage once, not on every poll
+		switch {
+		case refused:
+			said.down = false
+		case !said.down: // log the outage once, not on every poll
 			r.log.Warn("outbox relay cannot publish; rows stay pending", "err", err)
+			said.down = true
 		}
-		*failing = true
-	case err == nil && *failing:
+		said.failing = true
+	case err == nil && said.failing:
 		r.log.Info("outbox relay publishing again")
-		*failing = false
+		*said = drainSaid{}
 	}
 }
 
