@@ -317,10 +317,14 @@ func refusingNATS(t *testing.T) (ns *server.Server, grant func()) {
 // notification and every poll: a denied subject kept NATS and PostgreSQL
 // busy for as long as it lasted, and the batch's other rows, which the
 // server accepts, went out again at each attempt. After a batch NATS did
-// not take, the relay waits before the next (1 s, then twice as long at
-// each failure, up to 30 s); once the subject is granted, the rows go out
+// not take, the relay waits before the next (Backoff, 1 s by default, then
+// twice as long at each failure, up to MaxBackoff, 30 s), whatever commits
+// and polls come meanwhile; once the subject is granted, the rows go out
 // at the next attempt, without a restart.
 func TestARefusedPublicationBacksOff(t *testing.T) {
+	if o := NewRelay(nil, nil, quiet(), RelayOptions{}).o; o.Backoff != time.Second || o.MaxBackoff != 30*time.Second {
+		t.Fatalf("default waits %v up to %v, want 1s up to 30s", o.Backoff, o.MaxBackoff)
+	}
 	db := dbtest.New(t)
 	ns, grant := refusingNATS(t)
 	// The attempts, seen as the arrivals of the batch's row the server
@@ -333,9 +337,10 @@ func TestARefusedPublicationBacksOff(t *testing.T) {
 		if _, err := watch.Subscribe(subject, func(m *nats.Msg) {
 			mu.Lock()
 			defer mu.Unlock()
-			if m.Subject == invalidation.SubjectKeysChanged {
+			switch m.Subject {
+			case invalidation.SubjectKeysChanged:
 				keys++
-			} else {
+			case invalidation.UserSubject("u1"):
 				attempts = append(attempts, time.Now())
 			}
 		}); err != nil {
@@ -352,30 +357,31 @@ func TestARefusedPublicationBacksOff(t *testing.T) {
 	}
 
 	// A poll every 20 ms: without a backoff, an attempt every 20 ms.
-	startRelay(t, db.Pool, connect(t, "nats://core:pw@"+ns.Addr().String()), RelayOptions{Poll: 20 * time.Millisecond})
+	const backoff = 100 * time.Millisecond
+	startRelay(t, db.Pool, connect(t, "nats://core:pw@"+ns.Addr().String()), RelayOptions{Poll: 20 * time.Millisecond, Backoff: backoff})
 	insert(t, db.Pool,
 		Row{Subject: invalidation.SubjectKeysChanged, Reason: invalidation.ReasonKeysChanged},
 		Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonRoleRevoked})
 	eventually.Within(t, wait, func() error { return want(len(seen()) > 0, "no attempt to publish the batch") })
-	// Attempts 1 s and 3 s after the first; the next is due 7 s after it.
-	time.Sleep(3500 * time.Millisecond)
+	// A commit during the first wait: its notification does not end it.
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u2"), Reason: invalidation.ReasonRoleRevoked})
+	// Attempts one wait, then two, after the first; the next is due four
+	// waits after that.
+	eventually.Within(t, wait, func() error { n := len(seen()); return want(n >= 3, "%d attempts, want 3", n) })
 	got := seen()
-	if len(got) < 2 || len(got) > 4 {
-		t.Fatalf("%d attempts in the 3.5 s after the first, want 2 or 3 (1 s, then 2 s apart)", len(got)-1)
-	}
 	for i := 1; i < len(got); i++ {
-		least := time.Duration(1<<(i-1)) * time.Second * 9 / 10
+		least := time.Duration(1<<(i-1)) * backoff * 9 / 10
 		if gap := got[i].Sub(got[i-1]); gap < least {
 			t.Errorf("attempt %d came %v after the one before, want at least %v", i+1, gap.Round(time.Millisecond), least)
 		}
 	}
-	if n := pendingCount(t, db.Pool); n != 2 {
-		t.Fatalf("%d rows pending with auth.keys.changed refused, want 2", n)
+	if n := pendingCount(t, db.Pool); n != 3 {
+		t.Fatalf("%d rows pending with auth.keys.changed refused, want 3", n)
 	}
 
 	grant()
 	granted := time.Now()
-	eventually.Within(t, 30*time.Second, func() error {
+	eventually.Within(t, wait, func() error {
 		n := pendingCount(t, db.Pool)
 		return want(n == 0, "%d rows pending %v after auth.keys.changed was granted", n, time.Since(granted).Round(time.Millisecond))
 	})
