@@ -214,3 +214,28 @@ func TestBackoff(t *testing.T) {
 		t.Fatal("a wait across a reconnection")
 	}
 }
+
+// TestANewConnectionEndsTheWait: a batch NATS refused has the relay wait
+// (here an hour) before the next, but not past a new connection, which
+// may be to a server that takes it: the first drain after the
+// reconnection (the reconnect handler's Wake, or a poll) publishes it.
+func TestANewConnectionEndsTheWait(t *testing.T) {
+	db := dbtest.New(t)
+	ns, grant := refusingNATS(t)
+	nc := connect(t, "nats://core:pw@"+ns.Addr().String())
+	r := startRelay(t, db.Pool, nc, RelayOptions{Poll: 10 * time.Millisecond, Backoff: time.Hour})
+	insert(t, db.Pool, Row{Subject: invalidation.SubjectKeysChanged, Reason: invalidation.ReasonKeysChanged})
+	eventually.Within(t, wait, func() error { n := r.Stats().Refused; return want(n > 0, "no batch refused") })
+
+	grant()
+	if err := nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	eventually.Within(t, wait, func() error {
+		n := pendingCount(t, db.Pool)
+		return want(n == 0, "%d rows pending after the reconnection, want the wait ended", n)
+	})
+	if n := r.Stats().Refused; n != 1 {
+		t.Errorf("%d batches refused, want 1: the wait let no other through", n)
+	}
+}
