@@ -215,27 +215,77 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
+// refusedRelay runs a relay whose waits after a failure last an hour,
+// logging into logs, against a NATS server that refuses it
+// auth.keys.changed (refusingNATS), and returns it once it refused a
+// batch of that subject, with its connection and the grant.
+func refusedRelay(t *testing.T, logs *logbuffer.Buffer) (r *Relay, nc *nats.Conn, grant func()) {
+	t.Helper()
+	db := dbtest.New(t)
+	ns, grant := refusingNATS(t)
+	nc = connect(t, "nats://core:pw@"+ns.Addr().String())
+	r = NewRelay(db.Pool, nc, slog.New(slog.NewJSONHandler(logs, nil)), RelayOptions{Poll: 10 * time.Millisecond, Backoff: time.Hour})
+	startRun(t, r)
+	insert(t, db.Pool, Row{Subject: invalidation.SubjectKeysChanged, Reason: invalidation.ReasonKeysChanged})
+	eventually.Within(t, wait, func() error { n := r.Stats().Refused; return want(n > 0, "no batch refused") })
+	return r, nc, grant
+}
+
 // TestANewConnectionEndsTheWait: a batch NATS refused has the relay wait
 // (here an hour) before the next, but not past a new connection, which
 // may be to a server that takes it: the first drain after the
 // reconnection (the reconnect handler's Wake, or a poll) publishes it.
 func TestANewConnectionEndsTheWait(t *testing.T) {
-	db := dbtest.New(t)
-	ns, grant := refusingNATS(t)
-	nc := connect(t, "nats://core:pw@"+ns.Addr().String())
-	r := startRelay(t, db.Pool, nc, RelayOptions{Poll: 10 * time.Millisecond, Backoff: time.Hour})
-	insert(t, db.Pool, Row{Subject: invalidation.SubjectKeysChanged, Reason: invalidation.ReasonKeysChanged})
-	eventually.Within(t, wait, func() error { n := r.Stats().Refused; return want(n > 0, "no batch refused") })
-
+	var logs logbuffer.Buffer
+	r, nc, grant := refusedRelay(t, &logs)
 	grant()
 	if err := nc.ForceReconnect(); err != nil {
 		t.Fatal(err)
 	}
 	eventually.Within(t, wait, func() error {
-		n := pendingCount(t, db.Pool)
+		n := pendingCount(t, r.pool)
 		return want(n == 0, "%d rows pending after the reconnection, want the wait ended", n)
 	})
 	if n := r.Stats().Refused; n != 1 {
 		t.Errorf("%d batches refused, want 1: the wait let no other through", n)
+	}
+}
+
+// TestARefusalReportedTooLateIsForgotten: the connection reports some
+// refusals after the batch they failed was reported (Refused). A batch
+// that goes out after them forgets them: the next refusal, of another
+// subject, names its own, not a subject refused before and granted since.
+func TestARefusalReportedTooLateIsForgotten(t *testing.T) {
+	var logs logbuffer.Buffer
+	r, nc, grant := refusedRelay(t, &logs)
+	late := invalidation.UserSubject("late")
+	if !r.Refused(fmt.Errorf("%w: Permissions Violation for Publish to %q", nats.ErrPermissionViolation, late)) {
+		t.Fatal("the late refusal left to the handler")
+	}
+	grant()
+	if err := nc.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	eventually.Within(t, wait, func() error { n := pendingCount(t, r.pool); return want(n == 0, "%d rows pending after the grant", n) })
+
+	// auth.outbox.heartbeat is refused too: the next batch fails at once
+	// (the success started the waits over).
+	insert(t, r.pool, Row{Subject: invalidation.SubjectHeartbeat})
+	eventually.Within(t, wait, func() error { n := r.Stats().Refused; return want(n == 2, "%d batches refused, want 2", n) })
+	var reported []string
+	for line := range strings.Lines(logs.String()) {
+		var l struct {
+			Msg      string
+			Subjects []string
+		}
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if strings.HasPrefix(l.Msg, "nats refuses outbox publications") {
+			reported = l.Subjects
+		}
+	}
+	if !slices.Equal(reported, []string{invalidation.SubjectHeartbeat}) {
+		t.Errorf("the last refusal named %q, want %q only:\n%s", reported, invalidation.SubjectHeartbeat, logs.String())
 	}
 }
