@@ -1,11 +1,11 @@
 package identity
 
 import (
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/tollgate-auth/tollgate/shared/keytext"
 	"github.com/tollgate-auth/tollgate/shared/secretfile"
 )
 
@@ -17,13 +17,7 @@ func ParseKey(text string) ([]byte, error) {
 	if s == "" {
 		return nil, errors.New("identity key: empty")
 	}
-	var key []byte
-	var err error
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
-		if key, err = enc.DecodeString(s); err == nil {
-			break
-		}
-	}
+	key, err := keytext.Decode(s)
 	if err != nil {
 		return nil, errors.New("identity key: not valid base64")
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
 
+	"github.com/tollgate-auth/tollgate/shared/keytext"
 	"github.com/tollgate-auth/tollgate/shared/secretfile"
 )
 
@@ -50,7 +51,8 @@ type Key struct {
 var keyID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 // ParseKeys reads "id:base64[,id:base64...]" (commas, spaces or newlines
-// between entries); every secret must decode to 32 bytes.
+// between entries); every secret, base64 in either alphabet, padded or not
+// (keytext), must decode to 32 bytes.
 func ParseKeys(text string) ([]Key, error) {
 	fields := strings.FieldsFunc(text, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\r' || r == '\t' })
 	if len(fields) == 0 {
@@ -67,7 +69,7 @@ func ParseKeys(text string) ([]Key, error) {
 			return nil, fmt.Errorf("mfa keys: key id %q listed twice", id)
 		}
 		seen[id] = true
-		b, err := decodeSecret(secret)
+		b, err := keytext.Decode(secret)
 		if err != nil {
 			return nil, fmt.Errorf("mfa keys: entry %d (%s): not base64", i+1, id)
 		}
@@ -77,24 +79,6 @@ func ParseKeys(text string) ([]Key, error) {
 		keys = append(keys, Key{ID: id, Secret: b})
 	}
 	return keys, nil
-}
-
-// decodeSecret decodes a key's base64 in either alphabet, padded or not,
-// as the identity keys and the API key pepper are read: `base64` and
-// `openssl rand -base64` write standard padded, `basenc --base64url` URL
-// padded, and tools that drop the padding either alphabet. Standard
-// unpadded and URL padded were refused, so a key of one of those
-// spellings stopped coreapi at start. No string decodes in two of them to
-// different bytes.
-func decodeSecret(s string) ([]byte, error) {
-	var err error
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
-		var b []byte
-		if b, err = enc.DecodeString(s); err == nil {
-			return b, nil
-		}
-	}
-	return nil, err
 }
 
 // LoadKeys returns the key list from value if set, else from the file at
