@@ -166,6 +166,15 @@ func waitSQL(prev, cur, el, win, n string) string {
     ELSE coalesce(` + win + ` * (1 - (` + n + ` - ` + cur + `)::float8 / nullif(` + prev + `, 0)), 0) END - ` + el + `, 0)::float8`
 }
 
+// hitsSQL is a window's own hits after a hit on it, cur before it, under
+// the limit n: one more when the hit is counted; when it is refused, as
+// they were, but for hits that reached n, held at n+1 as in a fixed
+// window ("full, and refused since", which Release and the next window
+// leave out).
+func hitsSQL(counted, cur, n string) string {
+	return `CASE WHEN ` + counted + ` THEN ` + cur + ` + 1 WHEN ` + cur + ` >= ` + n + ` THEN ` + n + ` + 1 ELSE ` + cur + ` END`
+}
+
 // hitSQL is the statement counting one hit: it inserts the row of the key
 // rows gives ("VALUES ($1, now(), 1, 0, $3 < 1)", or a SELECT of one: key,
 // window_start, hits, prev_hits, refused) or updates it, under the window
@@ -173,16 +182,14 @@ func waitSQL(prev, cur, el, win, n string) string {
 // the hit only when the weighted count is not full. It returns whether the
 // hit was refused and, when it was, the seconds until the count falls
 // under n (wait_s), and the start of the window the hit counted in
-// (window_start), which Release needs. A refusal leaves the hits as they were, but for the
-// window's own reaching n, held at n+1 as in a fixed window ("full, and
-// refused since", which Release and the next window leave out); refused
-// says whether the hit was counted, since RETURNING sees only the row
-// written.
+// (window_start), which Release needs. A refusal leaves the hits as
+// hitsSQL says; refused says whether the hit was counted, since RETURNING
+// sees only the row written.
 func hitSQL(rows, win, n string) string {
 	win, n = win+"::float8", n+"::int"
 	return `INSERT INTO rate_limits AS r (key, window_start, hits, prev_hits, refused) ` + rows + `
 ON CONFLICT (key) DO UPDATE SET (window_start, prev_hits, hits, refused) = (
-    SELECT s.start, s.prev, CASE WHEN NOT s.full THEN s.cur + 1 WHEN s.cur >= ` + n + ` THEN ` + n + ` + 1 ELSE s.cur END, s.full
+    SELECT s.start, s.prev, ` + hitsSQL("NOT s.full", "s.cur", n) + `, s.full
     FROM (` + windowSQL(win, n) + `) s)
 RETURNING r.refused, CASE WHEN r.refused THEN ` +
 		waitSQL("r.prev_hits", "r.hits", "extract(epoch FROM now() - r.window_start)::float8", win, n) + ` ELSE 0 END AS wait_s, r.window_start`
@@ -241,7 +248,7 @@ func allowBothSQL() string {
 ), oc AS (
     SELECT os.*, NOT os.full AND EXISTS (SELECT FROM i WHERE NOT i.refused) AS counted FROM os
 ), o AS (
-    SELECT oc.*, CASE WHEN oc.counted THEN oc.cur + 1 WHEN oc.cur >= ` + n + ` THEN ` + n + ` + 1 ELSE oc.cur END AS hits FROM oc
+    SELECT oc.*, ` + hitsSQL("oc.counted", "oc.cur", n) + ` AS hits FROM oc
 ), ou AS (
     UPDATE rate_limits r SET (window_start, prev_hits, hits, refused) = (o.start, o.prev, o.hits, NOT o.counted)
     FROM o WHERE r.key = $1 AND o.stored
