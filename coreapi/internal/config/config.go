@@ -631,19 +631,8 @@ func (l loader) url(name, v string, schemes ...string) {
 // clients refuse.
 func (l loader) tokenIssuer(v, publicBase string) {
 	const name = "TOKEN_ISSUER"
-	u, err := url.Parse(v)
-	switch {
-	case err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https":
-		l.Problem("%s: want an absolute http or https URL, got %q", name, envconfig.ProblemURL(v))
-		return
-	case u.User != nil:
-		l.Problem("%s: %q: want a URL without user information: every token would carry it", name, envconfig.ProblemURL(v))
-	case strings.ContainsAny(v, "?#"):
-		l.Problem("%s: %q: want a URL without query or fragment (RFC 8414): the discovery documents' URL is built from it", name, envconfig.ProblemURL(v))
-	case !HTTPSOrLoopback(u):
-		l.Problem("%s: %q: want https (http only for localhost)", name, envconfig.ProblemURL(v))
-	}
-	if l.Raw(name) != "" {
+	if !l.publicURL(name, v, v, urlReasons{user: ": every token would carry it",
+		query: " (RFC 8414): the discovery documents' URL is built from it"}) || l.Raw(name) != "" {
 		return
 	}
 	if b, err := url.Parse(publicBase); err == nil && b.Host != "" && !isLoopback(b.Hostname()) {
@@ -836,17 +825,42 @@ func (l loader) linkURL(name, v string, template bool) {
 		}
 		parsed = strings.ReplaceAll(v, "{token}", "t")
 	}
+	why := urlReasons{user: ": it would be in every mailed link", http: ": the mailed links carry one-time tokens"}
+	if !template {
+		why.query = ": the mailed links' paths and token are appended to it"
+	}
+	l.publicURL(name, v, parsed, why)
+}
+
+// urlReasons are what publicURL adds to the problem it reports, saying
+// why the URL may not be so.
+type urlReasons struct {
+	user  string // with user information
+	query string // with a query or fragment; "" when it may have them
+	http  string // plain http to a host that is not a loopback name
+}
+
+// publicURL checks the URL v of the variable name, parsed as parsed (v
+// with a template's placeholder filled in), as one shown to clients or
+// mailed to users: absolute http or https, without user information,
+// without a query or a fragment unless why allows them, and https unless
+// its host is a loopback name (development). It reports the first problem
+// with the reason why gives, and returns false when v is not an absolute
+// http or https URL at all.
+func (l loader) publicURL(name, v, parsed string, why urlReasons) bool {
 	u, err := url.Parse(parsed)
 	switch {
 	case err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https":
 		l.Problem("%s: want an absolute http or https URL, got %q", name, envconfig.ProblemURL(v))
+		return false
 	case u.User != nil:
-		l.Problem("%s: %q: want a URL without user information: it would be in every mailed link", name, envconfig.ProblemURL(v))
-	case !template && strings.ContainsAny(v, "?#"):
-		l.Problem("%s: %q: want a URL without query or fragment: the mailed links' paths and token are appended to it", name, envconfig.ProblemURL(v))
+		l.Problem("%s: %q: want a URL without user information%s", name, envconfig.ProblemURL(v), why.user)
+	case why.query != "" && strings.ContainsAny(v, "?#"):
+		l.Problem("%s: %q: want a URL without query or fragment%s", name, envconfig.ProblemURL(v), why.query)
 	case !HTTPSOrLoopback(u):
-		l.Problem("%s: %q: want https (http only for localhost): the mailed links carry one-time tokens", name, envconfig.ProblemURL(v))
+		l.Problem("%s: %q: want https (http only for localhost)%s", name, envconfig.ProblemURL(v), why.http)
 	}
+	return true
 }
 
 // Links returns the mailed links' templates.
