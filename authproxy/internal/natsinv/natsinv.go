@@ -72,9 +72,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
-	"github.com/tollgate-auth/tollgate/shared/natsauth"
+	"github.com/tollgate-auth/tollgate/shared/natsconn"
 	"github.com/tollgate-auth/tollgate/shared/natsdial"
-	"github.com/tollgate-auth/tollgate/shared/natsreach"
 )
 
 // Evicter is what an invalidation evicts from: the projection cache, and
@@ -381,14 +380,10 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	// answers.
 	dial := natsdial.New(0)
 	// A refusal of the credentials, reported by the client at every
-	// attempt (up to one each MaxReconnect), is logged once, then at most
-	// once a minute, until a connection is made.
-	refusals := natsauth.New(log, "set the password of the proxy's NATS user in NATS_URL as the server has it (authproxy_nats_connected is 0 meanwhile)", o.Now)
-	// So is a server the attempts cannot reach (refused, a name that does
-	// not resolve, a failed TLS handshake), with its URL: the client gives
-	// a failed dial to the reconnect error handler alone, a failed
-	// handshake to no handler (Watch reads it).
-	unreachable := natsreach.New(log, o.URL, o.Now)
+	// attempt (up to one each MaxReconnect), and a server the attempts
+	// cannot reach are logged once, then at most once a minute, until a
+	// connection is made (natsconn).
+	events := natsconn.New(log, o.URL, "set the password of the proxy's NATS user in NATS_URL as the server has it (authproxy_nats_connected is 0 meanwhile)", o.Now)
 	nc, err := nats.Connect(o.URL,
 		nats.Name("tollgate-authproxy"),
 		nats.SetCustomDialer(dial),
@@ -406,9 +401,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			return reconnectDelay(attempts, o.ReconnectWait, o.MaxReconnect, o.Rand())
 		})),
 		nats.ConnectHandler(func(nc *nats.Conn) {
-			refusals.Admitted()
-			unreachable.Connected()
-			log.Info("nats connected")
+			events.Connected("nats connected")
 			// The first connection is made in the background: one made
 			// before Connect has subscribed and flushed is reported by
 			// Connect; one made after it returned (the usual case, and
@@ -423,16 +416,10 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			s.disconnected()
-			if err == nil { // the client's own Close or Drain (shutdown)
-				log.Info("nats connection closed")
-				return
-			}
-			log.Warn("nats disconnected", "err", err)
+			events.Disconnected(err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
-			refusals.Admitted()
-			unreachable.Connected()
-			log.Info("nats reconnected; purging caches and refetching keys")
+			events.Connected("nats reconnected; purging caches and refetching keys")
 			// The subscriptions are asked for anew. The client queues this
 			// handler before it reads the server's answer to them, so a
 			// refusal on this connection is reported after it.
@@ -442,7 +429,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 				s.connected(nc)
 			}
 		}),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { unreachable.Failed(err) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { events.ReconnectFailed(err) }),
 		nats.ClosedHandler(func(*nats.Conn) { m.NATSConnected.Set(0) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrSlowConsumer) {
@@ -525,10 +512,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 				s.relaysNotWatched()
 				return
 			}
-			if refusals.Refused(err) {
-				return
-			}
-			log.Warn("nats", "err", err)
+			events.Error(err)
 		}),
 	)
 	if err != nil {
@@ -574,7 +558,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	// The client reports no refusal of the credentials before the first
 	// connection: they are read from it meanwhile. Nor a failed
 	// handshake, ever.
-	go func() { defer s.watcher.Done(); unreachable.Watch(nc, o.DropCheck, s.done, refusals) }()
+	go func() { defer s.watcher.Done(); events.Watch(nc, o.DropCheck, s.done) }()
 	flushed := false
 	if nc.IsConnected() {
 		s.probe(nc)

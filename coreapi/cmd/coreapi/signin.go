@@ -30,9 +30,8 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
-	"github.com/tollgate-auth/tollgate/shared/natsauth"
+	"github.com/tollgate-auth/tollgate/shared/natsconn"
 	"github.com/tollgate-auth/tollgate/shared/natsdial"
-	"github.com/tollgate-auth/tollgate/shared/natsreach"
 )
 
 // worker is a background loop run until ctx ends (e.g. the outbox relay).
@@ -196,14 +195,10 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 	connected := make(chan struct{})
 	firstConnected := sync.OnceFunc(func() { close(connected) })
 	// A refusal of the credentials, reported by the client at every
-	// attempt (about one a second), is logged once, then at most once a
-	// minute, until a connection is made.
-	refusals := natsauth.New(log, "set the password of coreapi's NATS user in NATS_URL as the server has it (coreapi_nats_connected is 0 meanwhile)", nil)
-	// So is a server the attempts cannot reach (refused, a name that does
-	// not resolve, a failed TLS handshake), with its URL: the client gives
-	// a failed dial to the reconnect error handler alone, a failed
-	// handshake to no handler (Watch reads it).
-	unreachable := natsreach.New(log, cfg.NATSURL, nil)
+	// attempt (about one a second), and a server the attempts cannot reach
+	// are logged once, then at most once a minute, until a connection is
+	// made (natsconn).
+	events := natsconn.New(log, cfg.NATSURL, "set the password of coreapi's NATS user in NATS_URL as the server has it (coreapi_nats_connected is 0 meanwhile)", nil)
 	jitter := nats.GetDefaultOptions().ReconnectJitter
 	if strings.Contains(cfg.NATSURL, "tls://") {
 		jitter = nats.GetDefaultOptions().ReconnectJitterTLS
@@ -225,26 +220,16 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 			return 500*time.Millisecond + rand.N(jitter)
 		})),
 		nats.ConnectHandler(func(*nats.Conn) {
-			refusals.Admitted()
-			unreachable.Connected()
-			log.Info("nats connected")
+			events.Connected("nats connected")
 			firstConnected()
 			wake()
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) {
-			refusals.Admitted()
-			unreachable.Connected()
-			log.Info("nats reconnected")
+			events.Connected("nats reconnected")
 			wake()
 		}),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { unreachable.Failed(err) }),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err == nil { // the client's own Close or Drain (shutdown)
-				log.Info("nats connection closed")
-				return
-			}
-			log.Warn("nats disconnected", "err", err)
-		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { events.ReconnectFailed(err) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { events.Disconnected(err) }),
 		// Into the log (a refused reconnection): the client's default
 		// handler prints to stderr, outside it. A refused publication is
 		// the relay's to log, once a subject and failed batch: the server
@@ -253,10 +238,7 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 			if r := ready.Load(); r != nil && r.Refused(err) {
 				return
 			}
-			if refusals.Refused(err) {
-				return
-			}
-			log.Warn("nats", "err", err)
+			events.Error(err)
 		}),
 	)
 	if err != nil {
@@ -301,7 +283,7 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 		// handshake, ever.
 		var watched sync.WaitGroup
 		stopWatch := make(chan struct{})
-		watched.Go(func() { unreachable.Watch(nc, 100*time.Millisecond, stopWatch, refusals) })
+		watched.Go(func() { events.Watch(nc, 100*time.Millisecond, stopWatch) })
 		defer func() { close(stopWatch); watched.Wait() }()
 		select {
 		case <-connected:
