@@ -14,6 +14,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 )
 
 // Actions: the audit_events.action values, read back by GET /audit and by
@@ -264,26 +265,19 @@ const SweepBatches = 20
 // first, and returns how many it deleted. Each statement reads the
 // SweepBatch oldest events by id (the primary key: no scan of the table)
 // and deletes those created before the cutoff; it stops at the first
-// statement that deletes fewer. Ids follow creation up to the length of a
-// transaction (created_at is its start), so an event may outlive the
-// cutoff by that long.
+// statement that deletes fewer (sweep.InBatchesOf). Ids follow creation
+// up to the length of a transaction (created_at is its start), so an
+// event may outlive the cutoff by that long.
 func Sweep(ctx context.Context, db sqldb.DB, keep time.Duration) (int64, error) {
 	const q = `
 DELETE FROM audit_events WHERE id IN (
     SELECT id FROM (SELECT id, created_at FROM audit_events ORDER BY id LIMIT $2) oldest
     WHERE created_at < now() - make_interval(secs => $1))`
-	var total int64
-	for range SweepBatches {
-		tag, err := db.Exec(ctx, q, keep.Seconds(), SweepBatch)
-		if err != nil {
-			return total, fmt.Errorf("sweep audit events: %w", err)
-		}
-		total += tag.RowsAffected()
-		if tag.RowsAffected() < SweepBatch {
-			break
-		}
+	n, err := sweep.InBatchesOf(ctx, db, SweepBatch, SweepBatches, q, keep.Seconds())
+	if err != nil {
+		return n, fmt.Errorf("sweep audit events: %w", err)
 	}
-	return total, nil
+	return n, nil
 }
 
 // WriteWith inserts e and the outbox rows announcing the same change inside

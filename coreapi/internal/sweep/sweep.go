@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"runtime/debug"
 	"time"
@@ -89,9 +90,17 @@ const Batch = 1000
 // transaction holds (SKIP LOCKED) ends the sweep too: those rows, and any
 // behind them, are taken the next time.
 func InBatches(ctx context.Context, db sqldb.DB, q string, args ...any) (int64, error) {
-	args = append(args[:len(args):len(args)], Batch)
+	return InBatchesOf(ctx, db, Batch, math.MaxInt, q, args...)
+}
+
+// InBatchesOf is InBatches with statements of size rows at most, and no
+// more than most of them: a sweep over more rows leaves the rest to the
+// next one, so that a first sweep over a table that grew for years spreads
+// over several.
+func InBatchesOf(ctx context.Context, db sqldb.DB, size, most int, q string, args ...any) (int64, error) {
+	args = append(args[:len(args):len(args)], size)
 	var total int64
-	for {
+	for range most {
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
@@ -100,8 +109,9 @@ func InBatches(ctx context.Context, db sqldb.DB, q string, args ...any) (int64, 
 			return total, err
 		}
 		total += tag.RowsAffected()
-		if tag.RowsAffected() < Batch {
-			return total, nil
+		if tag.RowsAffected() < int64(size) {
+			break
 		}
 	}
+	return total, nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 )
@@ -127,5 +128,31 @@ func TestEveryTaskPanicLoggedNotFatal(t *testing.T) {
 	// row's values.
 	if strings.Contains(out, "ada@example.com") {
 		t.Errorf("the panic's quoted value reached the log:\n%s", out)
+	}
+}
+
+// TestInBatchesOfStopsAtMost: a sweep over more rows than most statements
+// of size take deletes that many and leaves the rest to the next sweep,
+// which takes them and stops at the statement that deletes fewer.
+func TestInBatchesOfStopsAtMost(t *testing.T) {
+	ctx := context.Background()
+	pool := dbtest.New(t).Pool
+	if _, err := pool.Exec(ctx, `CREATE TABLE swept (id int PRIMARY KEY); INSERT INTO swept SELECT generate_series(1, 10)`); err != nil {
+		t.Fatal(err)
+	}
+	const q = `DELETE FROM swept WHERE id IN (SELECT id FROM swept ORDER BY id LIMIT $1)`
+	left := func() int {
+		t.Helper()
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM swept`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n, err := sweep.InBatchesOf(ctx, pool, 2, 3, q); err != nil || n != 6 || left() != 4 {
+		t.Fatalf("first sweep: %d deleted, %v, %d left; want 6, 4 left", n, err, left())
+	}
+	if n, err := sweep.InBatchesOf(ctx, pool, 3, 3, q); err != nil || n != 4 || left() != 0 {
+		t.Fatalf("second sweep: %d deleted, %v, %d left; want 4, none left", n, err, left())
 	}
 }
