@@ -271,3 +271,83 @@ FROM login_attempts WHERE email_hash = $1`
 		t.Fatalf("past the threshold with real failures: wait %d, %v; want locked", wait, err)
 	}
 }
+
+// refundPolicy locks a client at its third guess and the key at its
+// fourth, each for a minute at first: longer than any of these tests.
+func refundPolicy() Policy {
+	return Policy{Threshold: 3, Base: time.Minute, Max: time.Hour, Window: time.Hour, AccountThreshold: 4, AccountMax: time.Hour}
+}
+
+// reserveN takes n guesses for key from ip, each one allowed.
+func reserveN(t *testing.T, s *Store, key []byte, ip string, n int) {
+	t.Helper()
+	for i := range n {
+		if wait, err := s.Reserve(context.Background(), key, ip); err != nil || wait != 0 {
+			t.Fatalf("%s's guess %d: wait %d, %v; want a guess", ip, i+1, wait, err)
+		}
+	}
+}
+
+// TestRefundLiftsTheKeysLock: the key's own count is measured against
+// AccountThreshold, not a client's Threshold: a refund of the attempt
+// that brought the key to AccountThreshold lifts its lock, and the
+// clients that failed for it guess again.
+func TestRefundLiftsTheKeysLock(t *testing.T) {
+	ctx := context.Background()
+	s := New(dbtest.New(t).Pool, refundPolicy())
+	key := EmailKey("refund-key@example.com")
+	const x, y = "192.0.2.1", "192.0.2.2"
+	reserveN(t, s, key, x, 2)
+	reserveN(t, s, key, y, 2) // the key's fourth: locked
+	if wait, err := s.Reserve(ctx, key, x); err != nil || wait == 0 {
+		t.Fatalf("a client that failed, the key at AccountThreshold: wait %d, %v; want locked", wait, err)
+	}
+	if err := s.Refund(ctx, key, y); err != nil {
+		t.Fatal(err)
+	}
+	if wait, err := s.Reserve(ctx, key, x); err != nil || wait != 0 {
+		t.Fatalf("after the refund of the attempt that locked the key: wait %d, %v; want a guess", wait, err)
+	}
+}
+
+// TestRefundKeepsALockAboveItsThreshold: a lock set by a count above the
+// threshold (a client that went on after waiting out a lock; the key
+// guessed for by a client that never failed) stays after a refund: the
+// count without the attempt would have locked all the same.
+func TestRefundKeepsALockAboveItsThreshold(t *testing.T) {
+	ctx := context.Background()
+	pool := dbtest.New(t).Pool
+	t.Run("client", func(t *testing.T) {
+		p := refundPolicy()
+		p.AccountThreshold = 20
+		s := New(pool, p)
+		key := EmailKey("refund-client@example.com")
+		const ip = "192.0.2.3"
+		reserveN(t, s, key, ip, p.Threshold) // locked
+		// The lock waited out: the next guess counts on, and locks again.
+		if _, err := pool.Exec(ctx, `UPDATE login_attempts SET locked_until = now() - interval '1 second' WHERE email_hash = $1 AND client_ip <> ''`, key); err != nil {
+			t.Fatal(err)
+		}
+		reserveN(t, s, key, ip, 1)
+		if err := s.Refund(ctx, key, ip); err != nil {
+			t.Fatal(err)
+		}
+		if wait, err := s.Reserve(ctx, key, ip); err != nil || wait == 0 {
+			t.Fatalf("after a refund, %d failures left at Threshold %d: wait %d, %v; want locked", p.Threshold, p.Threshold, wait, err)
+		}
+	})
+	t.Run("key", func(t *testing.T) {
+		s := New(pool, refundPolicy())
+		key := EmailKey("refund-above@example.com")
+		const x, y, z = "192.0.2.4", "192.0.2.5", "192.0.2.6"
+		reserveN(t, s, key, x, 2)
+		reserveN(t, s, key, y, 2) // the key's fourth: locked
+		reserveN(t, s, key, z, 1) // a client that never failed: the fifth, locked again
+		if err := s.Refund(ctx, key, z); err != nil {
+			t.Fatal(err)
+		}
+		if wait, err := s.Reserve(ctx, key, x); err != nil || wait == 0 {
+			t.Fatalf("after a refund, the key's count at AccountThreshold: wait %d, %v; want locked", wait, err)
+		}
+	})
+}
