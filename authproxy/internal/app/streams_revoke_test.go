@@ -829,6 +829,75 @@ func TestStreamRoutedBeforeAReloadRegisteredAfter(t *testing.T) {
 	}
 }
 
+// heldUpstream serves requests it never answers: each one read, held
+// gets a channel that has the error of the connection's next read, once
+// the proxy closes it (or a minute has passed: os.ErrDeadlineExceeded).
+func heldUpstream(t *testing.T) (addr string, held <-chan chan error) {
+	t.Helper()
+	h := make(chan chan error, 4)
+	addr = serveRaw(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		closed := make(chan error, 1)
+		h <- closed
+		_ = c.SetReadDeadline(time.Now().Add(time.Minute))
+		_, err := c.Read(make([]byte, 1))
+		closed <- err
+	})
+	return addr, h
+}
+
+// heldRequest writes req, a raw request, to the proxy and waits until it
+// reaches the upstream of heldUpstream (held); it returns the channel of
+// that upstream connection's end and the one of the proxy's answer.
+func heldRequest(t *testing.T, e *env, req string, held <-chan chan error) (closed <-chan error, answered <-chan result) {
+	t.Helper()
+	conn, br := dialProxy(t, e.addr)
+	_ = conn.SetDeadline(time.Now().Add(time.Minute))
+	if _, err := io.WriteString(conn, req); err != nil {
+		t.Fatal(err)
+	}
+	a := make(chan result, 1)
+	go func() {
+		var r result
+		if resp, err := http.ReadResponse(br, nil); err == nil {
+			r.status, r.header = resp.StatusCode, resp.Header
+			r.body, _ = io.ReadAll(resp.Body)
+			_ = json.Unmarshal(r.body, &r.prob)
+		}
+		a <- r
+	}()
+	select {
+	case c := <-held:
+		return c, a
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not reach the upstream")
+	}
+	return nil, nil
+}
+
+// wantHeldRefused waits for the upstream connection of a held request
+// to be closed, then for the proxy's answer, which it returns.
+func wantHeldRefused(t *testing.T, closed <-chan error, answered <-chan result) result {
+	t.Helper()
+	select {
+	case err := <-closed:
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("upstream connection still open after a minute")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("upstream connection still open 5 s after the stream was closed")
+	}
+	select {
+	case r := <-answered:
+		return r
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer 5 s after the stream was closed")
+	}
+	return result{}
+}
+
 // TestStreamRevokedDuringItsHandshake: a WebSocket or event stream whose
 // user loses access while its upstream has not answered the upgrade or
 // the stream's request yet is refused at once, as a new request of that
@@ -839,19 +908,7 @@ func TestStreamRoutedBeforeAReloadRegisteredAfter(t *testing.T) {
 // and the client waiting, until the upstream answered or its timeout (here
 // UPSTREAM_TIMEOUT, 30 s; up to an hour with a route's timeout) passed.
 func TestStreamRevokedDuringItsHandshake(t *testing.T) {
-	// The upstream reads the request and never answers; it reports when
-	// the proxy closes the connection (or an error, its own wait over).
-	held := make(chan chan error, 4)
-	addr := serveRaw(t, func(c net.Conn) {
-		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
-			return
-		}
-		closed := make(chan error, 1)
-		held <- closed
-		_ = c.SetReadDeadline(time.Now().Add(time.Minute))
-		_, err := c.Read(make([]byte, 1))
-		closed <- err
-	})
+	addr, held := heldUpstream(t)
 	e := start(t, envOpt{vars: map[string]string{"UPSTREAM_TIMEOUT": "30s"}, rules: `
 upstreams:
   slow: {url: "http://` + addr + `", key_id: app-notes}
@@ -879,45 +936,12 @@ routes:
 					e.core.SetProjection(notesProjection())
 					e.publishAndWait("auth.invalidate.user." + userID)
 				}()
-				conn, br := dialProxy(t, e.addr)
-				_ = conn.SetDeadline(time.Now().Add(time.Minute))
-				if _, err := io.WriteString(conn, kind.req); err != nil {
-					t.Fatal(err)
-				}
-				answered := make(chan result, 1)
-				go func() {
-					var r result
-					if resp, err := http.ReadResponse(br, nil); err == nil {
-						r.status, r.header = resp.StatusCode, resp.Header
-						r.body, _ = io.ReadAll(resp.Body)
-						_ = json.Unmarshal(r.body, &r.prob)
-					}
-					answered <- r
-				}()
-				var closed chan error
-				select {
-				case closed = <-held:
-				case <-time.After(10 * time.Second):
-					t.Fatal("the request did not reach the upstream")
-				}
+				closed, answered := heldRequest(t, e, kind.req, held)
 				p := notesProjection()
 				tc.change(&p)
 				e.core.SetProjection(p)
 				e.publish("auth.invalidate.user." + userID)
-				select {
-				case err := <-closed:
-					if errors.Is(err, os.ErrDeadlineExceeded) {
-						t.Fatal("upstream connection still open after a minute")
-					}
-				case <-time.After(5 * time.Second):
-					t.Fatal("upstream connection still open 5 s after the revocation")
-				}
-				select {
-				case r := <-answered:
-					e.wantProblem(r, tc.status, tc.code)
-				case <-time.After(5 * time.Second):
-					t.Fatal("no answer 5 s after the revocation")
-				}
+				e.wantProblem(wantHeldRefused(t, closed, answered), tc.status, tc.code)
 				testenv.Eventually(t, func() error { return testenv.Want("open streams", e.app.Streams.Open(), 0) })
 			})
 		}
