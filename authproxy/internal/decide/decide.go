@@ -29,6 +29,17 @@ func Outcomes() []Outcome {
 	return []Outcome{Allow, DenyInactive, DenyTokenVersion, DenySessionRevoked, DenyScope, DenyEmailUnverified, DenyMFAEnrollment, DenyStepUp}
 }
 
+// Named is the refusal whose String is name (a stream's close reason),
+// false when no outcome other than Allow has that name.
+func Named(name string) (Outcome, bool) {
+	for _, o := range Outcomes() {
+		if o != Allow && o.String() == name {
+			return o, true
+		}
+	}
+	return Allow, false
+}
+
 // String is the outcome's metric label and problem detail key.
 func (o Outcome) String() string {
 	switch o {

@@ -63,3 +63,19 @@ func TestOutcomes(t *testing.T) {
 		t.Errorf("Outcomes %v misses an outcome", Outcomes())
 	}
 }
+
+// TestNamed: Named reads every refusal back from its label, and nothing
+// else (Allow, a stream's close reasons of its own).
+func TestNamed(t *testing.T) {
+	for _, o := range Outcomes() {
+		got, ok := Named(o.String())
+		if want := o != Allow; ok != want || ok && got != o {
+			t.Errorf("Named(%q) = %v %v", o.String(), got, ok)
+		}
+	}
+	for _, name := range []string{"no_membership", "token_expired", "shutdown", "unknown", ""} {
+		if o, ok := Named(name); ok {
+			t.Errorf("Named(%q) = %v", name, o)
+		}
+	}
+}

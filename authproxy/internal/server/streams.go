@@ -130,22 +130,19 @@ func (s *Server) stream(c *fiber.Ctx, st *state, rt *Router, route *rules.Route,
 // closedRefusal answers a stream closed before its upstream answered
 // (streams.ClosedError: revoked, expired, its key removed, shut down),
 // to which nothing was sent yet: as a request refused for the same reason
-// is answered, which the client's next attempt gets too. A stream whose
-// route a reload changed is answered 503 with Retry-After: its request,
-// sent again, is routed by the new rules.
+// is answered (authnError, refusal), which the client's next attempt gets
+// too. A stream whose route a reload changed is answered 503 with
+// Retry-After: its request, sent again, is routed by the new rules.
 func (s *Server) closedRefusal(c *fiber.Ctx, st *state, e *streams.ClosedError) error {
 	st.outcome = e.Reason
+	if out, ok := decide.Named(e.Reason); ok {
+		if out == decide.DenyMFAEnrollment || out == decide.DenyStepUp {
+			return authnError(out, int64(e.MaxAuthAge/time.Second))
+		}
+		return s.refusal(c, st, out, errInvalidToken)
+	}
 	switch e.Reason {
-	case decide.DenyScope.String():
-		return errScope
-	case decide.DenyEmailUnverified.String():
-		return errEmailUnverified
-	case decide.DenyMFAEnrollment.String():
-		return errMFAEnrollment
-	case decide.DenyStepUp.String():
-		return authnError(decide.DenyStepUp, int64(e.MaxAuthAge/time.Second))
-	case decide.DenyInactive.String(), decide.DenyTokenVersion.String(), decide.DenySessionRevoked.String(),
-		streams.ReasonNoMembership, streams.ReasonTokenExpired, streams.ReasonKeyRemoved:
+	case streams.ReasonNoMembership, streams.ReasonTokenExpired, streams.ReasonKeyRemoved:
 		s.logInvalid(c, st, errors.New("stream closed before its upstream answered: "+e.Reason))
 		return errInvalidToken
 	case streams.ReasonUnavailable:

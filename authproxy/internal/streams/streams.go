@@ -656,20 +656,7 @@ func (m *Manager) startRefresh() {
 	if m.o.Refresh <= 0 {
 		return
 	}
-	m.refreshOnce.Do(func() { go m.refreshEvery(m.o.Refresh) })
-}
-
-func (m *Manager) refreshEvery(d time.Duration) {
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-m.stopRefresh:
-			return
-		case <-t.C:
-			m.recheck(m.snapshot(nil, ""))
-		}
-	}
+	m.refreshOnce.Do(func() { go m.recheckEvery(m.o.Refresh, m.stopRefresh) })
 }
 
 // feedDown starts deciding every stream again each DownRecheck, until
@@ -684,7 +671,7 @@ func (m *Manager) feedDown() {
 		return
 	}
 	m.downStop = make(chan struct{})
-	go m.recheckWhileDown(m.downStop)
+	go m.recheckEvery(m.o.DownRecheck, m.downStop)
 }
 
 // feedUp stops the rechecks feedDown started.
@@ -697,8 +684,10 @@ func (m *Manager) feedUp() {
 	}
 }
 
-func (m *Manager) recheckWhileDown(stop <-chan struct{}) {
-	t := time.NewTicker(m.o.DownRecheck)
+// recheckEvery decides every stream again each d, until stop is closed:
+// the periodic rechecks of Options.Refresh and of a feed outage.
+func (m *Manager) recheckEvery(d time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
