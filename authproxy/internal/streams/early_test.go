@@ -14,14 +14,20 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
 )
 
-type noMembership struct{}
+// noStamps: a fake projection cache's entries never stand past their
+// lookup (ValidStamp), as an entry past its TTL does not.
+type noStamps struct{}
+
+func (noStamps) ValidStamp(*projection.Stamp, time.Time) bool { return false }
+
+type noMembership struct{ noStamps }
 
 func (noMembership) Get(context.Context, string, string, string) (*projection.Entry, error) {
 	return nil, projection.ErrNoMembership
 }
 
 // unavailable is a projection cache that cannot answer (coreapi down).
-type unavailable struct{}
+type unavailable struct{ noStamps }
 
 func (unavailable) Get(context.Context, string, string, string) (*projection.Entry, error) {
 	return nil, projection.ErrUnavailable
@@ -30,7 +36,10 @@ func (unavailable) Get(context.Context, string, string, string) (*projection.Ent
 // revocable is a projection cache that cannot answer (a stream's recheck
 // is tried again, the stream stays open) until revoked, then finds no
 // membership.
-type revocable struct{ revoked atomic.Bool }
+type revocable struct {
+	noStamps
+	revoked atomic.Bool
+}
 
 func (p *revocable) Get(context.Context, string, string, string) (*projection.Entry, error) {
 	if p.revoked.Load() {

@@ -25,6 +25,7 @@ import (
 // release before answering "no membership", as a fetch from a slow
 // coreapi does after the invalidation made the entry a miss.
 type heldRevocation struct {
+	noStamps
 	revoked atomic.Bool
 	entered chan struct{}
 	release chan struct{}

@@ -256,7 +256,10 @@ func TestRecheckAskedDuringARecheck(t *testing.T) {
 
 // stuckCore is a projection cache whose coreapi takes a connection and
 // does not answer: each lookup fails only after its fetch's timeout.
-type stuckCore struct{ timeout time.Duration }
+type stuckCore struct {
+	noStamps
+	timeout time.Duration
+}
 
 func (p stuckCore) Get(context.Context, string, string, string) (*projection.Entry, error) {
 	time.Sleep(p.timeout)

@@ -100,6 +100,10 @@ func (e *ClosedError) Error() string {
 // invalidation has already made the entry a miss).
 type Projections interface {
 	Get(ctx context.Context, sub, tid, requestID string) (*projection.Entry, error)
+	// ValidStamp reports whether the entry whose stamp s is still stands
+	// at now, as a cache hit would (the periodic rechecks skip the
+	// streams last decided on such an entry).
+	ValidStamp(s *projection.Stamp, now time.Time) bool
 }
 
 // Options configure a Manager.
@@ -123,13 +127,15 @@ type Options struct {
 	// DownRecheck: while the invalidation feed is down (no event can
 	// come), every open stream is decided again this often, through the
 	// projection cache, which then trusts an entry only for a bounded
-	// staleness (DownRecheckFor). 0: never.
+	// staleness (DownRecheckFor); one whose entry still stands is passed
+	// (outdated). 0: never.
 	DownRecheck time.Duration
 	// Refresh: every open stream is decided again this often, through
 	// the projection cache, which holds an entry for its TTL at most (an
 	// entry past it is fetched again): a stream does not keep what a
 	// projection allowed longer than a request may trust that
-	// projection, whether or not an event said it changed. 0: never.
+	// projection, whether or not an event said it changed. One whose
+	// entry still stands is passed (outdated). 0: never.
 	Refresh time.Duration
 	// RecheckFor bounds how long a recheck the projection cache cannot
 	// answer is tried again before the stream is closed
@@ -245,6 +251,10 @@ type Conn struct {
 	// and the running one decides once more when it is done.
 	rechecking atomic.Bool
 	again      atomic.Bool
+	// stamp is the stamp of the projection entry the stream's last
+	// decision read (nil: none yet): a periodic recheck passes a stream
+	// whose entry still stands (outdated).
+	stamp atomic.Pointer[projection.Stamp]
 }
 
 // Reason is why the connection was closed ("" while open).
@@ -694,9 +704,25 @@ func (m *Manager) recheckEvery(d time.Duration, stop <-chan struct{}) {
 		case <-stop:
 			return
 		case <-t.C:
-			m.recheck(m.snapshot(nil, ""))
+			m.recheck(m.outdated(m.snapshot(nil, "")))
 		}
 	}
+}
+
+// outdated returns those of cs that were not yet decided, or whose last
+// decision read a projection entry that no longer stands (past its TTL,
+// invalidated, beyond the bounded staleness of a feed outage): one that
+// stands would be the lookup's answer again, and the decision the same
+// (a rules reload decides the streams again itself).
+func (m *Manager) outdated(cs []*Conn) []*Conn {
+	now := m.o.Now()
+	out := cs[:0]
+	for _, c := range cs {
+		if s := c.stamp.Load(); s == nil || !m.proj.ValidStamp(s, now) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // Retry bounds of a recheck the projection cache could not answer.
@@ -818,6 +844,8 @@ func (m *Manager) decide(c *Conn, d time.Duration) (string, error) {
 	case err != nil:
 		return "", err
 	}
+	s := e.Stamp()
+	c.stamp.Store(&s)
 	return admits(c, e), nil
 }
 
