@@ -207,45 +207,14 @@ func serveWith(ctx context.Context, args []string, getenv func(string) string, s
 	})
 	admin.AddCheck(signInReady)
 
-	// TLS on the API listener (COREAPI_TLS_CERT_FILE/KEY_FILE), its pair
-	// read again when it changes; the admin listener stays plain HTTP.
-	var certs *tlscert.Files
-	if cfg.TLSCertFile != "" {
-		if certs, err = tlscert.Load(cfg.TLSCertFile, cfg.TLSKeyFile, tlscert.Options{Log: log}); err != nil {
-			return err
-		}
-		// The expiry of the certificate served (a scrape looks at the
-		// files as a handshake does, so a renewal shows without traffic)
-		// and the renewals that did not load: a renewal that never
-		// arrives or never loads is found before clients refuse the old
-		// certificate.
-		reg.MustRegister(
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-				Name: "coreapi_tls_cert_expiry_timestamp_seconds",
-				Help: "Unix time at which the certificate the API listener serves expires.",
-			}, func() float64 { return float64(certs.Current().Leaf.NotAfter.Unix()) }),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{
-				Name: "coreapi_tls_cert_reload_failures_total",
-				Help: "Changed or vanished TLS certificate files that did not load; the certificate served before stays in use.",
-			}, func() float64 { return float64(certs.Failures()) }),
-		)
-	}
-	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	certs, err := loadCerts(cfg, log, reg)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
-	adminLn, err := net.Listen("tcp", cfg.AdminAddr)
+	ln, adminLn, err := listen(cfg, certs, log)
 	if err != nil {
-		_ = ln.Close()
-		return fmt.Errorf("listen admin: %w", err)
+		return err
 	}
-	if certs != nil {
-		ln = tls.NewListener(ln, certs.TLSConfig())
-		leaf := certs.Certificate().Leaf
-		log.Info("serving TLS", "cert_file", cfg.TLSCertFile, "subject", leaf.Subject.String(), "dns_names", leaf.DNSNames,
-			"not_after", leaf.NotAfter)
-	}
-	log.Info("listening", "addr", ln.Addr().String(), "admin_addr", adminLn.Addr().String(), "tls", certs != nil)
 
 	g, gctx := errgroup.WithContext(ctx)
 	// A shutdown stops the writers of outbox rows before the relay that
@@ -296,6 +265,54 @@ func serveWith(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	log.Info("stopped")
 	return err
+}
+
+// loadCerts loads the API listener's TLS pair (COREAPI_TLS_CERT_FILE and
+// KEY_FILE), read again when it changes, and registers its metrics; nil
+// without one (the admin listener stays plain HTTP).
+func loadCerts(cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (*tlscert.Files, error) {
+	if cfg.TLSCertFile == "" {
+		return nil, nil
+	}
+	certs, err := tlscert.Load(cfg.TLSCertFile, cfg.TLSKeyFile, tlscert.Options{Log: log})
+	if err != nil {
+		return nil, err
+	}
+	// The expiry of the certificate served (a scrape looks at the files
+	// as a handshake does, so a renewal shows without traffic) and the
+	// renewals that did not load: a renewal that never arrives or never
+	// loads is found before clients refuse the old certificate.
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "coreapi_tls_cert_expiry_timestamp_seconds",
+			Help: "Unix time at which the certificate the API listener serves expires.",
+		}, func() float64 { return float64(certs.Current().Leaf.NotAfter.Unix()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "coreapi_tls_cert_reload_failures_total",
+			Help: "Changed or vanished TLS certificate files that did not load; the certificate served before stays in use.",
+		}, func() float64 { return float64(certs.Failures()) }),
+	)
+	return certs, nil
+}
+
+// listen opens the API listener, with TLS when certs is not nil, and the
+// admin listener.
+func listen(cfg config.Config, certs *tlscert.Files, log *slog.Logger) (ln, adminLn net.Listener, err error) {
+	if ln, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
+		return nil, nil, fmt.Errorf("listen: %w", err)
+	}
+	if adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+		_ = ln.Close()
+		return nil, nil, fmt.Errorf("listen admin: %w", err)
+	}
+	if certs != nil {
+		ln = tls.NewListener(ln, certs.TLSConfig())
+		leaf := certs.Certificate().Leaf
+		log.Info("serving TLS", "cert_file", cfg.TLSCertFile, "subject", leaf.Subject.String(), "dns_names", leaf.DNSNames,
+			"not_after", leaf.NotAfter)
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "admin_addr", adminLn.Addr().String(), "tls", certs != nil)
+	return ln, adminLn, nil
 }
 
 // checkDatabase runs the checks of the database that serve makes before it
