@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,8 +21,9 @@ import (
 
 // TestRefusedBatchesAreCountedAndBackOffUpToTheCap: the refusals are
 // counted apart from the other failures (coreapi_outbox_publish_refused_total),
-// the waits stop growing at MaxBackoff, and the refused subjects are
-// reported by the relay, not the connection's handler.
+// the waits double up to MaxBackoff and stop growing there, each is waited
+// out before the next attempt, and the refused subjects are reported by
+// the relay, not the connection's handler.
 func TestRefusedBatchesAreCountedAndBackOffUpToTheCap(t *testing.T) {
 	db := dbtest.New(t)
 	ns, grant := refusingNATS(t)
@@ -40,6 +42,16 @@ func TestRefusedBatchesAreCountedAndBackOffUpToTheCap(t *testing.T) {
 	t.Cleanup(nc.Close)
 	r := NewRelay(db.Pool, nc, slog.New(slog.NewJSONHandler(&logs, nil)),
 		RelayOptions{Poll: 10 * time.Millisecond, Backoff: 20 * time.Millisecond, MaxBackoff: 80 * time.Millisecond})
+	// The attempts, timed as the relay makes them: after the batch went
+	// out, before the wait for its confirmation (and so its refusal, and
+	// the wait that follows).
+	var mu sync.Mutex
+	var attempts []time.Time
+	r.confirmHook = func() {
+		mu.Lock()
+		defer mu.Unlock()
+		attempts = append(attempts, time.Now())
+	}
 	ready.Store(r)
 	startRun(t, r)
 	rows := make([]Row, 30)
@@ -47,15 +59,34 @@ func TestRefusedBatchesAreCountedAndBackOffUpToTheCap(t *testing.T) {
 		rows[i] = Row{Subject: invalidation.SubjectKeysChanged, Reason: invalidation.ReasonKeysChanged}
 	}
 	insert(t, db.Pool, rows...)
-	// 20, 40 and 80 ms, then 80 ms each: about 12 attempts a second.
-	eventually.Within(t, wait, func() error { s := r.Stats(); return want(s.Refused >= 6, "%d batches refused", s.Refused) })
-	began, before := time.Now(), r.Stats().Refused
-	time.Sleep(time.Second)
-	n, took := r.Stats().Refused-before, time.Since(began)
-	if most := int64(took/(80*time.Millisecond)) + 1; n > most {
-		t.Errorf("%d attempts in %v, want at most %d (80 ms apart)", n, took.Round(time.Millisecond), most)
-	} else if n < 3 {
-		t.Errorf("%d attempts in %v, want the waits capped at 80 ms", n, took.Round(time.Millisecond))
+	// 20, 40 and 80 ms, then 80 ms each; a poll every 10 ms meanwhile.
+	ms := func(ds ...time.Duration) []time.Duration {
+		for i := range ds {
+			ds[i] *= time.Millisecond
+		}
+		return ds
+	}
+	wantWaits := ms(20, 40, 80, 80, 80, 80)
+	var reports []logLine
+	eventually.Within(t, wait, func() error {
+		reports = logged(t, logs.String(), refusalLogged)
+		return want(len(reports) >= len(wantWaits), "%d refused batches reported, want %d", len(reports), len(wantWaits))
+	})
+	var waits []time.Duration
+	for _, l := range reports[:len(wantWaits)] {
+		waits = append(waits, l.RetryIn)
+	}
+	if !slices.Equal(waits, wantWaits) {
+		t.Errorf("the relay waited %v after its first refused batches, want %v", waits, wantWaits)
+	}
+	// Each report follows its attempt: there were as many.
+	mu.Lock()
+	tried := slices.Clone(attempts[:len(wantWaits)])
+	mu.Unlock()
+	for i := 1; i < len(tried); i++ {
+		if gap := tried[i].Sub(tried[i-1]); gap < waits[i-1] {
+			t.Errorf("attempt %d came %v after the one before, want at least the %v wait", i+1, gap, waits[i-1])
+		}
 	}
 	if s := r.Stats(); s.Refused != s.Failures {
 		t.Errorf("%d failures, %d of them refusals, want all", s.Failures, s.Refused)
@@ -63,7 +94,7 @@ func TestRefusedBatchesAreCountedAndBackOffUpToTheCap(t *testing.T) {
 	if n := handed.Load(); n != 0 {
 		t.Errorf("%d refusals left to the connection's handler", n)
 	}
-	if n, lines := r.Stats().Refused, strings.Count(logs.String(), "nats refuses outbox publications"); int64(lines) > n || lines == 0 {
+	if n, lines := r.Stats().Refused, len(logged(t, logs.String(), refusalLogged)); int64(lines) > n {
 		t.Errorf("%d refusal lines for %d refused batches of %d rows each, want one a batch:\n%s", lines, n, len(rows), logs.String())
 	}
 	grant()
@@ -117,14 +148,10 @@ func TestRefusalsAndOutagesAreEachSaid(t *testing.T) {
 func publishingSaid(t *testing.T, logs string) []string {
 	t.Helper()
 	var said []string
-	for line := range strings.Lines(logs) {
-		var l struct{ Msg string }
-		if err := json.Unmarshal([]byte(line), &l); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
+	for _, l := range logged(t, logs, "") {
 		var what string
 		switch {
-		case strings.HasPrefix(l.Msg, "nats refuses outbox publications"):
+		case strings.HasPrefix(l.Msg, refusalLogged):
 			what = "refused"
 			if len(said) > 0 && said[len(said)-1] == what {
 				continue
@@ -139,6 +166,34 @@ func publishingSaid(t *testing.T, logs string) []string {
 		said = append(said, what)
 	}
 	return said
+}
+
+// refusalLogged begins the line a relay logs at each refused batch
+// (reportRefused).
+const refusalLogged = "nats refuses outbox publications"
+
+// logLine is what the tests read of a line of a relay's JSON log.
+type logLine struct {
+	Msg      string
+	Subjects []string
+	RetryIn  time.Duration `json:"retry_in"` // slog writes a duration in ns
+}
+
+// logged is the lines of a relay's JSON log whose message begins with
+// msg, in order.
+func logged(t *testing.T, logs, msg string) []logLine {
+	t.Helper()
+	var lines []logLine
+	for line := range strings.Lines(logs) {
+		var l logLine
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if strings.HasPrefix(l.Msg, msg) {
+			lines = append(lines, l)
+		}
+	}
+	return lines
 }
 
 // TestRefusedTakesPublicationRefusals: the relay takes from the
@@ -273,17 +328,8 @@ func TestARefusalReportedTooLateIsForgotten(t *testing.T) {
 	insert(t, r.pool, Row{Subject: invalidation.SubjectHeartbeat})
 	eventually.Within(t, wait, func() error { n := r.Stats().Refused; return want(n == 2, "%d batches refused, want 2", n) })
 	var reported []string
-	for line := range strings.Lines(logs.String()) {
-		var l struct {
-			Msg      string
-			Subjects []string
-		}
-		if err := json.Unmarshal([]byte(line), &l); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		if strings.HasPrefix(l.Msg, "nats refuses outbox publications") {
-			reported = l.Subjects
-		}
+	if lines := logged(t, logs.String(), refusalLogged); len(lines) > 0 {
+		reported = lines[len(lines)-1].Subjects
 	}
 	if !slices.Equal(reported, []string{invalidation.SubjectHeartbeat}) {
 		t.Errorf("the last refusal named %q, want %q only:\n%s", reported, invalidation.SubjectHeartbeat, logs.String())
