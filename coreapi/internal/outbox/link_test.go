@@ -513,12 +513,14 @@ func TestABatchLostWithItsConnectionStaysPending(t *testing.T) {
 // NAT was replaced after up to 20 s, not within the 10 s
 // docs/operations.md gives, and a commit meanwhile waited for the poll. A
 // connection that listened for as long as the wait before it starts the
-// backoff over.
+// backoff over: the relay waits 0.1 s, the first wait, before replacing
+// it.
 func TestAListenConnectionLostAfterAnOutageIsReplacedAtOnce(t *testing.T) {
 	db := dbtest.New(t)
 	ns := startNATS(t, -1, "")
 	c := newLink(t, dbHost(db))
-	runRelay(t, poolThrough(t, db, c), ns.ClientURL(), nil, RelayOptions{Poll: 20 * time.Millisecond})
+	var logs logbuffer.Buffer
+	r, _ := runRelay(t, poolThrough(t, db, c), ns.ClientURL(), &logs, RelayOptions{Poll: 20 * time.Millisecond})
 	listening := func(not int) int {
 		t.Helper()
 		var port int
@@ -531,27 +533,46 @@ func TestAListenConnectionLostAfterAnOutageIsReplacedAtOnce(t *testing.T) {
 		})
 		return port
 	}
+	// The waits the relay logged after each lost or failed connection.
+	waits := func() []time.Duration {
+		var ds []time.Duration
+		for _, l := range logged(t, logs.String(), "outbox listen") {
+			ds = append(ds, l.RetryIn)
+		}
+		return ds
+	}
 	before := listening(0)
 
-	// An outage of 2 s: the LISTEN connection and every attempt to open
-	// another fail (waits of 0.1, 0.2, 0.4, 0.8 and 1.6 s), then one
-	// listens.
+	// An outage: the LISTEN connection and every attempt to open another
+	// fail (waits of 0.1, 0.2, 0.4 s …) until the relay waits 0.4 s or
+	// more; then one listens.
 	c.cut()
-	time.Sleep(2 * time.Second)
+	eventually.Within(t, wait, func() error {
+		ws := waits()
+		return want(len(ws) > 0 && ws[len(ws)-1] >= 400*time.Millisecond, "the relay waited %v, want up to 0.4 s", ws)
+	})
 	c.restore(t)
 	port := listening(before)
+	eventually.Within(t, wait, func() error {
+		r.heard.mu.Lock()
+		defer r.heard.mu.Unlock()
+		return want(r.heard.listen, "the relay does not listen on its new connection")
+	})
+	listened := time.Now()
+	outage := waits()
+	// The wait after the outage's last, were the backoff not started over.
+	grown := 2 * outage[len(outage)-1]
 
-	// Much later (longer than the 3.2 s wait the outage left), the
-	// server ends that connection.
-	time.Sleep(3500 * time.Millisecond)
+	// The connection listens for that long, then the server ends it.
+	time.Sleep(time.Until(listened.Add(grown)))
 	var ended bool
 	if err := db.Pool.QueryRow(context.Background(), `SELECT bool_and(pg_terminate_backend(pid)) FROM pg_stat_activity
 		WHERE datname = current_database() AND application_name = $1`, ListenApplicationName).Scan(&ended); err != nil || !ended {
 		t.Fatalf("terminate the LISTEN connection: %v, %v", ended, err)
 	}
-	lost := time.Now()
 	listening(port)
-	if d := time.Since(lost); d > 2500*time.Millisecond {
-		t.Fatalf("a new LISTEN connection %s after the healthy one was lost, want the backoff started over (0.1 s)", d.Round(time.Millisecond))
+	if after := waits()[len(outage):]; len(after) != 1 || after[0] != 100*time.Millisecond {
+		t.Fatalf("the relay waited %v before replacing the connection lost after the outage's waits %v, want 100ms: the backoff started over, not %v",
+			after, outage, grown)
 	}
 }
