@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,6 +21,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/natsauth/natsauthtest"
 	"github.com/tollgate-auth/tollgate/shared/silent"
@@ -178,21 +182,54 @@ func TestRefusedPublicationsAreLoggedOncePerSubject(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// Attempts at once, 1 s and 3 s later.
-	time.Sleep(3500 * time.Millisecond)
-	var refusals, atError int
-	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
-		if !strings.Contains(line, invalidation.SubjectKeysChanged) {
-			continue
+	// Attempts at once, 1 s and 3 s later (a poll every second
+	// meanwhile): the third's report is awaited.
+	type report struct {
+		Time       time.Time
+		Level, Msg string
+		Subjects   []string
+		RetryIn    time.Duration `json:"retry_in"`
+	}
+	var reports []report
+	var lines []string
+	eventually.Within(t, 10*time.Second, func() error {
+		reports, lines = nil, strings.Split(strings.TrimSpace(buf.String()), "\n")
+		for _, line := range lines {
+			var r report
+			if err := json.Unmarshal([]byte(line), &r); err == nil && strings.HasPrefix(r.Msg, "nats refuses outbox publications") {
+				reports = append(reports, r)
+			}
 		}
-		refusals++
-		if strings.Contains(line, `"level":"ERROR"`) {
-			atError++
+		if len(reports) < 3 {
+			return fmt.Errorf("%d refused batches reported, want 3", len(reports))
+		}
+		return nil
+	})
+	// One line an attempt, at error, naming the subject once: none from
+	// the connection's handler (40 a refused batch).
+	named := 0
+	for _, line := range lines {
+		if strings.Contains(line, invalidation.SubjectKeysChanged) {
+			named++
 		}
 	}
-	if refusals == 0 || refusals > 3 || atError != refusals {
-		t.Fatalf("%d lines name the refused subject in 3.5 s (%d of them errors), want 1 to 3, all errors (once an attempt):\n%s",
-			refusals, atError, buf.String())
+	for _, r := range reports {
+		if r.Level != "ERROR" || !slices.Equal(r.Subjects, []string{invalidation.SubjectKeysChanged}) {
+			t.Errorf("refusal reported at %s naming %q, want at ERROR naming %s", r.Level, r.Subjects, invalidation.SubjectKeysChanged)
+		}
+	}
+	if named != len(reports) {
+		t.Errorf("%d lines name the refused subject over %d refused batches, want one a batch:\n%s", named, len(reports), buf.String())
+	}
+	// Each report is written just after its wait began (10 ms allowed
+	// between the two), and the next attempt starts once it is over.
+	for i, r := range reports[:2] {
+		if want := time.Second << i; r.RetryIn != want {
+			t.Errorf("the relay waited %v after refused batch %d, want %v", r.RetryIn, i+1, want)
+		}
+		if gap := reports[i+1].Time.Sub(r.Time); gap < r.RetryIn-10*time.Millisecond {
+			t.Errorf("refused batch %d reported %v after the one before, want at least its %v wait", i+2, gap, r.RetryIn)
+		}
 	}
 }
 
