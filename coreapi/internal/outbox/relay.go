@@ -483,8 +483,9 @@ func (r *Relay) flush(ctx context.Context) {
 
 // listen holds a dedicated connection LISTENing on Channel and wakes the
 // loop on each notification; on error it reconnects with backoff while the
-// poll ticker keeps rows flowing. A connection that listened for as long
-// as the wait before it starts the backoff over: the waits of an outage
+// poll ticker keeps rows flowing. A connection that listened for at least
+// the wait its loss would be followed by (twice the wait before it)
+// starts the backoff over: the waits of an outage
 // long past must not hold back the replacement of a connection lost
 // later, while a server that drops each connection as soon as it listens
 // still has the waits grow.
