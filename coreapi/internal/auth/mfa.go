@@ -176,9 +176,9 @@ RETURNING amr, floor(extract(epoch FROM auth_time))::bigint`
 }
 
 // errInactive refuses a second factor of an account that is disabled
-// (a sign-in's second step, signInTenantNow), and a step-up of one that is
-// disabled or no longer an active member of an active tenant, whatever
-// the code.
+// (a sign-in's second step, signInTenantNow), and a step-up or an
+// enrolment's confirmation by one that is disabled or no longer an active
+// member of an active tenant, whatever the code.
 var errInactive = problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "the account or its membership is no longer active")
 
 // activeAccount returns the token version of userID if the account, its
@@ -1042,6 +1042,7 @@ WHERE mfa_totp.status = 'pending'`
 // started with a session that has since ended (a sign-out everywhere, a
 // password reset) must not become the factor of an account its owner has
 // just taken back, by way of a proxy that has not yet heard of the end.
+// Nor may an account that could not sign in now (activeAccount).
 // The owner's verified address is told (noticeOwner).
 func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	const qPending = `SELECT status FROM mfa_totp WHERE user_id = $1`
@@ -1070,6 +1071,15 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		return err
 	} else if !live {
 		return httpapi.SessionEnded(c)
+	}
+	// An account that could not sign in now (disabled, disabled in the
+	// session's tenant, or of a suspended tenant) is refused, as its
+	// step-up and its password change are, and spends no code: a proxy
+	// that has not yet heard of the change still forwards its bearer, and
+	// whoever held it would choose the factor the account comes back with
+	// and end its owner's sessions. Checked again in the transaction.
+	if _, err := activeAccount(ctx, s.pool, id.UserID, id.TenantID); err != nil {
+		return err
 	}
 	_, ip := client(c)
 	rid := strings.Clone(httpapi.RequestIDOf(c))
@@ -1123,6 +1133,10 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		// refresh token (a thief the owner enrols a factor to shut out)
 		// would refresh into the second factor given just now.
 		if err := lockLiveSession(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
+			return err
+		}
+		// Read with the account's row locked, as a disabling takes it.
+		if _, err := activeAccount(ctx, tx, id.UserID, id.TenantID); err != nil {
 			return err
 		}
 		if err := activateTOTP(ctx, tx, id.UserID); err != nil {

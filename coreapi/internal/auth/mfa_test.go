@@ -659,6 +659,52 @@ func TestConfirmOfAnEndedSession(t *testing.T) {
 	wantStatus(t, "confirm with a live session", e.confirm(t, mine, codeAt(t, en.Secret, time.Now())), http.StatusOK, "")
 }
 
+// TestConfirmOfAnInactiveAccount: an enrolment cannot be confirmed by an
+// account that is disabled, disabled in the session's tenant, or of a
+// suspended tenant (403 user_disabled, as its step-up and its password
+// change are refused), whose bearer a proxy that has not yet heard of the
+// change still forwards: whoever held it (the reason an admin disables an
+// account) would choose the second factor the account comes back with,
+// and end its owner's other sessions. Nothing is activated, no other
+// session ends and the code is not spent.
+func TestConfirmOfAnInactiveAccount(t *testing.T) {
+	e := start(t, cheap)
+	ctx := context.Background()
+	const email = "inactive-confirm@example.com"
+	as := e.identityFor(t, e.signup(t, email, "I"))
+	other := e.login(t, email)
+	en := e.enrol(t, as)
+	code := codeAt(t, en.Secret, time.Now())
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := e.DB.Pool.Exec(ctx, q, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name, off, on string
+	}{
+		{"disabled account", `UPDATE users SET status = 'disabled' WHERE id = $1`, `UPDATE users SET status = 'active' WHERE id = $1`},
+		{"disabled membership", `UPDATE memberships SET status = 'disabled' WHERE user_id = $1`, `UPDATE memberships SET status = 'active' WHERE user_id = $1`},
+		{"suspended tenant", `UPDATE tenants SET status = 'suspended' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`,
+			`UPDATE tenants SET status = 'active' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`},
+	} {
+		exec(tc.off, as.UserID)
+		wantStatus(t, "confirm of a "+tc.name, e.confirm(t, as, code), http.StatusForbidden, "user_disabled")
+		if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1 AND status = 'pending' AND last_step IS NULL`, as.UserID); n != 1 {
+			t.Fatalf("%s: the enrolment is not pending with its code unspent", tc.name)
+		}
+		if n := e.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NOT NULL`, as.UserID); n != 0 {
+			t.Fatalf("%s: %d sessions ended by a refused confirmation", tc.name, n)
+		}
+		exec(tc.on, as.UserID)
+	}
+	// Nothing was spent: the same code confirms for the active account,
+	// which ends the other session.
+	wantStatus(t, "confirm once active", e.confirm(t, as, code), http.StatusOK, "")
+	wantStatus(t, "refresh of the other session", e.refresh(t, other.RefreshToken), http.StatusBadRequest, "invalid_grant")
+}
+
 // TestRecoveryCodeSignInRacingReset: a second-factor sign-in whose
 // recovery code was spent (and its challenge claimed) just before a
 // password reset committed must not open a session after the reset: the
