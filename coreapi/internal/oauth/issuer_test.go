@@ -78,3 +78,40 @@ func TestCallbackIssuerRequired(t *testing.T) {
 	st = x.begin(t, "")
 	handover(t, x.callback(t, x.approve(t, st), st.cookie))
 }
+
+// TestCallbackIssuerOfAnErrorResponse: an error response is an
+// authorization response too (RFC 9207 section 2): one that names another
+// issuer than the provider's, or none from a provider that promises it,
+// is refused as a successful one is, not answered as this provider's
+// refusal with the error and the description it carries, which another
+// configured provider chose. The state is spent either way: the flow is
+// over.
+func TestCallbackIssuerOfAnErrorResponse(t *testing.T) {
+	x := start(t)
+	denied := func(st started, iss string) string {
+		p := "/api/v1/auth/oauth/fake/callback?error=access_denied&error_description=sign+in+at+evil.example&state=" + url.QueryEscape(st.state)
+		if iss != "" {
+			p += "&iss=" + url.QueryEscape(iss)
+		}
+		return p
+	}
+	st := x.begin(t, "")
+	before := x.exchanges()
+	refusedBeforeExchange(t, x, "error response of another issuer", before, x.callback(t, denied(st, "https://evil.example"), st.cookie))
+	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 0 {
+		t.Errorf("state rows = %d, want 0 (the flow is over)", n)
+	}
+	st = x.begin(t, "")
+	r := x.callback(t, denied(st, x.idp.URL), st.cookie)
+	if p := r.Problem(t); r.Status != http.StatusBadRequest || p.Code != problem.CodeProviderError {
+		t.Fatalf("error response of the provider's issuer: %d %s, want 400 %s", r.Status, r.Body, problem.CodeProviderError)
+	}
+	// A provider whose discovery document promises iss (read at the
+	// start of the sign-in).
+	x2 := start(t)
+	x2.idp.Mu.Lock()
+	x2.idp.IssParam = true
+	x2.idp.Mu.Unlock()
+	st = x2.begin(t, "")
+	refusedBeforeExchange(t, x2, "error response without iss", x2.exchanges(), x2.callback(t, denied(st, ""), st.cookie))
+}

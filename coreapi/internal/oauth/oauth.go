@@ -182,7 +182,8 @@ type provider struct {
 // that names an issuer must name this provider's, exactly, and a provider
 // that says it always names it must have. Before the code goes to the
 // token endpoint: a response another provider produced (a mix-up of two
-// configured providers) is never exchanged here.
+// configured providers) is never exchanged here. An error response is
+// checked too, before it is answered as this provider's refusal.
 func (p *provider) checkIssuer(iss string) error {
 	p.mu.Lock()
 	required := p.issParam
@@ -717,6 +718,13 @@ func (s *Service) callback(c *fiber.Ctx) error {
 			return err
 		}
 		bindingCookie(c, state, "")
+		// An error response is an authorization response too (RFC 9207
+		// section 2): one of another issuer, or without the iss this
+		// provider promises, is no refusal of this provider's, and its
+		// error and description are not passed on as one.
+		if err := p.checkIssuer(iss); err != nil {
+			return err
+		}
 		detail := "the provider refused the sign-in: " + clip.String(perr, 100)
 		if perrDesc != "" {
 			detail += " (" + clip.String(perrDesc, 200) + ")"
