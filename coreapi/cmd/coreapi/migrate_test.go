@@ -165,7 +165,7 @@ func TestIndexes(t *testing.T) {
 		"mail_queue_due_idx":              "mail_queue (next_attempt_at, id) pending: sender claim",
 		"mail_queue_sent_at_idx":          "mail_queue (sent_at) sent: pruning",
 		"rate_limits_pkey":                "rate_limits (key)",
-		"rate_limits_window_start_idx":    "rate_limits (window_start): sweeping",
+		"rate_limits_kept_until_idx":      "rate_limits (window_start + 2 windows): sweeping",
 	}
 	rows, err := db.Pool.Query(ctx, `SELECT indexname FROM pg_indexes WHERE schemaname = 'public'`)
 	if err != nil {

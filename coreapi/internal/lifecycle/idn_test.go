@@ -107,8 +107,10 @@ func TestStoredPunycodeAccountAfterMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 	// This code counts its rate limits (a reset's) with the columns of
-	// 00048, which went down with the rest: they stand in until Up.
-	const qLimits = `ALTER TABLE rate_limits ADD COLUMN prev_hits integer NOT NULL DEFAULT 0, ADD COLUMN refused boolean NOT NULL DEFAULT false`
+	// 00048 and 00049, which went down with the rest: they stand in until
+	// Up.
+	const qLimits = `ALTER TABLE rate_limits ADD COLUMN prev_hits integer NOT NULL DEFAULT 0, ADD COLUMN refused boolean NOT NULL DEFAULT false,
+    ADD COLUMN window_s integer NOT NULL DEFAULT 86400`
 	if _, err := x.DB.Pool.Exec(ctx, qLimits); err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +123,7 @@ func TestStoredPunycodeAccountAfterMigration(t *testing.T) {
 		t.Fatalf("%d reset links for an account stored in Punycode before the migration: the test no longer shows what it fixes", n)
 	}
 
-	if _, err := x.DB.Pool.Exec(ctx, `ALTER TABLE rate_limits DROP COLUMN prev_hits, DROP COLUMN refused`); err != nil {
+	if _, err := x.DB.Pool.Exec(ctx, `ALTER TABLE rate_limits DROP COLUMN prev_hits, DROP COLUMN refused, DROP COLUMN window_s`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.Up(ctx); err != nil {

@@ -275,7 +275,8 @@ func auditUser(ctx context.Context, tx pgx.Tx, userID, actorID, action, requestI
 const ExpiredLinksKept = 7 * 24 * time.Hour
 
 // Sweep deletes one-time tokens expired more than ExpiredLinksKept ago and
-// old rate-limit counters. It skips the tokens another transaction holds: a revocation of a user's
+// the rate-limit counters whose hits no longer count (Limiter.Sweep). It
+// skips the tokens another transaction holds: a revocation of a user's
 // tokens (onetime.Revoke) reaches them by user, newest first, and a sweep
 // deleting them by expiry could hold one while waiting for another the
 // revocation held (a deadlock PostgreSQL ended by failing one of them, a
@@ -291,9 +292,7 @@ DELETE FROM action_tokens WHERE token_hash IN (
 	if err != nil {
 		return tokens, fmt.Errorf("sweep tokens: %w", err)
 	}
-	// Twice the longest window (24 hours: personal API keys, client
-	// secrets), whose hits count through the day after it.
-	n, err := s.limiter.Sweep(ctx, 48*time.Hour)
+	n, err := s.limiter.Sweep(ctx)
 	return tokens + n, err
 }
 

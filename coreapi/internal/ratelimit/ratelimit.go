@@ -176,27 +176,36 @@ func hitsSQL(counted, cur, n string) string {
 }
 
 // hitSQL is the statement counting one hit: it inserts the row of the key
-// rows gives ("VALUES ($1, now(), 1, 0, $3 < 1)", or a SELECT of one: key,
-// window_start, hits, prev_hits, refused) or updates it, under the window
-// parameter win (seconds) and the limit parameter n (windowSQL), counting
-// the hit only when the weighted count is not full. It returns whether the
-// hit was refused and, when it was, the seconds until the count falls
-// under n (wait_s), and the start of the window the hit counted in
+// rows gives ("VALUES ($1, now(), 1, 0, $3 < 1, " + windowSecondsSQL("$2")
+// + ")", or a SELECT of one: key, window_start, hits, prev_hits, refused,
+// window_s) or updates it, under the window parameter win (seconds) and
+// the limit parameter n (windowSQL), counting the hit only when the
+// weighted count is not full, and recording the window (window_s, which
+// the sweep reads). It returns whether the hit was refused and, when it
+// was, the seconds until the count falls under n (wait_s), and the start of the window the hit counted in
 // (window_start), which Release needs. A refusal leaves the hits as
 // hitsSQL says; refused says whether the hit was counted, since RETURNING
 // sees only the row written.
 func hitSQL(rows, win, n string) string {
 	win, n = win+"::float8", n+"::int"
-	return `INSERT INTO rate_limits AS r (key, window_start, hits, prev_hits, refused) ` + rows + `
+	return `INSERT INTO rate_limits AS r (key, window_start, hits, prev_hits, refused, window_s) ` + rows + `
 ON CONFLICT (key) DO UPDATE SET (window_start, prev_hits, hits, refused) = (
     SELECT s.start, s.prev, ` + hitsSQL("NOT s.full", "s.cur", n) + `, s.full
-    FROM (` + windowSQL(win, n) + `) s)
+    FROM (` + windowSQL(win, n) + `) s),
+    window_s = excluded.window_s
 RETURNING r.refused, CASE WHEN r.refused THEN ` +
 		waitSQL("r.prev_hits", "r.hits", "extract(epoch FROM now() - r.window_start)::float8", win, n) + ` ELSE 0 END AS wait_s, r.window_start`
 }
 
+// windowSecondsSQL is the window parameter win (seconds) as a row's
+// window_s: whole seconds, rounded up, so that a row is never swept while
+// its hits still count.
+func windowSecondsSQL(win string) string {
+	return `ceil(` + win + `::float8)::int`
+}
+
 var (
-	qAllow     = hitSQL("VALUES ($1, now(), 1, 0, $3 < 1)", "$2", "$3")
+	qAllow     = hitSQL("VALUES ($1, now(), 1, 0, $3 < 1, "+windowSecondsSQL("$2")+")", "$2", "$3")
 	qAllowBoth = allowBothSQL()
 	// qRelease takes one hit back from the key $1, counted in the window
 	// that began at $2 under the window $3 (seconds) and the limit $4.
@@ -235,7 +244,7 @@ WHERE r.key = locked.key`
 // the row. Counting on the row another created, it would have found the
 // outer limit full after counting its inner hit.
 func allowBothSQL() string {
-	win, n := "$2::float8", "$3::int"
+	win, n, ws := "$2::float8", "$3::int", windowSecondsSQL("$2")
 	return `WITH ol AS (
     SELECT window_start, hits, prev_hits FROM rate_limits WHERE key = $1 FOR UPDATE
 ), ro AS (
@@ -244,17 +253,17 @@ func allowBothSQL() string {
     SELECT false, now(), 0, 0 WHERE NOT EXISTS (SELECT FROM ol)
 ), os AS (
     SELECT r.stored, s.* FROM ro r, LATERAL (` + windowSQL(win, n) + `) s
-), i AS (` + hitSQL("SELECT $4, now(), 1, 0, $6 < 1 FROM os WHERE NOT os.full", "$5", "$6") + `
+), i AS (` + hitSQL("SELECT $4, now(), 1, 0, $6 < 1, "+windowSecondsSQL("$5")+" FROM os WHERE NOT os.full", "$5", "$6") + `
 ), oc AS (
     SELECT os.*, NOT os.full AND EXISTS (SELECT FROM i WHERE NOT i.refused) AS counted FROM os
 ), o AS (
     SELECT oc.*, ` + hitsSQL("oc.counted", "oc.cur", n) + ` AS hits FROM oc
 ), ou AS (
-    UPDATE rate_limits r SET (window_start, prev_hits, hits, refused) = (o.start, o.prev, o.hits, NOT o.counted)
+    UPDATE rate_limits r SET (window_start, prev_hits, hits, refused, window_s) = (o.start, o.prev, o.hits, NOT o.counted, ` + ws + `)
     FROM o WHERE r.key = $1 AND o.stored
 ), oi AS (
-    INSERT INTO rate_limits (key, window_start, prev_hits, hits, refused)
-    SELECT $1, o.start, o.prev, o.hits, NOT o.counted FROM o WHERE NOT o.stored AND o.hits > 0
+    INSERT INTO rate_limits (key, window_start, prev_hits, hits, refused, window_s)
+    SELECT $1, o.start, o.prev, o.hits, NOT o.counted, ` + ws + ` FROM o WHERE NOT o.stored AND o.hits > 0
 )
 SELECT o.full, CASE WHEN o.full THEN ` + waitSQL("o.prev", "o.hits", "o.el", win, n) + ` ELSE 0 END, o.start,
     coalesce(i.refused, false), coalesce(i.wait_s, 0), i.window_start
@@ -441,24 +450,35 @@ func (r *Limiter) ReleaseBoth(ctx context.Context, b Both) error {
 	return nil
 }
 
-// Sweep deletes counters whose window started more than olderThan ago.
-// A window's hits count on through the window after it, so olderThan is
-// at least twice the longest window: a counter swept sooner forgets hits
-// that still count, and lets them through again. It skips the counters another statement holds: AllowBoth locks its outer
-// key's row and then its inner key's, and a sweep deleting in the table's
-// order could hold the inner one while waiting for the outer (a deadlock
-// PostgreSQL ended by failing one of them, the request with a 500). A
-// counter skipped is in use, so it is not stale anyway. It deletes in
-// batches (sweep.InBatches).
-func (r *Limiter) Sweep(ctx context.Context, olderThan time.Duration) (int64, error) {
-	const q = `
-DELETE FROM rate_limits WHERE key IN (
-    SELECT key FROM rate_limits WHERE window_start < now() - make_interval(secs => $1)
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED)`
-	n, err := sweep.InBatches(ctx, r.pool, q, olderThan.Seconds())
+// Sweep deletes the counters whose window started more than two of its
+// windows ago (window_s, which every counting statement writes): a
+// window's hits count on through the window after it (windowSQL), and
+// nothing stored counts any more after that. A counter swept sooner
+// forgets hits that still count, and lets them through again; one kept
+// for the longest window's two (a minute's counter for two days) filled
+// the table with dead counters. It finds them through the index of the
+// same expression (rate_limits_kept_until_idx, migration 00049), in UTC
+// since a timestamp with a time zone plus an interval depends on the
+// session's zone and cannot be indexed. It skips the counters another
+// statement holds: AllowBoth locks its outer key's row and then its inner
+// key's, and a sweep deleting in the table's order could hold the inner
+// one while waiting for the outer (a deadlock PostgreSQL ended by failing
+// one of them, the request with a 500). A counter skipped is in use, so
+// it is not stale anyway. It deletes in batches (sweep.InBatches).
+func (r *Limiter) Sweep(ctx context.Context) (int64, error) {
+	n, err := sweep.InBatches(ctx, r.pool, qSweep)
 	if err != nil {
 		return n, fmt.Errorf("sweep rate limits: %w", err)
 	}
 	return n, nil
 }
+
+// qSweep is Sweep's batch; its predicate compares the expression of
+// rate_limits_kept_until_idx, as the migration spells it, so that the
+// planner matches it to the index.
+const qSweep = `
+DELETE FROM rate_limits WHERE key IN (
+    SELECT key FROM rate_limits
+    WHERE (window_start AT TIME ZONE 'UTC') + make_interval(secs => 2 * window_s) < now() AT TIME ZONE 'UTC'
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED)`

@@ -3,6 +3,7 @@ package ratelimit_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 )
 
 func TestAllowCountsPerKeyAndWindow(t *testing.T) {
@@ -43,8 +45,9 @@ func TestAllowCountsPerKeyAndWindow(t *testing.T) {
 	if ok, _, err := l.Allow(ctx, a, lim); err != nil || !ok {
 		t.Errorf("after the window = %v, %v; want allowed", ok, err)
 	}
-	if n, err := l.Sweep(ctx, 0); err != nil || n != 2 {
-		t.Errorf("sweep = %d, %v; want 2 rows", n, err)
+	// Both counters still count: the sweep keeps them.
+	if n, err := l.Sweep(ctx); err != nil || n != 0 {
+		t.Errorf("sweep = %d, %v; want 0 rows", n, err)
 	}
 }
 
@@ -381,7 +384,7 @@ func TestSweepBesideAllowBoth(t *testing.T) {
 	// The inner row written first, so first in the table; both windows
 	// ended more than a day ago.
 	for _, k := range [][]byte{inner, outer} {
-		if _, err := db.Pool.Exec(ctx, `INSERT INTO rate_limits (key, window_start, hits) VALUES ($1, now() - interval '2 days', 1)`, k); err != nil {
+		if _, err := db.Pool.Exec(ctx, `INSERT INTO rate_limits (key, window_start, hits, window_s) VALUES ($1, now() - interval '2 days', 1, 3600)`, k); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -403,7 +406,7 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&w); err 
 	}
 	swept := make(chan error, 1)
 	go func() {
-		_, err := l.Sweep(ctx, 24*time.Hour)
+		_, err := l.Sweep(ctx)
 		swept <- err
 	}()
 	var sweepErr error
@@ -439,6 +442,43 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&w); err 
 	}
 	if err := <-allowed; err != nil {
 		t.Errorf("AllowBoth beside the sweep = %v", err)
+	}
+}
+
+// TestSweepReadsItsIndex: the sweep finds the counters two of their
+// windows old through the index of that expression (migration 00049),
+// not by reading every live counter each round.
+func TestSweepReadsItsIndex(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	// 20,000 live counters of an hour, 10 of a minute two minutes old.
+	if _, err := db.Pool.Exec(ctx, `
+INSERT INTO rate_limits (key, window_start, hits, window_s)
+SELECT sha256(i::text::bytea), now() - CASE WHEN i <= 10 THEN interval '3 minutes' ELSE interval '10 minutes' END, 1,
+       CASE WHEN i <= 10 THEN 60 ELSE 3600 END
+FROM generate_series(1, 20010) i`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `ANALYZE rate_limits`); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := db.Pool.Query(ctx, `EXPLAIN `+ratelimit.QSweep, sweep.Batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := strings.Join(lines, "\n")
+	if !strings.Contains(plan, "rate_limits_kept_until_idx") {
+		t.Errorf("the sweep's plan does not read rate_limits_kept_until_idx:\n%s", plan)
+	}
+	if strings.Contains(plan, "Seq Scan on rate_limits") {
+		t.Errorf("the sweep's plan reads the whole table:\n%s", plan)
+	}
+	if n, err := ratelimit.New(db.Pool).Sweep(ctx); err != nil || n != 10 {
+		t.Errorf("Sweep = %d, %v; want the 10 counters of a minute", n, err)
 	}
 }
 
