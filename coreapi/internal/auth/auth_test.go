@@ -1634,14 +1634,7 @@ func TestPasswordChangeOfAnInactiveAccount(t *testing.T) {
 	change := func(newPW string) apitest.Response {
 		return e.Send(t, id, http.MethodPut, "/api/v1/users/me/password", map[string]string{"current_password": pw, "new_password": newPW})
 	}
-	for _, tc := range []struct {
-		name, off, on string
-	}{
-		{"disabled account", `UPDATE users SET status = 'disabled' WHERE id = $1`, `UPDATE users SET status = 'active' WHERE id = $1`},
-		{"disabled membership", `UPDATE memberships SET status = 'disabled' WHERE user_id = $1`, `UPDATE memberships SET status = 'active' WHERE user_id = $1`},
-		{"suspended tenant", `UPDATE tenants SET status = 'suspended' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`,
-			`UPDATE tenants SET status = 'active' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`},
-	} {
+	for _, tc := range inactiveStates() {
 		exec(tc.off, id.UserID)
 		wantStatus(t, "password change of a "+tc.name, change("chosen while "+tc.name), http.StatusForbidden, "user_disabled")
 		exec(tc.on, id.UserID)
@@ -2662,5 +2655,18 @@ func TestSignInTokenNamesTheSessionsAuthTime(t *testing.T) {
 		if _, _, at := amrOf(t, next.AccessToken); at != signedAt {
 			t.Errorf("%s: the refresh names auth_time %d, the sign-in's token %d", tc.name, at, signedAt)
 		}
+	}
+}
+
+// inactiveStates are the ways an account comes to be unable to sign in
+// (its status, its membership's, its tenant's), each with the statement
+// that brings it about (off) and the one that ends it (on), both taking
+// the user's id.
+func inactiveStates() []struct{ name, off, on string } {
+	return []struct{ name, off, on string }{
+		{"disabled account", `UPDATE users SET status = 'disabled' WHERE id = $1`, `UPDATE users SET status = 'active' WHERE id = $1`},
+		{"disabled membership", `UPDATE memberships SET status = 'disabled' WHERE user_id = $1`, `UPDATE memberships SET status = 'active' WHERE user_id = $1`},
+		{"suspended tenant", `UPDATE tenants SET status = 'suspended' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`,
+			`UPDATE tenants SET status = 'active' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`},
 	}
 }

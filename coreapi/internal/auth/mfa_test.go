@@ -609,14 +609,7 @@ func TestStepUpOfAnInactiveAccount(t *testing.T) {
 	}
 	exec(`UPDATE sessions SET auth_time = now() - interval '10 minutes' WHERE id = $1`, as.SessionID)
 	before := authTime()
-	for _, tc := range []struct {
-		name, off, on string
-	}{
-		{"disabled account", `UPDATE users SET status = 'disabled' WHERE id = $1`, `UPDATE users SET status = 'active' WHERE id = $1`},
-		{"disabled membership", `UPDATE memberships SET status = 'disabled' WHERE user_id = $1`, `UPDATE memberships SET status = 'active' WHERE user_id = $1`},
-		{"suspended tenant", `UPDATE tenants SET status = 'suspended' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`,
-			`UPDATE tenants SET status = 'active' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`},
-	} {
+	for _, tc := range inactiveStates() {
 		exec(tc.off, as.UserID)
 		if tc.name == "disabled account" {
 			// What the sign-in of the same account answers.
@@ -681,14 +674,7 @@ func TestConfirmOfAnInactiveAccount(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, tc := range []struct {
-		name, off, on string
-	}{
-		{"disabled account", `UPDATE users SET status = 'disabled' WHERE id = $1`, `UPDATE users SET status = 'active' WHERE id = $1`},
-		{"disabled membership", `UPDATE memberships SET status = 'disabled' WHERE user_id = $1`, `UPDATE memberships SET status = 'active' WHERE user_id = $1`},
-		{"suspended tenant", `UPDATE tenants SET status = 'suspended' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`,
-			`UPDATE tenants SET status = 'active' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`},
-	} {
+	for _, tc := range inactiveStates() {
 		exec(tc.off, as.UserID)
 		wantStatus(t, "confirm of a "+tc.name, e.confirm(t, as, code), http.StatusForbidden, "user_disabled")
 		if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1 AND status = 'pending' AND last_step IS NULL`, as.UserID); n != 1 {
