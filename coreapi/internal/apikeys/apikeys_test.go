@@ -1523,15 +1523,7 @@ SELECT lpad(to_hex(i), 16, '0'), m.tenant_id, m.user_id, 'tenant', 'k', sha256(i
        CASE WHEN i BETWEEN 11 AND 20 THEN now() - make_interval(secs => $2) END
 FROM generate_series(1, 20020) i, (SELECT tenant_id, user_id FROM memberships WHERE tenant_id = $1 LIMIT 1) m`, ten.ID, old)
 	x.exec(t, `ANALYZE api_keys`)
-	rows, err := x.DB.Pool.Query(ctx, `EXPLAIN `+apikeys.QSweep, apikeys.SweepKeep.Seconds(), sweep.Batch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan := strings.Join(lines, "\n")
+	plan := x.DB.Plan(t, apikeys.QSweep, apikeys.SweepKeep.Seconds(), sweep.Batch)
 	for _, idx := range []string{"api_keys_revoked_at_idx", "api_keys_expires_at_idx"} {
 		if !strings.Contains(plan, idx) {
 			t.Errorf("the sweep's plan does not read %s:\n%s", idx, plan)

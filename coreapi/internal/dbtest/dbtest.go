@@ -9,6 +9,7 @@ package dbtest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -178,6 +179,21 @@ func (d *DB) QueueBehindUser(t testing.TB, userID string, sends ...func()) {
 		t.Fatal(err)
 	}
 	wg.Wait()
+}
+
+// Plan returns the plan PostgreSQL makes for the statement q with args
+// (EXPLAIN), one line a node: what a test of an index's use reads.
+func (d *DB) Plan(t testing.TB, q string, args ...any) string {
+	t.Helper()
+	rows, err := d.Pool.Query(context.Background(), "EXPLAIN "+q, args...)
+	if err != nil {
+		t.Fatalf("explain: %v", err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("explain: %v", err)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // DeletesPerTransaction records, from now on, how many rows of table each

@@ -462,15 +462,7 @@ FROM generate_series(1, 20010) i`); err != nil {
 	if _, err := db.Pool.Exec(ctx, `ANALYZE rate_limits`); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := db.Pool.Query(ctx, `EXPLAIN `+ratelimit.QSweep, sweep.Batch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan := strings.Join(lines, "\n")
+	plan := db.Plan(t, ratelimit.QSweep, sweep.Batch)
 	if !strings.Contains(plan, "rate_limits_kept_until_idx") {
 		t.Errorf("the sweep's plan does not read rate_limits_kept_until_idx:\n%s", plan)
 	}
