@@ -49,6 +49,9 @@ type Hooks struct {
 	// Tracing replaces the provider cfg.Tracing would start (tests
 	// export to memory); nil: from cfg.Tracing (nil again when off).
 	Tracing *tracing.Provider
+	// Linger is server.Options.Linger: how long a connection answered
+	// 413 is read before it is closed (0: server.DefaultLinger).
+	Linger time.Duration
 }
 
 // LinesInterval is how often buffered access lines are written at least.
@@ -194,7 +197,8 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 	a.Server = server.New(server.Deps{Log: log, Metrics: m, Router: router, Verifier: a.Verifier, Projections: inv, Keys: a.Projections,
 		TrustedCIDRs: cfg.TrustedCIDRs, Streams: a.Streams, Now: serverNow, Tracing: tr, Lines: h.Lines},
 		server.Options{MaxBodyBytes: cfg.MaxBodyBytes, BodyMemory: int64(cfg.BodyMemoryMB) << 20, MaxTokenBytes: cfg.MaxTokenBytes, ReadTimeout: cfg.ReadTimeout,
-			WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, AccessLog: cfg.AccessLog, CORS: corsPolicy(cfg)})
+			WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, AccessLog: cfg.AccessLog, CORS: corsPolicy(cfg),
+			Linger: h.Linger})
 	m.RulesGeneration.Set(1)
 	return a, nil
 }

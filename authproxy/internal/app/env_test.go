@@ -93,6 +93,9 @@ type envOpt struct {
 	// logLevel: the log is at LOG_LEVEL, as the command builds it (else
 	// every record is written, whatever LOG_LEVEL says).
 	logLevel bool
+	// linger: how long a connection answered 413 is read before it is
+	// closed (Hooks.Linger; 0: the default, 5 s).
+	linger time.Duration
 }
 
 func defaultProjection() identity.Projection {
@@ -178,7 +181,7 @@ func start(t testing.TB, o envOpt) *env {
 	if o.logLevel {
 		log = logging.New(lines, cfg.LogLevel)
 	}
-	hooks := Hooks{Now: e.clock.Now, Tracing: o.tracing, Lines: lines}
+	hooks := Hooks{Now: e.clock.Now, Tracing: o.tracing, Lines: lines, Linger: o.linger}
 	if o.slogAccess {
 		hooks.Lines = nil
 	}

@@ -209,12 +209,12 @@ func (s *Server) discardBody(c *fiber.Ctx, st *state) {
 // before it reads (most do, and browsers do not wait for "100 Continue")
 // would see a reset instead of the 413. So the answer is written, the
 // proxy's side shut, and what still arrives read and dropped for up to
-// lingerFor, before the connection is closed (as nginx's lingering close).
-// At most maxLingering connections linger at once; past that, one closes
-// at once, as it did before.
+// Options.Linger (DefaultLinger: 5 s), before the connection is closed (as
+// nginx's lingering close). At most maxLingering connections linger at
+// once; past that, one closes at once, as it did before.
 const (
-	lingerFor    = 5 * time.Second
-	maxLingering = 512
+	DefaultLinger = 5 * time.Second
+	maxLingering  = 512
 )
 
 // linger ends the request's connection after its answer, as above.
@@ -234,19 +234,19 @@ func (s *Server) linger(c *fiber.Ctx) {
 		// more than maxLingering once the answers are out.
 		if s.lingering.Add(1) > maxLingering {
 			s.lingering.Add(-1)
-			lingerClose(ctx, conn, false)
+			lingerClose(ctx, conn, s.o.Linger, false)
 			return
 		}
 		defer s.lingering.Add(-1)
-		lingerClose(ctx, conn, true)
+		lingerClose(ctx, conn, s.o.Linger, true)
 	})
 }
 
 // lingerClose writes ctx's answer on conn and, when linger, shuts the
-// writing side and reads what the client still sends for up to lingerFor.
-// fasthttp closes conn when it returns.
-func lingerClose(ctx *fasthttp.RequestCtx, conn net.Conn, linger bool) {
-	_ = conn.SetDeadline(time.Now().Add(lingerFor))
+// writing side and reads what the client still sends, all within d
+// (Options.Linger). fasthttp closes conn when it returns.
+func lingerClose(ctx *fasthttp.RequestCtx, conn net.Conn, d time.Duration, linger bool) {
+	_ = conn.SetDeadline(time.Now().Add(d))
 	ctx.Response.SetConnectionClose()
 	w := bufio.NewWriterSize(conn, 4<<10)
 	if ctx.Response.Write(w) != nil || w.Flush() != nil || !linger {

@@ -1,6 +1,12 @@
 package server
 
-import "testing"
+import (
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+)
 
 // The body buffers' memory: holdBody counts only what fits within
 // BODY_MEMORY_MB and refuses the rest, countBody (the allocator's rounding
@@ -24,5 +30,14 @@ func TestBodyMemoryCounts(t *testing.T) {
 	}
 	if s.holdBody(st, 1) {
 		t.Fatal("a byte held past the bound")
+	}
+}
+
+// A server built without a linger (as the command builds it) reads a
+// connection answered 413 for 5 s before closing it.
+func TestLingerDefault(t *testing.T) {
+	s := New(Deps{Log: slog.New(slog.DiscardHandler), Metrics: metrics.New()}, Options{})
+	if s.o.Linger != 5*time.Second {
+		t.Fatalf("linger %v, want 5s", s.o.Linger)
 	}
 }

@@ -252,6 +252,9 @@ type Options struct {
 	APIKeyFailures   int
 	APIKeyFailWindow time.Duration
 	CORS             *CORS // nil: off (cors.go)
+	// Linger bounds how long a connection answered 413 is read before it
+	// is closed (0: DefaultLinger, body.go).
+	Linger time.Duration
 }
 
 // Server is the public app.
@@ -386,6 +389,7 @@ func New(d Deps, o Options) *Server {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	o.Linger = cmp.Or(o.Linger, DefaultLinger)
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	s := &Server{d: d, o: o, ctxClock: ctxClock, tracing: d.Tracing, idPrefix: hex.EncodeToString(b[:]) + "-", idSeq: percpu.NewSequence(), keyLimit: newKeyLimiter(o.APIKeyFailures, o.APIKeyFailWindow),
