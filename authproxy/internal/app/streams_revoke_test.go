@@ -102,8 +102,17 @@ func (s *sse) wantEnd(t *testing.T, d time.Duration) time.Duration {
 	return time.Since(start)
 }
 
+// TestStreamRouteFlushedAndNotCutByTimeouts: an event stream's events
+// reach the client as they come, and neither UPSTREAM_TIMEOUT,
+// WRITE_TIMEOUT nor READ_TIMEOUT (300 ms) cuts a stream silent for longer
+// (its route's stream_timeout is a minute); a stream silent for its
+// route's stream_timeout (2 s) is ended by the proxy.
 func TestStreamRouteFlushedAndNotCutByTimeouts(t *testing.T) {
-	e, a := startStreams(t, map[string]string{"UPSTREAM_TIMEOUT": "300ms", "WRITE_TIMEOUT": "300ms", "READ_TIMEOUT": "300ms"})
+	a := newStreamApp(t)
+	rules := strings.Replace(a.rules("  - {prefix: /notes/open-events, methods: [GET], upstream: notes, access: public, stream_timeout: 2s}\n"),
+		"permissions: [notes:read], stream_timeout: 2s}", "permissions: [notes:read], stream_timeout: 1m}", 1)
+	e := start(t, envOpt{rules: rules, vars: map[string]string{"UPSTREAM_TIMEOUT": "300ms", "WRITE_TIMEOUT": "300ms", "READ_TIMEOUT": "300ms"}})
+	e.core.SetProjection(notesProjection())
 	s := e.openSSE(t, "/notes/events", e.token(nil))
 	if got := a.last(t); got.verifyErr != nil || got.identity.UserID != userID {
 		t.Fatalf("app saw %+v, %v", got.identity, got.verifyErr)
@@ -112,8 +121,8 @@ func TestStreamRouteFlushedAndNotCutByTimeouts(t *testing.T) {
 	if got := s.next(t, 5*time.Second); got != `{"id":1}` {
 		t.Fatalf("event = %q", got)
 	}
-	// Silent for longer than every request timeout, shorter than the
-	// route's stream_timeout (2s).
+	// Silent for longer than every request timeout: what is tested, not
+	// a wait for something.
 	time.Sleep(900 * time.Millisecond)
 	a.events <- `{"id":2}`
 	if got := s.next(t, 5*time.Second); got != `{"id":2}` {
@@ -122,10 +131,13 @@ func TestStreamRouteFlushedAndNotCutByTimeouts(t *testing.T) {
 	if open := metricCount(t, e, `authproxy_streams_open{kind="sse",route="/notes/events"}`); open != 1 {
 		t.Fatalf("open streams metric = %v", open)
 	}
-	// Silent beyond stream_timeout: the proxy ends it.
-	d := s.wantEnd(t, 10*time.Second)
-	if d < time.Second {
-		t.Fatalf("ended after %v, before stream_timeout", d)
+	// Silent beyond stream_timeout: the proxy ends it (timed from before
+	// it was opened: it cannot end sooner after that).
+	opened := time.Now()
+	idle := e.openSSE(t, "/notes/open-events", "")
+	idle.wantEnd(t, 10*time.Second)
+	if d := time.Since(opened); d < 2*time.Second {
+		t.Fatalf("ended %v after it was opened, before stream_timeout (2s)", d)
 	}
 	testenv.Eventually(t, func() error {
 		return testenv.Want("streams closed as idle", metricCount(t, e, `authproxy_streams_closed_total{kind="sse",reason="idle"}`), 1)
