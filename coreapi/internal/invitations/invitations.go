@@ -678,7 +678,10 @@ func (s *Store) Preview(ctx context.Context, raw string) (Preview, error) {
 
 // qGrantable reads, for GrantableRoles, the invitation's roles (those it
 // holds: a deleted one is gone), by name and id, the permissions they grant
-// and the inviter's, both under the live catalog. The roles stay locked
+// and the inviter's (what they hold now, roles.HeldSQL: nothing once
+// their membership, account or tenant is not active, nor, in a tenant
+// that requires a second factor, while they have none), both under the
+// live catalog. The roles stay locked
 // (FOR SHARE) until the accept commits, so that a change of their
 // permissions waits for it instead of committing between this check and
 // the grant, which the grant's foreign-key check would wait for and then
@@ -697,11 +700,8 @@ WITH r AS MATERIALIZED (
 SELECT ARRAY(SELECT r.name FROM r ORDER BY r.name COLLATE "C"),
        ARRAY(SELECT r.id::text FROM r ORDER BY r.name COLLATE "C"),
        ARRAY(SELECT DISTINCT x FROM r, unnest(` + grantPerms + `) x WHERE x = ANY($4::text[])),
-       ARRAY(SELECT DISTINCT x FROM memberships m
-             JOIN users u ON u.id = m.user_id AND u.status = 'active' AND u.kind <> 'service'
-             JOIN membership_roles mr ON mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
-             JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id, unnest(` + grantPerms + `) x
-             WHERE m.tenant_id = $1 AND m.user_id = $3::uuid AND m.status = 'active' AND x = ANY($4::text[]))`
+       ARRAY(SELECT x FROM unnest(` + roles.HeldSQL("$1", "$3::uuid", "$4::text[]", "$5::text[]") + `) x
+             WHERE NOT EXISTS (SELECT 1 FROM users s WHERE s.id = $3::uuid AND s.kind = 'service'))`
 
 // Grant is what an accepted invitation hands out (GrantableRoles).
 type Grant struct {
@@ -717,9 +717,11 @@ type Grant struct {
 
 // GrantableRoles re-checks an invitation's roles at accept: the roles it
 // holds (the very roles it was sent with, renamed or not, less any
-// deleted since), and whether the inviter (still an active member) may
-// still send it: holds users:write and every permission the roles grant,
-// both under the live catalog c. An inviter who left or was demoted can
+// deleted since), and whether the inviter may still send it: holds
+// users:write and every permission the roles grant, both under the live
+// catalog c, as a change's caller holds them (roles.Live): an active
+// member, and one the tenant's MFA policy does not confine to enrolling a
+// second factor. An inviter who left, was demoted or is so confined can
 // no longer hand out what the invitation names, nor the membership
 // itself: a role granting nothing (one without permissions, or one
 // deleted since) let an inviter removed from the tenant bring an address

@@ -1454,6 +1454,40 @@ func TestAcceptNeedsAnInviterWhoMayStillInvite(t *testing.T) {
 	}
 }
 
+// TestAcceptNeedsAnInviterTheMFAPolicyLeavesTheirRights: once the tenant
+// requires a second factor, an inviter without one holds nothing there
+// (the proxy confines them to enrolling one, and a new invitation or a
+// resend of theirs is refused), so an invitation they sent before the
+// policy is not accepted either. The accept read the inviter's roles
+// whatever the policy said, and the invitee joined as an admin on the say
+// of a member who could send nothing. One sent by an inviter with a
+// factor is accepted as before.
+func TestAcceptNeedsAnInviterTheMFAPolicyLeavesTheirRights(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "o@acme.test")
+	tid := owner.c.Tid
+	stale := x.SeedUserIn(t, tid, "nofactor@acme.test", "admin")
+	enrolled := x.SeedUserIn(t, tid, "factor@acme.test", "admin")
+	x.invite(t, stale, "crony@example.com", "admin")
+	x.invite(t, enrolled, "hire@example.com", "admin")
+	for _, uid := range []string{owner.id.UserID, enrolled.UserID} {
+		x.exec(t, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status, confirmed_at) VALUES ($1, 'k', '\x00', 'active', now())`, uid)
+	}
+	wantStatus(t, x.Send(t, &owner.id, http.MethodPatch, "/api/v1/tenant", map[string]any{"require_mfa": true}), http.StatusOK)
+
+	tok := x.mail(t, "crony@example.com", "invited").Token()
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "a long password"}); st != http.StatusForbidden || code != problem.CodeForbidden {
+		t.Errorf("accept of an invitation from an inviter without a factor: %d %s, want 403 %s", st, code, problem.CodeForbidden)
+	}
+	if x.isMember(t, tid, "crony@example.com") {
+		t.Error("joined on the say of an inviter the policy confines")
+	}
+	tok = x.mail(t, "hire@example.com", "invited").Token()
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "a long password"}); st != http.StatusOK {
+		t.Fatalf("accept of an invitation from an inviter with a factor: %d %s, want 200", st, code)
+	}
+}
+
 // TestAcceptWaitsForADemotionUnderWay: an accept is ordered after a change
 // of the inviter's rights that holds the tenant's lock (as every change of
 // a membership or role does) and commits while the accept runs: it reads

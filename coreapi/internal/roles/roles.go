@@ -257,26 +257,34 @@ func (a Actor) Covers(perms []string) bool {
 	return true
 }
 
-// qLive reads the permissions user $2 holds in tenant $1 now, under the
-// catalog whose arrays all and member are $3 and $4 (CatalogArgs): none
-// unless the membership, the account and the tenant are active, as the
-// projection the proxy authorizes with gives none; and none for a person
-// without an active second factor in a tenant that requires one, whom
-// the proxy confines to enrolling one (a service account has none to
-// enrol and is exempt, as at the proxy).
-var qLive = `
-SELECT ARRAY(
+// HeldSQL is the SQL expression (an array, sorted) of the permissions the
+// user whose id is user holds in tenant tenant now, under the catalog
+// whose arrays are bound to the placeholders all and member
+// (CatalogArgs): none unless the membership, the account and the tenant
+// are active, as the projection the proxy authorizes with gives none; and
+// none for a person without an active second factor in a tenant that
+// requires one, whom the proxy confines to enrolling one (a service
+// account has none to enrol and is exempt, as at the proxy). Live reads
+// it for a change's caller, and an invitation's accept for its sender
+// (invitations.GrantableRoles).
+func HeldSQL(tenant, user, all, member string) string {
+	return `ARRAY(
     SELECT DISTINCT p
     FROM memberships m
     JOIN users u ON u.id = m.user_id AND u.status = 'active'
     JOIN tenants t ON t.id = m.tenant_id AND t.status = 'active'
     JOIN membership_roles mr ON mr.tenant_id = m.tenant_id AND mr.user_id = m.user_id
     JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
-    CROSS JOIN LATERAL unnest(` + PermissionsSQL("r", "$3::text[]", "$4::text[]") + `) AS p
-    WHERE m.tenant_id = $1 AND m.user_id = $2::uuid AND m.status = 'active' AND p = ANY($3::text[])
+    CROSS JOIN LATERAL unnest(` + PermissionsSQL("r", all, member) + `) AS p
+    WHERE m.tenant_id = ` + tenant + ` AND m.user_id = ` + user + ` AND m.status = 'active' AND p = ANY(` + all + `)
       AND (NOT t.require_mfa OR u.kind = 'service'
            OR EXISTS (SELECT 1 FROM mfa_totp f WHERE f.user_id = u.id AND f.status = 'active'))
     ORDER BY p)`
+}
+
+// qLive reads the permissions user $2 holds in tenant $1 now (HeldSQL),
+// under the catalog whose arrays all and member are $3 and $4.
+var qLive = `SELECT ` + HeldSQL("$1", "$2::uuid", "$3::text[]", "$4::text[]")
 
 // Live returns a with its permissions narrowed, in tx, to those its user
 // holds in the tenant now, under the catalog whose arrays all and member
