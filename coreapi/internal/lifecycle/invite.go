@@ -409,6 +409,16 @@ FROM users WHERE id = $1`
 			if !same {
 				return errMismatch
 			}
+			// The bearer's session must still be live, as a
+			// verification's bearer's must: the form's accept opens no
+			// session (nothing below would look at it), and the account
+			// must not join, its address proven, on the say of a session
+			// a sign-out or a password reset has ended.
+			if id.UserID != "" {
+				if err := bearerLive(ctx, tx, userID, id.SessionID); err != nil {
+					return err
+				}
+			}
 			// A password reset or change (or a sign-out everywhere)
 			// committed since the password was checked: it may no
 			// longer be the account's, and a session stamped with the
@@ -481,7 +491,7 @@ FROM users WHERE id = $1`
 		}
 		return errSessionEnded
 	}
-	if errors.Is(err, sessions.ErrNotFound) {
+	if errors.Is(err, sessions.ErrNotFound) || errors.Is(err, sessions.ErrEnded) {
 		return auth.TokenResponse{}, ended()
 	}
 	if err != nil || !issue {

@@ -531,6 +531,48 @@ func TestInviteAcceptSignedInKeepsTheAuthentication(t *testing.T) {
 	check("refresh of the accept's session", claimsOf(t, rt.AccessToken))
 }
 
+// TestInviteAcceptFormWithAnEndedSessionsBearer: an accept through a form
+// (which opens no session) with the bearer of a session that has ended
+// since (signed out, or ended by a password reset, and forwarded by a
+// proxy that has not yet heard of it) joins nobody, as the API's accept
+// with such a bearer does not: the form's never looked at the session,
+// and the account joined the tenant and had its address marked proven on
+// its say. A bearer whose session is live joins through the form.
+func TestInviteAcceptFormWithAnEndedSessionsBearer(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	other := x.signup(t, "other@example.com")
+	ended := x.signup(t, "ended@example.com")
+	live := x.signup(t, "live@example.com")
+	x.invite(t, other.id, "ended@example.com")
+	x.invite(t, other.id, "live@example.com")
+	endedTok := x.mail(t, "ended@example.com", "You are invited").Token()
+	liveTok := x.mail(t, "live@example.com", "You are invited").Token()
+	x.exec(t, `UPDATE sessions SET revoked_at = now(), revoked_reason = 'logout' WHERE id = $1`, ended.c.Sid)
+	accept := func(as *identity.Identity, tok string) apitest.Response {
+		t.Helper()
+		r := x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/invitations/accept", As: as,
+			Body: form("token", tok), ContentType: "application/x-www-form-urlencoded"})
+		if r.Status != http.StatusSeeOther {
+			t.Fatalf("accept form: %d %s, want 303", r.Status, r.Body)
+		}
+		return r
+	}
+	r := accept(&ended.id, endedTok)
+	if loc := r.Header.Get("Location"); !strings.HasPrefix(loc, "/accept-invitation?error="+problem.CodeInvalidToken+"&") {
+		t.Errorf("accept form with the bearer of an ended session: Location %q, want error=%s", loc, problem.CodeInvalidToken)
+	}
+	if x.isMember(t, other.c.Tid, "ended@example.com") {
+		t.Error("the bearer of an ended session joined through the form")
+	}
+	r = accept(&live.id, liveTok)
+	if loc := r.Header.Get("Location"); loc != "/accept-invitation?done=1" {
+		t.Fatalf("accept form with a live bearer: Location %q", loc)
+	}
+	if !x.isMember(t, other.c.Tid, "live@example.com") {
+		t.Error("a live bearer did not join through the form")
+	}
+}
+
 // TestInviteAcceptRacingSignOut: the session an acceptance opens, signed
 // out before its access token was signed (a sign-out everywhere, a
 // password reset), gives no token: one issued after revoked_at would

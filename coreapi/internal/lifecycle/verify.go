@@ -133,10 +133,7 @@ type verifying struct {
 func (h holder) confirm(ctx context.Context, tx pgx.Tx, userID string, a verifying, own bool) error {
 	switch {
 	case h.bearer:
-		if h.sessionID == "" {
-			return sessions.ErrEnded
-		}
-		return sessions.CheckLive(ctx, tx, userID, h.sessionID)
+		return bearerLive(ctx, tx, userID, h.sessionID)
 	case h.checkedTV >= 0:
 		if a.tokenVersion != h.checkedTV {
 			return errChangedWhileVerifying
@@ -148,6 +145,20 @@ func (h holder) confirm(ctx context.Context, tx pgx.Tx, userID string, a verifyi
 		return errBearerRequired
 	}
 	return nil
+}
+
+// bearerLive is sessions.ErrEnded unless sessionID, the session of a
+// bearer who proves holding the account userID (a verification's, an
+// invitation's accept), is that account's live session: a proxy that has
+// not yet heard of its end (a sign-out, a password reset) still forwards
+// the bearer. Call it under the account's lock, which a password reset
+// and a sign-out everywhere take too. A bearer without a session proves
+// nothing.
+func bearerLive(ctx context.Context, tx pgx.Tx, userID, sessionID string) error {
+	if sessionID == "" {
+		return sessions.ErrEnded
+	}
+	return sessions.CheckLive(ctx, tx, userID, sessionID)
 }
 
 // verifyEmail consumes a verify_email token: the address it names becomes
