@@ -256,15 +256,18 @@ func (s *Service) hasAccount(ctx context.Context, email string) (bool, error) {
 	return exists, nil
 }
 
-// usable refuses an invitation that can no longer be accepted.
+// usable refuses an invitation that can no longer be accepted. One past
+// its expiry is expired whether it is still pending or was marked expired
+// (a new invitation to its address, sent after it expired, marks it so):
+// it was never used.
 func usable(p invitations.Pending) error {
 	switch {
 	case p.Status == invitations.StatusRevoked:
 		return problem.New(fiber.StatusGone, problem.CodeInvitationNotActive, "the invitation was withdrawn")
+	case p.Status == invitations.StatusExpired, p.Status == invitations.StatusPending && p.Expired:
+		return problem.New(fiber.StatusGone, problem.CodeLinkExpired, "the invitation has expired; ask for a new one")
 	case p.Status != invitations.StatusPending:
 		return problem.New(fiber.StatusGone, problem.CodeInvitationNotActive, "the invitation was already used")
-	case p.Expired:
-		return problem.New(fiber.StatusGone, problem.CodeLinkExpired, "the invitation has expired; ask for a new one")
 	case !p.TenantActive:
 		// The operator's suspension admits nobody (the password grant
 		// refuses the tenant too); the invitation stays pending.

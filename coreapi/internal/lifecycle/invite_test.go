@@ -747,8 +747,15 @@ func TestInvitationLifecycle(t *testing.T) {
 		if !strings.Contains(string(r.Body), `"expired"`) {
 			t.Errorf("the expired invitation is not shown expired: %s", r.Body)
 		}
-		// An expired invitation does not block a new one.
+		// An expired invitation does not block a new one, which marks it
+		// expired; its link still says so, not that it was used.
 		x.invite(t, owner.id, "a3@example.com")
+		if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "a long password"}); st != 410 || code != problem.CodeLinkExpired {
+			t.Errorf("accept of an expired invitation a new one replaced: %d %s, want 410 %s", st, code, problem.CodeLinkExpired)
+		}
+		if body := string(x.Get(t, nil, "/accept-invitation?token="+tok).Body); !strings.Contains(body, "has expired") {
+			t.Errorf("the page of an expired invitation a new one replaced:\n%s", body)
+		}
 	})
 
 	t.Run("tampered and unknown tokens", func(t *testing.T) {
