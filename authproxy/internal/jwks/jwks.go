@@ -48,7 +48,7 @@ var (
 )
 
 // errLastFetchFailed: an unknown kid within the refetch cooldown, the
-// last fetch having failed.
+// last fetch (the one that started last) having failed.
 var errLastFetchFailed = errors.New("jwks: the last fetch failed; the next one is due after the refetch cooldown")
 
 // maxBody bounds a JWKS response.
@@ -106,8 +106,9 @@ type Client struct {
 	m     *metrics.Metrics
 	cur   atomic.Pointer[Set]
 	last  atomic.Int64 // unix nanos of the last fetch attempt
-	// failed: the last fetch that ended failed, so the current set may
-	// lack a key coreapi serves now (see Lookup).
+	// failed: the newest fetch to end (the one that started last among
+	// those ended, see settled) failed, so the current set may lack a key
+	// coreapi serves now (see Lookup).
 	failed atomic.Bool
 	// started numbers fetches; stored is the number of the fetch whose
 	// set is current. A fetch that started before another but finished
@@ -121,6 +122,13 @@ type Client struct {
 	idle     *sync.Cond
 	storeMu  sync.Mutex
 	stored   uint64
+	// settled (under storeMu) is the number of the fetch whose outcome
+	// failed holds: an older fetch that ends after a newer one does not
+	// overwrite it. The last to end judged instead: a slow fetch failing
+	// after a newer one succeeded made every unknown kid 503 for the
+	// cooldown, one succeeding after a newer one failed made a key just
+	// announced 401.
+	settled uint64
 	// handMu guards handing sets to OnSet: handing is true while a
 	// goroutine does (it hands on every newer set before it stops), and
 	// handed is the set OnSet last got.
@@ -199,8 +207,8 @@ func ValidKid(kid string) bool {
 
 // Lookup returns the key for kid. An unknown kid triggers one refetch,
 // shared by all concurrent callers and at most once per cooldown; within
-// the cooldown after a fetch that failed it is ErrNotLoaded, not
-// ErrUnknownKid.
+// the cooldown, when the fetch that started last failed, it is
+// ErrNotLoaded, not ErrUnknownKid.
 func (c *Client) Lookup(ctx context.Context, kid string) (*Key, error) {
 	if !ValidKid(kid) {
 		return nil, ErrBadKid
@@ -329,9 +337,10 @@ func (c *Client) KeysAnnounced(ctx context.Context, digest string) (fetched bool
 
 // lastFetch waits until no fetch is under way (each ends within its
 // download's timeout), then reports whether the last one started within
-// the cooldown and whether it failed. Read under flightMu with none under
-// way, the two belong to the same, finished, fetch: a fetch that starts
-// after this counts itself in flight before it stores its start.
+// the cooldown and whether it failed (settled). Read under flightMu with
+// none under way, the two belong to the same, finished, fetch: a fetch
+// that starts after this counts itself in flight before it stores its
+// start.
 func (c *Client) lastFetch() (within, failed bool) {
 	c.flightMu.Lock()
 	defer c.flightMu.Unlock()
@@ -355,13 +364,20 @@ func (c *Client) fetch(ctx context.Context) error {
 	seq := c.started.Add(1)
 	c.last.Store(c.opt.Now().UnixNano())
 	s, err := c.download(ctx)
-	c.failed.Store(err != nil)
 	if err != nil {
 		c.m.JWKSFetches.WithLabelValues("error").Inc()
+	} else {
+		c.m.JWKSFetches.WithLabelValues("ok").Inc()
+	}
+	c.storeMu.Lock()
+	if seq > c.settled {
+		c.settled = seq
+		c.failed.Store(err != nil)
+	}
+	if err != nil {
+		c.storeMu.Unlock()
 		return err
 	}
-	c.m.JWKSFetches.WithLabelValues("ok").Inc()
-	c.storeMu.Lock()
 	if seq < c.stored {
 		c.storeMu.Unlock()
 		return nil // a later fetch already stored a newer set
