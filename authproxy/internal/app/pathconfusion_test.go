@@ -201,7 +201,12 @@ func TestRequestTargetConfusion(t *testing.T) {
 		{line: "GET /admin%20", status: 400},
 		{line: "GET /admin.%20/x", status: 400},
 		{line: "GET /notes/public./x", status: 400},
-		{line: "GET /admin.x", status: 200, fwd: "/admin.x", prefix: "/"},
+		{line: "GET /admins.x", status: 200, fwd: "/admins.x", prefix: "/"},
+		{line: "GET /notes/public/a.b.x", status: 200, fwd: "/notes/public/a.b.x", prefix: "/notes/public"},
+		// A prefix with a format suffix: Rails serves "/admin.x" as
+		// /admin (its "(.:format)"), so it never falls to "/".
+		{line: "GET /admin.x", status: 404},
+		{line: "GET /notes/public/@admin.json", status: 404},
 		{line: "GET /notes/public/.x./../a", status: 400},
 		// Case variants of a prefix.
 		{line: "GET /ADMIN", status: 404},

@@ -711,6 +711,43 @@ func TestUnicodeCaseVariantOfAPrefixRefused(t *testing.T) {
 	})
 }
 
+// Routers that read a format suffix after a route's path serve a path
+// ending in ".ext" as the route without it: Rails adds "(.:format)" to
+// every route (GET /notes.json is notes#index, as JSON), Spring before 5.3
+// matched "/notes" against "/notes.*", Grails and CakePHP have the same.
+// Matched by whole segments, "/notes.json" is no path under /notes: it
+// fell to a shorter prefix's route ("/", public), and such an app served
+// /notes to anyone; "/notes/both.json" took /notes's permissions instead
+// of /notes/both's. A path whose last segment, cut at its first ".", names
+// a longer prefix than the route the path matched is refused 404, never
+// forwarded; an extension under the route's own prefix passes.
+func TestFormatSuffixOfAPrefixRefused(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	e.core.SetProjection(notesProjection()) // notes:read, not notes:write
+	tok := e.token(nil)
+	for _, path := range []string{"/notes.json", "/Notes.json", "/notes.tar.gz", "/notes/both.json", "/notes/public.json", "/notes/maybe.xml?x=1"} {
+		t.Run(path, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			for _, token := range []string{"", tok} {
+				e.wantProblem(e.do("GET", path, token, nil), 404, problem.CodeNotFound)
+				e.wantNothingForwarded()
+			}
+		})
+	}
+	t.Run("extensions under the route's own prefix", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		e.wantStatus(e.do("GET", "/notes/1.json", tok, nil), 200)
+		e.wantSignedAt(e.up, testenv.AppKey.ID)
+		e.wantStatus(e.do("GET", "/notes/public/a.json", "", nil), 200)
+		e.wantAnonymousAt(e.up, testenv.AppKey.ID)
+		e.wantStatus(e.do("GET", "/style.css", "", nil), 200)
+		e.wantStatus(e.do("GET", "/v1.2/notes", "", nil), 200)
+		e.wantStatus(e.do("GET", "/notesx.json", "", nil), 200)
+	})
+}
+
 // A prefix outside ASCII is written percent-encoded, as request paths are
 // matched: it then covers the path however the client spells it, and its
 // paths never fall to the public catch-all. (Written raw, "/café" is

@@ -22,6 +22,8 @@ func FuzzParse(f *testing.F) {
 		{notesFile, "/note%C5%BF/1"},
 		{ups + "routes: [{prefix: '/adm%C4%B1n', upstream: notes, access: protected}, {prefix: /admin/x, upstream: notes, access: public}, {prefix: /, upstream: notes, access: public}]", "/admin/x/y"},
 		{notesFile, "/notes/publicity"},
+		{notesFile, "/notes/public.json"},
+		{ups + "routes: [{prefix: /notes, upstream: notes, access: protected}, {prefix: /, upstream: notes, access: public}]", "/notes.tar.gz"},
 		{notesFile, "/INTERNAL/x"},
 		{ups + "routes: [{prefix: '/caf%C3%A9/~menu', upstream: notes, access: protected}, {prefix: /, upstream: notes, access: public}]", "/caf%C3%A9/~menu/x"},
 		{ups + "routes: [{prefix: /a, methods: [GET], upstream: notes, access: public}, {prefix: /a, methods: [POST, DELETE], upstream: notes, access: protected}]", "/a"},
@@ -82,6 +84,17 @@ func FuzzParse(f *testing.F) {
 		}
 		if IsInternal([]byte(foldKey(path))) || want != "" && !strings.HasPrefix(path, want) {
 			want = "" // refused: internal, or the prefix spelled in another case
+		}
+		// Refused too: the last segment, cut at its first '.', makes the
+		// path a longer prefix ("/notes.json" beside /notes).
+		lpath := foldKey(path)
+		if seg := strings.LastIndexByte(lpath, '/') + 1; strings.IndexByte(lpath[seg:], '.') > 0 {
+			cut := lpath[:seg+strings.IndexByte(lpath[seg:], '.')]
+			for _, p := range prefixes {
+				if foldKey(p) == cut && len(cut) > len(foldKey(want)) {
+					want = ""
+				}
+			}
 		}
 		switch {
 		case g == nil && want != "":

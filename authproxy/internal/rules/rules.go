@@ -873,7 +873,9 @@ func IsInternal(path []byte) bool {
 // (nil) too: an upstream that compares case (Go's ServeMux, Python's
 // frameworks, Spring) reads "/notes/PUBLIC" under its "/notes/" handler,
 // not under the route "/notes/public". The letters outside ASCII that
-// some upstreams read as ASCII ones (unicodeFolds) count as those.
+// some upstreams read as ASCII ones (unicodeFolds) count as those. A path
+// that names a longer prefix with a format suffix ("/notes.json" beside
+// the route /notes) is refused as well (formatAlias).
 func (t *Table) Match(path, scratch []byte) (*Group, []byte) {
 	if IsInternal(path) {
 		return nil, scratch
@@ -897,7 +899,36 @@ func (t *Table) Match(path, scratch []byte) (*Group, []byte) {
 	if g != nil && (lowered || g.upper) && !spells(path, g.Prefix) {
 		return nil, scratch
 	}
+	// lp spells path's bytes at their places (lower-casing keeps lengths),
+	// and g's key is as long as its prefix (the path spells it).
+	if g != nil && t.formatAlias(path, lp, len(g.Prefix)) {
+		return nil, scratch
+	}
 	return g, scratch
+}
+
+// formatAlias reports whether the path ends in a segment that, cut at its
+// first '.', makes the path a prefix longer than the one that matched it
+// (whose key is keyLen bytes): "/notes.json" beside the routes /notes and
+// /. Routers that read a format suffix after a route's path serve it as
+// that route: Rails adds "(.:format)" to every route (GET /notes.json is
+// notes#index), Spring before 5.3 matched "/notes" against "/notes.*",
+// Grails and CakePHP do the same. The path would otherwise take the
+// shorter prefix's route ("/", public) to such an app's /notes. path
+// gives the positions, lp (at least path's first maxLen+1 bytes,
+// lower-cased and folded as match reads them, at the same positions) the
+// key.
+func (t *Table) formatAlias(path, lp []byte, keyLen int) bool {
+	cut := 0 // the first '.' of the last segment: read from the end
+	for i := len(path) - 1; i > 0 && path[i] != '/'; i-- {
+		if path[i] == '.' {
+			cut = i
+		}
+	}
+	if cut == 0 || path[cut-1] == '/' { // most paths: no dot there
+		return false
+	}
+	return cut > keyLen && cut <= t.maxLen && t.lens[cut] && t.groups[string(lp[:cut])] != nil
 }
 
 // unicodeFolds are the letters outside ASCII, percent-encoded as pathnorm
@@ -946,7 +977,7 @@ func (t *Table) matchFolded(path []byte) *Group {
 		return nil
 	}
 	g := t.match(lp, len(lp))
-	if g != nil && !spells(path, g.Prefix) {
+	if g != nil && (!spells(path, g.Prefix) || t.formatAlias(lp, lp, len(foldKey(g.Prefix)))) {
 		return nil
 	}
 	return g
