@@ -362,6 +362,39 @@ func TestWindowsPathAliasesRefused(t *testing.T) {
 	}
 }
 
+// ASP.NET's filter on IIS takes a cookieless ticket segment ("(S(x))",
+// "(A(x)F(y))") out of a path before anything routes it, whatever the
+// application's session settings: "/(S(x))/notes/secret" is its
+// /notes/secret, while the rules matched "/" (public). Such a segment is
+// refused with 400 wherever it stands, raw or percent-encoded, nothing
+// forwarded; parentheses of another shape pass.
+func TestCookielessSegmentsRefused(t *testing.T) {
+	e := start(t, envOpt{rules: notesRules})
+	for _, path := range []string{"/(S(x))/notes/secret", "/(A(a1)S(b-2)F(c_3))/notes", "/notes/public/(X(1))/../x",
+		"/%28S%28x%29%29/notes/secret", "/(s())/notes", "/notes/public/(S(x))"} {
+		t.Run(path, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			r := e.raw("GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+			e.wantProblem(r, 400, problem.CodeBadPath)
+			if !strings.Contains(r.prob.Detail, "ASP.NET cookieless") {
+				t.Fatalf("detail %q does not say why", r.prob.Detail)
+			}
+			e.wantNothingForwarded()
+		})
+	}
+	for _, path := range []string{"/wiki/Foo_(bar)", "/(x)/y", "/a(S(x))/y", "/(S(x)/y", "/((S(x)))/y", "/(S(x)(y))/z"} {
+		t.Run(path, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			e.wantStatus(e.raw("GET "+path+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), 200)
+			if got := e.wantAnonymousAt(e.up, testenv.AppKey.ID); got.URI != path {
+				t.Fatalf("forwarded URI = %q", got.URI)
+			}
+		})
+	}
+}
+
 // The method the proxy authorizes (and signs) is the request line's: a
 // method-override header, which many frameworks (Express's
 // method-override, Symfony, Laravel, Spring's HiddenHttpMethodFilter

@@ -5,8 +5,8 @@
 // (including encoded ones), duplicate and trailing slashes removed. Paths
 // that could be read differently by the upstream (an encoded '/', a '\',
 // a raw ';', a segment ending in '.' or a space, an NTFS stream or 8.3
-// short name, a NUL or another control character, a broken escape) are
-// refused.
+// short name, an ASP.NET cookieless segment, a NUL or another control
+// character, a broken escape) are refused.
 package pathnorm
 
 import (
@@ -52,6 +52,14 @@ var (
 	// six escaped UTF-8 characters. "~alice", "~1", "a~1b" and "a%20~1"
 	// (a short name holds no space) pass.
 	ErrShortName = errors.New("pathnorm: a path segment has the shape of a Windows 8.3 short name (NAME~1, NAME~1.EXT; some servers read it as a longer name)")
+	// ErrCookieless: a segment of the shape of ASP.NET's cookieless
+	// tickets, "(S(...))", "(A(...)F(...))": a letter and a value in
+	// parentheses, once or more, all in parentheses. ASP.NET's filter on
+	// IIS takes such a segment out of the path before anything routes it
+	// (whatever the application's session settings), so "/(S(x))/admin"
+	// is /admin to it, while the rules would match "/" or another route
+	// than /admin's.
+	ErrCookieless = errors.New("pathnorm: a path segment has the shape of an ASP.NET cookieless ticket ((S(...)); IIS removes it and reads the rest of the path)")
 )
 
 const hexUpper = "0123456789ABCDEF"
@@ -77,17 +85,26 @@ var pathChars = func() (t [256]bool) {
 	return t
 }()
 
+// plainChars are the pathChars that normal lets pass without a look at
+// their segment: all but '~' (shortName) and '(' (cookieless).
+var plainChars = func() (t [256]bool) {
+	t = pathChars
+	t['~'], t['('] = false, false
+	return t
+}()
+
 // normal reports whether raw (starting with '/') is its own normal form:
 // only bytes allowed raw in a path (so no escapes), no empty segment nor
-// one ending in '.' (".", "..", or one appendSlow refuses), no '~' and no
-// ':' before a '$' or a segment's end (the segments appendSlow may refuse
-// as Windows aliases), and no trailing slash unless it is "/".
+// one ending in '.' (".", "..", or one appendSlow refuses), no '~', no '('
+// and no ':' before a '$' or a segment's end (the segments appendSlow may
+// refuse as Windows or ASP.NET aliases), and no trailing slash unless it
+// is "/".
 func normal(raw []byte) bool {
 	seg := 1 // start of the current segment
 	for i := 1; i < len(raw); i++ {
 		c := raw[i]
-		if !pathChars[c] || c == '~' || c == ':' && (i+1 == len(raw) || raw[i+1] == '$' || raw[i+1] == '/') {
-			return false // '~' and those ':' are for the slow path to judge
+		if !plainChars[c] || c == ':' && (i+1 == len(raw) || raw[i+1] == '$' || raw[i+1] == '/') {
+			return false // '~', '(' and those ':' are for the slow path to judge
 		}
 		if c == '/' {
 			if emptyOrDotEnd(raw[seg:i]) {
@@ -193,6 +210,30 @@ func shortChars(part []byte) (n int, ok bool) {
 	return n, true
 }
 
+// cookieless reports whether seg (as appendSlow's first pass leaves it:
+// '(' and ')' decoded) has the shape of ASP.NET's cookieless tickets: '(',
+// then one or more of a letter, '(', a value without parentheses and ')',
+// then ')'. "(S(abc))" and "(A(x)S(y))" have it; "(x)", "Foo_(bar)" and
+// "(S(x)" do not.
+func cookieless(seg []byte) bool {
+	if len(seg) < len("(S())") || seg[0] != '(' || seg[len(seg)-1] != ')' {
+		return false
+	}
+	in := seg[1 : len(seg)-1]
+	for len(in) > 0 {
+		c := in[0] | 0x20
+		if c < 'a' || c > 'z' || len(in) < 3 || in[1] != '(' {
+			return false
+		}
+		end := bytes.IndexByte(in[2:], ')')
+		if end < 0 || bytes.IndexByte(in[2:2+end], '(') >= 0 {
+			return false
+		}
+		in = in[2+end+1:]
+	}
+	return true
+}
+
 // appendSlow is Append for a path that needs work: escapes decoded or
 // canonicalised, segments resolved.
 func appendSlow(dst, raw []byte) ([]byte, error) {
@@ -268,6 +309,9 @@ func appendSlow(dst, raw []byte) ([]byte, error) {
 		}
 		if shortName(seg) {
 			return dst[:start], ErrShortName
+		}
+		if cookieless(seg) {
+			return dst[:start], ErrCookieless
 		}
 		switch {
 		case len(seg) == 1 && seg[0] == '.':

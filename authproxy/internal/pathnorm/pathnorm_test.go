@@ -111,6 +111,15 @@ func TestString(t *testing.T) {
 		{"/AB%5BC~1", "/AB%5BC~1", nil},
 		{"/AB~1.%22X", "/AB~1.%22X", nil},
 		{"/AB~1.%5E%5E%5E%5E", "/AB~1.%5E%5E%5E%5E", nil},
+		{"/(S(x))/admin", "", ErrCookieless},
+		{"/app/(A(a)S(b)F(c))/admin", "", ErrCookieless},
+		{"/%28S%28x%29%29/admin", "", ErrCookieless},
+		{"/(s())", "", ErrCookieless},
+		{"/(x)/admin", "/(x)/admin", nil},
+		{"/Foo_(bar)", "/Foo_(bar)", nil},
+		{"/(S(x)/admin", "/(S(x)/admin", nil},
+		{"/(S(x)y)/admin", "/(S(x)y)/admin", nil},
+		{"/(S(x(y)))/admin", "/(S(x(y)))/admin", nil},
 		{"/api/v1/auth%2f..%2fusers/me", "", ErrEncodedSlash},
 		{"/api/v1/auth%2F..%2Fusers/me", "", ErrEncodedSlash},
 		{"/api/v1%5cusers", "", ErrEncodedSlash},
@@ -157,7 +166,7 @@ func TestAppendKeepsPrefix(t *testing.T) {
 // stream or 8.3 short name, backslash,
 // control byte, or encoded slash, backslash or unreserved character.
 func FuzzNormalize(f *testing.F) {
-	for _, s := range []string{"/", "/api/v1/users/me", "/a/", "/a//b", "/a/.", "/a/..", "/./a", "/..", "/.a/..b/...", "/a./b", "/a%2e/b", "/a%20", "/a:b@c!$&'()*+,;=", "//a/../b", "/%2e%2e/%2f", "/a%5c", "/%00", "/a/./b/", "/%41%7e%zz", "/caf\xc3\xa9 x", "/a::$DATA", "/a%3a", "/AB~1.TXT", "/~1/a~1b"} {
+	for _, s := range []string{"/", "/api/v1/users/me", "/a/", "/a//b", "/a/.", "/a/..", "/./a", "/..", "/.a/..b/...", "/a./b", "/a%2e/b", "/a%20", "/a:b@c!$&'()*+,;=", "//a/../b", "/%2e%2e/%2f", "/a%5c", "/%00", "/a/./b/", "/%41%7e%zz", "/caf\xc3\xa9 x", "/a::$DATA", "/a%3a", "/AB~1.TXT", "/~1/a~1b", "/(S(x))/a", "/%28A%28a%29%29", "/Foo_(bar)"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
@@ -188,8 +197,8 @@ func FuzzNormalize(f *testing.F) {
 			}
 		}
 		for _, seg := range strings.Split(out[1:], "/") {
-			if ntfsStream([]byte(seg)) || shortName([]byte(seg)) {
-				t.Fatalf("%q -> %q: Windows alias %q left", in, out, seg)
+			if ntfsStream([]byte(seg)) || shortName([]byte(seg)) || cookieless([]byte(seg)) {
+				t.Fatalf("%q -> %q: Windows or ASP.NET alias %q left", in, out, seg)
 			}
 		}
 		for i := 0; i < len(out); i++ {
