@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 )
 
 // xffWarnings are the log lines warning about an untrusted X-Forwarded-For.
@@ -203,6 +205,33 @@ func TestClientAddressHeadersOnlyFromTrustedPeers(t *testing.T) {
 	}
 }
 
+// X-Script-Name is the base path a proxy in front says it removed: the
+// ReverseProxied middleware of Flask recipes, pgAdmin, Calibre-Web and
+// Radicale makes it SCRIPT_NAME and cuts it off the path it routes. A
+// client's "X-Script-Name: /notes/public" on /notes/public/notes/1,
+// which the rules matched under /notes/public (public), had such an app
+// route /notes/1 (protected). It is removed from an untrusted peer, as
+// X-Forwarded-Prefix is, so the app routes the path the proxy authorized.
+func TestScriptNameOnlyFromTrustedPeers(t *testing.T) {
+	// The path such an app routes, from what it received.
+	routed := func(r testenv.Received) string {
+		for k, v := range r.Headers {
+			if strings.EqualFold(strings.ReplaceAll(k, "_", "-"), "X-Script-Name") && strings.HasPrefix(r.URI, v[0]) {
+				return strings.TrimPrefix(r.URI, v[0])
+			}
+		}
+		return r.URI
+	}
+	e := start(t, envOpt{rules: notesRules})
+	for _, name := range []string{"X-Script-Name", "x-script-name", "X_Script_Name"} {
+		e.reset()
+		e.wantStatus(e.do("GET", "/notes/public/notes/1", "", map[string]string{name: "/notes/public"}), 200)
+		if r := e.wantAnonymousAt(e.up, testenv.AppKey.ID); routed(r) != r.URI {
+			t.Errorf("%s: the app routes %q, not %q, which the rules matched", name, routed(r), r.URI)
+		}
+	}
+}
+
 // Each field that only a trusted peer may give (forwarding, client
 // address, trace context) is removed from an untrusted peer's request when
 // it comes alone, not only beside another of them: the scan that decides
@@ -218,7 +247,7 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 		"X-Azure-ClientIP", "x_azure_socketip", "X-Scheme", "x_url_scheme", "Front-End-Https",
 		"traceparent", "tracestate", "baggage", "Baggage", "BAGGAGE",
 		"X-Envoy-External-Address", "x-envoy-internal", "X-Envoy-Retry-On", "x_envoy_max_retries", "X-Envoy-Upstream-Rq-Timeout-Ms",
-		"X-Envoy-Original-Path"}
+		"X-Envoy-Original-Path", "X-Script-Name", "x-script-name"}
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
@@ -258,8 +287,8 @@ func TestUnderscoreSpellingsRemovedFromEveryPeer(t *testing.T) {
 		"Fastly_Client_IP", "X_Cluster_Client_IP", "Forwarded_For", "X_Original_Forwarded_For", "X_Client_IP",
 		"X_Scheme", "X_Url_Scheme", "Front_End_Https", "X_Forwarded_Ssl", "X_Forwarded_Proto",
 		"X_B3_TraceId", "uber_trace_id", "X_Amzn_Trace_Id", "X_Cloud_Trace_Context", "sw8_correlation",
-		"x_envoy_retry_on", "X_Envoy_Internal"}
-	dashed := []string{"X-Real-IP", "X-Scheme", "X-Forwarded-Ssl", "True-Client-IP", "X-B3-TraceId", "X-Envoy-Internal"}
+		"x_envoy_retry_on", "X_Envoy_Internal", "X_Script_Name"}
+	dashed := []string{"X-Real-IP", "X-Scheme", "X-Forwarded-Ssl", "True-Client-IP", "X-B3-TraceId", "X-Envoy-Internal", "X-Script-Name"}
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trusted %v", trusted), func(t *testing.T) {
 			var vars map[string]string

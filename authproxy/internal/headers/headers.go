@@ -4,7 +4,7 @@
 // method-override header (X-HTTP-Method-Override...), Expect and the '_'
 // spellings of X-Request-Id and of the fields below are removed, and
 // X-Forwarded-* / Forwarded, the other client-address headers
-// (IsClientAddress), the trace context (IsTraceContext: W3C's
+// (IsClientAddress), X-Script-Name (IsScriptName), the trace context (IsTraceContext: W3C's
 // traceparent, tracestate and baggage, and other formats' fields) and
 // Envoy's x-envoy-* fields (IsEnvoy) are kept only from trusted peers. It also parses the bearer
 // token strictly, and cleans an upstream's answer of the fields that
@@ -158,7 +158,7 @@ const maxDeletes = 16
 // the hop-by-hop headers, every identity header, the method-override
 // headers (isMethodOverride), Expect (isExpect), the '_' spellings of
 // X-Request-Id and of the fields below (isUnderscoreVariant), and (unless trustForwarded)
-// X-Forwarded-*, Forwarded, the client-address and scheme headers, the trace context
+// X-Forwarded-*, Forwarded, the client-address, scheme and base-path headers, the trace context
 // and Envoy's x-envoy-* fields. It reports whether the client asked for the connection to be
 // closed, since removing Connection forgets that, and
 // whether it removed an X-Forwarded-For (only ever from an untrusted peer:
@@ -272,8 +272,8 @@ func isRequestIDVariant(name []byte) bool {
 
 // isUnderscoreVariant reports whether name is one of the fields the
 // proxy removes from an untrusted peer and passes on from a trusted one
-// (removedUntrusted: X-Forwarded-*, the client-address and scheme
-// fields, the trace context, x-envoy-*) spelled with '_' for '-'
+// (removedUntrusted: X-Forwarded-*, the client-address, scheme and
+// base-path fields, the trace context, x-envoy-*) spelled with '_' for '-'
 // (X_Forwarded_Prefix, X_Real_IP, X_Scheme, uber_trace_id). A trusted
 // peer's fields are read, extended or passed on under their dashed names;
 // CGI-style servers (WSGI, PHP) file the '_' spelling under the same name
@@ -287,10 +287,22 @@ func isUnderscoreVariant(name []byte) bool {
 	return bytes.IndexByte(name, '_') >= 0 && removedUntrusted(name)
 }
 
-// removedUntrusted: a forwarding, client-address, scheme, trace-context
-// or x-envoy-* header, removed from a peer outside TRUSTED_PROXY_CIDRS.
+// removedUntrusted: a forwarding, client-address, scheme, base-path,
+// trace-context or x-envoy-* header, removed from a peer outside
+// TRUSTED_PROXY_CIDRS.
 func removedUntrusted(k []byte) bool {
-	return IsForwarded(k) || IsClientAddress(k) || IsScheme(k) || IsTraceContext(k) || IsEnvoy(k)
+	return IsForwarded(k) || IsClientAddress(k) || IsScheme(k) || IsScriptName(k) || IsTraceContext(k) || IsEnvoy(k)
+}
+
+// IsScriptName reports whether name is X-Script-Name: the base path a
+// proxy in front says it removed, which the ReverseProxied middleware of
+// Flask recipes, pgAdmin, Calibre-Web and Radicale makes SCRIPT_NAME and
+// cuts off the path they route (PATH_INFO). A client's
+// "X-Script-Name: /pub" on GET /pub/admin, which the rules matched under
+// /pub, had such an app route /admin. It is the front proxy's to give,
+// as X-Forwarded-Prefix is.
+func IsScriptName(name []byte) bool {
+	return len(name) == len("x-script-name") && equalFold(name, "x-script-name")
 }
 
 // IsScheme reports whether name is one of the fields besides
