@@ -659,16 +659,7 @@ func TestCaseVariantOfAPrefixRefused(t *testing.T) {
 	e := start(t, envOpt{rules: notesRules})
 	e.core.SetProjection(notesProjection())
 	tok := e.token(nil)
-	for _, path := range []string{"/notes/PUBLIC/1", "/notes/Public", "/NOTES/1", "/Notes", "/Notes/public/1"} {
-		t.Run(path, func(t *testing.T) {
-			e := e.with(t)
-			e.reset()
-			for _, token := range []string{"", tok} {
-				e.wantProblem(e.do("GET", path, token, nil), 404, problem.CodeNotFound)
-				e.wantNothingForwarded()
-			}
-		})
-	}
+	e.wantEachNotFound(t, tok, "/notes/PUBLIC/1", "/notes/Public", "/NOTES/1", "/Notes", "/Notes/public/1")
 	t.Run("exact spellings", func(t *testing.T) {
 		e := e.with(t)
 		e.reset()
@@ -758,16 +749,7 @@ func TestFormatSuffixOfAPrefixRefused(t *testing.T) {
 	e := start(t, envOpt{rules: notesRules})
 	e.core.SetProjection(notesProjection()) // notes:read, not notes:write
 	tok := e.token(nil)
-	for _, path := range []string{"/notes.json", "/Notes.json", "/notes.tar.gz", "/notes/both.json", "/notes/public.json", "/notes/maybe.xml?x=1"} {
-		t.Run(path, func(t *testing.T) {
-			e := e.with(t)
-			e.reset()
-			for _, token := range []string{"", tok} {
-				e.wantProblem(e.do("GET", path, token, nil), 404, problem.CodeNotFound)
-				e.wantNothingForwarded()
-			}
-		})
-	}
+	e.wantEachNotFound(t, tok, "/notes.json", "/Notes.json", "/notes.tar.gz", "/notes/both.json", "/notes/public.json", "/notes/maybe.xml?x=1")
 	t.Run("extensions under the route's own prefix", func(t *testing.T) {
 		e := e.with(t)
 		e.reset()
@@ -1245,5 +1227,22 @@ routes:
 				t.Fatalf("%s (expect %v): upstream got %+v", target, expect, got)
 			}
 		}
+	}
+}
+
+// wantEachNotFound checks, in a subtest per path, that a GET of each path
+// is answered 404 not_found without a token and with tok, and that
+// nothing is forwarded.
+func (e *env) wantEachNotFound(t *testing.T, tok string, paths ...string) {
+	t.Helper()
+	for _, path := range paths {
+		t.Run(path, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			for _, token := range []string{"", tok} {
+				e.wantProblem(e.do("GET", path, token, nil), 404, problem.CodeNotFound)
+				e.wantNothingForwarded()
+			}
+		})
 	}
 }
