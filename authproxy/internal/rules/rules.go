@@ -862,6 +862,14 @@ func IsInternal(path []byte) bool {
 	return len(path) == len(p) || path[len(p)] == '/'
 }
 
+// IsInternalFolded is IsInternal for a normalized path that Match did not
+// read whole (what a strip_prefix route leaves of it), for an upstream
+// that reads the letters of unicodeFolds as ASCII ones: to it
+// "/%C4%B0nternal" is /internal, as it is to Match.
+func IsInternalFolded(path []byte) bool {
+	return IsInternal(path) || hasUnicodeFold(path) && IsInternal([]byte(foldKey(string(path))))
+}
+
 // Match returns the group of the longest prefix matching the normalized
 // path, or nil (404). scratch is a buffer the caller owns (the lower-cased
 // path is built in it); the grown buffer is returned for reuse. It does

@@ -547,3 +547,19 @@ func TestMaxBodyBytesZeroRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestIsInternalFolded: a path under /internal in any case, ASCII's or
+// Unicode's (the letters an upstream may read as ASCII ones), and
+// nothing else.
+func TestIsInternalFolded(t *testing.T) {
+	for path, want := range map[string]bool{
+		"/internal": true, "/internal/x": true, "/INTERNAL/x": true,
+		"/%C4%B0nternal": true, "/%C4%B1nternal/hooks": true, "/%C4%B1NTERNAL/x": true,
+		"/internals": false, "/%C4%B0nternals": false, "/x/internal": false, "/": false, "": false,
+		"/%C5%BFnternal": false, // ſ is s, not i
+	} {
+		if got := IsInternalFolded([]byte(path)); got != want {
+			t.Errorf("IsInternalFolded(%q) = %v, want %v", path, got, want)
+		}
+	}
+}

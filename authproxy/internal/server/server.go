@@ -1534,9 +1534,10 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		// Match left st.path spelling the prefix exactly, up to a segment
 		// boundary.
 		p := st.path[len(route.Prefix):]
-		if rules.IsInternal(p) {
+		if rules.IsInternalFolded(p) {
 			// Stripped, the path would lie under /internal, which is
-			// never forwarded (Match refuses it whole).
+			// never forwarded (Match refuses it whole), in any case,
+			// Unicode's included.
 			st.outcome = "no_route"
 			return errNotFound
 		}
