@@ -33,6 +33,29 @@ func sealerOf(t *testing.T, text string) *mfa.Sealer {
 	return s
 }
 
+// seedFactor adds a user with address email and an active second factor
+// whose secret is sealed under the keys keyText names; it returns the
+// user's id and the secret.
+func seedFactor(t *testing.T, db *dbtest.DB, email, keyText string) (uid, secret string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := db.Pool.QueryRow(ctx, `INSERT INTO users (email, display_name) VALUES ($1, '') RETURNING id::text`, email).Scan(&uid); err != nil {
+		t.Fatal(err)
+	}
+	secret, _, err := mfa.NewSecret("Tollgate", email)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, sealed, err := sealerOf(t, keyText).Seal([]byte(secret), []byte(uid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status) VALUES ($1, $2, $3, 'active')`, uid, id, sealed); err != nil {
+		t.Fatal(err)
+	}
+	return uid, secret
+}
+
 // testRing is a signing key ring of one EdDSA key.
 func testRing(t *testing.T) *keys.Ring {
 	t.Helper()
@@ -61,21 +84,7 @@ func TestTOTPKeyRotation(t *testing.T) {
 		}
 		return s
 	}
-	var uid string
-	if err := db.Pool.QueryRow(ctx, `INSERT INTO users (email, display_name) VALUES ('r@example.com', '') RETURNING id::text`).Scan(&uid); err != nil {
-		t.Fatal(err)
-	}
-	secret, _, err := mfa.NewSecret("Tollgate", "r@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, sealed, err := sealerOf(t, k("k1", 1)).Seal([]byte(secret), []byte(uid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Pool.Exec(ctx, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status) VALUES ($1, $2, $3, 'active')`, uid, id, sealed); err != nil {
-		t.Fatal(err)
-	}
+	uid, secret := seedFactor(t, db, "r@example.com", k("k1", 1))
 	keyID := func() string {
 		var s string
 		if err := db.Pool.QueryRow(ctx, `SELECT key_id FROM mfa_totp WHERE user_id = $1`, uid).Scan(&s); err != nil {
@@ -93,7 +102,7 @@ func TestTOTPKeyRotation(t *testing.T) {
 	}
 
 	// Only the new key: the old secret cannot be read.
-	_, err = svc(k("k2", 2)).checkTOTP(ctx, uid, code(-1), "active")
+	_, err := svc(k("k2", 2)).checkTOTP(ctx, uid, code(-1), "active")
 	if !errors.Is(err, mfa.ErrUnknownKey) {
 		t.Fatalf("without k1: %v, want ErrUnknownKey", err)
 	}
@@ -256,21 +265,7 @@ func TestTOTPStepRaceWhileResealing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var uid string
-	if err := db.Pool.QueryRow(ctx, `INSERT INTO users (email, display_name) VALUES ('race@example.com', '') RETURNING id::text`).Scan(&uid); err != nil {
-		t.Fatal(err)
-	}
-	secret, _, err := mfa.NewSecret("Tollgate", "race@example.com")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, sealed, err := sealerOf(t, k("k1", 1)).Seal([]byte(secret), []byte(uid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Pool.Exec(ctx, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status) VALUES ($1, $2, $3, 'active')`, uid, id, sealed); err != nil {
-		t.Fatal(err)
-	}
+	uid, secret := seedFactor(t, db, "race@example.com", k("k1", 1))
 	sec, found, err := s.openTOTP(ctx, uid, totpActive)
 	if err != nil || !found {
 		t.Fatalf("open: %v %v", found, err)
@@ -309,7 +304,7 @@ func TestTOTPStepRaceWhileResealing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, sealed, err = s.mfa.Seal([]byte(other), []byte(uid))
+	id, sealed, err := s.mfa.Seal([]byte(other), []byte(uid))
 	if err != nil {
 		t.Fatal(err)
 	}
