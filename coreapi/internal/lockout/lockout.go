@@ -107,6 +107,18 @@ func (s *Store) ReserveIn(ctx context.Context, q ratelimit.Querier, key []byte, 
 	return max(wait, 0), nil
 }
 
+// lockedRows locks, in login_reserve's order (the key's row, then the
+// pair's), the rows of the key $1 and of the pair of it and the client
+// $2 that Release and Refund update (the CTE locked, by client_ip).
+const lockedRows = `
+WITH locked AS (
+    SELECT client_ip FROM login_attempts
+    WHERE email_hash = $1 AND client_ip IN ('', $2)
+    ORDER BY client_ip
+    FOR UPDATE
+)
+`
+
 // Release follows a correct guess: it clears the client's count and gives
 // back the attempt Reserve counted for the key as a whole, so that the
 // key's count (which slows failing clients) holds failures only: an owner
@@ -114,14 +126,7 @@ func (s *Store) ReserveIn(ctx context.Context, q ratelimit.Querier, key []byte, 
 // and then be locked after one typo. The key's lock, if any, stays. Both
 // rows are locked in login_reserve's order (the key's, then the pair's).
 func (s *Store) Release(ctx context.Context, key []byte, ip string) error {
-	const q = `
-WITH locked AS (
-    SELECT client_ip FROM login_attempts
-    WHERE email_hash = $1 AND client_ip IN ('', $2)
-    ORDER BY client_ip
-    FOR UPDATE
-)
-UPDATE login_attempts a SET
+	const q = lockedRows + `UPDATE login_attempts a SET
     failures     = CASE WHEN a.client_ip = '' THEN greatest(a.failures - 1, 0) ELSE 0 END,
     locked_until = CASE WHEN a.client_ip = '' THEN a.locked_until ELSE NULL END
 FROM locked
@@ -140,14 +145,7 @@ WHERE a.email_hash = $1 AND a.client_ip = locked.client_ip`
 // would not have locked. A lock above it stays. Rows are locked in
 // login_reserve's order (the key's, then the pair's).
 func (s *Store) Refund(ctx context.Context, key []byte, ip string) error {
-	const q = `
-WITH locked AS (
-    SELECT client_ip FROM login_attempts
-    WHERE email_hash = $1 AND client_ip IN ('', $2)
-    ORDER BY client_ip
-    FOR UPDATE
-)
-UPDATE login_attempts a SET
+	const q = lockedRows + `UPDATE login_attempts a SET
     failures     = greatest(a.failures - 1, 0),
     locked_until = CASE WHEN a.failures - 1 < CASE WHEN a.client_ip = '' THEN $4::int ELSE $3::int END
                         THEN NULL ELSE a.locked_until END
