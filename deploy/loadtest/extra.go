@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -273,12 +274,13 @@ func pooledOpenLoopRow(name string, rate float64, parts []openLoopPart) openLoop
 // oauth2Proxy builds (or finds, OAUTH2_PROXY_BIN) oauth2-proxy, starts it in
 // JWT bearer mode in front of the synthetic upstream, verifying the
 // harness's tokens against the upstream's JWKS, and measures it with the
-// warm tokens. A row that cannot be measured says why.
-func (h *harness) oauth2Proxy(ctx context.Context, warmReqs [][]byte) row {
+// warm tokens: its main row, then rounds runs long, alternating with
+// authproxy warm (peerRounds). A row that cannot be measured says why.
+func (h *harness) oauth2Proxy(ctx context.Context, warmReqs [][]byte, rounds int) (row, []peerRound) {
 	name := fmt.Sprintf("oauth2-proxy v7.15.6, JWT bearer (%d users)", len(h.warmUsers))
-	fail := func(why string) row {
+	fail := func(why string) (row, []peerRound) {
 		h.logf("%s: %s", name, why)
-		return row{name: name, conns: h.o.conns, note: "not measured: " + why}
+		return row{name: name, conns: h.o.conns, note: "not measured: " + why}, nil
 	}
 	bin := os.Getenv("OAUTH2_PROXY_BIN")
 	if bin == "" {
@@ -332,7 +334,70 @@ func (h *harness) oauth2Proxy(ctx context.Context, warmReqs [][]byte) row {
 	if st := firstStatus(addr, warmReqs[0]); st != 200 {
 		return fail(fmt.Sprintf("a warm token was answered %d (without a token: %d %s; log: %s)", st, status, truncate(body, 100), p.logPath))
 	}
-	return h.measureProc(ctx, name, addr, h.o.conns, cycle(warmReqs, h.o.conns), nil, p)
+	main := h.measureProc(ctx, name, addr, h.o.conns, cycle(warmReqs, h.o.conns), nil, p)
+	return main, h.peerRounds(ctx, addr, p, warmReqs, rounds)
+}
+
+// oauth2Only runs oauth2-proxy's row and rounds alternating runs of it
+// with authproxy warm, and prints their figures (-only oauth2).
+func (h *harness) oauth2Only(ctx context.Context, rounds int, out io.Writer) error {
+	_, warmReqs, err := h.startWarm(ctx)
+	if err != nil {
+		return err
+	}
+	o2, peer := h.oauth2Proxy(ctx, warmReqs, rounds)
+	if o2.note != "" {
+		return fmt.Errorf("oauth2-proxy: %s", o2.note)
+	}
+	r := &report{peer: peer}
+	pm := r.peerMedians()
+	fmt.Fprintf(out, "oauth2-proxy main row: %.0f req/s, %.1f µs CPU/req\n", o2.res.RPS, o2.cpu)
+	fmt.Fprintf(out, "median of %d alternating rounds: authproxy warm ÷ oauth2-proxy throughput %.1f× (rounds from %.1f× to %.1f×), CPU per request %.1f× (%.0f µs ÷ %.1f µs); failed requests %d\n",
+		pm.n, pm.ratio, pm.lo, pm.hi, pm.cpu, pm.peerCPU, pm.warmCPU, pm.failed)
+	return ctx.Err()
+}
+
+// peerRound is one round of peerRounds: oauth2-proxy and authproxy warm,
+// one run each, back to back.
+type peerRound struct {
+	peer, warm       result
+	peerCPU, warmCPU float64 // each proxy process's CPU per request (µs; -1: not read)
+	warmFirst        bool
+	// warmMisses are the token verifications and projection fetches
+	// authproxy made in its run's window (coldWork; -1: not read).
+	warmMisses float64
+}
+
+// peerRounds measures oauth2-proxy (at addr, process p) and authproxy warm
+// in alternating runs of the paired rounds' length, the order alternating
+// from round to round, as pairedRounds does for the bare proxy: a single
+// run of each, seconds apart, moves with whatever else the machine does
+// meanwhile, and the ratio of two such runs with it.
+func (h *harness) peerRounds(ctx context.Context, addr string, p *proc, warmReqs [][]byte, rounds int) []peerRound {
+	c := h.o.conns
+	d := pairedLength(h.o.duration)
+	run := func(addr string, p *proc, sc *scrapers) (result, float64) {
+		cw := &cpuWindow{pid: p.pid(), sc: sc}
+		r := load{addr: addr, conns: c, warmup: pairedWarmup, duration: d, request: cycle(warmReqs, c), want: 200, onStart: cw.start, onEnd: cw.end}.run(ctx)
+		return r, cw.perRequest(r.Requests)
+	}
+	out := make([]peerRound, 0, rounds)
+	for i := 0; i < rounds && ctx.Err() == nil; i++ {
+		pr := peerRound{warmFirst: warmFirst(i)}
+		for _, warm := range []bool{pr.warmFirst, !pr.warmFirst} {
+			if warm {
+				sc := &scrapers{proxy: "http://" + h.proxyAdmin + "/metrics"}
+				pr.warm, pr.warmCPU = run(h.proxyAddr, h.proxy, sc)
+				pr.warmMisses = coldWork(sc.before[0], sc.after[0])
+			} else {
+				pr.peer, pr.peerCPU = run(addr, p, nil)
+			}
+		}
+		h.logf("oauth2-proxy round %d: oauth2-proxy %.0f req/s %.1f µs CPU/req, authproxy warm %.0f req/s %.1f µs CPU/req (token verifications and projection fetches %.0f), ratio %.1f×",
+			i+1, pr.peer.RPS, pr.peerCPU, pr.warm.RPS, pr.warmCPU, pr.warmMisses, pr.warm.RPS/pr.peer.RPS)
+		out = append(out, pr)
+	}
+	return out
 }
 
 // firstStatus sends one raw request and returns the status (0 on error).

@@ -415,7 +415,9 @@ func (h *harness) runAll(ctx context.Context) (*report, error) {
 	}
 	rep.instr = h.callgrindRows(ctx, noAuth, warmReqs)
 	rep.tokens = h.measureTokenSizes(warmTokens[0])
-	rep.add(h.oauth2Proxy(ctx, warmReqs))
+	o2, peer := h.oauth2Proxy(ctx, warmReqs, peerRuns)
+	rep.add(o2)
+	rep.peer = peer
 
 	// Cold: every request a never-seen token (same users, new jti), as
 	// many as this machine's warm rate says the row will send.
@@ -662,7 +664,10 @@ func (p pairedRound) first() string {
 // ones, so that each difference is taken over seconds in which the
 // machine's speed moved little, and one slow phase spoils few of them.
 const (
-	pairedRuns      = 10
+	pairedRuns = 10
+	// peerRuns is the number of alternating rounds of oauth2-proxy and
+	// authproxy warm (peerRounds), each run pairedRunLength long.
+	peerRuns        = 6
 	pairedRunLength = 2500 * time.Millisecond
 	pairedWarmup    = 500 * time.Millisecond
 )

@@ -89,7 +89,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Float64Var(&o.abRate, "ab-rate", 0, "with -coreapi-b: send each row open loop at this fixed rate (requests/s, on 4× -conns connections; latency counted from when each request was due) and report its p50 and p99, instead of closed loop")
 	rss := fs.Int("rss-users", 0, "instead of the benchmarks: measure authproxy's RSS with its caches filled by this many distinct users, then with -held-conns idle connections")
 	fs.StringVar(&o.proxyMemLimit, "proxy-gomemlimit", "", "GOMEMLIMIT of the authproxy processes, e.g. 560MiB (default: none)")
-	only := fs.String("only", "", "instead of the whole run, print one test's outcome (no report file): 'users' alternates the warm rows with -users and -many-users distinct users on the default proxy (after -cold one-time tokens) and on the big-cache proxy, -rounds times; 'held' runs the concurrency test (-held-conns, -hold, -held-interval) alone; 'paired' runs -rounds paired bare/warm rounds on a fresh proxy (the order alternating; each round also runs the bare proxy with the tokens, authproxy on a public route and a second bare proxy) then as many together rounds (bare and authproxy warm loaded at once, half the connections each, and the control: the two bare proxies at once), and prints the processes' ids (for a profiler): the quick before/after check of the warm path; 'openloop' runs -rounds times the open-loop rows (capacity of the bare proxy, then bare and authproxy warm at half of it) in the -placement given, printing each row with the CPU-s/s of the generator, the upstream and the proxy and the busy share of each CPU, then the medians; 'callgrind' counts the instructions and simulated cache misses per warm request of the bare proxy, of authproxy, of the bare proxy sent authproxy's requests and of authproxy on a public route under callgrind (the report's rows); 'bodyhold' holds -body-conns connections to a protected POST route of authproxy, each having sent headers declaring a body of MAX_BODY_BYTES (1 MiB) and only its first bytes (8 KiB without a credential, then 64 KiB with a valid token, each on an authproxy started afresh), and prints authproxy's RSS and Go heap before and while they are held (with -proxy-b, also of the binary at that path, one process at a time)")
+	only := fs.String("only", "", "instead of the whole run, print one test's outcome (no report file): 'users' alternates the warm rows with -users and -many-users distinct users on the default proxy (after -cold one-time tokens) and on the big-cache proxy, -rounds times; 'held' runs the concurrency test (-held-conns, -hold, -held-interval) alone; 'paired' runs -rounds paired bare/warm rounds on a fresh proxy (the order alternating; each round also runs the bare proxy with the tokens, authproxy on a public route and a second bare proxy) then as many together rounds (bare and authproxy warm loaded at once, half the connections each, and the control: the two bare proxies at once), and prints the processes' ids (for a profiler): the quick before/after check of the warm path; 'openloop' runs -rounds times the open-loop rows (capacity of the bare proxy, then bare and authproxy warm at half of it) in the -placement given, printing each row with the CPU-s/s of the generator, the upstream and the proxy and the busy share of each CPU, then the medians; 'callgrind' counts the instructions and simulated cache misses per warm request of the bare proxy, of authproxy, of the bare proxy sent authproxy's requests and of authproxy on a public route under callgrind (the report's rows); 'bodyhold' holds -body-conns connections to a protected POST route of authproxy, each having sent headers declaring a body of MAX_BODY_BYTES (1 MiB) and only its first bytes (8 KiB without a credential, then 64 KiB with a valid token, each on an authproxy started afresh), and prints authproxy's RSS and Go heap before and while they are held (with -proxy-b, also of the binary at that path, one process at a time); 'oauth2' builds oauth2-proxy, measures its row, then -rounds alternating runs of it and authproxy warm, and prints the medians of the rounds' ratios")
 	bodyConns := fs.Int("body-conns", 2000, "connections of -only bodyhold")
 	heldCold := fs.Bool("held-cold", false, "-only held: start the hold with the proxy's caches empty (the full run's hold may find its users' entries expired)")
 	fs.StringVar(&o.placement, "placement", placeAlone, "CPUs of the open-loop rows: 'alone' puts the proxy measured alone on the CPUs other than CPU 0, and the generator (this process), the upstream and the idle proxy on CPU 0; 'shared' puts the generator alone on CPU 0 and both proxies and the upstream on the others (the former placement); 'both' (-only openloop only) runs each in every round")
@@ -111,8 +111,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	default:
 		return fmt.Errorf("unknown -serve %q", *serve)
 	}
-	if *only != "" && !slices.Contains([]string{"users", "held", "paired", "openloop", "callgrind", "bodyhold"}, *only) {
-		return fmt.Errorf("unknown -only %q (want users, held, paired, openloop, callgrind or bodyhold)", *only)
+	if *only != "" && !slices.Contains([]string{"users", "held", "paired", "openloop", "callgrind", "bodyhold", "oauth2"}, *only) {
+		return fmt.Errorf("unknown -only %q (want users, held, paired, openloop, callgrind, bodyhold or oauth2)", *only)
 	}
 	placements, err := parsePlacement(o.placement, *only == "openloop")
 	if err != nil {
@@ -158,7 +158,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if o.abRate != 0 && (o.coreB == "" || o.abRate < 0) {
 		return fmt.Errorf("-ab-rate %g: needs -coreapi-b and a rate above 0", o.abRate)
 	}
-	if (*only == "users" || *only == "paired" || *only == "openloop") && *rounds < 1 {
+	if (*only == "users" || *only == "paired" || *only == "openloop" || *only == "oauth2") && *rounds < 1 {
 		return fmt.Errorf("-rounds %d: -only %s needs at least one round", *rounds, *only)
 	}
 	if o.stackOnly {
@@ -188,6 +188,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return h.callgrindOnly(ctx, stdout)
 	case "bodyhold":
 		return h.runBodyHold(ctx, stdout, *bodyConns)
+	case "oauth2":
+		return h.oauth2Only(ctx, *rounds, stdout)
 	}
 	if *rss > 0 {
 		return h.measureRSS(ctx, *rss, o.heldConns, stdout)

@@ -106,3 +106,45 @@ func TestInvalidationTrialsCountTimeouts(t *testing.T) {
 	l.timeouts = 0
 	reportHas(t, r.markdown(), "195 trials (0 did not turn", "| 9.80 ms | 19.30 ms | 19.50 ms | met |")
 }
+
+// The ratio to oauth2-proxy is judged on the median of the alternating
+// rounds, not on the two main rows run minutes apart; a round's failed
+// requests fail it, and rounds where neither answered read as such.
+func TestPeerVerdict(t *testing.T) {
+	r := &report{opts: options{conns: 64, users: 1000, manyUsers: 100000, duration: 10 * time.Second, warmup: 2 * time.Second}}
+	r.add(row{name: "bare Fiber proxy", conns: 64, res: result{Requests: 300000, RPS: 30000}})
+	r.add(row{name: "authproxy warm (1000 users)", conns: 64, res: result{Requests: 180000, RPS: 18000}, cpu: 40})
+	r.add(row{name: "oauth2-proxy v7.15.6, JWT bearer (1000 users)", conns: 64, res: result{Requests: 24000, RPS: 2400}, cpu: 500})
+	round := func(peer, warm float64, misses float64) peerRound {
+		return peerRound{peer: result{Requests: 1, RPS: peer}, warm: result{Requests: 1, RPS: warm}, peerCPU: 400, warmCPU: 40, warmMisses: misses}
+	}
+	// Main rows: 7.5×; rounds: 11×, 9×, 12× (median 11×).
+	r.peer = []peerRound{round(2000, 22000, 0), round(2000, 18000, 0), round(2000, 24000, 0)}
+	reportHas(t, r.markdown(),
+		"median of 3 alternating rounds (rounds from 9.0× to 12.0×; authproxy's token verifications and projection fetches in its runs, the most of any: 0) | 11.0× | ≥ 10×: met |",
+		"| oauth2-proxy ÷ authproxy warm, CPU per request of each proxy process, median of the same rounds' ratios | 10.0× (400 µs ÷ 40.0 µs, medians) |",
+		"| authproxy warm ÷ oauth2-proxy (JWT bearer) throughput, main rows above | 7.5× | (one run of each, minutes apart; the alternating rounds above are the target's figure) |",
+	)
+	// A round with a verification counts (it can only lower authproxy's
+	// figure) and says so; one whose counters were not read says that.
+	r.peer[1].warmMisses = 3
+	reportHas(t, r.markdown(), "the most of any: 3) | 11.0× | ≥ 10×: met |")
+	r.peer[1].warmMisses = -1
+	reportHas(t, r.markdown(), "the most of any: not read) | 11.0× | ≥ 10×: met |")
+	// Failed requests in any round fail the target.
+	r.peer[2].warm.Errors = 5
+	reportHas(t, r.markdown(), "| 11.0× | ≥ 10×: **not met**: 5 requests failed |")
+	// A median under 10× misses it.
+	r.peer = []peerRound{round(2000, 18000, 0), round(2000, 19000, 0)}
+	reportHas(t, r.markdown(), "| 9.2× | ≥ 10×: **missed** |")
+	// No round answered: no figure made up.
+	r.peer = []peerRound{{peer: result{Requests: 0}, warm: result{Requests: 1, RPS: 18000}}}
+	md := r.markdown()
+	reportHas(t, md, "| authproxy warm ÷ oauth2-proxy (JWT bearer) throughput, alternating rounds | no round with both runs answered (1 rounds) | ≥ 10×: **not met** |")
+	if strings.Contains(md, "10×: met") {
+		t.Errorf("a target met without a round:\n%s", md)
+	}
+	// Without rounds (an older run), the main rows keep the verdict.
+	r.peer = nil
+	reportHas(t, r.markdown(), "| authproxy warm ÷ oauth2-proxy (JWT bearer) throughput, main rows above | 7.5× | ≥ 10×: **missed** |")
+}
