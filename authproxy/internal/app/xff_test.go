@@ -3,6 +3,7 @@ package app
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -205,6 +206,47 @@ func TestClientAddressHeadersOnlyFromTrustedPeers(t *testing.T) {
 	}
 }
 
+// TestHostOverrideFieldsOnlyFromTrustedPeers: the fields besides
+// X-Forwarded-Host in which frameworks and apps read the request's host
+// (X-Host, X-Original-Host, X-HTTP-Host-Override; X-Forwarded-Server
+// among the X-Forwarded-* ones) reach the app only from a peer in
+// TRUSTED_PROXY_CIDRS: from any other they are the client's word, and an
+// app that builds links, redirects or password-reset URLs from one would
+// write the client's host into them. Spelled with '_', they reach it from
+// no peer (TestUnderscoreSpellingsRemovedFromEveryPeer).
+func TestHostOverrideFieldsOnlyFromTrustedPeers(t *testing.T) {
+	sent := map[string]string{"X-Host": "evil.example", "x-host": "evil.example", "X-Original-Host": "evil.example",
+		"X-HTTP-Host-Override": "evil.example", "x-http-host-override": "evil.example", "X-Forwarded-Server": "evil.example",
+		"X_Original_Host": "evil.example", "X_Host": "evil.example"}
+	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
+	for _, trusted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
+			vars := map[string]string{}
+			if trusted {
+				vars["TRUSTED_PROXY_CIDRS"] = "127.0.0.0/8"
+			}
+			e := start(t, envOpt{vars: vars})
+			tok := e.token(nil)
+			for _, route := range []string{"protected", "public"} {
+				for name, v := range sent {
+					r := e.do("GET", "/api/v1/users/me", tok, map[string]string{name: v})
+					if route == "public" {
+						r = e.do("GET", "/.well-known/jwks.json", "", map[string]string{name: v})
+					}
+					e.wantStatus(r, 200)
+					got := false
+					for k, vs := range e.core.Last(t).Headers {
+						got = got || norm(k) == norm(name) && slices.Contains(vs, v)
+					}
+					if want := trusted && !strings.Contains(name, "_"); got != want {
+						t.Errorf("%s route: %s reached the upstream %v, want %v", route, name, got, want)
+					}
+				}
+			}
+		})
+	}
+}
+
 // X-Script-Name is the base path a proxy in front says it removed: the
 // ReverseProxied middleware of Flask recipes, pgAdmin, Calibre-Web and
 // Radicale makes it SCRIPT_NAME and cuts it off the path it routes. A
@@ -247,7 +289,8 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 		"X-Azure-ClientIP", "x_azure_socketip", "X-Scheme", "x_url_scheme", "Front-End-Https",
 		"traceparent", "tracestate", "baggage", "Baggage", "BAGGAGE",
 		"X-Envoy-External-Address", "x-envoy-internal", "X-Envoy-Retry-On", "x_envoy_max_retries", "X-Envoy-Upstream-Rq-Timeout-Ms",
-		"X-Envoy-Original-Path", "X-Script-Name", "x-script-name"}
+		"X-Envoy-Original-Path", "X-Script-Name", "x-script-name", "X-Host", "X-Original-Host", "x-http-host-override",
+		"X-Forwarded-Server"}
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
@@ -287,8 +330,9 @@ func TestUnderscoreSpellingsRemovedFromEveryPeer(t *testing.T) {
 		"Fastly_Client_IP", "X_Cluster_Client_IP", "Forwarded_For", "X_Original_Forwarded_For", "X_Client_IP",
 		"X_Scheme", "X_Url_Scheme", "Front_End_Https", "X_Forwarded_Ssl", "X_Forwarded_Proto",
 		"X_B3_TraceId", "uber_trace_id", "X_Amzn_Trace_Id", "X_Cloud_Trace_Context", "sw8_correlation",
-		"x_envoy_retry_on", "X_Envoy_Internal", "X_Script_Name"}
-	dashed := []string{"X-Real-IP", "X-Scheme", "X-Forwarded-Ssl", "True-Client-IP", "X-B3-TraceId", "X-Envoy-Internal", "X-Script-Name"}
+		"x_envoy_retry_on", "X_Envoy_Internal", "X_Script_Name", "X_Host", "X_Original_Host", "X_HTTP_Host_Override"}
+	dashed := []string{"X-Real-IP", "X-Scheme", "X-Forwarded-Ssl", "True-Client-IP", "X-B3-TraceId", "X-Envoy-Internal", "X-Script-Name",
+		"X-Host", "X-Original-Host", "X-Http-Host-Override"}
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trusted %v", trusted), func(t *testing.T) {
 			var vars map[string]string

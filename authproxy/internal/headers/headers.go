@@ -4,7 +4,8 @@
 // method-override header (X-HTTP-Method-Override...), Expect and the '_'
 // spellings of X-Request-Id and of the fields below are removed, and
 // X-Forwarded-* / Forwarded, the other client-address headers
-// (IsClientAddress), X-Script-Name (IsScriptName), the trace context (IsTraceContext: W3C's
+// (IsClientAddress), the host-override fields (IsHostOverride: X-Host,
+// X-Original-Host...), X-Script-Name (IsScriptName), the trace context (IsTraceContext: W3C's
 // traceparent, tracestate and baggage, and other formats' fields) and
 // Envoy's x-envoy-* fields (IsEnvoy) are kept only from trusted peers. It also parses the bearer
 // token strictly, and cleans an upstream's answer of the fields that
@@ -158,7 +159,7 @@ const maxDeletes = 16
 // the hop-by-hop headers, every identity header, the method-override
 // headers (isMethodOverride), Expect (isExpect), the '_' spellings of
 // X-Request-Id and of the fields below (isUnderscoreVariant), and (unless trustForwarded)
-// X-Forwarded-*, Forwarded, the client-address, scheme and base-path headers, the trace context
+// X-Forwarded-*, Forwarded, the client-address, scheme, host and base-path headers, the trace context
 // and Envoy's x-envoy-* fields. It reports whether the client asked for the connection to be
 // closed, since removing Connection forgets that, and
 // whether it removed an X-Forwarded-For (only ever from an untrusted peer:
@@ -272,9 +273,9 @@ func isRequestIDVariant(name []byte) bool {
 
 // isUnderscoreVariant reports whether name is one of the fields the
 // proxy removes from an untrusted peer and passes on from a trusted one
-// (removedUntrusted: X-Forwarded-*, the client-address, scheme and
+// (removedUntrusted: X-Forwarded-*, the client-address, scheme, host and
 // base-path fields, the trace context, x-envoy-*) spelled with '_' for '-'
-// (X_Forwarded_Prefix, X_Real_IP, X_Scheme, uber_trace_id). A trusted
+// (X_Forwarded_Prefix, X_Real_IP, X_Scheme, X_Host, uber_trace_id). A trusted
 // peer's fields are read, extended or passed on under their dashed names;
 // CGI-style servers (WSGI, PHP) file the '_' spelling under the same name
 // (HTTP_X_REAL_IP), so such a field a client sent through a peer that
@@ -287,11 +288,36 @@ func isUnderscoreVariant(name []byte) bool {
 	return bytes.IndexByte(name, '_') >= 0 && removedUntrusted(name)
 }
 
-// removedUntrusted: a forwarding, client-address, scheme, base-path,
-// trace-context or x-envoy-* header, removed from a peer outside
-// TRUSTED_PROXY_CIDRS.
+// removedUntrusted: a forwarding, client-address, scheme, host,
+// base-path, trace-context or x-envoy-* header, removed from a peer
+// outside TRUSTED_PROXY_CIDRS.
 func removedUntrusted(k []byte) bool {
-	return IsForwarded(k) || IsClientAddress(k) || IsScheme(k) || IsScriptName(k) || IsTraceContext(k) || IsEnvoy(k)
+	return IsForwarded(k) || IsClientAddress(k) || IsScheme(k) || IsHostOverride(k) || IsScriptName(k) || IsTraceContext(k) ||
+		IsEnvoy(k)
+}
+
+// IsHostOverride reports whether name is one of the fields besides
+// X-Forwarded-Host (and X-Forwarded-Server, an X-Forwarded-* field) in
+// which a proxy in front of an app names the host the client asked for:
+// X-Host (read before Host by PHP and PSR-7 middleware, WSGI proxy
+// middleware), X-Original-Host (Azure's Application Gateway and Front
+// Door, IIS's URL Rewrite, ASP.NET Core's forwarded-headers middleware,
+// which apps behind them read as the request's host) and
+// X-HTTP-Host-Override. An app that builds its links, redirects or
+// password-reset URLs from one would write the client's host into them
+// (host-header poisoning: a reset mail whose link leads to the client's
+// site). The proxy sends the client's Host in X-Forwarded-Host, which it
+// sets itself.
+func IsHostOverride(name []byte) bool {
+	switch len(name) {
+	case len("x-host"):
+		return equalFold(name, "x-host")
+	case len("x-original-host"):
+		return equalFold(name, "x-original-host")
+	case len("x-http-host-override"):
+		return equalFold(name, "x-http-host-override")
+	}
+	return false
 }
 
 // IsScriptName reports whether name is X-Script-Name: the base path a

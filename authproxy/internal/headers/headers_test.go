@@ -635,7 +635,9 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"X-Original-Forwarded-For", "x_original_forwarded_for", "X-Original-Forwarded-Fox", "X-Appengine-User-Ip",
 		"Fly-Client-IP", "fly_client_ip", "Fly-Client-IQ", "Do-Connecting-Ip", "DO_CONNECTING_IP", "Do-Connecting-Iq", "Dnt",
 		"Cf-Pseudo-IPv4", "cf_pseudo_ipv4", "Cf-Pseudo-IPv6", "X-Azure-ClientIP", "X-Azure-SocketIP", "X-Azure-FDID",
-		"X-Scheme", "x_scheme", "X-Schema", "X-Url-Scheme", "X_URL_SCHEME", "X-Url-Schema", "Front-End-Https", "front_end_https", "Front-End-Http"}
+		"X-Scheme", "x_scheme", "X-Schema", "X-Url-Scheme", "X_URL_SCHEME", "X-Url-Schema", "Front-End-Https", "front_end_https", "Front-End-Http",
+		"X-Host", "x_host", "X-Hosts", "X-Hos", "X-Original-Host", "X_ORIGINAL_HOST", "X-Original-Hosts", "X-Original-Hust",
+		"X-HTTP-Host-Override", "x_http_host_override", "X-HTTP-Host-Overrides", "X-Forwarded-Server"}
 	fields = append(fields, otherTraceFields...)
 	fields = append(fields, otherTraceKept...)
 	for _, hop := range hopByHop {
