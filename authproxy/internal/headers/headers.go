@@ -1197,14 +1197,59 @@ func delFields(h *fasthttp.RequestHeader, match func(k, v []byte) bool) {
 }
 
 // hasBearerElement reports whether a Sec-WebSocket-Protocol value holds a
-// "bearer." element.
+// "bearer." element, or an element that is no token and holds "bearer."
+// (strayBearer).
 func hasBearerElement(v []byte) bool {
 	found := false
 	forEachToken(v, func(p []byte) {
-		found = found || len(p) >= len(ProtocolBearerPrefix) && equalFold(p[:len(ProtocolBearerPrefix)], ProtocolBearerPrefix)
+		found = found || len(p) >= len(ProtocolBearerPrefix) && equalFold(p[:len(ProtocolBearerPrefix)], ProtocolBearerPrefix) ||
+			strayBearer(p)
 	})
 	return found
 }
+
+// ProtocolBearerMalformed reports whether the request's
+// Sec-WebSocket-Protocol holds an element that is no token and holds
+// "bearer." in any case (strayBearer): "chat bearer.<token>",
+// "chat;bearer.<token>", a quoted "bearer.<token>". RFC 6455 makes the
+// field a comma list of tokens, and TakeProtocolBearer takes out the
+// elements that are "bearer.<token>" whole; the token of such an element
+// would reach the app in the field it forwards (and the app's logs). The
+// request is refused rather than guessed at: a browser sends each
+// subprotocol as a token of its own.
+func ProtocolBearerMalformed(h *fasthttp.RequestHeader) bool {
+	bad := false
+	for _, v := range h.PeekAll("Sec-WebSocket-Protocol") {
+		forEachToken(v, func(p []byte) { bad = bad || strayBearer(p) })
+	}
+	return bad
+}
+
+// strayBearer reports whether a Sec-WebSocket-Protocol element is no
+// token (RFC 9110 section 5.6.2) and holds "bearer." in any case.
+func strayBearer(p []byte) bool {
+	token := true
+	for _, c := range p {
+		token = token && tchar[c]
+	}
+	if token {
+		return false
+	}
+	for i := 0; i+len(ProtocolBearerPrefix) <= len(p); i++ {
+		if asciiFold(p[i:i+len(ProtocolBearerPrefix)], ProtocolBearerPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// tchar marks the bytes of an RFC 9110 token.
+var tchar = func() (t [256]bool) {
+	for _, b := range []byte("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") {
+		t[b] = true
+	}
+	return t
+}()
 
 // APIKeyHeader is the header an API key may be sent in (besides
 // Authorization: Bearer).

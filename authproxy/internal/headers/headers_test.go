@@ -539,6 +539,49 @@ func TestTakeProtocolBearerUnderscoreSpelling(t *testing.T) {
 	}
 }
 
+// A Sec-WebSocket-Protocol element that is no token and holds "bearer."
+// (any case) is malformed: TakeProtocolBearer takes out whole
+// "bearer.<token>" elements only. Tokens, a bearer elsewhere in a token
+// and elements without one are not; spelled with '_', such a field is
+// removed as one with a bearer element is.
+func TestProtocolBearerMalformed(t *testing.T) {
+	for _, tc := range []struct {
+		in  []string
+		bad bool
+	}{
+		{nil, false},
+		{[]string{"chat, bearer.abc"}, false},
+		{[]string{"chat,bearer.abc", "superchat"}, false},
+		{[]string{"chat superchat"}, false},
+		{[]string{"x-bearer.abc"}, false},
+		{[]string{"chat bearer.abc"}, true},
+		{[]string{"chat\tBEARER.abc"}, true},
+		{[]string{"chat;bearer.abc"}, true},
+		{[]string{`"bearer.abc"`}, true},
+		{[]string{"bearer.abc chat"}, true},
+		{[]string{"chat", "superchat Bearer.abc"}, true},
+		{[]string{"chat bearer"}, false},
+	} {
+		var h fasthttp.RequestHeader
+		for _, v := range tc.in {
+			h.Add("Sec-WebSocket-Protocol", v)
+		}
+		if got := ProtocolBearerMalformed(&h); got != tc.bad {
+			t.Errorf("%q: ProtocolBearerMalformed = %v, want %v", tc.in, got, tc.bad)
+		}
+	}
+	var h fasthttp.RequestHeader
+	if err := h.Read(bufio.NewReader(strings.NewReader("GET /ws HTTP/1.1\r\nHost: x\r\nSec_WebSocket_Protocol: chat bearer.stolen\r\n\r\n"))); err != nil {
+		t.Fatal(err)
+	}
+	TakeProtocolBearer(&h)
+	for k, v := range h.All() {
+		if string(k) != "Host" {
+			t.Errorf("%s: %s left", k, v)
+		}
+	}
+}
+
 // Scan finds what the request path would look up by name, in any case,
 // and only under the exact names (no '_' for '-' in X-Request-Id, unlike
 // the identity-header match).

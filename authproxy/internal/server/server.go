@@ -1002,7 +1002,9 @@ func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 // changing none, more than headers.MaxFields fields, a field name with a
 // space, a Transfer-Encoding other than chunked, an HTTP/1.0 request
 // without Host, a Host with a byte no host holds (userinfo among them),
-// trailers, h2c and more fields to remove than headers.MaxRemoved; it
+// trailers, h2c, a bearer subprotocol that is no element of its own
+// (headers.ProtocolBearerMalformed) and more fields to remove than
+// headers.MaxRemoved; it
 // notes the request's upgrade and whether its peer is trusted. Both the
 // handler (hygiene) and the expectation hook (expectContinue) refuse so,
 // the hook before a "100 Continue".
@@ -1046,6 +1048,12 @@ func (s *Server) fieldsRefused(c *fiber.Ctx, st *state) error {
 	}
 	if err := s.upgradeRefused(h, st); err != nil {
 		return err
+	}
+	// A bearer in Sec-WebSocket-Protocol that is no element of its own
+	// ("chat bearer.<token>"): protocolBearer could not take it out.
+	if st.seen.WSProtocol && headers.ProtocolBearerMalformed(h) {
+		st.outcome = "bad_header"
+		return errProtocolBearer
 	}
 	st.trusted = s.trusted(c)
 	if st.seen.NeedsSanitize(st.trusted) && st.seen.TooManyRemovals(h, st.trusted) {

@@ -21,6 +21,8 @@ var (
 	errH2C            = &httpError{status: 400, code: problem.CodeBadRequest, detail: "Upgrade: h2c is not supported"}
 	errUpgradeRequest = &httpError{status: 400, code: problem.CodeBadRequest,
 		detail: "a WebSocket upgrade is a GET without a body"}
+	errProtocolBearer = &httpError{status: 400, code: problem.CodeBadRequest,
+		detail: `a bearer offered in Sec-WebSocket-Protocol must be an element of its own: "chat, bearer.<token>"`}
 	errHandshake = &httpError{status: 400, code: problem.CodeBadRequest,
 		detail: "a WebSocket upgrade needs one Sec-WebSocket-Key (16 bytes in base64) and Sec-WebSocket-Version: 13"}
 	errStreamsProxy = &httpError{status: 503, code: problem.CodeUnavailable, detail: "too many open streams on this proxy", retryAfter: true}
