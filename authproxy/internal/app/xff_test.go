@@ -172,7 +172,7 @@ func TestClientAddressHeadersOnlyFromTrustedPeers(t *testing.T) {
 		"X-Forwarded": "10.9.9.9", "Forwarded-For": "10.9.9.9", "Via": "10.9.9.9", "X-Envoy-External-Address": "10.9.9.9",
 		"X-Envoy-Internal": "true", "X-Original-Forwarded-For": "10.9.9.9", "X-Appengine-User-Ip": "10.9.9.9",
 		"Fly-Client-IP": "10.9.9.9", "Do-Connecting-Ip": "10.9.9.9", "Cf-Pseudo-IPv4": "10.9.9.9", "X-Azure-ClientIP": "10.9.9.9",
-		"X_Azure_SocketIP": "10.9.9.9"}
+		"X_Azure_SocketIP": "10.9.9.9", "Proxy-Client-IP": "10.9.9.9", "WL-Proxy-Client-IP": "10.9.9.9", "X-ProxyUser-Ip": "10.9.9.9"}
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
 			vars := map[string]string{}
@@ -290,7 +290,7 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 		"traceparent", "tracestate", "baggage", "Baggage", "BAGGAGE",
 		"X-Envoy-External-Address", "x-envoy-internal", "X-Envoy-Retry-On", "x_envoy_max_retries", "X-Envoy-Upstream-Rq-Timeout-Ms",
 		"X-Envoy-Original-Path", "X-Script-Name", "x-script-name", "X-Host", "X-Original-Host", "x-http-host-override",
-		"X-Forwarded-Server"}
+		"X-Forwarded-Server", "Proxy-Client-IP", "WL-Proxy-Client-IP", "X-ProxyUser-Ip"}
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
@@ -315,6 +315,44 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 	}
 }
 
+// TestCGINamesRemovedFromEveryPeer: the request fields the proxy removes
+// from an untrusted peer named as CGI files them (HTTP_X_FORWARDED_FOR,
+// HTTP_CLIENT_IP: "HTTP_" and the name, '_' for '-') are read by name as
+// the client's address by the Java helpers that look for a client IP
+// (request.getHeader("HTTP_X_FORWARDED_FOR") after X-Forwarded-For,
+// Proxy-Client-IP and WL-Proxy-Client-IP) and by code ported from PHP. No
+// proxy writes such a name: they reach the app from no peer, in either
+// spelling.
+func TestCGINamesRemovedFromEveryPeer(t *testing.T) {
+	names := []string{"HTTP_X_FORWARDED_FOR", "http_client_ip", "Http-X-Forwarded-For", "HTTP-CLIENT-IP", "HTTP_X_REAL_IP",
+		"HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PROTO", "Http_X_Host"}
+	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
+	for _, trusted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
+			vars := map[string]string{}
+			if trusted {
+				vars["TRUSTED_PROXY_CIDRS"] = "127.0.0.0/8"
+			}
+			e := start(t, envOpt{vars: vars})
+			tok := e.token(nil)
+			for _, name := range names {
+				for _, route := range []string{"protected", "public"} {
+					r := e.do("GET", "/api/v1/users/me", tok, map[string]string{name: "10.9.9.9"})
+					if route == "public" {
+						r = e.do("GET", "/.well-known/jwks.json", "", map[string]string{name: "10.9.9.9"})
+					}
+					e.wantStatus(r, 200)
+					for k := range e.core.Last(t).Headers {
+						if norm(k) == norm(name) {
+							t.Errorf("%s route: %s reached the upstream as %s", route, name, k)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
 // TestUnderscoreSpellingsRemovedFromEveryPeer: a field the proxy sets,
 // removes or trusts (client-address, scheme, forwarding, trace-context
 // and x-envoy-* fields) spelled with '_' for '-' never reaches the app,
@@ -330,7 +368,8 @@ func TestUnderscoreSpellingsRemovedFromEveryPeer(t *testing.T) {
 		"Fastly_Client_IP", "X_Cluster_Client_IP", "Forwarded_For", "X_Original_Forwarded_For", "X_Client_IP",
 		"X_Scheme", "X_Url_Scheme", "Front_End_Https", "X_Forwarded_Ssl", "X_Forwarded_Proto",
 		"X_B3_TraceId", "uber_trace_id", "X_Amzn_Trace_Id", "X_Cloud_Trace_Context", "sw8_correlation",
-		"x_envoy_retry_on", "X_Envoy_Internal", "X_Script_Name", "X_Host", "X_Original_Host", "X_HTTP_Host_Override"}
+		"x_envoy_retry_on", "X_Envoy_Internal", "X_Script_Name", "X_Host", "X_Original_Host", "X_HTTP_Host_Override",
+		"WL_Proxy_Client_IP", "Proxy_Client_IP", "x_proxyuser_ip"}
 	dashed := []string{"X-Real-IP", "X-Scheme", "X-Forwarded-Ssl", "True-Client-IP", "X-B3-TraceId", "X-Envoy-Internal", "X-Script-Name",
 		"X-Host", "X-Original-Host", "X-Http-Host-Override"}
 	for _, trusted := range []bool{false, true} {

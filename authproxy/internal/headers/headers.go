@@ -246,10 +246,23 @@ func removed(k []byte, trustForwarded bool) bool {
 
 // removedAlways: a hop-by-hop, identity or method-override header,
 // Expect, or an X-Request-Id field or one removedUntrusted names spelled
-// with '_', removed from every peer.
+// with '_' or named as CGI files it (isCGIName), removed from every peer.
 func removedAlways(k []byte) bool {
 	return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) || isMethodOverride(k) || isRequestIDVariant(k) || isExpect(k) ||
-		isUnderscoreVariant(k)
+		isUnderscoreVariant(k) || isCGIName(k)
+}
+
+// isCGIName reports whether name is "HTTP_" (or "HTTP-", any case)
+// followed by a field removedUntrusted names: the name CGI gives such a
+// field (HTTP_X_FORWARDED_FOR, HTTP_CLIENT_IP), which the client-IP
+// helpers of Java apps ask for as a field of its own
+// (request.getHeader("HTTP_X_FORWARDED_FOR"), after X-Forwarded-For,
+// Proxy-Client-IP and WL-Proxy-Client-IP), as does code ported from PHP.
+// No proxy writes such a name: a client's would be its own address, from
+// any peer.
+func isCGIName(name []byte) bool {
+	const p = "http-"
+	return len(name) > len(p) && name[0]|0x20 == 'h' && equalFold(name[:len(p)], p) && removedUntrusted(name[len(p):])
 }
 
 // isExpect reports whether name is Expect. Its one expectation,
@@ -379,7 +392,10 @@ func IsEnvoy(name []byte) bool {
 // hosts and CDNs (Fly-Client-IP, Do-Connecting-Ip, X-Appengine-User-Ip,
 // X-Azure-ClientIP and X-Azure-SocketIP, Cloudflare's Cf-Pseudo-IPv4) and
 // ingress-nginx's X-Original-Forwarded-For (the X-Forwarded-For it was
-// given, which apps behind it read as the client's chain).
+// given, which apps behind it read as the client's chain). So are
+// Proxy-Client-IP and WL-Proxy-Client-IP (Apache's and WebLogic's
+// proxy plug-ins), which the client-IP helpers of Java apps read right
+// after X-Forwarded-For, and Google's X-ProxyUser-Ip.
 func IsClientAddress(name []byte) bool {
 	switch len(name) {
 	case len("via"):
@@ -390,8 +406,12 @@ func IsClientAddress(name []byte) bool {
 		return equalFold(name, "x-client-ip") || equalFold(name, "x-remote-ip") || equalFold(name, "x-forwarded")
 	case len("x-remote-addr"): // and forwarded-for, fly-client-ip
 		return equalFold(name, "x-remote-addr") || equalFold(name, "forwarded-for") || equalFold(name, "fly-client-ip")
-	case len("true-client-ip"): // and cf-pseudo-ipv4
-		return equalFold(name, "true-client-ip") || equalFold(name, "cf-pseudo-ipv4")
+	case len("true-client-ip"): // and cf-pseudo-ipv4, x-proxyuser-ip
+		return equalFold(name, "true-client-ip") || equalFold(name, "cf-pseudo-ipv4") || equalFold(name, "x-proxyuser-ip")
+	case len("proxy-client-ip"):
+		return equalFold(name, "proxy-client-ip")
+	case len("wl-proxy-client-ip"):
+		return equalFold(name, "wl-proxy-client-ip")
 	case len("cf-connecting-ip"): // and fastly-client-ip, x-originating-ip, do-connecting-ip, x-azure-clientip, x-azure-socketip
 		return equalFold(name, "cf-connecting-ip") || equalFold(name, "fastly-client-ip") || equalFold(name, "x-originating-ip") ||
 			equalFold(name, "do-connecting-ip") || equalFold(name, "x-azure-clientip") || equalFold(name, "x-azure-socketip")
@@ -986,8 +1006,8 @@ func (s *Seen) BearerCandidate(maxLen int) ([]byte, bool) {
 // re-validates and re-cases its name, or walks every field). Names match
 // in any case. A field's first letter (and for some, its length) decides
 // which names it is compared with: every name Sanitize removes starts with
-// one of b, c, d, e, f, g, j, k, n, o, p, s, t, u, v or x, so most fields
-// (Host, Accept, User-Agent...) cost one switch.
+// one of b, c, d, e, f, g, h, j, k, n, o, p, s, t, u, v, w or x, so most
+// fields (Host, Accept, User-Agent...) cost one switch.
 func Scan(h *fasthttp.RequestHeader) Seen {
 	var s Seen
 	seenID := false
@@ -1043,8 +1063,16 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 			if len(k) < len("ot-tracer-") {
 				continue
 			}
-		case 'p': // Proxy-Connection, Proxy-Authenticate, Proxy-Authorization
-			if len(k) < len("Proxy-Connection") {
+		case 'p': // Proxy-Connection, Proxy-Authenticate, Proxy-Authorization, Proxy-Client-IP
+			if len(k) < len("Proxy-Client-IP") {
+				continue
+			}
+		case 'h': // HTTP_X_FORWARDED_FOR, HTTP_CLIENT_IP (isCGIName); not Host
+			if len(k) <= len("HTTP_") {
+				continue
+			}
+		case 'w': // WL-Proxy-Client-IP
+			if len(k) != len("WL-Proxy-Client-IP") {
 				continue
 			}
 		case 'v': // Via

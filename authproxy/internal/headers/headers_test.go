@@ -680,7 +680,10 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"Cf-Pseudo-IPv4", "cf_pseudo_ipv4", "Cf-Pseudo-IPv6", "X-Azure-ClientIP", "X-Azure-SocketIP", "X-Azure-FDID",
 		"X-Scheme", "x_scheme", "X-Schema", "X-Url-Scheme", "X_URL_SCHEME", "X-Url-Schema", "Front-End-Https", "front_end_https", "Front-End-Http",
 		"X-Host", "x_host", "X-Hosts", "X-Hos", "X-Original-Host", "X_ORIGINAL_HOST", "X-Original-Hosts", "X-Original-Hust",
-		"X-HTTP-Host-Override", "x_http_host_override", "X-HTTP-Host-Overrides", "X-Forwarded-Server"}
+		"X-HTTP-Host-Override", "x_http_host_override", "X-HTTP-Host-Overrides", "X-Forwarded-Server",
+		"Proxy-Client-IP", "proxy_client_ip", "Proxy-Client-IQ", "WL-Proxy-Client-IP", "Wl_Proxy_Client_Ip", "WL-Proxy-Client-IQ",
+		"X-ProxyUser-Ip", "x_proxyuser_ip", "X-ProxyUser-Iq", "HTTP_X_FORWARDED_FOR", "Http-Client-Ip", "HTTP_CLIENT_IQ", "Http-",
+		"HTTP_", "HTTP_X_FORWARDED_", "HTTP2-Settings", "Http-X-Forwarded-Host", "Http", "Hosts", "HTTP_HOST"}
 	fields = append(fields, otherTraceFields...)
 	fields = append(fields, otherTraceKept...)
 	for _, hop := range hopByHop {
