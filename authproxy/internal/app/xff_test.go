@@ -290,7 +290,8 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 		"traceparent", "tracestate", "baggage", "Baggage", "BAGGAGE",
 		"X-Envoy-External-Address", "x-envoy-internal", "X-Envoy-Retry-On", "x_envoy_max_retries", "X-Envoy-Upstream-Rq-Timeout-Ms",
 		"X-Envoy-Original-Path", "X-Script-Name", "x-script-name", "X-Host", "X-Original-Host", "x-http-host-override",
-		"X-Forwarded-Server", "Proxy-Client-IP", "WL-Proxy-Client-IP", "X-ProxyUser-Ip"}
+		"X-Forwarded-Server", "Proxy-Client-IP", "WL-Proxy-Client-IP", "X-ProxyUser-Ip", "X-ARR-SSL", "CloudFront-Forwarded-Proto",
+		"CF-Visitor", "X-AppService-Proto"}
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
@@ -369,9 +370,10 @@ func TestUnderscoreSpellingsRemovedFromEveryPeer(t *testing.T) {
 		"X_Scheme", "X_Url_Scheme", "Front_End_Https", "X_Forwarded_Ssl", "X_Forwarded_Proto",
 		"X_B3_TraceId", "uber_trace_id", "X_Amzn_Trace_Id", "X_Cloud_Trace_Context", "sw8_correlation",
 		"x_envoy_retry_on", "X_Envoy_Internal", "X_Script_Name", "X_Host", "X_Original_Host", "X_HTTP_Host_Override",
-		"WL_Proxy_Client_IP", "Proxy_Client_IP", "x_proxyuser_ip"}
+		"WL_Proxy_Client_IP", "Proxy_Client_IP", "x_proxyuser_ip", "X_ARR_SSL", "Cloudfront_Forwarded_Proto", "cf_visitor",
+		"X_AppService_Proto"}
 	dashed := []string{"X-Real-IP", "X-Scheme", "X-Forwarded-Ssl", "True-Client-IP", "X-B3-TraceId", "X-Envoy-Internal", "X-Script-Name",
-		"X-Host", "X-Original-Host", "X-Http-Host-Override"}
+		"X-Host", "X-Original-Host", "X-Http-Host-Override", "X-Arr-Ssl", "Cloudfront-Forwarded-Proto", "Cf-Visitor", "X-Appservice-Proto"}
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trusted %v", trusted), func(t *testing.T) {
 			var vars map[string]string

@@ -350,16 +350,29 @@ func IsScriptName(name []byte) bool {
 // xheaders), X-Url-Scheme and Front-End-Https (Microsoft's). An app that
 // reads one takes a plain-HTTP request for an HTTPS one, as the client
 // wrote it: its redirects and links, its Secure cookies and its
-// HTTPS-only checks follow the client's word. The proxy sends
-// X-Forwarded-Proto, which it sets itself.
+// HTTPS-only checks follow the client's word. So do those of the fields
+// other fronts set and apps behind them read: X-ARR-SSL (IIS's
+// Application Request Routing, Azure App Service, whose presence alone
+// means HTTPS to WordPress and PHP code), X-AppService-Proto (Azure App
+// Service), CloudFront-Forwarded-Proto (AWS CloudFront) and CF-Visitor
+// (Cloudflare's {"scheme":"https"}). The proxy sends X-Forwarded-Proto,
+// which it sets itself.
 func IsScheme(name []byte) bool {
 	switch len(name) {
 	case len("x-scheme"):
 		return equalFold(name, "x-scheme")
+	case len("x-arr-ssl"):
+		return equalFold(name, "x-arr-ssl")
+	case len("cf-visitor"):
+		return equalFold(name, "cf-visitor")
 	case len("x-url-scheme"):
 		return equalFold(name, "x-url-scheme")
 	case len("front-end-https"):
 		return equalFold(name, "front-end-https")
+	case len("x-appservice-proto"):
+		return equalFold(name, "x-appservice-proto")
+	case len("cloudfront-forwarded-proto"):
+		return equalFold(name, "cloudfront-forwarded-proto")
 	}
 	return false
 }
@@ -1038,9 +1051,9 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 			if len(k) != len("Upgrade") && (len(k) < 2 || k[1]|0x20 != 'b') {
 				continue
 			}
-		case 'c', 'k': // Connection, Keep-Alive; Client-IP, CF-Connecting-IP, Cf-Pseudo-IPv4
+		case 'c', 'k': // Connection, Keep-Alive; Client-IP, CF-Connecting-IP, Cf-Pseudo-IPv4; CF-Visitor, CloudFront-Forwarded-Proto
 			if len(k) != len("Connection") && len(k) != len("Client-IP") && len(k) != len("CF-Connecting-IP") &&
-				len(k) != len("Cf-Pseudo-IPv4") {
+				len(k) != len("Cf-Pseudo-IPv4") && len(k) != len("CloudFront-Forwarded-Proto") {
 				continue
 			}
 		case 'd': // Do-Connecting-Ip

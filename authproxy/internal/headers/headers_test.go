@@ -683,7 +683,10 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"X-HTTP-Host-Override", "x_http_host_override", "X-HTTP-Host-Overrides", "X-Forwarded-Server",
 		"Proxy-Client-IP", "proxy_client_ip", "Proxy-Client-IQ", "WL-Proxy-Client-IP", "Wl_Proxy_Client_Ip", "WL-Proxy-Client-IQ",
 		"X-ProxyUser-Ip", "x_proxyuser_ip", "X-ProxyUser-Iq", "HTTP_X_FORWARDED_FOR", "Http-Client-Ip", "HTTP_CLIENT_IQ", "Http-",
-		"HTTP_", "HTTP_X_FORWARDED_", "HTTP2-Settings", "Http-X-Forwarded-Host", "Http", "Hosts", "HTTP_HOST"}
+		"HTTP_", "HTTP_X_FORWARDED_", "HTTP2-Settings", "Http-X-Forwarded-Host", "Http", "Hosts", "HTTP_HOST",
+		"X-ARR-SSL", "x_arr_ssl", "X-Arr-Sso", "CloudFront-Forwarded-Proto", "cloudfront_forwarded_proto", "CloudFront-Forwarded-Prot0",
+		"CloudFront-Viewer-Country", "CF-Visitor", "cf_visitor", "Cf-Visitors", "CF-IPCountry", "X-AppService-Proto", "x_appservice_proto",
+		"X-AppService-Prot0"}
 	fields = append(fields, otherTraceFields...)
 	fields = append(fields, otherTraceKept...)
 	for _, hop := range hopByHop {
