@@ -1,10 +1,11 @@
 // Package headers cleans the request headers a client sent before anything
 // else reads them: hop-by-hop headers and those named in Connection are
 // removed, every identity header (identity.IsIdentityHeader),
-// method-override header (X-HTTP-Method-Override...), Expect and the '_'
-// spellings of X-Request-Id and of the fields below are removed, and
-// X-Forwarded-* / Forwarded, the other client-address headers
-// (IsClientAddress), the host-override fields (IsHostOverride: X-Host,
+// method-override header (X-HTTP-Method-Override...), Expect, the '_'
+// spellings of X-Request-Id and of the fields below and their CGI names
+// (HTTP_X_FORWARDED_FOR) are removed, and X-Forwarded-* / Forwarded, the
+// other client-address headers (IsClientAddress), the scheme fields
+// (IsScheme), the host-override fields (IsHostOverride: X-Host,
 // X-Original-Host...), X-Script-Name (IsScriptName), the trace context (IsTraceContext: W3C's
 // traceparent, tracestate and baggage, and other formats' fields) and
 // Envoy's x-envoy-* fields (IsEnvoy) are kept only from trusted peers. It also parses the bearer
