@@ -176,6 +176,15 @@ var invitedPerms = `ARRAY(SELECT DISTINCT p FROM invitation_roles ir
     JOIN roles r ON r.tenant_id = ir.tenant_id AND r.id = ir.role_id, unnest(` + changePerms + `) p
     WHERE ir.tenant_id = i.tenant_id AND ir.invitation_id = i.id AND p = ANY($3::text[]))`
 
+// addressIsMember is whether the address email (an SQL expression) belongs
+// to a member, in any status, of tenant tenant: such an address is
+// neither invited (Create) nor invited again (Resend), as its link could
+// only be refused at accept.
+func addressIsMember(tenant, email string) string {
+	return `EXISTS (SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id
+               WHERE m.tenant_id = ` + tenant + ` AND lower(u.email) = lower(` + email + `))`
+}
+
 // qPrep reads, for Create, the tenant's name, the inviter's, the ids of
 // the named roles that exist (in the order of their names), the
 // permissions they grant and whether the address is a member already.
@@ -185,8 +194,7 @@ SELECT t.name,
        ARRAY(SELECT r.id::text FROM roles r WHERE r.tenant_id = t.id AND r.name = ANY($4::text[]) ORDER BY r.name COLLATE "C"),
        (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM roles r, unnest(` + prepPerms + `) p
         WHERE r.tenant_id = t.id AND r.name = ANY($4::text[]) AND p = ANY($5::text[])),
-       EXISTS (SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id
-               WHERE m.tenant_id = t.id AND lower(u.email) = lower($2))
+       ` + addressIsMember("t.id", "$2") + `
 FROM tenants t WHERE t.id = $1`
 
 // Create invites email into tenantID with roles (default member) inside
@@ -490,8 +498,10 @@ func (s *Store) missing(ctx context.Context, tx pgx.Tx, tenantID, id string) err
 // mail names and the accept checks (GrantableRoles): an invitation whose
 // first sender was removed or demoted since, resent by someone who may
 // send it, can be accepted, and one resent by someone demoted since
-// cannot. One a role of which was deleted since is ErrRoleDeleted: its
-// link could not be accepted. A caller whose session (a.SessionID) has
+// cannot. One a role of which was deleted since is ErrRoleDeleted, and
+// one to an address that belongs to a member of the tenant since it was
+// sent is ErrIsMember, as creating it would be: its link could not be
+// accepted. A caller whose session (a.SessionID) has
 // ended is sessions.ErrEnded, checked after the tenant's lock as Create
 // checks it: made the sender after a password reset withdrew the
 // invitations the account sent, the earlier holder of the password would
@@ -502,7 +512,8 @@ UPDATE invitations i SET token_hash = $5, expires_at = now() + make_interval(sec
     invited_by = NULLIF($7, '')::uuid
 WHERE i.tenant_id = $1 AND i.id = $2 AND i.status = 'pending'
 RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
-    coalesce((SELECT display_name FROM users WHERE id = NULLIF($7, '')::uuid), ''), ` + invitedPerms + `, ` + roleDeleted
+    coalesce((SELECT display_name FROM users WHERE id = NULLIF($7, '')::uuid), ''), ` + invitedPerms + `, ` + roleDeleted + `,
+    ` + addressIsMember("i.tenant_id", "i.email")
 	all, member := roles.CatalogArgs(s.catalog)
 	var inv Invitation
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -520,10 +531,10 @@ RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
 		var (
 			tenantName, inviter string
 			perms               []string
-			deleted             bool
+			deleted, isMember   bool
 		)
 		err = tx.QueryRow(ctx, q, tenantID, id, all, member, hash, TTL.Seconds(), a.UserID).Scan(
-			&inv.ID, &inv.Email, &inv.Roles, &inv.Status, &inv.ExpiresAt, &inv.CreatedAt, &tenantName, &inviter, &perms, &deleted)
+			&inv.ID, &inv.Email, &inv.Roles, &inv.Status, &inv.ExpiresAt, &inv.CreatedAt, &tenantName, &inviter, &perms, &deleted, &isMember)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return s.missing(ctx, tx, tenantID, id)
 		}
@@ -535,6 +546,9 @@ RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
 		}
 		if deleted {
 			return ErrRoleDeleted
+		}
+		if isMember {
+			return ErrIsMember
 		}
 		if err := countMail(ctx, tx, tenantID, inv.Email); err != nil {
 			return err

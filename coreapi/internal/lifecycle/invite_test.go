@@ -897,6 +897,40 @@ func TestRevokeAndResendNeedTheInvitationsPermissions(t *testing.T) {
 	wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/invitations/"+boss.ID, nil), http.StatusNoContent)
 }
 
+// TestResendToAMemberRefused: resending an invitation to an address that
+// has become a member's since it was sent (added with POST /users, or a
+// member's address changed to it) is 409 already_member, as inviting that
+// address is, and writes, mails and audits nothing: the link it would mail
+// could only be refused at accept. The resend mailed a new link to the
+// member all the same.
+func TestResendToAMemberRefused(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "o@acme.test")
+	const addr = "eve@example.com"
+	inv := x.invite(t, owner.id, addr)
+	wantStatus(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/users", map[string]string{"email": addr}), http.StatusCreated)
+	wantProblem(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations", map[string]string{"email": addr}), http.StatusConflict, problem.CodeAlreadyMember)
+	x.flush(t)
+	mails := x.mailsTo(addr)
+	audited := x.count(t, `SELECT count(*) FROM audit_events`)
+	var hash []byte
+	if err := x.DB.Pool.QueryRow(t.Context(), `SELECT token_hash FROM invitations WHERE id = $1`, inv.ID).Scan(&hash); err != nil {
+		t.Fatal(err)
+	}
+
+	wantProblem(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations/"+inv.ID+"/resend", nil), http.StatusConflict, problem.CodeAlreadyMember)
+	x.flush(t)
+	if n := x.mailsTo(addr); n != mails {
+		t.Errorf("%d mails to the member after the refused resend, want %d", n, mails)
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events`); n != audited {
+		t.Errorf("the refused resend wrote %d audit rows", n-audited)
+	}
+	if n := x.count(t, `SELECT count(*) FROM invitations WHERE id = $1 AND status = 'pending' AND token_hash = $2`, inv.ID, hash); n != 1 {
+		t.Error("the refused resend changed the invitation")
+	}
+}
+
 func TestMyInvitations(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "o@acme.test")
