@@ -165,7 +165,6 @@ func NewStore(pool *pgxpool.Pool, c *permissions.Catalog) *Store {
 // catalog gives them, not what their rows stored.
 var (
 	prepPerms   = roles.PermissionsSQL("r", "$5::text[]", "$6::text[]")
-	grantPerms  = roles.PermissionsSQL("r", "$4::text[]", "$5::text[]")
 	changePerms = roles.PermissionsSQL("r", "$3::text[]", "$4::text[]")
 )
 
@@ -575,19 +574,31 @@ type Mine struct {
 	CreatedAt  time.Time `db:"created_at"`
 }
 
-// ForUser lists a page of the live pending invitations addressed to
-// userID's email, newest first: at most limit, after the cursor when it
-// is not nil (keyset on created_at and id, both descending).
-func (s *Store) ForUser(ctx context.Context, userID string, limit int, after *Cursor) ([]Mine, error) {
-	const q = `
+// qForUser reads a page of the invitations addressed to user $1 that an
+// accept would take now (refusal, the accept's own test, finds nothing to
+// refuse), into a tenant they do not belong to (the accept's membership
+// insert would conflict), under the catalog whose arrays are $5 and $6.
+var qForUser = `
 SELECT i.id::text AS id, i.tenant_id::text AS tenant_id, t.name AS tenant_name, ` + rolesNow + ` AS roles,
        i.expires_at, i.created_at
 FROM users u
 JOIN invitations i ON lower(i.email) = lower(u.email) AND i.status = 'pending' AND i.expires_at > now()
 JOIN tenants t ON t.id = i.tenant_id
 WHERE u.id = $1 AND ($2::timestamptz IS NULL OR (i.created_at, i.id) < ($2, $3::uuid))
+  AND ` + refusal("$5::text[]", "$6::text[]") + ` IS NULL
+  AND NOT EXISTS (SELECT 1 FROM memberships m WHERE m.tenant_id = i.tenant_id AND m.user_id = u.id)
 ORDER BY i.created_at DESC, i.id DESC
 LIMIT $4`
+
+// ForUser lists a page of the invitations addressed to userID's email
+// that userID could accept now, newest first: at most limit, after the
+// cursor when it is not nil (keyset on created_at and id, both
+// descending). One the accept would refuse (Refusal, or a tenant userID
+// belongs to already) is not listed: its tenant alone can do something
+// about it, and the list tells a non-member nothing of the tenant's
+// members, roles or status.
+func (s *Store) ForUser(ctx context.Context, userID string, limit int, after *Cursor) ([]Mine, error) {
+	all, member := roles.CatalogArgs(s.catalog)
 	var (
 		at *time.Time
 		id *string
@@ -595,7 +606,7 @@ LIMIT $4`
 	if after != nil {
 		at, id = &after.CreatedAt, &after.ID
 	}
-	rows, _ := s.pool.Query(ctx, q, userID, at, id, limit)
+	rows, _ := s.pool.Query(ctx, qForUser, userID, at, id, limit, all, member)
 	out, err := pgx.CollectRows(rows, pgx.RowToStructByName[Mine])
 	if err != nil {
 		return nil, fmt.Errorf("list my invitations: %w", err)
@@ -615,11 +626,67 @@ type Pending struct {
 	// Roles are the names the invitation's roles had when it was sent
 	// (invitations.roles): what it grants is GrantableRoles'.
 	Roles     []string
-	Status    string
-	Expired   bool
 	InvitedBy *string
-	// TenantActive is false while the tenant is suspended.
-	TenantActive bool
+	// Refusal is why the invitation cannot be accepted now (one of the
+	// Refused* codes), "" when it can: refusal's finding.
+	Refusal string
+}
+
+// Why an invitation cannot be accepted (Pending.Refusal, Grant.Refusal),
+// in the order refusal tells them.
+const (
+	RefusedRevoked = "revoked"
+	// RefusedExpired: past its expiry, still pending or marked expired
+	// (a new invitation to its address, sent after it expired, marks it
+	// so): it was never used.
+	RefusedExpired = "expired"
+	RefusedUsed    = "used"
+	// RefusedTenantSuspended: the operator's suspension admits nobody;
+	// the invitation stays pending.
+	RefusedTenantSuspended = "tenant_suspended"
+	// RefusedInviter: its sender may no longer send it (inviterMay).
+	RefusedInviter = "inviter_cannot_grant"
+	// RefusedRoleDeleted: a role it was sent with has been deleted since.
+	RefusedRoleDeleted = "role_deleted"
+)
+
+// inviterMay is the SQL condition that the sender of invitation row i may
+// still send it: a person (a service account is no sender: machines may
+// not send or resend invitations, as a person they invite would outlive
+// them, and one a service account resent before that rule is not
+// accepted) who holds users:write and every permission the invitation's
+// roles grant, as a change's caller holds them (roles.HeldSQL: nothing
+// once their membership, account or tenant is not active, nor, in a
+// tenant that requires a second factor, while they have none), under the
+// catalog whose arrays are bound to all and member (roles.CatalogArgs).
+// An inviter who left, was demoted or is so confined can no longer hand
+// out what the invitation names, nor the membership itself: a role
+// granting nothing (one without permissions, or one deleted since) let
+// an inviter removed from the tenant bring an address of their own back
+// in.
+func inviterMay(all, member string) string {
+	return `(NOT EXISTS (SELECT 1 FROM users s WHERE s.id = i.invited_by AND s.kind = 'service')
+     AND ` + roles.HeldSQL("i.tenant_id", "i.invited_by", all, member) + ` @> ('{` + roles.UsersWrite + `}'::text[] || ARRAY(
+         SELECT DISTINCT x FROM invitation_roles ir JOIN roles ro ON ro.tenant_id = ir.tenant_id AND ro.id = ir.role_id,
+             unnest(` + roles.PermissionsSQL("ro", all, member) + `) x
+         WHERE ir.tenant_id = i.tenant_id AND ir.invitation_id = i.id AND x = ANY(` + all + `))))`
+}
+
+// refusal is the SQL expression (text) of why invitation row i, of tenant
+// row t, cannot be accepted now, one of the Refused* codes, or NULL when
+// it can, under the catalog whose arrays are bound to all and member: the
+// one test of the accept (Lock, GrantableRoles) and of the invitee's list
+// (ForUser), so that the list offers what the accept takes. What is about
+// the account accepting (its address, status and password, a membership
+// it holds already) the accept checks besides.
+func refusal(all, member string) string {
+	return `(CASE WHEN i.status = '` + StatusRevoked + `' THEN '` + RefusedRevoked + `'
+      WHEN i.status = '` + StatusExpired + `' OR (i.status = '` + StatusPending + `' AND i.expires_at <= now()) THEN '` + RefusedExpired + `'
+      WHEN i.status <> '` + StatusPending + `' THEN '` + RefusedUsed + `'
+      WHEN t.status <> 'active' THEN '` + RefusedTenantSuspended + `'
+      WHEN NOT ` + inviterMay(all, member) + ` THEN '` + RefusedInviter + `'
+      WHEN ` + roleDeleted + ` THEN '` + RefusedRoleDeleted + `'
+ END)`
 }
 
 // ErrInvalidToken: no invitation has this token (never issued, replaced by
@@ -629,10 +696,10 @@ var ErrInvalidToken = errors.New("the invitation link is not valid")
 // The lookup of an invitation by its token, Lock's and Preview's: a
 // Pending's columns, then (Preview) the extra ones, then the invitation's
 // row found by the token's digest.
-const (
+var (
 	qPendingCols = `
-SELECT i.id::text, i.tenant_id::text, i.email, i.roles, i.status, i.expires_at <= now(), i.invited_by::text,
-       t.status = 'active'`
+SELECT i.id::text, i.tenant_id::text, i.email, i.roles, i.invited_by::text,
+       coalesce(` + refusal("$2::text[]", "$3::text[]") + `, '')`
 	qByToken = `
 FROM invitations i JOIN tenants t ON t.id = i.tenant_id
 WHERE i.token_hash = $1`
@@ -640,14 +707,16 @@ WHERE i.token_hash = $1`
 
 // find reads the invitation of a raw token with q (the columns of
 // qPendingCols, then those extra points to), digested as mailed tokens
-// are; ErrInvalidToken when no invitation has it.
-func find(ctx context.Context, db sqldb.DB, q, raw string, extra ...any) (Pending, error) {
+// are, its refusal under the catalog c; ErrInvalidToken when no
+// invitation has it.
+func find(ctx context.Context, db sqldb.DB, c *permissions.Catalog, q, raw string, extra ...any) (Pending, error) {
 	if !onetime.Plausible(raw) {
 		return Pending{}, ErrInvalidToken
 	}
+	all, member := roles.CatalogArgs(c)
 	var p Pending
-	dst := append([]any{&p.ID, &p.TenantID, &p.Email, &p.Roles, &p.Status, &p.Expired, &p.InvitedBy, &p.TenantActive}, extra...)
-	err := db.QueryRow(ctx, q, onetime.Hash(raw)).Scan(dst...)
+	dst := append([]any{&p.ID, &p.TenantID, &p.Email, &p.Roles, &p.InvitedBy, &p.Refusal}, extra...)
+	err := db.QueryRow(ctx, q, onetime.Hash(raw), all, member).Scan(dst...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Pending{}, ErrInvalidToken
 	}
@@ -658,9 +727,10 @@ func find(ctx context.Context, db sqldb.DB, q, raw string, extra ...any) (Pendin
 	return p, nil
 }
 
-// Lock finds the invitation of a raw token and locks it (FOR UPDATE).
-func Lock(ctx context.Context, tx pgx.Tx, raw string) (Pending, error) {
-	return find(ctx, tx, qPendingCols+qByToken+` FOR UPDATE OF i`, raw)
+// Lock finds the invitation of a raw token and locks it (FOR UPDATE),
+// with its refusal under the catalog c.
+func Lock(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, raw string) (Pending, error) {
+	return find(ctx, tx, c, qPendingCols+qByToken+` FOR UPDATE OF i`, raw)
 }
 
 // Preview is an invitation as the page its link opens shows it, before
@@ -681,76 +751,68 @@ type Preview struct {
 // the link opens: whoever holds the link, which an accept takes as proof
 // of the mailbox, reads what its mail told them, and of a token they do
 // not hold learns what the accept would answer. The caller decides (usable,
-// as the accept does) whether it can still be accepted.
+// as the accept does, on Refusal) whether it can still be accepted.
 func (s *Store) Preview(ctx context.Context, raw string) (Preview, error) {
 	const extra = `, t.name, coalesce((SELECT u.display_name FROM users u WHERE u.id = i.invited_by), '')`
 	var v Preview
-	p, err := find(ctx, s.pool, qPendingCols+extra+qByToken, raw, &v.TenantName, &v.InviterName)
+	p, err := find(ctx, s.pool, s.catalog, qPendingCols+extra+qByToken, raw, &v.TenantName, &v.InviterName)
 	v.Pending = p
 	return v, err
 }
 
 // qGrantable reads, for GrantableRoles, the invitation's roles (those it
-// holds: a deleted one is gone), by name and id, the permissions they grant
-// and the inviter's (what they hold now, roles.HeldSQL: nothing once
-// their membership, account or tenant is not active, nor, in a tenant
-// that requires a second factor, while they have none), both under the
-// live catalog. The roles stay locked
-// (FOR SHARE) until the accept commits, so that a change of their
-// permissions waits for it instead of committing between this check and
+// holds: a deleted one is gone), by name and id, and locks them (FOR
+// SHARE) until the accept commits, so that a change of their permissions
+// waits for it instead of committing between the check (qRefusal) and
 // the grant, which the grant's foreign-key check would wait for and then
-// let through (roles.Handed). A service account is no sender: machines may
-// not send or resend invitations (a person they invite would outlive
-// them), and one a service account resent before that rule is not
-// accepted.
-var qGrantable = `
+// let through (roles.Handed).
+const qGrantable = `
 WITH r AS MATERIALIZED (
-    SELECT ro.id, ro.name, ro.builtin, ro.permissions
+    SELECT ro.id, ro.name
     FROM invitation_roles ir JOIN roles ro ON ro.tenant_id = ir.tenant_id AND ro.id = ir.role_id
     WHERE ir.tenant_id = $1 AND ir.invitation_id = $2
     ORDER BY ro.id
     FOR SHARE OF ro
 )
 SELECT ARRAY(SELECT r.name FROM r ORDER BY r.name COLLATE "C"),
-       ARRAY(SELECT r.id::text FROM r ORDER BY r.name COLLATE "C"),
-       ARRAY(SELECT DISTINCT x FROM r, unnest(` + grantPerms + `) x WHERE x = ANY($4::text[])),
-       ARRAY(SELECT x FROM unnest(` + roles.HeldSQL("$1", "$3::uuid", "$4::text[]", "$5::text[]") + `) x
-             WHERE NOT EXISTS (SELECT 1 FROM users s WHERE s.id = $3::uuid AND s.kind = 'service'))`
+       ARRAY(SELECT r.id::text FROM r ORDER BY r.name COLLATE "C")`
+
+// qRefusal reads the refusal of invitation $2 of tenant $1 under the
+// catalog whose arrays are $3 and $4.
+var qRefusal = `
+SELECT coalesce(` + refusal("$3::text[]", "$4::text[]") + `, '')
+FROM invitations i JOIN tenants t ON t.id = i.tenant_id
+WHERE i.tenant_id = $1 AND i.id = $2`
 
 // Grant is what an accepted invitation hands out (GrantableRoles).
 type Grant struct {
 	// Names and IDs are the invitation's roles, by their names now
 	// (sorted) and, in the same order, their ids.
 	Names, IDs []string
-	// RoleDeleted: a role the invitation was sent with has been deleted
-	// since (it holds fewer roles than it named).
-	RoleDeleted bool
-	// InviterMay: the inviter may still send the invitation.
-	InviterMay bool
+	// Refusal is why the invitation cannot be accepted (Pending.Refusal),
+	// read once its roles are locked: "" when it can.
+	Refusal string
 }
 
-// GrantableRoles re-checks an invitation's roles at accept: the roles it
-// holds (the very roles it was sent with, renamed or not, less any
-// deleted since), and whether the inviter may still send it: holds
-// users:write and every permission the roles grant, both under the live
-// catalog c, as a change's caller holds them (roles.Live): an active
-// member, and one the tenant's MFA policy does not confine to enrolling a
-// second factor. An inviter who left, was demoted or is so confined can
-// no longer hand out what the invitation names, nor the membership
-// itself: a role granting nothing (one without permissions, or one
-// deleted since) let an inviter removed from the tenant bring an address
-// of their own back in.
+// GrantableRoles re-checks an invitation at accept, its roles locked: the
+// roles it holds (the very roles it was sent with, renamed or not, less
+// any deleted since), and its refusal under the live catalog c, read in a
+// statement of its own after the lock (in the same round trip), so that
+// it sees a change of the roles' permissions that committed while the
+// lock waited: the inviter must hold what the roles grant now.
 func GrantableRoles(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, p Pending) (Grant, error) {
 	all, member := roles.CatalogArgs(c)
-	var (
-		g          Grant
-		need, have []string
-	)
-	if err := tx.QueryRow(ctx, qGrantable, p.TenantID, p.ID, p.InvitedBy, all, member).Scan(&g.Names, &g.IDs, &need, &have); err != nil {
+	var g Grant
+	b := &pgx.Batch{}
+	b.Queue(qGrantable, p.TenantID, p.ID).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&g.Names, &g.IDs)
+	})
+	b.Queue(qRefusal, p.TenantID, p.ID, all, member).QueryRow(func(row pgx.Row) error {
+		return row.Scan(&g.Refusal)
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
 		return Grant{}, fmt.Errorf("check invitation roles: %w", err)
 	}
-	g.InviterMay = roles.Actor{Permissions: have}.Covers(append(need, roles.UsersWrite))
-	g.RoleDeleted = len(g.IDs) < len(slices.Compact(slices.Sorted(slices.Values(p.Roles))))
 	return g, nil
 }
 

@@ -256,24 +256,37 @@ func (s *Service) hasAccount(ctx context.Context, email string) (bool, error) {
 	return exists, nil
 }
 
-// usable refuses an invitation that can no longer be accepted. One past
-// its expiry is expired whether it is still pending or was marked expired
-// (a new invitation to its address, sent after it expired, marks it so):
-// it was never used.
-func usable(p invitations.Pending) error {
-	switch {
-	case p.Status == invitations.StatusRevoked:
+// usable refuses an invitation that can no longer be accepted: its
+// refusal (invitations.Pending.Refusal, the test GET /users/me/invitations
+// lists by) as a problem. One past its expiry is expired whether it is
+// still pending or was marked expired: it was never used.
+func usable(p invitations.Pending) error { return refused(p.Refusal) }
+
+// refused is the problem of an invitation's refusal code ("": none).
+func refused(code string) error {
+	switch code {
+	case "":
+		return nil
+	case invitations.RefusedRevoked:
 		return problem.New(fiber.StatusGone, problem.CodeInvitationNotActive, "the invitation was withdrawn")
-	case p.Status == invitations.StatusExpired, p.Status == invitations.StatusPending && p.Expired:
+	case invitations.RefusedExpired:
 		return problem.New(fiber.StatusGone, problem.CodeLinkExpired, "the invitation has expired; ask for a new one")
-	case p.Status != invitations.StatusPending:
+	case invitations.RefusedUsed:
 		return problem.New(fiber.StatusGone, problem.CodeInvitationNotActive, "the invitation was already used")
-	case !p.TenantActive:
+	case invitations.RefusedTenantSuspended:
 		// The operator's suspension admits nobody (the password grant
 		// refuses the tenant too); the invitation stays pending.
 		return problem.New(fiber.StatusForbidden, problem.CodeForbidden, "the inviting tenant is suspended")
+	case invitations.RefusedInviter:
+		return errInviterCannotGrant
+	case invitations.RefusedRoleDeleted:
+		// The invitee joins with every role the inviter chose or not at
+		// all: never with fewer, unsaid (nor with another role created
+		// since under a deleted one's name, which the invitation never
+		// held).
+		return errInvitationRoleDeleted
 	}
-	return nil
+	return fmt.Errorf("invitation refused: unknown refusal %q", code)
 }
 
 // accept accepts the invitation b names; with issue, it also signs the
@@ -289,7 +302,7 @@ func (s *Service) accept(c *fiber.Ctx, b acceptBody, issue bool) (auth.TokenResp
 	// to check; everything is checked again under the lock below.
 	var email, tenantID string
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		p, err := invitations.Lock(ctx, tx, b.Token)
+		p, err := invitations.Lock(ctx, tx, s.catalog, b.Token)
 		if err != nil {
 			return err
 		}
@@ -338,9 +351,10 @@ FROM users WHERE id = $1`
 			}
 			// The hash counts against the client's budget of password
 			// checks, as a reset's does: what only the transaction below
-			// tells (a role deleted since, an inviter demoted) refuses
-			// after it and leaves the invitation pending, and its link
-			// could be sent again and again, a hash each.
+			// tells (a change since the look above: a role deleted, an
+			// inviter demoted) refuses after it and leaves the invitation
+			// pending, and its link could be sent again and again, a hash
+			// each.
 			ok, wait, err := s.auth.ReserveHash(ctx, ip)
 			if err != nil {
 				return auth.TokenResponse{}, err
@@ -364,26 +378,21 @@ FROM users WHERE id = $1`
 		if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
 			return err
 		}
-		p, err := invitations.Lock(ctx, tx, b.Token)
+		p, err := invitations.Lock(ctx, tx, s.catalog, b.Token)
 		if err != nil {
 			return err
 		}
 		if err := usable(p); err != nil {
 			return err
 		}
+		// Checked again once the roles are locked: a change of their
+		// permissions that committed meanwhile counts.
 		grant, err := invitations.GrantableRoles(ctx, tx, s.catalog, p)
 		if err != nil {
 			return err
 		}
-		if !grant.InviterMay {
-			return errInviterCannotGrant
-		}
-		// The invitee joins with every role the inviter chose or not at
-		// all: never with fewer, unsaid (nor with another role created
-		// since under a deleted one's name, which the invitation never
-		// held).
-		if grant.RoleDeleted {
-			return errInvitationRoleDeleted
+		if err := refused(grant.Refusal); err != nil {
+			return err
 		}
 		created := false
 		if userID == "" {

@@ -963,13 +963,21 @@ func TestMyInvitationsPages(t *testing.T) {
 	me := x.signup(t, "many@example.com")
 	other := x.signup(t, "other@example.com")
 	x.exec(t, `UPDATE users SET email_verified_at = now() WHERE id = ANY($1::uuid[])`, []string{me.c.Sub, other.c.Sub})
-	// 105 tenants invite the address, three at each instant.
+	// 105 tenants invite the address, three at each instant, each by an
+	// admin who may still send the invitation (the list shows only what
+	// an accept would take).
+	inviter := x.SeedUser(t, "inviter@example.com", "")
+	x.exec(t, `INSERT INTO tenants (name) SELECT 'Inviter ' || g FROM generate_series(1, 105) g`)
+	x.exec(t, `INSERT INTO roles (tenant_id, name, builtin) SELECT t.id, n, true FROM tenants t, unnest('{admin,member}'::text[]) n
+		WHERE t.name LIKE 'Inviter %'`)
+	x.exec(t, `INSERT INTO memberships (tenant_id, user_id) SELECT id, $1 FROM tenants WHERE name LIKE 'Inviter %'`, inviter)
+	x.exec(t, `INSERT INTO membership_roles (tenant_id, user_id, role_id) SELECT r.tenant_id, $1, r.id FROM roles r
+		JOIN tenants t ON t.id = r.tenant_id WHERE t.name LIKE 'Inviter %' AND r.name = 'admin'`, inviter)
 	x.exec(t, `
-WITH t AS (INSERT INTO tenants (name) SELECT 'Inviter ' || g FROM generate_series(1, 105) g RETURNING id, name)
-INSERT INTO invitations (tenant_id, email, roles, token_hash, expires_at, created_at)
-SELECT id, 'many@example.com', '{member}', decode(md5(id::text), 'hex'), now() + interval '1 day',
+INSERT INTO invitations (tenant_id, email, roles, token_hash, invited_by, expires_at, created_at)
+SELECT id, 'many@example.com', '{member}', decode(md5(id::text), 'hex'), $1, now() + interval '1 day',
        timestamptz '2026-01-01 00:00:00Z' + (split_part(name, ' ', 2)::int / 3) * interval '1 second'
-FROM t`)
+FROM tenants WHERE name LIKE 'Inviter %'`, inviter)
 	type page struct {
 		Data []struct {
 			ID string `json:"id"`
@@ -999,9 +1007,10 @@ FROM t`)
 		if pages == 1 {
 			// Between pages: a newer invitation (it belongs before the
 			// cursor, so on no later page) and a withdrawn one.
-			x.exec(t, `
-WITH t AS (INSERT INTO tenants (name) VALUES ('Latecomer') RETURNING id)
-INSERT INTO invitations (tenant_id, email, roles, token_hash, expires_at) SELECT id, 'many@example.com', '{member}', decode(md5(id::text), 'hex'), now() + interval '1 day' FROM t`)
+			late := x.SeedTenant(t, "Latecomer")
+			x.SeedMember(t, late.ID, inviter, "admin")
+			x.exec(t, `INSERT INTO invitations (tenant_id, email, roles, token_hash, invited_by, expires_at)
+				VALUES ($1::uuid, 'many@example.com', '{member}', decode(md5($1::text), 'hex'), $2, now() + interval '1 day')`, late.ID, inviter)
 			x.exec(t, `UPDATE invitations SET status = 'revoked' WHERE id = (
   SELECT id FROM invitations WHERE status = 'pending' ORDER BY created_at, id LIMIT 1)`)
 		}

@@ -239,7 +239,8 @@ func (s *Service) pageResetPassword(c *fiber.Ctx) error {
 // who sent it, the address it was sent to) and a form for what accepting
 // it takes: an existing account's password, or a new account's. A link
 // that cannot be accepted (unknown, withdrawn, used, expired, its tenant
-// suspended) shows the accept's refusal, as the page after a refused post
+// suspended, its sender no longer one who may send it, a role of it
+// deleted since) shows the accept's refusal, as the page after a refused post
 // does, and no form. It reads the invitation as the accept does
 // (invitations.Preview, usable), without locking or writing anything, and
 // tells whoever holds the link nothing the accept would not: the address
