@@ -132,6 +132,10 @@ var (
 	// ErrEscalation: the actor tried to create, change, grant or revoke a
 	// role carrying permissions the actor does not hold.
 	ErrEscalation = errors.New("role carries permissions the caller does not hold")
+	// ErrNeedsUsersWrite: the actor tried to rename a role, change its
+	// permissions or delete it without users:write (holdersChange).
+	ErrNeedsUsersWrite = errors.New("renaming a role, changing its permissions or deleting it changes what its holders hold: " +
+		"it requires permission " + UsersWrite + ", as granting and revoking it do")
 	// ErrTooManyRoles: the tenant already has MaxCustomRoles custom roles.
 	ErrTooManyRoles = fmt.Errorf("the tenant has the most custom roles it may (%d); delete unused ones first", MaxCustomRoles)
 	// ErrMemberRoles: the member already holds MaxMemberRoles roles.
@@ -393,9 +397,10 @@ type Patch struct {
 // Update changes a custom role. Changing its name or permissions changes
 // every holder's projection, so it also queues a tenant invalidation. A
 // patch that changes nothing writes nothing and returns the role. The
-// actor must hold the role's old and new permissions and, when the patch
-// takes permissions out of it, every permission of its holders
-// (coversHolders).
+// actor must hold the role's old and new permissions; to change its name
+// or permissions, users:write (holdersChange); and, when the patch
+// renames it or takes permissions out of it, every permission of its
+// holders (coversHolders).
 func (s *Store) Update(ctx context.Context, tenantID, roleID string, a Actor, p Patch) (Role, error) {
 	const qLock = `
 SELECT ` + roleCols + `
@@ -434,9 +439,16 @@ RETURNING ` + roleCols
 		if !a.Covers(old.Permissions) || (p.Permissions != nil && !a.Covers(*p.Permissions)) {
 			return ErrEscalation
 		}
-		// Taking permissions out of the role takes them from its holders:
-		// as revoking it from each, that needs what they hold.
-		if p.Permissions != nil && !(Actor{Permissions: s.catalog.Known(*p.Permissions)}).Covers(old.Permissions) {
+		renamed := p.Name != nil && *p.Name != old.Name
+		if renamed || (p.Permissions != nil && !slices.Equal(*p.Permissions, stored)) {
+			if err := holdersChange(a); err != nil {
+				return err
+			}
+		}
+		// Taking permissions out of the role takes them from its holders,
+		// and a new name the one they held: as revoking it from each, that
+		// needs what they hold.
+		if renamed || (p.Permissions != nil && !(Actor{Permissions: s.catalog.Known(*p.Permissions)}).Covers(old.Permissions)) {
 			if err := s.coversHolders(ctx, tx, tenantID, roleID, a); err != nil {
 				return err
 			}
@@ -549,8 +561,8 @@ SELECT (SELECT count(*) FROM r),
 }
 
 // Delete removes a custom role (and so every grant of it). The actor must
-// hold the role's permissions and every permission of its holders
-// (coversHolders).
+// hold users:write (holdersChange), the role's permissions and every
+// permission of its holders (coversHolders).
 //
 // It first takes the tenant's lock (LockTenant), as every change of a
 // membership that revokes a role or removes a member does: the deletion's
@@ -576,6 +588,9 @@ FOR UPDATE`
 		if old.Builtin {
 			return ErrBuiltin
 		}
+		if err := holdersChange(a); err != nil {
+			return err
+		}
 		s.effective(&old)
 		if !a.Covers(old.Permissions) {
 			return ErrEscalation
@@ -593,6 +608,20 @@ FOR UPDATE`
 	})
 	if err != nil {
 		return fmt.Errorf("delete role: %w", err)
+	}
+	return nil
+}
+
+// holdersChange is ErrNeedsUsersWrite unless a holds users:write. A new
+// name, new permissions or the deletion of a role change what each of
+// its holders holds (the role names their requests carry, which an app
+// may authorize on, and their permissions) and what the pending
+// invitations of it hand out: as granting or revoking the role does
+// (users.Store.GrantRole, RevokeRole), that needs users:write, which
+// roles:write alone, the right to define roles, does not give.
+func holdersChange(a Actor) error {
+	if !a.Covers([]string{UsersWrite}) {
+		return ErrNeedsUsersWrite
 	}
 	return nil
 }

@@ -332,8 +332,9 @@ func TestRoleChangeNeedsTheHoldersPermissions(t *testing.T) {
 		t.Errorf("refused changes wrote %d outbox rows", n-before)
 	}
 
-	// What demotes nobody stays the admin's: a description, a new name,
-	// a permission added.
+	// What demotes nobody stays the admin's: a description, a permission
+	// added. (A new name is taken from the holders too:
+	// TestRoleChangeNeedsWhatGrantingItNeeds.)
 	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", path, map[string]any{"description": "Manage people"}), 200)
 	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", path, map[string]any{"permissions": append(slices.Clone(mgr), "audit:read")}), 200)
 	// Once the member holds nothing beyond the admin, so is the rest.
@@ -383,4 +384,81 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestRoleChangeNeedsWhatGrantingItNeeds: renaming a role, changing its
+// permissions or deleting it changes what every holder of it holds (the
+// role names each of their requests carries in X-Auth-Roles, which an
+// app may authorize on, and their permissions), and what the pending
+// invitations of it hand out: as granting or revoking it, that needs
+// users:write. A caller with roles:write alone (here a "designer" holding
+// roles:read, roles:write and audit:read) renamed a role its holders and
+// an app relied on by name, gave them more, or took it from them, none of
+// which they could do through the grant and revoke routes. What changes
+// no holder stays theirs: a new role, and a role's description.
+func TestRoleChangeNeedsWhatGrantingItNeeds(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	create := func(name string, perms ...string) tenantapi.Role {
+		t.Helper()
+		r := w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": name, "permissions": perms})
+		apitest.WantStatus(t, r, 201)
+		var ro tenantapi.Role
+		r.JSON(t, &ro)
+		return ro
+	}
+	create("designer", "roles:read", "roles:write", "audit:read")
+	auditors := create("auditors", "audit:read")
+	base := "/api/v1/users/" + w.Member.UserID + "/roles/"
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PUT", base+"designer", nil), 200)
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PUT", "/api/v1/users/"+w.Admin.UserID+"/roles/auditors", nil), 200)
+	designer := w.E.IdentityOf(t, w.Member.UserID, w.A)
+	if slices.Contains(designer.Permissions, "users:write") || !slices.Contains(designer.Permissions, "roles:write") {
+		t.Fatalf("designer's permissions = %v", designer.Permissions)
+	}
+	// The grant and revoke routes refuse the designer.
+	apitest.WantProblem(t, w.E.Send(t, &designer, "DELETE", "/api/v1/users/"+w.Admin.UserID+"/roles/auditors", nil), 403, "insufficient_scope")
+	before := len(w.E.OutboxSubjects(t))
+	audited := len(w.E.AuditActions(t, w.A))
+
+	path := "/api/v1/roles/" + auditors.ID
+	for _, tc := range []struct {
+		name, method string
+		body         any
+	}{
+		{"rename", "PATCH", map[string]any{"name": "billing-approvers"}},
+		{"rename with a description", "PATCH", map[string]any{"name": "billing-approvers", "description": "x"}},
+		{"permissions taken out", "PATCH", map[string]any{"permissions": []string{}}},
+		{"permissions added", "PATCH", map[string]any{"permissions": []string{"audit:read", "roles:read"}}},
+		{"delete", "DELETE", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			apitest.WantProblem(t, w.E.Send(t, &designer, tc.method, path, tc.body), 403, "insufficient_scope")
+		})
+	}
+	if got := w.E.IdentityOf(t, w.Admin.UserID, w.A).Roles; !slices.Contains(got, "auditors") {
+		t.Errorf("the holder's roles = %v after refused changes, want auditors among them", got)
+	}
+	if n := len(w.E.OutboxSubjects(t)); n != before {
+		t.Errorf("refused changes wrote %d outbox rows", n-before)
+	}
+	if n := len(w.E.AuditActions(t, w.A)); n != audited {
+		t.Errorf("refused changes wrote %d audit rows", n-audited)
+	}
+
+	// What changes no holder stays the designer's.
+	apitest.WantStatus(t, w.E.Send(t, &designer, "PATCH", path, map[string]any{"description": "Reads the trail"}), 200)
+	apitest.WantStatus(t, w.E.Send(t, &designer, "PATCH", path, map[string]any{"name": "auditors", "permissions": []string{"audit:read"}}), 200)
+	r := w.E.Send(t, &designer, "POST", "/api/v1/roles", map[string]any{"name": "readers", "permissions": []string{"audit:read"}})
+	apitest.WantStatus(t, r, 201)
+	// A new name is taken from every holder, as revoking the role from
+	// each is: an admin (no tenant:write) may not rename a role the
+	// owner holds, whom they could not revoke it from.
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PUT", "/api/v1/users/"+w.Owner.UserID+"/roles/auditors", nil), 200)
+	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "DELETE", "/api/v1/users/"+w.Owner.UserID+"/roles/auditors", nil), 403, "forbidden")
+	apitest.WantProblem(t, w.E.Send(t, &w.Admin, "PATCH", path, map[string]any{"name": "trail-readers"}), 403, "forbidden")
+	// Once the holders hold nothing beyond the admin, the admin, who may
+	// grant and revoke it, may rename it.
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "DELETE", "/api/v1/users/"+w.Owner.UserID+"/roles/auditors", nil), 200)
+	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", path, map[string]any{"name": "trail-readers"}), 200)
 }

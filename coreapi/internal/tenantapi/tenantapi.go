@@ -105,6 +105,7 @@ func MapError(err error) *problem.Problem {
 		{roles.ErrNameTaken, 409, problem.CodeRoleNameTaken, ""},
 		{roles.ErrBuiltin, 409, problem.CodeBuiltinRole, ""},
 		{roles.ErrEscalation, 403, problem.CodeForbidden, ""},
+		{roles.ErrNeedsUsersWrite, 403, problem.CodeInsufficientScope, ""},
 		{roles.ErrTooManyRoles, 409, problem.CodeConflict, ""},
 		{roles.ErrMemberRoles, 409, problem.CodeConflict, ""},
 		{tenants.ErrUnknownRole, 422, problem.CodeValidation, "roles"},
