@@ -67,6 +67,18 @@ func TestMFAThroughTheProxies(t *testing.T) {
 	if len(codes) != 10 {
 		t.Fatalf("%d recovery codes", len(codes))
 	}
+	// The confirmation moved the account's token version on: the access
+	// token it was made with is refused from then on, and the session,
+	// which goes on, refreshes into a current one (still without the
+	// second factor: the confirmation is no step-up).
+	expectProblem(t, call(t, "GET", sys.proxyA.url("/api/v1/users/me"), old, nil), http.StatusUnauthorized)
+	r = call(t, "POST", sys.proxyB.url("/api/v1/auth/token"), "", map[string]string{
+		"grant_type": "refresh_token", "refresh_token": owner.Tokens.RefreshToken})
+	expect(t, r, http.StatusOK)
+	old = decode[tokenResponse](t, r).AccessToken
+	if amr, _, _ := amrOf(t, old); !slices.Equal(amr, []string{"pwd"}) {
+		t.Fatalf("the confirming session refreshed into amr %v, want [pwd]", amr)
+	}
 
 	// Sign in through the other proxy: the password alone is not enough.
 	r = call(t, "POST", sys.proxyB.url("/api/v1/auth/token"), "", map[string]string{

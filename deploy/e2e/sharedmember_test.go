@@ -343,7 +343,8 @@ func sameStanding(x, y sharedStanding) bool {
 
 // enrolSecondFactor gives the person an active second factor, enrolled
 // with their token for tenant enrolIn; the confirmation ends their other
-// sessions, so they sign in to tenant other again, with the factor.
+// sessions and moves their token version on, so they sign in to both
+// tenants again, with the factor (a TOTP code, then a recovery code).
 func enrolSecondFactor(t *testing.T, p *sharedPerson, enrolIn, other string) {
 	t.Helper()
 	tok := p.tokenIn[enrolIn]
@@ -353,15 +354,25 @@ func enrolSecondFactor(t *testing.T, p *sharedPerson, enrolIn, other string) {
 		Secret string `json:"secret"`
 	}](t, r).Secret
 	now := time.Now()
-	expect(t, call(t, "POST", sys.proxyA.url("/api/v1/users/me/mfa/totp/confirm"), tok, map[string]string{"code": totp(t, secret, now)}), http.StatusOK)
-	r = call(t, "POST", sys.proxyA.url("/api/v1/auth/token"), "", map[string]string{
-		"grant_type": "password", "email": p.Email, "password": p.Password, "tenant_id": other})
-	expectProblem(t, r, http.StatusUnauthorized)
-	ch := decode[struct {
-		MFAToken string `json:"mfa_token"`
-	}](t, r)
-	r = call(t, "POST", sys.proxyA.url("/api/v1/auth/token"), "", map[string]string{
-		"grant_type": "mfa_otp", "mfa_token": ch.MFAToken, "code": totp(t, secret, now.Add(30*time.Second))})
+	r = call(t, "POST", sys.proxyA.url("/api/v1/users/me/mfa/totp/confirm"), tok, map[string]string{"code": totp(t, secret, now)})
 	expect(t, r, http.StatusOK)
-	p.tokenIn[other] = decode[tokenResponse](t, r).AccessToken
+	codes := decode[struct {
+		RecoveryCodes []string `json:"recovery_codes"`
+	}](t, r).RecoveryCodes
+	for i, ten := range []string{other, enrolIn} {
+		r = call(t, "POST", sys.proxyA.url("/api/v1/auth/token"), "", map[string]string{
+			"grant_type": "password", "email": p.Email, "password": p.Password, "tenant_id": ten})
+		expectProblem(t, r, http.StatusUnauthorized)
+		ch := decode[struct {
+			MFAToken string `json:"mfa_token"`
+		}](t, r)
+		code := totp(t, secret, now.Add(30*time.Second))
+		if i > 0 {
+			code = codes[0]
+		}
+		r = call(t, "POST", sys.proxyA.url("/api/v1/auth/token"), "", map[string]string{
+			"grant_type": "mfa_otp", "mfa_token": ch.MFAToken, "code": code})
+		expect(t, r, http.StatusOK)
+		p.tokenIn[ten] = decode[tokenResponse](t, r).AccessToken
+	}
 }

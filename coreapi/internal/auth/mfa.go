@@ -726,6 +726,31 @@ func (s *Service) passwordSecondFactor(ctx context.Context, a users.Credentials,
 	if err != nil || !on {
 		return err
 	}
+	return s.passwordChallenge(ctx, a, requested)
+}
+
+// passwordChallenge is challenge for a password sign-in that checked the
+// password a.Hash at token version a.TokenVersion. A version moved on
+// since by a change that left the password as it was (a factor's
+// confirmation, a sign-out everywhere) ended what the account had open,
+// not the password just checked: the sign-in is asked for the factor at
+// the new version. A password changed or reset since is errBadCredentials.
+func (s *Service) passwordChallenge(ctx context.Context, a users.Credentials, requested bool) error {
+	err := s.challenge(ctx, a, amrPassword, requested)
+	if !errors.Is(err, errBadCredentials) {
+		return err
+	}
+	cur, perr := users.PasswordOf(ctx, s.pool, a.UserID)
+	if errors.Is(perr, users.ErrNotFound) {
+		return err
+	}
+	if perr != nil {
+		return perr
+	}
+	if cur.Hash != a.Hash || cur.TokenVersion == a.TokenVersion {
+		return err
+	}
+	a.TokenVersion = cur.TokenVersion
 	return s.challenge(ctx, a, amrPassword, requested)
 }
 
@@ -1152,8 +1177,19 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 			return err
 		}
 		// The account's row, then its sessions, as a password change
-		// takes them. The user's invalidation below makes every proxy
-		// refetch the projection, which lists the sessions ended here.
+		// takes them. The token version moves on, as for every mass
+		// sign-out: the access tokens of the sessions ended here, and
+		// every one issued before, are refused by it once the user's
+		// invalidation below makes the proxies refetch the projection
+		// (which so need not list the sessions ended). The caller's
+		// session goes on at the new version: its refresh token is kept,
+		// its access token must be refreshed.
+		if err := users.BumpTokenVersion(ctx, tx, id.UserID); err != nil {
+			return err
+		}
+		if err := s.sessions.Restamp(ctx, tx, id.UserID, id.SessionID); err != nil {
+			return err
+		}
 		ended, err := s.sessions.RevokeAll(ctx, tx, id.UserID, id.SessionID, sessions.ReasonMFAEnabled)
 		if err != nil {
 			return err

@@ -1597,8 +1597,10 @@ func TestConfirmEndsTheOtherSessions(t *testing.T) {
 	r := e.Do(t, apitest.Request{Method: http.MethodGet, Path: identity.ProjectionPath + "/" + as.UserID + "?tenant_id=" + as.TenantID, Service: true})
 	var p identity.Projection
 	r.JSON(t, &p)
-	if !p.SessionRevoked(otherAs.SessionID) || p.SessionRevoked(as.SessionID) {
-		t.Errorf("projection = %+v, want session %s revoked and %s not", p, otherAs.SessionID, as.SessionID)
+	// Refused by the token version the confirmation moved on
+	// (TestConfirmMovesTheTokenVersionOn).
+	if tv := int64(claims(t, other.AccessToken)["tv"].(float64)); tv >= p.TokenVersion || p.SessionRevoked(as.SessionID) {
+		t.Errorf("projection = %+v, want session %s refused by its version (tv %d) and %s live", p, otherAs.SessionID, tv, as.SessionID)
 	}
 	if n := e.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_reason = $2`, otherAs.SessionID, sessions.ReasonMFAEnabled); n != 1 {
 		t.Errorf("the other session is not ended as %s", sessions.ReasonMFAEnabled)
@@ -1613,6 +1615,51 @@ func TestConfirmEndsTheOtherSessions(t *testing.T) {
 	if r := e.refresh(t, tk.RefreshToken); r.Status != http.StatusOK {
 		t.Errorf("the confirming session's refresh: %d %s", r.Status, r.Body)
 	}
+}
+
+// TestConfirmMovesTheTokenVersionOn: the confirmation's end of the other
+// sessions moves the account's token version on in its transaction, as a
+// sign-out everywhere and a password change do, with the user's
+// invalidation in the outbox: the other sessions' access tokens are
+// refused by the version (the projection need not list them, and a user
+// with thousands of sessions keeps a projection the proxy can hold), and so
+// is every access token issued before. The confirming session goes on,
+// stamped with the new version: its refresh gives a token of it.
+func TestConfirmMovesTheTokenVersionOn(t *testing.T) {
+	e := start(t, cheap)
+	const email = "confirm-version@example.com"
+	tk := e.signup(t, email, "V")
+	as := e.identityFor(t, tk)
+	other := e.login(t, email)
+	otherAs := e.identityFor(t, other)
+	en := e.enrol(t, as)
+	wantStatus(t, "confirm", e.confirm(t, as, codeAt(t, en.Secret, time.Now())), http.StatusOK, "")
+
+	r := e.Do(t, apitest.Request{Method: http.MethodGet, Path: identity.ProjectionPath + "/" + as.UserID + "?tenant_id=" + as.TenantID, Service: true})
+	apitest.WantStatus(t, r, http.StatusOK)
+	var p identity.Projection
+	r.JSON(t, &p)
+	for _, tok := range []string{other.AccessToken, tk.AccessToken} {
+		if tv := int64(claims(t, tok)["tv"].(float64)); tv >= p.TokenVersion {
+			t.Errorf("an access token issued before the confirmation has tv %d, the account's version is %d: not refused by it", tv, p.TokenVersion)
+		}
+	}
+	if p.SessionRevoked(otherAs.SessionID) || p.SessionRevoked(as.SessionID) {
+		t.Errorf("revoked sessions listed: %v, want none (the version refuses the ended ones)", p.RevokedSessions)
+	}
+	if n := e.count(t, `SELECT count(*) FROM outbox WHERE subject = $1 AND payload->>'reason' = $2`,
+		invalidation.UserSubject(as.UserID), invalidation.ReasonUserMFAEnabled); n != 1 {
+		t.Errorf("outbox rows = %d, want 1", n)
+	}
+	// The confirming session goes on, at the new version.
+	r = e.refresh(t, tk.RefreshToken)
+	wantStatus(t, "the confirming session's refresh", r, http.StatusOK, "")
+	var next tokens
+	r.JSON(t, &next)
+	if tv := int64(claims(t, next.AccessToken)["tv"].(float64)); tv != p.TokenVersion {
+		t.Errorf("the refreshed token has tv %d, want the account's %d", tv, p.TokenVersion)
+	}
+	wantStatus(t, "the other session's refresh", e.refresh(t, other.RefreshToken), http.StatusBadRequest, "invalid_grant")
 }
 
 // TestPasswordSignInRacingConfirmation: a password sign-in that found no

@@ -222,7 +222,7 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 		a.TenantID = &next
 	}
 	if errors.Is(err, errFactorConfirmedMeanwhile) {
-		return TokenResponse{}, s.challenge(ctx, a, amrPassword, req.TenantID != "")
+		return TokenResponse{}, s.passwordChallenge(ctx, a, req.TenantID != "")
 	}
 	if errors.Is(err, sessions.ErrAccountDisabled) { // disabled since the check
 		return TokenResponse{}, errAccountDisabled

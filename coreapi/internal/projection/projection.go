@@ -58,7 +58,7 @@ const rolePerms = `CASE WHEN NOT r.builtin THEN r.permissions WHEN r.name = 'own
 // (sessions.token_version, raised only by a reissue), so one stamped below
 // the user's version is refused by tv < token_version whatever the list
 // says. Every mass revocation (a sign-out everywhere, a password change or
-// reset, an MFA reset) bumps the version in its transaction, so its
+// reset, a second factor's confirmation, an MFA reset) bumps the version in its transaction, so its
 // sessions stay out of the list: a user who signed in tens of thousands of
 // times (a script that never signs out) and then signed out everywhere had a
 // projection past the proxy's 1 MiB bound, and no request of theirs got

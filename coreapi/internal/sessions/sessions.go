@@ -778,6 +778,30 @@ RETURNING floor(extract(epoch FROM expires_at))::bigint`
 	return tok, ends, br.Close()
 }
 
+// Restamp stamps userID's live session sessionID with the user's current
+// token version, in the transaction that moved the version on and keeps
+// the session (a second factor's confirmation ends the account's other
+// sessions by the version): its refresh token goes on and is not
+// reissued, and its access tokens issued before, stamped with the old
+// version, are refused with the other sessions'. ErrNotFound if the
+// session is not userID's live one.
+func (s *Store) Restamp(ctx context.Context, q DB, userID, sessionID string) error {
+	const qStamp = `
+UPDATE sessions SET token_version = (SELECT token_version FROM users WHERE id = $2)
+WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()`
+	if !ids.Valid(sessionID) {
+		return ErrNotFound
+	}
+	tag, err := q.Exec(ctx, qStamp, sessionID, userID)
+	if err != nil {
+		return fmt.Errorf("restamp session: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
 // HoldsLive reports whether token is the live refresh token of userID's
 // session sessionID: the one a refresh would rotate now (not replaced, not
 // expired). A tenant switch, which hands out a new refresh token for the
