@@ -461,9 +461,12 @@ func lockUserForFactor(ctx context.Context, tx pgx.Tx, userID string) error {
 // second factor may make (disabling the factor, new recovery codes),
 // decided on the same check made before tx: a sign-out everywhere or a
 // reset may have ended the session since, and one that starts now (each
-// moves the account's token version on) waits until tx commits.
+// moves the account's token version on) waits until tx commits. The
+// account must still be able to sign in (activeAccount, read with its row
+// locked, as a disabling takes it).
 // errFactorGone: no factor is active any more (an admin's reset);
-// errSessionNotFresh: the session is not what the change needs now.
+// errSessionNotFresh: the session is not what the change needs now;
+// errInactive: the account, its membership or its tenant is not active.
 func lockFactorAgain(ctx context.Context, tx pgx.Tx, id identity.Identity) error {
 	const qActive = `SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active' FOR UPDATE`
 	if err := lockUserForFactor(ctx, tx, id.UserID); err != nil {
@@ -480,7 +483,8 @@ func lockFactorAgain(ctx context.Context, tx pgx.Tx, id identity.Identity) error
 	} else if !fresh {
 		return errSessionNotFresh
 	}
-	return nil
+	_, err := activeAccount(ctx, tx, id.UserID, id.TenantID)
+	return err
 }
 
 // errFactorGone and errSessionNotFresh: see lockFactorAgain.
@@ -1219,10 +1223,11 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 // errNoActiveFactor: the caller has no active second factor.
 var errNoActiveFactor = problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no active second factor")
 
-// recentFactor is nil when the caller has an active second factor and its
-// session gave it within MFAMaxAge: what disabling the factor and new
-// recovery codes need. Else errNoActiveFactor, or the step-up answer
-// (needRecentFactor) saying that what needs one.
+// recentFactor is nil when the caller has an active second factor, its
+// session gave it within MFAMaxAge, and the account could sign in now
+// (activeAccount): what disabling the factor and new recovery codes need.
+// Else errNoActiveFactor, the step-up answer (needRecentFactor) saying
+// that what needs one, or errInactive.
 func (s *Service) recentFactor(c *fiber.Ctx, id identity.Identity, what string) error {
 	ctx := c.UserContext()
 	on, err := s.hasMFA(ctx, id.UserID)
@@ -1239,7 +1244,15 @@ func (s *Service) recentFactor(c *fiber.Ctx, id identity.Identity, what string) 
 	if !fresh {
 		return needRecentFactor(c, what)
 	}
-	return nil
+	// An account that could not sign in now (disabled, disabled in the
+	// session's tenant, or of a suspended tenant) is refused, as its
+	// confirmation, its step-up and its password change are: a proxy
+	// that has not yet heard of the change still forwards its bearer, and
+	// whoever held it would take the factor off the account it comes back
+	// with, or keep ten ways past it. Checked again in the transaction
+	// (lockFactorAgain).
+	_, err = activeAccount(ctx, s.pool, id.UserID, id.TenantID)
+	return err
 }
 
 // needRecentFactor is the step-up answer: what needs a second factor

@@ -691,6 +691,52 @@ func TestConfirmOfAnInactiveAccount(t *testing.T) {
 	wantStatus(t, "refresh of the other session", e.refresh(t, other.RefreshToken), http.StatusBadRequest, "invalid_grant")
 }
 
+// TestFactorChangesOfAnInactiveAccount: the second factor of an account
+// that is disabled, disabled in the session's tenant, or of a suspended
+// tenant can be neither turned off nor given new recovery codes (403
+// user_disabled, as its confirmation, its step-up and its password change
+// are refused), whatever the session's recent second factor: a proxy that
+// has not yet heard of the change still forwards the bearer, and whoever
+// held it (the reason an admin disables an account) would take the factor
+// off the account it comes back with, or keep ten ways past it. Nothing
+// changes, and once active again both are allowed.
+func TestFactorChangesOfAnInactiveAccount(t *testing.T) {
+	e := start(t, cheap)
+	ctx := context.Background()
+	const email = "inactive-factor@example.com"
+	tk, secret, codes := e.mfaUser(t, email)
+	as := e.identityFor(t, tk)
+	wantStatus(t, "step up", e.Send(t, as, http.MethodPost, "/api/v1/auth/token",
+		map[string]string{"grant_type": "mfa_otp", "code": codeAt(t, secret, time.Now().Add(30*time.Second))}), http.StatusOK, "")
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := e.DB.Pool.Exec(ctx, q, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const qCodes = `SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1 AND code_hash = $2`
+	for _, tc := range inactiveStates() {
+		exec(tc.off, as.UserID)
+		wantStatus(t, "new recovery codes of a "+tc.name, e.Send(t, as, http.MethodPost, "/api/v1/users/me/mfa/recovery-codes", nil),
+			http.StatusForbidden, "user_disabled")
+		wantStatus(t, "disabling the factor of a "+tc.name, e.Send(t, as, http.MethodDelete, "/api/v1/users/me/mfa/totp", nil),
+			http.StatusForbidden, "user_disabled")
+		if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1 AND status = 'active'`, as.UserID); n != 1 {
+			t.Fatalf("%s: %d active factors after the refusals, want 1", tc.name, n)
+		}
+		if n := e.count(t, qCodes, as.UserID, mfa.HashRecovery(as.UserID, codes[0])); n != 1 {
+			t.Fatalf("%s: the recovery codes were replaced", tc.name)
+		}
+		exec(tc.on, as.UserID)
+	}
+	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE action IN ('user.mfa_disabled', 'user.mfa_recovery_codes_regenerated')`); n != 0 {
+		t.Errorf("%d audit rows of refused changes", n)
+	}
+	// Active again: both are allowed.
+	wantStatus(t, "new recovery codes once active", e.Send(t, as, http.MethodPost, "/api/v1/users/me/mfa/recovery-codes", nil), http.StatusOK, "")
+	wantStatus(t, "disabling the factor once active", e.Send(t, as, http.MethodDelete, "/api/v1/users/me/mfa/totp", nil), http.StatusNoContent, "")
+}
+
 // TestRecoveryCodeSignInRacingReset: a second-factor sign-in whose
 // recovery code was spent (and its challenge claimed) just before a
 // password reset committed must not open a session after the reset: the
