@@ -847,6 +847,19 @@ RETURNING user_id::text, tenant_id::text, amr, tenant_requested`
 		claimed = true
 		return nil
 	}
+	// A disabled account is refused before the code is looked at, as
+	// its step-up is, and keeps the code and the try: the session below
+	// would refuse it (signInTenantNow) only after a recovery code was
+	// spent and the challenge used up. (A membership or tenant no longer
+	// active sends the sign-in to the next tenant, below.)
+	if off, err := accountDisabled(ctx, s.pool, userID); err != nil {
+		return TokenResponse{}, err
+	} else if off {
+		if _, err := s.pool.Exec(ctx, qRefund, hash); err != nil {
+			return TokenResponse{}, fmt.Errorf("give back mfa challenge try: %w", err)
+		}
+		return TokenResponse{}, errInactive
+	}
 	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: userID, tenantID: tenantID, ip: ip, requestID: rid}, claim); err != nil {
 		// A code refused by the account's lock, or for a secret the
 		// server cannot read, was never looked at: its try is given back,

@@ -737,6 +737,36 @@ func TestFactorChangesOfAnInactiveAccount(t *testing.T) {
 	wantStatus(t, "disabling the factor once active", e.Send(t, as, http.MethodDelete, "/api/v1/users/me/mfa/totp", nil), http.StatusNoContent, "")
 }
 
+// TestSecondStepOfADisabledAccountSpendsNoCode: a sign-in's second step
+// (grant_type=mfa_otp with its mfa_token) for an account disabled since
+// the password was checked is refused 403 user_disabled before the code is
+// looked at, as a step-up and a confirmation are: the recovery code sent
+// stays unspent and the mfa_token keeps its try, so once the account is
+// active again the same code finishes the same sign-in. The code was
+// spent, and the challenge used up, for a refusal.
+func TestSecondStepOfADisabledAccountSpendsNoCode(t *testing.T) {
+	e := start(t, cheap)
+	ctx := context.Background()
+	const email = "disabled-second-step@example.com"
+	tk, _, codes := e.mfaUser(t, email)
+	uid := claims(t, tk.AccessToken)["sub"].(string)
+	mfaToken := e.challenge(t, email)
+	if _, err := e.DB.Pool.Exec(ctx, `UPDATE users SET status = 'disabled' WHERE id = $1`, uid); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, "second step of a disabled account", e.mfaOTP(t, mfaToken, codes[0]), http.StatusForbidden, "user_disabled")
+	if n := e.count(t, `SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NOT NULL`, uid); n != 0 {
+		t.Errorf("%d recovery codes spent by a refused sign-in", n)
+	}
+	if n := e.count(t, `SELECT attempts FROM mfa_challenges WHERE user_id = $1 AND used_at IS NULL`, uid); n != 0 {
+		t.Errorf("the challenge is used, or counts %d tries, after a refusal that looked at no code", n)
+	}
+	if _, err := e.DB.Pool.Exec(ctx, `UPDATE users SET status = 'active' WHERE id = $1`, uid); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, "the same code once active", e.mfaOTP(t, mfaToken, codes[0]), http.StatusOK, "")
+}
+
 // TestRecoveryCodeSignInRacingReset: a second-factor sign-in whose
 // recovery code was spent (and its challenge claimed) just before a
 // password reset committed must not open a session after the reset: the
