@@ -1,6 +1,10 @@
 package natsinv
 
 import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -74,6 +78,122 @@ func every20ms(t *testing.T, nc *nats.Conn, subject string, body []byte) (stop f
 	return stop
 }
 
+// feed drives a subscriber on a clock of its own. The test moves the
+// clock and publishes what arrives, and each step waits for its effect
+// rather than for a while: a heartbeat or a relay's beat until it is
+// taken in, a move of the clock until the subscriber has looked at the
+// feed since (watchDrops). What must not happen is proved not to have
+// happened by those looks, however loaded the machine.
+type feed struct {
+	t      *testing.T
+	s      *Subscriber
+	pub    *nats.Conn
+	m      *metrics.Metrics
+	base   time.Time
+	offset atomic.Int64
+	looks  chan struct{}
+}
+
+// startFeed connects a subscriber with o (its clock, hook and DropCheck
+// set here) for target, logging to log, and waits until it is connected.
+func startFeed(t *testing.T, n *testenv.NATS, o Options, target Target, m *metrics.Metrics, log *slog.Logger) *feed {
+	t.Helper()
+	f := &feed{t: t, m: m, base: time.Now(), looks: make(chan struct{})}
+	o.Now, o.checked, o.DropCheck = f.now, f.checked, 10*time.Millisecond
+	f.s, f.pub = connectLogged(t, n, o, target, m, log)
+	testenv.Eventually(t, func() error { return testenv.Want("connected", f.s.Connected(), true) })
+	return f
+}
+
+func (f *feed) now() time.Time { return f.base.Add(time.Duration(f.offset.Load())) }
+
+// checked is the subscriber's hook after each look: it tells a test
+// waiting in looked, if one is.
+func (f *feed) checked() {
+	select {
+	case f.looks <- struct{}{}:
+	default:
+	}
+}
+
+// looked waits until the subscriber has looked at the feed wholly after
+// the call: two looks end, the second begun once the first ended.
+func (f *feed) looked() {
+	f.t.Helper()
+	for range 2 {
+		select {
+		case <-f.looks:
+		case <-time.After(10 * time.Second):
+			f.t.Fatal("the subscriber did not look at the feed within 10 s")
+		}
+	}
+}
+
+// advance moves the clock on by d and waits until the subscriber has
+// looked at the feed since.
+func (f *feed) advance(d time.Duration) {
+	f.t.Helper()
+	f.offset.Add(int64(d))
+	f.looked()
+}
+
+// heartbeat publishes a heartbeat straight from a relay (no Nats-Msg-Id:
+// the list of relays stays as it is), and returns its arrival once it is
+// taken in.
+func (f *feed) heartbeat() time.Time {
+	f.t.Helper()
+	return f.takenIn("heartbeat", &nats.Msg{Subject: invalidation.SubjectHeartbeat, Data: []byte(`{"at":1}`)})
+}
+
+// row publishes a heartbeat row listing relays, and returns its arrival
+// once it is taken in.
+func (f *feed) row(relays ...string) time.Time {
+	f.t.Helper()
+	b, _ := json.Marshal(invalidation.Event{At: f.now().UnixMilli(), Relays: relays})
+	msg := &nats.Msg{Subject: invalidation.SubjectHeartbeat, Data: b, Header: nats.Header{}}
+	msg.Header.Set(nats.MsgIdHdr, "row-"+strconv.FormatInt(rowID.Add(1), 10))
+	return f.takenIn("heartbeat", msg)
+}
+
+// relay publishes relay's beat, and returns its arrival once it is taken
+// in.
+func (f *feed) relay(relay string) time.Time {
+	f.t.Helper()
+	b, _ := json.Marshal(invalidation.Event{At: f.now().UnixMilli(), Relay: relay})
+	return f.takenIn("relay", &nats.Msg{Subject: invalidation.SubjectRelay, Data: b})
+}
+
+// takenIn publishes msg and waits until the subscriber counts one more
+// event of kind (counted once its effects are in place); it returns the
+// clock's time, that of the arrival.
+func (f *feed) takenIn(kind string, msg *nats.Msg) time.Time {
+	f.t.Helper()
+	counted := func() float64 { return testutil.ToFloat64(f.m.Invalidations.WithLabelValues(kind)) }
+	before := counted()
+	if err := f.pub.PublishMsg(msg); err != nil {
+		f.t.Fatal(err)
+	}
+	if err := f.pub.Flush(); err != nil {
+		f.t.Fatal(err)
+	}
+	testenv.Eventually(f.t, func() error { return testenv.Want(kind+" events taken in", counted(), before+1) })
+	return f.now()
+}
+
+// wantStale fails the test unless the caches are in bounded staleness
+// with authproxy_invalidation_feed_stale and authproxy_outbox_relays_unheard
+// as given, NATS connected; when says at which step.
+func (f *feed) wantStale(r *downRecorder, stale bool, unheard float64, when string) {
+	f.t.Helper()
+	feedStale := map[bool]float64{true: 1}[stale]
+	if r.BoundedStaleness() != stale || testutil.ToFloat64(f.m.FeedStale) != feedStale ||
+		testutil.ToFloat64(f.m.RelaysUnheard) != unheard || testutil.ToFloat64(f.m.NATSConnected) != 1 {
+		f.t.Fatalf("%s: bounded staleness %v, feed stale %v, relays unheard %v, NATS connected %v; want %v, %v, %v, 1", when,
+			r.BoundedStaleness(), testutil.ToFloat64(f.m.FeedStale), testutil.ToFloat64(f.m.RelaysUnheard),
+			testutil.ToFloat64(f.m.NATSConnected), stale, feedStale, unheard)
+	}
+}
+
 // TestHeartbeatSilenceIsAnOutage: a connected feed that brings no outbox
 // heartbeat for HeartbeatTimeout puts the caches in bounded staleness,
 // counted from the last heartbeat (coreapi's relays may not be publishing
@@ -83,50 +203,58 @@ func every20ms(t *testing.T, nc *nats.Conn, subject string, body []byte) (stop f
 func TestHeartbeatSilenceIsAnOutage(t *testing.T) {
 	n := testenv.StartNATS(t)
 	r := &downRecorder{recorder: newRecorder(t)}
-	m := metrics.New()
 	const timeout = 600 * time.Millisecond
-	s, pub := connectWithPublisher(t, n, Options{HeartbeatTimeout: timeout, DropCheck: 10 * time.Millisecond}, r, m)
-	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	f := startFeed(t, n, Options{HeartbeatTimeout: timeout}, r, metrics.New(), quiet())
 
-	// Heartbeats keep the feed trusted well past the timeout.
-	stop := beats(t, pub)
-	time.Sleep(2 * timeout)
-	if r.BoundedStaleness() || testutil.ToFloat64(m.FeedStale) != 0 {
-		t.Fatal("stale while heartbeats arrive")
+	// Heartbeats each within the timeout of the one before keep the feed
+	// trusted well past it.
+	for i := range 4 {
+		f.advance(timeout - time.Millisecond)
+		f.wantStale(r, false, 0, fmt.Sprintf("heartbeat %d due", i+1))
+		f.heartbeat()
 	}
-	last := stop()
-	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), true) })
-	if at := r.lastDown(); at.Before(last) || at.After(last.Add(timeout)) {
-		t.Fatalf("staleness counted from %s, want the last heartbeat's arrival (published %s)", at.Format(time.StampMicro), last.Format(time.StampMicro))
-	}
-	if testutil.ToFloat64(m.FeedStale) != 1 || testutil.ToFloat64(m.NATSConnected) != 1 {
-		t.Fatal("authproxy_invalidation_feed_stale not 1, or authproxy_nats_connected not 1")
+	last := f.heartbeat()
+	f.advance(timeout - time.Millisecond)
+	f.wantStale(r, false, 0, "the timeout not yet over")
+	f.advance(2 * time.Millisecond)
+	f.wantStale(r, true, 0, "the timeout over")
+	if at := r.lastDown(); !at.Equal(last) {
+		t.Fatalf("staleness counted from %s, want the last heartbeat's arrival, %s", at.Format(time.StampMicro), last.Format(time.StampMicro))
 	}
 
 	// A heartbeat ends it with one purge, and the heartbeats after it
 	// purge no more.
 	reconnects, _ := r.count()
-	stop = beats(t, pub)
-	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), false) })
-	time.Sleep(timeout / 2)
-	if rc, _ := r.count(); rc != reconnects+1 || testutil.ToFloat64(m.FeedStale) != 0 {
-		t.Fatalf("heartbeats back with %d purges (feed stale %v), want 1 and 0", rc-reconnects, testutil.ToFloat64(m.FeedStale))
+	f.heartbeat()
+	f.wantStale(r, false, 0, "a heartbeat back")
+	for range 3 {
+		f.advance(timeout / 2)
+		f.heartbeat()
 	}
-	stop()
-	reconnects++
+	if rc, _ := r.count(); rc != reconnects+1 {
+		t.Fatalf("heartbeats back with %d purges, want 1", rc-reconnects)
+	}
 
 	// Stale again, then NATS restarts: the reconnection purges and clears
-	// the staleness, and the silence that follows makes it stale anew.
-	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), true) })
+	// the staleness, and the silence that follows makes it stale anew,
+	// counted from the reconnection.
+	f.advance(timeout + time.Millisecond)
+	f.wantStale(r, true, 0, "silent again")
+	reconnects, _ = r.count()
 	n.Stop()
 	n.Start()
 	testenv.Eventually(t, func() error {
 		rc, _ := r.count()
 		return testenv.WantAtLeast("reconnections", rc, reconnects+1)
 	})
-	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), true) })
-	if at := r.lastDown(); at.Before(last.Add(timeout)) {
-		t.Fatalf("stale after the reconnection from %s, before it", at.Format(time.StampMicro))
+	testenv.Eventually(t, func() error { return testenv.Want("connected", f.s.Connected(), true) })
+	live := f.now()
+	f.advance(timeout - time.Millisecond)
+	f.wantStale(r, false, 0, "reconnected, the timeout not yet over")
+	f.advance(2 * time.Millisecond)
+	f.wantStale(r, true, 0, "reconnected, the timeout over")
+	if at := r.lastDown(); !at.Equal(live) {
+		t.Fatalf("stale after the reconnection from %s, want the reconnection, %s", at.Format(time.StampMicro), live.Format(time.StampMicro))
 	}
 }
 
@@ -134,17 +262,10 @@ func TestHeartbeatSilenceIsAnOutage(t *testing.T) {
 // trusted however long no heartbeat comes.
 func TestHeartbeatNotWatchedByDefault(t *testing.T) {
 	n := testenv.StartNATS(t)
-	r := newRecorder(t)
-	s, err := Connect(Options{URL: n.URL(), DropCheck: 10 * time.Millisecond}, r, quiet(), metrics.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(time.Second)
-	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
-	time.Sleep(500 * time.Millisecond)
-	if r.BoundedStaleness() {
-		t.Fatal("stale without a heartbeat timeout")
-	}
+	r := &downRecorder{recorder: newRecorder(t)}
+	f := startFeed(t, n, Options{}, r, metrics.New(), quiet())
+	f.advance(time.Hour)
+	f.wantStale(r, false, 0, "an hour without a heartbeat")
 }
 
 // TestHeartbeatAfterSilencePurges: the heartbeat that ends a silence

@@ -2,6 +2,7 @@ package natsinv
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -81,66 +82,82 @@ func relaysHeard(m *metrics.Metrics) float64 {
 func TestUnheardRelayIsStale(t *testing.T) {
 	n := testenv.StartNATS(t)
 	r := &downRecorder{recorder: newRecorder(t)}
-	m := metrics.New()
 	var logs logbuffer.Buffer
 	const timeout = 600 * time.Millisecond
-	s, pub := connectLogged(t, n, Options{HeartbeatTimeout: timeout, DropCheck: 10 * time.Millisecond}, r, m,
-		slog.New(slog.NewJSONHandler(&logs, nil)))
-	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
-	defer beats(t, pub)() // direct heartbeats: they leave the list as it is
-
-	// r1 is listed and heard every 20 ms: fresh well past the timeout.
-	relayBeats(t, pub, "r1")
-	testenv.Eventually(t, func() error { return testenv.WantAtLeast("relay beats", relaysHeard(m), 1) })
-	heartbeatRow(t, pub, "r1")
-	time.Sleep(3 * timeout)
-	if r.BoundedStaleness() || testutil.ToFloat64(m.FeedStale) != 0 || testutil.ToFloat64(m.RelaysUnheard) != 0 {
-		t.Fatal("stale while the listed relay is heard")
+	f := startFeed(t, n, Options{HeartbeatTimeout: timeout}, r, metrics.New(), slog.New(slog.NewJSONHandler(&logs, nil)))
+	// beats brings a direct heartbeat (it leaves the list as it is) and
+	// the beats of relays, and returns their arrival.
+	beats := func(relays ...string) (at time.Time) {
+		at = f.heartbeat()
+		for _, id := range relays {
+			at = f.relay(id)
+		}
+		return at
 	}
 
-	// r2 is listed too, and never heard.
+	// r1 is listed and heard within the timeout each time: fresh well
+	// past it.
+	f.relay("r1")
+	f.row("r1")
+	for i := range 6 {
+		f.advance(timeout / 2)
+		f.wantStale(r, false, 0, fmt.Sprintf("r1's beat %d due", i+1))
+		beats("r1")
+	}
+
+	// r2 is listed too, and never heard: stale once given the timeout from
+	// its listing, not before, the bound counted from the listing.
 	reconnects, _ := r.count()
-	// Stale once given the timeout from its listing, not before: the
-	// staleness is looked for from the listing on, and its first sight
-	// must come a timeout after it.
-	listed := heartbeatRow(t, pub, "r1", "r2")
-	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), true) })
-	if since := time.Since(listed); since < timeout {
-		t.Fatalf("stale %s after r2 was listed, within the grace of a relay just listed (%s)", since, timeout)
+	listed := f.row("r1", "r2")
+	f.advance(timeout - time.Millisecond)
+	f.wantStale(r, false, 0, "r2 listed, its grace not yet over")
+	beats("r1")
+	f.advance(2 * time.Millisecond)
+	f.wantStale(r, true, 1, "r2 listed, its grace over")
+	if at := r.lastDown(); !at.Equal(listed) {
+		t.Fatalf("staleness counted from %s, want r2's listing, %s", at.Format(time.StampMicro), listed.Format(time.StampMicro))
 	}
-	if at := r.lastDown(); at.Before(listed) || at.After(listed.Add(timeout/2)) {
-		t.Fatalf("staleness counted from %s, want r2's listing (published %s)", at.Format(time.StampMicro), listed.Format(time.StampMicro))
+	// The warning, written as the feed turned stale, names r2 alone, and
+	// is not written again while r2 stays unheard.
+	for range 3 {
+		beats("r1")
+		f.advance(timeout / 2)
 	}
-	if testutil.ToFloat64(m.FeedStale) != 1 || testutil.ToFloat64(m.RelaysUnheard) != 1 || testutil.ToFloat64(m.NATSConnected) != 1 {
-		t.Fatalf("feed stale %v, relays unheard %v, NATS connected %v; want 1, 1, 1",
-			testutil.ToFloat64(m.FeedStale), testutil.ToFloat64(m.RelaysUnheard), testutil.ToFloat64(m.NATSConnected))
-	}
-	// The warning is written once the caches are told (just after).
-	unheard := func() int { return strings.Count(logs.String(), "outbox relays unheard") }
-	testenv.Eventually(t, func() error { return testenv.WantAtLeast("warnings of unheard relays", unheard(), 1) })
+	f.wantStale(r, true, 1, "r2 unheard on")
+	unheard := 0
 	for _, line := range strings.Split(logs.String(), "\n") {
-		if strings.Contains(line, "outbox relays unheard") && !strings.Contains(line, `"relays":["r2"]`) {
-			t.Errorf("the warning does not name r2 alone: %s", line)
+		if strings.Contains(line, "outbox relays unheard") {
+			unheard++
+			if !strings.Contains(line, `"relays":["r2"]`) {
+				t.Errorf("the warning does not name r2 alone: %s", line)
+			}
 		}
 	}
-	if n := unheard(); n != 1 {
-		t.Errorf("%d warnings of unheard relays, want 1; log:\n%s", n, logs.String())
+	if unheard != 1 {
+		t.Errorf("%d warnings of unheard relays, want 1; log:\n%s", unheard, logs.String())
 	}
 
-	// r2's beat ends it, with one purge.
-	stop := relayBeats(t, pub, "r2")
-	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), false) })
-	time.Sleep(timeout)
-	if rc, _ := r.count(); rc != reconnects+1 || testutil.ToFloat64(m.FeedStale) != 0 || testutil.ToFloat64(m.RelaysUnheard) != 0 {
-		t.Fatalf("r2 heard with %d purges (feed stale %v, relays unheard %v), want 1, 0, 0",
-			rc-reconnects, testutil.ToFloat64(m.FeedStale), testutil.ToFloat64(m.RelaysUnheard))
+	// r2's beat ends it, with one purge; its beats after it purge no more.
+	f.relay("r2")
+	f.wantStale(r, false, 0, "r2 heard")
+	var last time.Time
+	for range 3 {
+		f.advance(timeout / 2)
+		last = beats("r1", "r2")
+	}
+	f.wantStale(r, false, 0, "r2 heard on")
+	if rc, _ := r.count(); rc != reconnects+1 {
+		t.Fatalf("r2 heard with %d purges, want 1", rc-reconnects)
 	}
 
 	// r2 falls silent: stale again, counted from its last beat.
-	last := stop()
-	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), true) })
-	if at := r.lastDown(); at.Before(last) || at.After(last.Add(timeout/2)) {
-		t.Fatalf("staleness counted from %s, want r2's last beat (published %s)", at.Format(time.StampMicro), last.Format(time.StampMicro))
+	f.advance(timeout - time.Millisecond)
+	f.wantStale(r, false, 0, "r2 silent, the timeout not yet over")
+	beats("r1")
+	f.advance(2 * time.Millisecond)
+	f.wantStale(r, true, 1, "r2 silent, the timeout over")
+	if at := r.lastDown(); !at.Equal(last) {
+		t.Fatalf("staleness counted from %s, want r2's last beat, %s", at.Format(time.StampMicro), last.Format(time.StampMicro))
 	}
 }
 
@@ -193,34 +210,34 @@ func TestUnlistedRelaysAreStale(t *testing.T) {
 func TestRowDelistsRelay(t *testing.T) {
 	n := testenv.StartNATS(t)
 	r := &downRecorder{recorder: newRecorder(t)}
-	m := metrics.New()
 	const timeout = 400 * time.Millisecond
-	s, pub := connectWithPublisher(t, n, Options{HeartbeatTimeout: timeout, DropCheck: 10 * time.Millisecond}, r, m)
-	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
-	defer beats(t, pub)()
-	heartbeatRow(t, pub, "r2")
-	testenv.Eventually(t, func() error { return testenv.Want("feed stale", testutil.ToFloat64(m.FeedStale), 1.0) })
+	f := startFeed(t, n, Options{HeartbeatTimeout: timeout}, r, metrics.New(), quiet())
+	f.row("r2")
+	f.advance(timeout / 2)
+	f.heartbeat()
+	f.advance(timeout/2 + time.Millisecond)
+	f.wantStale(r, true, 1, "r2 listed and unheard")
 
-	// The direct heartbeats go on (every 20 ms, as would one with the
-	// reason a relay gives them, below): r2 stays expected.
-	b, _ := json.Marshal(invalidation.Event{At: time.Now().UnixMilli(), Reason: invalidation.ReasonDatabaseUnreachable})
-	if err := pub.Publish(invalidation.SubjectHeartbeat, b); err != nil {
-		t.Fatal(err)
+	// Direct heartbeats go on, one with the reason a relay gives them:
+	// r2 stays expected.
+	b, _ := json.Marshal(invalidation.Event{At: f.now().UnixMilli(), Reason: invalidation.ReasonDatabaseUnreachable})
+	f.takenIn("heartbeat", &nats.Msg{Subject: invalidation.SubjectHeartbeat, Data: b})
+	for range 4 {
+		f.advance(timeout / 2)
+		f.heartbeat()
 	}
-	time.Sleep(2 * timeout)
-	if !r.BoundedStaleness() || testutil.ToFloat64(m.FeedStale) != 1 || testutil.ToFloat64(m.RelaysUnheard) != 1 {
-		t.Fatal("a direct heartbeat changed the list of relays")
-	}
+	f.wantStale(r, true, 1, "direct heartbeats only")
 
 	reconnects, _ := r.count()
-	heartbeatRow(t, pub) // no relays: r2 is no longer expected
-	testenv.Eventually(t, func() error { return testenv.Want("feed stale", testutil.ToFloat64(m.FeedStale), 0.0) })
-	if r.BoundedStaleness() || testutil.ToFloat64(m.RelaysUnheard) != 0 {
-		t.Fatal("bounded staleness, or a relay unheard, once r2 is delisted")
+	f.row() // no relays: r2 is no longer expected
+	f.wantStale(r, false, 0, "r2 delisted")
+	for range 3 {
+		f.advance(timeout / 2)
+		f.heartbeat()
 	}
-	time.Sleep(timeout)
-	if rc, _ := r.count(); rc != reconnects+1 || r.BoundedStaleness() {
-		t.Fatalf("r2 delisted with %d purges (bounded staleness %v), want 1 and fresh", rc-reconnects, r.BoundedStaleness())
+	f.wantStale(r, false, 0, "r2 delisted, heartbeats on")
+	if rc, _ := r.count(); rc != reconnects+1 {
+		t.Fatalf("r2 delisted with %d purges, want 1", rc-reconnects)
 	}
 }
 
