@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,6 +25,7 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/natsauth/natsauthtest"
+	"github.com/tollgate-auth/tollgate/shared/natsdial"
 	"github.com/tollgate-auth/tollgate/shared/silent"
 )
 
@@ -41,6 +43,69 @@ func startAuthNATS(t *testing.T, port int, pw string) (*natsserver.Server, int) 
 		t.Fatal("nats server not ready")
 	}
 	return ns, ns.Addr().(*net.TCPAddr).Port
+}
+
+// refuser is a NATS server's authentication that refuses every client,
+// as a server that has another password for coreapi does, and tells of
+// each attempt on attempts.
+type refuser struct{ attempts chan struct{} }
+
+func (r refuser) Check(natsserver.ClientAuthentication) bool {
+	select {
+	case r.attempts <- struct{}{}:
+	default:
+	}
+	return false
+}
+
+// startRefusingNATS runs a NATS server on port that refuses every
+// client's credentials (Authorization Violation), and returns it with a
+// channel told of each attempt (some hundred kept).
+func startRefusingNATS(t *testing.T, port int) (*natsserver.Server, <-chan struct{}) {
+	t.Helper()
+	r := refuser{attempts: make(chan struct{}, 128)}
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true,
+		CustomClientAuthentication: r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	return ns, r.attempts
+}
+
+// awaitAttempts waits until n more attempts were made at a server of
+// startRefusingNATS: each after the one before was refused and its
+// refusal handed on by the client.
+func awaitAttempts(t *testing.T, attempts <-chan struct{}, n int) {
+	t.Helper()
+	deadline := time.After(time.Duration(n) * 5 * time.Second)
+	for i := range n {
+		select {
+		case <-attempts:
+		case <-deadline:
+			t.Fatalf("%d attempts at the refusing server, want %d", i, n)
+		}
+	}
+}
+
+// refusalsEnded reads, from the line of logs that says a refusal of the
+// credentials ended, how many refusals it counted (-1: no such line).
+func refusalsEnded(t *testing.T, logs *testkit.LogBuffer) int {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if !strings.Contains(line, "admits this service's credentials again") {
+			continue
+		}
+		var l struct{ Refusals int }
+		if err := json.Unmarshal([]byte(line), &l); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		return l.Refusals
+	}
+	return -1
 }
 
 // TestRelayOutlastsRefusedCredentials: NATS comes back from a restart
@@ -65,9 +130,10 @@ func TestRelayOutlastsRefusedCredentials(t *testing.T) {
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	refusing, _ := startAuthNATS(t, port, "another")
-	// Several reconnection attempts (one each ~500 ms) are refused.
-	time.Sleep(2500 * time.Millisecond)
+	refusing, attempts := startRefusingNATS(t, port)
+	// Several reconnection attempts are refused: the client's default
+	// gave up at the second.
+	awaitAttempts(t, attempts, 3)
 	refusing.Shutdown()
 	refusing.WaitForShutdown()
 	ns, _ = startAuthNATS(t, port, "pw")
@@ -281,46 +347,61 @@ func TestRefusedCredentialsLoggedOnce(t *testing.T) {
 		expectRelayed(t, url, db, 10*time.Second, "before the restart")
 		ns.Shutdown()
 		ns.WaitForShutdown()
-		refusing, _ := startAuthNATS(t, port, "another")
-		// Some six attempts in 3 s.
-		time.Sleep(3 * time.Second)
-		if refusals, errs, _ := natsauthtest.RefusalLines(logs); refusals != 1 || errs != 1 {
-			t.Fatalf("%d lines name the refusal in 3 s (%d errors saying what to fix), want 1:\n%s", refusals, errs, logs.String())
-		}
+		refusing, attempts := startRefusingNATS(t, port)
+		awaitAttempts(t, attempts, 4)
 		refusing.Shutdown()
 		refusing.WaitForShutdown()
 		ns, _ = startAuthNATS(t, port, "pw")
 		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 		expectRelayed(t, url, db, 10*time.Second, "after NATS admitted the relay again")
-		if _, _, ended := natsauthtest.RefusalLines(logs); ended != 1 {
-			t.Fatalf("%d lines say the refusal ended, want 1:\n%s", ended, logs.String())
-		}
+		// The line that says the refusal ended comes after every refusal
+		// the client handed on: at least the first three attempts'.
+		wantRefusalLoggedOnce(t, logs, 3)
 	})
 	t.Run("from the start", func(t *testing.T) {
-		refusing, port := startAuthNATS(t, -1, "another")
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		refusing, attempts := startRefusingNATS(t, port)
 		url := "nats://coreapi:pw@127.0.0.1:" + strconv.Itoa(port)
 		logs := runRelayLogged(t, url, db)
-		time.Sleep(3 * time.Second)
-		if refusals, errs, _ := natsauthtest.RefusalLines(logs); refusals != 1 || errs != 1 {
-			t.Fatalf("%d lines name the refusal in 3 s (%d errors saying what to fix), want 1:\n%s", refusals, errs, logs.String())
-		}
+		awaitAttempts(t, attempts, 4)
 		refusing.Shutdown()
 		refusing.WaitForShutdown()
 		ns, _ := startAuthNATS(t, port, "pw")
 		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 		expectRelayed(t, url, db, 10*time.Second, "after NATS admitted the relay")
-		if _, _, ended := natsauthtest.RefusalLines(logs); ended != 1 {
-			t.Fatalf("%d lines say the refusal ended, want 1:\n%s", ended, logs.String())
-		}
+		wantRefusalLoggedOnce(t, logs, 1)
 	})
+}
+
+// wantRefusalLoggedOnce fails the test unless logs name a refusal of the
+// credentials in one line, an error saying what to fix, and its end in
+// one line counting at least least refusals.
+func wantRefusalLoggedOnce(t *testing.T, logs *testkit.LogBuffer, least int) {
+	t.Helper()
+	refusals, errs, ended := natsauthtest.RefusalLines(logs)
+	if counted := refusalsEnded(t, logs); refusals != 1 || errs != 1 || ended != 1 || counted < least {
+		t.Fatalf("%d lines name the refusal (%d errors saying what to fix), %d say it ended, after %d refusals counted; want 1, 1, 1 after %d at least:\n%s",
+			refusals, errs, ended, counted, least, logs.String())
+	}
 }
 
 // runRelayLogged runs the relay of url until the test ends, and returns
 // its log.
 func runRelayLogged(t *testing.T, url string, db *dbtest.DB) *testkit.LogBuffer {
 	t.Helper()
+	return runRelayHooked(t, url, db, relayHooks{})
+}
+
+// runRelayHooked is runRelayLogged with h.
+func runRelayHooked(t *testing.T, url string, db *dbtest.DB, h relayHooks) *testkit.LogBuffer {
+	t.Helper()
 	logs := &testkit.LogBuffer{}
-	run, err := startRelay(config.Config{NATSURL: url}, slog.New(slog.NewJSONHandler(logs, nil)), db.Pool, nil)
+	run, err := startRelayHooked(config.Config{NATSURL: url}, slog.New(slog.NewJSONHandler(logs, nil)), db.Pool, nil, h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,11 +429,26 @@ func TestUnreachableServerLoggedOnce(t *testing.T) {
 	l.Close()
 	url := "nats://coreapi:pw@127.0.0.1:" + strconv.Itoa(port)
 	masked := "nats://coreapi:xxxxx@127.0.0.1:" + strconv.Itoa(port)
-	logs := runRelayLogged(t, url, db)
-	// Some six attempts in 3 s.
-	time.Sleep(3 * time.Second)
+	failed := make(chan error, 128)
+	logs := runRelayHooked(t, url, db, relayHooks{failed: func(err error) {
+		if !errors.Is(err, natsdial.ErrNotYet) { // nats.Connect's own pass, no attempt
+			select {
+			case failed <- err:
+			default:
+			}
+		}
+	}})
+	// Four attempts fail, each reported (and logged, or not) before the
+	// hook is told.
+	for i := range 4 {
+		select {
+		case <-failed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d failed attempts reported, want 4:\n%s", i, logs.String())
+		}
+	}
 	if warns, infos := natsauthtest.URLLines(t, logs, masked); warns != 1 || infos != 0 {
-		t.Fatalf("%d warnings and %d info lines name %s with NATS down for 3 s, want 1 and 0:\n%s", warns, infos, masked, logs.String())
+		t.Fatalf("%d warnings and %d info lines name %s after four failed attempts, want 1 and 0:\n%s", warns, infos, masked, logs.String())
 	}
 	if !strings.Contains(logs.String(), "connection refused") {
 		t.Fatalf("the warning does not say why:\n%s", logs.String())
@@ -362,5 +458,15 @@ func TestUnreachableServerLoggedOnce(t *testing.T) {
 	expectRelayed(t, url, db, 10*time.Second, "once NATS was up")
 	if warns, infos := natsauthtest.URLLines(t, logs, masked); warns != 1 || infos != 1 {
 		t.Fatalf("%d warnings and %d info lines name %s, want 1 and 1:\n%s", warns, infos, masked, logs.String())
+	}
+	// The info line counts the failures that one warning stood for.
+	for _, line := range strings.Split(logs.String(), "\n") {
+		var l struct {
+			Msg, URL string
+			Failures int
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && l.URL == masked && l.Msg == "nats connected to its server after failed attempts" && l.Failures < 4 {
+			t.Fatalf("the connection counted %d failures, want the four awaited at least: %s", l.Failures, line)
+		}
 	}
 }

@@ -180,6 +180,19 @@ const natsFirstConnectWait = 2 * time.Second
 // starts while NATS is down) and returns the outbox relay as a worker that
 // drains the connection when it stops.
 func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg prometheus.Registerer) (worker, error) {
+	return startRelayHooked(cfg, log, pool, reg, relayHooks{})
+}
+
+// relayHooks let tests follow the relay's NATS connection; a nil field
+// runs nothing.
+type relayHooks struct {
+	// failed runs after each failed connection attempt the client
+	// reports (its reconnect error handler), once it is logged as such.
+	failed func(err error)
+}
+
+// startRelayHooked is startRelay with h.
+func startRelayHooked(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg prometheus.Registerer, h relayHooks) (worker, error) {
 	// The connect handlers may run before the relay exists.
 	var ready atomic.Pointer[outbox.Relay]
 	wake := func() {
@@ -228,7 +241,12 @@ func startRelay(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg pro
 			events.Connected("nats reconnected")
 			wake()
 		}),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { events.ReconnectFailed(err) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			events.ReconnectFailed(err)
+			if h.failed != nil {
+				h.failed(err)
+			}
+		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { events.Disconnected(err) }),
 		// Into the log (a refused reconnection): the client's default
 		// handler prints to stderr, outside it. A refused publication is
