@@ -5,25 +5,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 )
 
-// floodBlocked waits until the app's floods no longer get anything through
-// the proxy: every buffer on the way to a client that reads nothing is
-// full, and the proxy's relay is blocked writing to that client.
-func floodBlocked(t *testing.T, a *streamApp) {
+// floodBlocked waits until each of the app's n floods is stuck (stuck):
+// every buffer on the way to a client that reads nothing is full, and the
+// proxy's relay is blocked writing to that client.
+func floodBlocked(t *testing.T, a *streamApp, n int) {
 	t.Helper()
-	var prev int64 = -1
-	testenv.Eventually(t, func() error {
-		time.Sleep(300 * time.Millisecond)
-		n, was := a.flooded.Load(), prev
-		prev = n
-		if n != was || n == 0 {
-			return fmt.Errorf("the upstream still writes: %d bytes, %d 300 ms before", n, was)
+	for i := range n {
+		select {
+		case <-a.stuck:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%d of %d floods stuck within 20 s: the proxy still reads what they write (%d bytes)", i, n, a.flooded.Load())
 		}
-		return nil
-	})
+	}
 }
 
 // A stream whose client stopped reading ends promptly when it is closed:
@@ -37,7 +33,7 @@ func TestStreamOfAClientThatStopsReadingEndsPromptlyOnRevocation(t *testing.T) {
 	tok := e.token(nil)
 	e.openWS(t, "/notes/ws/flood", tok) // never read
 	e.openSSE(t, "/notes/events/flood", tok)
-	floodBlocked(t, a)
+	floodBlocked(t, a, 2)
 	p := notesProjection()
 	p.Permissions = []string{"tenant:read"}
 	e.core.SetProjection(p)
@@ -66,7 +62,7 @@ func TestStreamOfAClientThatStopsReadingEndsPromptlyOnShutdown(t *testing.T) {
 	tok := e.token(nil)
 	e.openWS(t, "/notes/ws/flood", tok)
 	e.openSSE(t, "/notes/events/flood", tok)
-	floodBlocked(t, a)
+	floodBlocked(t, a, 2)
 	start := time.Now()
 	e.cancel()
 	select {
