@@ -83,6 +83,63 @@ func TestClientIdentityHeadersStripped(t *testing.T) {
 	}
 }
 
+// TestOtherAuthLayersIdentityFieldsRemovedFromEveryPeer: the fields in
+// which other auth layers name the signed-in user to the app behind them
+// (Authelia's Remote-User, the Kubernetes front proxy's X-Remote-User,
+// Grafana's X-WebAuth-User, oauth2-proxy's X-Forwarded-User and
+// X-Auth-Request-User, Azure EasyAuth's X-Ms-Client-Principal-Name, IAP's,
+// the AWS load balancer's, Cloudflare Access's...) never reach an app,
+// from a trusted peer either: an app moved behind the proxy from one of
+// them may still read them, and the proxy is the one authority on who
+// the caller is (its signed X-Auth-* fields). Each is sent alone, so the
+// scan that decides whether anything is to be removed must know it too.
+func TestOtherAuthLayersIdentityFieldsRemovedFromEveryPeer(t *testing.T) {
+	const sent = "client-chosen-admin"
+	names := []string{"Remote-User", "remote-user", "Remote_User", "Remote-Groups", "Remote-Email", "REMOTE-NAME",
+		"X-Remote-User", "x_remote_user", "X-Remote-Group", "X-Remote-Extra-Scopes", "x-remote-extra-org",
+		"X-WebAuth-User", "X-WEBAUTH-USER", "X_Webauth_User",
+		"X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Preferred-Username", "X-Forwarded-Groups",
+		"X-Forwarded-Access-Token", "x_forwarded_user",
+		"X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Groups", "X-Auth-Request-Preferred-Username",
+		"X-Authenticated-User", "X-Authenticated-Userid", "X-Authenticated-Groups",
+		"X-authentik-username", "X-authentik-groups", "X-authentik-email",
+		"X-Ms-Client-Principal", "X-MS-CLIENT-PRINCIPAL-NAME", "X-Ms-Client-Principal-Id", "X-Ms-Client-Principal-Idp",
+		"X-MS-TOKEN-AAD-ID-TOKEN", "X-MS-TOKEN-AAD-ACCESS-TOKEN",
+		"X-Goog-Authenticated-User-Email", "X-Goog-Authenticated-User-Id", "X-Goog-Iap-Jwt-Assertion",
+		"X-Amzn-Oidc-Data", "X-Amzn-Oidc-Identity", "x-amzn-oidc-accesstoken",
+		"Cf-Access-Jwt-Assertion", "Cf-Access-Authenticated-User-Email", "CF_ACCESS_AUTHENTICATED_USER_EMAIL"}
+	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
+	for _, trusted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
+			vars := map[string]string{}
+			if trusted {
+				vars["TRUSTED_PROXY_CIDRS"] = "127.0.0.0/8"
+			}
+			e := start(t, envOpt{vars: vars})
+			tok := e.token(nil)
+			for _, name := range names {
+				for _, route := range []string{"protected", "public"} {
+					r := e.do("GET", "/api/v1/users/me", tok, map[string]string{name: sent})
+					if route == "public" {
+						r = e.do("GET", "/.well-known/jwks.json", "", map[string]string{name: sent})
+					}
+					e.wantStatus(r, 200)
+					for k, vs := range e.core.Last(t).Headers {
+						for _, v := range vs {
+							if strings.Contains(v, sent) {
+								t.Errorf("%s route: %s reached the upstream as %s: %q", route, name, k, v)
+							}
+						}
+						if norm(k) == norm(name) {
+							t.Errorf("%s route: %s reached the upstream as %s", route, name, k)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
 // Connection cannot be used to remove the injected headers.
 func TestConnectionCannotRemoveInjectedHeaders(t *testing.T) {
 	e := start(t, envOpt{})

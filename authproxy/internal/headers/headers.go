@@ -1,6 +1,7 @@
 // Package headers cleans the request headers a client sent before anything
 // else reads them: hop-by-hop headers and those named in Connection are
-// removed, every identity header (identity.IsIdentityHeader),
+// removed, every identity header (identity.IsIdentityHeader) and those
+// of other auth layers (Remote-User, X-Forwarded-User...), every
 // method-override header (X-HTTP-Method-Override...), Expect, the '_'
 // spellings of X-Request-Id and of the fields below and their CGI names
 // (HTTP_X_FORWARDED_FOR) are removed, and X-Forwarded-* / Forwarded, the
@@ -158,7 +159,8 @@ const maxDeletes = 16
 
 // Sanitize removes from h, in this order: the headers named in Connection,
 // the hop-by-hop headers, every identity header, the method-override
-// headers (isMethodOverride), Expect (isExpect), the '_' spellings of
+// headers (isMethodOverride), Expect (isExpect), the identity fields of
+// other auth layers (isOtherAuthIdentity), the '_' spellings of
 // X-Request-Id and of the fields below (isUnderscoreVariant), and (unless trustForwarded)
 // X-Forwarded-*, Forwarded, the client-address, scheme, host and base-path headers, the trace context
 // and Envoy's x-envoy-* fields. It reports whether the client asked for the connection to be
@@ -245,12 +247,87 @@ func removed(k []byte, trustForwarded bool) bool {
 	return removedAlways(k) || !trustForwarded && removedUntrusted(k)
 }
 
-// removedAlways: a hop-by-hop, identity or method-override header,
-// Expect, or an X-Request-Id field or one removedUntrusted names spelled
+// removedAlways: a hop-by-hop, identity (the proxy's or another auth
+// layer's) or method-override header, Expect, or an X-Request-Id field or one removedUntrusted names spelled
 // with '_' or named as CGI files it (isCGIName), removed from every peer.
 func removedAlways(k []byte) bool {
-	return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) || isMethodOverride(k) || isRequestIDVariant(k) || isExpect(k) ||
-		isUnderscoreVariant(k) || isCGIName(k)
+	return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) || isOtherAuthIdentity(k) || isMethodOverride(k) || isRequestIDVariant(k) ||
+		isExpect(k) || isUnderscoreVariant(k) || isCGIName(k)
+}
+
+// isOtherAuthIdentity reports whether name is one of the fields in which
+// another auth layer in front of an app names the user it signed in:
+// Authelia's and other forward-auth servers' Remote-User, Remote-Groups,
+// Remote-Email and Remote-Name; the Kubernetes front proxy's
+// X-Remote-User, X-Remote-Group and X-Remote-Extra-*; Grafana's
+// X-WebAuth-User; oauth2-proxy's X-Forwarded-User, X-Forwarded-Email,
+// X-Forwarded-Preferred-Username, X-Forwarded-Groups and
+// X-Forwarded-Access-Token (its X-Auth-Request-* are identity headers
+// already); X-Authenticated-* (X-Authenticated-User, Kong's
+// X-Authenticated-Userid); Authentik's X-Authentik-*; Azure App Service
+// authentication's X-Ms-Client-Principal* and X-Ms-Token-*; Google IAP's
+// X-Goog-Authenticated-User-* and X-Goog-Iap-Jwt-Assertion; the AWS
+// load balancer's X-Amzn-Oidc-*; and Cloudflare Access's
+// Cf-Access-Jwt-Assertion and Cf-Access-Authenticated-User-Email. An app
+// moved behind the proxy from one of them may still read them, and would
+// take the client's for the user it is. The proxy is the one authority
+// on the caller (its signed X-Auth-* fields): they are removed from every
+// peer, a trusted one too, as X-Auth-* are.
+func isOtherAuthIdentity(name []byte) bool {
+	if len(name) < len("remote-user") {
+		return false
+	}
+	switch name[0] | 0x20 {
+	case 'r':
+		switch len(name) {
+		case len("remote-user"): // and remote-name
+			return equalFold(name, "remote-user") || equalFold(name, "remote-name")
+		case len("remote-email"):
+			return equalFold(name, "remote-email")
+		case len("remote-groups"):
+			return equalFold(name, "remote-groups")
+		}
+		return false
+	case 'c':
+		return equalFold(name, "cf-access-jwt-assertion") || equalFold(name, "cf-access-authenticated-user-email")
+	case 'x':
+	default:
+		return false
+	}
+	var exact bool
+	switch len(name) {
+	case len("x-remote-user"):
+		exact = equalFold(name, "x-remote-user")
+	case len("x-remote-group"): // and x-webauth-user
+		exact = equalFold(name, "x-remote-group") || equalFold(name, "x-webauth-user")
+	case len("x-forwarded-user"):
+		exact = equalFold(name, "x-forwarded-user")
+	case len("x-forwarded-email"):
+		exact = equalFold(name, "x-forwarded-email")
+	case len("x-forwarded-groups"):
+		exact = equalFold(name, "x-forwarded-groups")
+	case len("x-forwarded-access-token"): // and x-goog-iap-jwt-assertion
+		exact = equalFold(name, "x-forwarded-access-token") || equalFold(name, "x-goog-iap-jwt-assertion")
+	case len("x-forwarded-preferred-username"):
+		exact = equalFold(name, "x-forwarded-preferred-username")
+	}
+	if exact {
+		return true
+	}
+	// The families named by a prefix, whatever their length; the third
+	// byte tells them apart.
+	switch name[2] | 0x20 {
+	case 'r':
+		return hasPrefixFold(name, "x-remote-extra-")
+	case 'm':
+		return equalFold(name, "x-ms-client-principal") || hasPrefixFold(name, "x-ms-client-principal-") ||
+			hasPrefixFold(name, "x-ms-token-")
+	case 'g':
+		return hasPrefixFold(name, "x-goog-authenticated-user-")
+	case 'a':
+		return hasPrefixFold(name, "x-amzn-oidc-") || hasPrefixFold(name, "x-authenticated-") || hasPrefixFold(name, "x-authentik-")
+	}
+	return false
 }
 
 // isCGIName reports whether name is "HTTP_" (or "HTTP-", any case)
@@ -944,7 +1021,7 @@ type Seen struct {
 	Upgrade, WSProtocol, APIKey bool
 	// Hops: how many fields Sanitize removes from every peer (a
 	// hop-by-hop one, Connection and a trailer announcement included, an
-	// identity header, a method override, Expect, or an X-Request-Id or
+	// identity header (another auth layer's too), a method override, Expect, or an X-Request-Id or
 	// a field Forwardeds counts spelled with '_'); Forwardeds: how many
 	// it removes from an untrusted peer only (X-Forwarded-*, Forwarded,
 	// trace context, x-envoy-*). With neither, Sanitize would remove
@@ -1020,7 +1097,7 @@ func (s *Seen) BearerCandidate(maxLen int) ([]byte, bool) {
 // re-validates and re-cases its name, or walks every field). Names match
 // in any case. A field's first letter (and for some, its length) decides
 // which names it is compared with: every name Sanitize removes starts with
-// one of b, c, d, e, f, g, h, j, k, n, o, p, s, t, u, v, w or x, so most
+// one of b, c, d, e, f, g, h, j, k, n, o, p, r, s, t, u, v, w or x, so most
 // fields (Host, Accept, User-Agent...) cost one switch.
 func Scan(h *fasthttp.RequestHeader) Seen {
 	var s Seen
@@ -1052,9 +1129,15 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 			if len(k) != len("Upgrade") && (len(k) < 2 || k[1]|0x20 != 'b') {
 				continue
 			}
-		case 'c', 'k': // Connection, Keep-Alive; Client-IP, CF-Connecting-IP, Cf-Pseudo-IPv4; CF-Visitor, CloudFront-Forwarded-Proto
+		case 'c', 'k': // Connection, Keep-Alive; Client-IP, CF-Connecting-IP, Cf-Pseudo-IPv4; CF-Visitor, CloudFront-Forwarded-Proto;
+			// Cf-Access-Jwt-Assertion, Cf-Access-Authenticated-User-Email
 			if len(k) != len("Connection") && len(k) != len("Client-IP") && len(k) != len("CF-Connecting-IP") &&
-				len(k) != len("Cf-Pseudo-IPv4") && len(k) != len("CloudFront-Forwarded-Proto") {
+				len(k) != len("Cf-Pseudo-IPv4") && len(k) != len("CloudFront-Forwarded-Proto") &&
+				len(k) != len("Cf-Access-Jwt-Assertion") && len(k) != len("Cf-Access-Authenticated-User-Email") {
+				continue
+			}
+		case 'r': // Remote-User, Remote-Name, Remote-Email, Remote-Groups; not Referer, Range
+			if len(k) < len("Remote-User") || len(k) > len("Remote-Groups") {
 				continue
 			}
 		case 'd': // Do-Connecting-Ip

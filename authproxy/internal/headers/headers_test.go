@@ -687,6 +687,8 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"X-ARR-SSL", "x_arr_ssl", "X-Arr-Sso", "CloudFront-Forwarded-Proto", "cloudfront_forwarded_proto", "CloudFront-Forwarded-Prot0",
 		"CloudFront-Viewer-Country", "CF-Visitor", "cf_visitor", "Cf-Visitors", "CF-IPCountry", "X-AppService-Proto", "x_appservice_proto",
 		"X-AppService-Prot0"}
+	fields = append(fields, otherAuthIdentity...)
+	fields = append(fields, otherAuthKept...)
 	fields = append(fields, otherTraceFields...)
 	fields = append(fields, otherTraceKept...)
 	for _, hop := range hopByHop {
@@ -716,6 +718,58 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 			if trailers && seen.Hops == 0 {
 				t.Errorf("%q: HasTrailers without Scan's Hop", name)
 			}
+		}
+	}
+}
+
+// otherAuthIdentity are fields in which other auth layers name the user
+// to the app behind them (isOtherAuthIdentity); otherAuthKept are names
+// close to them that are none of theirs.
+var (
+	otherAuthIdentity = []string{"Remote-User", "remote_user", "Remote-Name", "Remote-Email", "REMOTE-GROUPS",
+		"X-Remote-User", "X_Remote_User", "X-Remote-Group", "X-Remote-Extra-Scopes", "x_remote_extra_org", "X-WebAuth-User",
+		"X-Forwarded-User", "x_forwarded_user", "X-Forwarded-Email", "X-Forwarded-Groups", "X-Forwarded-Preferred-Username",
+		"X-Forwarded-Access-Token", "X-Authenticated-User", "X-Authenticated-Userid", "X-authentik-username", "X-authentik-meta-app",
+		"X-Ms-Client-Principal", "X-MS-CLIENT-PRINCIPAL-NAME", "X-Ms-Client-Principal-Idp", "X-MS-TOKEN-AAD-ID-TOKEN",
+		"X-Goog-Authenticated-User-Email", "X-Goog-Authenticated-User-Id", "X-Goog-Iap-Jwt-Assertion",
+		"X-Amzn-Oidc-Data", "X-Amzn-Oidc-Identity", "X-Amzn-Oidc-Accesstoken",
+		"Cf-Access-Jwt-Assertion", "cf_access_jwt_assertion", "Cf-Access-Authenticated-User-Email"}
+	otherAuthKept = []string{"Remote-Addr", "Remote-Users", "Remote-Use", "Referer", "Range", "X-Remote-Users", "X-Remote-Extra-",
+		"X-Remote-Groups", "X-WebAuth-Users", "X-Authenticated", "X-Authentik-", "X-Ms-Client-Principals", "X-Ms-Token-",
+		"X-Ms-Request-Id", "X-Goog-Authenticated-User-", "X-Goog-Api-Key", "X-Goog-Iap-Jwt-Assertions", "X-Amzn-Oidc-",
+		"X-Amzn-RequestId", "Cf-Access-Client-Id", "Cf-Access-Jwt-Assertio", "Cf-Ray", "Cookie", "Content-Type"}
+)
+
+// TestOtherAuthIdentity: the identity fields of other auth layers are
+// removed from every peer, a trusted one too, when they come alone (the
+// scan must know them), and names close to them stay, from a trusted peer
+// (for an untrusted one, X-Remote-Users or X-Forwarded-Users are removed
+// as forwarding or client-address fields would be: not this test's).
+func TestOtherAuthIdentity(t *testing.T) {
+	for _, name := range otherAuthIdentity {
+		if !isOtherAuthIdentity([]byte(name)) {
+			t.Errorf("isOtherAuthIdentity(%q) = false", name)
+		}
+		for _, trust := range []bool{false, true} {
+			req := parse(t, "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\n"+name+": admin\r\n\r\n")
+			seen := Scan(&req.Header)
+			if !seen.NeedsSanitize(trust) {
+				t.Errorf("%s (trusted %v): Scan says nothing to remove", name, trust)
+			}
+			Sanitize(&req.Header, trust)
+			if req.Header.Peek(name) != nil {
+				t.Errorf("%s (trusted %v): kept", name, trust)
+			}
+		}
+	}
+	for _, name := range otherAuthKept {
+		if isOtherAuthIdentity([]byte(name)) {
+			t.Errorf("isOtherAuthIdentity(%q) = true", name)
+		}
+		req := parse(t, "GET / HTTP/1.1\r\nHost: a\r\n"+name+": v\r\n\r\n")
+		Sanitize(&req.Header, true)
+		if req.Header.Peek(name) == nil {
+			t.Errorf("%s (trusted): removed", name)
 		}
 	}
 }
