@@ -782,13 +782,27 @@ func TestNonASCIIPrefix(t *testing.T) {
 
 // The path the proxy routes (and signs) is the request line's: a header
 // that names another one, which older Symfony and Zend Framework releases
-// and IIS's URL Rewrite obey (X-Original-URL, X-Rewrite-URL),
-// never reaches an upstream, so a public route's request cannot have such
-// an app serve a protected path.
+// and IIS's URL Rewrite obey (X-Original-URL, X-Rewrite-URL), or in which
+// a proxy in front tells an app the path it was asked for (nginx's
+// X-Original-URI, Traefik's X-Forwarded-Uri, X-Forwarded-Path,
+// X-Original-Path, Envoy's X-Envoy-Original-Path), never reaches an
+// upstream, from a trusted peer either: a public route's request cannot
+// have such an app serve a protected path.
 func TestPathOverrideHeadersRemoved(t *testing.T) {
-	e := start(t, envOpt{rules: notesRules})
-	for _, name := range []string{"X-Original-URL", "x-original-url", "X_Original_URL", "X-Rewrite-URL", "x_rewrite_url"} {
-		t.Run(name, func(t *testing.T) { wantNotForwarded(t, e, name, "/notes/secret") })
+	names := []string{"X-Original-URL", "x-original-url", "X_Original_URL", "X-Rewrite-URL", "x_rewrite_url",
+		"X-Original-URI", "x_original_uri", "X-Forwarded-Uri", "X-Forwarded-URI", "X-Forwarded-Path", "x_forwarded_path",
+		"X-Original-Path", "X-Envoy-Original-Path", "x-envoy-original-path"}
+	for _, trusted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
+			vars := map[string]string{}
+			if trusted {
+				vars["TRUSTED_PROXY_CIDRS"] = "127.0.0.0/8"
+			}
+			e := start(t, envOpt{rules: notesRules, vars: vars})
+			for _, name := range names {
+				t.Run(name, func(t *testing.T) { wantNotForwarded(t, e, name, "/notes/secret") })
+			}
+		})
 	}
 }
 

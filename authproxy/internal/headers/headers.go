@@ -2,14 +2,16 @@
 // else reads them: hop-by-hop headers and those named in Connection are
 // removed, every identity header (identity.IsIdentityHeader) and those
 // of other auth layers (Remote-User, X-Forwarded-User...), every
-// method-override header (X-HTTP-Method-Override...), Expect, the '_'
+// method-override and path-override header (X-HTTP-Method-Override,
+// X-Original-URL, X-Original-URI, X-Forwarded-Uri...), Expect, the '_'
 // spellings of X-Request-Id and of the fields below and their CGI names
 // (HTTP_X_FORWARDED_FOR) are removed, and X-Forwarded-* / Forwarded, the
 // other client-address headers (IsClientAddress), the scheme fields
 // (IsScheme), the host-override fields (IsHostOverride: X-Host,
 // X-Original-Host...), X-Script-Name (IsScriptName), the trace context (IsTraceContext: W3C's
 // traceparent, tracestate and baggage, and other formats' fields) and
-// Envoy's x-envoy-* fields (IsEnvoy) are kept only from trusted peers. It also parses the bearer
+// Envoy's x-envoy-* fields (IsEnvoy; but x-envoy-original-path, a path
+// override) are kept only from trusted peers. It also parses the bearer
 // token strictly, and cleans an upstream's answer of the fields that
 // belong to the upstream's connection (SanitizeResponse).
 package headers
@@ -52,17 +54,29 @@ func isHopByHop(name []byte) bool {
 // frameworks let a request name another method than its request line's
 // (X-HTTP-Method-Override, X-HTTP-Method, X-Method-Override), or another
 // path (X-Original-URL, X-Rewrite-URL: older Symfony and Zend Framework
-// releases, IIS's URL Rewrite): the proxy authorizes and signs the
-// request line's method and path, so an upstream must never be told to
-// serve others.
+// releases, IIS's URL Rewrite), or in which a proxy in front tells an app
+// the path it was asked for before its own rewrite (nginx's
+// X-Original-URI for auth_request, Traefik's X-Forwarded-Uri, which
+// forward-auth servers such as Authelia read, X-Forwarded-Path,
+// X-Original-Path, Envoy's X-Envoy-Original-Path): the proxy authorizes
+// and signs the request line's method and path, so an upstream must never
+// be told to serve others. From a trusted peer too: the path such a peer
+// names is the one before its rewrite, which the proxy's rules never
+// matched.
 func isMethodOverride(name []byte) bool {
 	switch len(name) {
 	case len("X-HTTP-Method"): // and X-Rewrite-URL
 		return equalFold(name, "x-http-method") || equalFold(name, "x-rewrite-url")
-	case len("X-Original-URL"):
-		return equalFold(name, "x-original-url")
+	case len("X-Original-URL"): // and X-Original-URI
+		return equalFold(name, "x-original-url") || equalFold(name, "x-original-uri")
+	case len("X-Forwarded-Uri"): // and X-Original-Path
+		return equalFold(name, "x-forwarded-uri") || equalFold(name, "x-original-path")
+	case len("X-Forwarded-Path"):
+		return equalFold(name, "x-forwarded-path")
 	case len("X-Method-Override"):
 		return equalFold(name, "x-method-override")
+	case len("X-Envoy-Original-Path"):
+		return equalFold(name, "x-envoy-original-path")
 	case len("X-HTTP-Method-Override"):
 		return equalFold(name, "x-http-method-override")
 	}
@@ -158,8 +172,8 @@ func IsForwarded(name []byte) bool {
 const maxDeletes = 16
 
 // Sanitize removes from h, in this order: the headers named in Connection,
-// the hop-by-hop headers, every identity header, the method-override
-// headers (isMethodOverride), Expect (isExpect), the identity fields of
+// the hop-by-hop headers, every identity header, the method- and
+// path-override headers (isMethodOverride), Expect (isExpect), the identity fields of
 // other auth layers (isOtherAuthIdentity), the '_' spellings of
 // X-Request-Id and of the fields below (isUnderscoreVariant), and (unless trustForwarded)
 // X-Forwarded-*, Forwarded, the client-address, scheme, host and base-path headers, the trace context
@@ -463,7 +477,9 @@ func IsScheme(name []byte) bool {
 // timeout-ms sets the app's deadline, x-envoy-internal marks the request
 // internal and x-envoy-external-address (an address an app may read as
 // the client's) is the client's to choose. Envoy itself removes them
-// from a request that comes from outside; the proxy is that edge.
+// from a request that comes from outside; the proxy is that edge. (Its
+// x-envoy-original-path is removed from every peer, with the other path
+// overrides: isMethodOverride.)
 func IsEnvoy(name []byte) bool {
 	return hasPrefixFold(name, "x-envoy-")
 }

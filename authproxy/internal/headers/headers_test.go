@@ -70,6 +70,12 @@ func TestSanitize(t *testing.T) {
 		"x-method-override: DELETE\r\n" +
 		"X-Original-URL: /admin\r\n" +
 		"x_rewrite_url: /admin\r\n" +
+		"X-Original-URI: /admin\r\n" +
+		"X-Forwarded-Uri: /admin\r\n" +
+		"x-forwarded-path: /admin\r\n" +
+		"X-Original-Path: /admin\r\n" +
+		"X-Envoy-Original-Path: /admin\r\n" +
+		"X-Original-URIs: kept\r\n" +
 		"X-Original-URLs: kept\r\n" +
 		"X-HTTP-Method-Overrides: kept\r\n" +
 		"X-Authorization-Note: kept\r\n" +
@@ -90,12 +96,13 @@ func TestSanitize(t *testing.T) {
 		for _, gone := range []string{"x-auth-user-id", "x-auth-tenant-id", "x_auth_roles", "x-auth-signature",
 			"connection", "x-custom-hop", "keep-alive", "proxy-authorization", "te", "upgrade",
 			"x-http-method-override", "x_http_method", "x-method-override", "x-original-url", "x_rewrite_url",
+			"x-original-uri", "x-forwarded-uri", "x-forwarded-path", "x-original-path", "x-envoy-original-path",
 			"x_request_id", "x-request_id", "expect", "x_forwarded_host", "cf_connecting_ip", "forwarded_for"} {
 			if _, ok := got[gone]; ok {
 				t.Errorf("trust=%v: header %q survived", trust, gone)
 			}
 		}
-		for _, kept := range []string{"host", "expects", "x-real-ips", "vias", "x-http-method-overrides", "x-original-urls", "x-authorization-note", "authorization", "accept"} {
+		for _, kept := range []string{"host", "expects", "x-real-ips", "vias", "x-http-method-overrides", "x-original-urls", "x-original-uris", "x-authorization-note", "authorization", "accept"} {
 			if _, ok := got[kept]; !ok {
 				t.Errorf("trust=%v: header %q removed, want kept", trust, kept)
 			}
@@ -686,7 +693,9 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"HTTP_", "HTTP_X_FORWARDED_", "HTTP2-Settings", "Http-X-Forwarded-Host", "Http", "Hosts", "HTTP_HOST",
 		"X-ARR-SSL", "x_arr_ssl", "X-Arr-Sso", "CloudFront-Forwarded-Proto", "cloudfront_forwarded_proto", "CloudFront-Forwarded-Prot0",
 		"CloudFront-Viewer-Country", "CF-Visitor", "cf_visitor", "Cf-Visitors", "CF-IPCountry", "X-AppService-Proto", "x_appservice_proto",
-		"X-AppService-Prot0"}
+		"X-AppService-Prot0", "X-Original-URI", "x_original_uri", "X-Original-URIs", "X-Forwarded-Uri", "X_Forwarded_Uri",
+		"X-Forwarded-Urn", "X-Forwarded-Path", "X-Forwarded-Paths", "X-Original-Path", "x_original_path", "X-Original-Patch",
+		"X-Envoy-Original-Path", "x_envoy_original_path", "X-Envoy-Original-Paths"}
 	fields = append(fields, otherAuthIdentity...)
 	fields = append(fields, otherAuthKept...)
 	fields = append(fields, otherTraceFields...)
