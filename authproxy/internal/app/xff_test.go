@@ -172,7 +172,8 @@ func TestClientAddressHeadersOnlyFromTrustedPeers(t *testing.T) {
 		"X-Forwarded": "10.9.9.9", "Forwarded-For": "10.9.9.9", "Via": "10.9.9.9", "X-Envoy-External-Address": "10.9.9.9",
 		"X-Envoy-Internal": "true", "X-Original-Forwarded-For": "10.9.9.9", "X-Appengine-User-Ip": "10.9.9.9",
 		"Fly-Client-IP": "10.9.9.9", "Do-Connecting-Ip": "10.9.9.9", "Cf-Pseudo-IPv4": "10.9.9.9", "X-Azure-ClientIP": "10.9.9.9",
-		"X_Azure_SocketIP": "10.9.9.9", "Proxy-Client-IP": "10.9.9.9", "WL-Proxy-Client-IP": "10.9.9.9", "X-ProxyUser-Ip": "10.9.9.9"}
+		"X_Azure_SocketIP": "10.9.9.9", "Proxy-Client-IP": "10.9.9.9", "WL-Proxy-Client-IP": "10.9.9.9", "X-ProxyUser-Ip": "10.9.9.9",
+		"X-Original-For": "10.9.9.9"}
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
 			vars := map[string]string{}
@@ -291,7 +292,8 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 		"X-Envoy-External-Address", "x-envoy-internal", "X-Envoy-Retry-On", "x_envoy_max_retries", "X-Envoy-Upstream-Rq-Timeout-Ms",
 		"X-Envoy-Original-Path", "X-Script-Name", "x-script-name", "X-Host", "X-Original-Host", "x-http-host-override",
 		"X-Forwarded-Server", "Proxy-Client-IP", "WL-Proxy-Client-IP", "X-ProxyUser-Ip", "X-ARR-SSL", "CloudFront-Forwarded-Proto",
-		"CF-Visitor", "X-AppService-Proto"}
+		"CF-Visitor", "X-AppService-Proto", "X-Original-Proto", "x-original-proto", "X-Original-For", "Fastly-SSL", "fastly-ssl",
+		"X-SSL", "x_ssl", "X-Url-Scheme", "X-Forwarded-Ssl"}
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
@@ -371,9 +373,10 @@ func TestUnderscoreSpellingsRemovedFromEveryPeer(t *testing.T) {
 		"X_B3_TraceId", "uber_trace_id", "X_Amzn_Trace_Id", "X_Cloud_Trace_Context", "sw8_correlation",
 		"x_envoy_retry_on", "X_Envoy_Internal", "X_Script_Name", "X_Host", "X_Original_Host", "X_HTTP_Host_Override",
 		"WL_Proxy_Client_IP", "Proxy_Client_IP", "x_proxyuser_ip", "X_ARR_SSL", "Cloudfront_Forwarded_Proto", "cf_visitor",
-		"X_AppService_Proto"}
+		"X_AppService_Proto", "X_Original_Proto", "X_Original_For", "Fastly_SSL", "X_SSL"}
 	dashed := []string{"X-Real-IP", "X-Scheme", "X-Forwarded-Ssl", "True-Client-IP", "X-B3-TraceId", "X-Envoy-Internal", "X-Script-Name",
-		"X-Host", "X-Original-Host", "X-Http-Host-Override", "X-Arr-Ssl", "Cloudfront-Forwarded-Proto", "Cf-Visitor", "X-Appservice-Proto"}
+		"X-Host", "X-Original-Host", "X-Http-Host-Override", "X-Arr-Ssl", "Cloudfront-Forwarded-Proto", "Cf-Visitor", "X-Appservice-Proto",
+		"X-Original-Proto", "X-Original-For", "Fastly-Ssl", "X-Ssl"}
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trusted %v", trusted), func(t *testing.T) {
 			var vars map[string]string

@@ -446,21 +446,28 @@ func IsScriptName(name []byte) bool {
 // other fronts set and apps behind them read: X-ARR-SSL (IIS's
 // Application Request Routing, Azure App Service, whose presence alone
 // means HTTPS to WordPress and PHP code), X-AppService-Proto (Azure App
-// Service), CloudFront-Forwarded-Proto (AWS CloudFront) and CF-Visitor
-// (Cloudflare's {"scheme":"https"}). The proxy sends X-Forwarded-Proto,
-// which it sets itself.
+// Service), CloudFront-Forwarded-Proto (AWS CloudFront), CF-Visitor
+// (Cloudflare's {"scheme":"https"}), Fastly-SSL (Fastly's, which
+// WordPress setups read as HTTPS by its presence), X-SSL (nginx and
+// HAProxy configurations) and X-Original-Proto (where ASP.NET Core's
+// forwarded-headers middleware keeps the scheme it replaced). The proxy
+// sends X-Forwarded-Proto, which it sets itself.
 func IsScheme(name []byte) bool {
 	switch len(name) {
+	case len("x-ssl"):
+		return equalFold(name, "x-ssl")
 	case len("x-scheme"):
 		return equalFold(name, "x-scheme")
 	case len("x-arr-ssl"):
 		return equalFold(name, "x-arr-ssl")
-	case len("cf-visitor"):
-		return equalFold(name, "cf-visitor")
+	case len("cf-visitor"): // and fastly-ssl
+		return equalFold(name, "cf-visitor") || equalFold(name, "fastly-ssl")
 	case len("x-url-scheme"):
 		return equalFold(name, "x-url-scheme")
 	case len("front-end-https"):
 		return equalFold(name, "front-end-https")
+	case len("x-original-proto"):
+		return equalFold(name, "x-original-proto")
 	case len("x-appservice-proto"):
 		return equalFold(name, "x-appservice-proto")
 	case len("cloudfront-forwarded-proto"):
@@ -502,7 +509,9 @@ func IsEnvoy(name []byte) bool {
 // given, which apps behind it read as the client's chain). So are
 // Proxy-Client-IP and WL-Proxy-Client-IP (Apache's and WebLogic's
 // proxy plug-ins), which the client-IP helpers of Java apps read right
-// after X-Forwarded-For, and Google's X-ProxyUser-Ip.
+// after X-Forwarded-For, and Google's X-ProxyUser-Ip. So is
+// X-Original-For, where ASP.NET Core's forwarded-headers middleware keeps
+// the address it replaced (the peer's, to an app that reads it).
 func IsClientAddress(name []byte) bool {
 	switch len(name) {
 	case len("via"):
@@ -513,8 +522,9 @@ func IsClientAddress(name []byte) bool {
 		return equalFold(name, "x-client-ip") || equalFold(name, "x-remote-ip") || equalFold(name, "x-forwarded")
 	case len("x-remote-addr"): // and forwarded-for, fly-client-ip
 		return equalFold(name, "x-remote-addr") || equalFold(name, "forwarded-for") || equalFold(name, "fly-client-ip")
-	case len("true-client-ip"): // and cf-pseudo-ipv4, x-proxyuser-ip
-		return equalFold(name, "true-client-ip") || equalFold(name, "cf-pseudo-ipv4") || equalFold(name, "x-proxyuser-ip")
+	case len("true-client-ip"): // and cf-pseudo-ipv4, x-proxyuser-ip, x-original-for
+		return equalFold(name, "true-client-ip") || equalFold(name, "cf-pseudo-ipv4") || equalFold(name, "x-proxyuser-ip") ||
+			equalFold(name, "x-original-for")
 	case len("proxy-client-ip"):
 		return equalFold(name, "proxy-client-ip")
 	case len("wl-proxy-client-ip"):

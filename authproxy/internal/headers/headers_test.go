@@ -695,7 +695,9 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"CloudFront-Viewer-Country", "CF-Visitor", "cf_visitor", "Cf-Visitors", "CF-IPCountry", "X-AppService-Proto", "x_appservice_proto",
 		"X-AppService-Prot0", "X-Original-URI", "x_original_uri", "X-Original-URIs", "X-Forwarded-Uri", "X_Forwarded_Uri",
 		"X-Forwarded-Urn", "X-Forwarded-Path", "X-Forwarded-Paths", "X-Original-Path", "x_original_path", "X-Original-Patch",
-		"X-Envoy-Original-Path", "x_envoy_original_path", "X-Envoy-Original-Paths"}
+		"X-Envoy-Original-Path", "x_envoy_original_path", "X-Envoy-Original-Paths",
+		"X-Original-Proto", "x_original_proto", "X-Original-Protocol", "X-Original-For", "X_ORIGINAL_FOR", "X-Original-Fox",
+		"Fastly-SSL", "fastly_ssl", "Fastly-SSO", "Fastly-FF", "X-SSL", "x_ssl", "X-SSO", "X-SSL-Cert", "HTTP_X_SSL", "HTTP_FASTLY_SSL"}
 	fields = append(fields, otherAuthIdentity...)
 	fields = append(fields, otherAuthKept...)
 	fields = append(fields, otherTraceFields...)
