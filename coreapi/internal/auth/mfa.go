@@ -176,9 +176,10 @@ RETURNING amr, floor(extract(epoch FROM auth_time))::bigint`
 }
 
 // errInactive refuses a second factor of an account that is disabled
-// (a sign-in's second step, signInTenantNow), and a step-up or an
-// enrolment's confirmation by one that is disabled or no longer an active
-// member of an active tenant, whatever the code.
+// (a sign-in's second step, signInTenantNow), and a step-up, an
+// enrolment, its confirmation or a change of the factor by one that is
+// disabled or no longer an active member of an active tenant, whatever
+// the code.
 var errInactive = problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "the account or its membership is no longer active")
 
 // activeAccount returns the token version of userID if the account, its
@@ -1026,14 +1027,10 @@ var errMFAActive = problem.New(fiber.StatusConflict, problem.CodeConflict, "a se
 var errConfirmSpent = problem.New(fiber.StatusBadRequest, problem.CodeInvalidMFACode, totpSpentDetail)
 
 // enrolTOTP starts (or restarts) TOTP enrolment: a new secret replaces a
-// pending one; an active factor is 409.
+// pending one; an active factor is 409, an account that could not sign in
+// now 403 (errInactive).
 func (s *Service) enrolTOTP(c *fiber.Ctx) error {
 	const qEmail = `SELECT email FROM users WHERE id = $1`
-	const qUpsert = `
-INSERT INTO mfa_totp (user_id, key_id, secret_sealed) VALUES ($1, $2, $3)
-ON CONFLICT (user_id) DO UPDATE SET key_id = EXCLUDED.key_id, secret_sealed = EXCLUDED.secret_sealed,
-    last_step = NULL, created_at = now()
-WHERE mfa_totp.status = 'pending'`
 	if s.mfa == nil {
 		return errMFAUnavailable
 	}
@@ -1049,6 +1046,15 @@ WHERE mfa_totp.status = 'pending'`
 	if !fresh {
 		return httpapi.NeedRecentSignIn(c, MFAMaxAge, "enrolling a second factor needs a sign-in within the last 5 minutes: sign in again")
 	}
+	// An account that could not sign in now (disabled, disabled in the
+	// session's tenant, or of a suspended tenant) is refused, as its
+	// confirmation is: a proxy that has not yet heard of the change still
+	// forwards its bearer, and whoever held it would replace the owner's
+	// pending secret with one of its own, ready to confirm once the
+	// account is active again. Checked again in the transaction.
+	if _, err := activeAccount(ctx, s.pool, id.UserID, id.TenantID); err != nil {
+		return err
+	}
 	var email string
 	if err := s.pool.QueryRow(ctx, qEmail, id.UserID).Scan(&email); errors.Is(err, pgx.ErrNoRows) {
 		return problem.New(fiber.StatusNotFound, problem.CodeNotFound, "user not found")
@@ -1063,15 +1069,40 @@ WHERE mfa_totp.status = 'pending'`
 	if err != nil {
 		return err
 	}
-	tag, err := s.pool.Exec(ctx, qUpsert, id.UserID, keyID, sealed)
-	if err != nil {
-		return fmt.Errorf("store totp secret: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return errMFAActive
+	if err := storePending(ctx, s.pool, id, keyID, sealed); err != nil {
+		return err
 	}
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.Status(fiber.StatusCreated).JSON(totpEnrolment{Secret: secret, OTPAuthURI: uri})
+}
+
+// storePending stores a new pending TOTP secret (sealed under keyID) for
+// id's account in place of a pending one, with the account's row locked
+// (lockUserForFactor) and the account read again under it (activeAccount,
+// as a disabling takes that row): errInactive when it could not sign in
+// now, errMFAActive when a factor is active.
+func storePending(ctx context.Context, pool *pgxpool.Pool, id identity.Identity, keyID string, sealed []byte) error {
+	const qUpsert = `
+INSERT INTO mfa_totp (user_id, key_id, secret_sealed) VALUES ($1, $2, $3)
+ON CONFLICT (user_id) DO UPDATE SET key_id = EXCLUDED.key_id, secret_sealed = EXCLUDED.secret_sealed,
+    last_step = NULL, created_at = now()
+WHERE mfa_totp.status = 'pending'`
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if err := lockUserForFactor(ctx, tx, id.UserID); err != nil {
+			return err
+		}
+		if _, err := activeAccount(ctx, tx, id.UserID, id.TenantID); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, qUpsert, id.UserID, keyID, sealed)
+		if err != nil {
+			return fmt.Errorf("store totp secret: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return errMFAActive
+		}
+		return nil
+	})
 }
 
 // confirmTOTP activates a pending TOTP factor with a code from it and hands

@@ -691,6 +691,43 @@ func TestConfirmOfAnInactiveAccount(t *testing.T) {
 	wantStatus(t, "refresh of the other session", e.refresh(t, other.RefreshToken), http.StatusBadRequest, "invalid_grant")
 }
 
+// TestEnrolmentOfAnInactiveAccount: an enrolment is not started by an
+// account that is disabled, disabled in the session's tenant, or of a
+// suspended tenant (403 user_disabled, as its confirmation, its step-up
+// and its password change are refused), whose bearer a proxy that has
+// not yet heard of the change still forwards: whoever held it would
+// replace the owner's pending enrolment with a secret of its own, ready
+// to confirm the moment the account is active again. The pending secret
+// is kept, and once active an enrolment starts again.
+func TestEnrolmentOfAnInactiveAccount(t *testing.T) {
+	e := start(t, cheap)
+	ctx := context.Background()
+	const email = "inactive-enrol@example.com"
+	as := e.identityFor(t, e.signup(t, email, "I"))
+	en := e.enrol(t, as)
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := e.DB.Pool.Exec(ctx, q, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var sealed []byte
+	if err := e.DB.Pool.QueryRow(ctx, `SELECT secret_sealed FROM mfa_totp WHERE user_id = $1`, as.UserID).Scan(&sealed); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range inactiveStates() {
+		exec(tc.off, as.UserID)
+		wantStatus(t, "enrolment of a "+tc.name, e.Send(t, as, http.MethodPost, "/api/v1/users/me/mfa/totp", nil),
+			http.StatusForbidden, "user_disabled")
+		if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1 AND status = 'pending' AND secret_sealed = $2`, as.UserID, sealed); n != 1 {
+			t.Fatalf("%s: the pending enrolment was replaced", tc.name)
+		}
+		exec(tc.on, as.UserID)
+	}
+	// Nothing was replaced: the first secret's code confirms.
+	wantStatus(t, "confirm once active", e.confirm(t, as, codeAt(t, en.Secret, time.Now())), http.StatusOK, "")
+}
+
 // TestFactorChangesOfAnInactiveAccount: the second factor of an account
 // that is disabled, disabled in the session's tenant, or of a suspended
 // tenant can be neither turned off nor given new recovery codes (403
