@@ -464,8 +464,10 @@ func lockUserForFactor(ctx context.Context, tx pgx.Tx, userID string) error {
 // reset may have ended the session since, and one that starts now (each
 // moves the account's token version on) waits until tx commits. The
 // account must still be able to sign in (activeAccount, read with its row
-// locked, as a disabling takes it).
+// locked, as a disabling takes it), and the session still live in the
+// token's tenant (lockLiveSession, as the confirmation locks it).
 // errFactorGone: no factor is active any more (an admin's reset);
+// sessions.ErrNotFound: the session ended or moved to another tenant;
 // errSessionNotFresh: the session is not what the change needs now;
 // errInactive: the account, its membership or its tenant is not active.
 func lockFactorAgain(ctx context.Context, tx pgx.Tx, id identity.Identity) error {
@@ -483,6 +485,11 @@ func lockFactorAgain(ctx context.Context, tx pgx.Tx, id identity.Identity) error
 		return err
 	} else if !fresh {
 		return errSessionNotFresh
+	}
+	// Fresh does not look at the session's tenant; a tenant switch that
+	// commits from here on waits for the row (sessions.Store.Reissue).
+	if err := lockLiveSession(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
+		return err
 	}
 	_, err := activeAccount(ctx, tx, id.UserID, id.TenantID)
 	return err
@@ -1268,10 +1275,11 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 var errNoActiveFactor = problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no active second factor")
 
 // recentFactor is nil when the caller has an active second factor, its
-// session gave it within MFAMaxAge, and the account could sign in now
-// (activeAccount): what disabling the factor and new recovery codes need.
-// Else errNoActiveFactor, the step-up answer (needRecentFactor) saying
-// that what needs one, or errInactive.
+// session gave it within MFAMaxAge and is still bound to the token's
+// tenant, and the account could sign in now (activeAccount): what
+// disabling the factor and new recovery codes need. Else
+// errNoActiveFactor, the step-up answer (needRecentFactor) saying that
+// what needs one, the ended session's answer, or errInactive.
 func (s *Service) recentFactor(c *fiber.Ctx, id identity.Identity, what string) error {
 	ctx := c.UserContext()
 	on, err := s.hasMFA(ctx, id.UserID)
@@ -1287,6 +1295,15 @@ func (s *Service) recentFactor(c *fiber.Ctx, id identity.Identity, what string) 
 	}
 	if !fresh {
 		return needRecentFactor(c, what)
+	}
+	// A session moved to another tenant since the caller's access token
+	// was issued (a tenant switch) is no longer the one the token speaks
+	// for, as the confirmation and the step-up hold (sessionLive). Checked
+	// again in the transaction (lockFactorAgain).
+	if live, err := sessionLive(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
+		return err
+	} else if !live {
+		return httpapi.SessionEnded(c)
 	}
 	// An account that could not sign in now (disabled, disabled in the
 	// session's tenant, or of a suspended tenant) is refused, as its
@@ -1331,15 +1348,24 @@ func (s *Service) disableTOTP(c *fiber.Ctx) error {
 		}
 		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFADisabled})
 	})
+	if err := factorChangeRefused(c, err, what); err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// factorChangeRefused is the answer to lockFactorAgain's err (nil: none)
+// for what, a change of the factor.
+func factorChangeRefused(c *fiber.Ctx, err error, what string) error {
 	switch {
 	case errors.Is(err, errFactorGone):
 		return errNoActiveFactor
 	case errors.Is(err, errSessionNotFresh):
 		return needRecentFactor(c, what)
-	case err != nil:
-		return err
+	case errors.Is(err, sessions.ErrNotFound):
+		return httpapi.SessionEnded(c)
 	}
-	return c.SendStatus(fiber.StatusNoContent)
+	return err
 }
 
 // regenerateRecoveryCodes replaces the caller's recovery codes with a new
@@ -1379,12 +1405,7 @@ func (s *Service) regenerateRecoveryCodes(c *fiber.Ctx) error {
 			Action: audit.ActionUserMFARecoveryCodesRegenerated, TargetType: audit.TargetUser, TargetID: id.UserID,
 			Data: map[string]string{"factor": "totp"}, RequestID: rid})
 	})
-	switch {
-	case errors.Is(err, errFactorGone):
-		return errNoActiveFactor
-	case errors.Is(err, errSessionNotFresh):
-		return needRecentFactor(c, what)
-	case err != nil:
+	if err := factorChangeRefused(c, err, what); err != nil {
 		return err
 	}
 	c.Set(fiber.HeaderCacheControl, "no-store")

@@ -1421,6 +1421,48 @@ func TestStepUpOfAMovedSession(t *testing.T) {
 	}
 }
 
+// TestFactorChangesOfAMovedSession: the second factor can be neither
+// turned off nor given new recovery codes with an access token of the
+// tenant its session has since switched away from (401 invalid_token, as
+// its confirmation and a step-up are refused), however recent the
+// session's second factor: the session is no longer the one the token
+// was issued for. Nothing changes; the token of the switch does both.
+func TestFactorChangesOfAMovedSession(t *testing.T) {
+	e := start(t, cheap)
+	tk, secret, codes := e.mfaUser(t, "mv-factor@example.com")
+	as := e.identityFor(t, tk)
+	r := e.Send(t, as, http.MethodPost, "/api/v1/auth/token",
+		map[string]string{"grant_type": "mfa_otp", "code": codeAt(t, secret, time.Now().Add(30*time.Second))})
+	wantStatus(t, "step up", r, http.StatusOK, "")
+	var up tokens
+	r.JSON(t, &up)
+	before := e.identityFor(t, up)
+	second := e.SeedTenant(t, "Second")
+	e.SeedMember(t, second.ID, before.UserID, "member")
+	r = e.Send(t, before, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID, "refresh_token": up.RefreshToken})
+	wantStatus(t, "switch", r, http.StatusOK, "")
+	var sw tokens
+	r.JSON(t, &sw)
+	after := e.identityFor(t, sw)
+
+	const qCodes = `SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1 AND code_hash = $2`
+	wantStatus(t, "new recovery codes with the token from before the switch",
+		e.Send(t, before, http.MethodPost, "/api/v1/users/me/mfa/recovery-codes", nil), http.StatusUnauthorized, "invalid_token")
+	wantStatus(t, "disabling the factor with the token from before the switch",
+		e.Send(t, before, http.MethodDelete, "/api/v1/users/me/mfa/totp", nil), http.StatusUnauthorized, "invalid_token")
+	if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1 AND status = 'active'`, before.UserID); n != 1 {
+		t.Fatalf("%d active factors after the refusals, want 1", n)
+	}
+	if n := e.count(t, qCodes, before.UserID, mfa.HashRecovery(before.UserID, codes[0])); n != 1 {
+		t.Fatal("the recovery codes were replaced")
+	}
+	// The token of the switch, in the session's tenant, does both.
+	wantStatus(t, "new recovery codes with the token of the switch",
+		e.Send(t, after, http.MethodPost, "/api/v1/users/me/mfa/recovery-codes", nil), http.StatusOK, "")
+	wantStatus(t, "disabling the factor with the token of the switch",
+		e.Send(t, after, http.MethodDelete, "/api/v1/users/me/mfa/totp", nil), http.StatusNoContent, "")
+}
+
 // TestRecentSignInToEnrolOrMoveTheAddress: enrolling a second factor and
 // changing the email address lock the owner out of the account when done
 // with a session taken from them (a leaked token whose refreshes keep its
