@@ -12,7 +12,8 @@
 // An API key is refused on all of them: a leaked key must not change the
 // email and then reset the password, sign the user out, or accept an
 // invitation on their behalf, and a key never creates a key (it would mint
-// a successor without its expiry). A service account is refused on the
+// a successor without its expiry). Nor does it list the tenants of the
+// person who created it: it acts in its own tenant only. A service account is refused on the
 // routes that only make sense for a person: it has no password, second
 // factor, sessions, real address or invitations, and its personal keys
 // would outlive its deletion. Neither adds or invites a member: the person
@@ -71,6 +72,11 @@ var Rules = []Rule{
 	// Invitations.
 	{"GET", "/api/v1/users/me/invitations", APIKey | Service},
 	{"POST", "/api/v1/invitations/accept", APIKey | Service},
+	// A person's tenants: a key acts in its own tenant only, and the list
+	// would tell whoever holds it the other tenants of the person who
+	// created it, their names and the person's roles there. A service
+	// account has one tenant, its own.
+	{"GET", "/api/v1/users/me/tenants", APIKey},
 	// API keys: a key never creates one; personal keys are a person's.
 	{"POST", "/api/v1/api-keys", APIKey},
 	{"GET", "/api/v1/users/me/api-keys", Service},
@@ -153,6 +159,9 @@ func Detail(principal string, r *Rule) string {
 	}
 	if r.Method == "POST" && (r.Path == "/api/v1/api-keys" || r.Path == "/api/v1/users/me/api-keys") {
 		return "an API key cannot create API keys"
+	}
+	if r.Method == "GET" && r.Path == "/api/v1/users/me/tenants" {
+		return "an API key acts in its own tenant only and cannot list the other tenants of the person who created it; use an access token"
 	}
 	if r.Method == "POST" && strings.HasPrefix(r.Path, "/api/v1/service-accounts") {
 		return "an API key cannot create service accounts or their secrets: they would outlive the key"

@@ -1536,3 +1536,27 @@ FROM generate_series(1, 20020) i, (SELECT tenant_id, user_id FROM memberships WH
 		t.Errorf("Sweep = %d, %v; want the 20 keys ended long ago", n, err)
 	}
 }
+
+// TestKeyReachesOnlyItsTenantsPersonalKeys: an API key acts in its own
+// tenant only. Through GET and DELETE /users/me/api-keys it sees and
+// revokes its creator's personal keys of that tenant, never those the
+// creator made in another tenant (404, the key kept).
+func TestKeyReachesOnlyItsTenantsPersonalKeys(t *testing.T) {
+	x := start(t, pepper)
+	a, b := x.SeedTenant(t, "Acme"), x.SeedTenant(t, "Bravo")
+	inA := x.SeedUserIn(t, a.ID, "two@acme.test", "admin")
+	x.SeedMember(t, b.ID, inA.UserID, "admin")
+	inB := x.IdentityOf(t, inA.UserID, b.ID)
+	mineA := x.create(t, inA, "/api/v1/users/me/api-keys", map[string]any{"name": "a", "permissions": []string{"tenant:read"}})
+	mineB := x.create(t, inB, "/api/v1/users/me/api-keys", map[string]any{"name": "b", "permissions": []string{}})
+	asKey := inA
+	asKey.Principal = identity.PrincipalAPIKey
+	keys, _ := x.list(t, asKey, "/api/v1/users/me/api-keys")
+	if len(keys) != 1 || keys[0].ID != mineA.ID {
+		t.Fatalf("a key of tenant A lists %+v, want only its tenant's %s", keys, mineA.ID)
+	}
+	wantProblem(t, x.Send(t, &asKey, http.MethodDelete, "/api/v1/users/me/api-keys/"+mineB.ID, nil), 404, "not_found")
+	if n := x.count(t, `SELECT count(*) FROM api_keys WHERE id = $1 AND revoked_at IS NULL`, mineB.ID); n != 1 {
+		t.Fatal("a key of tenant A revoked its creator's key of tenant B")
+	}
+}

@@ -80,6 +80,27 @@ func TestMyTenants(t *testing.T) {
 	}
 }
 
+// TestKeysListNoTenantsOfTheirPerson: an API key acts in its own tenant
+// only, and GET /users/me/tenants would tell whoever holds one (an
+// integration, a CI job, a leaked secret) the other tenants of the person
+// who created it, with their names, statuses and the person's roles
+// there: 403 principal_not_allowed, whatever the key's permissions. A
+// person and a service account (whose one tenant is the key's) still
+// list theirs.
+func TestKeysListNoTenantsOfTheirPerson(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	w.E.SeedMember(t, w.B, w.Admin.UserID, "member")
+	key := w.Admin
+	key.Principal = identity.PrincipalAPIKey
+	r := w.E.Get(t, &key, "/api/v1/users/me/tenants")
+	apitest.WantProblem(t, r, 403, "principal_not_allowed")
+	if strings.Contains(string(r.Body), w.B) || strings.Contains(string(r.Body), "Bravo") {
+		t.Errorf("the refusal names the other tenant: %s", r.Body)
+	}
+	apitest.WantStatus(t, w.E.Get(t, &w.Admin, "/api/v1/users/me/tenants"), 200)
+}
+
 func TestListUsersPagination(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
