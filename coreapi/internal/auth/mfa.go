@@ -1053,6 +1053,14 @@ func (s *Service) enrolTOTP(c *fiber.Ctx) error {
 	if !fresh {
 		return httpapi.NeedRecentSignIn(c, MFAMaxAge, "enrolling a second factor needs a sign-in within the last 5 minutes: sign in again")
 	}
+	// A session moved to another tenant since the caller's access token
+	// was issued is no longer the one the token speaks for, as the
+	// confirmation holds (sessionLive). Checked again in the transaction.
+	if live, err := sessionLive(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
+		return err
+	} else if !live {
+		return httpapi.SessionEnded(c)
+	}
 	// An account that could not sign in now (disabled, disabled in the
 	// session's tenant, or of a suspended tenant) is refused, as its
 	// confirmation is: a proxy that has not yet heard of the change still
@@ -1076,7 +1084,9 @@ func (s *Service) enrolTOTP(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := storePending(ctx, s.pool, id, keyID, sealed); err != nil {
+	if err := storePending(ctx, s.pool, id, keyID, sealed); errors.Is(err, sessions.ErrNotFound) {
+		return httpapi.SessionEnded(c)
+	} else if err != nil {
 		return err
 	}
 	c.Set(fiber.HeaderCacheControl, "no-store")
@@ -1085,9 +1095,11 @@ func (s *Service) enrolTOTP(c *fiber.Ctx) error {
 
 // storePending stores a new pending TOTP secret (sealed under keyID) for
 // id's account in place of a pending one, with the account's row locked
-// (lockUserForFactor) and the account read again under it (activeAccount,
-// as a disabling takes that row): errInactive when it could not sign in
-// now, errMFAActive when a factor is active.
+// (lockUserForFactor), then the session's if it is still live in the
+// token's tenant (lockLiveSession, else sessions.ErrNotFound), and the
+// account read again (activeAccount, as a disabling takes its row):
+// errInactive when it could not sign in now, errMFAActive when a factor
+// is active.
 func storePending(ctx context.Context, pool *pgxpool.Pool, id identity.Identity, keyID string, sealed []byte) error {
 	const qUpsert = `
 INSERT INTO mfa_totp (user_id, key_id, secret_sealed) VALUES ($1, $2, $3)
@@ -1096,6 +1108,9 @@ ON CONFLICT (user_id) DO UPDATE SET key_id = EXCLUDED.key_id, secret_sealed = EX
 WHERE mfa_totp.status = 'pending'`
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if err := lockUserForFactor(ctx, tx, id.UserID); err != nil {
+			return err
+		}
+		if err := lockLiveSession(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
 			return err
 		}
 		if _, err := activeAccount(ctx, tx, id.UserID, id.TenantID); err != nil {

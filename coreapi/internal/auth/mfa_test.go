@@ -1463,6 +1463,28 @@ func TestFactorChangesOfAMovedSession(t *testing.T) {
 		e.Send(t, after, http.MethodDelete, "/api/v1/users/me/mfa/totp", nil), http.StatusNoContent, "")
 }
 
+// TestEnrolmentWithAMovedSession: an enrolment is not started with an
+// access token of the tenant its session has since switched away from
+// (401 invalid_token, as its confirmation is refused): nothing pending is
+// stored, and the token of the switch starts it.
+func TestEnrolmentWithAMovedSession(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "mv-enrol@example.com", "M")
+	before := e.identityFor(t, tk)
+	second := e.SeedTenant(t, "Second")
+	e.SeedMember(t, second.ID, before.UserID, "member")
+	r := e.Send(t, before, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID, "refresh_token": tk.RefreshToken})
+	wantStatus(t, "switch", r, http.StatusOK, "")
+	var sw tokens
+	r.JSON(t, &sw)
+	wantStatus(t, "enrolment with the token from before the switch",
+		e.Send(t, before, http.MethodPost, "/api/v1/users/me/mfa/totp", nil), http.StatusUnauthorized, "invalid_token")
+	if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1`, before.UserID); n != 0 {
+		t.Fatalf("%d pending secrets after the refusal", n)
+	}
+	e.enrol(t, e.identityFor(t, sw))
+}
+
 // TestRecentSignInToEnrolOrMoveTheAddress: enrolling a second factor and
 // changing the email address lock the owner out of the account when done
 // with a session taken from them (a leaked token whose refreshes keep its
