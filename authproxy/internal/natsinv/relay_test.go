@@ -58,14 +58,6 @@ func publishRow(t *testing.T, nc *nats.Conn, ev invalidation.Event) time.Time {
 	return at
 }
 
-// relayBeats publishes relay's beat every 20 ms until stop is called,
-// which returns when the last one was published.
-func relayBeats(t *testing.T, nc *nats.Conn, relay string) (stop func() time.Time) {
-	t.Helper()
-	b, _ := json.Marshal(invalidation.Event{At: time.Now().UnixMilli(), Relay: relay})
-	return every20ms(t, nc, invalidation.SubjectRelay, b)
-}
-
 // relaysHeard is how many relay beats the subscriber took in.
 func relaysHeard(m *metrics.Metrics) float64 {
 	return testutil.ToFloat64(m.Invalidations.WithLabelValues("relay"))
@@ -170,35 +162,47 @@ func TestUnheardRelayIsStale(t *testing.T) {
 func TestUnlistedRelaysAreStale(t *testing.T) {
 	n := testenv.StartNATS(t)
 	r := &downRecorder{recorder: newRecorder(t)}
-	m := metrics.New()
 	var logs logbuffer.Buffer
 	const timeout = 400 * time.Millisecond
-	s, pub := connectLogged(t, n, Options{HeartbeatTimeout: timeout, DropCheck: 10 * time.Millisecond}, r, m,
-		slog.New(slog.NewJSONHandler(&logs, nil)))
-	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
-	defer beats(t, pub)()
-	defer relayBeats(t, pub, "r1")()
-	testenv.Eventually(t, func() error { return testenv.WantAtLeast("relay beats", relaysHeard(m), 1) })
-
-	reconnects, _ := r.count()
-	listed := publishRow(t, pub, invalidation.Event{At: time.Now().UnixMilli(), Relays: []string{"r1"}, RelaysUnlisted: 3})
-	publishRow(t, pub, invalidation.Event{At: time.Now().UnixMilli(), Relays: []string{"r1"}, RelaysUnlisted: 3})
-	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), true) })
-	if since := time.Since(listed); since < timeout {
-		t.Fatalf("stale %s after the row, before the timeout (%s)", since, timeout)
+	f := startFeed(t, n, Options{HeartbeatTimeout: timeout}, r, metrics.New(), slog.New(slog.NewJSONHandler(&logs, nil)))
+	// beats brings a direct heartbeat and r1's beat: every listed relay
+	// is heard, and the heartbeats go on.
+	beats := func() {
+		f.heartbeat()
+		f.relay("r1")
 	}
-	if testutil.ToFloat64(m.FeedStale) != 1 || testutil.ToFloat64(m.RelaysUnheard) != 1 {
-		t.Fatalf("feed stale %v, relays unheard %v; want 1, 1", testutil.ToFloat64(m.FeedStale), testutil.ToFloat64(m.RelaysUnheard))
+	f.relay("r1")
+
+	// Stale a timeout after the first row that counts unlisted relays, not
+	// before: the next one, counting them too, gives them no new grace.
+	reconnects, _ := r.count()
+	unlisted := invalidation.Event{Relays: []string{"r1"}, RelaysUnlisted: 3}
+	listed := f.rowOf(unlisted)
+	f.advance(timeout / 2)
+	beats()
+	f.rowOf(unlisted)
+	f.advance(timeout/2 - time.Millisecond)
+	f.wantStale(r, false, 0, "relays unlisted, the timeout not yet over")
+	beats()
+	f.advance(2 * time.Millisecond)
+	f.wantStale(r, true, 1, "relays unlisted, the timeout over")
+	if at := r.lastDown(); !at.Equal(listed) {
+		t.Fatalf("staleness counted from %s, want the first row that counts unlisted relays, %s", at.Format(time.StampMicro), listed.Format(time.StampMicro))
 	}
 	if n := strings.Count(logs.String(), "coreapi runs more outbox relays than a heartbeat lists"); n != 1 {
 		t.Fatalf("%d errors for the unlisted relays, want 1:\n%s", n, logs.String())
 	}
 
-	heartbeatRow(t, pub, "r1")
-	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), false) })
-	if rc, _ := r.count(); rc != reconnects+1 || testutil.ToFloat64(m.FeedStale) != 0 || testutil.ToFloat64(m.RelaysUnheard) != 0 {
-		t.Fatalf("every relay listed again with %d purges (feed stale %v, relays unheard %v), want 1, 0, 0",
-			rc-reconnects, testutil.ToFloat64(m.FeedStale), testutil.ToFloat64(m.RelaysUnheard))
+	// A row that lists every relay again ends it, with one purge.
+	f.row("r1")
+	f.wantStale(r, false, 0, "every relay listed again")
+	for range 3 {
+		f.advance(timeout / 2)
+		beats()
+	}
+	f.wantStale(r, false, 0, "every relay listed, beats on")
+	if rc, _ := r.count(); rc != reconnects+1 {
+		t.Fatalf("every relay listed again with %d purges, want 1", rc-reconnects)
 	}
 }
 
@@ -247,36 +251,42 @@ func TestRowDelistsRelay(t *testing.T) {
 func TestRelayGraceOnReconnect(t *testing.T) {
 	n := testenv.StartNATS(t)
 	r := &downRecorder{recorder: newRecorder(t)}
-	m := metrics.New()
 	const timeout = 600 * time.Millisecond
-	s, err := Connect(Options{URL: n.URL(), HeartbeatTimeout: timeout, DropCheck: 10 * time.Millisecond,
-		ReconnectWait: 20 * time.Millisecond, MaxReconnect: 50 * time.Millisecond}, r, quiet(), m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close(time.Second) })
-	// The publisher comes back as soon: the heartbeats go on, and only
-	// r2's silence can make the feed stale.
-	pub, err := nats.Connect(n.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	f := startFeed(t, n, Options{HeartbeatTimeout: timeout, ReconnectWait: 20 * time.Millisecond, MaxReconnect: 50 * time.Millisecond},
+		r, metrics.New(), quiet())
+	f.row("r2")
+	f.advance(timeout / 2)
+	f.heartbeat()
+	f.advance(timeout/2 + time.Millisecond)
+	f.wantStale(r, true, 1, "r2 listed and unheard")
+
+	reconnects, _ := r.count()
+	n.Stop()
+	n.Start()
+	testenv.Eventually(t, func() error {
+		rc, _ := r.count()
+		return testenv.WantAtLeast("reconnections", rc, reconnects+1)
+	})
+	testenv.Eventually(t, func() error { return testenv.Want("connected", f.s.Connected(), true) })
+	live := f.now()
+	// A publisher of its own on the new server: the heartbeats go on, and
+	// only r2's silence can make the feed stale.
+	pub, err := nats.Connect(n.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pub.Close)
-	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
-	defer beats(t, pub)()
-	heartbeatRow(t, pub, "r2")
-	testenv.Eventually(t, func() error { return testenv.Want("feed stale", testutil.ToFloat64(m.FeedStale), 1.0) })
-
-	n.Stop()
-	n.Start()
-	testenv.Eventually(t, func() error { return testenv.Want("bounded staleness", r.BoundedStaleness(), false) })
-	live := time.Now()
-	testenv.Eventually(t, func() error { return testenv.Want("feed stale", testutil.ToFloat64(m.FeedStale), 1.0) })
-	if since := time.Since(live); since < timeout-timeout/4 {
-		t.Fatalf("stale %s after the reconnection, within the grace (%s)", since, timeout)
-	}
-	if v := testutil.ToFloat64(m.RelaysUnheard); v != 1 {
-		t.Fatalf("relays unheard %v after the reconnection, want 1 (r2 still listed)", v)
+	f.pub = pub
+	f.wantStale(r, false, 0, "reconnected")
+	f.advance(timeout / 2)
+	f.heartbeat()
+	f.advance(timeout/2 - time.Millisecond)
+	f.wantStale(r, false, 0, "reconnected, r2's grace not yet over")
+	f.heartbeat()
+	f.advance(2 * time.Millisecond)
+	f.wantStale(r, true, 1, "reconnected, r2's grace over (r2 still listed)")
+	if at := r.lastDown(); !at.Equal(live) {
+		t.Fatalf("staleness counted from %s, want the reconnection, %s", at.Format(time.StampMicro), live.Format(time.StampMicro))
 	}
 }
 
