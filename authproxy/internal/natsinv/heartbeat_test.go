@@ -37,47 +37,6 @@ func (d *downRecorder) lastDown() time.Time {
 	return d.downs[len(d.downs)-1]
 }
 
-// beats publishes a heartbeat every 20 ms until stop is called, which
-// returns when the last one was published.
-func beats(t *testing.T, nc *nats.Conn) (stop func() time.Time) {
-	t.Helper()
-	return every20ms(t, nc, invalidation.SubjectHeartbeat, []byte(`{"at":1}`))
-}
-
-// every20ms publishes body on subject every 20 ms until stop is called
-// (at the latest when the test ends), which returns when the last one was
-// published (the zero time when called again).
-func every20ms(t *testing.T, nc *nats.Conn, subject string, body []byte) (stop func() time.Time) {
-	t.Helper()
-	done, last := make(chan struct{}), make(chan time.Time, 1)
-	go func() {
-		var at time.Time
-		for {
-			at = time.Now()
-			if err := nc.Publish(subject, body); err != nil {
-				t.Errorf("publish %s: %v", subject, err)
-			}
-			_ = nc.Flush()
-			select {
-			case <-done:
-				last <- at
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	}()
-	var once atomic.Bool
-	stop = func() time.Time {
-		if once.CompareAndSwap(false, true) {
-			close(done)
-			return <-last
-		}
-		return time.Time{}
-	}
-	t.Cleanup(func() { stop() })
-	return stop
-}
-
 // feed drives a subscriber on a clock of its own. The test moves the
 // clock and publishes what arrives, and each step waits for its effect
 // rather than for a while: a heartbeat or a relay's beat until it is
@@ -101,9 +60,26 @@ type feed struct {
 // set here) for target, logging to log, and waits until it is connected.
 func startFeed(t *testing.T, n *testenv.NATS, o Options, target Target, m *metrics.Metrics, log *slog.Logger) *feed {
 	t.Helper()
+	return startFeedAt(t, n.URL(), n.URL(), o, target, m, log)
+}
+
+// startFeedAt is startFeed with the subscriber connected to url and the
+// publisher to pubURL (a server's other user).
+func startFeedAt(t *testing.T, url, pubURL string, o Options, target Target, m *metrics.Metrics, log *slog.Logger) *feed {
+	t.Helper()
 	f := &feed{t: t, m: m, base: time.Now(), looks: make(chan struct{})}
-	o.Now, o.checked, o.DropCheck = f.now, f.checked, 10*time.Millisecond
-	f.s, f.pub = connectLogged(t, n, o, target, m, log)
+	o.URL, o.Now, o.checked, o.DropCheck = url, f.now, f.checked, 10*time.Millisecond
+	s, err := Connect(o, target, log, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close(time.Second) })
+	pub, err := nats.Connect(pubURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close) // before the subscriber closes
+	f.s, f.pub = s, pub
 	testenv.Eventually(t, func() error { return testenv.Want("connected", f.s.Connected(), true) })
 	return f
 }

@@ -348,6 +348,10 @@ type Options struct {
 	// checked, when set (tests), runs after each look for dropped events
 	// and for silence (watchDrops, every DropCheck).
 	checked func()
+	// failed, when set (tests), runs after each failed connection attempt
+	// the client reports (its reconnect error handler), once it is logged
+	// as such.
+	failed func(err error)
 }
 
 // Connect subscribes and returns at once: the connection is made in the
@@ -435,7 +439,12 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 				s.connected(nc)
 			}
 		}),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { events.ReconnectFailed(err) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			events.ReconnectFailed(err)
+			if o.failed != nil {
+				o.failed(err)
+			}
+		}),
 		nats.ClosedHandler(func(*nats.Conn) { m.NATSConnected.Set(0) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrSlowConsumer) {

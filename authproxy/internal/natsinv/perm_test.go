@@ -1,6 +1,7 @@
 package natsinv
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
@@ -9,7 +10,6 @@ import (
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/projection"
@@ -37,21 +37,26 @@ func TestRefusedSubscriptionIsNoFeed(t *testing.T) {
 	}
 	t.Cleanup(c.Close)
 	m := metrics.New()
-	s, err := Connect(Options{URL: "nats://proxy:pw@" + ns.Addr().String(), KeysChanged: func(string) {}}, c, quiet(), m)
+	var logs logbuffer.Buffer
+	s, err := Connect(Options{URL: "nats://proxy:pw@" + ns.Addr().String(), KeysChanged: func(string) {}}, c,
+		slog.New(slog.NewJSONHandler(&logs, nil)), m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close(time.Second)
+	// The refusal is the connection's last word: the client hands it on
+	// after the connect handler, so nothing on this connection reports
+	// the feed live after it.
+	const line = `"level":"ERROR","msg":"nats refuses the subscription to invalidations`
 	testenv.Eventually(t, func() error {
-		if err := testenv.Want("connected", s.Connected(), false); err != nil {
+		if err := testenv.Want("nats connected", s.nc.IsConnected(), true); err != nil {
 			return err
 		}
-		return testenv.Want("bounded staleness", c.BoundedStaleness(), true)
+		return testenv.Want("errors for the refused subscription", strings.Count(logs.String(), line), 1)
 	})
-	// And it stays so: nothing on this connection reports it live.
-	time.Sleep(200 * time.Millisecond)
-	if s.Connected() || !c.BoundedStaleness() {
-		t.Fatalf("connected = %v, bounded staleness = %v: the feed reads live with its subscription refused", s.Connected(), c.BoundedStaleness())
+	if s.Connected() || !c.BoundedStaleness() || testutil.ToFloat64(m.NATSConnected) != 0 {
+		t.Fatalf("connected = %v, bounded staleness = %v, authproxy_nats_connected = %v: the feed reads live with its subscription refused",
+			s.Connected(), c.BoundedStaleness(), testutil.ToFloat64(m.NATSConnected))
 	}
 }
 
@@ -106,9 +111,10 @@ func TestReconnectOutlastsRefusedCredentials(t *testing.T) {
 
 	ns.Shutdown()
 	ns.WaitForShutdown()
-	refusing, _ := startAuthNATS(t, port, "another")
-	// Several reconnection attempts are refused.
-	time.Sleep(time.Second)
+	refusing, _, attempts := startRefusingServer(t, port)
+	// Several reconnection attempts are refused: the client's default
+	// gave up at the second.
+	awaitAttempts(t, attempts, 3)
 	refusing.Shutdown()
 	refusing.WaitForShutdown()
 	ns, _ = startAuthNATS(t, port, "pw")
@@ -146,36 +152,31 @@ func TestRefusedRelaySubscriptionIsNotStale(t *testing.T) {
 		}}
 	ns := startServer(t, opts)
 
-	r := newRecorder(t)
-	m := metrics.New()
+	r := &downRecorder{recorder: newRecorder(t)}
 	var logs logbuffer.Buffer
 	const timeout = 300 * time.Millisecond
-	s, err := Connect(Options{URL: "nats://proxy:pw@" + ns.Addr().String(), HeartbeatTimeout: timeout, DropCheck: 10 * time.Millisecond},
-		r, slog.New(slog.NewJSONHandler(&logs, nil)), m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close(time.Second) })
-	pub, err := nats.Connect("nats://coreapi:pw@" + ns.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pub.Close)
-	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	f := startFeedAt(t, "nats://proxy:pw@"+ns.Addr().String(), "nats://coreapi:pw@"+ns.Addr().String(),
+		Options{HeartbeatTimeout: timeout}, r, metrics.New(), slog.New(slog.NewJSONHandler(&logs, nil)))
+	const refusal = `"level":"ERROR","msg":"nats refuses the subscription to auth.outbox.relay`
+	testenv.Eventually(t, func() error {
+		return testenv.Want("errors for the refused relay subscription", strings.Count(logs.String(), refusal), 1)
+	})
 
-	stop := beats(t, pub)
-	heartbeatRow(t, pub, "r2")
-	time.Sleep(4 * timeout)
-	if r.BoundedStaleness() || testutil.ToFloat64(m.FeedStale) != 0 || testutil.ToFloat64(m.RelaysUnheard) != 0 {
-		t.Fatal("stale for a relay whose beats this proxy may not subscribe to")
+	// r2 is listed and never heard, the heartbeats go on: fresh well past
+	// the timeout.
+	f.row("r2")
+	for i := range 4 {
+		f.advance(timeout / 2)
+		f.wantStale(r, false, 0, fmt.Sprintf("heartbeat %d due, r2 listed", i+1))
+		f.heartbeat()
 	}
-	if n := strings.Count(logs.String(), `"level":"ERROR","msg":"nats refuses the subscription to auth.outbox.relay`); n != 1 {
+	if n := strings.Count(logs.String(), refusal); n != 1 {
 		t.Errorf("%d errors for the refused relay subscription, want 1; log:\n%s", n, logs.String())
 	}
 
 	// The heartbeat is still watched.
-	stop()
-	testenv.Eventually(t, func() error { return testenv.Want("feed stale", testutil.ToFloat64(m.FeedStale), 1.0) })
+	f.advance(timeout + time.Millisecond)
+	f.wantStale(r, true, 0, "no heartbeat")
 }
 
 // TestRefusedKeysChangedSubscriptionIsAnError: the NATS server's
@@ -238,35 +239,41 @@ func TestSubscriptionOverTheLimitIsNoFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close(time.Second)
+	const refusal = `"level":"ERROR","msg":"nats refuses a subscription: maximum subscriptions exceeded`
 	for i := range 12 {
 		if i > 0 {
 			ns.Shutdown()
 			ns.WaitForShutdown()
 			ns = startServer(t, opts(port))
 		}
-		testenv.Eventually(t, func() error { return testenv.Want("nats connected", s.nc.IsConnected(), true) })
-		time.Sleep(200 * time.Millisecond) // the server's answers to the subscriptions, and the handlers
+		// Every connection has one subscription refused (the limit is one),
+		// and the refusal, the connection's last word, is one error.
+		testenv.Eventually(t, func() error {
+			if err := testenv.Want("nats connected", s.nc.IsConnected(), true); err != nil {
+				return err
+			}
+			return testenv.Want("errors for the refused subscriptions", strings.Count(logs.String(), refusal), i+1)
+		})
 		if !s.Connected() && r.BoundedStaleness() {
 			continue
 		}
+		// Read as live: the invalidations must come.
 		r.mu.Lock()
 		before := len(r.users)
 		r.mu.Unlock()
 		publish(t, url, invalidation.UserSubject("u1"))
-		time.Sleep(200 * time.Millisecond)
-		r.mu.Lock()
-		after := len(r.users)
-		r.mu.Unlock()
-		if after == before {
-			t.Fatalf("connection %d: connected = %v, bounded staleness = %v, and the invalidation published is not applied: the feed reads live with its subscription refused",
+		testenv.Eventually(t, func() error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if len(r.users) > before {
+				return nil
+			}
+			return fmt.Errorf("connection %d: connected = %v, bounded staleness = %v, and the invalidation published is not applied: the feed reads live with its subscription refused",
 				i, s.Connected(), r.BoundedStaleness())
-		}
+		})
 	}
 	if s.Connected() || !r.BoundedStaleness() {
 		t.Fatalf("connected = %v, bounded staleness = %v: the feed reads live with a subscription refused", s.Connected(), r.BoundedStaleness())
-	}
-	if !strings.Contains(logs.String(), `"level":"ERROR","msg":"nats refuses a subscription: maximum subscriptions exceeded`) {
-		t.Errorf("no error for the refused subscription; log:\n%s", logs.String())
 	}
 }
 
@@ -317,10 +324,5 @@ func TestDeniedKindOfInvalidationIsNoFeed(t *testing.T) {
 	})
 	if !strings.Contains(logs.String(), `"subject":"auth.invalidate.tenant.*"`) {
 		t.Errorf("the error does not name the denied kind; log:\n%s", logs.String())
-	}
-	// And it stays so: nothing on this connection reports it live.
-	time.Sleep(200 * time.Millisecond)
-	if s.Connected() || !c.BoundedStaleness() {
-		t.Fatalf("connected = %v, bounded staleness = %v: the feed reads live with tenant events dropped by the server", s.Connected(), c.BoundedStaleness())
 	}
 }

@@ -1,6 +1,8 @@
 package natsinv
 
 import (
+	"encoding/json"
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/logbuffer"
 	"github.com/tollgate-auth/tollgate/shared/natsauth/natsauthtest"
+	"github.com/tollgate-auth/tollgate/shared/natsdial"
 )
 
 // closedPort returns a port of 127.0.0.1 that nothing listens on.
@@ -34,11 +37,27 @@ func closedPort(t *testing.T) int {
 func TestUnreachableServerLoggedOnce(t *testing.T) {
 	port := closedPort(t)
 	masked := "nats://authproxy:xxxxx@127.0.0.1:" + strconv.Itoa(port)
-	s, logs := connectRefusable(t, port)
-	// Some twenty attempts in 2 s.
-	time.Sleep(2 * time.Second)
+	failed := make(chan error, 128)
+	logs := &logbuffer.Buffer{}
+	s := connectHooked(t, "nats://authproxy:pw@127.0.0.1:"+strconv.Itoa(port), logs, func(err error) {
+		if !errors.Is(err, natsdial.ErrNotYet) { // nats.Connect's own pass, no attempt
+			select {
+			case failed <- err:
+			default:
+			}
+		}
+	})
+	// Four attempts fail, each reported (and logged, or not) before the
+	// hook is told.
+	for i := range 4 {
+		select {
+		case <-failed:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d failed attempts reported, want 4:\n%s", i, logs.String())
+		}
+	}
 	if warns, infos := natsauthtest.URLLines(t, logs, masked); warns != 1 || infos != 0 {
-		t.Fatalf("%d warnings and %d info lines name %s with NATS down for 2 s, want 1 and 0:\n%s", warns, infos, masked, logs.String())
+		t.Fatalf("%d warnings and %d info lines name %s after four failed attempts, want 1 and 0:\n%s", warns, infos, masked, logs.String())
 	}
 	if !strings.Contains(logs.String(), "connection refused") {
 		t.Fatalf("the warning does not say why:\n%s", logs.String())
@@ -49,23 +68,41 @@ func TestUnreachableServerLoggedOnce(t *testing.T) {
 		warns, infos := natsauthtest.URLLines(t, logs, masked)
 		return testenv.Want("warnings and info lines naming the URL", [2]int{warns, infos}, [2]int{1, 1})
 	})
+	// The info line counts the failures that one warning stood for.
+	for _, line := range strings.Split(logs.String(), "\n") {
+		var l struct {
+			Msg, URL string
+			Failures int
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && l.URL == masked && l.Msg == "nats connected to its server after failed attempts" && l.Failures < 4 {
+			t.Fatalf("the connection counted %d failures, want the four awaited at least: %s", l.Failures, line)
+		}
+	}
 }
 
 // TestFailedHandshakeLoggedOnce: a server is there but the handshake
 // fails (a tls:// URL, a server without TLS), which the client reports to
 // no handler at all. One warning names the URL and the cause.
 func TestFailedHandshakeLoggedOnce(t *testing.T) {
-	_, port := startUserServer(t, -1, "pw")
+	ns, port := startUserServer(t, -1, "pw")
 	url := "tls://authproxy:pw@127.0.0.1:" + strconv.Itoa(port)
 	logs := &logbuffer.Buffer{}
 	s := connectURL(t, url, logs)
-	time.Sleep(2 * time.Second)
+	// Five handshakes fail (the server accepts each connection): the
+	// client goes on to the next only once the one before failed.
+	testenv.Eventually(t, func() error {
+		varz, err := ns.Varz(nil)
+		if err != nil {
+			return err
+		}
+		return testenv.WantAtLeast("connections accepted", varz.TotalConnections, 5)
+	})
 	if s.Connected() {
 		t.Fatal("connected over tls:// to a server without TLS")
 	}
 	masked := "tls://authproxy:xxxxx@127.0.0.1:" + strconv.Itoa(port)
 	if warns, _ := natsauthtest.URLLines(t, logs, masked); warns != 1 {
-		t.Fatalf("%d warnings name %s in 2 s of failed handshakes, want 1:\n%s", warns, masked, logs.String())
+		t.Fatalf("%d warnings name %s after five failed handshakes, want 1:\n%s", warns, masked, logs.String())
 	}
 	if !strings.Contains(logs.String(), "secure connection not available") {
 		t.Fatalf("the warning does not say why:\n%s", logs.String())
