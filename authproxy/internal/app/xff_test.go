@@ -248,6 +248,57 @@ func TestHostOverrideFieldsOnlyFromTrustedPeers(t *testing.T) {
 	}
 }
 
+// TestClientCertificateFieldsOnlyFromTrustedPeers: the fields in which a
+// TLS-terminating front tells an app which certificate the client
+// presented (HAProxy's and nginx's X-SSL-Client-*, ingress-nginx's
+// ssl-client-*, Azure's X-ARR-ClientCert, the AWS load balancer's
+// X-Amzn-Mtls-Clientcert*, Google's X-Client-Cert-*, Cloudflare's
+// cf-cert-*, Envoy's X-Forwarded-Client-Cert, RFC 9440's Client-Cert)
+// reach the app only from a peer in TRUSTED_PROXY_CIDRS: the proxy
+// terminates no client TLS of its own, so from any other peer they are
+// the client's word, and an app that authenticates by certificate would
+// take "X-SSL-Client-Verify: SUCCESS" with a DN of the client's choosing
+// for a verified certificate. Spelled with '_', or as CGI names them,
+// they reach it from no peer.
+func TestClientCertificateFieldsOnlyFromTrustedPeers(t *testing.T) {
+	const sent = "CN=admin,O=client-chosen"
+	names := []string{"X-SSL-Client-Verify", "X-SSL-Client-DN", "X-SSL-Client-S-DN", "X-SSL-Client-I-DN", "X-SSL-Client-Cert",
+		"X-SSL-Client-Serial", "x-ssl-client-cn", "X-SSL-Cert", "X-Client-Cert", "X-Client-Verify", "X-Client-DN",
+		"X-Client-Cert-Present", "X-ARR-ClientCert", "Ssl-Client-Cert", "Ssl-Client-Verify", "ssl-client-subject-dn",
+		"X-Forwarded-Client-Cert", "X-Forwarded-Tls-Client-Cert", "X-Amzn-Mtls-Clientcert", "X-Amzn-Mtls-Clientcert-Subject",
+		"X-Amzn-Mtls-Clientcert-Leaf", "Client-Cert", "Client-Cert-Chain", "cf-cert-verified", "cf-cert-subject-dn",
+		"X_SSL_Client_Verify", "x_client_cert", "Ssl_Client_Verify", "X_ARR_ClientCert", "Client_Cert", "cf_cert_presented",
+		"HTTP_X_SSL_CLIENT_VERIFY", "Http-Ssl-Client-Cert", "HTTP_X_ARR_CLIENTCERT"}
+	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
+	for _, trusted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
+			vars := map[string]string{}
+			if trusted {
+				vars["TRUSTED_PROXY_CIDRS"] = "127.0.0.0/8"
+			}
+			e := start(t, envOpt{vars: vars})
+			tok := e.token(nil)
+			for _, route := range []string{"protected", "public"} {
+				for _, name := range names {
+					r := e.do("GET", "/api/v1/users/me", tok, map[string]string{name: sent})
+					if route == "public" {
+						r = e.do("GET", "/.well-known/jwks.json", "", map[string]string{name: sent})
+					}
+					e.wantStatus(r, 200)
+					got := false
+					for k, vs := range e.core.Last(t).Headers {
+						got = got || norm(k) == norm(name) && slices.Contains(vs, sent)
+					}
+					cgi := strings.HasPrefix(norm(name), "http-")
+					if want := trusted && !strings.Contains(name, "_") && !cgi; got != want {
+						t.Errorf("%s route: %s reached the upstream %v, want %v", route, name, got, want)
+					}
+				}
+			}
+		})
+	}
+}
+
 // X-Script-Name is the base path a proxy in front says it removed: the
 // ReverseProxied middleware of Flask recipes, pgAdmin, Calibre-Web and
 // Radicale makes it SCRIPT_NAME and cuts it off the path it routes. A

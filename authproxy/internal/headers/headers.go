@@ -7,7 +7,8 @@
 // spellings of X-Request-Id and of the fields below and their CGI names
 // (HTTP_X_FORWARDED_FOR) are removed, and X-Forwarded-* / Forwarded, the
 // other client-address headers (IsClientAddress), the scheme fields
-// (IsScheme), the host-override fields (IsHostOverride: X-Host,
+// (IsScheme), the client-certificate fields (IsClientCert:
+// X-SSL-Client-Verify, X-ARR-ClientCert, Client-Cert...), the host-override fields (IsHostOverride: X-Host,
 // X-Original-Host...), X-Script-Name (IsScriptName), the trace context (IsTraceContext: W3C's
 // traceparent, tracestate and baggage, and other formats' fields) and
 // Envoy's x-envoy-* fields (IsEnvoy; but x-envoy-original-path, a path
@@ -176,7 +177,7 @@ const maxDeletes = 16
 // path-override headers (isMethodOverride), Expect (isExpect), the identity fields of
 // other auth layers (isOtherAuthIdentity), the '_' spellings of
 // X-Request-Id and of the fields below (isUnderscoreVariant), and (unless trustForwarded)
-// X-Forwarded-*, Forwarded, the client-address, scheme, host and base-path headers, the trace context
+// X-Forwarded-*, Forwarded, the client-address, scheme, client-certificate, host and base-path headers, the trace context
 // and Envoy's x-envoy-* fields. It reports whether the client asked for the connection to be
 // closed, since removing Connection forgets that, and
 // whether it removed an X-Forwarded-For (only ever from an untrusted peer:
@@ -393,12 +394,64 @@ func isUnderscoreVariant(name []byte) bool {
 	return bytes.IndexByte(name, '_') >= 0 && removedUntrusted(name)
 }
 
-// removedUntrusted: a forwarding, client-address, scheme, host,
-// base-path, trace-context or x-envoy-* header, removed from a peer
+// removedUntrusted: a forwarding, client-address, scheme,
+// client-certificate, host, base-path, trace-context or x-envoy-* header, removed from a peer
 // outside TRUSTED_PROXY_CIDRS.
 func removedUntrusted(k []byte) bool {
-	return IsForwarded(k) || IsClientAddress(k) || IsScheme(k) || IsHostOverride(k) || IsScriptName(k) || IsTraceContext(k) ||
-		IsEnvoy(k)
+	return IsForwarded(k) || IsClientAddress(k) || IsScheme(k) || IsClientCert(k) || IsHostOverride(k) || IsScriptName(k) ||
+		IsTraceContext(k) || IsEnvoy(k)
+}
+
+// IsClientCert reports whether name is one of the fields in which a front
+// that terminates the client's TLS tells an app which certificate the
+// client presented and whether it verified: HAProxy's and nginx's
+// X-SSL-Client-* (Verify, DN, S-DN, I-DN, Cert, Serial, CN...) and
+// nginx's X-SSL-Cert, ingress-nginx's ssl-client-* (Ssl-Client-Cert,
+// Ssl-Client-Verify, ssl-client-subject-dn...), X-Client-Cert,
+// X-Client-Verify and X-Client-DN, the X-Client-Cert-* of Google's load
+// balancer, Azure App Service's X-ARR-ClientCert, the AWS load balancer's
+// X-Amzn-Mtls-Clientcert and X-Amzn-Mtls-Clientcert-*, Cloudflare's
+// cf-cert-*, and RFC 9440's Client-Cert and Client-Cert-Chain (Envoy's
+// X-Forwarded-Client-Cert and Traefik's X-Forwarded-Tls-Client-Cert are
+// X-Forwarded-* fields). An app that authenticates by certificate behind
+// such a front believes them: "X-SSL-Client-Verify: SUCCESS" with a DN of
+// the client's choosing is a verified certificate to it. They are
+// transport facts, the front's to report, as the scheme is: the proxy
+// terminates no client TLS itself, so it has none of its own to give.
+func IsClientCert(name []byte) bool {
+	if len(name) < len("x-ssl-cert") {
+		return false
+	}
+	switch name[0] | 0x20 {
+	case 'c':
+		return equalFold(name, "client-cert") || equalFold(name, "client-cert-chain") || hasPrefixFold(name, "cf-cert-")
+	case 's':
+		return hasPrefixFold(name, "ssl-client-")
+	case 'x':
+	default:
+		return false
+	}
+	var exact bool
+	switch len(name) {
+	case len("x-ssl-cert"):
+		exact = equalFold(name, "x-ssl-cert")
+	case len("x-client-dn"):
+		exact = equalFold(name, "x-client-dn")
+	case len("x-client-cert"):
+		exact = equalFold(name, "x-client-cert")
+	case len("x-client-verify"):
+		exact = equalFold(name, "x-client-verify")
+	case len("x-arr-clientcert"):
+		exact = equalFold(name, "x-arr-clientcert")
+	case len("x-amzn-mtls-clientcert"):
+		exact = equalFold(name, "x-amzn-mtls-clientcert")
+	}
+	if exact {
+		return true
+	}
+	// The families named by a prefix, whatever their length.
+	return hasPrefixFold(name, "x-ssl-client-") || hasPrefixFold(name, "x-client-cert-") ||
+		hasPrefixFold(name, "x-amzn-mtls-clientcert-")
 }
 
 // IsHostOverride reports whether name is one of the fields besides
@@ -1146,20 +1199,22 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 				s.Authorizations++
 			}
 			continue
-		case 's': // Sec-WebSocket-Protocol; sw8, sw8-*; sentry-trace
+		case 's': // Sec-WebSocket-Protocol; sw8, sw8-*; sentry-trace; ssl-client-*
 			s.WSProtocol = s.WSProtocol || len(k) == len("Sec-WebSocket-Protocol") && equalFold(k, "sec-websocket-protocol")
-			if len(k) != len("sentry-trace") && (len(k) < len("sw8") || k[1]|0x20 != 'w') {
+			if len(k) != len("sentry-trace") && (len(k) < len("sw8") || k[1]|0x20 != 'w' && k[1]|0x20 != 's') {
 				continue
 			}
 		case 'u': // Upgrade, uber-trace-id, uberctx-*; not User-Agent
 			if len(k) != len("Upgrade") && (len(k) < 2 || k[1]|0x20 != 'b') {
 				continue
 			}
-		case 'c', 'k': // Connection, Keep-Alive; Client-IP, CF-Connecting-IP, Cf-Pseudo-IPv4; CF-Visitor, CloudFront-Forwarded-Proto;
-			// Cf-Access-Jwt-Assertion, Cf-Access-Authenticated-User-Email
-			if len(k) != len("Connection") && len(k) != len("Client-IP") && len(k) != len("CF-Connecting-IP") &&
-				len(k) != len("Cf-Pseudo-IPv4") && len(k) != len("CloudFront-Forwarded-Proto") &&
-				len(k) != len("Cf-Access-Jwt-Assertion") && len(k) != len("Cf-Access-Authenticated-User-Email") {
+		case 'c', 'k': // Connection, Keep-Alive; Client-IP, Client-Cert, Client-Cert-Chain, CloudFront-Forwarded-Proto;
+			// and every CF-* name (CF-Connecting-IP, Cf-Pseudo-IPv4, CF-Visitor, Cf-Access-*, cf-cert-*)
+			if len(k) >= len("cf") && k[1]|0x20 == 'f' {
+				break
+			}
+			if len(k) != len("Connection") && len(k) != len("Client-IP") && len(k) != len("Client-Cert") &&
+				len(k) != len("Client-Cert-Chain") && len(k) != len("CloudFront-Forwarded-Proto") {
 				continue
 			}
 		case 'r': // Remote-User, Remote-Name, Remote-Email, Remote-Groups; not Referer, Range

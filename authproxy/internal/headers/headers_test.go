@@ -700,6 +700,8 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"Fastly-SSL", "fastly_ssl", "Fastly-SSO", "Fastly-FF", "X-SSL", "x_ssl", "X-SSO", "X-SSL-Cert", "HTTP_X_SSL", "HTTP_FASTLY_SSL"}
 	fields = append(fields, otherAuthIdentity...)
 	fields = append(fields, otherAuthKept...)
+	fields = append(fields, clientCertFields...)
+	fields = append(fields, clientCertKept...)
 	fields = append(fields, otherTraceFields...)
 	fields = append(fields, otherTraceKept...)
 	for _, hop := range hopByHop {
@@ -1090,6 +1092,55 @@ func TestDiagnosticFirstLetters(t *testing.T) {
 	for _, name := range []string{"Content-Type", "Content-Length", "Date", "Vary", "Cache-Control", ""} {
 		if IsDiagnosticAnswer([]byte(name)) {
 			t.Errorf("IsDiagnosticAnswer(%q) = true", name)
+		}
+	}
+}
+
+// clientCertFields are fields in which a TLS-terminating front tells an
+// app about the client's certificate (IsClientCert, and Envoy's and
+// Traefik's X-Forwarded-* ones); clientCertKept are names close to them
+// that are none of theirs.
+var (
+	clientCertFields = []string{"X-SSL-Client-Verify", "X-SSL-Client-DN", "X-SSL-Client-S-DN", "X-SSL-Client-I-DN",
+		"X-SSL-Client-Cert", "x_ssl_client_serial", "X-SSL-Client-CN", "X-SSL-Cert", "X-Client-Cert", "X-Client-Verify",
+		"X-Client-DN", "x-client-cert-present", "X-Client-Cert-Chain-Verified", "X-ARR-ClientCert", "Ssl-Client-Cert",
+		"ssl-client-verify", "SSL-Client-Subject-DN", "ssl_client_issuer_dn", "X-Forwarded-Client-Cert",
+		"X-Forwarded-Tls-Client-Cert", "X-Amzn-Mtls-Clientcert", "X-Amzn-Mtls-Clientcert-Serial-Number",
+		"x-amzn-mtls-clientcert-leaf", "Client-Cert", "client_cert", "Client-Cert-Chain", "cf-cert-verified",
+		"Cf-Cert-Subject-Dn", "CF_CERT_PRESENTED"}
+	clientCertKept = []string{"X-SSL-Client-", "X-SSL-Client", "X-SSL-Certs", "X-Client-Certs", "X-Client-Cert-",
+		"X-Client-Verified", "X-Client-DNS", "X-ARR-ClientCerts", "Ssl-Client-", "SSL-Client", "Client-Certs",
+		"Client-Cert-Chains", "Client-Certificate", "cf-cert-", "CF-Certs", "CF-Ray", "CF-IPCountry",
+		"X-Amzn-Mtls-Clientcer", "X-Amzn-Mtls-Clientcert-", "X-Amzn-RequestId", "Sec-Fetch-Site", "Cookie", "Content-Type"}
+)
+
+// TestClientCertificateFieldsOnlyFromTrustedPeers: the fields in which a
+// TLS-terminating front (HAProxy, nginx, ingress-nginx, Azure App Service,
+// an AWS or Google load balancer, Cloudflare, Envoy, Traefik) tells an app
+// which certificate the client presented are removed from an untrusted
+// peer, alone too (the scan must know them), and passed on from a trusted
+// one, as X-Forwarded-Proto is; spelled with '_', they are removed from
+// every peer. Names close to them stay.
+func TestClientCertificateFieldsOnlyFromTrustedPeers(t *testing.T) {
+	for _, name := range clientCertFields {
+		if !IsClientCert([]byte(name)) && !IsForwarded([]byte(name)) {
+			t.Errorf("IsClientCert(%q) = false", name)
+		}
+		for _, trust := range []bool{false, true} {
+			req := parse(t, "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\n"+name+": CN=admin\r\n\r\n")
+			seen := Scan(&req.Header)
+			if seen.NeedsSanitize(trust) {
+				Sanitize(&req.Header, trust)
+			}
+			want := trust && !strings.Contains(name, "_")
+			if kept := req.Header.Peek(name) != nil; kept != want {
+				t.Errorf("%s (trusted %v): kept %v, want %v", name, trust, kept, want)
+			}
+		}
+	}
+	for _, name := range clientCertKept {
+		if IsClientCert([]byte(name)) {
+			t.Errorf("IsClientCert(%q) = true", name)
 		}
 	}
 }
