@@ -88,7 +88,8 @@ func TestClientIdentityHeadersStripped(t *testing.T) {
 // (Authelia's Remote-User, the Kubernetes front proxy's X-Remote-User,
 // Grafana's X-WebAuth-User, oauth2-proxy's X-Forwarded-User and
 // X-Auth-Request-User, Azure EasyAuth's X-Ms-Client-Principal-Name, IAP's,
-// the AWS load balancer's, Cloudflare Access's...) never reach an app,
+// the AWS load balancer's, Cloudflare Access's, Kong's and APISIX's
+// X-Consumer-* and X-Credential-*...) never reach an app,
 // from a trusted peer either: an app moved behind the proxy from one of
 // them may still read them, and the proxy is the one authority on who
 // the caller is (its signed X-Auth-* fields). Each is sent alone, so the
@@ -107,7 +108,9 @@ func TestOtherAuthLayersIdentityFieldsRemovedFromEveryPeer(t *testing.T) {
 		"X-MS-TOKEN-AAD-ID-TOKEN", "X-MS-TOKEN-AAD-ACCESS-TOKEN",
 		"X-Goog-Authenticated-User-Email", "X-Goog-Authenticated-User-Id", "X-Goog-Iap-Jwt-Assertion",
 		"X-Amzn-Oidc-Data", "X-Amzn-Oidc-Identity", "x-amzn-oidc-accesstoken",
-		"Cf-Access-Jwt-Assertion", "Cf-Access-Authenticated-User-Email", "CF_ACCESS_AUTHENTICATED_USER_EMAIL"}
+		"Cf-Access-Jwt-Assertion", "Cf-Access-Authenticated-User-Email", "CF_ACCESS_AUTHENTICATED_USER_EMAIL",
+		"X-Consumer-Id", "X-Consumer-ID", "X-Consumer-Username", "X-Consumer-Custom-Id", "X-Consumer-Groups",
+		"X-Anonymous-Consumer", "X-Credential-Identifier", "X-Credential-Username", "x_consumer_username", "X_CONSUMER_ID"}
 	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {

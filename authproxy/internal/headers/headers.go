@@ -1,7 +1,7 @@
 // Package headers cleans the request headers a client sent before anything
 // else reads them: hop-by-hop headers and those named in Connection are
 // removed, every identity header (identity.IsIdentityHeader) and those
-// of other auth layers (Remote-User, X-Forwarded-User...), every
+// of other auth layers (Remote-User, X-Forwarded-User, X-Consumer-Id...), every
 // method-override and path-override header (X-HTTP-Method-Override,
 // X-Original-URL, X-Original-URI, X-Forwarded-Uri...), Expect, the '_'
 // spellings of X-Request-Id and of the fields below and their CGI names
@@ -282,8 +282,12 @@ func removedAlways(k []byte) bool {
 // X-Authenticated-Userid); Authentik's X-Authentik-*; Azure App Service
 // authentication's X-Ms-Client-Principal* and X-Ms-Token-*; Google IAP's
 // X-Goog-Authenticated-User-* and X-Goog-Iap-Jwt-Assertion; the AWS
-// load balancer's X-Amzn-Oidc-*; and Cloudflare Access's
-// Cf-Access-Jwt-Assertion and Cf-Access-Authenticated-User-Email. An app
+// load balancer's X-Amzn-Oidc-*; Cloudflare Access's
+// Cf-Access-Jwt-Assertion and Cf-Access-Authenticated-User-Email; and the
+// consumer fields of Kong's auth plugins (X-Consumer-Id,
+// X-Consumer-Username, X-Consumer-Custom-Id, X-Consumer-Groups,
+// X-Anonymous-Consumer, X-Credential-Identifier, X-Credential-Username),
+// which APISIX sets too. An app
 // moved behind the proxy from one of them may still read them, and would
 // take the client's for the user it is. The proxy is the one authority
 // on the caller (its signed X-Auth-* fields): they are removed from every
@@ -311,16 +315,24 @@ func isOtherAuthIdentity(name []byte) bool {
 	}
 	var exact bool
 	switch len(name) {
-	case len("x-remote-user"):
-		exact = equalFold(name, "x-remote-user")
+	case len("x-remote-user"): // and x-consumer-id
+		exact = equalFold(name, "x-remote-user") || equalFold(name, "x-consumer-id")
 	case len("x-remote-group"): // and x-webauth-user
 		exact = equalFold(name, "x-remote-group") || equalFold(name, "x-webauth-user")
 	case len("x-forwarded-user"):
 		exact = equalFold(name, "x-forwarded-user")
-	case len("x-forwarded-email"):
-		exact = equalFold(name, "x-forwarded-email")
+	case len("x-forwarded-email"): // and x-consumer-groups
+		exact = equalFold(name, "x-forwarded-email") || equalFold(name, "x-consumer-groups")
 	case len("x-forwarded-groups"):
 		exact = equalFold(name, "x-forwarded-groups")
+	case len("x-consumer-username"):
+		exact = equalFold(name, "x-consumer-username")
+	case len("x-consumer-custom-id"): // and x-anonymous-consumer
+		exact = equalFold(name, "x-consumer-custom-id") || equalFold(name, "x-anonymous-consumer")
+	case len("x-credential-username"):
+		exact = equalFold(name, "x-credential-username")
+	case len("x-credential-identifier"):
+		exact = equalFold(name, "x-credential-identifier")
 	case len("x-forwarded-access-token"): // and x-goog-iap-jwt-assertion
 		exact = equalFold(name, "x-forwarded-access-token") || equalFold(name, "x-goog-iap-jwt-assertion")
 	case len("x-forwarded-preferred-username"):

@@ -746,11 +746,15 @@ var (
 		"X-Ms-Client-Principal", "X-MS-CLIENT-PRINCIPAL-NAME", "X-Ms-Client-Principal-Idp", "X-MS-TOKEN-AAD-ID-TOKEN",
 		"X-Goog-Authenticated-User-Email", "X-Goog-Authenticated-User-Id", "X-Goog-Iap-Jwt-Assertion",
 		"X-Amzn-Oidc-Data", "X-Amzn-Oidc-Identity", "X-Amzn-Oidc-Accesstoken",
-		"Cf-Access-Jwt-Assertion", "cf_access_jwt_assertion", "Cf-Access-Authenticated-User-Email"}
+		"Cf-Access-Jwt-Assertion", "cf_access_jwt_assertion", "Cf-Access-Authenticated-User-Email",
+		"X-Consumer-Id", "X-CONSUMER-ID", "x_consumer_id", "X-Consumer-Username", "X-Consumer-Custom-Id", "X-Consumer-Groups",
+		"X-Anonymous-Consumer", "X-Credential-Identifier", "X-Credential-Username", "x_credential_username"}
 	otherAuthKept = []string{"Remote-Addr", "Remote-Users", "Remote-Use", "Referer", "Range", "X-Remote-Users", "X-Remote-Extra-",
 		"X-Remote-Groups", "X-WebAuth-Users", "X-Authenticated", "X-Authentik-", "X-Ms-Client-Principals", "X-Ms-Token-",
 		"X-Ms-Request-Id", "X-Goog-Authenticated-User-", "X-Goog-Api-Key", "X-Goog-Iap-Jwt-Assertions", "X-Amzn-Oidc-",
-		"X-Amzn-RequestId", "Cf-Access-Client-Id", "Cf-Access-Jwt-Assertio", "Cf-Ray", "Cookie", "Content-Type"}
+		"X-Amzn-RequestId", "Cf-Access-Client-Id", "Cf-Access-Jwt-Assertio", "Cf-Ray", "Cookie", "Content-Type",
+		"X-Consumer-Ids", "X-Consumer-", "X-Consumer", "X-Consumer-Group", "X-Consumer-Custom", "X-Anonymous-Consumers",
+		"X-Anonymous", "X-Credential-Identifiers", "X-Credential-User", "X-Credential"}
 )
 
 // TestOtherAuthIdentity: the identity fields of other auth layers are
