@@ -344,7 +344,7 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 		"X-Envoy-Original-Path", "X-Script-Name", "x-script-name", "X-Host", "X-Original-Host", "x-http-host-override",
 		"X-Forwarded-Server", "Proxy-Client-IP", "WL-Proxy-Client-IP", "X-ProxyUser-Ip", "X-ARR-SSL", "CloudFront-Forwarded-Proto",
 		"CF-Visitor", "X-AppService-Proto", "X-Original-Proto", "x-original-proto", "X-Original-For", "Fastly-SSL", "fastly-ssl",
-		"X-SSL", "x_ssl", "X-Url-Scheme", "X-Forwarded-Ssl"}
+		"X-SSL", "x_ssl", "X-Url-Scheme", "X-Forwarded-Ssl", "X-Original-Prefix", "x-original-prefix"}
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
@@ -379,7 +379,7 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 // spelling.
 func TestCGINamesRemovedFromEveryPeer(t *testing.T) {
 	names := []string{"HTTP_X_FORWARDED_FOR", "http_client_ip", "Http-X-Forwarded-For", "HTTP-CLIENT-IP", "HTTP_X_REAL_IP",
-		"HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PROTO", "Http_X_Host"}
+		"HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PROTO", "Http_X_Host", "HTTP_X_ORIGINAL_PREFIX", "Http-X-Script-Name"}
 	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
@@ -424,10 +424,10 @@ func TestUnderscoreSpellingsRemovedFromEveryPeer(t *testing.T) {
 		"X_B3_TraceId", "uber_trace_id", "X_Amzn_Trace_Id", "X_Cloud_Trace_Context", "sw8_correlation",
 		"x_envoy_retry_on", "X_Envoy_Internal", "X_Script_Name", "X_Host", "X_Original_Host", "X_HTTP_Host_Override",
 		"WL_Proxy_Client_IP", "Proxy_Client_IP", "x_proxyuser_ip", "X_ARR_SSL", "Cloudfront_Forwarded_Proto", "cf_visitor",
-		"X_AppService_Proto", "X_Original_Proto", "X_Original_For", "Fastly_SSL", "X_SSL"}
+		"X_AppService_Proto", "X_Original_Proto", "X_Original_For", "Fastly_SSL", "X_SSL", "X_Original_Prefix"}
 	dashed := []string{"X-Real-IP", "X-Scheme", "X-Forwarded-Ssl", "True-Client-IP", "X-B3-TraceId", "X-Envoy-Internal", "X-Script-Name",
 		"X-Host", "X-Original-Host", "X-Http-Host-Override", "X-Arr-Ssl", "Cloudfront-Forwarded-Proto", "Cf-Visitor", "X-Appservice-Proto",
-		"X-Original-Proto", "X-Original-For", "Fastly-Ssl", "X-Ssl"}
+		"X-Original-Proto", "X-Original-For", "Fastly-Ssl", "X-Ssl", "X-Original-Prefix"}
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trusted %v", trusted), func(t *testing.T) {
 			var vars map[string]string

@@ -9,7 +9,7 @@
 // other client-address headers (IsClientAddress), the scheme fields
 // (IsScheme), the client-certificate fields (IsClientCert:
 // X-SSL-Client-Verify, X-ARR-ClientCert, Client-Cert...), the host-override fields (IsHostOverride: X-Host,
-// X-Original-Host...), X-Script-Name (IsScriptName), the trace context (IsTraceContext: W3C's
+// X-Original-Host...), X-Script-Name and X-Original-Prefix (IsScriptName), the trace context (IsTraceContext: W3C's
 // traceparent, tracestate and baggage, and other formats' fields) and
 // Envoy's x-envoy-* fields (IsEnvoy; but x-envoy-original-path, a path
 // override) are kept only from trusted peers. It also parses the bearer
@@ -490,15 +490,25 @@ func IsHostOverride(name []byte) bool {
 	return false
 }
 
-// IsScriptName reports whether name is X-Script-Name: the base path a
-// proxy in front says it removed, which the ReverseProxied middleware of
-// Flask recipes, pgAdmin, Calibre-Web and Radicale makes SCRIPT_NAME and
-// cuts off the path they route (PATH_INFO). A client's
-// "X-Script-Name: /pub" on GET /pub/admin, which the rules matched under
-// /pub, had such an app route /admin. It is the front proxy's to give,
-// as X-Forwarded-Prefix is.
+// IsScriptName reports whether name is one of the base-path fields
+// besides X-Forwarded-Prefix: X-Script-Name, the base path a proxy in
+// front says it removed, which the ReverseProxied middleware of Flask
+// recipes, pgAdmin, Calibre-Web and Radicale makes SCRIPT_NAME and cuts
+// off the path they route (PATH_INFO) (a client's "X-Script-Name: /pub"
+// on GET /pub/admin, which the rules matched under /pub, had such an app
+// route /admin); and X-Original-Prefix, where ASP.NET Core's
+// forwarded-headers middleware keeps the base path it replaced with
+// X-Forwarded-Prefix's, which apps behind it read back as the request's
+// own (as X-Original-Proto and X-Original-For are). They are the front
+// proxy's to give, as X-Forwarded-Prefix is.
 func IsScriptName(name []byte) bool {
-	return len(name) == len("x-script-name") && equalFold(name, "x-script-name")
+	switch len(name) {
+	case len("x-script-name"):
+		return equalFold(name, "x-script-name")
+	case len("x-original-prefix"):
+		return equalFold(name, "x-original-prefix")
+	}
+	return false
 }
 
 // IsScheme reports whether name is one of the fields besides

@@ -77,6 +77,8 @@ func TestSanitize(t *testing.T) {
 		"X-Envoy-Original-Path: /admin\r\n" +
 		"X-Original-URIs: kept\r\n" +
 		"X-Original-URLs: kept\r\n" +
+		"X-Original-Prefix: /pub\r\n" +
+		"X-Original-Prefixes: kept\r\n" +
 		"X-HTTP-Method-Overrides: kept\r\n" +
 		"X-Authorization-Note: kept\r\n" +
 		"Expect: 100-continue\r\n" +
@@ -102,7 +104,7 @@ func TestSanitize(t *testing.T) {
 				t.Errorf("trust=%v: header %q survived", trust, gone)
 			}
 		}
-		for _, kept := range []string{"host", "expects", "x-real-ips", "vias", "x-http-method-overrides", "x-original-urls", "x-original-uris", "x-authorization-note", "authorization", "accept"} {
+		for _, kept := range []string{"host", "expects", "x-real-ips", "vias", "x-http-method-overrides", "x-original-urls", "x-original-uris", "x-original-prefixes", "x-authorization-note", "authorization", "accept"} {
 			if _, ok := got[kept]; !ok {
 				t.Errorf("trust=%v: header %q removed, want kept", trust, kept)
 			}
@@ -112,7 +114,7 @@ func TestSanitize(t *testing.T) {
 		// Forwarded_For are gone above). So are the client-address headers
 		// other than X-Forwarded-For.
 		for _, fwd := range []string{"x-forwarded-for", "forwarded", "traceparent", "tracestate", "baggage",
-			"x-real-ip", "true-client-ip", "client-ip", "x-forwarded", "via"} {
+			"x-real-ip", "true-client-ip", "client-ip", "x-forwarded", "via", "x-original-prefix"} {
 			if _, ok := got[fwd]; ok != trust {
 				t.Errorf("trust=%v: header %q present = %v, want %v", trust, fwd, ok, trust)
 			}
@@ -697,7 +699,8 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"X-Forwarded-Urn", "X-Forwarded-Path", "X-Forwarded-Paths", "X-Original-Path", "x_original_path", "X-Original-Patch",
 		"X-Envoy-Original-Path", "x_envoy_original_path", "X-Envoy-Original-Paths",
 		"X-Original-Proto", "x_original_proto", "X-Original-Protocol", "X-Original-For", "X_ORIGINAL_FOR", "X-Original-Fox",
-		"Fastly-SSL", "fastly_ssl", "Fastly-SSO", "Fastly-FF", "X-SSL", "x_ssl", "X-SSO", "X-SSL-Cert", "HTTP_X_SSL", "HTTP_FASTLY_SSL"}
+		"Fastly-SSL", "fastly_ssl", "Fastly-SSO", "Fastly-FF", "X-SSL", "x_ssl", "X-SSO", "X-SSL-Cert", "HTTP_X_SSL", "HTTP_FASTLY_SSL",
+		"X-Original-Prefix", "x_original_prefix", "X-Original-Prefixes", "X-Original-Prefi", "HTTP_X_ORIGINAL_PREFIX"}
 	fields = append(fields, otherAuthIdentity...)
 	fields = append(fields, otherAuthKept...)
 	fields = append(fields, clientCertFields...)
