@@ -370,16 +370,25 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 }
 
 // TestCGINamesRemovedFromEveryPeer: the request fields the proxy removes
-// from an untrusted peer named as CGI files them (HTTP_X_FORWARDED_FOR,
-// HTTP_CLIENT_IP: "HTTP_" and the name, '_' for '-') are read by name as
-// the client's address by the Java helpers that look for a client IP
+// named as CGI files them (HTTP_X_FORWARDED_FOR, HTTP_CLIENT_IP,
+// HTTP_REMOTE_USER: "HTTP_" and the name, '_' for '-') are read by name
+// by the Java helpers that look for a client IP
 // (request.getHeader("HTTP_X_FORWARDED_FOR") after X-Forwarded-For,
-// Proxy-Client-IP and WL-Proxy-Client-IP) and by code ported from PHP. No
-// proxy writes such a name: they reach the app from no peer, in either
-// spelling.
+// Proxy-Client-IP and WL-Proxy-Client-IP), by code ported from PHP that
+// asks for HTTP_REMOTE_USER or HTTP_X_AUTH_USER_ID the same way, and by
+// whatever files a field under its CGI name again. No proxy writes such a
+// name: they reach the app from no peer, in either spelling, those of the
+// fields removed from every peer (an identity field, another auth layer's
+// user, a method or path override, the request id) as those of the
+// fields a trusted peer may give.
 func TestCGINamesRemovedFromEveryPeer(t *testing.T) {
 	names := []string{"HTTP_X_FORWARDED_FOR", "http_client_ip", "Http-X-Forwarded-For", "HTTP-CLIENT-IP", "HTTP_X_REAL_IP",
-		"HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PROTO", "Http_X_Host", "HTTP_X_ORIGINAL_PREFIX", "Http-X-Script-Name"}
+		"HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PROTO", "Http_X_Host", "HTTP_X_ORIGINAL_PREFIX", "Http-X-Script-Name",
+		"HTTP_REMOTE_USER", "Http-Remote-User", "HTTP_X_AUTH_USER_ID", "http-x-auth-roles", "HTTP_X-Auth-Tenant-Id",
+		"HTTP_X_FORWARDED_USER", "HTTP_X_REMOTE_USER", "HTTP_X_WEBAUTH_USER", "HTTP_X_MS_CLIENT_PRINCIPAL_NAME",
+		"HTTP_X_CONSUMER_ID", "HTTP_X_CONSUMER_USERNAME", "HTTP_CF_ACCESS_AUTHENTICATED_USER_EMAIL",
+		"HTTP_X_HTTP_METHOD_OVERRIDE", "Http-X-Method-Override", "HTTP_X_ORIGINAL_URL", "HTTP_X_ORIGINAL_URI",
+		"HTTP_X_FORWARDED_URI", "HTTP_X_REQUEST_ID", "HTTP_HTTP_X_AUTH_USER_ID"}
 	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {

@@ -4,8 +4,9 @@
 // of other auth layers (Remote-User, X-Forwarded-User, X-Consumer-Id...), every
 // method-override and path-override header (X-HTTP-Method-Override,
 // X-Original-URL, X-Original-URI, X-Forwarded-Uri...), Expect, the '_'
-// spellings of X-Request-Id and of the fields below and their CGI names
-// (HTTP_X_FORWARDED_FOR) are removed, and X-Forwarded-* / Forwarded, the
+// spellings of X-Request-Id and of the fields below, and the CGI names of
+// all of these and of X-Request-Id (HTTP_REMOTE_USER, HTTP_X_REQUEST_ID,
+// HTTP_X_FORWARDED_FOR) are removed, and X-Forwarded-* / Forwarded, the
 // other client-address headers (IsClientAddress), the scheme fields
 // (IsScheme), the client-certificate fields (IsClientCert:
 // X-SSL-Client-Verify, X-ARR-ClientCert, Client-Cert...), the host-override fields (IsHostOverride: X-Host,
@@ -264,7 +265,7 @@ func removed(k []byte, trustForwarded bool) bool {
 
 // removedAlways: a hop-by-hop, identity (the proxy's or another auth
 // layer's) or method-override header, Expect, or an X-Request-Id field or one removedUntrusted names spelled
-// with '_' or named as CGI files it (isCGIName), removed from every peer.
+// with '_', or any of these or X-Request-Id named as CGI files it (isCGIName), removed from every peer.
 func removedAlways(k []byte) bool {
 	return isHopByHop(k) || identity.IsIdentityHeader(b2s(k)) || isOtherAuthIdentity(k) || isMethodOverride(k) || isRequestIDVariant(k) ||
 		isExpect(k) || isUnderscoreVariant(k) || isCGIName(k)
@@ -358,16 +359,23 @@ func isOtherAuthIdentity(name []byte) bool {
 }
 
 // isCGIName reports whether name is "HTTP_" (or "HTTP-", any case)
-// followed by a field removedUntrusted names: the name CGI gives such a
-// field (HTTP_X_FORWARDED_FOR, HTTP_CLIENT_IP), which the client-IP
-// helpers of Java apps ask for as a field of its own
+// followed by a field Sanitize removes (from every peer, removedAlways, or
+// from an untrusted one, removedUntrusted) or by X-Request-Id: the name
+// CGI gives such a field (HTTP_X_FORWARDED_FOR, HTTP_CLIENT_IP,
+// HTTP_REMOTE_USER, HTTP_X_AUTH_USER_ID), which the client-IP helpers of
+// Java apps ask for as a field of its own
 // (request.getHeader("HTTP_X_FORWARDED_FOR"), after X-Forwarded-For,
-// Proxy-Client-IP and WL-Proxy-Client-IP), as does code ported from PHP.
-// No proxy writes such a name: a client's would be its own address, from
-// any peer.
+// Proxy-Client-IP and WL-Proxy-Client-IP), as does code ported from PHP
+// (getHeader("HTTP_REMOTE_USER"), the user its web server signed in). No
+// proxy writes such a name: a client's would be its own address, user,
+// method, path or request id, from any peer.
 func isCGIName(name []byte) bool {
 	const p = "http-"
-	return len(name) > len(p) && name[0]|0x20 == 'h' && equalFold(name[:len(p)], p) && removedUntrusted(name[len(p):])
+	if len(name) <= len(p) || name[0]|0x20 != 'h' || !equalFold(name[:len(p)], p) {
+		return false
+	}
+	k := name[len(p):]
+	return removedAlways(k) || removedUntrusted(k) || len(k) == len("X-Request-Id") && equalFold(k, "x-request-id")
 }
 
 // isExpect reports whether name is Expect. Its one expectation,
@@ -1122,8 +1130,9 @@ type Seen struct {
 	Upgrade, WSProtocol, APIKey bool
 	// Hops: how many fields Sanitize removes from every peer (a
 	// hop-by-hop one, Connection and a trailer announcement included, an
-	// identity header (another auth layer's too), a method override, Expect, or an X-Request-Id or
-	// a field Forwardeds counts spelled with '_'); Forwardeds: how many
+	// identity header (another auth layer's too), a method override, Expect, an X-Request-Id or
+	// a field Forwardeds counts spelled with '_', or any of these named as
+	// CGI files it: HTTP_REMOTE_USER); Forwardeds: how many
 	// it removes from an untrusted peer only (X-Forwarded-*, Forwarded,
 	// trace context, x-envoy-*). With neither, Sanitize would remove
 	// nothing and HasTrailers is false; their sum bounds the removals

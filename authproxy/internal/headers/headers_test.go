@@ -78,6 +78,14 @@ func TestSanitize(t *testing.T) {
 		"X-Original-URIs: kept\r\n" +
 		"X-Original-URLs: kept\r\n" +
 		"X-Original-Prefix: /pub\r\n" +
+		"HTTP_REMOTE_USER: admin\r\n" +
+		"Http-X-Auth-User-Id: evil\r\n" +
+		"HTTP_X_CONSUMER_ID: admin\r\n" +
+		"HTTP_X_HTTP_METHOD_OVERRIDE: DELETE\r\n" +
+		"http_x_original_url: /admin\r\n" +
+		"HTTP_X_REQUEST_ID: client-chosen\r\n" +
+		"HTTP_REMOTE_USERS: kept\r\n" +
+		"HTTP_X_REQUEST_IDS: kept\r\n" +
 		"X-Original-Prefixes: kept\r\n" +
 		"X-HTTP-Method-Overrides: kept\r\n" +
 		"X-Authorization-Note: kept\r\n" +
@@ -99,12 +107,14 @@ func TestSanitize(t *testing.T) {
 			"connection", "x-custom-hop", "keep-alive", "proxy-authorization", "te", "upgrade",
 			"x-http-method-override", "x_http_method", "x-method-override", "x-original-url", "x_rewrite_url",
 			"x-original-uri", "x-forwarded-uri", "x-forwarded-path", "x-original-path", "x-envoy-original-path",
-			"x_request_id", "x-request_id", "expect", "x_forwarded_host", "cf_connecting_ip", "forwarded_for"} {
+			"x_request_id", "x-request_id", "expect", "x_forwarded_host", "cf_connecting_ip", "forwarded_for",
+			"http_remote_user", "http-x-auth-user-id", "http_x_consumer_id", "http_x_http_method_override", "http_x_original_url",
+			"http_x_request_id"} {
 			if _, ok := got[gone]; ok {
 				t.Errorf("trust=%v: header %q survived", trust, gone)
 			}
 		}
-		for _, kept := range []string{"host", "expects", "x-real-ips", "vias", "x-http-method-overrides", "x-original-urls", "x-original-uris", "x-original-prefixes", "x-authorization-note", "authorization", "accept"} {
+		for _, kept := range []string{"host", "expects", "x-real-ips", "vias", "x-http-method-overrides", "x-original-urls", "x-original-uris", "x-original-prefixes", "http_remote_users", "http_x_request_ids", "x-authorization-note", "authorization", "accept"} {
 			if _, ok := got[kept]; !ok {
 				t.Errorf("trust=%v: header %q removed, want kept", trust, kept)
 			}
@@ -700,7 +710,10 @@ func TestScanAgreesWithSanitize(t *testing.T) {
 		"X-Envoy-Original-Path", "x_envoy_original_path", "X-Envoy-Original-Paths",
 		"X-Original-Proto", "x_original_proto", "X-Original-Protocol", "X-Original-For", "X_ORIGINAL_FOR", "X-Original-Fox",
 		"Fastly-SSL", "fastly_ssl", "Fastly-SSO", "Fastly-FF", "X-SSL", "x_ssl", "X-SSO", "X-SSL-Cert", "HTTP_X_SSL", "HTTP_FASTLY_SSL",
-		"X-Original-Prefix", "x_original_prefix", "X-Original-Prefixes", "X-Original-Prefi", "HTTP_X_ORIGINAL_PREFIX"}
+		"X-Original-Prefix", "x_original_prefix", "X-Original-Prefixes", "X-Original-Prefi", "HTTP_X_ORIGINAL_PREFIX",
+		"HTTP_REMOTE_USER", "Http-Remote-User", "HTTP_REMOTE_USERS", "HTTP_X_AUTH_USER_ID", "HTTP_X_AUTH_", "HTTP_X_AUTH",
+		"HTTP_X_CONSUMER_ID", "HTTP_X_HTTP_METHOD_OVERRIDE", "HTTP_X_ORIGINAL_URL", "HTTP_X_REQUEST_ID", "HTTP-X-Request-Id",
+		"HTTP_X_REQUEST_IX", "HTTP_EXPECT", "HTTP_CONNECTION", "HTTP_TE", "HTTP_HTTP_X_AUTH_ROLES", "HTTP_HTTP_"}
 	fields = append(fields, otherAuthIdentity...)
 	fields = append(fields, otherAuthKept...)
 	fields = append(fields, clientCertFields...)
