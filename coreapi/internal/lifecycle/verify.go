@@ -324,6 +324,12 @@ type Accepted struct {
 	Message string `json:"message"`
 }
 
+// errResendDisabled: an account that could not sign in now (disabled,
+// disabled in the session's tenant, or of a suspended tenant) gets no
+// verification link (users.CheckActive).
+var errResendDisabled = problem.New(fiber.StatusForbidden, problem.CodeUserDisabled,
+	"the account or its membership is no longer active: no verification link is sent")
+
 // resendVerification mails a new link: to the address of a pending email
 // change if there is one, else to the account's unverified address.
 func (s *Service) resendVerification(c *fiber.Ctx) error {
@@ -359,6 +365,14 @@ FROM users u WHERE u.id = $1`
 		}
 		if err := tx.QueryRow(ctx, q, id.UserID).Scan(&email, &verified, &pending); err != nil {
 			return fmt.Errorf("load user: %w", err)
+		}
+		// An account that could not sign in now gets no new link, as it
+		// may start no email change: one mailed while a proxy still
+		// forwards its bearer would outlive the disabling.
+		if err := users.CheckActive(ctx, tx, id.UserID, id.TenantID); errors.Is(err, users.ErrInactive) {
+			return errResendDisabled
+		} else if err != nil {
+			return err
 		}
 		to, change := email, false
 		if pending != nil && !mail.SameAddress(*pending, email) {

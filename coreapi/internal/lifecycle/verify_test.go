@@ -530,3 +530,60 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err 
 	}
 	wantStatus(t, <-done, http.StatusAccepted)
 }
+
+// TestEmailChangeOfAnInactiveAccount: a disabled account, or one disabled
+// in the session's tenant (or of a suspended tenant), can neither start an
+// email change nor have the link of a pending one mailed again, with a
+// bearer that a proxy which has not yet heard of the change still
+// forwards: the link outlives the disabling (its verification is refused
+// only while the account is disabled), and whoever held the session the
+// account was disabled over would move it, and every later reset link, to
+// their mailbox once it is enabled again. Nothing is mailed or stored, as
+// for a password change; once active again both go through.
+func TestEmailChangeOfAnInactiveAccount(t *testing.T) {
+	x := start(t, lifecycle.Limits{Resend: limit(10)})
+	a := x.signup(t, "inactive-move@example.com")
+	states := []struct{ name, off, on string }{
+		{"disabled account", `UPDATE users SET status = 'disabled' WHERE id = $1`, `UPDATE users SET status = 'active' WHERE id = $1`},
+		{"disabled membership", `UPDATE memberships SET status = 'disabled' WHERE user_id = $1`, `UPDATE memberships SET status = 'active' WHERE user_id = $1`},
+		{"suspended tenant", `UPDATE tenants SET status = 'suspended' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`,
+			`UPDATE tenants SET status = 'active' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`},
+	}
+	const qLinks = `SELECT count(*) FROM action_tokens WHERE user_id = $1 AND email = $2`
+	for _, tc := range states {
+		to := "moved-while-" + strings.ReplaceAll(tc.name, " ", "-") + "@example.com"
+		x.exec(t, tc.off, a.c.Sub)
+		wantProblem(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": to}),
+			http.StatusForbidden, problem.CodeUserDisabled)
+		x.exec(t, tc.on, a.c.Sub)
+		if n := x.count(t, qLinks, a.c.Sub, to); n != 0 {
+			t.Errorf("%s: %d links to the new address after a refused change", tc.name, n)
+		}
+		if n := x.count(t, `SELECT count(*) FROM mail_queue WHERE to_address = $1`, to); n != 0 {
+			t.Errorf("%s: %d mails to the new address after a refused change", tc.name, n)
+		}
+	}
+	// A change asked for while active is not mailed again while inactive.
+	const pending = "pending-move@example.com"
+	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": pending}), http.StatusAccepted)
+	first := x.mail(t, pending, "Confirm").Token()
+	for _, tc := range states {
+		x.exec(t, tc.off, a.c.Sub)
+		wantProblem(t, x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/verify-email/resend", nil),
+			http.StatusForbidden, problem.CodeUserDisabled)
+		x.exec(t, tc.on, a.c.Sub)
+	}
+	x.flush(t)
+	if n := x.mailsTo(pending); n != 1 {
+		t.Fatalf("%d mails to the pending address, want the 1 of the change", n)
+	}
+	// The refusals left the change's link as it was.
+	if n := x.count(t, `SELECT count(*) FROM action_tokens WHERE token_hash = $1`, onetime.Hash(first)); n != 1 {
+		t.Errorf("the pending change's link is gone after refused resends")
+	}
+	wantStatus(t, x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/verify-email/resend", nil), http.StatusAccepted)
+	x.flush(t)
+	if n := x.mailsTo(pending); n != 2 {
+		t.Errorf("%d mails to the pending address once active, want 2", n)
+	}
+}

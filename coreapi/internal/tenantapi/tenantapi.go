@@ -100,6 +100,7 @@ func MapError(err error) *problem.Problem {
 		{invitations.ErrUnknownRole, 422, problem.CodeValidation, "roles"},
 		{invitations.ErrRoleDeleted, 409, problem.CodeConflict, ""},
 		{users.ErrSameEmail, 422, problem.CodeValidation, "email"},
+		{users.ErrInactive, 403, problem.CodeUserDisabled, ""},
 		{users.ErrServiceOwner, 403, problem.CodeForbidden, ""},
 		{users.ErrServiceAccount, 409, problem.CodeConflict, ""},
 		{roles.ErrNameTaken, 409, problem.CodeRoleNameTaken, ""},

@@ -163,3 +163,25 @@ FOR SHARE OF m`
 	}
 	return tv, nil
 }
+
+// CheckActive is ErrInactive unless userID could sign in to tenantID now:
+// an active account with an active membership in an active tenant. It
+// locks nothing: call it after the lock that orders the caller's change
+// (the account's row), so that a change committed by whoever held it is
+// seen.
+func CheckActive(ctx context.Context, db sqldb.DB, userID, tenantID string) error {
+	const q = `
+SELECT EXISTS (
+    SELECT 1 FROM users u
+    JOIN memberships m ON m.user_id = u.id AND m.tenant_id = $2
+    JOIN tenants t ON t.id = m.tenant_id
+    WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = 'active')`
+	var active bool
+	if err := db.QueryRow(ctx, q, userID, tenantID).Scan(&active); err != nil {
+		return fmt.Errorf("check account standing: %w", err)
+	}
+	if !active {
+		return ErrInactive
+	}
+	return nil
+}

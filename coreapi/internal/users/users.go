@@ -326,6 +326,10 @@ type auditedProfile struct {
 // its sign-in is older than allowed.
 var ErrNotFresh = errors.New("the session is not live or its sign-in is too old")
 
+// ErrInactive: the account, its membership in the caller's tenant or
+// that tenant is not active: what could not sign in there now.
+var ErrInactive = errors.New("the account or its membership is no longer active")
+
 // RequestEmailChange mails a verification link to newEmail; the address
 // changes only when the link is used (see package lifecycle). An address
 // that another account has is ErrEmailTaken; one that has had
@@ -338,7 +342,13 @@ var ErrNotFresh = errors.New("the session is not live or its sign-in is too old"
 // ends the session first and the change is refused, or it comes after
 // and revokes the change with the other pending ones. Checked only before
 // (as the handler does), a change could be stored just after a reset
-// ended the session that asked for it, and outlive the reset.
+// ended the session that asked for it, and outlive the reset. An account
+// that could not sign in to the caller's tenant now (disabled, disabled
+// there, or of a suspended tenant) is ErrInactive, read after the lock
+// (CheckActive): a proxy that has not yet heard of the change still
+// forwards the bearer, and the link would outlive it (a verification is
+// refused only while the account is disabled), to move the account, and
+// every later reset link, once it is enabled again.
 func (s *Store) RequestEmailChange(ctx context.Context, id identity.Identity, newEmail, requestID string, maxAge time.Duration) error {
 	userID, tenantID := id.UserID, id.TenantID
 	const q = `
@@ -361,6 +371,9 @@ FOR UPDATE OF u`
 			return err
 		} else if !fresh {
 			return ErrNotFresh
+		}
+		if err := CheckActive(ctx, tx, userID, tenantID); err != nil {
+			return err
 		}
 		if taken {
 			return ErrEmailTaken
