@@ -125,6 +125,12 @@ type Invitation struct {
 	Status    string    `db:"status"`
 	ExpiresAt time.Time `db:"expires_at"`
 	CreatedAt time.Time `db:"created_at"`
+	// Refusal is why POST /invitations/accept would refuse it now (one of
+	// the Refused* codes, tenantRefusal's finding), nil when it would take
+	// it: a pending invitation can be dead (its sender demoted, a role
+	// deleted, its tenant suspended) and its tenant's admins must see it.
+	// Create and Resend, which have just checked all of it, answer nil.
+	Refusal *string `db:"refusal"`
 }
 
 // rolesNow is the names the roles of invitation row i have now, in Go's
@@ -219,7 +225,7 @@ WITH i AS (
     INSERT INTO invitation_roles (tenant_id, invitation_id, role_id)
     SELECT i.tenant_id, i.id, unnest($7::uuid[]) FROM i
 )
-SELECT i.id::text AS id, i.email, $3::text[] AS roles, i.status, i.expires_at, i.created_at FROM i`
+SELECT i.id::text AS id, i.email, $3::text[] AS roles, i.status, i.expires_at, i.created_at, NULL::text AS refusal FROM i`
 	)
 	if len(roleNames) == 0 {
 		roleNames = []string{roles.Member}
@@ -317,19 +323,24 @@ type Cursor struct {
 	ID        string
 }
 
-// List returns up to limit invitations of the tenant after the cursor
-// (oldest first).
-func (s *Store) List(ctx context.Context, tenantID string, limit int, after *Cursor) ([]Invitation, error) {
-	const q = `
-SELECT ` + cols + ` FROM invitations i
+// qList reads a page of a tenant's invitations, each with its refusal
+// under the catalog whose arrays are $5 and $6.
+var qList = `
+SELECT ` + cols + `, ` + tenantRefusal("$5::text[]", "$6::text[]") + ` AS refusal
+FROM invitations i JOIN tenants t ON t.id = i.tenant_id
 WHERE i.tenant_id = $1 AND (i.created_at, i.id) > ($2, $3::uuid)
 ORDER BY i.created_at, i.id
 LIMIT $4`
+
+// List returns up to limit invitations of the tenant after the cursor
+// (oldest first), each with the refusal an accept would answer now.
+func (s *Store) List(ctx context.Context, tenantID string, limit int, after *Cursor) ([]Invitation, error) {
 	at, id := time.Time{}, "00000000-0000-0000-0000-000000000000"
 	if after != nil {
 		at, id = after.CreatedAt, after.ID
 	}
-	rows, _ := s.pool.Query(ctx, q, tenantID, at, id, limit)
+	all, member := roles.CatalogArgs(s.catalog)
+	rows, _ := s.pool.Query(ctx, qList, tenantID, at, id, limit, all, member)
 	out, err := pgx.CollectRows(rows, pgx.RowToStructByName[Invitation])
 	if err != nil {
 		return nil, fmt.Errorf("list invitations: %w", err)
@@ -648,6 +659,10 @@ const (
 	RefusedInviter = "inviter_cannot_grant"
 	// RefusedRoleDeleted: a role it was sent with has been deleted since.
 	RefusedRoleDeleted = "role_deleted"
+	// RefusedMember: its address belongs to a member of its tenant (the
+	// accept's membership would conflict; refusal, which is about the
+	// invitation, leaves it to the accept, and the tenant's list tells it).
+	RefusedMember = "already_member"
 )
 
 // inviterMay is the SQL condition that the sender of invitation row i may
@@ -687,6 +702,16 @@ func refusal(all, member string) string {
       WHEN NOT ` + inviterMay(all, member) + ` THEN '` + RefusedInviter + `'
       WHEN ` + roleDeleted + ` THEN '` + RefusedRoleDeleted + `'
  END)`
+}
+
+// tenantRefusal is refusal and then, for an invitation it finds nothing
+// to refuse, RefusedMember when its address belongs to a member of its
+// tenant (the accept's membership would conflict): what the tenant's
+// list tells of each invitation, so that one the accept would refuse is
+// never shown as live.
+func tenantRefusal(all, member string) string {
+	return `coalesce(` + refusal(all, member) + `,
+    CASE WHEN ` + addressIsMember("i.tenant_id", "i.email") + ` THEN '` + RefusedMember + `' END)`
 }
 
 // ErrInvalidToken: no invitation has this token (never issued, replaced by

@@ -95,4 +95,5 @@ type Invitation struct {
 	Status    string    `json:"status"`
 	ExpiresAt time.Time `json:"expires_at"`
 	CreatedAt time.Time `json:"created_at"`
+	Refusal   *string   `json:"refusal"`
 }
