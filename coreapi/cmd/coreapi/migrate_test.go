@@ -156,7 +156,7 @@ func TestIndexes(t *testing.T) {
 		"invitations_token_hash_key":      "invitations (token_hash): accept",
 		"invitations_pending_key":         "invitations (tenant_id, lower(email)) pending: one per address",
 		"invitations_tenant_created_idx":  "invitations (tenant_id, created_at, id): keyset pages",
-		"invitations_email_pending_idx":   "invitations (lower(email)) pending: my invitations",
+		"invitations_email_nfc_idx":       "invitations (lower(normalize(email, NFC))) pending: my invitations",
 		"invitations_invited_by_idx":      "invitations (invited_by)",
 		"invitations_accepted_by_idx":     "invitations (accepted_by)",
 		"invitation_roles_pkey":           "invitation_roles (tenant_id, invitation_id, role_id): an invitation's roles",

@@ -301,14 +301,14 @@ FROM users u WHERE id = $1 FOR UPDATE`
 // in the other order, the two waited for each other. The tenants are read
 // before the lock; the withdrawal reads the invitations again, under it.
 func lockTenantsOfAddressLeft(ctx context.Context, tx pgx.Tx, raw string) error {
-	const q = `
+	q := `
 WITH u AS (
     SELECT u.id, u.email FROM action_tokens t JOIN users u ON u.id = t.user_id
     WHERE t.token_hash = $1 AND t.purpose = $2 AND lower(t.email) <> lower(u.email))
 SELECT 1 FROM tenants WHERE id IN (
     SELECT i.tenant_id FROM u
     JOIN memberships m ON m.user_id = u.id
-    JOIN invitations i ON i.tenant_id = m.tenant_id AND i.status = 'pending' AND lower(i.email) = lower(u.email))
+    JOIN invitations i ON i.tenant_id = m.tenant_id AND i.status = 'pending' AND ` + invitations.InvitedIsSQL("i.email", "u.email") + `)
 ORDER BY id FOR NO KEY UPDATE`
 	if !onetime.Plausible(raw) {
 		return nil
