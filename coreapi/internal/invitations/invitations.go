@@ -403,12 +403,15 @@ RETURNING i.email, ` + invitedPerms
 }
 
 // WithdrawForMember withdraws, in tx, the pending invitations of tenantID
-// to the address of userID, a member being removed by actorID: an address
-// can become a member while an invitation to it is pending (added with
-// POST /users, or a member's address changed to an invited one), and that
-// invitation's link must not let the removed member join again. Each is
-// audited as invitation.revoked with data.via member.removed.
-func WithdrawForMember(ctx context.Context, tx pgx.Tx, tenantID, userID, actorID, requestID string) error {
+// to the address of userID, a member being added or removed by actorID,
+// each audited as invitation.revoked with data.via naming the change
+// (member.added, member.removed). An address can become a member while an
+// invitation to it is pending: added with POST /users (an address without
+// an account is added, not invited), or a member's address changed to an
+// invited one. Added, the member makes the invitation one nobody can
+// accept or resend, which the tenant's list would show pending until it
+// expired; removed, its link must not let them join again.
+func WithdrawForMember(ctx context.Context, tx pgx.Tx, tenantID, userID, actorID, requestID, via string) error {
 	q := `
 UPDATE invitations i SET status = 'revoked', updated_at = now()
 FROM users u
@@ -423,7 +426,7 @@ RETURNING i.id::text, i.email`
 	for _, w := range ws {
 		if err := audit.Write(ctx, tx, audit.Event{TenantID: tenantID, ActorUserID: actorID, Action: audit.ActionInvitationRevoked,
 			TargetType: audit.TargetInvitation, TargetID: w.ID, RequestID: requestID,
-			Data: map[string]any{"email": w.Email, "via": audit.ActionMemberRemoved}}); err != nil {
+			Data: map[string]any{"email": w.Email, "via": via}}); err != nil {
 			return err
 		}
 	}
@@ -497,7 +500,7 @@ RETURNING id::text, tenant_id::text, email`
 	for _, w := range ws {
 		if err := audit.Queue(b, audit.Event{TenantID: w.TenantID, ActorUserID: actorID, Action: audit.ActionInvitationRevoked,
 			TargetType: audit.TargetInvitation, TargetID: w.ID, RequestID: requestID,
-			Data: map[string]any{"email": w.Email, "via": audit.ActionMemberRemoved}}); err != nil {
+			Data: map[string]any{"email": w.Email, "via": via}}); err != nil {
 			return nil, err
 		}
 		withdrawnIn[w.TenantID]++

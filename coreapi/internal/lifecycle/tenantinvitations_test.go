@@ -8,6 +8,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 // TestTenantListTellsWhyTheAcceptWouldRefuse: GET /invitations gives each
@@ -125,4 +126,45 @@ func (x *env) tenantRefusals(t *testing.T, as identity.Identity) map[string]stri
 		}
 	}
 	return out
+}
+
+// TestAddingTheInviteeEndsTheirInvitation: POST /users of an address with
+// a pending invitation to the tenant (an address without an account: the
+// member is added, not invited) withdraws that invitation in the same
+// transaction, audited as invitation.revoked with data.via member.added,
+// as a member's removal withdraws theirs (via member.removed). It stayed
+// pending: listed as such, neither resendable nor acceptable (409
+// already_member), its link mailed and live.
+func TestAddingTheInviteeEndsTheirInvitation(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "owner@acme.test")
+	inv := x.invite(t, owner.id, "newbie@example.com")
+	tok := x.mail(t, "newbie@example.com", "invited").Token()
+
+	wantStatus(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/users", map[string]string{"email": "newbie@example.com"}), http.StatusCreated)
+
+	if st := x.invitationStatus(t, inv.ID); st != invitations.StatusRevoked {
+		t.Errorf("invitation status after the invitee was added: %q, want %q", st, invitations.StatusRevoked)
+	}
+	if got := x.tenantRefusals(t, owner.id)["newbie@example.com"]; got != invitations.RefusedRevoked {
+		t.Errorf("the list's refusal = %q, want %q", got, invitations.RefusedRevoked)
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'invitation.revoked' AND target_id = $1
+AND tenant_id = $2 AND actor_user_id = $3 AND data->>'via' = 'member.added' AND data->>'email' = 'newbie@example.com'`,
+		inv.ID, owner.c.Tid, owner.c.Sub); n != 1 {
+		t.Errorf("%d invitation.revoked events via member.added, want 1", n)
+	}
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "a long password"}); st != http.StatusGone || code != problem.CodeInvitationNotActive {
+		t.Errorf("accept of the invitation after the invitee was added: %d %s, want 410 invitation_not_active", st, code)
+	}
+}
+
+// invitationStatus is the stored status of invitation id.
+func (x *env) invitationStatus(t *testing.T, id string) string {
+	t.Helper()
+	var st string
+	if err := x.DB.Pool.QueryRow(t.Context(), `SELECT status FROM invitations WHERE id = $1`, id).Scan(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

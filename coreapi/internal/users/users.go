@@ -701,7 +701,10 @@ var errNeedsHash = errors.New("the new user needs its password hashed")
 // new. For an address that already has an account nobody is added: an
 // invitation is created instead (returned, with a zero Member), which
 // that account's owner may accept. Nothing of the existing account leaks
-// into the answer, and a password given for it is ignored.
+// into the answer, and a password given for it is ignored. A member added
+// ends the tenant's pending invitation to the address, which nobody could
+// accept or resend any more (invitations.WithdrawForMember, data.via
+// member.added).
 //
 // A password costs an argon2 hash (tens of ms of CPU on one of a few
 // hashing slots), so it is hashed only once the cheap refusals have been
@@ -840,6 +843,11 @@ func (s *Store) create(ctx context.Context, tenantID string, n NewMember, a role
 			if errors.Is(err, tenants.ErrAlreadyMember) {
 				return ErrAlreadyMember
 			}
+			return err
+		}
+		// An invitation to the address, pending (it had no account), can
+		// be neither accepted nor resent now: it ends with the adding.
+		if err := invitations.WithdrawForMember(ctx, tx, tenantID, userID, a.UserID, a.RequestID, audit.ActionMemberAdded); err != nil {
 			return err
 		}
 		// The new account's owner has not proven the address yet; the
@@ -1078,7 +1086,7 @@ func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Act
 		// these, holding the invitation, then finds the member still
 		// there (409) instead of waiting for the deletion while the
 		// removal waits for the invitation.
-		if err := invitations.WithdrawForMember(ctx, tx, tenantID, userID, a.UserID, a.RequestID); err != nil {
+		if err := invitations.WithdrawForMember(ctx, tx, tenantID, userID, a.UserID, a.RequestID, audit.ActionMemberRemoved); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, q, tenantID, userID); err != nil {
