@@ -36,6 +36,12 @@ func TestTenantListTellsWhyTheAcceptWouldRefuse(t *testing.T) {
 		{name: "sender demoted", want: invitations.RefusedInviter, spoil: func(t *testing.T, _ string, sender identity.Identity) {
 			x.exec(t, `DELETE FROM membership_roles WHERE tenant_id = $1 AND user_id = $2`, tid, sender.UserID)
 		}},
+		// The account deleted (by hand: no route deletes a person), its
+		// invitations keep no sender (invited_by is set NULL), who holds
+		// nothing.
+		{name: "sender's account deleted", want: invitations.RefusedInviter, spoil: func(t *testing.T, _ string, sender identity.Identity) {
+			x.exec(t, `DELETE FROM users WHERE id = $1`, sender.UserID)
+		}},
 		{name: "role deleted since", want: invitations.RefusedRoleDeleted, spoil: func(t *testing.T, _ string, _ identity.Identity) {
 			x.exec(t, `DELETE FROM roles WHERE tenant_id = $1 AND name = 'temp'`, tid)
 		}},
