@@ -149,7 +149,7 @@ var Vars = append(envconfig.Table{
 	{Name: "CORS_MAX_AGE", Default: "10m", Help: "how long browsers may cache a preflight answer"},
 	{Name: "CORS_ALLOW_HEADERS", Help: "comma list of request headers browsers may send cross-origin besides Authorization, Content-Type, X-API-Key, X-Request-Id and Last-Event-ID (e.g. Idempotency-Key)"},
 	{Name: "CORS_EXPOSE_HEADERS", Help: "comma list of response headers browser scripts may read besides X-Request-Id, WWW-Authenticate, Retry-After and Location (e.g. ETag, Content-Disposition)"},
-	{Name: "TRUSTED_PROXY_CIDRS", Help: "comma list of CIDRs whose X-Forwarded-* headers and trace context (traceparent, tracestate, baggage) are kept and whose X-Forwarded-For names the client"},
+	{Name: "TRUSTED_PROXY_CIDRS", Help: "comma list of CIDRs whose forwarding fields are kept (X-Forwarded-*, Forwarded, the other client-address, scheme, host-override, base-path and client-certificate fields, trace context, x-envoy-*; docs/security.md) and whose X-Forwarded-For names the client; identity fields of any auth layer are removed from every peer"},
 	{Name: "CACHE_MEMORY_MB", Default: "256", Help: "memory budget (MiB) of the token and projection caches together, at the measured bytes per entry"},
 	{Name: "TOKEN_CACHE_SIZE", Help: "verified-token cache entries, overriding the token cache's share of CACHE_MEMORY_MB (at most 1073741824)"},
 	{Name: "TOKEN_CACHE_MAX_TTL", Default: "5m", Help: "cap on a cached token's TTL (it never outlives exp)"},
