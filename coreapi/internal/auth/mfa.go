@@ -122,44 +122,14 @@ func sessionAuth(ctx context.Context, q sessions.DB, sessionID string) (amr []st
 	return amr, at, tenantID, nil
 }
 
-// qSessionLive is the WHERE clause of a live session $1 of user $2 bound
-// to tenant $3: not revoked or expired, not stamped with an older token
-// version than the user's, and not moved to another tenant since the
-// caller's access token was issued (a tenant switch).
-const qSessionLive = sessions.QLive + ` AND tenant_id = $3`
-
-// sessionLive reports whether the session is live in tenantID (see
-// qSessionLive).
-func sessionLive(ctx context.Context, q sessions.DB, userID, sessionID, tenantID string) (bool, error) {
-	var ok bool
-	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM sessions WHERE `+qSessionLive+`)`, sessionID, userID, tenantID).Scan(&ok); err != nil {
-		return false, fmt.Errorf("check session: %w", err)
-	}
-	return ok, nil
-}
-
-// lockLiveSession locks the session's row if it is live in tenantID (see
-// qSessionLive; else sessions.ErrNotFound).
-func lockLiveSession(ctx context.Context, q sessions.DB, userID, sessionID, tenantID string) error {
-	var one int
-	err := q.QueryRow(ctx, `SELECT 1 FROM sessions WHERE `+qSessionLive+` FOR UPDATE`, sessionID, userID, tenantID).Scan(&one)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return sessions.ErrNotFound
-	}
-	if err != nil {
-		return fmt.Errorf("lock session: %w", err)
-	}
-	return nil
-}
-
 // setSessionAuth records a second factor given now for the session, if it
-// is live in tenantID (see qSessionLive; else sessions.ErrNotFound): otp
+// is live in tenantID (see sessions.QLiveIn; else sessions.ErrNotFound): otp
 // joins the methods of the sign-in it follows. It returns the session's
 // methods and auth time.
 func setSessionAuth(ctx context.Context, q sessions.DB, userID, sessionID, tenantID string) ([]string, int64, error) {
 	const qSet = `
 UPDATE sessions SET amr = array_append(array_remove(amr, '` + AMROTP + `'), '` + AMROTP + `'), auth_time = now()
-WHERE ` + qSessionLive + `
+WHERE ` + sessions.QLiveIn + `
 RETURNING amr, floor(extract(epoch FROM auth_time))::bigint`
 	var (
 		amr []string
@@ -180,25 +150,16 @@ RETURNING amr, floor(extract(epoch FROM auth_time))::bigint`
 // enrolment, its confirmation or a change of the factor by one that is
 // disabled or no longer an active member of an active tenant, whatever
 // the code.
-var errInactive = problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "the account or its membership is no longer active")
+var errInactive = problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, users.ErrInactive.Error())
 
-// activeAccount returns the token version of userID if the account, its
-// membership in tenantID and the tenant are active, else errInactive.
+// activeAccount is users.ActiveAccount, its ErrInactive answered as
+// errInactive.
 func activeAccount(ctx context.Context, q sessions.DB, userID, tenantID string) (int64, error) {
-	const qAccount = `
-SELECT u.token_version FROM users u
-JOIN memberships m ON m.user_id = u.id AND m.tenant_id = $2
-JOIN tenants t ON t.id = m.tenant_id
-WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = 'active'`
-	var tv int64
-	err := q.QueryRow(ctx, qAccount, userID, tenantID).Scan(&tv)
-	if errors.Is(err, pgx.ErrNoRows) {
+	tv, err := users.ActiveAccount(ctx, q, userID, tenantID)
+	if errors.Is(err, users.ErrInactive) {
 		return 0, errInactive
 	}
-	if err != nil {
-		return 0, fmt.Errorf("load account: %w", err)
-	}
-	return tv, nil
+	return tv, err
 }
 
 // signInTenantNow is where a sign-in of userID whose second factor was
@@ -465,7 +426,7 @@ func lockUserForFactor(ctx context.Context, tx pgx.Tx, userID string) error {
 // moves the account's token version on) waits until tx commits. The
 // account must still be able to sign in (activeAccount, read with its row
 // locked, as a disabling takes it), and the session still live in the
-// token's tenant (lockLiveSession, as the confirmation locks it).
+// token's tenant (sessions.LockLiveIn, as the confirmation locks it).
 // errFactorGone: no factor is active any more (an admin's reset);
 // sessions.ErrNotFound: the session ended or moved to another tenant;
 // errSessionNotFresh: the session is not what the change needs now;
@@ -488,7 +449,7 @@ func lockFactorAgain(ctx context.Context, tx pgx.Tx, id identity.Identity) error
 	}
 	// Fresh does not look at the session's tenant; a tenant switch that
 	// commits from here on waits for the row (sessions.Store.Reissue).
-	if err := lockLiveSession(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
+	if err := sessions.LockLiveIn(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
 		return err
 	}
 	_, err := activeAccount(ctx, tx, id.UserID, id.TenantID)
@@ -952,7 +913,7 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) 
 	}
 	// Checked before the code is, so that a bearer whose session ended, or
 	// moved to another tenant, spends no code (setSessionAuth checks again).
-	if live, err := sessionLive(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
+	if live, err := sessions.LiveIn(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
 		return TokenResponse{}, err
 	} else if !live {
 		return TokenResponse{}, httpapi.SessionEnded(c)
@@ -1055,8 +1016,8 @@ func (s *Service) enrolTOTP(c *fiber.Ctx) error {
 	}
 	// A session moved to another tenant since the caller's access token
 	// was issued is no longer the one the token speaks for, as the
-	// confirmation holds (sessionLive). Checked again in the transaction.
-	if live, err := sessionLive(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
+	// confirmation holds (sessions.LiveIn). Checked again in the transaction.
+	if live, err := sessions.LiveIn(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
 		return err
 	} else if !live {
 		return httpapi.SessionEnded(c)
@@ -1096,7 +1057,7 @@ func (s *Service) enrolTOTP(c *fiber.Ctx) error {
 // storePending stores a new pending TOTP secret (sealed under keyID) for
 // id's account in place of a pending one, with the account's row locked
 // (lockUserForFactor), then the session's if it is still live in the
-// token's tenant (lockLiveSession, else sessions.ErrNotFound), and the
+// token's tenant (sessions.LockLiveIn, else sessions.ErrNotFound), and the
 // account read again (activeAccount, as a disabling takes its row):
 // errInactive when it could not sign in now, errMFAActive when a factor
 // is active.
@@ -1110,7 +1071,7 @@ WHERE mfa_totp.status = 'pending'`
 		if err := lockUserForFactor(ctx, tx, id.UserID); err != nil {
 			return err
 		}
-		if err := lockLiveSession(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
+		if err := sessions.LockLiveIn(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
 			return err
 		}
 		if _, err := activeAccount(ctx, tx, id.UserID, id.TenantID); err != nil {
@@ -1133,7 +1094,7 @@ WHERE mfa_totp.status = 'pending'`
 // changes: a factor enrolled to shut out whoever else holds a session (a
 // leaked access or refresh token) shuts them out at once, not when that
 // session ends. The caller's session must be live in the caller's tenant
-// (see qSessionLive), else 401 and nothing is activated: an enrolment
+// (see sessions.QLiveIn), else 401 and nothing is activated: an enrolment
 // started with a session that has since ended (a sign-out everywhere, a
 // password reset) must not become the factor of an account its owner has
 // just taken back, by way of a proxy that has not yet heard of the end.
@@ -1162,7 +1123,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 	}
 	// Before the code is looked at, so that an ended session spends none
 	// (setSessionAuth checks again, with the session's row locked).
-	if live, err := sessionLive(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
+	if live, err := sessions.LiveIn(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
 		return err
 	} else if !live {
 		return httpapi.SessionEnded(c)
@@ -1227,7 +1188,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		// answer carries none, so whoever else holds the session's live
 		// refresh token (a thief the owner enrols a factor to shut out)
 		// would refresh into the second factor given just now.
-		if err := lockLiveSession(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
+		if err := sessions.LockLiveIn(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
 			return err
 		}
 		// Read with the account's row locked, as a disabling takes it.
@@ -1313,9 +1274,9 @@ func (s *Service) recentFactor(c *fiber.Ctx, id identity.Identity, what string) 
 	}
 	// A session moved to another tenant since the caller's access token
 	// was issued (a tenant switch) is no longer the one the token speaks
-	// for, as the confirmation and the step-up hold (sessionLive). Checked
+	// for, as the confirmation and the step-up hold (sessions.LiveIn). Checked
 	// again in the transaction (lockFactorAgain).
-	if live, err := sessionLive(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
+	if live, err := sessions.LiveIn(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
 		return err
 	} else if !live {
 		return httpapi.SessionEnded(c)

@@ -326,7 +326,7 @@ type Accepted struct {
 
 // errResendDisabled: an account that could not sign in now (disabled,
 // disabled in the session's tenant, or of a suspended tenant) gets no
-// verification link (users.CheckActive).
+// verification link (users.ActiveAccount).
 var errResendDisabled = problem.New(fiber.StatusForbidden, problem.CodeUserDisabled,
 	"the account or its membership is no longer active: no verification link is sent")
 
@@ -369,7 +369,7 @@ FROM users u WHERE u.id = $1`
 		// An account that could not sign in now gets no new link, as it
 		// may start no email change: one mailed while a proxy still
 		// forwards its bearer would outlive the disabling.
-		if err := users.CheckActive(ctx, tx, id.UserID, id.TenantID); errors.Is(err, users.ErrInactive) {
+		if _, err := users.ActiveAccount(ctx, tx, id.UserID, id.TenantID); errors.Is(err, users.ErrInactive) {
 			return errResendDisabled
 		} else if err != nil {
 			return err

@@ -540,7 +540,7 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err 
 // account was disabled over would move it, and every later reset link, to
 // their mailbox once it is enabled again. Nothing is mailed or stored, as
 // for a password change; once active again both go through.
-func TestEmailChangeOfAnInactiveAccount(t *testing.T) {
+func TestEmailChangeAndItsResendOfAnInactiveAccount(t *testing.T) {
 	x := start(t, lifecycle.Limits{Resend: limit(10)})
 	a := x.signup(t, "inactive-move@example.com")
 	states := []struct{ name, off, on string }{

@@ -642,6 +642,43 @@ const qCurrent = `NOT coalesce(token_version < (SELECT u.token_version FROM user
 // version than the user's (qCurrent).
 const QLive = `id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now() AND ` + qCurrent
 
+// QLiveIn is QLive of a session still bound to tenant $3: not moved to
+// another tenant since the caller's access token was issued (a tenant
+// switch moves it, and the token keeps naming the tenant it left).
+const QLiveIn = QLive + ` AND tenant_id = $3`
+
+// LiveIn reports whether sessionID is userID's live session bound to
+// tenantID (QLiveIn). A session id that is not valid is not live.
+func LiveIn(ctx context.Context, q DB, userID, sessionID, tenantID string) (bool, error) {
+	if !ids.Valid(sessionID) {
+		return false, nil
+	}
+	var ok bool
+	if err := q.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM sessions WHERE `+QLiveIn+`)`, sessionID, userID, tenantID).Scan(&ok); err != nil {
+		return false, fmt.Errorf("check session: %w", err)
+	}
+	return ok, nil
+}
+
+// LockLiveIn locks, through q (a transaction), the row of sessionID if it
+// is userID's live session bound to tenantID (QLiveIn), else ErrNotFound:
+// a tenant switch or a revocation waits until q's transaction ends, or
+// has committed and is seen.
+func LockLiveIn(ctx context.Context, q DB, userID, sessionID, tenantID string) error {
+	if !ids.Valid(sessionID) {
+		return ErrNotFound
+	}
+	var one int
+	err := q.QueryRow(ctx, `SELECT 1 FROM sessions WHERE `+QLiveIn+` FOR UPDATE`, sessionID, userID, tenantID).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("lock session: %w", err)
+	}
+	return nil
+}
+
 // ErrEnded: the session a request was signed with is no longer live
 // (see CheckLive).
 var ErrEnded = errors.New("the session has ended")

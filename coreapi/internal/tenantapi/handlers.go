@@ -120,6 +120,9 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		if !fresh {
 			return httpapi.NeedRecentSignIn(c, EmailChangeMaxAge, "changing the email address needs a sign-in within the last 5 minutes: sign in again")
 		}
+		if err := s.liveAndActive(c, id); err != nil {
+			return err
+		}
 		// Each request mails someone: bounded per user.
 		ok, wait, err := s.limiter.Allow(ctx, ratelimit.Key("email-change", id.UserID),
 			ratelimit.Limit{N: emailChangesPerHour, Window: time.Hour})
@@ -132,6 +135,9 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		err = s.users.RequestEmailChange(ctx, id, *b.Email, httpapi.RequestIDOf(c), EmailChangeMaxAge)
 		if errors.Is(err, users.ErrNotFresh) { // the session ended meanwhile (a reset, a sign-out everywhere)
 			return httpapi.NeedRecentSignIn(c, EmailChangeMaxAge, "changing the email address needs a sign-in within the last 5 minutes: sign in again")
+		}
+		if errors.Is(err, sessions.ErrNotFound) { // the session moved to another tenant meanwhile
+			return httpapi.SessionEnded(c)
 		}
 		if err != nil {
 			return err
@@ -156,6 +162,27 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		status = fiber.StatusAccepted
 	}
 	return httpapi.SendJSON(c, status, &out)
+}
+
+// liveAndActive refuses an email change asked for with a session that
+// has since moved to another tenant than the access token's (a tenant
+// switch: 401 invalid_token, as a second factor's enrolment answers), or
+// by an account that could not sign in now (disabled, disabled in the
+// session's tenant, or of a suspended tenant: users.ErrInactive, 403
+// user_disabled): a proxy that has not yet heard of the disabling still
+// forwards its bearer, and whoever held it would have a link mailed to an
+// address of theirs, ready to move the account once it is active again.
+// Both are checked again with the account's row locked
+// (users.Store.RequestEmailChange).
+func (s *Server) liveAndActive(c *fiber.Ctx, id identity.Identity) error {
+	ctx := c.UserContext()
+	if live, err := sessions.LiveIn(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
+		return err
+	} else if !live {
+		return httpapi.SessionEnded(c)
+	}
+	_, err := users.ActiveAccount(ctx, s.pool, id.UserID, id.TenantID)
+	return err
 }
 
 func (s *Server) listMyTenants(c *fiber.Ctx) error {

@@ -48,6 +48,35 @@ WHERE lower(u.email) = lower($1)`
 	return c, nil
 }
 
+// ErrInactive: the account, its membership in the caller's tenant or the
+// tenant is not active (see ActiveAccount).
+var ErrInactive = errors.New("the account or its membership is no longer active")
+
+// ActiveAccount returns the token version of userID if the account, its
+// membership in tenantID and the tenant are all active, as a sign-in to
+// that tenant needs them; else ErrInactive. A change asked for with the
+// bearer of such an account, which a proxy that has not yet heard of the
+// disabling still forwards, checks it first and again in its transaction
+// after the account's row is locked (as a disabling of the account takes
+// it), so nothing it leaves behind waits for the account to be active
+// again.
+func ActiveAccount(ctx context.Context, db sqldb.DB, userID, tenantID string) (int64, error) {
+	const q = `
+SELECT u.token_version FROM users u
+JOIN memberships m ON m.user_id = u.id AND m.tenant_id = $2
+JOIN tenants t ON t.id = m.tenant_id
+WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = 'active'`
+	var tv int64
+	err := db.QueryRow(ctx, q, userID, tenantID).Scan(&tv)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, ErrInactive
+	}
+	if err != nil {
+		return 0, fmt.Errorf("load account: %w", err)
+	}
+	return tv, nil
+}
+
 // SignInTenant returns the tenant a sign-in of userID naming none lands
 // in, as CredentialsByEmail picks it: the oldest active membership in an
 // active tenant; ErrNotFound for none.
@@ -162,26 +191,4 @@ FOR SHARE OF m`
 		return 0, fmt.Errorf("check membership: %w", err)
 	}
 	return tv, nil
-}
-
-// CheckActive is ErrInactive unless userID could sign in to tenantID now:
-// an active account with an active membership in an active tenant. It
-// locks nothing: call it after the lock that orders the caller's change
-// (the account's row), so that a change committed by whoever held it is
-// seen.
-func CheckActive(ctx context.Context, db sqldb.DB, userID, tenantID string) error {
-	const q = `
-SELECT EXISTS (
-    SELECT 1 FROM users u
-    JOIN memberships m ON m.user_id = u.id AND m.tenant_id = $2
-    JOIN tenants t ON t.id = m.tenant_id
-    WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = 'active')`
-	var active bool
-	if err := db.QueryRow(ctx, q, userID, tenantID).Scan(&active); err != nil {
-		return fmt.Errorf("check account standing: %w", err)
-	}
-	if !active {
-		return ErrInactive
-	}
-	return nil
 }

@@ -326,10 +326,6 @@ type auditedProfile struct {
 // its sign-in is older than allowed.
 var ErrNotFresh = errors.New("the session is not live or its sign-in is too old")
 
-// ErrInactive: the account, its membership in the caller's tenant or
-// that tenant is not active: what could not sign in there now.
-var ErrInactive = errors.New("the account or its membership is no longer active")
-
 // RequestEmailChange mails a verification link to newEmail; the address
 // changes only when the link is used (see package lifecycle). An address
 // that another account has is ErrEmailTaken; one that has had
@@ -342,13 +338,10 @@ var ErrInactive = errors.New("the account or its membership is no longer active"
 // ends the session first and the change is refused, or it comes after
 // and revokes the change with the other pending ones. Checked only before
 // (as the handler does), a change could be stored just after a reset
-// ended the session that asked for it, and outlive the reset. An account
-// that could not sign in to the caller's tenant now (disabled, disabled
-// there, or of a suspended tenant) is ErrInactive, read after the lock
-// (CheckActive): a proxy that has not yet heard of the change still
-// forwards the bearer, and the link would outlive it (a verification is
-// refused only while the account is disabled), to move the account, and
-// every later reset link, once it is enabled again.
+// ended the session that asked for it, and outlive the reset. Under the
+// same lock the session must still be bound to the identity's tenant
+// (sessions.LockLiveIn, else sessions.ErrNotFound) and the account able
+// to sign in to it (ActiveAccount, else ErrInactive).
 func (s *Store) RequestEmailChange(ctx context.Context, id identity.Identity, newEmail, requestID string, maxAge time.Duration) error {
 	userID, tenantID := id.UserID, id.TenantID
 	const q = `
@@ -372,7 +365,13 @@ FOR UPDATE OF u`
 		} else if !fresh {
 			return ErrNotFresh
 		}
-		if err := CheckActive(ctx, tx, userID, tenantID); err != nil {
+		// Fresh does not look at the session's tenant; a tenant switch
+		// that commits from here on waits for the row.
+		if err := sessions.LockLiveIn(ctx, tx, userID, id.SessionID, tenantID); err != nil {
+			return err
+		}
+		// Read with the account's row locked, as a disabling takes it.
+		if _, err := ActiveAccount(ctx, tx, userID, tenantID); err != nil {
 			return err
 		}
 		if taken {
