@@ -1560,3 +1560,38 @@ func TestKeyReachesOnlyItsTenantsPersonalKeys(t *testing.T) {
 		t.Fatal("a key of tenant A revoked its creator's key of tenant B")
 	}
 }
+
+// TestNoPersonalKeyOfAnInactiveAccount: a personal key is not created by
+// an account that is disabled, disabled in the tenant, or of a suspended
+// tenant (403 user_disabled), whose bearer a proxy that has not yet heard
+// of the change still forwards, not even one without permissions (which
+// holds nothing the account lost, so the narrowing to what the caller
+// holds now let it through): whoever held the bearer would keep a key
+// that works again, for every route that asks no permission, the moment
+// the account is active again. Nothing is stored; once active, the key
+// is created.
+func TestNoPersonalKeyOfAnInactiveAccount(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	x.SeedUserIn(t, ten.ID, "owner@acme.test", "owner")
+	m := x.SeedUserIn(t, ten.ID, "m@acme.test", "member")
+	body := map[string]any{"name": "laptop", "permissions": []string{}}
+	states := []struct{ name, off, on string }{
+		{"disabled account", `UPDATE users SET status = 'disabled' WHERE id = $1`, `UPDATE users SET status = 'active' WHERE id = $1`},
+		{"disabled membership", `UPDATE memberships SET status = 'disabled' WHERE user_id = $1`, `UPDATE memberships SET status = 'active' WHERE user_id = $1`},
+		{"suspended tenant", `UPDATE tenants SET status = 'suspended' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`,
+			`UPDATE tenants SET status = 'active' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`},
+	}
+	for _, tc := range states {
+		x.exec(t, tc.off, m.UserID)
+		wantProblem(t, x.Send(t, &m, http.MethodPost, "/api/v1/users/me/api-keys", body), http.StatusForbidden, "user_disabled")
+		x.exec(t, tc.on, m.UserID)
+	}
+	if n := x.count(t, `SELECT count(*) FROM api_keys WHERE user_id = $1`, m.UserID); n != 0 {
+		t.Fatalf("%d keys of an inactive account", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'api_key.created'`); n != 0 {
+		t.Fatalf("%d creation audit events of refused creations", n)
+	}
+	x.create(t, m, "/api/v1/users/me/api-keys", body)
+}

@@ -128,6 +128,7 @@ func MapError(err error) *problem.Problem {
 		{ErrEscalation, fiber.StatusForbidden, problem.CodeForbidden},
 		{ErrKeyCreatesKey, fiber.StatusForbidden, problem.CodeForbidden},
 		{ErrNotMember, fiber.StatusForbidden, problem.CodeNoMembership},
+		{ErrInactive, fiber.StatusForbidden, problem.CodeUserDisabled},
 		{ErrNotPermitted, fiber.StatusForbidden, problem.CodeForbidden},
 		{ErrStrongerKey, fiber.StatusForbidden, problem.CodeForbidden},
 		{ErrLimit, fiber.StatusConflict, problem.CodeConflict},

@@ -65,6 +65,9 @@ var (
 	// ErrNotMember: the creator is no longer a member of the tenant (a
 	// request let through before a proxy heard of the removal).
 	ErrNotMember = errors.New("the creator is no longer a member of this tenant")
+	// ErrInactive: the creator's account, membership or tenant is not
+	// active (a request let through before a proxy heard of the change).
+	ErrInactive = errors.New("the account or its membership is no longer active")
 	// ErrNotPermitted: the caller no longer holds the permission the
 	// route needs (api-keys:write), though its request was signed with it
 	// (demoted, or its membership disabled, meanwhile: roles.Live).
@@ -174,7 +177,10 @@ type NewKey struct {
 // that can demote a member takes, they are narrowed to what the
 // creator's membership grants now (roles.Live), and a key asking for one
 // it lost is ErrEscalation; a tenant key's creator who lost
-// api-keys:write is ErrNotPermitted.
+// api-keys:write is ErrNotPermitted. A creator whose account, membership
+// or tenant is not active (whose bearer a proxy that has not yet heard of
+// the change still forwards) is ErrInactive, a key without permissions
+// included.
 //
 // A creator whose session (n.SessionID) has ended is sessions.ErrEnded,
 // checked after the tenant's lock, which a password reset of an account
@@ -199,7 +205,10 @@ func (s *Store) Create(ctx context.Context, n NewKey) (Key, string, error) {
 	const qCount = `
 SELECT (SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND kind = $3 AND ($3 = 'tenant' OR user_id = $2)
           AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())),
-       EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $1 AND user_id = $2)`
+       EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $1 AND user_id = $2),
+       EXISTS (SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id JOIN tenants t ON t.id = m.tenant_id
+               WHERE m.tenant_id = $1 AND m.user_id = $2
+                 AND m.status = 'active' AND u.status = 'active' AND t.status = 'active')`
 	const qInsert = `
 INSERT INTO api_keys (public_id, tenant_id, user_id, kind, name, permissions, secret_hash, expires_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -220,10 +229,10 @@ RETURNING id::text, created_at`
 			return err
 		}
 		var (
-			live   int
-			member bool
+			live           int
+			member, active bool
 		)
-		if err := tx.QueryRow(ctx, qCount, n.TenantID, n.UserID, n.Kind).Scan(&live, &member); err != nil {
+		if err := tx.QueryRow(ctx, qCount, n.TenantID, n.UserID, n.Kind).Scan(&live, &member, &active); err != nil {
 			return fmt.Errorf("count api keys: %w", err)
 		}
 		if !member {
@@ -241,6 +250,12 @@ RETURNING id::text, created_at`
 			return err
 		case !a.Covers(perms):
 			return ErrEscalation
+		case !active:
+			// An inactive creator holds nothing (roles.Live), so only a
+			// key without permissions gets here: it would still work,
+			// for every route that asks none, once the account is
+			// active again.
+			return ErrInactive
 		}
 		switch {
 		case n.Kind == KindTenant && live >= MaxLivePerTenant:
