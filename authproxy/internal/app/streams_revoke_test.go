@@ -959,3 +959,39 @@ routes:
 		}
 	}
 }
+
+// TestStreamTokenExpiresDuringItsHandshake: a WebSocket or event stream
+// whose access token expires while its upstream has not answered yet is
+// refused then (401 invalid_token, as a stream closed for token_expired
+// before anything went to its client is), and its upstream connection is
+// closed. The expiry was armed only once the upstream had answered: the
+// proxy held the upstream connection, and the client, up to the upstream's
+// timeout (here 30 s; up to an hour with a route's timeout), then passed
+// the answer on and closed the stream at once.
+func TestStreamTokenExpiresDuringItsHandshake(t *testing.T) {
+	addr, held := heldUpstream(t)
+	e := start(t, envOpt{vars: map[string]string{"UPSTREAM_TIMEOUT": "30s"}, rules: `
+upstreams:
+  slow: {url: "http://` + addr + `", key_id: app-notes}
+routes:
+  - {prefix: /ws, methods: [GET], upstream: slow, access: protected, permissions: [notes:read], websocket: true}
+  - {prefix: /events, methods: [GET], upstream: slow, access: protected, permissions: [notes:read], stream_timeout: 1m}
+`})
+	e.core.SetProjection(notesProjection())
+	for _, kind := range []struct{ name, req string }{
+		{"websocket", wsUpgrade("/ws")},
+		{"event stream", "GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"},
+	} {
+		t.Run(kind.name, func(t *testing.T) {
+			// Expires within 2 s, well before the upstream's timeout.
+			short := e.token(func(c testenv.Claims) { c["exp"] = time.Now().Add(2 * time.Second).Unix() })
+			req := strings.Replace(kind.req, "\r\n\r\n", "\r\nAuthorization: Bearer "+short+"\r\n\r\n", 1)
+			closed, answered := heldRequest(t, e, req, held)
+			e.wantProblem(wantHeldRefused(t, closed, answered), 401, problem.CodeInvalidToken)
+			testenv.Eventually(t, func() error { return testenv.Want("open streams", e.app.Streams.Open(), 0) })
+			if n := metricCount(t, e, `authproxy_streams_closed_total{kind="`+map[string]string{"websocket": "websocket", "event stream": "sse"}[kind.name]+`",reason="token_expired"}`); n != 1 {
+				t.Fatalf("closed for token_expired = %v, want 1", n)
+			}
+		})
+	}
+}

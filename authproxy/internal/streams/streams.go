@@ -392,6 +392,7 @@ func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Rou
 	}
 	m.m.open.WithLabelValues(kind, route).Inc()
 	m.mu.Unlock()
+	c.armExpiry(m.o.Now())
 	// The request was decided before the stream joined the indexes
 	// above: a rules reload, a key set or an invalidation in between
 	// found nothing to apply to it. Each is applied from here on (a
@@ -452,10 +453,24 @@ func (m *Manager) admit(c *Conn) {
 	}
 }
 
-// start arms the token-expiry close once the transport can be closed. It
-// reports false if c is closed already (during the handshake, or as it
-// was admitted): shutdown has then run, and the caller refuses c, to
-// whose client nothing went yet.
+// armExpiry has c closed when its access token expires (at once if it
+// has, by now), from its registration on: a token that expires while the
+// upstream has not answered yet wakes the handshake (Conn.handshaking),
+// and the stream is refused as a request with it would be, where armed
+// only once the stream started it held its upstream connection, and the
+// client, up to the upstream's timeout, then opened the stream to close
+// it at once.
+func (c *Conn) armExpiry(now time.Time) {
+	if c.claims != nil && c.claims.Exp > 0 {
+		d := time.Unix(c.claims.Exp, 0).Sub(now)
+		c.expiry = time.AfterFunc(max(d, 0), func() { c.Close(ReasonTokenExpired) })
+	}
+}
+
+// start hands c the close of its transport. It reports false if c is
+// closed already (during the handshake, or as it was admitted): shutdown
+// has then run, and the caller refuses c, to whose client nothing went
+// yet.
 func (m *Manager) start(c *Conn, shutdown func(string)) bool {
 	c.smu.Lock()
 	c.shutdown = shutdown
@@ -467,10 +482,6 @@ func (m *Manager) start(c *Conn, shutdown func(string)) bool {
 	default:
 	}
 	c.smu.Unlock()
-	if c.claims != nil && c.claims.Exp > 0 {
-		d := time.Unix(c.claims.Exp, 0).Sub(m.o.Now())
-		c.expiry = time.AfterFunc(max(d, 0), func() { c.Close(ReasonTokenExpired) })
-	}
 	return true
 }
 
