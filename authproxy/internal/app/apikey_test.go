@@ -869,3 +869,38 @@ func TestThirdPartyBearerStartingLikeAKey(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIKeyLockoutRetryAfter: a 429 of the API key limits says in
+// Retry-After what its detail says, the seconds left of the window (here
+// 40 s after 20 of 60 went), not 1: a client that honours Retry-After came
+// back every second for the rest of the minute, each time refused.
+func TestAPIKeyLockoutRetryAfter(t *testing.T) {
+	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"},
+		rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
+	secret, _ := e.newAPIKey("tenant:read")
+	wrong := secret[:apikey.Len-1] + map[bool]string{true: "b", false: "a"}[secret[apikey.Len-1] == 'a']
+	unknown := func() string { k, _ := apikey.New(); return k }
+	for _, tc := range []struct {
+		name string
+		key  func() string
+		from string
+	}{
+		{"wrong secrets of one key", func() string { return wrong }, "203.0.113.7"},
+		{"unknown keys", unknown, "203.0.113.8"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := e.with(t)
+			from := map[string]string{"X-Forwarded-For": tc.from}
+			for range 10 {
+				e.wantKeyProblem(e.do("GET", "/notes", tc.key(), from), 401, problem.CodeInvalidToken, "not valid")
+			}
+			e.clock.Advance(20 * time.Second)
+			r := e.do("GET", "/notes", tc.key(), from)
+			e.wantKeyProblem(r, 429, problem.CodeTooManyRequests, "retry after 40 s")
+			if got := r.header.Get("Retry-After"); got != "40" {
+				t.Fatalf("Retry-After = %q, want 40 (the seconds the detail names: %s)", got, r.prob.Detail)
+			}
+			e.clock.Advance(41 * time.Second)
+		})
+	}
+}

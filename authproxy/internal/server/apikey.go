@@ -243,9 +243,7 @@ func (s *Server) resolveKey(c *fiber.Ctx, st *state, raw []byte) (*projection.Ke
 	if wait := s.keyLimit.locked(pid, st.ip, st.start); wait > 0 {
 		st.outcome = "api_key_rate_limited"
 		s.d.Metrics.APIKeyRefusals.WithLabelValues("rate_limited").Inc()
-		return nil, nil, &httpError{status: 429, code: problem.CodeTooManyRequests,
-			detail:     "too many failed API key attempts from this address; retry after " + strconv.Itoa(int(wait/time.Second)+1) + " s",
-			retryAfter: true}
+		return nil, nil, keyLimited(wait)
 	}
 	st.keyDigest = sha256.Sum256(key)
 	ke, err := s.d.Keys.CachedKey(pid, &st.keyDigest, st.start)
@@ -351,9 +349,18 @@ func keyRefusal(err error) bool {
 func unknownKeysLimited(st *state, s *Server, wait time.Duration) error {
 	st.outcome = "api_key_rate_limited"
 	s.d.Metrics.APIKeyRefusals.WithLabelValues("unknown_rate_limited").Inc()
+	return keyLimited(wait)
+}
+
+// keyLimited is the 429 of a client IP locked out of API keys for wait
+// (what is left of its window): its Retry-After and its detail name the
+// same whole seconds, so that a client that honours the field comes back
+// once the window has ended, not every second until then.
+func keyLimited(wait time.Duration) *httpError {
+	secs := int(wait/time.Second) + 1
 	return &httpError{status: 429, code: problem.CodeTooManyRequests,
-		detail:     "too many failed API key attempts from this address; retry after " + strconv.Itoa(int(wait/time.Second)+1) + " s",
-		retryAfter: true}
+		detail:     "too many failed API key attempts from this address; retry after " + strconv.Itoa(secs) + " s",
+		retryAfter: true, retrySeconds: secs}
 }
 
 // keyRefused answers a refused key: err, or an anonymous forward on routes

@@ -2125,6 +2125,9 @@ type httpError struct {
 	wwwAuth    string
 	allow      string
 	retryAfter bool
+	// retrySeconds is Retry-After's value when retryAfter (0: 1, the
+	// answers that end with no known window: overload, shutdown).
+	retrySeconds int
 }
 
 func (e *httpError) Error() string { return e.code + ": " + e.detail }
@@ -2226,9 +2229,18 @@ func (s *Server) render(c *fiber.Ctx, st *state, err error) {
 		resp.Header.Set(fiber.HeaderAllow, he.allow)
 	}
 	if he.retryAfter {
-		resp.Header.Set(fiber.HeaderRetryAfter, "1")
+		retryAfter(&resp.Header, he.retrySeconds)
 	}
 	resp.SetBodyRaw(p.JSON())
+}
+
+// retryAfter sets Retry-After to secs, or to 1 when secs is 0.
+func retryAfter(h *fasthttp.ResponseHeader, secs int) {
+	if secs <= 0 {
+		h.Set(fiber.HeaderRetryAfter, "1")
+		return
+	}
+	h.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
 }
 
 // errorHandler answers requests refused before the middleware chain ran
