@@ -267,10 +267,10 @@ func TestReconnectLiveOnceSubscribed(t *testing.T) {
 	}
 }
 
-// TestConnectLiveOnceSubscribed: Connect's own confirmation that the
-// server has the subscription (a flush) times out while the connection
+// TestConnectLiveOnceSubscribed: the first connection's confirmation that
+// the server has the subscription (a flush) times out while the connection
 // stays up. No handler of the client will report this connection again,
-// and Connect called the feed live at once: an invalidation published
+// and the feed was called live at once: an invalidation published
 // before the server had the subscription was lost. The feed is live only
 // once the server has it.
 func TestConnectLiveOnceSubscribed(t *testing.T) {

@@ -132,19 +132,27 @@ type Subscriber struct {
 	m    *metrics.Metrics
 	now  func() time.Time
 	// live is set while the feed is known live; it makes the report of a
-	// connection once per outage: the client also calls its connect
-	// handler (from its callback goroutine) for the connection Connect
-	// already reported, and a second report would purge the caches filled
-	// since.
+	// connection once per outage: a connection may be confirmed twice
+	// (the first connection's handler still flushing when the client has
+	// reconnected, the reconnection's handler confirming it too), and a
+	// second report would purge the caches filled since.
 	live atomic.Bool
 	// reported is set once the caches have been told (Connected).
 	reported atomic.Bool
-	// linkMu orders the reports of connections and disconnections: Connect
-	// reports its connection from its own goroutine, the client its
-	// handlers from another. started (under linkMu) is set once Connect
-	// has made its own report, or found nothing to report.
-	linkMu  sync.Mutex
-	started bool
+	// linkMu orders the reports of connections and disconnections: the
+	// client runs its handlers on its callback goroutine, the subscriber
+	// looks for silence on another.
+	linkMu sync.Mutex
+	// subscribedC is closed once Connect has made the subscriptions (or
+	// given up): the client's handler of the first connection waits for
+	// it before it asks the server to confirm them.
+	subscribedC chan struct{}
+	// awaited (under linkMu) is the last error the client had read from
+	// the server when it confirmed a new connection's subscriptions (a
+	// flush returned), if any: it may be a refusal of one of them, and
+	// the connection is reported live only once the error handler has
+	// taken it in (confirm, answered). nil: none awaited.
+	awaited error
 	// inv is the subscription to auth.invalidate.>, ks the one to
 	// auth.keys.changed (nil without KeysChanged).
 	inv, ks atomic.Pointer[nats.Subscription]
@@ -159,7 +167,7 @@ type Subscriber struct {
 	refetchedAt int
 	done        chan struct{} // closed by Close
 	stop        sync.Once
-	watcher     sync.WaitGroup // watchDrops, the watch of failed handshakes (and of the first connection's refusals), and Connect's wait for a late confirmation
+	watcher     sync.WaitGroup // watchDrops and the watch of failed handshakes (and of the first connection's refusals)
 	// dead is DeadAfter(PingInterval): how far back the start of an
 	// outage is put when it is noticed.
 	dead time.Duration
@@ -382,7 +390,10 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	s := &Subscriber{t: t, key: o.APIKey, keys: o.KeysChanged, log: log, m: m, now: o.Now, done: make(chan struct{}),
 		dead: DeadAfter(o.PingInterval), hbTimeout: max(o.HeartbeatTimeout, 0),
 		heard: map[string]time.Time{}, listed: map[string]time.Time{}, warned: map[string]bool{}, origin: o.Now(),
-		checked: o.checked}
+		checked: o.checked, subscribedC: make(chan struct{})}
+	// Whatever happens below, the first connection's handler stops
+	// waiting once Connect returns.
+	defer close(s.subscribedC)
 	t.Disconnected(o.Now())
 	// The first connection is made in the background, at once
 	// (natsdial): the client's own pass over the servers before Connect
@@ -412,16 +423,16 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		})),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			events.Connected("nats connected")
-			// The first connection is made in the background: one made
-			// before Connect has subscribed and flushed is reported by
-			// Connect; one made after it returned (the usual case, and
-			// NATS down at start) is reported here, as a reconnection:
-			// keys may have changed meanwhile.
-			s.linkMu.Lock()
-			started := s.started
-			s.linkMu.Unlock()
-			if started && s.subscribed(nc) {
-				s.connected(nc)
+			// The first connection is made in the background, perhaps
+			// before Connect has made the subscriptions: they are asked
+			// for once made. It is reported here, on the client's
+			// callback goroutine, as a reconnection is (keys may have
+			// changed meanwhile): the server's refusals of the
+			// subscriptions are handed on behind this handler (confirm).
+			<-s.subscribedC
+			gen := nc.Stats().Reconnects
+			if s.subscribed(nc) {
+				s.confirm(nc, gen)
 			}
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -435,8 +446,9 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			// refusal on this connection is reported after it.
 			s.denied.Store(false)
 			s.relayDenied.Store(false)
+			gen := nc.Stats().Reconnects
 			if s.subscribed(nc) {
-				s.connected(nc)
+				s.confirm(nc, gen)
 			}
 		}),
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -446,7 +458,10 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 			}
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { m.NATSConnected.Set(0) }),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		nats.ErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
+			// Once this error is taken in, a connection awaiting it may
+			// be reported live.
+			defer s.answered(c, err)
 			if errors.Is(err, nats.ErrSlowConsumer) {
 				switch {
 				case sub == nil:
@@ -574,43 +589,51 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	// connection: they are read from it meanwhile. Nor a failed
 	// handshake, ever.
 	go func() { defer s.watcher.Done(); events.Watch(nc, o.DropCheck, s.done) }()
-	flushed := false
-	if nc.IsConnected() {
-		s.probe(nc)
-		// Make sure the server has the subscription before calling the
-		// feed live.
-		if err := nc.FlushTimeout(2 * time.Second); err != nil {
-			// Not live yet: reported below once the server confirms,
-			// or by the client's handler of the next connection.
-			log.Warn("nats flush", "err", err)
-		} else {
-			flushed = true
-		}
+	// The first connection, made in the background before or after this
+	// point, is reported by the client's connect handler once the server
+	// has confirmed the subscriptions (subscribedC is closed on return).
+	return s, nil
+}
+
+// confirm reports the feed live on nc, whose subscriptions the server has
+// just confirmed (subscribed), unless the server refused one that matters.
+// Its refusals come as errors the client hands on to its error handler
+// after the connection's handler, from which confirm runs: a report made
+// here at once read the feed live until the refusal was taken in, its
+// purge spent and entries fetched meanwhile trusted as if invalidations
+// flowed. Every error the server sent before confirming was read by then,
+// the last of them is the client's last error: with none the feed is
+// live now; else the report waits until the error handler has taken that
+// one in (answered), and with it every refusal before it. gen is the
+// client's count of reconnections when the flush began: if the connection
+// was replaced since, the flush confirmed the one before, and the new
+// one's handler confirms it. Called on the client's callback goroutine.
+func (s *Subscriber) confirm(nc *nats.Conn, gen uint64) {
+	last := nc.LastError()
+	if nc.Stats().Reconnects != gen {
+		return
 	}
 	s.linkMu.Lock()
-	s.started = true // from here the connect handler reports
+	s.awaited = last
 	s.linkMu.Unlock()
-	switch {
-	case flushed:
-		// Connected in the background already. The key set is fetched
-		// again all the same, as for every first connection: the start's
-		// fetch may come before the subscriptions are live.
+	if last == nil {
 		s.connected(nc)
-	case nc.IsConnected():
-		// Connected after a failed first attempt, its handler perhaps
-		// run (and passed over) before started was set; or connected all
-		// along, the flush timed out, and no handler will report this
-		// connection. Either way, live once the server has the
-		// subscription.
-		s.watcher.Add(1)
-		go func() {
-			defer s.watcher.Done()
-			if s.subscribed(nc) {
-				s.connected(nc)
-			}
-		}()
 	}
-	return s, nil
+}
+
+// answered notes that the error handler has taken err in: if it is the
+// one a new connection awaits (confirm), the connection is reported live
+// unless an error before it, or err itself, denied it (connected).
+func (s *Subscriber) answered(nc *nats.Conn, err error) {
+	s.linkMu.Lock()
+	due := s.awaited != nil && errors.Is(err, s.awaited)
+	if due {
+		s.awaited = nil
+	}
+	s.linkMu.Unlock()
+	if due {
+		s.connected(nc)
+	}
 }
 
 // connected reports the feed live, once per outage: the caches purge
@@ -720,6 +743,7 @@ func (s *Subscriber) disconnected() {
 	s.m.NATSConnected.Set(0)
 	s.live.Store(false)
 	s.reported.Store(false)
+	s.awaited = nil // a connection denied or lost is not reported
 	s.endStale()
 }
 

@@ -234,10 +234,11 @@ func TestDroppedCountsSlowConsumerLosses(t *testing.T) {
 	}
 }
 
-// TestConnectReportsOnce: the client also runs its connect handler, late,
-// for the connection Connect has already reported live; a second report
-// would purge what the caches filled in between (a warm entry fetched
-// again right after start). Connected holds only once the report is made.
+// TestConnectReportsOnce: the first connection is reported live once; a
+// second report (Connect once reported it too, and the client's connect
+// handler again, late) would purge what the caches filled in between (a
+// warm entry fetched again right after start). Connected holds only once
+// the report is made.
 func TestConnectReportsOnce(t *testing.T) {
 	n := testenv.StartNATS(t)
 	r := newRecorder(t)
@@ -378,8 +379,8 @@ func TestReconnectRefetchesKeys(t *testing.T) {
 // background (Connect returns at once, natsdial), so the key set the
 // proxy fetches at start may be fetched before the subscriptions are
 // live, and an auth.keys.changed sent meanwhile missed: the first
-// connection fetches it again, once (the client's connect handler and
-// Connect's own check both see it), as a reconnection does; so does a
+// connection fetches it again, once (the client's connect handler
+// reports it, once Connect has subscribed), as a reconnection does; so does a
 // first connection made only after start, NATS having been down.
 func TestFirstConnectionRefetchesKeys(t *testing.T) {
 	n := testenv.StartNATS(t)

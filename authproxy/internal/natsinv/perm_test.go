@@ -326,3 +326,80 @@ func TestDeniedKindOfInvalidationIsNoFeed(t *testing.T) {
 		t.Errorf("the error does not name the denied kind; log:\n%s", logs.String())
 	}
 }
+
+// TestRefusedSubscriptionNeverLive: a connection on which the NATS server
+// refuses the subscription to invalidations (its permissions) is never
+// reported live, not even for a moment. The client runs its connect or
+// reconnect handler before it hands on the server's refusal, and the
+// handler called the feed live (the caches purged, out of bounded
+// staleness) as soon as the server had answered the subscriptions: until
+// the refusal was handled, entries fetched meanwhile were trusted as if
+// invalidations were flowing. Here the first connection, and a
+// reconnection after a connection that is live, meet a refusing server:
+// the caches are told the feed is live for the live connection alone.
+func TestRefusedSubscriptionNeverLive(t *testing.T) {
+	opts := func(port int, allow ...string) *natsserver.Options {
+		return &natsserver.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true,
+			Users: []*natsserver.User{{Username: "proxy", Password: "pw", Permissions: &natsserver.Permissions{
+				Subscribe: &natsserver.SubjectPermission{Allow: allow},
+			}}}}
+	}
+	refusing := func(port int) *natsserver.Options {
+		return opts(port, invalidation.SubjectKeysChanged, "_INBOX.>")
+	}
+	ns := startServer(t, refusing(-1))
+	port := ns.Addr().(*net.TCPAddr).Port
+	url := "nats://proxy:pw@127.0.0.1:" + strconv.Itoa(port)
+
+	r := newRecorder(t)
+	m := metrics.New()
+	var logs logbuffer.Buffer
+	s, err := Connect(Options{URL: url, KeysChanged: func(string) {}, ReconnectWait: 20 * time.Millisecond, MaxReconnect: 50 * time.Millisecond},
+		r, slog.New(slog.NewJSONHandler(&logs, nil)), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(time.Second)
+	const refusal = `"level":"ERROR","msg":"nats refuses the subscription to invalidations`
+	// wantNotLive waits for the refusal of the connection in hand (the
+	// errors logged reach n: the client hands it on after the connection's
+	// handler) and checks that the caches were told the feed is live
+	// exactly lives times.
+	wantNotLive := func(n, lives int, when string) {
+		t.Helper()
+		testenv.Eventually(t, func() error {
+			if err := testenv.Want("nats connected", s.nc.IsConnected(), true); err != nil {
+				return err
+			}
+			return testenv.Want("errors for the refused subscription", strings.Count(logs.String(), refusal), n)
+		})
+		if got, _ := r.count(); got != lives {
+			t.Fatalf("%s: the caches were told the feed is live %d times, want %d: the feed was called live with its subscription refused", when, got, lives)
+		}
+		if s.Connected() || !r.BoundedStaleness() || testutil.ToFloat64(m.NATSConnected) != 0 {
+			t.Fatalf("%s: connected = %v, bounded staleness = %v, authproxy_nats_connected = %v: the feed reads live with its subscription refused",
+				when, s.Connected(), r.BoundedStaleness(), testutil.ToFloat64(m.NATSConnected))
+		}
+	}
+	restart := func(o *natsserver.Options) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		ns = startServer(t, o)
+	}
+
+	wantNotLive(1, 0, "first connection refused")
+
+	restart(opts(port, invalidation.SubjectWildcard, invalidation.SubjectKeysChanged, "_INBOX.>"))
+	testenv.Eventually(t, func() error {
+		if err := testenv.Want("connected", s.Connected(), true); err != nil {
+			return err
+		}
+		n, _ := r.count()
+		return testenv.Want("live reports", n, 1)
+	})
+
+	for i := range 3 {
+		restart(refusing(port))
+		wantNotLive(2+i, 1, fmt.Sprintf("reconnection %d refused", i+1))
+	}
+}
