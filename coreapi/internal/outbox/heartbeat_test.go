@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,8 +148,11 @@ func TestRelayPublishesHeartbeats(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	startRelay(t, db.Pool, connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond})
-	time.Sleep(300 * time.Millisecond)
+	var st steps
+	startRelay(t, db.Pool, connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, stepped: st.hook})
+	// As long as three heartbeat intervals of the relay below: a relay
+	// that beat by default would have written a row.
+	st.await(t, false, 8)
 	var n int
 	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE subject = $1`, invalidation.SubjectHeartbeat).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("%d heartbeat rows (%v) from a relay without a heartbeat interval, want 0", n, err)
@@ -196,18 +200,47 @@ func poolThrough(t *testing.T, db *dbtest.DB, c *link, opts ...func(*pgxpool.Con
 	return pool
 }
 
+// steps counts a relay's drains and heartbeat looks
+// (RelayOptions.stepped).
+type steps struct{ drains, beats atomic.Int64 }
+
+func (s *steps) hook(beat bool) {
+	if beat {
+		s.beats.Add(1)
+	} else {
+		s.drains.Add(1)
+	}
+}
+
+// await waits for n more heartbeat looks (beat) or drains than were made
+// when it was called.
+func (s *steps) await(t *testing.T, beat bool, n int64) {
+	t.Helper()
+	c, what := &s.drains, "drains"
+	if beat {
+		c, what = &s.beats, "heartbeat looks"
+	}
+	target := c.Load() + n
+	eventually.Within(t, wait, func() error { return want(c.Load() >= target, "%d %s, want %d", c.Load(), what, target) })
+}
+
 // heartbeats collects what arrives on auth.outbox.heartbeat: the outbox's
-// rows (with their id) and the relays' direct ones (without).
-func heartbeats(t *testing.T, url string) (rows, direct func() int) {
+// rows (with their id) and the relays' direct ones (without). settle
+// returns once everything published through via before it was called has
+// been counted: via's publications reached the server (a flush), the
+// server's deliveries to the collector were read before its own flush's
+// answer, and each one read was counted.
+func heartbeats(t *testing.T, url string) (rows, direct func() int, settle func(via *nats.Conn)) {
 	t.Helper()
 	var mu sync.Mutex
-	var nRows, nDirect int
+	var nRows, nDirect, nSeen int
 	nc := connect(t, url)
-	if _, err := nc.Subscribe(invalidation.SubjectHeartbeat, func(m *nats.Msg) {
+	sub, err := nc.Subscribe(invalidation.SubjectHeartbeat, func(m *nats.Msg) {
 		var ev invalidation.Event
 		_ = json.Unmarshal(m.Data, &ev)
 		mu.Lock()
 		defer mu.Unlock()
+		nSeen++
 		switch {
 		case m.Header.Get(MsgIDHeader) != "":
 			nRows++
@@ -216,7 +249,8 @@ func heartbeats(t *testing.T, url string) (rows, direct func() int) {
 		default:
 			t.Errorf("a heartbeat neither from the outbox nor a direct one: %s", m.Data)
 		}
-	}); err != nil {
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := nc.Flush(); err != nil {
@@ -225,7 +259,27 @@ func heartbeats(t *testing.T, url string) (rows, direct func() int) {
 	read := func(n *int) func() int {
 		return func() int { mu.Lock(); defer mu.Unlock(); return *n }
 	}
-	return read(&nRows), read(&nDirect)
+	settle = func(via *nats.Conn) {
+		t.Helper()
+		for _, c := range []*nats.Conn{via, nc} {
+			if err := c.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually.Within(t, wait, func() error {
+			delivered, err := sub.Delivered()
+			if err != nil {
+				return err
+			}
+			queued, _, err := sub.Pending()
+			if err != nil {
+				return err
+			}
+			seen := read(&nSeen)()
+			return want(int64(seen) == delivered+int64(queued), "%d heartbeats counted of %d read", seen, delivered+int64(queued))
+		})
+	}
+	return read(&nRows), read(&nDirect), settle
 }
 
 // TestHeartbeatWhileTheDatabaseIsAway: a relay that had published every
@@ -236,13 +290,16 @@ func heartbeats(t *testing.T, url string) (rows, direct func() int) {
 func TestHeartbeatWhileTheDatabaseIsAway(t *testing.T) {
 	db := dbtest.New(t)
 	ns := startNATS(t, -1, "")
-	rows, direct := heartbeats(t, ns.ClientURL())
+	rows, direct, settle := heartbeats(t, ns.ClientURL())
 	host := dbHost(db)
 
 	down := newLink(t, host)
 	down.cut()
-	startRelay(t, poolThrough(t, db, down), connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
-	time.Sleep(time.Second)
+	var st steps
+	downNC := connect(t, ns.ClientURL())
+	startRelay(t, poolThrough(t, db, down), downNC, RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond, stepped: st.hook})
+	st.await(t, true, 5)
+	settle(downNC)
 	if r, d := rows(), direct(); r != 0 || d != 0 {
 		t.Fatalf("a relay that never reached the database: %d outbox and %d direct heartbeats, want none", r, d)
 	}
@@ -291,7 +348,7 @@ func dbHost(db *dbtest.DB) string {
 // could publish the row.
 func heldRelay(t *testing.T, db *dbtest.DB, ns *server.Server) (*link, *pgxpool.Pool, func() int) {
 	t.Helper()
-	rows, direct := heartbeats(t, ns.ClientURL())
+	rows, direct, _ := heartbeats(t, ns.ClientURL())
 	c := newLink(t, dbHost(db))
 	pool := poolThrough(t, db, c, func(cfg *pgxpool.Config) { cfg.MaxConns = 1 })
 	startRelay(t, pool, connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
@@ -392,7 +449,7 @@ func TestNoDirectHeartbeatOverAnUnannouncedRow(t *testing.T) {
 func TestNoDirectHeartbeatWhenTheServerRefusesTheRelay(t *testing.T) {
 	db := dbtest.New(t)
 	ns := startNATS(t, -1, "")
-	rows, direct := heartbeats(t, ns.ClientURL())
+	rows, direct, settle := heartbeats(t, ns.ClientURL())
 	ctx := context.Background()
 	role := "relay_" + db.Name
 	for _, q := range []string{
@@ -412,7 +469,9 @@ func TestNoDirectHeartbeatWhenTheServerRefusesTheRelay(t *testing.T) {
 
 	c := newLink(t, dbHost(db))
 	pool := poolThrough(t, db, c, func(cfg *pgxpool.Config) { cfg.ConnConfig.User = role })
-	startRelay(t, pool, connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
+	var st steps
+	relayNC := connect(t, ns.ClientURL())
+	startRelay(t, pool, relayNC, RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond, stepped: st.hook})
 	eventually.Within(t, wait, func() error { return want(rows() >= 2, "no heartbeat through the outbox") })
 
 	for _, q := range []string{
@@ -423,11 +482,15 @@ func TestNoDirectHeartbeatWhenTheServerRefusesTheRelay(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
+	// Two looks for the relay to find its connections ended, then ten
+	// while the server refuses new ones.
+	st.await(t, true, 2)
+	settle(relayNC)
 	before := direct()
-	time.Sleep(time.Second)
+	st.await(t, true, 10)
+	settle(relayNC)
 	if d := direct() - before; d != 0 {
-		t.Fatalf("%d direct heartbeats in a second while the server refuses the relay's connections, want none", d)
+		t.Fatalf("%d direct heartbeats in ten heartbeat looks while the server refuses the relay's connections, want none", d)
 	}
 }
 

@@ -92,6 +92,11 @@ type RelayOptions struct {
 	// registered under its name since its own last registration logs an
 	// error and appends its instance to its name (see Beat).
 	ID string
+	// stepped, when set (tests), runs on Run's goroutine after each of its
+	// drains (beat false) and after each heartbeat look (beat true), once
+	// what it published (the relay's beat, a heartbeat straight to NATS)
+	// is handed to the NATS client.
+	stepped func(beat bool)
 }
 
 func (o *RelayOptions) defaults() {
@@ -251,6 +256,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	for {
 		if !b.holds(r.nc) {
 			r.drainAndTell(ctx, &w, &b, &said)
+			if r.o.stepped != nil {
+				r.o.stepped(false)
+			}
 			retry = nil
 			if b.holds(r.nc) {
 				retry = time.After(time.Until(b.until))
@@ -281,6 +289,9 @@ func (r *Relay) Run(ctx context.Context) error {
 			case err == nil && beatFailing:
 				r.log.Info("outbox heartbeat written again")
 				beatFailing = false
+			}
+			if r.o.stepped != nil {
+				r.o.stepped(true)
 			}
 		case <-prune.C:
 			if n, err := r.Prune(ctx); err != nil && ctx.Err() == nil {
