@@ -1,6 +1,7 @@
 package oauth_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -114,4 +115,42 @@ func TestCallbackIssuerOfAnErrorResponse(t *testing.T) {
 	x2.idp.Mu.Unlock()
 	st = x2.begin(t, "")
 	refusedBeforeExchange(t, x2, "error response without iss", x2.exchanges(), x2.callback(t, denied(st, ""), st.cookie))
+}
+
+// TestCallbackIssuerOfAnErrorResponseOnAnotherInstance: whether a
+// provider promises iss is read from its discovery document, which each
+// instance fetches on first use. An error response finished on an
+// instance that had not fetched it yet (another replica than the one that
+// started the sign-in, or one restarted in between) took the provider to
+// promise nothing, and answered a response without iss as this
+// provider's refusal, passing on an error and description that another
+// configured provider chose. The callback now reads the document before
+// it checks an error response's iss, as it does for one with a code.
+func TestCallbackIssuerOfAnErrorResponseOnAnotherInstance(t *testing.T) {
+	x := start(t)
+	x.idp.Mu.Lock()
+	x.idp.IssParam = true
+	x.idp.Mu.Unlock()
+	other := x.second(t)
+	st := x.begin(t, "") // started (and the provider discovered) on the first instance
+	req, err := http.NewRequest(http.MethodGet, other+"/api/v1/auth/oauth/fake/callback?error=access_denied&error_description=sign+in+at+evil.example&state="+url.QueryEscape(st.state), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.AddCookie(&http.Cookie{Name: st.cookie.Name, Value: st.cookie.Value})
+	resp, err := x.noFollow.Do(req) // finished on the second
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var p problem.Problem
+	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusBadRequest || p.Code != problem.CodeInvalidRequest || !strings.Contains(p.Detail, "issuer") {
+		t.Fatalf("error response without iss on another instance: %d %s %q, want 400 %s about the issuer", resp.StatusCode, p.Code, p.Detail, problem.CodeInvalidRequest)
+	}
+	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 0 {
+		t.Errorf("state rows = %d, want 0 (the flow is over)", n)
+	}
 }

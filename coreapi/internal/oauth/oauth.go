@@ -348,6 +348,17 @@ func (s *Service) discover(p *provider) (*oauth2.Config, *oidc.IDTokenVerifier, 
 	return oc, v, nil
 }
 
+// discoverFor is discover for a request: a failure is logged with the
+// request's id and answered 502 provider_unavailable.
+func (s *Service) discoverFor(c *fiber.Ctx, p *provider) (*oauth2.Config, *oidc.IDTokenVerifier, error) {
+	oc, v, err := s.discover(p)
+	if err != nil {
+		s.log.WarnContext(c.UserContext(), "oidc discovery", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", logging.Redact(err.Error()))
+		return nil, nil, errDiscovery
+	}
+	return oc, v, nil
+}
+
 // secureEndpoints checks the endpoints a discovery document names, as
 // the issuer was (config): https, or http on a loopback host. The key set
 // decides which ID tokens verify, the token endpoint gets the client
@@ -562,10 +573,9 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	if err := s.checkAppChallenge(challenge, method); err != nil {
 		return err
 	}
-	oc, _, err := s.discover(p)
+	oc, _, err := s.discoverFor(c, p)
 	if err != nil {
-		s.log.WarnContext(c.UserContext(), "oidc discovery", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", logging.Redact(err.Error()))
-		return errDiscovery
+		return err
 	}
 	state, err := random()
 	if err != nil {
@@ -721,7 +731,14 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		// An error response is an authorization response too (RFC 9207
 		// section 2): one of another issuer, or without the iss this
 		// provider promises, is no refusal of this provider's, and its
-		// error and description are not passed on as one.
+		// error and description are not passed on as one. Whether the
+		// provider promises iss is in its discovery document, which this
+		// instance may not have read yet (another replica started the
+		// sign-in, or this one restarted since): read first, as for a
+		// response with a code.
+		if _, _, err := s.discoverFor(c, p); err != nil {
+			return err
+		}
 		if err := p.checkIssuer(iss); err != nil {
 			return err
 		}
@@ -739,10 +756,9 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		return err
 	}
 	bindingCookie(c, state, "") // spent: the browser may forget it
-	oc, verifier, err := s.discover(p)
+	oc, verifier, err := s.discoverFor(c, p)
 	if err != nil {
-		s.log.WarnContext(ctx, "oidc discovery", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", logging.Redact(err.Error()))
-		return errDiscovery
+		return err
 	}
 	if err := p.checkIssuer(iss); err != nil {
 		return err
