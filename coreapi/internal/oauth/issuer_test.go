@@ -1,13 +1,17 @@
 package oauth_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth/oidctest"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -152,5 +156,61 @@ func TestCallbackIssuerOfAnErrorResponseOnAnotherInstance(t *testing.T) {
 	}
 	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 0 {
 		t.Errorf("state rows = %d, want 0 (the flow is over)", n)
+	}
+}
+
+// TestGoogleIssuerInEitherSpelling: Google's ID tokens name their issuer
+// as https://accounts.google.com or as accounts.google.com, and go-oidc
+// takes either from the provider whose issuer is the former. The identity
+// recorded the token's spelling, and the next sign-in in the other one
+// was refused as a subject of another issuer (409 conflict): the account
+// was locked out whenever Google changed spellings. A sign-in now counts
+// as through the provider's issuer whichever spelling its token has, and
+// an identity recorded without the scheme is that issuer's.
+func TestGoogleIssuerInEitherSpelling(t *testing.T) {
+	const google = "https://accounts.google.com"
+	x := start(t, func(o *oauth.Options) {
+		o.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: oidctest.Route(google, o.Providers[0].Issuer)}
+		o.Providers[0].Issuer = google
+	})
+	x.idp.Mu.Lock()
+	x.idp.Issuer = google
+	x.idp.Mu.Unlock()
+	x.noFollow.Transport = oidctest.Route(google, x.idp.URL)
+	signIn := func(t *testing.T, iss string) string {
+		t.Helper()
+		x.idp.Mu.Lock()
+		x.idp.Claims = map[string]any{"iss": iss}
+		x.idp.Mu.Unlock()
+		st := x.begin(t, "")
+		r := x.callback(t, x.approve(t, st), st.cookie)
+		if r.Status != http.StatusOK {
+			t.Fatalf("sign-in with an ID token of iss %q: %d %s, want 200", iss, r.Status, r.Body)
+		}
+		ex := x.exchange(t, handover(t, r))
+		if ex.Status != http.StatusOK {
+			t.Fatalf("exchange: %d %s", ex.Status, ex.Body)
+		}
+		var tk tokens
+		ex.JSON(t, &tk)
+		return sub(t, tk.AccessToken)
+	}
+	owner := signIn(t, google)
+	for _, iss := range []string{"accounts.google.com", google, "accounts.google.com"} {
+		if got := signIn(t, iss); got != owner {
+			t.Fatalf("sign-in with iss %q: user %s, want the account %s", iss, got, owner)
+		}
+	}
+	// An identity recorded in the spelling without the scheme.
+	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE identities SET issuer = 'accounts.google.com'`); err != nil {
+		t.Fatal(err)
+	}
+	for _, iss := range []string{google, "accounts.google.com"} {
+		if got := signIn(t, iss); got != owner {
+			t.Fatalf("sign-in with iss %q of an identity recorded without the scheme: user %s, want %s", iss, got, owner)
+		}
+	}
+	if n := x.count(t, `SELECT count(*) FROM users`); n != 1 {
+		t.Errorf("users = %d, want 1", n)
 	}
 }

@@ -824,7 +824,9 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	ua := strings.Clone(c.Get(fiber.HeaderUserAgent))
 	ip := httpapi.ClientIP(c) // the signed client IP, never X-Forwarded-For
 	rid := strings.Clone(httpapi.RequestIDOf(c))
-	in := signIn{Provider: p.cfg.Name, Issuer: idt.Issuer, Subject: idt.Subject, Email: mail.Canonical(cl.Email), LookAlike: nfcReplaces(cl.Email) || lowerRenamesDomain(cl.Email),
+	// The provider's issuer, not the token's spelling of it: go-oidc also
+	// takes Google's without its scheme, which Google sends at times.
+	in := signIn{Provider: p.cfg.Name, Issuer: p.cfg.Issuer, Subject: idt.Subject, Email: mail.Canonical(cl.Email), LookAlike: nfcReplaces(cl.Email) || lowerRenamesDomain(cl.Email),
 		Verified: string(cl.EmailVerified) == "true", Name: cl.Name,
 		TenantID: f.TenantID, AuthTime: authTime, UserAgent: ua, IP: ip, RequestID: rid}
 	g, err := s.signIn(ctx, in)
@@ -990,7 +992,8 @@ var errProviderAddress = func() *problem.Problem {
 
 type signIn struct {
 	Provider, Subject, Name string
-	// Issuer is the ID token's iss (verified: the provider's issuer).
+	// Issuer is the provider's issuer, which the verifier found the ID
+	// token's iss to name.
 	Issuer string
 	// Email is the provider's address in mail.Canonical form (NFC).
 	Email string

@@ -162,7 +162,7 @@ func (x *env) beginFrom(t *testing.T, query, ip string) started {
 		t.Fatalf("authorize: %d %s", r.Status, r.Body)
 	}
 	loc, err := url.Parse(r.Header.Get("Location"))
-	if err != nil || !strings.HasPrefix(loc.String(), x.idp.URL+"/authorize?") {
+	if err != nil || !strings.HasPrefix(loc.String(), x.idp.IssuerURL()+"/authorize?") {
 		t.Fatalf("Location = %q, want the provider's authorization endpoint", r.Header.Get("Location"))
 	}
 	st := started{loc: loc, state: loc.Query().Get("state")}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -115,15 +116,16 @@ DELETE FROM oauth_states WHERE state_hash IN (
 // errOtherIssuer when the provider's subject was linked through another
 // issuer: a subject is unique only within its issuer (OpenID Connect Core
 // 5.7), so the same string from the provider's new issuer is not that
-// account's owner. An identity linked before issuers were recorded (NULL)
-// takes the issuer of its first sign-in.
+// account's owner (one recorded in another spelling of the same issuer,
+// issuerSpellings, is not another). An identity linked before issuers
+// were recorded (NULL) takes the issuer of its first sign-in.
 func identityUser(ctx context.Context, db sqldb.DB, provider, issuer, subject string) (string, error) {
 	const q = `SELECT user_id::text, issuer FROM identities WHERE provider = $1 AND subject = $2`
 	// Under the row's lock: of two first sign-ins through two issuers,
 	// the second sees the first's.
 	const qRecord = `
 UPDATE identities SET issuer = coalesce(issuer, $3) WHERE provider = $1 AND subject = $2
-RETURNING issuer = $3`
+RETURNING issuer = ANY($4)`
 	var (
 		uid    string
 		linked *string
@@ -138,16 +140,34 @@ RETURNING issuer = $3`
 	switch {
 	case linked == nil:
 		var same bool
-		if err := db.QueryRow(ctx, qRecord, provider, subject, issuer).Scan(&same); err != nil {
+		if err := db.QueryRow(ctx, qRecord, provider, subject, issuer, issuerSpellings(issuer)).Scan(&same); err != nil {
 			return "", fmt.Errorf("record identity issuer: %w", err)
 		}
 		if !same {
 			return "", errOtherIssuer
 		}
-	case *linked != issuer:
+	case !slices.Contains(issuerSpellings(issuer), *linked):
 		return "", errOtherIssuer
 	}
 	return uid, nil
+}
+
+// Google's issuer, and the spelling without its scheme that its ID tokens
+// carry at times, which go-oidc takes from that issuer only.
+const (
+	googleIssuer         = "https://accounts.google.com"
+	googleIssuerNoScheme = "accounts.google.com"
+)
+
+// issuerSpellings are the values an identity's recorded issuer may have
+// for a provider whose issuer is issuer: issuer itself, and for Google's
+// also the spelling without the scheme, which a sign-in recorded as the
+// token's iss before the provider's issuer was recorded in its place.
+func issuerSpellings(issuer string) []string {
+	if issuer == googleIssuer {
+		return []string{googleIssuer, googleIssuerNoScheme}
+	}
+	return []string{issuer}
 }
 
 // userByEmail returns the account of an address (in mail.Canonical form,
@@ -205,11 +225,11 @@ func linkedToIssuer(ctx context.Context, db sqldb.DB, userID, provider, issuer, 
 	const q = `
 SELECT coalesce(bool_or(subject <> $4), false), coalesce(bool_or(subject = $4), false)
 FROM identities
-WHERE user_id = $1 AND provider = $2 AND (issuer IS NULL OR issuer = $3)`
+WHERE user_id = $1 AND provider = $2 AND (issuer IS NULL OR issuer = ANY($3))`
 	if _, err := db.Exec(ctx, qLock, userID, provider); err != nil {
 		return false, false, fmt.Errorf("lock identities of user: %w", err)
 	}
-	if err := db.QueryRow(ctx, q, userID, provider, issuer, subject).Scan(&other, &self); err != nil {
+	if err := db.QueryRow(ctx, q, userID, provider, issuerSpellings(issuer), subject).Scan(&other, &self); err != nil {
 		return false, false, fmt.Errorf("find identities of user: %w", err)
 	}
 	return other, self, nil

@@ -77,6 +77,11 @@ type Provider struct {
 	// every authorization response names its issuer (RFC 9207), and name
 	// it in the redirect back.
 	IssParam bool
+	// Issuer, when set, is the issuer the provider names in place of URL:
+	// in its discovery document (whose endpoints are then under it), its
+	// ID tokens and RFC 9207's iss. An https one, such as Google's, is
+	// reached through Route. Set it before the first discovery.
+	Issuer string
 	// MovedTo is where GET /moved redirects (302).
 	MovedTo string
 	// Sign, when set, signs issued ID tokens in place of the provider's
@@ -143,12 +148,54 @@ func New(t testing.TB) *Provider {
 	return f
 }
 
+// IssuerURL is the issuer the provider names: Issuer, or URL.
+func (f *Provider) IssuerURL() string {
+	f.Mu.Lock()
+	defer f.Mu.Unlock()
+	return f.issuer()
+}
+
+// issuer is IssuerURL with Mu held.
+func (f *Provider) issuer() string {
+	if f.Issuer != "" {
+		return f.Issuer
+	}
+	return f.URL
+}
+
+// Route is a transport that sends the requests for the scheme and host of
+// from to those of to (plain http to the provider's loopback URL), and
+// every other request as it is: a client of a provider whose Issuer is
+// one no test can listen at.
+func Route(from, to string) http.RoundTripper {
+	return routed{from: from, to: to}
+}
+
+type routed struct{ from, to string }
+
+func (rt routed) RoundTrip(r *http.Request) (*http.Response, error) {
+	from, err := url.Parse(rt.from)
+	if err != nil {
+		return nil, err
+	}
+	to, err := url.Parse(rt.to)
+	if err != nil {
+		return nil, err
+	}
+	if r.URL.Scheme == from.Scheme && r.URL.Host == from.Host {
+		r = r.Clone(r.Context())
+		r.URL.Scheme, r.URL.Host, r.Host = to.Scheme, to.Host, to.Host
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
 func (f *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 	f.Mu.Lock()
 	f.Discoveries++
 	stall, pad, failure := f.DiscoveryStall, f.DiscoveryPadding, f.DiscoveryError
 	endpoints := maps.Clone(f.Endpoints)
 	issParam := f.IssParam
+	base := f.issuer()
 	f.Mu.Unlock()
 	if failure != "" {
 		http.Error(w, failure, http.StatusInternalServerError)
@@ -163,10 +210,10 @@ func (f *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	doc := map[string]any{
-		"issuer":                                f.URL,
-		"authorization_endpoint":                f.URL + "/authorize",
-		"token_endpoint":                        f.URL + "/token",
-		"jwks_uri":                              f.URL + "/jwks",
+		"issuer":                                base,
+		"authorization_endpoint":                base + "/authorize",
+		"token_endpoint":                        base + "/token",
+		"jwks_uri":                              base + "/jwks",
 		"response_types_supported":              []string{"code"},
 		"subject_types_supported":               []string{"public"},
 		"id_token_signing_alg_values_supported": []string{"RS256"},
@@ -200,7 +247,7 @@ func (f *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	f.codes[code] = grant{nonce: q.Get("nonce"), challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri"),
 		subject: f.Subject, email: f.Email, name: f.Name, verified: f.Verified, authTime: f.SignedInAt}
-	issParam := f.IssParam
+	issParam, iss := f.IssParam, f.issuer()
 	f.Mu.Unlock()
 	back, err := url.Parse(q.Get("redirect_uri"))
 	if err != nil {
@@ -211,7 +258,7 @@ func (f *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	bq.Set("code", code)
 	bq.Set("state", q.Get("state"))
 	if issParam {
-		bq.Set("iss", f.URL)
+		bq.Set("iss", iss)
 	}
 	back.RawQuery = bq.Encode()
 	http.Redirect(w, r, back.String(), http.StatusFound)
@@ -254,6 +301,7 @@ func (f *Provider) token(w http.ResponseWriter, r *http.Request) {
 	override := f.NonceOverride
 	extra := maps.Clone(f.Claims)
 	sign := f.Sign
+	iss := f.issuer()
 	f.Mu.Unlock()
 	if sign == nil {
 		sign = func(tok jwt.Token) ([]byte, error) { return jwt.Sign(tok, jwt.WithKey(jwa.RS256, f.Key)) }
@@ -275,7 +323,7 @@ func (f *Provider) token(w http.ResponseWriter, r *http.Request) {
 		nonce = override
 	}
 	now := time.Now()
-	tok, err := jwt.NewBuilder().Issuer(f.URL).Audience([]string{f.ClientID}).Subject(g.subject).
+	tok, err := jwt.NewBuilder().Issuer(iss).Audience([]string{f.ClientID}).Subject(g.subject).
 		IssuedAt(now).Expiration(now.Add(5*time.Minute)).
 		Claim("nonce", nonce).Claim("email", g.email).Claim("email_verified", g.verified).Claim("name", g.name).Build()
 	if err != nil {
