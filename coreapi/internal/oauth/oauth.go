@@ -742,11 +742,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		if err := p.checkIssuer(iss); err != nil {
 			return err
 		}
-		detail := "the provider refused the sign-in: " + clip.String(perr, 100)
-		if perrDesc != "" {
-			detail += " (" + clip.String(perrDesc, 200) + ")"
-		}
-		return problem.New(fiber.StatusBadRequest, problem.CodeProviderError, detail)
+		return problem.New(fiber.StatusBadRequest, problem.CodeProviderError, refusalDetail(perr, perrDesc))
 	}
 	if code == "" {
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "code is required")
@@ -847,6 +843,33 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		return err
 	}
 	return c.Redirect(to, fiber.StatusFound)
+}
+
+// refusalDetail is the detail of a provider's error response: its error
+// and error_description, each only when it holds the characters RFC 6749
+// (section 4.1.2.1) allows it, so that no line break, control character
+// or bidirectional override of the provider's choosing reaches a page or
+// a log that prints the detail.
+func refusalDetail(code, description string) string {
+	if !errorText(code) {
+		return "the provider refused the sign-in (its error code has characters RFC 6749 does not allow, and is not shown)"
+	}
+	detail := "the provider refused the sign-in: " + clip.String(code, 100)
+	if description != "" && errorText(description) {
+		detail += " (" + clip.String(description, 200) + ")"
+	}
+	return detail
+}
+
+// errorText reports whether s holds only the characters RFC 6749 allows
+// in error and error_description: printable ASCII but '"' and '\'.
+func errorText(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // withCode is returnTo (an allow-listed URL) with the hand-over code added

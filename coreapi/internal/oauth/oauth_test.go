@@ -2317,3 +2317,47 @@ func TestProviderFailureLoggedCut(t *testing.T) {
 		}
 	}
 }
+
+// TestProviderErrorPassedOnAsPlainText: a provider's error and
+// error_description are passed on in the problem's detail only as RFC
+// 6749 (section 4.1.2.1) allows them: printable ASCII without '"' and
+// '\'. A description with a line break, a control character or a
+// bidirectional override (which shows text reversed in whatever page or
+// log prints the detail) was passed on as it came, whoever wrote it. Such
+// a value is left out; the refusal is still 400 provider_error, and the
+// state is spent.
+func TestProviderErrorPassedOnAsPlainText(t *testing.T) {
+	x := start(t)
+	for _, tc := range []struct{ name, err, desc, want, unwanted string }{
+		{"bidirectional override", "access_denied", "call \u202e0001-555 ot", "access_denied", "\u202e"},
+		{"line break", "access_denied", "denied\nSign in at https://evil.example instead", "access_denied", "evil.example"},
+		{"control character in the code", "access_denied\x1b[31m", "", "", "\x1b"},
+		{"non-ASCII in the code", "acc\u00e8s_refus\u00e9", "", "", "\u00e8"},
+		{"quote and backslash", `access_denied"\`, "", "", `\`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := x.begin(t, "")
+			q := url.Values{"error": {tc.err}, "state": {st.state}}
+			if tc.desc != "" {
+				q.Set("error_description", tc.desc)
+			}
+			r := x.callback(t, "/api/v1/auth/oauth/fake/callback?"+q.Encode(), st.cookie)
+			p := r.Problem(t)
+			if r.Status != http.StatusBadRequest || p.Code != problem.CodeProviderError {
+				t.Fatalf("callback: %d %s, want 400 %s", r.Status, r.Body, problem.CodeProviderError)
+			}
+			if strings.Contains(p.Detail, tc.unwanted) || !strings.Contains(p.Detail, tc.want) {
+				t.Errorf("detail %q, want %q in it and no %q", p.Detail, tc.want, tc.unwanted)
+			}
+			if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 0 {
+				t.Errorf("state rows = %d, want 0 (the flow is over)", n)
+			}
+		})
+	}
+	// A description RFC 6749 allows is passed on.
+	st := x.begin(t, "")
+	r := x.callback(t, "/api/v1/auth/oauth/fake/callback?error=access_denied&error_description="+url.QueryEscape("The user <said> no!")+"&state="+url.QueryEscape(st.state), st.cookie)
+	if p := r.Problem(t); !strings.Contains(p.Detail, "access_denied (The user <said> no!)") {
+		t.Errorf("detail %q, want the error and its description", p.Detail)
+	}
+}
