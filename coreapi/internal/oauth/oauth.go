@@ -460,7 +460,7 @@ var (
 
 // checkReturnTo validates a return_to against the allow-list: required
 // and exactly one of the listed URLs once the list is set, refused when
-// there is no list.
+// there is no list. Checked at the start and again at the callback.
 func (s *Service) checkReturnTo(v string) error {
 	switch {
 	case len(s.returnTo) == 0 && v == "":
@@ -752,6 +752,12 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		return err
 	}
 	bindingCookie(c, state, "") // spent: the browser may forget it
+	// The return_to against this instance's list, now: one removed since
+	// the start (on a restart, or another replica's newer list) gets no
+	// code, and none is exchanged for it.
+	if err := s.checkReturnTo(f.ReturnTo); err != nil {
+		return err
+	}
 	oc, verifier, err := s.discoverFor(c, p)
 	if err != nil {
 		return err

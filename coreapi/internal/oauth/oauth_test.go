@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -989,6 +990,17 @@ func TestReturnTo(t *testing.T) {
 		{"not listed", "?return_to=" + url.QueryEscape("https://evil.example/steal")},
 		{"prefix of a listed one", "?return_to=" + url.QueryEscape("https://app.example.com/signed-in")},
 		{"listed one plus a path", "?return_to=" + url.QueryEscape("http://localhost:3000/cb/../x")},
+		// Every other spelling of a listed URL, or of another host, is
+		// not the listed URL: the list is compared byte for byte.
+		{"scheme-relative", "?return_to=" + url.QueryEscape("//evil.example/signed-in?from=tollgate")},
+		{"backslashes", "?return_to=" + url.QueryEscape(`\\evil.example/signed-in?from=tollgate`)},
+		{"scheme without slashes", "?return_to=" + url.QueryEscape("https:evil.example/signed-in?from=tollgate")},
+		{"listed host as userinfo", "?return_to=" + url.QueryEscape("https://app.example.com@evil.example/signed-in?from=tollgate")},
+		{"host in upper case", "?return_to=" + url.QueryEscape("https://APP.example.com/signed-in?from=tollgate")},
+		{"host with a trailing dot", "?return_to=" + url.QueryEscape("https://app.example.com./signed-in?from=tollgate")},
+		{"percent-encoded path", "?return_to=" + url.QueryEscape("https://app.example.com/%73igned-in?from=tollgate")},
+		{"listed one plus a fragment", "?return_to=" + url.QueryEscape(app+"#x")},
+		{"percent-encoded twice", "?return_to=" + url.QueryEscape(url.QueryEscape(app))},
 	} {
 		r := x.authorize(t, tc.query, "192.0.2.5")
 		if r.Status != http.StatusBadRequest || r.Problem(t).Code != problem.CodeReturnToNotAllowed {
@@ -2359,5 +2371,55 @@ func TestProviderErrorPassedOnAsPlainText(t *testing.T) {
 	r := x.callback(t, "/api/v1/auth/oauth/fake/callback?error=access_denied&error_description="+url.QueryEscape("The user <said> no!")+"&state="+url.QueryEscape(st.state), st.cookie)
 	if p := r.Problem(t); !strings.Contains(p.Detail, "access_denied (The user <said> no!)") {
 		t.Errorf("detail %q, want the error and its description", p.Detail)
+	}
+}
+
+// TestReturnToDelistedSinceTheStart: a sign-in ends at the return_to it
+// started with only while that URL is still one of
+// OAUTH_ALLOWED_RETURN_URLS. The list was read at the start only, so for
+// the state's 10 minutes a URL the operator removed (a domain given up,
+// an app retired), on an instance restarted with the new list or another
+// replica that has it, still got the hand-over codes of the flows started
+// before. The callback now checks it again before the code is exchanged
+// (400 return_to_not_allowed, nothing opened); a URL still listed ends
+// as before.
+func TestReturnToDelistedSinceTheStart(t *testing.T) {
+	const app, old = "https://app.example.com/cb", "https://old.example.com/cb"
+	list := []string{app, old}
+	x := start(t, func(o *oauth.Options) { o.AllowedReturnURLs = slices.Clone(list) })
+	pk := newAppPKCE(t)
+	delisted, kept := x.begin(t, pk.query(old)), x.begin(t, pk.query(app))
+	list = []string{app}
+	other := x.second(t) // an instance with the new list
+	finish := func(st started) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, other+x.approve(t, st), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.AddCookie(&http.Cookie{Name: st.cookie.Name, Value: st.cookie.Value})
+		resp, err := x.noFollow.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	before := x.exchanges()
+	resp := finish(delisted)
+	var p problem.Problem
+	_ = json.NewDecoder(resp.Body).Decode(&p)
+	if resp.StatusCode != http.StatusBadRequest || p.Code != problem.CodeReturnToNotAllowed {
+		t.Fatalf("callback of a flow whose return_to was delisted: %d %s Location=%q, want 400 %s",
+			resp.StatusCode, p.Code, resp.Header.Get("Location"), problem.CodeReturnToNotAllowed)
+	}
+	if n := x.exchanges(); n != before {
+		t.Errorf("%d code exchanges, want none", n-before)
+	}
+	if n := x.count(t, `SELECT count(*) FROM sessions`) + x.count(t, `SELECT count(*) FROM oauth_handovers`); n != 0 {
+		t.Errorf("%d sessions and hand-over codes, want none", n)
+	}
+	if resp := finish(kept); resp.StatusCode != http.StatusFound || !strings.HasPrefix(resp.Header.Get("Location"), app+"?code=") {
+		t.Errorf("callback of a flow whose return_to is still listed: %d Location=%q, want 302 to %s", resp.StatusCode, resp.Header.Get("Location"), app)
 	}
 }
