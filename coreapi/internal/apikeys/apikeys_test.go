@@ -310,6 +310,18 @@ func TestExpiryNotADateTime(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM api_keys`); n != 0 {
 		t.Fatalf("%d keys stored by refused requests", n)
 	}
+	// null is the one expires_at the document declares besides a
+	// date-time (a key that never expires); the permissions, a list, take
+	// none (httpapi.DecodeJSON).
+	r := x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/api-keys", As: &admin,
+		Body: `{"name": "x", "permissions": null}`})
+	wantProblem(t, r, 422, "validation_failed")
+	if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "permissions" || !strings.Contains(p.Errors[0].Message, "got null") {
+		t.Errorf("permissions null: errors %+v, want permissions ... got null", p.Errors)
+	}
+	if k := x.create(t, admin, "/api/v1/api-keys", `{"name": "x", "permissions": [], "expires_at": null}`); k.ExpiresAt != nil {
+		t.Errorf("expires_at null made a key expiring at %v", k.ExpiresAt)
+	}
 }
 
 // TestResolve: the internal answers for a wrong secret, an unknown key,

@@ -151,7 +151,7 @@ func MapError(err error) *problem.Problem {
 type createBody struct {
 	Name        string     `json:"name"`
 	Permissions []string   `json:"permissions"`
-	ExpiresAt   *time.Time `json:"expires_at"`
+	ExpiresAt   *time.Time `json:"expires_at" nullable:"true"` // null: never expires
 }
 
 // maxExpiryYear is the last year an expiry may fall in, in UTC: the

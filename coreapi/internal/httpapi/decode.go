@@ -24,14 +24,19 @@ import (
 
 // DecodeJSON strictly decodes the request body into dst: the content type
 // must be JSON, unknown fields and trailing data are rejected, and a
-// malformed body is a 400 problem that says where it went wrong.
+// malformed body is a 400 problem that says where it went wrong. A
+// top-level member sent as null is 422 validation_failed naming it, as a
+// member of another type is, unless its field is tagged nullable:"true"
+// (an expiry whose null means none): encoding/json leaves the field as
+// it was, so a PATCH went on without the member and a creation used the
+// default in its place, where the client may have meant to clear it.
 func DecodeJSON(c *fiber.Ctx, dst any) error {
-	return decodeJSON(c, dst, problem.CodeBadRequest)
+	return decodeJSON(c, dst, problem.CodeBadRequest, true)
 }
 
 // decodeJSON is DecodeJSON answering a repeated or misspelled member with
-// code.
-func decodeJSON(c *fiber.Ctx, dst any, code string) error {
+// code, and refusing a null member only when refuseNull.
+func decodeJSON(c *fiber.Ctx, dst any, code string, refuseNull bool) error {
 	if err := CheckCoding(c); err != nil {
 		return err
 	}
@@ -66,7 +71,7 @@ func decodeJSON(c *fiber.Ctx, dst any, code string) error {
 	// from a member named in any case: a body that another reader (a
 	// gateway's filter, an audit of the raw request) reads differently is
 	// refused instead.
-	return checkMembers(body, fieldNames(dst), code)
+	return checkMembers(body, fieldNames(dst), code, refuseNull)
 }
 
 // CheckCoding answers 415 unsupported_media_type, with Accept-Encoding:
@@ -107,26 +112,34 @@ func MediaType(c *fiber.Ctx) (string, error) {
 	return mt, nil
 }
 
-// fieldNames is the set of JSON member names of the struct dst points to,
-// spelled exactly as its fields declare them, or nil when dst is not a
-// pointer to a struct.
-func fieldNames(dst any) map[string]struct{} {
+// bodyField is what checkMembers knows of a JSON member of a body's
+// struct: the JSON type its field decodes from (jsonType), and whether
+// null is one of its values (the field is tagged nullable:"true").
+type bodyField struct {
+	typ      string
+	nullable bool
+}
+
+// fieldNames maps the JSON member names of the struct dst points to,
+// spelled exactly as its fields declare them, to their fields, or is nil
+// when dst is not a pointer to a struct.
+func fieldNames(dst any) map[string]bodyField {
 	t := reflect.TypeOf(dst)
 	if t == nil || t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
 		return nil
 	}
 	if m, ok := fieldNameSets.Load(t); ok {
-		return m.(map[string]struct{})
+		return m.(map[string]bodyField)
 	}
-	m := map[string]struct{}{}
+	m := map[string]bodyField{}
 	addFieldNames(m, t.Elem())
 	fieldNameSets.Store(t, m)
 	return m
 }
 
-var fieldNameSets sync.Map // reflect.Type → map[string]struct{}
+var fieldNameSets sync.Map // reflect.Type → map[string]bodyField
 
-func addFieldNames(m map[string]struct{}, t reflect.Type) {
+func addFieldNames(m map[string]bodyField, t reflect.Type) {
 	for i := range t.NumField() {
 		f := t.Field(i)
 		tag := f.Tag.Get("json")
@@ -150,7 +163,7 @@ func addFieldNames(m map[string]struct{}, t reflect.Type) {
 		if name == "" {
 			name = f.Name
 		}
-		m[name] = struct{}{}
+		m[name] = bodyField{typ: jsonType(f.Type), nullable: f.Tag.Get("nullable") == "true"}
 	}
 }
 
@@ -292,22 +305,24 @@ func readArgs(args *fasthttp.Args, fields []FormField, repeatCode string) error 
 // point to a struct, so that only its few field names get this far
 // (DecodeJSON refuses unknown members).
 func DecodeJSONOnce(c *fiber.Ctx, dst any) error {
-	return decodeJSON(c, dst, problem.CodeInvalidRequest)
+	return decodeJSON(c, dst, problem.CodeInvalidRequest, false)
 }
 
 // repeatedMember refuses a member of the JSON object body that is named
 // twice, as an OAuth parameter (invalid_request).
 func repeatedMember(body []byte) error {
-	return checkMembers(body, nil, problem.CodeInvalidRequest)
+	return checkMembers(body, nil, problem.CodeInvalidRequest, false)
 }
 
 // checkMembers refuses a member of the JSON object body that is named
 // twice (in any case: encoding/json fills one field from both), answering
 // with code, and, when known is not nil, a member that is not spelled
-// exactly as one of known. body is JSON that DecodeJSON has accepted, so
-// this scan checks nothing else: it walks the object's top-level members,
-// skipping their values, without allocating unless a name holds an escape.
-func checkMembers(body []byte, known map[string]struct{}, code string) error {
+// exactly as one of known, and with refuseNull one whose value is null
+// that its field does not take (nullMember). body is JSON that DecodeJSON
+// has accepted, so this scan checks nothing else: it walks the object's
+// top-level members, skipping their values, without allocating unless a
+// name holds an escape.
+func checkMembers(body []byte, known map[string]bodyField, code string, refuseNull bool) error {
 	var buf [16][]byte
 	names := buf[:0]
 	i := skipSpace(body, 0)
@@ -336,14 +351,19 @@ func checkMembers(body []byte, known map[string]struct{}, code string) error {
 				return repeated(string(n), code)
 			}
 		}
-		if _, ok := known[string(name)]; !ok && known != nil {
+		f, ok := known[string(name)]
+		if !ok && known != nil {
 			return misspelled(string(name), known, code)
 		}
 		names = append(names, name)
 		if i = skipSpace(body, end); i >= len(body) || body[i] != ':' {
 			return nil
 		}
-		if i = skipValue(body, skipSpace(body, i+1)); i < 0 {
+		i = skipSpace(body, i+1)
+		if refuseNull && ok && !f.nullable && bytes.HasPrefix(body[i:], []byte("null")) {
+			return nullMember(string(name), f.typ)
+		}
+		if i = skipValue(body, i); i < 0 {
 			return nil
 		}
 		if i = skipSpace(body, i); i >= len(body) || body[i] != ',' {
@@ -413,11 +433,19 @@ func repeated(name, code string) *problem.Problem {
 
 const sentTwice = "sent more than once"
 
+// nullMember is the answer to a member sent as null whose field takes
+// only values of type typ: the answer to a member of another type.
+func nullMember(name, typ string) *problem.Problem {
+	p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation, "a field has the wrong type")
+	p.Errors = []problem.FieldError{{Field: name, Message: "want " + typ + ", got null (leave the member out instead)"}}
+	return p
+}
+
 // misspelled is the answer to a member that encoding/json matched to a
 // field without regard to case: member names are case-sensitive. An
 // unknown field (422 unknown_field, as DecodeJSON's other unknown members)
 // on a data route; code on an OAuth endpoint (invalid_request).
-func misspelled(name string, known map[string]struct{}, code string) *problem.Problem {
+func misspelled(name string, known map[string]bodyField, code string) *problem.Problem {
 	want := ""
 	for k := range known {
 		if strings.EqualFold(k, name) {
