@@ -85,6 +85,9 @@ type Options struct {
 	// Tracing, when set, traces the server's requests and the pool's
 	// queries with it.
 	Tracing *tracing.Provider
+	// DB, when set, is the database the server serves (another Env's, as
+	// a second coreapi pod of the same deployment); nil: a new one.
+	DB *dbtest.DB
 }
 
 // Env is one running test server.
@@ -111,7 +114,10 @@ type Env struct {
 // and stops both when the test ends.
 func Start(t testing.TB, o Options) *Env {
 	t.Helper()
-	db := dbtest.New(t)
+	db := o.DB
+	if db == nil {
+		db = dbtest.New(t)
+	}
 	// A second pool with the query tracer: dbtest's pool is for seeding.
 	popts := pgtrace.PoolOptions{MaxConns: 8, ExecMode: o.ExecMode}
 	if o.Tracing != nil {

@@ -1,11 +1,13 @@
 package httpapi
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"hash"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/jsonenc"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -38,6 +41,12 @@ type cursorCodec struct {
 	// pads of the key each time, a Reset state restores them from a copy.
 	// Every page that has a next one makes a cursor.
 	macs *sync.Pool
+	// others check the cursors sealed with other keys, which decode too
+	// but are never sealed with: those derived from the identity keys
+	// listed after the first, so that a cursor outlives a rotation's
+	// switch, when pods that list the new key first and pods that still
+	// list the old one first serve the same clients.
+	others []cursorCodec
 }
 
 // cursorMAC is a pooled HMAC state with room for its input's separator
@@ -48,8 +57,25 @@ type cursorMAC struct {
 	sum [sha256.Size]byte
 }
 
-func newCursorCodec(key []byte) cursorCodec {
-	return cursorCodec{key: key, macs: &sync.Pool{New: func() any { return &cursorMAC{h: hmac.New(sha256.New, key)} }}}
+// newCursorCodec returns the codec that seals cursors with key and
+// decodes those sealed with key or with one of others.
+func newCursorCodec(key []byte, others ...[]byte) cursorCodec {
+	cc := cursorCodec{key: key, macs: &sync.Pool{New: func() any { return &cursorMAC{h: hmac.New(sha256.New, key)} }}}
+	for _, k := range others {
+		if !bytes.Equal(k, key) && !slices.ContainsFunc(cc.others, func(o cursorCodec) bool { return bytes.Equal(o.key, k) }) {
+			cc.others = append(cc.others, newCursorCodec(k))
+		}
+	}
+	return cc
+}
+
+// cursorKeys derives the cursor key of each identity key (DeriveCursorKey).
+func cursorKeys(keys []identity.Key) [][]byte {
+	out := make([][]byte, len(keys))
+	for i, k := range keys {
+		out[i] = DeriveCursorKey(k.Secret)
+	}
+	return out
 }
 
 const macLen = 16
@@ -99,14 +125,28 @@ func (cc cursorCodec) decode(list, scope, s string, v any) error {
 	enc := base64.RawURLEncoding.Strict() // one accepted spelling per cursor
 	payload, err1 := enc.DecodeString(p)
 	tag, err2 := enc.DecodeString(t)
-	var want [macLen]byte
-	if err1 != nil || err2 != nil || !hmac.Equal(tag, cc.mac(want[:0], list, scope, payload)) {
+	if err1 != nil || err2 != nil || !cc.sealed(list, scope, payload, tag) {
 		return ErrBadCursor
 	}
 	if err := json.Unmarshal(payload, v); err != nil {
 		return ErrBadCursor
 	}
 	return nil
+}
+
+// sealed reports whether tag is the tag of payload under cc's key or one
+// of its others'.
+func (cc cursorCodec) sealed(list, scope string, payload, tag []byte) bool {
+	var want [macLen]byte
+	if hmac.Equal(tag, cc.mac(want[:0], list, scope, payload)) {
+		return true
+	}
+	for _, o := range cc.others {
+		if hmac.Equal(tag, o.mac(want[:0], list, scope, payload)) {
+			return true
+		}
+	}
+	return false
 }
 
 // Cursors makes and checks pagination cursors for lists that other

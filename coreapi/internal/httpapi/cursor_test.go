@@ -123,3 +123,33 @@ func BenchmarkCursorAfter(b *testing.B) {
 		_ = c.After("users", "0b4f1f8e-1111-4c2a-9a53-7a1f7e0c0002", tm, "0b4f1f8e-1111-4c2a-9a53-7a1f7e0c0001")
 	}
 }
+
+// TestCursorOfAnotherListedKey: a codec decodes the cursors of the keys it
+// is given besides its own (the other identity keys' during a rotation),
+// and makes its cursors with its own key only.
+func TestCursorOfAnotherListedKey(t *testing.T) {
+	t.Parallel()
+	oldKey := DeriveCursorKey([]byte("0123456789abcdef0123456789abcdef"))
+	newKey := DeriveCursorKey([]byte("ffffffffffffffffffffffffffffffff"))
+	old, switched := newCursorCodec(oldKey, oldKey, newKey), newCursorCodec(newKey, newKey, oldKey)
+	if len(old.others) != 1 || len(switched.others) != 1 {
+		t.Fatalf("others %d and %d, want the one other key each", len(old.others), len(switched.others))
+	}
+	var k TimeKey
+	for _, c := range []string{old.encode("users", "t", TimeKey{T: 1, ID: "a"}), switched.encode("users", "t", TimeKey{T: 1, ID: "a"})} {
+		for _, cc := range []cursorCodec{old, switched} {
+			if err := cc.decode("users", "t", c, &k); err != nil {
+				t.Errorf("cursor %s refused: %v", c, err)
+			}
+			if err := cc.decode("users", "u", c, &k); err == nil {
+				t.Errorf("cursor %s accepted in another scope", c)
+			}
+		}
+	}
+	if old.encode("users", "t", k) == switched.encode("users", "t", k) {
+		t.Error("both codecs make the same cursor: one sealed with another key than its own")
+	}
+	if err := newCursorCodec(newKey).decode("users", "t", old.encode("users", "t", k), &k); err == nil {
+		t.Error("a codec without the old key decoded its cursor")
+	}
+}

@@ -55,7 +55,9 @@ type Options struct {
 	// remembered to refuse replays; 0 means replay.DefaultSize.
 	ReplayCacheSize int
 	// CursorKey authenticates pagination cursors; derive it from the
-	// first identity key with DeriveCursorKey.
+	// first identity key with DeriveCursorKey. The cursors of the keys
+	// derived from the others of IdentityKeys decode too (never made), so
+	// a next_cursor outlives a rotation of the core key.
 	CursorKey []byte
 	// Registerer receives the HTTP metrics; nil means none are exported.
 	Registerer prometheus.Registerer
@@ -247,7 +249,7 @@ func New(o Options) (*Server, error) {
 		v1:           v1,
 		replays:      replays,
 		now:          o.Now,
-		cursor:       newCursorCodec(o.CursorKey),
+		cursor:       newCursorCodec(o.CursorKey, cursorKeys(o.IdentityKeys)...),
 		metrics:      m,
 		observe:      o.Observe,
 		mappers:      o.ErrorMappers,
