@@ -280,8 +280,8 @@ func (a *App) Close() {
 // Serve connects to NATS, starts the key refresher and both servers, and
 // blocks until ctx ends or a server fails; then it shuts down in order:
 // not ready, drain with a deadline, the counts of log lines left out
-// written, NATS drained and the last API-key usage report sent, caches
-// closed.
+// written, NATS drained and the last API-key usage report sent, the
+// streams' rechecks ended, caches closed.
 func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	defer a.Close()
 	// The background work (the key set's refresh, the rules' watch, the
@@ -347,7 +347,7 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 	// each, and a bounded wait for them to go.
 	dctx, dcancel := context.WithTimeout(sctx, a.cfg.StreamDrain)
 	if err := a.Streams.Drain(dctx); err != nil {
-		a.log.Warn("streams still open after the drain window", "open", a.Streams.Open())
+		a.log.Warn("streams still open after the drain window", "open", a.Streams.Open(), "err", err)
 	}
 	dcancel()
 	if err := a.Server.App().ShutdownWithContext(sctx); err != nil {
@@ -366,6 +366,12 @@ func (a *App) Serve(ctx context.Context, ln, adminLn net.Listener) error {
 		c.CloseIdleConnections()
 	}
 	a.internal.CloseIdleConnections()
+	// The caches close as Serve returns: a stream's recheck still waiting
+	// for its projection (the drain window cut short) is waited for
+	// first.
+	if err := a.Streams.WaitRechecks(sctx); err != nil {
+		a.log.Warn("stream rechecks still running as the caches close", "err", err)
+	}
 	return runErr
 }
 

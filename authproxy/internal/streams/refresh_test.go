@@ -53,14 +53,16 @@ func TestRefreshDecidesOnlyStreamsWhoseEntryIsOutdated(t *testing.T) {
 	pc.Reconnected()
 	cc := &countedCache{Cache: pc, gets: map[string]int{}}
 	m := New(Options{Refresh: 5 * time.Millisecond}, cc, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	defer m.stopOnce.Do(func() { close(m.stopRefresh) })
+	// Drained before the cache closes, as the proxy does: the rechecks
+	// read it.
+	defer drainNow(t, m)
 	rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute}
 	for _, sub := range []string{"kept", "moved"} {
 		c, err := m.reserveAt("sse", "/x", &tokens.Claims{Sub: sub, Tid: "t", Sid: "s-" + sub}, rt, "r", origin{path: "/x", method: "GET"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		m.start(c, func(string) {})
+		m.start(c, func(reason string) { m.release(c, reason) })
 	}
 	eventually.Within(t, 5*time.Second, func() error {
 		if cc.count("kept") == 0 || cc.count("moved") == 0 {

@@ -179,6 +179,13 @@ type Manager struct {
 	refreshOnce sync.Once
 	stopOnce    sync.Once
 	stopRefresh chan struct{}
+	// bg counts the goroutines that read the projection cache (rechecks,
+	// their lookups, the periodic rechecks), so that the cache is closed
+	// only once they end (WaitRechecks); none is started once stopped
+	// (set by Drain). Both guarded by bgMu.
+	bgMu    sync.Mutex
+	stopped bool
+	bg      sync.WaitGroup
 	// routeMu orders the route changes of a stream: Reroute's, and its
 	// registration's (a stream routed by a table that is no longer
 	// current), so that a stream ends on the route of the newest table.
@@ -621,7 +628,7 @@ func (m *Manager) schedule(c *Conn) {
 	if !c.rechecking.CompareAndSwap(false, true) {
 		return
 	}
-	go func() {
+	if !m.goBg(func() {
 		for {
 			c.again.Store(false)
 			m.recheckConn(c)
@@ -632,7 +639,52 @@ func (m *Manager) schedule(c *Conn) {
 				return
 			}
 		}
+	}) {
+		c.rechecking.Store(false) // draining: no recheck starts
+	}
+}
+
+// goBg runs f on a goroutine counted in bg, unless Drain has begun: it
+// reports whether f runs.
+func (m *Manager) goBg(f func()) bool {
+	m.bgMu.Lock()
+	defer m.bgMu.Unlock()
+	if m.stopped {
+		return false
+	}
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		f()
 	}()
+	return true
+}
+
+// stopRechecks has no recheck start from now on (Drain).
+func (m *Manager) stopRechecks() {
+	m.bgMu.Lock()
+	m.stopped = true
+	m.bgMu.Unlock()
+}
+
+// WaitRechecks waits, once Drain has begun, until no recheck of a stream
+// reads the projection cache any more, or until ctx ends: a recheck's
+// lookup waits for its fetch from coreapi, whose stream may be gone, and
+// the cache is to be closed only after it. Drain waits for them itself;
+// WaitRechecks waits for those a Drain cut short by its ctx left.
+func (m *Manager) WaitRechecks(ctx context.Context) error {
+	m.stopRechecks() // a Wait must not run beside an Add of a new one
+	done := make(chan struct{})
+	go func() {
+		m.bg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("streams: rechecks still running: %w", ctx.Err())
+	}
 }
 
 // DownRecheckFor is Options.DownRecheck for a projection cache that trusts
@@ -677,7 +729,7 @@ func (m *Manager) startRefresh() {
 	if m.o.Refresh <= 0 {
 		return
 	}
-	m.refreshOnce.Do(func() { go m.recheckEvery(m.o.Refresh, m.stopRefresh) })
+	m.refreshOnce.Do(func() { m.goBg(func() { m.recheckEvery(m.o.Refresh, m.stopRefresh) }) })
 }
 
 // feedDown starts deciding every stream again each DownRecheck, until
@@ -691,8 +743,10 @@ func (m *Manager) feedDown() {
 	if m.downStop != nil || m.drain.Load() { // Drain sets drain, then calls feedUp
 		return
 	}
-	m.downStop = make(chan struct{})
-	go m.recheckEvery(m.o.DownRecheck, m.downStop)
+	stop := make(chan struct{})
+	if m.goBg(func() { m.recheckEvery(m.o.DownRecheck, stop) }) {
+		m.downStop = stop
+	}
 }
 
 // feedUp stops the rechecks feedDown started.
@@ -762,6 +816,9 @@ func (m *Manager) recheckConn(c *Conn) {
 	warned := false
 	for {
 		reason, err := m.decideWithin(c, m.attemptFor(since))
+		if errors.Is(err, ErrDraining) { // Drain closes c
+			return
+		}
 		if err == nil {
 			if reason != "" {
 				m.log.Info("stream closed: access withdrawn", c.logArgs("reason", reason, "route", c.route)...)
@@ -819,17 +876,24 @@ var errLookupTimeout = fmt.Errorf("%w: stream's projection lookup timed out", pr
 // decideWithin is decide given up after d, or once c is closed ("",
 // nil: nothing left to decide). The cache's lookup waits for its fetch
 // whatever its context says (requests for one entry share it): it is
-// waited for here on a goroutine of its own, which ends with the fetch.
+// waited for here on a goroutine of its own, which ends with the fetch
+// (and which Drain waits for). Once Drain has begun, nothing is looked up
+// (ErrDraining).
 func (m *Manager) decideWithin(c *Conn, d time.Duration) (string, error) {
 	type result struct {
 		reason string
 		err    error
 	}
+	if c.Reason() != "" {
+		return "", nil
+	}
 	done := make(chan result, 1)
-	go func() {
+	if !m.goBg(func() {
 		reason, err := m.decide(c, d)
 		done <- result{reason, err}
-	}()
+	}) {
+		return "", ErrDraining
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -945,13 +1009,16 @@ func forwardedElsewhere(old, r *rules.Route) bool {
 	return old != nil && (old.StripPrefix != r.StripPrefix || r.StripPrefix && old.Prefix != r.Prefix)
 }
 
-// Drain refuses new streams, closes the open ones (WebSocket close 1001,
-// SSE end) and waits for them to finish until ctx ends.
+// Drain refuses new streams and rechecks, closes the open streams
+// (WebSocket close 1001, SSE end) and waits until ctx ends for them to
+// finish and for the rechecks running to end (WaitRechecks): the
+// projection cache they read is closed after.
 func (m *Manager) Drain(ctx context.Context) error {
 	m.mu.Lock()
 	m.drain.Store(true)
 	empty := len(m.all) == 0
 	m.mu.Unlock()
+	m.stopRechecks()
 	m.feedUp()
 	m.stopOnce.Do(func() { close(m.stopRefresh) })
 	if empty {
@@ -962,10 +1029,10 @@ func (m *Manager) Drain(ctx context.Context) error {
 	}
 	select {
 	case <-m.done:
-		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	return m.WaitRechecks(ctx)
 }
 
 func (m *Manager) buf() *[]byte  { return m.pool.Get().(*[]byte) }
