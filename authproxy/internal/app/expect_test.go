@@ -354,3 +354,49 @@ func TestExpectContinueHygieneFirst(t *testing.T) {
 		}
 	}
 }
+
+// TestExpectContinuePreflight: a CORS preflight from an allowed origin
+// that waits for "100 Continue" is told to continue and answered 204 by
+// the handler, as it is without the expectation: a preflight carries no
+// credential, and the handler answers it before routing and
+// authorization. The hook judged it as any request on a protected route,
+// and refused it 401 for its missing token. A preflight from another
+// origin is routed like any request, by the hook as by the handler.
+func TestExpectContinuePreflight(t *testing.T) {
+	e := start(t, envOpt{rules: expectRules + "  - {prefix: /private, upstream: notes, access: protected}\n",
+		vars: map[string]string{"CORS_ALLOWED_ORIGINS": appOrigin}})
+	preflight := func(path, origin string) string {
+		return fmt.Sprintf("OPTIONS %s HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\nAccess-Control-Request-Method: POST\r\n"+
+			"Access-Control-Request-Headers: authorization\r\nContent-Length: 0\r\n", path, origin)
+	}
+	for _, path := range []string{"/private/a", "/api/v1/users/me"} {
+		t.Run(path, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			conn, br := dialProxy(t, e.addr)
+			fmt.Fprint(conn, preflight(path, appOrigin)+"Expect: 100-continue\r\n\r\n")
+			resp := readAnswers(t, br, []string{"OPTIONS", "OPTIONS"}, []int{100, 204})[1]
+			if resp.Header.Get("Access-Control-Allow-Origin") != appOrigin || !strings.Contains(resp.Header.Get("Access-Control-Allow-Methods"), "POST") {
+				t.Fatalf("preflight answered without its CORS headers: %v", resp.Header)
+			}
+			e.wantNothingForwarded()
+			r := e.raw(preflight(path, appOrigin) + "Connection: close\r\n\r\n")
+			if r.status != resp.StatusCode || r.header.Get("Access-Control-Allow-Origin") != resp.Header.Get("Access-Control-Allow-Origin") {
+				t.Fatalf("with the expectation: %d %v; without: %d %v", resp.StatusCode, resp.Header, r.status, r.header)
+			}
+		})
+	}
+	t.Run("another origin", func(t *testing.T) {
+		e := e.with(t)
+		e.reset()
+		conn, br := dialProxy(t, e.addr)
+		fmt.Fprint(conn, preflight("/private/a", "https://evil.example.com")+"Expect: 100-continue\r\n\r\n")
+		resp := readAnswers(t, br, []string{"OPTIONS"}, []int{401})[0]
+		if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+			t.Fatalf("a refused preflight of another origin carries CORS headers: %v", resp.Header)
+		}
+		r := e.raw(preflight("/private/a", "https://evil.example.com") + "Connection: close\r\n\r\n")
+		e.wantStatus(r, 401)
+		e.wantNothingForwarded()
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 
 	"github.com/tollgate-auth/tollgate/authproxy/internal/pathnorm"
 )
@@ -53,11 +54,7 @@ func (p *CORS) allowed(origin []byte) string {
 // routed like any request and gets no CORS headers). It reports whether
 // it answered.
 func (s *Server) preflight(c *fiber.Ctx, st *state) bool {
-	h := &c.Request().Header
-	if !h.IsOptions() || len(h.Peek(fiber.HeaderAccessControlRequestMethod)) == 0 {
-		return false
-	}
-	if s.o.CORS.allowed(h.Peek(fiber.HeaderOrigin)) == "" {
+	if !s.isPreflight(&c.Request().Header) {
 		return false
 	}
 	st.outcome = "preflight"
@@ -72,6 +69,13 @@ func (s *Server) preflight(c *fiber.Ctx, st *state) bool {
 	}
 	c.Status(fiber.StatusNoContent)
 	return true
+}
+
+// isPreflight reports whether h is a CORS preflight from an allowed
+// origin, which preflight answers (CORS configured).
+func (s *Server) isPreflight(h *fasthttp.RequestHeader) bool {
+	return h.IsOptions() && len(h.Peek(fiber.HeaderAccessControlRequestMethod)) > 0 &&
+		s.o.CORS.allowed(h.Peek(fiber.HeaderOrigin)) != ""
 }
 
 // corsHeaders sets the CORS response headers last (forwarding replaces

@@ -478,7 +478,8 @@ func New(d Deps, o Options) *Server {
 //     whole body (up to the route's limit) to be refused.
 //
 // Any other request is told to continue, and so is one the handler must
-// judge itself: on a route that ignores a bad bearer (the token
+// judge itself: a CORS preflight from an allowed origin (answered 204
+// before routing), on a route that ignores a bad bearer (the token
 // endpoint), or with fields hygiene may change first (expectAuth). Its
 // body is read once the request is allowed (readBody). A valid credential
 // is continued and judged again by the handler, from the caches the hook
@@ -492,6 +493,11 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 		return s.expectRefused(c, st, err)
 	}
 	h := &ctx.Request.Header
+	if s.o.CORS != nil && s.isPreflight(h) {
+		// Answered by the handler after hygiene, before any route or
+		// credential (stages): a preflight carries none.
+		return s.expectContinued(st)
+	}
 	if q := ctx.URI().QueryString(); len(q) > 0 && keyInQuery(q) {
 		s.d.Metrics.APIKeyRefusals.WithLabelValues("in_query").Inc()
 		st.outcome = "api_key_in_query"
