@@ -176,7 +176,7 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 	a.Streams = streams.New(streams.Options{MaxConns: cfg.StreamMaxConns, MaxPerUser: cfg.StreamMaxPerUser, MaxPerIP: cfg.StreamMaxPerIP,
 		BufferBytes: cfg.StreamBufferBytes, DialTimeout: cfg.UpstreamMaxConnWait, HandshakeTimeout: cfg.UpstreamTimeout,
 		WriteTimeout: cfg.WriteTimeout, DownRecheck: streams.DownRecheckFor(cfg.MaxStaleness),
-		Refresh: streams.RefreshFor(cfg.ProjectionCacheTTL), RecheckFor: streams.RecheckForStaleness(cfg.MaxStaleness), Now: h.Now,
+		Refresh: streams.RefreshFor(cfg.ProjectionCacheTTL), RecheckFor: streams.RecheckForStaleness(cfg.MaxStaleness), Leeway: cfg.Leeway, Now: h.Now,
 		// Read only once requests are served (a.Server is set below).
 		Table: func() *rules.Table { return a.Server.Router().Table }, Keys: a.Keys.Current}, a.Projections, log, m.Registry)
 	// The streams see every eviction the cache sees: NATS events and the

@@ -203,7 +203,8 @@ routes:
 }
 
 func TestStreamsClosedOnRevocation(t *testing.T) {
-	e, _ := startStreams(t, nil)
+	// A token expires for the proxy at exp plus TOKEN_LEEWAY.
+	e, _ := startStreams(t, map[string]string{"TOKEN_LEEWAY": "1s"})
 	tok := e.token(nil)
 	restore := func() {
 		e.core.SetProjection(notesProjection())
@@ -970,7 +971,8 @@ routes:
 // the answer on and closed the stream at once.
 func TestStreamTokenExpiresDuringItsHandshake(t *testing.T) {
 	addr, held := heldUpstream(t)
-	e := start(t, envOpt{vars: map[string]string{"UPSTREAM_TIMEOUT": "30s"}, rules: `
+	// A token expires for the proxy at exp plus TOKEN_LEEWAY.
+	e := start(t, envOpt{vars: map[string]string{"UPSTREAM_TIMEOUT": "30s", "TOKEN_LEEWAY": "1s"}, rules: `
 upstreams:
   slow: {url: "http://` + addr + `", key_id: app-notes}
 routes:
@@ -983,7 +985,8 @@ routes:
 		{"event stream", "GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"},
 	} {
 		t.Run(kind.name, func(t *testing.T) {
-			// Expires within 2 s, well before the upstream's timeout.
+			// Expires within 3 s (the leeway's second included), well
+			// before the upstream's timeout.
 			short := e.token(func(c testenv.Claims) { c["exp"] = time.Now().Add(2 * time.Second).Unix() })
 			req := strings.Replace(kind.req, "\r\n\r\n", "\r\nAuthorization: Bearer "+short+"\r\n\r\n", 1)
 			closed, answered := heldRequest(t, e, req, held)

@@ -149,7 +149,10 @@ type Options struct {
 	// it.
 	Table func() *rules.Table
 	Keys  func() *jwks.Set
-	Now   func() time.Time
+	// Leeway is the token verifier's (TOKEN_LEEWAY): a stream's token
+	// expires, as its requests' do, at exp plus it.
+	Leeway time.Duration
+	Now    func() time.Time
 }
 
 // Manager holds the open streams.
@@ -399,7 +402,7 @@ func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Rou
 	}
 	m.m.open.WithLabelValues(kind, route).Inc()
 	m.mu.Unlock()
-	c.armExpiry(m.o.Now())
+	c.armExpiry(m.o.Now(), m.o.Leeway)
 	// The request was decided before the stream joined the indexes
 	// above: a rules reload, a key set or an invalidation in between
 	// found nothing to apply to it. Each is applied from here on (a
@@ -466,10 +469,13 @@ func (m *Manager) admit(c *Conn) {
 // and the stream is refused as a request with it would be, where armed
 // only once the stream started it held its upstream connection, and the
 // client, up to the upstream's timeout, then opened the stream to close
-// it at once.
-func (c *Conn) armExpiry(now time.Time) {
+// it at once. The token expires at exp plus leeway, when the verifier
+// starts refusing it: a stream opened with one past exp but within the
+// leeway, which its request was allowed with, is not closed as it
+// registers.
+func (c *Conn) armExpiry(now time.Time, leeway time.Duration) {
 	if c.claims != nil && c.claims.Exp > 0 {
-		d := time.Unix(c.claims.Exp, 0).Sub(now)
+		d := time.Unix(c.claims.Exp, 0).Add(leeway).Sub(now)
 		c.expiry = time.AfterFunc(max(d, 0), func() { c.Close(ReasonTokenExpired) })
 	}
 }
