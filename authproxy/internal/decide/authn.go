@@ -81,13 +81,21 @@ func enrolmentPath(path string) bool {
 		path == "/api/v1/users/me/mfa" || strings.HasPrefix(path, "/api/v1/users/me/mfa/")
 }
 
+// subResource: path is prefix + a non-empty id + "/" + sub.
+func subResource(path, prefix, sub string) bool {
+	rest, ok := strings.CutPrefix(path, prefix)
+	id, got, _ := strings.Cut(rest, "/")
+	return ok && id != "" && got == sub
+}
+
 // coreStepUp: coreapi's operations that need a fresh second factor from a
 // user who has one: those that change the account's credentials, hand out
 // access that outlasts the session (API keys, client secrets, permissions
-// for another account: a member added, invited, re-enabled or granted a
-// role, a role's permissions widened), remove a member, or change the
-// tenant's policy. A stolen access token of an admin who has a second
-// factor is then not turned into lasting access for its thief.
+// for another account: a member added, invited, an invitation resent, a
+// member re-enabled or granted a role, a role's permissions widened),
+// remove a member, or change the tenant's policy. A stolen access token
+// of an admin who has a second factor is then not turned into lasting
+// access for its thief.
 func coreStepUp(method, path string) bool {
 	switch method {
 	case "PUT":
@@ -115,15 +123,15 @@ func coreStepUp(method, path string) bool {
 		// Credentials that outlast the session: API keys, a service
 		// account with its first client secret or a further one, new
 		// recovery codes (a way past the second factor); a member added
-		// with roles, or invited to join with them.
+		// with roles, or invited to join with them, or an invitation
+		// resent (its caller becomes the sender, and a new link hands
+		// its roles out again).
 		switch path {
 		case "/api/v1/api-keys", "/api/v1/users/me/api-keys", "/api/v1/service-accounts", "/api/v1/users", "/api/v1/invitations",
 			"/api/v1/users/me/mfa/recovery-codes":
 			return true
 		}
-		rest, ok := strings.CutPrefix(path, "/api/v1/service-accounts/")
-		id, sub, _ := strings.Cut(rest, "/")
-		return ok && id != "" && sub == "secrets"
+		return subResource(path, "/api/v1/service-accounts/", "secrets") || subResource(path, "/api/v1/invitations/", "resend")
 	case "DELETE":
 		if path == "/api/v1/users/me/mfa/totp" {
 			return true

@@ -73,7 +73,15 @@ func TestAuthn(t *testing.T) {
 		{"core add member", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/users", DenyStepUp, 300},
 		{"core invite", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/invitations", DenyStepUp, 300},
 		{"core invite, fresh factor", identity.Projection{MFAEnabled: true}, mfaFresh, core, "POST", "/api/v1/invitations", Allow, 0},
-		{"core resend invitation", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/invitations/0b7e/resend", Allow, 0},
+		// A resend makes its caller the sender and mails a new link: it
+		// hands the invitation's roles out again, as the invite does.
+		{"core resend invitation", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/invitations/0b7e/resend", DenyStepUp, 300},
+		{"core resend invitation, old factor", identity.Projection{MFAEnabled: true}, mfaOld, core, "POST", "/api/v1/invitations/0b7e/resend", DenyStepUp, 300},
+		{"core resend invitation, fresh factor", identity.Projection{MFAEnabled: true}, mfaFresh, core, "POST", "/api/v1/invitations/0b7e/resend", Allow, 0},
+		{"core resend invitation, user without MFA", identity.Projection{}, pwd, core, "POST", "/api/v1/invitations/0b7e/resend", Allow, 0},
+		{"core invitation, other sub-path", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/invitations/0b7e/other", Allow, 0},
+		{"core resend without an id", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/invitations//resend", Allow, 0},
+		{"core withdraw invitation", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/invitations/0b7e", Allow, 0},
 		{"core accept invitation", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/invitations/accept", Allow, 0},
 		{"core list api keys", identity.Projection{MFAEnabled: true}, pwd, core, "GET", "/api/v1/api-keys", Allow, 0},
 		{"core read me", identity.Projection{MFAEnabled: true}, pwd, core, "GET", "/api/v1/users/me", Allow, 0},
