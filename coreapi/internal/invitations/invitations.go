@@ -433,26 +433,31 @@ RETURNING i.id::text, i.email`
 	return nil
 }
 
-// WithdrawForAddressLeft withdraws, in tx, the pending invitations to
-// email of the tenants where userID is a member (in any status), an
-// account whose address is changing from email: such an invitation was
+// WithdrawForAddressChange withdraws, in tx, the pending invitations to
+// from or to of the tenants where userID is a member (in any status), an
+// account whose address is changing from from to to. One to from was
 // pending when the member came to hold the address (see
 // WithdrawForMember), and once the address is no member's, no removal
 // finds it by the member's address, so its link, which the member still
 // reads in the mailbox they left, would let them join again, as a new
-// account, after their removal. Invitations of other tenants to email
-// stay: they are not the member's to end. Each is audited in its tenant
-// as invitation.revoked with the member as actor and data.via
-// user.email_changed. The caller takes the tenants' locks
-// (roles.LockTenant) first, as an accept does before the invitation's
-// row.
-func WithdrawForAddressLeft(ctx context.Context, tx pgx.Tx, userID, email, requestID string) error {
+// account, after their removal. One to to is addressed to a member once
+// the change commits, as POST /users of the address would make it
+// (WithdrawForMember, member.added): nobody could accept or resend it,
+// and the tenant's list showed it pending (already_member) with its link
+// live. Invitations of other tenants to either address stay: they are
+// not the member's to end (and to is theirs to accept). Each is audited
+// in its tenant as invitation.revoked with the member as actor and
+// data.via user.email_changed. The caller takes the tenants' locks
+// (roles.LockTenant) first, as an accept and a creation do before the
+// invitation's row.
+func WithdrawForAddressChange(ctx context.Context, tx pgx.Tx, userID, from, to, requestID string) error {
 	q := `
 UPDATE invitations i SET status = 'revoked', updated_at = now()
 FROM memberships m
-WHERE m.user_id = $1 AND i.tenant_id = m.tenant_id AND i.status = 'pending' AND ` + InvitedIsSQL("i.email", "$2") + `
+WHERE m.user_id = $1 AND i.tenant_id = m.tenant_id AND i.status = 'pending'
+  AND (` + InvitedIsSQL("i.email", "$2") + ` OR ` + InvitedIsSQL("i.email", "$3") + `)
 RETURNING i.id::text, i.tenant_id::text, i.email`
-	rows, _ := tx.Query(ctx, q, userID, email)
+	rows, _ := tx.Query(ctx, q, userID, from, to)
 	type withdrawn struct{ ID, TenantID, Email string }
 	ws, err := pgx.CollectRows(rows, pgx.RowToStructByPos[withdrawn])
 	if err != nil {

@@ -1,10 +1,12 @@
 package lifecycle_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"testing"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -162,6 +164,103 @@ AND tenant_id = $2 AND actor_user_id = $3 AND data->>'via' = 'member.added' AND 
 	}
 	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": "a long password"}); st != http.StatusGone || code != problem.CodeInvitationNotActive {
 		t.Errorf("accept of the invitation after the invitee was added: %d %s, want 410 invitation_not_active", st, code)
+	}
+}
+
+// TestMovingToAnInvitedAddressEndsItsInvitation: a member who moves their
+// account to an address with a pending invitation to a tenant they belong
+// to holds that address as a member when the change is confirmed, as POST
+// /users of it would make them: the invitation is withdrawn in the
+// change's transaction, audited as invitation.revoked with the member as
+// actor and data.via user.email_changed. It stayed pending: listed as
+// such (already_member), neither resendable nor acceptable, its link
+// mailed and live. Another tenant's invitation to the address, where the
+// member does not belong, is theirs to accept now, and stays.
+func TestMovingToAnInvitedAddressEndsItsInvitation(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "owner@moved.test")
+	other := x.signup(t, "owner@elsewhere.test")
+	eve := x.signup(t, "eve@moved.test")
+	x.SeedMember(t, owner.c.Tid, eve.c.Sub, "member")
+	const moved = "eve.new@example.com"
+	inv := x.invite(t, owner.id, moved)
+	tok := x.mail(t, moved, "T of owner@moved.test").Token()
+	kept := x.invite(t, other.id, moved)
+
+	wantStatus(t, x.Send(t, &eve.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": moved}), http.StatusAccepted)
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email",
+		map[string]string{"token": x.mail(t, moved, "Confirm").Token(), "password": pw}), http.StatusOK)
+
+	if st := x.invitationStatus(t, inv.ID); st != invitations.StatusRevoked {
+		t.Errorf("the invitation to the address the member moved to is %q, want %q", st, invitations.StatusRevoked)
+	}
+	if got := x.tenantRefusals(t, owner.id)[moved]; got != invitations.RefusedRevoked {
+		t.Errorf("the list's refusal = %q, want %q", got, invitations.RefusedRevoked)
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'invitation.revoked' AND target_id = $1
+AND tenant_id = $2 AND actor_user_id = $3 AND data->>'via' = 'user.email_changed' AND data->>'email' = $4`,
+		inv.ID, owner.c.Tid, eve.c.Sub, moved); n != 1 {
+		t.Errorf("%d invitation.revoked events via user.email_changed, want 1", n)
+	}
+	if _, st, code := x.accept(t, nil, map[string]string{"token": tok, "password": pw}); st != http.StatusGone || code != problem.CodeInvitationNotActive {
+		t.Errorf("accept of the invitation after the member moved to its address: %d %s, want 410 invitation_not_active", st, code)
+	}
+	if st := x.invitationStatus(t, kept.ID); st != invitations.StatusPending {
+		t.Errorf("another tenant's invitation to the address is %q, want %q", st, invitations.StatusPending)
+	}
+}
+
+// TestMovingToAnInvitedAddressRacingItsAccept: an accept of the invitation
+// to the address a member is moving to, by someone who creates an account
+// with it, holds the tenant's lock and the invitation's row when the
+// change is confirmed. The change takes the tenant's lock first, as the
+// accept does, so it waits for the accept, which takes the address, and
+// then answers 409 email_taken. Taken after the account's row and the
+// new address, the change's withdrawal waited for the invitation's row
+// while the accept's account waited for the address: a deadlock, which
+// PostgreSQL ended by failing one of them.
+func TestMovingToAnInvitedAddressRacingItsAccept(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	ctx := t.Context()
+	owner := x.signup(t, "owner@race.test")
+	eve := x.signup(t, "eve@race.test")
+	x.SeedMember(t, owner.c.Tid, eve.c.Sub, "member")
+	const moved = "eve.new@example.com"
+	inv := x.invite(t, owner.id, moved)
+	wantStatus(t, x.Send(t, &eve.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": moved}), http.StatusAccepted)
+	confirm := x.mail(t, moved, "Confirm").Token()
+
+	// The accept in flight, as lifecycle's: the tenant's lock, then the
+	// invitation's row.
+	accept, err := x.DB.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = accept.Rollback(context.Background()) }()
+	if _, err := accept.Exec(ctx, `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, owner.c.Tid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := accept.Exec(ctx, `SELECT 1 FROM invitations WHERE id = $1 FOR UPDATE`, inv.ID); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan apitest.Response, 1)
+	go func() {
+		done <- x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": confirm, "password": pw})
+	}()
+	x.DB.WaitForLockWaiters(t, 1) // the change, at a lock the accept holds
+	// The accept creates the invitee's account, then marks the invitation.
+	if _, err := accept.Exec(ctx, `INSERT INTO users (email, display_name, email_verified_at) VALUES ($1, '', now())`, moved); err != nil {
+		t.Fatalf("the accept's account: %v", err)
+	}
+	if _, err := accept.Exec(ctx, `UPDATE invitations SET status = 'accepted' WHERE id = $1`, inv.ID); err != nil {
+		t.Fatalf("the accept's mark: %v", err)
+	}
+	if err := accept.Commit(ctx); err != nil {
+		t.Fatalf("the accept's commit: %v", err)
+	}
+	wantProblem(t, <-done, http.StatusConflict, problem.CodeEmailTaken)
+	if got := x.me(t, eve).Email; got != "eve@race.test" {
+		t.Errorf("the member's address is %q, want the one kept", got)
 	}
 }
 

@@ -202,7 +202,7 @@ FROM users u WHERE id = $1 FOR UPDATE`
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	var out Verified
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if err := lockTenantsOfAddressLeft(ctx, tx, b.Token); err != nil {
+		if err := lockTenantsOfAddressChange(ctx, tx, b.Token); err != nil {
 			return err
 		}
 		// The account's row before the token (see onetime.LockUser).
@@ -257,8 +257,9 @@ FROM users u WHERE id = $1 FOR UPDATE`
 			return err
 		}
 		// Nor must an invitation to it of the account's tenants, which
-		// the removal of the member would no longer find.
-		if err := invitations.WithdrawForAddressLeft(ctx, tx, t.UserID, current, rid); err != nil {
+		// the removal of the member would no longer find; and one to the
+		// new address there is now a member's.
+		if err := invitations.WithdrawForAddressChange(ctx, tx, t.UserID, current, t.Email, rid); err != nil {
 			return err
 		}
 		// The old address, if its owner proved it, hears of the move: a
@@ -291,30 +292,33 @@ FROM users u WHERE id = $1 FOR UPDATE`
 	return done(c, PageVerifyEmail, fiber.StatusOK, out)
 }
 
-// lockTenantsOfAddressLeft locks, in tx, the tenants whose pending
+// lockTenantsOfAddressChange locks, in tx, the tenants whose pending
 // invitations an email change by the verify_email token raw withdraws
-// (invitations.WithdrawForAddressLeft: those to the account's address of
-// the tenants it is a member of), in the order of their ids; nothing when
-// raw changes no address or there are none. Before the account's row,
-// as an accept takes the tenant's lock before the invitation's row and
-// then the account's (or waits on the address the change frees): taken
-// in the other order, the two waited for each other. The tenants are read
-// before the lock; the withdrawal reads the invitations again, under it.
-func lockTenantsOfAddressLeft(ctx context.Context, tx pgx.Tx, raw string) error {
+// (invitations.WithdrawForAddressChange: those to the account's address
+// or to the new one, of the tenants it is a member of), in the order of
+// their ids; nothing when raw changes no address or there are none.
+// Before the account's row, as an accept takes the tenant's lock before
+// the invitation's row and then the account's, or, creating an account
+// with the invited address, waits on the address the change takes or
+// frees: taken in the other order, the two waited for each other. The
+// tenants are read before the lock; the withdrawal reads the invitations
+// again, under it.
+func lockTenantsOfAddressChange(ctx context.Context, tx pgx.Tx, raw string) error {
 	q := `
 WITH u AS (
-    SELECT u.id, u.email FROM action_tokens t JOIN users u ON u.id = t.user_id
+    SELECT u.id, u.email, t.email AS new_email FROM action_tokens t JOIN users u ON u.id = t.user_id
     WHERE t.token_hash = $1 AND t.purpose = $2 AND lower(t.email) <> lower(u.email))
 SELECT 1 FROM tenants WHERE id IN (
     SELECT i.tenant_id FROM u
     JOIN memberships m ON m.user_id = u.id
-    JOIN invitations i ON i.tenant_id = m.tenant_id AND i.status = 'pending' AND ` + invitations.InvitedIsSQL("i.email", "u.email") + `)
+    JOIN invitations i ON i.tenant_id = m.tenant_id AND i.status = 'pending'
+        AND (` + invitations.InvitedIsSQL("i.email", "u.email") + ` OR ` + invitations.InvitedIsSQL("i.email", "u.new_email") + `))
 ORDER BY id FOR NO KEY UPDATE`
 	if !onetime.Plausible(raw) {
 		return nil
 	}
 	if _, err := tx.Exec(ctx, q, onetime.Hash(raw), string(onetime.VerifyEmail)); err != nil {
-		return fmt.Errorf("lock the tenants of invitations to the address left: %w", err)
+		return fmt.Errorf("lock the tenants of invitations to the addresses changed: %w", err)
 	}
 	return nil
 }
