@@ -405,12 +405,15 @@ RETURNING i.email, ` + invitedPerms
 // WithdrawForMember withdraws, in tx, the pending invitations of tenantID
 // to the address of userID, a member being added or removed by actorID,
 // each audited as invitation.revoked with data.via naming the change
-// (member.added, member.removed). An address can become a member while an
-// invitation to it is pending: added with POST /users (an address without
-// an account is added, not invited), or a member's address changed to an
-// invited one. Added, the member makes the invitation one nobody can
-// accept or resend, which the tenant's list would show pending until it
-// expired; removed, its link must not let them join again.
+// (member.added, invitation.accepted, member.removed). An address can
+// become a member while an invitation to it is pending: added with POST
+// /users (an address without an account is added, not invited), a
+// member's address changed to an invited one (WithdrawForAddressChange),
+// or one of two pending invitations to it accepted (spelled in two
+// normal forms: migration 00012 left such pairs). Added, the member makes
+// the invitation one nobody can accept or resend, which the tenant's list
+// would show pending until it expired; removed, its link must not let
+// them join again. The caller holds the tenant's lock.
 func WithdrawForMember(ctx context.Context, tx pgx.Tx, tenantID, userID, actorID, requestID, via string) error {
 	q := `
 UPDATE invitations i SET status = 'revoked', updated_at = now()

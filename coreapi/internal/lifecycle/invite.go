@@ -473,6 +473,14 @@ FROM users WHERE id = $1`
 		if err := invitations.MarkAccepted(ctx, tx, p.ID, userID); err != nil {
 			return err
 		}
+		// Another pending invitation of the tenant to the address (one
+		// spelled in another normal form, which migration 00012 left) is
+		// a member's now: nobody could accept or resend it. Under the
+		// tenant's lock, which every change of its invitations takes
+		// before their rows.
+		if err := invitations.WithdrawForMember(ctx, tx, p.TenantID, userID, userID, rid, audit.ActionInvitationAccepted); err != nil {
+			return err
+		}
 		if err := audit.WriteWith(ctx, tx, audit.Event{TenantID: p.TenantID, ActorUserID: userID, Action: audit.ActionInvitationAccepted,
 			TargetType: audit.TargetInvitation, TargetID: p.ID, RequestID: rid,
 			Data: map[string]any{"email": p.Email, "roles": grant.Names, "role_ids": grant.IDs, "user_created": created}},

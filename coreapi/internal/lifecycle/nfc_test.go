@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -98,5 +99,49 @@ func TestEmailChangeComparesNFC(t *testing.T) {
 		map[string]string{"token": x.mail(t, zoeNFC, "Confirm").Token(), "password": pw}), http.StatusOK)
 	if m := x.me(t, a); m.Email != zoeNFC {
 		t.Errorf("address after the change: %+q, want %+q", m.Email, zoeNFC)
+	}
+}
+
+// TestAcceptEndsTheOtherInvitationsToTheAddress: a tenant can hold two
+// pending invitations to one address, spelled in two normal forms (one
+// migration 00012 had to leave beside one sent since). Accepting one
+// makes the address a member's, so the other could be neither accepted
+// nor resent (already_member), and stayed pending with its link live. The
+// accept withdraws it in its transaction, audited as invitation.revoked
+// with the new member as actor and data.via invitation.accepted; another
+// tenant's invitation to the address stays.
+func TestAcceptEndsTheOtherInvitationsToTheAddress(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "owner@acme.test")
+	other := x.signup(t, "other@acme.test")
+	raw, hash, err := onetime.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left string
+	if err := x.DB.Pool.QueryRow(t.Context(), `INSERT INTO invitations (tenant_id, email, roles, token_hash, invited_by, expires_at)
+VALUES ($1, $2, '{member}', $3, $4, now() + interval '1 day') RETURNING id::text`, owner.c.Tid, joseNFD, hash, owner.c.Sub).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	sent := x.invite(t, owner.id, joseNFC)
+	kept := x.invite(t, other.id, joseNFC)
+	tk, st, code := x.accept(t, nil, map[string]string{"token": x.mail(t, joseNFC, "T of owner@acme.test").Token(), "password": pw})
+	if st != http.StatusOK {
+		t.Fatalf("accept: %d %s", st, code)
+	}
+	member := claimsOf(t, tk.AccessToken).Sub
+
+	for id, want := range map[string]string{sent.ID: invitations.StatusAccepted, left: invitations.StatusRevoked, kept.ID: invitations.StatusPending} {
+		if got := x.invitationStatus(t, id); got != want {
+			t.Errorf("invitation %s is %q, want %q", id, got, want)
+		}
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'invitation.revoked' AND target_id = $1
+AND tenant_id = $2 AND actor_user_id = $3 AND data->>'via' = 'invitation.accepted' AND data->>'email' = $4`,
+		left, owner.c.Tid, member, joseNFD); n != 1 {
+		t.Errorf("%d invitation.revoked events via invitation.accepted, want 1", n)
+	}
+	if _, st, code := x.accept(t, nil, map[string]string{"token": raw, "password": pw}); st != http.StatusGone || code != problem.CodeInvitationNotActive {
+		t.Errorf("accept of the other invitation: %d %s, want 410 invitation_not_active", st, code)
 	}
 }
