@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -111,61 +112,61 @@ func TestIndexes(t *testing.T) {
 	db := dbtest.New(t)
 	ctx := context.Background()
 	want := map[string]string{
-		"users_email_lower_key":           "users (lower(email)): sign-in and POST /users lookups",
-		"memberships_pkey":                "memberships (tenant_id, user_id): member get, projection",
-		"memberships_user_id_idx":         "memberships (user_id): a user's tenants",
-		"memberships_tenant_created_idx":  "memberships (tenant_id, created_at, user_id): member keyset pages",
-		"roles_tenant_name_key":           "roles (tenant_id, name): role by name, keyset pages",
-		"roles_tenant_id_id_key":          "roles (tenant_id, id): membership_roles FK target",
-		"membership_roles_pkey":           "membership_roles (tenant_id, user_id, role_id): roles of a member",
-		"membership_roles_role_idx":       "membership_roles (tenant_id, role_id): role deletion cascade",
-		"membership_roles_user_idx":       "membership_roles (user_id)",
-		"identities_provider_subject_key": "identities (provider, subject): OIDC login",
-		"identities_user_id_idx":          "identities (user_id)",
-		"sessions_user_created_idx":       "sessions (user_id, created_at, id): a user's sessions",
-		"sessions_tenant_id_idx":          "sessions (tenant_id)",
-		"sessions_user_revoked_idx":       "sessions (user_id, revoked_at) partial: projection revoked list",
-		"sessions_expires_at_idx":         "sessions (expires_at): sweeping",
-		"sessions_revoked_at_idx":         "sessions (revoked_at) partial: sweeping",
-		"api_keys_revoked_at_idx":         "api_keys (revoked_at) partial: sweeping",
-		"api_keys_expires_at_idx":         "api_keys (expires_at) partial: sweeping",
-		"mail_queue_parked_idx":           "mail_queue (created_at) parked: pruning",
-		"refresh_tokens_token_hash_key":   "refresh_tokens (token_hash): refresh",
-		"refresh_tokens_session_id_idx":   "refresh_tokens (session_id)",
-		"refresh_tokens_parent_id_idx":    "refresh_tokens (parent_id)",
-		"refresh_tokens_replaced_by_idx":  "refresh_tokens (replaced_by)",
-		"refresh_tokens_expires_at_idx":   "refresh_tokens (expires_at): sweeping",
-		"oauth_states_pkey":               "oauth_states (state_hash): consume once",
-		"oauth_states_expires_at_idx":     "oauth_states (expires_at): sweeping",
-		"oauth_states_tenant_id_idx":      "oauth_states (tenant_id)",
-		"outbox_pending_idx":              "outbox (id) WHERE published_at IS NULL: relay",
-		"outbox_published_at_idx":         "outbox (published_at): pruning",
-		"audit_events_tenant_id_idx":      "audit_events (tenant_id, id DESC): audit keyset pages",
-		"audit_events_actor_user_id_idx":  "audit_events (actor_user_id)",
-		"login_attempts_pkey":             "login_attempts (email_hash, client_ip): reserve a sign-in attempt",
-		"login_attempts_last_attempt_idx": "login_attempts (last_attempt): sweeping",
-		"oauth_handovers_pkey":            "oauth_handovers (code_hash): exchange once",
-		"oauth_handovers_user_id_idx":     "oauth_handovers (user_id)",
-		"oauth_handovers_session_id_idx":  "oauth_handovers (session_id)",
-		"oauth_handovers_expires_at_idx":  "oauth_handovers (expires_at): sweeping",
-		"permission_catalog_pkey":         "permission_catalog (id): the one stored catalog hash",
-		"action_tokens_pkey":              "action_tokens (token_hash): consume a mailed token",
-		"action_tokens_user_purpose_idx":  "action_tokens (user_id, purpose, created_at): a user's tokens",
-		"action_tokens_expires_at_idx":    "action_tokens (expires_at): sweeping",
-		"invitations_pkey":                "invitations (id)",
-		"invitations_token_hash_key":      "invitations (token_hash): accept",
-		"invitations_pending_key":         "invitations (tenant_id, lower(email)) pending: one per address",
-		"invitations_tenant_created_idx":  "invitations (tenant_id, created_at, id): keyset pages",
-		"invitations_email_nfc_idx":       "invitations (lower(normalize(email, NFC))) pending: my invitations",
-		"invitations_invited_by_idx":      "invitations (invited_by)",
-		"invitations_accepted_by_idx":     "invitations (accepted_by)",
-		"invitation_roles_pkey":           "invitation_roles (tenant_id, invitation_id, role_id): an invitation's roles",
-		"invitation_roles_role_idx":       "invitation_roles (tenant_id, role_id): role deletion cascade",
-		"mail_queue_pkey":                 "mail_queue (id)",
-		"mail_queue_due_idx":              "mail_queue (next_attempt_at, id) pending: sender claim",
-		"mail_queue_sent_at_idx":          "mail_queue (sent_at) sent: pruning",
-		"rate_limits_pkey":                "rate_limits (key)",
-		"rate_limits_kept_until_idx":      "rate_limits (window_start + 2 windows): sweeping",
+		"users_email_lower_key":            "users (lower(email)): sign-in and POST /users lookups",
+		"memberships_pkey":                 "memberships (tenant_id, user_id): member get, projection",
+		"memberships_user_id_idx":          "memberships (user_id): a user's tenants",
+		"memberships_tenant_created_idx":   "memberships (tenant_id, created_at, user_id): member keyset pages",
+		"roles_tenant_name_key":            "roles (tenant_id, name): role by name, keyset pages",
+		"roles_tenant_id_id_key":           "roles (tenant_id, id): membership_roles FK target",
+		"membership_roles_pkey":            "membership_roles (tenant_id, user_id, role_id): roles of a member",
+		"membership_roles_role_idx":        "membership_roles (tenant_id, role_id): role deletion cascade",
+		"membership_roles_user_idx":        "membership_roles (user_id)",
+		"identities_provider_subject_key":  "identities (provider, subject): OIDC login",
+		"identities_user_id_idx":           "identities (user_id)",
+		"sessions_user_created_idx":        "sessions (user_id, created_at, id): a user's sessions",
+		"sessions_tenant_id_idx":           "sessions (tenant_id)",
+		"sessions_user_revoked_idx":        "sessions (user_id, revoked_at) partial: projection revoked list",
+		"sessions_expires_at_idx":          "sessions (expires_at): sweeping",
+		"sessions_revoked_at_idx":          "sessions (revoked_at) partial: sweeping",
+		"api_keys_revoked_at_idx":          "api_keys (revoked_at) partial: sweeping",
+		"api_keys_expires_at_idx":          "api_keys (expires_at) partial: sweeping",
+		"mail_queue_parked_idx":            "mail_queue (created_at) parked: pruning",
+		"refresh_tokens_token_hash_key":    "refresh_tokens (token_hash): refresh",
+		"refresh_tokens_session_id_idx":    "refresh_tokens (session_id)",
+		"refresh_tokens_parent_id_idx":     "refresh_tokens (parent_id)",
+		"refresh_tokens_replaced_by_idx":   "refresh_tokens (replaced_by)",
+		"refresh_tokens_expires_at_idx":    "refresh_tokens (expires_at): sweeping",
+		"oauth_states_pkey":                "oauth_states (state_hash): consume once",
+		"oauth_states_expires_at_idx":      "oauth_states (expires_at): sweeping",
+		"oauth_states_tenant_id_idx":       "oauth_states (tenant_id)",
+		"outbox_pending_idx":               "outbox (id) WHERE published_at IS NULL: relay",
+		"outbox_published_at_idx":          "outbox (published_at): pruning",
+		"audit_events_tenant_id_idx":       "audit_events (tenant_id, id DESC): audit keyset pages",
+		"audit_events_actor_user_id_idx":   "audit_events (actor_user_id)",
+		"login_attempts_pkey":              "login_attempts (email_hash, client_ip): reserve a sign-in attempt",
+		"login_attempts_last_attempt_idx":  "login_attempts (last_attempt): sweeping",
+		"oauth_handovers_pkey":             "oauth_handovers (code_hash): exchange once",
+		"oauth_handovers_user_id_idx":      "oauth_handovers (user_id)",
+		"oauth_handovers_session_id_idx":   "oauth_handovers (session_id)",
+		"oauth_handovers_expires_at_idx":   "oauth_handovers (expires_at): sweeping",
+		"permission_catalog_pkey":          "permission_catalog (id): the one stored catalog hash",
+		"action_tokens_pkey":               "action_tokens (token_hash): consume a mailed token",
+		"action_tokens_user_purpose_idx":   "action_tokens (user_id, purpose, created_at): a user's tokens",
+		"action_tokens_expires_at_idx":     "action_tokens (expires_at): sweeping",
+		"invitations_pkey":                 "invitations (id)",
+		"invitations_token_hash_key":       "invitations (token_hash): accept",
+		"invitations_tenant_email_nfc_key": "invitations (tenant_id, lower(normalize(email, NFC))) pending: one per address",
+		"invitations_tenant_created_idx":   "invitations (tenant_id, created_at, id): keyset pages",
+		"invitations_email_nfc_idx":        "invitations (lower(normalize(email, NFC))) pending: my invitations",
+		"invitations_invited_by_idx":       "invitations (invited_by)",
+		"invitations_accepted_by_idx":      "invitations (accepted_by)",
+		"invitation_roles_pkey":            "invitation_roles (tenant_id, invitation_id, role_id): an invitation's roles",
+		"invitation_roles_role_idx":        "invitation_roles (tenant_id, role_id): role deletion cascade",
+		"mail_queue_pkey":                  "mail_queue (id)",
+		"mail_queue_due_idx":               "mail_queue (next_attempt_at, id) pending: sender claim",
+		"mail_queue_sent_at_idx":           "mail_queue (sent_at) sent: pruning",
+		"rate_limits_pkey":                 "rate_limits (key)",
+		"rate_limits_kept_until_idx":       "rate_limits (window_start + 2 windows): sweeping",
 	}
 	rows, err := db.Pool.Query(ctx, `SELECT indexname FROM pg_indexes WHERE schemaname = 'public'`)
 	if err != nil {
@@ -537,11 +538,19 @@ func TestMigrateEmailsToNFC(t *testing.T) {
 		t.Errorf("%d warnings, want 3:\n%s", n, out.String())
 	}
 
+	// Migration 00051 withdrew the left invitation (b3 is pending to its
+	// address): withdrawn, it is rewritten by the next run.
+	if got := email(`SELECT status FROM invitations WHERE id = $1`, "00000000-0000-0000-0000-0000000000b2"); got != "revoked" {
+		t.Errorf("the left invitation is %s after 00051, want revoked", got)
+	}
 	// The operator resolves a duplicate, then runs the function again.
 	exec(`DELETE FROM users WHERE id = $1`, zoeNFC)
 	var left int
-	if err := db.Pool.QueryRow(ctx, `SELECT normalize_emails()`).Scan(&left); err != nil || left != 2 {
-		t.Fatalf("normalize_emails() = %d, %v; want 2 left (the other duplicates)", left, err)
+	if err := db.Pool.QueryRow(ctx, `SELECT normalize_emails()`).Scan(&left); err != nil || left != 1 {
+		t.Fatalf("normalize_emails() = %d, %v; want 1 left (the other duplicate account)", left, err)
+	}
+	if got := email(qInv, "00000000-0000-0000-0000-0000000000b2"); got != "an\u00e4@example.com" {
+		t.Errorf("the withdrawn invitation after the run: %+q", got)
 	}
 	if got := email(qUser, zoeNFD); got != "ZO\u00cb@example.com" {
 		t.Errorf("users %s after its duplicate went: %+q", zoeNFD, got)
@@ -869,6 +878,112 @@ FROM invitation_roles WHERE invitation_id = $1`, inv).Scan(&ids); err != nil {
 			t.Errorf("after down, invitation %s names %s, want %s", inv, got, want)
 		}
 	}
+}
+
+// TestMigrateOnePendingInvitationPerNFCAddress: migration 00051 makes the
+// one-pending-invitation-per-address index compare the address as the
+// queries do, in NFC and then lower case. Of each group of pending
+// invitations of one tenant to one address in several normal forms
+// (which the index on lower(email) let through), the one sent or resent
+// last stays pending and the others are withdrawn, each audited; other
+// tenants' invitations, withdrawn ones and other addresses stay as they
+// were. After it, a second pending spelling of an address is refused.
+func TestMigrateOnePendingInvitationPerNFCAddress(t *testing.T) {
+	db := dbtest.New(t)
+	env := envOf(map[string]string{"DATABASE_URL": db.URL})
+	ctx := context.Background()
+	downTo(t, db, 50)
+	const (
+		tenant = "00000000-0000-0000-0000-0000000000aa"
+		other  = "00000000-0000-0000-0000-0000000000bb"
+		joseD  = "00000000-0000-0000-0000-0000000000c1" // NFD, newer, sent before joseC's resend: withdrawn
+		joseC  = "00000000-0000-0000-0000-0000000000c2" // NFC, older, resent last: kept
+		joseR  = "00000000-0000-0000-0000-0000000000c3" // NFD, revoked: stays so
+		tranA  = "00000000-0000-0000-0000-0000000000d1" // three spellings of one address: the newest kept
+		tranB  = "00000000-0000-0000-0000-0000000000d2"
+		tranC  = "00000000-0000-0000-0000-0000000000d3"
+		alone  = "00000000-0000-0000-0000-0000000000e1" // another address: stays
+		elsewh = "00000000-0000-0000-0000-0000000000f1" // NFD in the other tenant: stays
+	)
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := db.Pool.Exec(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec(`INSERT INTO tenants (id, name) VALUES ($1, 'T'), ($2, 'O')`, tenant, other)
+	const (
+		joseNFD, joseNFC            = "jose\u0301@example.com", "jos\u00e9@example.com"
+		tranNFD1, tranNFD2, tranNFC = "tra\u0323\u0302n@example.com", "tra\u0302\u0323n@example.com", "tr\u1eadn@example.com"
+	)
+	exec(`INSERT INTO invitations (id, tenant_id, email, roles, token_hash, status, created_at, expires_at) VALUES
+($1, $9, $11, '{member}', '\x01', 'pending', now() - interval '1 day', now() + interval '6 days'),
+($2, $9, $12, '{member}', '\x02', 'pending', now() - interval '2 days', now() + interval '7 days'),
+($3, $9, $11, '{member}', '\x03', 'revoked', now() - interval '3 days', now() + interval '4 days'),
+($4, $9, $13, '{member}', '\x04', 'pending', now() - interval '3 days', now() + interval '4 days'),
+($5, $9, $14, '{member}', '\x05', 'pending', now() - interval '2 days', now() + interval '5 days'),
+($6, $9, $15, '{member}', '\x06', 'pending', now() - interval '1 day', now() + interval '6 days'),
+($7, $9, 'zoe@example.com', '{member}', '\x07', 'pending', now(), now() + interval '7 days'),
+($8, $10, $11, '{member}', '\x08', 'pending', now(), now() + interval '7 days')`,
+		joseD, joseC, joseR, tranA, tranB, tranC, alone, elsewh, tenant, other, joseNFD, joseNFC, tranNFD1, tranNFD2, tranNFC)
+
+	var out bytes.Buffer
+	if err := run(ctx, []string{"migrate", "up"}, env, &out); err != nil {
+		t.Fatalf("migrate up: %v\n%s", err, out.String())
+	}
+	status := func(id string) string {
+		t.Helper()
+		var s string
+		if err := db.Pool.QueryRow(ctx, `SELECT status FROM invitations WHERE id = $1`, id).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	kept := map[string]string{joseD: joseC, tranA: tranC, tranB: tranC}
+	for id, want := range map[string]string{joseD: "revoked", joseC: "pending", joseR: "revoked", tranA: "revoked", tranB: "revoked",
+		tranC: "pending", alone: "pending", elsewh: "pending"} {
+		if got := status(id); got != want {
+			t.Errorf("invitation %s is %s, want %s", id, got, want)
+		}
+		var n int
+		if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE action = 'invitation.revoked' AND target_type = 'invitation'
+AND target_id = $1 AND actor_user_id IS NULL AND tenant_id = $2 AND data->>'via' = 'invitation.created' AND data->>'kept' = $3
+AND data->>'email' = (SELECT email FROM invitations WHERE id = $1::uuid)`, id, tenant, kept[id]).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]int{true: 1}[kept[id] != ""]; n != want {
+			t.Errorf("invitation %s: %d audit rows of its withdrawal, want %d", id, n, want)
+		}
+	}
+	var valid, unique bool
+	if err := db.Pool.QueryRow(ctx, `SELECT x.indisvalid, x.indisunique FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+WHERE c.relname = 'invitations_tenant_email_nfc_key'`).Scan(&valid, &unique); err != nil || !valid || !unique {
+		t.Fatalf("invitations_tenant_email_nfc_key: valid %v, unique %v, %v", valid, unique, err)
+	}
+	// Another spelling of a pending invitation's address is a second
+	// pending invitation to it: refused, as POST /invitations answers.
+	_, err := db.Pool.Exec(ctx, `INSERT INTO invitations (tenant_id, email, roles, token_hash, expires_at)
+VALUES ($1, $2, '{member}', '\x09', now() + interval '1 day')`, tenant, "JOSE\u0301@example.com")
+	if !isUniqueViolation(err) {
+		t.Errorf("a second pending spelling of an address: %v, want a unique violation", err)
+	}
+
+	// Down: the index of lower(email) again; the withdrawn stay withdrawn.
+	downTo(t, db, 50)
+	if got := status(joseD); got != "revoked" {
+		t.Errorf("after down, invitation %s is %s", joseD, got)
+	}
+	var names string
+	if err := db.Pool.QueryRow(ctx, `SELECT coalesce(string_agg(indexname, ',' ORDER BY indexname), '') FROM pg_indexes
+WHERE indexname IN ('invitations_pending_key', 'invitations_tenant_email_nfc_key')`).Scan(&names); err != nil || names != "invitations_pending_key" {
+		t.Errorf("after down, the unique indexes of invitations are %q (%v), want invitations_pending_key", names, err)
+	}
+}
+
+// isUniqueViolation: err is PostgreSQL's unique_violation (23505).
+func isUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
 }
 
 // TestMigrateUpGivesWayToALongTransaction: a migration's ALTER TABLE that

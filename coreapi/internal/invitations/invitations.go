@@ -185,16 +185,18 @@ var invitedPerms = `ARRAY(SELECT DISTINCT p FROM invitation_roles ir
 // expression, an invitations.email) is the address addr (an SQL
 // expression: an account's as stored, or one in mail.Canonical form): the
 // invited one in Unicode NFC, as the accept reads it (find:
-// mail.Canonical), then both in lower case, as the unique indexes compare
-// addresses. coreapi writes every address in NFC, but a row can hold
-// another form: migration 00012 leaves a pending invitation whose NFC
-// form another one of its tenant has, and pods of an earlier release may
-// write one during a rollout. Every query that matches an invitation to
-// an account or a member says it this way (GET /users/me/invitations,
-// the membership checks, the withdrawals), so that none misses an
-// invitation the accept would take as the account's, nor finds one it
-// would refuse (invitations_email_nfc_idx, migration 00050,
-// indexes the invited side). The domain's one spelling, IDNA's
+// mail.Canonical), then both in lower case, as the unique index of
+// accounts compares addresses. coreapi writes every address in NFC, but
+// a row can hold another form: migration 00012 leaves a pending
+// invitation whose NFC form another one of its tenant has, and pods of an
+// earlier release may write one during a rollout. Every query that
+// matches an invitation to an account or a member says it this way (GET
+// /users/me/invitations, the membership checks, the withdrawals), so
+// that none misses an invitation the accept would take as the account's,
+// nor finds one it would refuse (invitations_email_nfc_idx, migration
+// 00050, indexes the invited side), and the one pending invitation an
+// address may have in a tenant is its invited side's
+// (invitations_tenant_email_nfc_key, migration 00051: Create's ErrPending). The domain's one spelling, IDNA's
 // (address.Canonical), is beyond SQL: a row migration 00044 left in
 // another one is reported by it, for the operator to resolve.
 func InvitedIsSQL(inv, addr string) string {

@@ -102,16 +102,20 @@ func TestEmailChangeComparesNFC(t *testing.T) {
 	}
 }
 
-// TestAcceptEndsTheOtherInvitationsToTheAddress: a tenant can hold two
+// TestAcceptEndsTheOtherInvitationsToTheAddress: a tenant could hold two
 // pending invitations to one address, spelled in two normal forms (one
-// migration 00012 had to leave beside one sent since). Accepting one
-// makes the address a member's, so the other could be neither accepted
-// nor resent (already_member), and stayed pending with its link live. The
-// accept withdraws it in its transaction, audited as invitation.revoked
-// with the new member as actor and data.via invitation.accepted; another
-// tenant's invitation to the address stays.
+// migration 00012 had to leave beside one sent since), until migration
+// 00051 kept one of each such pair and made its unique index compare the
+// NFC form. Accepting one made the address a member's, so the other
+// could be neither accepted nor resent (already_member), and stayed
+// pending with its link live. The accept withdraws it in its transaction,
+// audited as invitation.revoked with the new member as actor and data.via
+// invitation.accepted; another tenant's invitation to the address stays.
+// The pair is made as the database held it before 00051, without its
+// index.
 func TestAcceptEndsTheOtherInvitationsToTheAddress(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
+	x.exec(t, `DROP INDEX invitations_tenant_email_nfc_key`)
 	owner := x.signup(t, "owner@acme.test")
 	other := x.signup(t, "other@acme.test")
 	raw, hash, err := onetime.New()
@@ -143,5 +147,30 @@ AND tenant_id = $2 AND actor_user_id = $3 AND data->>'via' = 'invitation.accepte
 	}
 	if _, st, code := x.accept(t, nil, map[string]string{"token": raw, "password": pw}); st != http.StatusGone || code != problem.CodeInvitationNotActive {
 		t.Errorf("accept of the other invitation: %d %s, want 410 invitation_not_active", st, code)
+	}
+}
+
+// TestInvitationBesideALeftoverSpelling: a pending invitation stored in
+// another normal form (one migration 00012 had to leave, or one a pod of
+// an earlier release wrote during a rollout) is the address's pending
+// invitation: inviting the address again is 409 invitation_pending, as
+// for one stored in NFC, and makes no second pending invitation (the
+// unique index compared lower() of the stored spellings: migration
+// 00051).
+func TestInvitationBesideALeftoverSpelling(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "owner@acme.test")
+	_, hash, err := onetime.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.exec(t, `INSERT INTO invitations (tenant_id, email, roles, token_hash, invited_by, expires_at)
+VALUES ($1, $2, '{member}', $3, $4, now() + interval '1 day')`, owner.c.Tid, joseNFD, hash, owner.c.Sub)
+	for _, email := range []string{joseNFC, joseNFD} {
+		wantProblem(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations", map[string]string{"email": email}),
+			http.StatusConflict, problem.CodeInvitationPending)
+	}
+	if n := x.count(t, `SELECT count(*) FROM invitations WHERE tenant_id = $1 AND status = 'pending'`, owner.c.Tid); n != 1 {
+		t.Errorf("%d pending invitations to the address, want 1", n)
 	}
 }

@@ -164,8 +164,9 @@ func Canonical(s string) string {
 const MaxCanonicalInput = 4 * MaxStoredAddress
 
 // SameAddress reports whether a and b (both Canonical) are one address as
-// the database decides it: lower(a) = lower(b), the key users.email and
-// pending invitations are unique on. Every comparison of addresses in Go
+// the database decides it: lower(a) = lower(b), the key users.email is
+// unique on (and pending invitations, of their NFC form, which Canonical
+// gives). Every comparison of addresses in Go
 // goes through it, so that no decision in Go disagrees with a query on who
 // has an address. strings.ToLower maps each character as PostgreSQL's
 // lower() does in a UTF-8 database (TestSameAddressIsLower checks every
