@@ -161,6 +161,10 @@ func TestNodeVerifierOverHTTP(t *testing.T) {
 		{"a role with a byte that is not UTF-8", raw("req-5", withRole("\xe9quipe"), "GET", "/notes", ""), true},
 		{"the first request again", first, false},
 		{"a signed header twice", raw("req-6", user, "GET", "/notes", "", identity.HeaderRoles+": owner"), false},
+		// CGI-style readers file these under the signed header's name.
+		{"a signed header under its '_' name", raw("req-8", user, "GET", "/notes", "", "X_Auth_Roles: owner"), false},
+		{"a signed header under its CGI name", raw("req-9", user, "GET", "/notes", "", "HTTP_X_REQUEST_ID: req-10"), false},
+		{"another name with '_'", raw("req-11", user, "GET", "/notes", "", "X_Trace_Id: 1"), true},
 		{"an absolute-form target", bytes.Replace(raw("req-7", user, "GET", "/notes", ""), []byte("GET /notes "), []byte("GET http://app/notes "), 1), false},
 	}
 	for _, tc := range cases {

@@ -24,6 +24,15 @@
 const crypto = require('node:crypto');
 
 const PRINCIPALS = ['user', 'api_key', 'service', 'anonymous'];
+// The headers the signature covers, and the signature.
+const SIGNED = new Set(['x-auth-key-id', 'x-auth-principal', 'x-auth-user-id', 'x-auth-tenant-id', 'x-auth-session-id',
+  'x-auth-roles', 'x-auth-permissions', 'x-auth-email-verified', 'x-auth-amr', 'x-auth-auth-time', 'x-auth-client-ip',
+  'x-request-id', 'x-auth-timestamp', 'x-auth-signature']);
+// aliased: a name that is a signed header's with '_' for '-' (x_auth_roles)
+// or its CGI name (http_x_auth_roles). Node keeps it apart, but CGI-style
+// readers (PHP, WSGI) file it under the signed header's name; the proxy
+// never sends one.
+const aliased = (name) => name.includes('_') && SIGNED.has(name.toLowerCase().replace(/_/g, '-').replace(/^http-(?=x-)/, ''));
 const MIN_KEY_BYTES = 32;
 const fail = (code) => { throw Object.assign(new Error(code), { code }); };
 // Go's white space (unicode.IsSpace), which it trims around a secret; not
@@ -106,6 +115,7 @@ function verify(h, method, pathQuery, body, keys, nowMs = Date.now(), windowMs =
   const get = (name) => h[name] || '';
   const sig = get('x-auth-signature'), ts = get('x-auth-timestamp');
   if (!sig || !ts) fail('missing');
+  if (Object.keys(h).some(aliased)) fail('malformed');
   if (!sig.startsWith('v2=')) fail(sig.startsWith('v1=') ? 'version' : 'malformed');
   const mac = sig.slice(3);
   if (!/^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/.test(mac) || !/^[1-9][0-9]{0,15}$/.test(ts)) fail('malformed');

@@ -89,7 +89,7 @@ func New(v *verify.Verifier) fiber.Handler {
 		// After the body: a chunked body's trailer section, read with a
 		// streamed body's last chunk, holds header lines too (PeekAll
 		// returns them beside the header section's).
-		if repeated(c) {
+		if repeated(c) || aliased(c) {
 			v.LogRejected(c.UserContext(), strings.Clone(c.Path()), identity.ErrMalformed)
 			return write(c, errUnsigned)
 		}
@@ -134,6 +134,27 @@ func repeated(c *fiber.Ctx) bool {
 		}
 		return n
 	})
+}
+
+// aliased reports whether the request has, in its header or trailer
+// section, a line whose name is one of the signed headers spelled with '_'
+// for '-' or as CGI names it (verify.Aliased: X_Auth_Roles,
+// HTTP_X_AUTH_ROLES). fasthttp files it apart from the signed header, but
+// a CGI-style reader the app hands the request to files both under one
+// name.
+func aliased(c *fiber.Ctx) bool {
+	h := &c.Request().Header
+	for k := range h.All() {
+		if bytes.IndexByte(k, '_') >= 0 && verify.Aliased(string(k)) {
+			return true
+		}
+	}
+	for line := range bytes.SplitSeq(h.TrailerHeader(), []byte("\r\n")) {
+		if k, _, ok := bytes.Cut(line, []byte(":")); ok && bytes.IndexByte(k, '_') >= 0 && verify.Aliased(string(k)) {
+			return true
+		}
+	}
+	return false
 }
 
 // anyCase is c.Get of an app that keeps header names as sent

@@ -528,6 +528,39 @@ func TestRepeatedInOtherCase(t *testing.T) {
 	}
 }
 
+// TestAliasedNames: a signed header sent under a name spelled with '_'
+// for '-' (X_Auth_Roles), or as CGI names it (HTTP_X_AUTH_ROLES), in the
+// header or the trailer section, is refused (verify.Aliased): fasthttp
+// files it apart from the signed header, but a CGI-style reader the app
+// hands the request to files both under one name. Apps that keep names as
+// sent (DisableHeaderNormalizing) and those that do not alike. Replays are
+// allowed, so that the refusals are the names'.
+func TestAliasedNames(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		addr := echoApp(t, fiber.Config{DisableHeaderNormalizing: keep}, func(id *verify.Identity) string { return strings.Join(id.Permissions, ",") })
+		const body = "hello"
+		sign := func() *http.Request {
+			return req(t, signer(t, appKey), bob, time.Now(), "POST", "http://app/echo", body)
+		}
+		if status, b := rawChunked(t, addr, sign(), []string{"X_Trace_Id: 1"}, body, []string{"X_Trace_Id: 2"}); status != 200 || b != "notes:read" {
+			t.Fatalf("names kept %v, baseline: %d %s", keep, status, b)
+		}
+		for _, c := range []struct{ extra, trailer []string }{
+			{extra: []string{"X_Auth_Permissions: notes:write"}},
+			{extra: []string{"x_auth_user_id: user-eve"}},
+			{extra: []string{"X_Request_Id: rid-8"}},
+			{extra: []string{"HTTP_X_AUTH_PERMISSIONS: notes:write"}},
+			{trailer: []string{"X_Auth_Permissions: notes:write"}},
+			{trailer: []string{"http_x_auth_roles: admin"}},
+		} {
+			status, b := rawChunked(t, addr, sign(), c.extra, body, c.trailer)
+			if status != 401 || !strings.Contains(b, problem.CodeUnauthenticated) {
+				t.Errorf("names kept %v, %q in the headers, %q in the trailer: %d %s, want 401", keep, c.extra, c.trailer, status, b)
+			}
+		}
+	}
+}
+
 // TestRefusesReplays: as with the net/http middleware, a signed request
 // sent again unchanged within the window is refused (401 unauthenticated,
 // reason replay in the log) without running the handler; the same request

@@ -55,6 +55,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -249,9 +250,9 @@ func (v *Verifier) Check(get identity.Headers, method, pathQuery string, body []
 // it is Check.
 //
 // Adapters for other frameworks build on it, as package fiberid does, and
-// refuse a request with Repeated headers before calling it (once the body
-// is read, when the framework adds a chunked body's trailer fields to the
-// headers).
+// refuse a request with Repeated headers, or a header name that is
+// Aliased, before calling it (once the body is read, when the framework
+// adds a chunked body's trailer fields to the headers).
 func (v *Verifier) CheckOnce(get identity.Headers, method, pathQuery string, body []byte) (Identity, error) {
 	now := v.now()
 	id, err := v.check(now, get, method, pathQuery, body)
@@ -324,6 +325,67 @@ func Repeated(count func(name string) int) bool {
 	return false
 }
 
+// Aliased reports whether a header name is one of the signed headers
+// spelled with '_' for '-' (X_Auth_Roles, X-Auth_User-Id, X_Request_Id), or
+// as CGI names it (HTTP_X_AUTH_ROLES), in any letter case. Such a line is
+// not the signed header to net/http or fasthttp, so Check never reads it;
+// but CGI-style readers (net/http/cgi, PHP, WSGI) file it under the same
+// name as the signed header (HTTP_X_AUTH_ROLES), and an app that hands the
+// request on to one could take its value for the signed one. authproxy
+// removes these names from every peer: a request with one was not
+// forwarded as the proxy sent it, and is refused (identity.ErrMalformed)
+// before it is verified, as a Repeated one is.
+func Aliased(name string) bool {
+	if !strings.Contains(name, "_") {
+		return false
+	}
+	const cgi = "http_"
+	if len(name) > len(cgi) && foldEqual(name[:len(cgi)], cgi) {
+		name = name[len(cgi):]
+	}
+	for _, h := range signedHeaders {
+		if foldEqual(name, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// foldEqual reports whether a and b are equal with ASCII letter case
+// folded and '_' read as '-'.
+func foldEqual(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := fold(a[i]), fold(b[i])
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+func fold(c byte) byte {
+	switch {
+	case c >= 'A' && c <= 'Z':
+		return c + 'a' - 'A'
+	case c == '_':
+		return '-'
+	}
+	return c
+}
+
+// aliasedIn reports whether h holds a header named as Aliased finds.
+func aliasedIn(h http.Header) bool {
+	for name := range h {
+		if Aliased(name) {
+			return true
+		}
+	}
+	return false
+}
+
 // Middleware verifies every request before next sees it (CheckOnce): a
 // request without a valid signature, or a replay of one already accepted,
 // gets 401 problem+json, a body over MaxBodyBytes 413. The verified
@@ -336,7 +398,7 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 			v.reject(w, r, identity.ErrMissing)
 			return
 		}
-		if Repeated(func(name string) int { return len(r.Header[name]) }) {
+		if Repeated(func(name string) int { return len(r.Header[name]) }) || aliasedIn(r.Header) {
 			v.reject(w, r, identity.ErrMalformed)
 			return
 		}

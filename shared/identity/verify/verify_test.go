@@ -404,6 +404,51 @@ func TestMiddlewareRejectsRepeatedHeaders(t *testing.T) {
 	}
 }
 
+// TestMiddlewareRejectsAliasedHeaders: a signed request carrying one of
+// its signed headers under a name spelled with '_' for '-'
+// (X_Auth_Roles), or under its CGI name (HTTP_X_AUTH_ROLES), is refused.
+// net/http files it apart from the signed header, so the verifier never
+// reads it; but CGI-style readers (net/http/cgi, PHP, WSGI) file both
+// spellings under one name, HTTP_X_AUTH_ROLES, and an app that hands the
+// request on to one (or Java code asking for the CGI name) could take the
+// added value for the signed one. authproxy removes such names from every
+// peer, so a request with one was not forwarded as the proxy sent it.
+// Replays are allowed, so that the refusals are the names'.
+func TestMiddlewareRejectsAliasedHeaders(t *testing.T) {
+	srv := server(t, verify.Config{Keys: []identity.Key{curKey}, AllowReplays: true})
+	s := signer(t, curKey)
+	ok := func() *http.Request { return signed(t, s, alice, time.Now(), "POST", srv.URL+"/echo", `{"text":"a"}`) }
+	baseline := ok()
+	baseline.Header["X_Trace_Id"] = []string{"1"} // '_' in another name: no concern of the verifier's
+	if res, b := do(t, baseline); res.StatusCode != 200 {
+		t.Fatalf("baseline: %d %s", res.StatusCode, b)
+	}
+	for _, name := range []string{
+		"X_Auth_Roles", "x_auth_permissions", "X-Auth_User-Id", "X_AUTH_TENANT_ID", "X_Request_Id", "X_Auth_Signature",
+		"HTTP_X_AUTH_ROLES", "http_x_auth_permissions", "Http_X_Request_Id",
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := ok()
+			r.Header[name] = []string{"admin"} // as spelt: Header.Set would canonicalize it
+			res, b := do(t, r)
+			wantProblem(t, res, b, 401, problem.CodeUnauthenticated, "req-42")
+		})
+	}
+}
+
+func TestAliased(t *testing.T) {
+	for name, want := range map[string]bool{
+		"X_Auth_Roles": true, "x_auth_key_id": true, "X-Auth_Client-Ip": true, "X_REQUEST_ID": true,
+		"HTTP_X_AUTH_USER_ID": true, "http_x_auth_timestamp": true, "Http_X-Auth-Amr": true,
+		"X-Auth-Roles": false, "x-auth-roles": false, "HTTP-X-Auth-Roles": false, "X_Trace_Id": false,
+		"X_Auth_Other": false, "HTTP_": false, "_": false, "": false,
+	} {
+		if got := verify.Aliased(name); got != want {
+			t.Errorf("Aliased(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
 // TestMiddlewareBindsTargetAsSent: the signature covers the request-target
 // exactly as the request line carries it. authproxy forwards the origin
 // form ("/echo?x=1"); the same request sent with an absolute-form target
