@@ -160,12 +160,22 @@ func aliased(c *fiber.Ctx) bool {
 // anyCase is c.Get of an app that keeps header names as sent
 // (DisableHeaderNormalizing), whose Peek finds a name in the spelling
 // asked for only: the value of the first line of name in any letter case,
-// as every other reader of the request reads it ("" when there is none).
+// as every other reader of the request reads it, in the header section,
+// else in the trailer section, as Peek looks ("" when there is none).
 // Read in its canonical spelling only, a signed header sent as
-// "x-auth-roles" was verified as absent.
+// "x-auth-roles" was verified as absent; read in the header section only,
+// one the proxy left out and someone added in a chunked body's trailer was
+// verified as absent while the app's c.Get read the trailer's.
 func anyCase(c *fiber.Ctx, name string) string {
-	for k, v := range c.Request().Header.All() {
+	h := &c.Request().Header
+	for k, v := range h.All() {
 		if bytes.EqualFold(k, []byte(name)) {
+			return string(v)
+		}
+	}
+	for line := range bytes.SplitSeq(h.TrailerHeader(), []byte("\r\n")) {
+		// fasthttp writes each trailer line as "name: value".
+		if k, v, ok := bytes.Cut(line, []byte(": ")); ok && bytes.EqualFold(k, []byte(name)) {
 			return string(v)
 		}
 	}

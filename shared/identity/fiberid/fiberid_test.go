@@ -747,6 +747,46 @@ func TestSignedHeaderInOtherCase(t *testing.T) {
 	}
 }
 
+// TestSignedHeaderInTrailerWithNamesKept: an app that keeps header names
+// as sent (DisableHeaderNormalizing) and reads a signed header itself with
+// c.Get gets fasthttp's Peek: the header section's line, else the
+// trailer section's. A header the proxy left out (an API key's roles) and
+// someone added in a chunked body's trailer is what the verifier must
+// read too, as it does without DisableHeaderNormalizing; it read the
+// header section only, verified the roles as empty, and the app's c.Get
+// answered admin.
+func TestSignedHeaderInTrailerWithNamesKept(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}, AllowReplays: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		app := fiber.New(fiber.Config{DisableStartupMessage: true, DisableHeaderNormalizing: keep})
+		app.Use(fiberid.New(v))
+		app.Post("/echo", func(c *fiber.Ctx) error {
+			return c.SendString(strings.Join(fiberid.MustFrom(c).Roles, ",") + "|" + c.Get(identity.HeaderRoles))
+		})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = app.Listener(ln) }()
+		t.Cleanup(func() { _ = app.Shutdown() })
+		key := identity.Identity{Principal: identity.PrincipalAPIKey, UserID: "user-bob", TenantID: "tenant-1", Permissions: []string{"notes:read"}}
+		sign := func() *http.Request {
+			return req(t, signer(t, appKey), key, time.Now(), "POST", "http://app/echo", "hello")
+		}
+		if status, b := rawChunked(t, ln.Addr().String(), sign(), nil, "hello", nil); status != 200 || b != "|" {
+			t.Fatalf("names kept %v, baseline: %d %s", keep, status, b)
+		}
+		for _, line := range []string{"X-Auth-Roles: admin", "x-auth-roles: admin"} {
+			if status, b := rawChunked(t, ln.Addr().String(), sign(), nil, "hello", []string{line}); status != 401 {
+				t.Errorf("names kept %v, %q in the trailer of an API key's request: %d %s, want 401", keep, line, status, b)
+			}
+		}
+	}
+}
+
 // echoApp serves POST /echo behind fiberid (replays allowed, so that
 // refusals are the tests' own) with cfg, answering answer of the request's
 // identity, on a loopback listener until the test ends, and returns its
