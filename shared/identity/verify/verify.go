@@ -122,8 +122,10 @@ type Config struct {
 	// Keys are the accepted keys: the upstream's current key and, during a
 	// rotation, the previous one. Required.
 	Keys []identity.Key
-	// Window is the accepted clock skew of the signed timestamp; 0 selects
-	// identity.DefaultWindow (30 s).
+	// Window is the accepted clock skew of the signed timestamp, either
+	// way: a whole number of milliseconds (the timestamp's unit); 0
+	// selects identity.DefaultWindow (30 s). Anything else (negative,
+	// under a millisecond, a fraction of one) is an error of New.
 	Window time.Duration
 	// MaxBodyBytes bounds the body read to hash it; a longer body is 413.
 	// 0 selects DefaultMaxBodyBytes; math.MaxInt64 sets no bound of the
@@ -162,6 +164,9 @@ type Verifier struct {
 
 // New returns a Verifier for cfg.
 func New(cfg Config) (*Verifier, error) {
+	if cfg.Window < 0 || cfg.Window%time.Millisecond != 0 {
+		return nil, fmt.Errorf("verify: Window %v: want a whole number of milliseconds (0: %v)", cfg.Window, identity.DefaultWindow)
+	}
 	iv, err := identity.NewVerifier(cfg.Keys, cfg.Window)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)

@@ -739,6 +739,26 @@ func TestReplayCacheSizeBounded(t *testing.T) {
 	}
 }
 
+// TestWindowWholeMilliseconds: the window is compared in whole
+// milliseconds, as the timestamp is signed. A negative one (a sign typed
+// for "no skew") was taken silently for the default 30 s, one under a
+// millisecond became 0 (every request a proxy signed a millisecond
+// before its arrival refused as expired) and 1.9 ms became 1 ms; each is
+// now New's error naming Window. 0 is the default; a whole number of
+// milliseconds is taken as it is.
+func TestWindowWholeMilliseconds(t *testing.T) {
+	for _, w := range []time.Duration{-time.Second, -1, 1, 500 * time.Microsecond, 1900 * time.Microsecond, 30*time.Second + 1} {
+		if _, err := verify.New(verify.Config{Keys: []identity.Key{curKey}, Window: w}); err == nil || !strings.Contains(err.Error(), "Window") {
+			t.Errorf("Window %v: %v, want an error naming Window", w, err)
+		}
+	}
+	for _, w := range []time.Duration{0, time.Millisecond, 5 * time.Second, 2 * time.Minute} {
+		if _, err := verify.New(verify.Config{Keys: []identity.Key{curKey}, Window: w}); err != nil {
+			t.Errorf("Window %v: %v", w, err)
+		}
+	}
+}
+
 // TestReplaysConcurrent (run with -race): the same signed request sent
 // by many goroutines at once is served exactly once; distinct requests
 // sent meanwhile are all served.
