@@ -3,8 +3,10 @@ package verify
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
@@ -18,7 +20,9 @@ import (
 // set (otherwise a new id and 127.0.0.1). The request-target signed is the
 // one the middleware checks: r.RequestURI when set (httptest.NewRequest
 // sets it), else the URL's path and query, which a client sends. An empty Principal means
-// anonymous without a user id and user with one.
+// anonymous without a user id and user with one. A value with a line break,
+// or a list element that is empty or holds a comma (which the verifier
+// would read as other elements), is an error, and r is left unsigned.
 func Sign(r *http.Request, s *identity.KeySigner, id identity.Identity, now time.Time) error {
 	sum := identity.EmptyBodySHA256
 	if r.Body != nil && r.Body != http.NoBody {
@@ -48,6 +52,9 @@ func Sign(r *http.Request, s *identity.KeySigner, id identity.Identity, now time
 	}
 	req := identity.Request{Timestamp: now.UnixMilli(), RequestID: rid, ClientIP: ip, Method: r.Method,
 		PathQuery: requestTarget(r), BodySHA256: sum}
+	if err := signable(&id, &req); err != nil {
+		return err
+	}
 	h := r.Header
 	set := func(name, value string) {
 		if value == "" {
@@ -58,5 +65,24 @@ func Sign(r *http.Request, s *identity.KeySigner, id identity.Identity, now time
 	}
 	identity.EachHeader(s.KeyID(), &id, &req, set)
 	set(identity.HeaderSignature, s.Sign(&id, &req))
+	return nil
+}
+
+// signable refuses what the proxy never signs and a verifier would read
+// otherwise: a value with a line break, and a list element that is empty
+// or holds a comma (joined, ["guest,admin"] reads as two roles).
+func signable(id *identity.Identity, r *identity.Request) error {
+	for _, v := range [...]string{id.Principal, id.UserID, id.TenantID, id.SessionID, r.RequestID, r.ClientIP, r.Method, r.PathQuery} {
+		if strings.ContainsAny(v, "\r\n") {
+			return fmt.Errorf("verify: sign: value %q holds a line break", v)
+		}
+	}
+	for _, l := range [...][]string{id.Roles, id.Permissions, id.AMR} {
+		for _, v := range l {
+			if v == "" || strings.ContainsAny(v, ",\r\n") {
+				return fmt.Errorf("verify: sign: list element %q is empty or holds a comma or line break", v)
+			}
+		}
+	}
 	return nil
 }

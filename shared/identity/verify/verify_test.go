@@ -759,6 +759,31 @@ func TestWindowWholeMilliseconds(t *testing.T) {
 	}
 }
 
+// TestSignRefusesWhatReadsAsAnotherIdentity: Sign joins a list with
+// commas, as the proxy does, so a role or permission holding a comma (or
+// an empty one) signed a header the verifier reads as other elements:
+// Roles ["guest,admin"] verified as the two roles guest and admin, and an
+// empty element as a request every verifier refuses. A value with a line
+// break cannot be sent. Sign now refuses each, before touching the
+// request.
+func TestSignRefusesWhatReadsAsAnotherIdentity(t *testing.T) {
+	s := signer(t, curKey)
+	for name, id := range map[string]identity.Identity{
+		"a role with a comma":      {UserID: "u", TenantID: "t", Roles: []string{"guest,admin"}},
+		"an empty permission":      {UserID: "u", TenantID: "t", Permissions: []string{"notes:read", ""}},
+		"an amr with a comma":      {UserID: "u", TenantID: "t", AMR: []string{"pwd,otp"}},
+		"a user id with a newline": {UserID: "u\nx", TenantID: "t"},
+		"a tenant with a CR":       {UserID: "u", TenantID: "t\r"},
+	} {
+		r := httptest.NewRequest("GET", "/echo", nil)
+		if err := verify.Sign(r, s, id, time.Now()); err == nil {
+			t.Errorf("%s: signed as %q", name, r.Header)
+		} else if r.Header.Get(identity.HeaderSignature) != "" {
+			t.Errorf("%s: %v, but a signature was set", name, err)
+		}
+	}
+}
+
 // TestReplaysConcurrent (run with -race): the same signed request sent
 // by many goroutines at once is served exactly once; distinct requests
 // sent meanwhile are all served.
