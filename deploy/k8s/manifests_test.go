@@ -638,6 +638,12 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 		{"the proxy ready without its key set", func(t *testing.T, b *bundle) {
 			ctr(t, b, proxyName).ReadinessProbe.HTTPGet.Path = "/healthz"
 		}, "authproxy: readiness probe on /healthz, not /readyz"},
+		{"coreapi's readiness probe at the kubelet's default timeout", func(t *testing.T, b *bundle) {
+			ctr(t, b, coreName).ReadinessProbe.TimeoutSeconds = 0
+		}, "coreapi: readiness probe gives up after 1s, before /readyz's own bound on its database steps (2s)"},
+		{"coreapi's readiness probe timeout equal to /readyz's bound", func(t *testing.T, b *bundle) {
+			ctr(t, b, coreName).ReadinessProbe.TimeoutSeconds = 2
+		}, "coreapi: readiness probe gives up after 2s"},
 		{"missing readiness probe", func(t *testing.T, b *bundle) {
 			ctr(t, b, coreName).ReadinessProbe = nil
 		}, "no readiness probe"},
@@ -1135,6 +1141,10 @@ func check(b *bundle) []string {
 			}
 		}
 	}
+
+	// The kubelet's wait on coreapi's readiness outlasts /readyz's own
+	// on the database.
+	checkCoreReadyTimeout(&v, core)
 
 	// Secrets: never in ConfigMaps or literal env values.
 	for _, cm := range b.ConfigMaps {

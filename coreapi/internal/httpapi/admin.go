@@ -21,6 +21,14 @@ type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
+// readyTimeout bounds /readyz's database steps (the ping, with its
+// read-only check, and the schema's version, on the probe's connection):
+// a database that has not answered by then is reported 503 with the
+// reason. The Kubernetes readiness probe waits longer (its timeoutSeconds),
+// so that this bound decides, not the kubelet's; deploy/k8s reads it from
+// here and checks the manifests against it.
+const readyTimeout = 2 * time.Second
+
 // Admin is the operations server: /healthz (the process is alive),
 // /readyz (the database answers and takes writes, its schema is recent enough, the other
 // checks pass, and shutdown has not begun) and /metrics.
@@ -63,7 +71,7 @@ func (a *Admin) ready(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("shutting down\n"))
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 	defer cancel()
 	if err := a.db.Ping(ctx); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
