@@ -656,6 +656,18 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 		{"client secret in a ConfigMap", func(t *testing.T, b *bundle) {
 			b.ConfigMaps[0].Data["OIDC_GOOGLE_CLIENT_SECRET"] = "x"
 		}, "secret-looking key"},
+		{"API-key pepper from a Secret in the environment", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, coreName)
+			c.Env = append(c.Env, corev1.EnvVar{Name: "API_KEY_PEPPER", ValueFrom: &corev1.EnvVarSource{
+				SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "tollgate-api-key-pepper"}, Key: "pepper"}}})
+		}, "container coreapi: API_KEY_PEPPER from Secret tollgate-api-key-pepper in the environment; mount the Secret and set API_KEY_PEPPER_FILE"},
+		{"identity keys from a Secret taken whole into the proxy's environment", func(t *testing.T, b *bundle) {
+			b.Secrets = append(b.Secrets, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "proxy-env"},
+				Data: map[string][]byte{"KEYS": []byte("core:c2VjcmV0")}})
+			c := ctr(t, b, proxyName)
+			c.EnvFrom = append(c.EnvFrom, corev1.EnvFromSource{Prefix: "IDENTITY_",
+				SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "proxy-env"}}})
+		}, "container authproxy: IDENTITY_KEYS from Secret proxy-env in the environment (envFrom)"},
 		{"HMAC key as a literal env value", func(t *testing.T, b *bundle) {
 			c := ctr(t, b, proxyName)
 			c.Env = append(c.Env, corev1.EnvVar{Name: "IDENTITY_HMAC_KEY", Value: "c2VjcmV0"})
@@ -1846,6 +1858,7 @@ func checkPod(v *violations, b *bundle, owner string, pod *corev1.PodSpec) {
 		if _, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok {
 			v.addf("%s: no memory limit", name)
 		}
+		checkSecretFiles(v, b, name, &c)
 		for _, e := range c.Env {
 			if e.ValueFrom != nil {
 				continue

@@ -271,6 +271,11 @@ func TestSidecarInvariantsCatchBreakage(t *testing.T) {
 		{"sidecar liveness probe on /readyz", func(t *testing.T, b *bundle) {
 			sidecarOf(t, b).LivenessProbe.HTTPGet.Path = "/readyz"
 		}, "sidecar authproxy: liveness probe on /readyz, not /healthz"},
+		{"sidecar's upstream keys from a Secret in the environment", func(t *testing.T, b *bundle) {
+			c := sidecarOf(t, b)
+			c.Env = append(c.Env, corev1.EnvVar{Name: "UPSTREAM_KEYS", ValueFrom: &corev1.EnvVarSource{
+				SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "notes-identity-keys"}, Key: "keys"}}})
+		}, "container authproxy: UPSTREAM_KEYS from Secret notes-identity-keys in the environment; mount the Secret and set UPSTREAM_KEYS_FILE"},
 		{"sidecar's parallelism left to the node", func(t *testing.T, b *bundle) {
 			c := sidecarOf(t, b)
 			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMAXPROCS" })
