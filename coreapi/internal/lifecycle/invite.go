@@ -14,7 +14,6 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
@@ -91,16 +90,8 @@ func (s *Service) listInvitations(c *fiber.Ctx) error {
 	}), func(inv invitations.Invitation) tenantapi.Invitation { return tenantapi.Invitation(inv) }))
 }
 
-func invitationID(c *fiber.Ctx) (string, error) {
-	id, ok := ids.Parse(c.Params("id"))
-	if !ok {
-		return "", problem.New(fiber.StatusNotFound, problem.CodeNotFound, invitations.ErrNotFound.Error())
-	}
-	return id, nil
-}
-
 func (s *Service) revokeInvitation(c *fiber.Ctx) error {
-	id, err := invitationID(c)
+	id, err := httpapi.PathUUID(c, "id")
 	if err != nil {
 		return err
 	}
@@ -111,7 +102,7 @@ func (s *Service) revokeInvitation(c *fiber.Ctx) error {
 }
 
 func (s *Service) resendInvitation(c *fiber.Ctx) error {
-	id, err := invitationID(c)
+	id, err := httpapi.PathUUID(c, "id")
 	if err != nil {
 		return err
 	}

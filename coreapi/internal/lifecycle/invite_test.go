@@ -791,7 +791,6 @@ func TestInvitationLifecycle(t *testing.T) {
 				wantProblem(t, x.Send(t, &tt.as, http.MethodPost, "/api/v1/invitations", tt.body), tt.status, tt.code)
 			})
 		}
-		wantProblem(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/invitations/not-a-uuid", nil), 404, problem.CodeNotFound)
 		wantProblem(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/invitations/00000000-0000-0000-0000-000000000001", nil), 404, problem.CodeNotFound)
 		// Another tenant's admin cannot see or touch these.
 		other := x.signup(t, "else@other.test")
