@@ -180,11 +180,15 @@ type PageQuery struct {
 var pageParams = [...]string{"limit", "cursor", "include_total"}
 
 // ParsePage reads a list's query; a bad limit or include_total, or one of
-// the three sent more than once, is a 400 problem with code invalid_query.
-// c.Query answers the first of repeated values, where another reader of
-// the URL (a cache, a gateway, a log) may take the last: the page size or
-// position it sees would not be the one served, so a repeat is refused, as
-// a repeated JSON member or OAuth parameter is.
+// the three sent more than once or without a value, is a 400 problem with
+// code invalid_query naming it. c.Query answers the first of repeated
+// values, where another reader of the URL (a cache, a gateway, a log) may
+// take the last: the page size or position it sees would not be the one
+// served, so a repeat is refused, as a repeated JSON member or OAuth
+// parameter is. An empty value (limit=, or limit alone) is refused rather
+// than read as the parameter left out: a client whose value was lost on
+// its way into the URL would get the first page, or the default size, as
+// if it had asked for it.
 func ParsePage(c *fiber.Ctx) (PageQuery, error) { return parsePage(c, true) }
 
 // noTotal is the answer to include_total=true on a list without a total.
@@ -199,8 +203,11 @@ func parsePage(c *fiber.Ctx, hasTotal bool) (PageQuery, error) {
 	var v Checks
 	args := c.Context().QueryArgs()
 	for _, name := range pageParams {
-		if n := countArg(args, name); n > 1 {
+		switch n, empty := countArg(args, name); {
+		case n > 1:
 			v.Add(name, sentTwice)
+		case n == 1 && empty:
+			v.Add(name, sentEmpty)
 		}
 	}
 	q := PageQuery{Limit: defaultLimit, Cursor: strings.Clone(c.Query("cursor"))}
@@ -248,15 +255,19 @@ func parseLimit(s string) (int, bool) {
 	return n, n <= maxLimit
 }
 
-// countArg counts the values of name in args (without allocating).
-func countArg(args *fasthttp.Args, name string) int {
-	n := 0
-	for k := range args.All() {
+// sentEmpty is the answer to a page parameter sent without a value.
+const sentEmpty = "sent without a value; give one or leave the parameter out"
+
+// countArg counts the values of name in args, and reports whether one of
+// them is empty (without allocating).
+func countArg(args *fasthttp.Args, name string) (n int, empty bool) {
+	for k, val := range args.All() {
 		if string(k) == name {
 			n++
+			empty = empty || len(val) == 0
 		}
 	}
-	return n
+	return n, empty
 }
 
 // ListResponse is the shape of every list: {data, next_cursor, total?}.
