@@ -723,8 +723,10 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	}
 	if perr != "" {
 		// The provider ended the flow (user denied, ...): the state is
-		// spent either way.
-		if _, err := s.consume(ctx, p.cfg.Name, state, browser); err != nil && !isProblem(err) {
+		// spent. One unknown, already spent or expired is answered as
+		// for a response with a code: no sign-in was under way for the
+		// provider to refuse.
+		if _, err := s.consume(ctx, p.cfg.Name, state, browser); err != nil {
 			return err
 		}
 		bindingCookie(c, state, "")
@@ -1005,11 +1007,6 @@ func claimNamesExact(idt *oidc.IDToken) error {
 // Handover is the callback's JSON answer when no return_to is configured.
 type Handover struct {
 	Code string `json:"code"`
-}
-
-func isProblem(err error) bool {
-	var p *problem.Problem
-	return errors.As(err, &p)
 }
 
 var errProviderAddress = func() *problem.Problem {
