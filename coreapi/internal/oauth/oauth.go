@@ -109,6 +109,11 @@ const maxAgeDigits = 9
 // never met to the second.
 const AuthTimeLeeway = time.Minute
 
+// IssuedAtLeeway is how far ahead of this clock a provider's ID token may
+// say it was issued (iat): the two clocks differ a little. A token issued
+// later than that was not made for this sign-in.
+const IssuedAtLeeway = time.Minute
+
 // appChallengeLen is the length of an S256 code_challenge: a SHA-256,
 // base64url without padding (RFC 7636 section 4.2).
 const appChallengeLen = 43
@@ -662,6 +667,20 @@ func authenticatedAt(raw json.RawMessage, maxAge *int, now time.Time) (*time.Tim
 	return at, nil
 }
 
+// issuedBefore checks an ID token's iat, which go-oidc reads but checks
+// neither for presence nor against the clock: OpenID Connect Core 2
+// requires it, and a token issued more than IssuedAtLeeway after now was
+// not made for a sign-in under way. iat is the zero time when absent.
+func issuedBefore(iat, now time.Time) error {
+	switch {
+	case iat.IsZero():
+		return errors.New("does not say when it was issued (iat)")
+	case iat.After(now.Add(IssuedAtLeeway)):
+		return errors.New("says it was issued (iat) in the future")
+	}
+	return nil
+}
+
 type flow struct {
 	Verifier    string
 	Nonce       string
@@ -789,6 +808,10 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	if err := claimNamesExact(idt); err != nil {
 		s.log.WarnContext(ctx, "oidc id token", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", err.Error())
 		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the provider's ID token names a claim twice, or in another letter case")
+	}
+	if err := issuedBefore(idt.IssuedAt, time.Now()); err != nil {
+		s.log.WarnContext(ctx, "oidc id token", "request_id", httpapi.RequestIDOf(c), "provider", p.cfg.Name, "err", err.Error())
+		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the provider's ID token "+err.Error())
 	}
 	if idt.Nonce != f.Nonce {
 		return problem.New(fiber.StatusBadRequest, problem.CodeNonceMismatch, "the ID token was not issued for this sign-in")
