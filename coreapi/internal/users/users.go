@@ -275,7 +275,10 @@ func meOf(id identity.Identity) Me {
 
 // UpdateMe changes the caller's display name. The projection does not carry
 // it, so nothing is invalidated. The name the caller already has is
-// answered without a write.
+// answered without a write. An account that could not sign in to the
+// identity's tenant now (ActiveAccount), whose bearer a proxy that has not
+// yet heard of the change still forwards, is ErrInactive, read with the
+// account's row locked as a disabling takes it.
 func (s *Store) UpdateMe(ctx context.Context, id identity.Identity, displayName, requestID string) (Me, error) {
 	const qLock = `
 SELECT display_name FROM users
@@ -291,6 +294,11 @@ FOR NO KEY UPDATE`
 		var old string
 		if err := tx.QueryRow(ctx, qLock, userID, tenantID).Scan(&old); err != nil {
 			return mapErr(err)
+		}
+		// A statement after the lock: it sees a disabling committed by
+		// whoever held the row before.
+		if _, err := ActiveAccount(ctx, tx, userID, tenantID); err != nil {
+			return err
 		}
 		// The name it already has changes nothing and writes nothing
 		// (no updated_at, no audit row), as for a tenant or a role.
