@@ -34,6 +34,7 @@ import (
 
 	"github.com/dgraph-io/ristretto/v2"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/percpu"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"golang.org/x/sync/singleflight"
 )
@@ -124,9 +125,14 @@ type Options struct {
 
 // Cache is the projection cache.
 type Cache struct {
-	opt    Options
-	f      Fetcher
-	cache  *ristretto.Cache[uint64, *Entry]
+	opt   Options
+	f     Fetcher
+	cache *ristretto.Cache[uint64, *Entry]
+	// open is passed by every use of cache: Close shuts it, waits for
+	// those under way, and only then closes cache, whose Close shuts the
+	// channels its Get, SetWithTTL and Clear send on (a send racing it
+	// panics). Those that come later skip cache (see Close).
+	open   *percpu.Gate
 	seed   maphash.Seed
 	user   [stripes]atomic.Uint64
 	tenant [stripes]atomic.Uint64
@@ -159,7 +165,7 @@ func New(opt Options, f Fetcher, m *metrics.Metrics) (*Cache, error) {
 		opt.EntryCost = EntryBytes
 	}
 	c := &Cache{opt: opt, f: f, seed: maphash.MakeSeed(), m: m, cc: m.Cache(metrics.CacheProjection),
-		kc: m.Cache(metrics.CacheAPIKey), keys: &keyTable{f: opt.Keys}, base: opt.Now()}
+		kc: m.Cache(metrics.CacheAPIKey), keys: &keyTable{f: opt.Keys}, base: opt.Now(), open: percpu.NewGate()}
 	c.keys.uses.full, c.keys.uses.m = make(chan struct{}, 1), m
 	c.down.Store(connected)
 	if opt.MaxFetches > 0 {
@@ -180,8 +186,47 @@ func New(opt Options, f Fetcher, m *metrics.Metrics) (*Cache, error) {
 	return c, nil
 }
 
-// Close stops the cache's goroutines.
-func (c *Cache) Close() { c.cache.Close() }
+// Close stops the cache's goroutines, once the lookups, fills and purges
+// under way have ended. It may run while requests or rechecks still use
+// the cache (a projection fetch coreapi answers past the shutdown's
+// bound): from then on a lookup misses and fetches, a fill is not kept
+// and a purge has nothing to do. Calls after the first do nothing.
+func (c *Cache) Close() {
+	if c.open.Close() {
+		c.cache.Close()
+	}
+}
+
+// stored is the entry kept under k, if any (none once closed).
+func (c *Cache) stored(k uint64) (*Entry, bool) {
+	cell, ok := c.open.Enter()
+	if !ok {
+		return nil, false
+	}
+	e, ok := c.cache.Get(k)
+	c.open.Leave(cell)
+	return e, ok
+}
+
+// store offers e to the store under k for ttl (dropped once closed).
+func (c *Cache) store(k uint64, e *Entry, ttl time.Duration) {
+	cell, ok := c.open.Enter()
+	if !ok {
+		return
+	}
+	c.cache.SetWithTTL(k, e, c.opt.EntryCost, ttl)
+	c.open.Leave(cell)
+}
+
+// clear empties the store (nothing to do once closed).
+func (c *Cache) clear() {
+	cell, ok := c.open.Enter()
+	if !ok {
+		return
+	}
+	c.cache.Clear()
+	c.open.Leave(cell)
+}
 
 // connected is the value of Cache.down while the invalidation feed is up.
 const connected = math.MinInt64
@@ -272,7 +317,7 @@ func (c *Cache) ValidStamp(s *Stamp, now time.Time) bool {
 func (c *Cache) Get(ctx context.Context, sub, tid, requestID string) (*Entry, error) {
 	k := c.key(sub, tid)
 	g := c.gens(sub, tid)
-	if e, ok := c.cache.Get(k); ok && e.Sub == sub && e.Tid == tid && e.gens == g && c.live(e, c.ticks(c.opt.Now())) {
+	if e, ok := c.stored(k); ok && e.Sub == sub && e.Tid == tid && e.gens == g && c.live(e, c.ticks(c.opt.Now())) {
 		c.cc.Hits.Inc()
 		if e.err != nil {
 			return nil, e.err
@@ -313,7 +358,7 @@ func (c *Cache) Get(ctx context.Context, sub, tid, requestID string) (*Entry, er
 		// caller keeps e beside its token (checked with Valid), and a
 		// request for the same entry meanwhile joins this fetch.
 		if c.gens(sub, tid) == g && ttl > 0 {
-			c.cache.SetWithTTL(k, e, c.opt.EntryCost, ttl)
+			c.store(k, e, ttl)
 		}
 		return e, nil
 	})
@@ -443,7 +488,7 @@ func (c *Cache) halfway() {
 // InvalidateAll makes every entry a miss and frees them.
 func (c *Cache) InvalidateAll() {
 	c.global.Add(1)
-	c.cache.Clear()
+	c.clear()
 	for i := range c.keys.slots {
 		if e := c.keys.slots[i].Swap(nil); e != nil {
 			c.keys.leave(e) // its unreported use is kept
