@@ -137,3 +137,19 @@ func drainNow(t *testing.T, m *Manager) {
 		t.Errorf("drain: %v", err)
 	}
 }
+
+// closeAfterDrain closes pc, which m's rechecks read, once m is drained,
+// as the proxy does (App.Serve), and fails the test if a recheck of one of
+// cs still runs as pc closes: closed under it, a lookup ran into a
+// closed cache. The streams of cs end as they are closed (their shutdown
+// releases them).
+func closeAfterDrain(t *testing.T, m *Manager, pc *projection.Cache, cs ...*Conn) {
+	t.Helper()
+	drainNow(t, m)
+	for _, c := range cs {
+		if c.rechecking.Load() {
+			t.Errorf("the projection cache closed while the stream of %s was being decided again", c.claims.Sub)
+		}
+	}
+	pc.Close()
+}

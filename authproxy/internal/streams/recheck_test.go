@@ -44,17 +44,17 @@ func TestRecheckBeyondFetchBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
 	pc.Reconnected()
 	m := New(Options{}, pc, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute}
 	var cs []*Conn
+	defer func() { closeAfterDrain(t, m, pc, cs...) }()
 	for i := range 10 {
 		c, err := m.reserveAt("sse", "/x", &tokens.Claims{Sub: fmt.Sprintf("u%d", i), Tid: "t", Sid: fmt.Sprintf("s%d", i)}, rt, "r", origin{path: "/x", method: "GET"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		m.start(c, func(string) {})
+		m.start(c, func(reason string) { m.release(c, reason) })
 		cs = append(cs, c)
 	}
 	core.suspended.Store(true)
@@ -88,25 +88,20 @@ func TestRechecksOfAStreamDoNotPileUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
 	pc.Reconnected()
 	m := New(Options{}, pc, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute}
 	const streams = 20
 	var cs []*Conn
+	defer func() { closeAfterDrain(t, m, pc, cs...) }()
 	for i := range streams {
 		c, err := m.reserveAt("sse", "/x", &tokens.Claims{Sub: fmt.Sprintf("u%d", i), Tid: "t", Sid: fmt.Sprintf("s%d", i)}, rt, "r", origin{path: "/x", method: "GET"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		m.start(c, func(string) {})
+		m.start(c, func(reason string) { m.release(c, reason) })
 		cs = append(cs, c)
 	}
-	defer func() {
-		for _, c := range cs {
-			c.Close("test")
-		}
-	}()
 	inv := Invalidator{Target: pc, Streams: m}
 	for range 50 {
 		inv.InvalidateAll()
@@ -131,39 +126,45 @@ func TestRechecksOfAStreamDoNotPileUp(t *testing.T) {
 // coreapi stays away. Without a bound it stays open.
 func TestUnansweredRecheckClosesTheStream(t *testing.T) {
 	for _, bound := range []time.Duration{300 * time.Millisecond, 0} {
-		pc, err := projection.New(projection.Options{TTL: time.Minute, MaxStaleness: time.Minute}, downCore{}, metrics.New())
-		if err != nil {
-			t.Fatal(err)
+		t.Run(fmt.Sprintf("RecheckFor=%v", bound), func(t *testing.T) { unansweredRecheck(t, bound) })
+	}
+}
+
+func unansweredRecheck(t *testing.T, bound time.Duration) {
+	pc, err := projection.New(projection.Options{TTL: time.Minute, MaxStaleness: time.Minute}, downCore{}, metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.Reconnected()
+	var logs logbuffer.Buffer
+	m := New(Options{RecheckFor: bound}, pc, slog.New(slog.NewTextHandler(&logs, nil)), prometheus.NewRegistry())
+	rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute}
+	c, err := m.reserveAt("sse", "/x", &tokens.Claims{Sub: "u", Tid: "t", Sid: "s"}, rt, "r", origin{path: "/x", method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAfterDrain(t, m, pc, c)
+	closed := make(chan string, 1)
+	m.start(c, func(reason string) {
+		closed <- reason
+		m.release(c, reason)
+	})
+	start := time.Now()
+	Invalidator{Target: pc, Streams: m}.InvalidateUser("u")
+	select {
+	case reason := <-closed:
+		if bound == 0 {
+			t.Fatalf("closed (%s) without a bound", reason)
 		}
-		defer pc.Close()
-		pc.Reconnected()
-		var logs logbuffer.Buffer
-		m := New(Options{RecheckFor: bound}, pc, slog.New(slog.NewTextHandler(&logs, nil)), prometheus.NewRegistry())
-		rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute}
-		c, err := m.reserveAt("sse", "/x", &tokens.Claims{Sub: "u", Tid: "t", Sid: "s"}, rt, "r", origin{path: "/x", method: "GET"})
-		if err != nil {
-			t.Fatal(err)
+		if reason != ReasonUnavailable || time.Since(start) < bound {
+			t.Fatalf("closed %q after %v, want %q after at least %v", reason, time.Since(start), ReasonUnavailable, bound)
 		}
-		closed := make(chan string, 1)
-		m.start(c, func(reason string) { closed <- reason })
-		defer c.Close("test")
-		start := time.Now()
-		Invalidator{Target: pc, Streams: m}.InvalidateUser("u")
-		select {
-		case reason := <-closed:
-			if bound == 0 {
-				t.Fatalf("closed (%s) without a bound", reason)
-			}
-			if reason != ReasonUnavailable || time.Since(start) < bound {
-				t.Fatalf("closed %q after %v, want %q after at least %v", reason, time.Since(start), ReasonUnavailable, bound)
-			}
-			if !strings.Contains(logs.String(), "stream closed: its access could not be checked") {
-				t.Fatalf("no log line:\n%s", logs.String())
-			}
-		case <-time.After(3 * time.Second):
-			if bound != 0 {
-				t.Fatalf("still open 3 s after a recheck bounded to %v could not be answered", bound)
-			}
+		if !strings.Contains(logs.String(), "stream closed: its access could not be checked") {
+			t.Fatalf("no log line:\n%s", logs.String())
+		}
+	case <-time.After(3 * time.Second):
+		if bound != 0 {
+			t.Fatalf("still open 3 s after a recheck bounded to %v could not be answered", bound)
 		}
 	}
 }
@@ -221,7 +222,6 @@ func TestRecheckAskedDuringARecheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pc.Close()
 	pc.Reconnected()
 	if _, err := pc.Get(context.Background(), "u", "t", ""); err != nil { // the stream's opening decision
 		t.Fatal(err)
@@ -232,8 +232,8 @@ func TestRecheckAskedDuringARecheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.start(c, func(string) {})
-	defer c.Close("test")
+	defer closeAfterDrain(t, m, pc, c)
+	m.start(c, func(reason string) { m.release(c, reason) })
 	deadline := time.Now().Add(5 * time.Second)
 	for c.rechecking.Load() && time.Now().Before(deadline) { // the decision once registered
 		time.Sleep(time.Millisecond)
