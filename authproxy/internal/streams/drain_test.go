@@ -148,7 +148,7 @@ func closeAfterDrain(t *testing.T, m *Manager, pc *projection.Cache, cs ...*Conn
 	drainNow(t, m)
 	for _, c := range cs {
 		if c.rechecking.Load() {
-			t.Errorf("the projection cache closed while the stream of %s was being decided again", c.claims.Sub)
+			t.Errorf("the projection cache closed while stream %d was being decided again", c.id)
 		}
 	}
 	pc.Close()

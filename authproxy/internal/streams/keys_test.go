@@ -22,17 +22,17 @@ func activeManager(t *testing.T, claims ...*tokens.Claims) (*Manager, []*Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(pc.Close)
 	pc.Reconnected()
 	m := New(Options{}, pc, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	rt := &rules.Route{Prefix: "/x", StreamTimeout: time.Minute}
 	var cs []*Conn
+	t.Cleanup(func() { closeAfterDrain(t, m, pc, cs...) })
 	for _, cl := range claims {
 		c, err := m.reserveAt("sse", "/x", cl, rt, "r", origin{path: "/x", method: "GET"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		m.start(c, func(string) {})
+		m.start(c, func(reason string) { m.release(c, reason) })
 		cs = append(cs, c)
 	}
 	return m, cs
