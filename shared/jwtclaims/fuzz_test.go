@@ -174,3 +174,18 @@ func checkNames(t *testing.T, raw []byte, known []string) {
 		}
 	}
 }
+
+// FuzzCanonicalSegment: CanonicalSegment accepts exactly the strings that
+// decode as unpadded base64url and encode back to themselves.
+func FuzzCanonicalSegment(f *testing.F) {
+	for _, s := range []string{"", "A", "AA", "AQ", "AB", "AAA", "AAE", "AAB", "AAAA", "ab-_", "ab+/", "AQ==", "AA\nAA", "eyJ9", "eyJ9="} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, seg string) {
+		raw, err := base64.RawURLEncoding.Strict().DecodeString(seg)
+		want := err == nil && base64.RawURLEncoding.EncodeToString(raw) == seg
+		if got := CanonicalSegment([]byte(seg)); got != want {
+			t.Fatalf("CanonicalSegment(%q) = %v, want %v", seg, got, want)
+		}
+	})
+}

@@ -166,6 +166,42 @@ var (
 	ErrType = errors.New("jwt: not an access token (typ)")
 )
 
+// CanonicalSegment reports whether seg is a segment of a compact JWS as
+// RFC 7515 section 2 spells it: base64url without padding, the unused
+// bits of its last character zero, nothing else (no line break). The JWS
+// library decodes the payload and signature segments in any base64
+// alphabet, padded or not, their unused bits ignored, and checks the
+// signature over the payload encoded again, so a token the signer wrote
+// would verify in many spellings; the verifiers take the one it wrote.
+func CanonicalSegment(seg []byte) bool {
+	last := byte(0)
+	for _, c := range seg {
+		switch {
+		case c >= 'A' && c <= 'Z':
+			last = c - 'A'
+		case c >= 'a' && c <= 'z':
+			last = c - 'a' + 26
+		case c >= '0' && c <= '9':
+			last = c - '0' + 52
+		case c == '-':
+			last = 62
+		case c == '_':
+			last = 63
+		default:
+			return false
+		}
+	}
+	switch len(seg) % 4 {
+	case 1:
+		return false
+	case 2: // 12 bits for one byte
+		return last&0x0f == 0
+	case 3: // 18 bits for two bytes
+		return last&0x03 == 0
+	}
+	return true
+}
+
 // ParseHeader decodes the first segment of a compact JWS and refuses the
 // headers neither verifier accepts: a parameter named twice, or one of
 // Header's in another letter case, is ErrMalformed (checkMembers), since

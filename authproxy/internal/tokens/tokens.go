@@ -567,6 +567,12 @@ func (v *Verifier) verify(ctx context.Context, token []byte) (*Claims, error) {
 	if len(parts) != 3 || len(parts[0]) == 0 || len(parts[1]) == 0 || len(parts[2]) == 0 {
 		return nil, ErrMalformed
 	}
+	// One spelling per token, the signer's (the header's is checked by
+	// ParseHeader): the JWS library would take the payload and signature
+	// in other base64 spellings too.
+	if !jwtclaims.CanonicalSegment(parts[1]) || !jwtclaims.CanonicalSegment(parts[2]) {
+		return nil, ErrMalformed
+	}
 	h, err := jwtclaims.ParseHeader(parts[0])
 	switch err {
 	case nil:

@@ -39,10 +39,10 @@ func looksLikeJWT(tok string) bool {
 	return len(parts) == 3 && parts[0] != "" && parts[1] != "" && parts[2] != ""
 }
 
-// inspect verifies an access token the way the proxy does (typ at+jwt,
-// no key-bearing headers, a published kid whose algorithm is the header's,
-// the signature, issuer, audience, exp/nbf/iat with leeway, lifetime, id
-// claims, principal) and then checks it against the database as the
+// inspect verifies an access token the way the proxy does (each segment
+// in the signer's spelling, typ at+jwt, no key-bearing headers, a
+// published kid whose algorithm is the header's, the signature, issuer,
+// audience, exp/nbf/iat with leeway, lifetime, id claims, principal) and then checks it against the database as the
 // proxy's projection does (user, membership and tenant active, the
 // tenant's MFA policy, token version, session not revoked: here any
 // revoked or expired session, not only recently revoked ones). Any failure is errInactive; other errors are the
@@ -54,6 +54,11 @@ func (s *Service) inspect(ctx context.Context, tok string) (tokenInfo, error) {
 	parts := strings.SplitN(tok, ".", 3)
 	h, err := jwtclaims.ParseHeader([]byte(parts[0]))
 	if err != nil {
+		return tokenInfo{}, errInactive
+	}
+	// The token as coreapi wrote it, not another base64 spelling of its
+	// payload or signature, which the JWS library would verify too.
+	if !jwtclaims.CanonicalSegment([]byte(parts[1])) || !jwtclaims.CanonicalSegment([]byte(parts[2])) {
 		return tokenInfo{}, errInactive
 	}
 	key, alg, ok := s.o.Keys.PublicKey(h.Kid)
