@@ -219,33 +219,16 @@ func TestHostOverrideFieldsOnlyFromTrustedPeers(t *testing.T) {
 	sent := map[string]string{"X-Host": "evil.example", "x-host": "evil.example", "X-Original-Host": "evil.example",
 		"X-HTTP-Host-Override": "evil.example", "x-http-host-override": "evil.example", "X-Forwarded-Server": "evil.example",
 		"X_Original_Host": "evil.example", "X_Host": "evil.example"}
-	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
-	for _, trusted := range []bool{false, true} {
-		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
-			vars := map[string]string{}
-			if trusted {
-				vars["TRUSTED_PROXY_CIDRS"] = "127.0.0.0/8"
-			}
-			e := start(t, envOpt{vars: vars})
-			tok := e.token(nil)
-			for _, route := range []string{"protected", "public"} {
-				for name, v := range sent {
-					r := e.do("GET", "/api/v1/users/me", tok, map[string]string{name: v})
-					if route == "public" {
-						r = e.do("GET", "/.well-known/jwks.json", "", map[string]string{name: v})
-					}
-					e.wantStatus(r, 200)
-					got := false
-					for k, vs := range e.core.Last(t).Headers {
-						got = got || norm(k) == norm(name) && slices.Contains(vs, v)
-					}
-					if want := trusted && !strings.Contains(name, "_"); got != want {
-						t.Errorf("%s route: %s reached the upstream %v, want %v", route, name, got, want)
-					}
+	forEachPeer(t, func(t *testing.T, e *env, trusted bool) {
+		tok := e.token(nil)
+		for name, v := range sent {
+			e.onEachRoute(t, tok, name, v, func(route string, got map[string][]string) {
+				if want := trusted && !strings.Contains(name, "_"); reached(got, name, v) != want {
+					t.Errorf("%s route: %s reached the upstream %v, want %v", route, name, !want, want)
 				}
-			}
-		})
-	}
+			})
+		}
+	})
 }
 
 // TestClientCertificateFieldsOnlyFromTrustedPeers: the fields in which a
@@ -269,34 +252,17 @@ func TestClientCertificateFieldsOnlyFromTrustedPeers(t *testing.T) {
 		"X-Amzn-Mtls-Clientcert-Leaf", "Client-Cert", "Client-Cert-Chain", "cf-cert-verified", "cf-cert-subject-dn",
 		"X_SSL_Client_Verify", "x_client_cert", "Ssl_Client_Verify", "X_ARR_ClientCert", "Client_Cert", "cf_cert_presented",
 		"HTTP_X_SSL_CLIENT_VERIFY", "Http-Ssl-Client-Cert", "HTTP_X_ARR_CLIENTCERT"}
-	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
-	for _, trusted := range []bool{false, true} {
-		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
-			vars := map[string]string{}
-			if trusted {
-				vars["TRUSTED_PROXY_CIDRS"] = "127.0.0.0/8"
-			}
-			e := start(t, envOpt{vars: vars})
-			tok := e.token(nil)
-			for _, route := range []string{"protected", "public"} {
-				for _, name := range names {
-					r := e.do("GET", "/api/v1/users/me", tok, map[string]string{name: sent})
-					if route == "public" {
-						r = e.do("GET", "/.well-known/jwks.json", "", map[string]string{name: sent})
-					}
-					e.wantStatus(r, 200)
-					got := false
-					for k, vs := range e.core.Last(t).Headers {
-						got = got || norm(k) == norm(name) && slices.Contains(vs, sent)
-					}
-					cgi := strings.HasPrefix(norm(name), "http-")
-					if want := trusted && !strings.Contains(name, "_") && !cgi; got != want {
-						t.Errorf("%s route: %s reached the upstream %v, want %v", route, name, got, want)
-					}
+	forEachPeer(t, func(t *testing.T, e *env, trusted bool) {
+		tok := e.token(nil)
+		for _, name := range names {
+			e.onEachRoute(t, tok, name, sent, func(route string, got map[string][]string) {
+				cgi := strings.HasPrefix(fieldNorm(name), "http-")
+				if want := trusted && !strings.Contains(name, "_") && !cgi; reached(got, name, sent) != want {
+					t.Errorf("%s route: %s reached the upstream %v, want %v", route, name, !want, want)
 				}
-			}
-		})
-	}
+			})
+		}
+	})
 }
 
 // X-Script-Name is the base path a proxy in front says it removed: the
@@ -347,16 +313,10 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 		"X-SSL", "x_ssl", "X-Url-Scheme", "X-Forwarded-Ssl", "X-Original-Prefix", "x-original-prefix"}
 	e := start(t, envOpt{})
 	tok := e.token(nil)
-	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
 	for _, name := range names {
-		for _, route := range []string{"protected", "public"} {
-			r := e.do("GET", "/api/v1/users/me", tok, map[string]string{name: sent})
-			if route == "public" {
-				r = e.do("GET", "/.well-known/jwks.json", "", map[string]string{name: sent})
-			}
-			e.wantStatus(r, 200)
-			for k, vs := range e.core.Last(t).Headers {
-				if norm(k) != norm(name) {
+		e.onEachRoute(t, tok, name, sent, func(route string, got map[string][]string) {
+			for k, vs := range got {
+				if fieldNorm(k) != fieldNorm(name) {
 					continue
 				}
 				for _, v := range vs {
@@ -365,7 +325,7 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 					}
 				}
 			}
-		}
+		})
 	}
 }
 
@@ -389,31 +349,18 @@ func TestCGINamesRemovedFromEveryPeer(t *testing.T) {
 		"HTTP_X_CONSUMER_ID", "HTTP_X_CONSUMER_USERNAME", "HTTP_CF_ACCESS_AUTHENTICATED_USER_EMAIL",
 		"HTTP_X_HTTP_METHOD_OVERRIDE", "Http-X-Method-Override", "HTTP_X_ORIGINAL_URL", "HTTP_X_ORIGINAL_URI",
 		"HTTP_X_FORWARDED_URI", "HTTP_X_REQUEST_ID", "HTTP_HTTP_X_AUTH_USER_ID"}
-	norm := func(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
-	for _, trusted := range []bool{false, true} {
-		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
-			vars := map[string]string{}
-			if trusted {
-				vars["TRUSTED_PROXY_CIDRS"] = "127.0.0.0/8"
-			}
-			e := start(t, envOpt{vars: vars})
-			tok := e.token(nil)
-			for _, name := range names {
-				for _, route := range []string{"protected", "public"} {
-					r := e.do("GET", "/api/v1/users/me", tok, map[string]string{name: "10.9.9.9"})
-					if route == "public" {
-						r = e.do("GET", "/.well-known/jwks.json", "", map[string]string{name: "10.9.9.9"})
-					}
-					e.wantStatus(r, 200)
-					for k := range e.core.Last(t).Headers {
-						if norm(k) == norm(name) {
-							t.Errorf("%s route: %s reached the upstream as %s", route, name, k)
-						}
+	forEachPeer(t, func(t *testing.T, e *env, _ bool) {
+		tok := e.token(nil)
+		for _, name := range names {
+			e.onEachRoute(t, tok, name, "10.9.9.9", func(route string, got map[string][]string) {
+				for k := range got {
+					if fieldNorm(k) == fieldNorm(name) {
+						t.Errorf("%s route: %s reached the upstream as %s", route, name, k)
 					}
 				}
-			}
-		})
-	}
+			})
+		}
+	})
 }
 
 // TestUnderscoreSpellingsRemovedFromEveryPeer: a field the proxy sets,
@@ -471,4 +418,48 @@ func TestUnderscoreSpellingsRemovedFromEveryPeer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fieldNorm is a field's name as a CGI server files it: lower case, '_'
+// for '-'; two names an app may read as one have the same.
+func fieldNorm(k string) string { return strings.ToLower(strings.ReplaceAll(k, "_", "-")) }
+
+// forEachPeer runs f on a proxy that trusts the test's peer
+// (TRUSTED_PROXY_CIDRS 127.0.0.0/8) and on one that does not.
+func forEachPeer(t *testing.T, f func(t *testing.T, e *env, trusted bool)) {
+	for _, trusted := range []bool{false, true} {
+		t.Run(fmt.Sprintf("trusted=%v", trusted), func(t *testing.T) {
+			vars := map[string]string{}
+			if trusted {
+				vars["TRUSTED_PROXY_CIDRS"] = "127.0.0.0/8"
+			}
+			f(t, start(t, envOpt{vars: vars}), trusted)
+		})
+	}
+}
+
+// onEachRoute sends the field name: value with a warm token to a
+// protected route and without one to a public route, wants each answered
+// 200, and calls check with the route and the fields coreapi received.
+func (e *env) onEachRoute(t *testing.T, tok, name, value string, check func(route string, got map[string][]string)) {
+	t.Helper()
+	for _, route := range []string{"protected", "public"} {
+		path, bearer := "/api/v1/users/me", tok
+		if route == "public" {
+			path, bearer = "/.well-known/jwks.json", ""
+		}
+		e.wantStatus(e.do("GET", path, bearer, map[string]string{name: value}), 200)
+		check(route, e.core.Last(t).Headers)
+	}
+}
+
+// reached reports whether got holds a field named as name (in either
+// spelling) with the value v.
+func reached(got map[string][]string, name, v string) bool {
+	for k, vs := range got {
+		if fieldNorm(k) == fieldNorm(name) && slices.Contains(vs, v) {
+			return true
+		}
+	}
+	return false
 }
