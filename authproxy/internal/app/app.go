@@ -52,6 +52,9 @@ type Hooks struct {
 	// Linger is server.Options.Linger: how long a connection answered
 	// 413 is read before it is closed (0: server.DefaultLinger).
 	Linger time.Duration
+	// StreamRechecked is streams.Options.Rechecked: it runs after each
+	// recheck of an open stream has decided (nil: nothing runs).
+	StreamRechecked func(reason string)
 }
 
 // LinesInterval is how often buffered access lines are written at least.
@@ -177,6 +180,7 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 		BufferBytes: cfg.StreamBufferBytes, DialTimeout: cfg.UpstreamMaxConnWait, HandshakeTimeout: cfg.UpstreamTimeout,
 		WriteTimeout: cfg.WriteTimeout, DownRecheck: streams.DownRecheckFor(cfg.MaxStaleness),
 		Refresh: streams.RefreshFor(cfg.ProjectionCacheTTL), RecheckFor: streams.RecheckForStaleness(cfg.MaxStaleness), Leeway: cfg.Leeway, Now: h.Now,
+		Rechecked: h.StreamRechecked,
 		// Read only once requests are served (a.Server is set below).
 		Table: func() *rules.Table { return a.Server.Router().Table }, Keys: a.Keys.Current}, a.Projections, log, m.Registry)
 	// The streams see every eviction the cache sees: NATS events and the

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,6 +59,10 @@ type env struct {
 	logs   *logBuffer
 	done   chan error
 	cancel context.CancelFunc
+
+	// rechecks are the decisions of the proxy's stream rechecks
+	// (Hooks.StreamRechecked).
+	rechecks *rechecks
 }
 
 type envOpt struct {
@@ -106,7 +111,7 @@ func defaultProjection() identity.Projection {
 
 func start(t testing.TB, o envOpt) *env {
 	t.Helper()
-	e := &env{t: t, clock: &clock{}, done: make(chan error, 1), logs: &logBuffer{}}
+	e := &env{t: t, clock: &clock{}, done: make(chan error, 1), logs: &logBuffer{}, rechecks: &rechecks{}}
 	switch {
 	case o.tlsCore && o.ipv6Core:
 		e.coreCA = testca.New(t, "coreapi test CA")
@@ -181,7 +186,7 @@ func start(t testing.TB, o envOpt) *env {
 	if o.logLevel {
 		log = logging.New(lines, cfg.LogLevel)
 	}
-	hooks := Hooks{Now: e.clock.Now, Tracing: o.tracing, Lines: lines, Linger: o.linger}
+	hooks := Hooks{Now: e.clock.Now, Tracing: o.tracing, Lines: lines, Linger: o.linger, StreamRechecked: e.rechecks.add}
 	if o.slogAccess {
 		hooks.Lines = nil
 	}
@@ -232,6 +237,38 @@ func start(t testing.TB, o envOpt) *env {
 		})
 	}
 	return e
+}
+
+// rechecks records the reason each recheck of an open stream decided
+// ("" kept), in order.
+type rechecks struct {
+	mu      sync.Mutex
+	reasons []string
+}
+
+func (r *rechecks) add(reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reasons = append(r.reasons, reason)
+}
+
+// count is how many rechecks have decided.
+func (r *rechecks) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.reasons)
+}
+
+// await waits until n more than from rechecks have decided and returns
+// their reasons.
+func (r *rechecks) await(t testing.TB, from, n int) []string {
+	t.Helper()
+	testenv.Eventually(t, func() error {
+		return testenv.WantAtLeast("stream rechecks decided", r.count(), from+n)
+	})
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.reasons[from:])
 }
 
 // appRules puts the app upstream's URL for "{{APP}}" in a rules file.

@@ -237,14 +237,31 @@ func TestStreamsClosedOnRevocation(t *testing.T) {
 		t.Logf("event published -> close frame read, 20 trials: p50 %v, max %v", lat[len(lat)/2], lat[len(lat)-1])
 	})
 	t.Run("unchanged access keeps the stream", func(t *testing.T) {
+		n := e.rechecks.count()
 		c, _, err := e.dialWS("/notes/ws", bearer(tok))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		e.publishAndWait("auth.invalidate.user." + userID)
-		e.publishAndWait("auth.invalidate.tenant." + tenantID)
-		time.Sleep(200 * time.Millisecond)
+		// The recheck its registration asked for, then each event's,
+		// published once the one before had decided: the stream's
+		// rechecks are idle when the event asks for one, so the next to
+		// decide began after it.
+		kept := func(after string) {
+			t.Helper()
+			decided := e.rechecks.await(t, n, 1)
+			n += len(decided)
+			for _, reason := range decided {
+				if reason != "" {
+					t.Fatalf("the recheck after %s closed the stream (%s), want it kept", after, reason)
+				}
+			}
+		}
+		kept("its opening")
+		for _, subject := range []string{"auth.invalidate.user." + userID, "auth.invalidate.tenant." + tenantID} {
+			e.publishAndWait(subject)
+			kept(subject)
+		}
 		echo(t, c, "still here")
 	})
 	t.Run("session revoked: event stream ended", func(t *testing.T) {

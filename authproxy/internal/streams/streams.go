@@ -153,6 +153,11 @@ type Options struct {
 	// expires, as its requests' do, at exp plus it.
 	Leeway time.Duration
 	Now    func() time.Time
+	// Rechecked, when set (tests), runs after each recheck of an open
+	// stream has decided (recheckConn), with the reason it closed the
+	// stream for ("" kept), once that close is done; a recheck of a
+	// stream closed otherwise meanwhile decides nothing.
+	Rechecked func(reason string)
 }
 
 // Manager holds the open streams.
@@ -826,16 +831,24 @@ func (m *Manager) recheckConn(c *Conn) {
 			return
 		}
 		if err == nil {
+			open := c.Reason() == "" // else closed meanwhile: nothing was decided
 			if reason != "" {
 				m.log.Info("stream closed: access withdrawn", c.logArgs("reason", reason, "route", c.route)...)
 				c.Close(reason)
+			}
+			if open {
+				m.rechecked(reason)
 			}
 			return
 		}
 		now := m.o.Now()
 		if m.o.RecheckFor > 0 && now.Sub(since) >= m.o.RecheckFor {
 			m.log.Warn("stream closed: its access could not be checked", c.logArgs("err", err, "for", now.Sub(since).Round(time.Millisecond), "route", c.route)...)
+			open := c.Reason() == ""
 			c.Close(ReasonUnavailable)
+			if open {
+				m.rechecked(ReasonUnavailable)
+			}
 			return
 		}
 		if !warned { // once per recheck: retries are not news
@@ -853,6 +866,14 @@ func (m *Manager) recheckConn(c *Conn) {
 			return
 		}
 		wait = min(wait*2, recheckRetryMax)
+	}
+}
+
+// rechecked runs Options.Rechecked, if set, for a recheck that decided
+// reason.
+func (m *Manager) rechecked(reason string) {
+	if m.o.Rechecked != nil {
+		m.o.Rechecked(reason)
 	}
 }
 
