@@ -234,32 +234,6 @@ func TestDroppedCountsSlowConsumerLosses(t *testing.T) {
 	}
 }
 
-// TestConnectReportsOnce: the first connection is reported live once; a
-// second report (Connect once reported it too, and the client's connect
-// handler again, late) would purge what the caches filled in between (a
-// warm entry fetched again right after start). Connected holds only once
-// the report is made.
-func TestConnectReportsOnce(t *testing.T) {
-	n := testenv.StartNATS(t)
-	r := newRecorder(t)
-	s, err := Connect(Options{URL: n.URL(), ReconnectWait: 600 * time.Millisecond, MaxReconnect: time.Second}, r, quiet(), metrics.New())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close(time.Second)
-	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
-	// Connected means the caches have been told (their purge is behind).
-	if got, _ := r.count(); got < 1 {
-		t.Fatal("Connected before the caches were told the feed is live")
-	}
-	// The client's callback goroutine runs the connect handler within
-	// microseconds; give it ample time to show up.
-	time.Sleep(300 * time.Millisecond)
-	if got, _ := r.count(); got != 1 {
-		t.Fatalf("%d live reports for one connection, want 1", got)
-	}
-}
-
 // countingFetcher answers every projection, counting the fetches.
 type countingFetcher struct{ n atomic.Int64 }
 
@@ -386,14 +360,23 @@ func TestFirstConnectionRefetchesKeys(t *testing.T) {
 	n := testenv.StartNATS(t)
 	for i := range 8 {
 		var refetches atomic.Int64
-		s, err := Connect(Options{URL: n.URL(), KeysChanged: func(string) { refetches.Add(1) }}, newRecorder(t), quiet(), metrics.New())
+		r := newRecorder(t)
+		s, err := Connect(Options{URL: n.URL(), KeysChanged: func(string) { refetches.Add(1) }}, r, quiet(), metrics.New())
 		if err != nil {
 			t.Fatal(err)
 		}
 		testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+		// Connected only once the caches were told.
+		if got, _ := r.count(); got != 1 {
+			t.Fatalf("connection %d: connected with %d live reports, want 1", i, got)
+		}
 		testenv.Eventually(t, func() error { return testenv.Want("key set refetches", refetches.Load(), int64(1)) })
-		time.Sleep(50 * time.Millisecond) // the client's handler, late
+		// Close returns once the client has run its closed handler, after
+		// every handler it queued before: a late one's report is made.
 		s.Close(time.Second)
+		if got, _ := r.count(); got != 1 {
+			t.Fatalf("connection %d: %d live reports, want 1", i, got)
+		}
 		if got := refetches.Load(); got != 1 {
 			t.Fatalf("connection %d: %d key set refetches, want 1", i, got)
 		}
