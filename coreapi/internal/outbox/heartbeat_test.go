@@ -261,25 +261,35 @@ func heartbeats(t *testing.T, url string) (rows, direct func() int, settle func(
 	}
 	settle = func(via *nats.Conn) {
 		t.Helper()
-		for _, c := range []*nats.Conn{via, nc} {
-			if err := c.Flush(); err != nil {
-				t.Fatal(err)
-			}
-		}
-		eventually.Within(t, wait, func() error {
-			delivered, err := sub.Delivered()
-			if err != nil {
-				return err
-			}
-			queued, _, err := sub.Pending()
-			if err != nil {
-				return err
-			}
-			seen := read(&nSeen)()
-			return want(int64(seen) == delivered+int64(queued), "%d heartbeats counted of %d read", seen, delivered+int64(queued))
-		})
+		settled(t, via, nc, sub, read(&nSeen))
 	}
 	return read(&nRows), read(&nDirect), settle
+}
+
+// settled returns once everything published through via before it was
+// called has been counted by sub's handler (seen): via's publications
+// reached the server (a flush), the server's deliveries to sub's
+// connection nc were read before its own flush's answer, and each one
+// read was counted.
+func settled(t *testing.T, via, nc *nats.Conn, sub *nats.Subscription, seen func() int) {
+	t.Helper()
+	for _, c := range []*nats.Conn{via, nc} {
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually.Within(t, wait, func() error {
+		delivered, err := sub.Delivered()
+		if err != nil {
+			return err
+		}
+		queued, _, err := sub.Pending()
+		if err != nil {
+			return err
+		}
+		n := seen()
+		return want(int64(n) == delivered+int64(queued), "%d messages counted of %d read", n, delivered+int64(queued))
+	})
 }
 
 // TestHeartbeatWhileTheDatabaseIsAway: a relay that had published every
@@ -305,12 +315,15 @@ func TestHeartbeatWhileTheDatabaseIsAway(t *testing.T) {
 	}
 
 	c := newLink(t, host)
-	startRelay(t, poolThrough(t, db, c), connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 200 * time.Millisecond})
+	var upSteps steps
+	r := startRelay(t, poolThrough(t, db, c), connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 200 * time.Millisecond, stepped: upSteps.hook})
 	eventually.Within(t, wait, func() error { return want(rows() >= 1, "no heartbeat through the outbox") })
-	// The heartbeat row's own notification arrives after its publication,
-	// and the relay drains once more for it: cut once that drain is done,
-	// before the next row (a notification not yet drained keeps it silent).
-	time.Sleep(40 * time.Millisecond)
+	// The relay is clear once a drain that began after its LISTEN has
+	// succeeded (the second to end after it is seen listening): what was
+	// committed before it is published, and what it heard of since is
+	// published from the notifications once the database is away.
+	heardIs(t, r, "begun to listen", func(hd *heard) bool { return hd.listen })
+	upSteps.await(t, false, 2)
 	c.cut()
 	before := direct()
 	eventually.Within(t, wait, func() error {
@@ -318,16 +331,19 @@ func TestHeartbeatWhileTheDatabaseIsAway(t *testing.T) {
 	})
 }
 
-// staysSilent waits a second after the database went away and wants
-// neither an event nor a direct heartbeat from the relay: rows it does not
-// know wait unpublished, so it must stay silent.
-func staysSilent(t *testing.T, events *collector, direct func() int, waiting string) {
+// staysSilent waits for ten heartbeat looks of h's relay after the
+// database went away, and for what it published by then to be counted,
+// and wants neither an event nor a direct heartbeat from it: rows it does
+// not know wait unpublished, so it must stay silent.
+func staysSilent(t *testing.T, h *held, events *collector, waiting string) {
 	t.Helper()
-	time.Sleep(time.Second)
+	h.steps.await(t, true, 10)
+	events.settle(t, h.nc)
+	h.settle(h.nc)
 	if n := events.distinct(); n != 0 {
 		t.Fatalf("%d events published: the relay was not held back, or published rows it was not told of", n)
 	}
-	if d := direct(); d != 0 {
+	if d := h.direct(); d != 0 {
 		t.Fatalf("%d direct heartbeats while %s waits unpublished, want none", d, waiting)
 	}
 }
@@ -339,21 +355,77 @@ func dbHost(db *dbtest.DB) string {
 	return host[:strings.IndexAny(host, "/?")]
 }
 
+// held is a relay started by heldRelay.
+type held struct {
+	r     *Relay
+	steps *steps
+	nc    *nats.Conn // the relay's
+	// c is the link the pool's one connection (and the relay's LISTEN
+	// connection) goes through.
+	c    *link
+	pool *pgxpool.Pool
+	// direct counts the heartbeats seen straight from the relay; settle
+	// returns once those published through via were counted.
+	direct func() int
+	settle func(via *nats.Conn)
+}
+
 // heldRelay starts a relay on db, whose one connection goes through a
-// link, publishing to ns, and waits for its first outbox heartbeats. It
-// returns the link, the pool, and the heartbeats seen straight from the
-// relay. The test then holds the pool's one connection so that the
-// relay's drains wait for it, commits a row (its notification reaches the
-// relay), and cuts the link: the database went away before the relay
-// could publish the row.
-func heldRelay(t *testing.T, db *dbtest.DB, ns *server.Server) (*link, *pgxpool.Pool, func() int) {
+// link, publishing to ns, and waits for its first outbox heartbeats. The
+// test then holds the pool's one connection so that the relay's drains
+// wait for it, commits a row (and waits for the relay to hear its
+// notification), and cuts the link: the database went away before the
+// relay could publish the row.
+func heldRelay(t *testing.T, db *dbtest.DB, ns *server.Server) *held {
 	t.Helper()
-	rows, direct, _ := heartbeats(t, ns.ClientURL())
-	c := newLink(t, dbHost(db))
-	pool := poolThrough(t, db, c, func(cfg *pgxpool.Config) { cfg.MaxConns = 1 })
-	startRelay(t, pool, connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond})
+	rows, direct, settle := heartbeats(t, ns.ClientURL())
+	h := &held{steps: &steps{}, nc: connect(t, ns.ClientURL()), c: newLink(t, dbHost(db)), direct: direct, settle: settle}
+	h.pool = poolThrough(t, db, h.c, func(cfg *pgxpool.Config) { cfg.MaxConns = 1 })
+	h.r = startRelay(t, h.pool, h.nc, RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond, stepped: h.steps.hook})
 	eventually.Within(t, wait, func() error { return want(rows() >= 2, "no heartbeat through the outbox") })
-	return c, pool, direct
+	return h
+}
+
+// heardIs waits until the relay's notes say what ok wants of them.
+func (h *held) heardIs(t *testing.T, what string, ok func(*heard) bool) {
+	t.Helper()
+	heardIs(t, h.r, what, ok)
+}
+
+// heardIs waits until r's notes say what ok wants of them.
+func heardIs(t *testing.T, r *Relay, what string, ok func(*heard) bool) {
+	t.Helper()
+	eventually.Within(t, wait, func() error {
+		r.heard.mu.Lock()
+		defer r.heard.mu.Unlock()
+		return want(ok(&r.heard), "the relay has not %s", what)
+	})
+}
+
+// heardRow waits until the relay heard the notification announcing row
+// id, and has not drained it since.
+func (h *held) heardRow(t *testing.T, id int64) {
+	t.Helper()
+	h.heardIs(t, fmt.Sprintf("heard row %d announced", id), func(hd *heard) bool {
+		for _, n := range hd.notes {
+			for _, p := range n.rows {
+				if p.ID == id {
+					return true
+				}
+			}
+		}
+		return false
+	})
+}
+
+// newestID is the id of the newest outbox row.
+func newestID(t *testing.T, pool *pgxpool.Pool) int64 {
+	t.Helper()
+	var id int64
+	if err := pool.QueryRow(context.Background(), `SELECT max(id) FROM outbox`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
 
 // TestANotifiedRowGoesOutWhileTheDatabaseIsAway: a row committed after
@@ -369,9 +441,9 @@ func TestANotifiedRowGoesOutWhileTheDatabaseIsAway(t *testing.T) {
 	db := dbtest.New(t)
 	ns := startNATS(t, -1, "")
 	events := collect(t, ns.ClientURL())
-	c, pool, direct := heldRelay(t, db, ns)
+	h := heldRelay(t, db, ns)
 
-	held, err := pool.Acquire(context.Background())
+	held, err := h.pool.Acquire(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,11 +453,12 @@ func TestANotifiedRowGoesOutWhileTheDatabaseIsAway(t *testing.T) {
 	if err := db.Pool.QueryRow(context.Background(), `SELECT id FROM outbox WHERE subject = $1`, subject).Scan(&id); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // the notification reaches the relay
+	h.heardRow(t, id)
+	events.settle(t, h.nc)
 	if n := events.distinct(); n != 0 {
 		t.Fatalf("%d events published before the database went away: the relay was not held back", n)
 	}
-	c.cut()
+	h.c.cut()
 	held.Release()
 
 	eventually.Within(t, wait, func() error {
@@ -403,7 +476,7 @@ func TestANotifiedRowGoesOutWhileTheDatabaseIsAway(t *testing.T) {
 		t.Fatalf("published %s %q %s, want %s, id %d, reason %s and a time", m.Subject, m.Header.Get(MsgIDHeader), m.Data, subject, id, invalidation.ReasonRoleRevoked)
 	}
 	eventually.Within(t, wait, func() error {
-		return want(direct() >= 2, "%d direct heartbeats since the revocation went out, want 2", direct())
+		return want(h.direct() >= 2, "%d direct heartbeats since the revocation went out, want 2", h.direct())
 	})
 	if n := pendingCount(t, db.Pool); n == 0 {
 		t.Fatal("the row was marked published without the database")
@@ -420,9 +493,9 @@ func TestNoDirectHeartbeatOverAnUnannouncedRow(t *testing.T) {
 	db := dbtest.New(t)
 	ns := startNATS(t, -1, "")
 	events := collect(t, ns.ClientURL())
-	c, pool, direct := heldRelay(t, db, ns)
+	h := heldRelay(t, db, ns)
 
-	held, err := pool.Acquire(context.Background())
+	held, err := h.pool.Acquire(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,12 +503,14 @@ func TestNoDirectHeartbeatOverAnUnannouncedRow(t *testing.T) {
 	for i := range many {
 		many[i] = Row{Subject: fmt.Sprintf("auth.invalidate.user.00000000-0000-0000-0000-%012d", i), Reason: invalidation.ReasonRoleRevoked}
 	}
+	before := h.r.notes.Load()
 	insert(t, db.Pool, many...)
-	time.Sleep(300 * time.Millisecond) // the notification reaches the relay
-	c.cut()
+	// The notification, without its rows: they do not fit.
+	h.heardIs(t, "heard a notification without rows", func(hd *heard) bool { return hd.dark > before })
+	h.c.cut()
 	held.Release()
 
-	staysSilent(t, events, direct, "revocations the relay was not told of")
+	staysSilent(t, h, events, "revocations the relay was not told of")
 	if n := pendingCount(t, db.Pool); n != len(many) {
 		t.Fatalf("%d rows pending, want %d", n, len(many))
 	}
@@ -650,10 +725,10 @@ func TestARowAnotherRelayHoldsGoesOutWhileTheDatabaseIsAway(t *testing.T) {
 	db := dbtest.New(t)
 	ns := startNATS(t, -1, "")
 	events := collect(t, ns.ClientURL())
-	c, pool, direct := heldRelay(t, db, ns)
+	h := heldRelay(t, db, ns)
 	ctx := context.Background()
 
-	held, err := pool.Acquire(ctx)
+	held, err := h.pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -670,14 +745,19 @@ func TestARowAnotherRelayHoldsGoesOutWhileTheDatabaseIsAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	held.Release()
-	time.Sleep(300 * time.Millisecond) // the relay drains, past the claimed row
+	// The relay drains, past the claimed row, and keeps it as one
+	// another relay holds.
+	h.heardIs(t, fmt.Sprintf("found row %d held by another relay", id), func(hd *heard) bool {
+		return slices.ContainsFunc(hd.held, func(p pending) bool { return p.ID == id })
+	})
+	events.settle(t, h.nc)
 	if n := events.distinct(); n != 0 {
 		t.Fatalf("%d events published: the row was not held by the other relay", n)
 	}
-	c.cut()
+	h.c.cut()
 
 	eventually.Within(t, wait, func() error {
-		return want(direct() >= 2, "%d direct heartbeats since the database went away, want 2", direct())
+		return want(h.direct() >= 2, "%d direct heartbeats since the database went away, want 2", h.direct())
 	})
 	if n := events.distinct(); n != 1 {
 		t.Fatalf("%d events published, want the revocation the other relay held before heartbeats straight to NATS", n)
@@ -699,26 +779,26 @@ func TestNoDirectHeartbeatWhileNotListening(t *testing.T) {
 	db := dbtest.New(t)
 	ns := startNATS(t, -1, "")
 	events := collect(t, ns.ClientURL())
-	c, pool, direct := heldRelay(t, db, ns)
+	h := heldRelay(t, db, ns)
 	ctx := context.Background()
 
-	c.refuseNew()
+	h.c.refuseNew()
 	var ended int
 	if err := db.Pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 		WHERE datname = current_database() AND query = 'LISTEN `+Channel+`'`).Scan(&ended); err != nil || ended != 1 {
 		t.Fatalf("ended %d LISTEN connections (%v), want 1", ended, err)
 	}
-	time.Sleep(300 * time.Millisecond) // the relay drains, deaf
+	h.heardIs(t, "drained since it stopped listening", func(hd *heard) bool { return !hd.listen && hd.deafDrained })
 
-	held, err := pool.Acquire(ctx)
+	held, err := h.pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	insert(t, db.Pool, Row{Subject: "auth.invalidate.user.00000000-0000-0000-0000-000000000001", Reason: invalidation.ReasonRoleRevoked})
-	c.cut()
+	h.c.cut()
 	held.Release()
 
-	staysSilent(t, events, direct, "a revocation the relay could not hear")
+	staysSilent(t, h, events, "a revocation the relay could not hear")
 }
 
 // TestALookThatWritesNoHeartbeatAnnouncesNothing: every relay looks every
@@ -732,10 +812,10 @@ func TestNoDirectHeartbeatWhileNotListening(t *testing.T) {
 func TestALookThatWritesNoHeartbeatAnnouncesNothing(t *testing.T) {
 	db := dbtest.New(t)
 	ns := startNATS(t, -1, "")
-	c, pool, direct := heldRelay(t, db, ns)
+	h := heldRelay(t, db, ns)
 	ctx := context.Background()
 
-	held, err := pool.Acquire(ctx)
+	held, err := h.pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -744,11 +824,16 @@ func TestALookThatWritesNoHeartbeatAnnouncesNothing(t *testing.T) {
 	if wrote, err := other.Beat(ctx); err != nil || wrote {
 		t.Fatalf("the other relay's look: wrote %v, %v; want nothing written", wrote, err)
 	}
-	time.Sleep(300 * time.Millisecond) // a notification would reach the relay
-	c.cut()
+	// A row committed after the look: notifications come in the order
+	// of their commits, so a notification of the look would be heard
+	// before this row's. The relay publishes the row from its
+	// notification when the database goes away.
+	insert(t, db.Pool, Row{Subject: "auth.invalidate.user.00000000-0000-0000-0000-000000000001", Reason: invalidation.ReasonRoleRevoked})
+	h.heardRow(t, newestID(t, db.Pool))
+	h.c.cut()
 	held.Release()
 
 	eventually.Within(t, wait, func() error {
-		return want(direct() >= 2, "%d direct heartbeats since the database went away with nothing committed, want 2", direct())
+		return want(h.direct() >= 2, "%d direct heartbeats since the database went away with nothing committed but a row announced, want 2", h.direct())
 	})
 }

@@ -89,24 +89,38 @@ type collector struct {
 	mu   sync.Mutex
 	seen map[string]int
 	msgs []*nats.Msg
+	nc   *nats.Conn
+	sub  *nats.Subscription
 }
 
 func collect(t *testing.T, url string) *collector {
 	t.Helper()
-	c := &collector{seen: map[string]int{}}
-	nc := connect(t, url)
-	if _, err := nc.Subscribe(invalidation.SubjectWildcard, func(m *nats.Msg) {
+	c := &collector{seen: map[string]int{}, nc: connect(t, url)}
+	sub, err := c.nc.Subscribe(invalidation.SubjectWildcard, func(m *nats.Msg) {
 		c.mu.Lock()
 		c.seen[m.Header.Get(MsgIDHeader)]++
 		c.msgs = append(c.msgs, m)
 		c.mu.Unlock()
-	}); err != nil {
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := nc.Flush(); err != nil {
+	c.sub = sub
+	if err := c.nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// settle returns once everything published through via before it was
+// called has been recorded.
+func (c *collector) settle(t *testing.T, via *nats.Conn) {
+	t.Helper()
+	settled(t, via, c.nc, c.sub, func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.msgs)
+	})
 }
 
 func (c *collector) distinct() int {
