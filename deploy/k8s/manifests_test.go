@@ -668,6 +668,52 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 			c.EnvFrom = append(c.EnvFrom, corev1.EnvFromSource{Prefix: "IDENTITY_",
 				SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "proxy-env"}}})
 		}, "container authproxy: IDENTITY_KEYS from Secret proxy-env in the environment (envFrom)"},
+		{"database URL from a Secret in the environment", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, coreName)
+			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "DATABASE_URL_FILE" })
+			c.Env = append(c.Env, corev1.EnvVar{Name: "DATABASE_URL", ValueFrom: &corev1.EnvVarSource{
+				SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "tollgate-database"}, Key: "url"}}})
+		}, "container coreapi: DATABASE_URL from Secret tollgate-database in the environment; mount the Secret and set DATABASE_URL_FILE"},
+		{"the migration's database URL from a Secret in the environment", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Template.Spec.InitContainers[0].Env = []corev1.EnvVar{{Name: "DATABASE_URL", ValueFrom: &corev1.EnvVarSource{
+				SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "tollgate-database"}, Key: "url"}}}}
+		}, "container migrate: DATABASE_URL from Secret tollgate-database in the environment; mount the Secret and set DATABASE_URL_FILE"},
+		{"mail server's URL from a Secret in the environment", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, coreName)
+			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "SMTP_URL_FILE" })
+			c.Env = append(c.Env, corev1.EnvVar{Name: "SMTP_URL", ValueFrom: &corev1.EnvVarSource{
+				SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "tollgate-smtp"}, Key: "url"}}})
+		}, "container coreapi: SMTP_URL from Secret tollgate-smtp in the environment; mount the Secret and set SMTP_URL_FILE"},
+		{"NATS URL from a Secret in the proxy's environment", func(t *testing.T, b *bundle) {
+			ctr(t, b, proxyName).Env = append(ctr(t, b, proxyName).Env, corev1.EnvVar{Name: "NATS_URL", ValueFrom: &corev1.EnvVarSource{
+				SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "tollgate-nats"}, Key: "authproxy-url"}}})
+		}, "container authproxy: NATS_URL from Secret tollgate-nats in the environment; mount the Secret and set NATS_URL_FILE"},
+		{"NATS_URL_FILE beside the ConfigMap's NATS_URL", func(t *testing.T, b *bundle) {
+			setEnv(ctr(t, b, coreName), "NATS_URL_FILE", "/var/run/secrets/tollgate/database/url")
+		}, "container coreapi: sets NATS_URL and NATS_URL_FILE (/var/run/secrets/tollgate/database/url): the service refuses to start with both"},
+		{"NATS_URL_FILE outside a mounted Secret", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, proxyName)
+			setEnv(c, "NATS_URL", "")
+			setEnv(c, "NATS_URL_FILE", "/etc/nats/url")
+		}, `container authproxy: NATS_URL_FILE "/etc/nats/url" is not a file of a mounted Secret`},
+		{"coreapi without the database Secret", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, coreName)
+			c.VolumeMounts = slices.DeleteFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "database" })
+		}, `coreapi: DATABASE_URL_FILE "/var/run/secrets/tollgate/database/url" is not inside a mounted Secret (coreapi would not start)`},
+		{"the migration without the database Secret", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Template.Spec.InitContainers[0].VolumeMounts = nil
+		}, "init container migrate: runs `coreapi migrate up` without DATABASE_URL_FILE in a mounted Secret"},
+		{"proxy mounts the database URL", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, proxyName)
+			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "database", MountPath: "/db"})
+		}, "authproxy: mounts the database URL (volume database); they belong to coreapi only"},
+		{"proxy mounts the mail server's URL", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, proxyName)
+			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "smtp", MountPath: "/smtp"})
+		}, "authproxy: mounts the mail server's URL (volume smtp)"},
+		{"mail server's URL in the database's Secret", func(t *testing.T, b *bundle) {
+			setEnv(ctr(t, b, coreName), "SMTP_URL_FILE", "/var/run/secrets/tollgate/database/smtp-url")
+		}, "coreapi: the mail server's URL share volume database with other key material"},
 		{"HMAC key as a literal env value", func(t *testing.T, b *bundle) {
 			c := ctr(t, b, proxyName)
 			c.Env = append(c.Env, corev1.EnvVar{Name: "IDENTITY_HMAC_KEY", Value: "c2VjcmV0"})
@@ -1190,12 +1236,16 @@ func check(b *bundle) []string {
 	if d := coreEnv["SIGNING_KEYS_DIR"]; d == "" || !secretMounted(pod, core, d) {
 		v.addf("coreapi: SIGNING_KEYS_DIR %q is not a mounted Secret", coreEnv["SIGNING_KEYS_DIR"])
 	}
-	// The MFA keys and the API-key pepper: each a Secret of its own,
+	// The MFA keys, the API-key pepper and the database's and the mail
+	// server's URLs (with their passwords): each a Secret of its own,
 	// mounted into coreapi only.
-	for _, own := range []struct{ env, what, missing string }{
+	coreOnly := []struct{ env, what, missing string }{
 		{"MFA_ENCRYPTION_KEYS_FILE", "the MFA keys", "MFA would answer 503"},
 		{"API_KEY_PEPPER_FILE", "the API-key pepper", "API keys would answer 503"},
-	} {
+		{"DATABASE_URL_FILE", "the database URL", "coreapi would not start"},
+		{"SMTP_URL_FILE", "the mail server's URL", "coreapi would not start rather than log the mailed links"},
+	}
+	for _, own := range coreOnly {
 		file := coreEnv[own.env]
 		if file == "" || !secretMounted(pod, core, path.Dir(file)) {
 			v.addf("coreapi: %s %q is not inside a mounted Secret (%s)", own.env, file, own.missing)
@@ -1207,9 +1257,9 @@ func check(b *bundle) []string {
 			}
 		}
 		others := map[string]bool{path.Dir(coreEnv["IDENTITY_HMAC_KEY_FILE"]): true, coreEnv["SIGNING_KEYS_DIR"]: true}
-		for _, o := range []string{"MFA_ENCRYPTION_KEYS_FILE", "API_KEY_PEPPER_FILE"} {
-			if o != own.env && coreEnv[o] != "" {
-				others[path.Dir(coreEnv[o])] = true
+		for _, o := range coreOnly {
+			if o.env != own.env && coreEnv[o.env] != "" {
+				others[path.Dir(coreEnv[o.env])] = true
 			}
 		}
 		for _, m := range core.VolumeMounts {
@@ -1303,12 +1353,8 @@ func check(b *bundle) []string {
 			continue
 		}
 		migrates = true
-		hasDB := false
-		for _, e := range c.Env {
-			hasDB = hasDB || (e.Name == "DATABASE_URL" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil)
-		}
-		if !hasDB {
-			v.addf("init container %s: runs `coreapi migrate up` without DATABASE_URL from a Secret", c.Name)
+		if f := b.env(&v, &c)["DATABASE_URL_FILE"]; f == "" || !secretMounted(pod, &c, path.Dir(f)) {
+			v.addf("init container %s: runs `coreapi migrate up` without DATABASE_URL_FILE in a mounted Secret", c.Name)
 		}
 	}
 	if !migrates {
@@ -1858,7 +1904,7 @@ func checkPod(v *violations, b *bundle, owner string, pod *corev1.PodSpec) {
 		if _, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok {
 			v.addf("%s: no memory limit", name)
 		}
-		checkSecretFiles(v, b, name, &c)
+		checkSecretFiles(v, b, pod, name, &c)
 		for _, e := range c.Env {
 			if e.ValueFrom != nil {
 				continue

@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"fmt"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -17,8 +18,10 @@ const natsComponentDir = "components/nats-credentials"
 
 // TestNATSCredentialsComponent renders the base with the component
 // nats-credentials and a Secret tollgate-nats as the documented overlay
-// generates it: each container's NATS_URL comes from that Secret (its
-// generated name), under a key of its own, and the base's invariants hold.
+// generates it: each container reads its NATS URL from that Secret (its
+// generated name) mounted as a file (NATS_URL_FILE), under a key of its
+// own, with the ConfigMap's NATS_URL blanked, and the base's invariants
+// hold.
 // The users the documented URLs name are those of the NATS authorization
 // the deployment ships (deploy/nats/tollgate.conf).
 func TestNATSCredentialsComponent(t *testing.T) {
@@ -64,20 +67,10 @@ func TestNATSCredentialsComponent(t *testing.T) {
 		users[u.Username] = true
 	}
 
+	pod := &b.Deployments[0].Spec.Template.Spec
 	for name, key := range map[string]string{proxyName: "authproxy-url", coreName: "coreapi-url"} {
-		var refs []*corev1.SecretKeySelector
-		for _, e := range ctr(t, b, name).Env {
-			if e.Name != "NATS_URL" {
-				continue
-			}
-			if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
-				t.Errorf("%s: NATS_URL set, not from a Secret", name)
-				continue
-			}
-			refs = append(refs, e.ValueFrom.SecretKeyRef)
-		}
-		if len(refs) != 1 || refs[0].Name != secret.Name || refs[0].Key != key {
-			t.Errorf("%s: NATS_URL from %+v, want Secret %s key %s", name, refs, secret.Name, key)
+		if err := natsURLFrom(b, pod, ctr(t, b, name), secret.Name, key); err != nil {
+			t.Errorf("%s: %v", name, err)
 		}
 		if u, err := url.Parse(urls[key]); err != nil || !users[u.User.Username()] {
 			t.Errorf("%s: %s names no user of deploy/nats/tollgate.conf", key, urls[key])
@@ -88,8 +81,8 @@ func TestNATSCredentialsComponent(t *testing.T) {
 // TestNATSCredentialsReachTheSidecars renders the app-sidecar overlay with
 // the component nats-credentials, as an installation whose NATS server
 // runs deploy/nats/tollgate.conf does: every proxy, the app pods'
-// sidecars included, takes the authproxy user's NATS_URL from the Secret
-// tollgate-nats. The component patched the Deployment tollgate only, so
+// sidecars included, reads the authproxy user's NATS URL from the Secret
+// tollgate-nats mounted as a file. The component patched the Deployment tollgate only, so
 // the sidecars kept the ConfigMap's NATS_URL, which names no user: the
 // server refused them, and no invalidation (a revoked role, session or API
 // key) reached the app pods' proxies.
@@ -125,23 +118,27 @@ func TestNATSCredentialsReachTheSidecars(t *testing.T) {
 				continue
 			}
 			proxies++
-			var refs []*corev1.SecretKeySelector
-			for _, e := range c.Env {
-				if e.Name != "NATS_URL" {
-					continue
-				}
-				if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
-					t.Errorf("Deployment %s container %s: NATS_URL set, not from a Secret", d.Name, c.Name)
-					continue
-				}
-				refs = append(refs, e.ValueFrom.SecretKeyRef)
-			}
-			if len(refs) != 1 || refs[0].Name != secret || refs[0].Key != "authproxy-url" {
-				t.Errorf("Deployment %s container %s: NATS_URL from %+v, want Secret %s key authproxy-url (the ConfigMap's names no NATS user)", d.Name, c.Name, refs, secret)
+			if err := natsURLFrom(b, pod, c, secret, "authproxy-url"); err != nil {
+				t.Errorf("Deployment %s container %s: %v (the ConfigMap's NATS_URL names no NATS user)", d.Name, c.Name, err)
 			}
 		}
 	}
 	if proxies != 2 {
 		t.Errorf("%d authproxy containers, want 2 (coreapi's pod and the app's)", proxies)
 	}
+}
+
+// natsURLFrom checks that container c reads its NATS URL from key of the
+// Secret secret, mounted as the file NATS_URL_FILE names, and that no
+// NATS_URL (the ConfigMap's, or one from a Secret) is set beside it.
+func natsURLFrom(b *bundle, pod *corev1.PodSpec, c *corev1.Container, secret, key string) error {
+	env := b.env(&violations{}, c)
+	if env["NATS_URL"] != "" {
+		return fmt.Errorf("NATS_URL is %q beside NATS_URL_FILE, want it blank", env["NATS_URL"])
+	}
+	s, k := secretFile(pod, c, env["NATS_URL_FILE"])
+	if s != secret || k != key {
+		return fmt.Errorf("NATS_URL_FILE %q is key %q of Secret %q, want key %s of Secret %s", env["NATS_URL_FILE"], k, s, key, secret)
+	}
+	return nil
 }

@@ -12,12 +12,15 @@ package envconfig
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tollgate-auth/tollgate/shared/secretfile"
 )
 
 // Mask says how a value is printed.
@@ -150,6 +153,51 @@ func (r *Reader) String(name string) string {
 	v := r.value(name)
 	r.Show(name, v)
 	return v
+}
+
+// StringOrFile reads the variable name or name_FILE, the path of a file
+// holding its value (a mounted Secret), so that a value carrying a
+// password need not pass through the environment; not both. The file is
+// read within secretfile.MaxSize and its surrounding white space (the
+// trailing newline) removed. It returns the value (the default when
+// neither is set) and what a problem with the value should name: name, or
+// name_FILE and the file's path. ok is false, with the value "", when a
+// problem is recorded: both set, or a file that cannot be read or holds
+// nothing.
+func (r *Reader) StringOrFile(name string) (value, source string, ok bool) {
+	fileVar := name + "_FILE"
+	path := r.String(fileVar)
+	value = r.String(name)
+	if path == "" {
+		return value, name, true
+	}
+	source = fileVar + " " + path
+	if r.Raw(name) != "" {
+		r.Problem("%s / %s: set one, not both", name, fileVar)
+		return "", source, false
+	}
+	b, err := secretfile.Read(path)
+	if err != nil {
+		r.Problem("%s: %s", source, withoutPath(err, path))
+		return "", source, false
+	}
+	value = strings.TrimSpace(string(b))
+	if value == "" {
+		r.Problem("%s: empty", source)
+		return "", source, false
+	}
+	r.Show(name, value)
+	return value, source, true
+}
+
+// withoutPath is a file error without the path, which the problem names
+// already.
+func withoutPath(err error, path string) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err.Error()
+	}
+	return strings.TrimPrefix(err.Error(), path+": ")
 }
 
 // Duration parses a duration of at least min (and at most max when max >

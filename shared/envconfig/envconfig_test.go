@@ -276,3 +276,43 @@ func TestSameListener(t *testing.T) {
 		}
 	}
 }
+
+// TestStringOrFile: a value read from the file name_FILE names, trimmed,
+// shown masked as the variable's; the default when neither is set; the two
+// together, a missing file and an empty one are problems naming the file.
+func TestStringOrFile(t *testing.T) {
+	tbl := Table{{Name: "U", Default: "nats://h:4222", Mask: URL}, {Name: "U_FILE"}}
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	empty := filepath.Join(dir, "empty")
+	for p, text := range map[string]string{good: "nats://u:pw@h:4222\r\n", empty: " \n"} {
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		env                 map[string]string
+		value, source, want string
+		ok                  bool
+	}{
+		{map[string]string{}, "nats://h:4222", "U", "", true},
+		{map[string]string{"U": "nats://x:4222"}, "nats://x:4222", "U", "", true},
+		{map[string]string{"U_FILE": good}, "nats://u:pw@h:4222", "U_FILE " + good, "", true},
+		{map[string]string{"U_FILE": good, "U": "nats://x:4222"}, "", "U_FILE " + good, "U / U_FILE: set one, not both", false},
+		{map[string]string{"U_FILE": empty}, "", "U_FILE " + empty, "U_FILE " + empty + ": empty", false},
+		{map[string]string{"U_FILE": filepath.Join(dir, "none")}, "", "U_FILE " + filepath.Join(dir, "none"),
+			"U_FILE " + filepath.Join(dir, "none") + ": no such file or directory", false},
+	} {
+		r := tbl.Read(env(tc.env))
+		v, src, ok := r.StringOrFile("U")
+		if v != tc.value || src != tc.source || ok != tc.ok {
+			t.Errorf("%v: StringOrFile = %q, %q, %v; want %q, %q, %v", tc.env, v, src, ok, tc.value, tc.source, tc.ok)
+		}
+		if p := strings.Join(r.Problems(), "\n"); p != tc.want {
+			t.Errorf("%v: problems %q, want %q", tc.env, p, tc.want)
+		}
+		if tc.ok && tc.env["U_FILE"] != "" && !strings.Contains(r.Printout().String(), "U=nats://u:xxxxx@h:4222\nU_FILE="+good+"\n") {
+			t.Errorf("printout:\n%s", r.Printout())
+		}
+	}
+}

@@ -140,6 +140,7 @@ var Vars = append(envconfig.Table{
 	{Name: "UPSTREAM_KEYS", Mask: envconfig.KeyList, Help: "app keys id:base64[,...], named by the rules file's key_id; or"},
 	{Name: "UPSTREAM_KEYS_FILE", Help: "file holding that list"},
 	{Name: "NATS_URL", Default: "nats://127.0.0.1:4222", Mask: envconfig.URL, Help: "NATS for invalidation events (nats:// or tls://)"},
+	{Name: "NATS_URL_FILE", Help: "file holding that URL (with its credentials)"},
 	{Name: "TOKEN_ISSUER", Default: "http://localhost:8080", Help: "required iss"},
 	{Name: "TOKEN_AUDIENCE", Default: "tollgate", Help: "required aud"},
 	{Name: "TOKEN_ALGS", Default: "EdDSA,ES256,RS256", Help: "allowed signature algorithms (each key is pinned to its own alg)"},
@@ -289,9 +290,11 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 			p.Problem("UPSTREAM_URL as an app and RULES_FILE together: declare the app as an upstream in the rules file and unset UPSTREAM_URL")
 		}
 	}
-	c.NATSURL = p.String("NATS_URL")
-	if u, err := url.Parse(c.NATSURL); err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "tls") {
-		p.Failf("NATS_URL", "want nats://host:port or tls://host:port, got %q", maskURL(c.NATSURL))
+	var natsSource string
+	var natsOK bool
+	c.NATSURL, natsSource, natsOK = p.StringOrFile("NATS_URL")
+	if u, err := url.Parse(c.NATSURL); natsOK && (err != nil || u.Host == "" || (u.Scheme != "nats" && u.Scheme != "tls")) {
+		p.Problem("%s: want nats://host:port or tls://host:port, got %q", natsSource, maskURL(c.NATSURL))
 	}
 	c.Issuer = p.String("TOKEN_ISSUER")
 	// coreapi refuses an issuer that is not an absolute http(s) URL, so
@@ -383,7 +386,7 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.UpstreamTLS = p.upstreamTLS()
 	// Key files open to other users (see package secretfile: a warning,
 	// and group access allowed, for Secret volumes).
-	for _, name := range []string{"IDENTITY_KEYS_FILE", "IDENTITY_HMAC_KEY_FILE", "UPSTREAM_KEYS_FILE"} {
+	for _, name := range []string{"IDENTITY_KEYS_FILE", "IDENTITY_HMAC_KEY_FILE", "UPSTREAM_KEYS_FILE", "NATS_URL_FILE"} {
 		if path := p.Raw(name); path != "" {
 			if w := secretfile.Check(name, path); w != "" {
 				c.Warnings = append(c.Warnings, w)

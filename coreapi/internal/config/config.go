@@ -232,14 +232,12 @@ func Load(getenv func(string) string) (Config, error) {
 		ListenAddr:      l.ListenAddr("COREAPI_LISTEN_ADDR"),
 		AdminAddr:       l.ListenAddr("COREAPI_ADMIN_ADDR"),
 		DBExecMode:      l.String("DB_EXEC_MODE"),
-		NATSURL:         l.String("NATS_URL"),
 		TokenIssuer:     l.String("TOKEN_ISSUER"),
 		TokenAudience:   l.String("TOKEN_AUDIENCE"),
 		SigningAlg:      l.String("SIGNING_ALG"),
 		PermissionsFile: l.String("PERMISSIONS_FILE"),
 		PermissionsText: l.String("PERMISSIONS"),
 
-		SMTPURL:             l.String("SMTP_URL"),
 		MailToLog:           l.Bool("MAIL_TO_LOG"),
 		MailFrom:            l.String("MAIL_FROM"),
 		PublicBaseURL:       l.String("PUBLIC_BASE_URL"),
@@ -304,7 +302,11 @@ func Load(getenv func(string) string) (Config, error) {
 	if _, ok := execModes[c.DBExecMode]; !ok {
 		l.Failf("DB_EXEC_MODE", "want cache_statement, cache_describe, describe_exec, exec or simple_protocol, got %q", c.DBExecMode)
 	}
-	l.url("NATS_URL", c.NATSURL, "nats", "tls")
+	var nats urlRead
+	c.NATSURL, nats = l.urlOrFile("NATS_URL")
+	if nats.ok {
+		l.url(nats.source, c.NATSURL, "nats", "tls")
+	}
 	l.tokenIssuer(c.TokenIssuer, c.PublicBaseURL)
 	if c.TokenAudience == "" {
 		l.Failf("TOKEN_AUDIENCE", "must not be empty")
@@ -344,7 +346,9 @@ func Load(getenv func(string) string) (Config, error) {
 		l.Derive("permission catalog", fmt.Sprintf("%d declared [%s], hash %s", len(declared), strings.Join(declared, " "), cat.Hash()))
 	}
 	c.OAuthReturnURLs = l.returnURLs()
-	l.mail(c)
+	var smtp urlRead
+	c.SMTPURL, smtp = l.urlOrFile("SMTP_URL")
+	l.mail(c, smtp)
 	var err error
 	if c.Tracing, err = tracing.Load(l.Raw, "coreapi"); err != nil {
 		l.Problem("%v", err)
@@ -377,7 +381,8 @@ func (l loader) secretFileWarnings(keysDir string) []string {
 			warnings = append(warnings, w)
 		}
 	}
-	for _, name := range []string{"IDENTITY_KEYS_FILE", "IDENTITY_HMAC_KEY_FILE", "MFA_ENCRYPTION_KEYS_FILE", "API_KEY_PEPPER_FILE", "COREAPI_TLS_KEY_FILE"} {
+	for _, name := range []string{"DATABASE_URL_FILE", "IDENTITY_KEYS_FILE", "IDENTITY_HMAC_KEY_FILE", "NATS_URL_FILE", "MFA_ENCRYPTION_KEYS_FILE",
+		"API_KEY_PEPPER_FILE", "SMTP_URL_FILE", "COREAPI_TLS_KEY_FILE"} {
 		if path := l.Raw(name); path != "" {
 			add(name, path)
 		}
@@ -428,6 +433,7 @@ func LoadCommand(command string, getenv func(string) string) (Config, error) {
 		switch v.Name {
 		case "DATABASE_URL":
 			c.DatabaseURL = l.database()
+		case "DATABASE_URL_FILE": // read with DATABASE_URL
 		case "SIGNING_KEYS_DIR":
 			c.SigningKeysDir = l.signingKeysDir()
 		case "SIGNING_ALG":
@@ -510,15 +516,36 @@ type loader struct {
 	*envconfig.Reader
 }
 
-// database reads DATABASE_URL (serve, migrate, tenants).
+// database reads DATABASE_URL or DATABASE_URL_FILE (serve, migrate,
+// tenants, mfa).
 func (l loader) database() string {
-	u := l.String("DATABASE_URL")
-	if u == "" {
-		l.Failf("DATABASE_URL", "required")
-	} else if _, err := pgx.ParseConfig(u); err != nil {
-		l.Failf("DATABASE_URL", "not a valid connection string")
+	u, from := l.urlOrFile("DATABASE_URL")
+	switch {
+	case !from.ok:
+	case u == "":
+		l.Failf("DATABASE_URL", "required (or DATABASE_URL_FILE, a file holding it)")
+	default:
+		if _, err := pgx.ParseConfig(u); err != nil {
+			l.Problem("%s: not a valid connection string", from.source)
+		}
 	}
 	return u
+}
+
+// urlRead says where a connection URL came from: source names the
+// variable, or the _FILE variable and its path, for the problems found in
+// the value; ok is false when reading it was a problem already.
+type urlRead struct {
+	source string
+	ok     bool
+}
+
+// urlOrFile reads a connection URL that may carry a password from the
+// variable name or from the file name_FILE names (not both; see
+// envconfig.Reader.StringOrFile).
+func (l loader) urlOrFile(name string) (string, urlRead) {
+	v, source, ok := l.StringOrFile(name)
+	return v, urlRead{source: source, ok: ok}
 }
 
 // signingKeysDir reads SIGNING_KEYS_DIR (serve, keys).
@@ -762,17 +789,18 @@ func (l loader) oidc() []OIDCProvider {
 // mail checks the mail settings (the SMTP URL and link templates are
 // parsed where they are used; the same checks run here so that every
 // problem is reported at start).
-func (l loader) mail(c Config) {
+func (l loader) mail(c Config, smtp urlRead) {
 	switch {
+	case !smtp.ok: // reported
 	case c.SMTPURL != "" && c.MailToLog:
 		l.Problem("SMTP_URL / MAIL_TO_LOG: set one, not both: MAIL_TO_LOG=true writes the mails to the log instead of sending them")
 	case c.SMTPURL == "" && !c.MailToLog:
-		l.Problem("SMTP_URL / MAIL_TO_LOG: set SMTP_URL to send the mails (smtp://[user:pass@]host[:port]), or MAIL_TO_LOG=true to write them to the log instead " +
+		l.Problem("SMTP_URL / MAIL_TO_LOG: set SMTP_URL to send the mails (smtp://[user:pass@]host[:port]; or SMTP_URL_FILE, a file holding it), or MAIL_TO_LOG=true to write them to the log instead " +
 			"(development only: the log then holds every password-reset, verification and invitation link with its one-time token)")
 	}
 	if c.SMTPURL != "" {
 		if _, err := mail.ParseSMTPURL(c.SMTPURL); err != nil {
-			l.Problem("SMTP_URL: %v", err)
+			l.Problem("%s: %v", smtp.source, err)
 		}
 		l.mailedBase(c)
 	}

@@ -301,7 +301,9 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 			common = append(common, k+"="+def)
 		}
 	}
-	coreEnv := append(append(environ(), common...),
+	// The stack sets the connection URLs themselves: a *_FILE variant
+	// left in the shell would be refused beside them.
+	coreEnv := append(append(environ("DATABASE_URL_FILE", "SMTP_URL_FILE", "NATS_URL_FILE"), common...),
 		"NATS_URL="+coreNATS,
 		"COREAPI_LISTEN_ADDR="+o.coreAddr,
 		"COREAPI_ADMIN_ADDR="+o.coreAdmin,
@@ -321,7 +323,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		coreEnv = append(coreEnv, "PUBLIC_BASE_URL="+publicURL(o.proxyAddr))
 	}
 	// The proxy never sees the database credentials.
-	proxyEnv := append(append(environ("DATABASE_URL", "MFA_ENCRYPTION_KEYS", "MFA_ENCRYPTION_KEYS_FILE", "API_KEY_PEPPER", "API_KEY_PEPPER_FILE"), common...),
+	proxyEnv := append(append(environ("DATABASE_URL", "DATABASE_URL_FILE", "SMTP_URL_FILE", "NATS_URL_FILE", "MFA_ENCRYPTION_KEYS", "MFA_ENCRYPTION_KEYS_FILE", "API_KEY_PEPPER", "API_KEY_PEPPER_FILE"), common...),
 		"NATS_URL="+proxyNATS,
 		"PROXY_LISTEN_ADDR="+o.proxyAddr,
 		"PROXY_ADMIN_ADDR="+o.proxyAdmin,
@@ -329,7 +331,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	)
 	proxyEnv = append(proxyEnv, appProxy...)
 	// The app holds its own key only: no core key, no database.
-	notesEnv := append(environ("DATABASE_URL", "MFA_ENCRYPTION_KEYS", "MFA_ENCRYPTION_KEYS_FILE", "API_KEY_PEPPER", "API_KEY_PEPPER_FILE", "IDENTITY_HMAC_KEY", "IDENTITY_HMAC_KEY_FILE", "IDENTITY_KEYS", "IDENTITY_KEYS_FILE", "UPSTREAM_KEYS", "UPSTREAM_KEYS_FILE", "TOLLGATE_IDENTITY_KEYS"),
+	notesEnv := append(environ("DATABASE_URL", "DATABASE_URL_FILE", "SMTP_URL_FILE", "NATS_URL_FILE", "MFA_ENCRYPTION_KEYS", "MFA_ENCRYPTION_KEYS_FILE", "API_KEY_PEPPER", "API_KEY_PEPPER_FILE", "IDENTITY_HMAC_KEY", "IDENTITY_HMAC_KEY_FILE", "IDENTITY_KEYS", "IDENTITY_KEYS_FILE", "UPSTREAM_KEYS", "UPSTREAM_KEYS_FILE", "TOLLGATE_IDENTITY_KEYS"),
 		"NOTES_LISTEN_ADDR="+o.notesAddr,
 		"NOTES_ADMIN_ADDR="+o.notesAdmin,
 		"TOLLGATE_IDENTITY_KEYS_FILE="+appKeys,
