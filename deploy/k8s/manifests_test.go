@@ -794,6 +794,25 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 			c := ctr(t, b, coreName)
 			c.VolumeMounts = slices.DeleteFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "identity-hmac" })
 		}, "IDENTITY_HMAC_KEY_FILE"},
+		{"core keys moved to the list form for a rotation", func(t *testing.T, b *bundle) {
+			for _, name := range []string{proxyName, coreName} {
+				c := ctr(t, b, name)
+				c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "IDENTITY_HMAC_KEY_FILE" })
+				setEnv(c, "IDENTITY_KEYS_FILE", "/var/run/secrets/tollgate/identity/identity.keys")
+			}
+		}, ""},
+		{"coreapi's key list outside a mounted Secret", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, coreName)
+			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "IDENTITY_HMAC_KEY_FILE" })
+			setEnv(c, "IDENTITY_KEYS_FILE", "/etc/tollgate/identity.keys")
+		}, `coreapi: IDENTITY_KEYS_FILE "/etc/tollgate/identity.keys" is not inside a mounted Secret`},
+		{"both forms of the core keys", func(t *testing.T, b *bundle) {
+			setEnv(ctr(t, b, coreName), "IDENTITY_KEYS_FILE", "/var/run/secrets/tollgate/identity/identity.keys")
+		}, "coreapi: sets both IDENTITY_KEYS_FILE and IDENTITY_HMAC_KEY_FILE: the service refuses to start"},
+		{"the proxy without a core key file", func(t *testing.T, b *bundle) {
+			c := ctr(t, b, proxyName)
+			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return strings.HasPrefix(e.Name, "IDENTITY_") && e.Name != "IDENTITY_URL" })
+		}, "authproxy: sets neither IDENTITY_KEYS_FILE nor IDENTITY_HMAC_KEY_FILE"},
 		{"coreapi without the MFA key file", func(t *testing.T, b *bundle) {
 			c := ctr(t, b, coreName)
 			c.VolumeMounts = slices.DeleteFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == "mfa-keys" })
@@ -1223,14 +1242,19 @@ func check(b *bundle) []string {
 		checkPod(&v, b, owner, &tpl.Spec)
 	}
 
-	// Key material: the HMAC key file for both, signing keys for coreapi only.
+	// Key material: the core key file for both, signing keys for coreapi only.
+	coreKeyDir := ""
 	for _, c := range []*corev1.Container{proxy, core} {
 		env := proxyEnv
 		if c == core {
 			env = coreEnv
 		}
-		if f := env["IDENTITY_HMAC_KEY_FILE"]; f == "" || !secretMounted(pod, c, path.Dir(f)) {
-			v.addf("%s: IDENTITY_HMAC_KEY_FILE %q is not inside a mounted Secret", c.Name, f)
+		name, f := coreKeyFile(&v, c.Name, env)
+		if name != "" && (f == "" || !secretMounted(pod, c, path.Dir(f))) {
+			v.addf("%s: %s %q is not inside a mounted Secret", c.Name, name, f)
+		}
+		if c == core && f != "" {
+			coreKeyDir = path.Dir(f)
 		}
 	}
 	if d := coreEnv["SIGNING_KEYS_DIR"]; d == "" || !secretMounted(pod, core, d) {
@@ -1256,7 +1280,7 @@ func check(b *bundle) []string {
 				volumes[m.Name] = true
 			}
 		}
-		others := map[string]bool{path.Dir(coreEnv["IDENTITY_HMAC_KEY_FILE"]): true, coreEnv["SIGNING_KEYS_DIR"]: true}
+		others := map[string]bool{coreKeyDir: true, coreEnv["SIGNING_KEYS_DIR"]: true}
 		for _, o := range coreOnly {
 			if o.env != own.env && coreEnv[o.env] != "" {
 				others[path.Dir(coreEnv[o.env])] = true
@@ -1917,6 +1941,25 @@ func checkPod(v *violations, b *bundle, owner string, pod *corev1.PodSpec) {
 			}
 		}
 	}
+}
+
+// coreKeyFile returns the variable that names the core key file in env, the
+// list (IDENTITY_KEYS_FILE, the form a rotation needs) or the legacy single
+// key (IDENTITY_HMAC_KEY_FILE), and the file; "" and a violation when
+// neither is set, and when both are (the services refuse to start).
+func coreKeyFile(v *violations, container string, env map[string]string) (name, file string) {
+	list, legacy := env["IDENTITY_KEYS_FILE"], env["IDENTITY_HMAC_KEY_FILE"]
+	switch {
+	case list != "" && legacy != "":
+		v.addf("%s: sets both IDENTITY_KEYS_FILE and IDENTITY_HMAC_KEY_FILE: the service refuses to start; keep one", container)
+		return "", ""
+	case list != "":
+		return "IDENTITY_KEYS_FILE", list
+	case legacy != "":
+		return "IDENTITY_HMAC_KEY_FILE", legacy
+	}
+	v.addf("%s: sets neither IDENTITY_KEYS_FILE nor IDENTITY_HMAC_KEY_FILE: no core key in a mounted Secret", container)
+	return "", ""
 }
 
 // secretMounted reports whether dir is (or lies under) a mount of a Secret
