@@ -1,6 +1,6 @@
 // Package secretfile checks that a file holding a secret (a private
-// signing key, an HMAC or encryption key, a pepper) is not open to every
-// user of the host, as OpenSSH checks a private key's mode, and reads such
+// signing key, an HMAC or encryption key, a pepper, a connection URL with
+// its password) is not open to every user of the host, as OpenSSH checks a private key's mode, and reads such
 // files with a bound on their size.
 //
 // It warns rather than refuses. Access by the file's group is allowed:
