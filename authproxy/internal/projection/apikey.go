@@ -386,7 +386,10 @@ func (c *Cache) resolveKey(ctx context.Context, key, pid []byte, d *[sha256.Size
 	// second, a leaked key's refusal was seldom kept, and the key
 	// reached coreapi, its database and its audit log on almost every
 	// request.
+	// One landing after an invalidation that follows the check is kept,
+	// but its generations, read before, no longer match (validKey).
 	if ttl > 0 && c.keys.key[ks].Load() == kg && c.global.Load() == gg && (e.err != nil || c.keys.untouched(ut, e.us, e.ts)) {
+		c.checked()
 		switch old, same := storeKey(set, e); {
 		case same:
 			old.gone.Store(true)

@@ -2,12 +2,19 @@ package projection
 
 import (
 	"context"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 // raceInvalidation is one way an entry of user u1 in tenant t1 (or of a key
@@ -168,5 +175,209 @@ func TestKeyFillRacingAnInvalidation(t *testing.T) {
 				t.Fatalf("%d resolves, the cached entry the later resolve's: %v; want 2 and true (the raced resolve not kept)", n, e == ea)
 			}
 		})
+	}
+}
+
+// TestFillLandingAfterAnInvalidation: a projection fill that found nothing
+// invalidated while it fetched can still be stored after an invalidation
+// that comes between its check and its store; and a purge's Clear, not
+// atomic with the store's Set, may keep a Set it races. Either way the
+// store holds what was read before the change, and the entry's
+// generations, read before the fetch, are what keep it from being served:
+// a request after the invalidation fetches anew, and the raced entry is no
+// longer Valid. Without the comparison, the projection from before the
+// change (here a role since revoked) was served until its TTL.
+func TestFillLandingAfterAnInvalidation(t *testing.T) {
+	for _, tc := range raceInvalidations(false) {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			now := func() time.Time { return time.Unix(0, f.now.Load()) }
+			f.c.checkedHook = func() {
+				f.core.SetProjection(identity.Projection{UserID: "u1", TenantID: "t1", UserStatus: "active",
+					MembershipStatus: "active", TenantStatus: "active", Roles: []string{"revoked"}})
+				tc.inv(f.c, "")
+			}
+			raced, err := f.c.Get(context.Background(), "u1", "t1", "rid")
+			f.c.checkedHook = nil
+			if err != nil {
+				t.Fatal(err)
+			}
+			if raced.Roles != "member" {
+				t.Fatalf("the raced fill read roles %q, want member (from before the change)", raced.Roles)
+			}
+			f.c.cache.Wait()
+			if kept, ok := f.c.cache.Get(f.c.key("u1", "t1")); !ok || kept != raced {
+				t.Fatal("the store did not keep the raced fill: the case under test did not happen")
+			}
+			if f.c.Valid(raced, now()) {
+				t.Fatal("the entry stored after the invalidation is Valid")
+			}
+			e, err := f.c.Get(context.Background(), "u1", "t1", "rid")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Roles != "revoked" {
+				t.Fatalf("roles %q after the invalidation, want revoked (the raced fill was served)", e.Roles)
+			}
+			f.wantFetches(t, 2)
+		})
+	}
+}
+
+// TestKeyFillLandingAfterAnInvalidation: as
+// TestFillLandingAfterAnInvalidation, for an API key's resolve whose
+// entry enters the table after the key's, its user's, its tenant's or
+// everything's invalidation, or a reconnection's purge: it is not served
+// (validKey compares the generations read with the fetch).
+func TestKeyFillLandingAfterAnInvalidation(t *testing.T) {
+	for _, tc := range raceInvalidations(true) {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newKeyFixture(t)
+			key, pid := apikey.New()
+			f.core.SetAPIKey(key, keyOf("u1"), false)
+			f.c.checkedHook = func() {
+				p := keyOf("u1")
+				p.Permissions = []string{}
+				f.core.SetAPIKey(key, p, false)
+				tc.inv(f.c, pid)
+			}
+			raced, err := f.getKey(key)
+			f.c.checkedHook = nil
+			if err != nil {
+				t.Fatal(err)
+			}
+			if raced.E.Perms != "a:b" {
+				t.Fatalf("the raced resolve read permissions %q, want a:b (from before the change)", raced.E.Perms)
+			}
+			if lookupKey(f.c.keySet([]byte(pid)), []byte(pid)) != raced {
+				t.Fatal("the table did not keep the raced resolve: the case under test did not happen")
+			}
+			e, err := f.getKey(key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := f.core.KeyFetches.Load(); n != 2 || e.E.Perms != "" {
+				t.Fatalf("%d resolves, permissions %q; want 2 and none (the raced resolve was served)", n, e.E.Perms)
+			}
+		})
+	}
+}
+
+// versionedCore answers user "u<i>"'s projection in tenant "t" with the
+// role "v<n>", n the version of the user's data that it read (ver[i]).
+type versionedCore struct {
+	ver []atomic.Int64
+}
+
+func (v *versionedCore) Fetch(_ context.Context, user, tenant, _ string) (*identity.Projection, error) {
+	i, err := strconv.Atoi(strings.TrimPrefix(user, "u"))
+	if err != nil || i >= len(v.ver) {
+		return nil, fmt.Errorf("%w: no user %q", ErrNoMembership, user)
+	}
+	n := v.ver[i].Load()
+	runtime.Gosched() // a change and its invalidation may come before the answer is stored
+	return &identity.Projection{UserID: user, TenantID: tenant, UserStatus: identity.StatusActive,
+		MembershipStatus: identity.StatusActive, TenantStatus: identity.StatusActive,
+		Roles: []string{"v" + strconv.FormatInt(n, 10)}}, nil
+}
+
+// version is the version of the user's data that e was fetched with.
+func version(t *testing.T, e *Entry) int64 {
+	n, err := strconv.ParseInt(strings.TrimPrefix(e.Roles, "v"), 10, 64)
+	if err != nil {
+		t.Errorf("roles %q: %v", e.Roles, err)
+	}
+	return n
+}
+
+// TestInvalidationsRacingFillsUnderLoad: with fills, lookups, Valid checks
+// and invalidations of every kind from many goroutines at once, including
+// purges (InvalidateAll, Reconnected) from several at a time, whose
+// store's Clear calls then overlap each other and the fills' Sets: once a
+// change's invalidation has returned, no Get and no Valid entry answers
+// the data from before the change. Each user's writer moves the user's
+// version (the change) and then runs an invalidation covering it (its
+// event); a reader notes the last version whose invalidation returned
+// before it asks. Run under -race; a purge that hangs fails the test.
+func TestInvalidationsRacingFillsUnderLoad(t *testing.T) {
+	const (
+		users   = 8
+		readers = 8
+		purgers = 2
+		changes = 300 // per user
+	)
+	core := &versionedCore{ver: make([]atomic.Int64, users)}
+	c, err := New(Options{Size: 1000, TTL: time.Hour, NegativeTTL: time.Hour, MaxStaleness: time.Hour}, core, metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	var (
+		applied [users]atomic.Int64 // the last version whose invalidation returned
+		stop    atomic.Bool
+		writers sync.WaitGroup
+		others  sync.WaitGroup
+	)
+	invalidations := []func(u string){
+		func(u string) { c.InvalidateUser(u) },
+		func(string) { c.InvalidateTenant("t") },
+		func(string) { c.InvalidateAll() },
+		func(string) { c.Disconnected(time.Now()); c.Reconnected() },
+	}
+	for i := range users {
+		writers.Go(func() {
+			u := "u" + strconv.Itoa(i)
+			for n := range changes {
+				v := core.ver[i].Add(1)
+				invalidations[n%len(invalidations)](u)
+				applied[i].Store(v)
+			}
+		})
+	}
+	for range purgers {
+		others.Go(func() {
+			for n := 0; !stop.Load(); n++ {
+				if n%2 == 0 {
+					c.InvalidateAll()
+				} else {
+					c.Reconnected()
+				}
+				runtime.Gosched()
+			}
+		})
+	}
+	for r := range readers {
+		others.Go(func() {
+			for n := r; !stop.Load(); n++ {
+				i := n % users
+				want := applied[i].Load()
+				e, err := c.Get(context.Background(), "u"+strconv.Itoa(i), "t", "")
+				if err != nil {
+					t.Errorf("Get: %v", err)
+					return
+				}
+				if got := version(t, e); got < want {
+					t.Errorf("u%d: Get answered version %d after the invalidation of version %d", i, got, want)
+					return
+				}
+				want = applied[i].Load()
+				if got := version(t, e); c.Valid(e, time.Now()) && got < want {
+					t.Errorf("u%d: version %d Valid after the invalidation of version %d", i, got, want)
+					return
+				}
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() {
+		writers.Wait()
+		stop.Store(true)
+		others.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("invalidations, purges or lookups did not return within a minute")
 	}
 }

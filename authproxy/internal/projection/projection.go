@@ -7,8 +7,11 @@
 // invalidation bumps a counter; a hit whose recorded generations differ
 // from the current ones is a miss. The counters are read before a fetch and
 // checked before the result is stored, so a fill that raced an invalidation
-// is never kept, and the singleflight key includes them, so no request
-// arriving after an invalidation joins a fetch started before it.
+// is not kept; one stored after an invalidation all the same (which came
+// after that check, or whose purge kept a Set it raced) carries the
+// counters from before it, and is never served. The singleflight key
+// includes them, so no request arriving after an invalidation joins a
+// fetch started before it.
 //
 // While the invalidation feed is down, an entry is trusted only for a
 // bounded time past max(fetch time, disconnect time); on reconnect
@@ -151,6 +154,11 @@ type Cache struct {
 	// counters; in Reconnected between the purge and the end of the
 	// bounded staleness.
 	halfwayHook func()
+	// checkedHook, when set (tests), runs in a fill (a projection's or an
+	// API key's) between its check that nothing was invalidated while it
+	// fetched and its store: an invalidation run there lands before the
+	// store, as one arriving between the two would.
+	checkedHook func()
 }
 
 // New returns a Cache reading through f.
@@ -218,7 +226,11 @@ func (c *Cache) store(k uint64, e *Entry, ttl time.Duration) {
 	c.open.Leave(cell)
 }
 
-// clear empties the store (nothing to do once closed).
+// clear empties the store (nothing to do once closed). Calls may overlap:
+// the store's Clear stops its goroutine and starts it again, one Clear at
+// a time. A Set it races may be lost or kept; what a purge keeps carries
+// the generations the purge moved on (InvalidateAll), so it is never
+// served.
 func (c *Cache) clear() {
 	cell, ok := c.open.Enter()
 	if !ok {
@@ -357,7 +369,12 @@ func (c *Cache) Get(ctx context.Context, sub, tid, requestID string) (*Entry, er
 		// cache admits it asynchronously; nothing waits for that: the
 		// caller keeps e beside its token (checked with Valid), and a
 		// request for the same entry meanwhile joins this fetch.
+		// A fill can still land after an invalidation that follows the
+		// check (or is kept by a purge it races: the store's Clear is not
+		// atomic with a Set): e carries g, which that invalidation moved
+		// on, so it is never served (Get's and ValidStamp's comparison).
 		if c.gens(sub, tid) == g && ttl > 0 {
+			c.checked()
 			c.store(k, e, ttl)
 		}
 		return e, nil
@@ -475,6 +492,13 @@ func (c *Cache) InvalidateTenant(id string) {
 	c.keys.invalidated(true, s)
 	c.halfway()
 	c.tenant[s].Add(1)
+}
+
+// checked runs the test hook of a fill that passed its check, if set.
+func (c *Cache) checked() {
+	if c.checkedHook != nil {
+		c.checkedHook()
+	}
 }
 
 // halfway runs the test hook of a half-applied invalidation or
