@@ -23,6 +23,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail/mailtest"
+	"github.com/tollgate-auth/tollgate/shared/refused"
 )
 
 type rig struct {
@@ -266,12 +267,10 @@ func (c countingTransport) Send(ctx context.Context, m mail.Outgoing) error {
 // the mails not tried are given back without an attempt or an error, due
 // with the failed mail's retry.
 func TestSessionRefusalParksNothing(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := ln.Addr().String()
-	_ = ln.Close()
+	// A port that refuses until the test ends: one freed by a closed
+	// listener was taken meanwhile by another test's mail server, and the
+	// "refused" session sent the mails.
+	closed := refused.Addr(t)
 	for _, tc := range []struct {
 		name   string
 		url    string // SMTP_URL; %s is the test server's address
