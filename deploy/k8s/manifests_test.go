@@ -885,6 +885,12 @@ func TestInvariantsCatchBreakage(t *testing.T) {
 				b.Deployments[0].Spec.Template.Spec.TopologySpreadConstraints[i].LabelSelector.MatchLabels = map[string]string{"app": "other"}
 			}
 		}, "no topology spread"},
+		{"spread counts the old revision's pods", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Template.Spec.TopologySpreadConstraints[0].MatchLabelKeys = nil
+		}, "topology spread over kubernetes.io/hostname without matchLabelKeys [pod-template-hash]"},
+		{"a failed migration's reason missing from the pod status", func(t *testing.T, b *bundle) {
+			b.Deployments[0].Spec.Template.Spec.InitContainers[0].TerminationMessagePolicy = corev1.TerminationMessageReadFile
+		}, "container migrate: terminationMessagePolicy is not FallbackToLogsOnError"},
 		{"no fixed uid", func(t *testing.T, b *bundle) {
 			b.Deployments[0].Spec.Template.Spec.SecurityContext.RunAsUser = nil
 		}, "no fixed uid (runAsUser)"},
@@ -1419,6 +1425,16 @@ func checkAvailability(v *violations, b *bundle, d *appsv1.Deployment) (minPods 
 	if minPods > 1 && !spreadOverNodes(pod, podLabels) {
 		v.addf("Deployment %s: no topology spread over %s selecting its pods: its %d replicas may share a node, and that node's loss or drain takes them all", d.Name, corev1.LabelHostname, minPods)
 	}
+	// Without the revision's pod-template-hash among its keys, a
+	// constraint counts the old ReplicaSet's pods with the new one's
+	// during a rollout, and the scheduler packs the new pods where the
+	// old ones leave room, often on one node, so the spread holds only
+	// until the old pods are gone.
+	for _, c := range pod.TopologySpreadConstraints {
+		if !slices.Contains(c.MatchLabelKeys, appsv1.DefaultDeploymentUniqueLabelKey) {
+			v.addf("Deployment %s: topology spread over %s without matchLabelKeys [%s]: a rollout spreads old and new pods together, not the new ones", d.Name, c.TopologyKey, appsv1.DefaultDeploymentUniqueLabelKey)
+		}
+	}
 	return minPods, hpas, pdbs
 }
 
@@ -1927,6 +1943,13 @@ func checkPod(v *violations, b *bundle, owner string, pod *corev1.PodSpec) {
 		}
 		if _, ok := c.Resources.Limits[corev1.ResourceMemory]; !ok {
 			v.addf("%s: no memory limit", name)
+		}
+		// A Go program reports why it stopped on stderr, never in
+		// /dev/termination-log: without the fallback, `kubectl describe`
+		// and the pod's status show an empty message for a migration that
+		// failed or a service that refused its configuration.
+		if c.TerminationMessagePolicy != corev1.TerminationMessageFallbackToLogsOnError {
+			v.addf("%s: terminationMessagePolicy is not FallbackToLogsOnError: its stop reason (on stderr) is missing from the pod's status", name)
 		}
 		checkSecretFiles(v, b, pod, name, &c)
 		for _, e := range c.Env {
