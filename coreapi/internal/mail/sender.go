@@ -289,7 +289,6 @@ func (s *Sender) deliver(ctx context.Context, m claimed) (time.Duration, error) 
 		qRenew = `
 UPDATE mail_queue SET next_attempt_at = now() + make_interval(secs => $3)
 WHERE id = $1 AND attempts = $2 AND status = 'pending'`
-		qSent = `UPDATE mail_queue SET status = 'sent', sent_at = now(), token = NULL, last_error = NULL WHERE id = $1`
 		// Only this claim's failure is recorded: a late one must not undo
 		// what a sender that claimed the row after it did.
 		qFail = `
@@ -299,6 +298,7 @@ UPDATE mail_queue SET last_error = $2,
        token  = CASE WHEN $4 THEN NULL ELSE token END
 WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	)
+	leaseEnd := time.Now().Add(s.o.Lease)
 	if tag, err := s.o.Pool.Exec(ctx, qRenew, m.ID, m.Attempts, s.o.Lease.Seconds()); err != nil {
 		return 0, fmt.Errorf("renew the lease of mail %d: %w", m.ID, err)
 	} else if tag.RowsAffected() == 0 {
@@ -337,7 +337,7 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
 	if sendErr == nil {
-		if _, err := s.o.Pool.Exec(rec, qSent, m.ID); err != nil {
+		if err := s.recordSent(ctx, m.ID, leaseEnd); err != nil {
 			return 0, fmt.Errorf("mark mail %d sent: %w", m.ID, err)
 		}
 		s.sent.Inc()
@@ -367,6 +367,39 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 		return delay, nil
 	}
 	return 0, nil
+}
+
+// recordSent marks the row id sent, its token scrubbed. The mail is out:
+// a database away for a moment (a failover, its connections cut) would
+// otherwise leave the row pending with its token, and the mail would go
+// out a second time, a live link in each copy, once its lease ended
+// (leaseEnd). So the mark is tried again, with a short backoff, until
+// then; once the sender stops (ctx), for recordTimeout at most.
+func (s *Sender) recordSent(ctx context.Context, id int64, leaseEnd time.Time) error {
+	const qSent = `UPDATE mail_queue SET status = 'sent', sent_at = now(), token = NULL, last_error = NULL WHERE id = $1`
+	var stopBy time.Time
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+		_, err := s.o.Pool.Exec(rec, qSent, id)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		deadline := leaseEnd
+		if ctx.Err() != nil {
+			if stopBy.IsZero() {
+				stopBy = time.Now().Add(recordTimeout)
+			}
+			if stopBy.Before(deadline) {
+				deadline = stopBy
+			}
+		}
+		if time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		s.o.Logger.Warn("mail sent, not yet recorded; trying again", "mail_id", id, "retry_in", wait, "err", err)
+		time.Sleep(wait)
+	}
 }
 
 // outlasts reports whether m, whose try failed with err, is still worth
