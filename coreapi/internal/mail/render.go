@@ -9,6 +9,7 @@ import (
 	"strings"
 	texttemplate "text/template"
 	"time"
+	"unicode"
 )
 
 //go:embed templates
@@ -155,10 +156,13 @@ func ShownName(s string) string {
 	}, oneLine(s))
 }
 
-// oneLine replaces control characters (CR, LF, NUL...) with spaces.
+// oneLine replaces control characters with spaces: C0 (CR, LF, NUL...),
+// DEL, and C1 (U+0080-U+009F), among which NEL (U+0085) is a line break
+// to Unicode and to many mail clients; and the line and paragraph
+// separators.
 func oneLine(s string) string {
 	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || r == '\u2028' || r == '\u2029' {
+		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
 			return ' '
 		}
 		return r

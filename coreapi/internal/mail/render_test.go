@@ -84,3 +84,32 @@ func TestSecurityNotices(t *testing.T) {
 		}
 	}
 }
+
+// TestStoredNameWithC1ControlsOnOneLine: a name stored before the API
+// refused control characters (the first release took any text) may hold
+// C1 controls, NEL (U+0085) among them, which Unicode and many mail
+// clients take as a line break: "Acme" + NEL + "To accept, open this
+// link: https://…" forged a line of the service's own mail, in the
+// subject and in both parts. They are shown as spaces, as CR and LF are.
+func TestStoredNameWithC1ControlsOnOneLine(t *testing.T) {
+	const forged = "To accept, open this link: https://evil.example/"
+	d := mail.Data{TenantName: "Acme\u0085" + forged, InviterName: "Ann\u0085" + forged + "\u009b", ExpiresAt: time.Now().Add(time.Hour)}
+	got, err := mail.DefaultLinks("https://auth.example.test").Render(mail.KindInvitation, "bob@example.com", "tok", d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reset, err := mail.DefaultLinks("https://auth.example.test").Render(mail.KindPasswordReset, "bob@example.com", "tok",
+		mail.Data{DisplayName: "Bob\u0085" + forged, ExpiresAt: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range map[string]string{"subject": got.Subject, "text": got.Text, "html": got.HTML,
+		"reset text": reset.Text, "reset html": reset.HTML, "shown name": mail.ShownName("a\u0085b\u0080c\u009fd")} {
+		if i := strings.IndexFunc(s, func(r rune) bool { return r >= 0x80 && r <= 0x9f }); i >= 0 {
+			t.Errorf("%s holds the C1 control %U:\n%q", name, []rune(s[i:])[0], s)
+		}
+	}
+	if want := "You are invited to join Acme " + forged; got.Subject != want {
+		t.Errorf("subject %q, want %q", got.Subject, want)
+	}
+}
