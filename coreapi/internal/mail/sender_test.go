@@ -287,6 +287,10 @@ func TestSessionRefusalParksNothing(t *testing.T) {
 		{"MAIL FROM 553 (sender not allowed)", "smtp://%s?starttls=off", (*mailtest.Server).RefuseMail, 553, "553"},
 		{"MAIL FROM 451", "smtp://%s?starttls=off", (*mailtest.Server).RefuseMail, 451, "451"},
 		{"RCPT TO 530 (AUTH first)", "smtp://%s?starttls=off", (*mailtest.Server).RefuseRcpt, 530, "530"},
+		// 421: the server closes the channel (RFC 5321 3.8, 4.2.2: shutting
+		// down, or throttling the client), whichever command it answers.
+		{"RCPT TO 421 (closing the channel)", "smtp://%s?starttls=off", (*mailtest.Server).RefuseRcpt, 421, "421"},
+		{"DATA 421 (closing the channel)", "smtp://%s?starttls=off", (*mailtest.Server).Refuse, 421, "421"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t, mail.SenderOptions{})

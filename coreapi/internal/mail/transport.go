@@ -262,7 +262,7 @@ func wireAddress(addr string) string {
 	return addr[:at+1] + inboxDomain(addr[at+1:])
 }
 
-// mailAnswer is the SMTP code (4xx or 5xx, no 530) err answered the mail's
+// mailAnswer is the SMTP code (4xx or 5xx, no 421 or 530) err answered the mail's
 // own RCPT TO or DATA with; ok is false for any other failure, which is
 // the session's (ErrSession). Only an answer to the mail's RCPT TO or DATA
 // is the mail's: a 5xx there refuses it (its address, its content:
@@ -272,8 +272,12 @@ func wireAddress(addr string) string {
 // mail: the connection, TLS, the greeting, AUTH (go-mail returns those as
 // plain errors, no SendError), and MAIL FROM (the sender MAIL_FROM, a
 // session without the TLS or AUTH the server wants). So is a 530 (RFC
-// 3207, RFC 4954: STARTTLS or AUTH first) wherever it comes, and a
-// connection lost or timed out without an answer. Parking each queued
+// 3207, RFC 4954: STARTTLS or AUTH first) wherever it comes, a 421 (RFC
+// 5321 3.8, 4.2.2: the server closes the channel, shutting down or
+// throttling the client) wherever it comes, and a connection lost or
+// timed out without an answer. Taken for the mail's, a 421 had each other
+// mail of the batch open a session of its own to meet it again, and
+// parked every mail after MaxAttempts of a throttling that outlasted them. Parking each queued
 // mail for those would scrub every link for an operator's mistake: they
 // are retried with the backoff instead, as a mail server that is down is.
 func mailAnswer(err error) (int, bool) {
@@ -282,7 +286,7 @@ func mailAnswer(err error) (int, bool) {
 		return 0, false
 	}
 	code := se.ErrorCode()
-	if code < 400 || code > 599 || code == 530 {
+	if code < 400 || code > 599 || code == 530 || code == 421 {
 		return 0, false
 	}
 	switch se.Reason {
