@@ -2,7 +2,6 @@ package serviceaccounts
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/gofiber/fiber/v2"
@@ -147,9 +146,10 @@ func (s *Service) introspect(c *fiber.Ctx) error {
 // service account) comes from a public client (an app a user signed in
 // to): the refresh grant asks it for none, so neither does the
 // revocation of a refresh token, which ends the token's session in
-// whatever tenant (its holder could end it by replaying an old token
-// anyway). Such a client can thus sign out when its access token has
-// expired. An unknown token gets the same 200; what is shaped as an
+// whatever tenant (its holder could end it by replaying the token at the
+// token endpoint anyway; a token rotated before the grace window ends it
+// as a reuse here too, see revokeRefresh). Such a client can thus sign
+// out when its access token has expired. An unknown token gets the same 200; what is shaped as an
 // access token or an API key still needs client authentication.
 func (s *Service) revoke(c *fiber.Ctx) error {
 	q, err := decodeQuery(c)
@@ -247,24 +247,25 @@ func (s *Service) confidential(c *fiber.Ctx, clientID string) (bool, error) {
 // session's rotation chain names it): of tenantID's sessions only, for a
 // client of that tenant acting as actorID; of any tenant when tenantID is
 // "" (the token's holder revokes it: the session's user is the actor).
+// A token rotated (or ended by a reissue) before the grace window is a
+// reuse, as at the token endpoint: whoever presents it holds a token
+// left behind in the chain, not the session, so the session ends as a
+// reuse, audited with the request and its client IP
+// (sessions.RevokeForReuse), never as a sign-out of the user's own.
 func (s *Service) revokeRefresh(c *fiber.Ctx, tenantID, actorID, tok string) error {
-	const q = `
-SELECT s.id::text, s.user_id::text, s.tenant_id::text FROM refresh_tokens rt
-JOIN sessions s ON s.id = rt.session_id
-WHERE rt.token_hash = $1 AND s.revoked_at IS NULL`
 	if len(tok) > maxToken {
 		return nil
 	}
 	ctx := c.UserContext()
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	return pgx.BeginFunc(ctx, s.o.Pool, func(tx pgx.Tx) error {
-		var sid, uid, tid string
-		err := tx.QueryRow(ctx, q, sessions.Hash(tok)).Scan(&sid, &uid, &tid)
-		if errors.Is(err, pgx.ErrNoRows) || err == nil && tenantID != "" && tid != tenantID {
-			return nil // another tenant's session: untouched, answered alike
+		h, ok, err := s.o.Sessions.FindHolder(ctx, tx, tok)
+		if err != nil || !ok || tenantID != "" && h.TenantID != tenantID {
+			return err // another tenant's session: untouched, answered alike
 		}
-		if err != nil {
-			return fmt.Errorf("find refresh token: %w", err)
+		sid, uid, tid := h.SessionID, h.UserID, h.TenantID
+		if h.Reused {
+			return sessions.RevokeForReuse(ctx, tx, sid, uid, tid, sessions.Presenter{RequestID: rid, IP: httpapi.ClientIP(c)})
 		}
 		reason := sessions.ReasonRevoked
 		if actorID == "" {

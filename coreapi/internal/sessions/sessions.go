@@ -493,15 +493,59 @@ RETURNING floor(extract(epoch FROM expires_at))::bigint`
 // it, the thief or the victim, holds the stolen token's family).
 func (s *Store) revokeForReuse(ctx context.Context, sessionID, userID, tenantID string, by Presenter) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		n, err := s.Revoke(ctx, tx, userID, sessionID, ReasonReuse)
-		if err != nil || n == 0 {
-			return err
-		}
-		return audit.WriteWith(ctx, tx, audit.Event{TenantID: tenantID, Action: audit.ActionRefreshTokenReused,
-			TargetType: audit.TargetSession, TargetID: sessionID, RequestID: by.RequestID,
-			Data: map[string]string{"user_id": userID, "client_ip": by.IP}},
-			outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonSessionRevoked})
+		return RevokeForReuse(ctx, tx, sessionID, userID, tenantID, by)
 	})
+}
+
+// RevokeForReuse is revokeForReuse in tx, the caller's transaction:
+// the session ends with ReasonReuse, audited as
+// audit.ActionRefreshTokenReused in its tenant and announced on the
+// user's subject, unless it had ended already.
+func RevokeForReuse(ctx context.Context, tx pgx.Tx, sessionID, userID, tenantID string, by Presenter) error {
+	const qRevoke = `
+UPDATE sessions SET revoked_at = clock_timestamp(), revoked_reason = $3
+WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
+	tag, err := tx.Exec(ctx, qRevoke, sessionID, userID, ReasonReuse)
+	if err != nil {
+		return fmt.Errorf("revoke session: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return nil
+	}
+	return audit.WriteWith(ctx, tx, audit.Event{TenantID: tenantID, Action: audit.ActionRefreshTokenReused,
+		TargetType: audit.TargetSession, TargetID: sessionID, RequestID: by.RequestID,
+		Data: map[string]string{"user_id": userID, "client_ip": by.IP}},
+		outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonSessionRevoked})
+}
+
+// Holder is the session a refresh token names (any token of its rotation
+// chain), as the revocation endpoint finds it (FindHolder).
+type Holder struct {
+	SessionID, UserID, TenantID string
+	// Reused: the token was rotated, or ended by a reissue, before the
+	// grace window, in a session that has not expired: presented anywhere,
+	// it is a reuse (see Rotate), never the session's holder signing out.
+	Reused bool
+}
+
+// FindHolder finds, through q, the session that token names, if it is
+// not revoked (ok false otherwise, or for an unknown token).
+func (s *Store) FindHolder(ctx context.Context, q DB, token string) (h Holder, ok bool, err error) {
+	const qFind = `
+SELECT s.id::text, s.user_id::text, s.tenant_id::text,
+       rt.rotated_at IS NOT NULL AND rt.rotated_at <= now() - make_interval(secs => $2)
+           AND s.expires_at > now() AND s.created_at + make_interval(secs => $3) > now()
+FROM refresh_tokens rt
+JOIN sessions s ON s.id = rt.session_id
+WHERE rt.token_hash = $1 AND s.revoked_at IS NULL`
+	err = q.QueryRow(ctx, qFind, Hash(token), secs(s.grace), s.maxAgeSecs()).Scan(&h.SessionID, &h.UserID, &h.TenantID, &h.Reused)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Holder{}, false, nil
+	}
+	if err != nil {
+		return Holder{}, false, fmt.Errorf("find refresh token: %w", err)
+	}
+	return h, true, nil
 }
 
 // Revoke revokes one session of userID; it reports how many sessions it
