@@ -169,8 +169,8 @@ func activeAccount(ctx context.Context, q sessions.DB, userID, tenantID string) 
 // user_disabled); one that named tenantID (requested) is 403 forbidden;
 // one that named none lands in the user's oldest active membership in an
 // active tenant (users.SignInTenant), or, with none, is errNoMembership.
-func signInTenantNow(ctx context.Context, tx pgx.Tx, userID, tenantID string, requested bool) (string, error) {
-	if off, err := accountDisabled(ctx, tx, userID); err != nil {
+func signInTenantNow(ctx context.Context, q sessions.DB, userID, tenantID string, requested bool) (string, error) {
+	if off, err := accountDisabled(ctx, q, userID); err != nil {
 		return "", err
 	} else if off {
 		return "", errInactive
@@ -178,7 +178,7 @@ func signInTenantNow(ctx context.Context, tx pgx.Tx, userID, tenantID string, re
 	if requested {
 		return "", errNotMemberOf(tenantID)
 	}
-	next, err := users.SignInTenant(ctx, tx, userID)
+	next, err := users.SignInTenant(ctx, q, userID)
 	if errors.Is(err, users.ErrNotFound) {
 		return "", errNoMembership
 	}
@@ -816,18 +816,25 @@ RETURNING user_id::text, tenant_id::text, amr, tenant_requested`
 		claimed = true
 		return nil
 	}
-	// A disabled account is refused before the code is looked at, as
-	// its step-up is, and keeps the code and the try: the session below
-	// would refuse it (signInTenantNow) only after a recovery code was
-	// spent and the challenge used up. (A membership or tenant no longer
-	// active sends the sign-in to the next tenant, below.)
-	if off, err := accountDisabled(ctx, s.pool, userID); err != nil {
-		return TokenResponse{}, err
-	} else if off {
-		if _, err := s.pool.Exec(ctx, qRefund, hash); err != nil {
-			return TokenResponse{}, fmt.Errorf("give back mfa challenge try: %w", err)
+	// A sign-in that can land nowhere now is refused before the code is
+	// looked at, as a disabled account's step-up is, and keeps the code
+	// and the try: the session below would refuse it (signInTenantNow)
+	// only after a recovery code or the TOTP step was spent and the
+	// challenge used up, for a refusal no code could change. That is a
+	// disabled account, a tenant the sign-in named that no longer lets
+	// the user in, or, naming none, no active membership left. (One
+	// naming none whose tenant was left lands in the next one, below.)
+	if _, err := activeAccount(ctx, s.pool, userID, tenantID); errors.Is(err, errInactive) {
+		if _, err := signInTenantNow(ctx, s.pool, userID, tenantID, requested); err != nil {
+			if _, refused := errors.AsType[*problem.Problem](err); refused {
+				if _, rerr := s.pool.Exec(ctx, qRefund, hash); rerr != nil {
+					return TokenResponse{}, fmt.Errorf("give back mfa challenge try: %w", rerr)
+				}
+			}
+			return TokenResponse{}, err
 		}
-		return TokenResponse{}, errInactive
+	} else if err != nil {
+		return TokenResponse{}, err
 	}
 	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: userID, tenantID: tenantID, ip: ip, requestID: rid}, claim); err != nil {
 		// A code refused by the account's lock, or for a secret the
