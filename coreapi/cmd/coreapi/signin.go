@@ -27,6 +27,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
@@ -331,11 +332,12 @@ func wireAPIKeys(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool) (*apik
 	if cfg.APIKeyPepper == nil {
 		log.Warn("API_KEY_PEPPER is not set: API keys can be neither created nor used")
 	}
+	var limits apikeys.Limits // zero: the defaults
 	if cfg.APIKeyCreationsPerHour > 0 {
-		apikeys.TenantCreations.N = cfg.APIKeyCreationsPerHour
+		limits.TenantCreations = ratelimit.Limit{N: cfg.APIKeyCreationsPerHour, Window: time.Hour}
 	}
 	return apikeys.New(apikeys.Options{Logger: log, Pool: pool, Pepper: cfg.APIKeyPepper, Catalog: cfg.Catalog,
-		RevokedWithin: cfg.AccessTokenTTL + cfg.TokenMaxLeeway})
+		RevokedWithin: cfg.AccessTokenTTL + cfg.TokenMaxLeeway, Limits: limits})
 }
 
 // mfaSealer builds the sealer of TOTP secrets; without MFA_ENCRYPTION_KEYS

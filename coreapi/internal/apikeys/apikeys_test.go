@@ -57,21 +57,28 @@ type env struct {
 
 func start(t *testing.T, pep []byte) *env {
 	t.Helper()
-	return startAt(t, pep, nil)
+	return startWith(t, apikeys.Options{Pepper: pep})
 }
 
 // startAt is start with now as the service's clock (nil: time.Now).
 func startAt(t *testing.T, pep []byte, now func() time.Time) *env {
 	t.Helper()
+	return startWith(t, apikeys.Options{Pepper: pep, Now: now})
+}
+
+// startWith starts the service with o, its Logger and Pool the server's.
+func startWith(t *testing.T, o apikeys.Options) *env {
+	t.Helper()
 	x := &env{}
-	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Configure: func(o *httpapi.Options) {
-		svc, err := apikeys.New(apikeys.Options{Logger: o.Logger, Pool: o.Pool, Pepper: pep, Now: now})
+	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Configure: func(ho *httpapi.Options) {
+		o.Logger, o.Pool = ho.Logger, ho.Pool
+		svc, err := apikeys.New(o)
 		if err != nil {
 			t.Fatal(err)
 		}
 		x.svc = svc
-		o.Register = append(o.Register, svc.Register)
-		o.ErrorMappers = append(o.ErrorMappers, apikeys.MapError)
+		ho.Register = append(ho.Register, svc.Register)
+		ho.ErrorMappers = append(ho.ErrorMappers, apikeys.MapError)
 	}})
 	return x
 }
@@ -1248,7 +1255,7 @@ func TestRevokedKeyUsesAuditedUpToALimit(t *testing.T) {
 		return x.Do(t, apitest.Request{Method: http.MethodPost, Path: apikey.ResolvePath,
 			Body: apikey.ResolveRequest{Key: k.Secret, ClientIP: "203.0.113.7"}, Service: true})
 	}
-	limit := apikeys.RevokedUseAuditLimit.N
+	limit := apikeys.DefaultLimits().RevokedUseAudit.N
 	for range limit + 5 {
 		wantProblem(t, resolve(keys[0]), 410, "api_key_revoked")
 	}
@@ -1261,17 +1268,14 @@ func TestRevokedKeyUsesAuditedUpToALimit(t *testing.T) {
 }
 
 // TestPersonalCreationsLimited: a member creates at most
-// PersonalCreations.N personal keys in a tenant in its window, revoked
+// Limits.PersonalCreations.N personal keys in a tenant in its window, revoked
 // and expired ones included, then 429 with Retry-After and nothing
 // written; another member and tenant keys are not held
 // back, and a creation refused otherwise is not counted. Without it a
 // member holding no permission created and revoked keys without end: a
 // row, an audit row and an invalidation to every proxy each.
 func TestPersonalCreationsLimited(t *testing.T) {
-	old := apikeys.PersonalCreations
-	apikeys.PersonalCreations = ratelimit.Limit{N: 3, Window: time.Hour}
-	t.Cleanup(func() { apikeys.PersonalCreations = old })
-	x := start(t, pepper)
+	x := startWith(t, apikeys.Options{Pepper: pepper, Limits: apikeys.Limits{PersonalCreations: ratelimit.Limit{N: 3, Window: time.Hour}}})
 	ten := x.SeedTenant(t, "Acme")
 	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
 	m := x.SeedUserIn(t, ten.ID, "m@acme.test", "member")
@@ -1304,16 +1308,13 @@ func TestPersonalCreationsLimited(t *testing.T) {
 	x.create(t, admin, "/api/v1/api-keys", body)
 }
 
-// TestTenantCreationsLimited: a tenant creates at most TenantCreations
-// tenant keys in a window, revoked and expired ones included (anyone can
+// TestTenantCreationsLimited: a tenant creates at most
+// Limits.TenantCreations tenant keys in a window, revoked and expired ones included (anyone can
 // own a tenant, and each revocation reaches every proxy); a creation
 // refused for another reason does not count, another tenant and the
 // members' personal keys have budgets of their own.
 func TestTenantCreationsLimited(t *testing.T) {
-	old := apikeys.TenantCreations
-	apikeys.TenantCreations = ratelimit.Limit{N: 3, Window: time.Hour}
-	t.Cleanup(func() { apikeys.TenantCreations = old })
-	x := start(t, pepper)
+	x := startWith(t, apikeys.Options{Pepper: pepper, Limits: apikeys.Limits{TenantCreations: ratelimit.Limit{N: 3, Window: time.Hour}}})
 	ten := x.SeedTenant(t, "Acme")
 	admin := x.SeedUserIn(t, ten.ID, "admin@acme.test", "admin")
 	m := x.SeedUserIn(t, ten.ID, "m@acme.test", "member")

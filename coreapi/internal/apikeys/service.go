@@ -47,6 +47,9 @@ type Options struct {
 	MaxInFlight int
 	// Now is the clock of expiry checks; nil means time.Now.
 	Now func() time.Time
+	// Limits bound creations and the audit of a revoked key's uses; a
+	// zero field takes its DefaultLimits value.
+	Limits Limits
 }
 
 // Service serves the API-key routes.
@@ -80,7 +83,7 @@ func New(o Options) (*Service, error) {
 		o.RevokedWithin = 15 * time.Minute
 	}
 	all, member := roles.CatalogArgs(o.Catalog)
-	st := &Store{pool: o.Pool, pepper: o.Pepper, now: o.Now, proj: projection.NewStore(o.Pool, o.RevokedWithin, o.Catalog),
+	st := &Store{pool: o.Pool, pepper: o.Pepper, now: o.Now, limits: o.Limits.orDefault(), proj: projection.NewStore(o.Pool, o.RevokedWithin, o.Catalog),
 		all: all, member: member}
 	return &Service{log: o.Logger, store: st, catalog: o.Catalog, slots: make(chan struct{}, o.MaxInFlight), now: o.Now}, nil
 }

@@ -95,29 +95,63 @@ const MaxLivePerTenant = 500
 // key then refused.
 const MaxLivePersonalPerMember = 50
 
-// PersonalCreations bounds how many personal keys a member creates in a
-// tenant in a window, revoked or expired ones included: the live-key
-// limit does not count them, so a member holding no permission could
-// create and revoke (or create to expire at once) without end, each key a
-// row kept for SweepKeep, an audit row and, when revoked, an
-// invalidation every proxy receives. A creation refused by another check
-// is not counted.
-var PersonalCreations = ratelimit.Limit{N: 100, Window: 24 * time.Hour}
+// Limits bound what a tenant and its members create, and what a revoked
+// key's uses write (Options.Limits; a zero field takes DefaultLimits'
+// value). They are each Service's own, so that the services of one
+// process (the tests') each keep what they were configured with.
+type Limits struct {
+	// PersonalCreations bounds how many personal keys a member creates
+	// in a tenant in a window, revoked or expired ones included: the
+	// live-key limit does not count them, so a member holding no
+	// permission could create and revoke (or create to expire at once)
+	// without end, each key a row kept for SweepKeep, an audit row and,
+	// when revoked, an invalidation every proxy receives. A creation
+	// refused by another check is not counted.
+	PersonalCreations ratelimit.Limit
+	// TenantCreations bounds how many tenant keys a tenant creates in a
+	// window, revoked or expired ones included (API_KEY_CREATIONS_PER_HOUR
+	// an hour). Anyone can sign up and own a tenant, with api-keys:write;
+	// MaxLivePerTenant counts live keys only, so without it a tenant
+	// could create and revoke without end, each revoke an invalidation
+	// every proxy of the fleet receives and acts on (it drops the cached
+	// keys that share the revoked key's stripe, other tenants' among
+	// them). Generous for one short-lived key per CI job. A creation
+	// refused by another check is not counted.
+	TenantCreations ratelimit.Limit
+	// RevokedUseAudit bounds how many uses of one revoked key are audited
+	// (api_key.used_after_revocation) in a window; the uses beyond are
+	// refused alike, unaudited.
+	RevokedUseAudit ratelimit.Limit
+}
 
 // DefaultTenantCreationsPerHour is TenantCreations' default
 // (API_KEY_CREATIONS_PER_HOUR).
 const DefaultTenantCreationsPerHour = 1000
 
-// TenantCreations bounds how many tenant keys a tenant creates in a
-// window, revoked or expired ones included. Anyone can sign up and own a
-// tenant, with api-keys:write; MaxLivePerTenant counts live keys only, so
-// without it a tenant could create and revoke without end, each revoke an
-// invalidation every proxy of the fleet receives and acts on (it drops the
-// cached keys that share the revoked key's stripe, other tenants' among
-// them). Set from API_KEY_CREATIONS_PER_HOUR at start; generous for one
-// short-lived key per CI job. A creation refused by another check is not
-// counted.
-var TenantCreations = ratelimit.Limit{N: DefaultTenantCreationsPerHour, Window: time.Hour}
+// DefaultLimits returns the limits a Service has unless its Options say
+// otherwise: 100 personal keys a member in a tenant in 24 hours,
+// DefaultTenantCreationsPerHour tenant keys a tenant in an hour, 20
+// audited uses of a revoked key an hour.
+func DefaultLimits() Limits {
+	return Limits{
+		PersonalCreations: ratelimit.Limit{N: 100, Window: 24 * time.Hour},
+		TenantCreations:   ratelimit.Limit{N: DefaultTenantCreationsPerHour, Window: time.Hour},
+		RevokedUseAudit:   ratelimit.Limit{N: 20, Window: time.Hour},
+	}
+}
+
+// orDefault returns l with each zero field replaced by its default.
+func (l Limits) orDefault() Limits {
+	d := DefaultLimits()
+	pick := func(got, def ratelimit.Limit) ratelimit.Limit {
+		if got.N <= 0 || got.Window <= 0 {
+			return def
+		}
+		return got
+	}
+	return Limits{PersonalCreations: pick(l.PersonalCreations, d.PersonalCreations),
+		TenantCreations: pick(l.TenantCreations, d.TenantCreations), RevokedUseAudit: pick(l.RevokedUseAudit, d.RevokedUseAudit)}
+}
 
 // Key is an API key as listed (never its secret).
 type Key struct {
@@ -138,6 +172,7 @@ type Store struct {
 	pepper []byte
 	proj   *projection.Store
 	now    func() time.Time
+	limits Limits
 	// all and member are the catalog's arrays (roles.CatalogArgs), with
 	// which the caller's permissions are read again (roles.Live).
 	all, member string
@@ -264,11 +299,13 @@ RETURNING id::text, created_at`
 			return ErrPersonalLimit
 		}
 		if n.Kind == KindPersonal {
-			err = ratelimit.CheckIn(ctx, tx, ratelimit.Key("api_key_personal_create", n.TenantID, n.UserID), PersonalCreations,
-				fmt.Sprintf("at most %d personal API keys may be created in a tenant in %s", PersonalCreations.N, PersonalCreations.Period()))
+			l := s.limits.PersonalCreations
+			err = ratelimit.CheckIn(ctx, tx, ratelimit.Key("api_key_personal_create", n.TenantID, n.UserID), l,
+				fmt.Sprintf("at most %d personal API keys may be created in a tenant in %s", l.N, l.Period()))
 		} else {
-			err = ratelimit.CheckIn(ctx, tx, ratelimit.Key("api_key_tenant_create", n.TenantID), TenantCreations,
-				fmt.Sprintf("this tenant has created as many API keys as it may in %s: at most %d (API_KEY_CREATIONS_PER_HOUR)", TenantCreations.Period(), TenantCreations.N))
+			l := s.limits.TenantCreations
+			err = ratelimit.CheckIn(ctx, tx, ratelimit.Key("api_key_tenant_create", n.TenantID), l,
+				fmt.Sprintf("this tenant has created as many API keys as it may in %s: at most %d (API_KEY_CREATIONS_PER_HOUR)", l.Period(), l.N))
 		}
 		if err != nil {
 			return err
@@ -532,11 +569,6 @@ FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.public_id = $1`
 	return k, nil
 }
 
-// RevokedUseAuditLimit is how many uses of one revoked key are audited
-// (api_key.used_after_revocation) in a window; the uses beyond are
-// refused alike, unaudited.
-var RevokedUseAuditLimit = ratelimit.Limit{N: 20, Window: time.Hour}
-
 // Resolve checks a presented key and returns what it may do now. The
 // secret is compared in constant time with the stored HMAC. A right
 // secret of a revoked key is audited (use after revocation).
@@ -558,11 +590,11 @@ func (s *Store) Resolve(ctx context.Context, key, requestID, clientIP string) (a
 	switch {
 	case k.revokedAt != nil:
 		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			// At most RevokedUseAuditLimit rows a key in a window: a leaked
+			// At most Limits.RevokedUseAudit rows a key in a window: a leaked
 			// key in a loop, through a fleet of proxies (each remembers the
 			// refusal for NEGATIVE_CACHE_TTL only), would otherwise fill
 			// the tenant's audit log.
-			ok, _, err := ratelimit.AllowIn(ctx, tx, ratelimit.Key("api_key_revoked_use_audit", k.id), RevokedUseAuditLimit)
+			ok, _, err := ratelimit.AllowIn(ctx, tx, ratelimit.Key("api_key_revoked_use_audit", k.id), s.limits.RevokedUseAudit)
 			if err != nil || !ok {
 				return err
 			}

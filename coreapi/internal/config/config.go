@@ -175,7 +175,7 @@ type Config struct {
 	TenantMailsPerHour int
 	// APIKeyCreationsPerHour bounds the tenant API keys one tenant
 	// creates per hour, revoked and expired ones included
-	// (apikeys.TenantCreations).
+	// (apikeys.Limits.TenantCreations).
 	APIKeyCreationsPerHour int
 
 	// PermissionsFile is where the permission catalog came from, if from a

@@ -18,7 +18,7 @@ import (
 func TestSweepKeepsTheWindowBefore(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	ctx := context.Background()
-	lim := apikeys.PersonalCreations
+	lim := apikeys.DefaultLimits().PersonalCreations
 	day, stale := ratelimit.Key("api_key_personal_create", "t", "u"), ratelimit.Key("api_key_personal_create", "t", "v")
 	x.exec(t, `INSERT INTO rate_limits (key, window_start, hits) VALUES
     ($1, now() - interval '25 hours', $3), ($2, now() - interval '49 hours', $3)`, day, stale, lim.N)
