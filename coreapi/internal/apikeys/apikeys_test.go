@@ -1608,3 +1608,52 @@ func TestNoPersonalKeyOfAnInactiveAccount(t *testing.T) {
 	}
 	x.create(t, m, "/api/v1/users/me/api-keys", body)
 }
+
+// TestKeyRevokesOnlyKeysItCovers: a key acting through
+// DELETE /users/me/api-keys/{id} revokes its creator's personal keys as
+// its creator would, but only those whose every permission it holds: a
+// weaker one (or one as strong), never a stronger one, one with a
+// permission it lacks beside those it holds, or, holding nothing, one
+// that holds anything (403 forbidden, the key kept).
+func TestKeyRevokesOnlyKeysItCovers(t *testing.T) {
+	x := start(t, pepper)
+	ten := x.SeedTenant(t, "Acme")
+	owner := x.SeedUserIn(t, ten.ID, "owner@acme.test", "owner")
+	mine := func(name string, perms ...string) created {
+		return x.create(t, owner, "/api/v1/users/me/api-keys", map[string]any{"name": name, "permissions": append([]string{}, perms...)})
+	}
+	asKey := func(perms ...string) identity.Identity {
+		k := owner
+		k.Principal, k.SessionID, k.Roles, k.Permissions = identity.PrincipalAPIKey, "", nil, append([]string{}, perms...)
+		return k
+	}
+	live := func(k created) bool {
+		return x.count(t, `SELECT count(*) FROM api_keys WHERE id = $1 AND revoked_at IS NULL`, k.ID) == 1
+	}
+	for _, tc := range []struct {
+		name   string
+		key    identity.Identity
+		target []string
+		want   int
+	}{
+		{"stronger", asKey("tenant:read"), []string{"tenant:read", "users:write"}, http.StatusForbidden},
+		{"disjoint", asKey("users:read"), []string{"tenant:read"}, http.StatusForbidden},
+		{"holding nothing", asKey(), []string{"tenant:read"}, http.StatusForbidden},
+		{"as strong", asKey("tenant:read"), []string{"tenant:read"}, http.StatusNoContent},
+		{"weaker", asKey("tenant:read", "users:read"), []string{"users:read"}, http.StatusNoContent},
+		{"holding nothing, of nothing", asKey(), nil, http.StatusNoContent},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := mine(tc.name, tc.target...)
+			r := x.Send(t, &tc.key, http.MethodDelete, "/api/v1/users/me/api-keys/"+k.ID, nil)
+			if tc.want == http.StatusForbidden {
+				wantProblem(t, r, http.StatusForbidden, "forbidden")
+			} else if r.Status != tc.want {
+				t.Fatalf("DELETE: %d %s, want %d", r.Status, r.Body, tc.want)
+			}
+			if got := live(k); got != (tc.want == http.StatusForbidden) {
+				t.Fatalf("key live after the answer: %v", got)
+			}
+		})
+	}
+}
