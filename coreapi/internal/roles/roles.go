@@ -5,6 +5,7 @@ package roles
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -562,7 +563,11 @@ SELECT (SELECT count(*) FROM r),
 
 // Delete removes a custom role (and so every grant of it). The actor must
 // hold users:write (holdersChange), the role's permissions and every
-// permission of its holders (coversHolders).
+// permission of its holders (coversHolders). Each holder loses the role as
+// a revocation would take it, and is audited as one: member.role_revoked
+// with data.via role.deleted, before the role.deleted row, so a member's
+// trail says when and by whom the role went (as a removal audits each key
+// it revokes).
 //
 // It first takes the tenant's lock (LockTenant), as every change of a
 // membership that revokes a role or removes a member does: the deletion's
@@ -574,7 +579,17 @@ func (s *Store) Delete(ctx context.Context, tenantID, roleID string, a Actor) er
 SELECT ` + roleCols + `
 FROM roles WHERE tenant_id = $1 AND id = $2
 FOR UPDATE`
-	const qDelete = `DELETE FROM roles WHERE tenant_id = $1 AND id = $2`
+	// The holders' rows and the deletion in one statement: its snapshot
+	// still holds the grants the deletion's cascade drops.
+	const qDelete = `
+WITH revoked AS (
+    INSERT INTO audit_events (tenant_id, actor_user_id, action, target_type, target_id, data, request_id)
+    SELECT mr.tenant_id, NULLIF($3, '')::uuid, $4, $5, mr.user_id::text, $6::jsonb, $7
+    FROM membership_roles mr
+    WHERE mr.tenant_id = $1 AND mr.role_id = $2
+    ORDER BY mr.user_id
+)
+DELETE FROM roles WHERE tenant_id = $1 AND id = $2`
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		a, err := LockedLive(ctx, tx, s.all, s.member, tenantID, a, RolesWrite)
 		if err != nil {
@@ -598,7 +613,12 @@ FOR UPDATE`
 		if err := s.coversHolders(ctx, tx, tenantID, roleID, a); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, qDelete, tenantID, roleID); err != nil {
+		revoked, err := json.Marshal(map[string]string{"role": old.Name, "via": audit.ActionRoleDeleted})
+		if err != nil {
+			return fmt.Errorf("holders' audit data: %w", err)
+		}
+		if _, err := tx.Exec(ctx, qDelete, tenantID, roleID, a.UserID, audit.ActionMemberRoleRevoked, audit.TargetUser,
+			string(revoked), a.RequestID); err != nil {
 			return mapErr(err)
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{

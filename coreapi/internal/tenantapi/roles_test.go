@@ -96,7 +96,7 @@ func TestRolesCRUD(t *testing.T) {
 	if got[len(got)-1] != invalidation.TenantSubject(w.A) {
 		t.Fatalf("delete did not invalidate the tenant: %v", got)
 	}
-	wantAudit := []string{"role.created", "member.role_granted", "role.updated", "role.updated", "role.deleted"}
+	wantAudit := []string{"role.created", "member.role_granted", "role.updated", "role.updated", "member.role_revoked", "role.deleted"}
 	if got := w.E.AuditActions(t, w.A); !slices.Equal(got, wantAudit) {
 		t.Fatalf("audit = %v, want %v", got, wantAudit)
 	}
@@ -295,6 +295,94 @@ func TestRoleUpdateAudited(t *testing.T) {
 	wantNoChange(t, w, &w.Admin, "/api/v1/roles/"+ro.ID, map[string]any{"permissions": []string{"roles:read", "users:read", "roles:read"}}, last.Body)
 	if n := len(w.E.OutboxSubjects(t)); n != outbox {
 		t.Errorf("outbox rows = %d, want %d: a patch that changed nothing invalidated", n, outbox)
+	}
+}
+
+// TestRoleDeletionAuditsEachHolder: deleting a custom role takes it from
+// every member holding it, as revoking it from each would; each of them
+// gets the member.role_revoked row a revocation writes (data.via
+// role.deleted, the deleter as actor, the deletion's request), before the
+// role.deleted row, so a member's audit trail says when and by whom they
+// lost the role. Only role.deleted was written: the trail of a member who
+// held the role showed it granted and never taken away.
+func TestRoleDeletionAuditsEachHolder(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	other := w.E.SeedUserIn(t, w.B, "other@bravo.test", "member")
+	for _, tid := range []string{w.A, w.B} {
+		as := &w.Owner
+		if tid == w.B {
+			as = &w.OwnerB
+		}
+		// The same name in B, held by B's member: B's trail stays as it was.
+		apitest.WantStatus(t, w.E.Send(t, as, "POST", "/api/v1/roles", map[string]any{"name": "ops", "permissions": []string{"users:read"}}), 201)
+	}
+	apitest.WantStatus(t, w.E.Send(t, &w.OwnerB, "PUT", "/api/v1/users/"+other.UserID+"/roles/ops", nil), 200)
+	var l roleList
+	w.E.Get(t, &w.Owner, "/api/v1/roles").JSON(t, &l)
+	var ops tenantapi.Role
+	for _, ro := range l.Data {
+		if ro.Name == "ops" {
+			ops = ro
+		}
+	}
+	holders := []string{w.Admin.UserID, w.Member.UserID}
+	for _, uid := range holders {
+		apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PUT", "/api/v1/users/"+uid+"/roles/ops", nil), 200)
+	}
+	before := len(w.E.AuditActions(t, w.A))
+	beforeB := w.E.AuditActions(t, w.B)
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "DELETE", "/api/v1/roles/"+ops.ID, nil), 204)
+
+	r := w.E.Get(t, &w.Owner, "/api/v1/audit-events?limit=3")
+	apitest.WantStatus(t, r, 200)
+	var page struct {
+		Data []struct {
+			Actor     string          `json:"actor_user_id"`
+			Action    string          `json:"action"`
+			Target    string          `json:"target_type"`
+			TargetID  string          `json:"target_id"`
+			Data      json.RawMessage `json:"data"`
+			RequestID string          `json:"request_id"`
+		} `json:"data"`
+	}
+	r.JSON(t, &page)
+	if n := len(w.E.AuditActions(t, w.A)) - before; n != 3 {
+		t.Fatalf("the deletion wrote %d audit rows, want 3 (one member.role_revoked per holder, then role.deleted): %s", n, r.Body)
+	}
+	del := page.Data[0]
+	if del.Action != "role.deleted" || del.TargetID != ops.ID {
+		t.Fatalf("newest audit row = %+v, want role.deleted of %s", del, ops.ID)
+	}
+	var revoked []string
+	for _, e := range page.Data[1:] {
+		if e.Action != "member.role_revoked" || e.Target != "user" || e.Actor != w.Owner.UserID || e.RequestID != del.RequestID {
+			t.Errorf("holder's row = %+v, want member.role_revoked of a user by %s in request %s", e, w.Owner.UserID, del.RequestID)
+		}
+		var data map[string]any
+		if err := json.Unmarshal(e.Data, &data); err != nil || !reflect.DeepEqual(data, map[string]any{"role": "ops", "via": "role.deleted"}) {
+			t.Errorf("holder's row data = %s, want {\"role\":\"ops\",\"via\":\"role.deleted\"}", e.Data)
+		}
+		revoked = append(revoked, e.TargetID)
+	}
+	slices.Sort(revoked)
+	want := slices.Sorted(slices.Values(holders))
+	if !slices.Equal(revoked, want) {
+		t.Errorf("role revoked from %v, want its holders %v", revoked, want)
+	}
+	if got := w.E.AuditActions(t, w.B); !slices.Equal(got, beforeB) {
+		t.Errorf("tenant B's audit = %v, want it unchanged %v", got, beforeB)
+	}
+
+	// A role nobody holds: its deletion writes role.deleted alone.
+	r = w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "idle"})
+	apitest.WantStatus(t, r, 201)
+	var idle tenantapi.Role
+	r.JSON(t, &idle)
+	before = len(w.E.AuditActions(t, w.A))
+	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "DELETE", "/api/v1/roles/"+idle.ID, nil), 204)
+	if got := w.E.AuditActions(t, w.A)[before:]; !slices.Equal(got, []string{"role.deleted"}) {
+		t.Errorf("deleting a role nobody holds wrote %v, want [role.deleted]", got)
 	}
 }
 
