@@ -175,11 +175,20 @@ var (
 )
 
 // invitedPerms is the permissions invitation row i's roles grant, with the
-// catalog's arrays bound as $3 and $4 (the statements of Revoke and Resend
-// return it, and roll back when the caller does not hold them).
+// catalog's arrays bound as $3 and $4 (the statement of Revoke returns it,
+// and rolls back when the caller does not hold them).
 var invitedPerms = `ARRAY(SELECT DISTINCT p FROM invitation_roles ir
     JOIN roles r ON r.tenant_id = ir.tenant_id AND r.id = ir.role_id, unnest(` + changePerms + `) p
     WHERE ir.tenant_id = i.tenant_id AND ir.invitation_id = i.id AND p = ANY($3::text[]))`
+
+// resentPerms is what handing invitation row i's roles out again needs
+// (roles.Handing: what they grant, and what a custom role stores beyond
+// the catalog), with the catalog's arrays bound as $3 and $4 (the
+// statement of Resend returns it, and rolls back when the caller does not
+// hold them).
+var resentPerms = `ARRAY(SELECT DISTINCT p FROM invitation_roles ir
+    JOIN roles r ON r.tenant_id = ir.tenant_id AND r.id = ir.role_id, unnest(` + changePerms + `) p
+    WHERE ir.tenant_id = i.tenant_id AND ir.invitation_id = i.id AND ` + roles.HandingSQL("r", "p", "$3::text[]") + `)`
 
 // InvitedIsSQL is the SQL condition that the invited address inv (an SQL
 // expression, an invitations.email) is the address addr (an SQL
@@ -214,13 +223,15 @@ func addressIsMember(tenant, email string) string {
 
 // qPrep reads, for Create, the tenant's name, the inviter's, the ids of
 // the named roles that exist (in the order of their names), the
-// permissions they grant and whether the address is a member already.
+// permissions handing them out needs (roles.Handing: what they grant, and
+// what a custom role stores beyond the catalog) and whether the address
+// is a member already.
 var qPrep = `
 SELECT t.name,
        coalesce((SELECT display_name FROM users WHERE id = NULLIF($3, '')::uuid), ''),
        ARRAY(SELECT r.id::text FROM roles r WHERE r.tenant_id = t.id AND r.name = ANY($4::text[]) ORDER BY r.name COLLATE "C"),
        (SELECT coalesce(array_agg(DISTINCT p), '{}') FROM roles r, unnest(` + prepPerms + `) p
-        WHERE r.tenant_id = t.id AND r.name = ANY($4::text[]) AND p = ANY($5::text[])),
+        WHERE r.tenant_id = t.id AND r.name = ANY($4::text[]) AND ` + roles.HandingSQL("r", "p", "$5::text[]") + `),
        ` + addressIsMember("t.id", "$2") + `
 FROM tenants t WHERE t.id = $1`
 
@@ -555,7 +566,7 @@ UPDATE invitations i SET token_hash = $5, expires_at = now() + make_interval(sec
     invited_by = NULLIF($7, '')::uuid
 WHERE i.tenant_id = $1 AND i.id = $2 AND i.status = 'pending'
 RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
-    coalesce((SELECT display_name FROM users WHERE id = NULLIF($7, '')::uuid), ''), ` + invitedPerms + `, ` + roleDeleted + `,
+    coalesce((SELECT display_name FROM users WHERE id = NULLIF($7, '')::uuid), ''), ` + resentPerms + `, ` + roleDeleted + `,
     ` + addressIsMember("i.tenant_id", "i.email")
 	all, member := roles.CatalogArgs(s.catalog)
 	var inv Invitation
@@ -702,11 +713,13 @@ const (
 // still send it: a person (a service account is no sender: machines may
 // not send or resend invitations, as a person they invite would outlive
 // them, and one a service account resent before that rule is not
-// accepted) who holds users:write and every permission the invitation's
-// roles grant, as a change's caller holds them (roles.HeldSQL: nothing
-// once their membership, account or tenant is not active, nor, in a
-// tenant that requires a second factor, while they have none), under the
-// catalog whose arrays are bound to all and member (roles.CatalogArgs).
+// accepted) who holds users:write and every permission handing the
+// invitation's roles out needs (roles.Handing: what they grant, and what
+// a custom role stores beyond the catalog, which nobody holds under it),
+// as a change's caller holds them (roles.HeldSQL: nothing once their
+// membership, account or tenant is not active, nor, in a tenant that
+// requires a second factor, while they have none), under the catalog
+// whose arrays are bound to all and member (roles.CatalogArgs).
 // An inviter who left, was demoted or is so confined can no longer hand
 // out what the invitation names, nor the membership itself: a role
 // granting nothing (one without permissions, or one deleted since) let
@@ -717,7 +730,7 @@ func inviterMay(all, member string) string {
      AND ` + roles.HeldSQL("i.tenant_id", "i.invited_by", all, member) + ` @> ('{` + roles.UsersWrite + `}'::text[] || ARRAY(
          SELECT DISTINCT x FROM invitation_roles ir JOIN roles ro ON ro.tenant_id = ir.tenant_id AND ro.id = ir.role_id,
              unnest(` + roles.PermissionsSQL("ro", all, member) + `) x
-         WHERE ir.tenant_id = i.tenant_id AND ir.invitation_id = i.id AND x = ANY(` + all + `))))`
+         WHERE ir.tenant_id = i.tenant_id AND ir.invitation_id = i.id AND ` + roles.HandingSQL("ro", "x", all) + `)))`
 }
 
 // refusal is the SQL expression (text) of why invitation row i, of tenant

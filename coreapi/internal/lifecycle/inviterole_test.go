@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -201,4 +202,50 @@ func TestInvitationGrantsTheRoleNotItsName(t *testing.T) {
 		// The invitation stays for its tenant to withdraw.
 		wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/invitations/"+inv.ID, nil), http.StatusNoContent)
 	})
+}
+
+// TestInvitationUnderAnotherCatalog: a replica whose catalog does not
+// declare a permission a custom role stores (during a catalog rollout, the
+// newer replicas declare it) judged an invitation to the role by what it
+// declares: a delegate without billing:admin sent, resent or had accepted
+// through it an invitation to "billing", and the invitee then held
+// billing:admin on every newer replica. Sending and resending it there are
+// 403 forbidden for everyone, and its accept there is refused as one whose
+// sender may not send it (403 forbidden); the replica that declares the
+// permission takes it.
+func TestInvitationUnderAnotherCatalog(t *testing.T) {
+	cat, err := permissions.Parse([]byte(billingCatalog), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := startWith(t, lifecycle.Limits{}, cat)
+	older := startOpts(t, startOptions{hasher: newer.hasher, db: newer.DB}) // the built-in catalog
+	owner := newer.signup(t, "owner@acme.test")
+	tid := owner.c.Tid
+	newer.createRole(t, owner, "billing", "billing:admin")
+	newer.createRole(t, owner, "delegate", "tenant:read", "users:read", "users:write")
+	del := newer.SeedUserIn(t, tid, "delegate@acme.test", "delegate")
+
+	wantProblem(t, older.Send(t, &del, http.MethodPost, "/api/v1/invitations",
+		map[string]any{"email": "sent@example.com", "roles": []string{"billing"}}), http.StatusForbidden, problem.CodeForbidden)
+	if n := older.count(t, `SELECT count(*) FROM invitations WHERE tenant_id = $1`, tid); n != 0 {
+		t.Fatalf("%d invitations sent through the replica that cannot judge the role", n)
+	}
+
+	// Sent by the owner through the newer replica, who holds billing:admin.
+	inv := newer.invite(t, owner.id, "taken@example.com", "billing")
+	tok := newer.mail(t, "taken@example.com", "invited").Token()
+	wantProblem(t, older.Send(t, &del, http.MethodPost, "/api/v1/invitations/"+inv.ID+"/resend", nil), http.StatusForbidden, problem.CodeForbidden)
+	if _, st, code := older.accept(t, nil, map[string]string{"token": tok, "password": pw}); st != http.StatusForbidden || code != problem.CodeForbidden {
+		t.Errorf("accept through the older replica: %d %s, want 403 %s", st, code, problem.CodeForbidden)
+	}
+	if newer.isMember(t, tid, "taken@example.com") {
+		t.Fatalf("joined through the older replica with %v", newer.rolesOf(t, tid, "taken@example.com"))
+	}
+	if _, st, code := newer.accept(t, nil, map[string]string{"token": tok, "password": pw}); st != http.StatusOK {
+		t.Fatalf("accept through the newer replica: %d %s", st, code)
+	}
+	if got := newer.rolesOf(t, tid, "taken@example.com"); !slices.Equal(got, []string{"billing"}) {
+		t.Errorf("joined with %v, want [billing]", got)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys/keytest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
@@ -87,6 +88,9 @@ type startOptions struct {
 	lockout auth.Lockout
 	// checks is PASSWORD_CHECKS_PER_HOUR (0: the default).
 	checks int
+	// db is another env's database, served too (nil: a database of its
+	// own): two replicas of one deployment, with other catalogs say.
+	db *dbtest.DB
 }
 
 // startWide is start with the API-key, service-account and MFA routes.
@@ -100,7 +104,7 @@ func startOpts(t *testing.T, so startOptions) *env {
 	limits, cat, h := so.limits, so.cat, so.hasher
 	ring, _ := keytest.Ring(t)
 	x := &env{smtp: mailtest.Start(t), hasher: h}
-	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {
+	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, DB: so.db, Configure: func(o *httpapi.Options) {
 		o.Catalog = cat
 		store := sessions.New(o.Pool, time.Hour, 10*time.Second)
 		ao := auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h, Catalog: cat,

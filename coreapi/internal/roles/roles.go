@@ -85,6 +85,32 @@ func EffectivePermissions(c *permissions.Catalog, name string, builtin bool, sto
 	return []string{}
 }
 
+// Handing returns what handing out a role (granting it, adding a member or
+// a service account with it, inviting to it) needs its giver to hold under
+// catalog c: what a built-in role holds under c, and every permission a
+// custom role stores, those c does not declare included. Such a
+// permission is one a replica of another version declares during a
+// catalog rollout, or one taken out of the catalog, which holders regain
+// when it is declared again: judged by c alone the role would be handed
+// out on the say of a giver who does not hold it, and the replicas that
+// declare it would then grant it. A giver's permissions are those c
+// declares (Live), so such a role is handed out by no one under c.
+func Handing(c *permissions.Catalog, name string, builtin bool, stored []string) []string {
+	if !builtin {
+		return slices.Clone(stored)
+	}
+	return EffectivePermissions(c, name, builtin, stored)
+}
+
+// HandingSQL is the SQL condition that permission p, an element of
+// PermissionsSQL of the same role row (bound to the catalog's array all),
+// counts in what handing the role out needs (Handing): every one of a
+// built-in role, which PermissionsSQL takes from the catalog, and every
+// one a custom role stores, declared by the catalog or not.
+func HandingSQL(r, p, all string) string {
+	return `(NOT ` + r + `.builtin OR ` + p + ` = ANY(` + all + `))`
+}
+
 // PermissionsSQL is the SQL expression of the permissions of role row r
 // before the catalog filter: all and member are placeholders (e.g.
 // "$3::text[]") bound to CatalogArgs. Callers that unnest it must keep
@@ -536,8 +562,10 @@ func LockTenant(ctx context.Context, tx pgx.Tx, tenantID string) error {
 
 // Handed reads, in tx, the tenant's roles named in names that are about to
 // be handed out (to a new member, a service account, an invitee): how many
-// of the names are roles, and the sorted permissions those roles grant
-// under the catalog whose arrays all and member are (CatalogArgs). It
+// of the names are roles, and the sorted permissions handing them out
+// needs (Handing) under the catalog whose arrays all and member are
+// (CatalogArgs): what they grant under it, and what a custom role stores
+// beyond it. It
 // locks the roles it reads (FOR SHARE) until tx ends, so that a change of
 // their permissions, which locks its role (Store.Update), cannot commit
 // between the caller's escalation check and its grant: without the lock,
@@ -554,7 +582,7 @@ WITH r AS MATERIALIZED (
 )
 SELECT (SELECT count(*) FROM r),
        ARRAY(SELECT DISTINCT p FROM r, unnest(` + PermissionsSQL("r", "$3::text[]", "$4::text[]") + `) p
-             WHERE p = ANY($3::text[]) ORDER BY p)`
+             WHERE ` + HandingSQL("r", "p", "$3::text[]") + ` ORDER BY p)`
 	if err := tx.QueryRow(ctx, q, tenantID, names, all, member).Scan(&found, &perms); err != nil {
 		return 0, nil, fmt.Errorf("roles handed out: %w", err)
 	}

@@ -250,3 +250,54 @@ func TestCatalogUnderEveryExecMode(t *testing.T) {
 		})
 	}
 }
+
+// TestHandingOutUnderAnotherCatalog: a replica whose catalog does not
+// declare a permission a custom role stores (one declared by the replicas
+// of the other version during a rollout, or one taken out of the catalog
+// and declared again later) must not hand that role out on the say of a
+// caller who does not hold the permission. It judged the role by what its
+// own catalog declares, so a delegate without notes:write granted
+// themselves "writer" through an old replica (or added a member with it),
+// and every new replica then gave them notes:write. Such a role is handed
+// out only by a replica that can judge it: here, 403 forbidden for
+// everyone, nothing granted; the new replica still grants it.
+func TestHandingOutUnderAnotherCatalog(t *testing.T) {
+	t.Parallel()
+	newer := start(t, apitest.Options{Configure: func(o *httpapi.Options) { o.Catalog = mustCatalog(t, notesCatalog) }})
+	w := apitest.SeedWorld(t, newer)
+	older := start(t, apitest.Options{DB: newer.DB}) // the built-in catalog: no notes:*
+	apitest.WantStatus(t, newer.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "writer", "permissions": []string{"notes:write"}}), 201)
+	apitest.WantStatus(t, newer.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "delegate",
+		"permissions": []string{"tenant:read", "users:read", "users:write"}}), 201)
+	del := newer.SeedUserIn(t, w.A, "delegate@acme.test", "delegate")
+	plain := newer.SeedUserIn(t, w.A, "plain@acme.test", "member")
+	held := func(uid string) []string { return newer.IdentityOf(t, uid, w.A).Permissions }
+	before := map[string][]string{del.UserID: held(del.UserID), plain.UserID: held(plain.UserID)}
+
+	for _, c := range []struct {
+		name         string
+		as           *identity.Identity
+		method, path string
+		body         any
+	}{
+		{"delegate grants themselves the role", &del, "PUT", "/api/v1/users/me/roles/writer", nil},
+		{"delegate grants it to a member", &del, "PUT", "/api/v1/users/" + plain.UserID + "/roles/writer", nil},
+		{"delegate adds a member with it", &del, "POST", "/api/v1/users", map[string]any{"email": "new@acme.test", "roles": []string{"writer"}}},
+		{"admin grants it", &w.Admin, "PUT", "/api/v1/users/" + plain.UserID + "/roles/writer", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			apitest.WantProblem(t, older.Send(t, c.as, c.method, c.path, c.body), 403, "forbidden")
+		})
+	}
+	for uid, want := range before {
+		if got := held(uid); !slices.Equal(got, want) {
+			t.Errorf("%s holds %v after the refusals, want %v", uid, got, want)
+		}
+	}
+	if n := newer.Strings(t, `SELECT u.id::text FROM users u WHERE u.email = 'new@acme.test'`); len(n) != 0 {
+		t.Errorf("a member was added with the role: %v", n)
+	}
+	// The replica that declares the permission judges the role in full.
+	apitest.WantProblem(t, newer.Send(t, &del, "PUT", "/api/v1/users/me/roles/writer", nil), 403, "forbidden")
+	apitest.WantStatus(t, newer.Send(t, &w.Admin, "PUT", "/api/v1/users/"+plain.UserID+"/roles/writer", nil), 200)
+}

@@ -1120,8 +1120,9 @@ const qRole = `SELECT id::text, builtin, permissions FROM roles WHERE tenant_id 
 
 // GrantRole gives the member the named role. Granting a role the member
 // already holds changes nothing and writes nothing. The actor must hold
-// every permission of the role. The owner role is never a service
-// account's (ErrServiceOwner).
+// every permission of the role (roles.Handing: a custom role's stored
+// ones, also those the catalog does not declare). The owner role is never
+// a service account's (ErrServiceOwner).
 //
 // It takes the tenant's lock first (roles.LockTenant), as the other member
 // changes do: the grant's foreign-key check holds the membership against
@@ -1157,7 +1158,7 @@ SELECT count(*), COALESCE(bool_or(role_id = $3), false) FROM membership_roles WH
 			}
 			return err
 		}
-		if !a.Covers(roles.EffectivePermissions(s.catalog, roleName, builtin, perms)) {
+		if !a.Covers(roles.Handing(s.catalog, roleName, builtin, perms)) {
 			return roles.ErrEscalation
 		}
 		if builtin && roleName == roles.Owner {
