@@ -104,3 +104,68 @@ func TestUpstreamUnderscoreSpellingsAnswerRemoved(t *testing.T) {
 		})
 	}
 }
+
+// identityAnswer is an app's answer that echoes the identity fields the
+// proxy signed for it (a debugging handler, a framework copying request
+// fields onto its answer), in several spellings, with an end-to-end field
+// beside them.
+const identityAnswer = "X-Auth-User-Id: " + userID + "\r\nX-Auth-Key-Id: app-notes\r\n" +
+	"X-Auth-Signature: v2=MSXL_wxmJWaPVxaJ0oqGhJspaaZgLqCCwEnF3ZnNow8\r\nx-auth-roles: owner\r\n" +
+	"X_Auth_Principal: user\r\nX-AUTH-CLIENT-IP: 203.0.113.7\r\nX-Authorization-Note: kept\r\nX-App: kept\r\n"
+
+// An app's answer that carries X-Auth-* fields (in any spelling: any case,
+// '_' for '-') reaches the client without them, on forwarded routes, stream
+// routes and in a WebSocket's 101 alike: they are the proxy's word to the
+// app about the request, signed with the app's key (its key id, the
+// signature over the request, the client IP it settled on, the caller's
+// roles and address), never the client's to read or to hand on to a hop
+// in front that reads X-Auth-* as an identity. They reached the client as
+// the app echoed them; only X-Auth-Invalidated was removed. Other fields
+// pass, X-Authorization-Note among them (no X-Auth- prefix).
+func TestUpstreamIdentityAnswerFieldsRemoved(t *testing.T) {
+	url := scriptedUpstream(t, func(path string) string {
+		if path == "/ws" {
+			return "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+				"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" + identityAnswer + "\r\n"
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + identityAnswer + "\r\nok"
+	})
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /events, upstream: notes, access: public, stream_timeout: 10s}\n" +
+		"  - {prefix: /ws, upstream: notes, access: public, websocket: true}\n" +
+		"  - {prefix: /, upstream: notes, access: public}\n"})
+	for _, tc := range []struct{ path, req string }{
+		{"/x", "GET /x HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{"/events", "GET /events HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{"/ws", wsUpgrade("/ws")},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			conn, br := dialProxy(t, e.addr)
+			if _, err := io.WriteString(conn, tc.req); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.path != "/ws" {
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(body) != "ok" {
+					t.Fatalf("status %d, body %q", resp.StatusCode, body)
+				}
+			} else if resp.StatusCode != 101 {
+				t.Fatalf("status %d, want 101", resp.StatusCode)
+			}
+			for k, v := range resp.Header {
+				if strings.HasPrefix(strings.ToLower(strings.ReplaceAll(k, "_", "-")), "x-auth-") {
+					t.Errorf("%s: %v reached the client", k, v)
+				}
+			}
+			if resp.Header.Get("X-App") != "kept" || resp.Header.Get("X-Authorization-Note") != "kept" {
+				t.Errorf("X-App %q, X-Authorization-Note %q, want the app's other fields kept",
+					resp.Header.Get("X-App"), resp.Header.Get("X-Authorization-Note"))
+			}
+		})
+	}
+}

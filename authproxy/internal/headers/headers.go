@@ -24,7 +24,6 @@ import (
 	"unsafe"
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
-	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/valyala/fasthttp"
 )
 
@@ -636,10 +635,14 @@ func IsClientAddress(name []byte) bool {
 // beside it (a second field) or, set twice, survived the proxy's. So are
 // the upstream's diagnostic fields (IsDiagnosticAnswer): its trace ids and
 // timings are for its operators, not for whoever sent the request. And so
-// is every X-Auth-Invalidated (invalidation.HeaderInvalidated), which
-// coreapi's answers carry for the proxy alone (read before this from
-// coreapi's answers only) and an app's must not pass off as coreapi's to
-// a proxy in front. Each of these fields is removed in every spelling
+// is every X-Auth-* field (identity.IsIdentityHeader): X-Auth-Invalidated
+// (invalidation.HeaderInvalidated), which coreapi's answers carry for the
+// proxy alone (read before this from coreapi's answers only) and an app's
+// must not pass off as coreapi's to a proxy in front, and the identity
+// fields the proxy signed for the upstream (its key id, the signature, the
+// client IP, the caller's roles and address), which an app echoing them
+// handed to the client and to any hop in front that reads X-Auth-* as an
+// identity. Each of these fields is removed in every spelling
 // ('_' for '-', any case). Nothing is added either: an answer without a
 // Content-Type goes on without one, where fasthttp's writer would name it
 // "text/plain; charset=utf-8" (a binary download read as UTF-8 text).
@@ -653,9 +656,9 @@ func SanitizeResponse(h *fasthttp.ResponseHeader) {
 		switch {
 		case isHopByHop(k):
 			hops++
-		case (len(k) == len("X-Request-Id") || len(k) == len(invalidation.HeaderInvalidated)) && k[0]|0x20 == 'x' && isProxysAnswerField(k):
-			// Length and first letter first: Content-Type has the
-			// length of X-Request-Id, and is in nearly every answer.
+		case len(k) > 0 && k[0]|0x20 == 'x' && isProxysAnswerField(k):
+			// First letter first: Content-Type has the length of
+			// X-Request-Id, and is in nearly every answer.
 			own++
 		case IsDiagnosticAnswer(k):
 			diag++
@@ -679,19 +682,18 @@ func SanitizeResponse(h *fasthttp.ResponseHeader) {
 }
 
 // isProxysAnswerField reports whether name, in an upstream's answer, is
-// X-Request-Id or X-Auth-Invalidated in any spelling ('_' for '-', any
-// case): the proxy sets the one and reads the other from coreapi alone.
-// An upstream's X_Request_Id stood beside the proxy's X-Request-Id, and
-// its X_Auth_Invalidated passed on, under the names CGI-style readers
-// (WSGI, PHP, a front proxy that maps '_' to '-') file them as.
+// X-Request-Id or an X-Auth-* field (identity.IsIdentityHeader, which
+// X-Auth-Invalidated is), in any spelling ('_' for '-', any case): the
+// proxy sets the one, reads X-Auth-Invalidated from coreapi alone, and
+// writes the others into requests only. An upstream's X_Request_Id stood
+// beside the proxy's X-Request-Id, and its X_Auth_Invalidated passed on,
+// under the names CGI-style readers (WSGI, PHP, a front proxy that maps
+// '_' to '-') file them as.
 func isProxysAnswerField(name []byte) bool {
-	switch len(name) {
-	case len("X-Request-Id"):
-		return equalFold(name, "x-request-id")
-	case len(invalidation.HeaderInvalidated):
-		return equalFold(name, invalidation.HeaderInvalidated)
+	if len(name) == len("X-Request-Id") && equalFold(name, "x-request-id") {
+		return true
 	}
-	return false
+	return identity.IsIdentityHeader(b2s(name))
 }
 
 // IsDiagnosticAnswer reports whether name, in an upstream's answer, tells

@@ -942,18 +942,20 @@ func TestSanitizeResponseDiagnostic(t *testing.T) {
 
 // Every X-Auth-Invalidated of an answer, however spelled, is removed: it
 // is coreapi's word to the proxy, and an app's answer carrying one must
-// not reach a proxy or client in front as if coreapi had sent it.
+// not reach a proxy or client in front as if coreapi had sent it. So is
+// every other X-Auth-* field (the identity the proxy signed for the
+// upstream, echoed back); a name that only starts like one passes.
 func TestSanitizeResponseInvalidated(t *testing.T) {
 	resp := parseResponse(t, "HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n"+
 		"X-Auth-Invalidated: auth.invalidate.user.u1\r\nx-auth-invalidated: auth.invalidate.all\r\n"+
-		"X-Auth-Invalidatex: kept\r\nX-App: kept\r\n\r\nok")
+		"X-Auth-Invalidatex: echoed\r\nX_Auth_Signature: v2=x\r\nX-Authorization-Note: kept\r\nX-App: kept\r\n\r\nok")
 	SanitizeResponse(&resp.Header)
 	for k, v := range resp.Header.All() {
-		if strings.EqualFold(string(k), invalidation.HeaderInvalidated) {
+		if strings.EqualFold(string(k), invalidation.HeaderInvalidated) || identity.IsIdentityHeader(string(k)) {
 			t.Errorf("%s: %s survived", k, v)
 		}
 	}
-	for name, want := range map[string]string{"X-App": "kept", "X-Auth-Invalidatex": "kept", "Content-Length": "2"} {
+	for name, want := range map[string]string{"X-App": "kept", "X-Authorization-Note": "kept", "Content-Length": "2"} {
 		if got := string(resp.Header.Peek(name)); got != want {
 			t.Errorf("%s = %q, want %q", name, got, want)
 		}
