@@ -222,6 +222,72 @@ func TestSpaceInFieldNameRefused(t *testing.T) {
 	}
 }
 
+// A field line folded onto the next (obs-fold: a line that starts with a
+// space or a tab, RFC 9112 section 5.2) is refused with 400 before anything
+// else reads the request, on every route, and the connection ends after
+// the answer; nothing is forwarded. fasthttp joined such a line to the
+// field before it and went on: "Transfer-Encoding:" folded onto
+// "chunked" read the body as chunks, where a front that does not join
+// folded lines (the classic obfuscation of request smuggling) reads a
+// field it does not know and no body, and sends the next request on its
+// connection to the proxy, another client's perhaps, as that body. A
+// sender must not fold lines; RFC 9112 lets a recipient refuse them.
+func TestObsFoldRefused(t *testing.T) {
+	up := newRawUpstream(t)
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: http://" + up.ln.Addr().String() + "\n    key_id: app-notes\nroutes:\n" +
+		"  - {prefix: /notes, upstream: notes, access: protected, permissions: [notes:read]}\n" +
+		"  - {prefix: /pub, upstream: notes, access: public}\n"})
+	e.core.SetProjection(notesProjection())
+	tok := e.token(nil)
+	if r := e.raw("GET /notes HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + tok + "\r\nX-Note: a b c\r\nConnection: close\r\n\r\n"); r.status != 200 {
+		t.Fatalf("well-formed request: status %d", r.status) // and the token is warm
+	}
+	n := len(up.all())
+	const chunked = "3\r\nabc\r\n0\r\n\r\n"
+	for _, tc := range []struct{ name, fields, body string }{
+		{"Transfer-Encoding folded with a space", "Transfer-Encoding:\r\n chunked\r\n", chunked},
+		{"Transfer-Encoding folded with a tab", "Transfer-Encoding:\r\n\tchunked\r\n", chunked},
+		{"Content-Length folded", "Content-Length:\r\n 3\r\n", "abc"},
+		{"a field of the client's", "X-Note: a\r\n b\r\nContent-Length: 3\r\n", "abc"},
+		{"Connection folded", "Connection: keep-alive,\r\n X-Note\r\nX-Note: a\r\nContent-Length: 3\r\n", "abc"},
+		{"Host folded", "X-Note: a\r\nHost:\r\n a\r\nContent-Length: 3\r\n", "abc"},
+		{"folded after a bare LF", "X-Note: a\n b\nContent-Length: 3\n", "abc"},
+		{"waiting for 100 Continue", "Expect: 100-continue\r\nX-Note: a\r\n b\r\nContent-Length: 3\r\n", "abc"},
+	} {
+		for _, target := range []string{"/notes", "/pub/x"} {
+			t.Run(tc.name+" "+target, func(t *testing.T) {
+				req := "POST " + target + " HTTP/1.1\r\n"
+				if !strings.HasPrefix(tc.name, "Host") {
+					req += "Host: a\r\n"
+				}
+				if target == "/notes" {
+					req += "Authorization: Bearer " + tok + "\r\n"
+				}
+				conn, br := dialProxy(t, e.addr)
+				// A second request on the connection: never read as one.
+				if _, err := io.WriteString(conn, req+tc.fields+"\r\n"+tc.body+"GET /pub/next HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+					t.Fatal(err)
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 400 || !strings.Contains(string(body), problem.CodeBadRequest) || !strings.Contains(string(body), "folded") {
+					t.Fatalf("status %d, body %s; want 400 %s naming the folded line", resp.StatusCode, body, problem.CodeBadRequest)
+				}
+				if resp2, err := http.ReadResponse(br, nil); err == nil {
+					t.Fatalf("the request after the refused one was answered %d: the connection went on", resp2.StatusCode)
+				}
+			})
+		}
+	}
+	if got := up.all(); len(got) != n {
+		t.Fatalf("the upstream received %d requests with a folded field line, want none: %q", len(got)-n, got[n:])
+	}
+}
+
 // startRawApp starts a proxy in front of a raw upstream that records what
 // it is sent: /notes protected, every other path public.
 func startRawApp(t *testing.T) (*env, *rawUpstream) {

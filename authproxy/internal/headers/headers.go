@@ -843,29 +843,13 @@ func framesAnswer(tok []byte) bool {
 // as it was read (RawHeaders). A chunked request (the one coding fasthttp
 // keeps, exactly "chunked") is not read again.
 //
-// fields is how many fields h.All yielded before anything changed h
-// (Seen.Fields), or -1 when that is not known. Each field fasthttp yields
-// comes from a line of its own but two: the "Connection: close" it adds
-// when it is to close the connection (as it is for a request with both a
-// Content-Length and a Transfer-Encoding), and the "Content-Length: 0" it
-// sets for a request other than GET or HEAD that declared no length (as a
-// "Transfer-Encoding: identity" one does not). Lines it merges (Cookie,
-// Trailer), overwrites (a second User-Agent) or drops (an empty Host,
-// "Transfer-Encoding: identity") yield fewer fields than lines. The raw
-// header ends with an empty line. So a raw header with exactly fields+1
-// line ends, where fasthttp added neither field, dropped no line and holds
-// no identity coding: one count of its line ends, instead of a look at
-// each line.
-func TransferNotChunked(h *fasthttp.RequestHeader, fields int) bool {
-	n := h.ContentLength()
-	if n == -1 {
+// plain is LinePerField's answer: a header with one line per field, where
+// fasthttp added none, holds no identity coding, and is not read again.
+func TransferNotChunked(h *fasthttp.RequestHeader, plain bool) bool {
+	if plain || h.ContentLength() == -1 {
 		return false
 	}
 	raw := h.RawHeaders()
-	if fields >= 0 && !h.ConnectionClose() && (n > 0 || h.IsGet() || h.IsHead()) &&
-		bytes.Count(raw, []byte{'\n'}) == fields+1 {
-		return false
-	}
 	const name = "transfer-encoding"
 	for len(raw) > len(name) {
 		line := raw
@@ -880,6 +864,41 @@ func TransferNotChunked(h *fasthttp.RequestHeader, fields int) bool {
 		}
 	}
 	return false
+}
+
+// LinePerField reports whether each line of the header as it was read
+// (RawHeaders) gave h one field of its own, from fields, how many fields
+// h.All yielded before anything changed h (Seen.Fields), or -1 when that
+// is not known (then false). Each field fasthttp yields comes from a line
+// of its own but two: the "Connection: close" it adds when it is to close
+// the connection (as it is for a request with both a Content-Length and a
+// Transfer-Encoding), and the "Content-Length: 0" it sets for a request
+// other than GET or HEAD that declared no length (as a
+// "Transfer-Encoding: identity" one does not). Lines it merges (Cookie,
+// Trailer), overwrites (a second User-Agent), drops (an empty Host,
+// "Transfer-Encoding: identity") or joins to the line before (a folded
+// line) yield fewer fields than lines. The raw header ends with an empty
+// line. So a raw header with exactly fields+1 line ends, where fasthttp
+// added neither field, has none of those lines: one count of its line
+// ends, instead of a look at each line (TransferNotChunked, Folded).
+func LinePerField(h *fasthttp.RequestHeader, fields int) bool {
+	return fields >= 0 && !h.ConnectionClose() && (h.ContentLength() > 0 || h.IsGet() || h.IsHead()) &&
+		bytes.Count(h.RawHeaders(), []byte{'\n'}) == fields+1
+}
+
+// Folded reports whether the header as it was read holds a field line
+// folded onto the next (obs-fold, RFC 9112 section 5.2: a line that
+// starts with a space or a tab), which fasthttp joins to the field before
+// it. A front that does not join it reads another field (an unknown one,
+// or none) where the proxy reads "Transfer-Encoding: chunked", the
+// classic disguise of request smuggling. plain is LinePerField's answer:
+// a header with one line per field has no folded line.
+func Folded(h *fasthttp.RequestHeader, plain bool) bool {
+	if plain {
+		return false
+	}
+	raw := h.RawHeaders()
+	return bytes.Contains(raw, []byte("\n ")) || bytes.Contains(raw, []byte("\n\t"))
 }
 
 // HasTrailers reports whether the client announced (Trailer) or sent a

@@ -441,11 +441,12 @@ func TestTransferNotChunked(t *testing.T) {
 			// As the server asks (Scan's count of the fields), and with
 			// no count, which looks at every line.
 			fields := Scan(&req.Header).Fields
-			if got := TransferNotChunked(&req.Header, fields); got != tt.want {
-				t.Fatalf("TransferNotChunked(%d fields) = %v, want %v", fields, got, tt.want)
+			plain := LinePerField(&req.Header, fields)
+			if got := TransferNotChunked(&req.Header, plain); got != tt.want {
+				t.Fatalf("TransferNotChunked(LinePerField(%d fields): %v) = %v, want %v", fields, plain, got, tt.want)
 			}
-			if got := TransferNotChunked(&req.Header, -1); got != tt.want {
-				t.Fatalf("TransferNotChunked(-1) = %v, want %v", got, tt.want)
+			if got := TransferNotChunked(&req.Header, LinePerField(&req.Header, -1)); got != tt.want {
+				t.Fatalf("TransferNotChunked(LinePerField(-1)) = %v, want %v", got, tt.want)
 			}
 		})
 	}
@@ -462,9 +463,57 @@ func BenchmarkTransferNotChunked(b *testing.B) {
 	fields := Scan(&req.Header).Fields
 	b.ReportAllocs()
 	for b.Loop() {
-		if TransferNotChunked(&req.Header, fields) {
+		plain := LinePerField(&req.Header, fields)
+		if Folded(&req.Header, plain) || TransferNotChunked(&req.Header, plain) {
 			b.Fatal("found")
 		}
+	}
+}
+
+// TestFolded: a field line folded onto the next (a line that starts with a
+// space or a tab, after CRLF or a bare LF) is found in the header as read,
+// whatever field it continues, and only it; the lines fasthttp merges,
+// overwrites or adds a field for are no folded line. With Scan's count of
+// the fields, and with none, which looks at every line.
+func TestFolded(t *testing.T) {
+	for _, tt := range []struct {
+		name, fields string
+		want         bool
+	}{
+		{"Transfer-Encoding, space", "Transfer-Encoding:\r\n chunked\r\n", true},
+		{"Transfer-Encoding, tab", "Transfer-Encoding:\r\n\tchunked\r\n", true},
+		{"value continued", "X-A: a\r\n b\r\nContent-Length: 1\r\n", true},
+		{"after a bare LF", "X-A: a\n b\nContent-Length: 1\r\n", true},
+		{"a later field", "X-A: a\r\nX-B: b\r\n  c\r\nContent-Length: 1\r\n", true},
+		{"GET, continued", "X-A: a\r\n\tb\r\n", true},
+		{"none", "Content-Length: 1\r\n", false},
+		{"space inside values", "X-A: a b\r\nX-B:  c\t d\r\nContent-Length: 1\r\n", false},
+		{"cookies", "Cookie: a=b\r\nCookie: c=d\r\nContent-Length: 1\r\n", false},
+		{"client's close", "Connection: close\r\n", false},
+		{"two agents", "User-Agent: a\r\nUser-Agent: b\r\n", false},
+		{"bare LF ends", "X-A: a\nContent-Length: 1\r\n", false},
+		{"GET", "Accept: */*\r\n", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			body := ""
+			if strings.Contains(tt.fields, "Length: 1") {
+				body = "a"
+			} else if strings.Contains(tt.fields, "chunked") {
+				body = "1\r\na\r\n0\r\n\r\n"
+			}
+			method := "POST"
+			if strings.HasPrefix(tt.name, "GET") {
+				method = "GET"
+			}
+			req := parse(t, method+" /x HTTP/1.1\r\nHost: h\r\n"+tt.fields+"\r\n"+body)
+			fields := Scan(&req.Header).Fields
+			if got := Folded(&req.Header, LinePerField(&req.Header, fields)); got != tt.want {
+				t.Fatalf("Folded(LinePerField(%d fields)) = %v, want %v", fields, got, tt.want)
+			}
+			if got := Folded(&req.Header, LinePerField(&req.Header, -1)); got != tt.want {
+				t.Fatalf("Folded(LinePerField(-1)) = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
 

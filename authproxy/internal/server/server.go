@@ -1024,7 +1024,17 @@ func (s *Server) fieldsRefused(c *fiber.Ctx, st *state) error {
 		st.outcome = "bad_header"
 		return errSpaceInName
 	}
-	if headers.TransferNotChunked(h, st.seen.Fields) {
+	// One count of the header's lines tells both checks below that most
+	// requests have nothing for them to read.
+	plain := headers.LinePerField(h, st.seen.Fields)
+	if headers.Folded(h, plain) {
+		// Its fields, and so its framing, may not be what a front that
+		// does not join folded lines read: nothing after the header is
+		// read as a request.
+		st.outcome, st.closeConn = "bad_header", true
+		return errFolded
+	}
+	if headers.TransferNotChunked(h, plain) {
 		// The body's end is not known: nothing after the header is read
 		// as a request.
 		st.outcome, st.closeConn = "bad_header", true
@@ -2145,6 +2155,8 @@ var (
 	errSpaceInName = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed header field name"}
 	// A Host field with userinfo ("u:p@a").
 	errBadHost = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed Host field"}
+	// A field line folded onto the next (headers.Folded).
+	errFolded = &httpError{status: 400, code: problem.CodeBadRequest, detail: "folded header field line (obs-fold) not accepted"}
 	// A Transfer-Encoding whose coding is not chunked
 	// (headers.TransferNotChunked).
 	errTransferCoding = &httpError{status: 400, code: problem.CodeBadRequest, detail: "unsupported Transfer-Encoding: only chunked is accepted"}
