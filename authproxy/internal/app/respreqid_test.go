@@ -115,7 +115,8 @@ const identityAnswer = "X-Auth-User-Id: " + userID + "\r\nX-Auth-Key-Id: app-not
 
 // An app's answer that carries X-Auth-* fields (in any spelling: any case,
 // '_' for '-') reaches the client without them, on forwarded routes, stream
-// routes and in a WebSocket's 101 alike: they are the proxy's word to the
+// routes, in a WebSocket's 101 and in an upstream's refusal of the upgrade
+// alike: they are the proxy's word to the
 // app about the request, signed with the app's key (its key id, the
 // signature over the request, the client IP it settled on, the caller's
 // roles and address), never the client's to read or to hand on to a hop
@@ -124,9 +125,12 @@ const identityAnswer = "X-Auth-User-Id: " + userID + "\r\nX-Auth-Key-Id: app-not
 // pass, X-Authorization-Note among them (no X-Auth- prefix).
 func TestUpstreamIdentityAnswerFieldsRemoved(t *testing.T) {
 	url := scriptedUpstream(t, func(path string) string {
-		if path == "/ws" {
+		switch path {
+		case "/ws":
 			return "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
 				"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n" + identityAnswer + "\r\n"
+		case "/ws/refused":
+			return "HTTP/1.1 403 Forbidden\r\nContent-Length: 2\r\n" + identityAnswer + "\r\nno"
 		}
 		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + identityAnswer + "\r\nok"
 	})
@@ -138,6 +142,7 @@ func TestUpstreamIdentityAnswerFieldsRemoved(t *testing.T) {
 		{"/x", "GET /x HTTP/1.1\r\nHost: x\r\n\r\n"},
 		{"/events", "GET /events HTTP/1.1\r\nHost: x\r\n\r\n"},
 		{"/ws", wsUpgrade("/ws")},
+		{"/ws/refused", wsUpgrade("/ws/refused")},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			conn, br := dialProxy(t, e.addr)
@@ -148,14 +153,23 @@ func TestUpstreamIdentityAnswerFieldsRemoved(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tc.path != "/ws" {
+			switch tc.path {
+			case "/ws":
+				if resp.StatusCode != 101 {
+					t.Fatalf("status %d, want 101", resp.StatusCode)
+				}
+			case "/ws/refused":
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 403 || string(body) != "no" {
+					t.Fatalf("status %d, body %q, want the upstream's 403", resp.StatusCode, body)
+				}
+			default:
 				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != 200 || string(body) != "ok" {
 					t.Fatalf("status %d, body %q", resp.StatusCode, body)
 				}
-			} else if resp.StatusCode != 101 {
-				t.Fatalf("status %d, want 101", resp.StatusCode)
 			}
 			for k, v := range resp.Header {
 				if strings.HasPrefix(strings.ToLower(strings.ReplaceAll(k, "_", "-")), "x-auth-") {
