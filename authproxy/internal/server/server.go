@@ -463,9 +463,9 @@ func New(d Deps, o Options) *Server {
 // same problem, request id, metrics and access line), the body never
 // sent; fasthttp then closes the connection:
 //   - what hygiene refuses from the fields as sent (fieldsRefused: a
-//     Transfer-Encoding other than chunked, a Host no host has, a field
-//     name with a space, trailers, h2c, too many fields or fields to
-//     remove): 400 or 431, as the handler answers it;
+//     folded field line, a Transfer-Encoding other than chunked, a Host
+//     no host has, a field name with a space, trailers, h2c, too many
+//     fields or fields to remove): 400 or 431, as the handler answers it;
 //   - an API key in the query string: 400, as keyHygiene answers it;
 //   - a Content-Length over its route's limit (or MAX_BODY_BYTES): 413;
 //   - on a protected or optional route, what authorize would answer the
@@ -1006,7 +1006,8 @@ func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 
 // fieldsRefused refuses, from the fields as the client sent them and
 // changing none, more than headers.MaxFields fields, a field name with a
-// space, a Transfer-Encoding other than chunked, an HTTP/1.0 request
+// space, a folded field line (headers.Folded), a Transfer-Encoding other
+// than chunked, an HTTP/1.0 request
 // without Host, a Host with a byte no host holds (userinfo among them),
 // trailers, h2c, a bearer subprotocol that is no element of its own
 // (headers.ProtocolBearerMalformed) and more fields to remove than
