@@ -44,3 +44,48 @@ func TestClipStack(t *testing.T) {
 		t.Errorf("cut to %d bytes, valid UTF-8 %v", len(got), utf8.ValidString(got))
 	}
 }
+
+// TestClipPathRedactsCredentials: a segment shaped like one of our
+// credentials is recorded as RedactedSegment, the rest of the path as it
+// is; what only looks like one (ids, digests, slugs, short runs) stays.
+func TestClipPathRedactsCredentials(t *testing.T) {
+	key := "tg_abcdefghij012345_Q7xk2LmN9pRsT4vWyZ1aBcDeFgHiJkLmNoPqRsTuVwX"
+	token := "dIVG2vnYDZMqaKFjM2nfA0a8N0kFA2CPKUy-NMkl_38"
+	jws := "eyJhbGciOiJFUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiYXQrand0In0.eyJzdWIiOiIxIn0.MEUCIQDx3kQm7Vv9YpQ2ZtN0aLr5sJw8uXcHbGfEd1IkOoPqRs"
+	for _, tt := range []struct{ path, want string }{
+		{"/notes/" + key, "/notes/[redacted]"},
+		{"/notes/" + key + "/x", "/notes/[redacted]/x"},
+		{"/k/key=" + key + ";v=1", "/k/[redacted]"},
+		{"/k/tg_abcdefghij012345_short", "/k/[redacted]"}, // a key's head: its public id
+		{"/reset/" + token, "/reset/[redacted]"},
+		{"/t/" + jws + "/", "/t/[redacted]/"},
+		{"/" + token + "/" + token, "/[redacted]/[redacted]"},
+		{"/api/v1/users/3f2504e0-4f89-41d3-9a5c-0305e82c3301", ""},
+		{"/sha/" + strings.Repeat("ab12", 16), ""},
+		{"/sha/" + strings.Repeat("AB12", 16), ""},
+		{"/blog/" + strings.Repeat("a-long-lower-case-slug-", 4), ""},
+		{"/k/tg_ABCDEFGHIJ012345_x", ""},
+		{"/k/" + token[:42], ""},
+		{"/a/b.c/", ""},
+		{"", ""},
+		{"/", ""},
+	} {
+		want := tt.want
+		if want == "" {
+			want = tt.path
+		}
+		if got := ClipPath(tt.path); got != want {
+			t.Errorf("ClipPath(%q) = %q, want %q", tt.path, got, want)
+		}
+	}
+	// Redacted before it is cut: a credential across the limit is not
+	// recorded in part.
+	long := "/" + strings.Repeat("b", MaxPathBytes-20) + "/" + key
+	if got := ClipPath(long); strings.Contains(got, key[:20]) || !strings.HasSuffix(got, "/[redacted]") {
+		t.Errorf("credential across the limit recorded as %q", got[MaxPathBytes-40:])
+	}
+	clean := "/api/v1/users/3f2504e0-4f89-41d3-9a5c-0305e82c3301/roles"
+	if n := testing.AllocsPerRun(100, func() { _ = ClipPath(clean) }); n != 0 {
+		t.Errorf("%v allocations for a path without a credential", n)
+	}
+}
