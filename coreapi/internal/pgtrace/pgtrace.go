@@ -112,7 +112,8 @@ type PoolOptions struct {
 	ExecMode pgx.QueryExecMode
 	// TracerProvider, when set, gives each query, batch, prepare, connect
 	// and pool acquire made with a traced context a child span
-	// (statements, never their arguments); nil: no spans.
+	// (statements, never their arguments, nor the values a failed one's
+	// error quotes); nil: no spans.
 	TracerProvider trace.TracerProvider
 }
 
@@ -122,7 +123,7 @@ func QueryTracer(o PoolOptions) pgx.QueryTracer {
 	if o.TracerProvider == nil {
 		return Tracer{}
 	}
-	return multitracer.New(Tracer{}, otelpgx.NewTracer(otelpgx.WithTracerProvider(o.TracerProvider),
+	return multitracer.New(Tracer{}, otelpgx.NewTracer(otelpgx.WithTracerProvider(redactingProvider{o.TracerProvider}),
 		otelpgx.WithDisableConnectionDetailsInAttributes()))
 }
 

@@ -209,3 +209,74 @@ func TestSpans(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedStatementSpansHoldNoArguments: a statement that fails records
+// its error on its span (status and exception event), and PostgreSQL's
+// and pgx's errors quote the statement's values (an address given where a
+// UUID was due), so the trace back end received what coreapi's log never
+// holds (the request failed line redacts them). The error is recorded
+// redacted as the log's is: still an error, with its SQLSTATE and kind,
+// without the values.
+func TestFailedStatementSpansHoldNoArguments(t *testing.T) {
+	db := dbtest.New(t)
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	pool, err := NewPool(context.Background(), db.URL, PoolOptions{MaxConns: 1, TracerProvider: tp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	ctx, span := tp.Tracer("test").Start(context.Background(), "request")
+	var s string
+	// The server's message quotes the value (22P02).
+	if err := pool.QueryRow(ctx, `SELECT $1::text::uuid::text`, "cast.address@example.com").Scan(&s); err == nil {
+		t.Fatal("no error casting an address to a uuid")
+	}
+	// pgx's own error, before anything is sent, quotes it too.
+	if err := pool.QueryRow(ctx, `SELECT $1::uuid::text`, "encode.address@example.com").Scan(&s); err == nil {
+		t.Fatal("no error encoding an address as a uuid")
+	}
+	b := &pgx.Batch{}
+	b.Queue(`SELECT $1::text::uuid::text`, "batch.address@example.com")
+	if err := pool.SendBatch(ctx, b).Close(); err == nil {
+		t.Fatal("no error from a batch casting an address to a uuid")
+	}
+	span.End()
+	var failed, sqlstate int
+	for _, s := range exp.GetSpans() {
+		texts := []string{s.Name, s.Status.Description}
+		for _, a := range s.Attributes {
+			texts = append(texts, a.Value.Emit())
+			if a.Key == "db.response.status_code" || a.Key == "pgx.sql_state" || strings.Contains(string(a.Key), "sql_state") {
+				sqlstate++
+			}
+		}
+		for _, ev := range s.Events {
+			texts = append(texts, ev.Name)
+			for _, a := range ev.Attributes {
+				texts = append(texts, a.Value.Emit())
+			}
+		}
+		for _, text := range texts {
+			if strings.Contains(text, "address@example.com") {
+				t.Errorf("span %q carries a statement's value: %s", s.Name, text)
+			}
+		}
+		if s.Status.Code.String() == "Error" {
+			failed++
+			if !strings.Contains(s.Status.Description, "invalid input syntax for type uuid") &&
+				!strings.Contains(s.Status.Description, "unable to encode") {
+				t.Errorf("span %q failed with the description %q, want what failed", s.Name, s.Status.Description)
+			}
+			if len(s.Events) == 0 || s.Events[0].Name != "exception" {
+				t.Errorf("span %q failed without its exception event: %v", s.Name, s.Events)
+			}
+		}
+	}
+	if failed < 3 {
+		t.Errorf("%d failed spans, want at least one per failed statement (3)", failed)
+	}
+	if sqlstate == 0 {
+		t.Error("no failed span names its SQLSTATE")
+	}
+}
