@@ -2,6 +2,9 @@ package pgtrace
 
 import (
 	"context"
+	"net"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -278,5 +281,85 @@ func TestFailedStatementSpansHoldNoArguments(t *testing.T) {
 	}
 	if sqlstate == 0 {
 		t.Error("no failed span names its SQLSTATE")
+	}
+}
+
+// TestFailedConnectSpanNamesNoServer: a connection that fails records its
+// error on the connect span, and pgconn's error names the user, the
+// database, the host and the port, which the spans' attributes leave out
+// (otelpgx.WithDisableConnectionDetailsInAttributes, TestSpans). The span
+// says that the connection failed, and why, without them.
+func TestFailedConnectSpanNamesNoServer(t *testing.T) {
+	cfg, err := pgx.ParseConfig(dbtest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const database = "tollgate_no_such_database_x7"
+	noDB, err := url.Parse(dbtest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	noDB.Path = "/" + database
+	// A port nothing listens on: the one of a listener closed at once.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	_ = ln.Close()
+	refused := *noDB
+	refused.Host = "127.0.0.1:" + closedPort
+	for _, tt := range []struct {
+		name, url, why string
+		names          []string
+	}{
+		{"no such database", noDB.String(), "3D000",
+			[]string{database, "user=" + cfg.User, cfg.Host + ":" + strconv.Itoa(int(cfg.Port))}},
+		{"connection refused", refused.String(), "connection refused",
+			[]string{database, "user=" + cfg.User, "127.0.0.1:" + closedPort}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			exp := tracetest.NewInMemoryExporter()
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+			pool, err := NewPool(context.Background(), tt.url, PoolOptions{MaxConns: 1, TracerProvider: tp})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pool.Close()
+			ctx, span := tp.Tracer("test").Start(context.Background(), "request")
+			var n int
+			if err := pool.QueryRow(ctx, `SELECT 1`).Scan(&n); err == nil {
+				t.Fatal("a query succeeded")
+			}
+			span.End()
+			var connect bool
+			for _, s := range exp.GetSpans() {
+				texts := []string{s.Status.Description}
+				for _, a := range s.Attributes {
+					texts = append(texts, a.Value.Emit())
+				}
+				for _, ev := range s.Events {
+					for _, a := range ev.Attributes {
+						texts = append(texts, a.Value.Emit())
+					}
+				}
+				for _, text := range texts {
+					for _, name := range tt.names {
+						if strings.Contains(text, name) {
+							t.Errorf("span %q names %q: %s", s.Name, name, text)
+						}
+					}
+				}
+				if s.Name == "connect" {
+					connect = true
+					if s.Status.Code.String() != "Error" || !strings.Contains(s.Status.Description, tt.why) {
+						t.Errorf("connect span status %v %q, want an error saying %q", s.Status.Code, s.Status.Description, tt.why)
+					}
+				}
+			}
+			if !connect {
+				t.Fatal("no connect span")
+			}
+		})
 	}
 }
