@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -56,5 +57,70 @@ func TestProtocolBearerNotAnElementRefused(t *testing.T) {
 		if strings.EqualFold(strings.ReplaceAll(k, "_", "-"), "Sec-WebSocket-Protocol") {
 			t.Fatalf("%s reached the app", k)
 		}
+	}
+}
+
+// TestProtocolBearerBesideAuthorization: a WebSocket upgrade names one
+// credential. A bearer offered as a subprotocol beside an Authorization
+// field that is not "Bearer" with that same token (another user's token,
+// one that does not verify, another scheme, an empty field), or two
+// bearer elements with different tokens, is refused with 400
+// ambiguous_credentials, as X-API-Key beside Authorization is: the proxy
+// took Authorization (or the first element) and dropped the other
+// unread, so which identity the WebSocket got depended on a precedence
+// no client, and no log, showed. Nothing is forwarded. Where they agree
+// the upgrade goes on, the bearer out of Sec-WebSocket-Protocol; a
+// request that asks for no upgrade reads no credential in the field and
+// only loses its bearer elements, as before.
+func TestProtocolBearerBesideAuthorization(t *testing.T) {
+	e, a := startStreams(t, nil)
+	tok := e.token(nil)
+	other := e.token(func(c testenv.Claims) { c["sub"] = "22222222-2222-4222-8222-222222222222" })
+	const upgrade = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+	for _, c := range []struct{ name, fields string }{
+		{"another user's token in Authorization", "Authorization: Bearer " + other + "\r\nSec-WebSocket-Protocol: chat, bearer." + tok},
+		{"a token that does not verify in Authorization", "Authorization: Bearer garbage\r\nSec-WebSocket-Protocol: chat, bearer." + tok},
+		{"another scheme in Authorization", "Authorization: Basic dTpw\r\nSec-WebSocket-Protocol: chat, bearer." + tok},
+		{"an empty Authorization", "Authorization: \r\nSec-WebSocket-Protocol: chat, bearer." + tok},
+		{"two Authorization fields", "Authorization: Bearer " + tok + "\r\nAuthorization: Bearer " + tok + "\r\nSec-WebSocket-Protocol: bearer." + tok},
+		{"two bearer elements", "Sec-WebSocket-Protocol: chat, bearer." + tok + ", bearer." + other},
+		{"two bearer elements, the bad one first", "Sec-WebSocket-Protocol: chat, bearer.garbage, bearer." + tok},
+		{"two bearer elements in two fields", "Sec-WebSocket-Protocol: bearer." + other + "\r\nSec-WebSocket-Protocol: chat, bearer." + tok},
+	} {
+		for _, path := range []string{"/notes/ws", "/notes/open-ws"} {
+			n := a.count()
+			r := e.raw("GET " + path + " HTTP/1.1\r\nHost: x\r\n" + upgrade + c.fields + "\r\n\r\n")
+			if r.status != http.StatusBadRequest || r.prob.Code != problem.CodeAmbiguousCredentials {
+				t.Errorf("%s on %s: %d %q, want 400 %s", c.name, path, r.status, r.prob.Code, problem.CodeAmbiguousCredentials)
+			}
+			if a.count() != n {
+				t.Errorf("%s on %s: reached the app", c.name, path)
+			}
+		}
+	}
+	// The same token twice: one credential.
+	for _, h := range []http.Header{
+		{"Authorization": {"Bearer " + tok}, "Sec-WebSocket-Protocol": {"chat, bearer." + tok}},
+		{"Authorization": {"bearer " + tok}, "Sec-WebSocket-Protocol": {"chat, BEARER." + tok}},
+		{"Sec-WebSocket-Protocol": {"bearer." + tok + ", chat, bearer." + tok}},
+	} {
+		c, resp, err := e.dialWS("/notes/ws", h)
+		if err != nil {
+			t.Fatalf("%v: dial = %v (%v)", h, err, resp)
+		}
+		echo(t, c, "one")
+		c.Close()
+		got := a.last(t)
+		if got.verifyErr != nil || got.identity.UserID != userID {
+			t.Fatalf("%v: app saw %+v, %v", h, got.identity, got.verifyErr)
+		}
+		if p := got.header.Values("Sec-WebSocket-Protocol"); len(p) != 1 || p[0] != "chat" || got.header.Get("Authorization") != "" {
+			t.Fatalf("%v: app got Sec-WebSocket-Protocol %q, Authorization %q", h, p, got.header.Get("Authorization"))
+		}
+	}
+	// No upgrade: the field is no credential; its bearers are taken out.
+	e.wantStatus(e.raw("GET /notes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+tok+"\r\nSec-WebSocket-Protocol: chat, bearer."+other+"\r\n\r\n"), 200)
+	if got := a.last(t); got.identity.UserID != userID || strings.Contains(fmt.Sprint(got.header), other) {
+		t.Fatalf("app saw %s, %v", got.identity.UserID, got.header)
 	}
 }

@@ -1379,19 +1379,20 @@ const ProtocolBearerPrefix = "bearer."
 
 // TakeProtocolBearer removes every "bearer.<token>" element from the
 // request's Sec-WebSocket-Protocol (the header goes when nothing else is
-// left) and returns the first token, copied; nil when there was none. A
+// left) and returns the first token, copied; nil when there was none.
+// differ reports that another element named another token (the caller
+// refuses an upgrade that offers two credentials). A
 // field of the name spelled with '_' (Sec_WebSocket_Protocol) is no
 // WebSocket header and gives no token, but an app that reads '_' as '-'
 // (CGI's HTTP_SEC_WEBSOCKET_PROTOCOL) would find the token in it: such a
 // field that holds a bearer element is removed.
-func TakeProtocolBearer(h *fasthttp.RequestHeader) []byte {
+func TakeProtocolBearer(h *fasthttp.RequestHeader) (tok []byte, differ bool) {
 	const name = "Sec-WebSocket-Protocol"
 	delUnderscoreBearers(h, name)
 	all := h.PeekAll(name)
 	if len(all) == 0 {
-		return nil
+		return nil, false
 	}
-	var tok []byte
 	found := false
 	kept := make([]byte, 0, 64)
 	for _, v := range all {
@@ -1399,6 +1400,8 @@ func TakeProtocolBearer(h *fasthttp.RequestHeader) []byte {
 			if len(p) >= len(ProtocolBearerPrefix) && equalFold(p[:len(ProtocolBearerPrefix)], ProtocolBearerPrefix) {
 				if !found {
 					tok = append([]byte(nil), p[len(ProtocolBearerPrefix):]...)
+				} else if !bytes.Equal(tok, p[len(ProtocolBearerPrefix):]) {
+					differ = true
 				}
 				found = true
 				return
@@ -1410,7 +1413,7 @@ func TakeProtocolBearer(h *fasthttp.RequestHeader) []byte {
 		})
 	}
 	if !found {
-		return nil
+		return nil, false
 	}
 	h.Del(name)
 	if len(kept) > 0 {
@@ -1419,7 +1422,7 @@ func TakeProtocolBearer(h *fasthttp.RequestHeader) []byte {
 	if tok == nil {
 		tok = []byte{}
 	}
-	return tok
+	return tok, differ
 }
 
 // delUnderscoreBearers removes the fields named name spelled with '_' for

@@ -555,15 +555,18 @@ func TestTakeProtocolBearer(t *testing.T) {
 		tok     string // "-": none
 		rest    string // "": header removed
 		present bool
+		differ  bool
 	}{
-		{"absent", nil, "-", "", false},
-		{"no bearer kept as is", []string{"chat, superchat"}, "-", "chat, superchat", true},
-		{"bearer and app protocol", []string{"chat, bearer.abc.def"}, "abc.def", "chat", true},
-		{"bearer alone: header removed", []string{"bearer.abc"}, "abc", "", false},
-		{"prefix case-insensitive", []string{"Bearer.abc, chat"}, "abc", "chat", true},
-		{"every bearer removed, first taken", []string{"bearer.one", "chat, bearer.two"}, "one", "chat", true},
-		{"empty token", []string{"bearer., chat"}, "", "chat", true},
-		{"bearer without dot is a protocol", []string{"bearer, chat"}, "-", "bearer, chat", true},
+		{"absent", nil, "-", "", false, false},
+		{"no bearer kept as is", []string{"chat, superchat"}, "-", "chat, superchat", true, false},
+		{"bearer and app protocol", []string{"chat, bearer.abc.def"}, "abc.def", "chat", true, false},
+		{"bearer alone: header removed", []string{"bearer.abc"}, "abc", "", false, false},
+		{"prefix case-insensitive", []string{"Bearer.abc, chat"}, "abc", "chat", true, false},
+		{"every bearer removed, first taken", []string{"bearer.one", "chat, bearer.two"}, "one", "chat", true, true},
+		{"the same token twice", []string{"bearer.one, chat", "BEARER.one"}, "one", "chat", true, false},
+		{"tokens compared in case", []string{"bearer.one, bearer.ONE"}, "one", "", false, true},
+		{"empty token", []string{"bearer., chat"}, "", "chat", true, false},
+		{"bearer without dot is a protocol", []string{"bearer, chat"}, "-", "bearer, chat", true, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -571,7 +574,10 @@ func TestTakeProtocolBearer(t *testing.T) {
 			for _, v := range tc.in {
 				h.Add("Sec-WebSocket-Protocol", v)
 			}
-			tok := TakeProtocolBearer(&h)
+			tok, differ := TakeProtocolBearer(&h)
+			if differ != tc.differ {
+				t.Fatalf("differ = %v, want %v", differ, tc.differ)
+			}
 			switch {
 			case tc.tok == "-" && tok != nil:
 				t.Fatalf("token = %q, want none", tok)
@@ -606,7 +612,7 @@ func TestTakeProtocolBearerUnderscoreSpelling(t *testing.T) {
 	if err := h.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
 		t.Fatal(err)
 	}
-	if tok := TakeProtocolBearer(&h); tok != nil {
+	if tok, _ := TakeProtocolBearer(&h); tok != nil {
 		t.Fatalf("token %q taken from an underscore spelling", tok)
 	}
 	var left []string

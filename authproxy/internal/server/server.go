@@ -989,7 +989,9 @@ func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 	}
 	h := &c.Request().Header
 	if st.seen.WSProtocol {
-		s.protocolBearer(h, st)
+		if err := s.protocolBearer(h, st); err != nil {
+			return err
+		}
 	}
 	if !st.seen.NeedsSanitize(st.trusted) {
 		st.closeConn = h.ConnectionClose()

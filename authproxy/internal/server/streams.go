@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"log/slog"
 	"time"
@@ -23,6 +24,8 @@ var (
 		detail: "a WebSocket upgrade is a GET without a body"}
 	errProtocolBearer = &httpError{status: 400, code: problem.CodeBadRequest,
 		detail: `a bearer offered in Sec-WebSocket-Protocol must be an element of its own: "chat, bearer.<token>"`}
+	errProtocolAmbiguous = &httpError{status: 400, code: problem.CodeAmbiguousCredentials,
+		detail: "a bearer offered in Sec-WebSocket-Protocol must be the only credential, or the token of Authorization"}
 	errHandshake = &httpError{status: 400, code: problem.CodeBadRequest,
 		detail: "a WebSocket upgrade needs one Sec-WebSocket-Key (16 bytes in base64) and Sec-WebSocket-Version: 13"}
 	errStreamsProxy = &httpError{status: 503, code: problem.CodeUnavailable, detail: "too many open streams on this proxy", retryAfter: true}
@@ -49,13 +52,31 @@ func (s *Server) upgradeRefused(h *fasthttp.RequestHeader, st *state) error {
 // ("bearer.<token>") out of Sec-WebSocket-Protocol, on every request
 // that has one, before the headers are sanitized, so that it never
 // reaches an upstream; on a WebSocket upgrade without Authorization it
-// becomes the request's bearer.
-func (s *Server) protocolBearer(h *fasthttp.RequestHeader, st *state) {
-	tok := headers.TakeProtocolBearer(h)
-	if tok != nil && st.upgrade == headers.UpgradeWebSocket && len(h.PeekAll(fiber.HeaderAuthorization)) == 0 {
+// becomes the request's bearer. An upgrade that offers it beside an
+// Authorization that is not one field "Bearer" with the same token, or
+// offers two bearer elements with different tokens, names two
+// credentials and is refused (errProtocolAmbiguous): one was dropped
+// unread, and which identity the WebSocket got depended on a precedence
+// the client could not see.
+func (s *Server) protocolBearer(h *fasthttp.RequestHeader, st *state) error {
+	tok, differ := headers.TakeProtocolBearer(h)
+	if tok == nil || st.upgrade != headers.UpgradeWebSocket {
+		return nil
+	}
+	auth := h.PeekAll(fiber.HeaderAuthorization)
+	switch {
+	case differ:
+	case len(auth) == 0:
 		h.Set(fiber.HeaderAuthorization, "Bearer "+string(tok))
 		st.wsBearer = true
+		return nil
+	case len(auth) == 1:
+		if b, ok := headers.BearerCandidate(h, len(auth[0])); ok && bytes.Equal(b, tok) {
+			return nil // the same token: Authorization carries it
+		}
 	}
+	st.outcome = "ambiguous_credentials"
+	return errProtocolAmbiguous
 }
 
 // stream hands a WebSocket upgrade (on a route with websocket: true) or a
