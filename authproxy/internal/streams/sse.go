@@ -2,6 +2,7 @@ package streams
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -23,9 +24,11 @@ import (
 // upstream is flushed to the client at once (server-sent events are never
 // held back), a silence longer than stream_timeout ends it, and the
 // proxy's request and write timeouts do not apply once the headers have
-// arrived. Closing it (revocation, token expiry, shutdown) ends the
-// response cleanly (the last chunk), which an EventSource sees as the end
-// of the stream.
+// arrived. Closing it (revocation, token expiry, shutdown, idleness) ends
+// an event stream (text/event-stream) cleanly (the last chunk), which an
+// EventSource sees as the end of the stream and reconnects after; any
+// other answer it cuts short, as the upstream cutting it short would: a
+// download ended early must not read as whole.
 func (m *Manager) ServeStream(r Request) error {
 	c, err := m.reserveAt("sse", r.Route.Prefix, r.Claims, r.Route, r.RequestID, originOf(&r))
 	if err != nil {
@@ -165,7 +168,7 @@ func (m *Manager) ServeStream(r Request) error {
 		}
 		_ = cli.SetDeadline(time.Time{})
 		out.set(cli)
-		reason := m.relayStream(c, out, resp.BodyStream(), head, unchunked)
+		reason := m.relayStream(c, out, resp.BodyStream(), head, unchunked, eventStream(resp.Header.ContentType()))
 		up.Close()
 		_ = resp.CloseBodyStream()
 		fasthttp.ReleaseResponse(resp)
@@ -241,10 +244,22 @@ var errSwitched = errors.New("upstream switched protocols on a request without a
 // or two digits, above 599 a code of no class (RFC 9110 section 15).
 var errStatus = errors.New("upstream status code outside 100-599")
 
+// eventStream reports whether an answer's Content-Type is an event
+// stream (text/event-stream, any case, any parameters).
+func eventStream(ct []byte) bool {
+	const name = "text/event-stream"
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return bytes.EqualFold(bytes.TrimSpace(ct), []byte(name))
+}
+
 // relayStream writes head, then each read of body as a chunk, then the
 // last chunk (unchunked: each read as it is, the close ending the body);
-// it returns why it ended.
-func (m *Manager) relayStream(c *Conn, out *sseClient, body io.Reader, head []byte, unchunked bool) string {
+// it returns why it ended. An answer the proxy ends before its body did
+// (closed, idle) gets the last chunk only when it is an event stream
+// (events); otherwise it ends cut short.
+func (m *Manager) relayStream(c *Conn, out *sseClient, body io.Reader, head []byte, unchunked, events bool) string {
 	cli := out.cli
 	// A client that goes away is noticed even while the upstream is
 	// silent: it sends nothing else on this connection. The watch ends
@@ -311,13 +326,19 @@ func (m *Manager) relayStream(c *Conn, out *sseClient, body io.Reader, head []by
 		break
 	}
 	c.Close(reason) // first: the client's own close after the end is no reason
-	// A clean end when the proxy ends the stream or the upstream ended its
-	// answer: an EventSource reconnects (and is authorized anew). An
-	// answer the upstream cut short (a connection closed before its
-	// Content-Length or its last chunk) is cut short for the client too:
-	// the connection closes without the last chunk, so that a download is
-	// not taken for whole; to an HTTP/1.0 client, which reads the body
-	// until the close, the connection is reset instead.
+	// A clean end when the upstream ended its answer, or when the proxy
+	// ends an event stream: an EventSource reconnects (and is authorized
+	// anew). An answer the upstream cut short (a connection closed before
+	// its Content-Length or its last chunk), and any other answer the
+	// proxy ends before its body did (revoked, expired, idle, shut down),
+	// is cut short for the client too: the connection closes without the
+	// last chunk, so that a download is not taken for whole (the last
+	// chunk after 10 of a file's 100 bytes made those 10 the file); to an
+	// HTTP/1.0 client, which reads the body until the close, the
+	// connection is reset instead.
+	if reason != ReasonUpstream && !events {
+		cut = true
+	}
 	switch {
 	case !cut && !unchunked: // unchunked: the close ends it
 		_ = out.write([]byte("0\r\n\r\n"))
