@@ -485,12 +485,31 @@ func (e *Env) SeedMember(t testing.TB, tenantID, userID string, roleNames ...str
 }
 
 // SeedUserIn creates a user who is a member of tenantID with roles, and
-// returns the identity authproxy would forward for them.
+// returns the identity authproxy would forward for them: with a live
+// session in tenantID (SeedSession), as a signed-in user's token carries.
 func (e *Env) SeedUserIn(t testing.TB, tenantID, email string, roleNames ...string) identity.Identity {
 	t.Helper()
 	uid := e.SeedUser(t, email, "")
 	e.SeedMember(t, tenantID, uid, roleNames...)
-	return e.IdentityOf(t, uid, tenantID)
+	id := e.IdentityOf(t, uid, tenantID)
+	id.SessionID = e.SeedSession(t, uid, tenantID)
+	return id
+}
+
+// SeedSession opens a live session of userID in tenantID (a day long,
+// signed in with a password now, at the user's token version) and
+// returns its id.
+func (e *Env) SeedSession(t testing.TB, userID, tenantID string) string {
+	t.Helper()
+	const q = `
+INSERT INTO sessions (user_id, tenant_id, expires_at, token_version, amr, auth_time)
+SELECT id, $2, now() + interval '1 day', token_version, '{pwd}', now() FROM users WHERE id = $1
+RETURNING id::text`
+	var sid string
+	if err := e.DB.Pool.QueryRow(context.Background(), q, userID, tenantID).Scan(&sid); err != nil {
+		t.Fatalf("seed session: %v", err)
+	}
+	return sid
 }
 
 // IdentityOf builds the identity authproxy would forward for a user in a

@@ -69,3 +69,31 @@ func TestDisplayNameBehindADisabling(t *testing.T) {
 		t.Fatal("the display name changed behind the disabling")
 	}
 }
+
+// TestDisplayNameWithAMovedSession: a display-name change is not made
+// with an access token of the tenant its session has since switched away
+// from (401 invalid_token, as an email change and a second factor's
+// enrolment are refused): the session is no longer the one the token was
+// issued for. Nothing is written; the token of the switch renames.
+func TestDisplayNameWithAMovedSession(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "moved-rename@example.com")
+	second := x.SeedTenant(t, "Second")
+	x.SeedMember(t, second.ID, a.c.Sub, "member")
+	r := x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID, "refresh_token": a.tok.RefreshToken})
+	wantStatus(t, r, http.StatusOK)
+	var sw tokens
+	r.JSON(t, &sw)
+	after := x.identity(t, claimsOf(t, sw.AccessToken))
+	audits := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.profile_updated'`)
+
+	r = x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"display_name": "Renamed"})
+	wantProblem(t, r, http.StatusUnauthorized, problem.CodeInvalidToken)
+	if n := x.count(t, `SELECT count(*) FROM users WHERE id = $1 AND display_name = 'Renamed'`, a.c.Sub); n != 0 {
+		t.Fatal("the display name changed with the token of the tenant the session left")
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.profile_updated'`); n != audits {
+		t.Errorf("%d profile_updated events, want %d", n, audits)
+	}
+	wantStatus(t, x.Send(t, &after, http.MethodPatch, "/api/v1/users/me", map[string]string{"display_name": "Renamed"}), http.StatusOK)
+}

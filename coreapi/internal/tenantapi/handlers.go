@@ -149,6 +149,9 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 	)
 	if b.DisplayName != nil {
 		m, err = s.users.UpdateMe(ctx, id, strings.TrimSpace(*b.DisplayName), httpapi.RequestIDOf(c))
+		if errors.Is(err, sessions.ErrNotFound) { // the session moved to another tenant, or ended
+			return httpapi.SessionEnded(c)
+		}
 	} else {
 		m, err = s.users.Me(ctx, id)
 	}

@@ -278,7 +278,9 @@ func meOf(id identity.Identity) Me {
 // answered without a write. An account that could not sign in to the
 // identity's tenant now (ActiveAccount), whose bearer a proxy that has not
 // yet heard of the change still forwards, is ErrInactive, read with the
-// account's row locked as a disabling takes it.
+// account's row locked as a disabling takes it; a session that is no
+// longer live in the identity's tenant (a tenant switch, a sign-out) is
+// sessions.ErrNotFound (sessions.LockLiveIn), as for an email change.
 func (s *Store) UpdateMe(ctx context.Context, id identity.Identity, displayName, requestID string) (Me, error) {
 	const qLock = `
 SELECT display_name FROM users
@@ -294,6 +296,13 @@ FOR NO KEY UPDATE`
 		var old string
 		if err := tx.QueryRow(ctx, qLock, userID, tenantID).Scan(&old); err != nil {
 			return mapErr(err)
+		}
+		// The session must still be bound to the token's tenant, as for
+		// an email change: a tenant switch moves it, and the token it left
+		// behind names a tenant the session is no longer in. A switch
+		// that commits from here on waits for the session's row.
+		if err := sessions.LockLiveIn(ctx, tx, userID, id.SessionID, tenantID); err != nil {
+			return err
 		}
 		// A statement after the lock: it sees a disabling committed by
 		// whoever held the row before.
