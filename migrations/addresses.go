@@ -96,9 +96,14 @@ ORDER BY email_verified_at IS NULL, created_at, id`,
 		rows: `SELECT id::text, 'invitations ' || id, email FROM invitations WHERE ` + candidate + `
 ORDER BY created_at, id`,
 		update: `UPDATE invitations SET email = $2, updated_at = now() WHERE id = $1::uuid AND email = $3`,
+		// The unique index compared lower(email) until migration 00051,
+		// and lower(normalize(email, NFC)) since (a holder stored
+		// decomposed by an earlier release has the address too): either,
+		// so that the report names the holder whichever index the
+		// rewrite runs under (00044 runs before 00051).
 		holders: `SELECT string_agg(o.id::text, ', ') FROM invitations o JOIN invitations i ON i.id = $1::uuid
 WHERE o.tenant_id = i.tenant_id AND o.status = 'pending' AND i.status = 'pending'
-  AND lower(o.email) = lower($2) AND o.id <> i.id`,
+  AND (lower(o.email) = lower($2) OR lower(normalize(o.email, NFC)) = lower(normalize($2, NFC))) AND o.id <> i.id`,
 		holdersAre: "the address of pending invitations %s of the same tenant",
 	}, {
 		// No unique index: only the length CHECK can leave a row (a

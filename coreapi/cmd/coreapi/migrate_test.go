@@ -735,6 +735,49 @@ func TestMigrateAddressesNamesAnUnexplainedDuplicate(t *testing.T) {
 	}
 }
 
+// TestMigrateAddressesNamesAnNFCHolder: `migrate addresses` leaves a
+// pending invitation whose canonical form is, in NFC, the address of
+// another pending invitation of its tenant (one stored decomposed by a pod
+// of an earlier release), which the unique index compares in NFC since
+// migration 00051, and names that invitation in its report, as it names
+// the holder of any other taken address; it compared lower(email) of the
+// stored spellings, found no holder and named only the index. Neither
+// becomes a second pending invitation to the address.
+func TestMigrateAddressesNamesAnNFCHolder(t *testing.T) {
+	db := dbtest.New(t)
+	env := envOf(map[string]string{"DATABASE_URL": db.URL})
+	ctx := context.Background()
+	const (
+		tenant = "00000000-0000-0000-0000-0000000000aa"
+		holder = "00000000-0000-0000-0000-0000000000c1" // NFD, its domain ASCII and canonical: not a candidate
+		dotted = "00000000-0000-0000-0000-0000000000c2" // NFC, its domain with a trailing dot: left
+	)
+	r := addressRig{t: t, db: db, env: env}
+	r.exec(`INSERT INTO tenants (id, name) VALUES ($1, 'T')`, tenant)
+	r.exec(`INSERT INTO invitations (id, tenant_id, email, roles, token_hash, status, expires_at) VALUES
+($1, $3, $4, '{member}', '\x01', 'pending', now() + interval '1 day'),
+($2, $3, $5, '{member}', '\x02', 'pending', now() + interval '1 day')`,
+		holder, dotted, tenant, "jose\u0301@example.com", "jos\u00e9@example.com.")
+	var out bytes.Buffer
+	if err := run(ctx, []string{"migrate", "addresses"}, env, &out); err != nil {
+		t.Fatalf("migrate addresses: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		"WARNING: rewrite_addresses: invitations " + dotted,
+		"its canonical form 'jos\u00e9@example.com' is the address of pending invitations " + holder + " of the same tenant",
+		"addresses: 0 rewritten, 1 left",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("migrate addresses output lacks %q:\n%s", want, out.String())
+		}
+	}
+	var pending int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM invitations WHERE tenant_id = $1 AND status = 'pending'
+AND lower(normalize(email, NFC)) = lower($2)`, tenant, "jos\u00e9@example.com").Scan(&pending); err != nil || pending != 1 {
+		t.Errorf("%d pending invitations to the NFC address (%v), want 1", pending, err)
+	}
+}
+
 // TestMigrateRevokesFormerMembersKeys: migration 00013 revokes the live API
 // keys an older release left to members removed from their tenant (each
 // audited and announced as a removal now does), and nothing else.
