@@ -1,7 +1,8 @@
 // Package accountroutes is the one table of coreapi's routes that some
 // principals may not use, whatever permissions they carry: the routes that
 // act on a person's own account (sign-in, sessions, credentials, second
-// factor, email address, invitations, personal API keys), the creation
+// factor, email address, invitations, personal API keys, linked sign-in
+// providers), the creation
 // of API keys, service accounts, client secrets and members, and the reset
 // of a member's second factor. authproxy refuses these before forwarding and coreapi
 // refuses them again behind it (defense in depth: a proxy bug or a
@@ -63,6 +64,9 @@ var Rules = []Rule{
 	{"POST", "/api/v1/users/me/mfa/totp/confirm", APIKey | Service},
 	{"DELETE", "/api/v1/users/me/mfa/totp", APIKey | Service},
 	{"POST", "/api/v1/users/me/mfa/recovery-codes", APIKey | Service},
+	// The sign-in providers linked to the account: a person's ways in.
+	{"GET", "/api/v1/users/me/identities", APIKey | Service},
+	{"DELETE", "/api/v1/users/me/identities/:provider", APIKey | Service},
 	// The address.
 	{"PATCH", "/api/v1/users/me", APIKey | Service},
 	{"POST", "/api/v1/auth/verify-email/resend", APIKey | Service},

@@ -200,8 +200,12 @@ const (
 	CodeNoMembership  = "no_membership"
 	CodeAlreadyMember = "already_member"
 	CodeLastOwner     = "last_owner"
-	CodeRoleNameTaken = "role_name_taken"
-	CodeBuiltinRole   = "builtin_role"
+	// CodeLastSignInMethod: an unlink of a sign-in provider would leave
+	// the account with no way to sign in (no password, no other
+	// provider).
+	CodeLastSignInMethod = "last_sign_in_method"
+	CodeRoleNameTaken    = "role_name_taken"
+	CodeBuiltinRole      = "builtin_role"
 )
 
 // Codes of sign-in with an external OIDC provider.
@@ -301,6 +305,7 @@ var known = map[string]struct{}{
 	CodeNoMembership:                   {},
 	CodeAlreadyMember:                  {},
 	CodeLastOwner:                      {},
+	CodeLastSignInMethod:               {},
 	CodeRoleNameTaken:                  {},
 	CodeBuiltinRole:                    {},
 	CodeUnknownProvider:                {},

@@ -93,7 +93,8 @@ func subResource(path, prefix, sub string) bool {
 // access that outlasts the session (API keys, client secrets, permissions
 // for another account: a member added, invited, an invitation resent, a
 // member re-enabled or granted a role, a role's permissions widened),
-// remove a member, or change the tenant's policy. A stolen access token
+// remove a member or one of the caller's sign-in providers, or change the
+// tenant's policy. A stolen access token
 // of an admin who has a second factor is then not turned into lasting
 // access for its thief.
 func coreStepUp(method, path string) bool {
@@ -135,6 +136,11 @@ func coreStepUp(method, path string) bool {
 	case "DELETE":
 		if path == "/api/v1/users/me/mfa/totp" {
 			return true
+		}
+		// A sign-in provider unlinked from the caller's account: one of
+		// its ways in, which a stolen token must not take from its owner.
+		if p, ok := strings.CutPrefix(path, "/api/v1/users/me/identities/"); ok {
+			return p != "" && !strings.Contains(p, "/")
 		}
 		// DELETE /api/v1/users/{id} and /api/v1/users/{id}/mfa (an
 		// admin's reset of a member's second factor); {id} "me" too, which

@@ -56,6 +56,12 @@ func TestAuthn(t *testing.T) {
 		{"core delete me (the caller's own membership)", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/me", DenyStepUp, 300},
 		{"core delete me, fresh factor", identity.Projection{MFAEnabled: true}, mfaFresh, core, "DELETE", "/api/v1/users/me", Allow, 0},
 		{"core delete own session", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/me/sessions/0b7e", Allow, 0},
+		// A sign-in provider unlinked: one of the account's ways in.
+		{"core unlink provider", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/me/identities/google", DenyStepUp, 300},
+		{"core unlink provider, fresh factor", identity.Projection{MFAEnabled: true}, mfaFresh, core, "DELETE", "/api/v1/users/me/identities/google", Allow, 0},
+		{"core unlink provider, user without MFA", identity.Projection{}, pwd, core, "DELETE", "/api/v1/users/me/identities/google", Allow, 0},
+		{"core list own identities", identity.Projection{MFAEnabled: true}, pwd, core, "GET", "/api/v1/users/me/identities", Allow, 0},
+		{"core unlink without a provider", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/me/identities/", Allow, 0},
 		{"core delete role of user", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/0b7e/roles/admin", Allow, 0},
 		{"core grant role", identity.Projection{MFAEnabled: true}, pwd, core, "PUT", "/api/v1/users/0b7e/roles/admin", DenyStepUp, 300},
 		{"core grant role, fresh factor", identity.Projection{MFAEnabled: true}, mfaFresh, core, "PUT", "/api/v1/users/0b7e/roles/admin", Allow, 0},

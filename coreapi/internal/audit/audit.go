@@ -64,6 +64,10 @@ const (
 	// an existing account by its verified address; it signs in to the
 	// account from then on.
 	ActionUserIdentityLinked = "user.identity_linked"
+	// ActionUserIdentityUnlinked: the account's owner removed the
+	// identities of a provider (DELETE /users/me/identities/{provider});
+	// they no longer sign in to it. data names the provider and subjects.
+	ActionUserIdentityUnlinked = "user.identity_unlinked"
 
 	ActionAPIKeyCreated = "api_key.created"
 	ActionAPIKeyRevoked = "api_key.revoked"

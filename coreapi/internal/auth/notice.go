@@ -24,6 +24,13 @@ import (
 // session or an administrator's permission, and holding one back would
 // hide the very change its owner must hear of.
 func noticeOwner(ctx context.Context, tx pgx.Tx, userID string, k mail.Kind, at time.Time) error {
+	return NoticeOwner(ctx, tx, userID, k, mail.Data{At: at})
+}
+
+// NoticeOwner is noticeOwner with the notice's data (its At, and what
+// else its template shows), for the changes made outside this package (a
+// sign-in provider linked to the account, or unlinked from it).
+func NoticeOwner(ctx context.Context, tx pgx.Tx, userID string, k mail.Kind, d mail.Data) error {
 	const q = `SELECT email FROM users WHERE id = $1 AND kind = 'human' AND email_verified_at IS NOT NULL`
 	var addr string
 	err := tx.QueryRow(ctx, q, userID).Scan(&addr)
@@ -35,5 +42,5 @@ func noticeOwner(ctx context.Context, tx pgx.Tx, userID string, k mail.Kind, at 
 	}
 	// An address stored before ValidAddress refused it gets the notice
 	// parked, with the reason, for the operator to see.
-	return mail.EnqueueOrPark(ctx, tx, mail.Message{Kind: k, To: addr, Data: mail.Data{At: at}})
+	return mail.EnqueueOrPark(ctx, tx, mail.Message{Kind: k, To: addr, Data: d})
 }

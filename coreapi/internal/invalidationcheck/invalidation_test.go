@@ -44,6 +44,7 @@ var untouched = map[string]string{
 	"oauthAuthorize":    "stores the started sign-in (its state, PKCE verifier and nonce), which nothing cached holds",
 	"reportAPIKeysUsed": "the proxies' own report; records last_used_at, which no lookup returns",
 	"resolveAPIKey":     "the proxies' own lookup; writes only the audit row of a revoked key's use",
+	"unlinkMyIdentity":  "removes the account's links to a sign-in provider, which no projection or key lookup holds",
 }
 
 // writingReads are the documented GET operations that write, each with

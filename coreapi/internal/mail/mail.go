@@ -58,6 +58,13 @@ const (
 	KindMFADisabled     Kind = "mfa_disabled"
 	KindMFAReset        Kind = "mfa_reset"
 	KindRecoveryCodes   Kind = "mfa_recovery_codes_regenerated"
+	// KindIdentityLinked tells an account's verified address that a
+	// sign-in provider's account was linked to it (a new way in, which
+	// whoever holds an account at the provider with the address gets);
+	// KindIdentityUnlinked that one was removed. Their link asks for a
+	// reset link, as the other notices'.
+	KindIdentityLinked   Kind = "identity_linked"
+	KindIdentityUnlinked Kind = "identity_unlinked"
 )
 
 // hasToken reports whether mails of kind k carry a link with a one-time
@@ -83,6 +90,9 @@ type Data struct {
 	NewAddress string `json:"new_address,omitempty"`
 	// At is, in a security notice, when the change was made.
 	At time.Time `json:"at,omitzero"`
+	// Provider is, in a KindIdentityLinked or KindIdentityUnlinked mail,
+	// the sign-in provider's configured name.
+	Provider string `json:"provider,omitempty"`
 }
 
 // Message is one mail to queue.

@@ -24,7 +24,8 @@ type kindTemplates struct {
 
 // templates holds every kind; templates/<kind>.subject, .txt and .html.
 var templates = mustLoad(KindVerifyEmail, KindPasswordReset, KindInvitation, KindEmailChanged,
-	KindPasswordChanged, KindMFAEnabled, KindMFADisabled, KindMFAReset, KindRecoveryCodes)
+	KindPasswordChanged, KindMFAEnabled, KindMFADisabled, KindMFAReset, KindRecoveryCodes,
+	KindIdentityLinked, KindIdentityUnlinked)
 
 var funcs = map[string]any{
 	"date": func(t time.Time) string { return t.UTC().Format("2 January 2006 15:04 MST") },
@@ -96,7 +97,8 @@ func (l Links) of(k Kind) string {
 		return l.ResetPassword
 	case KindInvitation:
 		return l.AcceptInvitation
-	case KindPasswordChanged, KindMFAEnabled, KindMFADisabled, KindMFAReset, KindRecoveryCodes:
+	case KindPasswordChanged, KindMFAEnabled, KindMFADisabled, KindMFAReset, KindRecoveryCodes,
+		KindIdentityLinked, KindIdentityUnlinked:
 		return l.ForgotPassword
 	}
 	return "" // a kind without a link
@@ -127,7 +129,7 @@ func (l Links) Render(k Kind, to, token string, d Data) (Rendered, error) {
 	// Names come from users: no line breaks may reach a header, and
 	// none may show in another order than stored.
 	v.DisplayName, v.TenantName, v.InviterName = ShownName(v.DisplayName), ShownName(v.TenantName), ShownName(v.InviterName)
-	v.NewAddress = ShownName(v.NewAddress)
+	v.NewAddress, v.Provider = ShownName(v.NewAddress), ShownName(v.Provider)
 	var subj, text, html bytes.Buffer
 	if err := t.subject.Execute(&subj, v); err != nil {
 		return Rendered{}, err

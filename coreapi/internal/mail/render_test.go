@@ -63,8 +63,10 @@ func TestSecurityNotices(t *testing.T) {
 		{mail.KindMFADisabled, "The second factor of your account was turned off", "second factor of the Tollgate account of a@example.com was turned off"},
 		{mail.KindMFAReset, "The second factor of your account was removed by an administrator", "An administrator removed the second factor of the Tollgate account of a@example.com"},
 		{mail.KindRecoveryCodes, "New recovery codes were made for your account", "New recovery codes for the second factor of the Tollgate account of a@example.com\nwere made on"},
+		{mail.KindIdentityLinked, "A sign-in provider was linked to your account", "An account at the sign-in provider google was linked to the Tollgate\naccount of a@example.com"},
+		{mail.KindIdentityUnlinked, "A sign-in provider was removed from your account", "The account at the sign-in provider google was unlinked from the\nTollgate account of a@example.com"},
 	} {
-		got, err := mail.DefaultLinks("https://auth.example.test/").Render(c.kind, "a@example.com", "", mail.Data{At: at})
+		got, err := mail.DefaultLinks("https://auth.example.test/").Render(c.kind, "a@example.com", "", mail.Data{At: at, Provider: "google"})
 		if err != nil {
 			t.Fatalf("%s: %v", c.kind, err)
 		}

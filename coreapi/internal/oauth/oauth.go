@@ -397,6 +397,10 @@ func (s *Service) Register(rt httpapi.Routes) {
 	// session; neither may happen for a HEAD that no browser follows.
 	rt.Public.GetOnly("/auth/oauth/:provider/authorize", s.authorize)
 	rt.Public.GetOnly("/auth/oauth/:provider/callback", s.callback)
+	// The caller's own links: API keys and service accounts are refused
+	// (shared/accountroutes).
+	rt.Protected.Get("/users/me/identities", s.listIdentities)
+	rt.Protected.Delete("/users/me/identities/:provider", s.unlinkIdentity)
 }
 
 func (s *Service) lookup(c *fiber.Ctx) (*provider, error) {
@@ -1164,6 +1168,14 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 				if err := audit.WriteForUser(ctx, tx, g.UserID, audit.Event{ActorUserID: g.UserID,
 					Action: audit.ActionUserIdentityLinked, TargetType: audit.TargetUser, TargetID: g.UserID, RequestID: in.RequestID,
 					Data: map[string]string{"provider": in.Provider, "subject": in.Subject, "email": in.Email}}); err != nil {
+					return err
+				}
+				// And its owner is told, at the proven address: whoever
+				// holds an account at the provider with that address (a
+				// mailbox its provider gave out again, an administrator of
+				// the provider's domain) has just gained a way in.
+				if err := auth.NoticeOwner(ctx, tx, g.UserID, mail.KindIdentityLinked,
+					mail.Data{At: time.Now(), Provider: in.Provider}); err != nil {
 					return err
 				}
 			}

@@ -452,6 +452,54 @@ func TestLinksExistingAccountByVerifiedEmail(t *testing.T) {
 	}
 }
 
+// TestIdentityLinkNoticeMailed: a provider identity linked to an existing
+// account by its address is a new way into it, and its owner is told, at
+// the account's verified address, in the link's own transaction: whoever
+// holds an account at the provider with that address (a mailbox recycled
+// by its provider, an administrator of the provider's domain) had a
+// sign-in path into the account of which its owner heard nothing. A
+// later sign-in through the link, and a refused link, mail nothing; an
+// account the sign-in creates gets no notice (nothing of it existed).
+func TestIdentityLinkNoticeMailed(t *testing.T) {
+	x := start(t)
+	st := x.signup(t, "linked@example.com")
+	notices := func(to string) int {
+		t.Helper()
+		return x.count(t, `SELECT count(*) FROM mail_queue WHERE kind = 'identity_linked' AND to_address = $1
+			AND data->>'provider' = 'fake' AND (data->>'at') IS NOT NULL`, to)
+	}
+	x.idp.Mu.Lock()
+	x.idp.Email = "linked@example.com"
+	x.idp.Mu.Unlock()
+	// Not verified: refused, nothing mailed.
+	first := x.begin(t, "?tenant_id="+st.TenantID)
+	if r := x.callback(t, x.approve(t, first), first.cookie); r.Status != http.StatusConflict {
+		t.Fatalf("sign-in for an unverified account's address: %d %s", r.Status, r.Body)
+	}
+	if n := notices("linked@example.com"); n != 0 {
+		t.Fatalf("%d link notices for a refused link", n)
+	}
+	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE users SET email_verified_at = now() WHERE id = $1`, sub(t, st.AccessToken)); err != nil {
+		t.Fatal(err)
+	}
+	x.finish(t, x.begin(t, "?tenant_id="+st.TenantID))
+	if n := notices("linked@example.com"); n != 1 {
+		t.Fatalf("%d link notices to the account's address, want 1", n)
+	}
+	x.finish(t, x.begin(t, "?tenant_id="+st.TenantID))
+	if n := notices("linked@example.com"); n != 1 {
+		t.Errorf("%d link notices after a sign-in through the link, want still 1", n)
+	}
+	// A new account: no notice.
+	x.idp.Mu.Lock()
+	x.idp.Subject, x.idp.Email = "fresh-subject", "fresh@example.com"
+	x.idp.Mu.Unlock()
+	x.finish(t, x.begin(t, ""))
+	if n := notices("fresh@example.com"); n != 0 {
+		t.Errorf("%d link notices for an account the sign-in created", n)
+	}
+}
+
 // TestNoLinkToAnAdminSetPassword: a tenant admin who created a member's
 // account with a password of their choosing (POST /users) keeps knowing
 // it. Once the member proved the address (the mailed link), an OIDC
