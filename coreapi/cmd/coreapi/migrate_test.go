@@ -67,8 +67,8 @@ func TestMigrateUpDownUp(t *testing.T) {
 	// mfa_totp, mfa_recovery_codes and mfa_challenges (00007), api_keys (00008),
 	// service_accounts and service_account_secrets (00009),
 	// tenant_member_counts (00011), outbox_relays (00017), invitation_roles (00040),
-	// signing_key_sightings (00043).
-	const tables = 28
+	// signing_key_sightings (00043), identity_unlinks (00052).
+	const tables = 29
 	if n := tableCount(t, db); n != tables {
 		t.Fatalf("after up: %d tables, want %d", n, tables)
 	}
@@ -167,6 +167,7 @@ func TestIndexes(t *testing.T) {
 		"mail_queue_sent_at_idx":           "mail_queue (sent_at) sent: pruning",
 		"rate_limits_pkey":                 "rate_limits (key)",
 		"rate_limits_kept_until_idx":       "rate_limits (window_start + 2 windows): sweeping",
+		"identity_unlinks_pkey":            "identity_unlinks (user_id, provider): a provider the owner unlinked",
 	}
 	rows, err := db.Pool.Query(ctx, `SELECT indexname FROM pg_indexes WHERE schemaname = 'public'`)
 	if err != nil {

@@ -80,7 +80,8 @@ var (
 
 // unlinkIdentity removes the caller's identities of a provider (by its
 // name, which need not be configured any more): it no longer signs in to
-// the account. The account's last way in is never removed (an account
+// the account, and a sign-in through it is not linked to the account by
+// its address again (providerUnlinked). The account's last way in is never removed (an account
 // without a password keeps one provider). It needs a sign-in within
 // UnlinkMaxAge, with the second factor for an account that has one, of a
 // session still bound to the token's tenant, by an account that could
@@ -98,7 +99,15 @@ func (s *Service) unlinkIdentity(c *fiber.Ctx) error {
 	var mfa bool
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		const qLock = `SELECT password_hash IS NOT NULL FROM users WHERE id = $1 FOR NO KEY UPDATE`
-		const qDelete = `DELETE FROM identities WHERE user_id = $1 AND provider = $2 RETURNING subject`
+		// The provider is remembered as unlinked (providerUnlinked): a
+		// sign-in through it no longer links to the account by address.
+		const qDelete = `
+WITH d AS (DELETE FROM identities WHERE user_id = $1 AND provider = $2 RETURNING subject),
+u AS (
+    INSERT INTO identity_unlinks (user_id, provider) SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM d)
+    ON CONFLICT (user_id, provider) DO UPDATE SET created_at = now()
+)
+SELECT subject FROM d`
 		const qLeft = `SELECT count(*) FROM identities WHERE user_id = $1`
 		var hasPassword bool
 		if err := tx.QueryRow(ctx, qLock, id.UserID).Scan(&hasPassword); errors.Is(err, pgx.ErrNoRows) {
@@ -160,4 +169,18 @@ func (s *Service) unlinkIdentity(c *fiber.Ctx) error {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// providerUnlinked reports whether the owner of userID unlinked provider
+// (DELETE /users/me/identities/{provider}): a sign-in through it is then
+// not linked to the account by address again, whichever subject it
+// names. Run in the link's transaction, after userByEmail locked the
+// account's row, which an unlink locks before recording the provider.
+func providerUnlinked(ctx context.Context, db sqldb.DB, userID, provider string) (bool, error) {
+	const q = `SELECT EXISTS (SELECT 1 FROM identity_unlinks WHERE user_id = $1 AND provider = $2)`
+	var ok bool
+	if err := db.QueryRow(ctx, q, userID, provider).Scan(&ok); err != nil {
+		return false, fmt.Errorf("find unlinked provider: %w", err)
+	}
+	return ok, nil
 }

@@ -197,3 +197,40 @@ func TestUnlinkGuards(t *testing.T) {
 	moved.TenantID = second.ID
 	apitest.WantStatus(t, del(&moved), http.StatusNoContent)
 }
+
+// TestUnlinkedProviderNotLinkedAgainByAddress: once the owner removed a
+// provider's link, a sign-in through that provider with the account's
+// address does not link it again: whoever holds an account there with the
+// address (the one the removal was for) would be back in at the next
+// sign-in, and a new account of theirs at the provider (another subject)
+// too. It is refused (409 conflict), nothing linked, no session opened,
+// nothing mailed; another account keeps linking as before.
+func TestUnlinkedProviderNotLinkedAgainByAddress(t *testing.T) {
+	x := start(t)
+	me := x.linkedAccount(t, "unlinked@example.com")
+	apitest.WantStatus(t, x.Send(t, me, http.MethodDelete, "/api/v1/users/me/identities/fake", nil), http.StatusNoContent)
+	sessionsBefore := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1`, me.UserID)
+	notices := x.count(t, `SELECT count(*) FROM mail_queue WHERE kind = 'identity_linked'`)
+	for _, subject := range []string{"idp-user-1", "a-new-account-at-the-provider"} {
+		x.idp.Mu.Lock()
+		x.idp.Subject = subject
+		x.idp.Mu.Unlock()
+		st := x.begin(t, "")
+		r := x.callback(t, x.approve(t, st), st.cookie)
+		apitest.WantProblem(t, r, http.StatusConflict, problem.CodeConflict)
+	}
+	if n := x.count(t, `SELECT count(*) FROM identities WHERE user_id = $1`, me.UserID); n != 0 {
+		t.Errorf("%d identities linked again after the owner removed the provider", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1`, me.UserID); n != sessionsBefore {
+		t.Errorf("%d sessions opened by refused sign-ins", n-sessionsBefore)
+	}
+	if n := x.count(t, `SELECT count(*) FROM mail_queue WHERE kind = 'identity_linked'`); n != notices {
+		t.Errorf("%d link notices for refused sign-ins", n-notices)
+	}
+	// Another account still links by its address.
+	x.idp.Mu.Lock()
+	x.idp.Subject = "someone-else"
+	x.idp.Mu.Unlock()
+	x.linkedAccount(t, "someone-else@example.com")
+}

@@ -1117,6 +1117,18 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 					"an account with this email address has a password that an administrator set; reset it (forgot password) and sign in again")
 			}
 			if err == nil {
+				// The owner removed this provider's link: whoever holds an
+				// account there with the address is who it was removed for.
+				unlinked, err := providerUnlinked(ctx, tx, g.UserID, in.Provider)
+				if err != nil {
+					return err
+				}
+				if unlinked {
+					return problem.New(fiber.StatusConflict, problem.CodeConflict,
+						"the owner of the account with this email address removed this provider's link; it is not linked again by address: sign in to it as before")
+				}
+			}
+			if err == nil {
 				mfa, err := hasSecondFactor(ctx, tx, g.UserID)
 				if err != nil {
 					return err
