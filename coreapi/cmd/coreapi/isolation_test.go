@@ -70,6 +70,7 @@ var isolationAllowlist = map[string]string{
 	"createRole":              "creates in the caller's current tenant",
 	"createAPIKey":            "creates in the caller's current tenant",
 	"createMyAPIKey":          "creates in the caller's current tenant",
+	"unlinkMyIdentity":        "{provider} names a sign-in provider, not a tenant's row; it removes the caller's own account's link",
 }
 
 // isolationBodies are the request bodies the walk sends, by the schema of
@@ -85,6 +86,7 @@ var isolationBodies = map[string]string{
 var isolationNoOwnRows = map[string]string{
 	"listPermissions":   "the permission catalog: names, no tenant's rows",
 	"listMyInvitations": "invitations from other tenants to the caller's address; none are sent to tenant B's owner, and tenant A's to its own invitee must not show",
+	"listMyIdentities":  "the sign-in providers linked to the caller's account: provider names and addresses, no tenant's rows",
 }
 
 // isolationRoleBodies are the bodies of the operations whose body names
