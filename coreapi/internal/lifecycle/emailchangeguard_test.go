@@ -82,3 +82,40 @@ func TestEmailChangeWithAMovedSession(t *testing.T) {
 	}
 	wantStatus(t, x.Send(t, &after, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "elsewhere@example.net"}), http.StatusAccepted)
 }
+
+// TestResendWithAMovedOrEndedSession: a verification link is not mailed
+// again (POST /auth/verify-email/resend) with an access token of the
+// tenant its session has since switched away from, nor of a session that
+// has ended (401 invalid_token, as the email change itself is refused):
+// the session is no longer the one the token was issued for. No link is
+// made or mailed; the token of the switch has it mailed.
+func TestResendWithAMovedOrEndedSession(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.signup(t, "moved-resend@example.com")
+	const pending = "moved-resend-new@example.net"
+	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": pending}), http.StatusAccepted)
+	second := x.SeedTenant(t, "Second")
+	x.SeedMember(t, second.ID, a.c.Sub, "member")
+	r := x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/switch-tenant", map[string]string{"tenant_id": second.ID, "refresh_token": a.tok.RefreshToken})
+	wantStatus(t, r, http.StatusOK)
+	var sw tokens
+	r.JSON(t, &sw)
+	after := x.identity(t, claimsOf(t, sw.AccessToken))
+	const qLinks = `SELECT count(*) FROM action_tokens WHERE user_id = $1 AND email = $2`
+	links := x.count(t, qLinks, a.c.Sub, pending)
+
+	wantProblem(t, x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/verify-email/resend", nil), http.StatusUnauthorized, problem.CodeInvalidToken)
+	if n := x.count(t, qLinks, a.c.Sub, pending); n != links {
+		t.Fatalf("%d links to the pending address after the refusal, want %d", n, links)
+	}
+	wantStatus(t, x.Send(t, &after, http.MethodPost, "/api/v1/auth/verify-email/resend", nil), http.StatusAccepted)
+
+	// Ended: the session's row revoked (a sign-out a proxy has not yet
+	// heard of).
+	x.exec(t, `UPDATE sessions SET revoked_at = now() WHERE id = $1`, after.SessionID)
+	links = x.count(t, qLinks, a.c.Sub, pending)
+	wantProblem(t, x.Send(t, &after, http.MethodPost, "/api/v1/auth/verify-email/resend", nil), http.StatusUnauthorized, problem.CodeInvalidToken)
+	if n := x.count(t, qLinks, a.c.Sub, pending); n != links {
+		t.Fatalf("%d links to the pending address after the refusal of an ended session, want %d", n, links)
+	}
+}

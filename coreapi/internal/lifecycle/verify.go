@@ -335,10 +335,22 @@ var errResendDisabled = problem.New(fiber.StatusForbidden, problem.CodeUserDisab
 	"the account or its membership is no longer active: no verification link is sent")
 
 // resendVerification mails a new link: to the address of a pending email
-// change if there is one, else to the account's unverified address.
+// change if there is one, else to the account's unverified address. The
+// bearer's session must be live and still bound to the token's tenant
+// (401 invalid_token otherwise), and the account able to sign in to it.
 func (s *Service) resendVerification(c *fiber.Ctx) error {
 	id := httpapi.IdentityOf(c)
 	ctx := c.UserContext()
+	// A session that has ended, or moved to another tenant than the
+	// token's (a tenant switch), is no longer the one the token speaks
+	// for, as the email change itself holds: 401 invalid_token, before
+	// the request counts against the limit. Checked again with the
+	// session's row locked.
+	if live, err := sessions.LiveIn(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
+		return err
+	} else if !live {
+		return httpapi.SessionEnded(c)
+	}
 	ok, wait, err := s.limiter.Allow(ctx, ratelimit.Key("resend", id.UserID), s.limits.Resend)
 	if err != nil {
 		return err
@@ -370,6 +382,11 @@ FROM users u WHERE u.id = $1`
 		if err := tx.QueryRow(ctx, q, id.UserID).Scan(&email, &verified, &pending); err != nil {
 			return fmt.Errorf("load user: %w", err)
 		}
+		// A tenant switch or a sign-out that commits from here on waits
+		// for the session's row.
+		if err := sessions.LockLiveIn(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
+			return err
+		}
 		// An account that could not sign in now gets no new link, as it
 		// may start no email change: one mailed while a proxy still
 		// forwards its bearer would outlive the disabling.
@@ -390,6 +407,9 @@ FROM users u WHERE u.id = $1`
 		}
 		return onetime.SendVerification(ctx, tx, id.UserID, to, change, rid)
 	})
+	if errors.Is(err, sessions.ErrNotFound) {
+		return httpapi.SessionEnded(c)
+	}
 	if err != nil {
 		return err
 	}
