@@ -23,6 +23,8 @@ func start(t testing.TB, o apitest.Options) *apitest.Env {
 // otherOperations are documented but served by other packages, which have
 // their own tests.
 var otherOperations = []string{"getOpenAPI", "getOpenAPIv1", "getHealth", "getJWKS", "createAccount", "issueToken", "logout", "switchTenant", "changePassword", "listSessions", "revokeSession", "oauthAuthorize", "oauthCallback",
+	// package oauth's routes of the caller's linked identities, checked by its own TestMain
+	"listMyIdentities", "unlinkMyIdentity",
 	// package lifecycle's routes, checked by its own TestMain
 	"verifyEmail", "resendVerification", "forgotPassword", "resetPassword", "listInvitations", "createInvitation",
 	"revokeInvitation", "resendInvitation", "acceptInvitation", "listMyInvitations",
