@@ -35,7 +35,12 @@ func (a *App) ReloadRules() error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	b, err := os.ReadFile(a.cfg.RulesFile)
-	if err == nil {
+	if err != nil {
+		// No content was read: whatever comes back next is a change, the
+		// content in force included (a file removed, or made unreadable,
+		// and restored as it was), which must clear the refusal.
+		a.lastRules = [32]byte{}
+	} else {
 		a.lastRules = sha256.Sum256(b)
 		var t *rules.Table
 		if t, err = rules.Parse(b, Env(a.cfg)); err == nil {

@@ -498,3 +498,29 @@ func TestRulesReloadURLPasswordNotLogged(t *testing.T) {
 		t.Fatalf("the password is in the log:\n%s", e.logs.String())
 	}
 }
+
+// TestRulesReloadFileRestoredAfterRemoval: a rules file that vanishes (or
+// cannot be read) is a refused reload, the table in force kept; when the
+// same content comes back, the file on disk is again the table in force,
+// so the refusal is over: authproxy_rules_reload_refused (and the alert on
+// it) goes back to 0. It stayed 1 because the content equalled the last
+// one read and was skipped, until the next change of the file.
+func TestRulesReloadFileRestoredAfterRemoval(t *testing.T) {
+	e := start(t, envOpt{rules: rulesA})
+	p := e.app.cfg.RulesFile
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, func() error { return testenv.Want("reload failures", e.reloadFailures(), 1) })
+	if r := e.reloadRefused(); r != 1 {
+		t.Fatalf("reload refused = %v with the file gone, want 1", r)
+	}
+	e.wantStatus(e.do("GET", "/app/x", "", nil), 200)
+	e.writeRules(rulesA)
+	testenv.Eventually(t, func() error { return testenv.Want("reload refused", e.reloadRefused(), 0) })
+	e.wantStatus(e.do("GET", "/app/x", "", nil), 200)
+	e.wantProblem(e.do("GET", "/extra", "", nil), 404, problem.CodeNotFound)
+	if f := e.reloadFailures(); f != 1 {
+		t.Fatalf("reload failures = %v, want 1", f)
+	}
+}
