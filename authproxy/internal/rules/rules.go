@@ -363,10 +363,11 @@ var reservedPrefixes = func() []string {
 // CorePrefixes lists the built-in prefixes (for docs and tests).
 func CorePrefixes() []string { return slices.Clone(reservedPrefixes[1:]) }
 
-// under reports whether p equals base or lies under it, by whole segments
-// and ignoring case.
+// under reports whether p equals base or lies under it, by whole segments,
+// ignoring case and reading the letters of unicodeFolds as ASCII ones, as
+// Match does: "/api/v1/u%C5%BFers/me" lies under /api/v1/users.
 func under(p, base string) bool {
-	p, base = strings.ToLower(p), strings.ToLower(base)
+	p, base = foldKey(p), foldKey(base)
 	return p == base || strings.HasPrefix(p, base+"/")
 }
 

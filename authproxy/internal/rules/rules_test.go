@@ -563,3 +563,37 @@ func TestIsInternalFolded(t *testing.T) {
 		}
 	}
 }
+
+// TestCorePrefixSpelledWithUnicodeFoldsRefused: a prefix that lies under a
+// built-in one (or /internal) once the letters outside ASCII that Match
+// reads as ASCII ones (unicodeFolds) are read so is refused as one spelled
+// in ASCII is. /api/v1/u%C5%BFers/me loaded: Match reads it as
+// /api/v1/users/me, a longer prefix than coreapi's /api/v1/users, so
+// GET /api/v1/users/me was 404 (the path does not spell the route's
+// prefix) and never reached coreapi, while /api/v1/u%C5%BFers/me went to
+// the app: an app route shadowed coreapi's.
+func TestCorePrefixSpelledWithUnicodeFoldsRefused(t *testing.T) {
+	const ups = "upstreams: {notes: {url: 'http://127.0.0.1:8082', key_id: app-notes}}\n"
+	for _, prefix := range []string{
+		"/api/v1/u%C5%BFers/me",           // ſ: /api/v1/users/me
+		"/api/v1/%C4%B0nvitations/x",      // İ: /api/v1/invitations/x
+		"/api/v1/auth/%E2%84%AAeys",       // Kelvin sign: under /api/v1/auth
+		"/.well-%E2%84%AAnown/x",          // /.well-known/x
+		"/%C4%B1nternal/x",                // ı: /internal/x
+		"/API/V1/u%C5%BFers/me",           // in another case too
+		"/api/v1/roles/%C4%B1d/%C5%BFelf", // deeper
+	} {
+		_, err := Parse([]byte(ups+"routes: [{prefix: '"+prefix+"', upstream: notes, access: public}]"), testEnv)
+		if err == nil || !strings.Contains(err.Error(), "prefix lies under the built-in") {
+			t.Errorf("prefix %s: err = %v, want it refused as lying under a built-in prefix", prefix, err)
+		}
+	}
+	// Folds elsewhere are an app's own prefixes.
+	tb, err := Parse([]byte(ups+"routes: [{prefix: '/u%C5%BFers', upstream: notes, access: public}]"), testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, status, _ := match(t, tb, "GET", "/api/v1/users/me"); status != 200 {
+		t.Fatalf("GET /api/v1/users/me: %d, want coreapi's route", status)
+	}
+}
