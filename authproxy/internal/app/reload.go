@@ -34,7 +34,7 @@ func (a *App) ReloadRules() error {
 	}
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
-	b, err := os.ReadFile(a.cfg.RulesFile)
+	b, err := rules.ReadFile(a.cfg.RulesFile)
 	if err != nil {
 		// No content was read: whatever comes back next is a change, the
 		// content in force included (a file removed, or made unreadable,
@@ -189,7 +189,7 @@ func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 			// The watches first, then the read: a change after the read
 			// is seen by the new watches.
 			names = watch()
-			b, err := os.ReadFile(a.cfg.RulesFile)
+			b, err := rules.ReadFile(a.cfg.RulesFile)
 			if err == nil {
 				if sum := sha256.Sum256(b); bytes.Equal(sum[:], a.lastRulesSum()) {
 					continue

@@ -11,6 +11,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -523,4 +524,21 @@ func TestRulesReloadFileRestoredAfterRemoval(t *testing.T) {
 	if f := e.reloadFailures(); f != 1 {
 		t.Fatalf("reload failures = %v, want 1", f)
 	}
+}
+
+// TestRulesReloadOversizedFileRefused: at a reload, as at start, a rules
+// file of more than rules.MaxFileSize bytes is refused (the table in force
+// kept, the refusal logged and counted), not read whole into a serving
+// proxy's memory.
+func TestRulesReloadOversizedFileRefused(t *testing.T) {
+	e := start(t, envOpt{rules: rulesA})
+	huge := rulesB + strings.Repeat("#"+strings.Repeat("x", 1023)+"\n", rules.MaxFileSize>>10)
+	e.writeRules(huge)
+	testenv.Eventually(t, func() error { return testenv.Want("reload failures", e.reloadFailures(), 1) })
+	if g, r := e.generation(), e.reloadRefused(); g != 1 || r != 1 {
+		t.Fatalf("generation = %v, reload refused = %v after an oversized file, want 1 and 1", g, r)
+	}
+	testenv.Eventually(t, func() error { return testenv.Contains("the log", e.logs.String(), "more than 4 MiB") })
+	e.wantStatus(e.do("GET", "/app/x", "", nil), 200)
+	e.wantProblem(e.do("GET", "/extra", "", nil), 404, problem.CodeNotFound)
 }

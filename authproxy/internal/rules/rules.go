@@ -433,17 +433,41 @@ func Alias(coreURL, appURL, keyID string) (*Table, error) {
 	return Compile(f, Env{CoreURL: coreURL, UpstreamKeyIDs: []string{keyID}})
 }
 
+// MaxFileSize is the most a rules file may hold: four times the most a
+// Kubernetes ConfigMap holds, tens of thousands of routes.
+const MaxFileSize = 4 << 20
+
 // Load reads and compiles the rules file at path ("" means the built-in
 // routes only).
 func Load(path string, env Env) (*Table, error) {
 	if path == "" {
 		return Core(env.CoreURL)
 	}
-	b, err := os.ReadFile(path)
+	b, err := ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read rules: %w", err)
 	}
 	return Parse(b, env)
+}
+
+// ReadFile returns the contents of the rules file at path, refusing one of
+// more than MaxFileSize bytes having read no more: a RULES_FILE pointed at
+// the wrong file (a log, a disk image, /dev/zero) would otherwise be read
+// whole into memory, at start and at every reload of a serving proxy.
+func ReadFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxFileSize {
+		return nil, fmt.Errorf("%s: more than %d MiB: not a rules file", path, MaxFileSize>>20)
+	}
+	return b, nil
 }
 
 // Parse parses a rules file (YAML or JSON, unknown fields refused) and

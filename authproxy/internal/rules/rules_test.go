@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -595,5 +596,42 @@ func TestCorePrefixSpelledWithUnicodeFoldsRefused(t *testing.T) {
 	}
 	if _, status, _ := match(t, tb, "GET", "/api/v1/users/me"); status != 200 {
 		t.Fatalf("GET /api/v1/users/me: %d, want coreapi's route", status)
+	}
+}
+
+// TestLoadRefusesAnOversizedFile: RULES_FILE pointed at the wrong file (a
+// log, a disk image, a device without end such as /dev/zero) was read whole
+// into memory and parsed, at start and at each reload, which could stop a
+// serving proxy out of memory or hold its reloads for good. A file of more
+// than MaxFileSize bytes is refused, naming the limit, having read no more
+// than that; one of MaxFileSize loads.
+func TestLoadRefusesAnOversizedFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, size int) string {
+		body := "routes: []\n"
+		pad := "#" + strings.Repeat("x", 78) + "\n"
+		var b strings.Builder
+		b.WriteString(body)
+		for b.Len()+len(pad) <= size {
+			b.WriteString(pad)
+		}
+		b.WriteString(strings.Repeat("#", size-b.Len()))
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if _, err := Load(write("fits.yaml", MaxFileSize), testEnv); err != nil {
+		t.Fatalf("a file of MaxFileSize bytes: %v", err)
+	}
+	_, err := Load(write("huge.yaml", MaxFileSize+1), testEnv)
+	if err == nil || !strings.Contains(err.Error(), "more than 4 MiB") {
+		t.Fatalf("a file of MaxFileSize+1 bytes: err = %v, want it refused as more than 4 MiB", err)
+	}
+	if _, err := os.Stat("/dev/zero"); err == nil {
+		if _, err := Load("/dev/zero", testEnv); err == nil || !strings.Contains(err.Error(), "more than 4 MiB") {
+			t.Fatalf("/dev/zero: err = %v, want it refused as more than 4 MiB", err)
+		}
 	}
 }
