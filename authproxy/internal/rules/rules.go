@@ -36,6 +36,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/pathnorm"
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
 	"github.com/tollgate-auth/tollgate/shared/yamldoc"
+	yamlv3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
 )
 
@@ -473,6 +474,9 @@ func ReadFile(path string) ([]byte, error) {
 // Parse parses a rules file (YAML or JSON, unknown fields refused) and
 // compiles it.
 func Parse(b []byte, env Env) (*Table, error) {
+	if err := aliasExpansion(b, MaxFileSize); err != nil {
+		return nil, err
+	}
 	var probe map[string]any
 	if err := yaml.Unmarshal(b, &probe); err != nil {
 		return nil, fmt.Errorf("parse rules: %w", err)
@@ -504,6 +508,53 @@ func Parse(b []byte, env Env) (*Table, error) {
 	}
 	t.Source = sha256.Sum256(b)
 	return t, nil
+}
+
+// aliasExpansion refuses a file whose aliases would repeat more than limit
+// bytes of text: each alias stands for the whole value of its anchor, and
+// the YAML library bounds that only past 100 aliases, so a few MiB anchored
+// once and named by 100 aliases (or nested anchors each repeating the one
+// before) made gigabytes of JSON as the file was decoded. The document is
+// read as its nodes, which an alias only points at, and each anchored
+// value is sized once. A file without aliases is never refused here (the
+// parse reports a syntax error, and MaxFileSize bounds the text).
+func aliasExpansion(b []byte, limit int) error {
+	var doc yamlv3.Node
+	if err := yamlv3.Unmarshal(b, &doc); err != nil {
+		return nil // the parse below reports it
+	}
+	sizes := map[*yamlv3.Node]int{}
+	aliases := false
+	var size func(n *yamlv3.Node) int
+	size = func(n *yamlv3.Node) int {
+		if s, ok := sizes[n]; ok {
+			if s < 0 { // an anchor whose value holds itself: endless
+				return limit + 1
+			}
+			return s
+		}
+		sizes[n] = -1
+		s := 1 + len(n.Value)
+		if n.Kind == yamlv3.AliasNode {
+			aliases = true
+			s = 1
+			if n.Alias != nil {
+				s = size(n.Alias)
+			}
+		}
+		for _, c := range n.Content {
+			if s += size(c); s > limit {
+				s = limit + 1 // and no further: the sum could overflow
+				break
+			}
+		}
+		sizes[n] = s
+		return s
+	}
+	if size(&doc) > limit && aliases {
+		return fmt.Errorf("parse rules: the file expands to more than %d MiB through its aliases (*name): write the values out, or anchor less", limit>>20)
+	}
+	return nil
 }
 
 // oneDocument refuses a file of more than one YAML document: only the

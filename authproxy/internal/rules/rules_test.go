@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -633,5 +634,43 @@ func TestLoadRefusesAnOversizedFile(t *testing.T) {
 		if _, err := Load("/dev/zero", testEnv); err == nil || !strings.Contains(err.Error(), "more than 4 MiB") {
 			t.Fatalf("/dev/zero: err = %v, want it refused as more than 4 MiB", err)
 		}
+	}
+}
+
+// TestAliasExpansionBounded: YAML aliases repeat what their anchor holds
+// wherever they stand. The YAML library refuses an expansion only past 100
+// aliases, so a file of a few MiB whose anchor held one large value, named
+// by 100 aliases, was taken: converting it to JSON, twice, allocated about
+// 1.5 GB for each MiB, at start and at each reload of a serving proxy.
+// A file that would expand to more than MaxFileSize is refused before
+// anything is expanded; anchors that expand within it still load.
+func TestAliasExpansionBounded(t *testing.T) {
+	const ups = "upstreams: {notes: {url: 'http://127.0.0.1:8082', key_id: app-notes}}\n"
+	big := "/" + strings.Repeat("a", 1<<20)
+	bomb := ups + "x-prefix: &p '" + big + "'\nroutes:\n" +
+		strings.Repeat("  - {prefix: *p, upstream: notes, access: public}\n", 100)
+	_, err := Parse([]byte(bomb), testEnv)
+	if err == nil || !strings.Contains(err.Error(), "expands to more than 4 MiB") {
+		t.Fatalf("err = %.300v, want the file refused for its expansion", err)
+	}
+	// Nested: each level repeats the one below; refused as well.
+	var nested strings.Builder
+	nested.WriteString(ups + "routes: []\nx: [&l0 '" + strings.Repeat("b", 64<<10) + "'")
+	for i := 1; i <= 8; i++ {
+		fmt.Fprintf(&nested, ", &l%d [*l%d, *l%d, *l%d]", i, i-1, i-1, i-1)
+	}
+	nested.WriteString("]\n")
+	if _, err := Parse([]byte(nested.String()), testEnv); err == nil || !strings.Contains(err.Error(), "expands to more than 4 MiB") {
+		t.Fatalf("nested aliases: err = %.300v, want the file refused for its expansion", err)
+	}
+	ok := ups + "routes:\n" +
+		"  - {prefix: /a, upstream: notes, access: protected, permissions: &read [notes:read, notes:list]}\n" +
+		"  - {prefix: /b, upstream: notes, access: protected, permissions: *read}\n"
+	tb, err := Parse([]byte(ok), testEnv)
+	if err != nil {
+		t.Fatalf("anchors within bounds: %v", err)
+	}
+	if r, _, _ := match(t, tb, "GET", "/b"); r == nil || strings.Join(r.Permissions, ",") != "notes:read,notes:list" {
+		t.Fatalf("/b: route %+v, want the anchored permissions", r)
 	}
 }
