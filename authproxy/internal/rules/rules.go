@@ -519,11 +519,14 @@ func Parse(b []byte, env Env) (*Table, error) {
 // value is sized once. A file without aliases is never refused here (the
 // parse reports a syntax error, and MaxFileSize bounds the text).
 func aliasExpansion(b []byte, limit int) error {
+	if bytes.IndexByte(b, '*') < 0 { // no alias: most files
+		return nil
+	}
 	var doc yamlv3.Node
 	if err := yamlv3.Unmarshal(b, &doc); err != nil {
 		return nil // the parse below reports it
 	}
-	sizes := map[*yamlv3.Node]int{}
+	sizes := map[*yamlv3.Node]int{} // of anchored nodes, the only ones aliases name
 	aliases := false
 	var size func(n *yamlv3.Node) int
 	size = func(n *yamlv3.Node) int {
@@ -533,7 +536,9 @@ func aliasExpansion(b []byte, limit int) error {
 			}
 			return s
 		}
-		sizes[n] = -1
+		if n.Anchor != "" {
+			sizes[n] = -1
+		}
 		s := 1 + len(n.Value)
 		if n.Kind == yamlv3.AliasNode {
 			aliases = true
@@ -548,7 +553,9 @@ func aliasExpansion(b []byte, limit int) error {
 				break
 			}
 		}
-		sizes[n] = s
+		if n.Anchor != "" {
+			sizes[n] = s
+		}
 		return s
 	}
 	if size(&doc) > limit && aliases {
