@@ -591,6 +591,22 @@ func jsonFields(t reflect.Type) []string {
 	return names
 }
 
+// optionalStrings are the fields of the spec types that are strings and
+// may be left out (a duration: timeout, stream_timeout, max_auth_age),
+// so that an empty one reads as left out.
+var optionalStrings = func() map[string]bool {
+	m := map[string]bool{}
+	for _, t := range []reflect.Type{reflect.TypeFor[UpstreamSpec](), reflect.TypeFor[RouteSpec]()} {
+		for i := range t.NumField() {
+			name, opts, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+			if t.Field(i).Type.Kind() == reflect.String && opts == "omitempty" {
+				m[name] = true
+			}
+		}
+	}
+	return m
+}()
+
 // writtenFields checks what decoding the file as JSON lets through: a
 // field written without a value (null: "methods:" with nothing after it,
 // a template that rendered nothing) reads as one left out, which for
@@ -598,7 +614,9 @@ func jsonFields(t reflect.Type) []string {
 // asked; and a field name is matched ignoring case, so "Require_MFA:
 // false" beside "require_mfa: true" would be a duplicate that one of
 // them silently wins. A max_body_bytes of 0 reads as one left out too
-// (MAX_BODY_BYTES), neither no body nor no limit.
+// (MAX_BODY_BYTES), neither no body nor no limit, and so does an optional
+// string written empty (max_auth_age: "", a template that rendered
+// nothing between quotes): no recent sign-in asked.
 func writtenFields(probe map[string]any) []error {
 	var errs []error
 	check := func(where string, m map[string]any, fields []string) {
@@ -613,6 +631,9 @@ func writtenFields(probe map[string]any) []error {
 			}
 			if m[k] == nil && where != "" {
 				errs = append(errs, fmt.Errorf("%s%s: written without a value, which would read as left out; give one or leave the field out", where, k))
+			}
+			if v, ok := m[k].(string); ok && v == "" && where != "" && optionalStrings[k] {
+				errs = append(errs, fmt.Errorf("%s%s: written as an empty string, which would read as left out; give one or leave the field out", where, k))
 			}
 		}
 	}

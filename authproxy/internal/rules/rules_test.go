@@ -674,3 +674,23 @@ func TestAliasExpansionBounded(t *testing.T) {
 		t.Fatalf("/b: route %+v, want the anchored permissions", r)
 	}
 }
+
+// TestEmptyStringReadAsLeftOutRefused: an optional field written as an
+// empty string (max_auth_age: "", a template that rendered nothing
+// between quotes) read as one left out, as null did before it was
+// refused: a protected route meant to need a recent sign-in loaded
+// without max_auth_age, a stream route without its stream_timeout, an
+// upstream without its timeout. Each is refused, naming the field.
+func TestEmptyStringReadAsLeftOutRefused(t *testing.T) {
+	const ups = "upstreams: {notes: {url: 'http://127.0.0.1:8082', key_id: app-notes}}\n"
+	for _, tc := range []struct{ body, want string }{
+		{ups + "routes: [{prefix: /a, upstream: notes, access: protected, max_auth_age: ''}]", "route 1 (/a): max_auth_age: written as an empty string"},
+		{ups + "routes: [{prefix: /a, upstream: notes, access: protected, stream_timeout: \"\"}]", "route 1 (/a): stream_timeout: written as an empty string"},
+		{"upstreams: {notes: {url: 'http://127.0.0.1:8082', key_id: app-notes, timeout: ''}}\nroutes: []", `upstream "notes": timeout: written as an empty string`},
+	} {
+		tb, err := Parse([]byte(tc.body), testEnv)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s\nerr = %v (table %v), want %q", tc.body, err, tb != nil, tc.want)
+		}
+	}
+}
