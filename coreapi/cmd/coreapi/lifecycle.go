@@ -12,7 +12,6 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
@@ -41,10 +40,8 @@ func wireLifecycle(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg 
 	if err != nil {
 		return nil, err
 	}
-	if cfg.TenantMailsPerHour > 0 {
-		invitations.TenantMailLimit.N = cfg.TenantMailsPerHour
-	}
-	lc, err := lifecycle.New(lifecycle.Options{Logger: log, Pool: pool, Auth: svc, Passwords: hasher, Catalog: cfg.Catalog})
+	lc, err := lifecycle.New(lifecycle.Options{Logger: log, Pool: pool, Auth: svc, Passwords: hasher, Catalog: cfg.Catalog,
+		Limits: lifecycle.Limits{Invitations: invitationLimits(cfg)}})
 	if err != nil {
 		return nil, err
 	}

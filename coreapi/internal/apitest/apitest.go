@@ -71,6 +71,8 @@ type Options struct {
 	// PasswordChecksPerHour is the tenant API's budget of password hashes
 	// per client IP (0: the default).
 	PasswordChecksPerHour int
+	// Users are the tenant API's mail limits (a zero field: the default).
+	Users users.Limits
 	// ExecMode is the pgx exec mode of the server's pool (0: the default,
 	// cache_statement); the PgBouncer-friendly modes are tested with it.
 	ExecMode pgx.QueryExecMode
@@ -175,7 +177,7 @@ func Start(t testing.TB, o Options) *Env {
 	if o.Configure != nil {
 		o.Configure(&opts)
 	}
-	tapi, err := tenantapi.New(tenantapi.Options{Pool: pool, Passwords: o.Passwords, Catalog: opts.Catalog, PasswordChecksPerHour: o.PasswordChecksPerHour})
+	tapi, err := tenantapi.New(tenantapi.Options{Pool: pool, Passwords: o.Passwords, Catalog: opts.Catalog, PasswordChecksPerHour: o.PasswordChecksPerHour, Limits: o.Users})
 	if err != nil {
 		t.Fatalf("apitest: %v", err)
 	}

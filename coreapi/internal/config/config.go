@@ -171,7 +171,7 @@ type Config struct {
 	// client IP may have checked per hour.
 	PasswordChecksPerHour int
 	// TenantMailsPerHour bounds the invitation and account mails one
-	// tenant's members cause per hour (invitations.TenantMailLimit).
+	// tenant's members cause per hour (invitations.Limits.TenantMail).
 	TenantMailsPerHour int
 	// APIKeyCreationsPerHour bounds the tenant API keys one tenant
 	// creates per hour, revoked and expired ones included

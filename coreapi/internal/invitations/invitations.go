@@ -58,60 +58,91 @@ var (
 	ErrRoleDeleted = errors.New("a role this invitation grants was deleted since it was sent; withdraw it and invite again")
 )
 
-// MailLimit bounds the invitation mails one tenant sends to one address
-// (creations, through POST /invitations or POST /users, and resends
-// together): each mails someone who never asked for it, and anyone can
-// sign up and own a tenant.
-var MailLimit = ratelimit.Limit{N: 3, Window: time.Hour}
+// Limits bound the invitation and account mails a tenant's members cause
+// (a zero field takes its DefaultLimits value). They are each Store's own,
+// passed by its owner, so that the services of one process each keep what
+// they were configured with.
+type Limits struct {
+	// Mail bounds the invitation mails one tenant sends to one address
+	// (creations, through POST /invitations or POST /users, and resends
+	// together): each mails someone who never asked for it, and anyone
+	// can sign up and own a tenant.
+	Mail ratelimit.Limit
+	// InboxMail bounds the invitation mails one inbox gets over every
+	// tenant together: Mail is one tenant's, and anyone can sign up, as
+	// often as the sign-up limit allows and without proving an address,
+	// and own a tenant, each a fresh Mail budget for the same mailbox.
+	InboxMail ratelimit.Limit
+	// TenantMail bounds, over every address together, the mails one
+	// tenant's members cause to be sent to others: invitations (creations
+	// and resends) and the verification mail of an account created by
+	// POST /users (TENANT_MAILS_PER_HOUR an hour). Mail alone bounds one
+	// address, and a tenant, which anyone can sign up and own, could
+	// otherwise mail any number of addresses of its choosing, its own
+	// name in each.
+	TenantMail ratelimit.Limit
+}
 
-// InboxMailLimit bounds the invitation mails one inbox gets over every
-// tenant together: MailLimit is one tenant's, and anyone can sign up, as
-// often as the sign-up limit allows and without proving an address, and
-// own a tenant, each a fresh MailLimit for the same mailbox.
-var InboxMailLimit = ratelimit.Limit{N: 10, Window: time.Hour}
-
-// DefaultTenantMailsPerHour is TenantMailLimit's default
+// DefaultTenantMailsPerHour is TenantMail's default
 // (TENANT_MAILS_PER_HOUR).
 const DefaultTenantMailsPerHour = 200
 
-// TenantMailLimit bounds, over every address together, the mails one
-// tenant's members cause to be sent to others: invitations (creations and
-// resends) and the verification mail of an account created by POST
-// /users. MailLimit alone bounds one address, and a tenant, which anyone
-// can sign up and own, could otherwise mail any number of addresses of
-// its choosing, its own name in each. coreapi sets N from
-// TENANT_MAILS_PER_HOUR at start.
-var TenantMailLimit = ratelimit.Limit{N: DefaultTenantMailsPerHour, Window: time.Hour}
+// DefaultLimits returns the limits a Store has unless told otherwise: 3
+// invitation mails a tenant to an inbox and 10 to an inbox over every
+// tenant an hour, DefaultTenantMailsPerHour mails a tenant an hour.
+func DefaultLimits() Limits {
+	return Limits{
+		Mail:       ratelimit.Limit{N: 3, Window: time.Hour},
+		InboxMail:  ratelimit.Limit{N: 10, Window: time.Hour},
+		TenantMail: ratelimit.Limit{N: DefaultTenantMailsPerHour, Window: time.Hour},
+	}
+}
+
+// OrDefault returns l with each zero field replaced by its DefaultLimits
+// value.
+func (l Limits) OrDefault() Limits {
+	d := DefaultLimits()
+	pick := func(got, def ratelimit.Limit) ratelimit.Limit {
+		if got.N <= 0 || got.Window <= 0 {
+			return def
+		}
+		return got
+	}
+	return Limits{Mail: pick(l.Mail, d.Mail), InboxMail: pick(l.InboxMail, d.InboxMail), TenantMail: pick(l.TenantMail, d.TenantMail)}
+}
 
 // countMail counts, in tx, one invitation mail from tenantID to email's
-// inbox (mail.Inbox: a "+tag" is no other inbox) against MailLimit and,
-// over every tenant, InboxMailLimit (a *ratelimit.Refused above either:
-// nothing is written or mailed). The hit commits with the mail, and a
-// caller refused rolls back, so only mails sent are counted.
-func countMail(ctx context.Context, tx pgx.Tx, tenantID, email string) error {
+// inbox (mail.Inbox: a "+tag" is no other inbox) against l.Mail and,
+// over every tenant, l.InboxMail (a *ratelimit.Refused above either:
+// nothing is written or mailed), then against l.TenantMail. The hit
+// commits with the mail, and a caller refused rolls back, so only mails
+// sent are counted.
+func countMail(ctx context.Context, tx pgx.Tx, l Limits, tenantID, email string) error {
+	l = l.OrDefault()
 	inbox := mail.Inbox(email)
 	key := ratelimit.Key("invitation-mail", tenantID, inbox)
-	if err := ratelimit.CheckIn(ctx, tx, key, MailLimit, "too many invitation mails to this address"); err != nil {
+	if err := ratelimit.CheckIn(ctx, tx, key, l.Mail, "too many invitation mails to this address"); err != nil {
 		return err
 	}
-	if err := ratelimit.CheckIn(ctx, tx, ratelimit.Key("invitation-inbox-mail", inbox), InboxMailLimit,
+	if err := ratelimit.CheckIn(ctx, tx, ratelimit.Key("invitation-inbox-mail", inbox), l.InboxMail,
 		"too many invitation mails to this address"); err != nil {
 		return err
 	}
-	return CountTenantMail(ctx, tx, tenantID)
+	return CountTenantMail(ctx, tx, l.TenantMail, tenantID)
 }
 
 // CountTenantMail counts, in tx, one mail a member of tenantID causes to
-// be sent to someone else against TenantMailLimit (a *ratelimit.Refused
-// above it). As countMail's, the hit commits with the mail.
-func CountTenantMail(ctx context.Context, tx pgx.Tx, tenantID string) error {
-	return ratelimit.CheckIn(ctx, tx, TenantMailKey(tenantID), TenantMailLimit, TenantMailRefusal)
+// be sent to someone else against limit, the caller's Limits.TenantMail
+// (a *ratelimit.Refused above it; a zero limit is the default). As
+// countMail's, the hit commits with the mail.
+func CountTenantMail(ctx context.Context, tx pgx.Tx, limit ratelimit.Limit, tenantID string) error {
+	return ratelimit.CheckIn(ctx, tx, TenantMailKey(tenantID), Limits{TenantMail: limit}.OrDefault().TenantMail, TenantMailRefusal)
 }
 
-// TenantMailKey is the key of tenantID's count under TenantMailLimit.
+// TenantMailKey is the key of tenantID's count under Limits.TenantMail.
 func TenantMailKey(tenantID string) []byte { return ratelimit.Key("tenant-mail", tenantID) }
 
-// TenantMailRefusal is the refusal of a mail past TenantMailLimit.
+// TenantMailRefusal is the refusal of a mail past Limits.TenantMail.
 const TenantMailRefusal = "this tenant has sent as many invitation and account mails as it may this hour (TENANT_MAILS_PER_HOUR)"
 
 // Invitation is one invitation as its tenant sees it (written as
@@ -154,16 +185,17 @@ const cols = `i.id::text AS id, i.email, CASE WHEN i.status = 'pending' THEN ` +
 type Store struct {
 	pool    *pgxpool.Pool
 	catalog *permissions.Catalog
+	limits  Limits
 }
 
 // NewStore returns a Store on pool; c is the live permission catalog (nil:
 // the built-in one), which says what the built-in roles an invitation
-// names grant.
-func NewStore(pool *pgxpool.Pool, c *permissions.Catalog) *Store {
+// names grant; l bounds the mails it sends (a zero field: the default).
+func NewStore(pool *pgxpool.Pool, c *permissions.Catalog, l Limits) *Store {
 	if c == nil {
 		c = permissions.Builtin()
 	}
-	return &Store{pool: pool, catalog: c}
+	return &Store{pool: pool, catalog: c, limits: l.OrDefault()}
 }
 
 // The permissions of role row r under the live catalog (roles.CatalogArgs:
@@ -240,8 +272,9 @@ FROM tenants t WHERE t.id = $1`
 // permission the roles grant under the catalog c (else
 // roles.ErrEscalation). The invitation holds the roles the names are now
 // (the caller holds the tenant's lock, which a role's renaming and
-// deletion take too), stored by id.
-func Create(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, tenantID string, a roles.Actor, email string, roleNames []string) (Invitation, error) {
+// deletion take too), stored by id. The mail counts against l (a zero
+// field: the default).
+func Create(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, l Limits, tenantID string, a roles.Actor, email string, roleNames []string) (Invitation, error) {
 	var (
 		qExpire = `
 UPDATE invitations SET status = 'expired', updated_at = now()
@@ -283,7 +316,7 @@ SELECT i.id::text AS id, i.email, $3::text[] AS roles, i.status, i.expires_at, i
 	if member {
 		return Invitation{}, ErrIsMember
 	}
-	if err := countMail(ctx, tx, tenantID, email); err != nil {
+	if err := countMail(ctx, tx, l, tenantID, email); err != nil {
 		return Invitation{}, err
 	}
 	if _, err := tx.Exec(ctx, qExpire, tenantID, email); err != nil {
@@ -333,7 +366,7 @@ func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, emai
 		if err := sessions.CheckLive(ctx, tx, a.UserID, a.SessionID); err != nil {
 			return err
 		}
-		inv, err = Create(ctx, tx, s.catalog, tenantID, a, email, roleNames)
+		inv, err = Create(ctx, tx, s.catalog, s.limits, tenantID, a, email, roleNames)
 		return err
 	})
 	return inv, err
@@ -604,7 +637,7 @@ RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
 		if isMember {
 			return ErrIsMember
 		}
-		if err := countMail(ctx, tx, tenantID, inv.Email); err != nil {
+		if err := countMail(ctx, tx, s.limits, tenantID, inv.Email); err != nil {
 			return err
 		}
 		err = mail.Enqueue(ctx, tx, mail.Message{Kind: mail.KindInvitation, To: inv.Email, Token: raw,

@@ -21,6 +21,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
@@ -1227,7 +1228,7 @@ func TestRemovedMemberSessionsStayEnded(t *testing.T) {
 // address, and anyone can sign up and own a tenant; a tenant could mail
 // one address without end (resend after resend, or withdraw and invite
 // again, through POST /invitations or POST /users). Now a tenant sends an
-// address at most invitations.MailLimit invitation mails per window, then
+// address at most invitations.Limits.Mail invitation mails per window, then
 // gets 429 with Retry-After and nothing is written or mailed; another
 // tenant's invitations to the address are not held back.
 func TestInvitationMailsLimited(t *testing.T) {
@@ -1238,7 +1239,7 @@ func TestInvitationMailsLimited(t *testing.T) {
 	resend := func() apitest.Response {
 		return x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations/"+inv.ID+"/resend", nil)
 	}
-	for range invitations.MailLimit.N - 1 {
+	for range invitations.DefaultLimits().Mail.N - 1 {
 		wantStatus(t, resend(), http.StatusOK)
 	}
 	wantRefused := func(r apitest.Response) {
@@ -1257,8 +1258,8 @@ func TestInvitationMailsLimited(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM invitations WHERE lower(email) = 'victim+1@example.com'`); n != 0 {
 		t.Fatalf("an invitation to a subaddress of a limited inbox was written")
 	}
-	if n := x.count(t, `SELECT count(*) FROM mail_queue WHERE kind = 'invitation' AND lower(to_address) = 'victim@example.com'`); n != invitations.MailLimit.N {
-		t.Fatalf("%d invitation mails queued, want %d", n, invitations.MailLimit.N)
+	if n := x.count(t, `SELECT count(*) FROM mail_queue WHERE kind = 'invitation' AND lower(to_address) = 'victim@example.com'`); n != invitations.DefaultLimits().Mail.N {
+		t.Fatalf("%d invitation mails queued, want %d", n, invitations.DefaultLimits().Mail.N)
 	}
 	if n := x.count(t, `SELECT count(*) FROM invitations WHERE lower(email) = 'victim@example.com' AND status = 'pending'`); n != 0 {
 		t.Fatalf("%d pending invitations after the refusals", n)
@@ -1267,18 +1268,18 @@ func TestInvitationMailsLimited(t *testing.T) {
 	x.invite(t, other.id, "victim@example.com")
 }
 
-// TestInvitationMailsPerInboxLimited: MailLimit bounds the invitation
+// TestInvitationMailsPerInboxLimited: Limits.Mail bounds the invitation
 // mails one tenant sends to an address, but anyone can sign up, without
 // proving an address, and own a tenant: each tenant signed up was a fresh
 // budget for one mailbox, so accounts signed up at the sign-up limit's
 // pace mailed it more invitations every hour, without bound. Now the
 // invitation mails to one inbox (mail.Inbox: a "+tag" is no other inbox),
-// over every tenant, stop at invitations.InboxMailLimit per window: the
+// over every tenant, stop at invitations.Limits.InboxMail per window: the
 // next gets 429 with Retry-After and nothing is written or mailed;
 // another inbox is not held back.
 func TestInvitationMailsPerInboxLimited(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
-	n := invitations.InboxMailLimit.N
+	n := invitations.DefaultLimits().InboxMail.N
 	var last account
 	wantLimited(t, n, func(i int) apitest.Response {
 		last = x.signup(t, fmt.Sprintf("owner%d@spam.test", i))
@@ -1315,20 +1316,17 @@ func TestNewMembersPerInboxLimited(t *testing.T) {
 	wantStatus(t, x.Send(t, &owner.id, http.MethodPost, "/api/v1/users", map[string]any{"email": "someone@example.org"}), http.StatusCreated)
 }
 
-// TestTenantMailsLimited: MailLimit bounds one address, but a tenant
+// TestTenantMailsLimited: Limits.Mail bounds one address, but a tenant
 // (anyone can sign up and own one) could mail any number of addresses of
 // its choosing, an invitation or a new account's verification mail each,
 // its own name in every one. Now the mails a tenant causes, over every
-// address together, stop at invitations.TenantMailLimit per window: the
+// address together, stop at invitations.Limits.TenantMail per window: the
 // next invitation, resend or POST /users of a new account gets 429 with
 // Retry-After and the tenant's limit named, and nothing is written or
 // mailed; another tenant is not held back, and a refused request does not
 // count.
 func TestTenantMailsLimited(t *testing.T) {
-	x := start(t, lifecycle.Limits{})
-	prev := invitations.TenantMailLimit
-	invitations.TenantMailLimit.N = 3
-	t.Cleanup(func() { invitations.TenantMailLimit = prev })
+	x := start(t, lifecycle.Limits{Invitations: invitations.Limits{TenantMail: ratelimit.Limit{N: 3, Window: time.Hour}}})
 
 	owner := x.signup(t, "owner@spam.test")
 	tenant := owner.id.TenantID
@@ -1364,9 +1362,12 @@ func TestTenantMailsLimited(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM users WHERE lower(email) = 'e@example.com'`); n != 0 {
 		t.Fatalf("a refused account was written")
 	}
-	// The refusals did not count: raising the limit by one lets one more through.
-	invitations.TenantMailLimit.N = 4
-	x.invite(t, owner.id, "d@example.com")
+	// The refusals did not count: a server on the same database with a
+	// limit one higher lets one more through, and no other.
+	y := startOpts(t, startOptions{limits: lifecycle.Limits{Invitations: invitations.Limits{TenantMail: ratelimit.Limit{N: 4, Window: time.Hour}}},
+		hasher: x.hasher, db: x.DB})
+	wantStatus(t, y.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations", map[string]any{"email": "d@example.com"}), http.StatusCreated)
+	wantRefused(y.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations", map[string]any{"email": "f@example.com"}))
 	wantRefused(x.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations", map[string]any{"email": "f@example.com"}))
 
 	other := x.signup(t, "owner@bravo.test")

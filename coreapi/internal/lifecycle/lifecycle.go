@@ -49,6 +49,11 @@ type Limits struct {
 	ForgotPerIP ratelimit.Limit
 	// Resend: verification mails a user may ask for; above it 429.
 	Resend ratelimit.Limit
+	// Invitations bound the invitation mails, per address, per inbox and
+	// per tenant (TENANT_MAILS_PER_HOUR); a zero field takes its
+	// invitations.DefaultLimits value. The tenant API's POST /users
+	// counts against the same per-tenant limit and must be given it too.
+	Invitations invitations.Limits
 }
 
 // DefaultLimits: 3 reset mails per address and hour, 20 forgot requests
@@ -106,7 +111,7 @@ func New(o Options) (*Service, error) {
 		o.Catalog = permissions.Builtin()
 	}
 	return &Service{log: o.Logger, pool: o.Pool, auth: o.Auth, passwords: o.Passwords,
-		limiter: ratelimit.New(o.Pool), limits: o.Limits, invitations: invitations.NewStore(o.Pool, o.Catalog), catalog: o.Catalog,
+		limiter: ratelimit.New(o.Pool), limits: o.Limits, invitations: invitations.NewStore(o.Pool, o.Catalog, o.Limits.Invitations), catalog: o.Catalog,
 		resets: afterAnswer{slots: make(chan struct{}, maxPendingResets)}}, nil
 }
 

@@ -29,6 +29,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/serviceaccounts"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
@@ -104,7 +105,9 @@ func startOpts(t *testing.T, so startOptions) *env {
 	limits, cat, h := so.limits, so.cat, so.hasher
 	ring, _ := keytest.Ring(t)
 	x := &env{smtp: mailtest.Start(t), hasher: h}
-	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, DB: so.db, Configure: func(o *httpapi.Options) {
+	// The tenant API's POST /users counts against the invitations' limits,
+	// as coreapi wires it.
+	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Users: users.Limits{Invitations: limits.Invitations}, DB: so.db, Configure: func(o *httpapi.Options) {
 		o.Catalog = cat
 		store := sessions.New(o.Pool, time.Hour, 10*time.Second)
 		ao := auth.Options{Logger: o.Logger, Pool: o.Pool, Keys: ring, Passwords: h, Catalog: cat,

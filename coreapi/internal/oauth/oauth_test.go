@@ -1410,7 +1410,7 @@ func TestHandoverRefusedAfterMembershipEnds(t *testing.T) {
 			x.SeedMember(t, team.ID, uid, "member")
 			st := x.begin(t, "?tenant_id="+team.ID)
 			c := handover(t, x.callback(t, x.approve(t, st), st.cookie))
-			tt.change(t, x, users.NewStore(x.DB.Pool, nil, nil),
+			tt.change(t, x, users.NewStore(x.DB.Pool, nil, nil, users.Limits{}),
 				roles.Actor{UserID: owner.UserID, Permissions: owner.Permissions, RequestID: "test"}, uid, team.ID)
 			r := x.exchange(t, c)
 			if r.Status != tt.status || r.Problem(t).Code != tt.code {
@@ -1472,7 +1472,7 @@ func TestHandoverRacingTheMembersStanding(t *testing.T) {
 			hold := x.DB.Hold(t, `SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE`, sid)
 			exchange := dbtest.AnsweredOrWaiting(t, x.DB, func() apitest.Response { return x.exchange(t, c) })
 			changed := dbtest.AnsweredOrWaitingFor(t, x.DB, 2, func() struct{} {
-				tt.change(t, x, users.NewStore(x.DB.Pool, nil, nil),
+				tt.change(t, x, users.NewStore(x.DB.Pool, nil, nil, users.Limits{}),
 					roles.Actor{UserID: owner.UserID, Permissions: owner.Permissions, RequestID: "test"}, uid, team.ID)
 				return struct{}{}
 			})

@@ -207,7 +207,7 @@ func TestRemovedPermissionLeavesEveryProjection(t *testing.T) {
 	}
 	// The profile reports the permissions of the identity the proxy signs
 	// from this projection.
-	me, err := users.NewStore(db.Pool, nil, cat2).Me(ctx, identity.Identity{UserID: userID, TenantID: tenantID, Roles: p.Roles, Permissions: p.Permissions})
+	me, err := users.NewStore(db.Pool, nil, cat2, users.Limits{}).Me(ctx, identity.Identity{UserID: userID, TenantID: tenantID, Roles: p.Roles, Permissions: p.Permissions})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,10 @@ type Options struct {
 	// shared with sign-in); a member made with a password counts one. 0
 	// means ratelimit.DefaultPasswordChecks.
 	PasswordChecksPerHour int
+	// Limits bound the mails POST /users sends: invitations, and the
+	// verification mails of the accounts it makes (a zero field: the
+	// default; TENANT_MAILS_PER_HOUR sets Invitations.TenantMail).
+	Limits users.Limits
 }
 
 // Server serves the tenant API's routes.
@@ -68,7 +72,7 @@ func New(o Options) (*Server, error) {
 	}
 	return &Server{
 		pool:       o.Pool,
-		users:      users.NewStore(o.Pool, o.Passwords, o.Catalog),
+		users:      users.NewStore(o.Pool, o.Passwords, o.Catalog, o.Limits),
 		tenants:    tenants.NewStore(o.Pool),
 		roles:      roles.NewStore(o.Pool, o.Catalog),
 		audit:      audit.NewStore(o.Pool),

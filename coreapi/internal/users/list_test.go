@@ -133,7 +133,7 @@ WHERE m.tenant_id = $1 AND abs(hashtext(m.user_id::text || r.name)) % 3 = 0`
 		}
 	}
 	for _, pool := range []*pgxpool.Pool{db.Pool, simple} {
-		s := NewStore(pool, nil, nil)
+		s := NewStore(pool, nil, nil, Limits{})
 		for _, tid := range tids {
 			for _, total := range []bool{false, true} {
 				for _, limit := range []int{1, 7, 51, 500} {
@@ -244,7 +244,7 @@ INSERT INTO memberships (tenant_id, user_id) SELECT $1, id FROM u`
 		}
 	}
 	check("after concurrent inserts")
-	s := NewStore(db.Pool, nil, nil)
+	s := NewStore(db.Pool, nil, nil, Limits{})
 	if _, total, err := s.List(ctx, ListParams{TenantID: tids[0], Limit: 5, IncludeTotal: true}); err != nil || total != 60 {
 		t.Fatalf("List total = %d, %v; want 60", total, err)
 	}

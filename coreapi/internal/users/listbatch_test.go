@@ -46,7 +46,7 @@ func TestListPagesQueuedMeanwhileShareOneRoundTrip(t *testing.T) {
 	seedMembersOf(t, ctx, db.Pool, 30, tids[0])
 	seedMembersOf(t, ctx, db.Pool, 7, tids[1])
 
-	alone := NewStore(db.Pool, nil, nil)
+	alone := NewStore(db.Pool, nil, nil, Limits{})
 	first, _, err := alone.List(ctx, ListParams{TenantID: tids[0], Limit: 10})
 	if err != nil || len(first) != 10 {
 		t.Fatalf("first page: %d members, %v", len(first), err)
@@ -77,7 +77,7 @@ func TestListPagesQueuedMeanwhileShareOneRoundTrip(t *testing.T) {
 
 			var q queryCounter
 			pool := onePool(t, db, mode, &q)
-			s := NewStore(pool, nil, nil)
+			s := NewStore(pool, nil, nil, Limits{})
 			s.list.b.runners = 1
 			held, err := pool.Acquire(ctx)
 			if err != nil {
@@ -139,7 +139,7 @@ func BenchmarkListParallel(b *testing.B) {
 		b.Fatal(err)
 	}
 	var q queryCounter
-	s := NewStore(countedPool(b, db, 8, pgx.QueryExecModeCacheStatement, &q), nil, nil)
+	s := NewStore(countedPool(b, db, 8, pgx.QueryExecModeCacheStatement, &q), nil, nil, Limits{})
 	b.SetParallelism(32)
 	b.ReportAllocs()
 	b.ResetTimer()

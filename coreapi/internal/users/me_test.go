@@ -49,7 +49,7 @@ SELECT id, 'k', '\x00', CASE WHEN email = 'a@x.test' THEN 'active' ELSE 'pending
 	simple := simpleProtocolPool(t, ctx, db.URL)
 
 	for name, pool := range map[string]*pgxpool.Pool{"cache_statement": db.Pool, "simple_protocol": simple} {
-		s := NewStore(pool, nil, nil)
+		s := NewStore(pool, nil, nil, Limits{})
 		var got, want []Me
 		for _, u := range users {
 			id := identity.Identity{Principal: identity.PrincipalUser, UserID: u.ID, TenantID: "00000000-0000-0000-0000-00000000000a",

@@ -102,7 +102,7 @@ RETURNING id::text`)
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
 		t.Run(mode.String(), func(t *testing.T) {
 			// What each read gets on its own.
-			alone := NewStore(db.Pool, nil, nil)
+			alone := NewStore(db.Pool, nil, nil, Limits{})
 			want := map[string]Me{}
 			for _, id := range ids {
 				me, err := alone.Me(ctx, identity.Identity{UserID: id})
@@ -114,7 +114,7 @@ RETURNING id::text`)
 
 			var q queryCounter
 			pool := onePool(t, db, mode, &q)
-			s := NewStore(pool, nil, nil)
+			s := NewStore(pool, nil, nil, Limits{})
 			s.me.b.runners, s.me.b.extra = 1, 0 // no extra runner, however long the test holds the connection
 			held, err := pool.Acquire(ctx)
 			if err != nil {
@@ -188,7 +188,7 @@ INSERT INTO users (email, display_name) SELECT 'd' || g || '@x.test', 'D' || g F
 RETURNING id::text`)
 	var q queryCounter
 	pool := onePool(t, db, pgx.QueryExecModeCacheStatement, &q)
-	s := NewStore(pool, nil, nil)
+	s := NewStore(pool, nil, nil, Limits{})
 	var mu sync.Mutex
 	now := time.Unix(1_700_000_000, 0)
 	s.me.b.clock = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -295,7 +295,7 @@ INSERT INTO users (email, display_name)
 SELECT 'bench-' || g || '@example.com', 'Bench User ' || g FROM generate_series(1, 1000) g
 RETURNING id::text`)
 	var q queryCounter
-	s := NewStore(countedPool(b, db, 8, pgx.QueryExecModeCacheStatement, &q), nil, nil)
+	s := NewStore(countedPool(b, db, 8, pgx.QueryExecModeCacheStatement, &q), nil, nil, Limits{})
 	var next atomic.Int64
 	b.SetParallelism(32)
 	b.ReportAllocs()

@@ -100,11 +100,21 @@ type PasswordHasher interface {
 	Hash(ctx context.Context, password string) (string, error)
 }
 
+// Limits bound the mails the Store's changes send (a zero field takes
+// its default). They are each Store's own, passed by its owner.
+type Limits struct {
+	// Invitations bound the invitation POST /users sends to an address
+	// that has an account, and, by TenantMail, the verification mails
+	// of the accounts it makes (TENANT_MAILS_PER_HOUR).
+	Invitations invitations.Limits
+}
+
 // Store reads and writes members.
 type Store struct {
 	pool    *pgxpool.Pool
 	hasher  PasswordHasher
 	catalog *permissions.Catalog
+	limits  Limits
 	// all and member are the catalog's permissions and the member role's,
 	// bound as $3 and $4 of the queries that use permsOf.
 	all, member string
@@ -115,13 +125,14 @@ type Store struct {
 
 // NewStore returns a Store on pool; hasher may be nil when no member is ever
 // created with a password; c is the live permission catalog (nil: the
-// built-in one).
-func NewStore(pool *pgxpool.Pool, hasher PasswordHasher, c *permissions.Catalog) *Store {
+// built-in one); l bounds the mails it sends.
+func NewStore(pool *pgxpool.Pool, hasher PasswordHasher, c *permissions.Catalog, l Limits) *Store {
 	if c == nil {
 		c = permissions.Builtin()
 	}
+	l.Invitations = l.Invitations.OrDefault()
 	all, member := roles.CatalogArgs(c)
-	return &Store{pool: pool, hasher: hasher, catalog: c, all: all, member: member, me: newMeLoader(pool), list: newListLoader(pool)}
+	return &Store{pool: pool, hasher: hasher, catalog: c, limits: l, all: all, member: member, me: newMeLoader(pool), list: newListLoader(pool)}
 }
 
 // permsOf is the sorted union of the permissions of membership m's roles
@@ -781,7 +792,7 @@ func (s *Store) precheck(ctx context.Context, tenantID string, n NewMember) (tak
 		found                int
 		tenantWait, addrWait *float64
 	)
-	tl, al := invitations.TenantMailLimit, onetime.AddressMailLimit
+	tl, al := s.limits.Invitations.TenantMail, onetime.AddressMailLimit
 	if err := s.pool.QueryRow(ctx, qPrecheck, n.Email, tenantID, n.Roles,
 		invitations.TenantMailKey(tenantID), tl.Window.Seconds(), tl.N,
 		onetime.AddressMailKey(n.Email), al.Window.Seconds(), al.N).Scan(&taken, &found, &tenantWait, &addrWait); err != nil {
@@ -839,7 +850,7 @@ func (s *Store) create(ctx context.Context, tenantID string, n NewMember, a role
 		userID := u.ID
 		if errors.Is(err, ErrEmailTaken) {
 			// An account exists: its owner must consent.
-			i, err := invitations.Create(ctx, tx, s.catalog, tenantID, a, n.Email, n.Roles)
+			i, err := invitations.Create(ctx, tx, s.catalog, s.limits.Invitations, tenantID, a, n.Email, n.Roles)
 			if errors.Is(err, invitations.ErrUnknownRole) {
 				return tenants.ErrUnknownRole
 			}
@@ -873,7 +884,7 @@ func (s *Store) create(ctx context.Context, tenantID string, n NewMember, a role
 		if err := onetime.CountAddressMail(ctx, tx, n.Email); err != nil {
 			return err
 		}
-		if err := invitations.CountTenantMail(ctx, tx, tenantID); err != nil {
+		if err := invitations.CountTenantMail(ctx, tx, s.limits.Invitations.TenantMail, tenantID); err != nil {
 			return err
 		}
 		if err := onetime.SendVerification(ctx, tx, userID, n.Email, false, a.RequestID); err != nil {
