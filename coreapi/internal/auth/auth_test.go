@@ -2260,7 +2260,7 @@ func TestSignupMailsPerInboxLimited(t *testing.T) {
 		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/signup", ClientIP: fmt.Sprintf("198.51.100.%d", 10+i),
 			Body: map[string]string{"email": fmt.Sprintf("Inbox+%d@example.org", i), "password": pw, "tenant_name": "T"}})
 	}
-	n := onetime.AddressMailLimit.N
+	n := onetime.AddressMailLimit().N
 	for i := range n {
 		if r := send(i); r.Status != http.StatusCreated {
 			t.Fatalf("sign-up %d: %d %s", i, r.Status, r.Body)

@@ -1302,7 +1302,7 @@ func TestInvitationMailsPerInboxLimited(t *testing.T) {
 func TestNewMembersPerInboxLimited(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@tags.test")
-	n := onetime.AddressMailLimit.N
+	n := onetime.AddressMailLimit().N
 	wantLimited(t, n, func(i int) apitest.Response {
 		return x.Send(t, &owner.id, http.MethodPost, "/api/v1/users", map[string]any{"email": fmt.Sprintf("victim+%d@example.org", i)})
 	})

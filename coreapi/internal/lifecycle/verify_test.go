@@ -348,7 +348,7 @@ func TestEmailChangeRateLimited(t *testing.T) {
 func TestVerificationMailsPerAddressLimited(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
 	const victim = "inbox@example.org"
-	n := onetime.AddressMailLimit.N
+	n := onetime.AddressMailLimit().N
 	var first account
 	for i := range n + 1 {
 		a := x.signup(t, fmt.Sprintf("flood%d@example.com", i))
@@ -381,7 +381,7 @@ func TestVerificationMailsPerAddressLimited(t *testing.T) {
 // used to be a fresh budget of AddressMailLimit mails.
 func TestVerificationMailsPerInboxLimited(t *testing.T) {
 	x := start(t, lifecycle.Limits{})
-	n := onetime.AddressMailLimit.N
+	n := onetime.AddressMailLimit().N
 	for i := range n + 1 {
 		a := x.signup(t, fmt.Sprintf("tagflood%d@example.com", i))
 		r := x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": fmt.Sprintf("Inbox+%d@example.org", i)})
@@ -413,7 +413,7 @@ func TestVerificationMailsPerInboxAcrossDomainSpellings(t *testing.T) {
 		"inbox+c@xn--bcher-kva.example",
 		"inbox+c@b\u00fccher.example",
 	}
-	n := onetime.AddressMailLimit.N
+	n := onetime.AddressMailLimit().N
 	if len(spellings) <= n {
 		t.Fatalf("%d spellings for a limit of %d", len(spellings), n)
 	}

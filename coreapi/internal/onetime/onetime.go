@@ -205,8 +205,9 @@ WHERE t.user_id = $1 AND t.purpose = $2 AND u.id = t.user_id AND lower(t.email) 
 // included), whichever accounts ask for them: each account's own limits
 // (5 email changes an hour, 3 resends in 15 minutes) say nothing of the
 // address, and anyone can sign up as many accounts as the sign-up limit
-// allows and point each at the same mailbox.
-var AddressMailLimit = ratelimit.Limit{N: 5, Window: time.Hour}
+// allows and point each at the same mailbox: 5 an hour, the same for
+// every caller of the process.
+func AddressMailLimit() ratelimit.Limit { return ratelimit.Limit{N: 5, Window: time.Hour} }
 
 // CountAddressMail counts, in tx, one verification mail to email against
 // AddressMailLimit (a *ratelimit.Refused above it). The hit commits with the
@@ -215,7 +216,7 @@ var AddressMailLimit = ratelimit.Limit{N: 5, Window: time.Hour}
 // (POST /users) call it before SendVerification: one inbox has as many
 // addresses as "+tag"s, each of which may become a new account.
 func CountAddressMail(ctx context.Context, tx pgx.Tx, email string) error {
-	return ratelimit.CheckIn(ctx, tx, AddressMailKey(email), AddressMailLimit, AddressMailRefusal)
+	return ratelimit.CheckIn(ctx, tx, AddressMailKey(email), AddressMailLimit(), AddressMailRefusal)
 }
 
 // AddressMailKey is the key of email's inbox's count under

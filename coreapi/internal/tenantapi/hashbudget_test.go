@@ -83,7 +83,7 @@ func TestNewMemberPasswordHashedLast(t *testing.T) {
 		{"tenant mails", "TENANT_MAILS_PER_HOUR", invitations.TenantMailKey(w.A), 1000000, 0},
 		{"address mails", "verification mails", onetime.AddressMailKey("x4+tag@acme.test"), 1000000, 0},
 		{"tenant mails, the window before", "TENANT_MAILS_PER_HOUR", invitations.TenantMailKey(w.A), 1, invitations.DefaultLimits().TenantMail.N},
-		{"address mails, the window before", "verification mails", onetime.AddressMailKey("x4+tag@acme.test"), 1, onetime.AddressMailLimit.N},
+		{"address mails, the window before", "verification mails", onetime.AddressMailKey("x4+tag@acme.test"), 1, onetime.AddressMailLimit().N},
 	} {
 		ago := "0"
 		if spent.prev > 0 {

@@ -792,7 +792,7 @@ func (s *Store) precheck(ctx context.Context, tenantID string, n NewMember) (tak
 		found                int
 		tenantWait, addrWait *float64
 	)
-	tl, al := s.limits.Invitations.TenantMail, onetime.AddressMailLimit
+	tl, al := s.limits.Invitations.TenantMail, onetime.AddressMailLimit()
 	if err := s.pool.QueryRow(ctx, qPrecheck, n.Email, tenantID, n.Roles,
 		invitations.TenantMailKey(tenantID), tl.Window.Seconds(), tl.N,
 		onetime.AddressMailKey(n.Email), al.Window.Seconds(), al.N).Scan(&taken, &found, &tenantWait, &addrWait); err != nil {
