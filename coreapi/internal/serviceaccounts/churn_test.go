@@ -12,18 +12,17 @@ import (
 )
 
 // TestSecretCreationsLimited: a service account gets at most
-// SecretCreations.N client secrets in a window, and a tenant's accounts
-// TenantSecretCreations.N together, deleted ones included, then 429 with
+// Limits.SecretCreations.N client secrets in a window, and a tenant's
+// accounts Limits.TenantSecretCreations.N together, deleted ones included, then 429 with
 // Retry-After and nothing written; a creation refused otherwise (409 at
 // MaxSecrets) is not counted, another tenant is not held back. Without it
 // a create-and-delete loop ran without end, each deletion an invalidation
 // every proxy receives.
 func TestSecretCreationsLimited(t *testing.T) {
-	old, oldTenant := serviceaccounts.SecretCreations, serviceaccounts.TenantSecretCreations
-	serviceaccounts.SecretCreations = ratelimit.Limit{N: 3, Window: time.Hour}
-	serviceaccounts.TenantSecretCreations = ratelimit.Limit{N: 5, Window: time.Hour}
-	t.Cleanup(func() { serviceaccounts.SecretCreations, serviceaccounts.TenantSecretCreations = old, oldTenant })
-	e := start(t, startOpts{})
+	e := start(t, startOpts{limits: serviceaccounts.Limits{
+		SecretCreations:       ratelimit.Limit{N: 3, Window: time.Hour},
+		TenantSecretCreations: ratelimit.Limit{N: 5, Window: time.Hour},
+	}})
 	_, owner := e.owner(t, "owner@example.com")
 	_, other := e.owner(t, "other@example.com")
 	a := e.createAccount(t, owner, "ci")
@@ -80,16 +79,13 @@ SELECT $1, sha256(i::text::bytea) FROM generate_series(1, $2) i`, b.ID, servicea
 }
 
 // TestAccountCreationsLimited: a tenant creates at most
-// AccountCreations.N service accounts in a window, deleted ones included,
+// Limits.AccountCreations.N service accounts in a window, deleted ones included,
 // then 429 with Retry-After and nothing written; a creation refused
 // otherwise is not counted, another tenant is not held back. Without it a
 // create-and-delete loop ran without end, each deletion an invalidation
 // every proxy receives.
 func TestAccountCreationsLimited(t *testing.T) {
-	old := serviceaccounts.AccountCreations
-	serviceaccounts.AccountCreations = ratelimit.Limit{N: 3, Window: time.Hour}
-	t.Cleanup(func() { serviceaccounts.AccountCreations = old })
-	e := start(t, startOpts{})
+	e := start(t, startOpts{limits: serviceaccounts.Limits{AccountCreations: ratelimit.Limit{N: 3, Window: time.Hour}}})
 	_, owner := e.owner(t, "owner@example.com")
 	_, other := e.owner(t, "other@example.com")
 	// Refused for another reason (the owner role is never handed): not counted.

@@ -103,7 +103,7 @@ func (s *Service) authenticate(c *fiber.Ctx, cr credentials) (Client, error) {
 	// row of the client id's own.
 	ipKey := ratelimit.Key("client_credentials_ip", ratelimit.ClientKey(ip))
 	key := ratelimit.Key("client_credentials", strings.ToLower(cr.id), ratelimit.ClientKey(ip))
-	hits, ok, retry, err := s.o.Limiter.AllowBoth(ctx, ipKey, ClientIPLimit, key, ClientLimit)
+	hits, ok, retry, err := s.o.Limiter.AllowBoth(ctx, ipKey, s.o.Limits.ClientIP, key, s.o.Limits.Client)
 	if err != nil {
 		return Client{}, err
 	}
@@ -153,14 +153,14 @@ func safeID(id string) string {
 }
 
 // auditFailure records a wrong secret for an existing service account, at
-// most AuditFailureLimit of them an account in a window; a failure beyond
+// most Limits.AuditFailures of them an account in a window; a failure beyond
 // is logged instead. An error here is logged, not answered: the client's
 // answer stays the same.
 func (s *Service) auditFailure(c *fiber.Ctx, cl Client) {
 	ctx := c.UserContext()
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	err := pgx.BeginFunc(ctx, s.o.Pool, func(tx pgx.Tx) error {
-		ok, _, err := ratelimit.AllowIn(ctx, tx, ratelimit.Key("client_credentials_audit", cl.ID), AuditFailureLimit)
+		ok, _, err := ratelimit.AllowIn(ctx, tx, ratelimit.Key("client_credentials_audit", cl.ID), s.o.Limits.AuditFailures)
 		if err != nil {
 			return err
 		}

@@ -94,6 +94,8 @@ type startOpts struct {
 	keyRoutes bool
 	// logs, when set, receives the service's log lines (warnings and up).
 	logs *testkit.LogBuffer
+	// limits are the service's (a zero field: the default).
+	limits serviceaccounts.Limits
 }
 
 func start(t testing.TB, so startOpts) *env {
@@ -125,7 +127,7 @@ func start(t testing.TB, so startOpts) *env {
 			Logger: saLog, Pool: o.Pool, Keys: ring, Sessions: store,
 			Projections: projection.NewStore(o.Pool, 16*time.Minute, o.Catalog), Limiter: ratelimit.New(o.Pool),
 			Catalog: o.Catalog, Issuer: issuer, Audience: audience, AccessTTL: 15 * time.Minute,
-			PublicBaseURL: so.baseURL + "/", APIKeys: so.apiKeys,
+			PublicBaseURL: so.baseURL + "/", APIKeys: so.apiKeys, Limits: so.limits,
 		})
 		if err != nil {
 			t.Fatal(err)

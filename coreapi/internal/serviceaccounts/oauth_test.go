@@ -122,7 +122,7 @@ func TestClientCredentialsErrors(t *testing.T) {
 		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: cc.Encode(), ContentType: form,
 			Header: basic(s.ClientID, secret), ClientIP: ip})
 	}
-	for i := range serviceaccounts.ClientLimit.N {
+	for i := range serviceaccounts.DefaultLimits().Client.N {
 		if r := send("198.51.100.7", "wrong"); r.Status != http.StatusUnauthorized {
 			t.Fatalf("failure %d: %d %s", i, r.Status, r.Body)
 		}
@@ -791,7 +791,7 @@ func TestClientCredentialsLimitGroupsIPv6By64(t *testing.T) {
 		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: cc.Encode(), ContentType: form,
 			Header: basic(s.ClientID, secret), ClientIP: ip})
 	}
-	for i := range serviceaccounts.ClientLimit.N {
+	for i := range serviceaccounts.DefaultLimits().Client.N {
 		if r := send("2001:db8:1:2::1", "wrong"); r.Status != http.StatusUnauthorized {
 			t.Fatalf("failure %d: %d %s", i, r.Status, r.Body)
 		}
@@ -871,7 +871,7 @@ func TestIntrospectionUnderTheMFAPolicy(t *testing.T) {
 
 // TestBurstOfRightSecretsLeavesTheClientIn: client authentications are
 // reserved before the secret is checked, so more at once than
-// ClientLimit.N are refused beyond it (429); but only failures may add
+// Limits.Client.N are refused beyond it (429); but only failures may add
 // up. A gateway introspecting tokens in parallel used to find itself
 // locked out of its own client id for the rest of the 15 minutes, without
 // a single wrong secret: every refused reservation stayed counted, and
@@ -886,7 +886,7 @@ func TestBurstOfRightSecretsLeavesTheClientIn(t *testing.T) {
 		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/introspect", ContentType: form,
 			Body: url.Values{"token": {ownerTk.AccessToken}}.Encode(), Header: basic(s.ClientID, secret), ClientIP: ip})
 	}
-	const failures = 5 // and ClientLimit.N - failures in flight: the server's pool (8) keeps room for the refused ones
+	const failures = 5 // and Limits.Client.N - failures in flight: the server's pool (8) keeps room for the refused ones
 	for range failures {
 		oauthProblem(t, introspect("wrong"), http.StatusUnauthorized, "invalid_client")
 	}
@@ -904,7 +904,7 @@ func TestBurstOfRightSecretsLeavesTheClientIn(t *testing.T) {
 	if _, err := tx.Exec(ctx, `SELECT 1 FROM service_account_secrets WHERE user_id = $1 FOR UPDATE`, a.ID); err != nil {
 		t.Fatal(err)
 	}
-	inFlight := serviceaccounts.ClientLimit.N - failures
+	inFlight := serviceaccounts.DefaultLimits().Client.N - failures
 	statuses := make(chan int, inFlight)
 	for range inFlight {
 		go func() { statuses <- introspect(s.ClientSecret).Status }()
@@ -916,7 +916,7 @@ func TestBurstOfRightSecretsLeavesTheClientIn(t *testing.T) {
 		}
 	}
 	// The limit is reached: more at once are refused, unchecked.
-	for range serviceaccounts.ClientLimit.N {
+	for range serviceaccounts.DefaultLimits().Client.N {
 		oauthProblem(t, introspect(s.ClientSecret), http.StatusTooManyRequests, "temporarily_unavailable")
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -928,7 +928,7 @@ func TestBurstOfRightSecretsLeavesTheClientIn(t *testing.T) {
 		}
 	}
 	// Only the wrong secrets count: the client is in.
-	for i := range serviceaccounts.ClientLimit.N - failures {
+	for i := range serviceaccounts.DefaultLimits().Client.N - failures {
 		if r := introspect(s.ClientSecret); r.Status != http.StatusOK {
 			t.Fatalf("introspection %d after the burst: %d %s, want 200", i+1, r.Status, r.Body)
 		}
@@ -949,7 +949,7 @@ func TestClientLockRetryAfterRoundsUp(t *testing.T) {
 		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: cc.Encode(), ContentType: form,
 			Header: basic(s.ClientID, secret), ClientIP: "198.51.100.31"})
 	}
-	for range serviceaccounts.ClientLimit.N {
+	for range serviceaccounts.DefaultLimits().Client.N {
 		oauthProblem(t, send("wrong"), http.StatusUnauthorized, "invalid_client")
 	}
 	// The client's counter (not the account's audit budget, which counted
@@ -957,7 +957,7 @@ func TestClientLockRetryAfterRoundsUp(t *testing.T) {
 	key := ratelimit.Key("client_credentials", strings.ToLower(s.ClientID), ratelimit.ClientKey("198.51.100.31"))
 	tag, err := e.DB.Pool.Exec(context.Background(), `UPDATE rate_limits SET window_start = now() - make_interval(secs => $1) + interval '1.3 seconds'
 WHERE key = $3 AND hits >= $2`,
-		serviceaccounts.ClientLimit.Window.Seconds(), serviceaccounts.ClientLimit.N, key)
+		serviceaccounts.DefaultLimits().Client.Window.Seconds(), serviceaccounts.DefaultLimits().Client.N, key)
 	if err != nil || tag.RowsAffected() != 1 {
 		t.Fatalf("move the window: %v, %d rows", err, tag.RowsAffected())
 	}
@@ -974,7 +974,7 @@ WHERE key = $3 AND hits >= $2`,
 // its window started, so a client naming a new client id in each request,
 // which that counter never stops, added a row with each, as fast as it
 // could send them (through the proxy: the token endpoint is public). Beyond
-// ClientIPLimit.N the address gets 429 and no row is written; another
+// Limits.ClientIP.N the address gets 429 and no row is written; another
 // address, and the right secret from it, are not affected.
 func TestMadeUpClientIDsBoundedPerAddress(t *testing.T) {
 	e := start(t, startOpts{})
@@ -988,7 +988,7 @@ func TestMadeUpClientIDsBoundedPerAddress(t *testing.T) {
 	}
 	const qRows = `SELECT count(*) FROM rate_limits`
 	before := e.count(t, qRows)
-	n := serviceaccounts.ClientIPLimit.N * 3
+	n := serviceaccounts.DefaultLimits().ClientIP.N * 3
 	refused := 0
 	for i := range n {
 		r := send(fmt.Sprintf("0b7e7a2c-0000-4000-8000-%012d", i), "tgcs_"+strings.Repeat("A", 43), "2001:db8:7::"+strconv.Itoa(i+1))
@@ -1007,10 +1007,10 @@ func TestMadeUpClientIDsBoundedPerAddress(t *testing.T) {
 	}
 	// One address (a /64): its own counter and one per client id it was
 	// let to try.
-	if got, most := e.count(t, qRows)-before, serviceaccounts.ClientIPLimit.N+1; got > most {
+	if got, most := e.count(t, qRows)-before, serviceaccounts.DefaultLimits().ClientIP.N+1; got > most {
 		t.Fatalf("%d made-up client ids from one address left %d rate_limits rows, want at most %d", n, got, most)
 	}
-	if want := n - serviceaccounts.ClientIPLimit.N; refused != want {
+	if want := n - serviceaccounts.DefaultLimits().ClientIP.N; refused != want {
 		t.Errorf("%d of %d made-up client ids refused 429, want %d", refused, n, want)
 	}
 	// Another address is not affected.
@@ -1018,7 +1018,7 @@ func TestMadeUpClientIDsBoundedPerAddress(t *testing.T) {
 		t.Fatalf("right secret from another address: %d %s", r.Status, r.Body)
 	}
 	// Right secrets give their reservation back: they never add up.
-	for i := range serviceaccounts.ClientIPLimit.N + 5 {
+	for i := range serviceaccounts.DefaultLimits().ClientIP.N + 5 {
 		if r := send(s.ClientID, s.ClientSecret, "198.51.100.41"); r.Status != http.StatusOK {
 			t.Fatalf("right secret %d from one address: %d %s", i+1, r.Status, r.Body)
 		}
@@ -1041,7 +1041,7 @@ func TestClientRefusalWarningsBounded(t *testing.T) {
 		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: body, ContentType: form,
 			Header: basic(fmt.Sprintf("0b7e7a2c-0000-4000-8000-%012d", i), "wrong"), ClientIP: ip})
 	}
-	for i := range serviceaccounts.ClientIPLimit.N {
+	for i := range serviceaccounts.DefaultLimits().ClientIP.N {
 		oauthProblem(t, send(i), http.StatusUnauthorized, "invalid_client")
 	}
 	n := 10 * serviceaccounts.RefusalLogsPerSecond
@@ -1077,7 +1077,7 @@ func TestClientRefusalWarningsCountedAtShutdown(t *testing.T) {
 		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: body, ContentType: form,
 			Header: basic(fmt.Sprintf("0b7e7a2c-0000-4000-8000-%012d", i), "wrong"), ClientIP: ip})
 	}
-	for i := range serviceaccounts.ClientIPLimit.N {
+	for i := range serviceaccounts.DefaultLimits().ClientIP.N {
 		oauthProblem(t, send(i), http.StatusUnauthorized, "invalid_client")
 	}
 	// Just after a second begins, so that the burst's count is pending
@@ -1097,8 +1097,8 @@ func TestClientRefusalWarningsCountedAtShutdown(t *testing.T) {
 }
 
 // TestAuthFailureAuditBounded: wrong secrets for one service account are
-// audited at most AuditFailureLimit.N times a window, however many client
-// IPs send them. ClientLimit bounds each IP only, so a client with many
+// audited at most Limits.AuditFailures.N times a window, however many client
+// IPs send them. Limits.Client bounds each IP only, so a client with many
 // addresses wrote an audit event into the account's tenant for every one,
 // without end. The answers stay 401 invalid_client.
 func TestAuthFailureAuditBounded(t *testing.T) {
@@ -1107,15 +1107,15 @@ func TestAuthFailureAuditBounded(t *testing.T) {
 	a := e.createAccount(t, owner, "bot", "member")
 	s := e.createSecret(t, owner, a.ID)
 	body := url.Values{"grant_type": {"client_credentials"}}.Encode()
-	n := serviceaccounts.AuditFailureLimit.N + 5
+	n := serviceaccounts.DefaultLimits().AuditFailures.N + 5
 	for i := range n {
 		r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", Body: body, ContentType: form,
 			Header: basic(s.ClientID, "wrong"), ClientIP: "2001:db8:" + strconv.Itoa(i+1) + "::1"})
 		oauthProblem(t, r, http.StatusUnauthorized, "invalid_client")
 	}
 	if got := e.count(t, `SELECT count(*) FROM audit_events WHERE action = $1 AND target_id = $2`,
-		serviceaccounts.ActionAuthFailed, a.ID); got != serviceaccounts.AuditFailureLimit.N {
-		t.Fatalf("%d auth_failed events after %d wrong secrets from as many addresses, want %d", got, n, serviceaccounts.AuditFailureLimit.N)
+		serviceaccounts.ActionAuthFailed, a.ID); got != serviceaccounts.DefaultLimits().AuditFailures.N {
+		t.Fatalf("%d auth_failed events after %d wrong secrets from as many addresses, want %d", got, n, serviceaccounts.DefaultLimits().AuditFailures.N)
 	}
 	// The right secret still works from anywhere.
 	if tk := e.clientToken(t, s, ""); tk.AccessToken == "" {

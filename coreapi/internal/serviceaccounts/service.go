@@ -66,25 +66,86 @@ type APIKeyRevoker interface {
 	RevokeAPIKey(ctx context.Context, tenantID, secret, actorID, requestID string) (revoked bool, err error)
 }
 
-// ClientLimit is how many failed client authentications one client IP may
-// make for one client id in a window before it must wait.
-var ClientLimit = ratelimit.Limit{N: 10, Window: 15 * time.Minute}
+// Limits bound what a tenant creates and what a client's failed
+// authentications cost (Options.Limits; a zero field takes its
+// DefaultLimits value). They are each Service's own, so that the services
+// of one process each keep what they were configured with.
+type Limits struct {
+	// AccountCreations bounds how many service accounts a tenant creates
+	// in a window, deleted ones included. MaxAccounts counts live
+	// accounts only, so without it a create-and-delete loop ran without
+	// end, each account a user row, audit rows and, at its deletion, an
+	// invalidation every proxy of the fleet receives and its keys
+	// revoked. A creation refused by another check is not counted
+	// (*ratelimit.Refused: 429, Retry-After).
+	AccountCreations ratelimit.Limit
+	// SecretCreations bounds how many client secrets are created for one
+	// service account in a window, deleted ones included, and
+	// TenantSecretCreations how many for all of a tenant's accounts (its
+	// accounts come and go, each with a budget of its own). MaxSecrets
+	// counts live secrets only, so without them a create-and-delete loop
+	// ran without end, each deletion moving the account's token version
+	// on, revoking its keys and sending every proxy of the fleet an
+	// invalidation. A rotation needs one creation; both leave room for
+	// many. A creation refused by another check is not counted
+	// (*ratelimit.Refused: 429, Retry-After).
+	SecretCreations       ratelimit.Limit
+	TenantSecretCreations ratelimit.Limit
+	// Client is how many failed client authentications one client IP
+	// may make for one client id in a window before it must wait.
+	Client ratelimit.Limit
+	// ClientIP is how many failed client authentications one client IP
+	// (an IPv6 client: its /64) may make in a window, whatever client ids
+	// it names, before it must wait. Client's counter is a row per
+	// (client id, client IP) kept two days after its window started:
+	// without this one, a client naming a new client id in each request
+	// added a row to rate_limits with each, as fast as it could send
+	// them.
+	ClientIP ratelimit.Limit
+	// AuditFailures is how many failed client authentications of one
+	// service account are audited in a window
+	// (service_account.auth_failed), whichever client IPs send them;
+	// those beyond are logged only. Client bounds each IP, and a client
+	// with many addresses (an IPv6 host has a /64 per customer, a botnet
+	// thousands) could otherwise write audit events into the account's
+	// tenant without end, burying its admins' own.
+	AuditFailures ratelimit.Limit
+}
 
-// ClientIPLimit is how many failed client authentications one client IP
-// (an IPv6 client: its /64) may make in a window, whatever client ids it
-// names, before it must wait. ClientLimit's counter is a row per (client
-// id, client IP) kept two days after its window started: without this
-// one, a client naming a new client id in each request added a row to
-// rate_limits with each, as fast as it could send them.
-var ClientIPLimit = ratelimit.Limit{N: 100, Window: 15 * time.Minute}
+// DefaultLimits returns the limits a Service has unless its Options say
+// otherwise: 100 service accounts a tenant an hour; 20 client secrets an
+// account in 24 hours and 200 a tenant an hour; 10 failed
+// authentications a client IP and client id and 100 a client IP in 15
+// minutes; 20 audited failures an account an hour.
+func DefaultLimits() Limits {
+	return Limits{
+		AccountCreations:      ratelimit.Limit{N: 100, Window: time.Hour},
+		SecretCreations:       ratelimit.Limit{N: 20, Window: 24 * time.Hour},
+		TenantSecretCreations: ratelimit.Limit{N: 200, Window: time.Hour},
+		Client:                ratelimit.Limit{N: 10, Window: 15 * time.Minute},
+		ClientIP:              ratelimit.Limit{N: 100, Window: 15 * time.Minute},
+		AuditFailures:         ratelimit.Limit{N: 20, Window: time.Hour},
+	}
+}
 
-// AuditFailureLimit is how many failed client authentications of one
-// service account are audited in a window (service_account.auth_failed),
-// whichever client IPs send them; those beyond are logged only. ClientLimit
-// bounds each IP, and a client with many addresses (an IPv6 host has a
-// /64 per customer, a botnet thousands) could otherwise write audit
-// events into the account's tenant without end, burying its admins' own.
-var AuditFailureLimit = ratelimit.Limit{N: 20, Window: time.Hour}
+// orDefault returns l with each zero field replaced by its default.
+func (l Limits) orDefault() Limits {
+	d := DefaultLimits()
+	pick := func(got, def ratelimit.Limit) ratelimit.Limit {
+		if got.N <= 0 || got.Window <= 0 {
+			return def
+		}
+		return got
+	}
+	return Limits{
+		AccountCreations:      pick(l.AccountCreations, d.AccountCreations),
+		SecretCreations:       pick(l.SecretCreations, d.SecretCreations),
+		TenantSecretCreations: pick(l.TenantSecretCreations, d.TenantSecretCreations),
+		Client:                pick(l.Client, d.Client),
+		ClientIP:              pick(l.ClientIP, d.ClientIP),
+		AuditFailures:         pick(l.AuditFailures, d.AuditFailures),
+	}
+}
 
 // Options configure a Service.
 type Options struct {
@@ -114,6 +175,9 @@ type Options struct {
 	APIKeys APIKeyRevoker
 	// Now is the clock of tokens; nil: time.Now.
 	Now func() time.Time
+	// Limits bound creations and failed client authentications; a zero
+	// field takes its DefaultLimits value.
+	Limits Limits
 }
 
 // Service serves the routes of this package.
@@ -152,7 +216,8 @@ func New(o Options) (*Service, error) {
 		o.Now = time.Now
 	}
 	o.PublicBaseURL = strings.TrimRight(o.PublicBaseURL, "/")
-	s := &Service{o: o, store: NewStore(o.Pool, o.Catalog), refusalLogs: logging.Budget{PerSecond: RefusalLogsPerSecond}}
+	o.Limits = o.Limits.orDefault()
+	s := &Service{o: o, store: NewStore(o.Pool, o.Catalog, o.Limits), refusalLogs: logging.Budget{PerSecond: RefusalLogsPerSecond}}
 	s.refusalLogs.Report = logging.CountLine(o.Logger, "client authentication refusals not logged", RefusalLogsPerSecond)
 	if _, err := s.buildMetadata(); err != nil {
 		return nil, err

@@ -54,28 +54,6 @@ const MaxSecrets = 5
 // MaxAccounts bounds a tenant's service accounts (ErrTooManyAccounts).
 const MaxAccounts = 1000
 
-// AccountCreations bounds how many service accounts a tenant creates in a
-// window, deleted ones included. MaxAccounts counts live accounts only, so
-// without it a create-and-delete loop ran without end, each account a user
-// row, audit rows and, at its deletion, an invalidation every proxy of the
-// fleet receives and its keys revoked. A creation refused by another check
-// is not counted (*ratelimit.Refused: 429, Retry-After).
-var AccountCreations = ratelimit.Limit{N: 100, Window: time.Hour}
-
-// SecretCreations bounds how many client secrets are created for one
-// service account in a window, deleted ones included, and
-// TenantSecretCreations how many for all of a tenant's accounts (its
-// accounts come and go, each with a budget of its own). MaxSecrets counts
-// live secrets only, so without them a create-and-delete loop ran without
-// end, each deletion moving the account's token version on, revoking its
-// keys and sending every proxy of the fleet an invalidation. A rotation
-// needs one creation; both leave room for many. A creation refused by
-// another check is not counted (*ratelimit.Refused: 429, Retry-After).
-var (
-	SecretCreations       = ratelimit.Limit{N: 20, Window: 24 * time.Hour}
-	TenantSecretCreations = ratelimit.Limit{N: 200, Window: time.Hour}
-)
-
 // EmailDomain is the reserved domain (RFC 2606 .invalid) of service
 // accounts' user rows: no mail can reach it, no identity provider vouches
 // for it, and no person can sign up with it.
@@ -128,15 +106,17 @@ type Client struct {
 type Store struct {
 	pool        *pgxpool.Pool
 	all, member string // roles.CatalogArgs
+	limits      Limits
 }
 
-// NewStore returns a Store; c is the permission catalog (nil: built-in).
-func NewStore(pool *pgxpool.Pool, c *permissions.Catalog) *Store {
+// NewStore returns a Store; c is the permission catalog (nil: built-in);
+// l bounds creations (a zero field: its DefaultLimits value).
+func NewStore(pool *pgxpool.Pool, c *permissions.Catalog, l Limits) *Store {
 	if c == nil {
 		c = permissions.Builtin()
 	}
 	all, member := roles.CatalogArgs(c)
-	return &Store{pool: pool, all: all, member: member}
+	return &Store{pool: pool, all: all, member: member, limits: l.orDefault()}
 }
 
 // hashSecret is what is stored of a client secret. It carries 256 random
@@ -265,8 +245,8 @@ RETURNING created_at`
 		if n >= MaxAccounts {
 			return ErrTooManyAccounts
 		}
-		if err := ratelimit.CheckIn(ctx, tx, ratelimit.Key("service_account_create", tenantID), AccountCreations,
-			fmt.Sprintf("at most %d service accounts may be created in a tenant in %s, deleted ones included", AccountCreations.N, AccountCreations.Period())); err != nil {
+		if err := ratelimit.CheckIn(ctx, tx, ratelimit.Key("service_account_create", tenantID), s.limits.AccountCreations,
+			fmt.Sprintf("at most %d service accounts may be created in a tenant in %s, deleted ones included", s.limits.AccountCreations.N, s.limits.AccountCreations.Period())); err != nil {
 			return err
 		}
 		if err := tx.QueryRow(ctx, qUser, name).Scan(&acc.ID); err != nil {
@@ -415,8 +395,8 @@ RETURNING id::text, created_at`
 			limit ratelimit.Limit
 			what  string
 		}{
-			{ratelimit.Key("service_account_secret_create", tenantID, id), SecretCreations, "this service account"},
-			{ratelimit.Key("service_account_secret_create_tenant", tenantID), TenantSecretCreations, "this tenant's service accounts"},
+			{ratelimit.Key("service_account_secret_create", tenantID, id), s.limits.SecretCreations, "this service account"},
+			{ratelimit.Key("service_account_secret_create_tenant", tenantID), s.limits.TenantSecretCreations, "this tenant's service accounts"},
 		} {
 			if err := ratelimit.CheckIn(ctx, tx, l.key, l.limit,
 				fmt.Sprintf("at most %d client secrets may be created for %s in %s, deleted ones included", l.limit.N, l.what, l.limit.Period())); err != nil {
