@@ -41,8 +41,9 @@ import (
 // Lockout is the failed-guess backoff policy (see package lockout).
 type Lockout = lockout.Policy
 
-// DefaultLockout is lockout.Default.
-var DefaultLockout = lockout.Default
+// DefaultLockout returns lockout.Default(): the policy of a Service whose
+// Options name none.
+func DefaultLockout() Lockout { return lockout.Default() }
 
 // Options configure a Service. All fields but Lockout are required.
 type Options struct {

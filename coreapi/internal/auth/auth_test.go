@@ -651,7 +651,7 @@ func TestLockoutBackoff(t *testing.T) {
 	e := start(t, cheap)
 	e.signup(t, "l@example.com", "L")
 	bad := map[string]string{"grant_type": "password", "email": "l@example.com", "password": "wrong password"}
-	for i := range auth.DefaultLockout.Threshold {
+	for i := range auth.DefaultLockout().Threshold {
 		if r := e.token(t, bad); r.Status != http.StatusBadRequest {
 			t.Fatalf("attempt %d: %d %s", i+1, r.Status, r.Body)
 		}
@@ -670,8 +670,8 @@ func TestLockoutBackoff(t *testing.T) {
 	}
 	// The count lives in PostgreSQL, shared by every replica; refused
 	// attempts are not counted.
-	if n := e.count(t, `SELECT failures FROM login_attempts WHERE client_ip <> ''`); n != auth.DefaultLockout.Threshold {
-		t.Errorf("failures = %d, want %d", n, auth.DefaultLockout.Threshold)
+	if n := e.count(t, `SELECT failures FROM login_attempts WHERE client_ip <> ''`); n != auth.DefaultLockout().Threshold {
+		t.Errorf("failures = %d, want %d", n, auth.DefaultLockout().Threshold)
 	}
 	// Once the lock has passed, one more guess is allowed, and it locks
 	// again at once (for twice as long): no fresh round of guesses.
@@ -745,7 +745,7 @@ func TestLockoutConcurrentGuesses(t *testing.T) {
 	e := start(t, cheap)
 	tk := e.signup(t, "c@example.com", "C")
 	const n = 40
-	limit := auth.DefaultLockout.Threshold
+	limit := auth.DefaultLockout().Threshold
 	cases := []struct {
 		name string
 		path string
@@ -787,7 +787,7 @@ func TestLockoutPerClient(t *testing.T) {
 			ClientIP: ip})
 	}
 	// The attacker exhausts one client's budget.
-	for i := range auth.DefaultLockout.Threshold {
+	for i := range auth.DefaultLockout().Threshold {
 		if r := send("203.0.113.9", "guess "+strconv.Itoa(i)); r.Status != http.StatusBadRequest {
 			t.Fatalf("attacker guess %d: %d %s", i, r.Status, r.Body)
 		}
@@ -803,8 +803,8 @@ func TestLockoutPerClient(t *testing.T) {
 	// on a client that already failed is slowed down...
 	// Each fresh client gets its guess (it has not failed yet); past the
 	// threshold the address is locked for a few seconds.
-	fails := auth.DefaultLockout.Threshold // the attacker's counted attempts so far (the owner's sign-in gave its own back)
-	for i := 0; fails < auth.DefaultLockout.AccountThreshold+4; i++ {
+	fails := auth.DefaultLockout().Threshold // the attacker's counted attempts so far (the owner's sign-in gave its own back)
+	for i := 0; fails < auth.DefaultLockout().AccountThreshold+4; i++ {
 		ip := "203.0.113." + strconv.Itoa(20+i)
 		if r := send(ip, "guess"); r.Status != http.StatusBadRequest {
 			t.Fatalf("distributed guess %d from %s: %d %s", i, ip, r.Status, r.Body)
@@ -813,8 +813,8 @@ func TestLockoutPerClient(t *testing.T) {
 	}
 	if r := send("203.0.113.20", "guess"); r.Status != http.StatusTooManyRequests {
 		t.Fatalf("a failing client past the address-wide threshold: %d %s, want 429", r.Status, r.Body)
-	} else if ra, _ := strconv.Atoi(r.Header.Get("Retry-After")); ra < 1 || ra > int(auth.DefaultLockout.AccountMax/time.Second) {
-		t.Errorf("address-wide Retry-After = %d, want 1..%d s", ra, int(auth.DefaultLockout.AccountMax/time.Second))
+	} else if ra, _ := strconv.Atoi(r.Header.Get("Retry-After")); ra < 1 || ra > int(auth.DefaultLockout().AccountMax/time.Second) {
+		t.Errorf("address-wide Retry-After = %d, want 1..%d s", ra, int(auth.DefaultLockout().AccountMax/time.Second))
 	}
 	// ...but a clean client is not: the owner is never locked out by others.
 	if r := send("192.0.2.77", pw); r.Status != http.StatusOK {
@@ -828,7 +828,7 @@ func TestLockoutPerClient(t *testing.T) {
 func TestLockoutUnknownAccount(t *testing.T) {
 	e := start(t, cheap)
 	bad := map[string]string{"grant_type": "password", "email": "Nobody@Example.com", "password": "wrong password"}
-	for i := range auth.DefaultLockout.Threshold {
+	for i := range auth.DefaultLockout().Threshold {
 		r := e.token(t, bad)
 		if r.Status != http.StatusBadRequest {
 			t.Fatalf("attempt %d: %d %s", i+1, r.Status, r.Body)
@@ -848,8 +848,8 @@ func TestLockoutUnknownAccount(t *testing.T) {
 	if p := r.Problem(t); p.Code != "too_many_requests" {
 		t.Errorf("code = %q", p.Code)
 	}
-	if n := e.count(t, `SELECT failures FROM login_attempts WHERE client_ip <> ''`); n != auth.DefaultLockout.Threshold {
-		t.Errorf("failures = %d, want %d", n, auth.DefaultLockout.Threshold)
+	if n := e.count(t, `SELECT failures FROM login_attempts WHERE client_ip <> ''`); n != auth.DefaultLockout().Threshold {
+		t.Errorf("failures = %d, want %d", n, auth.DefaultLockout().Threshold)
 	}
 	if n := e.count(t, `SELECT count(*) FROM login_attempts WHERE position('nobody' in encode(email_hash, 'escape')) > 0`); n != 0 {
 		t.Error("login_attempts stores the address")
@@ -2303,7 +2303,7 @@ func TestPasswordGuessesLimitedPerClient(t *testing.T) {
 		}
 	}
 	evaluated := 0
-	for range auth.DefaultLockout.Threshold {
+	for range auth.DefaultLockout().Threshold {
 		if r := guess(sprayer, "locked@example.com", "Summer2024!"); r.Status != http.StatusBadRequest {
 			t.Fatalf("guess for one address: %d %s", r.Status, r.Body)
 		}
@@ -2351,7 +2351,7 @@ func TestOwnSignInsDoNotSlowTheOwner(t *testing.T) {
 		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", ClientIP: "192.0.2.44",
 			Body: map[string]string{"grant_type": "password", "email": "often@example.com", "password": password}})
 	}
-	for i := range 2 * auth.DefaultLockout.AccountThreshold {
+	for i := range 2 * auth.DefaultLockout().AccountThreshold {
 		if r := send(pw); r.Status != http.StatusOK {
 			t.Fatalf("sign-in %d: %d %s", i+1, r.Status, r.Body)
 		}

@@ -99,7 +99,7 @@ func TestRefusedGuessLeavesTheBudgetsRoom(t *testing.T) {
 	t.Run("guess budget refuses, a password hashed beside it", func(t *testing.T) {
 		// Two failures an hour and three checks: two failures spend the
 		// one and leave one of the other.
-		e := startLimited(t, 2, 3, auth.DefaultLockout)
+		e := startLimited(t, 2, 3, auth.DefaultLockout())
 		for _, email := range []string{"a@example.com", "b@example.com"} {
 			if r := e.signInFrom(t, client, email, "wrong password"); r.Status != http.StatusBadRequest {
 				t.Fatalf("wrong password: %d %s", r.Status, r.Body)
@@ -136,7 +136,7 @@ func TestRefusedGuessLeavesTheBudgetsRoom(t *testing.T) {
 // whichever of them wait on the others' counts.
 func TestConcurrentSignInsWithinTheChecks(t *testing.T) {
 	const budget, n, client = 4, 12, "203.0.113.81"
-	e := startLimited(t, 10, budget, auth.DefaultLockout)
+	e := startLimited(t, 10, budget, auth.DefaultLockout())
 	e.signup(t, "owner@example.com", "O")
 	var (
 		wg              sync.WaitGroup

@@ -429,7 +429,7 @@ func TestMFABruteForceParallel(t *testing.T) {
 	}
 	close(gun)
 	wg.Wait()
-	limit := auth.DefaultLockout.Threshold
+	limit := auth.DefaultLockout().Threshold
 	if statuses[http.StatusBadRequest] != limit || statuses[http.StatusTooManyRequests] != n-limit {
 		t.Fatalf("statuses %v; want %d evaluated (400) and %d refused (429)", statuses, limit, n-limit)
 	}
@@ -1334,7 +1334,7 @@ func TestMFAGuessesCountPerAccount(t *testing.T) {
 		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", ClientIP: ip,
 			Body: map[string]string{"grant_type": "mfa_otp", "mfa_token": e.challenge(t, "pa@example.com"), "code": "000000"}})
 	}
-	limit := auth.DefaultLockout.Threshold
+	limit := auth.DefaultLockout().Threshold
 	for i := range limit {
 		wantStatus(t, "wrong code "+strconv.Itoa(i+1), guess("198.51.100."+strconv.Itoa(1+i)), http.StatusBadRequest, "invalid_grant")
 	}
@@ -1544,7 +1544,7 @@ func TestMFABackoffOutlivesItsLock(t *testing.T) {
 		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", As: as,
 			Body: map[string]string{"grant_type": "mfa_otp", "code": "000000"}})
 	}
-	limit := auth.DefaultLockout.Threshold
+	limit := auth.DefaultLockout().Threshold
 	for i := range limit {
 		wantStatus(t, "wrong code "+strconv.Itoa(i+1), guess(), http.StatusBadRequest, "invalid_grant")
 	}
@@ -1576,7 +1576,7 @@ func TestLockedFactorLeavesTheOwnersTokenItsTries(t *testing.T) {
 	e := start(t, cheap)
 	tk, secret, _ := e.mfaUser(t, "held@example.com")
 	thief := e.identityFor(t, tk)
-	for i := range auth.DefaultLockout.Threshold {
+	for i := range auth.DefaultLockout().Threshold {
 		wantStatus(t, "wrong code "+strconv.Itoa(i+1), e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token", As: thief,
 			Body: map[string]string{"grant_type": "mfa_otp", "code": "000000"}}), http.StatusBadRequest, "invalid_grant")
 	}
@@ -1624,7 +1624,7 @@ func TestUnreadableSecretSpendsNoTries(t *testing.T) {
 			mt := e.challenge(t, "unread@example.com")
 			const qCounted = `SELECT coalesce(sum(failures), 0) FROM login_attempts`
 			before := e.count(t, qCounted)
-			for i := range auth.ChallengeAttempts + auth.DefaultLockout.Threshold {
+			for i := range auth.ChallengeAttempts + auth.DefaultLockout().Threshold {
 				wantStatus(t, "sign-in code "+strconv.Itoa(i+1), e.mfaOTP(t, mt, code), http.StatusServiceUnavailable, "mfa_unavailable")
 				wantStatus(t, "step-up code "+strconv.Itoa(i+1), e.Send(t, as, http.MethodPost, "/api/v1/auth/token",
 					map[string]string{"grant_type": "mfa_otp", "code": code}), http.StatusServiceUnavailable, "mfa_unavailable")

@@ -45,9 +45,13 @@ type Policy struct {
 
 // Default: a client is locked after 5 attempts in 15 minutes for 1 s,
 // 2 s, 4 s, … up to 15 minutes; the key as a whole slows its failing
-// clients after 20 attempts, for at most a minute at a time.
-var Default = Policy{Threshold: 5, Base: time.Second, Max: 15 * time.Minute, Window: 15 * time.Minute,
-	AccountThreshold: 20, AccountMax: time.Minute}
+// clients after 20 attempts, for at most a minute at a time. A function
+// returning a fresh value, so that no caller can change the policy of
+// the others of the process: a Store keeps the one it was given.
+func Default() Policy {
+	return Policy{Threshold: 5, Base: time.Second, Max: 15 * time.Minute, Window: 15 * time.Minute,
+		AccountThreshold: 20, AccountMax: time.Minute}
+}
 
 // Store keeps the counts.
 type Store struct {
@@ -58,11 +62,12 @@ type Store struct {
 // New returns the store; a Policy without Threshold is Default, one
 // without AccountThreshold takes Default's address-wide values.
 func New(pool *pgxpool.Pool, p Policy) *Store {
+	d := Default()
 	if p.Threshold <= 0 {
-		p = Default
+		p = d
 	}
 	if p.AccountThreshold <= 0 {
-		p.AccountThreshold, p.AccountMax = Default.AccountThreshold, Default.AccountMax
+		p.AccountThreshold, p.AccountMax = d.AccountThreshold, d.AccountMax
 	}
 	return &Store{pool: pool, policy: p}
 }

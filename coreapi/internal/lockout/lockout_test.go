@@ -30,15 +30,15 @@ func TestEmailKeySpellings(t *testing.T) {
 // its 2^64 addresses.
 func TestReservePerIPv6Prefix(t *testing.T) {
 	ctx := context.Background()
-	s := New(dbtest.New(t).Pool, Default)
+	s := New(dbtest.New(t).Pool, Default())
 	key := EmailKey("six@example.com")
-	for i := range Default.Threshold {
+	for i := range Default().Threshold {
 		if wait, err := s.Reserve(ctx, key, "2001:db8:1:2::"+strconv.Itoa(i+1)); err != nil || wait != 0 {
 			t.Fatalf("guess %d: wait %d, %v", i+1, wait, err)
 		}
 	}
 	if wait, err := s.Reserve(ctx, key, "2001:db8:1:2:ffff::9"); err != nil || wait == 0 {
-		t.Fatalf("another address of the /64 after %d guesses: wait %d, %v; want locked", Default.Threshold, wait, err)
+		t.Fatalf("another address of the /64 after %d guesses: wait %d, %v; want locked", Default().Threshold, wait, err)
 	}
 	if wait, err := s.Reserve(ctx, key, "2001:db8:1:3::1"); err != nil || wait != 0 {
 		t.Fatalf("another /64: wait %d, %v; want a guess", wait, err)
@@ -54,9 +54,9 @@ func TestReservePerIPv6Prefix(t *testing.T) {
 func TestSuccessesDoNotCountForTheKey(t *testing.T) {
 	ctx := context.Background()
 	pool := dbtest.New(t).Pool
-	codes := Default
+	codes := Default()
 	codes.Window = 24 * time.Hour
-	for name, p := range map[string]Policy{"passwords": Default, "codes": codes} {
+	for name, p := range map[string]Policy{"passwords": Default(), "codes": codes} {
 		t.Run(name, func(t *testing.T) {
 			s := New(pool, p)
 			key := EmailKey(name + "@example.com")
@@ -88,7 +88,7 @@ func TestSuccessesDoNotCountForTheKey(t *testing.T) {
 func TestSweepDoesNotDeadlockWithReserve(t *testing.T) {
 	ctx := context.Background()
 	pool := dbtest.New(t).Pool
-	s := New(pool, Default)
+	s := New(pool, Default())
 	key := EmailKey("swept@example.com")
 	const ip = "192.0.2.7"
 	// Both rows stale, the pair's first in the table.
@@ -137,7 +137,7 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err 
 	}
 	// Then the rest of login_reserve, in the same transaction: the pair.
 	var wait int
-	l := Default
+	l := Default()
 	if err := tx.QueryRow(ctx, `SELECT login_reserve($1, $2, $3, $4, $5, $6, $7, $8)`, key, clientKey(ip), l.Window.Seconds(),
 		l.Threshold, l.Base.Seconds(), l.Max.Seconds(), l.AccountThreshold, l.AccountMax.Seconds()).Scan(&wait); err != nil {
 		t.Fatalf("reserve while a sweep runs: %v", err)
@@ -195,7 +195,7 @@ func TestCountRunsOnAfterALock(t *testing.T) {
 VALUES ($1, $2, 9, now() - interval '2 hours', now() - interval '1 minute')`, other, clientKey(ip)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(pool, Default).Sweep(ctx); err != nil {
+	if _, err := New(pool, Default()).Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
 	var n int
@@ -217,7 +217,7 @@ VALUES ($1, $2, 9, now() - interval '2 hours', now() - interval '1 minute')`, ot
 // enough for that are one guess each from the /64s of one IPv6 /48.
 func TestManyClientsDoNotBreakTheKey(t *testing.T) {
 	ctx := context.Background()
-	s := New(dbtest.New(t).Pool, Default)
+	s := New(dbtest.New(t).Pool, Default())
 	key := EmailKey("target@example.com")
 	const clients = 1100
 	for i := range clients {
@@ -230,8 +230,8 @@ func TestManyClientsDoNotBreakTheKey(t *testing.T) {
 		t.Fatalf("the owner's sign-in after %d clients' guesses: wait %d, %v; want a guess", clients, wait, err)
 	}
 	// A client that failed is still slowed, at most AccountMax.
-	if wait, err := s.Reserve(ctx, key, "2001:db8:0::1"); err != nil || wait <= 0 || wait > int(Default.AccountMax.Seconds()) {
-		t.Fatalf("a client that failed: wait %d, %v; want 1-%d s", wait, err, int(Default.AccountMax.Seconds()))
+	if wait, err := s.Reserve(ctx, key, "2001:db8:0::1"); err != nil || wait <= 0 || wait > int(Default().AccountMax.Seconds()) {
+		t.Fatalf("a client that failed: wait %d, %v; want 1-%d s", wait, err, int(Default().AccountMax.Seconds()))
 	}
 }
 
@@ -241,7 +241,7 @@ func TestManyClientsDoNotBreakTheKey(t *testing.T) {
 func TestRefundUndoesOneAttempt(t *testing.T) {
 	ctx := context.Background()
 	pool := dbtest.New(t).Pool
-	s := New(pool, Default)
+	s := New(pool, Default())
 	key := EmailKey("refund@example.com")
 	const ip = "192.0.2.7"
 	failures := func() (pair, acct int) {
@@ -253,7 +253,7 @@ FROM login_attempts WHERE email_hash = $1`
 		}
 		return pair, acct
 	}
-	for i := range Default.Threshold {
+	for i := range Default().Threshold {
 		if wait, err := s.Reserve(ctx, key, ip); err != nil || wait != 0 {
 			t.Fatalf("guess %d: wait %d, %v", i+1, wait, err)
 		}
@@ -261,8 +261,8 @@ FROM login_attempts WHERE email_hash = $1`
 	if err := s.Refund(ctx, key, ip); err != nil {
 		t.Fatal(err)
 	}
-	if pair, acct := failures(); pair != Default.Threshold-1 || acct != Default.Threshold-1 {
-		t.Fatalf("after a refund: %d and %d failures, want %d each", pair, acct, Default.Threshold-1)
+	if pair, acct := failures(); pair != Default().Threshold-1 || acct != Default().Threshold-1 {
+		t.Fatalf("after a refund: %d and %d failures, want %d each", pair, acct, Default().Threshold-1)
 	}
 	if wait, err := s.Reserve(ctx, key, ip); err != nil || wait != 0 {
 		t.Fatalf("after the refund of the attempt that locked: wait %d, %v; want the guess it gave back", wait, err)
