@@ -56,12 +56,17 @@ type Limits struct {
 	Invitations invitations.Limits
 }
 
-// DefaultLimits: 3 reset mails per address and hour, 20 forgot requests
-// per IP and hour, 3 verification resends per user and 15 minutes.
-var DefaultLimits = Limits{
-	ForgotPerAddress: ratelimit.Limit{N: 3, Window: time.Hour},
-	ForgotPerIP:      ratelimit.Limit{N: 20, Window: time.Hour},
-	Resend:           ratelimit.Limit{N: 3, Window: 15 * time.Minute},
+// DefaultLimits returns the limits a Service has unless its Options say
+// otherwise: 3 reset mails per address and hour, 20 forgot requests per
+// IP and hour, 3 verification resends per user and 15 minutes, and
+// invitations.DefaultLimits.
+func DefaultLimits() Limits {
+	return Limits{
+		ForgotPerAddress: ratelimit.Limit{N: 3, Window: time.Hour},
+		ForgotPerIP:      ratelimit.Limit{N: 20, Window: time.Hour},
+		Resend:           ratelimit.Limit{N: 3, Window: 15 * time.Minute},
+		Invitations:      invitations.DefaultLimits(),
+	}
 }
 
 // Options configure a Service; a zero limit takes its DefaultLimits value.
@@ -95,13 +100,14 @@ func New(o Options) (*Service, error) {
 	if o.Logger == nil || o.Pool == nil || o.Auth == nil || o.Passwords == nil {
 		return nil, errors.New("lifecycle: Logger, Pool, Auth and Passwords are required")
 	}
+	d := DefaultLimits()
 	for _, l := range []struct {
 		got *ratelimit.Limit
 		def ratelimit.Limit
 	}{
-		{&o.Limits.ForgotPerAddress, DefaultLimits.ForgotPerAddress},
-		{&o.Limits.ForgotPerIP, DefaultLimits.ForgotPerIP},
-		{&o.Limits.Resend, DefaultLimits.Resend},
+		{&o.Limits.ForgotPerAddress, d.ForgotPerAddress},
+		{&o.Limits.ForgotPerIP, d.ForgotPerIP},
+		{&o.Limits.Resend, d.Resend},
 	} {
 		if l.got.N <= 0 || l.got.Window <= 0 {
 			*l.got = l.def
