@@ -249,7 +249,7 @@ func TestFailedStatementSpansHoldNoArguments(t *testing.T) {
 	for _, s := range exp.GetSpans() {
 		texts := []string{s.Name, s.Status.Description}
 		for _, a := range s.Attributes {
-			texts = append(texts, a.Value.Emit())
+			texts = append(texts, a.Value.String())
 			if a.Key == "db.response.status_code" || a.Key == "pgx.sql_state" || strings.Contains(string(a.Key), "sql_state") {
 				sqlstate++
 			}
@@ -257,7 +257,7 @@ func TestFailedStatementSpansHoldNoArguments(t *testing.T) {
 		for _, ev := range s.Events {
 			texts = append(texts, ev.Name)
 			for _, a := range ev.Attributes {
-				texts = append(texts, a.Value.Emit())
+				texts = append(texts, a.Value.String())
 			}
 		}
 		for _, text := range texts {
@@ -336,11 +336,11 @@ func TestFailedConnectSpanNamesNoServer(t *testing.T) {
 			for _, s := range exp.GetSpans() {
 				texts := []string{s.Status.Description}
 				for _, a := range s.Attributes {
-					texts = append(texts, a.Value.Emit())
+					texts = append(texts, a.Value.String())
 				}
 				for _, ev := range s.Events {
 					for _, a := range ev.Attributes {
-						texts = append(texts, a.Value.Emit())
+						texts = append(texts, a.Value.String())
 					}
 				}
 				for _, text := range texts {
