@@ -50,6 +50,10 @@ func TestBadBodies(t *testing.T) {
 		{"null where a list belongs", "POST", "/api/v1/roles", `{"name": "x", "permissions": "audit:read"}`, "", 422, "validation_failed", "permissions"},
 		{"not JSON content type", "PATCH", "/api/v1/users/me", `{"display_name": "x"}`, "text/plain", 415, "unsupported_media_type", ""},
 		{"form content type", "POST", "/api/v1/users", `email=a@b.test`, "application/x-www-form-urlencoded", 415, "unsupported_media_type", ""},
+		{"JSON declared in latin1", "PATCH", "/api/v1/users/me", `{"display_name": "Ã©"}`, "application/json; charset=latin1", 415, "unsupported_media_type", ""},
+		{"JSON declared in UTF-16", "PATCH", "/api/v1/users/me", `{"display_name": "x"}`, "application/json; charset=utf-16", 415, "unsupported_media_type", ""},
+		{"JSON declared in Windows-1252 on create", "POST", "/api/v1/users", `{"email": "cs@b.test"}`, "application/json;charset=windows-1252", 415, "unsupported_media_type", ""},
+		{"JSON with an empty charset", "PATCH", "/api/v1/users/me", `{"display_name": "x"}`, "application/json; charset=", 415, "unsupported_media_type", ""},
 		{"invalid UTF-8", "PATCH", "/api/v1/users/me", "{\"display_name\": \"\xff\xfe\"}", "", 400, "bad_request", ""},
 		{"NUL in tenant name", "PATCH", "/api/v1/tenant", `{"name": "A\u0000B"}`, "", 400, "bad_request", "name"},
 		{"NUL in display name", "PATCH", "/api/v1/users/me", `{"display_name": "\u0000"}`, "", 400, "bad_request", "display_name"},
@@ -104,6 +108,31 @@ func TestBadBodies(t *testing.T) {
 	w.E.Get(t, &w.Owner, "/api/v1/users/me").JSON(t, &me)
 	if me.DisplayName != "" {
 		t.Fatalf("display name changed to %q", me.DisplayName)
+	}
+}
+
+// TestJSONInUTF8Accepted: a JSON body declared in UTF-8, in any spelling
+// of the charset (and without one), is read as before; only another
+// charset is refused (TestBadBodies), so that no body is read under a
+// charset it does not declare.
+func TestJSONInUTF8Accepted(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	for i, ct := range []string{"application/json", "application/json; charset=utf-8", "Application/JSON;Charset=UTF-8",
+		`application/json; charset="Utf-8"`} {
+		name := fmt.Sprintf("Name %d é", i)
+		r := w.E.Do(t, apitest.Request{Method: "PATCH", Path: "/api/v1/users/me", Body: `{"display_name": "` + name + `"}`,
+			ContentType: ct, As: &w.Owner})
+		var me struct {
+			DisplayName string `json:"display_name"`
+		}
+		if r.Status != 200 {
+			t.Fatalf("%q: %d %s", ct, r.Status, r.Body)
+		}
+		r.JSON(t, &me)
+		if me.DisplayName != name {
+			t.Errorf("%q: display name %q, want %q", ct, me.DisplayName, name)
+		}
 	}
 }
 

@@ -23,7 +23,7 @@ import (
 )
 
 // DecodeJSON strictly decodes the request body into dst: the content type
-// must be JSON, unknown fields and trailing data are rejected, and a
+// must be JSON, in UTF-8 (MediaType: another charset is 415), unknown fields and trailing data are rejected, and a
 // malformed body is a 400 problem that says where it went wrong. A
 // top-level member sent as null is 422 validation_failed naming it, as a
 // member of another type is, unless its field is tagged nullable:"true"
@@ -40,8 +40,13 @@ func decodeJSON(c *fiber.Ctx, dst any, code string, refuseNull bool) error {
 	if err := CheckCoding(c); err != nil {
 		return err
 	}
-	ct := c.Get(fiber.HeaderContentType)
-	if mt, _, err := mime.ParseMediaType(ct); err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+	// Read as MediaType reads it: a charset other than UTF-8 is refused,
+	// not read as UTF-8 ("Ã©" in latin1 is "é" in UTF-8).
+	mt, err := MediaType(c)
+	if err != nil {
+		return err
+	}
+	if mt != "application/json" && !strings.HasSuffix(mt, "+json") {
 		return problem.New(fiber.StatusUnsupportedMediaType, problem.CodeUnsupportedMedia, "send the body as application/json")
 	}
 	body := c.Request().Body() // as sent: c.Body() would decompress

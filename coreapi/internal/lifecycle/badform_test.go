@@ -99,3 +99,30 @@ func TestFormParamsBounded(t *testing.T) {
 		}
 	}
 }
+
+// A page form declared in a charset other than UTF-8 is sent back as
+// unsupported_media_type before it is read, as a JSON body in one is
+// (and as the token endpoint refuses one): its bytes were read as UTF-8
+// whatever it declared, "%C3%A9" being "Ã©" in latin1 and "é" here. A
+// form in UTF-8, in any spelling of the charset, is read as before.
+func TestFormCharsetRefused(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	const form = "application/x-www-form-urlencoded"
+	for _, ct := range []string{form + "; charset=iso-8859-1", form + ";charset=latin1", form + "; charset=windows-1252"} {
+		r := x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/password/forgot",
+			Body: "email=a%C3%A9@example.com", ContentType: ct})
+		if loc := r.Header.Get("Location"); r.Status != http.StatusSeeOther || !strings.HasPrefix(loc, "/reset-password?error=unsupported_media_type") {
+			t.Errorf("%q: %d Location %q body %s", ct, r.Status, loc, r.Body)
+		}
+		if r.Stats.Queries != 0 {
+			t.Errorf("%q: refused form ran %d queries", ct, r.Stats.Queries)
+		}
+	}
+	for _, ct := range []string{form + "; charset=utf-8", "Application/X-WWW-Form-Urlencoded;Charset=UTF-8"} {
+		r := x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/password/forgot",
+			Body: "email=a%C3%A9@example.com", ContentType: ct})
+		if r.Status != http.StatusSeeOther || r.Header.Get("Location") != "/reset-password?sent=1" {
+			t.Errorf("%q: %d Location %q, want the page's sent=1", ct, r.Status, r.Header.Get("Location"))
+		}
+	}
+}

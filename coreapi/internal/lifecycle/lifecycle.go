@@ -168,16 +168,22 @@ func isForm(c *fiber.Ctx) bool {
 }
 
 // decode reads JSON strictly (httpapi.DecodeJSON) or a form with the same
-// field names, as strictly: a field sent twice is 400 bad_request, as a
-// JSON member named twice is (of two values, which one is meant would be
-// a guess, and another reader of the body may take the other), and names
-// match exactly. dst points to a struct of string and *string fields; an
+// field names, as strictly: a form declared in a charset other than UTF-8
+// is 415 unsupported_media_type, as such a JSON body is; a field sent
+// twice is 400 bad_request, as a JSON member named twice is (of two
+// values, which one is meant would be a guess, and another reader of the
+// body may take the other); and names match exactly. dst points to a struct of string and *string fields; an
 // empty form value leaves its field as it is (nil).
 func decode(c *fiber.Ctx, dst any) error {
 	if !isForm(c) {
 		return httpapi.DecodeJSON(c, dst)
 	}
 	if err := httpapi.CheckCoding(c); err != nil {
+		return err
+	}
+	// A charset other than UTF-8 is refused (415), as DecodeJSON refuses
+	// one: the form's bytes are read as UTF-8.
+	if _, err := httpapi.MediaType(c); err != nil {
 		return err
 	}
 	v := reflect.ValueOf(dst).Elem()
