@@ -58,6 +58,12 @@ func TestBadBodies(t *testing.T) {
 		{"NUL in tenant name", "PATCH", "/api/v1/tenant", `{"name": "A\u0000B"}`, "", 400, "bad_request", "name"},
 		{"NUL in display name", "PATCH", "/api/v1/users/me", `{"display_name": "\u0000"}`, "", 400, "bad_request", "display_name"},
 		{"NUL in a list item", "POST", "/api/v1/roles", `{"name": "x", "permissions": ["audit:read\u0000"]}`, "", 400, "bad_request", "permissions"},
+		{"lone high surrogate in display name", "PATCH", "/api/v1/users/me", `{"display_name": "\ud800"}`, "", 400, "bad_request", "display_name"},
+		{"lone low surrogate in tenant name", "PATCH", "/api/v1/tenant", `{"name": "A\uDC00B"}`, "", 400, "bad_request", "name"},
+		{"high surrogate before another escape", "PATCH", "/api/v1/users/me", `{"display_name": "\ud83d\u0041"}`, "", 400, "bad_request", "display_name"},
+		{"two high surrogates", "PATCH", "/api/v1/users/me", `{"display_name": "\ud83d\ud83d"}`, "", 400, "bad_request", "display_name"},
+		{"lone surrogate in a list item", "POST", "/api/v1/roles", `{"name": "x", "permissions": ["audit:read", "\ud800"]}`, "", 400, "bad_request", "permissions"},
+		{"lone surrogate in a new member's name", "POST", "/api/v1/users", `{"email": "s@b.test", "display_name": "Bob\udfff"}`, "", 400, "bad_request", "display_name"},
 		{"line break in display name", "PATCH", "/api/v1/users/me", `{"display_name": "Bob\nAdmin"}`, "", 422, "validation_failed", "display_name"},
 		{"line separator in display name", "PATCH", "/api/v1/users/me", `{"display_name": "Bob\u2028Admin"}`, "", 422, "validation_failed", "display_name"},
 		{"paragraph separator in a new member's name", "POST", "/api/v1/users", `{"email": "p@b.test", "display_name": "Bob\u2029Admin"}`, "", 422, "validation_failed", "display_name"},
@@ -132,6 +138,33 @@ func TestJSONInUTF8Accepted(t *testing.T) {
 		r.JSON(t, &me)
 		if me.DisplayName != name {
 			t.Errorf("%q: display name %q, want %q", ct, me.DisplayName, name)
+		}
+	}
+}
+
+// TestSurrogatePairsKept: a character outside the Basic Multilingual
+// Plane written as a JSON surrogate pair (\ud83d\ude00) is read as that
+// character, and an escaped backslash before "u" (\\ud800, the text
+// "\ud800") is no surrogate: only a lone surrogate is refused
+// (TestBadBodies), which encoding/json replaced with U+FFFD in silence.
+func TestSurrogatePairsKept(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	for body, want := range map[string]string{
+		`{"display_name": "Smile \ud83d\ude00 \uD83D\uDE01"}`: "Smile \U0001F600 \U0001F601",
+		`{"display_name": "C:\\ud800"}`:                       `C:\ud800`,
+		`{"display_name": "\\\ud83d\ude00"}`:                  "\\\U0001F600",
+	} {
+		r := w.E.Do(t, apitest.Request{Method: "PATCH", Path: "/api/v1/users/me", Body: body, As: &w.Owner})
+		if r.Status != 200 {
+			t.Fatalf("%s: %d %s", body, r.Status, r.Body)
+		}
+		var me struct {
+			DisplayName string `json:"display_name"`
+		}
+		r.JSON(t, &me)
+		if me.DisplayName != want {
+			t.Errorf("%s: display name %q, want %q", body, me.DisplayName, want)
 		}
 	}
 }

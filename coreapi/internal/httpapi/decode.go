@@ -72,6 +72,12 @@ func decodeJSON(c *fiber.Ctx, dst any, code string, refuseNull bool) error {
 	if field, ok := cleanStrings(reflect.ValueOf(dst), ""); !ok {
 		return badString(field)
 	}
+	// encoding/json reads an escaped lone surrogate (\ud800, which no
+	// UTF-8 text holds) as U+FFFD: what is stored would not be the text
+	// sent, which another reader of the body (JavaScript) keeps as sent.
+	if off := loneSurrogate(body); off >= 0 {
+		return badString(memberAt(body, off))
+	}
 	// encoding/json keeps the last of a repeated member and fills a field
 	// from a member named in any case: a body that another reader (a
 	// gateway's filter, an audit of the raw request) reads differently is
@@ -373,6 +379,105 @@ func checkMembers(body []byte, known map[string]bodyField, code string, refuseNu
 		}
 		if i = skipSpace(body, i); i >= len(body) || body[i] != ',' {
 			return nil
+		}
+	}
+}
+
+// loneSurrogate is the offset in the JSON text b of the first \u escape
+// of a UTF-16 surrogate that is not half of a pair (a high one followed
+// by an escaped low one), or -1: such an escape stands for no character.
+func loneSurrogate(b []byte) int {
+	if bytes.Index(b, []byte(`\u`)) < 0 {
+		return -1
+	}
+	in := false
+	for i := 0; i < len(b); i++ {
+		if !in {
+			in = b[i] == '"'
+			continue
+		}
+		switch b[i] {
+		case '"':
+			in = false
+		case '\\':
+			if i+1 >= len(b) || b[i+1] != 'u' {
+				i++ // a one-character escape (\\, \", \n...)
+				continue
+			}
+			switch r := hex4(b, i+2); {
+			case r >= 0xDC00 && r <= 0xDFFF:
+				return i
+			case r >= 0xD800 && r <= 0xDBFF:
+				if i+11 >= len(b) || b[i+6] != '\\' || b[i+7] != 'u' {
+					return i
+				}
+				if r2 := hex4(b, i+8); r2 < 0xDC00 || r2 > 0xDFFF {
+					return i
+				}
+				i += 11 // the pair
+				continue
+			}
+			i += 5
+		}
+	}
+	return -1
+}
+
+// hex4 is the value of the four hex digits at b[i:], or -1.
+func hex4(b []byte, i int) int {
+	if i+4 > len(b) {
+		return -1
+	}
+	n := 0
+	for _, c := range b[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return -1
+		}
+		n = n<<4 | int(c)
+	}
+	return n
+}
+
+// memberAt names the top-level member of the JSON object b whose value
+// holds the offset off, or is "(body)".
+func memberAt(b []byte, off int) string {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return "(body)"
+	}
+	for i++; ; i++ {
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != '"' {
+			return "(body)"
+		}
+		end := stringEnd(b, i)
+		if end < 0 {
+			return "(body)"
+		}
+		name := b[i:end]
+		if i = skipSpace(b, end); i >= len(b) || b[i] != ':' {
+			return "(body)"
+		}
+		start := skipSpace(b, i+1)
+		if i = skipValue(b, start); i < 0 {
+			return "(body)"
+		}
+		if off >= start && off < i {
+			var s string
+			if json.Unmarshal(name, &s) != nil {
+				return "(body)"
+			}
+			return s
+		}
+		if i = skipSpace(b, i); i >= len(b) || b[i] != ',' {
+			return "(body)"
 		}
 	}
 }

@@ -135,3 +135,37 @@ func TestPlainText(t *testing.T) {
 		}
 	}
 }
+
+// TestLoneSurrogate: the escape of a surrogate that is not half of a pair
+// is found, wherever it is and whatever follows it; an escaped backslash
+// before "u" and a pair are not; memberAt names the member holding it.
+func TestLoneSurrogate(t *testing.T) {
+	for body, want := range map[string]string{
+		`{"a": "\ud800"}`:                         "a",
+		`{"a": "x", "b": ["y", "\uDFFF"]}`:        "b",
+		`{"a": "\ud83d\ude00", "b": "\ud83d"}`:    "b",
+		`{"a": "\ud83d\u0041"}`:                   "a",
+		`{"a": "\ud83d\\ude00"}`:                  "a",
+		`{"a": "\ud83d"  }`:                       "a",
+		`{"a\"\\": {"x": "\udc00"}}`:              `a"\`,
+		`["\ud800"]`:                              "(body)",
+		`{"a": "\\ud800", "b": "\\\ud83d\ude00"}`: "",
+		`{"\\u": "\u0041\u00e9\uffff"}`:           "",
+		`{"a": "no escapes"}`:                     "",
+	} {
+		off := loneSurrogate([]byte(body))
+		got := ""
+		if off >= 0 {
+			if !strings.HasPrefix(body[off:], `\u`) {
+				t.Errorf("%s: offset %d is no escape", body, off)
+			}
+			got = memberAt([]byte(body), off)
+		}
+		if got != want {
+			t.Errorf("%s: %q, want %q", body, got, want)
+		}
+		if !json.Valid([]byte(body)) {
+			t.Errorf("%s: not JSON", body)
+		}
+	}
+}
