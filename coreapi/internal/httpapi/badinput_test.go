@@ -169,6 +169,39 @@ func TestSurrogatePairsKept(t *testing.T) {
 	}
 }
 
+// TestUnknownMemberNameClipped: the answer to an unknown member names it
+// clipped to 64 bytes (with "..."), in its detail and its error, as it
+// quotes a date-time that does not parse: it echoed the name whole, twice,
+// so a body of one 1 MiB name drew an answer of 2 MiB.
+func TestUnknownMemberNameClipped(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	name := strings.Repeat("é", 50_000)
+	for _, path := range []string{"/api/v1/users/me", "/api/v1/tenant"} {
+		r := w.E.Do(t, apitest.Request{Method: "PATCH", Path: path, Body: `{"` + name + `": 1}`, As: &w.Owner})
+		apitest.WantProblem(t, r, 422, "unknown_field")
+		if len(r.Body) > 1024 {
+			t.Errorf("%s: answer of %d bytes", path, len(r.Body))
+		}
+		p := r.Problem(t)
+		want := strings.Repeat("é", 32) + "..."
+		if len(p.Errors) != 1 || p.Errors[0].Field != want {
+			t.Errorf("%s: errors %+v, want the field %q", path, p.Errors, want)
+		}
+		if !strings.Contains(p.Detail, want) {
+			t.Errorf("%s: detail %q does not name %q", path, p.Detail, want)
+		}
+		if r.Stats.Queries != 0 {
+			t.Errorf("%s: refused body ran %d queries", path, r.Stats.Queries)
+		}
+	}
+	// A name within the bound is named whole, as before.
+	r := w.E.Do(t, apitest.Request{Method: "PATCH", Path: "/api/v1/users/me", Body: `{"is_admin": true}`, As: &w.Owner})
+	if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "is_admin" || p.Detail != `unknown field "is_admin"` {
+		t.Errorf("short name: %+v", p)
+	}
+}
+
 // TestNullMembersRefused: a member sent as null where the document
 // declares a string, a boolean or a list is 422 validation_failed naming
 // it, as a member of another type is, and nothing is stored. encoding/json

@@ -714,6 +714,10 @@ func rawType(raw json.RawMessage) string {
 	return "number"
 }
 
+// maxNameEcho bounds the bytes of an unknown member's name that its
+// answer quotes (clip.Mark adds "..." to a longer one).
+const maxNameEcho = 64
+
 func decodeProblem(err error) *problem.Problem {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
@@ -733,9 +737,16 @@ func decodeProblem(err error) *problem.Problem {
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		// The same status as a wrong type: both are well-formed JSON that
 		// does not fit the operation's schema.
-		name := strings.TrimPrefix(err.Error(), "json: unknown field ")
-		p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeUnknownField, "unknown field "+name)
-		p.Errors = []problem.FieldError{{Field: strings.Trim(name, `"`), Message: "unknown field"}}
+		// The name is the client's, of any length up to the body's: it
+		// is named clipped, as a date-time that does not parse is.
+		quoted := strings.TrimPrefix(err.Error(), "json: unknown field ")
+		name, uerr := strconv.Unquote(quoted)
+		if uerr != nil {
+			name = strings.Trim(quoted, `"`)
+		}
+		name = clip.Mark(name, maxNameEcho)
+		p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeUnknownField, "unknown field "+strconv.Quote(name))
+		p.Errors = []problem.FieldError{{Field: name, Message: "unknown field"}}
 		return p
 	}
 	return problem.New(fiber.StatusBadRequest, problem.CodeMalformedJSON, "malformed JSON body")
