@@ -23,7 +23,12 @@ func (s *Server) getProjection(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	tid := c.Query("tenant_id")
+	// Once: c.Query would serve the first of two, where another reader of
+	// the URL may take the last.
+	var tid string
+	if err := ReadQuery(c.Context().QueryArgs(), []FormField{{Name: "tenant_id", Dst: &tid}}); err != nil {
+		return err
+	}
 	if !ids.Valid(tid) {
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, "tenant_id must be a UUID")
 	}

@@ -129,3 +129,24 @@ func TestProjectionNoMembershipCode(t *testing.T) {
 	r = w.E.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/nothing/" + w.Owner.UserID + "?tenant_id=" + w.A, Service: true, Undocumented: true})
 	apitest.WantProblem(t, r, 404, problem.CodeNotFound)
 }
+
+// TestProjectionTenantIDOnce: a projection fetch naming tenant_id more
+// than once is 400 invalid_query naming it, before any query, as a list's
+// repeated page parameter is: the first was served, where another reader
+// of the URL (a log, a cache in front of coreapi) may take the last.
+func TestProjectionTenantIDOnce(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	for _, q := range []string{"?tenant_id=" + w.A + "&tenant_id=" + w.B, "?tenant_id=" + w.A + "&tenant_id=" + w.A,
+		"?tenant_id=" + w.A + "&tenant_id="} {
+		r := w.E.Do(t, apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + w.Owner.UserID + q, Service: true})
+		apitest.WantProblem(t, r, 400, problem.CodeInvalidQuery)
+		if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "tenant_id" {
+			t.Errorf("%s: errors %+v, want tenant_id", q, p.Errors)
+		}
+		if r.Stats.Queries != 0 {
+			t.Errorf("%s: refused fetch ran %d queries", q, r.Stats.Queries)
+		}
+	}
+	apitest.WantStatus(t, w.E.Do(t, apitest.Request{Method: "GET", Path: identity.ProjectionPath + "/" + w.Owner.UserID + "?tenant_id=" + w.A, Service: true}), 200)
+}
