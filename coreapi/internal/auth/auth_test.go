@@ -929,6 +929,39 @@ func TestLogoutLocal(t *testing.T) {
 	}
 }
 
+// TestLogoutEmptyScopeRefused: a scope sent without a value, in the
+// query (?scope=, or the name alone) or the body ("scope": ""), is
+// refused naming scope and signs nothing out: it was served as the
+// default, local, so a sign-out everywhere whose value was lost on its
+// way into the request ended one session and answered 204, and the other
+// sessions stayed live. Leaving scope out still means local.
+func TestLogoutEmptyScopeRefused(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "e@example.com", "E")
+	id := e.identityFor(t, tk)
+	for _, c := range []struct {
+		query  string
+		body   any
+		status int
+		code   string
+	}{
+		{"?scope=", nil, http.StatusBadRequest, "invalid_query"},
+		{"?scope", nil, http.StatusBadRequest, "invalid_query"},
+		{"?scope=", map[string]string{"scope": "global"}, http.StatusBadRequest, "invalid_query"},
+		{"", map[string]string{"scope": ""}, http.StatusUnprocessableEntity, "validation_failed"},
+		{"?scope=global", map[string]string{"scope": ""}, http.StatusUnprocessableEntity, "validation_failed"},
+	} {
+		r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout" + c.query, Body: c.body, As: id})
+		apitest.WantProblem(t, r, c.status, c.code)
+		if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "scope" {
+			t.Errorf("%s %v: errors = %+v, want scope named", c.query, c.body, p.Errors)
+		}
+	}
+	if r := e.refresh(t, tk.RefreshToken); r.Status != http.StatusOK {
+		t.Fatalf("a refused logout signed the session out: %d %s", r.Status, r.Body)
+	}
+}
+
 func TestLogoutGlobal(t *testing.T) {
 	e := start(t, cheap)
 	tk := e.signup(t, "g@example.com", "G")

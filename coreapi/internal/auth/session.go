@@ -22,7 +22,7 @@ import (
 // --- logout ---
 
 type logoutRequest struct {
-	Scope string `json:"scope"`
+	Scope *string `json:"scope"` // nil: left out; "" is refused
 }
 
 func (s *Service) logout(c *fiber.Ctx) error {
@@ -33,21 +33,32 @@ func (s *Service) logout(c *fiber.Ctx) error {
 	if err := httpapi.ReadQuery(c.Context().QueryArgs(), []httpapi.FormField{{Name: "scope", Dst: &scope}}); err != nil {
 		return err
 	}
+	// Sent without a value (?scope=, or the name alone), scope is refused
+	// rather than read as left out (local), as a list's empty page
+	// parameter is: a sign-out everywhere whose value was lost on its way
+	// into the URL would end this session alone, and say it succeeded.
+	if scope == "" && c.Context().QueryArgs().Has("scope") {
+		p := problem.New(fiber.StatusBadRequest, problem.CodeInvalidQuery, "scope is sent without a value; send local or global, or leave it out")
+		p.Errors = []problem.FieldError{{Field: "scope", Message: "sent without a value; give one or leave the parameter out"}}
+		return p
+	}
 	if len(c.Request().Body()) > 0 { // as sent: c.Body() would decompress
 		var req logoutRequest
 		if err := httpapi.DecodeJSON(c, &req); err != nil {
 			return err
 		}
 		switch {
-		case req.Scope == "":
-		case scope != "" && scope != req.Scope:
+		case req.Scope == nil:
+		case *req.Scope == "":
+			return httpapi.Invalid("scope", "must be local or global")
+		case scope != "" && scope != *req.Scope:
 			// The body used to win in silence: a gateway or a log that
 			// reads the query would record another sign-out than the
 			// one done.
 			return invalidRequest("the body and the query name different scopes; send scope once",
 				problem.FieldError{Field: "scope", Message: "the body's differs from the query's"})
 		default:
-			scope = req.Scope
+			scope = *req.Scope
 		}
 	}
 	if scope == "" {
