@@ -957,6 +957,16 @@ func TestLogoutEmptyScopeRefused(t *testing.T) {
 			t.Errorf("%s %v: errors = %+v, want scope named", c.query, c.body, p.Errors)
 		}
 	}
+	// scope in another letter case was ignored: a sign-out of this
+	// session alone, where a reader of the URL that matches names without
+	// regard to case saw one everywhere.
+	for _, q := range []string{"?Scope=global", "?SCOPE=global", "?scope=local&sCope=global"} {
+		r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/logout" + q, As: id})
+		apitest.WantProblem(t, r, http.StatusBadRequest, "invalid_query")
+		if p := r.Problem(t); len(p.Errors) != 1 || !strings.EqualFold(p.Errors[0].Field, "scope") || p.Errors[0].Field == "scope" {
+			t.Errorf("%s: errors = %+v, want the parameter named as sent", q, p.Errors)
+		}
+	}
 	if r := e.refresh(t, tk.RefreshToken); r.Status != http.StatusOK {
 		t.Fatalf("a refused logout signed the session out: %d %s", r.Status, r.Body)
 	}

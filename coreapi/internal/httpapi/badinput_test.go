@@ -202,6 +202,40 @@ func TestUnknownMemberNameClipped(t *testing.T) {
 	}
 }
 
+// TestQueryNamesCaseSensitive: a query parameter a route reads, named in
+// another letter case (Limit, CURSOR, Include_Total, TENANT_ID), is 400
+// invalid_query naming it, as a JSON member in another case is 422
+// unknown_field, before any query: it was ignored, so ?Limit=5 was served
+// 50 rows, where a reader of the URL that matches names without regard
+// to case (a gateway, a framework that does) reads 5.
+func TestQueryNamesCaseSensitive(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	for q, field := range map[string]string{
+		"Limit=5":                         "Limit",
+		"limit=5&LIMIT=200":               "LIMIT",
+		"CURSOR=abc":                      "CURSOR",
+		"limit=2&Include_Total=true":      "Include_Total",
+		"include_totaL=false&limit=2&x=1": "include_totaL",
+	} {
+		r := w.E.Get(t, &w.Owner, "/api/v1/users?"+q)
+		apitest.WantProblem(t, r, 400, "invalid_query")
+		if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != field {
+			t.Errorf("?%s: errors %+v, want one naming %s", q, p.Errors, field)
+		}
+		if r.Stats.Queries != 0 {
+			t.Errorf("?%s: refused list ran %d queries", q, r.Stats.Queries)
+		}
+	}
+	r := w.E.Do(t, apitest.Request{Method: "GET", Path: "/internal/v1/projections/" + w.Owner.UserID + "?tenant_id=" + w.A + "&TENANT_ID=" + w.B, Service: true})
+	apitest.WantProblem(t, r, 400, "invalid_query")
+	if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "TENANT_ID" {
+		t.Errorf("projection: errors %+v, want one naming TENANT_ID", p.Errors)
+	}
+	// Other parameters are ignored, as before.
+	apitest.WantStatus(t, w.E.Get(t, &w.Owner, "/api/v1/users?limit=2&utm_source=x&Other=1"), 200)
+}
+
 // TestNullMembersRefused: a member sent as null where the document
 // declares a string, a boolean or a list is 422 validation_failed naming
 // it, as a member of another type is, and nothing is stored. encoding/json

@@ -180,8 +180,8 @@ type PageQuery struct {
 var pageParams = [...]string{"limit", "cursor", "include_total"}
 
 // ParsePage reads a list's query; a bad limit or include_total, or one of
-// the three sent more than once or without a value, is a 400 problem with
-// code invalid_query naming it. c.Query answers the first of repeated
+// the three sent more than once, without a value or named in another
+// letter case (Limit), is a 400 problem with code invalid_query naming it. c.Query answers the first of repeated
 // values, where another reader of the URL (a cache, a gateway, a log) may
 // take the last: the page size or position it sees would not be the one
 // served, so a repeat is refused, as a repeated JSON member or OAuth
@@ -202,6 +202,15 @@ func ParsePageWithoutTotal(c *fiber.Ctx) (PageQuery, error) { return parsePage(c
 func parsePage(c *fiber.Ctx, hasTotal bool) (PageQuery, error) {
 	var v Checks
 	args := c.Context().QueryArgs()
+	// A page parameter named in another letter case (Limit) is refused,
+	// as ReadQuery refuses one: it was ignored (50 rows for ?Limit=5).
+	for k := range args.All() {
+		for _, name := range pageParams {
+			if string(k) != name && asciiEqualFold(k, name) {
+				v.Add(string(k), otherCaseMessage)
+			}
+		}
+	}
 	for _, name := range pageParams {
 		switch n, empty := countArg(args, name); {
 		case n > 1:

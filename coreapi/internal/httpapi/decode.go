@@ -211,7 +211,7 @@ const maxFormFields = 64
 // ignored, repeated or not (RFC 6749 section 3.2 ignores unrecognized
 // parameters; RFC 8707 repeats resource). At most 64 fields.
 func ReadForm(args *fasthttp.Args, fields []FormField) error {
-	return readArgs(args, fields, problem.CodeInvalidRequest)
+	return readArgs(args, fields, problem.CodeInvalidRequest, false)
 }
 
 // MaxFormParams bounds the parameters of a form body (counted as the
@@ -268,17 +268,22 @@ func readPostArgs(c *fiber.Ctx, fields []FormField, code string) error {
 		return problem.New(fiber.StatusBadRequest, code,
 			"the form has more than "+strconv.Itoa(MaxFormParams)+" parameters")
 	}
-	return readArgs(c.Request().PostArgs(), fields, code)
+	return readArgs(c.Request().PostArgs(), fields, code, false)
 }
 
 // ReadQuery is ReadForm for the query of a route that is not an OAuth
 // endpoint: one of fields sent more than once is 400 invalid_query naming
-// it, as a list's repeated limit, cursor or include_total is.
+// it, as a list's repeated limit, cursor or include_total is; so is a
+// parameter named as one of fields in another letter case (Scope for
+// scope), as a JSON member is refused (misspelled): it was ignored, where
+// a reader of the URL that matches names without regard to case takes it.
 func ReadQuery(args *fasthttp.Args, fields []FormField) error {
-	return readArgs(args, fields, problem.CodeInvalidQuery)
+	return readArgs(args, fields, problem.CodeInvalidQuery, true)
 }
 
-func readArgs(args *fasthttp.Args, fields []FormField, repeatCode string) error {
+// readArgs reads fields from args, answering a repeat with repeatCode,
+// and with exactNames a parameter named as a field in another case too.
+func readArgs(args *fasthttp.Args, fields []FormField, repeatCode string, exactNames bool) error {
 	if len(fields) > maxFormFields {
 		panic("httpapi: ReadForm reads at most 64 fields")
 	}
@@ -292,6 +297,9 @@ func readArgs(args *fasthttp.Args, fields []FormField, repeatCode string) error 
 		}
 		for i := range fields {
 			if string(k) != fields[i].Name {
+				if exactNames && asciiEqualFold(k, fields[i].Name) {
+					return otherCase(string(k), fields[i].Name, repeatCode)
+				}
 				continue
 			}
 			if seen&(1<<i) != 0 {
@@ -306,6 +314,38 @@ func readArgs(args *fasthttp.Args, fields []FormField, repeatCode string) error 
 	}
 	return nil
 }
+
+// asciiEqualFold reports whether b and s are the same ASCII letters up to
+// case (without allocating).
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// otherCase is the 400 (code) answer to a query parameter named as want in
+// another letter case: parameter names are case-sensitive.
+func otherCase(name, want, code string) *problem.Problem {
+	p := problem.New(fiber.StatusBadRequest, code,
+		fmt.Sprintf("unknown parameter %q (parameter names are case-sensitive: %q)", name, want))
+	p.Errors = []problem.FieldError{{Field: name, Message: otherCaseMessage}}
+	return p
+}
+
+const otherCaseMessage = "unknown parameter (parameter names are case-sensitive)"
 
 // DecodeJSONOnce is DecodeJSON for a body whose members are request
 // parameters that must not be repeated (RFC 6749 section 3.1): an object
