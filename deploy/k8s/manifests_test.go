@@ -1126,7 +1126,7 @@ func check(b *bundle) []string {
 	// GOMAXPROCS of them) follow GOMAXPROCS, which the Go runtime takes
 	// from the CPU limit or, without one, from the node's CPU count: on a
 	// 32-CPU node that is 128 connections a replica and 608 MiB of hashes
-	// in a 512Mi container. The manifest must fix it.
+	// in a 640Mi container. The manifest must fix it.
 	if _, err := coreProcs(core, coreEnv); err != nil {
 		v.addf("coreapi: %v", err)
 	}

@@ -3,6 +3,7 @@ package k8s
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -232,5 +233,117 @@ func TestSidecarMemoryFitsCacheBudget(t *testing.T) {
 	setEnv(c, "CACHE_MEMORY_MB", "ninety")
 	if sidecarFits(c, envOf(b, c)) == nil {
 		t.Fatal("a garbled budget not caught")
+	}
+}
+
+// measuredCoreRSS is the peak RSS (VmHWM) of a coreapi under its worst
+// memory cases at once, at the base's GOMEMLIMIT and GOMAXPROCS and the
+// default MAX_BODY_BYTES: 512 sign-ins waiting for their argon2id hash
+// (GOMAXPROCS at a time), 16 readers of the largest member page, 64
+// uploads of MAX_BODY_BYTES (one proxy's BODY_MEMORY_MB), sign-ups and
+// role changes keeping the mail sender and the outbox relay busy, and
+// 2,000 idle keep-alive connections: `go run ./deploy/loadtest -core-rss
+// -core-gomemlimit 576MiB` (docs/scaling.md, "Memory per coreapi").
+var measuredCoreRSS = resource.MustParse("549Mi")
+
+// The settings measuredCoreRSS was measured at: the hashes at once and
+// the pool follow GOMAXPROCS, the uploads MAX_BODY_BYTES, and the garbage
+// the runtime keeps GOMEMLIMIT.
+const (
+	measuredCoreProcs    = "2"
+	measuredCoreMaxBody  = "1048576"
+	measuredCoreMemLimit = "576MiB"
+)
+
+// checkCoreMemory: the coreapi container's memory limit covers the
+// measured RSS with at least 10 % headroom, its request equals the limit,
+// GOMEMLIMIT is set below the limit, and GOMAXPROCS, MAX_BODY_BYTES and
+// GOMEMLIMIT are those the measurement was made at. env is what the
+// container sees (envOf).
+func checkCoreMemory(c *corev1.Container, env func(string) string) error {
+	lim, ok := c.Resources.Limits[corev1.ResourceMemory]
+	if !ok {
+		return fmt.Errorf("coreapi: no memory limit")
+	}
+	if lim.Value() < measuredCoreRSS.Value()*11/10 {
+		return fmt.Errorf("coreapi: memory limit %s is below the measured RSS %s + 10 %%", lim.String(), measuredCoreRSS.String())
+	}
+	if req := c.Resources.Requests[corev1.ResourceMemory]; req.Cmp(lim) != 0 {
+		return fmt.Errorf("coreapi: memory request %s differs from the limit %s", req.String(), lim.String())
+	}
+	gml := env("GOMEMLIMIT")
+	if len(gml) < 4 || gml[len(gml)-3:] != "MiB" {
+		return fmt.Errorf("coreapi: GOMEMLIMIT %q, want a value in MiB", gml)
+	}
+	q, err := resource.ParseQuantity(gml[:len(gml)-3] + "Mi")
+	if err != nil {
+		return fmt.Errorf("coreapi: GOMEMLIMIT %q: %v", gml, err)
+	}
+	if q.Cmp(lim) >= 0 {
+		return fmt.Errorf("coreapi: GOMEMLIMIT %s is not below the limit %s", gml, lim.String())
+	}
+	for name, want := range map[string]string{"GOMEMLIMIT": measuredCoreMemLimit, "GOMAXPROCS": measuredCoreProcs, "MAX_BODY_BYTES": measuredCoreMaxBody} {
+		if got := env(name); got != want {
+			return fmt.Errorf("coreapi: %s %q: the memory limit was measured at %s; measure again (go run ./deploy/loadtest -core-rss)", name, got, want)
+		}
+	}
+	return nil
+}
+
+func TestCoreMemoryMatchesMeasurement(t *testing.T) {
+	b := renderBase(t)
+	c := ctr(t, b, coreName)
+	if err := checkCoreMemory(c, envOf(b, c)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCoreMemoryBreakageIsCaught(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		break_ func(c *corev1.Container)
+		want   string
+	}{
+		{"a limit the measurement does not fit in with 10 %", func(c *corev1.Container) {
+			lim := resource.NewQuantity(measuredCoreRSS.Value()*105/100, resource.BinarySI)
+			c.Resources.Limits[corev1.ResourceMemory] = *lim
+			c.Resources.Requests[corev1.ResourceMemory] = *lim
+		}, "below the measured RSS"},
+		{"no limit", func(c *corev1.Container) { delete(c.Resources.Limits, corev1.ResourceMemory) }, "no memory limit"},
+		{"request below the limit", func(c *corev1.Container) {
+			c.Resources.Requests[corev1.ResourceMemory] = resource.MustParse("256Mi")
+		}, "differs from the limit"},
+		{"no GOMEMLIMIT", func(c *corev1.Container) {
+			for i := range c.Env {
+				if c.Env[i].Name == "GOMEMLIMIT" {
+					c.Env = append(c.Env[:i], c.Env[i+1:]...)
+					break
+				}
+			}
+		}, "want a value in MiB"},
+		{"GOMEMLIMIT at the limit", func(c *corev1.Container) {
+			lim := c.Resources.Limits[corev1.ResourceMemory]
+			setEnv(c, "GOMEMLIMIT", fmt.Sprintf("%dMiB", lim.Value()>>20))
+		}, "not below the limit"},
+		{"GOMEMLIMIT garbled", func(c *corev1.Container) { setEnv(c, "GOMEMLIMIT", "lotsMiB") }, "GOMEMLIMIT"},
+		{"another GOMEMLIMIT than measured", func(c *corev1.Container) { setEnv(c, "GOMEMLIMIT", "500MiB") }, "measure again"},
+		{"more Ps than measured", func(c *corev1.Container) { setEnv(c, "GOMAXPROCS", "4") }, "GOMAXPROCS"},
+		{"a larger body limit", func(c *corev1.Container) { setEnv(c, "MAX_BODY_BYTES", "8388608") }, "MAX_BODY_BYTES"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := renderBase(t)
+			c := ctr(t, b, coreName)
+			tc.break_(c)
+			if err := checkCoreMemory(c, envOf(b, c)); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error about %q", err, tc.want)
+			}
+		})
+	}
+	// Set in the ConfigMap both containers take.
+	b := renderBase(t)
+	b.ConfigMaps[0].Data["MAX_BODY_BYTES"] = "8388608"
+	c := ctr(t, b, coreName)
+	if err := checkCoreMemory(c, envOf(b, c)); err == nil {
+		t.Fatal("MAX_BODY_BYTES in the ConfigMap not caught")
 	}
 }

@@ -98,6 +98,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	proxyBEnv := fs.String("proxy-b-env", "", "with -only paired -proxy-b: NAME=value[,NAME=value...] set for B alone, after the settings both get (e.g. -proxy-b tree -proxy-b-env ACCESS_LOG=false: what the access log costs)")
 	rounds := fs.Int("rounds", 3, "rounds of -only users, -only paired or -only openloop")
 	coldN := fs.Int("cold", 150000, "one-time tokens sent to the default proxy before -only users (the full run's cold row)")
+	coreRSS := fs.Bool("core-rss", false, "instead of the benchmarks: measure the peak RSS (VmHWM) of a coreapi process with the Kubernetes base's GOMEMLIMIT and GOMAXPROCS (-core-gomemlimit, -core-gomaxprocs) under its worst memory cases at once for -core-rss-for: a flood of password sign-ins (-core-sign-ins connections; argon2id, 19 MiB each), readers of the largest member page, uploads of MAX_BODY_BYTES, sign-ups and role changes that keep the mail sender (to an SMTP sink) and the outbox relay busy, and -core-rss-conns idle keep-alive connections (docs/scaling.md, \"Memory per coreapi\")")
+	var cro coreRSSOptions
+	fs.DurationVar(&cro.duration, "core-rss-for", 60*time.Second, "-core-rss: how long the load runs")
+	fs.StringVar(&cro.memLimit, "core-gomemlimit", "460MiB", "-core-rss: coreapi's GOMEMLIMIT (the Kubernetes base's)")
+	fs.IntVar(&cro.maxProcs, "core-gomaxprocs", 2, "-core-rss: coreapi's GOMAXPROCS (the Kubernetes base's)")
+	fs.IntVar(&cro.signIns, "core-sign-ins", 512, "-core-rss: connections sending password sign-ins, each waiting for its answer")
+	fs.IntVar(&cro.conns, "core-rss-conns", 2000, "-core-rss: idle keep-alive connections held")
+	fs.IntVar(&cro.members, "core-members", 10000, "-core-rss: members of the tenant whose pages are read")
+	fs.IntVar(&cro.listLoops, "core-list-readers", 16, "-core-rss: connections reading GET /users?limit=200 page after page")
+	fs.IntVar(&cro.bodyLoops, "core-uploads", 64, "-core-rss: connections uploading bodies of MAX_BODY_BYTES (64 × 1 MiB: what one authproxy's BODY_MEMORY_MB lets through at once)")
+	fs.IntVar(&cro.writeLoops, "core-writers", 4, "-core-rss: connections signing up, and as many granting and revoking roles")
 	quick := fs.Bool("quick", false, "short smoke run: small durations and counts, no report file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -190,6 +201,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return h.runBodyHold(ctx, stdout, *bodyConns)
 	case "oauth2":
 		return h.oauth2Only(ctx, *rounds, stdout)
+	}
+	if *coreRSS {
+		return h.measureCoreRSS(ctx, cro, stdout)
 	}
 	if *rss > 0 {
 		return h.measureRSS(ctx, *rss, o.heldConns, stdout)
