@@ -216,6 +216,16 @@ func (d *driverStats) loop(stop <-chan struct{}, addr string, next func(i int) [
 		if err != nil || cc.resp.ConnectionClose() {
 			cc.c.Close()
 			cc = nil
+			continue
+		}
+		// A client told to come back later does, as a well-behaved one
+		// would: an immediate retry measures the generator, not coreapi.
+		if ra, _ := strconv.Atoi(string(cc.resp.Header.Peek("Retry-After"))); ra > 0 && (st == 503 || st == 429) {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Duration(ra) * time.Second):
+			}
 		}
 	}
 }
