@@ -242,9 +242,10 @@ func TestSidecarMemoryFitsCacheBudget(t *testing.T) {
 // (GOMAXPROCS at a time), 16 readers of the largest member page, 64
 // uploads of MAX_BODY_BYTES (one proxy's BODY_MEMORY_MB), sign-ups and
 // role changes keeping the mail sender and the outbox relay busy, and
-// 2,000 idle keep-alive connections: `go run ./deploy/loadtest -core-rss
-// -core-gomemlimit 576MiB` (docs/scaling.md, "Memory per coreapi").
-var measuredCoreRSS = resource.MustParse("549Mi")
+// 2,000 idle keep-alive connections: the highest of the runs of `go run
+// ./deploy/loadtest -core-rss -core-gomemlimit 576MiB` (531-567 MiB,
+// docs/scaling.md, "Memory per coreapi").
+var measuredCoreRSS = resource.MustParse("567Mi")
 
 // The settings measuredCoreRSS was measured at: the hashes at once and
 // the pool follow GOMAXPROCS, the uploads MAX_BODY_BYTES, and the garbage

@@ -56,6 +56,8 @@ type env struct {
 	ring   *keys.Ring
 	keyDir string
 	svc    *auth.Service
+	// passwords is the service's Hasher.
+	passwords *password.Hasher
 	// beforeIssue is the service's BeforeIssue hook (nil: none); set it
 	// with onIssue.
 	beforeIssue atomic.Pointer[func(sessionID string)]
@@ -104,6 +106,7 @@ func startWithMaxAge(t testing.TB, p password.Params, maxAge time.Duration, ring
 	ring, dir := keytest.Ring(t, ringOpts...)
 	e := &env{ring: ring, keyDir: dir}
 	h := password.New(p, 0)
+	e.passwords = h
 	e.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {
 		ss := sessions.New(o.Pool, time.Hour, 10*time.Second)
 		ss.SetMaxAge(maxAge)

@@ -107,6 +107,10 @@ func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip str
 // which nothing gives back: a guess refused before the password was looked
 // at is counted nowhere.
 //
+// At most as many checks as the hashing slots and their waiting room
+// take run at once (password.Hasher.Admit); one more is refused with
+// password.ErrBusy before anything is counted.
+//
 // stale reports that the correct password's stored hash should be made
 // again from it (rehash): it matched the password as typed, not its NFKC
 // form (a hash from before passwords were normalized), or it was made
@@ -115,6 +119,14 @@ func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load fun
 	if len(pw) > password.MaxBytes {
 		return false, errPasswordTooLong
 	}
+	// A place among the checks the hashing slots can take, before any
+	// work: a flood beyond them is refused (503) here, counted nowhere,
+	// rather than held waiting for the pool and then for a slot.
+	done, err := s.passwords.Admit()
+	if err != nil {
+		return false, err
+	}
+	defer done()
 	key := lockout.EmailKey(email)
 	client, err := s.reserveGuess(ctx, key, ip)
 	if err != nil {

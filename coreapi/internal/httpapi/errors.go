@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
@@ -100,6 +101,12 @@ func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
 	var p *problem.Problem
 	if errors.As(err, &p) {
 		return p
+	}
+	if errors.Is(err, password.ErrBusy) {
+		// Every hash slot busy and the waiting room full: the password
+		// was not looked at. Brief, like an overloaded database.
+		c.Set(fiber.HeaderRetryAfter, "1")
+		return problem.New(fiber.StatusServiceUnavailable, problem.CodeUnavailable, "too many passwords are being checked; retry shortly")
 	}
 	if sqldb.Unavailable(err) {
 		// Not the client's fault and usually brief (a failover, a restart):

@@ -53,7 +53,18 @@ var (
 	ErrCommon = errors.New("password is too common (it appears in lists of breached passwords); choose another")
 	// ErrInvalidHash means a stored hash that is not a valid argon2id PHC string.
 	ErrInvalidHash = errors.New("invalid password hash")
+	// ErrBusy means every hash slot is taken and MaxWaitingPerSlot checks
+	// per slot already wait for one: the password was not looked at, and
+	// the caller should answer 503 with Retry-After.
+	ErrBusy = errors.New("too many passwords being checked")
 )
+
+// MaxWaitingPerSlot bounds the hashes and checks waiting for a slot, per
+// slot: each holds its request (a body of up to MAX_BODY_BYTES) and its
+// goroutine while it waits, and the connections that can bring them grow
+// with every proxy that forwards sign-ins to the replica. At a few tens of
+// ms a hash, 32 a slot wait about a second at most.
+const MaxWaitingPerSlot = 32
 
 // Params are argon2id cost parameters.
 type Params struct {
@@ -72,24 +83,34 @@ type Hasher struct {
 	p     Params
 	sem   chan struct{}
 	dummy func() string
+	// waiting counts the callers waiting for a slot (acquire), at most
+	// maxWaiting.
+	waiting    atomic.Int64
+	maxWaiting int64
+	// admitted counts the checks Admit let begin, at most maxAdmitted.
+	admitted    atomic.Int64
+	maxAdmitted int64
 	// made counts the hashes Hash made.
 	made atomic.Int64
 }
 
 // New returns a Hasher using p that runs at most concurrency hashes at once
 // (0 means GOMAXPROCS): with 19 MiB per hash, an unbounded burst of logins
-// would otherwise exhaust memory.
+// would otherwise exhaust memory. At most MaxWaitingPerSlot × concurrency
+// more wait for a slot; beyond them a hash or check is refused with
+// ErrBusy.
 func New(p Params, concurrency int) *Hasher {
 	if concurrency <= 0 {
 		concurrency = runtime.GOMAXPROCS(0)
 	}
-	return &Hasher{p: p, sem: make(chan struct{}, concurrency), dummy: sync.OnceValue(func() string {
-		// A hash of a random password with the same parameters: verifying
-		// against it costs what verifying a real account does.
-		var rnd [32]byte
-		_, _ = rand.Read(rnd[:])
-		return encode(p, rnd[:16], argon2.IDKey(rnd[16:], rnd[:16], p.Time, p.Memory, p.Threads, p.KeyLen))
-	})}
+	return &Hasher{p: p, sem: make(chan struct{}, concurrency), maxWaiting: int64(MaxWaitingPerSlot * concurrency),
+		maxAdmitted: int64((1 + MaxWaitingPerSlot) * concurrency), dummy: sync.OnceValue(func() string {
+			// A hash of a random password with the same parameters: verifying
+			// against it costs what verifying a real account does.
+			var rnd [32]byte
+			_, _ = rand.Read(rnd[:])
+			return encode(p, rnd[:16], argon2.IDKey(rnd[16:], rnd[:16], p.Time, p.Memory, p.Threads, p.KeyLen))
+		})}
 }
 
 // Params returns the parameters new hashes use.
@@ -138,12 +159,37 @@ func (h *Hasher) acquire(ctx context.Context) error {
 	select {
 	case h.sem <- struct{}{}:
 		return nil
+	default:
+	}
+	if h.waiting.Add(1) > h.maxWaiting {
+		h.waiting.Add(-1)
+		return ErrBusy
+	}
+	defer h.waiting.Add(-1)
+	select {
+	case h.sem <- struct{}{}:
+		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("wait for hash slot: %w", ctx.Err())
 	}
 }
 
 func (h *Hasher) release() { <-h.sem }
+
+// Admit takes a place for a password check about to begin: the work
+// before its hash (rate limits reserved, the stored hash loaded) waits
+// for the database as the hash waits for a slot, and a flood of checks
+// would pile up there instead. At most as many checks as there are slots
+// and places to wait for them (MaxWaitingPerSlot a slot) are admitted at
+// once; beyond them Admit answers ErrBusy, before any of the check's
+// work. done gives the place back; call it once, when the check ends.
+func (h *Hasher) Admit() (done func(), err error) {
+	if h.admitted.Add(1) > h.maxAdmitted {
+		h.admitted.Add(-1)
+		return nil, ErrBusy
+	}
+	return func() { h.admitted.Add(-1) }, nil
+}
 
 // Hash returns the PHC string of pw, in NFKC, with a fresh random salt.
 func (h *Hasher) Hash(ctx context.Context, pw string) (string, error) {

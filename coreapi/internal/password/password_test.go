@@ -3,8 +3,10 @@ package password
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -134,6 +136,83 @@ func TestContextCancelledWhileWaiting(t *testing.T) {
 	cancel()
 	if _, err := h.Hash(ctx, "password123"); !errors.Is(err, context.Canceled) {
 		t.Errorf("Hash with a cancelled context and no free slot = %v, want context.Canceled", err)
+	}
+}
+
+// TestWaitingBounded: with every slot busy, at most MaxWaitingPerSlot
+// checks a slot wait; one more is refused with ErrBusy at once rather
+// than held (with its request) until its deadline. The waiters were
+// bounded only by the connections open, which grow with every proxy that
+// forwards sign-ins to the replica.
+func TestWaitingBounded(t *testing.T) {
+	h := New(cheap, 2)
+	enc, err := h.Hash(context.Background(), "password123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.sem <- struct{}{} // occupy both slots
+	h.sem <- struct{}{}
+	waiting, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	want := 2 * MaxWaitingPerSlot
+	done := make(chan error, want)
+	for range want {
+		go func() { _, err := h.Verify(waiting, "password123", enc); done <- err }()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for h.waiting.Load() < int64(want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d checks waiting after 10s", h.waiting.Load(), want)
+		}
+		runtime.Gosched()
+	}
+	ctx, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	if _, err := h.Verify(ctx, "password123", enc); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Verify with every slot busy and %d checks waiting = %v, want ErrBusy at once", want, err)
+	}
+	if _, err := h.Hash(context.Background(), "password123"); !errors.Is(err, ErrBusy) {
+		t.Errorf("Hash with the waiting room full = %v, want ErrBusy", err)
+	}
+	// The waiters were held, not refused: they check once slots free.
+	<-h.sem
+	<-h.sem
+	for range want {
+		if err := <-done; err != nil {
+			t.Errorf("a waiting Verify = %v, want its answer once a slot freed", err)
+		}
+	}
+	// And the room is free again.
+	if m, err := h.Verify(context.Background(), "password123", enc); err != nil || !m.OK() {
+		t.Errorf("Verify after the waiters = %v, %v; want a match", m, err)
+	}
+}
+
+// TestAdmitBounded: at most the slots and their waiting room of checks
+// are admitted at once; one more is refused with ErrBusy, and a place
+// given back admits another.
+func TestAdmitBounded(t *testing.T) {
+	h := New(cheap, 2)
+	want := 2 * (1 + MaxWaitingPerSlot)
+	var done []func()
+	for i := range want {
+		d, err := h.Admit()
+		if err != nil {
+			t.Fatalf("Admit %d of %d = %v, want a place", i+1, want, err)
+		}
+		done = append(done, d)
+	}
+	if _, err := h.Admit(); !errors.Is(err, ErrBusy) {
+		t.Fatalf("Admit with %d admitted = %v, want ErrBusy", want, err)
+	}
+	done[0]()
+	d, err := h.Admit()
+	if err != nil {
+		t.Fatalf("Admit after a place was given back = %v, want a place", err)
+	}
+	d()
+	for _, d := range done[1:] {
+		d()
 	}
 }
 
