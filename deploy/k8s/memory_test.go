@@ -2,6 +2,8 @@ package k8s
 
 import (
 	"fmt"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -346,5 +348,26 @@ func TestCoreMemoryBreakageIsCaught(t *testing.T) {
 	c := ctr(t, b, coreName)
 	if err := checkCoreMemory(c, envOf(b, c)); err == nil {
 		t.Fatal("MAX_BODY_BYTES in the ConfigMap not caught")
+	}
+}
+
+// TestCoreRSSRunsAtTheBase: `go run ./deploy/loadtest -core-rss` without
+// flags measures coreapi at the settings the base's limit was measured at,
+// so that the command docs/scaling.md gives measures what the manifest
+// runs.
+func TestCoreRSSRunsAtTheBase(t *testing.T) {
+	src, err := os.ReadFile("../loadtest/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for flag, want := range map[string]string{"core-gomemlimit": `"` + measuredCoreMemLimit + `"`, "core-gomaxprocs": measuredCoreProcs} {
+		m := regexp.MustCompile(`"` + flag + `", ([^,]+),`).FindSubmatch(src)
+		if m == nil {
+			t.Errorf("loadtest: no -%s flag found", flag)
+			continue
+		}
+		if got := string(m[1]); got != want {
+			t.Errorf("loadtest: -%s defaults to %s, want the base's %s", flag, got, want)
+		}
 	}
 }

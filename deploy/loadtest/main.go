@@ -101,7 +101,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	coreRSS := fs.Bool("core-rss", false, "instead of the benchmarks: measure the peak RSS (VmHWM) of a coreapi process with the Kubernetes base's GOMEMLIMIT and GOMAXPROCS (-core-gomemlimit, -core-gomaxprocs) under its worst memory cases at once for -core-rss-for: a flood of password sign-ins (-core-sign-ins connections; argon2id, 19 MiB each), readers of the largest member page, uploads of MAX_BODY_BYTES, sign-ups and role changes that keep the mail sender (to an SMTP sink) and the outbox relay busy, and -core-rss-conns idle keep-alive connections (docs/scaling.md, \"Memory per coreapi\")")
 	var cro coreRSSOptions
 	fs.DurationVar(&cro.duration, "core-rss-for", 60*time.Second, "-core-rss: how long the load runs")
-	fs.StringVar(&cro.memLimit, "core-gomemlimit", "460MiB", "-core-rss: coreapi's GOMEMLIMIT (the Kubernetes base's)")
+	fs.StringVar(&cro.memLimit, "core-gomemlimit", "576MiB", "-core-rss: coreapi's GOMEMLIMIT (the Kubernetes base's; off: none)")
 	fs.IntVar(&cro.maxProcs, "core-gomaxprocs", 2, "-core-rss: coreapi's GOMAXPROCS (the Kubernetes base's)")
 	fs.IntVar(&cro.signIns, "core-sign-ins", 512, "-core-rss: connections sending password sign-ins, each waiting for its answer")
 	fs.IntVar(&cro.conns, "core-rss-conns", 2000, "-core-rss: idle keep-alive connections held")
