@@ -54,6 +54,14 @@ func TestCoreBNeedsStackOnly(t *testing.T) {
 		"-only openloop -placement elsewhere":   "unknown -placement",
 		"-stack-only -ab-rate 3000":             "-ab-rate 3000: needs -coreapi-b",
 		"-stack-only -coreapi-b /x -ab-rate -5": "-ab-rate -5: needs -coreapi-b and a rate above 0",
+		"-core-rss -only held":                  "-core-rss runs alone",
+		"-core-rss -rss-users 10":               "-core-rss runs alone",
+		"-core-rss -stack-only":                 "-core-rss runs alone",
+		"-core-rss -core-members 10":            "-core-members 10: at least 200",
+		"-core-rss -core-rss-for 0s":            "-core-rss-for 0s: above 0",
+		"-core-rss -core-sign-ins -1":           "-core-sign-ins -1: not below 0",
+		"-core-rss -core-gomaxprocs 0":          "-core-gomaxprocs 0: at least 1",
+		"-core-sign-ins 10":                     "-core-sign-ins needs -core-rss",
 	} {
 		err := run(context.Background(), strings.Fields(args), nil)
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -155,6 +155,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if o.pairedAlone && *only != "paired" {
 		return fmt.Errorf("-paired-alone needs -only paired (the full run's paired rounds share the CPUs)")
 	}
+	if err := checkCoreRSSFlags(fs, *coreRSS, cro); err != nil {
+		return err
+	}
 	if *quick {
 		o.duration, o.warmup = 2*time.Second, time.Second
 		o.manyUsers, o.heldConns, o.hold, o.trials, o.profile = 5000, 500, 5*time.Second, 20, 3*time.Second
@@ -319,6 +322,39 @@ func parsePlacement(p string, several bool) ([]string, error) {
 		return nil, fmt.Errorf("-placement both needs -only openloop (the report has one placement)")
 	}
 	return nil, fmt.Errorf("unknown -placement %q (want alone, shared or both)", p)
+}
+
+// checkCoreRSSFlags checks -core-rss and its flags: it runs alone, and
+// its flags need it.
+func checkCoreRSSFlags(fs *flag.FlagSet, on bool, o coreRSSOptions) error {
+	own := []string{"core-rss-for", "core-gomemlimit", "core-gomaxprocs", "core-sign-ins", "core-rss-conns", "core-members", "core-list-readers", "core-uploads", "core-writers"}
+	if !on {
+		for _, name := range own {
+			if flagSet(fs, name) {
+				return fmt.Errorf("-%s needs -core-rss", name)
+			}
+		}
+		return nil
+	}
+	for _, name := range []string{"only", "rss-users", "stack-only", "skip-stack", "coreapi-b", "quick"} {
+		if flagSet(fs, name) {
+			return fmt.Errorf("-core-rss runs alone: drop -%s", name)
+		}
+	}
+	switch {
+	case o.duration <= 0:
+		return fmt.Errorf("-core-rss-for %s: above 0", o.duration)
+	case o.maxProcs < 1:
+		return fmt.Errorf("-core-gomaxprocs %d: at least 1", o.maxProcs)
+	case o.members < 200:
+		return fmt.Errorf("-core-members %d: at least 200 (one page of the largest size)", o.members)
+	}
+	for name, n := range map[string]int{"core-sign-ins": o.signIns, "core-rss-conns": o.conns, "core-list-readers": o.listLoops, "core-uploads": o.bodyLoops, "core-writers": o.writeLoops} {
+		if n < 0 {
+			return fmt.Errorf("-%s %d: not below 0", name, n)
+		}
+	}
+	return nil
 }
 
 // flagSet reports whether the command line set flag name.
