@@ -1069,7 +1069,11 @@ func TestMigrateUpGivesWayToALongTransaction(t *testing.T) {
 	stopCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	stopped := start(stopCtx)
-	db.WaitForLockWaiters(t, 1) // an ALTER TABLE waits behind hold
+	// An ALTER TABLE waits behind hold: counted by its statement, since the
+	// other two migrate ups wait too, on the advisory lock the first one
+	// holds, and counting those let the probe below pass before any ALTER
+	// had queued (nothing then gave up, and nothing said so).
+	db.WaitForLockWaitersOn(t, "ALTER TABLE oauth_states", 1)
 
 	// Each probe waits for the table at most 1 s (far longer than the
 	// migration's lock_timeout here), and fails with lock_not_available
