@@ -66,6 +66,7 @@ var Rules = []Rule{
 	{"POST", "/api/v1/users/me/mfa/recovery-codes", APIKey | Service},
 	// The sign-in providers linked to the account: a person's ways in.
 	{"GET", "/api/v1/users/me/identities", APIKey | Service},
+	{"POST", "/api/v1/users/me/identities/:provider", APIKey | Service},
 	{"DELETE", "/api/v1/users/me/identities/:provider", APIKey | Service},
 	// The address.
 	{"PATCH", "/api/v1/users/me", APIKey | Service},

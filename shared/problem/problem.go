@@ -140,6 +140,9 @@ const (
 	// CodeOtherSubjectLinked: an OIDC sign-in whose address is that of an
 	// account already linked to another subject of the same provider.
 	CodeOtherSubjectLinked = "account_linked_to_other_subject"
+	// CodeIdentityInUse: a provider identity an owner asked to link to
+	// their account is linked to another account.
+	CodeIdentityInUse = "identity_in_use"
 )
 
 // Codes of multi-factor authentication.
@@ -283,6 +286,7 @@ var known = map[string]struct{}{
 	CodeAdminPasswordBeforeLinking:     {},
 	CodeMFABeforeLinking:               {},
 	CodeOtherSubjectLinked:             {},
+	CodeIdentityInUse:                  {},
 	CodeMFARequired:                    {},
 	CodeInsufficientUserAuthentication: {},
 	CodeMFAEnrollmentRequired:          {},

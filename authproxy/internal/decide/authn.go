@@ -93,8 +93,8 @@ func subResource(path, prefix, sub string) bool {
 // access that outlasts the session (API keys, client secrets, permissions
 // for another account: a member added, invited, an invitation resent, a
 // member re-enabled or granted a role, a role's permissions widened),
-// remove a member or one of the caller's sign-in providers, or change the
-// tenant's policy. A stolen access token
+// link or remove one of the caller's sign-in providers, remove a member,
+// or change the tenant's policy. A stolen access token
 // of an admin who has a second factor is then not turned into lasting
 // access for its thief.
 func coreStepUp(method, path string) bool {
@@ -132,7 +132,13 @@ func coreStepUp(method, path string) bool {
 			"/api/v1/users/me/mfa/recovery-codes":
 			return true
 		}
-		return subResource(path, "/api/v1/service-accounts/", "secrets") || subResource(path, "/api/v1/invitations/", "resend")
+		if subResource(path, "/api/v1/service-accounts/", "secrets") || subResource(path, "/api/v1/invitations/", "resend") {
+			return true
+		}
+		// A sign-in provider linked to the caller's account: a way in of
+		// whoever completes the link, which a stolen token must not add.
+		p, ok := strings.CutPrefix(path, "/api/v1/users/me/identities/")
+		return ok && p != "" && !strings.Contains(p, "/")
 	case "DELETE":
 		if path == "/api/v1/users/me/mfa/totp" {
 			return true

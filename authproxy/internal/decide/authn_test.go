@@ -60,6 +60,11 @@ func TestAuthn(t *testing.T) {
 		{"core unlink provider", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/me/identities/google", DenyStepUp, 300},
 		{"core unlink provider, fresh factor", identity.Projection{MFAEnabled: true}, mfaFresh, core, "DELETE", "/api/v1/users/me/identities/google", Allow, 0},
 		{"core unlink provider, user without MFA", identity.Projection{}, pwd, core, "DELETE", "/api/v1/users/me/identities/google", Allow, 0},
+		// A sign-in provider linked: a way in of whoever follows the link.
+		{"core link provider", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/users/me/identities/google", DenyStepUp, 300},
+		{"core link provider, fresh factor", identity.Projection{MFAEnabled: true}, mfaFresh, core, "POST", "/api/v1/users/me/identities/google", Allow, 0},
+		{"core link provider, user without MFA", identity.Projection{}, pwd, core, "POST", "/api/v1/users/me/identities/google", Allow, 0},
+		{"core link without a provider", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/users/me/identities/", Allow, 0},
 		{"core list own identities", identity.Projection{MFAEnabled: true}, pwd, core, "GET", "/api/v1/users/me/identities", Allow, 0},
 		{"core unlink without a provider", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/me/identities/", Allow, 0},
 		{"core delete role of user", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/0b7e/roles/admin", Allow, 0},

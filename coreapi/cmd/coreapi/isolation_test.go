@@ -71,6 +71,7 @@ var isolationAllowlist = map[string]string{
 	"createAPIKey":            "creates in the caller's current tenant",
 	"createMyAPIKey":          "creates in the caller's current tenant",
 	"unlinkMyIdentity":        "{provider} names a sign-in provider, not a tenant's row; it removes the caller's own account's link",
+	"linkMyIdentity":          "{provider} names a sign-in provider, not a tenant's row; it starts a link to the caller's own account",
 }
 
 // isolationBodies are the request bodies the walk sends, by the schema of

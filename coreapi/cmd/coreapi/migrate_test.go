@@ -139,6 +139,7 @@ func TestIndexes(t *testing.T) {
 		"oauth_states_pkey":                "oauth_states (state_hash): consume once",
 		"oauth_states_expires_at_idx":      "oauth_states (expires_at): sweeping",
 		"oauth_states_tenant_id_idx":       "oauth_states (tenant_id)",
+		"oauth_states_link_user_id_idx":    "oauth_states (link_user_id) partial: a link's account, user deletion cascade",
 		"outbox_pending_idx":               "outbox (id) WHERE published_at IS NULL: relay",
 		"outbox_published_at_idx":          "outbox (published_at): pruning",
 		"audit_events_tenant_id_idx":       "audit_events (tenant_id, id DESC): audit keyset pages",

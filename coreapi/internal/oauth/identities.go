@@ -9,6 +9,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
@@ -17,12 +18,14 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 // UnlinkMaxAge is how recent the caller's sign-in (with the second
-// factor, for an account that has one) must be to unlink a provider: a
-// session taken from its owner must not remove the owner's own way in.
+// factor, for an account that has one) must be to unlink a provider, or
+// to start linking one: a session taken from its owner must neither
+// remove the owner's own way in nor add one of its taker's.
 const UnlinkMaxAge = 5 * time.Minute
 
 // linkedIdentity is one provider identity linked to the caller's account,
@@ -73,10 +76,56 @@ var (
 	// provider's identity is its only other way in.
 	errLastSignInMethod = problem.New(fiber.StatusConflict, problem.CodeLastSignInMethod,
 		"this provider is the account's only way to sign in (it has no password and no other provider linked); set a password first (forgot password)")
-	// errUnlinkNotFresh: the sign-in is older than UnlinkMaxAge (or
-	// lacks the second factor the account has).
-	errUnlinkNotFresh = errors.New("the sign-in is not recent enough to unlink")
+	// errNotRecent: the sign-in is older than UnlinkMaxAge (or lacks the
+	// second factor the account has).
+	errNotRecent = errors.New("the sign-in is not recent enough")
 )
+
+// checkOwner locks the caller's account row and checks, with it locked,
+// what an unlink and the start of a link need: a sign-in within
+// UnlinkMaxAge, with the second factor for an account that has one
+// (errNotRecent), of a session still bound to the token's tenant
+// (sessions.ErrNotFound), by an account that could sign in now. It
+// returns whether the account has a password and an active factor.
+// Statements after the lock see a revocation, a tenant switch, a
+// disabling or a factor committed by whoever held the row before.
+func checkOwner(ctx context.Context, tx pgx.Tx, id identity.Identity) (hasPassword, mfa bool, err error) {
+	const qLock = `SELECT password_hash IS NOT NULL FROM users WHERE id = $1 FOR NO KEY UPDATE`
+	if err := tx.QueryRow(ctx, qLock, id.UserID).Scan(&hasPassword); errors.Is(err, pgx.ErrNoRows) {
+		return false, false, sessions.ErrNotFound
+	} else if err != nil {
+		return false, false, fmt.Errorf("lock user: %w", err)
+	}
+	if mfa, err = auth.HasActiveFactor(ctx, tx, id.UserID); err != nil {
+		return false, false, err
+	}
+	if fresh, err := sessions.Fresh(ctx, tx, id, UnlinkMaxAge, mfa); err != nil {
+		return false, mfa, err
+	} else if !fresh {
+		return false, mfa, errNotRecent
+	}
+	if err := sessions.LockLiveIn(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
+		return false, mfa, err
+	}
+	if _, err := users.ActiveAccount(ctx, tx, id.UserID, id.TenantID); err != nil {
+		return false, mfa, err
+	}
+	return hasPassword, mfa, nil
+}
+
+// ownerRefusal answers checkOwner's refusals of what (the action, for the
+// problem's detail); other errors are returned as they are.
+func ownerRefusal(c *fiber.Ctx, err error, mfa bool, what string) error {
+	switch {
+	case errors.Is(err, errNotRecent) && mfa:
+		return httpapi.NeedRecentSecondFactor(c, UnlinkMaxAge, what+" needs a second factor given in the last 5 minutes; step up with grant_type=mfa_otp")
+	case errors.Is(err, errNotRecent):
+		return httpapi.NeedRecentSignIn(c, UnlinkMaxAge, what+" needs a sign-in within the last 5 minutes: sign in again")
+	case errors.Is(err, sessions.ErrNotFound):
+		return httpapi.SessionEnded(c)
+	}
+	return err
+}
 
 // unlinkIdentity removes the caller's identities of a provider (by its
 // name, which need not be configured any more): it no longer signs in to
@@ -98,7 +147,6 @@ func (s *Service) unlinkIdentity(c *fiber.Ctx) error {
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	var mfa bool
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		const qLock = `SELECT password_hash IS NOT NULL FROM users WHERE id = $1 FOR NO KEY UPDATE`
 		// The provider is remembered as unlinked (providerUnlinked): a
 		// sign-in through it no longer links to the account by address.
 		const qDelete = `
@@ -109,28 +157,11 @@ u AS (
 )
 SELECT subject FROM d`
 		const qLeft = `SELECT count(*) FROM identities WHERE user_id = $1`
-		var hasPassword bool
-		if err := tx.QueryRow(ctx, qLock, id.UserID).Scan(&hasPassword); errors.Is(err, pgx.ErrNoRows) {
-			return sessions.ErrNotFound
-		} else if err != nil {
-			return fmt.Errorf("lock user: %w", err)
-		}
-		// Statements after the lock: they see a revocation, a tenant
-		// switch, a disabling or a factor committed by whoever held the
-		// row before.
-		var err error
-		if mfa, err = auth.HasActiveFactor(ctx, tx, id.UserID); err != nil {
-			return err
-		}
-		if fresh, err := sessions.Fresh(ctx, tx, id, UnlinkMaxAge, mfa); err != nil {
-			return err
-		} else if !fresh {
-			return errUnlinkNotFresh
-		}
-		if err := sessions.LockLiveIn(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
-			return err
-		}
-		if _, err := users.ActiveAccount(ctx, tx, id.UserID, id.TenantID); err != nil {
+		var (
+			hasPassword bool
+			err         error
+		)
+		if hasPassword, mfa, err = checkOwner(ctx, tx, id); err != nil {
 			return err
 		}
 		rows, err := tx.Query(ctx, qDelete, id.UserID, provider)
@@ -158,15 +189,8 @@ SELECT subject FROM d`
 			Action: audit.ActionUserIdentityUnlinked, TargetType: audit.TargetUser, TargetID: id.UserID, RequestID: rid,
 			Data: map[string]any{"provider": provider, "subjects": subjects}})
 	})
-	switch {
-	case errors.Is(err, errUnlinkNotFresh) && mfa:
-		return httpapi.NeedRecentSecondFactor(c, UnlinkMaxAge, "unlinking a sign-in provider needs a second factor given in the last 5 minutes; step up with grant_type=mfa_otp")
-	case errors.Is(err, errUnlinkNotFresh):
-		return httpapi.NeedRecentSignIn(c, UnlinkMaxAge, "unlinking a sign-in provider needs a sign-in within the last 5 minutes: sign in again")
-	case errors.Is(err, sessions.ErrNotFound):
-		return httpapi.SessionEnded(c)
-	case err != nil:
-		return err
+	if err != nil {
+		return ownerRefusal(c, err, mfa, "unlinking a sign-in provider")
 	}
 	return c.SendStatus(fiber.StatusNoContent)
 }
@@ -183,4 +207,195 @@ func providerUnlinked(ctx context.Context, db sqldb.DB, userID, provider string)
 		return false, fmt.Errorf("find unlinked provider: %w", err)
 	}
 	return ok, nil
+}
+
+// linkStart is the answer of POST /users/me/identities/{provider}.
+type linkStart struct {
+	// AuthorizeURL is where the owner's browser goes next: the provider's
+	// authorization endpoint, for this flow.
+	AuthorizeURL string `json:"authorize_url"`
+}
+
+// startLink starts linking a provider to the caller's account, as the
+// owner asks: it stores a flow whose state names the account and the
+// session (the callback links to that account, whatever address the
+// provider gives), sets the flow's binding cookie as authorize does and
+// answers the provider's authorization URL, for the browser that holds
+// the cookie to go to. It needs what an unlink needs (checkOwner): a
+// stolen token must not add a way in of its taker's. The body may name a
+// return_to, checked as authorize's; no code is handed over, so no
+// code_challenge is asked for.
+func (s *Service) startLink(c *fiber.Ctx) error {
+	p, err := s.lookup(c)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		ReturnTo string `json:"return_to"`
+	}
+	if len(c.Request().Body()) > 0 {
+		if err := httpapi.DecodeJSON(c, &req); err != nil {
+			return err
+		}
+	}
+	if err := s.checkReturnTo(req.ReturnTo); err != nil {
+		return err
+	}
+	id := httpapi.IdentityOf(c)
+	ctx := c.UserContext()
+	var mfa bool
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		_, mfa, err = checkOwner(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return ownerRefusal(c, err, mfa, "linking a sign-in provider")
+	}
+	if err := s.allowStart(c); err != nil {
+		return err
+	}
+	oc, _, err := s.discoverFor(c, p)
+	if err != nil {
+		return err
+	}
+	to, err := s.beginFlow(c, p, oc, pendingState{TenantID: &id.TenantID, ReturnTo: req.ReturnTo,
+		LinkUserID: &id.UserID, LinkSessionID: &id.SessionID})
+	if err != nil {
+		return err
+	}
+	return c.JSON(linkStart{AuthorizeURL: to})
+}
+
+// ownedLink is a link's callback: the account and session of its state,
+// and the provider identity the ID token names.
+type ownedLink struct {
+	UserID, SessionID, TenantID string
+	Provider, Issuer, Subject   string
+	// Email is the provider's address, as kept with the link ("" for none).
+	Email     string
+	RequestID string
+}
+
+// Refusals of a link's callback.
+var (
+	errLinkSessionEnded = problem.New(fiber.StatusBadRequest, problem.CodeInvalidState,
+		"the session that started this link has ended, or moved to another tenant; sign in and start again")
+	errIdentityInUse = problem.New(fiber.StatusConflict, problem.CodeIdentityInUse,
+		"this account of the provider is linked to another account; sign in to that one and unlink it first")
+	errLinkOtherSubject = problem.New(fiber.StatusConflict, problem.CodeOtherSubjectLinked,
+		"another account of this provider is linked to the account; unlink it first")
+	errLinkOtherIssuer = problem.New(fiber.StatusConflict, problem.CodeConflict,
+		"this provider's account was linked through another issuer than the provider's current one; it cannot be linked until an operator removes the old link")
+)
+
+// linkOwned links a provider identity to the account that asked for it
+// (a link's state), in one transaction under the account's row lock (as
+// an unlink and a link by address take it): the session that started the
+// link must still be live in its tenant and the account active. An
+// identity linked to another account is not moved (errIdentityInUse), nor
+// is a second subject of the provider added (errLinkOtherSubject). The
+// link clears the provider's unlink (identity_unlinks, which stops only
+// links by address), is audited and told to the owner; linking the
+// identity already linked to the account changes nothing.
+func (s *Service) linkOwned(ctx context.Context, in ownedLink) (linkedIdentity, error) {
+	var out linkedIdentity
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		const qLock = `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`
+		const qClear = `DELETE FROM identity_unlinks WHERE user_id = $1 AND provider = $2`
+		var one int
+		if err := tx.QueryRow(ctx, qLock, in.UserID).Scan(&one); errors.Is(err, pgx.ErrNoRows) {
+			return errLinkSessionEnded
+		} else if err != nil {
+			return fmt.Errorf("lock user: %w", err)
+		}
+		if err := sessions.LockLiveIn(ctx, tx, in.UserID, in.SessionID, in.TenantID); errors.Is(err, sessions.ErrNotFound) {
+			return errLinkSessionEnded
+		} else if err != nil {
+			return err
+		}
+		if _, err := users.ActiveAccount(ctx, tx, in.UserID, in.TenantID); err != nil {
+			return err
+		}
+		uid, err := identityUser(ctx, tx, in.Provider, in.Issuer, in.Subject)
+		switch {
+		case errors.Is(err, errOtherIssuer):
+			return errLinkOtherIssuer
+		case err == nil && uid != in.UserID:
+			return errIdentityInUse
+		case err == nil:
+			out, err = linkedRow(ctx, tx, in.UserID, in.Provider, in.Subject)
+			return err
+		case !errors.Is(err, errNoRow):
+			return err
+		}
+		other, self, err := linkedToIssuer(ctx, tx, in.UserID, in.Provider, in.Issuer, in.Subject)
+		switch {
+		case err != nil:
+			return err
+		case other:
+			return errLinkOtherSubject
+		case self: // linked meanwhile by a sign-in of the same subject
+			out, err = linkedRow(ctx, tx, in.UserID, in.Provider, in.Subject)
+			return err
+		}
+		if err := linkIdentity(ctx, tx, in.UserID, in.Provider, in.Issuer, in.Subject, in.Email); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, qClear, in.UserID, in.Provider); err != nil {
+			return fmt.Errorf("clear unlinked provider: %w", err)
+		}
+		if err := audit.WriteForUser(ctx, tx, in.UserID, audit.Event{ActorUserID: in.UserID,
+			Action: audit.ActionUserIdentityLinked, TargetType: audit.TargetUser, TargetID: in.UserID, RequestID: in.RequestID,
+			Data: map[string]string{"provider": in.Provider, "subject": in.Subject, "email": in.Email, "by": "owner"}}); err != nil {
+			return err
+		}
+		if err := auth.NoticeOwner(ctx, tx, in.UserID, mail.KindIdentityLinked, mail.Data{At: time.Now(), Provider: in.Provider}); err != nil {
+			return err
+		}
+		out, err = linkedRow(ctx, tx, in.UserID, in.Provider, in.Subject)
+		return err
+	})
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23505" {
+		// Linked to another account by a sign-in that committed first.
+		return linkedIdentity{}, errIdentityInUse
+	}
+	return out, err
+}
+
+// linkedRow is the identity of provider and subject linked to userID.
+func linkedRow(ctx context.Context, db sqldb.DB, userID, provider, subject string) (linkedIdentity, error) {
+	const q = `
+SELECT provider, email, created_at AS linked_at FROM identities
+WHERE user_id = $1 AND provider = $2 AND subject = $3`
+	rows, err := db.Query(ctx, q, userID, provider, subject)
+	if err != nil {
+		return linkedIdentity{}, fmt.Errorf("read identity: %w", err)
+	}
+	li, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[linkedIdentity])
+	if err != nil {
+		return linkedIdentity{}, fmt.Errorf("read identity: %w", err)
+	}
+	return li, nil
+}
+
+// linkEmail is the provider's address as a link its owner asked for keeps
+// it (GET /users/me/identities shows it): in mail.Canonical form, and
+// only one this service accepts as an address and whose characters NFC
+// keeps; "" otherwise. The link does not rest on it.
+func linkEmail(raw string) string {
+	e := mail.Canonical(raw)
+	if e == "" || nfcReplaces(raw) || lowerRenamesDomain(raw) || !mail.ValidAddress(e) || len(e) > mail.MaxStoredAddress {
+		return ""
+	}
+	return e
+}
+
+// deref is *p, or "" for nil.
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }

@@ -20,7 +20,10 @@
 // its code_verifier, so a code from another sign-in planted at return_to
 // (login CSRF) or read from a URL is worth nothing.
 // A provider's issuer and subject are linked to a user through the
-// identities table.
+// identities table: by the account's verified address at a first sign-in,
+// or by the account's signed-in owner (POST /users/me/identities/{provider}
+// starts a flow whose state names the account; its callback links and
+// opens no session).
 package oauth
 
 import (
@@ -400,6 +403,7 @@ func (s *Service) Register(rt httpapi.Routes) {
 	// The caller's own links: API keys and service accounts are refused
 	// (shared/accountroutes).
 	rt.Protected.Get("/users/me/identities", s.listIdentities)
+	rt.Protected.Post("/users/me/identities/:provider", s.startLink)
 	rt.Protected.Delete("/users/me/identities/:provider", s.unlinkIdentity)
 }
 
@@ -421,6 +425,15 @@ func random() (string, error) {
 
 func hashState(state string) []byte {
 	h := sha256.Sum256([]byte(state))
+	return h[:]
+}
+
+// linkBrowserHash is what a link's state stores of its binding cookie's
+// value: another hash than a sign-in's (hashState), so that a link's
+// state is never consumed as a sign-in's, here or by a release that knows
+// no links.
+func linkBrowserHash(browser string) []byte {
+	h := sha256.Sum256([]byte("link:" + browser))
 	return h[:]
 }
 
@@ -586,42 +599,56 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	state, err := random()
+	to, err := s.beginFlow(c, p, oc, pendingState{TenantID: tenantID, ReturnTo: returnTo, AppChallenge: challenge, MaxAge: maxAge})
 	if err != nil {
 		return err
+	}
+	return c.Redirect(to, fiber.StatusFound)
+}
+
+// beginFlow stores a new flow through p (st as the caller filled it in,
+// with a new state, nonce, PKCE verifier and browser binding), sets the
+// flow's binding cookie and returns the provider's authorization URL.
+func (s *Service) beginFlow(c *fiber.Ctx, p *provider, oc *oauth2.Config, st pendingState) (string, error) {
+	state, err := random()
+	if err != nil {
+		return "", err
 	}
 	nonce, err := random()
 	if err != nil {
-		return err
+		return "", err
 	}
 	browser, err := random()
 	if err != nil {
-		return err
+		return "", err
 	}
 	verifier := oauth2.GenerateVerifier()
-	err = saveState(c.UserContext(), s.pool, pendingState{StateHash: hashState(state), Provider: p.cfg.Name,
-		Verifier: verifier, Nonce: nonce, RedirectURI: oc.RedirectURL, TenantID: tenantID, ReturnTo: returnTo,
-		BrowserHash: hashState(browser), AppChallenge: challenge, MaxAge: maxAge}, StateTTL, s.maxStates)
+	st.StateHash, st.Provider, st.Verifier, st.Nonce, st.RedirectURI = hashState(state), p.cfg.Name, verifier, nonce, oc.RedirectURL
+	st.BrowserHash = hashState(browser)
+	if st.LinkUserID != nil {
+		st.BrowserHash = linkBrowserHash(browser)
+	}
+	err = saveState(c.UserContext(), s.pool, st, StateTTL, s.maxStates)
 	switch {
 	case errors.Is(err, errUnknownTenant):
-		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "unknown tenant_id")
+		return "", problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "unknown tenant_id")
 	case errors.Is(err, errStatesFull):
 		if ok, dropped := s.fullLogs.Take(time.Now()); ok {
 			s.logFull(dropped)
 		}
 		c.Set(fiber.HeaderRetryAfter, "60")
-		return errFull
+		return "", errFull
 	case err != nil:
-		return err
+		return "", err
 	}
 	clearBindings(c)
 	bindingCookie(c, state, browser)
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce)}
-	if maxAge != nil {
-		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.Itoa(*maxAge)))
+	if st.MaxAge != nil {
+		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.Itoa(*st.MaxAge)))
 	}
-	return c.Redirect(oc.AuthCodeURL(state, opts...), fiber.StatusFound)
+	return oc.AuthCodeURL(state, opts...), nil
 }
 
 // parseMaxAge reads authorize's max_age (OpenID Connect Core 3.1.2.1):
@@ -697,6 +724,9 @@ type flow struct {
 	// MaxAge is the max_age asked of the provider (nil: none).
 	MaxAge *int
 	Live   bool
+	// LinkUserID and LinkSessionID: the flow links the provider to this
+	// account, for this session of it (nil: a sign-in).
+	LinkUserID, LinkSessionID *string
 }
 
 var (
@@ -706,7 +736,7 @@ var (
 
 // consume deletes the state row and returns it (see consumeState).
 func (s *Service) consume(ctx context.Context, providerName, state, browser string) (flow, error) {
-	f, err := consumeState(ctx, s.pool, hashState(state), providerName, hashState(browser))
+	f, err := consumeState(ctx, s.pool, hashState(state), providerName, browser)
 	switch {
 	case errors.Is(err, errNoState):
 		return flow{}, errBadState
@@ -852,9 +882,22 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
+	rid := strings.Clone(httpapi.RequestIDOf(c))
+	if f.LinkUserID != nil {
+		// A link its owner asked for: the account is the state's, whatever
+		// address the provider gives; no session is opened.
+		li, err := s.linkOwned(ctx, ownedLink{UserID: *f.LinkUserID, SessionID: deref(f.LinkSessionID), TenantID: deref(f.TenantID),
+			Provider: p.cfg.Name, Issuer: p.cfg.Issuer, Subject: idt.Subject, Email: linkEmail(cl.Email), RequestID: rid})
+		if err != nil {
+			return err
+		}
+		if f.ReturnTo == "" { // no allow-list (development)
+			return c.JSON(li)
+		}
+		return c.Redirect(f.ReturnTo, fiber.StatusFound)
+	}
 	ua := strings.Clone(c.Get(fiber.HeaderUserAgent))
 	ip := httpapi.ClientIP(c) // the signed client IP, never X-Forwarded-For
-	rid := strings.Clone(httpapi.RequestIDOf(c))
 	// The provider's issuer, not the token's spelling of it: go-oidc also
 	// takes Google's without its scheme, which Google sends at times.
 	in := signIn{Provider: p.cfg.Name, Issuer: p.cfg.Issuer, Subject: idt.Subject, Email: mail.Canonical(cl.Email), LookAlike: nfcReplaces(cl.Email) || lowerRenamesDomain(cl.Email),

@@ -49,6 +49,11 @@ type pendingState struct {
 	TenantID     *string
 	// MaxAge is the max_age asked of the provider (nil: none).
 	MaxAge *int
+	// LinkUserID and LinkSessionID: the flow links the provider to this
+	// account, which this session of it asked for (POST
+	// /users/me/identities/{provider}); nil for a sign-in. BrowserHash is
+	// then linkBrowserHash's.
+	LinkUserID, LinkSessionID *string
 }
 
 // saveState stores a started sign-in while fewer than max flows are
@@ -56,11 +61,12 @@ type pendingState struct {
 func saveState(ctx context.Context, db sqldb.DB, st pendingState, ttl time.Duration, max int) error {
 	const q = `
 INSERT INTO oauth_states (state_hash, provider, code_verifier, nonce, redirect_uri, tenant_id, expires_at,
-                          return_to, browser_hash, app_challenge, max_age)
-SELECT $1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7), $8, $9, $11, $12
+                          return_to, browser_hash, app_challenge, max_age, link_user_id, link_session_id)
+SELECT $1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7), $8, $9, $11, $12, $13, $14
 WHERE (SELECT count(*) FROM (SELECT 1 FROM oauth_states WHERE expires_at > now() LIMIT $10) live) < $10`
 	tag, err := db.Exec(ctx, q, st.StateHash, st.Provider, st.Verifier, st.Nonce,
-		st.RedirectURI, st.TenantID, ttl.Seconds(), st.ReturnTo, st.BrowserHash, max, st.AppChallenge, st.MaxAge)
+		st.RedirectURI, st.TenantID, ttl.Seconds(), st.ReturnTo, st.BrowserHash, max, st.AppChallenge, st.MaxAge,
+		st.LinkUserID, st.LinkSessionID)
 	if err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23503" { // tenant does not exist
@@ -76,14 +82,20 @@ WHERE (SELECT count(*) FROM (SELECT 1 FROM oauth_states WHERE expires_at > now()
 
 // consumeState deletes the state row and returns it: a state works once,
 // and only in the browser that holds its binding cookie (another browser's
-// cookie leaves the row alone).
-func consumeState(ctx context.Context, db sqldb.DB, stateHash []byte, provider string, browserHash []byte) (flow, error) {
+// cookie leaves the row alone). browser is the cookie's value: a sign-in's
+// row holds hashState of it, a link's linkBrowserHash of it, so neither
+// kind is consumed as the other, and a release that knows no links
+// (comparing hashState only) finds none.
+func consumeState(ctx context.Context, db sqldb.DB, stateHash []byte, provider, browser string) (flow, error) {
 	const q = `
-DELETE FROM oauth_states WHERE state_hash = $1 AND provider = $2 AND browser_hash = $3
-RETURNING code_verifier, nonce, redirect_uri, return_to, app_challenge, tenant_id::text, max_age, expires_at > now()`
+DELETE FROM oauth_states WHERE state_hash = $1 AND provider = $2
+    AND ((link_user_id IS NULL AND browser_hash = $3) OR (link_user_id IS NOT NULL AND browser_hash = $4))
+RETURNING code_verifier, nonce, redirect_uri, return_to, app_challenge, tenant_id::text, max_age, expires_at > now(),
+          link_user_id::text, link_session_id::text`
 	var f flow
-	err := db.QueryRow(ctx, q, stateHash, provider, browserHash).Scan(
-		&f.Verifier, &f.Nonce, &f.RedirectURI, &f.ReturnTo, &f.AppChallenge, &f.TenantID, &f.MaxAge, &f.Live)
+	err := db.QueryRow(ctx, q, stateHash, provider, hashState(browser), linkBrowserHash(browser)).Scan(
+		&f.Verifier, &f.Nonce, &f.RedirectURI, &f.ReturnTo, &f.AppChallenge, &f.TenantID, &f.MaxAge, &f.Live,
+		&f.LinkUserID, &f.LinkSessionID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return flow{}, errNoState
 	}
