@@ -246,8 +246,10 @@ func (s *Service) startLink(c *fiber.Ctx) error {
 	var mfa bool
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var err error
-		_, mfa, err = checkOwner(ctx, tx, id)
-		return err
+		if _, mfa, err = checkOwner(ctx, tx, id); err != nil {
+			return err
+		}
+		return ownersPassword(ctx, tx, id.UserID)
 	})
 	if err != nil {
 		return ownerRefusal(c, err, mfa, "linking a sign-in provider")
@@ -317,6 +319,9 @@ func (s *Service) linkOwned(ctx context.Context, in ownedLink) (linkedIdentity, 
 		if _, err := users.ActiveAccount(ctx, tx, in.UserID, in.TenantID); err != nil {
 			return err
 		}
+		if err := ownersPassword(ctx, tx, in.UserID); err != nil {
+			return err
+		}
 		uid, err := identityUser(ctx, tx, in.Provider, in.Issuer, in.Subject)
 		switch {
 		case errors.Is(err, errOtherIssuer):
@@ -362,6 +367,40 @@ func (s *Service) linkOwned(ctx context.Context, in ownedLink) (linkedIdentity, 
 		return linkedIdentity{}, errIdentityInUse
 	}
 	return out, err
+}
+
+// Refusals of a link to an account whose password may not be its owner's
+// alone.
+var (
+	errLinkUnproven = problem.New(fiber.StatusConflict, problem.CodeVerifyBeforeLinking,
+		"the account's email address is not verified; verify it (or reset the password) before linking a sign-in provider")
+	errLinkAdminPassword = problem.New(fiber.StatusConflict, problem.CodeAdminPasswordBeforeLinking,
+		"the account's password was set by an administrator; reset it (forgot password) before linking a sign-in provider")
+)
+
+// ownersPassword refuses a link to an account whose signed-in holder may
+// not be its owner, as a link by address does (userByEmail's callers):
+// one whose address was never proven (whoever signed up with someone
+// else's address holds its password; the reset by which the mailbox's
+// owner takes it back ends what outlives a password, and a provider
+// linked by the squatter would be one more) and one whose password a
+// tenant admin chose (POST /users) and its owner has not reset since.
+// Run with the account's row locked.
+func ownersPassword(ctx context.Context, db sqldb.DB, userID string) error {
+	const q = `
+SELECT email_verified_at IS NOT NULL, password_hash IS NOT NULL AND password_set_by_admin
+FROM users WHERE id = $1`
+	var verified, adminPassword bool
+	if err := db.QueryRow(ctx, q, userID).Scan(&verified, &adminPassword); err != nil {
+		return fmt.Errorf("read account: %w", err)
+	}
+	switch {
+	case !verified:
+		return errLinkUnproven
+	case adminPassword:
+		return errLinkAdminPassword
+	}
+	return nil
 }
 
 // linkedRow is the identity of provider and subject linked to userID.

@@ -283,3 +283,35 @@ func TestLinkGuards(t *testing.T) {
 		t.Errorf("%d identities linked by the link of an ended session", n)
 	}
 }
+
+// TestLinkNeedsAProvenAddressAndTheOwnersPassword: whoever holds the
+// password of an account whose address was never proven (a squatter of
+// someone's address) or that a tenant admin chose (POST /users) must not
+// link a provider account of theirs: it would outlive the password reset
+// by which the mailbox's owner takes the account back, as a link by
+// address would (which is refused for both). The start is refused (409
+// account_email_unverified, 409 account_password_set_by_admin), and so
+// is a callback of a link started before the account came to be so.
+func TestLinkNeedsAProvenAddressAndTheOwnersPassword(t *testing.T) {
+	x := start(t)
+	x.provide("squatter-subject", "", false)
+	squatted := x.identityFor(t, x.signup(t, "squatted@example.com")) // address never proven
+	apitest.WantProblem(t, x.Send(t, squatted, http.MethodPost, linkPath, nil), http.StatusConflict, problem.CodeVerifyBeforeLinking)
+
+	me := x.signedInOwner(t, "admin-set@example.com")
+	x.exec(t, `UPDATE users SET password_set_by_admin = true WHERE id = $1`, me.UserID)
+	apitest.WantProblem(t, x.Send(t, me, http.MethodPost, linkPath, nil), http.StatusConflict, problem.CodeAdminPasswordBeforeLinking)
+	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 0 {
+		t.Fatalf("%d states stored by refused starts", n)
+	}
+
+	// Started while the password was the owner's; an admin's since.
+	x.exec(t, `UPDATE users SET password_set_by_admin = false WHERE id = $1`, me.UserID)
+	st := x.startLink(t, me)
+	back := x.approve(t, st)
+	x.exec(t, `UPDATE users SET password_set_by_admin = true WHERE id = $1`, me.UserID)
+	apitest.WantProblem(t, x.callback(t, back, st.cookie), http.StatusConflict, problem.CodeAdminPasswordBeforeLinking)
+	if n := x.count(t, `SELECT count(*) FROM identities`); n != 0 {
+		t.Errorf("%d identities linked to accounts whose password is not their owner's", n)
+	}
+}
