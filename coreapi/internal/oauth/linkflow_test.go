@@ -315,3 +315,47 @@ func TestLinkNeedsAProvenAddressAndTheOwnersPassword(t *testing.T) {
 		t.Errorf("%d identities linked to accounts whose password is not their owner's", n)
 	}
 }
+
+// TestLinkEndsAtTheListedReturnTo: with OAUTH_ALLOWED_RETURN_URLS, a link
+// names one of them (400 return_to_not_allowed otherwise, nothing
+// stored) and its callback redirects there as listed, with no code: no
+// session was opened, so none is handed over.
+func TestLinkEndsAtTheListedReturnTo(t *testing.T) {
+	const app = "https://app.example/linked?tab=security"
+	x := start(t, func(o *oauth.Options) { o.AllowedReturnURLs = []string{app} })
+	me := x.signedInOwner(t, "return-to@example.com")
+	x.provide("return-to-subject", "", false)
+	for _, body := range []any{nil, map[string]string{"return_to": "https://evil.example/"}} {
+		apitest.WantProblem(t, x.Send(t, me, http.MethodPost, linkPath, body), http.StatusBadRequest, problem.CodeReturnToNotAllowed)
+	}
+	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 0 {
+		t.Fatalf("%d states stored by refused starts", n)
+	}
+	r := x.Send(t, me, http.MethodPost, linkPath, map[string]string{"return_to": app})
+	apitest.WantStatus(t, r, http.StatusOK)
+	var b struct {
+		AuthorizeURL string `json:"authorize_url"`
+	}
+	r.JSON(t, &b)
+	loc, err := url.Parse(b.AuthorizeURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := started{loc: loc, state: loc.Query().Get("state")}
+	for _, c := range (&http.Response{Header: r.Header}).Cookies() {
+		if c.Name == oauth.CookieName(st.state) {
+			st.cookie = c
+		}
+	}
+	if st.cookie == nil {
+		t.Fatal("no binding cookie")
+	}
+	cb := x.callback(t, x.approve(t, st), st.cookie)
+	apitest.WantStatus(t, cb, http.StatusFound)
+	if got := cb.Header.Get("Location"); got != app {
+		t.Errorf("Location = %q, want the listed %q", got, app)
+	}
+	if n := x.count(t, `SELECT count(*) FROM identities WHERE user_id = $1 AND subject = 'return-to-subject'`, me.UserID); n != 1 {
+		t.Errorf("%d identities linked, want 1", n)
+	}
+}
