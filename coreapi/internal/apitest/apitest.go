@@ -73,6 +73,9 @@ type Options struct {
 	PasswordChecksPerHour int
 	// Users are the tenant API's mail limits (a zero field: the default).
 	Users users.Limits
+	// DisplayNameChangesPerHour is the tenant API's bound on one
+	// account's display-name changes per hour (0: the default).
+	DisplayNameChangesPerHour int
 	// ExecMode is the pgx exec mode of the server's pool (0: the default,
 	// cache_statement); the PgBouncer-friendly modes are tested with it.
 	ExecMode pgx.QueryExecMode
@@ -177,7 +180,8 @@ func Start(t testing.TB, o Options) *Env {
 	if o.Configure != nil {
 		o.Configure(&opts)
 	}
-	tapi, err := tenantapi.New(tenantapi.Options{Pool: pool, Passwords: o.Passwords, Catalog: opts.Catalog, PasswordChecksPerHour: o.PasswordChecksPerHour, Limits: o.Users})
+	tapi, err := tenantapi.New(tenantapi.Options{Pool: pool, Passwords: o.Passwords, Catalog: opts.Catalog, PasswordChecksPerHour: o.PasswordChecksPerHour, Limits: o.Users,
+		DisplayNameChangesPerHour: o.DisplayNameChangesPerHour})
 	if err != nil {
 		t.Fatalf("apitest: %v", err)
 	}

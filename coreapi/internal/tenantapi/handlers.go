@@ -148,7 +148,7 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		err error
 	)
 	if b.DisplayName != nil {
-		m, err = s.users.UpdateMe(ctx, id, strings.TrimSpace(*b.DisplayName), httpapi.RequestIDOf(c))
+		m, err = s.users.UpdateMe(ctx, id, strings.TrimSpace(*b.DisplayName), httpapi.RequestIDOf(c), s.nameLimit)
 		if errors.Is(err, sessions.ErrNotFound) { // the session moved to another tenant, or ended
 			return httpapi.SessionEnded(c)
 		}

@@ -43,7 +43,16 @@ type Options struct {
 	// verification mails of the accounts it makes (a zero field: the
 	// default; TENANT_MAILS_PER_HOUR sets Invitations.TenantMail).
 	Limits users.Limits
+	// DisplayNameChangesPerHour bounds the display-name changes one
+	// account may make an hour (PATCH /users/me); each writes an audit
+	// row in every tenant the account belongs to. 0 means
+	// DefaultDisplayNameChangesPerHour.
+	DisplayNameChangesPerHour int
 }
+
+// DefaultDisplayNameChangesPerHour is
+// Options.DisplayNameChangesPerHour's default.
+const DefaultDisplayNameChangesPerHour = 10
 
 // Server serves the tenant API's routes.
 type Server struct {
@@ -56,7 +65,9 @@ type Server struct {
 	limiter *ratelimit.Limiter
 	// checkLimit is the client's budget of password hashes.
 	checkLimit ratelimit.Limit
-	cursor     *httpapi.Cursors // set by Register
+	// nameLimit bounds one account's display-name changes.
+	nameLimit ratelimit.Limit
+	cursor    *httpapi.Cursors // set by Register
 }
 
 // New builds the tenant API.
@@ -70,6 +81,9 @@ func New(o Options) (*Server, error) {
 	if o.PasswordChecksPerHour <= 0 {
 		o.PasswordChecksPerHour = ratelimit.DefaultPasswordChecks
 	}
+	if o.DisplayNameChangesPerHour <= 0 {
+		o.DisplayNameChangesPerHour = DefaultDisplayNameChangesPerHour
+	}
 	return &Server{
 		pool:       o.Pool,
 		users:      users.NewStore(o.Pool, o.Passwords, o.Catalog, o.Limits),
@@ -79,6 +93,7 @@ func New(o Options) (*Server, error) {
 		catalog:    o.Catalog,
 		limiter:    ratelimit.New(o.Pool),
 		checkLimit: ratelimit.Limit{N: o.PasswordChecksPerHour, Window: time.Hour},
+		nameLimit:  ratelimit.Limit{N: o.DisplayNameChangesPerHour, Window: time.Hour},
 	}, nil
 }
 

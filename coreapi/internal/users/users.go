@@ -292,7 +292,12 @@ func meOf(id identity.Identity) Me {
 // account's row locked as a disabling takes it; a session that is no
 // longer live in the identity's tenant (a tenant switch, a sign-out) is
 // sessions.ErrNotFound (sessions.LockLiveIn), as for an email change.
-func (s *Store) UpdateMe(ctx context.Context, id identity.Identity, displayName, requestID string) (Me, error) {
+// A change counts against nameLimit, per account (DisplayNameKey), in the
+// change's transaction: each writes an audit row in every tenant the
+// account belongs to, so any member could otherwise flood the logs of
+// the account's other tenants. Over it, the change is a
+// *ratelimit.Refused and nothing is written or counted.
+func (s *Store) UpdateMe(ctx context.Context, id identity.Identity, displayName, requestID string, nameLimit ratelimit.Limit) (Me, error) {
 	const qLock = `
 SELECT display_name FROM users
 WHERE id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $2 AND user_id = $1)
@@ -323,6 +328,10 @@ FOR NO KEY UPDATE`
 		// The name it already has changes nothing and writes nothing
 		// (no updated_at, no audit row), as for a tenant or a role.
 		if old != displayName {
+			if err := ratelimit.CheckIn(ctx, tx, DisplayNameKey(userID), nameLimit,
+				fmt.Sprintf("too many display name changes: at most %d in %s", nameLimit.N, nameLimit.Period())); err != nil {
+				return err
+			}
 			if _, err := tx.Exec(ctx, qUpdate, userID, displayName); err != nil {
 				return mapErr(err)
 			}
@@ -342,6 +351,10 @@ FOR NO KEY UPDATE`
 	}
 	return me, nil
 }
+
+// DisplayNameKey is the rate-limit key of an account's display-name
+// changes.
+func DisplayNameKey(userID string) []byte { return ratelimit.Key("display-name-change", userID) }
 
 // auditedProfile is what the audit row of a profile change records of the
 // account, before and after: what PATCH /users/me changes directly (an
