@@ -132,28 +132,18 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		if !ok {
 			return httpapi.TooMany(c, wait, "too many email changes requested")
 		}
-		err = s.users.RequestEmailChange(ctx, id, *b.Email, httpapi.RequestIDOf(c), EmailChangeMaxAge)
-		if errors.Is(err, users.ErrNotFresh) { // the session ended meanwhile (a reset, a sign-out everywhere)
-			return httpapi.NeedRecentSignIn(c, EmailChangeMaxAge, "changing the email address needs a sign-in within the last 5 minutes: sign in again")
-		}
-		if errors.Is(err, sessions.ErrNotFound) { // the session moved to another tenant meanwhile
-			return httpapi.SessionEnded(c)
-		}
-		if err != nil {
-			return err
-		}
 	}
-	var (
-		m   users.Me
-		err error
-	)
-	if b.DisplayName != nil {
-		m, err = s.users.UpdateMe(ctx, id, strings.TrimSpace(*b.DisplayName), httpapi.RequestIDOf(c), s.nameLimit)
-		if errors.Is(err, sessions.ErrNotFound) { // the session moved to another tenant, or ended
-			return httpapi.SessionEnded(c)
-		}
-	} else {
-		m, err = s.users.Me(ctx, id)
+	// One transaction for both changes: a request refused for either
+	// (a guard, a limit) writes neither.
+	m, err := s.users.PatchMe(ctx, id, users.MePatch{
+		DisplayName: b.DisplayName, NameLimit: s.nameLimit,
+		Email: b.Email, EmailMaxAge: EmailChangeMaxAge,
+	}, httpapi.RequestIDOf(c))
+	if errors.Is(err, users.ErrNotFresh) { // the session ended meanwhile (a reset, a sign-out everywhere)
+		return httpapi.NeedRecentSignIn(c, EmailChangeMaxAge, "changing the email address needs a sign-in within the last 5 minutes: sign in again")
+	}
+	if errors.Is(err, sessions.ErrNotFound) { // the session moved to another tenant, or ended
+		return httpapi.SessionEnded(c)
 	}
 	if err != nil {
 		return err
@@ -176,7 +166,7 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 // forwards its bearer, and whoever held it would have a link mailed to an
 // address of theirs, ready to move the account once it is active again.
 // Both are checked again with the account's row locked
-// (users.Store.RequestEmailChange).
+// (users.Store.PatchMe).
 func (s *Server) liveAndActive(c *fiber.Ctx, id identity.Identity) error {
 	ctx := c.UserContext()
 	if live, err := sessions.LiveIn(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {

@@ -284,61 +284,146 @@ func meOf(id identity.Identity) Me {
 	return me
 }
 
-// UpdateMe changes the caller's display name. The projection does not carry
-// it, so nothing is invalidated. The name the caller already has is
-// answered without a write. An account that could not sign in to the
-// identity's tenant now (ActiveAccount), whose bearer a proxy that has not
-// yet heard of the change still forwards, is ErrInactive, read with the
-// account's row locked as a disabling takes it; a session that is no
-// longer live in the identity's tenant (a tenant switch, a sign-out) is
-// sessions.ErrNotFound (sessions.LockLiveIn), as for an email change.
-// A change counts against nameLimit, per account (DisplayNameKey), in the
-// change's transaction: each writes an audit row in every tenant the
-// account belongs to, so any member could otherwise flood the logs of
-// the account's other tenants. Over it, the change is a
-// *ratelimit.Refused and nothing is written or counted.
-func (s *Store) UpdateMe(ctx context.Context, id identity.Identity, displayName, requestID string, nameLimit ratelimit.Limit) (Me, error) {
-	const qLock = `
-SELECT display_name FROM users
-WHERE id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $2 AND user_id = $1)
-FOR NO KEY UPDATE`
-	const qUpdate = `UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1`
+// MePatch is a change of the caller's own account (PATCH /users/me): a
+// new display name, an email change to start, or both.
+type MePatch struct {
+	// DisplayName, when set, is the new display name. The projection
+	// does not carry it, so nothing is invalidated; the name the account
+	// already has changes nothing and writes nothing.
+	DisplayName *string
+	// NameLimit bounds the account's display-name changes (DisplayNameKey).
+	NameLimit ratelimit.Limit
+	// Email, when set, starts an email change: a verification link goes
+	// to the new address, which becomes the account's only when the link
+	// is used (see package lifecycle).
+	Email *string
+	// EmailMaxAge is how recent the sign-in asking for an email change
+	// must be.
+	EmailMaxAge time.Duration
+}
+
+// ErrNotFresh: the session asking for an email change is not live, or
+// its sign-in is older than allowed.
+var ErrNotFresh = errors.New("the session is not live or its sign-in is too old")
+
+// PatchMe applies p for the caller id in one transaction, all or nothing:
+// a request that asks for both changes and is refused for either (a
+// guard, a limit) writes neither, and one accepted makes both.
+//
+// Every change needs, read with the account's row locked, a session still
+// bound to the identity's tenant (sessions.LockLiveIn, else
+// sessions.ErrNotFound: a tenant switch moves it, and the token it left
+// behind names a tenant the session is no longer in) and an account that
+// could sign in to that tenant now (ActiveAccount, else ErrInactive),
+// whose bearer a proxy that has not yet heard of a disabling still
+// forwards.
+//
+// A display-name change counts against p.NameLimit, per account, in the
+// transaction: each writes an audit row in every tenant the account
+// belongs to, so any member could otherwise flood the logs of the
+// account's other tenants. Over it, the change is a *ratelimit.Refused.
+// The audit row's "from" is the name read under the row's lock, the name
+// this change replaced, not one a concurrent change wrote in between.
+//
+// An email change to an address another account has is ErrEmailTaken, to
+// the account's own ErrSameEmail; one to an address that has had
+// onetime.AddressMailLimit verification mails in the window, whichever
+// accounts asked, is a *ratelimit.Refused. Its session must be live and
+// its sign-in within p.EmailMaxAge, as its session and its access token
+// say (sessions.Fresh), checked with the account's row locked (else
+// ErrNotFresh): a password reset or change, or a sign-out everywhere,
+// locks it too, so either it ends the session first and the change is
+// refused, or it comes after and revokes the change with the other
+// pending ones. Checked only before (as the handler does), a change could
+// be stored just after a reset ended the session that asked for it, and
+// outlive the reset.
+func (s *Store) PatchMe(ctx context.Context, id identity.Identity, p MePatch, requestID string) (Me, error) {
+	const (
+		// An email change takes the row FOR UPDATE, a name change alone
+		// FOR NO KEY UPDATE; $2 is the new address ('' for none).
+		qRow = `
+SELECT u.email, u.display_name,
+       $2 <> '' AND EXISTS (SELECT 1 FROM users o WHERE lower(o.email) = lower($2) AND o.id <> u.id)
+FROM users u
+WHERE u.id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND user_id = $1)`
+		qLockEmail = qRow + `
+FOR UPDATE OF u`
+		qLockName = qRow + `
+FOR NO KEY UPDATE OF u`
+		qUpdate = `UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1`
+	)
 	userID, tenantID := id.UserID, id.TenantID
 	me := meOf(id)
+	q, newEmail := qLockName, ""
+	if p.Email != nil {
+		q, newEmail = qLockEmail, *p.Email
+	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// The old name is read under the row's lock, so the audit row's
-		// "from" is the name this change replaced, not one a concurrent
-		// change wrote in between.
-		var old string
-		if err := tx.QueryRow(ctx, qLock, userID, tenantID).Scan(&old); err != nil {
+		var (
+			current, old string
+			taken        bool
+		)
+		if err := tx.QueryRow(ctx, q, userID, newEmail, tenantID).Scan(&current, &old, &taken); err != nil {
 			return mapErr(err)
 		}
-		// The session must still be bound to the token's tenant, as for
-		// an email change: a tenant switch moves it, and the token it left
-		// behind names a tenant the session is no longer in. A switch
-		// that commits from here on waits for the session's row.
+		// Statements after the lock: they see a revocation or a
+		// disabling committed by whoever held the row before.
+		if p.Email != nil {
+			if fresh, err := sessions.Fresh(ctx, tx, id, p.EmailMaxAge, false); err != nil {
+				return err
+			} else if !fresh {
+				return ErrNotFresh
+			}
+		}
+		// A tenant switch that commits from here on waits for the
+		// session's row.
 		if err := sessions.LockLiveIn(ctx, tx, userID, id.SessionID, tenantID); err != nil {
 			return err
 		}
-		// A statement after the lock: it sees a disabling committed by
-		// whoever held the row before.
 		if _, err := ActiveAccount(ctx, tx, userID, tenantID); err != nil {
 			return err
 		}
+		if p.Email != nil {
+			if taken {
+				return ErrEmailTaken
+			}
+			if mail.SameAddress(current, newEmail) {
+				return ErrSameEmail
+			}
+		}
 		// The name it already has changes nothing and writes nothing
-		// (no updated_at, no audit row), as for a tenant or a role.
-		if old != displayName {
-			if err := ratelimit.CheckIn(ctx, tx, DisplayNameKey(userID), nameLimit,
-				fmt.Sprintf("too many display name changes: at most %d in %s", nameLimit.N, nameLimit.Period())); err != nil {
+		// (no updated_at, no audit row, no hit), as for a tenant or a role.
+		rename := p.DisplayName != nil && *p.DisplayName != old
+		if rename {
+			if err := ratelimit.CheckIn(ctx, tx, DisplayNameKey(userID), p.NameLimit,
+				fmt.Sprintf("too many display name changes: at most %d in %s", p.NameLimit.N, p.NameLimit.Period())); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, qUpdate, userID, displayName); err != nil {
+		}
+		if p.Email != nil {
+			// Each account's own limit says nothing of the address:
+			// bounded per address too (a *ratelimit.Refused).
+			if err := onetime.CountAddressMail(ctx, tx, newEmail); err != nil {
+				return err
+			}
+			if err := onetime.SendVerification(ctx, tx, userID, newEmail, true, requestID); err != nil {
+				return err
+			}
+			if err := audit.WriteForUser(ctx, tx, userID, audit.Event{
+				ActorUserID: userID, Action: audit.ActionUserEmailChangeRequested,
+				TargetType: audit.TargetUser, TargetID: userID, RequestID: requestID,
+			}); err != nil {
+				return err
+			}
+		}
+		if rename {
+			if _, err := tx.Exec(ctx, qUpdate, userID, *p.DisplayName); err != nil {
 				return mapErr(err)
 			}
 			if err := audit.WriteForUser(ctx, tx, userID, audit.Event{
 				ActorUserID: userID, Action: audit.ActionUserProfileUpdated,
 				TargetType: audit.TargetUser, TargetID: userID, RequestID: requestID,
-				Data: map[string]auditedProfile{"from": {DisplayName: old}, "to": {DisplayName: displayName}},
+				Data: map[string]auditedProfile{"from": {DisplayName: old}, "to": {DisplayName: *p.DisplayName}},
 			}); err != nil {
 				return err
 			}
@@ -347,7 +432,7 @@ FOR NO KEY UPDATE`
 			&me.CreatedAt, &me.UpdatedAt, &me.MFAEnabled))
 	})
 	if err != nil {
-		return Me{}, fmt.Errorf("update me: %w", err)
+		return Me{}, fmt.Errorf("patch me: %w", err)
 	}
 	return me, nil
 }
@@ -361,83 +446,6 @@ func DisplayNameKey(userID string) []byte { return ratelimit.Key("display-name-c
 // email change waits for its link and is audited as user.email_changed).
 type auditedProfile struct {
 	DisplayName string `json:"display_name"`
-}
-
-// ErrNotFresh: the session asking for an email change is not live, or
-// its sign-in is older than allowed.
-var ErrNotFresh = errors.New("the session is not live or its sign-in is too old")
-
-// RequestEmailChange mails a verification link to newEmail; the address
-// changes only when the link is used (see package lifecycle). An address
-// that another account has is ErrEmailTaken; one that has had
-// onetime.AddressMailLimit verification mails in the window, whichever
-// accounts asked, is a *ratelimit.Refused. The caller id asks for it: its
-// session must be live and it must have signed in within maxAge, as its
-// session and its access token say (sessions.Fresh),
-// checked with the account's row locked (else ErrNotFresh): a password
-// reset or change, or a sign-out everywhere, locks it too, so either it
-// ends the session first and the change is refused, or it comes after
-// and revokes the change with the other pending ones. Checked only before
-// (as the handler does), a change could be stored just after a reset
-// ended the session that asked for it, and outlive the reset. Under the
-// same lock the session must still be bound to the identity's tenant
-// (sessions.LockLiveIn, else sessions.ErrNotFound) and the account able
-// to sign in to it (ActiveAccount, else ErrInactive).
-func (s *Store) RequestEmailChange(ctx context.Context, id identity.Identity, newEmail, requestID string, maxAge time.Duration) error {
-	userID, tenantID := id.UserID, id.TenantID
-	const q = `
-SELECT u.email,
-       EXISTS (SELECT 1 FROM users o WHERE lower(o.email) = lower($2) AND o.id <> u.id)
-FROM users u
-WHERE u.id = $1 AND EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $3 AND user_id = $1)
-FOR UPDATE OF u`
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var (
-			current string
-			taken   bool
-		)
-		if err := tx.QueryRow(ctx, q, userID, newEmail, tenantID).Scan(&current, &taken); err != nil {
-			return mapErr(err)
-		}
-		// A statement after the lock: it sees a revocation committed by
-		// whoever held the row before.
-		if fresh, err := sessions.Fresh(ctx, tx, id, maxAge, false); err != nil {
-			return err
-		} else if !fresh {
-			return ErrNotFresh
-		}
-		// Fresh does not look at the session's tenant; a tenant switch
-		// that commits from here on waits for the row.
-		if err := sessions.LockLiveIn(ctx, tx, userID, id.SessionID, tenantID); err != nil {
-			return err
-		}
-		// Read with the account's row locked, as a disabling takes it.
-		if _, err := ActiveAccount(ctx, tx, userID, tenantID); err != nil {
-			return err
-		}
-		if taken {
-			return ErrEmailTaken
-		}
-		if mail.SameAddress(current, newEmail) {
-			return ErrSameEmail
-		}
-		// Each account's own limit says nothing of the address: bounded
-		// per address too (a *ratelimit.Refused).
-		if err := onetime.CountAddressMail(ctx, tx, newEmail); err != nil {
-			return err
-		}
-		if err := onetime.SendVerification(ctx, tx, userID, newEmail, true, requestID); err != nil {
-			return err
-		}
-		return audit.WriteForUser(ctx, tx, userID, audit.Event{
-			ActorUserID: userID, Action: audit.ActionUserEmailChangeRequested,
-			TargetType: audit.TargetUser, TargetID: userID, RequestID: requestID,
-		})
-	})
-	if err != nil {
-		return fmt.Errorf("request email change: %w", err)
-	}
-	return nil
 }
 
 // ListParams selects a page of members ordered by join time then id.
