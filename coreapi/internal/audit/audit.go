@@ -169,6 +169,30 @@ FROM memberships m WHERE m.user_id = $1`
 	return nil
 }
 
+// WriteForUserEach is WriteForUser for an event whose data differs by
+// tenant: in each tenant userID belongs to, e is written with data(tenant
+// id) as its Data. What a tenant's row says of the account must be that
+// tenant's (its sessions ended, say), not what the account did elsewhere.
+func WriteForUserEach(ctx context.Context, tx pgx.Tx, userID string, e Event, data func(tenantID string) any) error {
+	const qTenants = `SELECT tenant_id::text FROM memberships WHERE user_id = $1 ORDER BY tenant_id`
+	rows, _ := tx.Query(ctx, qTenants, userID)
+	tenantIDs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("tenants of the account: %w", err)
+	}
+	b := &pgx.Batch{}
+	for _, tid := range tenantIDs {
+		e.TenantID, e.Data = tid, data(tid)
+		if err := Queue(b, e); err != nil {
+			return err
+		}
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("write audit events: %w", err)
+	}
+	return nil
+}
+
 // Queue adds the insert of e to a batch sent inside the caller's transaction.
 func Queue(b *pgx.Batch, e Event) error {
 	a, err := args(e)

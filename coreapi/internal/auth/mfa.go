@@ -1228,7 +1228,7 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		if err := s.sessions.Restamp(ctx, tx, id.UserID, id.SessionID); err != nil {
 			return err
 		}
-		ended, err := s.sessions.RevokeAll(ctx, tx, id.UserID, id.SessionID, sessions.ReasonMFAEnabled)
+		ended, err := s.sessions.RevokeAllByTenant(ctx, tx, id.UserID, id.SessionID, sessions.ReasonMFAEnabled)
 		if err != nil {
 			return err
 		}
@@ -1237,9 +1237,11 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		if err := onetime.RevokeEmailChanges(ctx, tx, id.UserID); err != nil {
 			return err
 		}
-		if err := audit.WriteForUser(ctx, tx, id.UserID, audit.Event{ActorUserID: id.UserID,
-			Action: audit.ActionUserMFAEnabled, TargetType: audit.TargetUser, TargetID: id.UserID,
-			Data: map[string]any{"factor": "totp", "sessions_revoked": ended}, RequestID: rid}); err != nil {
+		// Each tenant's row counts the sessions ended there: its admins
+		// are not told of the account's sessions in other tenants.
+		if err := audit.WriteForUserEach(ctx, tx, id.UserID, audit.Event{ActorUserID: id.UserID,
+			Action: audit.ActionUserMFAEnabled, TargetType: audit.TargetUser, TargetID: id.UserID, RequestID: rid},
+			func(tid string) any { return map[string]any{"factor": "totp", "sessions_revoked": ended[tid]} }); err != nil {
 			return err
 		}
 		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFAEnabled})
@@ -1533,7 +1535,7 @@ func (s *Service) resetMFA(c *fiber.Ctx) error {
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{TenantID: id.TenantID, ActorUserID: id.UserID,
 			Action: audit.ActionUserMFAReset, TargetType: audit.TargetUser, TargetID: uid,
-			Data: map[string]any{"sessions_revoked": n}, RequestID: rid},
+			Data: map[string]any{"sessions_revoked": n[id.TenantID]}, RequestID: rid},
 			outbox.Row{Subject: invalidation.UserSubject(uid), Reason: invalidation.ReasonUserMFAReset})
 	})
 	if err != nil {
@@ -1562,26 +1564,25 @@ func resetRefused(err error) error {
 // signOutAfterReset ends every session of userID whose second factor was
 // just reset (ReasonMFAReset), and the email changes they asked for, and
 // bumps its token version, so no access token issued before outlives the
-// reset. It returns how many sessions
-// ended.
-func signOutAfterReset(ctx context.Context, tx pgx.Tx, ss *sessions.Store, userID string) (int64, error) {
+// reset. It returns how many sessions ended in each tenant.
+func signOutAfterReset(ctx context.Context, tx pgx.Tx, ss *sessions.Store, userID string) (sessions.Revoked, error) {
 	const qBump = `UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1`
 	// The account's row first, then its sessions, as a sign-out
 	// everywhere and a password change or reset take them: in the other
 	// order each waited for what the other held (a deadlock, one of them
 	// a 500).
 	if _, err := tx.Exec(ctx, qBump, userID); err != nil {
-		return 0, fmt.Errorf("bump token version: %w", err)
+		return nil, fmt.Errorf("bump token version: %w", err)
 	}
-	n, err := ss.RevokeAll(ctx, tx, userID, "", sessions.ReasonMFAReset)
+	n, err := ss.RevokeAllByTenant(ctx, tx, userID, "", sessions.ReasonMFAReset)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	// As a sign-out everywhere and a password change do: an email change
 	// one of the sessions ended asked for must not move the account to
 	// another mailbox afterwards.
 	if err := onetime.RevokeEmailChanges(ctx, tx, userID); err != nil {
-		return 0, err
+		return nil, err
 	}
 	return n, nil
 }
@@ -1595,8 +1596,8 @@ var (
 // Reset is what ResetMFA did.
 type Reset struct {
 	UserID          string   `json:"user_id"`
-	SessionsRevoked int64    `json:"sessions_revoked"`
-	Tenants         []string `json:"tenants"` // where it was audited
+	SessionsRevoked int64    `json:"sessions_revoked"` // in every tenant
+	Tenants         []string `json:"tenants"`          // where it was audited
 }
 
 // ResetMFA is the operator's recovery of an account that lost its second
@@ -1606,7 +1607,7 @@ type Reset struct {
 // As that route does, it deletes the factor and the recovery codes, ends
 // every session and bumps the token version, in one transaction; it is
 // audited in each of the account's tenants with no acting user and
-// requestID, announced on the user's invalidation subject through the
+// requestID (each row counting the sessions ended in its tenant only), announced on the user's invalidation subject through the
 // outbox, and told to the account's verified address (noticeOwner). The
 // operator is expected to have checked who asks. As the route, it takes a
 // factor enrolled and never confirmed for none (ErrNoFactor): the account
@@ -1641,14 +1642,14 @@ SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active'),
 		if err != nil {
 			return err
 		}
-		r.SessionsRevoked = n
+		r.SessionsRevoked = n.Total()
 		if err := noticeOwner(ctx, tx, userID, mail.KindMFAReset, time.Now()); err != nil {
 			return err
 		}
 		b := &pgx.Batch{}
 		for _, tid := range r.Tenants {
 			err := audit.Queue(b, audit.Event{TenantID: tid, Action: audit.ActionUserMFAReset, TargetType: audit.TargetUser,
-				TargetID: userID, Data: map[string]any{"sessions_revoked": n, "by": "operator"}, RequestID: requestID})
+				TargetID: userID, Data: map[string]any{"sessions_revoked": n[tid], "by": "operator"}, RequestID: requestID})
 			if err != nil {
 				return err
 			}

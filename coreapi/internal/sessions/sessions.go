@@ -604,6 +604,54 @@ WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
 	return tag.RowsAffected(), nil
 }
 
+// Revoked is how many sessions a revocation ended in each tenant they
+// were bound to (RevokeAllByTenant), by tenant id.
+type Revoked map[string]int64
+
+// Total is how many sessions the revocation ended in every tenant.
+func (r Revoked) Total() int64 {
+	var n int64
+	for _, c := range r {
+		n += c
+	}
+	return n
+}
+
+// RevokeAllByTenant is RevokeAll, answering how many sessions it ended in
+// each tenant: an audit row written in each of the account's tenants
+// counts that tenant's, and tells its admins nothing of the account's
+// sessions elsewhere.
+func (s *Store) RevokeAllByTenant(ctx context.Context, q DB, userID, keep, reason string) (Revoked, error) {
+	const qRevokeAll = `
+WITH pending AS (DELETE FROM mfa_challenges WHERE user_id = $1),
+ended AS (
+    UPDATE sessions SET revoked_at = clock_timestamp(), revoked_reason = $3
+    WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
+      AND id IS DISTINCT FROM NULLIF($2, '')::uuid
+    RETURNING tenant_id)
+SELECT tenant_id::text, count(*) FROM ended GROUP BY tenant_id`
+	rows, err := q.Query(ctx, qRevokeAll, userID, keep, reason)
+	if err != nil {
+		return nil, fmt.Errorf("revoke sessions: %w", err)
+	}
+	defer rows.Close()
+	r := Revoked{}
+	for rows.Next() {
+		var (
+			tid string
+			n   int64
+		)
+		if err := rows.Scan(&tid, &n); err != nil {
+			return nil, fmt.Errorf("revoke sessions: %w", err)
+		}
+		r[tid] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("revoke sessions: %w", err)
+	}
+	return r, nil
+}
+
 // RevokeInTenant revokes every live session of userID bound to tenantID
 // (the user was removed from it, ReasonMemberRemoved), through q (the
 // removal's transaction). Such a session cannot refresh while the
