@@ -35,3 +35,23 @@ func Redact(s string) string {
 	s = apiKeyText.ReplaceAllString(s, "tg_[redacted]")
 	return clip.Mark(s, MaxRedactedBytes)
 }
+
+// addressText matches a mail address, or what looks like one: a local
+// part (possibly empty, as when a quoted one was cut off at its quote),
+// "@", and a domain, a host name or an address literal ("[127.0.0.1]").
+var addressText = regexp.MustCompile(`[^\s<>()\[\]"',;:@\\]*@(?:\[[^\]\s]*\]|[^\s<>()\[\]"',;:@\\]+)`)
+
+// RedactAddresses keeps mail addresses out of the log, for a text that
+// quotes a mail server's reply (an SMTP error): servers often name the
+// recipient in it ("550 5.1.1 <ada@example.com>: Recipient address
+// rejected"), and go-mail adds the affected recipients. Each address is
+// replaced by "[address]". Unlike Redact, quoted text is kept: the reply
+// reaches the error quoted (net/textproto), its status code and enhanced
+// status code in it, which is what an operator needs. Credentials are
+// redacted as Redact does, and the text is cut to MaxRedactedBytes.
+func RedactAddresses(s string) string {
+	s = addressText.ReplaceAllString(s, "[address]")
+	s = bearerText.ReplaceAllString(s, "$1 [redacted]")
+	s = apiKeyText.ReplaceAllString(s, "tg_[redacted]")
+	return clip.Mark(s, MaxRedactedBytes)
+}

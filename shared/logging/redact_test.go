@@ -31,3 +31,24 @@ func TestRedact(t *testing.T) {
 		t.Errorf("cut to %d bytes, valid UTF-8 %v: %q", len(got), utf8.ValidString(got), got)
 	}
 }
+
+func TestRedactAddresses(t *testing.T) {
+	for _, tt := range []struct{ name, in, want string }{
+		{"plain", "dial tcp: connection refused", "dial tcp: connection refused"},
+		{"reply", `sending SMTP RCPT TO command: 550 "5.1.1 <ada.l+tag@example.com>: Recipient address rejected", affected recipient(s): <ada.l+tag@example.com>`,
+			`sending SMTP RCPT TO command: 550 "5.1.1 <[address]>: Recipient address rejected", affected recipient(s): <[address]>`},
+		{"bare", "452 4.2.2 josé@bücher.example over quota", "452 4.2.2 [address] over quota"},
+		{"literal", "550 5.7.1 ada@[127.0.0.1] refused", "550 5.7.1 [address] refused"},
+		{"api key", "key tg_abcd1234efgh5678_secretpart refused", "key tg_[redacted] refused"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := RedactAddresses(tt.in); got != tt.want {
+				t.Errorf("RedactAddresses(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+	long := strings.Repeat("x", 10<<10)
+	if got := RedactAddresses(long); got != long[:MaxRedactedBytes]+"..." {
+		t.Errorf("long text cut to %d bytes, want %d and ...", len(got), MaxRedactedBytes)
+	}
+}

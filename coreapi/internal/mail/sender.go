@@ -15,6 +15,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/clip"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 )
 
 // SenderOptions configure a Sender; zero durations and counts take the
@@ -354,11 +355,16 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	if delay > s.o.BackoffMax || delay <= 0 {
 		delay = s.o.BackoffMax
 	}
+	// The server's reply often names the recipient, and go-mail adds the
+	// affected recipients: the log gets the error without addresses (as
+	// coreapi's "request failed" line keeps them out), its status codes
+	// kept; the row, which holds the address anyway, gets it whole.
+	logged := logging.RedactAddresses(sendErr.Error())
 	if park {
 		s.parked.Inc()
-		s.o.Logger.Error("mail parked", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "err", sendErr)
+		s.o.Logger.Error("mail parked", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "err", logged)
 	} else {
-		s.o.Logger.Warn("mail delivery failed; will retry", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "retry_in", delay, "err", sendErr)
+		s.o.Logger.Warn("mail delivery failed; will retry", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "retry_in", delay, "err", logged)
 	}
 	if _, err := s.o.Pool.Exec(rec, qFail, m.ID, clip.Text(sendErr.Error(), 1000), delay.Seconds(), park, m.Attempts); err != nil {
 		return 0, fmt.Errorf("record mail %d failure: %w", m.ID, err)

@@ -209,9 +209,10 @@ func (s *Server) RefuseRcpt(code int) {
 }
 
 // refusal is the answer a test asked for: code, with the enhanced code
-// RFC 3463 gives its class.
-func refusal(code int) error {
-	return &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode{code / 100, 0, 0}, Message: "refused by the test"}
+// RFC 3463 gives its class, quoting the address refused (addr) as real
+// servers do ("<ada@example.com>: Recipient address rejected").
+func refusal(code int, addr string) error {
+	return &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode{code / 100, 0, 0}, Message: "<" + addr + ">: refused by the test"}
 }
 
 // Messages returns what was received so far.
@@ -275,7 +276,7 @@ func (x *session) Mail(from string, _ *smtp.MailOptions) error {
 	code, asciiOnly := x.s.refuseMail, x.s.asciiOnly
 	x.s.mu.Unlock()
 	if code != 0 {
-		return refusal(code)
+		return refusal(code, from)
 	}
 	if asciiOnly && nonASCII(from) {
 		return nonASCIIRefusal
@@ -289,7 +290,7 @@ func (x *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	code, asciiOnly := x.s.refuseRcpt, x.s.asciiOnly
 	x.s.mu.Unlock()
 	if code != 0 {
-		return refusal(code)
+		return refusal(code, to)
 	}
 	if asciiOnly && nonASCII(to) {
 		return nonASCIIRefusal
@@ -336,7 +337,7 @@ func (x *session) Data(r io.Reader) error {
 	code := x.s.refuse
 	x.s.mu.Unlock()
 	if code != 0 {
-		return &smtp.SMTPError{Code: code, EnhancedCode: smtp.NoEnhancedCode, Message: "refused by the test"}
+		return &smtp.SMTPError{Code: code, EnhancedCode: smtp.NoEnhancedCode, Message: "refused by the test for <" + strings.Join(x.rcpt, ">, <") + ">"}
 	}
 	m := Message{From: x.from, Rcpt: append([]string(nil), x.rcpt...), Raw: string(b)}
 	if pm, err := mail.ReadMessage(strings.NewReader(string(b))); err == nil {
