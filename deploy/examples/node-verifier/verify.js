@@ -8,6 +8,10 @@
 // request of any age) and the process's Replays, which refuses a signed request
 // sent again ('replay'): const replays = new Replays(); once, then
 // verify(req.headers, req.method, req.url, body, keys, Date.now(), 30000, replays).
+// The replay filter is not optional by omission: replays left out (or
+// anything but an object with Replays' firstUse) throws a TypeError; false
+// accepts replays, for an app that deduplicates requests itself (as the Go
+// SDK's verify.Config.AllowReplays).
 // It returns the caller as the Go SDK's verify.Identity holds it
 // ({principal, userId, tenantId, sessionId, roles, permissions,
 // emailVerified, amr, authTime, clientIp, requestId, keyId}, lists as
@@ -106,11 +110,16 @@ class Replays {
   }
 }
 
-function verify(h, method, pathQuery, body, keys, nowMs = Date.now(), windowMs = 30000, replays = null) {
+function verify(h, method, pathQuery, body, keys, nowMs = Date.now(), windowMs = 30000, replays = undefined) {
   // NaN compares false: a clock or window that is no whole number of
   // milliseconds would pass a signature of any age, and a replay.
   if (!Number.isSafeInteger(nowMs) || !Number.isSafeInteger(windowMs) || windowMs < 0) {
     throw new TypeError('verify: nowMs and windowMs must be whole milliseconds');
+  }
+  // Left out, the filter was off: every captured request verified again
+  // within its window, where the Go SDK refuses it unless told not to.
+  if (replays !== false && typeof replays?.firstUse !== 'function') {
+    throw new TypeError('verify: replays must be the process\'s Replays, or false to accept replays');
   }
   const get = (name) => h[name] || '';
   const sig = get('x-auth-signature'), ts = get('x-auth-timestamp');
@@ -151,7 +160,7 @@ function verify(h, method, pathQuery, body, keys, nowMs = Date.now(), windowMs =
   if (!crypto.timingSafeEqual(want, Buffer.from(mac, 'base64url'))) fail('signature');
   // Only a signature that verified is remembered: a forgery neither fills
   // the memory nor makes the genuine request a replay.
-  if (replays && !replays.firstUse(sig, Number(ts) + windowMs, nowMs)) fail('replay');
+  if (replays !== false && !replays.firstUse(sig, Number(ts) + windowMs, nowMs)) fail('replay');
   // The verified identity, read as the Go SDK reads it (verify.Identity):
   // lists split at each comma (never ', '), the empty string the empty
   // list; authTime in unix seconds, 0 when unknown. Authorize with

@@ -479,7 +479,7 @@ func TestNodeVerifierRefusesShortKeys(t *testing.T) {
 const { verify } = require('./verify.js');
 console.log(JSON.stringify(JSON.parse(process.env.CASES).map(({ secret, ...h }) => {
   try {
-    verify(h, 'GET', '/notes', Buffer.alloc(0), new Map([['app-notes', Buffer.from(secret, 'base64')]]), Number(process.env.NOW_MS));
+    verify(h, 'GET', '/notes', Buffer.alloc(0), new Map([['app-notes', Buffer.from(secret, 'base64')]]), Number(process.env.NOW_MS), 30000, false);
     return 'valid';
   } catch (e) { return e.code || String(e); }
 })));
@@ -617,7 +617,7 @@ func TestNodeIdentityAgreesWithGo(t *testing.T) {
 const { verify } = require('./verify.js');
 const keys = new Map([['app-notes', Buffer.from('0123456789abcdef0123456789abcdef')]]);
 console.log(JSON.stringify(JSON.parse(process.env.CASES).map((h) => {
-  const id = verify(h, 'GET', '/notes', Buffer.alloc(0), keys, Number(process.env.NOW_MS));
+  const id = verify(h, 'GET', '/notes', Buffer.alloc(0), keys, Number(process.env.NOW_MS), 30000, false);
   return { Principal: id.principal, UserID: id.userId, TenantID: id.tenantId, SessionID: id.sessionId,
     Roles: id.roles, Permissions: id.permissions, AMR: id.amr, EmailVerified: id.emailVerified,
     AuthTime: id.authTime, ClientIP: id.clientIp, RequestID: id.requestId, KeyID: id.keyId };
@@ -665,7 +665,7 @@ for (const name of ['user GET', 'timestamp 31 s old']) {
     catch (e) { return e.code || e.name; }
   };
   out[name] = [
-    run(), run(undefined, undefined, replays), run(undefined, undefined, replays), run(NaN, 30000, replays),
+    run(undefined, undefined, false), run(undefined, undefined, replays), run(undefined, undefined, replays), run(NaN, 30000, replays),
     run(NaN, 30000, replays), run('x', 30000), run(String(v.now_ms), 30000), run(Infinity, 30000),
     run(v.now_ms, NaN, replays), run(v.now_ms, -1), run(v.now_ms, Infinity), run(v.now_ms, 30000, replays),
   ];
@@ -680,5 +680,40 @@ console.log(JSON.stringify(out));
 		`"timestamp 31 s old":["expired","expired","expired","TypeError","TypeError","TypeError","TypeError","TypeError","TypeError","TypeError","TypeError","expired"]}`
 	if got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}
+
+// TestNodeVerifierRefusesReplaysUnlessToldNotTo: verify() remembered
+// nothing unless the app passed a Replays, so an app that called it as
+// verify(h, method, url, body, keys) accepted the same captured request
+// as often as it came within the window, where the Go SDK refuses it by
+// default (verify.Config.AllowReplays turns that off). Its replay filter
+// is now a decision the app makes: a Replays (one per process), or false
+// to accept replays; left out, or anything else, is a TypeError, as a
+// clock that is no number is.
+func TestNodeVerifierRefusesReplaysUnlessToldNotTo(t *testing.T) {
+	const script = `
+const { verify, Replays, parseKeys } = require('./verify.js');
+const vs = JSON.parse(require('node:fs').readFileSync(process.env.VECTORS, 'utf8'));
+const v = vs.find((x) => x.name === 'user GET');
+const h = Object.fromEntries(Object.entries(v.headers).map(([k, x]) => [k.toLowerCase(), x]));
+h['x-auth-signature'] = v.signature;
+const keys = parseKeys(v.key_id + ':' + v.key_secret_base64);
+const run = (...args) => {
+  try { verify(h, v.method, v.path_query, Buffer.from(v.body, 'utf8'), keys, v.now_ms, ...args); return 'valid'; }
+  catch (e) { return e.code || e.name; }
+};
+const replays = new Replays();
+console.log(JSON.stringify([
+  run(), run(), run(30000), run(30000), run(30000, null), run(30000, {}), run(30000, true),
+  run(30000, replays), run(30000, replays), run(undefined, replays),
+  run(30000, false), run(30000, false),
+]));
+`
+	got := runScript(t, script, "VECTORS="+vectorsPath)
+	const want = `["TypeError","TypeError","TypeError","TypeError","TypeError","TypeError","TypeError",` +
+		`"valid","replay","replay","valid","valid"]`
+	if got != want {
+		t.Fatalf("no filter (twice), the window only (twice), null, {}, true, a Replays (three times), false (twice):\ngot  %s\nwant %s", got, want)
 	}
 }
