@@ -76,7 +76,8 @@ func Load(t testing.TB) []Vector {
 // the vectors' key, its clock at each case's time, mounted by mount as an
 // app mounts it; send delivers a request to it and answers the HTTP
 // status. Each case must get its verdict (200, or 401 with the reason the
-// verifier logs), and each valid one, sent again, is a replay.
+// verifier logs); each valid one with its body changed is refused
+// (signature), and sent again as it was, is a replay.
 func Run(t *testing.T, mount func(v *verify.Verifier) (send func(r *http.Request) int)) {
 	t.Helper()
 	vs := Load(t)
@@ -118,6 +119,14 @@ func Run(t *testing.T, mount func(v *verify.Verifier) (send func(r *http.Request
 			t.Errorf("%s: %s, want %s", vec.Name, got, want)
 		}
 		if vec.Valid {
+			// The body is field 17: another one is another request,
+			// which the signature does not cover (and which, refused,
+			// is not remembered: the vector is still a replay next).
+			changed := vec
+			changed.Body += " "
+			if got := judge(changed); got != "signature" {
+				t.Errorf("%s, body changed: %s, want signature", vec.Name, got)
+			}
 			if got := judge(vec); got != "replay" {
 				t.Errorf("%s, sent again: %s, want replay", vec.Name, got)
 			}
