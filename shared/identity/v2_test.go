@@ -136,6 +136,17 @@ func vecInputs() []vector {
 		// The request id makes two identical requests' signatures differ:
 		// without one a request cannot be told from a replay of another.
 		{Name: "no request id", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderRequestID, ""), NowMs: now, Valid: false, Error: "malformed"},
+		// The query's bytes as sent: a verifier that reads '+' as a space
+		// or decodes (or re-encodes) a percent-encoding hashes another
+		// string.
+		{Name: "query with + and percent-encodings as sent", Method: "GET", PathQuery: "/notes?q=a+b&tag=%2b1&e=%C3%A9&empty=",
+			Headers: with(user, HeaderRequestID, "req-3"), NowMs: now, Valid: true},
+		// Other spellings of a valid signature (see sigTweaks), which a
+		// lenient base64 decoder reads as the same 32 bytes, and a version
+		// that is neither v2 nor v1.
+		{Name: "signature with padding", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderRequestID, "req-4"), NowMs: now, Valid: false, Error: "malformed"},
+		{Name: "signature in the standard base64 alphabet", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderRequestID, "req-5"), NowMs: now, Valid: false, Error: "malformed"},
+		{Name: "unknown signature version", Method: "GET", PathQuery: "/notes", Headers: with(user, HeaderRequestID, "req-6"), NowMs: now, Valid: false, Error: "malformed"},
 	}
 }
 
@@ -156,7 +167,16 @@ var sigTweaks = map[string]func(string) string{
 		return sig[:len(sig)-1] + string(alphabet[strings.IndexByte(alphabet, sig[len(sig)-1])|3])
 	},
 	// The previous scheme's prefix: not v2, whatever follows.
-	"v1 signature": func(sig string) string { return Version + "=" + strings.TrimPrefix(sig, VersionV2+"=") },
+	"v1 signature":              func(sig string) string { return Version + "=" + strings.TrimPrefix(sig, VersionV2+"=") },
+	"signature with padding":    func(sig string) string { return sig + "=" },
+	"unknown signature version": func(sig string) string { return "v3=" + strings.TrimPrefix(sig, VersionV2+"=") },
+	// Base64url's '-' and '_' as standard base64 writes them: Node's
+	// Buffer.from(s, 'base64url') and Python's urlsafe_b64decode read
+	// both alphabets. (The vector's request id is chosen so that the
+	// signature holds one of them; TestV2Vectors checks it changed.)
+	"signature in the standard base64 alphabet": func(sig string) string {
+		return VersionV2 + "=" + strings.NewReplacer("-", "+", "_", "/").Replace(strings.TrimPrefix(sig, VersionV2+"="))
+	},
 }
 
 // uncheckedCanonical is AppendCanonicalV2 by a signer that checks
@@ -246,6 +266,9 @@ func TestV2Vectors(t *testing.T) {
 			want := computeVector(t, v)
 			if v.Canonical != want.Canonical || v.Signature != want.Signature {
 				t.Fatalf("stored canonical/signature differ from computed:\n got %q %s\nwant %q %s", v.Canonical, v.Signature, want.Canonical, want.Signature)
+			}
+			if v.Name == "signature in the standard base64 alphabet" && !strings.ContainsAny(v.Signature, "+/") {
+				t.Fatalf("signature %s holds no character of the other alphabet: choose another request id", v.Signature)
 			}
 			secret, err := base64.StdEncoding.DecodeString(v.KeySecret)
 			if err != nil {
