@@ -23,6 +23,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -136,6 +137,9 @@ type Upstream struct {
 	// Timeout, when not 0, replaces UPSTREAM_TIMEOUT: how long writing a
 	// request and reading its answer may each take.
 	Timeout time.Duration
+	// app is Addr in one spelling (canonicalAddr): what tells whether two
+	// upstreams are one app.
+	app string
 }
 
 // MaxUpstreamTimeout is the longest timeout an upstream may set (longer
@@ -389,15 +393,37 @@ func parseURL(s string) (addr string, tls bool, err error) {
 	port := u.Port()
 	switch {
 	case port != "":
-		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
 			return "", false, fmt.Errorf("url %q: port %s: want 1 to 65535", envconfig.ProblemURL(s), port)
 		}
+		port = strconv.Itoa(n) // 8082 for 08082: the Host header holds the number
+
 	case tls:
 		port = "443"
 	default:
 		port = "80"
 	}
 	return net.JoinHostPort(u.Hostname(), port), tls, nil
+}
+
+// canonicalAddr writes addr (host:port, as parseURL returns it) in one
+// spelling, so that two URLs of one address compare equal: an IP address
+// in its canonical form (::1 for 0:0::1, an IPv4-mapped one as IPv4,
+// which is how it is dialled), a name in lower case without a trailing
+// dot (parseURL already wrote the port as a number). Two names of one
+// host are still two addresses.
+func canonicalAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return strings.ToLower(addr)
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().String()
+	} else {
+		host = strings.TrimSuffix(strings.ToLower(host), ".")
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // hostHeader is the Host header for an upstream at addr (host:port, as
@@ -668,7 +694,7 @@ func Compile(f File, env Env) (*Table, error) {
 		errs = append(errs, fmt.Errorf("IDENTITY_URL: %w", err))
 	}
 	t := &Table{
-		Upstreams: []Upstream{{Name: CoreUpstream, Addr: coreAddr, URL: env.CoreURL, TLS: coreTLS}},
+		Upstreams: []Upstream{{Name: CoreUpstream, Addr: coreAddr, URL: env.CoreURL, TLS: coreTLS, app: canonicalAddr(coreAddr)}},
 		groups:    map[string]*Group{},
 	}
 	index := map[string]int{CoreUpstream: 0}
@@ -677,7 +703,10 @@ func Compile(f File, env Env) (*Table, error) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	keyOwner := map[string]string{} // key id → the upstream that names it first
+	// key id → the upstream that names it first, and its address as
+	// scheme://host:port/ in canonicalAddr's spelling.
+	keyOwner := map[string]string{}
+	keyURL := map[string]string{}
 	for _, n := range names {
 		u := f.Upstreams[n]
 		var uerrs []error
@@ -691,6 +720,11 @@ func Compile(f File, env Env) (*Table, error) {
 		if err != nil {
 			uerrs = append(uerrs, err)
 		}
+		app := canonicalAddr(addr)
+		canonURL := "http://" + app + "/"
+		if tls {
+			canonURL = "https://" + app + "/"
+		}
 		switch {
 		case u.KeyID == "":
 			uerrs = append(uerrs, errors.New("key_id: required (an UPSTREAM_KEYS entry)"))
@@ -698,11 +732,13 @@ func Compile(f File, env Env) (*Table, error) {
 			uerrs = append(uerrs, fmt.Errorf("key_id %q names a core key: an app must never hold a key coreapi accepts", u.KeyID))
 		case !slices.Contains(env.UpstreamKeyIDs, u.KeyID):
 			uerrs = append(uerrs, fmt.Errorf("key_id %q: not in UPSTREAM_KEYS", u.KeyID))
-		case keyOwner[u.KeyID] != "" && f.Upstreams[keyOwner[u.KeyID]].URL != u.URL:
+		case err != nil:
+			// No address to compare.
+		case keyOwner[u.KeyID] != "" && keyURL[u.KeyID] != canonURL:
 			// Two names of one address (a rename in progress) are one app.
 			uerrs = append(uerrs, fmt.Errorf("key_id %q is upstream %q's too, at another address: every upstream has a key of its own, else either app could sign requests the other accepts", u.KeyID, keyOwner[u.KeyID]))
 		case keyOwner[u.KeyID] == "":
-			keyOwner[u.KeyID] = n
+			keyOwner[u.KeyID], keyURL[u.KeyID] = n, canonURL
 		}
 		var timeout time.Duration
 		if u.Timeout != "" {
@@ -715,7 +751,7 @@ func Compile(f File, env Env) (*Table, error) {
 			continue
 		}
 		index[n] = len(t.Upstreams)
-		up := Upstream{Name: n, Addr: addr, URL: u.URL, KeyID: u.KeyID, TLS: tls, Timeout: timeout}
+		up := Upstream{Name: n, Addr: addr, URL: u.URL, KeyID: u.KeyID, TLS: tls, Timeout: timeout, app: app}
 		if u.RewriteHost {
 			up.Host = hostHeader(addr, tls)
 		}
@@ -824,10 +860,11 @@ func (t *Table) aliases(routes []placedRoute) []error {
 }
 
 // sameApp reports whether two upstreams may be one app: the same address
-// (two upstream names of one URL included). Addresses are compared as
-// written: two names of one host are not recognised.
+// (two upstream names of one URL included), compared in canonicalAddr's
+// spelling, whatever the scheme (one port may well serve both). Two names
+// of one host are not recognised.
 func sameApp(a, b *Upstream) bool {
-	return strings.EqualFold(a.Addr, b.Addr)
+	return a.app == b.app
 }
 
 // sameRequirements reports whether two routes admit the same methods and

@@ -453,6 +453,9 @@ func TestRewriteHostHeader(t *testing.T) {
 		{"https://api.example.com:8443", "api.example.com:8443"},
 		{"http://[::1]:80", "[::1]"},
 		{"http://[::1]:8082", "[::1]:8082"},
+		// The port as a number: a leading zero is no part of it.
+		{"http://notes.internal:08082", "notes.internal:8082"},
+		{"http://notes.internal:080", "notes.internal"},
 		// A zone names an interface of this host, not part of the
 		// upstream's name: not sent (RFC 9110's uri-host has none).
 		{"http://[fe80::1%25eth0]:8082", "[fe80::1]:8082"},
@@ -510,6 +513,55 @@ func TestStrippedPrefixAliases(t *testing.T) {
 				t.Fatalf("Parse = %v, want an error containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestUpstreamAddressSpellings: upstream addresses are compared in one
+// form (host in lower case, an IP address canonical and unmapped, the port
+// as a number, no path as "/"), so another spelling of one address is the
+// same app for strip_prefix aliases, and the same address for a shared
+// key_id; a different address is still another app.
+func TestUpstreamAddressSpellings(t *testing.T) {
+	const routes = "routes:\n  - {prefix: /notes, upstream: a, access: protected, permissions: [notes:read]}\n" +
+		"  - {prefix: /pub, upstream: b, access: public, strip_prefix: true}\n"
+	for _, tc := range []struct {
+		a, b  string
+		alias bool
+	}{
+		{"http://127.0.0.1:8082", "http://127.0.0.1:08082", true},
+		{"http://127.0.0.1:8082", "http://127.0.0.1:8082/", true},
+		{"http://[::1]:8082", "http://[0:0::1]:8082", true},
+		{"http://[::1]:8082", "http://[0000:0000:0000:0000:0000:0000:0000:0001]:8082", true},
+		{"http://127.0.0.1:8082", "http://[::ffff:127.0.0.1]:8082", true},
+		{"http://notes.internal:8082", "http://NOTES.Internal.:8082", true},
+		{"http://notes.internal", "http://notes.internal:80", true},
+		{"https://notes.internal", "https://notes.internal:0443/", true},
+		{"http://127.0.0.1:8082", "http://127.0.0.1:8083", false},
+		{"http://[::1]:8082", "http://[::2]:8082", false},
+	} {
+		f := "upstreams:\n  a: {url: '" + tc.a + "', key_id: app-notes}\n  b: {url: '" + tc.b + "', key_id: app-other}\n" + routes
+		_, err := Parse([]byte(f), testEnv)
+		if got := err != nil && strings.Contains(err.Error(), "route 2 (/pub) strips its prefix and route 1 (/notes) goes to the same app"); got != tc.alias || err != nil && !got {
+			t.Errorf("%s beside %s: Parse = %v, want the alias refused: %v", tc.a, tc.b, err, tc.alias)
+		}
+	}
+	// One key for two names of one address (a rename in progress).
+	for _, tc := range []struct {
+		a, b string
+		ok   bool
+	}{
+		{"http://h:1", "http://h:1/", true},
+		{"http://h:1", "http://H:01", true},
+		{"http://[::1]:1", "http://[0::1]:1/", true},
+		{"http://h", "http://h:80", true},
+		{"http://h:1", "http://h:2", false},
+		{"http://h:443", "https://h:443", false},
+	} {
+		f := "upstreams:\n  a: {url: '" + tc.a + "', key_id: app-notes}\n  b: {url: '" + tc.b + "', key_id: app-notes}\nroutes: []\n"
+		_, err := Parse([]byte(f), testEnv)
+		if tc.ok && err != nil || !tc.ok && (err == nil || !strings.Contains(err.Error(), "at another address")) {
+			t.Errorf("%s and %s with one key: Parse = %v, want accepted: %v", tc.a, tc.b, err, tc.ok)
+		}
 	}
 }
 
