@@ -70,8 +70,9 @@ func TestCheckConfigBadRules(t *testing.T) {
 }
 
 // TestTrustEveryoneWarned: TRUSTED_PROXY_CIDRS=0.0.0.0/0 (or ::/0) loads
-// but lets any client choose its client IP and trace context: the start
-// (and -check-config) says so; a real balancer's range says nothing.
+// but lets any client (of that address family) choose its client IP and
+// trace context: the start (and -check-config) says so; a real balancer's
+// range says nothing.
 func TestTrustEveryoneWarned(t *testing.T) {
 	for cidrs, warned := range map[string]bool{"0.0.0.0/0": true, "10.0.0.0/8,::/0": true, "10.0.0.0/8,fd00::/8": false} {
 		out, read := stdoutFile(t)
@@ -80,7 +81,7 @@ func TestTrustEveryoneWarned(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s := read(); strings.Contains(s, "trusts every peer") != warned {
+		if s := read(); strings.Contains(s, "TRUSTED_PROXY_CIDRS holds") != warned {
 			t.Errorf("TRUSTED_PROXY_CIDRS=%s: warned %v, want %v: %s", cidrs, !warned, warned, s)
 		}
 	}

@@ -336,13 +336,25 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 		// The proxy compares peers and X-Forwarded-For hops in their
 		// IPv4 form: an IPv4-mapped prefix (::ffff:10.0.0.0/104) is the
 		// IPv4 one it names, else it would match nothing.
-		if pf.Addr().Is4In6() && pf.Bits() >= 96 {
+		// One shorter than /96 names no IPv4 range: masked, it would be
+		// IPv6 addresses (::ffff:10.0.0.0/64 is ::/64) nobody meant.
+		if pf.Addr().Is4In6() && pf.Bits() < 96 {
+			p.fail("TRUSTED_PROXY_CIDRS", s, "an IPv4-mapped prefix shorter than /96 covers IPv6 addresses, not the IPv4 ones it writes; write the IPv4 CIDR (::ffff:10.0.0.0/104 is 10.0.0.0/8)")
+			continue
+		}
+		if pf.Addr().Is4In6() {
 			pf = netip.PrefixFrom(pf.Addr().Unmap(), pf.Bits()-96)
 		}
 		c.TrustedCIDRs = append(c.TrustedCIDRs, pf.Masked())
 		cidrs = append(cidrs, pf.Masked().String())
 		if pf.Bits() == 0 {
-			c.Warnings = append(c.Warnings, "TRUSTED_PROXY_CIDRS holds "+pf.Masked().String()+", which trusts every peer: any client reaching the proxy chooses its own client IP with X-Forwarded-For (coreapi's sign-in lockout and rate limits key on it) and its own trace context; list only the load balancer's or ingress's addresses")
+			// Peers are compared as IPv4 when they are IPv4 (mapped or
+			// not): ::/0 holds none of them, 0.0.0.0/0 every one.
+			who := "every IPv4 peer"
+			if pf.Addr().Is6() {
+				who = "every IPv6 peer (IPv4 peers are compared as IPv4: 0.0.0.0/0 would hold them)"
+			}
+			c.Warnings = append(c.Warnings, "TRUSTED_PROXY_CIDRS holds "+pf.Masked().String()+", which trusts "+who+": any such client reaching the proxy chooses its own client IP with X-Forwarded-For (coreapi's sign-in lockout and rate limits key on it) and its own trace context; list only the load balancer's or ingress's addresses")
 		}
 	}
 	p.Show("TRUSTED_PROXY_CIDRS", strings.Join(cidrs, ","))

@@ -673,3 +673,42 @@ func TestTrustedProxyCIDRsMappedIPv4(t *testing.T) {
 		t.Errorf("printout:\n%s", got)
 	}
 }
+
+// TestTrustedProxyCIDRsShortMappedRefused: an IPv4-mapped prefix shorter
+// than /96 (::ffff:10.0.0.0/64) names no IPv4 range, and masked it is
+// ::/64, IPv6 addresses the operator never meant: refused, naming the
+// IPv4 form to write instead.
+func TestTrustedProxyCIDRsShortMappedRefused(t *testing.T) {
+	for _, s := range []string{"::ffff:10.0.0.0/64", "::ffff:0.0.0.0/95", "::ffff:10.1.2.3/0"} {
+		c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "TRUSTED_PROXY_CIDRS": s}))
+		if err == nil || !strings.Contains(err.Error(), "TRUSTED_PROXY_CIDRS") || !strings.Contains(err.Error(), "shorter than /96") {
+			var got []netip.Prefix
+			if c != nil {
+				got = c.TrustedCIDRs
+			}
+			t.Errorf("TRUSTED_PROXY_CIDRS=%s: loaded as %v (%v), want refused", s, got, err)
+		}
+	}
+	if _, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "TRUSTED_PROXY_CIDRS": "::ffff:0.0.0.0/96"})); err != nil {
+		t.Errorf("::ffff:0.0.0.0/96: %v, want it read as 0.0.0.0/0", err)
+	}
+}
+
+// TestTrustEveryPeerWarningNamesTheFamily: peers are compared in their
+// IPv4 form, so ::/0 trusts every IPv6 peer and no IPv4 one, and
+// 0.0.0.0/0 every IPv4 peer: the warning says which.
+func TestTrustEveryPeerWarningNamesTheFamily(t *testing.T) {
+	for cidrs, want := range map[string]string{
+		"::/0":              "TRUSTED_PROXY_CIDRS holds ::/0, which trusts every IPv6 peer",
+		"0.0.0.0/0":         "TRUSTED_PROXY_CIDRS holds 0.0.0.0/0, which trusts every IPv4 peer",
+		"::ffff:0.0.0.0/96": "TRUSTED_PROXY_CIDRS holds 0.0.0.0/0, which trusts every IPv4 peer",
+	} {
+		c, err := Load(env(map[string]string{"IDENTITY_HMAC_KEY": key, "TRUSTED_PROXY_CIDRS": cidrs}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Warnings) != 1 || !strings.HasPrefix(c.Warnings[0], want) {
+			t.Errorf("TRUSTED_PROXY_CIDRS=%s: warnings %q, want one starting %q", cidrs, c.Warnings, want)
+		}
+	}
+}
