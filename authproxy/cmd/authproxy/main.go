@@ -81,6 +81,9 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
+	for _, w := range table.Warnings {
+		log.Warn("rules: warning", "file", cfg.RulesFile, "warning", w)
+	}
 	if *checkConfig {
 		// The settings, then what the proxy will do with them: every
 		// upstream and route (built-in ones included), as nginx -T shows

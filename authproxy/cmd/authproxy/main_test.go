@@ -256,3 +256,23 @@ func TestHelpSucceeds(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckConfigWarnsHeadWithoutGet: -check-config (and the start) names
+// a route whose methods hold HEAD but not GET; the file still loads.
+func TestCheckConfigWarnsHeadWithoutGet(t *testing.T) {
+	for methods, warned := range map[string]bool{"[HEAD]": true, "[GET]": false} {
+		p := filepath.Join(t.TempDir(), "rules.yaml")
+		if err := os.WriteFile(p, []byte("upstreams: {notes: {url: 'http://127.0.0.1:8082', key_id: app-notes}}\nroutes: [{prefix: /notes, methods: "+methods+", upstream: notes, access: public}]"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, read := stdoutFile(t)
+		err := run(context.Background(), []string{"-check-config"}, envFrom(map[string]string{
+			"IDENTITY_HMAC_KEY": testenv.HMACKeyText, "UPSTREAM_KEYS": testenv.AppKeysText, "RULES_FILE": p}), out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := read(); strings.Contains(s, "route 1 (/notes): methods hold HEAD but not GET") != warned || !strings.Contains(s, "configuration ok") {
+			t.Errorf("methods %s: want warned %v: %s", methods, warned, s)
+		}
+	}
+}

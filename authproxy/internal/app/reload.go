@@ -47,6 +47,9 @@ func (a *App) ReloadRules() error {
 			// A table that parses may still name what the proxy cannot
 			// serve (an upstream without a key): refused the same way.
 			if err = a.swap(t); err == nil {
+				for _, w := range t.Warnings {
+					a.log.Warn("rules: warning", "file", a.cfg.RulesFile, "warning", w)
+				}
 				a.Metrics.RulesReloadRefused.Set(0)
 				return nil
 			}

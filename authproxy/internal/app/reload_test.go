@@ -542,3 +542,16 @@ func TestRulesReloadOversizedFileRefused(t *testing.T) {
 	e.wantStatus(e.do("GET", "/app/x", "", nil), 200)
 	e.wantProblem(e.do("GET", "/extra", "", nil), 404, problem.CodeNotFound)
 }
+
+// TestRulesReloadLogsHeadWithoutGet: a reloaded file whose route admits
+// HEAD but not GET is taken, with its warning in the log (as at start).
+func TestRulesReloadLogsHeadWithoutGet(t *testing.T) {
+	e := start(t, envOpt{rules: rulesA})
+	e.writeRules(appUpstream + "routes:\n  - {prefix: /notes, methods: [HEAD, POST], upstream: notes, access: public}\n")
+	if err := e.app.ReloadRules(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, func() error {
+		return testenv.Contains("the log", e.logs.String(), `"msg":"rules: warning"`, "route 1 (/notes): methods hold HEAD but not GET")
+	})
+}

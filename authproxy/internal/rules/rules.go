@@ -214,6 +214,9 @@ type Table struct {
 	// (zero for a table built without a file): what a reload compares a
 	// file's content with.
 	Source [32]byte
+	// Warnings are what the file sets that loads but deserves a word,
+	// logged at start and at each reload, and shown by -check-config.
+	Warnings []string
 }
 
 // MaxRouteBodyBytes is the largest max_body_bytes a route may set: a
@@ -773,6 +776,12 @@ func Compile(f File, env Env) (*Table, error) {
 		if err := t.add(r, where); err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		if r.methods&bitHead != 0 && r.methods&bitGet == 0 {
+			// Refusing it would stop proxies that start with such a
+			// file today; the warning names it instead.
+			t.Warnings = append(t.Warnings, where+": methods hold HEAD but not GET: nearly every framework answers HEAD by running its GET handler, "+
+				"so the app's GET answer headers and side effects are reached through a prefix whose GET is refused; add GET or drop HEAD")
 		}
 		placed = append(placed, placedRoute{r, where})
 	}

@@ -746,3 +746,31 @@ func TestEmptyStringReadAsLeftOutRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestHeadWithoutGetWarned: a route whose methods hold HEAD but not GET
+// loads (a deployment that has one keeps starting), with a warning naming
+// it: nearly every framework answers HEAD by running its GET handler, so
+// the app's GET headers and side effects are reached where GET is 405.
+func TestHeadWithoutGetWarned(t *testing.T) {
+	const ups = "upstreams: {notes: {url: 'http://127.0.0.1:8082', key_id: app-notes}}\nroutes:\n"
+	for _, tc := range []struct{ routes, want string }{
+		{"  - {prefix: /a, methods: [HEAD], upstream: notes, access: public}\n", "route 1 (/a): methods hold HEAD but not GET"},
+		{"  - {prefix: /b, methods: [GET], upstream: notes, access: protected}\n  - {prefix: /a, methods: [head, POST], upstream: notes, access: public}\n",
+			"route 2 (/a): methods hold HEAD but not GET"},
+		{"  - {prefix: /a, methods: [GET], upstream: notes, access: public}\n", ""},
+		{"  - {prefix: /a, methods: [GET, HEAD], upstream: notes, access: public}\n", ""},
+		{"  - {prefix: /a, upstream: notes, access: public}\n", ""},
+		{"  - {prefix: /a, methods: [POST], upstream: notes, access: public}\n", ""},
+	} {
+		tb, err := Parse([]byte(ups+tc.routes), testEnv)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.routes, err)
+		}
+		if tc.want == "" && len(tb.Warnings) != 0 || tc.want != "" && (len(tb.Warnings) != 1 || !strings.HasPrefix(tb.Warnings[0], tc.want)) {
+			t.Errorf("%s: warnings %q, want %q", tc.routes, tb.Warnings, tc.want)
+		}
+	}
+	if tb, err := Core(coreURL); err != nil || len(tb.Warnings) != 0 {
+		t.Errorf("built-in routes: warnings %q, %v; want none", tb.Warnings, err)
+	}
+}
