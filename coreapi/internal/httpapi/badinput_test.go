@@ -553,19 +553,24 @@ func TestCompressedBodyRefused(t *testing.T) {
 		return buf.Bytes()
 	}
 	for _, tt := range []struct {
-		name, coding string
-		body         []byte
+		name   string
+		coding []string // one field line each
+		body   []byte
 	}{
-		{"gzip", "gzip", gz(`{"display_name": "zipped"}`)},
-		{"gzip bomb", "gzip", gz(`{"display_name": "`, strings.Repeat(" ", 50<<20), `"}`)},
-		{"in capitals", "GZIP", gz(`{"display_name": "zipped"}`)},
-		{"deflate", "deflate", []byte(`{"display_name": "zipped"}`)},
-		{"two codings", "identity, gzip", gz(`{"display_name": "zipped"}`)},
+		{"gzip", []string{"gzip"}, gz(`{"display_name": "zipped"}`)},
+		{"gzip bomb", []string{"gzip"}, gz(`{"display_name": "`, strings.Repeat(" ", 50<<20), `"}`)},
+		{"in capitals", []string{"GZIP"}, gz(`{"display_name": "zipped"}`)},
+		{"deflate", []string{"deflate"}, []byte(`{"display_name": "zipped"}`)},
+		{"two codings", []string{"identity, gzip"}, gz(`{"display_name": "zipped"}`)},
+		// Every field line counts, not the first only (RFC 9110 section
+		// 5.3: the lines are one list).
+		{"two lines", []string{"identity", "gzip"}, gz(`{"display_name": "zipped"}`)},
+		{"two lines, a plain body", []string{"identity", "br"}, []byte(`{"display_name": "zipped"}`)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			before := w.E.AuditActions(t, w.A)
 			r := w.E.Do(t, apitest.Request{Method: "PATCH", Path: "/api/v1/users/me", Body: tt.body,
-				ContentType: "application/json", Header: http.Header{"Content-Encoding": {tt.coding}}, As: &w.Owner})
+				ContentType: "application/json", Header: http.Header{"Content-Encoding": tt.coding}, As: &w.Owner})
 			apitest.WantProblem(t, r, 415, "unsupported_media_type")
 			if got := r.Header.Get("Accept-Encoding"); got != "identity" {
 				t.Errorf("Accept-Encoding = %q, want identity", got)
@@ -578,10 +583,12 @@ func TestCompressedBodyRefused(t *testing.T) {
 			}
 		})
 	}
-	// identity is no coding at all.
-	r := w.E.Do(t, apitest.Request{Method: "PATCH", Path: "/api/v1/users/me", Body: `{"display_name": "plain"}`,
-		Header: http.Header{"Content-Encoding": {"identity"}}, As: &w.Owner})
-	apitest.WantStatus(t, r, 200)
+	// identity is no coding at all, on one line or several.
+	for _, coding := range [][]string{{"identity"}, {"identity", " IDENTITY "}, {"identity, identity"}} {
+		r := w.E.Do(t, apitest.Request{Method: "PATCH", Path: "/api/v1/users/me", Body: `{"display_name": "plain"}`,
+			Header: http.Header{"Content-Encoding": coding}, As: &w.Owner})
+		apitest.WantStatus(t, r, 200)
+	}
 }
 
 // TestProblemAnswersStayPrivate: every problem answer, whichever step

@@ -89,15 +89,30 @@ func decodeJSON(c *fiber.Ctx, dst any, code string, refuseNull bool) error {
 // identity (RFC 9110 section 15.5.16), to a request whose body is sent in
 // a content coding (Content-Encoding: gzip, br, deflate...). Bodies are
 // read as sent, never decompressed: MaxBodyBytes bounds the bytes on the
-// wire, and a few kilobytes of gzip inflate to gigabytes.
+// wire, and a few kilobytes of gzip inflate to gigabytes. Every
+// Content-Encoding field line counts (they are one list, RFC 9110 section
+// 5.3), so "identity" on one and "gzip" on the next is a coding too.
 func CheckCoding(c *fiber.Ctx) error {
-	ce := c.Request().Header.ContentEncoding()
-	if len(ce) == 0 || strings.EqualFold(strings.TrimSpace(string(ce)), "identity") {
+	if identityCoding(c.Request().Header.PeekAll(fiber.HeaderContentEncoding)) {
 		return nil
 	}
 	c.Set(fiber.HeaderAcceptEncoding, "identity")
 	return problem.New(fiber.StatusUnsupportedMediaType, problem.CodeUnsupportedMedia,
 		"send the body without a Content-Encoding (identity): compressed bodies are not accepted")
+}
+
+// identityCoding reports whether the Content-Encoding field lines name no
+// coding but identity (empty list elements are allowed, RFC 9110 section
+// 5.6.1).
+func identityCoding(lines [][]byte) bool {
+	for _, l := range lines {
+		for _, e := range bytes.Split(l, []byte(",")) {
+			if e = bytes.TrimSpace(e); len(e) > 0 && !bytes.EqualFold(e, []byte("identity")) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // MediaType returns the media type of the request's Content-Type, lower
