@@ -54,6 +54,7 @@ func startEcho(t *testing.T, o apitest.Options) *apitest.Env {
 			rt.Protected.Get("/echo/protected", echo)
 			rt.Protected.Post("/echo/protected", echo)
 			rt.Internal.Get("/echo", echo)
+			rt.Optional.Get("/echo/optional", echo)
 		})
 	}
 	return start(t, o)
@@ -422,5 +423,46 @@ func TestIdentityV1Grace(t *testing.T) {
 			// v2 works either way.
 			apitest.WantStatus(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/echo/protected", As: &id}), 200)
 		})
+	}
+}
+
+// TestIdentityIDsInOtherCaseRefused: the ids of a signed identity are
+// compared as text (a path's user id against the caller's, a row's
+// tenant against the caller's), so one in another spelling than the
+// canonical lower case would compare unequal to the same id: such an
+// identity is refused as malformed (401), however well signed, on
+// protected and optional routes. The proxy sends ids as coreapi issued
+// them, in lower case.
+func TestIdentityIDsInOtherCaseRefused(t *testing.T) {
+	t.Parallel()
+	e := startEcho(t, apitest.Options{})
+	ten := e.SeedTenant(t, "Acme")
+	id := e.SeedUserIn(t, ten.ID, "case@acme.test", "owner")
+	id.SessionID = e.SeedSession(t, id.UserID, id.TenantID)
+	for _, path := range []string{"/api/v1/echo/protected", "/api/v1/echo/optional"} {
+		got := decodeSeen(t, e.Do(t, apitest.Request{Method: "GET", Path: path, As: &id}))
+		if got.UserID != id.UserID {
+			t.Fatalf("%s: handler saw %+v", path, got)
+		}
+		for name, mod := range map[string]func(*identity.Identity){
+			"user id":    func(i *identity.Identity) { i.UserID = strings.ToUpper(i.UserID) },
+			"tenant id":  func(i *identity.Identity) { i.TenantID = strings.ToUpper(i.TenantID) },
+			"session id": func(i *identity.Identity) { i.SessionID = strings.ToUpper(i.SessionID) },
+			"one letter": func(i *identity.Identity) {
+				if n := strings.IndexAny(i.UserID, "abcdef"); n >= 0 {
+					i.UserID = i.UserID[:n] + strings.ToUpper(i.UserID[n:n+1]) + i.UserID[n+1:]
+				}
+			},
+		} {
+			other := id
+			mod(&other)
+			if other.UserID == id.UserID && other.TenantID == id.TenantID && other.SessionID == id.SessionID {
+				t.Fatalf("%s: nothing in upper case to write: %+v", name, id)
+			}
+			apitest.WantProblem(t, e.Do(t, apitest.Request{Method: "GET", Path: path, As: &other}), 401, "unauthenticated")
+		}
+	}
+	if got := metricValue(t, e, "coreapi_identity_rejected_total", `reason="bad_ids"`); got != 8 {
+		t.Errorf("coreapi_identity_rejected_total{reason=bad_ids} = %v, want 8", got)
 	}
 }

@@ -359,15 +359,18 @@ func (s *Server) identityHeaders(a access) fiber.Handler {
 		}
 		id := &v.id
 		switch a {
+		// Ids in lower case only: handlers compare them as text with the
+		// ids coreapi wrote (uid == id.UserID), so another spelling of the
+		// caller's own id would read as someone else's.
 		case accessOptional:
-			if id.Principal != identity.PrincipalAnonymous && (!ids.Valid(id.UserID) || !ids.Valid(id.TenantID) ||
-				(id.SessionID != "" && !ids.Valid(id.SessionID))) {
+			if id.Principal != identity.PrincipalAnonymous && (!ids.Canonical(id.UserID) || !ids.Canonical(id.TenantID) ||
+				(id.SessionID != "" && !ids.Canonical(id.SessionID))) {
 				s.metrics.identityRejected("bad_ids")
 				return errNoIdentity
 			}
 		case accessProtected:
-			if id.Principal == identity.PrincipalAnonymous || !ids.Valid(id.UserID) || !ids.Valid(id.TenantID) ||
-				(id.SessionID != "" && !ids.Valid(id.SessionID)) {
+			if id.Principal == identity.PrincipalAnonymous || !ids.Canonical(id.UserID) || !ids.Canonical(id.TenantID) ||
+				(id.SessionID != "" && !ids.Canonical(id.SessionID)) {
 				s.metrics.identityRejected("bad_ids")
 				return errNoIdentity
 			}

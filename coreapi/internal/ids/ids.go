@@ -18,6 +18,22 @@ func Valid(s string) bool {
 	return err == nil
 }
 
+// Canonical reports whether s is a UUID as coreapi writes one: Valid, in
+// lower case. Ids that arrive signed (the identity headers) are compared
+// as text with ids coreapi wrote, so another spelling of one id would
+// compare unequal. It does not allocate.
+func Canonical(s string) bool {
+	if !Valid(s) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 'A' && s[i] <= 'F' {
+			return false
+		}
+	}
+	return true
+}
+
 // Parse returns s in canonical lower case if Valid(s).
 func Parse(s string) (string, bool) {
 	if !Valid(s) {

@@ -39,6 +39,25 @@ func TestParse(t *testing.T) {
 	}
 }
 
+// TestCanonical: a valid UUID in lower case only.
+func TestCanonical(t *testing.T) {
+	for in, want := range map[string]bool{
+		"0b6f1c2e-6a1d-4f0e-9c3b-2d7e8f9a0b1c":   true,
+		"0B6F1C2E-6A1D-4F0E-9C3B-2D7E8F9A0B1C":   false,
+		"0b6f1c2e-6a1d-4f0e-9c3b-2d7e8f9a0b1C":   false,
+		"0b6f1c2e6a1d4f0e9c3b2d7e8f9a0b1c":       false,
+		"{0b6f1c2e-6a1d-4f0e-9c3b-2d7e8f9a0b1c}": false,
+		"":                                       false,
+	} {
+		if got := ids.Canonical(in); got != want {
+			t.Errorf("Canonical(%q) = %v, want %v", in, got, want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { ids.Canonical("0b6f1c2e-6a1d-4f0e-9c3b-2d7e8f9a0b1c") }); n != 0 {
+		t.Errorf("Canonical allocates %v times", n)
+	}
+}
+
 func BenchmarkValid(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
