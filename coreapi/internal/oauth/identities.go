@@ -283,6 +283,8 @@ type ownedLink struct {
 var (
 	errLinkSessionEnded = problem.New(fiber.StatusBadRequest, problem.CodeInvalidState,
 		"the session that started this link has ended, or moved to another tenant; sign in and start again")
+	errLinkNotRecent = problem.New(fiber.StatusBadRequest, problem.CodeExpiredState,
+		"the sign-in that started this link is more than 5 minutes old (or lacks the second factor the account has); sign in again and start again")
 	errIdentityInUse = problem.New(fiber.StatusConflict, problem.CodeIdentityInUse,
 		"this account of the provider is linked to another account; sign in to that one and unlink it first")
 	errLinkOtherSubject = problem.New(fiber.StatusConflict, problem.CodeOtherSubjectLinked,
@@ -294,7 +296,9 @@ var (
 // linkOwned links a provider identity to the account that asked for it
 // (a link's state), in one transaction under the account's row lock (as
 // an unlink and a link by address take it): the session that started the
-// link must still be live in its tenant and the account active. An
+// link must still be live in its tenant, its sign-in within UnlinkMaxAge
+// (with the second factor for an account that has one), as the start
+// needed (errLinkNotRecent), and the account active. An
 // identity linked to another account is not moved (errIdentityInUse), nor
 // is a second subject of the provider added (errLinkOtherSubject). The
 // link clears the provider's unlink (identity_unlinks, which stops only
@@ -315,6 +319,20 @@ func (s *Service) linkOwned(ctx context.Context, in ownedLink) (linkedIdentity, 
 			return errLinkSessionEnded
 		} else if err != nil {
 			return err
+		}
+		// The sign-in the start needed, still as recent: the state lives
+		// StateTTL, longer than UnlinkMaxAge. The session's, as it is now
+		// (a step-up since counts), with the second factor for an account
+		// that has one now.
+		mfa, err := auth.HasActiveFactor(ctx, tx, in.UserID)
+		if err != nil {
+			return err
+		}
+		starter := identity.Identity{UserID: in.UserID, SessionID: in.SessionID, TenantID: in.TenantID}
+		if fresh, err := sessions.Fresh(ctx, tx, starter, UnlinkMaxAge, mfa); err != nil {
+			return err
+		} else if !fresh {
+			return errLinkNotRecent
 		}
 		if _, err := users.ActiveAccount(ctx, tx, in.UserID, in.TenantID); err != nil {
 			return err
