@@ -45,6 +45,7 @@ var untouched = map[string]string{
 	"reportAPIKeysUsed": "the proxies' own report; records last_used_at, which no lookup returns",
 	"resolveAPIKey":     "the proxies' own lookup; writes only the audit row of a revoked key's use",
 	"unlinkMyIdentity":  "removes the account's links to a sign-in provider, which no projection or key lookup holds",
+	"linkMyIdentity":    "stores the started link of a sign-in provider (its flow, PKCE verifier and nonce), which nothing cached holds",
 }
 
 // writingReads are the documented GET operations that write, each with
