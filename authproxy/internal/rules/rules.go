@@ -329,6 +329,9 @@ var coreSpecs = []coreSpec{
 	// Optional: a bearer, when sent, is verified and forwarded (grant_type=
 	// mfa_otp steps that session up); without one the grants are public.
 	{TokenPath, []string{"POST"}, Optional},
+	// Sign-in through a provider (authorize, callback) and the one-time
+	// URL of a link an owner started (link?ticket=…): browser navigations,
+	// which carry no bearer.
 	{"/api/v1/auth/oauth", []string{"GET"}, Public},
 	// Optional: a bearer, when sent, proves that the verification comes
 	// from the account's holder (else its password, in the body).

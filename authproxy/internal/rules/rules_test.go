@@ -49,6 +49,8 @@ func TestCoreRoutes(t *testing.T) {
 		{"GET", "/api/v1/auth/oauth/google/authorize", 200, Public},
 		{"HEAD", "/api/v1/auth/oauth/google/authorize", 200, Public},
 		{"GET", "/api/v1/auth/oauth/google/callback", 200, Public},
+		// A link's one-time URL, opened by a navigation without a bearer.
+		{"GET", "/api/v1/auth/oauth/google/link", 200, Public},
 		{"POST", "/api/v1/auth/logout", 200, Protected},
 		{"POST", "/api/v1/auth/verify-email", 200, Optional},
 		{"POST", "/api/v1/auth/verify-email/resend", 200, Protected},

@@ -47,6 +47,7 @@ var isolationAllowlist = map[string]string{
 	"pageAcceptInvitation":           "takes a one-time token, not an id: shows its invitation's tenant, as acceptInvitation acts on it",
 	"oauthAuthorize":                 "{provider} names a configured provider, not a tenant's row",
 	"oauthCallback":                  "{provider} names a configured provider; the state is one-time and bound to the browser",
+	"oauthOpenLink":                  "{provider} names a configured provider; the ticket is one-time and names the flow its start stored",
 	"createAccount":                  "signup makes a new tenant",
 	"issueToken":                     "credentials first; then a body tenant_id the account is no active member of, real or made up, is the same 403 (passwordLogin)",
 	"forgotPassword":                 "takes an address and answers the same whether it exists",

@@ -42,6 +42,7 @@ const pw = "correct horse battery"
 // operation that writes is either a row of operations or listed here.
 var untouched = map[string]string{
 	"oauthAuthorize":    "stores the started sign-in (its state, PKCE verifier and nonce), which nothing cached holds",
+	"oauthOpenLink":     "gives a started link its state and browser binding, which nothing cached holds",
 	"reportAPIKeysUsed": "the proxies' own report; records last_used_at, which no lookup returns",
 	"resolveAPIKey":     "the proxies' own lookup; writes only the audit row of a revoked key's use",
 	"unlinkMyIdentity":  "removes the account's links to a sign-in provider, which no projection or key lookup holds",
@@ -53,6 +54,7 @@ var untouched = map[string]string{
 // are named here, and each is then a row of operations or untouched.
 var writingReads = map[string]string{
 	"oauthAuthorize": "the started sign-in",
+	"oauthOpenLink":  "the started link's state, its ticket spent",
 	"oauthCallback":  "an account, an identity linked to one, a session",
 }
 

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"golang.org/x/oauth2"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
@@ -211,20 +213,24 @@ func providerUnlinked(ctx context.Context, db sqldb.DB, userID, provider string)
 
 // linkStart is the answer of POST /users/me/identities/{provider}.
 type linkStart struct {
-	// AuthorizeURL is where the owner's browser goes next: the provider's
-	// authorization endpoint, for this flow.
+	// AuthorizeURL is where the owner's browser goes next, as a top-level
+	// navigation: this flow's one-time link URL (openLink), which sets the
+	// binding cookie and redirects to the provider.
 	AuthorizeURL string `json:"authorize_url"`
 }
 
 // startLink starts linking a provider to the caller's account, as the
 // owner asks: it stores a flow whose state names the account and the
 // session (the callback links to that account, whatever address the
-// provider gives), sets the flow's binding cookie as authorize does and
-// answers the provider's authorization URL, for the browser that holds
-// the cookie to go to. It needs what an unlink needs (checkOwner): a
-// stolen token must not add a way in of its taker's. The body may name a
-// return_to, checked as authorize's; no code is handed over, so no
-// code_challenge is asked for.
+// provider gives) and answers a one-time URL for the owner's browser to
+// open (openLink). It sets no cookie: an app on another site calls it
+// with fetch, and the browser drops the cookies of that answer (a
+// third-party one), so the binding cookie is set when the browser opens
+// the URL, first-party. Until then the flow has no state, only the
+// ticket's hash (ticketHash) in its place, and lives LinkTicketTTL.
+// It needs what an unlink needs (checkOwner): a stolen token must not
+// add a way in of its taker's. The body may name a return_to, checked as
+// authorize's; no code is handed over, so no code_challenge is asked for.
 func (s *Service) startLink(c *fiber.Ctx) error {
 	p, err := s.lookup(c)
 	if err != nil {
@@ -261,12 +267,85 @@ func (s *Service) startLink(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	to, err := s.beginFlow(c, p, oc, pendingState{TenantID: &id.TenantID, ReturnTo: req.ReturnTo,
-		LinkUserID: &id.UserID, LinkSessionID: &id.SessionID})
+	ticket, err := random()
 	if err != nil {
 		return err
 	}
+	nonce, err := random()
+	if err != nil {
+		return err
+	}
+	to, err := linkURL(oc.RedirectURL, ticket)
+	if err != nil {
+		return err
+	}
+	// No browser is bound yet (browser_hash NULL): nothing consumes the
+	// flow as a state before openLink gives it one.
+	st := pendingState{StateHash: ticketHash(ticket), Provider: p.cfg.Name, Verifier: oauth2.GenerateVerifier(), Nonce: nonce,
+		RedirectURI: oc.RedirectURL, TenantID: &id.TenantID, ReturnTo: req.ReturnTo, LinkUserID: &id.UserID, LinkSessionID: &id.SessionID}
+	if err := s.save(c, st, LinkTicketTTL); err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.JSON(linkStart{AuthorizeURL: to})
+}
+
+// linkURL is a link's one-time URL: the provider's redirect URL (the
+// public callback) with its last segment "link" and the ticket as its
+// query. Beside the callback, on its host: the binding cookie it sets is
+// that host's (__Host-), and must come back with the callback.
+func linkURL(redirectURL, ticket string) (string, error) {
+	base, err := url.Parse(redirectURL)
+	if err != nil {
+		return "", fmt.Errorf("redirect URL: %w", err)
+	}
+	return base.ResolveReference(&url.URL{Path: "link", RawQuery: "ticket=" + url.QueryEscape(ticket)}).String(), nil
+}
+
+var errBadTicket = problem.New(fiber.StatusBadRequest, problem.CodeInvalidState,
+	"unknown, already used or expired link ticket (it works once, within a minute); start the link again")
+
+// openLink is GET /auth/oauth/{provider}/link?ticket=…, which the owner's
+// browser opens as a top-level navigation (no bearer): the first opening
+// of a ticket gives its flow a state and this browser's binding cookie,
+// set first-party, and redirects to the provider; the ticket is then
+// spent, so whoever else opens the URL gets nothing, and the flow
+// finishes only in the browser that holds the cookie. A ticket lives
+// LinkTicketTTL; the flow then lives StateTTL, as a sign-in's.
+func (s *Service) openLink(c *fiber.Ctx) error {
+	httpapi.PrivateHeaders(c) // the URL holds the ticket
+	p, err := s.lookup(c)
+	if err != nil {
+		return err
+	}
+	var ticket string
+	if err := httpapi.ReadForm(c.Context().QueryArgs(), []httpapi.FormField{{Name: "ticket", Dst: &ticket}}); err != nil {
+		return err
+	}
+	if ticket == "" || len(ticket) > 512 {
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "ticket is required")
+	}
+	// Before the ticket is spent: a provider that cannot be reached
+	// leaves it for a retry.
+	oc, _, err := s.discoverFor(c, p)
+	if err != nil {
+		return err
+	}
+	state, err := random()
+	if err != nil {
+		return err
+	}
+	browser, err := random()
+	if err != nil {
+		return err
+	}
+	f, err := claimTicket(c.UserContext(), s.pool, ticketHash(ticket), p.cfg.Name, hashState(state), linkBrowserHash(browser), StateTTL)
+	if errors.Is(err, errNoState) {
+		return errBadTicket
+	} else if err != nil {
+		return err
+	}
+	return c.Redirect(bindAndSend(c, oc, state, browser, f.Verifier, f.Nonce, nil), fiber.StatusFound)
 }
 
 // ownedLink is a link's callback: the account and session of its state,

@@ -16,11 +16,18 @@ import (
 const linkPath = "/api/v1/users/me/identities/fake"
 
 // startLink asks, as the owner's bearer, to link the fake provider to the
-// account and returns the flow as the owner's browser then holds it: the
-// provider's authorization URL and the binding cookie.
+// account, opens the one-time URL it answers as the owner's browser does
+// and returns the flow as that browser then holds it: the provider's
+// authorization URL and the binding cookie.
 func (x *env) startLink(t *testing.T, as *identity.Identity) started {
 	t.Helper()
-	r := x.Send(t, as, http.MethodPost, linkPath, nil)
+	return x.openLink(t, x.Send(t, as, http.MethodPost, linkPath, nil))
+}
+
+// openLink opens, as a browser's navigation, the one-time URL of a link's
+// start r.
+func (x *env) openLink(t *testing.T, r apitest.Response) started {
+	t.Helper()
 	if r.Status != http.StatusOK {
 		t.Fatalf("start link: %d %s", r.Status, r.Body)
 	}
@@ -31,18 +38,26 @@ func (x *env) startLink(t *testing.T, as *identity.Identity) started {
 		AuthorizeURL string `json:"authorize_url"`
 	}
 	r.JSON(t, &b)
-	loc, err := url.Parse(b.AuthorizeURL)
+	u, err := url.Parse(b.AuthorizeURL)
+	if err != nil || !strings.HasPrefix(b.AuthorizeURL, "http://localhost:8080/api/v1/auth/oauth/fake/link?ticket=") {
+		t.Fatalf("authorize_url = %q, want the link URL beside the callback", b.AuthorizeURL)
+	}
+	nav := x.Do(t, apitest.Request{Method: http.MethodGet, Path: u.RequestURI()})
+	if nav.Status != http.StatusFound {
+		t.Fatalf("open link: %d %s", nav.Status, nav.Body)
+	}
+	loc, err := url.Parse(nav.Header.Get("Location"))
 	if err != nil || !strings.HasPrefix(loc.String(), x.idp.IssuerURL()+"/authorize?") {
-		t.Fatalf("authorize_url = %q, want the provider's authorization endpoint", b.AuthorizeURL)
+		t.Fatalf("Location = %q, want the provider's authorization endpoint", nav.Header.Get("Location"))
 	}
 	st := started{loc: loc, state: loc.Query().Get("state")}
-	for _, c := range (&http.Response{Header: r.Header}).Cookies() {
+	for _, c := range (&http.Response{Header: nav.Header}).Cookies() {
 		if c.Name == oauth.CookieName(st.state) {
 			st.cookie = c
 		}
 	}
 	if st.cookie == nil {
-		t.Fatalf("start link set no binding cookie %s: %v", oauth.CookieName(st.state), r.Header.Values("Set-Cookie"))
+		t.Fatalf("open link set no binding cookie %s: %v", oauth.CookieName(st.state), nav.Header.Values("Set-Cookie"))
 	}
 	return st
 }
@@ -331,25 +346,7 @@ func TestLinkEndsAtTheListedReturnTo(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 0 {
 		t.Fatalf("%d states stored by refused starts", n)
 	}
-	r := x.Send(t, me, http.MethodPost, linkPath, map[string]string{"return_to": app})
-	apitest.WantStatus(t, r, http.StatusOK)
-	var b struct {
-		AuthorizeURL string `json:"authorize_url"`
-	}
-	r.JSON(t, &b)
-	loc, err := url.Parse(b.AuthorizeURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := started{loc: loc, state: loc.Query().Get("state")}
-	for _, c := range (&http.Response{Header: r.Header}).Cookies() {
-		if c.Name == oauth.CookieName(st.state) {
-			st.cookie = c
-		}
-	}
-	if st.cookie == nil {
-		t.Fatal("no binding cookie")
-	}
+	st := x.openLink(t, x.Send(t, me, http.MethodPost, linkPath, map[string]string{"return_to": app}))
 	cb := x.callback(t, x.approve(t, st), st.cookie)
 	apitest.WantStatus(t, cb, http.StatusFound)
 	if got := cb.Header.Get("Location"); got != app {

@@ -22,8 +22,9 @@
 // A provider's issuer and subject are linked to a user through the
 // identities table: by the account's verified address at a first sign-in,
 // or by the account's signed-in owner (POST /users/me/identities/{provider}
-// starts a flow whose state names the account; its callback links and
-// opens no session).
+// starts a flow that names the account and answers a one-time URL, which
+// the owner's browser opens to be bound to the flow; its callback links
+// and opens no session).
 package oauth
 
 import (
@@ -73,6 +74,10 @@ import (
 
 // StateTTL is how long a started sign-in may take.
 const StateTTL = 10 * time.Minute
+
+// LinkTicketTTL is how long the one-time URL that a link's start answers
+// (GET /auth/oauth/{provider}/link?ticket=…) may wait to be opened.
+const LinkTicketTTL = time.Minute
 
 // Defaults of the abuse bounds of authorize.
 const (
@@ -400,6 +405,9 @@ func (s *Service) Register(rt httpapi.Routes) {
 	// session; neither may happen for a HEAD that no browser follows.
 	rt.Public.GetOnly("/auth/oauth/:provider/authorize", s.authorize)
 	rt.Public.GetOnly("/auth/oauth/:provider/callback", s.callback)
+	// A link's start, opened by the owner's browser: public, since a
+	// navigation carries no bearer; the ticket stands for the start.
+	rt.Public.GetOnly("/auth/oauth/:provider/link", s.openLink)
 	// The caller's own links: API keys and service accounts are refused
 	// (shared/accountroutes).
 	rt.Protected.Get("/users/me/identities", s.listIdentities)
@@ -434,6 +442,14 @@ func hashState(state string) []byte {
 // no links.
 func linkBrowserHash(browser string) []byte {
 	h := sha256.Sum256([]byte("link:" + browser))
+	return h[:]
+}
+
+// ticketHash is what a link's flow stores of its ticket until the ticket
+// is opened: in the state's place (oauth_states.state_hash), under
+// another prefix than a state's hash, so that no state is the ticket.
+func ticketHash(ticket string) []byte {
+	h := sha256.Sum256([]byte("link-ticket:" + ticket))
 	return h[:]
 }
 
@@ -625,30 +641,40 @@ func (s *Service) beginFlow(c *fiber.Ctx, p *provider, oc *oauth2.Config, st pen
 	verifier := oauth2.GenerateVerifier()
 	st.StateHash, st.Provider, st.Verifier, st.Nonce, st.RedirectURI = hashState(state), p.cfg.Name, verifier, nonce, oc.RedirectURL
 	st.BrowserHash = hashState(browser)
-	if st.LinkUserID != nil {
-		st.BrowserHash = linkBrowserHash(browser)
+	if err := s.save(c, st, StateTTL); err != nil {
+		return "", err
 	}
-	err = saveState(c.UserContext(), s.pool, st, StateTTL, s.maxStates)
+	return bindAndSend(c, oc, state, browser, verifier, nonce, st.MaxAge), nil
+}
+
+// save stores a new flow (saveState) that lives ttl, answering the
+// store's refusals.
+func (s *Service) save(c *fiber.Ctx, st pendingState, ttl time.Duration) error {
+	err := saveState(c.UserContext(), s.pool, st, ttl, s.maxStates)
 	switch {
 	case errors.Is(err, errUnknownTenant):
-		return "", problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "unknown tenant_id")
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "unknown tenant_id")
 	case errors.Is(err, errStatesFull):
 		if ok, dropped := s.fullLogs.Take(time.Now()); ok {
 			s.logFull(dropped)
 		}
 		c.Set(fiber.HeaderRetryAfter, "60")
-		return "", errFull
-	case err != nil:
-		return "", err
+		return errFull
 	}
+	return err
+}
+
+// bindAndSend sets a stored flow's binding cookie and returns the
+// provider's authorization URL for it.
+func bindAndSend(c *fiber.Ctx, oc *oauth2.Config, state, browser, verifier, nonce string, maxAge *int) string {
 	clearBindings(c)
 	bindingCookie(c, state, browser)
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce)}
-	if st.MaxAge != nil {
-		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.Itoa(*st.MaxAge)))
+	if maxAge != nil {
+		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.Itoa(*maxAge)))
 	}
-	return oc.AuthCodeURL(state, opts...), nil
+	return oc.AuthCodeURL(state, opts...)
 }
 
 // parseMaxAge reads authorize's max_age (OpenID Connect Core 3.1.2.1):

@@ -51,8 +51,10 @@ type pendingState struct {
 	MaxAge *int
 	// LinkUserID and LinkSessionID: the flow links the provider to this
 	// account, which this session of it asked for (POST
-	// /users/me/identities/{provider}); nil for a sign-in. BrowserHash is
-	// then linkBrowserHash's.
+	// /users/me/identities/{provider}); nil for a sign-in. Such a flow is
+	// stored with its ticket's hash as StateHash and no BrowserHash (nil)
+	// until its ticket is opened (claimTicket), then with a state's hash
+	// and linkBrowserHash's.
 	LinkUserID, LinkSessionID *string
 }
 
@@ -104,6 +106,29 @@ RETURNING code_verifier, nonce, redirect_uri, return_to, app_challenge, tenant_i
 	}
 	if !f.Live {
 		return flow{}, errStateExpired
+	}
+	return f, nil
+}
+
+// claimTicket gives the link flow whose ticket hashes to ticketHash (a
+// ticket of provider, opened within its life) the state stateHash and the
+// binding browserHash (linkBrowserHash's), to live ttl from now, and
+// returns its verifier and nonce. The ticket is spent: its hash is no
+// longer the row's, so of two openings the second, which waits for the
+// first's row lock, finds no row (errNoState), as does an unknown or
+// expired ticket.
+func claimTicket(ctx context.Context, db sqldb.DB, ticketHash []byte, provider string, stateHash, browserHash []byte, ttl time.Duration) (flow, error) {
+	const q = `
+UPDATE oauth_states SET state_hash = $3, browser_hash = $4, expires_at = now() + make_interval(secs => $5)
+WHERE state_hash = $1 AND provider = $2 AND link_user_id IS NOT NULL AND browser_hash IS NULL AND expires_at > now()
+RETURNING code_verifier, nonce`
+	var f flow
+	err := db.QueryRow(ctx, q, ticketHash, provider, stateHash, browserHash, ttl.Seconds()).Scan(&f.Verifier, &f.Nonce)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return flow{}, errNoState
+	}
+	if err != nil {
+		return flow{}, fmt.Errorf("open link ticket: %w", err)
 	}
 	return f, nil
 }

@@ -22,7 +22,7 @@ func start(t testing.TB, o apitest.Options) *apitest.Env {
 
 // otherOperations are documented but served by other packages, which have
 // their own tests.
-var otherOperations = []string{"getOpenAPI", "getOpenAPIv1", "getHealth", "getJWKS", "createAccount", "issueToken", "logout", "switchTenant", "changePassword", "listSessions", "revokeSession", "oauthAuthorize", "oauthCallback",
+var otherOperations = []string{"getOpenAPI", "getOpenAPIv1", "getHealth", "getJWKS", "createAccount", "issueToken", "logout", "switchTenant", "changePassword", "listSessions", "revokeSession", "oauthAuthorize", "oauthCallback", "oauthOpenLink",
 	// package oauth's routes of the caller's linked identities, checked by its own TestMain
 	"listMyIdentities", "linkMyIdentity", "unlinkMyIdentity",
 	// package lifecycle's routes, checked by its own TestMain
