@@ -97,3 +97,44 @@ func TestUnknownKidWhileKeySetUnreachable(t *testing.T) {
 	e.clock.Advance(2 * time.Minute) // the cooldown is over
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
 }
+
+// TestKeyOpsWithoutVerifyNotUsed: a published key whose key_ops (RFC 7517
+// section 4.3) do not include "verify" (a key meant for encryption, or
+// one whose publisher says it must verify nothing) verifies no token,
+// whatever its use and alg say; a key whose key_ops name verify does.
+func TestKeyOpsWithoutVerifyNotUsed(t *testing.T) {
+	cases := []struct {
+		name string
+		ops  []string
+		want int
+	}{
+		{"verify", []string{"verify"}, 200},
+		{"sign and verify", []string{"sign", "verify"}, 200},
+		{"encrypt", []string{"encrypt"}, 401},
+		{"wrapKey", []string{"wrapKey", "unwrapKey"}, 401},
+		{"sign only", []string{"sign"}, 401},
+		{"empty", []string{}, 401},
+	}
+	var keys []*testenv.Key
+	for i, tc := range cases {
+		k := testenv.NewKey(t, fmt.Sprintf("20260101T000000Z-ops%05d", i), jwa.EdDSA)
+		k.Ops = tc.ops
+		keys = append(keys, k)
+	}
+	e := start(t, envOpt{prepare: func(e *env, _ map[string]string) { e.core.Publish(append(keys, e.key)...) }})
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := e.with(t)
+			e.core.Reset()
+			tok := testenv.Sign(t, keys[i], testenv.DefaultClaims(time.Now(), userID, tenantID, sessionID), nil)
+			r := e.do("GET", "/api/v1/users/me", tok, nil)
+			if tc.want == 200 {
+				e.wantStatus(r, 200)
+				e.wantSigned()
+				return
+			}
+			e.wantProblem(r, 401, problem.CodeInvalidToken)
+			e.wantNothingForwarded()
+		})
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -568,6 +569,12 @@ func (c *Client) usable(jk jwk.Key) (*Key, error) {
 	}
 	if u := jk.KeyUsage(); u != "" && u != "sig" {
 		return nil, fmt.Errorf("use %q is not sig", u)
+	}
+	// key_ops (RFC 7517 section 4.3), when present, lists every operation
+	// the key is meant for: a key published for encryption, or for none,
+	// verifies nothing, whatever its use says.
+	if _, ok := jk.Get(jwk.KeyOpsKey); ok && !slices.Contains(jk.KeyOps(), jwk.KeyOpVerify) {
+		return nil, fmt.Errorf("key_ops %v do not include verify", jk.KeyOps())
 	}
 	alg := jwa.SignatureAlgorithm(jk.Algorithm().String())
 	if alg == "" {

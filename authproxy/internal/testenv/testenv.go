@@ -81,6 +81,8 @@ type Key struct {
 	Alg     jwa.SignatureAlgorithm
 	Private any
 	Public  any
+	// Ops, when not nil, is published as the JWK's key_ops.
+	Ops []string
 }
 
 // NewKey generates a key for alg (EdDSA, ES256 or RS256).
@@ -440,6 +442,15 @@ func (c *Core) jwks(ctx *fiber.Ctx) error {
 		_ = j.Set(jwk.KeyIDKey, k.Kid)
 		_ = j.Set(jwk.AlgorithmKey, k.Alg)
 		_ = j.Set(jwk.KeyUsageKey, "sig")
+		if k.Ops != nil {
+			ops := jwk.KeyOperationList{}
+			for _, op := range k.Ops {
+				ops = append(ops, jwk.KeyOperation(op))
+			}
+			if err := j.Set(jwk.KeyOpsKey, ops); err != nil {
+				return err
+			}
+		}
 		_ = set.AddKey(j)
 	}
 	return ctx.JSON(set)
