@@ -41,7 +41,8 @@ func FuzzMessage(f *testing.F) {
 	r := newRecorder(f)
 	var mu sync.Mutex
 	keys, apiKeys := []string{}, []string{}
-	s, _ := connectWithPublisher(f, n, Options{HeartbeatTimeout: time.Minute,
+	// KeysChangedGap: each input's auth.keys.changed answered at once.
+	s, _ := connectWithPublisher(f, n, Options{HeartbeatTimeout: time.Minute, KeysChangedGap: time.Nanosecond,
 		KeysChanged: func(k string) { mu.Lock(); keys = append(keys, k); mu.Unlock() },
 		APIKey:      func(id string) { mu.Lock(); apiKeys = append(apiKeys, id); mu.Unlock() }}, r, metrics.New())
 	testenv.Eventually(f, func() error { return testenv.Want("connected", s.Connected(), true) })

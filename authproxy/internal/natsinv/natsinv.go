@@ -165,9 +165,18 @@ type Subscriber struct {
 	dropMu      sync.Mutex
 	purgedAt    int
 	refetchedAt int
-	done        chan struct{} // closed by Close
-	stop        sync.Once
-	watcher     sync.WaitGroup // watchDrops and the watch of failed handshakes (and of the first connection's refusals)
+	// keysGap is Options.KeysChangedGap. On the callback goroutine of the
+	// auth.keys.changed subscription only: keysAt is when KeysChanged was
+	// last called for an event; folded is set while events are folded
+	// into a later one (keysChanged), and foldedKeys is the digest they
+	// all named ("" when they differ).
+	keysGap    time.Duration
+	keysAt     time.Time
+	folded     bool
+	foldedKeys string
+	done       chan struct{} // closed by Close
+	stop       sync.Once
+	watcher    sync.WaitGroup // watchDrops and the watch of failed handshakes (and of the first connection's refusals)
 	// dead is DeadAfter(PingInterval): how far back the start of an
 	// outage is put when it is noticed.
 	dead time.Duration
@@ -353,6 +362,12 @@ type Options struct {
 	// entries only for the staleness bound (NATS_HEARTBEAT_TIMEOUT); 0:
 	// neither is subscribed to nor waited for.
 	HeartbeatTimeout time.Duration
+	// KeysChangedGap is the least time between two calls of KeysChanged
+	// for auth.keys.changed events (0: 100 ms): an event that comes
+	// sooner waits out the rest of it, and the events that queue behind
+	// it meanwhile are answered by one call. Whoever may publish on the
+	// subject makes each proxy fetch the key set at most this often.
+	KeysChangedGap time.Duration
 	// checked, when set (tests), runs after each look for dropped events
 	// and for silence (watchDrops, every DropCheck).
 	checked func()
@@ -387,10 +402,13 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	if o.PingInterval <= 0 {
 		o.PingInterval = PingIntervalFor(30 * time.Second)
 	}
+	if o.KeysChangedGap <= 0 {
+		o.KeysChangedGap = 100 * time.Millisecond
+	}
 	s := &Subscriber{t: t, key: o.APIKey, keys: o.KeysChanged, log: log, m: m, now: o.Now, done: make(chan struct{}),
 		dead: DeadAfter(o.PingInterval), hbTimeout: max(o.HeartbeatTimeout, 0),
 		heard: map[string]time.Time{}, listed: map[string]time.Time{}, warned: map[string]bool{}, origin: o.Now(),
-		checked: o.checked, subscribedC: make(chan struct{})}
+		checked: o.checked, subscribedC: make(chan struct{}), keysGap: o.KeysChangedGap}
 	// Whatever happens below, the first connection's handler stops
 	// waiting once Connect returns.
 	defer close(s.subscribedC)
@@ -1119,16 +1137,55 @@ func (s *Subscriber) Dropped() int {
 	return n
 }
 
+// keysChanged answers an auth.keys.changed event with a refetch of the key
+// set (KeysChanged), unless more such events are queued behind it: the
+// last of them is answered by a refetch that starts after every one of
+// them arrived, which answers them all. It is called with the digest they
+// all named, or "" when they differ. Refetches for events are at least
+// keysGap apart: an event that comes sooner waits (and is folded into the
+// events that queue meanwhile). Otherwise every event was a fetch of its
+// own, one after the other: a burst of 500, whoever published it, made
+// each proxy fetch the key set 500 times.
 func (s *Subscriber) keysChanged(msg *nats.Msg) {
 	s.m.Invalidations.WithLabelValues("keys").Inc()
 	var ev invalidation.Event
 	if json.Unmarshal(msg.Data, &ev) != nil {
 		ev = invalidation.Event{} // unreadable: names no key set, refetch
 	}
-	s.keys(ev.Keys)
 	if ev.At > 0 {
 		s.m.InvalidationLag.Observe(max(s.now().Sub(time.UnixMilli(ev.At)), 0).Seconds())
 	}
+	digest := ev.Keys
+	if s.folded && s.foldedKeys != digest {
+		digest = ""
+	}
+	if wait := s.keysGap - s.now().Sub(s.keysAt); wait > 0 {
+		t := time.NewTimer(min(wait, s.keysGap))
+		select {
+		case <-t.C:
+		case <-s.done:
+			t.Stop()
+		}
+	}
+	if s.queuedKeys() {
+		s.folded, s.foldedKeys = true, digest
+		return
+	}
+	s.folded = false
+	s.keysAt = s.now()
+	s.keys(digest)
+}
+
+// queuedKeys reports whether more auth.keys.changed events are queued
+// behind the one being handled. The client counts the event being handled
+// as pending until its handler returns.
+func (s *Subscriber) queuedKeys() bool {
+	ks := s.ks.Load()
+	if ks == nil {
+		return false
+	}
+	n, _, err := ks.Pending()
+	return err == nil && n > 1
 }
 
 // Connected reports whether the connection is up and the caches have been
