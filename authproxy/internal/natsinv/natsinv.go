@@ -72,6 +72,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/natsconn"
 	"github.com/tollgate-auth/tollgate/shared/natsdial"
 )
@@ -165,6 +166,9 @@ type Subscriber struct {
 	dropMu      sync.Mutex
 	purgedAt    int
 	refetchedAt int
+	// eventLogs bounds the warnings written for what events carry
+	// (warnEvent): how many come is the publishers' choice.
+	eventLogs logging.Budget
 	// keysGap is Options.KeysChangedGap. On the callback goroutine of the
 	// auth.keys.changed subscription only: keysAt is when KeysChanged was
 	// last called for an event; folded is set while events are folded
@@ -408,7 +412,8 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 	s := &Subscriber{t: t, key: o.APIKey, keys: o.KeysChanged, log: log, m: m, now: o.Now, done: make(chan struct{}),
 		dead: DeadAfter(o.PingInterval), hbTimeout: max(o.HeartbeatTimeout, 0),
 		heard: map[string]time.Time{}, listed: map[string]time.Time{}, warned: map[string]bool{}, origin: o.Now(),
-		checked: o.checked, subscribedC: make(chan struct{}), keysGap: o.KeysChangedGap}
+		checked: o.checked, subscribedC: make(chan struct{}), keysGap: o.KeysChangedGap,
+		eventLogs: logging.Budget{PerSecond: eventLogsPerSecond, Report: logging.CountLine(log, "nats event warnings not logged", eventLogsPerSecond)}}
 	// Whatever happens below, the first connection's handler stops
 	// waiting once Connect returns.
 	defer close(s.subscribedC)
@@ -770,7 +775,7 @@ func (s *Subscriber) handle(msg *nats.Msg) {
 	if len(msg.Data) > 0 {
 		if err := json.Unmarshal(msg.Data, &ev); err != nil {
 			// The subject alone says what to drop; the body is informational.
-			s.log.Warn("invalidation body", "subject", msg.Subject, "err", err)
+			s.warnEvent("invalidation body", "subject", msg.Subject, "err", err)
 		}
 	}
 	kind := Evict(s.t, s.key, msg.Subject)
@@ -780,7 +785,7 @@ func (s *Subscriber) handle(msg *nats.Msg) {
 		// a newer coreapi publishes): everything goes, as the relay
 		// publishes a row it cannot deliver as auth.invalidate.all.
 		// Dropped, what it announced was trusted for the entries' TTL.
-		s.log.Warn("invalidation subject not understood; purging caches", "subject", msg.Subject)
+		s.warnEvent("invalidation subject not understood; purging caches", "subject", msg.Subject)
 		s.t.InvalidateAll()
 		s.m.Invalidations.WithLabelValues("unknown").Inc()
 		return
@@ -865,7 +870,7 @@ func (s *Subscriber) heartbeat(msg *nats.Msg) {
 	if row {
 		if err := json.Unmarshal(msg.Data, &ev); err != nil {
 			// The list is unknown: the one before still stands.
-			s.log.Warn("outbox heartbeat body", "err", err)
+			s.warnEvent("outbox heartbeat body", "err", err)
 			row = false
 		}
 	}
@@ -1199,6 +1204,9 @@ func (s *Subscriber) Close(timeout time.Duration) error {
 	// No purge may run once Close returns (the caches are closed next).
 	s.stop.Do(func() { close(s.done) })
 	s.watcher.Wait()
+	// Once no handler runs: the count of warnings left out, which no
+	// later one will take.
+	defer s.eventLogs.Close()
 	closed := make(chan struct{})
 	s.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
 	if err := s.nc.Drain(); err != nil {
@@ -1211,4 +1219,19 @@ func (s *Subscriber) Close(timeout time.Duration) error {
 		s.nc.Close()
 	}
 	return nil
+}
+
+// eventLogsPerSecond bounds the warnings written for what events carry
+// (see warnEvent).
+const eventLogsPerSecond = 10
+
+// warnEvent writes a warning about what an event carries (a body that is
+// not JSON, a subject not understood), at most eventLogsPerSecond a
+// second; the others are counted in a line of their own ("nats event
+// warnings not logged"). Every such event was a line: whoever may publish
+// under the subjects wrote as many lines as events.
+func (s *Subscriber) warnEvent(msg string, args ...any) {
+	if s.eventLogs.Allow(s.now(), slog.LevelWarn) {
+		s.log.Warn(msg, args...)
+	}
 }
