@@ -69,7 +69,7 @@ func TestEventWarningsBounded(t *testing.T) {
 					Msg   string
 					Count int64
 				}
-				if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "nats event warnings not logged" {
+				if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "nats event lines not logged" {
 					counted += rec.Count
 				}
 			}
@@ -80,5 +80,68 @@ func TestEventWarningsBounded(t *testing.T) {
 				t.Fatalf("%d warnings written and %d counted as left out, want %d in all", written, counted, sent)
 			}
 		})
+	}
+}
+
+// TestHeartbeatRowLinesBounded: heartbeat rows (anything published on
+// auth.outbox.heartbeat with a Nats-Msg-Id) that alternate between
+// listing every relay and not, or that each announce a longer interval
+// than NATS_HEARTBEAT_TIMEOUT allows, wrote a line each ("coreapi runs
+// more outbox relays than a heartbeat lists", "every outbox relay is
+// listed in the heartbeat again", "NATS_HEARTBEAT_TIMEOUT is too
+// short"): they are bounded as the other lines events cause, and the
+// ones left out counted.
+func TestHeartbeatRowLinesBounded(t *testing.T) {
+	const sent = 1000
+	n := testenv.StartNATS(t)
+	m := metrics.New()
+	var buf logbuffer.Buffer
+	s, pub := connectLogged(t, n, Options{HeartbeatTimeout: time.Second}, newRecorder(t), m, slog.New(slog.NewJSONHandler(&buf, nil)))
+	testenv.Eventually(t, func() error { return testenv.Want("connected", s.Connected(), true) })
+	start := time.Now()
+	for i := range sent {
+		ev := invalidation.Event{At: time.Now().UnixMilli(), Relays: []string{"r1"}, RelaysUnlisted: i % 2,
+			IntervalMS: int64(time.Hour/time.Millisecond) + int64(i)}
+		b, _ := json.Marshal(ev)
+		msg := nats.NewMsg(invalidation.SubjectHeartbeat)
+		msg.Data = b
+		msg.Header.Set(nats.MsgIdHdr, fmt.Sprintf("hb-%d", i))
+		if err := pub.PublishMsg(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, func() error {
+		return testenv.Want("heartbeats handled", testutil.ToFloat64(m.Invalidations.WithLabelValues("heartbeat")), float64(sent))
+	})
+	allowed := eventLogsPerSecond * int(time.Now().Unix()-start.Unix()+1)
+	if err := s.Close(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	written, counted := 0, int64(0)
+	for _, line := range strings.Split(buf.String(), "\n") {
+		for _, msg := range []string{`"msg":"coreapi runs more outbox relays`, `"msg":"every outbox relay is listed`, `"msg":"NATS_HEARTBEAT_TIMEOUT is too short`} {
+			if strings.Contains(line, msg) {
+				written++
+			}
+		}
+		var rec struct {
+			Msg   string
+			Count int64
+		}
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "nats event lines not logged" {
+			counted += rec.Count
+		}
+	}
+	if written == 0 || written > allowed {
+		t.Fatalf("%d lines written for %d heartbeat rows, want 1 to %d", written, sent, allowed)
+	}
+	if got := testutil.ToFloat64(m.HeartbeatTimeoutShort); got != 1 {
+		t.Fatalf("authproxy heartbeat timeout short = %v, want 1", got)
+	}
+	if counted == 0 {
+		t.Fatalf("%d lines written and none counted as left out", written)
 	}
 }

@@ -166,8 +166,8 @@ type Subscriber struct {
 	dropMu      sync.Mutex
 	purgedAt    int
 	refetchedAt int
-	// eventLogs bounds the warnings written for what events carry
-	// (warnEvent): how many come is the publishers' choice.
+	// eventLogs bounds the lines written for what events carry
+	// (logEvent): how many come is the publishers' choice.
 	eventLogs logging.Budget
 	// keysGap is Options.KeysChangedGap. On the callback goroutine of the
 	// auth.keys.changed subscription only: keysAt is when KeysChanged was
@@ -413,7 +413,7 @@ func Connect(o Options, t Target, log *slog.Logger, m *metrics.Metrics) (*Subscr
 		dead: DeadAfter(o.PingInterval), hbTimeout: max(o.HeartbeatTimeout, 0),
 		heard: map[string]time.Time{}, listed: map[string]time.Time{}, warned: map[string]bool{}, origin: o.Now(),
 		checked: o.checked, subscribedC: make(chan struct{}), keysGap: o.KeysChangedGap,
-		eventLogs: logging.Budget{PerSecond: eventLogsPerSecond, Report: logging.CountLine(log, "nats event warnings not logged", eventLogsPerSecond)}}
+		eventLogs: logging.Budget{PerSecond: eventLogsPerSecond, Report: logging.CountLine(log, "nats event lines not logged", eventLogsPerSecond)}}
 	// Whatever happens below, the first connection's handler stops
 	// waiting once Connect returns.
 	defer close(s.subscribedC)
@@ -909,7 +909,7 @@ func (s *Subscriber) checkInterval(announced time.Duration) {
 		return
 	}
 	s.m.HeartbeatTimeoutShort.Set(1)
-	s.log.Error("NATS_HEARTBEAT_TIMEOUT is too short for coreapi's OUTBOX_HEARTBEAT_INTERVAL: a coreapi replica that stops without deregistering, or a late heartbeat, will make this proxy distrust its caches and purge them; raise it to at least the value given, or shorten the interval",
+	s.logEvent(slog.LevelError, "NATS_HEARTBEAT_TIMEOUT is too short for coreapi's OUTBOX_HEARTBEAT_INTERVAL: a coreapi replica that stops without deregistering, or a late heartbeat, will make this proxy distrust its caches and purge them; raise it to at least the value given, or shorten the interval",
 		"timeout", s.hbTimeout.String(), "interval", interval.String(), "at_least", least.String())
 }
 
@@ -992,10 +992,10 @@ func (s *Subscriber) list(relays []string, unlisted int, now time.Time) {
 	switch {
 	case unlisted > 0 && s.unlisted == 0:
 		s.unlistedAt = now
-		s.log.Error("coreapi runs more outbox relays than a heartbeat lists: this proxy cannot expect every relay's beat, and calls its invalidation feed stale while this lasts (caches trusted only for the staleness bound); run fewer coreapi replicas against one database",
+		s.logEvent(slog.LevelError, "coreapi runs more outbox relays than a heartbeat lists: this proxy cannot expect every relay's beat, and calls its invalidation feed stale while this lasts (caches trusted only for the staleness bound); run fewer coreapi replicas against one database",
 			"listed", maxRelaysListed, "unlisted", unlisted, "timeout", s.hbTimeout)
 	case unlisted == 0 && s.unlisted > 0:
-		s.log.Info("every outbox relay is listed in the heartbeat again")
+		s.logEvent(slog.LevelInfo, "every outbox relay is listed in the heartbeat again")
 	}
 	s.unlisted = unlisted
 	for id := range s.warned {
@@ -1204,8 +1204,8 @@ func (s *Subscriber) Close(timeout time.Duration) error {
 	// No purge may run once Close returns (the caches are closed next).
 	s.stop.Do(func() { close(s.done) })
 	s.watcher.Wait()
-	// Once no handler runs: the count of warnings left out, which no
-	// later one will take.
+	// Once no handler runs: the count of lines left out, which no later
+	// one will take.
 	defer s.eventLogs.Close()
 	closed := make(chan struct{})
 	s.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
@@ -1221,17 +1221,21 @@ func (s *Subscriber) Close(timeout time.Duration) error {
 	return nil
 }
 
-// eventLogsPerSecond bounds the warnings written for what events carry
-// (see warnEvent).
+// eventLogsPerSecond bounds the lines written for what events carry (see
+// logEvent).
 const eventLogsPerSecond = 10
 
-// warnEvent writes a warning about what an event carries (a body that is
-// not JSON, a subject not understood), at most eventLogsPerSecond a
-// second; the others are counted in a line of their own ("nats event
-// warnings not logged"). Every such event was a line: whoever may publish
-// under the subjects wrote as many lines as events.
-func (s *Subscriber) warnEvent(msg string, args ...any) {
-	if s.eventLogs.Allow(s.now(), slog.LevelWarn) {
-		s.log.Warn(msg, args...)
+// warnEvent is logEvent at slog.LevelWarn.
+func (s *Subscriber) warnEvent(msg string, args ...any) { s.logEvent(slog.LevelWarn, msg, args...) }
+
+// logEvent writes a line about what an event carries (a body that is not
+// JSON, a subject not understood, what a heartbeat row announces), at
+// most eventLogsPerSecond a second together; the others are counted in a
+// line of their own ("nats event lines not logged"). Every such event was
+// a line, or two: whoever may publish under the subjects (a heartbeat row
+// is anything with a Nats-Msg-Id) wrote as many lines as events.
+func (s *Subscriber) logEvent(level slog.Level, msg string, args ...any) {
+	if s.eventLogs.Allow(s.now(), level) {
+		s.log.Log(context.Background(), level, msg, args...)
 	}
 }
