@@ -67,8 +67,9 @@ func TestMigrateUpDownUp(t *testing.T) {
 	// mfa_totp, mfa_recovery_codes and mfa_challenges (00007), api_keys (00008),
 	// service_accounts and service_account_secrets (00009),
 	// tenant_member_counts (00011), outbox_relays (00017), invitation_roles (00040),
-	// signing_key_sightings (00043), identity_unlinks (00052).
-	const tables = 29
+	// signing_key_sightings (00043), identity_unlinks (00052),
+	// oauth_handover_uses (00054).
+	const tables = 30
 	if n := tableCount(t, db); n != tables {
 		t.Fatalf("after up: %d tables, want %d", n, tables)
 	}
@@ -150,6 +151,9 @@ func TestIndexes(t *testing.T) {
 		"oauth_handovers_user_id_idx":      "oauth_handovers (user_id)",
 		"oauth_handovers_session_id_idx":   "oauth_handovers (session_id)",
 		"oauth_handovers_expires_at_idx":   "oauth_handovers (expires_at): sweeping",
+		"oauth_handover_uses_pkey":         "oauth_handover_uses (code_hash): a code presented again",
+		"oauth_handover_uses_session_idx":  "oauth_handover_uses (session_id): session deletion cascade",
+		"oauth_handover_uses_expiry_idx":   "oauth_handover_uses (expires_at): sweeping",
 		"permission_catalog_pkey":          "permission_catalog (id): the one stored catalog hash",
 		"action_tokens_pkey":               "action_tokens (token_hash): consume a mailed token",
 		"action_tokens_user_purpose_idx":   "action_tokens (user_id, purpose, created_at): a user's tokens",

@@ -79,6 +79,10 @@ const (
 	// its rotation's grace window (a stolen token, or a client that kept
 	// an old one), and its session was revoked.
 	ActionRefreshTokenReused = "session.refresh_token_reused"
+	// ActionHandoverCodeReused: an OAuth hand-over code was presented
+	// again after its exchange (a stolen code, or the app's exchange
+	// coming after a thief's), and the session it opened was revoked.
+	ActionHandoverCodeReused = "session.handover_code_reused"
 	// ActionSessionRevoked: a user signed one of their sessions out
 	// (DELETE /users/me/sessions/{id}), audited in the session's tenant.
 	ActionSessionRevoked = "session.revoked"

@@ -8,12 +8,14 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/oauth2"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -25,6 +27,11 @@ const HandoverTTL = 60 * time.Second
 
 // handoverLen is the length of a code: 32 random bytes, base64url.
 const handoverLen = 43
+
+// HandoverUseTTL is how long an exchanged code is remembered (its hash,
+// in oauth_handover_uses): presented again meanwhile, it ends the session
+// it opened (RFC 6749 section 4.1.2). Past that it is an unknown code.
+const HandoverUseTTL = 10 * time.Minute
 
 var errBadHandover = problem.New(400, problem.CodeInvalidGrant, "unknown, used or expired hand-over code")
 
@@ -79,13 +86,21 @@ func handoverHash(code string) []byte {
 // only with its code_verifier, and one made without only without: a
 // verifier tells that the app started a flow, so another flow's code
 // (planted in its browser: login CSRF) is refused rather than signing the
-// app into someone else's account. The code is spent either way.
+// app into someone else's account. The code is spent either way, and
+// remembered (oauth_handover_uses, HandoverUseTTL): presented again, it is
+// refused as any unknown code is and the session it opened ends
+// (endReusedHandover), so whoever exchanged it first, a thief or the app,
+// keeps nothing.
 func (s *Service) handoverGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) {
 	ctx := c.UserContext()
 	const q = `
 WITH h AS (
     DELETE FROM oauth_handovers WHERE code_hash = $1
     RETURNING user_id, session_id, code_challenge, tenant_requested, expires_at > now() AS live
+), used AS (
+    INSERT INTO oauth_handover_uses (code_hash, session_id, expires_at)
+    SELECT $1, session_id, now() + make_interval(secs => $2) FROM h
+    ON CONFLICT (code_hash) DO NOTHING
 )
 SELECT h.user_id::text, h.session_id::text, h.code_challenge, h.tenant_requested, s.tenant_id::text, u.token_version,
        h.live AND s.revoked_at IS NULL AND s.expires_at > now()
@@ -112,8 +127,15 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 		challenge                     string
 		requested, ok, active, member bool
 	)
-	err := s.pool.QueryRow(ctx, q, handoverHash(req.Code)).Scan(&g.UserID, &g.SessionID, &challenge, &requested, &g.TenantID, &g.TokenVersion, &ok, &active, &member, &g.AMR, &g.AuthTime)
-	if errors.Is(err, pgx.ErrNoRows) || (err == nil && !ok) {
+	hash := handoverHash(req.Code)
+	err := s.pool.QueryRow(ctx, q, hash, HandoverUseTTL.Seconds()).Scan(&g.UserID, &g.SessionID, &challenge, &requested, &g.TenantID, &g.TokenVersion, &ok, &active, &member, &g.AMR, &g.AuthTime)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if err := s.endReusedHandover(c, hash); err != nil {
+			return TokenResponse{}, err
+		}
+		return TokenResponse{}, errBadHandover
+	}
+	if err == nil && !ok {
 		return TokenResponse{}, errBadHandover
 	}
 	if err != nil {
@@ -157,6 +179,32 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 		return TokenResponse{}, err
 	}
 	return s.Issue(ctx, g, func() error { return errBadHandover }) // signed out since the reissue
+}
+
+// endReusedHandover ends the session a code opened when the code was
+// exchanged before (an unknown code of handoverGrant found in
+// oauth_handover_uses): the session's tokens stop working, whoever got
+// them, audited in its tenant with the request and its client IP and
+// announced to the proxies (sessions.RevokeForHandoverReuse). A code never
+// exchanged, or exchanged longer ago than HandoverUseTTL, ends nothing.
+func (s *Service) endReusedHandover(c *fiber.Ctx, hash []byte) error {
+	const q = `
+SELECT s.id::text, s.user_id::text, s.tenant_id::text
+FROM oauth_handover_uses u JOIN sessions s ON s.id = u.session_id
+WHERE u.code_hash = $1 AND u.expires_at > now() AND s.revoked_at IS NULL`
+	ctx := c.UserContext()
+	var sid, uid, tid string
+	err := s.pool.QueryRow(ctx, q, hash).Scan(&sid, &uid, &tid)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find exchanged hand-over code: %w", err)
+	}
+	by := sessions.Presenter{RequestID: strings.Clone(httpapi.RequestIDOf(c)), IP: httpapi.ClientIP(c)}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		return sessions.RevokeForHandoverReuse(ctx, tx, sid, uid, tid, by)
+	})
 }
 
 // qHoldMembership and qStanding: see handoverGrant's reissue.
@@ -209,7 +257,8 @@ func verifierMatches(verifier, challenge string) bool {
 	return subtle.ConstantTimeCompare([]byte(oauth2.S256ChallengeFromVerifier(verifier)), []byte(challenge)) == 1
 }
 
-// SweepHandovers deletes expired hand-over codes. It skips the codes
+// SweepHandovers deletes expired hand-over codes, and the exchanged
+// codes remembered past HandoverUseTTL. It skips the codes
 // another transaction holds: the sweep of ended sessions (sessions.Store.
 // Sweep) deletes them by session, through its cascade, and a sweep
 // deleting them by expiry could hold one while waiting for another the
@@ -222,9 +271,18 @@ DELETE FROM oauth_handovers WHERE code_hash IN (
     SELECT code_hash FROM oauth_handovers WHERE expires_at < now()
     LIMIT $1
     FOR UPDATE SKIP LOCKED)`
+	const qUses = `
+DELETE FROM oauth_handover_uses WHERE code_hash IN (
+    SELECT code_hash FROM oauth_handover_uses WHERE expires_at < now()
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED)`
 	n, err := sweep.InBatches(ctx, s.pool, q)
 	if err != nil {
 		return n, fmt.Errorf("sweep hand-over codes: %w", err)
 	}
-	return n, nil
+	u, err := sweep.InBatches(ctx, s.pool, qUses)
+	if err != nil {
+		return n + u, fmt.Errorf("sweep exchanged hand-over codes: %w", err)
+	}
+	return n + u, nil
 }

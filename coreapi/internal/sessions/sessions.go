@@ -71,6 +71,9 @@ const (
 	ReasonMFAPending     = "replaced_after_second_factor"
 	ReasonMemberRemoved  = "member_removed"
 	ReasonMFAEnabled     = "mfa_enabled"
+	// ReasonHandoverReuse: an OAuth hand-over code that opened the
+	// session was presented again after its exchange.
+	ReasonHandoverReuse = "handover_code_reuse"
 )
 
 const tokenBytes = 32
@@ -502,17 +505,30 @@ func (s *Store) revokeForReuse(ctx context.Context, sessionID, userID, tenantID 
 // audit.ActionRefreshTokenReused in its tenant and announced on the
 // user's subject, unless it had ended already.
 func RevokeForReuse(ctx context.Context, tx pgx.Tx, sessionID, userID, tenantID string, by Presenter) error {
+	return revokeReused(ctx, tx, sessionID, userID, tenantID, by, ReasonReuse, audit.ActionRefreshTokenReused)
+}
+
+// RevokeForHandoverReuse is RevokeForReuse for an OAuth hand-over code
+// presented again after its exchange (RFC 6749 section 4.1.2): the
+// session the code opened ends with ReasonHandoverReuse, audited as
+// audit.ActionHandoverCodeReused, so the tokens the first exchange got
+// stop working whoever holds them.
+func RevokeForHandoverReuse(ctx context.Context, tx pgx.Tx, sessionID, userID, tenantID string, by Presenter) error {
+	return revokeReused(ctx, tx, sessionID, userID, tenantID, by, ReasonHandoverReuse, audit.ActionHandoverCodeReused)
+}
+
+func revokeReused(ctx context.Context, tx pgx.Tx, sessionID, userID, tenantID string, by Presenter, reason, action string) error {
 	const qRevoke = `
 UPDATE sessions SET revoked_at = clock_timestamp(), revoked_reason = $3
 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
-	tag, err := tx.Exec(ctx, qRevoke, sessionID, userID, ReasonReuse)
+	tag, err := tx.Exec(ctx, qRevoke, sessionID, userID, reason)
 	if err != nil {
 		return fmt.Errorf("revoke session: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
 		return nil
 	}
-	return audit.WriteWith(ctx, tx, audit.Event{TenantID: tenantID, Action: audit.ActionRefreshTokenReused,
+	return audit.WriteWith(ctx, tx, audit.Event{TenantID: tenantID, Action: action,
 		TargetType: audit.TargetSession, TargetID: sessionID, RequestID: by.RequestID,
 		Data: map[string]string{"user_id": userID, "client_ip": by.IP}},
 		outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonSessionRevoked})
