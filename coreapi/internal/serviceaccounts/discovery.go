@@ -19,15 +19,25 @@ const (
 // that authenticates clients (RFC 6749 section 2.3.1).
 var authMethods = []string{"client_secret_basic", "client_secret_post"}
 
-// revocationAuthMethods adds "none" (RFC 8414): a public client revokes
-// its own refresh token without client authentication.
-var revocationAuthMethods = []string{"client_secret_basic", "client_secret_post", "none"}
+// publicAuthMethods add "none" (RFC 8414) for the endpoints public clients
+// use without client authentication: the token endpoint (a signed-in
+// app's refresh_token, oauth_handover, password and mfa_otp grants) and
+// the revocation endpoint (such an app revokes its own refresh token).
+var publicAuthMethods = []string{"client_secret_basic", "client_secret_post", "none"}
+
+// codeChallengeMethods: the oauth_handover grant checks an RFC 7636
+// code_verifier against the S256 challenge the sign-in started with
+// (plain is refused at the start).
+var codeChallengeMethods = []string{"S256"}
 
 // metadata is the authorization server metadata. No authorization
 // endpoint exists (no redirect-based flows for third parties), so
-// response_types_supported is empty; no ID tokens are issued, so there is
-// no id_token_signing_alg_values_supported; the algorithms of the access
-// tokens (JWT, RFC 9068) are in access_token_signing_alg_values_supported.
+// response_types_supported is empty; the S256 code_challenge that
+// code_challenge_methods_supported names is the one an OAuth sign-in's
+// start takes, checked by the oauth_handover grant. No ID tokens are
+// issued, so there is no id_token_signing_alg_values_supported; the
+// algorithms of the access tokens (JWT, RFC 9068) are in
+// access_token_signing_alg_values_supported.
 type metadata struct {
 	Issuer                                    string   `json:"issuer"`
 	JWKSURI                                   string   `json:"jwks_uri"`
@@ -39,6 +49,7 @@ type metadata struct {
 	TokenEndpointAuthMethodsSupported         []string `json:"token_endpoint_auth_methods_supported"`
 	IntrospectionEndpointAuthMethodsSupported []string `json:"introspection_endpoint_auth_methods_supported"`
 	RevocationEndpointAuthMethodsSupported    []string `json:"revocation_endpoint_auth_methods_supported"`
+	CodeChallengeMethodsSupported             []string `json:"code_challenge_methods_supported"`
 	ScopesSupported                           []string `json:"scopes_supported"`
 	SubjectTypesSupported                     []string `json:"subject_types_supported"`
 	AccessTokenSigningAlgValuesSupported      []string `json:"access_token_signing_alg_values_supported"`
@@ -70,9 +81,10 @@ func (s *Service) document() metadata {
 		RevocationEndpoint:                base + "/api/v1/auth/revoke",
 		GrantTypesSupported:               []string{"password", "refresh_token", "client_credentials", "mfa_otp", "oauth_handover"},
 		ResponseTypesSupported:            []string{},
-		TokenEndpointAuthMethodsSupported: authMethods,
+		TokenEndpointAuthMethodsSupported: publicAuthMethods,
 		IntrospectionEndpointAuthMethodsSupported: authMethods,
-		RevocationEndpointAuthMethodsSupported:    revocationAuthMethods,
+		RevocationEndpointAuthMethodsSupported:    publicAuthMethods,
+		CodeChallengeMethodsSupported:             codeChallengeMethods,
 		ScopesSupported:                           s.o.Catalog.Names(),
 		SubjectTypesSupported:                     []string{"public"},
 		AccessTokenSigningAlgValuesSupported:      algs,
