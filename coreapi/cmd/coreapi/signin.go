@@ -109,7 +109,7 @@ func wireSignIn(ctx context.Context, cfg config.Config, log *slog.Logger, pool *
 		return nil, nil, nil, err
 	}
 	oidc, err := oauth.New(oauth.Options{Logger: log, Pool: pool, Providers: cfg.OIDCProviders, Auth: svc, Sessions: store,
-		AllowedReturnURLs: cfg.OAuthReturnURLs, AuthorizePerMinute: cfg.OAuthPerMinute})
+		AllowedReturnURLs: cfg.OAuthReturnURLs, Issuer: cfg.TokenIssuer, AuthorizePerMinute: cfg.OAuthPerMinute})
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -143,6 +143,9 @@ type Options struct {
 	// authorize also requires the app's code_challenge (S256), whose
 	// code_verifier the hand-over exchange then needs.
 	AllowedReturnURLs []string
+	// Issuer (TOKEN_ISSUER) is named as iss beside the hand-over code in
+	// the redirect to return_to (RFC 9207); "" names none.
+	Issuer string
 	// AuthorizePerMinute is how many sign-ins one client IP may start per
 	// minute (a sliding minute, over every replica: ratelimit);
 	// 0 means DefaultAuthorizePerMinute.
@@ -161,6 +164,7 @@ type Service struct {
 	client    *http.Client
 	providers map[string]*provider
 	returnTo  map[string]bool
+	issuer    string
 	limiter   *ratelimit.Limiter
 	limit     ratelimit.Limit
 	maxStates int
@@ -237,7 +241,7 @@ func New(o Options) (*Service, error) {
 		o.MaxPendingStates = DefaultMaxPendingStates
 	}
 	s := &Service{log: o.Logger, pool: o.Pool, auth: o.Auth, sessions: o.Sessions, client: &client, fullLogs: logging.Budget{PerSecond: 1},
-		providers: make(map[string]*provider, len(o.Providers)), returnTo: map[string]bool{},
+		providers: make(map[string]*provider, len(o.Providers)), returnTo: map[string]bool{}, issuer: o.Issuer,
 		limiter: ratelimit.New(o.Pool), limit: ratelimit.Limit{N: o.AuthorizePerMinute, Window: time.Minute},
 		maxStates: o.MaxPendingStates}
 	s.fullLogs.Report = func(dropped int64, _ slog.Level) { s.logFull(dropped) } // warnings only
@@ -942,7 +946,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	if f.ReturnTo == "" { // no allow-list (development)
 		return c.JSON(Handover{Code: handover})
 	}
-	to, err := withCode(f.ReturnTo, handover)
+	to, err := withCode(f.ReturnTo, handover, s.issuer)
 	if err != nil {
 		return err
 	}
@@ -977,12 +981,15 @@ func errorText(s string) bool {
 }
 
 // withCode is returnTo (an allow-listed URL) with the hand-over code added
-// to its query. The app's own parameters stay as the operator listed
-// them, byte for byte: decoded and encoded again, a pair with ";" would
-// be dropped (Go's query parser refuses it) and escapes respelled. A code
-// parameter of the listed URL, between "&" or ";", is left out, so the
-// app reads only the hand-over code.
-func withCode(returnTo, code string) (string, error) {
+// to its query, and the issuer as iss when there is one (RFC 9207: an app
+// that signs in through several authorization servers at one return_to
+// tells this one's answer from another's, and never sends this code and
+// its verifier to another's token endpoint: mix-up). The app's own
+// parameters stay as the operator listed them, byte for byte: decoded and
+// encoded again, a pair with ";" would be dropped (Go's query parser
+// refuses it) and escapes respelled. A code or iss parameter of the listed
+// URL, between "&" or ";", is left out, so the app reads only these.
+func withCode(returnTo, code, issuer string) (string, error) {
 	u, err := url.Parse(returnTo)
 	if err != nil {
 		return "", fmt.Errorf("stored return_to: %w", err)
@@ -995,7 +1002,7 @@ func withCode(returnTo, code string) (string, error) {
 			if n, err := url.QueryUnescape(name); err == nil {
 				name = n
 			}
-			if part != "" && name != "code" {
+			if part != "" && name != "code" && name != "iss" {
 				parts = append(parts, part)
 			}
 		}
@@ -1003,7 +1010,11 @@ func withCode(returnTo, code string) (string, error) {
 			kept = append(kept, strings.Join(parts, ";"))
 		}
 	}
-	u.RawQuery = strings.Join(append(kept, "code="+url.QueryEscape(code)), "&")
+	kept = append(kept, "code="+url.QueryEscape(code))
+	if issuer != "" {
+		kept = append(kept, "iss="+url.QueryEscape(issuer))
+	}
+	u.RawQuery = strings.Join(kept, "&")
 	return u.String(), nil
 }
 
