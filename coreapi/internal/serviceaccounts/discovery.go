@@ -53,6 +53,10 @@ type metadata struct {
 	ScopesSupported                           []string `json:"scopes_supported"`
 	SubjectTypesSupported                     []string `json:"subject_types_supported"`
 	AccessTokenSigningAlgValuesSupported      []string `json:"access_token_signing_alg_values_supported"`
+	// AuthorizationResponseIss (authorization_response_iss_parameter_
+	// supported): the OAuth callback's redirect to return_to names this
+	// issuer (iss, RFC 9207).
+	AuthorizationResponseIss bool `json:"authorization_response_iss_parameter_supported"`
 }
 
 // buildMetadata checks that the document can be built (at start).
@@ -85,6 +89,7 @@ func (s *Service) document() metadata {
 		IntrospectionEndpointAuthMethodsSupported: authMethods,
 		RevocationEndpointAuthMethodsSupported:    publicAuthMethods,
 		CodeChallengeMethodsSupported:             codeChallengeMethods,
+		AuthorizationResponseIss:                  true,
 		ScopesSupported:                           s.o.Catalog.Names(),
 		SubjectTypesSupported:                     []string{"public"},
 		AccessTokenSigningAlgValuesSupported:      algs,

@@ -49,3 +49,21 @@ func TestDiscoveryNamesWhatTheTokenEndpointTakes(t *testing.T) {
 		t.Errorf("code_challenge_methods_supported = %q, want [S256] (the hand-over's code_verifier, S256 only)", md.PKCE)
 	}
 }
+
+// TestDiscoveryPromisesTheIssuerInTheRedirect: the OAuth callback's
+// redirect to return_to names the issuer (iss, RFC 9207; see
+// oauth.TestHandoverRedirectNamesTheIssuer), and the metadata says so
+// (authorization_response_iss_parameter_supported), so that an app's
+// library requires iss rather than take an answer without one.
+func TestDiscoveryPromisesTheIssuerInTheRedirect(t *testing.T) {
+	e := start(t, startOpts{})
+	var md map[string]any
+	r := e.Get(t, nil, serviceaccounts.MetadataPath)
+	if r.Status != http.StatusOK {
+		t.Fatalf("metadata: %d %s", r.Status, r.Body)
+	}
+	r.JSON(t, &md)
+	if got := md["authorization_response_iss_parameter_supported"]; got != true {
+		t.Errorf("authorization_response_iss_parameter_supported = %v, want true", got)
+	}
+}
