@@ -466,3 +466,66 @@ func TestIdentityIDsInOtherCaseRefused(t *testing.T) {
 		t.Errorf("coreapi_identity_rejected_total{reason=bad_ids} = %v, want 8", got)
 	}
 }
+
+// TestIdentityIDsCheckedOnPublicRoutes: public routes held a signed
+// identity's ids to nothing, though IdentityOf reports them there (and
+// the request's span records them). The proxy signs the anonymous,
+// empty identity on public and optional routes without a bearer: that
+// is served. An anonymous identity that names ids, or a user's whose ids
+// are not canonical, is refused 401 as on protected and optional routes.
+func TestIdentityIDsCheckedOnPublicRoutes(t *testing.T) {
+	t.Parallel()
+	e := startEcho(t, apitest.Options{})
+	ten := e.SeedTenant(t, "Acme")
+	user := e.SeedUserIn(t, ten.ID, "public@acme.test", "owner")
+	user.SessionID = e.SeedSession(t, user.UserID, user.TenantID)
+	anon := func(mod func(*identity.Identity)) *identity.Identity {
+		id := identity.Identity{Principal: identity.PrincipalAnonymous}
+		mod(&id)
+		return &id
+	}
+	userWith := func(mod func(*identity.Identity)) *identity.Identity {
+		id := user
+		mod(&id)
+		return &id
+	}
+	paths := []string{"/api/v1/echo/public", "/api/v1/echo/optional"}
+	// What the proxy sends: nil signs its anonymous identity.
+	for _, path := range paths {
+		got := decodeSeen(t, e.Do(t, apitest.Request{Method: "GET", Path: path}))
+		if got.Principal != identity.PrincipalAnonymous || got.UserID != "" || got.TenantID != "" || got.ClientIP != apitest.DefaultClientIP {
+			t.Fatalf("%s: the proxy's anonymous identity read as %+v", path, got)
+		}
+	}
+	if got := decodeSeen(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/echo/public", As: &user})); got.UserID != user.UserID {
+		t.Fatalf("public route: a user's canonical identity read as %+v", got)
+	}
+	refused := []struct {
+		name  string
+		as    *identity.Identity
+		paths []string
+	}{
+		{"anonymous with a user id", anon(func(i *identity.Identity) { i.UserID = user.UserID }), paths},
+		{"anonymous with a tenant id", anon(func(i *identity.Identity) { i.TenantID = user.TenantID }), paths},
+		{"anonymous with a session id", anon(func(i *identity.Identity) { i.SessionID = user.SessionID }), paths},
+		{"user id in upper case", userWith(func(i *identity.Identity) { i.UserID = strings.ToUpper(i.UserID) }), paths[:1]},
+		{"tenant id in upper case", userWith(func(i *identity.Identity) { i.TenantID = strings.ToUpper(i.TenantID) }), paths[:1]},
+		{"session id not a UUID", userWith(func(i *identity.Identity) { i.SessionID = "s1" }), paths[:1]},
+		{"user without a tenant", userWith(func(i *identity.Identity) { i.TenantID = "" }), paths[:1]},
+	}
+	n := 0
+	for _, tc := range refused {
+		for _, path := range tc.paths {
+			r := e.Do(t, apitest.Request{Method: "GET", Path: path, As: tc.as})
+			if r.Status != 401 {
+				t.Errorf("%s on %s: status %d, want 401 (body %s)", tc.name, path, r.Status, r.Body)
+				continue
+			}
+			apitest.WantProblem(t, r, 401, "unauthenticated")
+			n++
+		}
+	}
+	if got := metricValue(t, e, "coreapi_identity_rejected_total", `reason="bad_ids"`); got != float64(n) {
+		t.Errorf("coreapi_identity_rejected_total{reason=bad_ids} = %v, want %d", got, n)
+	}
+}

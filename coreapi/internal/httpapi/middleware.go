@@ -287,7 +287,8 @@ type access int
 
 const (
 	// accessPublic: a signature is optional; when one is sent it must
-	// verify (its identity and client IP are then available).
+	// verify and name valid ids (its identity and client IP are then
+	// available).
 	accessPublic access = iota
 	// accessProtected: a verified, non-anonymous caller with a user and
 	// tenant.
@@ -295,8 +296,8 @@ const (
 	// accessInternal: the proxy's own calls, signed with a core key over
 	// the anonymous, empty identity and without a client IP.
 	accessInternal
-	// accessOptional: like accessPublic, but a signed user identity must
-	// name valid ids (routes that serve both anonymous callers and users).
+	// accessOptional: like accessPublic (routes that serve both anonymous
+	// callers and users).
 	accessOptional
 )
 
@@ -362,9 +363,13 @@ func (s *Server) identityHeaders(a access) fiber.Handler {
 		// Ids in lower case only: handlers compare them as text with the
 		// ids coreapi wrote (uid == id.UserID), so another spelling of the
 		// caller's own id would read as someone else's.
-		case accessOptional:
-			if id.Principal != identity.PrincipalAnonymous && (!ids.Canonical(id.UserID) || !ids.Canonical(id.TenantID) ||
-				(id.SessionID != "" && !ids.Canonical(id.SessionID))) {
+		case accessPublic, accessOptional:
+			// IdentityOf reports the ids on these routes too (and the
+			// span records them): the anonymous identity, which the proxy
+			// signs where it forwards no bearer, names none.
+			if id.Principal == identity.PrincipalAnonymous && (id.UserID != "" || id.TenantID != "" || id.SessionID != "") ||
+				id.Principal != identity.PrincipalAnonymous && (!ids.Canonical(id.UserID) || !ids.Canonical(id.TenantID) ||
+					(id.SessionID != "" && !ids.Canonical(id.SessionID))) {
 				s.metrics.identityRejected("bad_ids")
 				return errNoIdentity
 			}

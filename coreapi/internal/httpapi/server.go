@@ -122,8 +122,9 @@ const InternalPrefix = "/internal/v1"
 //
 //   - Public: under /api/v1, no identity needed (signup, token, OAuth
 //     callbacks). Register e.g. Public.Post("/auth/token", h). A signature,
-//     when sent (the v2 proxy signs every request), must verify; ClientIP(c)
-//     and IdentityOf(c) then report what it asserts.
+//     when sent (the v2 proxy signs every request), must verify and name
+//     valid ids (none for the anonymous principal); ClientIP(c) and
+//     IdentityOf(c) then report what it asserts.
 //   - Protected: under /api/v1, a verified identity with a user and tenant is
 //     required (401 otherwise); read it with IdentityOf(c). Add
 //     RequirePermission(p) in front of a handler for a permission check.
