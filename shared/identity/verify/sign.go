@@ -20,9 +20,10 @@ import (
 // set (otherwise a new id and 127.0.0.1). The request-target signed is the
 // one the middleware checks: r.RequestURI when set (httptest.NewRequest
 // sets it), else the URL's path and query, which a client sends. An empty Principal means
-// anonymous without a user id and user with one. A value with a line break,
-// or a list element that is empty or holds a comma (which the verifier
-// would read as other elements), is an error, and r is left unsigned.
+// anonymous without a user id and user with one. Another principal than
+// user, api_key, service or anonymous, a value with a line break, or a
+// list element that is empty or holds a comma (which the verifier would
+// read as other elements), is an error, and r is left unsigned.
 func Sign(r *http.Request, s *identity.KeySigner, id identity.Identity, now time.Time) error {
 	sum := identity.EmptyBodySHA256
 	if r.Body != nil && r.Body != http.NoBody {
@@ -70,8 +71,16 @@ func Sign(r *http.Request, s *identity.KeySigner, id identity.Identity, now time
 
 // signable refuses what the proxy never signs and a verifier would read
 // otherwise: a value with a line break, and a list element that is empty
-// or holds a comma (joined, ["guest,admin"] reads as two roles).
+// or holds a comma (joined, ["guest,admin"] reads as two roles); and a
+// principal that is none of the four, which a verifier refuses as
+// malformed.
 func signable(id *identity.Identity, r *identity.Request) error {
+	switch id.Principal {
+	case identity.PrincipalUser, identity.PrincipalAPIKey, identity.PrincipalService, identity.PrincipalAnonymous:
+	default:
+		return fmt.Errorf("verify: sign: principal %q is not %s, %s, %s or %s", id.Principal,
+			identity.PrincipalUser, identity.PrincipalAPIKey, identity.PrincipalService, identity.PrincipalAnonymous)
+	}
 	for _, v := range [...]string{id.Principal, id.UserID, id.TenantID, id.SessionID, r.RequestID, r.ClientIP, r.Method, r.PathQuery} {
 		if strings.ContainsAny(v, "\r\n") {
 			return fmt.Errorf("verify: sign: value %q holds a line break", v)

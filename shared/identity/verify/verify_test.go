@@ -784,6 +784,29 @@ func TestSignRefusesWhatReadsAsAnotherIdentity(t *testing.T) {
 	}
 }
 
+// TestSignRefusesUnknownPrincipal: Sign signed a principal other than
+// user, api_key, service and anonymous (a typo, "User", "admin"), which
+// every verifier refuses as malformed: an app's test got a 401 it could
+// not explain. Sign refuses it, before touching the request; the four
+// principals, and none (anonymous or user by the user id), still sign.
+func TestSignRefusesUnknownPrincipal(t *testing.T) {
+	s := signer(t, curKey)
+	for _, p := range []string{"User", "admin", "users", "anonymous ", "api-key"} {
+		r := httptest.NewRequest("GET", "/echo", nil)
+		if err := verify.Sign(r, s, identity.Identity{Principal: p, UserID: "u", TenantID: "t"}, time.Now()); err == nil {
+			t.Errorf("principal %q: signed as %q", p, r.Header)
+		} else if r.Header.Get(identity.HeaderSignature) != "" {
+			t.Errorf("principal %q: %v, but a signature was set", p, err)
+		}
+	}
+	for _, p := range []string{"", identity.PrincipalUser, identity.PrincipalAPIKey, identity.PrincipalService, identity.PrincipalAnonymous} {
+		r := httptest.NewRequest("GET", "/echo", nil)
+		if err := verify.Sign(r, s, identity.Identity{Principal: p, UserID: "u", TenantID: "t"}, time.Now()); err != nil {
+			t.Errorf("principal %q: %v", p, err)
+		}
+	}
+}
+
 // TestReplaysConcurrent (run with -race): the same signed request sent
 // by many goroutines at once is served exactly once; distinct requests
 // sent meanwhile are all served.
