@@ -31,6 +31,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/metrics"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/jwtclaims"
 	"github.com/tollgate-auth/tollgate/shared/safeid"
 	"golang.org/x/sync/singleflight"
 )
@@ -495,6 +496,11 @@ func (c *Client) parse(body []byte) (*Set, error) {
 	if !isKeySet(body) {
 		return nil, errNotASet
 	}
+	// "keys" named twice: jwx reads both lists as one set, and
+	// encoding/json the last.
+	if err := jwtclaims.CheckMemberNames(body, []string{"keys"}); err != nil {
+		return nil, fmt.Errorf("parse jwks: %w", err)
+	}
 	set, err := jwk.Parse(body)
 	if err != nil {
 		return nil, fmt.Errorf("parse jwks: %w", err)
@@ -522,10 +528,22 @@ func (c *Client) parse(body []byte) (*Set, error) {
 		jk, _ := set.Key(i)
 		kids[jk.KeyID()]++
 	}
+	entries, err := keyEntries(body, set.Len())
+	if err != nil {
+		return nil, err
+	}
 	for i := 0; i < set.Len(); i++ {
 		jk, _ := set.Key(i)
 		if kids[jk.KeyID()] > 1 {
 			c.log.Warn("jwks duplicate kid skipped", "kid", jk.KeyID())
+			continue
+		}
+		// A member named twice is read last-wins by jwx and first-wins
+		// by other readers of the set; a JWK member in another letter
+		// case is no member to jwx: the key is not plainly one key. As
+		// a token header's, such members are refused.
+		if err := jwtclaims.CheckMemberNames(entries[i], jwkMembers); err != nil {
+			c.log.Warn("jwks key skipped", "kid", jk.KeyID(), "err", err)
 			continue
 		}
 		k, err := c.usable(jk)
@@ -536,6 +554,26 @@ func (c *Client) parse(body []byte) (*Set, error) {
 		s.Keys[k.Kid] = k
 	}
 	return s, nil
+}
+
+// jwkMembers are the JWK members jwx reads (RFC 7517 section 4, RFC
+// 7518 section 6): each may appear once, in its exact case.
+var jwkMembers = []string{"kty", "use", "key_ops", "alg", "kid", "x5u", "x5c", "x5t", "x5t#S256",
+	"crv", "x", "y", "n", "e", "d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+
+// keyEntries returns the entries of the "keys" array of body, a key set
+// jwx parsed into n keys, one for each entry and in their order.
+func keyEntries(body []byte, n int) ([]json.RawMessage, error) {
+	var doc struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, fmt.Errorf("parse jwks: %w", err)
+	}
+	if len(doc.Keys) != n {
+		return nil, fmt.Errorf("parse jwks: %d entries read as %d keys", len(doc.Keys), n)
+	}
+	return doc.Keys, nil
 }
 
 // privateMembers are the JWK members that hold secret key material (RFC

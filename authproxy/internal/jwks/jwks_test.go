@@ -26,6 +26,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
+	"github.com/tollgate-auth/tollgate/shared/jwtclaims"
 )
 
 func pub(t *testing.T, raw any, kid string, alg jwa.KeyAlgorithm, use string) map[string]any {
@@ -817,5 +818,77 @@ func TestLookupWaitsForAFetchUnderWay(t *testing.T) {
 	}
 	if err := <-looked; err != nil {
 		t.Fatalf("lookup of the announced kid after the change's fetch: %v", err)
+	}
+}
+
+// TestKeyWithRepeatedMemberSkipped: a key of the set that names a member
+// twice ("kid":"a",…,"kid":"b"), or one of the JWK members in another
+// letter case ("KID"), was read by the JWK library one way (the last
+// repeat wins; "KID" is no kid) where another reader of coreapi's key set
+// takes the first: the proxy verified tokens under a kid, algorithm or key
+// that the set does not plainly say. Such a key is not used, as the
+// proxy refuses a token header that names a member twice; the others are.
+func TestKeyWithRepeatedMemberSkipped(t *testing.T) {
+	good := testenv.NewKey(t, "good", jwa.EdDSA)
+	other := testenv.NewKey(t, "other", jwa.EdDSA)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	entry := func(m map[string]any) string {
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	// with adds `"name":value` at the end of an entry, after the member
+	// of that name json.Marshal wrote.
+	with := func(m map[string]any, name string, value any) string {
+		e := entry(m)
+		v, _ := json.Marshal(value)
+		return e[:len(e)-1] + `,"` + name + `":` + string(v) + "}"
+	}
+	repeated := map[string]string{
+		"kid":          with(pub(t, other.Public, "first", jwa.EdDSA, "sig"), "kid", "second"),
+		"alg":          with(pub(t, ec.Public(), "alg-twice", jwa.EdDSA, "sig"), "alg", "ES256"),
+		"x":            with(pub(t, other.Public, "x-twice", jwa.EdDSA, "sig"), "x", pub(t, good.Public, "good", jwa.EdDSA, "sig")["x"]),
+		"use":          with(pub(t, other.Public, "use-twice", jwa.EdDSA, "enc"), "use", "sig"),
+		"kid in upper": with(pub(t, other.Public, "upper", jwa.EdDSA, "sig"), "KID", "upper-too"),
+	}
+	for name, bad := range repeated {
+		t.Run(name, func(t *testing.T) {
+			doc := []byte(`{"keys":[` + entry(pub(t, good.Public, "good", jwa.EdDSA, "sig")) + "," + bad + "]}")
+			var body atomic.Value
+			body.Store(doc)
+			var hits atomic.Int64
+			c := newClient(serve(t, &body, &hits), time.Now)
+			if err := c.Refresh(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			got := c.Current().Keys
+			if got["good"] == nil || len(got) != 1 {
+				names := []string{}
+				for k := range got {
+					names = append(names, k)
+				}
+				t.Fatalf("keys = %v, want only good (the entry %s is not one key)", names, bad)
+			}
+		})
+	}
+	// The set's own "keys" named twice: which list is the set is as
+	// unclear, and the whole document is refused (the previous set stays).
+	var body atomic.Value
+	body.Store(keySet(t, good))
+	var hits atomic.Int64
+	c := newClient(serve(t, &body, &hits), time.Now)
+	if err := c.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	prev := c.Current()
+	body.Store([]byte(`{"keys":[` + entry(pub(t, good.Public, "good", jwa.EdDSA, "sig")) + `],"keys":[` +
+		entry(pub(t, other.Public, "good", jwa.EdDSA, "sig")) + "]}"))
+	if err := c.Refresh(context.Background()); !errors.Is(err, jwtclaims.ErrMemberName) {
+		t.Fatalf("a set naming keys twice: %v, want ErrMemberName", err)
+	}
+	if c.Current() != prev {
+		t.Fatal("a refused refresh replaced the previous set")
 	}
 }
