@@ -25,6 +25,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"strings"
 	"sync/atomic"
@@ -58,6 +59,10 @@ var (
 	ErrClaims          = errors.New("token: missing or malformed claims")
 	ErrKeysUnavailable = errors.New("token: key set unavailable")
 )
+
+// errMalformedKid is ErrKid for a kid no key set can hold (jwks.ValidKid):
+// unlike an unknown one, it is the token's fault for good.
+var errMalformedKid = fmt.Errorf("%w: not a valid key id", ErrKid)
 
 // Claims are the verified contents of an access token. They are shared by
 // every request carrying the token: never modify them.
@@ -356,10 +361,11 @@ func (v *Verifier) VerifyEntry(ctx context.Context, token []byte, d *Name) (*Ent
 				v.remember(e, now)
 			}
 			return e, nil
-		case errors.Is(err, ErrKeysUnavailable), errors.Is(err, ErrKid):
+		case errors.Is(err, ErrKeysUnavailable), errors.Is(err, ErrKid) && !errors.Is(err, errMalformedKid):
 			// Not (necessarily) the token's fault: an unknown kid may be a
 			// key coreapi has just started to use, known after the next
-			// refetch. Do not remember.
+			// refetch. Do not remember. A malformed kid is remembered below:
+			// it is part of the token, whose whole digest is the key.
 		default:
 			// Not put in the front table: refused tokens must not push
 			// out the entries of valid ones there.
@@ -587,7 +593,7 @@ func (v *Verifier) verify(ctx context.Context, token []byte) (*Claims, error) {
 		return nil, ErrAlg
 	}
 	if !jwks.ValidKid(h.Kid) {
-		return nil, ErrKid
+		return nil, errMalformedKid
 	}
 	key, err := v.keys.Lookup(ctx, h.Kid)
 	switch {

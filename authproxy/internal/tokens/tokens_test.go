@@ -210,6 +210,42 @@ func TestNegativeCache(t *testing.T) {
 	})
 }
 
+// TestMalformedKidRemembered: a token whose kid no key set can hold
+// ("../k", a space, 129 characters) was refused without being remembered,
+// as an unknown kid is (that one may be a key coreapi has just started to
+// use): a flood of one such token was parsed again on every request. The
+// kid is part of the token, whose whole digest keys the negative cache,
+// so the refusal is remembered like others; a well-formed unknown kid
+// still is not.
+func TestMalformedKidRemembered(t *testing.T) {
+	f := newFixture(t, time.Hour)
+	now := time.Now()
+	for _, kid := range []any{"../k", "k 1", strings.Repeat("k", 129), ""} {
+		tok := []byte(testenv.Sign(t, f.key, testenv.DefaultClaims(now, "u", "t", "s"), testenv.Header{"kid": kid}))
+		if _, err := f.v.Verify(context.Background(), tok); !errors.Is(err, ErrKid) {
+			t.Fatalf("kid %q: Verify = %v, want ErrKid", kid, err)
+		}
+		d := Digest(tok)
+		if e := f.v.negs.get(&d); e == nil || !errors.Is(e.err, ErrKid) {
+			t.Fatalf("kid %q: the refusal is not remembered: %+v", kid, e)
+		}
+		hits := f.v.neg.Hits.Value()
+		if _, err := f.v.Verify(context.Background(), tok); !errors.Is(err, ErrKid) {
+			t.Fatalf("kid %q: Verify again = %v, want ErrKid", kid, err)
+		}
+		if got := f.v.neg.Hits.Value(); got != hits+1 {
+			t.Fatalf("kid %q: negative hits +%v, want +1", kid, got-hits)
+		}
+	}
+	unknown := []byte(testenv.Sign(t, f.key, testenv.DefaultClaims(now, "u", "t", "s"), testenv.Header{"kid": "k2"}))
+	if _, err := f.v.Verify(context.Background(), unknown); !errors.Is(err, ErrKid) {
+		t.Fatalf("unknown kid: Verify = %v, want ErrKid", err)
+	}
+	if d := Digest(unknown); f.v.negs.get(&d) != nil {
+		t.Fatal("a refusal for a well-formed unknown kid is remembered")
+	}
+}
+
 func TestVerifyTypesAndAlgorithms(t *testing.T) {
 	f := newFixture(t, time.Second)
 	now := time.Now()
