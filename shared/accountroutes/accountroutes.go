@@ -67,6 +67,7 @@ var Rules = []Rule{
 	// The sign-in providers linked to the account: a person's ways in.
 	{"GET", "/api/v1/users/me/identities", APIKey | Service},
 	{"POST", "/api/v1/users/me/identities/:provider", APIKey | Service},
+	{"POST", "/api/v1/users/me/identities/:provider/confirm", APIKey | Service},
 	{"DELETE", "/api/v1/users/me/identities/:provider", APIKey | Service},
 	// The address.
 	{"PATCH", "/api/v1/users/me", APIKey | Service},

@@ -73,6 +73,7 @@ var isolationAllowlist = map[string]string{
 	"createMyAPIKey":          "creates in the caller's current tenant",
 	"unlinkMyIdentity":        "{provider} names a sign-in provider, not a tenant's row; it removes the caller's own account's link",
 	"linkMyIdentity":          "{provider} names a sign-in provider, not a tenant's row; it starts a link to the caller's own account",
+	"confirmMyIdentityLink":   "{provider} names a sign-in provider, not a tenant's row; the link code names a flow only the caller's own session started",
 }
 
 // isolationBodies are the request bodies the walk sends, by the schema of

@@ -41,12 +41,13 @@ const pw = "correct horse battery"
 // proxy caches, and are therefore not run below, each with why. An
 // operation that writes is either a row of operations or listed here.
 var untouched = map[string]string{
-	"oauthAuthorize":    "stores the started sign-in (its state, PKCE verifier and nonce), which nothing cached holds",
-	"oauthOpenLink":     "gives a started link its state and browser binding, which nothing cached holds",
-	"reportAPIKeysUsed": "the proxies' own report; records last_used_at, which no lookup returns",
-	"resolveAPIKey":     "the proxies' own lookup; writes only the audit row of a revoked key's use",
-	"unlinkMyIdentity":  "removes the account's links to a sign-in provider, which no projection or key lookup holds",
-	"linkMyIdentity":    "stores the started link of a sign-in provider (its flow, PKCE verifier and nonce), which nothing cached holds",
+	"oauthAuthorize":        "stores the started sign-in (its state, PKCE verifier and nonce), which nothing cached holds",
+	"oauthOpenLink":         "gives a started link its state and browser binding, which nothing cached holds",
+	"reportAPIKeysUsed":     "the proxies' own report; records last_used_at, which no lookup returns",
+	"resolveAPIKey":         "the proxies' own lookup; writes only the audit row of a revoked key's use",
+	"unlinkMyIdentity":      "removes the account's links to a sign-in provider, which no projection or key lookup holds",
+	"linkMyIdentity":        "stores the started link of a sign-in provider (its flow, PKCE verifier and nonce), which nothing cached holds",
+	"confirmMyIdentityLink": "links a sign-in provider to the caller's account (and spends its link code), which no projection or key lookup holds",
 }
 
 // writingReads are the documented GET operations that write, each with
@@ -55,7 +56,7 @@ var untouched = map[string]string{
 var writingReads = map[string]string{
 	"oauthAuthorize": "the started sign-in",
 	"oauthOpenLink":  "the started link's state, its ticket spent",
-	"oauthCallback":  "an account, an identity linked to one, a session",
+	"oauthCallback":  "an account, an identity linked to one, a session, or a link's code",
 }
 
 // env is the full API: tenant API, sign-in (also through an OpenID

@@ -221,7 +221,8 @@ type linkStart struct {
 
 // startLink starts linking a provider to the caller's account, as the
 // owner asks: it stores a flow whose state names the account and the
-// session (the callback links to that account, whatever address the
+// session (the callback hands a link code that only this session can
+// confirm, confirmLink, which links to that account whatever address the
 // provider gives) and answers a one-time URL for the owner's browser to
 // open (openLink). It sets no cookie: an app on another site calls it
 // with fetch, and the browser drops the cookies of that answer (a
@@ -230,7 +231,8 @@ type linkStart struct {
 // ticket's hash (ticketHash) in its place, and lives LinkTicketTTL.
 // It needs what an unlink needs (checkOwner): a stolen token must not
 // add a way in of its taker's. The body may name a return_to, checked as
-// authorize's; no code is handed over, so no code_challenge is asked for.
+// authorize's; no hand-over code is given and the link code is bound to
+// this session, so no code_challenge is asked for.
 func (s *Service) startLink(c *fiber.Ctx) error {
 	p, err := s.lookup(c)
 	if err != nil {
@@ -348,22 +350,44 @@ func (s *Service) openLink(c *fiber.Ctx) error {
 	return c.Redirect(bindAndSend(c, oc, state, browser, f.Verifier, f.Nonce, nil), fiber.StatusFound)
 }
 
-// ownedLink is a link's callback: the account and session of its state,
-// and the provider identity the ID token names.
-type ownedLink struct {
-	UserID, SessionID, TenantID string
-	Provider, Issuer, Subject   string
-	// Email is the provider's address, as kept with the link ("" for none).
-	Email     string
-	RequestID string
+// LinkCode is a link's callback's JSON answer when no return_to is
+// configured.
+type LinkCode struct {
+	LinkCode string `json:"link_code"`
 }
 
-// Refusals of a link's callback.
+// handLinkCode ends a link's callback: it stores the provider's verified
+// identity v on the flow f under a new one-time link code's hash, for the
+// session that started it and LinkCodeTTL, and hands the code to the
+// browser (a 302 to return_to?link_code=…, or JSON without an allow-list).
+// The browser may be anyone's who opened the start's URL first; the code
+// links only when the starting session confirms it (confirmLink), and the
+// starter, whose browser this was not, never sees it.
+func (s *Service) handLinkCode(c *fiber.Ctx, p *provider, f flow, v verifiedLink) error {
+	code, err := random()
+	if err != nil {
+		return err
+	}
+	if err := saveLinkCode(c.UserContext(), s.pool, linkCodeHash(code), p.cfg.Name, v,
+		*f.LinkUserID, deref(f.LinkSessionID), f.TenantID, LinkCodeTTL); err != nil {
+		return err
+	}
+	if f.ReturnTo == "" { // no allow-list (development)
+		return c.JSON(LinkCode{LinkCode: code})
+	}
+	to, err := withParam(f.ReturnTo, "link_code", code, s.issuer)
+	if err != nil {
+		return err
+	}
+	return c.Redirect(to, fiber.StatusFound)
+}
+
+// Refusals of a link's confirmation.
 var (
-	errLinkSessionEnded = problem.New(fiber.StatusBadRequest, problem.CodeInvalidState,
-		"the session that started this link has ended, or moved to another tenant; sign in and start again")
-	errLinkNotRecent = problem.New(fiber.StatusBadRequest, problem.CodeExpiredState,
-		"the sign-in that started this link is more than 5 minutes old (or lacks the second factor the account has); sign in again and start again")
+	errBadLinkCode = problem.New(fiber.StatusBadRequest, problem.CodeInvalidState,
+		"unknown or already used link code, or one of a link another session started; start the link again")
+	errExpiredLinkCode = problem.New(fiber.StatusBadRequest, problem.CodeExpiredState,
+		"the link code is more than a minute old; start the link again")
 	errIdentityInUse = problem.New(fiber.StatusConflict, problem.CodeIdentityInUse,
 		"this account of the provider is linked to another account; sign in to that one and unlink it first")
 	errLinkOtherSubject = problem.New(fiber.StatusConflict, problem.CodeOtherSubjectLinked,
@@ -372,98 +396,121 @@ var (
 		"this provider's account was linked through another issuer than the provider's current one; it cannot be linked until an operator removes the old link")
 )
 
-// linkOwned links a provider identity to the account that asked for it
-// (a link's state), in one transaction under the account's row lock (as
-// an unlink and a link by address take it): the session that started the
-// link must still be live in its tenant, its sign-in within UnlinkMaxAge
-// (with the second factor for an account that has one), as the start
-// needed (errLinkNotRecent), and the account active. An
-// identity linked to another account is not moved (errIdentityInUse), nor
-// is a second subject of the provider added (errLinkOtherSubject). The
-// link clears the provider's unlink (identity_unlinks, which stops only
-// links by address), is audited and told to the owner; linking the
-// identity already linked to the account changes nothing.
-func (s *Service) linkOwned(ctx context.Context, in ownedLink) (linkedIdentity, error) {
-	var out linkedIdentity
+// confirmLink is POST /users/me/identities/{provider}/confirm
+// {link_code}: the signed-in app confirms the link code its return_to got
+// from a link's callback, with its bearer. The link is made only for the
+// session that started the flow (the code of another session's flow, an
+// unknown, used or expired one links nothing), and only if what the start
+// needed still holds (linkOwned). It answers the linked identity.
+func (s *Service) confirmLink(c *fiber.Ctx) error {
+	p, err := s.lookup(c)
+	if err != nil {
+		return err
+	}
+	var req struct {
+		LinkCode string `json:"link_code"`
+	}
+	if len(c.Request().Body()) > 0 {
+		if err := httpapi.DecodeJSON(c, &req); err != nil {
+			return err
+		}
+	}
+	if req.LinkCode == "" || len(req.LinkCode) > 512 {
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "link_code is required: the code the link's callback handed to return_to")
+	}
+	id := httpapi.IdentityOf(c)
+	li, mfa, err := s.linkOwned(c.UserContext(), id, p.cfg.Name, linkCodeHash(req.LinkCode), strings.Clone(httpapi.RequestIDOf(c)))
+	if err != nil {
+		return ownerRefusal(c, err, mfa, "linking a sign-in provider")
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.JSON(li)
+}
+
+// linkOwned links the provider identity that a link's callback stored
+// under codeHash to the caller's account, in one transaction: the code
+// must be one of a flow the caller's session started (takeLinkCode:
+// errBadLinkCode, errExpiredLinkCode otherwise), and, under the account's
+// row lock (as an unlink and a link by address take it), all the start
+// needed must hold again (checkOwner: a sign-in within UnlinkMaxAge with
+// the second factor for an account that has one, a session live in its
+// tenant, an active account; ownersPassword). An identity linked to
+// another account is not moved (errIdentityInUse), nor is a second
+// subject of the provider added (errLinkOtherSubject). The link clears the
+// provider's unlink (identity_unlinks, which stops only links by
+// address), is audited and told to the owner; linking the identity
+// already linked to the account changes nothing. A refusal leaves the
+// code to its session (until it expires), for a retry after a step-up. It
+// returns whether the account has an active factor, for ownerRefusal.
+func (s *Service) linkOwned(ctx context.Context, id identity.Identity, provider string, codeHash []byte, rid string) (linkedIdentity, bool, error) {
+	var (
+		out linkedIdentity
+		mfa bool
+	)
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		const qLock = `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`
 		const qClear = `DELETE FROM identity_unlinks WHERE user_id = $1 AND provider = $2`
-		var one int
-		if err := tx.QueryRow(ctx, qLock, in.UserID).Scan(&one); errors.Is(err, pgx.ErrNoRows) {
-			return errLinkSessionEnded
-		} else if err != nil {
-			return fmt.Errorf("lock user: %w", err)
-		}
-		if err := sessions.LockLiveIn(ctx, tx, in.UserID, in.SessionID, in.TenantID); errors.Is(err, sessions.ErrNotFound) {
-			return errLinkSessionEnded
-		} else if err != nil {
+		// The code first: another session's is refused as unknown, whatever
+		// that session's own standing.
+		v, err := takeLinkCode(ctx, tx, codeHash, provider, id.UserID, id.SessionID, id.TenantID)
+		switch {
+		case errors.Is(err, errNoState):
+			return errBadLinkCode
+		case errors.Is(err, errStateExpired):
+			return errExpiredLinkCode
+		case err != nil:
 			return err
 		}
-		// The sign-in the start needed, still as recent: the state lives
-		// StateTTL, longer than UnlinkMaxAge. The session's, as it is now
-		// (a step-up since counts), with the second factor for an account
-		// that has one now.
-		mfa, err := auth.HasActiveFactor(ctx, tx, in.UserID)
-		if err != nil {
+		if _, mfa, err = checkOwner(ctx, tx, id); err != nil {
 			return err
 		}
-		starter := identity.Identity{UserID: in.UserID, SessionID: in.SessionID, TenantID: in.TenantID}
-		if fresh, err := sessions.Fresh(ctx, tx, starter, UnlinkMaxAge, mfa); err != nil {
-			return err
-		} else if !fresh {
-			return errLinkNotRecent
-		}
-		if _, err := users.ActiveAccount(ctx, tx, in.UserID, in.TenantID); err != nil {
+		if err := ownersPassword(ctx, tx, id.UserID); err != nil {
 			return err
 		}
-		if err := ownersPassword(ctx, tx, in.UserID); err != nil {
-			return err
-		}
-		uid, err := identityUser(ctx, tx, in.Provider, in.Issuer, in.Subject)
+		uid, err := identityUser(ctx, tx, provider, v.Issuer, v.Subject)
 		switch {
 		case errors.Is(err, errOtherIssuer):
 			return errLinkOtherIssuer
-		case err == nil && uid != in.UserID:
+		case err == nil && uid != id.UserID:
 			return errIdentityInUse
 		case err == nil:
-			out, err = linkedRow(ctx, tx, in.UserID, in.Provider, in.Subject)
+			out, err = linkedRow(ctx, tx, id.UserID, provider, v.Subject)
 			return err
 		case !errors.Is(err, errNoRow):
 			return err
 		}
-		other, self, err := linkedToIssuer(ctx, tx, in.UserID, in.Provider, in.Issuer, in.Subject)
+		other, self, err := linkedToIssuer(ctx, tx, id.UserID, provider, v.Issuer, v.Subject)
 		switch {
 		case err != nil:
 			return err
 		case other:
 			return errLinkOtherSubject
 		case self: // linked meanwhile by a sign-in of the same subject
-			out, err = linkedRow(ctx, tx, in.UserID, in.Provider, in.Subject)
+			out, err = linkedRow(ctx, tx, id.UserID, provider, v.Subject)
 			return err
 		}
-		if err := linkIdentity(ctx, tx, in.UserID, in.Provider, in.Issuer, in.Subject, in.Email); err != nil {
+		if err := linkIdentity(ctx, tx, id.UserID, provider, v.Issuer, v.Subject, v.Email); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, qClear, in.UserID, in.Provider); err != nil {
+		if _, err := tx.Exec(ctx, qClear, id.UserID, provider); err != nil {
 			return fmt.Errorf("clear unlinked provider: %w", err)
 		}
-		if err := audit.WriteForUser(ctx, tx, in.UserID, audit.Event{ActorUserID: in.UserID,
-			Action: audit.ActionUserIdentityLinked, TargetType: audit.TargetUser, TargetID: in.UserID, RequestID: in.RequestID,
-			Data: map[string]string{"provider": in.Provider, "subject": in.Subject, "email": in.Email, "by": "owner"}}); err != nil {
+		if err := audit.WriteForUser(ctx, tx, id.UserID, audit.Event{ActorUserID: id.UserID,
+			Action: audit.ActionUserIdentityLinked, TargetType: audit.TargetUser, TargetID: id.UserID, RequestID: rid,
+			Data: map[string]string{"provider": provider, "subject": v.Subject, "email": v.Email, "by": "owner"}}); err != nil {
 			return err
 		}
-		if err := auth.NoticeOwner(ctx, tx, in.UserID, mail.KindIdentityLinked, mail.Data{At: time.Now(), Provider: in.Provider}); err != nil {
+		if err := auth.NoticeOwner(ctx, tx, id.UserID, mail.KindIdentityLinked, mail.Data{At: time.Now(), Provider: provider}); err != nil {
 			return err
 		}
-		out, err = linkedRow(ctx, tx, in.UserID, in.Provider, in.Subject)
+		out, err = linkedRow(ctx, tx, id.UserID, provider, v.Subject)
 		return err
 	})
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "23505" {
 		// Linked to another account by a sign-in that committed first.
-		return linkedIdentity{}, errIdentityInUse
+		return linkedIdentity{}, mfa, errIdentityInUse
 	}
-	return out, err
+	return out, mfa, err
 }
 
 // Refusals of a link to an account whose password may not be its owner's

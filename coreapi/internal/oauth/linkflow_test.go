@@ -78,11 +78,13 @@ func (x *env) provide(subject, email string, verified bool) {
 }
 
 // TestLinkIdentityExplicitly: a signed-in owner links a provider to the
-// account (POST /users/me/identities/{provider}, then the provider's
-// callback), whatever address the provider gives (unverified, another
-// account's or none): the owner proved both. The link clears the
-// provider's unlink (which blocks only links by address), is audited and
-// mailed to the owner; no session is opened and no hand-over code given.
+// account (POST /users/me/identities/{provider}, the provider's callback,
+// then POST /users/me/identities/{provider}/confirm with the link code
+// the callback handed over), whatever address the provider gives
+// (unverified, another account's or none): the owner proved both. The
+// callback links nothing; the confirmation links, clears the provider's
+// unlink (which blocks only links by address), is audited and mailed to
+// the owner; no session is opened and no hand-over code given.
 // A sign-in through the provider then lands in the account.
 func TestLinkIdentityExplicitly(t *testing.T) {
 	x := start(t)
@@ -95,7 +97,15 @@ func TestLinkIdentityExplicitly(t *testing.T) {
 	sessions := x.count(t, `SELECT count(*) FROM sessions WHERE user_id = $1`, me.UserID)
 
 	st := x.startLink(t, me)
-	r := x.callback(t, x.approve(t, st), st.cookie)
+	cb := x.callback(t, x.approve(t, st), st.cookie)
+	if strings.Contains(string(cb.Body), `"code"`) {
+		t.Errorf("a link's callback handed over a code: %s", cb.Body)
+	}
+	code := linkCodeOf(t, cb)
+	if n := x.count(t, `SELECT count(*) FROM identities`); n != 0 {
+		t.Fatalf("the callback linked %d identities before the confirmation", n)
+	}
+	r := x.confirmLink(t, me, map[string]string{"link_code": code})
 	apitest.WantStatus(t, r, http.StatusOK)
 	var got struct {
 		Provider string  `json:"provider"`
@@ -104,10 +114,7 @@ func TestLinkIdentityExplicitly(t *testing.T) {
 	}
 	r.JSON(t, &got)
 	if got.Provider != "fake" || got.Email == nil || *got.Email != "someone@example.com" || got.LinkedAt == "" {
-		t.Errorf("callback body = %s, want the linked identity", r.Body)
-	}
-	if strings.Contains(string(r.Body), `"code"`) {
-		t.Errorf("a link's callback handed over a code: %s", r.Body)
+		t.Errorf("confirmation body = %s, want the linked identity", r.Body)
 	}
 	if n := x.count(t, `SELECT count(*) FROM identities WHERE user_id = $1 AND provider = 'fake' AND subject = 'explicit-subject'`, me.UserID); n != 1 {
 		t.Fatalf("%d identities of the subject linked to the owner, want 1", n)
@@ -144,7 +151,7 @@ func TestLinkIdentityExplicitly(t *testing.T) {
 
 	// Linked again to the same subject: nothing more to link or tell.
 	st = x.startLink(t, me)
-	apitest.WantStatus(t, x.callback(t, x.approve(t, st), st.cookie), http.StatusOK)
+	apitest.WantStatus(t, x.finishLink(t, me, x.approve(t, st), st.cookie), http.StatusOK)
 	if n := x.count(t, `SELECT count(*) FROM mail_queue WHERE kind = 'identity_linked'`); n != 1 {
 		t.Errorf("%d link notices after linking the same subject again, want 1", n)
 	}
@@ -190,7 +197,7 @@ func TestLinkStateBoundToItsStarter(t *testing.T) {
 
 	// The owner's browser finishes the link: the owner's account.
 	x.provide("bound-subject", "", false)
-	apitest.WantStatus(t, x.callback(t, back, st.cookie), http.StatusOK)
+	apitest.WantStatus(t, x.finishLink(t, me, back, st.cookie), http.StatusOK)
 	if n := x.count(t, `SELECT count(*) FROM identities WHERE user_id = $1 AND subject = 'bound-subject' AND email IS NULL`, me.UserID); n != 1 {
 		t.Errorf("%d identities linked to the starter, want 1", n)
 	}
@@ -210,7 +217,7 @@ func TestLinkIdentityInUse(t *testing.T) {
 	notices := x.count(t, `SELECT count(*) FROM mail_queue WHERE kind = 'identity_linked'`)
 
 	st := x.startLink(t, me)
-	apitest.WantProblem(t, x.callback(t, x.approve(t, st), st.cookie), http.StatusConflict, problem.CodeIdentityInUse)
+	apitest.WantProblem(t, x.finishLink(t, me, x.approve(t, st), st.cookie), http.StatusConflict, problem.CodeIdentityInUse)
 	if n := x.count(t, `SELECT count(*) FROM identities WHERE user_id = $1`, me.UserID); n != 0 {
 		t.Errorf("%d identities linked to the second account", n)
 	}
@@ -224,7 +231,7 @@ func TestLinkIdentityInUse(t *testing.T) {
 	// The holder links another subject of the same provider.
 	x.provide("second-subject", "holder@example.com", true)
 	st = x.startLink(t, holder)
-	apitest.WantProblem(t, x.callback(t, x.approve(t, st), st.cookie), http.StatusConflict, problem.CodeOtherSubjectLinked)
+	apitest.WantProblem(t, x.finishLink(t, holder, x.approve(t, st), st.cookie), http.StatusConflict, problem.CodeOtherSubjectLinked)
 	if n := x.count(t, `SELECT count(*) FROM identities WHERE user_id = $1`, holder.UserID); n != 1 {
 		t.Errorf("%d identities of the holder, want its 1", n)
 	}
@@ -243,7 +250,9 @@ func TestLinkIdentityInUse(t *testing.T) {
 // invalid_token), by an active account (403 user_disabled); API keys and
 // service accounts are refused (403 principal_not_allowed), an unknown
 // provider is 404 unknown_provider. None stores a state. A session
-// ended between the start and the callback links nothing.
+// ended between the start and the confirmation links nothing (401), nor
+// does one moved to another tenant meanwhile (400
+// invalid_state: the code is of a link started in the first).
 func TestLinkGuards(t *testing.T) {
 	x := start(t)
 	me := x.signedInOwner(t, "guard-link@example.com")
@@ -286,14 +295,21 @@ func TestLinkGuards(t *testing.T) {
 		t.Fatalf("%d states stored by refused starts", n)
 	}
 
-	// Started, then the session ends before the provider sends the
-	// browser back.
+	// Started, then the session ends before the link is confirmed.
 	moved.TenantID = second.ID
 	x.provide("late-subject", "", false)
 	st := x.startLink(t, &moved)
-	back := x.approve(t, st)
+	code := linkCodeOf(t, x.callback(t, x.approve(t, st), st.cookie))
 	x.exec(t, `UPDATE sessions SET revoked_at = now() WHERE id = $1`, me.SessionID)
-	apitest.WantProblem(t, x.callback(t, back, st.cookie), http.StatusBadRequest, problem.CodeInvalidState)
+	// 401 (a revoked session has no recent sign-in either: checkOwner
+	// answers insufficient_user_authentication first, as for the start).
+	apitest.WantStatus(t, x.confirmLink(t, &moved, map[string]string{"link_code": code}), http.StatusUnauthorized)
+	// Started in one tenant, confirmed by the session moved to another.
+	x.exec(t, `UPDATE sessions SET revoked_at = NULL, tenant_id = $2 WHERE id = $1`, me.SessionID, me.TenantID)
+	st = x.startLink(t, me)
+	code = linkCodeOf(t, x.callback(t, x.approve(t, st), st.cookie))
+	x.exec(t, `UPDATE sessions SET tenant_id = $2 WHERE id = $1`, me.SessionID, second.ID)
+	apitest.WantProblem(t, x.confirmLink(t, &moved, map[string]string{"link_code": code}), http.StatusBadRequest, problem.CodeInvalidState)
 	if n := x.count(t, `SELECT count(*) FROM identities WHERE user_id = $1`, me.UserID); n != 0 {
 		t.Errorf("%d identities linked by the link of an ended session", n)
 	}
@@ -306,7 +322,7 @@ func TestLinkGuards(t *testing.T) {
 // by which the mailbox's owner takes the account back, as a link by
 // address would (which is refused for both). The start is refused (409
 // account_email_unverified, 409 account_password_set_by_admin), and so
-// is a callback of a link started before the account came to be so.
+// is the confirmation of a link started before the account came to be so.
 func TestLinkNeedsAProvenAddressAndTheOwnersPassword(t *testing.T) {
 	x := start(t)
 	x.provide("squatter-subject", "", false)
@@ -325,7 +341,7 @@ func TestLinkNeedsAProvenAddressAndTheOwnersPassword(t *testing.T) {
 	st := x.startLink(t, me)
 	back := x.approve(t, st)
 	x.exec(t, `UPDATE users SET password_set_by_admin = true WHERE id = $1`, me.UserID)
-	apitest.WantProblem(t, x.callback(t, back, st.cookie), http.StatusConflict, problem.CodeAdminPasswordBeforeLinking)
+	apitest.WantProblem(t, x.finishLink(t, me, back, st.cookie), http.StatusConflict, problem.CodeAdminPasswordBeforeLinking)
 	if n := x.count(t, `SELECT count(*) FROM identities`); n != 0 {
 		t.Errorf("%d identities linked to accounts whose password is not their owner's", n)
 	}
@@ -333,8 +349,9 @@ func TestLinkNeedsAProvenAddressAndTheOwnersPassword(t *testing.T) {
 
 // TestLinkEndsAtTheListedReturnTo: with OAUTH_ALLOWED_RETURN_URLS, a link
 // names one of them (400 return_to_not_allowed otherwise, nothing
-// stored) and its callback redirects there as listed, with no code: no
-// session was opened, so none is handed over.
+// stored) and its callback redirects there with the link code added as
+// link_code, the listed parameters kept, and no hand-over code: no
+// session was opened. The app confirms the code with its bearer.
 func TestLinkEndsAtTheListedReturnTo(t *testing.T) {
 	const app = "https://app.example/linked?tab=security"
 	x := start(t, func(o *oauth.Options) { o.AllowedReturnURLs = []string{app} })
@@ -349,9 +366,15 @@ func TestLinkEndsAtTheListedReturnTo(t *testing.T) {
 	st := x.openLink(t, x.Send(t, me, http.MethodPost, linkPath, map[string]string{"return_to": app}))
 	cb := x.callback(t, x.approve(t, st), st.cookie)
 	apitest.WantStatus(t, cb, http.StatusFound)
-	if got := cb.Header.Get("Location"); got != app {
-		t.Errorf("Location = %q, want the listed %q", got, app)
+	loc := cb.Header.Get("Location")
+	code, ok := strings.CutPrefix(loc, app+"&link_code=")
+	if !ok || len(code) != 43 || strings.Contains(loc, "&code=") {
+		t.Fatalf("Location = %q, want the listed %q with link_code added", loc, app)
 	}
+	if n := x.count(t, `SELECT count(*) FROM identities`); n != 0 {
+		t.Fatalf("the callback linked %d identities before the confirmation", n)
+	}
+	apitest.WantStatus(t, x.confirmLink(t, me, map[string]string{"link_code": code}), http.StatusOK)
 	if n := x.count(t, `SELECT count(*) FROM identities WHERE user_id = $1 AND subject = 'return-to-subject'`, me.UserID); n != 1 {
 		t.Errorf("%d identities linked, want 1", n)
 	}

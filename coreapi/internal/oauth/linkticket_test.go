@@ -101,7 +101,7 @@ func TestLinkStartsThroughATicket(t *testing.T) {
 	}
 	back := x.approve(t, st)
 	apitest.WantProblem(t, x.callback(t, back, nil), http.StatusBadRequest, problem.CodeStateNotBound)
-	apitest.WantStatus(t, x.callback(t, back, st.cookie), http.StatusOK)
+	apitest.WantStatus(t, x.finishLink(t, me, back, st.cookie), http.StatusOK)
 	if n := x.count(t, `SELECT count(*) FROM identities WHERE user_id = $1 AND subject = 'ticket-subject'`, me.UserID); n != 1 {
 		t.Fatalf("%d identities linked through the ticket, want 1", n)
 	}

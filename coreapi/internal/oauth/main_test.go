@@ -15,5 +15,5 @@ var coverage = apitest.NewCoverage()
 // document-conforming response. (Authorize answers 302; every test starts
 // with it and checks it.)
 func TestMain(m *testing.M) {
-	coverage.Main(m, []string{"oauthCallback", "listMyIdentities", "linkMyIdentity", "unlinkMyIdentity"})
+	coverage.Main(m, []string{"oauthCallback", "listMyIdentities", "linkMyIdentity", "confirmMyIdentityLink", "unlinkMyIdentity"})
 }

@@ -23,8 +23,10 @@
 // identities table: by the account's verified address at a first sign-in,
 // or by the account's signed-in owner (POST /users/me/identities/{provider}
 // starts a flow that names the account and answers a one-time URL, which
-// the owner's browser opens to be bound to the flow; its callback links
-// and opens no session).
+// the owner's browser opens to be bound to the flow; its callback opens
+// no session and links nothing, but hands return_to a one-time link code
+// that only the session that started the flow can confirm, with
+// POST /users/me/identities/{provider}/confirm).
 package oauth
 
 import (
@@ -78,6 +80,11 @@ const StateTTL = 10 * time.Minute
 // LinkTicketTTL is how long the one-time URL that a link's start answers
 // (GET /auth/oauth/{provider}/link?ticket=…) may wait to be opened.
 const LinkTicketTTL = time.Minute
+
+// LinkCodeTTL is how long the link code that a link's callback hands to
+// return_to may wait to be confirmed (POST
+// /users/me/identities/{provider}/confirm).
+const LinkCodeTTL = time.Minute
 
 // Defaults of the abuse bounds of authorize.
 const (
@@ -416,6 +423,7 @@ func (s *Service) Register(rt httpapi.Routes) {
 	// (shared/accountroutes).
 	rt.Protected.Get("/users/me/identities", s.listIdentities)
 	rt.Protected.Post("/users/me/identities/:provider", s.startLink)
+	rt.Protected.Post("/users/me/identities/:provider/confirm", s.confirmLink)
 	rt.Protected.Delete("/users/me/identities/:provider", s.unlinkIdentity)
 }
 
@@ -446,6 +454,14 @@ func hashState(state string) []byte {
 // no links.
 func linkBrowserHash(browser string) []byte {
 	h := sha256.Sum256([]byte("link:" + browser))
+	return h[:]
+}
+
+// linkCodeHash is what a link's flow stores of its link code once the
+// callback verified the provider's answer: in the state's place, under
+// another prefix than a state's hash or a ticket's.
+func linkCodeHash(code string) []byte {
+	h := sha256.Sum256([]byte("link-code:" + code))
 	return h[:]
 }
 
@@ -914,17 +930,12 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	if f.LinkUserID != nil {
-		// A link its owner asked for: the account is the state's, whatever
-		// address the provider gives; no session is opened.
-		li, err := s.linkOwned(ctx, ownedLink{UserID: *f.LinkUserID, SessionID: deref(f.LinkSessionID), TenantID: deref(f.TenantID),
-			Provider: p.cfg.Name, Issuer: p.cfg.Issuer, Subject: idt.Subject, Email: linkEmail(cl.Email), RequestID: rid})
-		if err != nil {
-			return err
-		}
-		if f.ReturnTo == "" { // no allow-list (development)
-			return c.JSON(li)
-		}
-		return c.Redirect(f.ReturnTo, fiber.StatusFound)
+		// A link its owner asked for: nothing is linked here, for this
+		// browser may not be the owner's (whoever opened the start's URL
+		// first). The verified identity waits on the flow for the session
+		// that started it, which confirms it with the code this browser
+		// takes to return_to (confirmLink); no session is opened.
+		return s.handLinkCode(c, p, f, verifiedLink{Issuer: p.cfg.Issuer, Subject: idt.Subject, Email: linkEmail(cl.Email)})
 	}
 	ua := strings.Clone(c.Get(fiber.HeaderUserAgent))
 	ip := httpapi.ClientIP(c) // the signed client IP, never X-Forwarded-For
@@ -946,7 +957,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	if f.ReturnTo == "" { // no allow-list (development)
 		return c.JSON(Handover{Code: handover})
 	}
-	to, err := withCode(f.ReturnTo, handover, s.issuer)
+	to, err := withParam(f.ReturnTo, "code", handover, s.issuer)
 	if err != nil {
 		return err
 	}
@@ -980,16 +991,17 @@ func errorText(s string) bool {
 	return true
 }
 
-// withCode is returnTo (an allow-listed URL) with the hand-over code added
-// to its query, and the issuer as iss when there is one (RFC 9207: an app
-// that signs in through several authorization servers at one return_to
-// tells this one's answer from another's, and never sends this code and
-// its verifier to another's token endpoint: mix-up). The app's own
-// parameters stay as the operator listed them, byte for byte: decoded and
-// encoded again, a pair with ";" would be dropped (Go's query parser
-// refuses it) and escapes respelled. A code or iss parameter of the listed
-// URL, between "&" or ";", is left out, so the app reads only these.
-func withCode(returnTo, code, issuer string) (string, error) {
+// withParam is returnTo (an allow-listed URL) with the parameter name
+// (the hand-over "code", or a link's "link_code") added to its query, and
+// the issuer as iss when there is one (RFC 9207: an app that signs in
+// through several authorization servers at one return_to tells this one's
+// answer from another's, and never sends this code and its verifier to
+// another's token endpoint: mix-up). The app's own parameters stay as the
+// operator listed them, byte for byte: decoded and encoded again, a pair
+// with ";" would be dropped (Go's query parser refuses it) and escapes
+// respelled. A parameter of the listed URL named param or iss, between
+// "&" or ";", is left out, so the app reads only the ones handed over.
+func withParam(returnTo, param, code, issuer string) (string, error) {
 	u, err := url.Parse(returnTo)
 	if err != nil {
 		return "", fmt.Errorf("stored return_to: %w", err)
@@ -1002,7 +1014,7 @@ func withCode(returnTo, code, issuer string) (string, error) {
 			if n, err := url.QueryUnescape(name); err == nil {
 				name = n
 			}
-			if part != "" && name != "code" && name != "iss" {
+			if part != "" && name != param && name != "iss" {
 				parts = append(parts, part)
 			}
 		}
@@ -1010,7 +1022,7 @@ func withCode(returnTo, code, issuer string) (string, error) {
 			kept = append(kept, strings.Join(parts, ";"))
 		}
 	}
-	kept = append(kept, "code="+url.QueryEscape(code))
+	kept = append(kept, param+"="+url.QueryEscape(code))
 	if issuer != "" {
 		kept = append(kept, "iss="+url.QueryEscape(issuer))
 	}

@@ -54,7 +54,8 @@ type pendingState struct {
 	// /users/me/identities/{provider}); nil for a sign-in. Such a flow is
 	// stored with its ticket's hash as StateHash and no BrowserHash (nil)
 	// until its ticket is opened (claimTicket), then with a state's hash
-	// and linkBrowserHash's.
+	// and linkBrowserHash's; its callback replaces it with the verified
+	// result under the link code's hash (saveLinkCode).
 	LinkUserID, LinkSessionID *string
 }
 
@@ -131,6 +132,64 @@ RETURNING code_verifier, nonce`
 		return flow{}, fmt.Errorf("open link ticket: %w", err)
 	}
 	return f, nil
+}
+
+// verifiedLink is what a link's callback verified: the provider's
+// identity (its configured issuer and the ID token's subject) and the
+// address it gave (linkEmail's, "" for none), kept on the flow until the
+// session that started it confirms the link (takeLinkCode).
+type verifiedLink struct {
+	Issuer, Subject, Email string
+}
+
+// saveLinkCode stores the verified result of a link's callback under
+// codeHash (linkCodeHash of the link code), for the account, session and
+// tenant of the flow, to live ttl. It replaces the flow's state, which
+// the callback consumed, one for one, so the bound of pending flows is
+// not counted again. The row has no binding (browser_hash NULL) and a
+// hash under another prefix than a state's or a ticket's, so neither a
+// callback nor an opening consumes it; its state's columns hold the
+// result: code_verifier the subject, nonce the issuer, redirect_uri the
+// address.
+func saveLinkCode(ctx context.Context, db sqldb.DB, codeHash []byte, provider string, v verifiedLink,
+	userID, sessionID string, tenantID *string, ttl time.Duration) error {
+	const q = `
+INSERT INTO oauth_states (state_hash, provider, code_verifier, nonce, redirect_uri, tenant_id, expires_at,
+                          link_user_id, link_session_id)
+VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7), $8, $9)`
+	if _, err := db.Exec(ctx, q, codeHash, provider, v.Subject, v.Issuer, v.Email, tenantID, ttl.Seconds(), userID, sessionID); err != nil {
+		return fmt.Errorf("store link code: %w", err)
+	}
+	return nil
+}
+
+// takeLinkCode deletes and returns the verified link stored under
+// codeHash for provider, only for the session that started its flow
+// (userID, sessionID, in tenantID): another session's bearer, or an
+// unknown or used code, finds nothing (errNoState); one found too late
+// is errStateExpired. Run in the link's transaction: a link refused
+// after it rolls back and leaves the code to its session.
+func takeLinkCode(ctx context.Context, db sqldb.DB, codeHash []byte, provider, userID, sessionID, tenantID string) (verifiedLink, error) {
+	const q = `
+DELETE FROM oauth_states
+WHERE state_hash = $1 AND provider = $2 AND browser_hash IS NULL
+  AND link_user_id = $3 AND link_session_id = $4 AND tenant_id = $5
+RETURNING nonce, code_verifier, redirect_uri, expires_at > now()`
+	var (
+		v    verifiedLink
+		live bool
+	)
+	err := db.QueryRow(ctx, q, codeHash, provider, userID, sessionID, tenantID).Scan(&v.Issuer, &v.Subject, &v.Email, &live)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return verifiedLink{}, errNoState
+	}
+	if err != nil {
+		return verifiedLink{}, fmt.Errorf("take link code: %w", err)
+	}
+	if !live {
+		return verifiedLink{}, errStateExpired
+	}
+	return v, nil
 }
 
 // sweepStates deletes expired states, in batches (sweep.InBatches),

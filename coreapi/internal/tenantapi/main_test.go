@@ -24,7 +24,7 @@ func start(t testing.TB, o apitest.Options) *apitest.Env {
 // their own tests.
 var otherOperations = []string{"getOpenAPI", "getOpenAPIv1", "getHealth", "getJWKS", "createAccount", "issueToken", "logout", "switchTenant", "changePassword", "listSessions", "revokeSession", "oauthAuthorize", "oauthCallback", "oauthOpenLink",
 	// package oauth's routes of the caller's linked identities, checked by its own TestMain
-	"listMyIdentities", "linkMyIdentity", "unlinkMyIdentity",
+	"listMyIdentities", "linkMyIdentity", "confirmMyIdentityLink", "unlinkMyIdentity",
 	// package lifecycle's routes, checked by its own TestMain
 	"verifyEmail", "resendVerification", "forgotPassword", "resetPassword", "listInvitations", "createInvitation",
 	"revokeInvitation", "resendInvitation", "acceptInvitation", "listMyInvitations",
