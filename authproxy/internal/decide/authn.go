@@ -136,8 +136,11 @@ func coreStepUp(method, path string) bool {
 			return true
 		}
 		// A sign-in provider linked to the caller's account: a way in of
-		// whoever completes the link, which a stolen token must not add.
+		// whoever completes the link, which a stolen token must not add;
+		// its start, and its confirmation (…/{provider}/confirm), where
+		// the link is made.
 		p, ok := strings.CutPrefix(path, "/api/v1/users/me/identities/")
+		p, _ = strings.CutSuffix(p, "/confirm")
 		return ok && p != "" && !strings.Contains(p, "/")
 	case "DELETE":
 		if path == "/api/v1/users/me/mfa/totp" {

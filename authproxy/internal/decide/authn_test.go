@@ -65,6 +65,12 @@ func TestAuthn(t *testing.T) {
 		{"core link provider, fresh factor", identity.Projection{MFAEnabled: true}, mfaFresh, core, "POST", "/api/v1/users/me/identities/google", Allow, 0},
 		{"core link provider, user without MFA", identity.Projection{}, pwd, core, "POST", "/api/v1/users/me/identities/google", Allow, 0},
 		{"core link without a provider", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/users/me/identities/", Allow, 0},
+		// Its confirmation, where the link is made: the same step-up.
+		{"core confirm link", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/users/me/identities/google/confirm", DenyStepUp, 300},
+		{"core confirm link, fresh factor", identity.Projection{MFAEnabled: true}, mfaFresh, core, "POST", "/api/v1/users/me/identities/google/confirm", Allow, 0},
+		{"core confirm link, user without MFA", identity.Projection{}, pwd, core, "POST", "/api/v1/users/me/identities/google/confirm", Allow, 0},
+		{"core confirm link without a provider", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/users/me/identities//confirm", Allow, 0},
+		{"core POST under a link's confirmation", identity.Projection{MFAEnabled: true}, pwd, core, "POST", "/api/v1/users/me/identities/google/confirm/x", Allow, 0},
 		{"core list own identities", identity.Projection{MFAEnabled: true}, pwd, core, "GET", "/api/v1/users/me/identities", Allow, 0},
 		{"core unlink without a provider", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/me/identities/", Allow, 0},
 		{"core delete role of user", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/0b7e/roles/admin", Allow, 0},
