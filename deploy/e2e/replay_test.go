@@ -43,8 +43,11 @@ func capturedPatch(t *testing.T, owner account, core *service, body string) capt
 		t.Fatal(err)
 	}
 	r.Header.Set("Content-Type", "application/json")
+	// The owner's live session, as the proxy names it from the token: a
+	// display-name change needs one bound to the tenant.
 	id := identity.Identity{Principal: identity.PrincipalUser, UserID: owner.UserID, TenantID: owner.TenantID,
-		Roles: []string{"owner"}, Permissions: append([]string(nil), allPermissions...)}
+		SessionID: claimsOf(t, owner.Tokens.AccessToken).Sid,
+		Roles:     []string{"owner"}, Permissions: append([]string(nil), allPermissions...)}
 	if err := verify.Sign(r, s, id, time.Now()); err != nil {
 		t.Fatal(err)
 	}
