@@ -119,9 +119,6 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 	if _, err := base64.RawURLEncoding.DecodeString(req.Code); err != nil {
 		return TokenResponse{}, errBadHandover
 	}
-	if req.CodeVerifier != "" && !validVerifier(req.CodeVerifier) {
-		return TokenResponse{}, errHandoverVerifier
-	}
 	var (
 		g                             Grant
 		challenge                     string
@@ -141,7 +138,10 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 	if err != nil {
 		return TokenResponse{}, fmt.Errorf("consume hand-over code: %w", err)
 	}
-	if !verifierMatches(req.CodeVerifier, challenge) {
+	// A malformed verifier is refused only now, with the code spent, as a
+	// wrong one is (RFC 7636 section 4.6): refused before, it left the
+	// code for another try.
+	if (req.CodeVerifier != "" && !validVerifier(req.CodeVerifier)) || !verifierMatches(req.CodeVerifier, challenge) {
 		return TokenResponse{}, errHandoverVerifier
 	}
 	if err := refuseInactive(g.TenantID, active, member); err != nil {
