@@ -375,7 +375,7 @@ func (s *Service) handLinkCode(c *fiber.Ctx, p *provider, f flow, v verifiedLink
 	if f.ReturnTo == "" { // no allow-list (development)
 		return c.JSON(LinkCode{LinkCode: code})
 	}
-	to, err := withParam(f.ReturnTo, "link_code", code, s.issuer)
+	to, err := withParam(f.ReturnTo, "link_code", code, s.issuer, "")
 	if err != nil {
 		return err
 	}

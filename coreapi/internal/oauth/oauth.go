@@ -129,6 +129,12 @@ const AuthTimeLeeway = time.Minute
 // later than that was not made for this sign-in.
 const IssuedAtLeeway = time.Minute
 
+// MaxAppState bounds the app's own state that authorize takes and the
+// callback's redirect gives back (RFC 6749 section 4.1.1): a library's is
+// some 20 to 60 characters; the bound keeps the stored flow and the
+// redirect's URL small.
+const MaxAppState = 512
+
 // appChallengeLen is the length of an S256 code_challenge: a SHA-256,
 // base64url without padding (RFC 7636 section 4.2).
 const appChallengeLen = 43
@@ -564,6 +570,19 @@ func (s *Service) checkAppChallenge(challenge, method string) error {
 	return nil
 }
 
+// checkAppState validates the app's own state (RFC 6749 section 4.1.1),
+// "" for none: at most MaxAppState characters of printable ASCII, space
+// included (Appendix A's VSCHAR), which the redirect gives back as sent.
+func checkAppState(v string) error {
+	if len(v) > MaxAppState || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
+		p := problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest,
+			"state must be at most "+strconv.Itoa(MaxAppState)+" characters of printable ASCII (RFC 6749 Appendix A)")
+		p.Errors = []problem.FieldError{{Field: "state", Message: "printable ASCII, at most " + strconv.Itoa(MaxAppState) + " characters"}}
+		return p
+	}
+	return nil
+}
+
 // base64URL reports whether s holds only base64url characters.
 func base64URL(s string) bool {
 	for i := 0; i < len(s); i++ {
@@ -607,11 +626,14 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	// Each parameter at most once (RFC 6749 section 3.1): of two, which
 	// one is meant would be a guess, and another reader may take the
 	// other.
-	var tid, returnTo, challenge, method, maxAgeParam string
+	var tid, returnTo, challenge, method, maxAgeParam, appState string
 	if err := httpapi.ReadForm(c.Context().QueryArgs(), []httpapi.FormField{
 		{Name: "tenant_id", Dst: &tid}, {Name: "return_to", Dst: &returnTo},
 		{Name: "code_challenge", Dst: &challenge}, {Name: "code_challenge_method", Dst: &method},
-		{Name: "max_age", Dst: &maxAgeParam}}); err != nil {
+		{Name: "max_age", Dst: &maxAgeParam}, {Name: "state", Dst: &appState}}); err != nil {
+		return err
+	}
+	if err := checkAppState(appState); err != nil {
 		return err
 	}
 	maxAge, err := parseMaxAge(maxAgeParam)
@@ -635,7 +657,8 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	to, err := s.beginFlow(c, p, oc, pendingState{TenantID: tenantID, ReturnTo: returnTo, AppChallenge: challenge, MaxAge: maxAge})
+	to, err := s.beginFlow(c, p, oc, pendingState{TenantID: tenantID, ReturnTo: returnTo, AppChallenge: challenge, MaxAge: maxAge,
+		AppState: appState})
 	if err != nil {
 		return err
 	}
@@ -769,7 +792,10 @@ type flow struct {
 	TenantID     *string
 	// MaxAge is the max_age asked of the provider (nil: none).
 	MaxAge *int
-	Live   bool
+	// AppState is the app's own state, which the redirect to ReturnTo
+	// gives back ("" when none).
+	AppState string
+	Live     bool
 	// LinkUserID and LinkSessionID: the flow links the provider to this
 	// account, for this session of it (nil: a sign-in).
 	LinkUserID, LinkSessionID *string
@@ -955,9 +981,9 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		return err
 	}
 	if f.ReturnTo == "" { // no allow-list (development)
-		return c.JSON(Handover{Code: handover})
+		return c.JSON(Handover{Code: handover, State: f.AppState})
 	}
-	to, err := withParam(f.ReturnTo, "code", handover, s.issuer)
+	to, err := withParam(f.ReturnTo, "code", handover, s.issuer, f.AppState)
 	if err != nil {
 		return err
 	}
@@ -992,7 +1018,9 @@ func errorText(s string) bool {
 }
 
 // withParam is returnTo (an allow-listed URL) with the parameter name
-// (the hand-over "code", or a link's "link_code") added to its query, and
+// (the hand-over "code", or a link's "link_code") added to its query, the
+// app's own state when it gave one (RFC 6749 section 4.1.2: its library
+// ties the answer to its request by it, and refuses one without it), and
 // the issuer as iss when there is one (RFC 9207: an app that signs in
 // through several authorization servers at one return_to tells this one's
 // answer from another's, and never sends this code and its verifier to
@@ -1000,8 +1028,9 @@ func errorText(s string) bool {
 // operator listed them, byte for byte: decoded and encoded again, a pair
 // with ";" would be dropped (Go's query parser refuses it) and escapes
 // respelled. A parameter of the listed URL named param or iss, between
-// "&" or ";", is left out, so the app reads only the ones handed over.
-func withParam(returnTo, param, code, issuer string) (string, error) {
+// "&" or ";", is left out, and a state one when the app's state is added,
+// so the app reads only the ones handed over.
+func withParam(returnTo, param, code, issuer, state string) (string, error) {
 	u, err := url.Parse(returnTo)
 	if err != nil {
 		return "", fmt.Errorf("stored return_to: %w", err)
@@ -1014,7 +1043,7 @@ func withParam(returnTo, param, code, issuer string) (string, error) {
 			if n, err := url.QueryUnescape(name); err == nil {
 				name = n
 			}
-			if part != "" && name != param && name != "iss" {
+			if part != "" && name != param && name != "iss" && (name != "state" || state == "") {
 				parts = append(parts, part)
 			}
 		}
@@ -1025,6 +1054,9 @@ func withParam(returnTo, param, code, issuer string) (string, error) {
 	kept = append(kept, param+"="+url.QueryEscape(code))
 	if issuer != "" {
 		kept = append(kept, "iss="+url.QueryEscape(issuer))
+	}
+	if state != "" {
+		kept = append(kept, "state="+url.QueryEscape(state))
 	}
 	u.RawQuery = strings.Join(kept, "&")
 	return u.String(), nil
@@ -1126,6 +1158,8 @@ func claimNamesExact(idt *oidc.IDToken) error {
 // Handover is the callback's JSON answer when no return_to is configured.
 type Handover struct {
 	Code string `json:"code"`
+	// State is the app's own state given to authorize, when it gave one.
+	State string `json:"state,omitempty"`
 }
 
 var errProviderAddress = func() *problem.Problem {

@@ -49,6 +49,9 @@ type pendingState struct {
 	TenantID     *string
 	// MaxAge is the max_age asked of the provider (nil: none).
 	MaxAge *int
+	// AppState is the app's own state (checkAppState; "" for none),
+	// stored in return_to's column after it (storedReturnTo).
+	AppState string
 	// LinkUserID and LinkSessionID: the flow links the provider to this
 	// account, which this session of it asked for (POST
 	// /users/me/identities/{provider}); nil for a sign-in. Such a flow is
@@ -68,7 +71,7 @@ INSERT INTO oauth_states (state_hash, provider, code_verifier, nonce, redirect_u
 SELECT $1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7), $8, $9, $11, $12, $13, $14
 WHERE (SELECT count(*) FROM (SELECT 1 FROM oauth_states WHERE expires_at > now() LIMIT $10) live) < $10`
 	tag, err := db.Exec(ctx, q, st.StateHash, st.Provider, st.Verifier, st.Nonce,
-		st.RedirectURI, st.TenantID, ttl.Seconds(), st.ReturnTo, st.BrowserHash, max, st.AppChallenge, st.MaxAge,
+		st.RedirectURI, st.TenantID, ttl.Seconds(), storedReturnTo(st.ReturnTo, st.AppState), st.BrowserHash, max, st.AppChallenge, st.MaxAge,
 		st.LinkUserID, st.LinkSessionID)
 	if err != nil {
 		var pe *pgconn.PgError
@@ -108,7 +111,28 @@ RETURNING code_verifier, nonce, redirect_uri, return_to, app_challenge, tenant_i
 	if !f.Live {
 		return flow{}, errStateExpired
 	}
+	f.ReturnTo, f.AppState = splitReturnTo(f.ReturnTo)
 	return f, nil
+}
+
+// storedReturnTo is what oauth_states.return_to holds of a flow's
+// return_to and the app's state: the return_to, and after a line feed the
+// state when there is one. Neither holds a line feed (a return_to is a
+// URL, which holds no control character; a state is printable ASCII), so
+// the two split again at the first one (splitReturnTo). A release that
+// reads the column as one URL finds no listed return_to in it and refuses
+// the callback (return_to_not_allowed) rather than drop the state.
+func storedReturnTo(returnTo, appState string) string {
+	if appState == "" {
+		return returnTo
+	}
+	return returnTo + "\n" + appState
+}
+
+// splitReturnTo is storedReturnTo the other way.
+func splitReturnTo(stored string) (returnTo, appState string) {
+	returnTo, appState, _ = strings.Cut(stored, "\n")
+	return returnTo, appState
 }
 
 // claimTicket gives the link flow whose ticket hashes to ticketHash (a
