@@ -224,6 +224,16 @@ const (
 	// CodeEmailNotVerified: the provider does not vouch for the email
 	// (not CodeEmailUnverified, which is a route rule's refusal).
 	CodeEmailNotVerified = "email_not_verified"
+	// CodeUnsupportedResponseType (RFC 6749 4.1.2.1): a sign-in's start
+	// asked for another response_type than code (implicit, hybrid).
+	CodeUnsupportedResponseType = "unsupported_response_type"
+	// CodeUnsupportedResponseMode: a sign-in's start asked for another
+	// response_mode than query (fragment, form_post).
+	CodeUnsupportedResponseMode = "unsupported_response_mode"
+	// CodeLoginRequired (OpenID Connect Core 3.1.2.6): a sign-in's start
+	// asked for prompt=none, which coreapi cannot honour: it keeps no
+	// browser session of its own, and the provider may show its pages.
+	CodeLoginRequired = "login_required"
 )
 
 // API keys.
@@ -321,6 +331,9 @@ var known = map[string]struct{}{
 	CodeInvalidIDToken:                 {},
 	CodeNonceMismatch:                  {},
 	CodeEmailNotVerified:               {},
+	CodeUnsupportedResponseType:        {},
+	CodeUnsupportedResponseMode:        {},
+	CodeLoginRequired:                  {},
 	CodeAPIKeyRevoked:                  {},
 	CodeAPIKeyExpired:                  {},
 	CodeAPIKeyUnknown:                  {},

@@ -347,7 +347,7 @@ func (s *Service) openLink(c *fiber.Ctx) error {
 	} else if err != nil {
 		return err
 	}
-	return c.Redirect(bindAndSend(c, oc, state, browser, f.Verifier, f.Nonce, nil), fiber.StatusFound)
+	return c.Redirect(bindAndSend(c, oc, state, browser, f.Verifier, f.Nonce, nil, ""), fiber.StatusFound)
 }
 
 // LinkCode is a link's callback's JSON answer when no return_to is
@@ -375,7 +375,7 @@ func (s *Service) handLinkCode(c *fiber.Ctx, p *provider, f flow, v verifiedLink
 	if f.ReturnTo == "" { // no allow-list (development)
 		return c.JSON(LinkCode{LinkCode: code})
 	}
-	to, err := withParam(f.ReturnTo, "link_code", code, s.issuer, "")
+	to, err := withParams(f.ReturnTo, []queryParam{{"link_code", code}, {"iss", s.issuer}})
 	if err != nil {
 		return err
 	}

@@ -570,6 +570,71 @@ func (s *Service) checkAppChallenge(challenge, method string) error {
 	return nil
 }
 
+// checkResponse refuses another flow than the one the sign-in is: the
+// authorization code flow (response_type code, RFC 6749 section 4.1.1)
+// answered in the query of the redirect to return_to (response_mode
+// query, OAuth 2.0 Multiple Response Type Encoding Practices). A client
+// that asked for tokens in the redirect (implicit, hybrid) or for the
+// answer in a fragment or a form post would wait for one that never
+// comes in the form it reads. Either left out is the supported one.
+func checkResponse(responseType, responseMode string) error {
+	if responseType != "" && responseType != "code" {
+		return problem.New(fiber.StatusBadRequest, problem.CodeUnsupportedResponseType,
+			"response_type must be code: only the authorization code flow is supported (no implicit or hybrid flow)")
+	}
+	if responseMode != "" && responseMode != "query" {
+		return problem.New(fiber.StatusBadRequest, problem.CodeUnsupportedResponseMode,
+			"response_mode must be query: the answer is given in the query of the redirect to return_to")
+	}
+	return nil
+}
+
+// checkPrompt validates authorize's prompt (OpenID Connect Core
+// 3.1.2.1): "" for none, or space-separated values of login, consent and
+// select_account, which are passed on to the provider, or none alone,
+// which it reports (and which never reaches the provider, see
+// loginRequired).
+func checkPrompt(v string) (none bool, err error) {
+	if v == "" {
+		return false, nil
+	}
+	if v == "none" {
+		return true, nil
+	}
+	for _, p := range strings.Split(v, " ") {
+		if p != "login" && p != "consent" && p != "select_account" {
+			pr := problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest,
+				"prompt must be none alone, or space-separated values of login, consent and select_account")
+			pr.Errors = []problem.FieldError{{Field: "prompt", Message: "none, or login, consent, select_account"}}
+			return false, pr
+		}
+	}
+	return false, nil
+}
+
+// loginRequired answers a start with prompt=none: coreapi keeps no
+// browser session of its own, so every sign-in goes through the
+// provider, which may show its pages, and the start cannot promise none
+// (OpenID Connect Core 3.1.2.1). Passed on to the provider, its refusal
+// would end at the callback's error page, not at the app. With a listed
+// return_to (checked before) the answer is the OAuth error response there
+// (3.1.2.6): error=login_required, iss and the app's state, which a
+// library's silent sign-in reads and answers by starting one with
+// interaction; without an allow-list, 400 login_required. Nothing is
+// stored and no cookie set.
+func (s *Service) loginRequired(c *fiber.Ctx, returnTo, appState string) error {
+	const detail = "prompt=none cannot be honoured: the sign-in goes through the provider, which may ask the user; start it without prompt=none"
+	if returnTo == "" {
+		return problem.New(fiber.StatusBadRequest, problem.CodeLoginRequired, detail)
+	}
+	to, err := withParams(returnTo, []queryParam{{"error", problem.CodeLoginRequired}, {"iss", s.issuer}, {"state", appState}})
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderCacheControl, "no-store")
+	return c.Redirect(to, fiber.StatusFound)
+}
+
 // checkAppState validates the app's own state (RFC 6749 section 4.1.1),
 // "" for none: at most MaxAppState characters of printable ASCII, space
 // included (Appendix A's VSCHAR), which the redirect gives back as sent.
@@ -626,14 +691,23 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	// Each parameter at most once (RFC 6749 section 3.1): of two, which
 	// one is meant would be a guess, and another reader may take the
 	// other.
-	var tid, returnTo, challenge, method, maxAgeParam, appState string
+	var tid, returnTo, challenge, method, maxAgeParam, appState, responseType, responseMode, prompt string
 	if err := httpapi.ReadForm(c.Context().QueryArgs(), []httpapi.FormField{
 		{Name: "tenant_id", Dst: &tid}, {Name: "return_to", Dst: &returnTo},
 		{Name: "code_challenge", Dst: &challenge}, {Name: "code_challenge_method", Dst: &method},
-		{Name: "max_age", Dst: &maxAgeParam}, {Name: "state", Dst: &appState}}); err != nil {
+		{Name: "max_age", Dst: &maxAgeParam}, {Name: "state", Dst: &appState},
+		{Name: "response_type", Dst: &responseType}, {Name: "response_mode", Dst: &responseMode},
+		{Name: "prompt", Dst: &prompt}}); err != nil {
+		return err
+	}
+	if err := checkResponse(responseType, responseMode); err != nil {
 		return err
 	}
 	if err := checkAppState(appState); err != nil {
+		return err
+	}
+	promptNone, err := checkPrompt(prompt)
+	if err != nil {
 		return err
 	}
 	maxAge, err := parseMaxAge(maxAgeParam)
@@ -653,12 +727,15 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 	if err := s.checkAppChallenge(challenge, method); err != nil {
 		return err
 	}
+	if promptNone {
+		return s.loginRequired(c, returnTo, appState)
+	}
 	oc, _, err := s.discoverFor(c, p)
 	if err != nil {
 		return err
 	}
 	to, err := s.beginFlow(c, p, oc, pendingState{TenantID: tenantID, ReturnTo: returnTo, AppChallenge: challenge, MaxAge: maxAge,
-		AppState: appState})
+		AppState: appState}, prompt)
 	if err != nil {
 		return err
 	}
@@ -668,7 +745,8 @@ func (s *Service) authorize(c *fiber.Ctx) error {
 // beginFlow stores a new flow through p (st as the caller filled it in,
 // with a new state, nonce, PKCE verifier and browser binding), sets the
 // flow's binding cookie and returns the provider's authorization URL.
-func (s *Service) beginFlow(c *fiber.Ctx, p *provider, oc *oauth2.Config, st pendingState) (string, error) {
+// prompt ("" for none) is passed on to the provider.
+func (s *Service) beginFlow(c *fiber.Ctx, p *provider, oc *oauth2.Config, st pendingState, prompt string) (string, error) {
 	state, err := random()
 	if err != nil {
 		return "", err
@@ -687,7 +765,7 @@ func (s *Service) beginFlow(c *fiber.Ctx, p *provider, oc *oauth2.Config, st pen
 	if err := s.save(c, st, StateTTL); err != nil {
 		return "", err
 	}
-	return bindAndSend(c, oc, state, browser, verifier, nonce, st.MaxAge), nil
+	return bindAndSend(c, oc, state, browser, verifier, nonce, st.MaxAge, prompt), nil
 }
 
 // save stores a new flow (saveState) that lives ttl, answering the
@@ -708,14 +786,17 @@ func (s *Service) save(c *fiber.Ctx, st pendingState, ttl time.Duration) error {
 }
 
 // bindAndSend sets a stored flow's binding cookie and returns the
-// provider's authorization URL for it.
-func bindAndSend(c *fiber.Ctx, oc *oauth2.Config, state, browser, verifier, nonce string, maxAge *int) string {
+// provider's authorization URL for it, asking prompt when not "".
+func bindAndSend(c *fiber.Ctx, oc *oauth2.Config, state, browser, verifier, nonce string, maxAge *int, prompt string) string {
 	clearBindings(c)
 	bindingCookie(c, state, browser)
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(verifier), oidc.Nonce(nonce)}
 	if maxAge != nil {
 		opts = append(opts, oauth2.SetAuthURLParam("max_age", strconv.Itoa(*maxAge)))
+	}
+	if prompt != "" {
+		opts = append(opts, oauth2.SetAuthURLParam("prompt", prompt))
 	}
 	return oc.AuthCodeURL(state, opts...)
 }
@@ -983,7 +1064,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	if f.ReturnTo == "" { // no allow-list (development)
 		return c.JSON(Handover{Code: handover, State: f.AppState})
 	}
-	to, err := withParam(f.ReturnTo, "code", handover, s.issuer, f.AppState)
+	to, err := withCode(f.ReturnTo, handover, s.issuer, f.AppState)
 	if err != nil {
 		return err
 	}
@@ -1017,23 +1098,33 @@ func errorText(s string) bool {
 	return true
 }
 
-// withParam is returnTo (an allow-listed URL) with the parameter name
-// (the hand-over "code", or a link's "link_code") added to its query, the
-// app's own state when it gave one (RFC 6749 section 4.1.2: its library
-// ties the answer to its request by it, and refuses one without it), and
-// the issuer as iss when there is one (RFC 9207: an app that signs in
-// through several authorization servers at one return_to tells this one's
-// answer from another's, and never sends this code and its verifier to
-// another's token endpoint: mix-up). The app's own parameters stay as the
-// operator listed them, byte for byte: decoded and encoded again, a pair
-// with ";" would be dropped (Go's query parser refuses it) and escapes
-// respelled. A parameter of the listed URL named param or iss, between
-// "&" or ";", is left out, and a state one when the app's state is added,
-// so the app reads only the ones handed over.
-func withParam(returnTo, param, code, issuer, state string) (string, error) {
+// withCode is returnTo (an allow-listed URL) with the hand-over code added
+// to its query, the app's own state when it gave one (RFC 6749 section
+// 4.1.2: its library ties the answer to its request by it, and refuses
+// one without it), and the issuer as iss when there is one (RFC 9207: an app
+// that signs in through several authorization servers at one return_to
+// tells this one's answer from another's, and never sends this code and
+// its verifier to another's token endpoint: mix-up). The app's own
+// parameters stay as the operator listed them, byte for byte: decoded and
+// encoded again, a pair with ";" would be dropped (Go's query parser
+// refuses it) and escapes respelled. A code or iss parameter of the listed
+// URL, between "&" or ";", is left out, and a state one when the app's
+// state is added, so the app reads only these.
+func withCode(returnTo, code, issuer, state string) (string, error) {
+	return withParams(returnTo, []queryParam{{"code", code}, {"iss", issuer}, {"state", state}})
+}
+
+// queryParam is a parameter withParams adds; one with an empty value is
+// left out.
+type queryParam struct{ name, value string }
+
+// withParams is returnTo with params added to its query, as withCode
+// says: the listed URL's own parameters as written, but for a code or an
+// iss, and any of the name of a parameter added.
+func withParams(returnTo string, params []queryParam) (string, error) {
 	u, err := url.Parse(returnTo)
 	if err != nil {
-		return "", fmt.Errorf("stored return_to: %w", err)
+		return "", fmt.Errorf("return_to: %w", err)
 	}
 	var kept []string
 	for _, pair := range strings.Split(u.RawQuery, "&") {
@@ -1043,7 +1134,9 @@ func withParam(returnTo, param, code, issuer, state string) (string, error) {
 			if n, err := url.QueryUnescape(name); err == nil {
 				name = n
 			}
-			if part != "" && name != param && name != "iss" && (name != "state" || state == "") {
+			if part != "" && name != "code" && name != "iss" && !slices.ContainsFunc(params, func(p queryParam) bool {
+				return p.value != "" && p.name == name
+			}) {
 				parts = append(parts, part)
 			}
 		}
@@ -1051,12 +1144,10 @@ func withParam(returnTo, param, code, issuer, state string) (string, error) {
 			kept = append(kept, strings.Join(parts, ";"))
 		}
 	}
-	kept = append(kept, param+"="+url.QueryEscape(code))
-	if issuer != "" {
-		kept = append(kept, "iss="+url.QueryEscape(issuer))
-	}
-	if state != "" {
-		kept = append(kept, "state="+url.QueryEscape(state))
+	for _, p := range params {
+		if p.value != "" {
+			kept = append(kept, p.name+"="+url.QueryEscape(p.value))
+		}
 	}
 	u.RawQuery = strings.Join(kept, "&")
 	return u.String(), nil
