@@ -442,7 +442,7 @@ func checkMembers(body []byte, known map[string]bodyField, code string, refuseNu
 // of a UTF-16 surrogate that is not half of a pair (a high one followed
 // by an escaped low one), or -1: such an escape stands for no character.
 func loneSurrogate(b []byte) int {
-	if bytes.Index(b, []byte(`\u`)) < 0 {
+	if !bytes.Contains(b, []byte(`\u`)) {
 		return -1
 	}
 	in := false
