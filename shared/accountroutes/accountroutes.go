@@ -2,7 +2,7 @@
 // principals may not use, whatever permissions they carry: the routes that
 // act on a person's own account (sign-in, sessions, credentials, second
 // factor, email address, invitations, personal API keys, linked sign-in
-// providers), the creation
+// providers, the account's deletion), the creation
 // of API keys, service accounts, client secrets and members, and the reset
 // of a member's second factor. authproxy refuses these before forwarding and coreapi
 // refuses them again behind it (defense in depth: a proxy bug or a
@@ -71,6 +71,8 @@ var Rules = []Rule{
 	{"DELETE", "/api/v1/users/me/identities/:provider", APIKey | Service},
 	// The address.
 	{"PATCH", "/api/v1/users/me", APIKey | Service},
+	// The account itself: its deletion ends every way in.
+	{"DELETE", "/api/v1/users/me/account", APIKey | Service},
 	{"POST", "/api/v1/auth/verify-email/resend", APIKey | Service},
 	// A bearer proves that a verification comes from the account's holder:
 	// a key must not vouch for the mailbox in its person's place.

@@ -32,6 +32,13 @@ func TestRefuses(t *testing.T) {
 		{identity.PrincipalAPIKey, "PATCH", "/api/v1/users/me2", false, ""},
 		{identity.PrincipalAPIKey, "PATCH", "/api/v1/users/m", false, ""},
 		{"bogus", "PATCH", "/api/v1/users/me", false, ""},
+		// The account's deletion is refused; leaving the tenant (DELETE
+		// /users/me, i.e. /users/{id}) is not an account route.
+		{identity.PrincipalAPIKey, "DELETE", "/api/v1/users/me/account", true, "API keys cannot"},
+		{identity.PrincipalService, "DELETE", "/api/v1/users/me/account", true, "service accounts cannot"},
+		{identity.PrincipalUser, "DELETE", "/api/v1/users/me/account", false, ""},
+		{identity.PrincipalAPIKey, "DELETE", "/api/v1/users/me", false, ""},
+		{identity.PrincipalService, "DELETE", "/api/v1/users/me", false, ""},
 		{identity.PrincipalService, "POST", "/api/v1/users", true, "cannot add or invite members"},
 		{identity.PrincipalAPIKey, "POST", "/api/v1/invitations", true, "cannot add or invite members"},
 		{identity.PrincipalUser, "POST", "/api/v1/users", false, ""},

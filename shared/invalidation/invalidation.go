@@ -63,6 +63,7 @@ const (
 	ReasonUserMFAReset        = "user.mfa_reset"
 	ReasonUserEmailVerified   = "user.email_verified"
 	ReasonUserEmailChanged    = "user.email_changed"
+	ReasonUserDeleted         = "user.deleted"
 	ReasonCatalogChanged      = "permission_catalog.changed"
 	ReasonAPIKeyRevoked       = "api_key.revoked"
 	// ReasonKeysChanged is the reason published on SubjectKeysChanged.

@@ -203,6 +203,9 @@ const (
 	CodeNoMembership  = "no_membership"
 	CodeAlreadyMember = "already_member"
 	CodeLastOwner     = "last_owner"
+	// CodeSoleOwner: an account's deletion would leave a tenant with
+	// other members and no active owner (its detail names the tenants).
+	CodeSoleOwner = "sole_owner"
 	// CodeLastSignInMethod: an unlink of a sign-in provider would leave
 	// the account with no way to sign in (no password, no other
 	// provider).
@@ -319,6 +322,7 @@ var known = map[string]struct{}{
 	CodeNoMembership:                   {},
 	CodeAlreadyMember:                  {},
 	CodeLastOwner:                      {},
+	CodeSoleOwner:                      {},
 	CodeLastSignInMethod:               {},
 	CodeRoleNameTaken:                  {},
 	CodeBuiltinRole:                    {},

@@ -94,7 +94,7 @@ func subResource(path, prefix, sub string) bool {
 // for another account: a member added, invited, an invitation resent, a
 // member re-enabled or granted a role, a role's permissions widened),
 // link or remove one of the caller's sign-in providers, remove a member,
-// or change the tenant's policy. A stolen access token
+// delete the caller's account, or change the tenant's policy. A stolen access token
 // of an admin who has a second factor is then not turned into lasting
 // access for its thief.
 func coreStepUp(method, path string) bool {
@@ -150,6 +150,10 @@ func coreStepUp(method, path string) bool {
 		// its ways in, which a stolen token must not take from its owner.
 		if p, ok := strings.CutPrefix(path, "/api/v1/users/me/identities/"); ok {
 			return p != "" && !strings.Contains(p, "/")
+		}
+		// The deletion of the caller's account.
+		if path == "/api/v1/users/me/account" {
+			return true
 		}
 		// DELETE /api/v1/users/{id} and /api/v1/users/{id}/mfa (an
 		// admin's reset of a member's second factor); {id} "me" too, which

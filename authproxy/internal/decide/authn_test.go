@@ -55,6 +55,10 @@ func TestAuthn(t *testing.T) {
 		{"core reset member MFA", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/0b7e/mfa", DenyStepUp, 300},
 		{"core delete me (the caller's own membership)", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/me", DenyStepUp, 300},
 		{"core delete me, fresh factor", identity.Projection{MFAEnabled: true}, mfaFresh, core, "DELETE", "/api/v1/users/me", Allow, 0},
+		{"core delete my account", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/me/account", DenyStepUp, 300},
+		{"core delete my account, fresh factor", identity.Projection{MFAEnabled: true}, mfaFresh, core, "DELETE", "/api/v1/users/me/account", Allow, 0},
+		{"core delete my account, no MFA", identity.Projection{}, pwd, core, "DELETE", "/api/v1/users/me/account", Allow, 0},
+		{"core delete my account, trailing path", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/me/account/x", Allow, 0},
 		{"core delete own session", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/me/sessions/0b7e", Allow, 0},
 		// A sign-in provider unlinked: one of the account's ways in.
 		{"core unlink provider", identity.Projection{MFAEnabled: true}, pwd, core, "DELETE", "/api/v1/users/me/identities/google", DenyStepUp, 300},

@@ -59,6 +59,7 @@ var isolationAllowlist = map[string]string{
 	// Signed in, acting on the caller's own account or current tenant
 	// only: no id in the path to point at another tenant.
 	"patchMe":                 "the caller's own account",
+	"deleteMyAccount":         "the caller's own account",
 	"changePassword":          "the caller's own account",
 	"logout":                  "the caller's own session(s)",
 	"switchTenant":            "a body tenant_id the caller is no active member of, real or made up, is the same 403 (switchTenant)",

@@ -7,6 +7,7 @@
 //	coreapi keys generate -dir DIR [-alg EdDSA|ES256|RS256]
 //	coreapi tenants suspend|reactivate ID
 //	coreapi users reset-mfa USER_ID
+//	coreapi users delete [--force] USER_ID|EMAIL
 //	coreapi mfa reseal
 //	coreapi --version
 package main

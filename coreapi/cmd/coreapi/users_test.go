@@ -88,7 +88,7 @@ func TestUsersResetMFA(t *testing.T) {
 	}{
 		{[]string{"users"}, env, "users reset-mfa USER_ID"},
 		{[]string{"users", "reset-mfa"}, env, "users reset-mfa USER_ID"},
-		{[]string{"users", "delete", uid}, env, "users reset-mfa USER_ID"},
+		{[]string{"users", "erase", uid}, env, "users reset-mfa USER_ID"},
 		{[]string{"users", "reset-mfa", "lost@example.com"}, env, "not a user id"},
 		{[]string{"users", "reset-mfa", "00000000-0000-0000-0000-000000000001"}, env, "no user"},
 		{[]string{"users", "reset-mfa", uid}, env, "has no second factor"}, // done already

@@ -68,6 +68,11 @@ const (
 	// identities of a provider (DELETE /users/me/identities/{provider});
 	// they no longer sign in to it. data names the provider and subjects.
 	ActionUserIdentityUnlinked = "user.identity_unlinked"
+	// ActionUserDeleted: the account was deleted (DELETE /users/me/account by its
+	// owner, data.by "self"; `coreapi users delete`, data.by "operator"),
+	// written in each tenant it belonged to. The events it caused keep its
+	// id as their actor (migration 00020).
+	ActionUserDeleted = "user.deleted"
 
 	ActionAPIKeyCreated = "api_key.created"
 	ActionAPIKeyRevoked = "api_key.revoked"

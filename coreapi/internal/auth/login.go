@@ -63,6 +63,20 @@ type retryAfterError struct {
 
 func (e *retryAfterError) Unwrap() error { return e.Problem }
 
+// accountGone reports whether userID's account no longer exists: deleted
+// (users.DeleteAccount) after a sign-in checked its password and before
+// its session was opened. Such a sign-in is answered as one of an unknown
+// address is (errBadCredentials), as it would be a moment later, not as
+// one of a disabled account or a former member.
+func accountGone(ctx context.Context, q sessions.DB, userID string) (bool, error) {
+	const q1 = `SELECT NOT EXISTS (SELECT 1 FROM users WHERE id = $1)`
+	var gone bool
+	if err := q.QueryRow(ctx, q1, userID).Scan(&gone); err != nil {
+		return false, fmt.Errorf("look for the account: %w", err)
+	}
+	return gone, nil
+}
+
 // passwordLogin checks email/password (with lockout) and returns the grant
 // subject and tenant; it does not create the session. ip is the client's
 // address (httpapi.ClientIP).

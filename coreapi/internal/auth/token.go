@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strconv"
@@ -214,7 +215,7 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 		// left it is answered as that one is.
 		next, perr := users.SignInTenant(ctx, s.pool, a.UserID)
 		if errors.Is(perr, users.ErrNotFound) {
-			return TokenResponse{}, errNoMembership
+			return TokenResponse{}, s.goneOr(ctx, a.UserID, errNoMembership)
 		}
 		if perr != nil {
 			return TokenResponse{}, perr
@@ -224,17 +225,31 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 	if errors.Is(err, errFactorConfirmedMeanwhile) {
 		return TokenResponse{}, s.passwordChallenge(ctx, a, req.TenantID != "")
 	}
-	if errors.Is(err, sessions.ErrAccountDisabled) { // disabled since the check
-		return TokenResponse{}, errAccountDisabled
+	if errors.Is(err, sessions.ErrAccountDisabled) { // disabled, or deleted, since the check
+		return TokenResponse{}, s.goneOr(ctx, a.UserID, errAccountDisabled)
 	}
-	if errors.Is(err, sessions.ErrNoMembership) { // removed or disabled in the tenant since the check
-		return TokenResponse{}, errNotMemberOf(*a.TenantID)
+	if errors.Is(err, sessions.ErrNoMembership) { // removed or disabled in the tenant, or the account deleted, since the check
+		return TokenResponse{}, s.goneOr(ctx, a.UserID, errNotMemberOf(*a.TenantID))
 	}
 	if err != nil {
 		return TokenResponse{}, err
 	}
 	return s.Issue(ctx, Grant{UserID: a.UserID, TenantID: *a.TenantID, SessionID: issued.SessionID,
 		TokenVersion: a.TokenVersion, RefreshToken: issued.RefreshToken, AuthTime: issued.AuthTime}, func() error { return errSignedOutMeanwhile })
+}
+
+// goneOr is the answer to a sign-in of userID refused after its password
+// was checked: errBadCredentials when the account was deleted meanwhile
+// (accountGone), else refusal.
+func (s *Service) goneOr(ctx context.Context, userID string, refusal error) error {
+	gone, err := accountGone(ctx, s.pool, userID)
+	if err != nil {
+		return err
+	}
+	if gone {
+		return errBadCredentials
+	}
+	return refusal
 }
 
 // errSignedOutMeanwhile answers a sign-in whose new session was signed

@@ -301,13 +301,16 @@ type key struct{ id, secret string }
 // world is what the operations act on.
 type world struct {
 	ownerA, ownerB, admin, member, memberOther, auditor, mfaUser, off, both, squat *account
-	mfaSecret                                                                      string
-	recovery                                                                       []string
-	saID, saClient, saSecret, saSecretID, saSecret2                                string
-	tenantKey, memberKey, saKey, auditorKey                                        key
-	roleAuditors, roleWriters                                                      string
-	invNew, invSpare                                                               string
-	keys                                                                           []key
+	// leaver deletes its own account, with its key (leaverKey).
+	leaver                                          *account
+	leaverKey                                       key
+	mfaSecret                                       string
+	recovery                                        []string
+	saID, saClient, saSecret, saSecretID, saSecret2 string
+	tenantKey, memberKey, saKey, auditorKey         key
+	roleAuditors, roleWriters                       string
+	invNew, invSpare                                string
+	keys                                            []key
 
 	// fed signed up through the provider (as idp-fed) and has a second
 	// factor, with these recovery codes.
@@ -373,7 +376,10 @@ func seed(t *testing.T, x *env) *world {
 	w.memberKey = key{jsonField(t, r, "id"), jsonField(t, r, "secret")}
 	r = want2xx(t, "auditor key", x.Send(t, x.as(t, w.auditor), http.MethodPost, "/api/v1/users/me/api-keys", map[string]any{"name": "a", "permissions": []string{"audit:read"}}))
 	w.auditorKey = key{jsonField(t, r, "id"), jsonField(t, r, "secret")}
-	w.keys = append(w.keys, w.saKey, w.tenantKey, w.memberKey, w.auditorKey)
+	w.leaver = x.addMember(t, w.ownerA, "leaver@a.test", "member")
+	r = want2xx(t, "leaver key", x.Send(t, x.as(t, w.leaver), http.MethodPost, "/api/v1/users/me/api-keys", map[string]any{"name": "l", "permissions": []string{"tenant:read"}}))
+	w.leaverKey = key{jsonField(t, r, "id"), jsonField(t, r, "secret")}
+	w.keys = append(w.keys, w.saKey, w.tenantKey, w.memberKey, w.auditorKey, w.leaverKey)
 
 	// An account of a tenant Q that never proved its address, with what
 	// whoever chose its password could leave behind: a service account
@@ -736,6 +742,9 @@ func operations() []operation {
 		}},
 		{"createAccount", "sign up", true, func(t *testing.T, x *env, w *world) {
 			x.signup(t, "later2@x.test", "D")
+		}},
+		{"deleteMyAccount", "delete one's account, which holds a key", false, func(t *testing.T, x *env, w *world) {
+			send(t, x, x.as(t, w.leaver), http.MethodDelete, "/api/v1/users/me/account", nil)
 		}},
 	}
 }

@@ -65,6 +65,10 @@ const (
 	// reset link, as the other notices'.
 	KindIdentityLinked   Kind = "identity_linked"
 	KindIdentityUnlinked Kind = "identity_unlinked"
+	// KindAccountDeleted confirms to an account's verified address that
+	// the account was deleted. It has no link: there is no account left
+	// to act on.
+	KindAccountDeleted Kind = "account_deleted"
 )
 
 // hasToken reports whether mails of kind k carry a link with a one-time

@@ -25,7 +25,7 @@ type kindTemplates struct {
 // templates holds every kind; templates/<kind>.subject, .txt and .html.
 var templates = mustLoad(KindVerifyEmail, KindPasswordReset, KindInvitation, KindEmailChanged,
 	KindPasswordChanged, KindMFAEnabled, KindMFADisabled, KindMFAReset, KindRecoveryCodes,
-	KindIdentityLinked, KindIdentityUnlinked)
+	KindIdentityLinked, KindIdentityUnlinked, KindAccountDeleted)
 
 var funcs = map[string]any{
 	"date": func(t time.Time) string { return t.UTC().Format("2 January 2006 15:04 MST") },

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
@@ -31,6 +32,9 @@ func (s *Server) Register(rt httpapi.Routes) {
 	p.Get("/users/me", s.getMe)
 	p.Patch("/users/me", s.patchMe)
 	p.Get("/users/me/tenants", s.listMyTenants)
+	// The account itself, in every tenant; DELETE /users/me (below, as
+	// /users/:id) only leaves the token's tenant.
+	p.Delete("/users/me/account", s.deleteMyAccount)
 
 	p.Get("/tenant", httpapi.RequirePermission(roles.TenantRead), s.getTenant)
 	p.Patch("/tenant", httpapi.RequirePermission(roles.TenantWrite), s.patchTenant)
@@ -71,6 +75,59 @@ func (s *Server) getMe(c *fiber.Ctx) error {
 	}
 	out := me(m)
 	return httpapi.SendJSON(c, fiber.StatusOK, &out)
+}
+
+// DeleteMaxAge is how recent the sign-in (with the second factor, for an
+// account that has one) of DELETE /users/me/account must be, as for the
+// other changes of a person's ways in.
+const DeleteMaxAge = 5 * time.Minute
+
+// errNotRecent: the caller's sign-in is older than DeleteMaxAge, or
+// lacks the second factor its account has.
+var errNotRecent = errors.New("sign-in not recent enough")
+
+// deleteMyAccount deletes the caller's account (users.DeleteAccount). It needs a
+// sign-in within DeleteMaxAge, with the second factor for an account that
+// has one, of a session still bound to the token's tenant, by an account
+// that could sign in now; all checked once the account's row is locked,
+// which a sign-in's new session, a password change and a factor's
+// confirmation wait for. API keys and service accounts are refused before
+// (accountroutes). A last active owner of a tenant with other members is
+// refused (409 sole_owner, naming the tenants).
+func (s *Server) deleteMyAccount(c *fiber.Ctx) error {
+	id := httpapi.IdentityOf(c)
+	const qFactor = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
+	var mfa bool
+	_, err := users.DeleteAccount(c.UserContext(), s.pool, id.UserID, users.DeleteOptions{
+		By: users.DeletedBySelf, ActorUserID: id.UserID, RequestID: strings.Clone(httpapi.RequestIDOf(c)),
+		Check: func(ctx context.Context, tx pgx.Tx) error {
+			if err := tx.QueryRow(ctx, qFactor, id.UserID).Scan(&mfa); err != nil {
+				return fmt.Errorf("check mfa: %w", err)
+			}
+			if fresh, err := sessions.Fresh(ctx, tx, id, DeleteMaxAge, mfa); err != nil {
+				return err
+			} else if !fresh {
+				return errNotRecent
+			}
+			if err := sessions.LockLiveIn(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
+				return err
+			}
+			_, err := users.ActiveAccount(ctx, tx, id.UserID, id.TenantID)
+			return err
+		},
+	})
+	const what = "deleting the account"
+	switch {
+	case err == nil:
+		return c.SendStatus(fiber.StatusNoContent)
+	case errors.Is(err, errNotRecent) && mfa:
+		return httpapi.NeedRecentSecondFactor(c, DeleteMaxAge, what+" needs a second factor given in the last 5 minutes; step up with grant_type=mfa_otp")
+	case errors.Is(err, errNotRecent):
+		return httpapi.NeedRecentSignIn(c, DeleteMaxAge, what+" needs a sign-in within the last 5 minutes: sign in again")
+	case errors.Is(err, sessions.ErrNotFound), errors.Is(err, users.ErrNotFound):
+		return httpapi.SessionEnded(c)
+	}
+	return err
 }
 
 // emailChangesPerHour bounds the email changes (each mails a link) a

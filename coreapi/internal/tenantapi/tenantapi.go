@@ -12,6 +12,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
@@ -129,6 +130,9 @@ func MapError(err error) *problem.Problem {
 		{roles.ErrTooManyRoles, 409, problem.CodeConflict, ""},
 		{roles.ErrMemberRoles, 409, problem.CodeConflict, ""},
 		{tenants.ErrUnknownRole, 422, problem.CodeValidation, "roles"},
+	}
+	if so := (*users.SoleOwnerError)(nil); errors.As(err, &so) {
+		return problem.New(fiber.StatusConflict, problem.CodeSoleOwner, so.Error())
 	}
 	for _, e := range table {
 		if errors.Is(err, e.err) {
