@@ -84,10 +84,10 @@ var (
 )
 
 // checkOwner locks the caller's account row and checks, with it locked,
-// what an unlink and the start of a link need: a sign-in within
-// UnlinkMaxAge, with the second factor for an account that has one
-// (errNotRecent), of a session still bound to the token's tenant
-// (sessions.ErrNotFound), by an account that could sign in now. It
+// what an unlink and the start of a link need, in this order: a session
+// still live and bound to the token's tenant (sessions.ErrNotFound), a
+// sign-in within UnlinkMaxAge, with the second factor for an account that
+// has one (errNotRecent), by an account that could sign in now. It
 // returns whether the account has a password and an active factor.
 // Statements after the lock see a revocation, a tenant switch, a
 // disabling or a factor committed by whoever held the row before.
@@ -101,13 +101,16 @@ func checkOwner(ctx context.Context, tx pgx.Tx, id identity.Identity) (hasPasswo
 	if mfa, err = auth.HasActiveFactor(ctx, tx, id.UserID); err != nil {
 		return false, false, err
 	}
+	// The session first: an ended one (signed out, or moved to another
+	// tenant) is answered as ended, not as one to step up, which it never
+	// could (Fresh finds no live session and so no recent sign-in).
+	if err := sessions.LockLiveIn(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
+		return false, mfa, err
+	}
 	if fresh, err := sessions.Fresh(ctx, tx, id, UnlinkMaxAge, mfa); err != nil {
 		return false, mfa, err
 	} else if !fresh {
 		return false, mfa, errNotRecent
-	}
-	if err := sessions.LockLiveIn(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
-		return false, mfa, err
 	}
 	if _, err := users.ActiveAccount(ctx, tx, id.UserID, id.TenantID); err != nil {
 		return false, mfa, err

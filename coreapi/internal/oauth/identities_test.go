@@ -149,7 +149,7 @@ func TestUnlinksOfTheLastTwoWaysInTakeTurns(t *testing.T) {
 // (401 insufficient_user_authentication, max_age=300), with the second
 // factor for an account that has one (acr_values="mfa"), of a session
 // still bound to the token's tenant (401 invalid_token after a tenant
-// switch), by an account that could sign in now (403 user_disabled). API
+// switch or a sign-out), by an account that could sign in now (403 user_disabled). API
 // keys and service accounts may neither list nor unlink (403
 // principal_not_allowed). Each refusal leaves the link.
 func TestUnlinkGuards(t *testing.T) {
@@ -190,6 +190,12 @@ func TestUnlinkGuards(t *testing.T) {
 	x.SeedMember(t, second.ID, me.UserID, "member")
 	x.exec(t, `UPDATE sessions SET tenant_id = $2 WHERE id = $1`, me.SessionID, second.ID)
 	apitest.WantProblem(t, del(&moved), http.StatusUnauthorized, problem.CodeInvalidToken)
+
+	// A signed-out session has ended, however recent its sign-in was: 401
+	// invalid_token, not a step-up that it could never give.
+	x.exec(t, `UPDATE sessions SET tenant_id = $2, revoked_at = now() WHERE id = $1`, me.SessionID, me.TenantID)
+	apitest.WantProblem(t, del(me), http.StatusUnauthorized, problem.CodeInvalidToken)
+	x.exec(t, `UPDATE sessions SET tenant_id = $2, revoked_at = NULL WHERE id = $1`, me.SessionID, second.ID)
 
 	if n := x.count(t, `SELECT count(*) FROM identities WHERE user_id = $1`, me.UserID); n != 1 {
 		t.Fatalf("%d identities after the refusals, want 1", n)

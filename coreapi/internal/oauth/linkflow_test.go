@@ -246,11 +246,12 @@ func TestLinkIdentityInUse(t *testing.T) {
 // TestLinkGuards: starting a link needs what an unlink needs: a sign-in
 // within the last 5 minutes (401 insufficient_user_authentication,
 // max_age=300), with the second factor for an account that has one
-// (acr_values="mfa"), of a session still bound to the token's tenant (401
-// invalid_token), by an active account (403 user_disabled); API keys and
+// (acr_values="mfa"), of a live session still bound to the token's tenant
+// (401 invalid_token), by an active account (403 user_disabled); API keys and
 // service accounts are refused (403 principal_not_allowed), an unknown
 // provider is 404 unknown_provider. None stores a state. A session
-// ended between the start and the confirmation links nothing (401), nor
+// ended between the start and the confirmation links nothing (401
+// invalid_token), nor
 // does one moved to another tenant meanwhile (400
 // invalid_state: the code is of a link started in the first).
 func TestLinkGuards(t *testing.T) {
@@ -291,6 +292,10 @@ func TestLinkGuards(t *testing.T) {
 	x.SeedMember(t, second.ID, me.UserID, "member")
 	x.exec(t, `UPDATE sessions SET tenant_id = $2 WHERE id = $1`, me.SessionID, second.ID)
 	apitest.WantProblem(t, post(&moved), http.StatusUnauthorized, problem.CodeInvalidToken)
+	// A signed-out session has ended, however recent its sign-in was.
+	x.exec(t, `UPDATE sessions SET tenant_id = $2, revoked_at = now() WHERE id = $1`, me.SessionID, me.TenantID)
+	apitest.WantProblem(t, post(me), http.StatusUnauthorized, problem.CodeInvalidToken)
+	x.exec(t, `UPDATE sessions SET tenant_id = $2, revoked_at = NULL WHERE id = $1`, me.SessionID, second.ID)
 	if n := x.count(t, `SELECT count(*) FROM oauth_states`); n != 0 {
 		t.Fatalf("%d states stored by refused starts", n)
 	}
@@ -301,9 +306,9 @@ func TestLinkGuards(t *testing.T) {
 	st := x.startLink(t, &moved)
 	code := linkCodeOf(t, x.callback(t, x.approve(t, st), st.cookie))
 	x.exec(t, `UPDATE sessions SET revoked_at = now() WHERE id = $1`, me.SessionID)
-	// 401 (a revoked session has no recent sign-in either: checkOwner
-	// answers insufficient_user_authentication first, as for the start).
-	apitest.WantStatus(t, x.confirmLink(t, &moved, map[string]string{"link_code": code}), http.StatusUnauthorized)
+	// 401 invalid_token: the session has ended, which its sign-in's
+	// freshness does not mend.
+	apitest.WantProblem(t, x.confirmLink(t, &moved, map[string]string{"link_code": code}), http.StatusUnauthorized, problem.CodeInvalidToken)
 	// Started in one tenant, confirmed by the session moved to another.
 	x.exec(t, `UPDATE sessions SET revoked_at = NULL, tenant_id = $2 WHERE id = $1`, me.SessionID, me.TenantID)
 	st = x.startLink(t, me)
