@@ -14,7 +14,9 @@
 // browser a one-time hand-over code (auth.CreateHandover), redirecting to
 // the app's allow-listed return_to?code=… (or answering {code} as JSON when
 // no OAUTH_ALLOWED_RETURN_URLS is set); the app exchanges the code with
-// grant_type=oauth_handover. The code is bound to the app's flow as an
+// grant_type=oauth_handover. A refusal once the flow's state is spent and
+// the provider's answer checked goes to the same return_to, as an OAuth
+// error response (refusalTo). The code is bound to the app's flow as an
 // authorization code is to its client (RFC 7636): with an allow-list,
 // authorize requires the app's S256 code_challenge, and the exchange needs
 // its code_verifier, so a code from another sign-in planted at return_to
@@ -151,7 +153,8 @@ type Options struct {
 	HTTPClient *http.Client
 	// AllowedReturnURLs (OAUTH_ALLOWED_RETURN_URLS): once set, authorize
 	// requires a return_to equal to one of them and the callback redirects
-	// there with the hand-over code; unset, return_to is refused and the
+	// there with the hand-over code (or its refusal, once the flow is
+	// known: refusalTo); unset, return_to is refused and the
 	// callback answers {code} as JSON (development). With the list,
 	// authorize also requires the app's code_challenge (S256), whose
 	// code_verifier the hand-over exchange then needs.
@@ -899,12 +902,35 @@ func (s *Service) consume(ctx context.Context, providerName, state, browser stri
 	return f, err
 }
 
+// callback ends a flow at the provider's redirect back (finishCallback).
+// A refusal once the flow's state is spent and the provider's answer
+// checked goes back to the app when the flow has a listed return_to
+// (refusalTo); any other is answered here as problem+json.
 func (s *Service) callback(c *fiber.Ctx) error {
 	// Every answer of the callback is private, whatever it is: the
 	// redirect to return_to carries the hand-over code, the JSON answer
 	// the code itself, and the request's URL the provider's authorization
 	// code and state. Set first: an error answer gets them too.
 	httpapi.PrivateHeaders(c)
+	var trusted *flow
+	err := s.finishCallback(c, &trusted)
+	if err == nil || trusted == nil {
+		return err
+	}
+	to, ok := s.refusalTo(*trusted, err)
+	if !ok {
+		return err
+	}
+	return c.Redirect(to, fiber.StatusFound)
+}
+
+// finishCallback is the callback's work. It sets *trusted to the flow
+// once the flow's state is spent and the provider's answer to it checked
+// (RFC 9207's iss), so that a refusal from then on may be sent to the
+// flow's return_to: before, no return_to is known, or it would come from
+// a flow the answer may not be for (an unknown, expired or unbound state,
+// another issuer's answer).
+func (s *Service) finishCallback(c *fiber.Ctx, trusted **flow) error {
 	p, err := s.lookup(c)
 	if err != nil {
 		return err
@@ -932,7 +958,8 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		// spent. One unknown, already spent or expired is answered as
 		// for a response with a code: no sign-in was under way for the
 		// provider to refuse.
-		if _, err := s.consume(ctx, p.cfg.Name, state, browser); err != nil {
+		f, err := s.consume(ctx, p.cfg.Name, state, browser)
+		if err != nil {
 			return err
 		}
 		bindingCookie(c, state, "")
@@ -950,7 +977,8 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		if err := p.checkIssuer(iss); err != nil {
 			return err
 		}
-		return problem.New(fiber.StatusBadRequest, problem.CodeProviderError, refusalDetail(perr, perrDesc))
+		*trusted = &f
+		return providerRefusal{code: perr, p: problem.New(fiber.StatusBadRequest, problem.CodeProviderError, refusalDetail(perr, perrDesc))}
 	}
 	if code == "" {
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "code is required")
@@ -973,6 +1001,7 @@ func (s *Service) callback(c *fiber.Ctx) error {
 	if err := p.checkIssuer(iss); err != nil {
 		return err
 	}
+	*trusted = &f
 	octx := context.WithValue(oidc.ClientContext(ctx, s.client), oauth2.HTTPClient, s.client)
 	tok, err := oc.Exchange(octx, code, oauth2.VerifierOption(f.Verifier), oauth2.SetAuthURLParam("redirect_uri", f.RedirectURI))
 	if err != nil {
@@ -1069,6 +1098,65 @@ func (s *Service) callback(c *fiber.Ctx) error {
 		return err
 	}
 	return c.Redirect(to, fiber.StatusFound)
+}
+
+// providerRefusal is the provider's error response (its error, code) as
+// the callback answers it (p, 400 provider_error).
+type providerRefusal struct {
+	code string
+	p    *problem.Problem
+}
+
+func (r providerRefusal) Error() string { return r.p.Error() }
+func (r providerRefusal) Unwrap() error { return r.p }
+
+// appErrors are the provider's error codes that are passed on to the app
+// as they are: RFC 6749 section 4.1.2.1's that concern the user or the
+// provider's state, and OpenID Connect Core 3.1.2.6's that an app's
+// library acts on (login_required: start again with interaction). The
+// others (invalid_request, unauthorized_client, invalid_scope,
+// unsupported_response_type, ...) are about coreapi's request to the
+// provider, which the app did not make, and any code RFC 6749 does not
+// define means nothing to the app: server_error.
+var appErrors = map[string]bool{
+	"access_denied": true, "server_error": true, "temporarily_unavailable": true,
+	"interaction_required": true, "login_required": true, "account_selection_required": true, "consent_required": true,
+}
+
+// refusalTo is the OAuth error response (RFC 6749 section 4.1.2.1) that
+// sends a callback's refusal err of flow f back to the app: f's return_to
+// (when it has one still listed) with error, error_code (coreapi's
+// problem code), error_description (the problem's detail, when it holds
+// only the characters RFC 6749 allows), iss and the app's state, as the
+// hand-over code goes (withCode). error is the provider's own for its
+// refusal when appErrors has it (server_error otherwise), and for
+// coreapi's refusals access_denied, or server_error for a 5xx. ok is
+// false without a return_to (development: problem+json), and for an
+// error that is no problem (a failure of coreapi's, which the error
+// handler logs and answers 500 or 503).
+func (s *Service) refusalTo(f flow, err error) (to string, ok bool) {
+	var pr *problem.Problem
+	if f.ReturnTo == "" || s.checkReturnTo(f.ReturnTo) != nil || !errors.As(err, &pr) {
+		return "", false
+	}
+	code := "access_denied"
+	if pr.Status >= 500 {
+		code = "server_error"
+	}
+	var rf providerRefusal
+	if errors.As(err, &rf) {
+		code = "server_error"
+		if appErrors[rf.code] {
+			code = rf.code
+		}
+	}
+	desc := pr.Detail
+	if !errorText(desc) {
+		desc = ""
+	}
+	to, err = withParams(f.ReturnTo, []queryParam{{"error", code}, {"error_code", pr.Code}, {"error_description", desc},
+		{"iss", s.issuer}, {"state", f.AppState}})
+	return to, err == nil
 }
 
 // refusalDetail is the detail of a provider's error response: its error
