@@ -143,14 +143,8 @@ func DefaultLimits() Limits {
 // orDefault returns l with each zero field replaced by its default.
 func (l Limits) orDefault() Limits {
 	d := DefaultLimits()
-	pick := func(got, def ratelimit.Limit) ratelimit.Limit {
-		if got.N <= 0 || got.Window <= 0 {
-			return def
-		}
-		return got
-	}
-	return Limits{PersonalCreations: pick(l.PersonalCreations, d.PersonalCreations),
-		TenantCreations: pick(l.TenantCreations, d.TenantCreations), RevokedUseAudit: pick(l.RevokedUseAudit, d.RevokedUseAudit)}
+	return Limits{PersonalCreations: l.PersonalCreations.Or(d.PersonalCreations),
+		TenantCreations: l.TenantCreations.Or(d.TenantCreations), RevokedUseAudit: l.RevokedUseAudit.Or(d.RevokedUseAudit)}
 }
 
 // Key is an API key as listed (never its secret).

@@ -102,13 +102,7 @@ func DefaultLimits() Limits {
 // value.
 func (l Limits) OrDefault() Limits {
 	d := DefaultLimits()
-	pick := func(got, def ratelimit.Limit) ratelimit.Limit {
-		if got.N <= 0 || got.Window <= 0 {
-			return def
-		}
-		return got
-	}
-	return Limits{Mail: pick(l.Mail, d.Mail), InboxMail: pick(l.InboxMail, d.InboxMail), TenantMail: pick(l.TenantMail, d.TenantMail)}
+	return Limits{Mail: l.Mail.Or(d.Mail), InboxMail: l.InboxMail.Or(d.InboxMail), TenantMail: l.TenantMail.Or(d.TenantMail)}
 }
 
 // countMail counts, in tx, one invitation mail from tenantID to email's

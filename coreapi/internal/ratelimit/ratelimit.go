@@ -32,6 +32,15 @@ type Limit struct {
 	Window time.Duration
 }
 
+// Or returns l, or def when l is unset (no count or no window): how the
+// services fill the zero fields of their limit options with defaults.
+func (l Limit) Or(def Limit) Limit {
+	if l.N <= 0 || l.Window <= 0 {
+		return def
+	}
+	return l
+}
+
 // Limiter checks and counts hits.
 type Limiter struct {
 	pool *pgxpool.Pool

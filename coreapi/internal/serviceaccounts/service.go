@@ -131,19 +131,13 @@ func DefaultLimits() Limits {
 // orDefault returns l with each zero field replaced by its default.
 func (l Limits) orDefault() Limits {
 	d := DefaultLimits()
-	pick := func(got, def ratelimit.Limit) ratelimit.Limit {
-		if got.N <= 0 || got.Window <= 0 {
-			return def
-		}
-		return got
-	}
 	return Limits{
-		AccountCreations:      pick(l.AccountCreations, d.AccountCreations),
-		SecretCreations:       pick(l.SecretCreations, d.SecretCreations),
-		TenantSecretCreations: pick(l.TenantSecretCreations, d.TenantSecretCreations),
-		Client:                pick(l.Client, d.Client),
-		ClientIP:              pick(l.ClientIP, d.ClientIP),
-		AuditFailures:         pick(l.AuditFailures, d.AuditFailures),
+		AccountCreations:      l.AccountCreations.Or(d.AccountCreations),
+		SecretCreations:       l.SecretCreations.Or(d.SecretCreations),
+		TenantSecretCreations: l.TenantSecretCreations.Or(d.TenantSecretCreations),
+		Client:                l.Client.Or(d.Client),
+		ClientIP:              l.ClientIP.Or(d.ClientIP),
+		AuditFailures:         l.AuditFailures.Or(d.AuditFailures),
 	}
 }
 
