@@ -428,6 +428,26 @@ func browserGet(t *testing.T, target string, c *http.Cookie) reply {
 	return r
 }
 
+// appRefusal checks the end of an OIDC login that coreapi refused after
+// the flow's state was verified: a redirect to the app's return_to with
+// error=access_denied and no code (the sign-in entered no account), and
+// returns its error_code, coreapi's problem code.
+func appRefusal(t *testing.T, r reply) string {
+	t.Helper()
+	if r.Status != http.StatusFound {
+		t.Fatalf("OIDC callback: %s, want a redirect to the app with an error", r)
+	}
+	loc, err := url.Parse(r.Header.Get("Location"))
+	if err != nil || loc.Scheme+"://"+loc.Host+loc.Path != oauthReturnURL {
+		t.Fatalf("%s: Location %q, want %s?error=...", r, r.Header.Get("Location"), oauthReturnURL)
+	}
+	q := loc.Query()
+	if q.Has("code") || q.Get("error") != "access_denied" {
+		t.Fatalf("%s: Location %q, want error=access_denied and no code: the sign-in entered an account", r, loc)
+	}
+	return q.Get("error_code")
+}
+
 // exchangeHandover checks the end of an OIDC login (a redirect to the app's
 // return_to carrying a one-time code and no token) and exchanges the code
 // through p for an access token, as the app would, with its verifier.
