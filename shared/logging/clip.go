@@ -1,6 +1,9 @@
 package logging
 
-import "github.com/tollgate-auth/tollgate/shared/clip"
+import (
+	"github.com/tollgate-auth/tollgate/shared/apikey"
+	"github.com/tollgate-auth/tollgate/shared/clip"
+)
 
 // MaxPathBytes bounds a request path as both services record it (access
 // lines, error lines, the url.path span attribute). The client chooses its
@@ -68,27 +71,11 @@ func HoldsCredential(s string) bool {
 		if run >= minSecretRun && cases&6 == 6 {
 			return true
 		}
-		if s[i] == '_' && run >= apiKeyHead && isAPIKeyHead(s[i+1-apiKeyHead:i+1]) {
+		if s[i] == '_' && run >= apikey.HeadLen && apikey.HasHead([]byte(s[i+1-apikey.HeadLen:i+1])) {
 			return true
 		}
 	}
 	return false
-}
-
-// apiKeyHead is the length of an API key's "tg_" + public id + "_".
-const apiKeyHead = 3 + 16 + 1
-
-// isAPIKeyHead reports whether h (apiKeyHead bytes) is an API key's head.
-func isAPIKeyHead(h string) bool {
-	if h[0] != 't' || h[1] != 'g' || h[2] != '_' {
-		return false
-	}
-	for i := 3; i < apiKeyHead-1; i++ {
-		if c := h[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') {
-			return false
-		}
-	}
-	return true
 }
 
 // redactSegments returns path with each segment that HoldsCredential
