@@ -166,6 +166,12 @@ func TestDeleteMyAccountGuards(t *testing.T) {
 	apitest.WantProblem(t, del(&me), http.StatusForbidden, problem.CodeUserDisabled)
 	execSQL(t, e, `UPDATE users SET status = 'active' WHERE id = $1`, me.UserID)
 
+	// The session signed out: answered as ended, not as one to step up,
+	// which it never could.
+	execSQL(t, e, `UPDATE sessions SET revoked_at = now() WHERE id = $1`, me.SessionID)
+	apitest.WantProblem(t, del(&me), http.StatusUnauthorized, problem.CodeInvalidToken)
+	execSQL(t, e, `UPDATE sessions SET revoked_at = NULL WHERE id = $1`, me.SessionID)
+
 	// The session moved to another tenant than the token's.
 	tb := e.SeedTenant(t, "Second")
 	e.SeedMember(t, tb.ID, me.UserID, "member")

@@ -104,13 +104,16 @@ func (s *Server) deleteMyAccount(c *fiber.Ctx) error {
 			if err := tx.QueryRow(ctx, qFactor, id.UserID).Scan(&mfa); err != nil {
 				return fmt.Errorf("check mfa: %w", err)
 			}
+			// The session first: an ended one is answered as ended, not
+			// as one to step up, which it never could (Fresh finds no
+			// live session and so no recent sign-in).
+			if err := sessions.LockLiveIn(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
+				return err
+			}
 			if fresh, err := sessions.Fresh(ctx, tx, id, DeleteMaxAge, mfa); err != nil {
 				return err
 			} else if !fresh {
 				return errNotRecent
-			}
-			if err := sessions.LockLiveIn(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
-				return err
 			}
 			_, err := users.ActiveAccount(ctx, tx, id.UserID, id.TenantID)
 			return err
