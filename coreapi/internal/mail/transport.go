@@ -216,6 +216,12 @@ func (s *SMTP) Send(ctx context.Context, m Outgoing) error {
 	msg.Subject(subjectHeader(m.Subject))
 	msg.SetMessageIDWithValue(m.MessageID)
 	msg.SetDate()
+	// Sent by a program, not a person (RFC 3834 section 5): a vacation
+	// reply or another auto-responder must not answer it, to MAIL_FROM or
+	// into a loop with another robot. Exchange and Outlook read their own
+	// header for the same.
+	msg.SetGenHeader("Auto-Submitted", "auto-generated")
+	msg.SetGenHeader("X-Auto-Response-Suppress", "All")
 	msg.SetBodyString(gomail.TypeTextPlain, m.Text)
 	msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
 	c, err := gomail.NewClient(s.host, s.opts...)
