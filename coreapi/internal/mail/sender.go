@@ -375,14 +375,20 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	return 0, nil
 }
 
-// recordSent marks the row id sent, its token scrubbed. The mail is out:
+// recordSent marks the row id sent, its token scrubbed; the row of a
+// KindAccountDeleted mail is deleted instead: the account it confirms is
+// gone, and so must its address be (users.DeleteAccount deleted the
+// other rows to it). The mail is out:
 // a database away for a moment (a failover, its connections cut) would
 // otherwise leave the row pending with its token, and the mail would go
 // out a second time, a live link in each copy, once its lease ended
 // (leaseEnd). So the mark is tried again, with a short backoff, until
 // then; once the sender stops (ctx), for recordTimeout at most.
 func (s *Sender) recordSent(ctx context.Context, id int64, leaseEnd time.Time) error {
-	const qSent = `UPDATE mail_queue SET status = 'sent', sent_at = now(), token = NULL, last_error = NULL WHERE id = $1`
+	const qSent = `
+WITH gone AS (DELETE FROM mail_queue WHERE id = $1 AND kind = 'account_deleted' RETURNING id)
+UPDATE mail_queue SET status = 'sent', sent_at = now(), token = NULL, last_error = NULL
+WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM gone)`
 	var stopBy time.Time
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
 		rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)

@@ -92,9 +92,10 @@ type Deleted struct {
 // the pending invitations to its address are withdrawn and every live API
 // key acting as it (tenant and personal) is revoked, each audited and
 // announced (data.via user.deleted), as a member's removal does; the
-// deletion is audited (user.deleted) in each; the mails queued to its
-// address that are not invitations (links with a one-time token, notices)
-// are deleted; the row is deleted, which deletes with it its sessions and
+// deletion is audited (user.deleted) in each; every row of mail_queue
+// to its address is deleted, sent and parked ones too, but for an
+// invitation mail not yet sent (another tenant's, whose invitation
+// stands); the row is deleted, which deletes with it its sessions and
 // refresh tokens, keys, memberships and roles, linked identities and
 // their unlinks, second factor and recovery codes, one-time tokens and
 // OAuth states (foreign keys ON DELETE CASCADE), while the audit events it
@@ -104,7 +105,8 @@ type Deleted struct {
 // new account at once. The user's invalidation subject is announced
 // through the outbox, so every proxy drops what it holds of the account,
 // and a confirmation is queued to the address when it was verified
-// (mail.KindAccountDeleted), sent only once all this committed. ErrNotFound:
+// (mail.KindAccountDeleted), sent only once all this committed, and its
+// row deleted once sent (Sender). ErrNotFound:
 // no such account.
 func DeleteAccount(ctx context.Context, pool *pgxpool.Pool, userID string, o DeleteOptions) (Deleted, error) {
 	const qTenants = `
@@ -126,7 +128,12 @@ WHERE m.user_id = $1 AND m.status = 'active'
   AND EXISTS (SELECT 1 FROM memberships o WHERE o.tenant_id = m.tenant_id AND o.user_id <> m.user_id)
 ORDER BY t.name, t.id`
 	const qSessions = `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()`
-	const qMail = `DELETE FROM mail_queue WHERE lower(to_address) = lower($1) AND status <> 'sent' AND kind <> 'invitation'`
+	// Every row to the address goes, sent and parked ones too (their
+	// address and body would otherwise outlive the account until the
+	// retention sweep), but an invitation mail still to go: it is a
+	// tenant's the account was not in (those of its tenants were just
+	// withdrawn), and that invitation stands.
+	const qMail = `DELETE FROM mail_queue WHERE lower(to_address) = lower($1) AND (kind <> 'invitation' OR status <> 'pending')`
 	const qDelete = `DELETE FROM users WHERE id = $1`
 	d := Deleted{UserID: userID}
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
