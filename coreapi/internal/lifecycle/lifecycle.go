@@ -41,10 +41,19 @@ import (
 
 // Limits are the rate limits of the mail-sending routes.
 type Limits struct {
-	// ForgotPerAddress: reset mails per address; above it the request is
-	// answered the same (202) but nothing is sent, so nobody can flood an
-	// inbox and the answer reveals nothing.
+	// ForgotPerAddress: reset mails per address (its inbox, mail.Inbox)
+	// asked for from one client network (ratelimit.ClientKey); above it
+	// the request is answered the same (202) but nothing is sent, so
+	// nobody can flood an inbox and the answer reveals nothing. Counted
+	// per network, so that someone asking for an address's links again
+	// and again does not spend its owner's share.
 	ForgotPerAddress ratelimit.Limit
+	// ForgotPerInbox: reset mails per inbox over every client network,
+	// the ceiling on what many networks together can send to one
+	// mailbox; above it, too, the same 202 and no mail. The links
+	// already mailed stay valid (a new one revokes none), so the owner
+	// can still use one.
+	ForgotPerInbox ratelimit.Limit
 	// ForgotPerIP: forgot requests per client IP; above it 429.
 	ForgotPerIP ratelimit.Limit
 	// Resend: verification mails a user may ask for; above it 429.
@@ -57,12 +66,14 @@ type Limits struct {
 }
 
 // DefaultLimits returns the limits a Service has unless its Options say
-// otherwise: 3 reset mails per address and hour, 20 forgot requests per
-// IP and hour, 3 verification resends per user and 15 minutes, and
+// otherwise: 3 reset mails per address, client network and hour, 10 per
+// address and hour over every network, 20 forgot requests per IP and
+// hour, 3 verification resends per user and 15 minutes, and
 // invitations.DefaultLimits.
 func DefaultLimits() Limits {
 	return Limits{
 		ForgotPerAddress: ratelimit.Limit{N: 3, Window: time.Hour},
+		ForgotPerInbox:   ratelimit.Limit{N: 10, Window: time.Hour},
 		ForgotPerIP:      ratelimit.Limit{N: 20, Window: time.Hour},
 		Resend:           ratelimit.Limit{N: 3, Window: 15 * time.Minute},
 		Invitations:      invitations.DefaultLimits(),
@@ -106,6 +117,7 @@ func New(o Options) (*Service, error) {
 		def ratelimit.Limit
 	}{
 		{&o.Limits.ForgotPerAddress, d.ForgotPerAddress},
+		{&o.Limits.ForgotPerInbox, d.ForgotPerInbox},
 		{&o.Limits.ForgotPerIP, d.ForgotPerIP},
 		{&o.Limits.Resend, d.Resend},
 	} {

@@ -36,9 +36,14 @@ type forgotBody struct {
 var forgotAnswer = Accepted{Message: "if an account has this address, a link to reset its password is on its way"}
 
 // forgotPassword always answers 202 with the same body: an unknown
-// address, a disabled account and an address over its mail limit look
+// address, a disabled account and an address over its mail limits look
 // exactly like a mail sent. Only the per-IP limit answers 429 (it says
-// nothing about any address). The reset itself (startReset) runs after
+// nothing about any address). The mails to an address are counted per
+// client network (ForgotPerAddress) under a ceiling over every network
+// (ForgotPerInbox), and a hit either refuses counts on neither: one
+// network asking again and again spends its own share, not the owner's,
+// and what many networks spend leaves the links they had mailed valid
+// (startReset revokes none). The reset itself (startReset) runs after
 // the answer (resetAfterAnswer): issuing a token and queueing its mail
 // takes several statements and a commit that an unknown address does not
 // need, so done before the answer its time told which addresses have
@@ -62,7 +67,9 @@ func (s *Service) forgotPassword(c *fiber.Ctx) error {
 		// every other refusal of it is (not a JSON body in the browser).
 		return formError(c, PageResetPassword, "", tooMany(c, wait, "too many password reset requests from this address"))
 	}
-	ok, _, err = s.limiter.Allow(ctx, ratelimit.Key("forgot", "addr", mail.Inbox(email)), s.limits.ForgotPerAddress)
+	inbox := mail.Inbox(email)
+	_, ok, _, err = s.limiter.AllowBoth(ctx, ratelimit.Key("forgot", "addr", inbox), s.limits.ForgotPerInbox,
+		ratelimit.Key("forgot", "addr-client", inbox, ratelimit.ClientKey(clientIP(c))), s.limits.ForgotPerAddress)
 	if err != nil {
 		return err
 	}
@@ -142,7 +149,12 @@ func (s *Service) closeResets() {
 // startReset issues a reset token and queues its mail when the address
 // has an active account of a person (a service account has no password
 // to reset). The account's row is locked, so concurrent requests take
-// turns and each revokes the links before it: only the newest works.
+// turns. The links mailed before stay valid until they expire or one of
+// them is used (resetPassword revokes the others): a request, which
+// anyone who knows the address can make, must not kill the link its owner
+// is about to open, and the owner may be left with only those links when
+// others spent the address's mails (forgotPassword). Every one of them
+// went to the same inbox.
 func (s *Service) startReset(ctx context.Context, email, requestID string) error {
 	// The mail greets the account's owner by name only once the address
 	// is proven: the name of an account whose address is not is anyone's
@@ -166,10 +178,6 @@ FROM users WHERE lower(email) = lower($1) AND status = 'active' AND kind = 'huma
 			// operator (the answer was the same 202 as ever).
 			return mail.EnqueueOrPark(ctx, tx, mail.Message{Kind: mail.KindPasswordReset, To: addr,
 				Data: mail.Data{DisplayName: name}})
-		}
-		// Only the newest reset link works.
-		if err := onetime.Revoke(ctx, tx, uid, onetime.PasswordReset); err != nil {
-			return err
 		}
 		raw, exp, err := onetime.Issue(ctx, tx, onetime.PasswordReset, uid, addr, onetime.ResetTTL)
 		if err != nil {

@@ -44,15 +44,18 @@ func TestForgotAndReset(t *testing.T) {
 		t.Errorf("%d mails to an address without an account", n)
 	}
 	first := x.mail(t, "eve@example.com", "Reset").Token()
-	// A second request: only its link works.
+	// A second request mails another link and leaves the first valid
+	// (anyone may ask, and must not kill the link its owner is about to
+	// open); using either ends both (below).
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "eve@example.com"}), 202)
 	x.flush(t)
 	tok := x.mail(t, "eve@example.com", "Reset").Token()
 	if tok == first {
 		t.Fatal("the second request mailed the same token")
 	}
-	wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
-		map[string]string{"token": first, "new_password": "the new password"}), 400, problem.CodeLinkInvalid)
+	if n := x.liveLinks(t, a.c.Sub, "password_reset"); n != 2 {
+		t.Fatalf("%d live reset links after two requests, want 2", n)
+	}
 
 	// A weak password is refused and does not burn the token.
 	wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
@@ -89,9 +92,11 @@ func TestForgotAndReset(t *testing.T) {
 	wantProblem(t, rr, 400, "invalid_grant")
 	wantProblem(t, x.token(t, "eve@example.com", pw), 400, "invalid_grant")
 	wantStatus(t, x.token(t, "eve@example.com", "the new password"), 200)
-	// Single use.
+	// Single use, and the other link mailed died with it.
 	wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
 		map[string]string{"token": tok, "new_password": "yet another one"}), 400, problem.CodeLinkInvalid)
+	wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
+		map[string]string{"token": first, "new_password": "yet another one"}), 400, problem.CodeLinkInvalid)
 }
 
 // TestForgotAnswersBeforeTheReset: the answer to a forgot request does not
@@ -377,16 +382,25 @@ func TestPasswordChangeKillsResetLinks(t *testing.T) {
 	wantStatus(t, x.token(t, "joe@example.com", "the owner's new password"), http.StatusOK)
 }
 
-// Concurrent forgot requests for one address leave one working link, as
-// sequential ones do (each revokes the links before it).
-func TestForgotConcurrentLeavesOneLink(t *testing.T) {
+// Concurrent forgot requests for one address each mail a link, as
+// sequential ones do, and the first of them used ends every other.
+func TestForgotConcurrentLinksEndTogether(t *testing.T) {
 	x := start(t, lifecycle.Limits{ForgotPerAddress: limit(100), ForgotPerIP: limit(100)})
 	a := x.signup(t, "kim@example.com")
 	atOnce(8, func() {
 		x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "kim@example.com"})
 	})
-	if n := x.liveLinks(t, a.c.Sub, "password_reset"); n != 1 {
-		t.Fatalf("%d live reset links, want 1", n)
+	if n := x.liveLinks(t, a.c.Sub, "password_reset"); n != 8 {
+		t.Fatalf("%d live reset links, want 8", n)
+	}
+	mails := x.resetMails(t)
+	if len(mails) != 8 {
+		t.Fatalf("%d reset mails, want 8", len(mails))
+	}
+	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/reset",
+		map[string]string{"token": mails[3].Token(), "new_password": "the new password"}), http.StatusNoContent)
+	if n := x.liveLinks(t, a.c.Sub, "password_reset"); n != 0 {
+		t.Fatalf("%d live reset links after one was used, want 0", n)
 	}
 }
 
