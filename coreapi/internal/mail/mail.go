@@ -9,7 +9,9 @@
 // UPDATE SKIP LOCKED and a lease, renders them from the templates in
 // templates/, and hands them to a Transport (SMTP, or the log in
 // development). A failure is retried with exponential backoff; a permanent
-// one (SMTP 5xx) or too many attempts parks the row. The raw one-time token
+// one (SMTP 5xx to the mail's recipient or content) or too many attempts
+// parks the row, but a server that refuses the session, or every
+// recipient, parks nothing and holds the queue back instead. The raw one-time token
 // is kept in the row only until it is sent or parked: the database holds
 // only its hash elsewhere. This queue is separate from the NATS outbox, so
 // an SMTP outage never delays an invalidation and a NATS outage never

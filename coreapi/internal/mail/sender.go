@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -62,6 +64,17 @@ type Sender struct {
 	failed  *prometheus.CounterVec
 	parked  prometheus.Counter
 	lastRun time.Time
+
+	// refusing is 1 while the mail server refuses every recipient
+	// (refusedRecipient).
+	refusing prometheus.Gauge
+	mu       sync.Mutex
+	// refusedDomain is the domain of the first recipient refused with a
+	// 5xx at RCPT TO since the server last accepted a mail ("" none);
+	// refusingAll, whether a recipient at another domain was refused
+	// since too.
+	refusedDomain string
+	refusingAll   bool
 }
 
 // NewSender validates o and registers the metrics.
@@ -107,11 +120,13 @@ func NewSender(o SenderOptions) (*Sender, error) {
 			Name: "coreapi_mail_failures_total", Help: "Failed mail deliveries by this replica (kind: temporary or permanent)."}, []string{"kind"}),
 		parked: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "coreapi_mail_parked_total", Help: "Mails parked (permanent failure or too many attempts) by this replica."}),
+		refusing: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coreapi_mail_server_refusing_recipients", Help: "1 while the mail server refuses every recipient this replica names (recipients at two domains refused at RCPT TO, none accepted since); the queue is held back."}),
 	}
 	s.failed.WithLabelValues("temporary")
 	s.failed.WithLabelValues("permanent")
 	if o.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.sent, s.failed, s.parked} {
+		for _, c := range []prometheus.Collector{s.sent, s.failed, s.parked, s.refusing} {
 			if err := o.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("register mail metrics: %w", err)
 			}
@@ -328,6 +343,14 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	} else {
 		sendErr = s.o.Transport.Send(ctx, out)
 	}
+	if errors.Is(sendErr, errRecipientRefused) && s.refusedRecipient(m, sendErr) {
+		// Not the mail's: kept pending with its link, the batch ended and
+		// the queue held back, as for a refused session.
+		sendErr = fmt.Errorf("%w: the mail server refuses every recipient (recipients at two domains refused, none accepted since): %s",
+			ErrSession, strings.TrimPrefix(sendErr.Error(), ErrPermanent.Error()+": "))
+	} else if sendErr == nil {
+		s.acceptedRecipient()
+	}
 	// What the send did is recorded even if the sender is stopping
 	// meanwhile (ctx ends at shutdown): an SMTP session, once connected,
 	// runs to its end, and a mail it delivered but left pending would be
@@ -373,6 +396,48 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 		return delay, nil
 	}
 	return 0, nil
+}
+
+// refusedRecipient notes that the mail server refused m's recipient with a
+// 5xx at RCPT TO (err), and reports whether the server refuses every
+// recipient rather than that one. A relay that does not relay for coreapi
+// ("554 5.7.1 Relay access denied": a wrong SMTP_URL) answers every RCPT
+// TO so, and parking each mail would scrub the link of every mail queued
+// for a mistake of the operator's. Nothing in one answer tells the two
+// apart: a refusal is taken for its recipient's (parked) until a
+// recipient at another domain is refused too with no mail accepted in
+// between; from then on, until the server accepts a mail, every such
+// refusal is the server's. The first is logged as an error and raises
+// coreapi_mail_server_refusing_recipients. Refusals at one domain only
+// stay their recipients' (that domain's mail system may refuse them all).
+func (s *Sender) refusedRecipient(m claimed, err error) bool {
+	at := strings.LastIndexByte(m.To, '@')
+	domain := inboxDomain(strings.ToLower(m.To[at+1:]))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.refusingAll:
+		return true
+	case s.refusedDomain == "":
+		s.refusedDomain = domain
+		return false
+	case s.refusedDomain == domain:
+		return false
+	}
+	s.refusingAll = true
+	s.refusing.Set(1)
+	s.o.Logger.Error("mail server refuses every recipient; holding the queue back until it accepts one",
+		"mail_id", m.ID, "err", logging.RedactAddresses(err.Error()))
+	return true
+}
+
+// acceptedRecipient notes that the mail server accepted a mail: the
+// refusals before it were their recipients'.
+func (s *Sender) acceptedRecipient() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refusedDomain, s.refusingAll = "", false
+	s.refusing.Set(0)
 }
 
 // recordSent marks the row id sent, its token scrubbed; the row of a

@@ -43,6 +43,20 @@ var ErrPermanent = errors.New("permanent delivery failure")
 // session of its own.
 var ErrSession = errors.New("mail server session failed")
 
+// errRecipientRefused marks an ErrPermanent that is a 5xx answer to the
+// mail's RCPT TO: its recipient refused, as far as this one mail tells.
+// The Sender decides, from the refusals before it, whether the server
+// refuses every recipient instead (Sender.refusedRecipient).
+var errRecipientRefused = errors.New("recipient refused")
+
+// recipientRefused is an ErrPermanent refusing the recipient, read as
+// errRecipientRefused too; its text is the error's.
+type recipientRefused struct{ err error }
+
+func (e recipientRefused) Error() string        { return e.err.Error() }
+func (e recipientRefused) Unwrap() error        { return e.err }
+func (e recipientRefused) Is(target error) bool { return target == errRecipientRefused }
+
 // SMTP sends over SMTP with github.com/wneessen/go-mail.
 type SMTP struct {
 	host string
@@ -237,9 +251,12 @@ func (s *SMTP) Send(ctx context.Context, m Outgoing) error {
 		if msg.IsDelivered() {
 			return nil
 		}
-		code, ok := mailAnswer(err)
+		code, rcpt, ok := mailAnswer(err)
 		if !ok {
 			return fmt.Errorf("%w: %w", ErrSession, err)
+		}
+		if code >= 500 && rcpt {
+			return recipientRefused{fmt.Errorf("%w: %v", ErrPermanent, err)}
 		}
 		if code >= 500 {
 			return fmt.Errorf("%w: %v", ErrPermanent, err)
@@ -268,9 +285,10 @@ func wireAddress(addr string) string {
 	return addr[:at+1] + inboxDomain(addr[at+1:])
 }
 
-// mailAnswer is the SMTP code (4xx or 5xx, no 421 or 530) err answered the mail's
-// own RCPT TO or DATA with; ok is false for any other failure, which is
-// the session's (ErrSession). Only an answer to the mail's RCPT TO or DATA
+// mailAnswer is the SMTP code (4xx or 5xx, none sessionAnswer names) err
+// answered the mail's own RCPT TO or DATA with, and whether it was the
+// RCPT TO's; ok is false for any other failure, which is the session's
+// (ErrSession). Only an answer to the mail's RCPT TO or DATA
 // is the mail's: a 5xx there refuses it (its address, its content:
 // ErrPermanent), and a 4xx is its too (a full mailbox, greylisting), so
 // the batch's other mails go on. Whatever fails before a recipient is
@@ -281,25 +299,51 @@ func wireAddress(addr string) string {
 // 3207, RFC 4954: STARTTLS or AUTH first) wherever it comes, a 421 (RFC
 // 5321 3.8, 4.2.2: the server closes the channel, shutting down or
 // throttling the client) wherever it comes, and a connection lost or
-// timed out without an answer. Taken for the mail's, a 421 had each other
+// timed out without an answer. So are the answers about authentication
+// and encryption (sessionAnswer: 534, 535, 538, and the enhanced codes
+// X.7.8, X.7.9, X.7.11), which some servers give at RCPT TO to a client
+// that has not authenticated as they want. Taken for the mail's, a 421 had each other
 // mail of the batch open a session of its own to meet it again, and
 // parked every mail after MaxAttempts of a throttling that outlasted them. Parking each queued
 // mail for those would scrub every link for an operator's mistake: they
 // are retried with the backoff instead, as a mail server that is down is.
-func mailAnswer(err error) (int, bool) {
+func mailAnswer(err error) (code int, rcpt, ok bool) {
 	var se *gomail.SendError
 	if !errors.As(err, &se) {
-		return 0, false
+		return 0, false, false
 	}
-	code := se.ErrorCode()
-	if code < 400 || code > 599 || code == 530 || code == 421 {
-		return 0, false
+	code = se.ErrorCode()
+	if code < 400 || code > 599 || sessionAnswer(code, se.EnhancedStatusCode()) {
+		return 0, false, false
 	}
 	switch se.Reason {
-	case gomail.ErrSMTPRcptTo, gomail.ErrSMTPData, gomail.ErrSMTPDataClose:
-		return code, true
+	case gomail.ErrSMTPRcptTo:
+		return code, true, true
+	case gomail.ErrSMTPData, gomail.ErrSMTPDataClose:
+		return code, false, true
 	}
-	return 0, false
+	return 0, false, false
+}
+
+// sessionAnswer reports whether an SMTP answer refuses the session,
+// whatever command it answers: 421 (the server closes the channel), 530
+// (STARTTLS or AUTH first, RFC 3207 and 4954), 534 (the AUTH mechanism is
+// too weak), 535 (the credentials are wrong), 538 (AUTH needs
+// encryption), and, with any code, the enhanced codes RFC 4954 gives
+// those (X.7.8 credentials invalid, X.7.9 mechanism too weak, X.7.11
+// encryption required). None says anything of the recipient.
+func sessionAnswer(code int, enhanced string) bool {
+	switch code {
+	case 421, 530, 534, 535, 538:
+		return true
+	}
+	if _, detail, ok := strings.Cut(enhanced, "."); ok {
+		switch detail {
+		case "7.8", "7.9", "7.11":
+			return true
+		}
+	}
+	return false
 }
 
 // subjectHeader is the Subject header's value for subject. One of
