@@ -1510,6 +1510,9 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 				status string
 			)
 			tid, status, g.TokenVersion, err = signInTenant(ctx, tx, g.UserID, in.TenantID)
+			if errors.Is(err, errNoRow) { // deleted since identityUser found it
+				return errDeletedMeanwhile
+			}
 			if err != nil {
 				return err
 			}
@@ -1525,8 +1528,8 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 			} else {
 				issued, err = s.sessions.CreateWithAMR(ctx, tx, g.UserID, g.TenantID, in.UserAgent, in.IP, amr)
 			}
-			if errors.Is(err, sessions.ErrAccountDisabled) { // disabled since signInTenant
-				return errAccountDisabled
+			if errors.Is(err, sessions.ErrAccountDisabled) { // disabled, or deleted, since signInTenant
+				return goneOr(ctx, tx, g.UserID, errAccountDisabled)
 			}
 			if !errors.Is(err, sessions.ErrNoMembership) {
 				break
@@ -1538,7 +1541,7 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 			// a sign-in after the change does, or is answered as that one
 			// is.
 			if in.TenantID != nil {
-				return noMembership(in.TenantID)
+				return goneOr(ctx, tx, g.UserID, noMembership(in.TenantID))
 			}
 		}
 		if err != nil {
@@ -1561,6 +1564,31 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 // errAccountDisabled answers a sign-in of a disabled account, as the
 // password grant does.
 var errAccountDisabled = problem.New(fiber.StatusForbidden, problem.CodeUserDisabled, "this account is disabled")
+
+// errDeletedMeanwhile answers a sign-in through an identity linked to an
+// account that was deleted (users.DeleteAccount) after the sign-in found
+// the identity and before its session was opened: nothing is opened, and
+// no account is created in its place (a sign-in started after the
+// deletion creates one, as for any address without an account).
+var errDeletedMeanwhile = problem.New(fiber.StatusConflict, problem.CodeConflict,
+	"the account was deleted while this sign-in was finishing; no session was opened")
+
+// goneOr is the answer to a sign-in of userID whose session could not be
+// opened: errDeletedMeanwhile when the account no longer exists (read by a
+// statement of its own in tx, which sees a deletion committed since the
+// transaction began), else refusal. A deleted account is neither disabled
+// nor a former member.
+func goneOr(ctx context.Context, tx pgx.Tx, userID string, refusal error) error {
+	const q = `SELECT NOT EXISTS (SELECT 1 FROM users WHERE id = $1)`
+	var gone bool
+	if err := tx.QueryRow(ctx, q, userID).Scan(&gone); err != nil {
+		return fmt.Errorf("look for the account: %w", err)
+	}
+	if gone {
+		return errDeletedMeanwhile
+	}
+	return refusal
+}
 
 // noMembership answers a sign-in of an active account that finds no
 // active membership in an active tenant, as the password grant does: of

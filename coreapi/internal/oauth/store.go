@@ -421,6 +421,8 @@ func linkIdentity(ctx context.Context, db sqldb.DB, userID, provider, issuer, su
 // the tenant (nil for none), the user's status and token version, the
 // status whatever the memberships: a disabled account is refused as such
 // before its memberships are looked at, as the password grant does.
+// errNoRow: the account no longer exists (deleted since the caller found
+// it).
 func signInTenant(ctx context.Context, db sqldb.DB, userID string, tenantID *string) (tid *string, status string, tv int64, err error) {
 	const q = `
 SELECT (SELECT m.tenant_id::text FROM memberships m JOIN tenants t ON t.id = m.tenant_id
@@ -431,6 +433,9 @@ SELECT (SELECT m.tenant_id::text FROM memberships m JOIN tenants t ON t.id = m.t
 FROM users u
 WHERE u.id = $1`
 	err = db.QueryRow(ctx, q, userID, tenantID).Scan(&tid, &status, &tv)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, "", 0, errNoRow
+	}
 	if err != nil {
 		return nil, "", 0, fmt.Errorf("pick tenant: %w", err)
 	}
