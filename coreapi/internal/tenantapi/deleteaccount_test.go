@@ -187,3 +187,29 @@ func TestDeleteMyAccountGuards(t *testing.T) {
 	me.SessionID = e.SeedSession(t, me.UserID, ta.ID)
 	apitest.WantStatus(t, del(&me), http.StatusNoContent)
 }
+
+// TestDeleteMyAccountDropsItsPendingEmailChange: the verification link of
+// an email change the account had asked for (PATCH /users/me {email}) is
+// queued to the new address, not the account's: the deletion drops that
+// mail too (it kept it, and sent it after the erasure, the new address
+// and a raw token of the erased account in the queue until then). Mails
+// of others to that address stay.
+func TestDeleteMyAccountDropsItsPendingEmailChange(t *testing.T) {
+	e := start(t, apitest.Options{})
+	ta := e.SeedTenant(t, "A")
+	me := e.SeedUserIn(t, ta.ID, "moving@a.test", "member")
+	apitest.WantStatus(t, e.Send(t, &me, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "moved@b.test"}), http.StatusAccepted)
+	if n := countSQL(t, e, `SELECT count(*) FROM mail_queue WHERE to_address = 'moved@b.test' AND token IS NOT NULL`); n != 1 {
+		t.Fatalf("%d verification mails to the new address, want 1", n)
+	}
+	execSQL(t, e, `INSERT INTO mail_queue (kind, to_address, token) VALUES ('verify_email', 'moved@b.test', 'someone-else')`)
+
+	apitest.WantStatus(t, e.Send(t, &me, http.MethodDelete, "/api/v1/users/me/account", nil), http.StatusNoContent)
+
+	if n := countSQL(t, e, `SELECT count(*) FROM mail_queue WHERE to_address = 'moved@b.test' AND token IS DISTINCT FROM 'someone-else'`); n != 0 {
+		t.Errorf("%d mails of the deleted account's email change left in the queue, want 0", n)
+	}
+	if n := countSQL(t, e, `SELECT count(*) FROM mail_queue WHERE to_address = 'moved@b.test' AND token = 'someone-else'`); n != 1 {
+		t.Errorf("%d mails of others to the address, want 1", n)
+	}
+}

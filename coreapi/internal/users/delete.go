@@ -95,7 +95,9 @@ type Deleted struct {
 // deletion is audited (user.deleted) in each; every row of mail_queue
 // to its address is deleted, sent and parked ones too, but for an
 // invitation mail not yet sent (another tenant's, whose invitation
-// stands); the row is deleted, which deletes with it its sessions and
+// stands), and so is a mail that carries one of its one-time tokens to
+// another address (the link of a pending email change); the row is
+// deleted, which deletes with it its sessions and
 // refresh tokens, keys, memberships and roles, linked identities and
 // their unlinks, second factor and recovery codes, one-time tokens and
 // OAuth states (foreign keys ON DELETE CASCADE), while the audit events it
@@ -132,8 +134,16 @@ ORDER BY t.name, t.id`
 	// address and body would otherwise outlive the account until the
 	// retention sweep), but an invitation mail still to go: it is a
 	// tenant's the account was not in (those of its tenants were just
-	// withdrawn), and that invitation stands.
-	const qMail = `DELETE FROM mail_queue WHERE lower(to_address) = lower($1) AND (kind <> 'invitation' OR status <> 'pending')`
+	// withdrawn), and that invitation stands. So does a mail carrying one
+	// of its one-time tokens to another address (the link of a pending
+	// email change): the queue keeps a raw token until the mail is sent,
+	// and its hash is the action token's (onetime.Hash, SHA-256).
+	const qMail = `
+DELETE FROM mail_queue m
+WHERE (lower(m.to_address) = lower($1) AND (m.kind <> 'invitation' OR m.status <> 'pending'))
+   OR (m.token IS NOT NULL AND EXISTS (
+       SELECT 1 FROM action_tokens t
+       WHERE t.user_id = $2 AND t.token_hash = sha256(convert_to(m.token, 'UTF8'))))`
 	const qDelete = `DELETE FROM users WHERE id = $1`
 	d := Deleted{UserID: userID}
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
@@ -215,7 +225,7 @@ ORDER BY t.name, t.id`
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, qMail, email); err != nil {
+		if _, err := tx.Exec(ctx, qMail, email, userID); err != nil {
 			return fmt.Errorf("delete queued mail: %w", err)
 		}
 		if _, err := tx.Exec(ctx, qDelete, userID); err != nil {
