@@ -307,6 +307,10 @@ func linkURL(redirectURL, ticket string) (string, error) {
 	return base.ResolveReference(&url.URL{Path: "link", RawQuery: "ticket=" + url.QueryEscape(ticket)}).String(), nil
 }
 
+// maxLinkParam bounds a link ticket and a link code as a request gives
+// them: those this service hands out are 43 characters.
+const maxLinkParam = 512
+
 var errBadTicket = problem.New(fiber.StatusBadRequest, problem.CodeInvalidState,
 	"unknown, already used or expired link ticket (it works once, within a minute); start the link again")
 
@@ -327,8 +331,11 @@ func (s *Service) openLink(c *fiber.Ctx) error {
 	if err := httpapi.ReadForm(c.Context().QueryArgs(), []httpapi.FormField{{Name: "ticket", Dst: &ticket}}); err != nil {
 		return err
 	}
-	if ticket == "" || len(ticket) > 512 {
+	switch {
+	case ticket == "":
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "ticket is required")
+	case len(ticket) > maxLinkParam:
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "ticket is too long (at most 512 characters): it is not one this service handed out")
 	}
 	// Before the ticket is spent: a provider that cannot be reached
 	// leaves it for a retry.
@@ -418,8 +425,11 @@ func (s *Service) confirmLink(c *fiber.Ctx) error {
 			return err
 		}
 	}
-	if req.LinkCode == "" || len(req.LinkCode) > 512 {
+	switch {
+	case req.LinkCode == "":
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "link_code is required: the code the link's callback handed to return_to")
+	case len(req.LinkCode) > maxLinkParam:
+		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidRequest, "link_code is too long (at most 512 characters): it is not one the link's callback handed out")
 	}
 	id := httpapi.IdentityOf(c)
 	li, mfa, err := s.linkOwned(c.UserContext(), id, p.cfg.Name, linkCodeHash(req.LinkCode), strings.Clone(httpapi.RequestIDOf(c)))
