@@ -399,7 +399,8 @@ func (s *Server) identityHeaders(a access) fiber.Handler {
 // verifyIdentity checks the signed identity headers of one request: v2
 // against the core keys, over the method, path and query as received and
 // the SHA-256 of the body as received, once only (replays are refused
-// within the window); v1 only while accepted (Options.AcceptV1).
+// within the window); v1 only while accepted (Options.AcceptV1), once only
+// too.
 func (s *Server) verifyIdentity(c *fiber.Ctx) (*verified, error) {
 	sig := c.Get(identity.HeaderSignature)
 	if strings.HasPrefix(sig, identity.Version+"=") {
@@ -407,7 +408,13 @@ func (s *Server) verifyIdentity(c *fiber.Ctx) (*verified, error) {
 			return nil, errV1Refused
 		}
 		id := readIdentityV1(c)
-		if err := s.v1.Verify(s.now(), c.Get(identity.HeaderTimestamp), sig, c.Method(), c.OriginalURL(), id); err != nil {
+		now, ts := s.now(), c.Get(identity.HeaderTimestamp)
+		if err := s.v1.Verify(now, ts, sig, c.Method(), c.OriginalURL(), id); err != nil {
+			return nil, err
+		}
+		// The same filter as v2's: a captured v1 request sent again, with
+		// this body or another (v1 signs none), is refused in the window.
+		if err := s.replays.CheckV1(sig, ts, identity.DefaultWindow, now); err != nil {
 			return nil, err
 		}
 		id.Principal = identity.PrincipalAnonymous

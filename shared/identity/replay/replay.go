@@ -139,7 +139,20 @@ func (c *Cache) FirstUse(key Key, exp, now int64) bool {
 // are not those of a v2 signature (Check does not verify anything: call
 // it only once the signature verified).
 func (c *Cache) Check(signature, timestamp string, window time.Duration, now time.Time) error {
-	key, ok := KeyOf(signature)
+	return c.check(identity.VersionV2, signature, timestamp, window, now)
+}
+
+// CheckV1 is Check for a v1 signature ("v1=" and the base64url HMAC), which
+// coreapi accepts for one release (IDENTITY_ACCEPT_V1). v1 signs neither a
+// request id nor the body, so two identical requests a v1 proxy signs in
+// the same millisecond share a signature and the second reads as a replay;
+// a captured one sent again, with any body, is refused.
+func (c *Cache) CheckV1(signature, timestamp string, window time.Duration, now time.Time) error {
+	return c.check(identity.Version, signature, timestamp, window, now)
+}
+
+func (c *Cache) check(version, signature, timestamp string, window time.Duration, now time.Time) error {
+	key, ok := versionKey(version, signature)
 	ts, err := strconv.ParseInt(timestamp, 10, 64)
 	if !ok || err != nil {
 		return identity.ErrMalformed
@@ -153,13 +166,19 @@ func (c *Cache) Check(signature, timestamp string, window time.Duration, now tim
 // KeyOf returns the key of a v2 X-Auth-Signature value ("v2=" and the
 // base64url HMAC), and false when the value does not start like one.
 func KeyOf(signature string) (Key, bool) {
-	const prefix = identity.VersionV2 + "="
+	return versionKey(identity.VersionV2, signature)
+}
+
+// versionKey is KeyOf for a signature of version ("v1" or "v2"): the two
+// HMACs are over canonical strings that differ from their first line.
+func versionKey(version, signature string) (Key, bool) {
+	n := len(version) + 1 // and "="
 	// 12 characters are 9 bytes; the key is the first 8.
-	if len(signature) < len(prefix)+12 || !strings.HasPrefix(signature, prefix) {
+	if len(signature) < n+12 || !strings.HasPrefix(signature, version) || signature[n-1] != '=' {
 		return 0, false
 	}
 	var b [9]byte
-	if _, err := base64.RawURLEncoding.Decode(b[:], []byte(signature[len(prefix):len(prefix)+12])); err != nil {
+	if _, err := base64.RawURLEncoding.Decode(b[:], []byte(signature[n:n+12])); err != nil {
 		return 0, false
 	}
 	return Key(binary.LittleEndian.Uint64(b[:8])), true

@@ -189,6 +189,29 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// TestCheckV1: a v1 signature is remembered as a v2 one is, and only a
+// v1 signature is read by CheckV1 (a v2 one by Check).
+func TestCheckV1(t *testing.T) {
+	t.Parallel()
+	c := New(0)
+	now := time.UnixMilli(1_700_000_000_000)
+	mac := make([]byte, 32)
+	mac[0] = 3
+	v1, ts := identity.Version+"="+base64.RawURLEncoding.EncodeToString(mac), "1699999990000"
+	if err := c.CheckV1(v1, ts, 30*time.Second, now); err != nil {
+		t.Fatalf("first use: %v", err)
+	}
+	if err := c.CheckV1(v1, ts, 30*time.Second, now.Add(19*time.Second)); !errors.Is(err, identity.ErrReplayed) {
+		t.Fatalf("again in the window: %v, want ErrReplayed", err)
+	}
+	if err := c.Check(v1, ts, 30*time.Second, now); !errors.Is(err, identity.ErrMalformed) {
+		t.Fatalf("Check of a v1 signature: %v, want ErrMalformed", err)
+	}
+	if err := c.CheckV1(sigOf(mac), ts, 30*time.Second, now); !errors.Is(err, identity.ErrMalformed) {
+		t.Fatalf("CheckV1 of a v2 signature: %v, want ErrMalformed", err)
+	}
+}
+
 // TestConcurrentFirstUse (run with -race): goroutines racing to record the
 // same signatures accept each exactly once; distinct ones are all
 // accepted.
