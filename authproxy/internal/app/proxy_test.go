@@ -796,8 +796,11 @@ func TestForwardedHeadersTrust(t *testing.T) {
 	}
 }
 
+// TestRequestID: a trusted peer's well-formed X-Request-Id is the
+// request's id; a malformed one is replaced (an untrusted peer's always is:
+// TestRequestIDFromUntrustedPeerReplaced).
 func TestRequestID(t *testing.T) {
-	e := start(t, envOpt{})
+	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}})
 	r := e.do("GET", "/api/v1/users/me", e.token(nil), map[string]string{"X-Request-Id": "abc-123"})
 	if r.header.Get("X-Request-Id") != "abc-123" || e.core.Last(t).Headers["X-Request-Id"][0] != "abc-123" {
 		t.Fatalf("request id not propagated: %q", r.header.Get("X-Request-Id"))
@@ -853,14 +856,15 @@ func TestRequestIDsDistinct(t *testing.T) {
 // covers and the response carries, whatever the client sent: a valid id,
 // one the proxy replaces, or several; for a warm token (whose headers are
 // written as one block) and a first one alike, and from a trusted peer
-// (whose headers are set one by one).
+// (whose headers are set one by one). A valid id is kept from a trusted
+// peer only.
 func TestRequestIDForwardedOnce(t *testing.T) {
 	for name, vars := range map[string]map[string]string{"untrusted": nil, "trusted": {"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}} {
-		t.Run(name, func(t *testing.T) { requestIDForwardedOnce(t, start(t, envOpt{vars: vars})) })
+		t.Run(name, func(t *testing.T) { requestIDForwardedOnce(t, start(t, envOpt{vars: vars}), vars != nil) })
 	}
 }
 
-func requestIDForwardedOnce(t *testing.T, e *env) {
+func requestIDForwardedOnce(t *testing.T, e *env, trusted bool) {
 	tok := e.token(nil)
 	for _, sent := range []string{"", "abc-123", "bad id\"<>"} {
 		for _, twice := range []bool{false, true} {
@@ -879,8 +883,11 @@ func requestIDForwardedOnce(t *testing.T, e *env) {
 				if len(ids) != 1 || ids[0] != r.header.Get("X-Request-Id") {
 					t.Fatalf("sent %q (twice %v): upstream got X-Request-Id %q, response %q", sent, twice, ids, r.header.Get("X-Request-Id"))
 				}
-				if sent == "abc-123" && ids[0] != sent {
-					t.Fatalf("a valid client id was replaced by %q", ids[0])
+				if sent == "abc-123" && trusted && ids[0] != sent {
+					t.Fatalf("a trusted peer's valid id was replaced by %q", ids[0])
+				}
+				if sent != "" && !trusted && (ids[0] == sent || ids[0] == "other-1") {
+					t.Fatalf("an untrusted client's id %q was kept", ids[0])
 				}
 			}
 		}
@@ -1013,10 +1020,10 @@ func TestObserveIsOutermost(t *testing.T) {
 	e := start(t, envOpt{})
 	// The series appears with the first 400.
 	before := max(metricCount(t, e, `authproxy_request_duration_seconds_count{code="400"}`), 0)
-	r := e.raw("GET /api/%2fx HTTP/1.1\r\nHost: x\r\nX-Request-Id: trace-1\r\nConnection: close\r\n\r\n")
+	r := e.raw("GET /api/%2fx HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	e.wantProblem(r, 400, problem.CodeBadPath)
-	if r.prob.RequestID != "trace-1" {
-		t.Fatalf("request_id = %q, want trace-1", r.prob.RequestID)
+	if r.prob.RequestID == "" || r.prob.RequestID != r.header.Get("X-Request-Id") {
+		t.Fatalf("request_id = %q, want the answer's X-Request-Id %q", r.prob.RequestID, r.header.Get("X-Request-Id"))
 	}
 	if got := metricCount(t, e, `authproxy_request_duration_seconds_count{code="400"}`); got != before+1 {
 		t.Fatalf("400 requests timed = %v, want %v", got, before+1)

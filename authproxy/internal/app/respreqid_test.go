@@ -10,10 +10,11 @@ import (
 // An app that answers with X-Request-Id fields of its own (one, two, in
 // lower case) does not change the request id the client gets: the client
 // receives exactly one X-Request-Id, the proxy's, the one both services
-// logged and the app received. Stream routes too.
+// logged and the app received. Stream routes too. (The client's id is the
+// proxy's here as it comes through a trusted peer.)
 func TestUpstreamRequestIDAnswerIsTheProxys(t *testing.T) {
 	url := cannedUpstream(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Request-Id: app-1\r\nx-request-id: app-2\r\nX-App: kept\r\n\r\nok")
-	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
+	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}, rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
 		"  - {prefix: /events, upstream: notes, access: public, stream_timeout: 10s}\n" +
 		"  - {prefix: /, upstream: notes, access: public}\n"})
 	for _, path := range []string{"/x", "/events"} {
@@ -36,11 +37,11 @@ func TestUpstreamRequestIDAnswerIsTheProxys(t *testing.T) {
 	}
 }
 
-// The same for an app's 101 to a WebSocket upgrade.
+// The same for an app's 101 to a WebSocket upgrade (a trusted peer's id).
 func TestUpstreamRequestIDSwitchingProtocolsIsTheProxys(t *testing.T) {
 	url := cannedUpstream(t, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
 		"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nX-Request-Id: app-1\r\nX-Request-Id: app-2\r\n\r\n")
-	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
+	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}, rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
 		"  - {prefix: /ws, upstream: notes, access: public, websocket: true}\n"})
 	conn, br := dialProxy(t, e.addr)
 	if _, err := io.WriteString(conn, strings.Replace(wsUpgrade("/ws"), "\r\n", "\r\nX-Request-Id: client-req-1\r\n", 1)); err != nil {
@@ -64,12 +65,13 @@ func TestUpstreamRequestIDSwitchingProtocolsIsTheProxys(t *testing.T) {
 // app's X_Request_Id reached the client beside the proxy's X-Request-Id,
 // under the name a CGI-style reader (a front proxy, a client library)
 // files both as, and an app's X_Auth_Invalidated passed for coreapi's
-// before a proxy in front. Stream routes too.
+// before a proxy in front. Stream routes too. (The client's id is the
+// proxy's here as it comes through a trusted peer.)
 func TestUpstreamUnderscoreSpellingsAnswerRemoved(t *testing.T) {
 	url := cannedUpstream(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX_Request_Id: app-1\r\nx_request_id: app-2\r\n"+
 		"X-Request_Id: app-3\r\nX_Auth_Invalidated: auth.invalidate.all\r\nx_auth-invalidated: auth.invalidate.all\r\n"+
 		"Server_Timing: db;dur=53\r\nKeep_Alive: timeout=5\r\nX_App: kept\r\n\r\nok")
-	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
+	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}, rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
 		"  - {prefix: /events, upstream: notes, access: public, stream_timeout: 10s}\n" +
 		"  - {prefix: /, upstream: notes, access: public}\n"})
 	for _, path := range []string{"/x", "/events"} {

@@ -351,7 +351,8 @@ func TestTracingOffAddsNoHeaders(t *testing.T) {
 func TestTracingLogFields(t *testing.T) {
 	e, exp := tracedEnv(t, "always_on", nil)
 	tok := e.token(nil)
-	e.wantStatus(e.do("GET", "/notes", tok, map[string]string{"X-Request-Id": "req-trace-1"}), 200)
+	first := e.do("GET", "/notes", tok, map[string]string{"X-Request-Id": "req-trace-1"})
+	e.wantStatus(first, 200)
 	lines := accessLines(t, e)
 	if len(lines) != 1 {
 		t.Fatalf("%d access lines", len(lines))
@@ -359,7 +360,7 @@ func TestTracingLogFields(t *testing.T) {
 	l := lines[0]
 	tid := spanNamed(t, exp.GetSpans(), "GET /notes").SpanContext.TraceID().String()
 	for k, want := range map[string]any{"principal": "user", "user_id": userID, "tenant_id": tenantID, "upstream": "notes",
-		"route": "/notes", "request_id": "req-trace-1", "trace_id": tid} {
+		"route": "/notes", "request_id": first.header.Get("X-Request-Id"), "client_request_id": "req-trace-1", "trace_id": tid} {
 		if l[k] != want {
 			t.Errorf("access log %s = %v, want %v", k, l[k], want)
 		}
@@ -395,7 +396,7 @@ func TestTracingLogFields(t *testing.T) {
 	for _, line := range strings.Split(e.logs.String(), "\n") {
 		if strings.Contains(line, `"msg":"projection fetch"`) {
 			found = true
-			if !strings.Contains(line, `"request_id":"req-trace-2"`) || !strings.Contains(line, `"trace_id":"`+tid+`"`) {
+			if !strings.Contains(line, `"request_id":"`+r.header.Get("X-Request-Id")+`"`) || !strings.Contains(line, `"trace_id":"`+tid+`"`) {
 				t.Fatalf("error line without the request and trace ids: %s", line)
 			}
 		}

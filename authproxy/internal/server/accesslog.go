@@ -48,6 +48,10 @@ func (s *Server) accessLine(c *fiber.Ctx, st *state, status int, d time.Duration
 		b = ip.Unmap().AppendTo(b)
 	}
 	b = append(b, '"')
+	if len(st.clientReqID) > 0 {
+		b = append(b, `,"client_request_id":`...)
+		b = logging.AppendString(b, b2s(st.clientReqID))
+	}
 	if st.trace.on {
 		b = append(b, `,"trace_id":`...)
 		b = logging.AppendString(b, b2s(st.trace.id[:]))

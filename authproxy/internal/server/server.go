@@ -324,6 +324,12 @@ type state struct {
 	line      []byte            // the access line (accessLine)
 	times     logging.TimeCache // the access line's time, formatted once a second
 	sentReqID bool              // the client sent an X-Request-Id
+
+	// clientReqID is the X-Request-Id a client sent that did not become
+	// the request's id (an untrusted peer's, or a malformed one), cut to
+	// requestid.MaxLen bytes: logged apart (client_request_id).
+	clientReqID []byte
+
 	mac       identity.MACScratch
 	digest    tokens.Name       // the bearer token's cache name
 	keyDigest [sha256.Size]byte // an API key's SHA-256 (apikey.go)
@@ -864,9 +870,17 @@ func (s *Server) begin(c *fiber.Ctx, st *state) {
 	st.seen.RequestID = nil // request memory: not kept in the pooled state
 	st.edited = st.seen.Upgrade || st.seen.WSProtocol || st.seen.APIKey
 	st.sentReqID = in != nil
-	if requestid.Valid(b2s(in)) {
+	st.clientReqID = st.clientReqID[:0]
+	// The id the services log, audit rows record and the signature binds
+	// comes from the client only through a trusted proxy in front (as
+	// X-Forwarded-For does): anyone else could give its requests another
+	// client's id.
+	if in != nil && requestid.Valid(b2s(in)) && s.trusted(c) {
 		st.reqID = append(st.reqID[:0], in...)
 	} else {
+		if in != nil {
+			st.clientReqID = append(st.clientReqID, in[:min(len(in), requestid.MaxLen)]...)
+		}
 		// Unique, not secret: a random per-process prefix and a number
 		// from a per-CPU sequence (no counter shared by the cores).
 		st.reqID = append(st.reqID[:0], s.idPrefix...)
@@ -943,8 +957,19 @@ func (s *Server) accessLog(c *fiber.Ctx, st *state, status int, d time.Duration)
 		slog.String("user_id", userID),
 		slog.String("tenant_id", tenantID),
 		slog.String("remote_ip", c.Context().RemoteIP().String()),
-		st.traceAttr(), // empty, so left out, unless traced
+		st.clientReqIDAttr(), // empty, so left out, unless the client sent one not taken
+		st.traceAttr(),       // empty, so left out, unless traced
 	)
+}
+
+// clientReqIDAttr is the access log's client_request_id: the client's
+// X-Request-Id that did not become the request's id; empty (left out)
+// when there is none.
+func (st *state) clientReqIDAttr() slog.Attr {
+	if len(st.clientReqID) == 0 {
+		return slog.Attr{}
+	}
+	return slog.String("client_request_id", string(st.clientReqID))
 }
 
 // logMethod is a request's method for the access log: a method the proxy
