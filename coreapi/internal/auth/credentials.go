@@ -22,17 +22,15 @@ import (
 // A correct password's stale hash is made again, as on a sign-in.
 func (s *Service) CheckPassword(ctx context.Context, email, pw, ip string) (string, int64, error) {
 	var a users.Credentials
-	stale, err := s.checkGuess(ctx, email, pw, ip, func() (string, error) {
+	up, err := s.checkGuess(ctx, email, pw, ip, func() (string, bool, error) {
 		var err error
 		a, err = users.CredentialsByEmail(ctx, s.pool, email, "")
-		return a.Hash, err
+		return a.Hash, a.NFKC, err
 	})
 	if err != nil {
 		return "", 0, err
 	}
-	if stale {
-		s.rehash(ctx, a.UserID, a.Hash, pw)
-	}
+	s.upkeep(ctx, a.UserID, a.Hash, pw, up)
 	if a.Status != identity.StatusActive {
 		return "", 0, problem.New(403, problem.CodeUserDisabled, "this account is disabled")
 	}
@@ -81,16 +79,14 @@ func (s *Service) CheckPasswordOf(ctx context.Context, userID, pw, ip string) (i
 	if cur.Hash == "" {
 		return 0, ErrNoPassword
 	}
-	stale, err := s.checkGuess(ctx, cur.Email, pw, ip, func() (string, error) { return cur.Hash, nil })
+	up, err := s.checkGuess(ctx, cur.Email, pw, ip, func() (string, bool, error) { return cur.Hash, cur.NFKC, nil })
 	if errors.Is(err, errBadCredentials) {
 		return 0, errWrongPassword
 	}
 	if err != nil {
 		return 0, err
 	}
-	if stale {
-		s.rehash(ctx, userID, cur.Hash, pw)
-	}
+	s.upkeep(ctx, userID, cur.Hash, pw, up)
 	return cur.TokenVersion, nil
 }
 

@@ -82,17 +82,15 @@ func accountGone(ctx context.Context, q sessions.DB, userID string) (bool, error
 // address (httpapi.ClientIP).
 func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip string) (users.Credentials, error) {
 	var a users.Credentials
-	stale, err := s.checkGuess(ctx, email, pw, ip, func() (string, error) {
+	up, err := s.checkGuess(ctx, email, pw, ip, func() (string, bool, error) {
 		var err error
 		a, err = users.CredentialsByEmail(ctx, s.pool, email, tenantID)
-		return a.Hash, err
+		return a.Hash, a.NFKC, err
 	})
 	if err != nil {
 		return users.Credentials{}, err
 	}
-	if stale {
-		s.rehash(ctx, a.UserID, a.Hash, pw)
-	}
+	s.upkeep(ctx, a.UserID, a.Hash, pw, up)
 	if a.Status != identity.StatusActive {
 		return users.Credentials{}, errAccountDisabled
 	}
@@ -114,7 +112,11 @@ func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip str
 // address (reserveGuess): the per-address counts alone let one client try
 // a password on any number of addresses, each attempt an argon2 hash. load
 // returns the account's hash; users.ErrNotFound costs the same work and
-// gets the same answer (errBadCredentials) as a wrong password. A correct
+// gets the same answer (errBadCredentials) as a wrong password; nfkc
+// reports that the hash is known to hold the password's NFKC form
+// (users.Credentials.NFKC), which is then the only form tried, as it is
+// for an unknown account: a password sent in another Unicode form costs
+// one argon2 run, not two. A correct
 // password clears the client's count for the address and takes its hit
 // back from the client's budget, so that only failures add up. Every
 // check, right or wrong, counts against the client's budget of checks,
@@ -125,47 +127,54 @@ func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip str
 // take run at once (password.Hasher.Admit); one more is refused with
 // password.ErrBusy before anything is counted.
 //
-// stale reports that the correct password's stored hash should be made
-// again from it (rehash): it matched the password as typed, not its NFKC
-// form (a hash from before passwords were normalized), or it was made
-// with other argon2 parameters than the current ones.
-func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load func() (string, error)) (stale bool, err error) {
+// up says what the correct password's stored hash needs (upkeep).
+func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load func() (hash string, nfkc bool, err error)) (up hashUpkeep, err error) {
 	if len(pw) > password.MaxBytes {
-		return false, errPasswordTooLong
+		return upkeepNone, errPasswordTooLong
 	}
 	// A place among the checks the hashing slots can take, before any
 	// work: a flood beyond them is refused (503) here, counted nowhere,
 	// rather than held waiting for the pool and then for a slot.
 	done, err := s.passwords.Admit()
 	if err != nil {
-		return false, err
+		return upkeepNone, err
 	}
 	defer done()
 	key := lockout.EmailKey(email)
 	client, err := s.reserveGuess(ctx, key, ip)
 	if err != nil {
-		return false, err
+		return upkeepNone, err
 	}
-	hash, err := load()
+	hash, nfkc, err := load()
 	if errors.Is(err, users.ErrNotFound) {
 		hash = "" // verified against the dummy: never matches
 	} else if err != nil {
-		return false, err
+		return upkeepNone, err
 	}
 	// An account without a password (created through OAuth) never
-	// matches either.
-	m, err := s.passwords.Verify(ctx, pw, hash)
+	// matches either. Only a hash that may be from before passwords were
+	// normalized is tried in the form as typed too.
+	form := password.FormUnknown
+	if nfkc || hash == "" {
+		form = password.FormNFKC
+	}
+	m, err := s.passwords.VerifyForm(ctx, pw, hash, form)
 	if err != nil && !errors.Is(err, password.ErrInvalidHash) {
-		return false, err
+		return upkeepNone, err
 	}
 	if !m.OK() {
-		return false, errBadCredentials
+		return upkeepNone, errBadCredentials
 	}
-	stale = m == password.MatchAsTyped || s.passwords.NeedsRehash(hash)
+	switch {
+	case m == password.MatchAsTyped || s.passwords.NeedsRehash(hash):
+		up = upkeepRehash
+	case !nfkc:
+		up = upkeepVouch
+	}
 	if err := s.limiter.Release(ctx, client); err != nil {
-		return false, err
+		return upkeepNone, err
 	}
-	return stale, s.release(ctx, s.attempts, key, ip)
+	return up, s.release(ctx, s.attempts, key, ip)
 }
 
 // reserveGuess counts one password guess from the client ip at the
@@ -276,16 +285,40 @@ func (s *Service) release(ctx context.Context, st *lockout.Store, key []byte, ip
 	return st.Release(ctx, key, ip)
 }
 
-// rehash replaces a stale hash (checkGuess) of the password pw, just
-// checked, with one made now: in NFKC, with the current parameters. Only
-// the hash changes: the password is the same, so no token version moves
-// on, no session ends and nothing is audited. It is best effort: on an
-// error the old hash stays (it still verifies) and the next sign-in tries
-// again.
-func (s *Service) rehash(ctx context.Context, userID, oldHash, pw string) {
-	h, err := s.passwords.Hash(ctx, pw)
-	if err == nil {
-		err = users.Rehash(ctx, s.pool, userID, oldHash, h)
+// hashUpkeep is what a correct password's stored hash needs (checkGuess).
+type hashUpkeep uint8
+
+const (
+	upkeepNone hashUpkeep = iota
+	// upkeepVouch: the hash holds the password's NFKC form with the
+	// current parameters, but was not known to: record it
+	// (users.VouchNFKC), so that its next checks try that form only.
+	upkeepVouch
+	// upkeepRehash: the hash matched the password as typed, not its NFKC
+	// form (a hash from before passwords were normalized), or was made
+	// with other argon2 parameters than the current ones: make it again.
+	upkeepRehash
+)
+
+// upkeep does what checkGuess found the stored hash oldHash of the
+// password pw, just checked, to need: rehash replaces it with one made
+// now (in NFKC, with the current parameters); vouch records its form.
+// Only the hash or its record changes: the password is the same, so no
+// token version moves on, no session ends and nothing is audited. It is
+// best effort: on an error the old hash stays (it still verifies) and the
+// next sign-in tries again.
+func (s *Service) upkeep(ctx context.Context, userID, oldHash, pw string, up hashUpkeep) {
+	var err error
+	switch up {
+	case upkeepNone:
+		return
+	case upkeepVouch:
+		err = users.VouchNFKC(ctx, s.pool, userID, oldHash)
+	case upkeepRehash:
+		var h string
+		if h, err = s.passwords.Hash(ctx, pw); err == nil {
+			err = users.Rehash(ctx, s.pool, userID, oldHash, h)
+		}
 	}
 	if err != nil {
 		s.log.WarnContext(ctx, "password rehash", "user_id", userID, "err", err)

@@ -98,3 +98,84 @@ FROM users u WHERE email = $1`, email).Scan(&s)
 		}
 	}
 }
+
+// TestPasswordCheckCostsOneDerivation: a password that NFKC changes (here
+// with a decomposed é) costs one argon2 run per check, right or wrong, for
+// an account whose hash coreapi made and for an unknown address: trying
+// the form as typed too, for every such password, let anyone double the
+// cost of each guess. Only a hash stored before passwords were normalized,
+// not yet vouched for (users.password_nfkc_hash, migration 00058), is
+// checked both ways; the sign-in that matches it replaces it (one more run)
+// or, when it already held the NFKC form, vouches for it (no run), and
+// from then on it costs one.
+func TestPasswordCheckCostsOneDerivation(t *testing.T) {
+	ctx := context.Background()
+	e := start(t, cheap)
+	const nfkc, typed, wrong = "caf\u00e9 au lait 42", "cafe\u0301 au lait 42", "cafe\u0301 au lait 43"
+	signIn := func(email, pw string) (status int, runs int64) {
+		t.Helper()
+		before := e.passwords.Derivations()
+		st := e.token(t, map[string]string{"grant_type": "password", "email": email, "password": pw}).Status
+		return st, e.passwords.Derivations() - before
+	}
+	want := func(what string, status int, runs int64, wantStatus int, wantRuns int64) {
+		t.Helper()
+		if status != wantStatus || runs != wantRuns {
+			t.Errorf("%s: %d after %d argon2 runs, want %d after %d", what, status, runs, wantStatus, wantRuns)
+		}
+	}
+	signup := func(email string) {
+		t.Helper()
+		r := e.Send(t, nil, http.MethodPost, "/api/v1/auth/signup",
+			map[string]string{"email": email, "password": nfkc, "tenant_name": "T", "display_name": "D"})
+		if r.Status != http.StatusCreated {
+			t.Fatalf("signup %s: %d %s", email, r.Status, r.Body)
+		}
+	}
+
+	signup("new@example.com")
+	st, n := signIn("new@example.com", typed)
+	want("right password, decomposed", st, n, http.StatusOK, 1)
+	st, n = signIn("new@example.com", wrong)
+	want("wrong password, decomposed", st, n, http.StatusBadRequest, 1)
+	st, n = signIn("nobody@example.com", wrong)
+	want("unknown address, decomposed", st, n, http.StatusBadRequest, 1)
+	st, n = signIn("new@example.com", nfkc)
+	want("right password, as stored", st, n, http.StatusOK, 1)
+
+	// A hash from before normalization: both forms until a sign-in
+	// replaces it.
+	signup("old@example.com")
+	if _, err := e.DB.Pool.Exec(ctx, `UPDATE users SET password_hash = $1 WHERE email = 'old@example.com'`, preNFKCHash(typed)); err != nil {
+		t.Fatal(err)
+	}
+	st, n = signIn("old@example.com", wrong)
+	want("pre-NFKC hash, wrong password", st, n, http.StatusBadRequest, 2)
+	st, n = signIn("old@example.com", typed)
+	want("pre-NFKC hash, as typed (and its replacement)", st, n, http.StatusOK, 3)
+	st, n = signIn("old@example.com", wrong)
+	want("replaced hash, wrong password", st, n, http.StatusBadRequest, 1)
+
+	// A hash of the NFKC form that coreapi did not vouch for (written by a
+	// pod of the previous release): the sign-in vouches for it, no rehash.
+	signup("prev@example.com")
+	h := password.New(cheap, 1)
+	prev, err := h.Hash(ctx, nfkc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.DB.Pool.Exec(ctx, `UPDATE users SET password_hash = $1 WHERE email = 'prev@example.com'`, prev); err != nil {
+		t.Fatal(err)
+	}
+	st, n = signIn("prev@example.com", typed)
+	want("unvouched NFKC hash, decomposed", st, n, http.StatusOK, 2)
+	var now string
+	if err := e.DB.Pool.QueryRow(ctx, `SELECT password_hash FROM users WHERE email = 'prev@example.com'`).Scan(&now); err != nil {
+		t.Fatal(err)
+	}
+	if now != prev {
+		t.Errorf("an NFKC hash was made again; only its form needed recording")
+	}
+	st, n = signIn("prev@example.com", wrong)
+	want("vouched NFKC hash, wrong password", st, n, http.StatusBadRequest, 1)
+}

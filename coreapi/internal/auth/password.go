@@ -66,7 +66,7 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 	// never had.
 	// A stale hash of the current password needs no rehash: the new
 	// password's hash replaces it below.
-	_, err = s.checkGuess(ctx, cur.Email, req.CurrentPassword, httpapi.ClientIP(c), func() (string, error) { return cur.Hash, nil })
+	_, err = s.checkGuess(ctx, cur.Email, req.CurrentPassword, httpapi.ClientIP(c), func() (string, bool, error) { return cur.Hash, cur.NFKC, nil })
 	if ra := (*retryAfterError)(nil); errors.As(err, &ra) {
 		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ra.seconds))
 		return ra.Problem

@@ -252,7 +252,7 @@ func (s *Service) resetPassword(c *fiber.Ctx) error {
 	// unproven is whether the address was unproven before this reset (the
 	// row is locked: the FROM's read sees it as it was).
 	const qSet = `
-UPDATE users u SET password_hash = $2, token_version = u.token_version + 1, password_set_by_admin = false,
+UPDATE users u SET password_hash = $2, password_nfkc_hash = $2, token_version = u.token_version + 1, password_set_by_admin = false,
        email_verified_at = coalesce(u.email_verified_at, now()),
        failed_logins = 0, locked_until = NULL, updated_at = now()
 FROM (SELECT email_verified_at IS NULL AS unproven FROM users WHERE id = $1) prior

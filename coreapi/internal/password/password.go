@@ -92,6 +92,8 @@ type Hasher struct {
 	maxAdmitted int64
 	// made counts the hashes Hash made.
 	made atomic.Int64
+	// derived counts the argon2 runs of Hash and Verify.
+	derived atomic.Int64
 }
 
 // New returns a Hasher using p that runs at most concurrency hashes at once
@@ -207,12 +209,31 @@ func (h *Hasher) Hash(ctx context.Context, pw string) (string, error) {
 	key := argon2.IDKey([]byte(pw), salt, h.p.Time, h.p.Memory, h.p.Threads, h.p.KeyLen)
 	h.release()
 	h.made.Add(1)
+	h.derived.Add(1)
 	return encode(h.p, salt, key), nil
 }
 
 // Made is the number of hashes Hash has made (Verify's not counted): what
 // a route that must refuse before hashing can be held to.
 func (h *Hasher) Made() int64 { return h.made.Load() }
+
+// Derivations is the number of argon2 runs Hash and Verify have made: the
+// cost a password check puts on the hashing slots.
+func (h *Hasher) Derivations() int64 { return h.derived.Load() }
+
+// A Form is what the caller knows of the form of the password a stored
+// hash holds.
+type Form uint8
+
+const (
+	// FormUnknown: the hash may be from before passwords were normalized,
+	// and hold the password as typed; Verify tries both forms.
+	FormUnknown Form = iota
+	// FormNFKC: the hash is known to hold the password's NFKC form (Hash
+	// made it, or a check matched that form); only that form is tried, one
+	// argon2 run whatever the password.
+	FormNFKC
+)
 
 // A Match is Verify's answer: which form of the password, if any, the
 // stored hash holds.
@@ -243,16 +264,25 @@ func (m Match) String() string {
 	return "no match"
 }
 
-// Verify reports whether pw matches the PHC string encoded, and in which
-// form. An empty encoded (unknown account, or one without a password) is
-// checked against a dummy hash so it costs the same and never matches.
+// Verify reports whether pw matches the PHC string encoded, a hash of
+// unknown form (VerifyForm with FormUnknown).
+func (h *Hasher) Verify(ctx context.Context, pw, encoded string) (Match, error) {
+	return h.VerifyForm(ctx, pw, encoded, FormUnknown)
+}
+
+// VerifyForm reports whether pw matches the PHC string encoded, and in
+// which form. An empty encoded (unknown account, or one without a
+// password) is checked against a dummy hash so it costs what a hash of
+// form f does and never matches.
 //
 // pw is compared in NFKC, as Hash stores it. A hash stored before
-// passwords were normalized holds the password as it was typed then: when
-// NFKC changes pw, pw as typed is tried too, whatever the first answer,
-// so the time taken depends on pw alone, never on the account. Such a
-// match is MatchAsTyped, for the caller to replace the hash.
-func (h *Hasher) Verify(ctx context.Context, pw, encoded string) (Match, error) {
+// passwords were normalized holds the password as it was typed then: with
+// FormUnknown, when NFKC changes pw, pw as typed is tried too, whatever
+// the first answer. Such a match is MatchAsTyped, for the caller to
+// replace the hash; a MatchNFKC tells the caller it may pass FormNFKC for
+// this hash from then on. With FormNFKC, only the NFKC form is tried: a
+// password sent in another Unicode form costs one argon2 run, not two.
+func (h *Hasher) VerifyForm(ctx context.Context, pw, encoded string, f Form) (Match, error) {
 	if len(pw) > MaxBytes {
 		return NoMatch, ErrTooLong
 	}
@@ -269,10 +299,12 @@ func (h *Hasher) Verify(ctx context.Context, pw, encoded string) (Match, error) 
 		return NoMatch, err
 	}
 	got := argon2.IDKey([]byte(nfkc), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
+	h.derived.Add(1)
 	okNFKC := subtle.ConstantTimeCompare(got, want)
 	okTyped := 0
-	if nfkc != pw {
+	if nfkc != pw && f == FormUnknown {
 		got = argon2.IDKey([]byte(pw), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
+		h.derived.Add(1)
 		okTyped = subtle.ConstantTimeCompare(got, want)
 	}
 	h.release()

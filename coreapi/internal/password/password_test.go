@@ -316,6 +316,30 @@ func TestUnicodeForms(t *testing.T) {
 	if m, err := h.Verify(ctx, "plain ascii 42", plain); m != MatchNFKC || err != nil {
 		t.Errorf("ASCII password: Verify = %v, %v, want MatchNFKC", m, err)
 	}
+	// Derivations counts the argon2 runs: two for a password NFKC changes
+	// against a hash of unknown form, one against a hash known to be of
+	// the NFKC form (which then does not match the form as typed), one for
+	// the dummy of FormNFKC.
+	for _, tc := range []struct {
+		name    string
+		enc     string
+		form    Form
+		want    Match
+		derived int64
+	}{
+		{"unknown form, as typed", old, FormUnknown, MatchAsTyped, 2},
+		{"NFKC form, as typed", old, FormNFKC, NoMatch, 1},
+		{"dummy, NFKC form", "", FormNFKC, NoMatch, 1},
+		{"dummy, unknown form", "", FormUnknown, NoMatch, 2},
+	} {
+		before := h.Derivations()
+		if m, err := h.VerifyForm(ctx, typed, tc.enc, tc.form); m != tc.want || err != nil {
+			t.Errorf("%s: VerifyForm = %v, %v, want %v", tc.name, m, err, tc.want)
+		}
+		if n := h.Derivations() - before; n != tc.derived {
+			t.Errorf("%s: %d argon2 runs, want %d", tc.name, n, tc.derived)
+		}
+	}
 	// Full-width forms of a common password are that password.
 	if err := CheckNew("ｐａｓｓｗｏｒｄ"); !errors.Is(err, ErrCommon) {
 		t.Errorf("CheckNew(full-width password) = %v, want ErrCommon", err)

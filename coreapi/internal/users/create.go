@@ -17,7 +17,7 @@ import (
 type NewUser struct {
 	Email        string
 	DisplayName  string
-	PasswordHash string // "" for an account without a password
+	PasswordHash string // "" for an account without a password; made by password.Hasher.Hash (NFKC)
 	// Verified starts the account with its address proven (a provider
 	// vouched for it, or an invitation link sent to it was used).
 	Verified bool
@@ -38,8 +38,8 @@ type Created struct {
 // ErrEmailTaken, and tx remains usable.
 func Insert(ctx context.Context, tx pgx.Tx, n NewUser) (Created, error) {
 	const q = `
-INSERT INTO users (email, display_name, password_hash, email_verified_at, password_set_by_admin)
-VALUES ($1, $2, NULLIF($3, ''), CASE WHEN $4::bool THEN now() END, $5 AND $3 <> '')
+INSERT INTO users (email, display_name, password_hash, password_nfkc_hash, email_verified_at, password_set_by_admin)
+VALUES ($1, $2, NULLIF($3, ''), NULLIF($3, ''), CASE WHEN $4::bool THEN now() END, $5 AND $3 <> '')
 ON CONFLICT ((lower(email))) DO NOTHING
 RETURNING id::text, token_version`
 	var c Created

@@ -12,8 +12,11 @@ import (
 
 // Credentials are what a password check needs of an account.
 type Credentials struct {
-	UserID       string
-	Hash         string // "" for an account without a password
+	UserID string
+	Hash   string // "" for an account without a password
+	// NFKC: the hash is known to hold the password's NFKC form
+	// (password.FormNFKC): coreapi made it, or vouched for it.
+	NFKC         bool
 	Status       string
 	TokenVersion int64
 	// TenantID is the membership a sign-in lands in: the oldest active
@@ -26,7 +29,7 @@ type Credentials struct {
 // ErrNotFound when the address has no account.
 func CredentialsByEmail(ctx context.Context, db sqldb.DB, email, tenantID string) (Credentials, error) {
 	const q = `
-SELECT u.id::text, coalesce(u.password_hash, ''), u.status, u.token_version,
+SELECT u.id::text, coalesce(u.password_hash, ''), coalesce(u.password_nfkc_hash = u.password_hash, false), u.status, u.token_version,
        (SELECT m.tenant_id::text FROM memberships m JOIN tenants t ON t.id = m.tenant_id
         WHERE m.user_id = u.id AND m.status = 'active' AND t.status = 'active'
           AND ($2::uuid IS NULL OR m.tenant_id = $2::uuid)
@@ -38,7 +41,7 @@ WHERE lower(u.email) = lower($1)`
 		tid = &tenantID
 	}
 	var c Credentials
-	err := db.QueryRow(ctx, q, email, tid).Scan(&c.UserID, &c.Hash, &c.Status, &c.TokenVersion, &c.TenantID)
+	err := db.QueryRow(ctx, q, email, tid).Scan(&c.UserID, &c.Hash, &c.NFKC, &c.Status, &c.TokenVersion, &c.TenantID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Credentials{}, ErrNotFound
 	}
@@ -99,6 +102,7 @@ ORDER BY m.created_at, m.tenant_id LIMIT 1`
 // Password is what a check of a user's password needs.
 type Password struct {
 	Hash         string // "" for an account without a password
+	NFKC         bool   // the hash is known to hold the NFKC form (Credentials.NFKC)
 	Email        string // the address the check is counted under (lockout)
 	TokenVersion int64  // moves on with every password change or reset
 }
@@ -106,9 +110,11 @@ type Password struct {
 // PasswordOf returns a user's password hash, address and token version;
 // ErrNotFound for no such user.
 func PasswordOf(ctx context.Context, db sqldb.DB, userID string) (Password, error) {
-	const q = `SELECT coalesce(password_hash, ''), email, token_version FROM users WHERE id = $1`
+	const q = `
+SELECT coalesce(password_hash, ''), coalesce(password_nfkc_hash = password_hash, false), email, token_version
+FROM users WHERE id = $1`
 	var p Password
-	err := db.QueryRow(ctx, q, userID).Scan(&p.Hash, &p.Email, &p.TokenVersion)
+	err := db.QueryRow(ctx, q, userID).Scan(&p.Hash, &p.NFKC, &p.Email, &p.TokenVersion)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Password{}, ErrNotFound
 	}
@@ -118,7 +124,8 @@ func PasswordOf(ctx context.Context, db sqldb.DB, userID string) (Password, erro
 	return p, nil
 }
 
-// SetPassword stores a new password hash in place of the hash current, the
+// SetPassword stores a new password hash (made by password.Hasher.Hash,
+// so of the NFKC form, which it records) in place of the hash current, the
 // one the caller's current password was checked against, and moves the
 // token version on (every access token of the user becomes stale); it
 // returns the new version. ErrPasswordChanged: the stored hash is no longer
@@ -131,7 +138,7 @@ func PasswordOf(ctx context.Context, db sqldb.DB, userID string) (Password, erro
 // which proves the mailbox, clears the mark.
 func SetPassword(ctx context.Context, db sqldb.DB, userID, current, hash string) (int64, error) {
 	const q = `
-UPDATE users SET password_hash = $3, token_version = token_version + 1, updated_at = now()
+UPDATE users SET password_hash = $3, password_nfkc_hash = $3, token_version = token_version + 1, updated_at = now()
 WHERE id = $1 AND password_hash = $2
 RETURNING token_version`
 	var tv int64
@@ -149,12 +156,24 @@ RETURNING token_version`
 // checked the current password against.
 var ErrPasswordChanged = errors.New("the password changed meanwhile")
 
-// Rehash replaces a password hash made with older parameters, unless it
-// changed meanwhile.
+// Rehash replaces a password hash made with older parameters, or of the
+// password as typed, by newHash (made by password.Hasher.Hash: of the NFKC
+// form, which it records), unless it changed meanwhile.
 func Rehash(ctx context.Context, db sqldb.DB, userID, oldHash, newHash string) error {
-	const q = `UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2`
+	const q = `UPDATE users SET password_hash = $3, password_nfkc_hash = $3 WHERE id = $1 AND password_hash = $2`
 	if _, err := db.Exec(ctx, q, userID, oldHash, newHash); err != nil {
 		return fmt.Errorf("store rehashed password: %w", err)
+	}
+	return nil
+}
+
+// VouchNFKC records that the stored hash, unless it changed meanwhile,
+// holds the password's NFKC form (a check matched that form): its next
+// checks try that form only.
+func VouchNFKC(ctx context.Context, db sqldb.DB, userID, hash string) error {
+	const q = `UPDATE users SET password_nfkc_hash = password_hash WHERE id = $1 AND password_hash = $2`
+	if _, err := db.Exec(ctx, q, userID, hash); err != nil {
+		return fmt.Errorf("record the password hash's form: %w", err)
 	}
 	return nil
 }
