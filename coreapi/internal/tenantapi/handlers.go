@@ -296,11 +296,58 @@ func (s *Server) patchTenant(c *fiber.Ctx) error {
 	// A patch that changes nothing answers the tenant as it is (and
 	// writes no audit row).
 	all, member := roles.CatalogArgs(s.catalog)
-	t, _, err := s.tenants.UpdateAsMember(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), b, all, member)
-	if err != nil {
+	id := httpapi.IdentityOf(c)
+	ctx := c.UserContext()
+	t, _, err := s.tenants.UpdateAsMember(ctx, id.TenantID, actor(c), b, all, member, func(tx pgx.Tx) error {
+		return mayWeakenPolicy(ctx, tx, id)
+	})
+	switch {
+	case errors.Is(err, errMachinePolicy):
+		return problem.New(fiber.StatusForbidden, problem.CodePrincipalNotAllowed,
+			"API keys and service accounts cannot turn the tenant's MFA policy off; use a person's access token with a second factor given in the last 5 minutes")
+	case errors.Is(err, errNotRecent):
+		return httpapi.NeedRecentSecondFactor(c, PolicyMaxAge, "turning the tenant's MFA policy off needs a second factor given in the last 5 minutes; step up with grant_type=mfa_otp")
+	case errors.Is(err, sessions.ErrNotFound):
+		return httpapi.SessionEnded(c)
+	case err != nil:
 		return err
 	}
 	return c.JSON(Tenant(t))
+}
+
+// PolicyMaxAge is how recent the second factor of the person turning the
+// tenant's MFA policy off must be, as for the other changes of a
+// person's ways in.
+const PolicyMaxAge = 5 * time.Minute
+
+// errMachinePolicy: an API key or a service account asked to turn the
+// tenant's MFA policy off.
+var errMachinePolicy = errors.New("a machine principal cannot weaken the tenant's MFA policy")
+
+// mayWeakenPolicy is nil when id may turn the tenant's MFA policy off: a
+// person (never an API key or a service account, whatever permissions
+// they carry: a leaked one must not take every member's second factor
+// away), whose session is live in the token's tenant and gave a second
+// factor within PolicyMaxAge (sessions.Fresh). Else errMachinePolicy,
+// sessions.ErrNotFound (the session ended: answered as ended, not as one
+// to step up, which it never could) or errNotRecent. Run in the
+// update's transaction, after the tenant's lock; the session's row is
+// locked, so a sign-out waits for it.
+func mayWeakenPolicy(ctx context.Context, tx pgx.Tx, id identity.Identity) error {
+	if id.Principal == identity.PrincipalAPIKey || id.Principal == identity.PrincipalService {
+		return errMachinePolicy
+	}
+	if err := sessions.LockLiveIn(ctx, tx, id.UserID, id.SessionID, id.TenantID); err != nil {
+		return err
+	}
+	fresh, err := sessions.Fresh(ctx, tx, id, PolicyMaxAge, true)
+	if err != nil {
+		return err
+	}
+	if !fresh {
+		return errNotRecent
+	}
+	return nil
 }
 
 // --- users ---

@@ -3,6 +3,7 @@ package tenantapi_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
@@ -172,8 +173,10 @@ func TestTenantUpdateAudited(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	// The owner turns the MFA policy off again below: one the policy
-	// confines (no second factor) may not.
+	// confines (no second factor) may not, nor one whose session has not
+	// given it recently.
 	giveFactor(t, w, w.Owner.UserID)
+	execSQL(t, w.E, `UPDATE sessions SET amr = '{pwd,otp}', auth_time = now() WHERE id = $1`, w.Owner.SessionID)
 	type state struct {
 		Name       string `json:"name"`
 		RequireMFA bool   `json:"require_mfa"`
@@ -264,5 +267,75 @@ func TestConcurrentUpdatesAuditChain(t *testing.T) {
 		if seen != n || len(next) != n {
 			t.Errorf("%s: rows %v do not chain from %q through all %d renames", c.action, next, c.start, n)
 		}
+	}
+}
+
+// TestTenantPolicyWeakening: turning the tenant's MFA policy off takes a
+// person's session that has given its second factor within
+// tenantapi.PolicyMaxAge. An API key or a service account holding
+// tenant:write is refused (403 principal_not_allowed): a leaked machine
+// credential must not strip every member's second factor. Turning the
+// policy on, renaming the tenant, and a patch that leaves the policy off
+// stay open to them. Every refusal leaves the policy on and writes
+// nothing.
+func TestTenantPolicyWeakening(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	giveFactor(t, w, w.Owner.UserID)
+	stepUp := func(age string) {
+		t.Helper()
+		execSQL(t, w.E, `UPDATE sessions SET amr = '{pwd,otp}', auth_time = now() - $2::interval WHERE id = $1`, w.Owner.SessionID, age)
+	}
+	patch := func(as *identity.Identity, body map[string]any) apitest.Response {
+		t.Helper()
+		return w.E.Send(t, as, "PATCH", "/api/v1/tenant", body)
+	}
+	key, svc := w.Owner, w.Owner
+	key.Principal, key.SessionID = identity.PrincipalAPIKey, ""
+	svc.Principal, svc.SessionID = identity.PrincipalService, ""
+	off := map[string]any{"require_mfa": false}
+
+	// Off already: a machine's patch that leaves it off, or renames.
+	apitest.WantStatus(t, patch(&key, off), 200)
+	apitest.WantStatus(t, patch(&svc, map[string]any{"name": "Acme 2", "require_mfa": false}), 200)
+	// A machine may turn the policy on.
+	apitest.WantStatus(t, patch(&key, map[string]any{"require_mfa": true}), 200)
+	subjects := len(w.E.OutboxSubjects(t))
+
+	for _, as := range []*identity.Identity{&key, &svc} {
+		apitest.WantProblem(t, patch(as, off), 403, problem.CodePrincipalNotAllowed)
+		apitest.WantProblem(t, patch(as, map[string]any{"name": "Other", "require_mfa": false}), 403, problem.CodePrincipalNotAllowed)
+		apitest.WantStatus(t, patch(as, map[string]any{"require_mfa": true}), 200)
+	}
+	// A person: a password-only session, an old second factor, an ended
+	// session are all refused.
+	stepUp("0 seconds")
+	execSQL(t, w.E, `UPDATE sessions SET amr = '{pwd}' WHERE id = $1`, w.Owner.SessionID)
+	r := patch(&w.Owner, off)
+	apitest.WantProblem(t, r, 401, problem.CodeInsufficientUserAuthentication)
+	if got := r.Header.Get("WWW-Authenticate"); !strings.Contains(got, `acr_values="mfa"`) || !strings.Contains(got, "max_age=300") {
+		t.Errorf("WWW-Authenticate = %q, want acr_values=\"mfa\" and max_age=300", got)
+	}
+	stepUp("10 minutes")
+	apitest.WantProblem(t, patch(&w.Owner, off), 401, problem.CodeInsufficientUserAuthentication)
+	stepUp("0 seconds")
+	execSQL(t, w.E, `UPDATE sessions SET revoked_at = now() WHERE id = $1`, w.Owner.SessionID)
+	apitest.WantProblem(t, patch(&w.Owner, off), 401, problem.CodeInvalidToken)
+	execSQL(t, w.E, `UPDATE sessions SET revoked_at = NULL WHERE id = $1`, w.Owner.SessionID)
+
+	var ten tenantapi.Tenant
+	w.E.Get(t, &w.Owner, "/api/v1/tenant").JSON(t, &ten)
+	if !ten.RequireMFA || ten.Name != "Acme 2" {
+		t.Fatalf("after refusals: tenant = %+v, want the policy on and the name Acme 2", ten)
+	}
+	if got := w.E.OutboxSubjects(t); len(got) != subjects {
+		t.Fatalf("refusals wrote outbox rows: %v", got[subjects:])
+	}
+	// With a second factor given just now, the owner turns it off.
+	r = patch(&w.Owner, off)
+	apitest.WantStatus(t, r, 200)
+	r.JSON(t, &ten)
+	if ten.RequireMFA {
+		t.Fatalf("tenant = %+v, want the policy off", ten)
 	}
 }

@@ -130,6 +130,7 @@ func MapError(err error) *problem.Problem {
 		{roles.ErrTooManyRoles, 409, problem.CodeConflict, ""},
 		{roles.ErrMemberRoles, 409, problem.CodeConflict, ""},
 		{tenants.ErrUnknownRole, 422, problem.CodeValidation, "roles"},
+		{tenants.ErrWeakening, 403, problem.CodeForbidden, ""},
 	}
 	if so := (*users.SoleOwnerError)(nil); errors.As(err, &so) {
 		return problem.New(fiber.StatusConflict, problem.CodeSoleOwner, so.Error())

@@ -32,6 +32,9 @@ var (
 	ErrAlreadyMember = errors.New("user is already a member of this tenant")
 	// ErrUnknownRole: a role name that the tenant does not have.
 	ErrUnknownRole = errors.New("unknown role")
+	// ErrWeakening: a patch would turn the tenant's MFA policy off, and
+	// its caller may not (Store.UpdateAsMember).
+	ErrWeakening = errors.New("turning the tenant's MFA policy off needs a person's session with a recent second factor")
 )
 
 // Tenant is one stored tenant (written as tenantapi.Tenant).
@@ -197,13 +200,37 @@ func (s *Store) Update(ctx context.Context, id string, actor roles.Actor, p Patc
 // (roles.Live, under the catalog whose arrays are all and member), and
 // without tenant:write it is roles.ErrEscalation: an owner demoted
 // meanwhile neither renames the tenant nor changes its MFA policy.
-func (s *Store) UpdateAsMember(ctx context.Context, id string, actor roles.Actor, p Patch, all, member string) (Tenant, bool, error) {
+//
+// A patch that would turn the MFA policy off (it is on, under the
+// tenant's lock) is a weakening: it goes on only if mayWeaken, run in the
+// same transaction, returns nil; its error is returned as it is and
+// nothing is written (a nil mayWeaken refuses with ErrWeakening). Turning
+// the policy on, or a patch that leaves it off, does not call it.
+func (s *Store) UpdateAsMember(ctx context.Context, id string, actor roles.Actor, p Patch, all, member string, mayWeaken func(pgx.Tx) error) (Tenant, bool, error) {
 	return s.update(ctx, id, actor, p, func(tx pgx.Tx) error {
 		if err := roles.LockTenant(ctx, tx, id); err != nil {
 			return err
 		}
-		_, err := roles.Live(ctx, tx, all, member, id, actor, roles.TenantWrite)
-		return err
+		if _, err := roles.Live(ctx, tx, all, member, id, actor, roles.TenantWrite); err != nil {
+			return err
+		}
+		if p.RequireMFA == nil || *p.RequireMFA {
+			return nil
+		}
+		// Read under the tenant's lock: a policy turned on by a change
+		// that committed meanwhile is seen.
+		const q = `SELECT require_mfa FROM tenants WHERE id = $1`
+		var on bool
+		if err := tx.QueryRow(ctx, q, id).Scan(&on); err != nil {
+			return mapErr(err)
+		}
+		switch {
+		case !on:
+			return nil
+		case mayWeaken == nil:
+			return ErrWeakening
+		}
+		return mayWeaken(tx)
 	})
 }
 

@@ -220,7 +220,7 @@ func TestChangeLeavesInsertsIntoTheTenantAlone(t *testing.T) {
 	}{
 		{"member's change", func(tenantID, ownerID string) error {
 			a := roles.Actor{UserID: ownerID, Permissions: []string{roles.TenantWrite}, RequestID: "r"}
-			_, _, err := s.UpdateAsMember(ctx, tenantID, a, Patch{RequireMFA: &yes}, all, member)
+			_, _, err := s.UpdateAsMember(ctx, tenantID, a, Patch{RequireMFA: &yes}, all, member, nil)
 			return err
 		}},
 		{"operator's suspension", func(tenantID, _ string) error {
