@@ -2,6 +2,7 @@ package lifecycle_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
@@ -81,6 +82,42 @@ func TestEmailChangeWithAMovedSession(t *testing.T) {
 		t.Fatalf("%d links to the new address after the refusal", n)
 	}
 	wantStatus(t, x.Send(t, &after, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "elsewhere@example.net"}), http.StatusAccepted)
+}
+
+// TestEmailChangeFromAnEndedSession: an email change asked for with the
+// access token of a session that has ended (signed out, or revoked where
+// a proxy has not yet heard of it) is answered 401 invalid_token, as
+// every other account route answers it, whatever the age of its sign-in:
+// the session is checked before the sign-in's age, which an ended
+// session never has recent (it was answered 401
+// insufficient_user_authentication, asking for a sign-in that would not
+// help the token). No link is made.
+func TestEmailChangeFromAnEndedSession(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	for _, end := range []struct {
+		name, email string
+		end         func(t *testing.T, a *account)
+	}{
+		{"signed out", "ended-out@example.com", func(t *testing.T, a *account) {
+			wantStatus(t, x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/logout", nil), http.StatusNoContent)
+		}},
+		{"revoked, sign-in old", "ended-revoked@example.com", func(t *testing.T, a *account) {
+			x.exec(t, `UPDATE sessions SET revoked_at = now(), auth_time = now() - interval '1 hour' WHERE id = $1`, a.id.SessionID)
+		}},
+	} {
+		t.Run(end.name, func(t *testing.T) {
+			a := x.signup(t, end.email)
+			end.end(t, &a)
+			r := x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "elsewhere@example.net"})
+			wantProblem(t, r, http.StatusUnauthorized, problem.CodeInvalidToken)
+			if got := r.Header.Get("WWW-Authenticate"); !strings.Contains(got, `error="invalid_token"`) {
+				t.Errorf("WWW-Authenticate = %q, want error=\"invalid_token\"", got)
+			}
+			if n := x.count(t, `SELECT count(*) FROM action_tokens WHERE user_id = $1 AND email = 'elsewhere@example.net'`, a.c.Sub); n != 0 {
+				t.Fatalf("%d links after the refusal", n)
+			}
+		})
+	}
 }
 
 // TestResendWithAMovedOrEndedSession: a verification link is not mailed

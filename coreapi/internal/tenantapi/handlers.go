@@ -170,6 +170,15 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 	id := httpapi.IdentityOf(c)
 	ctx := c.UserContext()
 	if b.Email != nil {
+		// The session first: an ended one is answered as ended (401
+		// invalid_token), as on every other account route, not as one
+		// to step up, which it never could (Fresh finds no live session
+		// and so no recent sign-in).
+		if live, err := sessions.LiveIn(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
+			return err
+		} else if !live {
+			return httpapi.SessionEnded(c)
+		}
 		// The address is where a password reset goes: moving it with a
 		// session taken from its owner (a leaked token) would hand the
 		// account over. It needs a recent sign-in.
@@ -180,7 +189,15 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		if !fresh {
 			return httpapi.NeedRecentSignIn(c, EmailChangeMaxAge, "changing the email address needs a sign-in within the last 5 minutes: sign in again")
 		}
-		if err := s.liveAndActive(c, id); err != nil {
+		// An account that could not sign in now (disabled, disabled in
+		// the session's tenant, or of a suspended tenant: 403
+		// user_disabled): a proxy that has not yet heard of the disabling
+		// still forwards its bearer, and whoever held it would have a
+		// link mailed to an address of theirs, ready to move the account
+		// once it is active again. The session, its sign-in and the
+		// account are checked again with the account's row locked
+		// (users.Store.PatchMe).
+		if _, err := users.ActiveAccount(ctx, s.pool, id.UserID, id.TenantID); err != nil {
 			return err
 		}
 		// Each request mails someone: bounded per user.
@@ -199,10 +216,10 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		DisplayName: b.DisplayName, NameLimit: s.nameLimit,
 		Email: b.Email, EmailMaxAge: EmailChangeMaxAge,
 	}, httpapi.RequestIDOf(c))
-	if errors.Is(err, users.ErrNotFresh) { // the session ended meanwhile (a reset, a sign-out everywhere)
+	if errors.Is(err, users.ErrNotFresh) {
 		return httpapi.NeedRecentSignIn(c, EmailChangeMaxAge, "changing the email address needs a sign-in within the last 5 minutes: sign in again")
 	}
-	if errors.Is(err, sessions.ErrNotFound) { // the session moved to another tenant, or ended
+	if errors.Is(err, sessions.ErrNotFound) { // the session moved to another tenant, or ended meanwhile (a reset, a sign-out everywhere)
 		return httpapi.SessionEnded(c)
 	}
 	if err != nil {
@@ -215,27 +232,6 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		status = fiber.StatusAccepted
 	}
 	return httpapi.SendJSON(c, status, &out)
-}
-
-// liveAndActive refuses an email change asked for with a session that
-// has since moved to another tenant than the access token's (a tenant
-// switch: 401 invalid_token, as a second factor's enrolment answers), or
-// by an account that could not sign in now (disabled, disabled in the
-// session's tenant, or of a suspended tenant: users.ErrInactive, 403
-// user_disabled): a proxy that has not yet heard of the disabling still
-// forwards its bearer, and whoever held it would have a link mailed to an
-// address of theirs, ready to move the account once it is active again.
-// Both are checked again with the account's row locked
-// (users.Store.PatchMe).
-func (s *Server) liveAndActive(c *fiber.Ctx, id identity.Identity) error {
-	ctx := c.UserContext()
-	if live, err := sessions.LiveIn(ctx, s.pool, id.UserID, id.SessionID, id.TenantID); err != nil {
-		return err
-	} else if !live {
-		return httpapi.SessionEnded(c)
-	}
-	_, err := users.ActiveAccount(ctx, s.pool, id.UserID, id.TenantID)
-	return err
 }
 
 func (s *Server) listMyTenants(c *fiber.Ctx) error {

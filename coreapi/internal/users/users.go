@@ -302,9 +302,9 @@ type MePatch struct {
 	EmailMaxAge time.Duration
 }
 
-// ErrNotFresh: the session asking for an email change is not live, or
-// its sign-in is older than allowed.
-var ErrNotFresh = errors.New("the session is not live or its sign-in is too old")
+// ErrNotFresh: the sign-in of the live session asking for an email
+// change is older than allowed.
+var ErrNotFresh = errors.New("the session's sign-in is too old")
 
 // PatchMe applies p for the caller id in one transaction, all or nothing:
 // a request that asks for both changes and is refused for either (a
@@ -331,7 +331,9 @@ var ErrNotFresh = errors.New("the session is not live or its sign-in is too old"
 // accounts asked, is a *ratelimit.Refused. Its session must be live and
 // its sign-in within p.EmailMaxAge, as its session and its access token
 // say (sessions.Fresh), checked with the account's row locked (else
-// ErrNotFresh): a password reset or change, or a sign-out everywhere,
+// sessions.ErrNotFound for a session that ended, before the sign-in's
+// age is looked at, and ErrNotFresh): a password reset or change, or a
+// sign-out everywhere,
 // locks it too, so either it ends the session first and the change is
 // refused, or it comes after and revokes the change with the other
 // pending ones. Checked only before (as the handler does), a change could
@@ -367,18 +369,19 @@ FOR NO KEY UPDATE OF u`
 			return mapErr(err)
 		}
 		// Statements after the lock: they see a revocation or a
-		// disabling committed by whoever held the row before.
+		// disabling committed by whoever held the row before. The
+		// session first: one that ended is answered as ended, not as one
+		// to step up. A tenant switch that commits from here on waits
+		// for the session's row.
+		if err := sessions.LockLiveIn(ctx, tx, userID, id.SessionID, tenantID); err != nil {
+			return err
+		}
 		if p.Email != nil {
 			if fresh, err := sessions.Fresh(ctx, tx, id, p.EmailMaxAge, false); err != nil {
 				return err
 			} else if !fresh {
 				return ErrNotFresh
 			}
-		}
-		// A tenant switch that commits from here on waits for the
-		// session's row.
-		if err := sessions.LockLiveIn(ctx, tx, userID, id.SessionID, tenantID); err != nil {
-			return err
 		}
 		if _, err := ActiveAccount(ctx, tx, userID, tenantID); err != nil {
 			return err
