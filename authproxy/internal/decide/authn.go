@@ -31,7 +31,8 @@ const amrOTP = "otp"
 
 // Authn is the authentication step, after Decide allowed the request: a
 // member of a tenant that requires MFA and who has none reaches only
-// /api/v1/users/me, /api/v1/users/me/mfa/... and /api/v1/auth/logout; a
+// /api/v1/users/me, /api/v1/users/me/mfa/..., /api/v1/auth/logout and
+// the deletion of their own account (DELETE /api/v1/users/me/account); a
 // route's require_mfa needs "otp" among the token's amr and max_auth_age an
 // auth_time no older than that. coreapi's sensitive operations (coreStepUp)
 // need a second factor within CoreStepUpAge from users who have one. method and path are the request's
@@ -46,7 +47,7 @@ func Authn(c *tokens.Claims, e *projection.Entry, r *rules.Route, method, path s
 func (s *Subject) Authn(r *rules.Route, method, path string, now int64) (Outcome, int64) {
 	// The tenant's MFA policy is about people: a service account proves
 	// itself with a client secret and has no second factor to enrol.
-	if s.tenantRequireMFA && !s.mfaEnabled && !s.service && !enrolmentPath(path) {
+	if s.tenantRequireMFA && !s.mfaEnabled && !s.service && !enrolmentPath(path) && !(r.Core && ownErasure(method, path)) {
 		return DenyMFAEnrollment, 0
 	}
 	needMFA, maxAge := r.RequireMFA, r.MaxAuthAge
@@ -79,6 +80,14 @@ func hasOTP(amr []string) bool {
 func enrolmentPath(path string) bool {
 	return path == "/api/v1/users/me" || path == "/api/v1/auth/logout" || path == "/api/v1/auth/token" ||
 		path == "/api/v1/users/me/mfa" || strings.HasPrefix(path, "/api/v1/users/me/mfa/")
+}
+
+// ownErasure: the deletion of the caller's own account, which a member
+// confined by the tenant's MFA policy may ask for without enrolling a
+// factor first: erasure must not depend on enrolling one. coreapi asks of
+// them what it asks of anyone (a recent sign-in, of a live session).
+func ownErasure(method, path string) bool {
+	return method == "DELETE" && path == "/api/v1/users/me/account"
 }
 
 // subResource: path is prefix + a non-empty id + "/" + sub.

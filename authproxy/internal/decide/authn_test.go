@@ -117,6 +117,11 @@ func TestAuthn(t *testing.T) {
 		{"policy, not enrolled, confirm", identity.Projection{TenantRequireMFA: true}, pwd, core, "POST", "/api/v1/users/me/mfa/totp/confirm", Allow, 0},
 		{"policy, not enrolled, logout", identity.Projection{TenantRequireMFA: true}, pwd, core, "POST", "/api/v1/auth/logout", Allow, 0},
 		{"policy, not enrolled, look-alike", identity.Projection{TenantRequireMFA: true}, pwd, core, "GET", "/api/v1/users/me/mfax", DenyMFAEnrollment, 0},
+		// The account's own erasure: only DELETE, only that path.
+		{"policy, not enrolled, delete own account", identity.Projection{TenantRequireMFA: true}, pwd, core, "DELETE", "/api/v1/users/me/account", Allow, 0},
+		{"policy, not enrolled, other method on the account", identity.Projection{TenantRequireMFA: true}, pwd, core, "GET", "/api/v1/users/me/account", DenyMFAEnrollment, 0},
+		{"policy, not enrolled, under the account", identity.Projection{TenantRequireMFA: true}, pwd, core, "DELETE", "/api/v1/users/me/account/x", DenyMFAEnrollment, 0},
+		{"policy, not enrolled, delete own account, app route", identity.Projection{TenantRequireMFA: true}, pwd, app, "DELETE", "/api/v1/users/me/account", DenyMFAEnrollment, 0},
 		// The policy is about people: a service account has no factor to enrol.
 		{"policy, service account", identity.Projection{TenantRequireMFA: true}, tokens.Claims{Principal: identity.PrincipalService}, app, "GET", "/notes", Allow, 0},
 		{"policy, service account, require_mfa route", identity.Projection{TenantRequireMFA: true}, tokens.Claims{Principal: identity.PrincipalService}, &rules.Route{RequireMFA: true}, "GET", "/notes", DenyStepUp, 0},

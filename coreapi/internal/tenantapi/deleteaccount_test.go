@@ -213,3 +213,31 @@ func TestDeleteMyAccountDropsItsPendingEmailChange(t *testing.T) {
 		t.Errorf("%d mails of others to the address, want 1", n)
 	}
 }
+
+// TestDeleteMyAccountUnderTheMFAPolicy: a member of a tenant that requires
+// a second factor, who has none (the proxy lets DELETE /users/me/account
+// through its mfa_enrollment_required gate), deletes their account with
+// the proof the route asks of anyone without a factor: a sign-in within
+// DeleteMaxAge (401 insufficient_user_authentication, max_age=300 and no
+// acr_values, when older), without enrolling one.
+func TestDeleteMyAccountUnderTheMFAPolicy(t *testing.T) {
+	e := start(t, apitest.Options{})
+	ta := e.SeedTenant(t, "Strict")
+	e.SeedUserIn(t, ta.ID, "owner@strict.test", "owner")
+	me := e.SeedUserIn(t, ta.ID, "confined@strict.test", "member")
+	execSQL(t, e, `UPDATE tenants SET require_mfa = true WHERE id = $1`, ta.ID)
+	del := func() apitest.Response {
+		return e.Send(t, &me, http.MethodDelete, "/api/v1/users/me/account", nil)
+	}
+	execSQL(t, e, `UPDATE sessions SET auth_time = now() - interval '10 minutes' WHERE id = $1`, me.SessionID)
+	r := del()
+	apitest.WantProblem(t, r, http.StatusUnauthorized, problem.CodeInsufficientUserAuthentication)
+	if got := r.Header.Get("WWW-Authenticate"); !strings.Contains(got, "max_age=300") || strings.Contains(got, "acr_values") {
+		t.Errorf("WWW-Authenticate = %q, want max_age=300 and no acr_values", got)
+	}
+	execSQL(t, e, `UPDATE sessions SET auth_time = now() WHERE id = $1`, me.SessionID)
+	apitest.WantStatus(t, del(), http.StatusNoContent)
+	if n := countSQL(t, e, `SELECT count(*) FROM users WHERE id = $1`, me.UserID); n != 0 {
+		t.Fatalf("the account is still there")
+	}
+}
