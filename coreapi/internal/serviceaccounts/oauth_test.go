@@ -860,7 +860,11 @@ func TestIntrospectionUnderTheMFAPolicy(t *testing.T) {
 		t.Fatalf("token of a member with a second factor under the policy: %v", got)
 	}
 	// Lifted by the owner, who holds a factor (one the policy confines
-	// may not lift it).
+	// may not lift it) and has just given it on the session.
+	if _, err := e.DB.Pool.Exec(context.Background(),
+		`UPDATE sessions SET amr = '{pwd,otp}', auth_time = now() WHERE id = $1`, owner.SessionID); err != nil {
+		t.Fatal(err)
+	}
 	policy(false)
 	if _, err := e.DB.Pool.Exec(context.Background(), `DELETE FROM mfa_totp WHERE user_id = $1`, owner.UserID); err != nil {
 		t.Fatal(err)
