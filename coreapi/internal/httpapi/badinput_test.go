@@ -212,11 +212,11 @@ func TestQueryNamesCaseSensitive(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	for q, field := range map[string]string{
-		"Limit=5":                         "Limit",
-		"limit=5&LIMIT=200":               "LIMIT",
-		"CURSOR=abc":                      "CURSOR",
-		"limit=2&Include_Total=true":      "Include_Total",
-		"include_totaL=false&limit=2&x=1": "include_totaL",
+		"Limit=5":                     "Limit",
+		"limit=5&LIMIT=200":           "LIMIT",
+		"CURSOR=abc":                  "CURSOR",
+		"limit=2&Include_Total=true":  "Include_Total",
+		"include_totaL=false&limit=2": "include_totaL",
 	} {
 		r := w.E.Get(t, &w.Owner, "/api/v1/users?"+q)
 		apitest.WantProblem(t, r, 400, "invalid_query")
@@ -232,8 +232,13 @@ func TestQueryNamesCaseSensitive(t *testing.T) {
 	if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "TENANT_ID" {
 		t.Errorf("projection: errors %+v, want one naming TENANT_ID", p.Errors)
 	}
-	// Other parameters are ignored, as before.
-	apitest.WantStatus(t, w.E.Get(t, &w.Owner, "/api/v1/users?limit=2&utm_source=x&Other=1"), 200)
+	// Other parameters are refused too, each named (a list reads no
+	// other: TestUnknownListParameters in tenantapi).
+	r = w.E.Get(t, &w.Owner, "/api/v1/users?limit=2&utm_source=x&Other=1")
+	apitest.WantProblem(t, r, 400, "invalid_query")
+	if p := r.Problem(t); len(p.Errors) != 2 || p.Errors[0].Field != "utm_source" || p.Errors[1].Field != "Other" {
+		t.Errorf("other parameters: errors %+v, want utm_source and Other", p.Errors)
+	}
 }
 
 // TestNullMembersRefused: a member sent as null where the document
@@ -619,14 +624,21 @@ func TestProblemAnswersStayPrivate(t *testing.T) {
 // httpapi.MaxQueryParams parameters is 400 invalid_query on every route,
 // before anything parses it (fasthttp kept a parsed "a&a&…" of a 16 KiB
 // head, 582 KiB, in the pooled context of each connection that sent one);
-// nothing is queried. One at the bound is served, its unknown parameters
-// ignored.
+// nothing is queried. One at the bound is parsed: a list refuses its
+// unknown parameter, named once (TestUnknownListParameters), and the
+// health check, which reads no query, serves it.
 func TestQueryParamsBounded(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	at := "/api/v1/users?limit=1" + strings.Repeat("&x", httpapi.MaxQueryParams-1)
-	if r := w.E.Get(t, &w.Owner, at); r.Status != http.StatusOK {
-		t.Errorf("%d parameters: %d %s, want 200", httpapi.MaxQueryParams, r.Status, r.Body)
+	r := w.E.Get(t, &w.Owner, at)
+	apitest.WantProblem(t, r, http.StatusBadRequest, "invalid_query")
+	if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "x" {
+		t.Errorf("%d parameters: errors %+v, want one naming x", httpapi.MaxQueryParams, p.Errors)
+	}
+	if r := w.E.Do(t, apitest.Request{Method: http.MethodGet, Path: "/api/v1/health?" + strings.Repeat("a&", httpapi.MaxQueryParams-1) + "a",
+		Unsigned: true, Undocumented: true}); r.Status != http.StatusOK {
+		t.Errorf("health, %d parameters: %d %s, want 200", httpapi.MaxQueryParams, r.Status, r.Body)
 	}
 	for _, path := range []string{at + "&x", "/api/v1/users?limit=1" + strings.Repeat("&a", 7000)} {
 		r := w.E.Get(t, &w.Owner, path)
@@ -636,7 +648,7 @@ func TestQueryParamsBounded(t *testing.T) {
 		}
 	}
 	// A public route too, anonymous: the health check reads no query.
-	r := w.E.Do(t, apitest.Request{Method: http.MethodGet, Path: "/api/v1/health?" + strings.Repeat("a&", httpapi.MaxQueryParams),
+	r = w.E.Do(t, apitest.Request{Method: http.MethodGet, Path: "/api/v1/health?" + strings.Repeat("a&", httpapi.MaxQueryParams),
 		Unsigned: true, Undocumented: true})
 	apitest.WantProblem(t, r, http.StatusBadRequest, "invalid_query")
 }

@@ -181,7 +181,8 @@ var pageParams = [...]string{"limit", "cursor", "include_total"}
 
 // ParsePage reads a list's query; a bad limit or include_total, or one of
 // the three sent more than once, without a value or named in another
-// letter case (Limit), is a 400 problem with code invalid_query naming it. c.Query answers the first of repeated
+// letter case (Limit), or any other parameter, is a 400 problem with code
+// invalid_query naming it. c.Query answers the first of repeated
 // values, where another reader of the URL (a cache, a gateway, a log) may
 // take the last: the page size or position it sees would not be the one
 // served, so a repeat is refused, as a repeated JSON member or OAuth
@@ -204,11 +205,21 @@ func parsePage(c *fiber.Ctx, hasTotal bool) (PageQuery, error) {
 	args := c.Context().QueryArgs()
 	// A page parameter named in another letter case (Limit) is refused,
 	// as ReadQuery refuses one: it was ignored (50 rows for ?Limit=5).
+	// So is any other parameter: a list filters on none, and one that
+	// served every row for ?email=x let its client believe it had.
 	for k := range args.All() {
+		known := false
 		for _, name := range pageParams {
-			if string(k) != name && asciiEqualFold(k, name) {
+			switch {
+			case string(k) == name:
+				known = true
+			case asciiEqualFold(k, name):
 				v.Add(string(k), otherCaseMessage)
+				known = true
 			}
+		}
+		if !known {
+			v.unknownParam(k, unknownPageParam)
 		}
 	}
 	for _, name := range pageParams {
@@ -237,13 +248,52 @@ func parsePage(c *fiber.Ctx, hasTotal bool) (PageQuery, error) {
 	default:
 		v.Add("include_total", "true or false")
 	}
-	if err := v.Err(); err != nil {
-		p := err.(*problem.Problem)
-		p.Status, p.Title, p.Code = fiber.StatusBadRequest, "Bad Request", problem.CodeInvalidQuery
-		p.Detail = "invalid query parameters"
-		return q, p
+	if err := queryProblem(v.Err()); err != nil {
+		return q, err
 	}
 	return q, nil
+}
+
+// unknownPageParam is the answer to a parameter a list does not read.
+const unknownPageParam = "unknown query parameter: a list reads only limit, cursor and include_total, and filters on nothing"
+
+// unknownParam records msg for the query parameter named k, once however
+// often it is sent; a name that is not clean text (NUL, invalid UTF-8) or
+// is empty is named quoted.
+func (v *Checks) unknownParam(k []byte, msg string) {
+	field := string(k)
+	if len(k) == 0 || !cleanBytes(k) {
+		field = strconv.QuoteToASCII(field)
+	}
+	for _, e := range v.errs {
+		if e.Field == field {
+			return
+		}
+	}
+	v.Add(field, msg)
+}
+
+// NoQuery is the check of a list that reads no query parameter (it has
+// one page): any parameter is a 400 problem with code invalid_query naming
+// it, as a paged list refuses one it does not read (ParsePage).
+func NoQuery(c *fiber.Ctx) error {
+	var v Checks
+	for k := range c.Context().QueryArgs().All() {
+		v.unknownParam(k, "unknown query parameter: this list has one page and filters on nothing")
+	}
+	return queryProblem(v.Err())
+}
+
+// queryProblem turns the validation problem of Checks.Err into the 400
+// invalid_query of a bad query (nil for nil).
+func queryProblem(err error) error {
+	if err == nil {
+		return nil
+	}
+	p := err.(*problem.Problem)
+	p.Status, p.Title, p.Code = fiber.StatusBadRequest, "Bad Request", problem.CodeInvalidQuery
+	p.Detail = "invalid query parameters"
+	return p
 }
 
 // parseLimit reads a page size written as plain decimal digits, without

@@ -42,6 +42,9 @@ type linkedIdentity struct {
 // listIdentities answers the caller's linked provider identities, oldest
 // first.
 func (s *Service) listIdentities(c *fiber.Ctx) error {
+	if err := httpapi.NoQuery(c); err != nil {
+		return err
+	}
 	id := httpapi.IdentityOf(c)
 	out, err := identitiesOf(c.UserContext(), s.pool, id.UserID)
 	if err != nil {

@@ -667,6 +667,9 @@ type permissionList struct {
 }
 
 func (s *Server) listPermissions(c *fiber.Ctx) error {
+	if err := httpapi.NoQuery(c); err != nil {
+		return err
+	}
 	return c.JSON(permissionList{Data: s.catalog.Entries()})
 }
 
