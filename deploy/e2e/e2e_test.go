@@ -335,7 +335,7 @@ func TestOAuthStartedOnCoreAFinishedOnCoreB(t *testing.T) {
 
 	t.Run("hand-over code is used once", func(t *testing.T) {
 		loc, _ := url.Parse(done.Header.Get("Location"))
-		r := call(t, "POST", sys.proxyB.url("/api/v1/auth/token"), "", url.Values{"grant_type": {"oauth_handover"}, "code": {loc.Query().Get("code")}, "code_verifier": {fl.verifier}})
+		r := call(t, "POST", sys.proxyB.url("/api/v1/auth/token"), "", url.Values{"grant_type": {"oauth_handover"}, "code": {loc.Query().Get("code")}, "code_verifier": {fl.verifier}, "redirect_uri": {oauthReturnURL}})
 		if r.Status != http.StatusBadRequest {
 			t.Fatalf("second exchange of the code: %s, want 400", r)
 		}
@@ -456,7 +456,8 @@ func appRefusal(t *testing.T, r reply) string {
 
 // exchangeHandover checks the end of an OIDC login (a redirect to the app's
 // return_to carrying a one-time code and no token) and exchanges the code
-// through p for an access token, as the app would, with its verifier.
+// through p for an access token, as the app would, with its verifier and
+// its return_to as redirect_uri.
 func exchangeHandover(t *testing.T, p *service, r reply, verifier string) string {
 	t.Helper()
 	if r.Status != http.StatusFound {
@@ -473,7 +474,7 @@ func exchangeHandover(t *testing.T, p *service, r reply, verifier string) string
 	if code == "" {
 		t.Fatalf("%s: redirect carries no code", r)
 	}
-	ex := call(t, "POST", p.url("/api/v1/auth/token"), "", url.Values{"grant_type": {"oauth_handover"}, "code": {code}, "code_verifier": {verifier}})
+	ex := call(t, "POST", p.url("/api/v1/auth/token"), "", url.Values{"grant_type": {"oauth_handover"}, "code": {code}, "code_verifier": {verifier}, "redirect_uri": {oauthReturnURL}})
 	tr := decode[tokenResponse](t, ex)
 	tr.check(t, ex)
 	return tr.AccessToken

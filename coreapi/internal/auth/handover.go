@@ -35,6 +35,12 @@ const HandoverUseTTL = 10 * time.Minute
 
 var errBadHandover = problem.New(400, problem.CodeInvalidGrant, "unknown, used or expired hand-over code")
 
+// errHandoverRedirect: the redirect_uri is not the return_to of the
+// code's flow (or one is named for a flow that had none, or none for one
+// that had).
+var errHandoverRedirect = problem.New(400, problem.CodeInvalidGrant,
+	"the redirect_uri is not the return_to of the sign-in that made this hand-over code")
+
 // errHandoverVerifier: the code_verifier is not the one of the code's
 // flow (or one is sent for a flow that had none, or none for one that had).
 var errHandoverVerifier = problem.New(400, problem.CodeInvalidGrant,
@@ -47,19 +53,22 @@ var errHandoverVerifier = problem.New(400, problem.CodeInvalidGrant,
 // code's SHA-256 is stored. challenge is the app's S256 code_challenge
 // given at the start of the sign-in ("" for none): the exchange then
 // needs its code_verifier (RFC 7636), so that only the app that started
-// the flow can use the code. tenantRequested: the sign-in was started for
+// the flow can use the code. returnTo is the flow's return_to, where the
+// browser takes the code ("" for none): the exchange must name it as
+// redirect_uri (RFC 6749 section 4.1.3), so that a code of one listed
+// app's sign-in is refused to another app. tenantRequested: the sign-in was started for
 // the session's tenant (a second factor asked for at the exchange then
 // binds the sign-in to it, as the password grant's does).
-func (s *Service) CreateHandover(ctx context.Context, userID, sessionID, challenge string, tenantRequested bool) (string, error) {
+func (s *Service) CreateHandover(ctx context.Context, userID, sessionID, challenge, returnTo string, tenantRequested bool) (string, error) {
 	const q = `
-INSERT INTO oauth_handovers (code_hash, user_id, session_id, expires_at, code_challenge, tenant_requested)
-VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6)`
+INSERT INTO oauth_handovers (code_hash, user_id, session_id, expires_at, code_challenge, tenant_requested, return_to)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6, $7)`
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("read random: %w", err)
 	}
 	code := base64.RawURLEncoding.EncodeToString(b[:])
-	if _, err := s.pool.Exec(ctx, q, handoverHash(code), userID, sessionID, HandoverTTL.Seconds(), challenge, tenantRequested); err != nil {
+	if _, err := s.pool.Exec(ctx, q, handoverHash(code), userID, sessionID, HandoverTTL.Seconds(), challenge, tenantRequested, returnTo); err != nil {
 		return "", fmt.Errorf("store hand-over code: %w", err)
 	}
 	return code, nil
@@ -86,7 +95,11 @@ func handoverHash(code string) []byte {
 // only with its code_verifier, and one made without only without: a
 // verifier tells that the app started a flow, so another flow's code
 // (planted in its browser: login CSRF) is refused rather than signing the
-// app into someone else's account. The code is spent either way, and
+// app into someone else's account. The exchange names the flow's
+// return_to as redirect_uri (RFC 6749 section 4.1.3), byte for byte, and
+// names none for a flow that had none: a code of one app's sign-in is
+// refused to another app, whose verifier may match when whoever built the
+// sign-in's link chose the challenge. The code is spent either way, and
 // remembered (oauth_handover_uses, HandoverUseTTL): presented again, it is
 // refused as any unknown code is and the session it opened ends
 // (endReusedHandover), so whoever exchanged it first, a thief or the app,
@@ -96,13 +109,13 @@ func (s *Service) handoverGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 	const q = `
 WITH h AS (
     DELETE FROM oauth_handovers WHERE code_hash = $1
-    RETURNING user_id, session_id, code_challenge, tenant_requested, expires_at > now() AS live
+    RETURNING user_id, session_id, code_challenge, tenant_requested, return_to, expires_at > now() AS live
 ), used AS (
     INSERT INTO oauth_handover_uses (code_hash, session_id, expires_at)
     SELECT $1, session_id, now() + make_interval(secs => $2) FROM h
     ON CONFLICT (code_hash) DO NOTHING
 )
-SELECT h.user_id::text, h.session_id::text, h.code_challenge, h.tenant_requested, s.tenant_id::text, u.token_version,
+SELECT h.user_id::text, h.session_id::text, h.code_challenge, h.tenant_requested, h.return_to, s.tenant_id::text, u.token_version,
        h.live AND s.revoked_at IS NULL AND s.expires_at > now()
            AND NOT coalesce(s.token_version < u.token_version, false),
        u.status = 'active', coalesce(m.status, '') = 'active' AND t.status = 'active',
@@ -122,10 +135,11 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 	var (
 		g                             Grant
 		challenge                     string
+		returnTo                      *string
 		requested, ok, active, member bool
 	)
 	hash := handoverHash(req.Code)
-	err := s.pool.QueryRow(ctx, q, hash, HandoverUseTTL.Seconds()).Scan(&g.UserID, &g.SessionID, &challenge, &requested, &g.TenantID, &g.TokenVersion, &ok, &active, &member, &g.AMR, &g.AuthTime)
+	err := s.pool.QueryRow(ctx, q, hash, HandoverUseTTL.Seconds()).Scan(&g.UserID, &g.SessionID, &challenge, &requested, &returnTo, &g.TenantID, &g.TokenVersion, &ok, &active, &member, &g.AMR, &g.AuthTime)
 	if errors.Is(err, pgx.ErrNoRows) {
 		if err := s.endReusedHandover(c, hash); err != nil {
 			return TokenResponse{}, err
@@ -137,6 +151,11 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 	}
 	if err != nil {
 		return TokenResponse{}, fmt.Errorf("consume hand-over code: %w", err)
+	}
+	// NULL: a code of a release that kept no return_to (during the
+	// rollout; it lives HandoverTTL), not checked.
+	if returnTo != nil && req.RedirectURI != *returnTo {
+		return TokenResponse{}, errHandoverRedirect
 	}
 	// A malformed verifier is refused only now, with the code spent, as a
 	// wrong one is (RFC 7636 section 4.6): refused before, it left the

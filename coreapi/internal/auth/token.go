@@ -29,6 +29,7 @@ type tokenRequest struct {
 	Code         string `json:"code"`          // grant_type=oauth_handover, mfa_otp
 	MFAToken     string `json:"mfa_token"`     // grant_type=mfa_otp
 	CodeVerifier string `json:"code_verifier"` // grant_type=oauth_handover
+	RedirectURI  string `json:"redirect_uri"`  // grant_type=oauth_handover
 	Scope        string `json:"scope"`         // client_credentials; accepted, ignored by the others
 	ClientID     string `json:"client_id"`     // client_credentials; accepted, ignored by the others
 	ClientSecret string `json:"client_secret"` // client_credentials
@@ -58,6 +59,7 @@ func decodeToken(c *fiber.Ctx) (tokenRequest, error) {
 			{Name: "grant_type", Dst: &f.GrantType}, {Name: "email", Dst: &f.Email}, {Name: "username", Dst: &f.Username},
 			{Name: "password", Dst: &f.Password}, {Name: "tenant_id", Dst: &f.TenantID}, {Name: "refresh_token", Dst: &f.RefreshToken},
 			{Name: "code", Dst: &f.Code}, {Name: "mfa_token", Dst: &f.MFAToken}, {Name: "code_verifier", Dst: &f.CodeVerifier},
+			{Name: "redirect_uri", Dst: &f.RedirectURI},
 			{Name: "scope", Dst: &f.Scope}, {Name: "client_id", Dst: &f.ClientID}, {Name: "client_secret", Dst: &f.ClientSecret},
 		})
 		if err != nil {

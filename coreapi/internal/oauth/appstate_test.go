@@ -48,7 +48,7 @@ func TestAppStateEchoed(t *testing.T) {
 			if !strings.HasPrefix(loc.RawQuery, "from=tollgate;x=1&code=") {
 				t.Errorf("Location = %q: the listed URL's own parameters are not kept as written", loc)
 			}
-			if r := x.exchangeWith(t, q.Get("code"), pk.verifier); r.Status != http.StatusOK {
+			if r := x.exchangeWith(t, app, q.Get("code"), pk.verifier); r.Status != http.StatusOK {
 				t.Errorf("exchange: %d %s", r.Status, r.Body)
 			}
 		})

@@ -30,7 +30,7 @@ func TestHandoverCodeReuseEndsItsSession(t *testing.T) {
 	x := start(t, func(o *oauth.Options) { o.AllowedReturnURLs = []string{app} })
 	pk := newAppPKCE(t)
 	code := x.codeAt(t, x.begin(t, pk.query(app)))
-	r := x.exchangeWith(t, code, pk.verifier)
+	r := x.exchangeWith(t, app, code, pk.verifier)
 	if r.Status != http.StatusOK {
 		t.Fatalf("first exchange: %d %s", r.Status, r.Body)
 	}
@@ -38,7 +38,7 @@ func TestHandoverCodeReuseEndsItsSession(t *testing.T) {
 	r.JSON(t, &first)
 	uid := sub(t, first.AccessToken)
 
-	if r := x.exchangeWith(t, code, pk.verifier); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+	if r := x.exchangeWith(t, app, code, pk.verifier); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
 		t.Fatalf("second exchange of one code: %d %s, want 400 invalid_grant", r.Status, r.Body)
 	}
 	if r := x.refresh(t, first.RefreshToken); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
@@ -56,10 +56,10 @@ func TestHandoverCodeReuseEndsItsSession(t *testing.T) {
 
 	// Unknown and expired codes end nothing: only a code exchanged before.
 	other := x.codeAt(t, x.begin(t, pk.query(app)))
-	if r := x.exchangeWith(t, other[:42]+"A", pk.verifier); r.Status != http.StatusBadRequest {
+	if r := x.exchangeWith(t, app, other[:42]+"A", pk.verifier); r.Status != http.StatusBadRequest {
 		t.Fatalf("unknown code: %d %s", r.Status, r.Body)
 	}
-	r = x.exchangeWith(t, other, pk.verifier)
+	r = x.exchangeWith(t, app, other, pk.verifier)
 	if r.Status != http.StatusOK {
 		t.Fatalf("exchange of another sign-in's code after an unknown one: %d %s", r.Status, r.Body)
 	}
@@ -87,7 +87,7 @@ func TestHandoverCodeExchangedTwiceAtOnce(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				answers[j] = x.exchangeWith(t, code, pk.verifier)
+				answers[j] = x.exchangeWith(t, app, code, pk.verifier)
 			}()
 		}
 		wg.Wait()

@@ -27,10 +27,10 @@ func TestMalformedVerifierSpendsTheCode(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code := x.codeAt(t, x.begin(t, pk.query(app)))
-			if r := x.exchangeWith(t, code, tc.verifier); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+			if r := x.exchangeWith(t, app, code, tc.verifier); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
 				t.Fatalf("exchange with a malformed verifier: %d %s, want 400 invalid_grant", r.Status, r.Body)
 			}
-			if r := x.exchangeWith(t, code, pk.verifier); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+			if r := x.exchangeWith(t, app, code, pk.verifier); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
 				t.Errorf("exchange with the right verifier after a malformed one: %d %s, want 400 invalid_grant (the code is spent)", r.Status, r.Body)
 			}
 			if n := x.count(t, `SELECT count(*) FROM sessions WHERE revoked_reason = $1`, sessions.ReasonHandoverReuse); n != i+1 {

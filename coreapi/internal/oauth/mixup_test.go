@@ -42,7 +42,7 @@ func TestHandoverRedirectNamesTheIssuer(t *testing.T) {
 			if len(q["code"]) != 1 {
 				t.Fatalf("Location %q: want one code", loc)
 			}
-			if r := x.exchangeWith(t, q.Get("code"), pk.verifier); r.Status != http.StatusOK {
+			if r := x.exchangeWith(t, tc.app, q.Get("code"), pk.verifier); r.Status != http.StatusOK {
 				t.Errorf("exchange: %d %s", r.Status, r.Body)
 			}
 		})

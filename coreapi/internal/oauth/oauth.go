@@ -1086,7 +1086,7 @@ func (s *Service) finishCallback(c *fiber.Ctx, trusted **flow) error {
 	}
 	// Tokens never go into a page or a URL: the browser carries a
 	// one-time code to the app, which exchanges it at the token endpoint.
-	handover, err := s.auth.CreateHandover(ctx, g.UserID, g.SessionID, f.AppChallenge, f.TenantID != nil)
+	handover, err := s.auth.CreateHandover(ctx, g.UserID, g.SessionID, f.AppChallenge, f.ReturnTo, f.TenantID != nil)
 	if err != nil {
 		return err
 	}

@@ -1075,7 +1075,7 @@ func TestReturnTo(t *testing.T) {
 		t.Errorf("Referrer-Policy = %q, want no-referrer", r.Header.Get("Referrer-Policy"))
 	}
 	code := loc.Query().Get("code")
-	ex := x.exchangeWith(t, code, pk.verifier)
+	ex := x.exchangeWith(t, app, code, pk.verifier)
 	if ex.Status != http.StatusOK {
 		t.Fatalf("exchange: %d %s", ex.Status, ex.Body)
 	}
@@ -1084,7 +1084,7 @@ func TestReturnTo(t *testing.T) {
 	if tk.AccessToken == "" || tk.RefreshToken == "" {
 		t.Fatalf("exchange gave %s", ex.Body)
 	}
-	if r := x.exchangeWith(t, code, pk.verifier); r.Status != http.StatusBadRequest {
+	if r := x.exchangeWith(t, app, code, pk.verifier); r.Status != http.StatusBadRequest {
 		t.Errorf("second exchange: %d, want 400", r.Status)
 	}
 }
@@ -1109,13 +1109,16 @@ func (p appPKCE) query(returnTo string) string {
 	return "?return_to=" + url.QueryEscape(returnTo) + "&code_challenge=" + p.challenge + "&code_challenge_method=S256"
 }
 
-// exchangeWith exchanges a hand-over code as the app holding verifier
-// does ("": none).
-func (x *env) exchangeWith(t *testing.T, code, verifier string) apitest.Response {
+// exchangeWith exchanges a hand-over code as the app at returnTo (its
+// redirect_uri; "": none) holding verifier does ("": none).
+func (x *env) exchangeWith(t *testing.T, returnTo, code, verifier string) apitest.Response {
 	t.Helper()
 	body := map[string]string{"grant_type": "oauth_handover", "code": code}
 	if verifier != "" {
 		body["code_verifier"] = verifier
+	}
+	if returnTo != "" {
+		body["redirect_uri"] = returnTo
 	}
 	return x.Send(t, nil, http.MethodPost, "/api/v1/auth/token", body)
 }
@@ -1177,20 +1180,20 @@ func TestHandoverBoundToTheAppsFlow(t *testing.T) {
 		if tc.verifier == "" {
 			code = x.codeAt(t, x.begin(t, attacker.query(app)))
 		}
-		if r := x.exchangeWith(t, code, tc.verifier); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+		if r := x.exchangeWith(t, app, code, tc.verifier); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
 			t.Errorf("exchange of another flow's code with %s: %d %s, want 400 invalid_grant", tc.name, r.Status, r.Body)
 		}
-		if r := x.exchangeWith(t, code, attacker.verifier); r.Status != http.StatusBadRequest {
+		if r := x.exchangeWith(t, app, code, attacker.verifier); r.Status != http.StatusBadRequest {
 			t.Errorf("a code refused once works afterwards: %d %s", r.Status, r.Body)
 		}
 	}
-	if r := x.exchangeWith(t, x.codeAt(t, x.begin(t, attacker.query(app))), strings.Repeat("~", 42)); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+	if r := x.exchangeWith(t, app, x.codeAt(t, x.begin(t, attacker.query(app))), strings.Repeat("~", 42)); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
 		t.Errorf("exchange with a malformed verifier: %d %s, want 400 invalid_grant", r.Status, r.Body)
 	}
 
 	// The app's own flow: its verifier opens its session.
 	x.idp.Subject, x.idp.Email = "victim-sub", "victim@example.com"
-	r := x.exchangeWith(t, x.codeAt(t, x.begin(t, victim.query(app))), victim.verifier)
+	r := x.exchangeWith(t, app, x.codeAt(t, x.begin(t, victim.query(app))), victim.verifier)
 	if r.Status != http.StatusOK {
 		t.Fatalf("exchange with the flow's verifier: %d %s", r.Status, r.Body)
 	}
@@ -1242,7 +1245,7 @@ func TestReturnToKeepsItsQuery(t *testing.T) {
 			} else if kept != "" {
 				t.Errorf("Location = %q: parameters %q added besides the code", loc, kept)
 			}
-			if r := x.exchangeWith(t, code, pk.verifier); r.Status != http.StatusOK {
+			if r := x.exchangeWith(t, tc.app, code, pk.verifier); r.Status != http.StatusOK {
 				t.Errorf("exchange of the code in %q: %d %s", loc, r.Status, r.Body)
 			}
 		})
@@ -1312,7 +1315,7 @@ func TestHandoverExchange(t *testing.T) {
 	// one is refused to an app that sends a verifier: that app started
 	// another flow.
 	pk := newAppPKCE(t)
-	if r := x.exchangeWith(t, code(), pk.verifier); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+	if r := x.exchangeWith(t, "", code(), pk.verifier); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
 		t.Errorf("verifier for a code made without a challenge: %d %s, want 400 invalid_grant", r.Status, r.Body)
 	}
 	withChallenge := func() string {

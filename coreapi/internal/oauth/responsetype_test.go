@@ -44,7 +44,7 @@ func TestAuthorizeRefusesOtherFlows(t *testing.T) {
 	}
 	for _, q := range []string{"&response_type=code", "&response_mode=query", "&response_type=code&response_mode=query"} {
 		st := x.begin(t, pk.query(app)+q)
-		if r := x.exchangeWith(t, x.codeAt(t, st), pk.verifier); r.Status != http.StatusOK {
+		if r := x.exchangeWith(t, app, x.codeAt(t, st), pk.verifier); r.Status != http.StatusOK {
 			t.Errorf("sign-in started with %s: exchange %d %s", q, r.Status, r.Body)
 		}
 	}
@@ -105,7 +105,7 @@ func TestPromptNone(t *testing.T) {
 		if got := st.loc.Query().Get("prompt"); got != prompt {
 			t.Errorf("prompt=%s: the provider was asked prompt=%q", prompt, got)
 		}
-		if r := x.exchangeWith(t, x.codeAt(t, st), pk.verifier); r.Status != http.StatusOK {
+		if r := x.exchangeWith(t, app, x.codeAt(t, st), pk.verifier); r.Status != http.StatusOK {
 			t.Errorf("prompt=%s: exchange %d %s", prompt, r.Status, r.Body)
 		}
 	}
