@@ -43,6 +43,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -180,6 +181,9 @@ type Service struct {
 	client    *http.Client
 	providers map[string]*provider
 	returnTo  map[string]bool
+	// loopback are the listed return_tos on a loopback IP literal, which
+	// a native app meets on any port (loopbackReturnTo).
+	loopback  []loopbackReturnTo
 	issuer    string
 	limiter   *ratelimit.Limiter
 	limit     ratelimit.Limit
@@ -263,6 +267,9 @@ func New(o Options) (*Service, error) {
 	s.fullLogs.Report = func(dropped int64, _ slog.Level) { s.logFull(dropped) } // warnings only
 	for _, u := range o.AllowedReturnURLs {
 		s.returnTo[u] = true
+		if l, ok := loopbackEntry(u); ok {
+			s.loopback = append(s.loopback, l)
+		}
 	}
 	for _, p := range o.Providers {
 		s.providers[p.Name] = &provider{cfg: p}
@@ -538,11 +545,84 @@ func (s *Service) checkReturnTo(v string) error {
 	case v == "":
 		return problem.New(fiber.StatusBadRequest, problem.CodeReturnToNotAllowed,
 			"return_to is required: one of the configured OAUTH_ALLOWED_RETURN_URLS")
-	case !s.returnTo[v]:
+	case !s.returnTo[v] && !slices.ContainsFunc(s.loopback, func(l loopbackReturnTo) bool { return l.matches(v) }):
 		return problem.New(fiber.StatusBadRequest, problem.CodeReturnToNotAllowed,
 			"return_to is not one of the configured OAUTH_ALLOWED_RETURN_URLS")
 	}
 	return nil
+}
+
+// loopbackReturnTo is a listed return_to whose host is a loopback IP
+// literal (127.0.0.1, [::1]): a native app receives the redirect on a
+// port the system picks when it runs, so the listed URL is met by the
+// same URL on any port (RFC 8252 section 7.3). Everything else is still
+// compared byte for byte: scheme and literal (prefix, "http://127.0.0.1"),
+// and path and query (rest). Never for the name localhost, which a hosts
+// file or a resolver may point at another machine (section 8.3), nor for
+// any other host.
+type loopbackReturnTo struct{ prefix, rest string }
+
+// loopbackEntry is the loopbackReturnTo of a listed URL, ok false when
+// its host is not a loopback IP literal in its plain spelling.
+func loopbackEntry(listed string) (loopbackReturnTo, bool) {
+	u, err := url.Parse(listed)
+	if err != nil || u.User != nil || u.Opaque != "" {
+		return loopbackReturnTo{}, false
+	}
+	host := u.Hostname()
+	addr, err := netip.ParseAddr(host)
+	if err != nil || !addr.IsLoopback() || addr.String() != host || addr.Is4In6() {
+		return loopbackReturnTo{}, false
+	}
+	if addr.Is6() {
+		host = "[" + host + "]"
+	}
+	prefix := u.Scheme + "://" + host
+	after, ok := strings.CutPrefix(listed, prefix)
+	if !ok {
+		return loopbackReturnTo{}, false
+	}
+	_, rest, ok := cutPort(after)
+	if !ok {
+		return loopbackReturnTo{}, false
+	}
+	return loopbackReturnTo{prefix: prefix, rest: rest}, true
+}
+
+// matches reports whether v is the listed URL on some port: the prefix,
+// a port number or none, then the listed path and query exactly. Anything
+// between the literal and the path that is no port number (userinfo as
+// in "127.0.0.1:80@evil", a name going on as in "127.0.0.1.evil") is no
+// path of the listed URL either.
+func (l loopbackReturnTo) matches(v string) bool {
+	after, ok := strings.CutPrefix(v, l.prefix)
+	if !ok {
+		return false
+	}
+	_, rest, ok := cutPort(after)
+	return ok && rest == l.rest
+}
+
+// cutPort splits what follows a URL's host into its port ("" for none)
+// and the rest, ok false for a ":" not followed by a port number from 1
+// to 65535 in plain digits (no sign, no leading zero) and then the end,
+// a "/" or a "?".
+func cutPort(after string) (port, rest string, ok bool) {
+	if !strings.HasPrefix(after, ":") {
+		return "", after, true
+	}
+	i := 1
+	for i < len(after) && after[i] >= '0' && after[i] <= '9' {
+		i++
+	}
+	port, rest = after[1:i], after[i:]
+	if port == "" || len(port) > 5 || port[0] == '0' || (rest != "" && rest[0] != '/' && rest[0] != '?') {
+		return "", "", false
+	}
+	if n, err := strconv.Atoi(port); err != nil || n > 65535 {
+		return "", "", false
+	}
+	return port, rest, true
 }
 
 // checkAppChallenge validates the app's PKCE parameters of authorize
