@@ -239,6 +239,9 @@ func (s *Service) create(c *fiber.Ctx, kind string) error {
 	if errors.Is(err, sessions.ErrEnded) {
 		return httpapi.SessionEnded(c)
 	}
+	if errors.Is(err, ErrNoClientSecret) {
+		return tokenEnded(c)
+	}
 	if err != nil {
 		return err
 	}
@@ -249,6 +252,16 @@ func (s *Service) create(c *fiber.Ctx, kind string) error {
 	}
 	c.Set(fiber.HeaderLocation, path+k.ID)
 	return c.Status(fiber.StatusCreated).JSON(created{Key: k, Secret: secret})
+}
+
+// tokenEnded answers a key creation signed with an access token of a
+// service account that has no client secret left (ErrNoClientSecret):
+// the token ended with the last one, though the proxy that forwarded it
+// had not yet heard. 401 invalid_token, with the RFC 6750 challenge a 401
+// to a bearer carries.
+func tokenEnded(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="invalid_token", error_description="the access token has ended"`)
+	return problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, ErrNoClientSecret.Error())
 }
 
 func (s *Service) listTenant(c *fiber.Ctx) error {

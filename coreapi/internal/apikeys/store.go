@@ -68,6 +68,11 @@ var (
 	// ErrInactive: the creator's account, membership or tenant is not
 	// active (a request let through before a proxy heard of the change).
 	ErrInactive = errors.New("the account or its membership is no longer active")
+	// ErrNoClientSecret: the creator is a service account without a
+	// client secret, so none of its access tokens is live any more (each
+	// secret's deletion ends them all): the request was signed with one
+	// by a proxy that had not yet heard of the last deletion.
+	ErrNoClientSecret = errors.New("the service account has no client secret left: its access tokens have ended")
 	// ErrNotPermitted: the caller no longer holds the permission the
 	// route needs (api-keys:write), though its request was signed with it
 	// (demoted, or its membership disabled, meanwhile: roles.Live).
@@ -218,6 +223,11 @@ type NewKey struct {
 // revokes the key with the others, or it comes after and finds the
 // session ended. A proxy that has not yet heard of the end lets the
 // request through; without the check its key would outlive the reset.
+// So for a service account whose last client secret was deleted (by an
+// admin, or by the reset of its creator's unproven address), which
+// deletes under the tenant's lock too: every token it obtained ended with
+// that secret, and a key minted with one would outlive it
+// (ErrNoClientSecret).
 func (s *Store) Create(ctx context.Context, n NewKey) (Key, string, error) {
 	if s.pepper == nil {
 		return Key{}, "", ErrUnavailable
@@ -237,7 +247,9 @@ SELECT (SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND kind = $3 AND ($3
        EXISTS (SELECT 1 FROM memberships WHERE tenant_id = $1 AND user_id = $2),
        EXISTS (SELECT 1 FROM memberships m JOIN users u ON u.id = m.user_id JOIN tenants t ON t.id = m.tenant_id
                WHERE m.tenant_id = $1 AND m.user_id = $2
-                 AND m.status = 'active' AND u.status = 'active' AND t.status = 'active')`
+                 AND m.status = 'active' AND u.status = 'active' AND t.status = 'active'),
+       NOT EXISTS (SELECT 1 FROM users u WHERE u.id = $2 AND u.kind = 'service'
+                   AND NOT EXISTS (SELECT 1 FROM service_account_secrets x WHERE x.user_id = u.id))`
 	const qInsert = `
 INSERT INTO api_keys (public_id, tenant_id, user_id, kind, name, permissions, secret_hash, expires_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -258,14 +270,20 @@ RETURNING id::text, created_at`
 			return err
 		}
 		var (
-			live           int
-			member, active bool
+			live                      int
+			member, active, secretful bool
 		)
-		if err := tx.QueryRow(ctx, qCount, n.TenantID, n.UserID, n.Kind).Scan(&live, &member, &active); err != nil {
+		if err := tx.QueryRow(ctx, qCount, n.TenantID, n.UserID, n.Kind).Scan(&live, &member, &active, &secretful); err != nil {
 			return fmt.Errorf("count api keys: %w", err)
 		}
 		if !member {
 			return ErrNotMember
+		}
+		// Read after the tenant's lock, which a secret's deletion takes
+		// before it deletes (serviceaccounts.Store.DeleteSecret,
+		// SilenceCreatedBy): one that committed meanwhile is seen.
+		if !secretful {
+			return ErrNoClientSecret
 		}
 		need := ""
 		if n.Kind == KindTenant {

@@ -268,17 +268,21 @@ func TestAnswerNamesTheOwnerOfManyKeys(t *testing.T) {
 		check(t, r, a.c.Sub, pids, before)
 	})
 	// A service account the account created that holds keys but no
-	// client secret (a key minted through a proxy that had not yet heard
-	// of its last secret's deletion): the reset revokes its keys and,
-	// with no secret to delete, used to write no subject of the account,
-	// so its keys were named one by one and the answer became
-	// auth.invalidate.all.
+	// client secret (keys minted before coreapi refused a creation by a
+	// service account whose last secret was deleted, or a secret deleted
+	// in plain SQL): the reset revokes its keys and, with no secret to
+	// delete, used to write no subject of the account, so its keys were
+	// named one by one and the answer became auth.invalidate.all.
 	t.Run("password reset, a service account with keys and no secret", func(t *testing.T) {
 		a := x.signup(t, "creator@example.com")
 		saID := x.createServiceAccount(t, &a.id, "bot", "admin")
+		wantStatus(t, x.Send(t, &a.id, http.MethodPost, "/api/v1/service-accounts/"+saID+"/secrets", nil), http.StatusCreated)
 		as := x.IdentityOf(t, saID, a.c.Tid)
 		as.Principal = identity.PrincipalService
 		pids := keys(as, "/api/v1/api-keys", outbox.MaxReported+1)
+		if _, err := x.DB.Pool.Exec(t.Context(), `DELETE FROM service_account_secrets WHERE user_id = $1`, saID); err != nil {
+			t.Fatal(err)
+		}
 		before := lastID()
 		wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": a.email}), http.StatusAccepted)
 		tok := x.mail(t, a.email, "Reset").Token()

@@ -516,9 +516,18 @@ func (e *env) wantKey(t testing.TB, k mintedKey, status int, code string) {
 }
 
 // serviceIdentity is the identity the proxy forwards for a service
-// account's access token.
+// account's access token. A token is obtained with a client secret: an
+// account that has none gets one (unknown to anyone), as it must have
+// had one when the token was issued.
 func (e *env) serviceIdentity(t testing.TB, id, tenantID string) *identity.Identity {
 	t.Helper()
+	const q = `
+INSERT INTO service_account_secrets (user_id, secret_hash)
+SELECT $1, gen_random_uuid()::text::bytea
+WHERE NOT EXISTS (SELECT 1 FROM service_account_secrets WHERE user_id = $1)`
+	if _, err := e.DB.Pool.Exec(context.Background(), q, id); err != nil {
+		t.Fatal(err)
+	}
 	sid := e.IdentityOf(t, id, tenantID)
 	sid.Principal = identity.PrincipalService
 	return &sid
