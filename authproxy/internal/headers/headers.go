@@ -1098,7 +1098,14 @@ func equalFold(a []byte, s string) bool {
 // comma or a space as "a\054b"), unquotes a quoted value and trims spaces.
 // SetRawCookie puts the field back as it came.
 func RawCookie(dst []byte, h *fasthttp.RequestHeader) ([]byte, bool) {
+	// The name is in canonical form, as fasthttp stored the client's: it
+	// is looked up as it is, not re-cased letter by letter on every
+	// request (TestRawCookieKeepsNormalizing).
+	renorm := !h.DisableNormalizing()
 	all := h.PeekAll(fasthttp.HeaderCookie)
+	if renorm {
+		h.EnableNormalizing()
+	}
 	for i, v := range all {
 		if i > 0 {
 			dst = append(dst, "; "...)

@@ -1242,3 +1242,34 @@ func keptAlone(t *testing.T, name, value string, trust bool) bool {
 	}
 	return req.Header.Peek(name) != nil
 }
+
+// RawCookie reads every Cookie field the client sent, in any spelling of
+// the name, as sent (joined by "; "), and leaves the header's name
+// normalization as it found it: on for the proxy's later lookups, off when
+// a caller had turned it off.
+func TestRawCookieKeepsNormalizing(t *testing.T) {
+	for _, tt := range []struct {
+		name, fields, want string
+		found              bool
+	}{
+		{"none", "Accept: */*\r\n", "", false},
+		{"one", "Cookie: a=\"b c\"\r\n", `a="b c"`, true},
+		{"spellings", "cookie: a=b\r\nCOOKIE: c=d\r\nCoOkIe: e\r\n", "a=b; c=d; e", true},
+	} {
+		for _, off := range []bool{false, true} {
+			req := parse(t, "GET /x HTTP/1.1\r\nHost: h\r\n"+tt.fields+"\r\n")
+			if off {
+				req.Header.DisableNormalizing()
+			}
+			got, found := RawCookie([]byte("x"), &req.Header)
+			if string(got) != "x"+tt.want || found != tt.found {
+				t.Fatalf("%s (normalizing off: %v): %q %v, want %q %v", tt.name, off, got[1:], found, tt.want, tt.found)
+			}
+			// Normalizing as found: a name looked up after is re-cased (or not).
+			req.Header.Set("x-after", "1")
+			if got := string(req.Header.PeekCanonical([]byte("X-After"))) == "1"; got == off {
+				t.Fatalf("%s: normalizing after RawCookie: %v, want %v", tt.name, got, !off)
+			}
+		}
+	}
+}
