@@ -604,6 +604,21 @@ func TestMaxBodyBytesZeroRefused(t *testing.T) {
 	}
 }
 
+// TestIsInternal: /internal and everything under it, in any case, and
+// nothing else (a longer first segment, a shorter path, another first
+// letter).
+func TestIsInternal(t *testing.T) {
+	for path, want := range map[string]bool{
+		"/internal": true, "/internal/": true, "/internal/projections/u": true, "/INTERNAL/x": true, "/iNtErNaL": true,
+		"/internals": false, "/internal-x": false, "/interna": false, "/": false, "/api/v1/internal": false,
+		"/.well-known/jwks.json": false, "/jnternal": false, "/Internal.json": false, "//internal": false,
+	} {
+		if got := IsInternal([]byte(path)); got != want {
+			t.Errorf("IsInternal(%q) = %v, want %v", path, got, want)
+		}
+	}
+}
+
 // TestIsInternalFolded: a path under /internal in any case, ASCII's or
 // Unicode's (the letters an upstream may read as ASCII ones), and
 // nothing else.
