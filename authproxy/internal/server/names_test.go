@@ -2,10 +2,12 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"strings"
 	"testing"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/pathnorm"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/requestid"
@@ -77,6 +79,43 @@ func TestAnswerHeaderNamesCanonical(t *testing.T) {
 			if got := h.PeekCanonical([]byte(name)); string(got) != "v" {
 				t.Errorf("%q sent as %q: PeekCanonical(%q) = %q, want \"v\"", name, sent, name, got)
 			}
+		}
+	}
+}
+
+// setRequestURI makes the forwarded request line's target exactly the one
+// signed (the normalized path and the query as appendQuery writes it),
+// whether the client's target already was it or not: paths that need no
+// normalization (with and without a query), that do, an empty query, a
+// fragment, bytes escaped in the query, an absolute-form target.
+func TestSetRequestURIWritesTheSignedTarget(t *testing.T) {
+	for _, raw := range []string{
+		"/", "/a", "/a/b?c=d&e", "/.well-known/jwks.json", "/a?", "/a?b#frag", "/a#frag", "/a/./b/../c?x=1",
+		"/a//b", "/%61b?q=%20", "/a?q=\xc3\xa9", "/a?b?c", "http://h.example/a/b?c=d",
+	} {
+		var req fasthttp.Request
+		text := "GET " + raw + " HTTP/1.1\r\nHost: h.example\r\n\r\n"
+		if err := req.Read(bufio.NewReader(strings.NewReader(text))); err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		path, err := pathnorm.Append(nil, req.URI().PathOriginal())
+		if err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		uri := path
+		if q := req.URI().QueryString(); len(q) > 0 {
+			uri = appendQuery(append(uri, '?'), q)
+		}
+		setRequestURI(&req, uri)
+		var b bytes.Buffer
+		w := bufio.NewWriter(&b)
+		if err := req.Write(w); err != nil {
+			t.Fatal(err)
+		}
+		w.Flush()
+		line, _, _ := strings.Cut(b.String(), "\r\n")
+		if want := "GET " + string(uri) + " HTTP/1.1"; line != want {
+			t.Errorf("%q: request line %q, want %q", raw, line, want)
 		}
 	}
 }

@@ -34,7 +34,11 @@ func setRequestURI(req *fasthttp.Request, uri []byte) {
 	if len(raw) > 0 && raw[0] == '/' && (len(raw) == 1 || raw[1] != '/') {
 		u := req.URI()
 		u.DisablePathNormalizing = true // as the forwarding client sends it
-		if bytes.Equal(u.RequestURI(), uri) {
+		// The request line's target itself first: when it is uri (most
+		// requests), the parsed URI rebuilds it (uri has no fragment nor
+		// empty query, which the parse would drop), and building that
+		// copy to compare is skipped.
+		if bytes.Equal(raw, uri) || bytes.Equal(u.RequestURI(), uri) {
 			return
 		}
 	} else if len(raw) > 0 && raw[0] != '/' {
