@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -601,6 +602,38 @@ func TestMaxBodyBytesZeroRefused(t *testing.T) {
 	}
 	if _, err := Parse([]byte(ups+"routes: [{prefix: /a, upstream: notes, access: public, max_body_bytes: 1}]"), testEnv); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFirstUpper: firstUpper finds what a byte-by-byte loop finds, for
+// every byte value at every position of paths of every length up to three
+// words and a half (each word's bytes and the bytes after the last), with
+// upper-case letters after it, and other bytes around it (0x80 and more,
+// the bytes beside 'A' and 'Z').
+func TestFirstUpper(t *testing.T) {
+	slow := func(p []byte) int {
+		for i, c := range p {
+			if c >= 'A' && c <= 'Z' {
+				return i
+			}
+		}
+		return -1
+	}
+	for _, fill := range []byte{'a', '/', '@', '[', 0x80, 0xc1, 0xda, 0xff, 0} {
+		for n := range 29 {
+			for at := range n {
+				for v := range 256 {
+					p := bytes.Repeat([]byte{fill}, n)
+					p[at] = byte(v)
+					if at+2 < n {
+						p[at+2] = 'Q' // a later letter never hides an earlier one
+					}
+					if got, want := firstUpper(p), slow(p); got != want {
+						t.Fatalf("firstUpper(%q) = %d, want %d", p, got, want)
+					}
+				}
+			}
+		}
 	}
 }
 
