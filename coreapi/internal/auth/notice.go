@@ -42,5 +42,5 @@ func NoticeOwner(ctx context.Context, tx pgx.Tx, userID string, k mail.Kind, d m
 	}
 	// An address stored before ValidAddress refused it gets the notice
 	// parked, with the reason, for the operator to see.
-	return mail.EnqueueOrPark(ctx, tx, mail.Message{Kind: k, To: addr, Data: d})
+	return mail.EnqueueOrPark(ctx, tx, mail.Message{Kind: k, To: addr, Data: d, UserID: userID})
 }

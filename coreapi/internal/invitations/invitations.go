@@ -332,6 +332,9 @@ SELECT i.id::text AS id, i.email, $3::text[] AS roles, i.status, i.expires_at, i
 	if err != nil {
 		return Invitation{}, fmt.Errorf("create invitation: %w", err)
 	}
+	// No UserID: an invitation is the tenant's, to an address, whoever
+	// holds it (mail.Message); an account's deletion keeps it while it is
+	// still to go.
 	err = mail.Enqueue(ctx, tx, mail.Message{Kind: mail.KindInvitation, To: email, Token: raw,
 		Data: mail.Data{TenantName: tenantName, InviterName: inviter, ExpiresAt: inv.ExpiresAt}})
 	if err != nil {

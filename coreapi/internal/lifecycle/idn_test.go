@@ -107,10 +107,11 @@ func TestStoredPunycodeAccountAfterMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 	// This code counts its rate limits (a reset's) with the columns of
-	// 00048 and 00049, which went down with the rest: they stand in until
-	// Up.
+	// 00048 and 00049, and queues its mails with mail_queue.user_id
+	// (00060), which went down with the rest: they stand in until Up.
 	const qLimits = `ALTER TABLE rate_limits ADD COLUMN prev_hits integer NOT NULL DEFAULT 0, ADD COLUMN refused boolean NOT NULL DEFAULT false,
-    ADD COLUMN window_s integer NOT NULL DEFAULT 86400`
+    ADD COLUMN window_s integer NOT NULL DEFAULT 86400;
+ALTER TABLE mail_queue ADD COLUMN user_id uuid`
 	if _, err := x.DB.Pool.Exec(ctx, qLimits); err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +124,8 @@ func TestStoredPunycodeAccountAfterMigration(t *testing.T) {
 		t.Fatalf("%d reset links for an account stored in Punycode before the migration: the test no longer shows what it fixes", n)
 	}
 
-	if _, err := x.DB.Pool.Exec(ctx, `ALTER TABLE rate_limits DROP COLUMN prev_hits, DROP COLUMN refused, DROP COLUMN window_s`); err != nil {
+	if _, err := x.DB.Pool.Exec(ctx, `ALTER TABLE rate_limits DROP COLUMN prev_hits, DROP COLUMN refused, DROP COLUMN window_s;
+ALTER TABLE mail_queue DROP COLUMN user_id`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.Up(ctx); err != nil {

@@ -177,14 +177,14 @@ FROM users WHERE lower(email) = lower($1) AND status = 'active' AND kind = 'huma
 			// is made, and the mail is parked with the reason for the
 			// operator (the answer was the same 202 as ever).
 			return mail.EnqueueOrPark(ctx, tx, mail.Message{Kind: mail.KindPasswordReset, To: addr,
-				Data: mail.Data{DisplayName: name}})
+				Data: mail.Data{DisplayName: name}, UserID: uid})
 		}
 		raw, exp, err := onetime.Issue(ctx, tx, onetime.PasswordReset, uid, addr, onetime.ResetTTL)
 		if err != nil {
 			return err
 		}
 		if err := mail.Enqueue(ctx, tx, mail.Message{Kind: mail.KindPasswordReset, To: addr, Token: raw,
-			Data: mail.Data{DisplayName: name, ExpiresAt: exp}}); err != nil {
+			Data: mail.Data{DisplayName: name, ExpiresAt: exp}, UserID: uid}); err != nil {
 			return err
 		}
 		return auditUser(ctx, tx, uid, "", audit.ActionUserPasswordResetRequested, requestID, nil)

@@ -271,7 +271,7 @@ FROM users u WHERE id = $1 FOR UPDATE`
 		// the notice parked, with the reason, for the operator to see.
 		if verified {
 			if err := mail.EnqueueOrPark(ctx, tx, mail.Message{Kind: mail.KindEmailChanged, To: current,
-				Data: mail.Data{NewAddress: audit.MaskEmail(t.Email)}}); err != nil {
+				Data: mail.Data{NewAddress: audit.MaskEmail(t.Email)}, UserID: t.UserID}); err != nil {
 				return err
 			}
 		}

@@ -107,6 +107,14 @@ type Message struct {
 	To    string
 	Token string // the raw one-time token the link carries ("" for a kind without a link)
 	Data  Data
+	// UserID is the account the mail is about, whichever address it goes
+	// to (mail_queue.user_id): the account's deletion deletes every mail
+	// that names it, those to an address it left or was moving to
+	// included, and so does any other deletion of its row (ON DELETE
+	// CASCADE). Every mail about an account names it; "" only for one
+	// about no account: an invitation (the tenant's, to an address) and
+	// the confirmation of a deletion (its account is gone).
+	UserID string
 }
 
 // ErrBadAddress means a recipient that is not one plain address (CR/LF,
@@ -310,7 +318,8 @@ func hasSuffixFold(s, suffix string) bool {
 	return len(s) >= len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix)
 }
 
-const qEnqueue = `INSERT INTO mail_queue (kind, to_address, data, token) VALUES ($1, $2, $3::jsonb, NULLIF($4, ''))`
+const qEnqueue = `INSERT INTO mail_queue (kind, to_address, data, token, user_id)
+VALUES ($1, $2, $3::jsonb, NULLIF($4, ''), NULLIF($5, '')::uuid)`
 
 // Enqueue writes m to the queue inside the caller's transaction. An
 // address no mail is sent to is ErrUndeliverable (a plain one stored
@@ -352,7 +361,7 @@ func insert(ctx context.Context, tx pgx.Tx, m Message) error {
 	}
 	// A string, not []byte: in the exec and simple-protocol modes []byte
 	// would be sent as bytea.
-	if _, err := tx.Exec(ctx, qEnqueue, string(m.Kind), m.To, string(data), m.Token); err != nil {
+	if _, err := tx.Exec(ctx, qEnqueue, string(m.Kind), m.To, string(data), m.Token, m.UserID); err != nil {
 		return fmt.Errorf("enqueue mail: %w", err)
 	}
 	return nil

@@ -251,7 +251,7 @@ func SendVerification(ctx context.Context, tx pgx.Tx, userID, email string, chan
 		return err
 	}
 	err = mail.Enqueue(ctx, tx, mail.Message{Kind: mail.KindVerifyEmail, To: email, Token: raw,
-		Data: mail.Data{ExpiresAt: exp, EmailChange: change}})
+		Data: mail.Data{ExpiresAt: exp, EmailChange: change}, UserID: userID})
 	if err != nil {
 		return err
 	}

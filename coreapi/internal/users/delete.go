@@ -93,11 +93,12 @@ type Deleted struct {
 // key acting as it (tenant and personal) is revoked, each audited and
 // announced (data.via user.deleted), as a member's removal does; the
 // deletion is audited (user.deleted) in each; every row of mail_queue
-// to its address is deleted, sent and parked ones too, but for an
-// invitation mail not yet sent (another tenant's, whose invitation
-// stands), and so is a mail that carries one of its one-time tokens to
-// another address (the link of a pending email change); the row is
-// deleted, which deletes with it its sessions and
+// about the account (user_id, to whichever address: one it left, one it
+// was moving to) or to its address is deleted, sent and parked ones too,
+// but for an invitation mail not yet sent (another tenant's, whose
+// invitation stands), and so is a mail queued before user_id was that
+// carries one of its one-time tokens to another address (the link of a
+// pending email change); the row is deleted, which deletes with it its sessions and
 // refresh tokens, keys, memberships and roles, linked identities and
 // their unlinks, second factor and recovery codes, one-time tokens and
 // OAuth states (foreign keys ON DELETE CASCADE), while the audit events it
@@ -130,17 +131,24 @@ WHERE m.user_id = $1 AND m.status = 'active'
   AND EXISTS (SELECT 1 FROM memberships o WHERE o.tenant_id = m.tenant_id AND o.user_id <> m.user_id)
 ORDER BY t.name, t.id`
 	const qSessions = `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()`
-	// Every row to the address goes, sent and parked ones too (their
-	// address and body would otherwise outlive the account until the
-	// retention sweep), but an invitation mail still to go: it is a
-	// tenant's the account was not in (those of its tenants were just
-	// withdrawn), and that invitation stands. So does a mail carrying one
-	// of its one-time tokens to another address (the link of a pending
-	// email change): the queue keeps a raw token until the mail is sent,
-	// and its hash is the action token's (onetime.Hash, SHA-256).
+	// Every row about the account goes, whichever address it went to
+	// (the verification of an address it was moving to, the notice of a
+	// move and the reset links sent to an address it left: user_id names
+	// it, and the user's deletion below would cascade to it as well), and
+	// every row to its address, sent and parked ones too (their address
+	// and body would otherwise outlive the account until the retention
+	// sweep), but an invitation mail still to go: it is a tenant's the
+	// account was not in (those of its tenants were just withdrawn), and
+	// that invitation stands. A row queued before user_id was (migration
+	// 00060) names no account: one still to go with one of the account's
+	// one-time tokens to another address (the link of a pending email
+	// change) is found by the token, whose hash is the action token's
+	// (onetime.Hash, SHA-256); the queue keeps a raw token until the mail
+	// is sent.
 	const qMail = `
 DELETE FROM mail_queue m
-WHERE (lower(m.to_address) = lower($1) AND (m.kind <> 'invitation' OR m.status <> 'pending'))
+WHERE m.user_id = $2
+   OR (lower(m.to_address) = lower($1) AND (m.kind <> 'invitation' OR m.status <> 'pending'))
    OR (m.token IS NOT NULL AND EXISTS (
        SELECT 1 FROM action_tokens t
        WHERE t.user_id = $2 AND t.token_hash = sha256(convert_to(m.token, 'UTF8'))))`
@@ -235,6 +243,8 @@ WHERE (lower(m.to_address) = lower($1) AND (m.kind <> 'invitation' OR m.status <
 			return err
 		}
 		if verified {
+			// No UserID: the account it confirms is gone; the Sender
+			// deletes the row once it is sent.
 			return mail.EnqueueOrPark(ctx, tx, mail.Message{Kind: mail.KindAccountDeleted, To: email, Data: mail.Data{At: time.Now()}})
 		}
 		return nil
