@@ -13,6 +13,7 @@ var MetricsAllowedZero = map[string]string{
 	"coreapi_identity_rejected_total":               "requests refused for their identity headers (TestMetricsLint sends one)",
 	"coreapi_mail_failures_total":                   "failed mail deliveries",
 	"coreapi_mail_parked_total":                     "mails given up on",
+	"coreapi_mail_server_refusing_recipients":       "1 only while the mail server refuses every recipient (TestRelayRefusingEveryRecipientParksNothingMore sets and clears it)",
 	"coreapi_outbox_publish_failures_total":         "outbox batches NATS did not take",
 	"coreapi_outbox_publish_refused_total":          "outbox batches NATS's permissions refused",
 	"coreapi_outbox_undeliverable_total":            "outbox rows with a subject NATS cannot deliver (Write refuses them)",
