@@ -18,10 +18,12 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys/keytest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/serviceaccounts"
@@ -96,6 +98,11 @@ type startOpts struct {
 	logs *testkit.LogBuffer
 	// limits are the service's (a zero field: the default).
 	limits serviceaccounts.Limits
+	// catalog is the server's permission catalog (nil: the built-in one).
+	catalog *permissions.Catalog
+	// db, when set, is another env's database: a second coreapi pod of
+	// the same deployment (nil: a new one).
+	db *dbtest.DB
 }
 
 func start(t testing.TB, so startOpts) *env {
@@ -106,7 +113,10 @@ func start(t testing.TB, so startOpts) *env {
 	}
 	e := &env{ring: ring}
 	h := password.New(password.Params{Memory: 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 0)
-	e.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, Configure: func(o *httpapi.Options) {
+	e.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Passwords: h, DB: so.db, Configure: func(o *httpapi.Options) {
+		if so.catalog != nil {
+			o.Catalog = so.catalog
+		}
 		store := sessions.New(o.Pool, time.Hour, 10*time.Second)
 		var ks *apikeys.Service
 		if so.keyRoutes {

@@ -174,14 +174,33 @@ func (s *Store) live(ctx context.Context, tx pgx.Tx, tenantID string, a roles.Ac
 	return a, nil
 }
 
+// What lockAccount reads of an account's roles: the permissions they
+// grant under the catalog (held), or what handing them out needs
+// (handing, roles.Handing: also what a custom role stores beyond the
+// catalog).
+const (
+	held    = false
+	handing = true
+)
+
 // lockAccount locks a service account of the tenant and returns the
-// permissions its roles grant.
-func (s *Store) lockAccount(ctx context.Context, tx pgx.Tx, tenantID, id string) ([]string, error) {
+// permissions its roles grant under the catalog, or, with handing, what
+// handing them out needs (roles.HandingSQL): a new client secret hands
+// the account's power out, and a custom role's permission this
+// replica's catalog does not declare (one the replicas of another
+// version declare during a rollout) is part of that power wherever it is
+// declared, so judged by the catalog alone the secret was made on the
+// say of a caller who does not hold it.
+func (s *Store) lockAccount(ctx context.Context, tx pgx.Tx, tenantID, id string, what bool) ([]string, error) {
+	counted := `p = ANY($3::text[])`
+	if what == handing {
+		counted = roles.HandingSQL("r", "p", "$3::text[]")
+	}
 	q := `
 SELECT COALESCE((SELECT array_agg(DISTINCT p ORDER BY p) FROM membership_roles mr
                  JOIN roles r ON r.tenant_id = mr.tenant_id AND r.id = mr.role_id
                  CROSS JOIN LATERAL unnest(` + rolePerms + `) AS p
-                 WHERE mr.tenant_id = sa.tenant_id AND mr.user_id = sa.user_id AND p = ANY($3::text[])), '{}')
+                 WHERE mr.tenant_id = sa.tenant_id AND mr.user_id = sa.user_id AND ` + counted + `), '{}')
 FROM service_accounts sa
 WHERE sa.tenant_id = $1 AND sa.user_id = $2
 FOR UPDATE OF sa`
@@ -327,7 +346,7 @@ func (s *Store) Delete(ctx context.Context, tenantID, id string, a roles.Actor) 
 		if err != nil {
 			return err
 		}
-		perms, err := s.lockAccount(ctx, tx, tenantID, id)
+		perms, err := s.lockAccount(ctx, tx, tenantID, id, held)
 		if err != nil {
 			return err
 		}
@@ -350,8 +369,10 @@ func (s *Store) Delete(ctx context.Context, tenantID, id string, a roles.Actor) 
 
 // CreateSecret adds a client secret to a service account; the value is
 // returned once and only its hash is kept. The actor must hold every
-// permission the account holds (a secret is the account's power), and
-// users:write, when the creation runs (live). An actor whose session
+// permission the account holds (a secret is the account's power: what
+// handing its roles out needs, a custom role's permissions the catalog
+// does not declare included, lockAccount), and users:write, when the
+// creation runs (live). An actor whose session
 // (a.SessionID) has ended is sessions.ErrEnded, checked after the
 // tenant's lock, which a password reset of an account with an unproven
 // address takes before it deletes the secrets of the service accounts
@@ -376,7 +397,7 @@ RETURNING id::text, created_at`
 		if err := sessions.CheckLive(ctx, tx, a.UserID, a.SessionID); err != nil {
 			return err
 		}
-		perms, err := s.lockAccount(ctx, tx, tenantID, id)
+		perms, err := s.lockAccount(ctx, tx, tenantID, id, handing)
 		if err != nil {
 			return err
 		}
@@ -433,7 +454,7 @@ func (s *Store) DeleteSecret(ctx context.Context, tenantID, id, secretID string,
 		if err != nil {
 			return err
 		}
-		perms, err := s.lockAccount(ctx, tx, tenantID, id)
+		perms, err := s.lockAccount(ctx, tx, tenantID, id, held)
 		if err != nil {
 			return err
 		}

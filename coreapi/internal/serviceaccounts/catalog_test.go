@@ -1,0 +1,68 @@
+package serviceaccounts_test
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
+	"github.com/tollgate-auth/tollgate/shared/identity"
+)
+
+// notesCatalog is the example app's catalog.
+const notesCatalog = `
+permissions:
+  - name: notes:read
+    description: Read notes
+    member_default: true
+  - name: notes:write
+    description: Create notes
+`
+
+// TestSecretUnderAnotherCatalog: a client secret hands out the account's
+// power, so a replica whose catalog does not declare a permission a
+// custom role of the account stores (the replicas of the other version
+// during a rollout declare it) must not make one on the say of a caller
+// who does not hold that permission. It judged the account by what its
+// own catalog declares, so a delegate with users:write and without
+// notes:write made a secret for an account holding "writer" through an
+// old replica, and every new replica then gave its tokens notes:write.
+// Such an account gets a secret only from a replica that can judge it:
+// here, 403 forbidden for everyone, nothing made; the new replica still
+// makes one for a caller who holds what the account holds.
+func TestSecretUnderAnotherCatalog(t *testing.T) {
+	cat, err := permissions.Parse([]byte(notesCatalog), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := start(t, startOpts{catalog: cat})
+	older := start(t, startOpts{db: newer.DB}) // the built-in catalog: no notes:*
+	_, owner := newer.owner(t, "owner@example.com")
+	tid := owner.TenantID
+	apitest.WantStatus(t, newer.Send(t, owner, http.MethodPost, "/api/v1/roles",
+		map[string]any{"name": "writer", "permissions": []string{"notes:write"}}), 201)
+	apitest.WantStatus(t, newer.Send(t, owner, http.MethodPost, "/api/v1/roles",
+		map[string]any{"name": "delegate", "permissions": []string{"tenant:read", "users:read", "users:write"}}), 201)
+	del := newer.SeedUserIn(t, tid, "delegate@example.com", "delegate")
+	acc := newer.createAccount(t, owner, "bot", "writer")
+
+	for _, c := range []struct {
+		name string
+		as   *identity.Identity
+	}{{"delegate", &del}, {"owner", owner}} {
+		t.Run(c.name+" on the older replica", func(t *testing.T) {
+			apitest.WantProblem(t, older.Send(t, c.as, http.MethodPost, "/api/v1/service-accounts/"+acc.ID+"/secrets", nil), 403, "forbidden")
+			if n := newer.count(t, `SELECT count(*) FROM service_account_secrets WHERE user_id = $1`, acc.ID); n != 0 {
+				t.Fatalf("%d secrets made for the account", n)
+			}
+		})
+	}
+	// The replica that declares the permission judges the account in full.
+	apitest.WantProblem(t, newer.Send(t, &del, http.MethodPost, "/api/v1/service-accounts/"+acc.ID+"/secrets", nil), 403, "forbidden")
+	s := newer.createSecret(t, owner, acc.ID)
+	if got := strings.Fields(newer.clientToken(t, s, "").Scope); !slices.Contains(got, "notes:write") {
+		t.Fatalf("the account's token holds %v, want notes:write among them", got)
+	}
+}
