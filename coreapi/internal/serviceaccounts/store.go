@@ -178,9 +178,11 @@ func (s *Store) live(ctx context.Context, tx pgx.Tx, tenantID string, a roles.Ac
 // grant under the catalog (held), or what handing them out needs
 // (handing, roles.Handing: also what a custom role stores beyond the
 // catalog).
+type accountPerms uint8
+
 const (
-	held    = false
-	handing = true
+	held accountPerms = iota
+	handing
 )
 
 // lockAccount locks a service account of the tenant and returns the
@@ -191,7 +193,7 @@ const (
 // version declare during a rollout) is part of that power wherever it is
 // declared, so judged by the catalog alone the secret was made on the
 // say of a caller who does not hold it.
-func (s *Store) lockAccount(ctx context.Context, tx pgx.Tx, tenantID, id string, what bool) ([]string, error) {
+func (s *Store) lockAccount(ctx context.Context, tx pgx.Tx, tenantID, id string, what accountPerms) ([]string, error) {
 	counted := `p = ANY($3::text[])`
 	if what == handing {
 		counted = roles.HandingSQL("r", "p", "$3::text[]")
