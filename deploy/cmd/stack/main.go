@@ -86,6 +86,10 @@ type options struct {
 	// print each trace (traces.go).
 	traces     bool
 	tracesAddr string
+	// userApps: the variables (with their file names) by which the
+	// environment replaced the example's route table or permission
+	// catalog; the tour's /notes steps need both of the example's.
+	userApps []string
 }
 
 func parseFlags(args []string, root string) (options, error) {
@@ -238,6 +242,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	for _, kv := range append(slices.Clone(appCore), appProxy...) {
 		logger.Info("apps behind the proxy", "setting", kv)
 	}
+	o.userApps = userApps(os.Getenv)
 
 	if mp.mailpit {
 		logger.Info("building mailpit (about a minute the first time)", "version", mailpitVersion)
@@ -459,6 +464,23 @@ func appEnv(getenv func(string) string, perms, rules, keys string) (core, proxy 
 		return nil, nil, err
 	}
 	return core, append(r, k...), nil
+}
+
+// userApps names what in the environment replaces the example's route
+// table (RULES_FILE) or permission catalog (PERMISSIONS_FILE, PERMISSIONS),
+// as the tour prints it: a file by its name, an inline catalog by the
+// variable alone.
+func userApps(getenv func(string) string) []string {
+	var set []string
+	for _, k := range []string{"RULES_FILE", "PERMISSIONS_FILE"} {
+		if v := getenv(k); v != "" {
+			set = append(set, k+"="+v)
+		}
+	}
+	if getenv("PERMISSIONS_FILE") == "" && getenv("PERMISSIONS") != "" {
+		set = append(set, "PERMISSIONS")
+	}
+	return set
 }
 
 // localURL is the http URL reaching a listen address from this machine

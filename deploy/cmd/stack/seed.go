@@ -191,7 +191,7 @@ func printTour(w io.Writer, d demo, o options, natsURL string) {
 	fmt.Fprintf(w, `
 Tollgate is running.
   authproxy  %[1]s (admin %[2]s)   ->   coreapi %[3]s (admin %[4]s)
-                                   ->   notes   %[12]s (example app, /notes)
+%[12]s
   NATS       %[5]s
   database   %[13]s
   demo       tenant %[6]s
@@ -201,7 +201,17 @@ Tollgate is running.
 %[11]s
 Ctrl-C stops everything.
 `, publicURL(o.proxyAddr), publicURL(o.proxyAdmin), o.coreAddr, o.coreAdmin, natsURL,
-		d.TenantID, o.email, o.password, o.memberEmail, d.MemberID, tourScript(d, o), o.notesAddr, o.database, mailWhere(o))
+		d.TenantID, o.email, o.password, o.memberEmail, d.MemberID, tourScript(d, o), appsWhere(o), o.database, mailWhere(o))
+}
+
+// appsWhere says in the tour what the proxy routes besides coreapi: the
+// example notes app, or the user's route table and catalog.
+func appsWhere(o options) string {
+	if len(o.userApps) == 0 {
+		return "                                   ->   notes   " + o.notesAddr + " (example app, /notes)"
+	}
+	return "                                   ->   your apps (" + strings.Join(o.userApps, ", ") + ")\n" +
+		"  notes      " + o.notesAddr + " (the example app, behind the proxy only where your rules route to it)"
 }
 
 // publicURL is localURL spelled the way a person types it.
@@ -235,33 +245,7 @@ curl -s %[1]s/api/v1/users/%[5]s -H "authorization: Bearer $TOKEN"; echo
 # 5. Revoke it again (the proxy's cache entry for the member is evicted over NATS)
 curl -s -o /dev/null -w 'revoke %%{http_code}\n' -X DELETE %[1]s/api/v1/users/%[5]s/roles/admin -H "authorization: Bearer $TOKEN"
 
-# 6. The example notes app behind the same proxy. The member reads notes
-#    (notes:read is a member default) but may not write them (notes:write)
-MEMBER=$(token %[6]s)
-curl -s -o /dev/null -w 'member reads notes %%{http_code}\n' %[1]s/notes -H "authorization: Bearer $MEMBER"
-curl -s -w '\nmember writes a note %%{http_code}\n' %[1]s/notes -H "authorization: Bearer $MEMBER" \
-  -H 'content-type: application/json' -d '{"text":"hello"}'
-
-# 7. The admin creates a role holding notes:write and grants it to the member
-ROLE=note-writer-$RUN
-curl -s -o /dev/null -w 'create role %%{http_code}\n' %[1]s/api/v1/roles -H "authorization: Bearer $TOKEN" \
-  -H 'content-type: application/json' -d '{"name":"'$ROLE'","permissions":["notes:write"]}'
-curl -s -o /dev/null -w 'grant role %%{http_code}\n' -X PUT %[1]s/api/v1/users/%[5]s/roles/$ROLE -H "authorization: Bearer $TOKEN"
-
-# 8. The member's same token now writes: the grant's invalidation reaches the
-#    proxy over NATS within milliseconds (status polls for up to 2 s)
-status() { want=$1; shift; for i in $(seq 40); do
-  s=$(curl -s -o /dev/null -w '%%{http_code}' "$@"); [ "$s" = "$want" ] && break; sleep 0.05; done; echo "$s"; }
-echo "member writes a note after the grant $(status 201 %[1]s/notes -H "authorization: Bearer $MEMBER" \
-  -H 'content-type: application/json' -d '{"text":"written by a note-writer"}')"
-curl -s %[1]s/notes -H "authorization: Bearer $MEMBER"; echo
-
-# 9. Revoke the role: the next write is refused again
-curl -s -o /dev/null -w 'revoke role %%{http_code}\n' -X DELETE %[1]s/api/v1/users/%[5]s/roles/$ROLE -H "authorization: Bearer $TOKEN"
-echo "member writes a note after the revoke $(status 403 %[1]s/notes -H "authorization: Bearer $MEMBER" \
-  -H 'content-type: application/json' -d '{"text":"too late"}')"
-
-# A forged identity header without a token gets 401: the proxy strips it
+%[11]s# A forged identity header without a token gets 401: the proxy strips it
 curl -s -o /dev/null -w 'forged %%{http_code}\n' %[1]s/api/v1/users/me -H 'X-Auth-User-Id: %[7]s'
 
 # The app answers nothing without the proxy's signature
@@ -274,7 +258,50 @@ curl -s -o /dev/null -w 'forgot %%{http_code}\n' %[1]s/api/v1/auth/password/forg
 %[10]s
 # Metrics
 curl -s %[8]s/metrics | grep '^authproxy_' | head
-`, publicURL(o.proxyAddr), o.email, o.password, d.TenantID, d.MemberID, o.memberEmail, d.AdminID, publicURL(o.proxyAdmin), publicURL(o.notesAddr), readMail(o))
+`, publicURL(o.proxyAddr), o.email, o.password, d.TenantID, d.MemberID, o.memberEmail, d.AdminID, publicURL(o.proxyAdmin), publicURL(o.notesAddr), readMail(o), appSteps(d, o))
+}
+
+// appSteps are the tour's steps through the example notes app, which need
+// its routes and its permissions: with the user's route table or catalog in
+// their place they would answer 404 or 422, so the tour says how to call
+// the user's routes instead.
+func appSteps(d demo, o options) string {
+	if len(o.userApps) > 0 {
+		return fmt.Sprintf(`# 6.-9. Your apps behind the same proxy (%[3]s): the example
+#    notes app's steps are left out, they need its routes and permissions.
+#    Your routes take the same tokens, e.g. the member's:
+MEMBER=$(token %[2]s)
+#    curl -s %[1]s/YOUR-ROUTE -H "authorization: Bearer $MEMBER"
+
+`, publicURL(o.proxyAddr), o.memberEmail, strings.Join(o.userApps, ", "))
+	}
+	return fmt.Sprintf(`# 6. The example notes app behind the same proxy. The member reads notes
+#    (notes:read is a member default) but may not write them (notes:write)
+MEMBER=$(token %[2]s)
+curl -s -o /dev/null -w 'member reads notes %%{http_code}\n' %[1]s/notes -H "authorization: Bearer $MEMBER"
+curl -s -w '\nmember writes a note %%{http_code}\n' %[1]s/notes -H "authorization: Bearer $MEMBER" \
+  -H 'content-type: application/json' -d '{"text":"hello"}'
+
+# 7. The admin creates a role holding notes:write and grants it to the member
+ROLE=note-writer-$RUN
+curl -s -o /dev/null -w 'create role %%{http_code}\n' %[1]s/api/v1/roles -H "authorization: Bearer $TOKEN" \
+  -H 'content-type: application/json' -d '{"name":"'$ROLE'","permissions":["notes:write"]}'
+curl -s -o /dev/null -w 'grant role %%{http_code}\n' -X PUT %[1]s/api/v1/users/%[3]s/roles/$ROLE -H "authorization: Bearer $TOKEN"
+
+# 8. The member's same token now writes: the grant's invalidation reaches the
+#    proxy over NATS within milliseconds (status polls for up to 2 s)
+status() { want=$1; shift; for i in $(seq 40); do
+  s=$(curl -s -o /dev/null -w '%%{http_code}' "$@"); [ "$s" = "$want" ] && break; sleep 0.05; done; echo "$s"; }
+echo "member writes a note after the grant $(status 201 %[1]s/notes -H "authorization: Bearer $MEMBER" \
+  -H 'content-type: application/json' -d '{"text":"written by a note-writer"}')"
+curl -s %[1]s/notes -H "authorization: Bearer $MEMBER"; echo
+
+# 9. Revoke the role: the next write is refused again
+curl -s -o /dev/null -w 'revoke role %%{http_code}\n' -X DELETE %[1]s/api/v1/users/%[3]s/roles/$ROLE -H "authorization: Bearer $TOKEN"
+echo "member writes a note after the revoke $(status 403 %[1]s/notes -H "authorization: Bearer $MEMBER" \
+  -H 'content-type: application/json' -d '{"text":"too late"}')"
+
+`, publicURL(o.proxyAddr), o.memberEmail, d.MemberID)
 }
 
 // mailWhere says in the tour where the mails go.
