@@ -141,6 +141,9 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		return err
 	}
 	o, err := parseFlags(args, root)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil // the flags are printed: what -h asked for
+	}
 	if err != nil {
 		return err
 	}

@@ -29,3 +29,15 @@ func TestVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestHelp: -h (as docs/operations.md, "Local stack", points to for the
+// flags) prints the flags and ends the run as asked, not as a failure
+// ("stack stopped", exit 1), and starts nothing.
+func TestHelp(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	for _, args := range [][]string{{"-h"}, {"-help"}, {"--help"}, {"-no-seed", "-h"}} {
+		if err := run(context.Background(), slog.New(slog.DiscardHandler), args, io.Discard, io.Discard); err != nil {
+			t.Errorf("run %v = %v, want nil", args, err)
+		}
+	}
+}
