@@ -60,8 +60,8 @@ lint:
 fmt:
 	gofmt -w shared migrations coreapi authproxy deploy
 
-## run: the whole stack locally (PostgreSQL, embedded NATS, coreapi, the example notes app,
-## authproxy), every port on 127.0.0.1, in a database `tollgate` of its own (created if missing);
+## run: the whole stack locally (PostgreSQL, embedded NATS, Mailpit unless SMTP_URL is set, coreapi,
+## the example notes app, authproxy), every port on 127.0.0.1, in a database `tollgate` of its own (created if missing);
 ## TRACES=1 also receives both services' OpenTelemetry spans and prints each trace as a tree;
 ## RUNFLAGS adds the stack's flags, e.g. RUNFLAGS='-proxy-addr 127.0.0.1:18080' (docs/operations.md);
 ## RULES_FILE, PERMISSIONS_FILE and UPSTREAM_KEYS_FILE put a service of yours behind the proxy (README.md)
