@@ -305,6 +305,10 @@ const (
 type verified struct {
 	id       identity.Identity
 	clientIP string // the signed X-Auth-Client-Ip; "" for v1
+	// apiKeyID is the key of an api_key principal: the proxy sends it as
+	// X-Auth-Session-Id, which id.SessionID then leaves empty (a key has
+	// no session; see identityHeaders).
+	apiKeyID string
 }
 
 // IdentityOf returns the verified identity of the caller: always set on
@@ -316,6 +320,15 @@ func IdentityOf(c *fiber.Ctx) identity.Identity {
 		return v.id
 	}
 	return identity.Identity{Principal: identity.PrincipalAnonymous}
+}
+
+// APIKeyOf is the id of the API key that authenticated the caller: ""
+// for any principal but api_key.
+func APIKeyOf(c *fiber.Ctx) string {
+	if v, ok := c.Locals(keyIdentity).(*verified); ok {
+		return v.apiKeyID
+	}
+	return ""
 }
 
 // SessionOf is the session the caller's request was signed with: ""
@@ -390,6 +403,12 @@ func (s *Server) identityHeaders(a access) fiber.Handler {
 				s.metrics.identityRejected("not_service")
 				return errNoIdentity
 			}
+		}
+		if id.Principal == identity.PrincipalAPIKey && id.SessionID != "" {
+			// An API key's X-Auth-Session-Id names the key (the proxy has
+			// no session to name). Kept apart, so that nothing that reads
+			// the caller's session takes the key's id for one.
+			v.apiKeyID, id.SessionID = id.SessionID, ""
 		}
 		c.Locals(keyIdentity, v)
 		return c.Next()
