@@ -81,10 +81,12 @@ func vecInputs() []vector {
 			anonEmpty[k] = v
 		}
 	}
-	// An API key's request: no session, roles, amr or auth time.
+	// An API key's request: the key's id in the session field; no roles,
+	// amr or auth time.
 	apiKey := map[string]string{
 		HeaderKeyID: "core-2026-12", HeaderPrincipal: "api_key",
 		HeaderUserID: "0b4f1f8e-1111-4c2a-9a53-7a1f7e0c0001", HeaderTenantID: "0b4f1f8e-2222-4c2a-9a53-7a1f7e0c0002",
+		HeaderSessionID:   "0b4f1f8e-5555-4c2a-9a53-7a1f7e0c0005",
 		HeaderPermissions: "notes:read", HeaderEmailVerified: "true", HeaderClientIP: "198.51.100.20",
 		HeaderTimestamp: "1796000012345", HeaderRequestID: "req-key-1",
 	}

@@ -56,16 +56,17 @@ func (e *env) wantKeyProblem(r result, status int, code, detail string) {
 	}
 }
 
-// wantKeyIdentity checks the identity the upstream got for the test key.
-func (e *env) wantKeyIdentity(up *testenv.Core, keyID string, perms ...string) testenv.Received {
+// wantKeyIdentity checks the identity the upstream got for the test key,
+// signed with signer: its session field names the key (keyID).
+func (e *env) wantKeyIdentity(up *testenv.Core, signer string, perms ...string) testenv.Received {
 	e.t.Helper()
 	r := up.Last(e.t)
 	if !r.Signed || r.VerifyErr != nil {
 		e.t.Fatalf("upstream signature: signed=%v err=%v", r.Signed, r.VerifyErr)
 	}
 	id := r.Identity
-	if id.KeyID != keyID || id.Principal != identity.PrincipalAPIKey || id.UserID != userID || id.TenantID != tenantID ||
-		id.SessionID != "" || len(id.Roles) != 0 || !slices.Equal(id.Permissions, perms) || len(id.AMR) != 0 || id.AuthTime != 0 {
+	if id.KeyID != signer || id.Principal != identity.PrincipalAPIKey || id.UserID != userID || id.TenantID != tenantID ||
+		id.SessionID != keyID || len(id.Roles) != 0 || !slices.Equal(id.Permissions, perms) || len(id.AMR) != 0 || id.AuthTime != 0 {
 		e.t.Fatalf("identity = %+v, want the key's (user %s, permissions %v)", id, userID, perms)
 	}
 	for name := range r.Headers {

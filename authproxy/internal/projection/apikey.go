@@ -52,9 +52,9 @@ type KeyFetcher interface {
 // KeyEntry is a resolved API key: the verified secret's digest, the
 // projection of its user with the key's effective permissions (E, for
 // the same decision as a token's), and a token entry standing for it
-// (Token: synthetic claims of the acting user, no session, on which the
-// server keeps its warm signing state). Shared by all requests carrying
-// the key: never modify it.
+// (Token: synthetic claims of the acting user with the key's id in place
+// of a session, on which the server keeps its warm signing state). Shared
+// by all requests carrying the key: never modify it.
 type KeyEntry struct {
 	PublicID, KeyID, Kind string
 	E                     *Entry
@@ -437,8 +437,8 @@ func (e *KeyEntry) fill(p *apikey.Projection) error {
 	if !apikey.ValidPublicID(p.PublicID) || p.PublicID != e.PublicID {
 		return fmt.Errorf("%w: API key %q answered for %q", ErrUpstream, p.PublicID, e.PublicID)
 	}
-	if !tokens.ValidID(p.UserID) || !tokens.ValidID(p.TenantID) {
-		return fmt.Errorf("%w: API key of user %q in tenant %q", ErrUpstream, p.UserID, p.TenantID)
+	if !tokens.ValidID(p.UserID) || !tokens.ValidID(p.TenantID) || !tokens.ValidID(p.KeyID) {
+		return fmt.Errorf("%w: API key %q of user %q in tenant %q", ErrUpstream, p.KeyID, p.UserID, p.TenantID)
 	}
 	ip := p.Projection
 	ip.Roles = nil
@@ -450,10 +450,13 @@ func (e *KeyEntry) fill(p *apikey.Projection) error {
 	if p.ExpiresAt != nil {
 		e.keyExpires = keyExpiry(*p.ExpiresAt)
 	}
-	// Synthetic claims: the acting user, no session; a key is not
+	// Synthetic claims: the acting user, and the key's id where a token
+	// has its session (X-Auth-Session-Id of an api_key request names the
+	// key, so an upstream's records say which key acted); a key is not
 	// affected by the user's token version (sign-outs end sessions, not
-	// keys) and carries no authentication methods.
-	e.Token = tokens.NewEntry(&tokens.Claims{Sub: p.UserID, Tid: p.TenantID, TV: math.MaxInt64})
+	// keys) and carries no authentication methods. The key's projection
+	// lists no revoked sessions, so its id is never taken for one.
+	e.Token = tokens.NewEntry(&tokens.Claims{Sub: p.UserID, Tid: p.TenantID, Sid: p.KeyID, TV: math.MaxInt64})
 	return nil
 }
 

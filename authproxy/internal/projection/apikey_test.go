@@ -98,6 +98,23 @@ func TestKeysDoNotThrash(t *testing.T) {
 	}
 }
 
+// TestKeyAnswerNamesTheKey: the key's id goes out as the session field
+// of its requests' identity, so an answer whose key id is missing or not
+// an id (a line break would end the header) is a bad answer, as one whose
+// user or tenant is.
+func TestKeyAnswerNamesTheKey(t *testing.T) {
+	f := newKeyFixture(t)
+	for _, id := range []string{"", "k\nX-Auth-Principal: user", "k k"} {
+		key, _ := apikey.New()
+		p := keyOf("u1")
+		p.KeyID = id
+		f.core.SetAPIKey(key, p, false)
+		if _, err := f.getKey(key); !errors.Is(err, ErrUpstream) {
+			t.Fatalf("key id %q: %v, want ErrUpstream", id, err)
+		}
+	}
+}
+
 // TestKeyEntryChecks: a wrong secret of a cached key is refused without a
 // fetch; an invalidation of the key, its user, its tenant or everything
 // makes it a miss; a fill that raced a user invalidation is not kept.
@@ -106,7 +123,7 @@ func TestKeyEntryChecks(t *testing.T) {
 	key, pid := apikey.New()
 	f.core.SetAPIKey(key, keyOf("u1"), false)
 	e, err := f.getKey(key)
-	if err != nil || e.E.Sub != "u1" || e.E.Perms != "a:b" || e.Token.Claims().Sub != "u1" || e.Token.Claims().Sid != "" {
+	if err != nil || e.E.Sub != "u1" || e.E.Perms != "a:b" || e.Token.Claims().Sub != "u1" || e.Token.Claims().Sid != "k" {
 		t.Fatalf("GetKey = %+v, %v", e, err)
 	}
 	wrong := key[:apikey.Len-1] + map[bool]string{true: "b", false: "a"}[key[apikey.Len-1] == 'a']

@@ -91,6 +91,9 @@ type Identity struct {
 	Principal string
 	UserID    string
 	TenantID  string
+	// SessionID is the user's sign-in session; for PrincipalAPIKey, the
+	// id of the API key (as coreapi's GET /api-keys lists it), so that an
+	// app can record which key acted; empty for the others.
 	SessionID string
 	// Roles are the caller's role names in the tenant; Permissions the
 	// flattened permissions they grant ("notes:read", ...).
