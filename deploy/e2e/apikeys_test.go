@@ -130,3 +130,63 @@ func TestAPIKeyAcrossProxies(t *testing.T) {
 		t.Fatalf("audit events lack the revocation or the use after it: %.600s", audit.Body)
 	}
 }
+
+// TestAPIKeyNamedInTheAudit: a change made with an API key, through a
+// proxy to coreapi, is audited with the key's id beside its creator's
+// (api_key_id), so that the tenant's log tells which key made it; the
+// creator's own change, with their token, names no key.
+func TestAPIKeyNamedInTheAudit(t *testing.T) {
+	owner := signup(t, sys.proxyA)
+	r := call(t, "POST", sys.proxyA.url("/api/v1/api-keys"), owner.Tokens.AccessToken,
+		map[string]any{"name": "e2e audit " + randToken(4), "permissions": []string{"roles:write", "audit:read"}})
+	expect(t, r, http.StatusCreated)
+	k := decode[createdKey](t, r)
+
+	type role struct {
+		ID string `json:"id"`
+	}
+	r = call(t, "POST", sys.proxyB.url("/api/v1/roles"), k.Secret, map[string]any{"name": "by-key-" + randToken(4), "permissions": []string{"audit:read"}})
+	expect(t, r, http.StatusCreated)
+	byKey := decode[role](t, r)
+	r = call(t, "POST", sys.proxyA.url("/api/v1/roles"), owner.Tokens.AccessToken, map[string]any{"name": "by-hand-" + randToken(4), "permissions": []string{"audit:read"}})
+	expect(t, r, http.StatusCreated)
+	byHand := decode[role](t, r)
+
+	r = call(t, "GET", sys.proxyB.url("/api/v1/audit-events"), k.Secret, nil)
+	expect(t, r, http.StatusOK)
+	events := decode[struct {
+		Data []struct {
+			ActorUserID *string `json:"actor_user_id"`
+			APIKeyID    *string `json:"api_key_id"`
+			Action      string  `json:"action"`
+			TargetID    string  `json:"target_id"`
+		} `json:"data"`
+	}](t, r)
+	str := func(p *string) string {
+		if p == nil {
+			return "null"
+		}
+		return *p
+	}
+	found := 0
+	for _, ev := range events.Data {
+		if ev.Action != "role.created" {
+			continue
+		}
+		switch ev.TargetID {
+		case byKey.ID:
+			found++
+			if str(ev.ActorUserID) != owner.UserID || str(ev.APIKeyID) != k.ID {
+				t.Errorf("role created with the key: actor %s, key %s; want %s, %s", str(ev.ActorUserID), str(ev.APIKeyID), owner.UserID, k.ID)
+			}
+		case byHand.ID:
+			found++
+			if str(ev.ActorUserID) != owner.UserID || ev.APIKeyID != nil {
+				t.Errorf("role created by hand: actor %s, key %s; want %s, null", str(ev.ActorUserID), str(ev.APIKeyID), owner.UserID)
+			}
+		}
+	}
+	if found != 2 {
+		t.Fatalf("%d of the 2 role.created events listed: %s", found, r.Body)
+	}
+}

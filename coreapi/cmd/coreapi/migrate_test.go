@@ -145,6 +145,7 @@ func TestIndexes(t *testing.T) {
 		"outbox_published_at_idx":          "outbox (published_at): pruning",
 		"audit_events_tenant_id_idx":       "audit_events (tenant_id, id DESC): audit keyset pages",
 		"audit_events_actor_user_id_idx":   "audit_events (actor_user_id)",
+		"audit_events_api_key_id_idx":      "audit_events (api_key_id) partial: what a key did",
 		"login_attempts_pkey":              "login_attempts (email_hash, client_ip): reserve a sign-in attempt",
 		"login_attempts_last_attempt_idx":  "login_attempts (last_attempt): sweeping",
 		"oauth_handovers_pkey":             "oauth_handovers (code_hash): exchange once",

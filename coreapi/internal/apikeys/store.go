@@ -484,7 +484,7 @@ RETURNING k.id::text, k.public_id, k.kind, k.user_id::text`
 	b := &pgx.Batch{}
 	inv := make([]outbox.Row, 0, len(keys))
 	for _, k := range keys {
-		if err := audit.Queue(b, revokedEvent(tenantID, k.id, k.publicID, k.kind, actorID, requestID, via)); err != nil {
+		if err := audit.Queue(ctx, b, revokedEvent(tenantID, k.id, k.publicID, k.kind, actorID, requestID, via)); err != nil {
 			return 0, err
 		}
 		inv = append(inv, revokedRow(k.publicID, k.userID))

@@ -102,6 +102,31 @@ const (
 	TargetSession    = "session"
 )
 
+// apiKeyKey is the context key of the API key a request acts through.
+type apiKeyKey struct{}
+
+// apiKeyActor is the API key (KeyID) a request is authenticated by and
+// the user it acts as.
+type apiKeyActor struct{ userID, keyID string }
+
+// WithAPIKey returns ctx for a request authenticated by the API key keyID,
+// which acts as userID: every event written under it whose actor is userID
+// records the key (audit_events.api_key_id, migration 00062), so that the
+// log tells which key made a change, not only whose it was. The request's
+// context carries it, as it carries the outbox collector, so that no write
+// of an audit event can leave it out.
+func WithAPIKey(ctx context.Context, userID, keyID string) context.Context {
+	return context.WithValue(ctx, apiKeyKey{}, apiKeyActor{userID: userID, keyID: keyID})
+}
+
+// apiKeyOf is the key through which actor acts in ctx ("": none).
+func apiKeyOf(ctx context.Context, actor string) string {
+	if a, ok := ctx.Value(apiKeyKey{}).(apiKeyActor); ok && actor != "" && a.userID == actor {
+		return a.keyID
+	}
+	return ""
+}
+
 // Event is one audit record to write.
 type Event struct {
 	TenantID    string
@@ -114,10 +139,11 @@ type Event struct {
 }
 
 const qInsert = `
-INSERT INTO audit_events (tenant_id, actor_user_id, action, target_type, target_id, data, request_id)
-VALUES ($1, NULLIF($2, '')::uuid, $3, $4, $5, $6::jsonb, $7)`
+INSERT INTO audit_events (tenant_id, actor_user_id, action, target_type, target_id, data, request_id, api_key_id)
+VALUES ($1, NULLIF($2, '')::uuid, $3, $4, $5, $6::jsonb, $7, NULLIF($8, '')::uuid)`
 
-func args(e Event) ([]any, error) {
+// args are qInsert's arguments for e written under ctx (WithAPIKey).
+func args(ctx context.Context, e Event) ([]any, error) {
 	data := []byte("{}")
 	if e.Data != nil {
 		b, err := json.Marshal(e.Data)
@@ -128,12 +154,13 @@ func args(e Event) ([]any, error) {
 	}
 	// A string, not []byte: in the exec and simple-protocol modes (PgBouncer)
 	// []byte would be sent as bytea.
-	return []any{e.TenantID, e.ActorUserID, e.Action, e.TargetType, e.TargetID, string(data), e.RequestID}, nil
+	return []any{e.TenantID, e.ActorUserID, e.Action, e.TargetType, e.TargetID, string(data), e.RequestID,
+		apiKeyOf(ctx, e.ActorUserID)}, nil
 }
 
 // Write inserts e inside the caller's transaction.
 func Write(ctx context.Context, tx pgx.Tx, e Event) error {
-	a, err := args(e)
+	a, err := args(ctx, e)
 	if err != nil {
 		return err
 	}
@@ -165,10 +192,10 @@ func MaskEmail(addr string) string {
 // is ignored.
 func WriteForUser(ctx context.Context, tx pgx.Tx, userID string, e Event) error {
 	const q = `
-INSERT INTO audit_events (tenant_id, actor_user_id, action, target_type, target_id, data, request_id)
-SELECT m.tenant_id, NULLIF($2, '')::uuid, $3, $4, $5, $6::jsonb, $7
+INSERT INTO audit_events (tenant_id, actor_user_id, action, target_type, target_id, data, request_id, api_key_id)
+SELECT m.tenant_id, NULLIF($2, '')::uuid, $3, $4, $5, $6::jsonb, $7, NULLIF($8, '')::uuid
 FROM memberships m WHERE m.user_id = $1`
-	a, err := args(e)
+	a, err := args(ctx, e)
 	if err != nil {
 		return err
 	}
@@ -192,7 +219,7 @@ func WriteForUserEach(ctx context.Context, tx pgx.Tx, userID string, e Event, da
 	b := &pgx.Batch{}
 	for _, tid := range tenantIDs {
 		e.TenantID, e.Data = tid, data(tid)
-		if err := Queue(b, e); err != nil {
+		if err := Queue(ctx, b, e); err != nil {
 			return err
 		}
 	}
@@ -202,9 +229,10 @@ func WriteForUserEach(ctx context.Context, tx pgx.Tx, userID string, e Event, da
 	return nil
 }
 
-// Queue adds the insert of e to a batch sent inside the caller's transaction.
-func Queue(b *pgx.Batch, e Event) error {
-	a, err := args(e)
+// Queue adds the insert of e, written under ctx (WithAPIKey), to a batch
+// sent inside the caller's transaction.
+func Queue(ctx context.Context, b *pgx.Batch, e Event) error {
+	a, err := args(ctx, e)
 	if err != nil {
 		return err
 	}
@@ -214,14 +242,17 @@ func Queue(b *pgx.Batch, e Event) error {
 
 // Record is one stored audit event (written as tenantapi's auditEvent).
 type Record struct {
-	ID          int64           `db:"id"`
-	ActorUserID *string         `db:"actor_user_id"`
-	Action      string          `db:"action"`
-	TargetType  string          `db:"target_type"`
-	TargetID    string          `db:"target_id"`
-	Data        json.RawMessage `db:"data"`
-	RequestID   string          `db:"request_id"`
-	CreatedAt   time.Time       `db:"created_at"`
+	ID          int64   `db:"id"`
+	ActorUserID *string `db:"actor_user_id"`
+	// APIKeyID is the API key the actor acted through (nil: none, or an
+	// event written before migration 00062).
+	APIKeyID   *string         `db:"api_key_id"`
+	Action     string          `db:"action"`
+	TargetType string          `db:"target_type"`
+	TargetID   string          `db:"target_id"`
+	Data       json.RawMessage `db:"data"`
+	RequestID  string          `db:"request_id"`
+	CreatedAt  time.Time       `db:"created_at"`
 }
 
 // Store reads audit events.
@@ -250,7 +281,7 @@ type ListParams struct {
 // IncludeTotal the tenant's total event count (else 0).
 func (s *Store) List(ctx context.Context, p ListParams) ([]Record, int64, error) {
 	const q = `
-SELECT id, actor_user_id::text, action, target_type, target_id, data, request_id, created_at, 0::bigint AS total
+SELECT id, actor_user_id::text, api_key_id::text, action, target_type, target_id, data, request_id, created_at, 0::bigint AS total
 FROM audit_events
 WHERE tenant_id = $1 AND ($2::bigint = 0 OR id < $2)
 ORDER BY id DESC
@@ -260,7 +291,7 @@ LIMIT $3`
 	// buffered every event of the tenant, data included, before the first
 	// row: with 297,000 events, 64-86 ms a page against 376-536 ms.
 	const qTotal = `
-SELECT id, actor_user_id::text, action, target_type, target_id, data, request_id, created_at,
+SELECT id, actor_user_id::text, api_key_id::text, action, target_type, target_id, data, request_id, created_at,
        (SELECT count(*) FROM audit_events WHERE tenant_id = $1) AS total
 FROM audit_events
 WHERE tenant_id = $1 AND ($2::bigint = 0 OR id < $2)
@@ -324,7 +355,7 @@ func WriteWith(ctx context.Context, tx pgx.Tx, e Event, rows ...outbox.Row) erro
 		return Write(ctx, tx, e)
 	}
 	b := &pgx.Batch{}
-	if err := Queue(b, e); err != nil {
+	if err := Queue(ctx, b, e); err != nil {
 		return err
 	}
 	outbox.Queue(ctx, b, rows...)

@@ -1648,7 +1648,7 @@ SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active'),
 		}
 		b := &pgx.Batch{}
 		for _, tid := range r.Tenants {
-			err := audit.Queue(b, audit.Event{TenantID: tid, Action: audit.ActionUserMFAReset, TargetType: audit.TargetUser,
+			err := audit.Queue(ctx, b, audit.Event{TenantID: tid, Action: audit.ActionUserMFAReset, TargetType: audit.TargetUser,
 				TargetID: userID, Data: map[string]any{"sessions_revoked": n[tid], "by": "operator"}, RequestID: requestID})
 			if err != nil {
 				return err

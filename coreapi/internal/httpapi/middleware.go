@@ -16,6 +16,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
@@ -407,8 +408,10 @@ func (s *Server) identityHeaders(a access) fiber.Handler {
 		if id.Principal == identity.PrincipalAPIKey && id.SessionID != "" {
 			// An API key's X-Auth-Session-Id names the key (the proxy has
 			// no session to name). Kept apart, so that nothing that reads
-			// the caller's session takes the key's id for one.
+			// the caller's session takes the key's id for one, and handed
+			// to the audit log, whose events of this request record it.
 			v.apiKeyID, id.SessionID = id.SessionID, ""
+			c.SetUserContext(audit.WithAPIKey(c.UserContext(), id.UserID, v.apiKeyID))
 		}
 		c.Locals(keyIdentity, v)
 		return c.Next()

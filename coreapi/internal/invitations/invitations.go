@@ -514,7 +514,7 @@ RETURNING i.id::text, i.tenant_id::text, i.email`
 	}
 	b := &pgx.Batch{}
 	for _, w := range ws {
-		if err := audit.Queue(b, audit.Event{TenantID: w.TenantID, ActorUserID: userID, Action: audit.ActionInvitationRevoked,
+		if err := audit.Queue(ctx, b, audit.Event{TenantID: w.TenantID, ActorUserID: userID, Action: audit.ActionInvitationRevoked,
 			TargetType: audit.TargetInvitation, TargetID: w.ID, RequestID: requestID,
 			Data: map[string]any{"email": w.Email, "via": audit.ActionUserEmailChanged}}); err != nil {
 			return err
@@ -549,7 +549,7 @@ RETURNING id::text, tenant_id::text, email`
 	}
 	b := &pgx.Batch{}
 	for _, w := range ws {
-		if err := audit.Queue(b, audit.Event{TenantID: w.TenantID, ActorUserID: actorID, Action: audit.ActionInvitationRevoked,
+		if err := audit.Queue(ctx, b, audit.Event{TenantID: w.TenantID, ActorUserID: actorID, Action: audit.ActionInvitationRevoked,
 			TargetType: audit.TargetInvitation, TargetID: w.ID, RequestID: requestID,
 			Data: map[string]any{"email": w.Email, "via": via}}); err != nil {
 			return nil, err

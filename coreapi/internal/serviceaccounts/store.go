@@ -532,7 +532,7 @@ SELECT user_id::text, tenant_id::text FROM service_accounts WHERE created_by = $
 			b := &pgx.Batch{}
 			b.Queue(qBump, a.ID)
 			for _, id := range secrets {
-				if err := audit.Queue(b, audit.Event{TenantID: a.TenantID, ActorUserID: actorID, Action: ActionSecretDeleted,
+				if err := audit.Queue(ctx, b, audit.Event{TenantID: a.TenantID, ActorUserID: actorID, Action: ActionSecretDeleted,
 					TargetType: "service_account", TargetID: a.ID, RequestID: requestID,
 					Data: map[string]string{"secret_id": id, "via": via}}); err != nil {
 					return nil, err

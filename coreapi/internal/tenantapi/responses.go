@@ -77,6 +77,7 @@ type membership struct {
 type auditEvent struct {
 	ID          int64           `json:"id"`
 	ActorUserID *string         `json:"actor_user_id"`
+	APIKeyID    *string         `json:"api_key_id"`
 	Action      string          `json:"action"`
 	TargetType  string          `json:"target_type"`
 	TargetID    string          `json:"target_id"`

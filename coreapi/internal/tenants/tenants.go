@@ -288,7 +288,7 @@ FROM old LEFT JOIN new ON true`
 				e.Action = audit.ActionTenantSuspended
 			}
 			e.Data = map[string]string{"status": t.Status}
-			if err := audit.Queue(b, e); err != nil {
+			if err := audit.Queue(ctx, b, e); err != nil {
 				return err
 			}
 			outbox.Queue(ctx, b, outbox.Row{Subject: invalidation.TenantSubject(id), Reason: invalidation.ReasonTenantStatus(t.Status)})
@@ -302,7 +302,7 @@ FROM old LEFT JOIN new ON true`
 				"from": {Name: oldName, RequireMFA: oldMFA},
 				"to":   {Name: t.Name, RequireMFA: t.RequireMFA},
 			}
-			if err := audit.Queue(b, e); err != nil {
+			if err := audit.Queue(ctx, b, e); err != nil {
 				return err
 			}
 			if oldMFA != t.RequireMFA {
