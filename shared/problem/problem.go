@@ -110,6 +110,11 @@ const (
 	CodeReturnToNotAllowed = "return_to_not_allowed"
 	// CodeSchemaOutdated: the database schema is older than the code needs.
 	CodeSchemaOutdated = "schema_outdated"
+	// CodeCatalogRollout: 503 to a change that hands out or reshapes
+	// privileges, made on a coreapi replica whose permission catalog is
+	// not the one recorded last (a rollout under way): nothing changed;
+	// retry after Retry-After, on a replica with the current catalog.
+	CodeCatalogRollout = "catalog_rollout"
 
 	// Account lifecycle.
 	CodeEmailTaken          = "email_taken"
@@ -285,6 +290,7 @@ var known = map[string]struct{}{
 	CodeStateNotBound:                  {},
 	CodeReturnToNotAllowed:             {},
 	CodeSchemaOutdated:                 {},
+	CodeCatalogRollout:                 {},
 	CodeEmailTaken:                     {},
 	CodeAlreadyVerified:                {},
 	CodeLinkInvalid:                    {},

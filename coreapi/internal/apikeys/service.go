@@ -84,7 +84,7 @@ func New(o Options) (*Service, error) {
 	}
 	all, member := roles.CatalogArgs(o.Catalog)
 	st := &Store{pool: o.Pool, pepper: o.Pepper, now: o.Now, limits: o.Limits.orDefault(), proj: projection.NewStore(o.Pool, o.RevokedWithin, o.Catalog),
-		all: all, member: member}
+		all: all, member: member, catalog: o.Catalog}
 	return &Service{log: o.Logger, store: st, catalog: o.Catalog, slots: make(chan struct{}, o.MaxInFlight), now: o.Now}, nil
 }
 

@@ -30,6 +30,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
@@ -175,6 +176,7 @@ type Store struct {
 	// all and member are the catalog's arrays (roles.CatalogArgs), with
 	// which the caller's permissions are read again (roles.Live).
 	all, member string
+	catalog     *permissions.Catalog // permissions.CheckCurrent
 }
 
 // hash is the stored form of a key.
@@ -260,6 +262,11 @@ RETURNING id::text, created_at`
 		// the key lock (RevokeUserKeys): every demotion committed before
 		// this creation is seen below.
 		if err := roles.LockTenant(ctx, tx, n.TenantID); err != nil {
+			return err
+		}
+		// A key carries what its user holds, judged by this replica's
+		// catalog: only if it is the recorded one.
+		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
 			return err
 		}
 		// Serialize creations in the tenant so the limit holds.

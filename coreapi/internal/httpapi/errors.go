@@ -12,6 +12,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ratelimit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
@@ -107,6 +108,12 @@ func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
 		// was not looked at. Brief, like an overloaded database.
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return problem.New(fiber.StatusServiceUnavailable, problem.CodeUnavailable, "too many passwords are being checked; retry shortly")
+	}
+	if errors.Is(err, permissions.ErrRollout) {
+		// Another replica serves it: the client retries, and reaches one
+		// whose catalog is the recorded one.
+		c.Set(fiber.HeaderRetryAfter, "1")
+		return problem.New(fiber.StatusServiceUnavailable, problem.CodeCatalogRollout, permissions.ErrRollout.Error())
 	}
 	if sqldb.Unavailable(err) {
 		// Not the client's fault and usually brief (a failover, a restart):

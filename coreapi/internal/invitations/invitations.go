@@ -360,6 +360,11 @@ func (s *Store) Create(ctx context.Context, tenantID string, a roles.Actor, emai
 		if err != nil {
 			return err
 		}
+		// The invitation's roles are judged by this replica's catalog:
+		// only if it is the recorded one.
+		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
+			return err
+		}
 		if err := sessions.CheckLive(ctx, tx, a.UserID, a.SessionID); err != nil {
 			return err
 		}
@@ -603,6 +608,11 @@ RETURNING ` + cols + `, (SELECT name FROM tenants WHERE id = i.tenant_id),
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		a, err := s.live(ctx, tx, tenantID, a)
 		if err != nil {
+			return err
+		}
+		// A resend renews what the invitation hands out, judged by this
+		// replica's catalog: only if it is the recorded one.
+		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
 			return err
 		}
 		if err := sessions.CheckLive(ctx, tx, a.UserID, a.SessionID); err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/roles"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
@@ -367,6 +368,11 @@ FROM users WHERE id = $1`
 		// below after any demotion or removal that committed, never
 		// beside one still under way, which would be missed.
 		if err := roles.LockTenant(ctx, tx, tenantID); err != nil {
+			return err
+		}
+		// The invitation's roles are judged by this replica's catalog:
+		// only if it is the recorded one (nothing is created otherwise).
+		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
 			return err
 		}
 		p, err := invitations.Lock(ctx, tx, s.catalog, b.Token)

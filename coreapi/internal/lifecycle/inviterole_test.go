@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -247,5 +248,64 @@ func TestInvitationUnderAnotherCatalog(t *testing.T) {
 	}
 	if got := newer.rolesOf(t, tid, "taken@example.com"); !slices.Equal(got, []string{"billing"}) {
 		t.Errorf("joined with %v, want [billing]", got)
+	}
+}
+
+// TestInvitationsDuringCatalogRollout: while a rollout adds billing:admin,
+// which the built-in admin role then holds, a replica still on the old
+// catalog judged an invitation to admin by it, at sending, resending and
+// accept, and the invitee joined holding what its inviter was never
+// checked for. A replica whose catalog is not the recorded one now
+// refuses all three (503 catalog_rollout with Retry-After, nothing sent,
+// renewed, created or joined), and still withdraws an invitation; the
+// replica with the recorded catalog serves them.
+func TestInvitationsDuringCatalogRollout(t *testing.T) {
+	cat, err := permissions.Parse([]byte(billingCatalog), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := startWith(t, lifecycle.Limits{}, cat)
+	older := startOpts(t, startOptions{hasher: newer.hasher, db: newer.DB}) // the built-in catalog
+	if _, err := permissions.Record(t.Context(), newer.DB.Pool, cat); err != nil {
+		t.Fatal(err)
+	}
+	owner := newer.signup(t, "owner@acme.test")
+	tid := owner.c.Tid
+	inv := newer.invite(t, owner.id, "taken@example.com", "admin")
+	tok := newer.mail(t, "taken@example.com", "invited").Token()
+	other := newer.invite(t, owner.id, "other@example.com", "member")
+	const qState = `SELECT (SELECT count(*) FROM users) + (SELECT count(*) FROM memberships) + (SELECT count(*) FROM invitations)
+    + (SELECT count(*) FROM invitations WHERE updated_at <> created_at) + (SELECT count(*) FROM audit_events)`
+	before := newer.count(t, qState)
+
+	refused := func(t *testing.T, r apitest.Response) {
+		t.Helper()
+		wantProblem(t, r, http.StatusServiceUnavailable, problem.CodeCatalogRollout)
+		if got := r.Header.Get("Retry-After"); got != "1" {
+			t.Errorf("Retry-After = %q, want 1", got)
+		}
+	}
+	t.Run("send", func(t *testing.T) {
+		refused(t, older.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations", map[string]any{"email": "sent@example.com", "roles": []string{"admin"}}))
+	})
+	t.Run("accept", func(t *testing.T) {
+		refused(t, older.Send(t, nil, http.MethodPost, "/api/v1/invitations/accept", map[string]string{"token": tok, "password": pw}))
+	})
+	t.Run("resend", func(t *testing.T) {
+		refused(t, older.Send(t, &owner.id, http.MethodPost, "/api/v1/invitations/"+inv.ID+"/resend", nil))
+	})
+	if after := newer.count(t, qState); after != before {
+		t.Fatalf("the refusals changed something: %d before, %d after", before, after)
+	}
+	if newer.isMember(t, tid, "taken@example.com") {
+		t.Fatal("joined through the older replica")
+	}
+
+	wantStatus(t, older.Send(t, &owner.id, http.MethodDelete, "/api/v1/invitations/"+other.ID, nil), http.StatusNoContent)
+	if _, st, code := newer.accept(t, nil, map[string]string{"token": tok, "password": pw}); st != http.StatusOK {
+		t.Fatalf("accept through the newer replica: %d %s", st, code)
+	}
+	if got := newer.rolesOf(t, tid, "taken@example.com"); !slices.Equal(got, []string{"admin"}) {
+		t.Errorf("joined with %v, want [admin]", got)
 	}
 }

@@ -44,3 +44,40 @@ RETURNING true`
 	}
 	return changed, nil
 }
+
+// ErrRollout: the catalog recorded last is not this replica's. A catalog
+// rollout is under way (or this replica has not recorded its own yet),
+// and the replicas disagree on what the built-in roles hold: admin and
+// owner every declared permission, member the member_default ones. A
+// change that hands out or reshapes privileges, judged here by this
+// replica's catalog, would let its caller give what the replicas of the
+// other catalog grant and the caller does not hold; it is refused and
+// retried on a replica whose catalog is the recorded one.
+var ErrRollout = errors.New("the permission catalog is being rolled out and this replica's is not the current one; " +
+	"nothing was changed: retry, and a replica with the current catalog will serve the request")
+
+// CheckCurrent is ErrRollout unless c is the catalog recorded last
+// (Record), read in tx with FOR SHARE: a replica storing another one
+// waits for tx to end, and tx waits for one storing, then reads its hash,
+// so no change judged by a catalog commits after another was recorded.
+// None recorded yet (a database no replica started on) is nothing to
+// disagree with; c nil is the built-in catalog. Changes that hand out or reshape privileges call it
+// first in their transaction, after the tenant's lock; those that only
+// take privileges away, and reads, do not.
+func CheckCurrent(ctx context.Context, tx pgx.Tx, c *Catalog) error {
+	const q = `SELECT hash FROM permission_catalog WHERE id FOR SHARE`
+	if c == nil {
+		c = Builtin()
+	}
+	var stored string
+	err := tx.QueryRow(ctx, q).Scan(&stored)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read permission catalog: %w", err)
+	case stored != c.Hash():
+		return ErrRollout
+	}
+	return nil
+}

@@ -389,6 +389,9 @@ RETURNING ` + roleCols
 		if err != nil {
 			return err
 		}
+		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
+			return err
+		}
 		if !a.Covers(d.Permissions) {
 			return ErrEscalation
 		}
@@ -448,6 +451,11 @@ RETURNING ` + roleCols
 		// other such change, and the actor's are read after it (Live).
 		a, err := LockedLive(ctx, tx, s.all, s.member, tenantID, a, RolesWrite)
 		if err != nil {
+			return err
+		}
+		// An edit reshapes what the role's holders hold, judged by this
+		// replica's catalog: only if it is the recorded one.
+		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
 			return err
 		}
 		rows, _ := tx.Query(ctx, qLock, tenantID, roleID)

@@ -1,6 +1,7 @@
 package serviceaccounts_test
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 // notesCatalog is the example app's catalog.
@@ -65,4 +67,55 @@ func TestSecretUnderAnotherCatalog(t *testing.T) {
 	if got := strings.Fields(newer.clientToken(t, s, "").Scope); !slices.Contains(got, "notes:write") {
 		t.Fatalf("the account's token holds %v, want notes:write among them", got)
 	}
+}
+
+// TestCredentialsDuringCatalogRollout: while a rollout adds notes:read to
+// the built-in member role (member_default), a replica still on the old
+// catalog judged the member role by it, and the credentials it made (a
+// service account holding member, a client secret for one, an API key)
+// were judged without the permission the replicas of the new catalog then
+// granted. A replica whose catalog is not the recorded one now makes no
+// credential (503 catalog_rollout with Retry-After, nothing made), and
+// still deletes them; the replica with the recorded catalog makes them.
+func TestCredentialsDuringCatalogRollout(t *testing.T) {
+	cat, err := permissions.Parse([]byte(notesCatalog), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := start(t, startOpts{catalog: cat, keyRoutes: true})
+	older := start(t, startOpts{db: newer.DB, keyRoutes: true}) // the built-in catalog: no notes:*
+	if _, err := permissions.Record(context.Background(), newer.DB.Pool, cat); err != nil {
+		t.Fatal(err)
+	}
+	_, owner := newer.owner(t, "owner@example.com")
+	acc := newer.createAccount(t, owner, "bot", "member")
+	newer.createSecret(t, owner, acc.ID)
+	const qMade = `SELECT (SELECT count(*) FROM users WHERE kind = 'service') + (SELECT count(*) FROM service_account_secrets)
+    + (SELECT count(*) FROM api_keys) + (SELECT count(*) FROM audit_events)`
+	before := newer.count(t, qMade)
+
+	for _, c := range []struct {
+		name, path string
+		body       any
+	}{
+		{"service account", "/api/v1/service-accounts", map[string]any{"name": "bot2", "roles": []string{"member"}}},
+		{"client secret", "/api/v1/service-accounts/" + acc.ID + "/secrets", nil},
+		{"tenant API key", "/api/v1/api-keys", map[string]any{"name": "ci", "permissions": []string{"tenant:read"}}},
+		{"personal API key", "/api/v1/users/me/api-keys", map[string]any{"name": "mine", "permissions": []string{"tenant:read"}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := older.Send(t, owner, http.MethodPost, c.path, c.body)
+			apitest.WantProblem(t, r, http.StatusServiceUnavailable, problem.CodeCatalogRollout)
+			if got := r.Header.Get("Retry-After"); got != "1" {
+				t.Errorf("Retry-After = %q, want 1", got)
+			}
+		})
+	}
+	if after := newer.count(t, qMade); after != before {
+		t.Fatalf("the refusals made something: %d rows before, %d after", before, after)
+	}
+	// Taking away is served; the replica with the recorded catalog makes.
+	apitest.WantStatus(t, older.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+acc.ID, nil), http.StatusNoContent)
+	newer.createSecret(t, owner, newer.createAccount(t, owner, "bot3", "member").ID)
+	newer.mintKey(t, owner, "ci")
 }

@@ -106,6 +106,7 @@ type Client struct {
 type Store struct {
 	pool        *pgxpool.Pool
 	all, member string // roles.CatalogArgs
+	catalog     *permissions.Catalog
 	limits      Limits
 }
 
@@ -116,7 +117,7 @@ func NewStore(pool *pgxpool.Pool, c *permissions.Catalog, l Limits) *Store {
 		c = permissions.Builtin()
 	}
 	all, member := roles.CatalogArgs(c)
-	return &Store{pool: pool, all: all, member: member, limits: l.orDefault()}
+	return &Store{pool: pool, all: all, member: member, catalog: c, limits: l.orDefault()}
 }
 
 // hashSecret is what is stored of a client secret. It carries 256 random
@@ -245,6 +246,11 @@ RETURNING created_at`
 		// first, then the roles', as a role's deletion takes them.
 		a, err := s.live(ctx, tx, tenantID, a)
 		if err != nil {
+			return err
+		}
+		// Its roles are judged by this replica's catalog: only if it is
+		// the recorded one.
+		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
 			return err
 		}
 		// The roles stay locked until the account holds them: a change of
@@ -394,6 +400,11 @@ RETURNING id::text, created_at`
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		a, err := s.live(ctx, tx, tenantID, a)
 		if err != nil {
+			return err
+		}
+		// A secret hands out the account's power, judged by this
+		// replica's catalog: only if it is the recorded one.
+		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
 			return err
 		}
 		if err := sessions.CheckLive(ctx, tx, a.UserID, a.SessionID); err != nil {

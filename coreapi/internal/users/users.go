@@ -850,6 +850,11 @@ func (s *Store) create(ctx context.Context, tenantID string, n NewMember, a role
 		if err != nil {
 			return err
 		}
+		// The new member's roles hold what this replica's catalog says
+		// only if it is the recorded one (a rollout may be under way).
+		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
+			return err
+		}
 		// A member made with a password of the caller's choosing outlives
 		// the caller's session: one ended (a password reset, the proxy not
 		// told yet) makes none, as it makes no API key (sessions.CheckLive).
@@ -1061,6 +1066,14 @@ func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Act
 			return err
 		}
 		if p.Status != nil && *p.Status != t.status {
+			// Enabling a member gives back what its roles hold, judged by
+			// this replica's catalog: only if it is the recorded one.
+			// Disabling takes privileges away and needs no such check.
+			if *p.Status == identity.StatusActive {
+				if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
+					return err
+				}
+			}
 			if !a.Covers(t.perms) {
 				return roles.ErrEscalation
 			}
@@ -1184,6 +1197,11 @@ SELECT count(*), COALESCE(bool_or(role_id = $3), false) FROM membership_roles WH
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		a, err := roles.LockedLive(ctx, tx, s.all, s.member, tenantID, a, roles.UsersWrite)
 		if err != nil {
+			return err
+		}
+		// A built-in role is judged by this replica's catalog, which
+		// must be the recorded one (permissions.CheckCurrent).
+		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
 			return err
 		}
 		if _, err := getTx(ctx, tx, tenantID, userID); err != nil {
