@@ -3,6 +3,8 @@ package permissions_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -21,6 +23,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenants"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
@@ -306,4 +309,75 @@ func startTogether(t *testing.T, pool *pgxpool.Pool, cats ...*permissions.Catalo
 	close(gate)
 	wg.Wait()
 	return changed
+}
+
+// TestCheckCurrentOrderedWithRecord: a change checked against the recorded
+// catalog holds the record's row (FOR SHARE) until it ends, so a replica
+// recording another catalog waits for it rather than committing between
+// the check and the change; once that replica has recorded, the check of
+// the old catalog refuses (ErrRollout) and the new one's passes. With no
+// catalog recorded yet, nothing is refused.
+func TestCheckCurrentOrderedWithRecord(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	old, next := catalog(t, v1), catalog(t, v2)
+	check := func(c *permissions.Catalog) error {
+		var err error
+		if txErr := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+			err = permissions.CheckCurrent(ctx, tx, c)
+			return nil
+		}); txErr != nil {
+			t.Fatal(txErr)
+		}
+		return err
+	}
+	if err := check(old); err != nil {
+		t.Fatalf("no catalog recorded: %v, want nil", err)
+	}
+	record(t, db.Pool, old)
+
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // committed below
+	if err := permissions.CheckCurrent(ctx, tx, old); err != nil {
+		t.Fatalf("the recorded catalog: %v, want nil", err)
+	}
+	recorded := make(chan error, 1)
+	go func() {
+		_, err := permissions.Record(ctx, db.Pool, next)
+		recorded <- err
+	}()
+	eventually.Within(t, 20*time.Second, func() error {
+		var n int
+		if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%permission_catalog%'`).Scan(&n); err != nil {
+			return err
+		}
+		if n != 1 {
+			return fmt.Errorf("%d backends wait on the catalog's row, want the recording one", n)
+		}
+		return nil
+	})
+	select {
+	case err := <-recorded:
+		t.Fatalf("the new catalog was recorded (%v) while a change checked against the old one was open", err)
+	default:
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-recorded; err != nil {
+		t.Fatal(err)
+	}
+	if err := check(old); !errors.Is(err, permissions.ErrRollout) {
+		t.Errorf("the old catalog once the new one is recorded: %v, want ErrRollout", err)
+	}
+	if err := check(next); err != nil {
+		t.Errorf("the recorded catalog: %v, want nil", err)
+	}
+	if err := check(nil); !errors.Is(err, permissions.ErrRollout) {
+		t.Errorf("the built-in catalog (nil): %v, want ErrRollout", err)
+	}
 }
