@@ -238,6 +238,18 @@ func InvitedIsSQL(inv, addr string) string {
 	return `lower(normalize(` + inv + `, NFC)) = lower(` + addr + `)`
 }
 
+// dropUnsent deletes the invitation mails still to go whose link carries
+// the token of an invitation of the CTE ended (mail.DropUnsentSQL: its
+// column token_hash, the digest invitations store): one withdrawn (by a
+// tenant admin, a member's addition, removal or change of address, an
+// account's deletion, a reset that ends what the account sent), one whose
+// token a resend replaced, one marked expired by a new invitation. Such a
+// mail, queued and not yet sent (an SMTP outage, a backlog), would
+// otherwise still go out, with a link the accept refuses. Every statement
+// that ends an invitation's token runs it in the same statement, so the
+// mail goes with the change or stays with its rollback.
+var dropUnsent = mail.DropUnsentSQL("ended", `m.kind = '`+string(mail.KindInvitation)+`'`)
+
 // addressIsMember is whether the address email (an SQL expression) belongs
 // to a member, in any status, of tenant tenant: such an address is
 // neither invited (Create) nor invited again (Resend), as its link could
@@ -271,8 +283,11 @@ FROM tenants t WHERE t.id = $1`
 func Create(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, l Limits, tenantID string, a roles.Actor, email string, roleNames []string) (Invitation, error) {
 	var (
 		qExpire = `
-UPDATE invitations SET status = 'expired', updated_at = now()
-WHERE tenant_id = $1 AND ` + InvitedIsSQL("email", "$2") + ` AND status = 'pending' AND expires_at <= now()`
+WITH ended AS (
+    UPDATE invitations SET status = 'expired', updated_at = now()
+    WHERE tenant_id = $1 AND ` + InvitedIsSQL("email", "$2") + ` AND status = 'pending' AND expires_at <= now()
+    RETURNING token_hash)
+` + dropUnsent
 		// The roles are inserted with the invitation, so the trigger that
 		// resolves the names of an invitation inserted without them
 		// (migration 00040) leaves them be.
@@ -416,15 +431,19 @@ func (s *Store) List(ctx context.Context, tenantID string, limit int, after *Cur
 	return out, nil
 }
 
-// Revoke withdraws a pending invitation. As with making one, a must hold
-// every permission its roles grant, and users:write, when it runs (live;
-// else roles.ErrEscalation): whoever could not have sent it cannot
-// withdraw it either.
+// Revoke withdraws a pending invitation, and its mail still queued
+// (dropUnsent; so do the other withdrawals below). As with making one, a
+// must hold every permission its roles grant, and users:write, when it
+// runs (live; else roles.ErrEscalation): whoever could not have sent it
+// cannot withdraw it either.
 func (s *Store) Revoke(ctx context.Context, tenantID, id string, a roles.Actor) error {
 	q := `
-UPDATE invitations i SET status = 'revoked', updated_at = now()
-WHERE i.tenant_id = $1 AND i.id = $2 AND i.status = 'pending'
-RETURNING i.email, ` + invitedPerms
+WITH ended AS (
+    UPDATE invitations i SET status = 'revoked', updated_at = now()
+    WHERE i.tenant_id = $1 AND i.id = $2 AND i.status = 'pending'
+    RETURNING i.email, ` + invitedPerms + ` AS perms, i.token_hash
+), dropped AS (` + dropUnsent + `)
+SELECT email, perms FROM ended`
 	all, member := roles.CatalogArgs(s.catalog)
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		a, err := s.live(ctx, tx, tenantID, a)
@@ -464,10 +483,13 @@ RETURNING i.email, ` + invitedPerms
 // them join again. The caller holds the tenant's lock.
 func WithdrawForMember(ctx context.Context, tx pgx.Tx, tenantID, userID, actorID, requestID, via string) error {
 	q := `
-UPDATE invitations i SET status = 'revoked', updated_at = now()
-FROM users u
-WHERE u.id = $2 AND i.tenant_id = $1 AND i.status = 'pending' AND ` + InvitedIsSQL("i.email", "u.email") + `
-RETURNING i.id::text, i.email`
+WITH ended AS (
+    UPDATE invitations i SET status = 'revoked', updated_at = now()
+    FROM users u
+    WHERE u.id = $2 AND i.tenant_id = $1 AND i.status = 'pending' AND ` + InvitedIsSQL("i.email", "u.email") + `
+    RETURNING i.id::text AS id, i.email, i.token_hash
+), dropped AS (` + dropUnsent + `)
+SELECT id, email FROM ended`
 	rows, _ := tx.Query(ctx, q, tenantID, userID)
 	type withdrawn struct{ ID, Email string }
 	ws, err := pgx.CollectRows(rows, pgx.RowToStructByPos[withdrawn])
@@ -503,11 +525,14 @@ RETURNING i.id::text, i.email`
 // invitation's row.
 func WithdrawForAddressChange(ctx context.Context, tx pgx.Tx, userID, from, to, requestID string) error {
 	q := `
-UPDATE invitations i SET status = 'revoked', updated_at = now()
-FROM memberships m
-WHERE m.user_id = $1 AND i.tenant_id = m.tenant_id AND i.status = 'pending'
-  AND (` + InvitedIsSQL("i.email", "$2") + ` OR ` + InvitedIsSQL("i.email", "$3") + `)
-RETURNING i.id::text, i.tenant_id::text, i.email`
+WITH ended AS (
+    UPDATE invitations i SET status = 'revoked', updated_at = now()
+    FROM memberships m
+    WHERE m.user_id = $1 AND i.tenant_id = m.tenant_id AND i.status = 'pending'
+      AND (` + InvitedIsSQL("i.email", "$2") + ` OR ` + InvitedIsSQL("i.email", "$3") + `)
+    RETURNING i.id::text AS id, i.tenant_id::text AS tenant_id, i.email, i.token_hash
+), dropped AS (` + dropUnsent + `)
+SELECT id, tenant_id, email FROM ended`
 	rows, _ := tx.Query(ctx, q, userID, from, to)
 	type withdrawn struct{ ID, TenantID, Email string }
 	ws, err := pgx.CollectRows(rows, pgx.RowToStructByPos[withdrawn])
@@ -538,10 +563,13 @@ RETURNING i.id::text, i.tenant_id::text, i.email`
 // had proven calls it: the earlier holder of the password may have
 // invited addresses of their own.
 func WithdrawSentBy(ctx context.Context, tx pgx.Tx, userID, actorID, requestID, via string) (map[string]int, error) {
-	const q = `
-UPDATE invitations SET status = 'revoked', updated_at = now()
-WHERE invited_by = $1 AND status = 'pending'
-RETURNING id::text, tenant_id::text, email`
+	q := `
+WITH ended AS (
+    UPDATE invitations SET status = 'revoked', updated_at = now()
+    WHERE invited_by = $1 AND status = 'pending'
+    RETURNING id::text AS id, tenant_id::text AS tenant_id, email, token_hash
+), dropped AS (` + dropUnsent + `)
+SELECT id, tenant_id, email FROM ended`
 	rows, _ := tx.Query(ctx, q, userID)
 	type withdrawn struct{ ID, TenantID, Email string }
 	ws, err := pgx.CollectRows(rows, pgx.RowToStructByPos[withdrawn])
@@ -580,8 +608,8 @@ func (s *Store) missing(ctx context.Context, tx pgx.Tx, tenantID, id string) err
 }
 
 // Resend gives a pending invitation a new token and expiry and mails it
-// again; the previous link dies. As with making one, a must hold every
-// permission its roles grant, and users:write, when it runs (live; else
+// again; the previous link dies, and its mail if still queued. As with
+// making one, a must hold every permission its roles grant, and users:write, when it runs (live; else
 // roles.ErrEscalation): a new link and expiry hand the roles out again,
 // on a's say. So a becomes the invitation's sender (invited_by), whom the
 // mail names and the accept checks (GrantableRoles): an invitation whose
@@ -596,7 +624,11 @@ func (s *Store) missing(ctx context.Context, tx pgx.Tx, tenantID, id string) err
 // invitations the account sent, the earlier holder of the password would
 // have one pending again, with a new link.
 func (s *Store) Resend(ctx context.Context, tenantID, id string, a roles.Actor) (Invitation, error) {
+	// ended reads the token being replaced (the statement's snapshot:
+	// the row before its update), whose mail, if still to go, is dropped.
 	q := `
+WITH ended AS (SELECT token_hash FROM invitations WHERE tenant_id = $1 AND id = $2 AND status = 'pending'),
+dropped AS (` + dropUnsent + `)
 UPDATE invitations i SET token_hash = $5, expires_at = now() + make_interval(secs => $6), updated_at = now(),
     invited_by = NULLIF($7, '')::uuid
 WHERE i.tenant_id = $1 AND i.id = $2 AND i.status = 'pending'

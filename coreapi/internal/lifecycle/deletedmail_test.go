@@ -78,7 +78,9 @@ func TestAccountMailsNameTheirAccount(t *testing.T) {
 	a := movedAccount(t, x)
 	wantStatus(t, x.Send(t, &a.id, http.MethodPut, "/api/v1/users/me/password",
 		map[string]string{"current_password": pw, "new_password": "the owner's new password"}), http.StatusOK)
-	want := map[string]int{"verify_email": 3, "password_reset": 2, "email_changed": 1, "password_changed": 1}
+	// The reset link to second@, still queued, went with the password
+	// change, which ended it; the one to first@ was sent.
+	want := map[string]int{"verify_email": 3, "password_reset": 1, "email_changed": 1, "password_changed": 1}
 	for kind, n := range want {
 		if got := x.count(t, `SELECT count(*) FROM mail_queue WHERE kind = $1 AND user_id::text = $2`, kind, a.c.Sub); got != n {
 			t.Errorf("%d %s mails name the account, want %d", got, kind, n)

@@ -13,7 +13,9 @@
 // parks the row, but a server that refuses the session, or every
 // recipient, parks nothing and holds the queue back instead. The raw one-time token
 // is kept in the row only until it is sent or parked: the database holds
-// only its hash elsewhere. This queue is separate from the NATS outbox, so
+// only its hash elsewhere. Whatever ends a token before its mail is sent
+// (revoked, withdrawn, replaced) deletes that mail too (DropUnsentSQL), so
+// no dead link is mailed. This queue is separate from the NATS outbox, so
 // an SMTP outage never delays an invalidation and a NATS outage never
 // stops mail.
 package mail
@@ -316,6 +318,23 @@ func mailDomain(d string, singleLabel bool) bool {
 // hasSuffixFold is strings.HasSuffix ignoring ASCII case.
 func hasSuffixFold(s, suffix string) bool {
 	return len(s) >= len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix)
+}
+
+// DropUnsentSQL is a data-modifying statement, for a WITH clause or on
+// its own, that deletes the mails still to go (status pending: a sent or
+// parked row keeps no token) whose link carries a one-time token that has
+// just ended: revoked, withdrawn or replaced by another, so that no dead
+// link is mailed. ended names a relation (a CTE) with a column token_hash
+// of the tokens' digests, SHA-256 of the raw token (onetime.Hash: how
+// action_tokens and invitations store them; the queue keeps the raw token
+// until the mail is sent); where is a further condition on the mail row m
+// (its kind, its account), which narrows the rows whose token is hashed.
+// A mail being sent at that moment (claimed by a Sender) goes all the
+// same; its row is deleted, and the Sender's mark finds nothing to mark.
+func DropUnsentSQL(ended, where string) string {
+	return `DELETE FROM mail_queue m USING ` + ended + ` e
+WHERE m.status = 'pending' AND m.token IS NOT NULL AND (` + where + `)
+  AND sha256(convert_to(m.token, 'UTF8')) = e.token_hash`
 }
 
 const qEnqueue = `INSERT INTO mail_queue (kind, to_address, data, token, user_id)

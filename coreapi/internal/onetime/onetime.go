@@ -171,9 +171,12 @@ RETURNING user_id::text, email, expires_at <= now()`
 	return t, nil
 }
 
-// Revoke deletes every token of userID for the given purposes.
+// Revoke deletes every token of userID for the given purposes, and the
+// mails still to go that carry one of them (dropUnsent).
 func Revoke(ctx context.Context, tx pgx.Tx, userID string, ps ...Purpose) error {
-	const q = `DELETE FROM action_tokens WHERE user_id = $1 AND purpose = ANY($2::text[])`
+	q := `
+WITH ended AS (DELETE FROM action_tokens WHERE user_id = $1 AND purpose = ANY($2::text[]) RETURNING token_hash)
+` + dropUnsent
 	names := make([]string, len(ps))
 	for i, p := range ps {
 		names[i] = string(p)
@@ -184,16 +187,32 @@ func Revoke(ctx context.Context, tx pgx.Tx, userID string, ps ...Purpose) error 
 	return nil
 }
 
+// dropUnsent deletes the mails still to go of userID ($1) whose link
+// carries a token of the CTE ended (mail.DropUnsentSQL): the earlier link
+// a new one replaces, the reset links a used one ends, the email change a
+// password change or a reset ends. Such a mail, queued and not yet sent
+// (an SMTP outage, a backlog), would otherwise still go out, with a link
+// that only answers that it is no longer valid. A mail queued before
+// mail_queue.user_id was (migration 00060) names no account, and is
+// found by its token all the same.
+var dropUnsent = mail.DropUnsentSQL("ended", `m.kind IN ('`+string(mail.KindVerifyEmail)+`', '`+string(mail.KindPasswordReset)+`')
+  AND (m.user_id = $1 OR m.user_id IS NULL)`)
+
 // RevokeEmailChanges deletes userID's verification tokens of an address
 // other than the account's own: its pending email changes. A password
 // reset or change takes an account back from whoever held a session, and
 // a change that session asked for must not move the account (and every
 // later reset link) to another mailbox afterwards. A link of the
 // account's own address stays.
+// The mails of the tokens ended go with them, those still to go
+// (dropUnsent).
 func RevokeEmailChanges(ctx context.Context, tx pgx.Tx, userID string) error {
-	const q = `
-DELETE FROM action_tokens t USING users u
-WHERE t.user_id = $1 AND t.purpose = $2 AND u.id = t.user_id AND lower(t.email) <> lower(u.email)`
+	q := `
+WITH ended AS (
+    DELETE FROM action_tokens t USING users u
+    WHERE t.user_id = $1 AND t.purpose = $2 AND u.id = t.user_id AND lower(t.email) <> lower(u.email)
+    RETURNING t.token_hash)
+` + dropUnsent
 	if _, err := tx.Exec(ctx, q, userID, string(VerifyEmail)); err != nil {
 		return fmt.Errorf("revoke email changes: %w", err)
 	}
