@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -17,13 +18,14 @@ const catalogRetryEvery = 2 * time.Second
 // recordCatalog returns the worker that records the permission catalog this
 // replica started with: a new one replaces the stored hash and queues the
 // invalidation of every cached projection (see permissions.Record). It
-// retries until it succeeds, then ends.
-func recordCatalog(c *permissions.Catalog, pool *pgxpool.Pool, log *slog.Logger) worker {
+// retries until it succeeds, closes recorded, then ends.
+func recordCatalog(c *permissions.Catalog, pool *pgxpool.Pool, log *slog.Logger, recorded chan<- struct{}) worker {
 	return func(ctx context.Context) error {
 		for {
 			changed, err := permissions.Record(ctx, pool, c)
 			if err == nil {
 				log.Info("permission catalog recorded", "hash", c.Hash(), "entries", len(c.Entries()), "changed", changed)
+				close(recorded)
 				return nil
 			}
 			log.Warn("permission catalog not recorded yet; retrying", "err", err, "retry_in", catalogRetryEvery)
@@ -32,6 +34,21 @@ func recordCatalog(c *permissions.Catalog, pool *pgxpool.Pool, log *slog.Logger)
 				return nil
 			case <-time.After(catalogRetryEvery):
 			}
+		}
+	}
+}
+
+// catalogRecorded is the readiness check of a replica's catalog: until
+// recordCatalog has recorded it, a replica starting with another catalog
+// than the stored one refuses every change that hands out privileges (503
+// catalog_rollout, permissions.CheckCurrent), so it takes no traffic yet.
+func catalogRecorded(recorded <-chan struct{}) func() error {
+	return func() error {
+		select {
+		case <-recorded:
+			return nil
+		default:
+			return errors.New("permission catalog not recorded yet")
 		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/natstest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
@@ -155,4 +158,76 @@ func pendingRows(t *testing.T, db *dbtest.DB) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestReadyOnceTheCatalogIsRecorded: a replica whose catalog is not the
+// recorded one refuses every change that hands out privileges (503
+// catalog_rollout), so it is not ready until it has recorded its own: a
+// replica starting with another catalog than the stored one, whose record
+// waits (here on the catalog's row, which a transaction of the test
+// holds), answers /readyz with 503 naming the catalog, not 200, which
+// sent it requests it would refuse; once the record is through it is
+// ready, and the recorded catalog is its own.
+func TestReadyOnceTheCatalogIsRecorded(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	if _, err := permissions.Record(ctx, db.Pool, permissions.Builtin()); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // committed below
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM permission_catalog FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+
+	env := serveEnv(t, db.URL)
+	env["PERMISSIONS"] = notesCatalog
+	var out testkit.LogBuffer
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- run(sctx, []string{"serve"}, envOf(env), &out) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	_, admin := listening(t, &out, done)
+
+	// Either answer ends the wait: ready, or not ready for the catalog
+	// alone (every other check passed).
+	eventually.Within(t, 30*time.Second, func() error {
+		code, body := probe(t, "http://"+admin+"/readyz")
+		if code == http.StatusOK || strings.Contains(body, "permission catalog") {
+			if code == http.StatusOK {
+				t.Fatalf("readyz = 200 while the replica's catalog is not recorded (stored: the built-in one)")
+			}
+			return nil
+		}
+		return fmt.Errorf("readyz = %d %s", code, body)
+	})
+	if code, body := probe(t, "http://"+admin+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("readyz before the record = %d %s, want 503", code, body)
+	}
+
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually.Within(t, 30*time.Second, func() error {
+		if code, body := probe(t, "http://"+admin+"/readyz"); code != http.StatusOK {
+			return fmt.Errorf("readyz = %d %s", code, body)
+		}
+		return nil
+	})
+	c, err := permissions.Parse([]byte(notesCatalog), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hash string
+	if err := db.Pool.QueryRow(ctx, `SELECT hash FROM permission_catalog`).Scan(&hash); err != nil || hash != c.Hash() {
+		t.Fatalf("stored hash %s, %v; want the replica's %s", hash, err, c.Hash())
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/buildinfo"
+	"github.com/tollgate-auth/tollgate/shared/eventually"
 )
 
 var testKey = base64.StdEncoding.EncodeToString([]byte("main-test-identity-key-0123456789abcdef"))
@@ -146,9 +147,13 @@ func TestServeAndShutdown(t *testing.T) {
 	if code, _ := get("http://" + admin + "/healthz"); code != 200 {
 		t.Errorf("healthz = %d", code)
 	}
-	if code, body := get("http://" + admin + "/readyz"); code != 200 {
-		t.Errorf("readyz = %d %s", code, body)
-	}
+	// Ready once the start's work is done, the catalog's record included.
+	eventually.Within(t, 20*time.Second, func() error {
+		if code, body := get("http://" + admin + "/readyz"); code != 200 {
+			return fmt.Errorf("readyz = %d %s", code, body)
+		}
+		return nil
+	})
 	if code, body := get("http://" + addr + "/openapi.json"); code != 200 || !strings.Contains(body, `"openapi"`) {
 		t.Errorf("openapi.json = %d", code)
 	}

@@ -180,7 +180,8 @@ func serveWith(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	startDone()
 
-	bg = append(bg, recordCatalog(cfg.Catalog, pool, log))
+	catalogDone := make(chan struct{})
+	bg = append(bg, recordCatalog(cfg.Catalog, pool, log, catalogDone))
 
 	srv, err := httpapi.New(opts)
 	if err != nil {
@@ -206,6 +207,7 @@ func serveWith(ctx context.Context, args []string, getenv func(string) string, s
 		}
 	})
 	admin.AddCheck(signInReady)
+	admin.AddCheck(catalogRecorded(catalogDone))
 
 	certs, err := loadCerts(cfg, log, reg)
 	if err != nil {
