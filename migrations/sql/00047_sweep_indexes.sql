@@ -11,8 +11,8 @@
 -- (a plain CREATE INDEX holds off every sign-in and every key's use for
 -- as long as it reads the table). CREATE INDEX CONCURRENTLY cannot run in
 -- a transaction, hence NO TRANSACTION: this was the first migration that
--- is not a transaction of its own (00049, 00050, 00051, 00060 and 00062 are not
--- either, for the same reason). One that fails part-way (it waited longer
+-- is not a transaction of its own (00049, 00050, 00051, 00060, 00062 and
+-- 00064 are not either, for the same reason). One that fails part-way (it waited longer
 -- than `coreapi migrate up`'s lock_timeout for an older transaction,
 -- which it must outlast; the process was stopped) can leave an INVALID
 -- index behind, which IF NOT EXISTS would then take for the built one:

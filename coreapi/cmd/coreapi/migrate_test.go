@@ -172,6 +172,8 @@ func TestIndexes(t *testing.T) {
 		"mail_queue_due_idx":               "mail_queue (next_attempt_at, id) pending: sender claim",
 		"mail_queue_sent_at_idx":           "mail_queue (sent_at) sent: pruning",
 		"mail_queue_user_id_idx":           "mail_queue (user_id) partial: an account's mails, its deletion",
+		"mail_queue_to_address_lower_idx":  "mail_queue (lower(to_address)): an account's deletion",
+		"mail_queue_token_digest_idx":      "mail_queue (mail_token_digest(token)) partial: mails of ended tokens, an account's deletion",
 		"rate_limits_pkey":                 "rate_limits (key)",
 		"rate_limits_kept_until_idx":       "rate_limits (window_start + 2 windows): sweeping",
 		"identity_unlinks_pkey":            "identity_unlinks (user_id, provider): a provider the owner unlinked",

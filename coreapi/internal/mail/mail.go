@@ -328,13 +328,16 @@ func hasSuffixFold(s, suffix string) bool {
 // of the tokens' digests, SHA-256 of the raw token (onetime.Hash: how
 // action_tokens and invitations store them; the queue keeps the raw token
 // until the mail is sent); where is a further condition on the mail row m
-// (its kind, its account), which narrows the rows whose token is hashed.
+// (its kind, its account). The mails are found through the index of
+// their tokens' digests (mail_token_digest, sha256(convert_to(token,
+// 'UTF8')), migration 00064), not by hashing every token of the queue,
+// however long a backlog it holds.
 // A mail being sent at that moment (claimed by a Sender) goes all the
 // same; its row is deleted, and the Sender's mark finds nothing to mark.
 func DropUnsentSQL(ended, where string) string {
 	return `DELETE FROM mail_queue m USING ` + ended + ` e
 WHERE m.status = 'pending' AND m.token IS NOT NULL AND (` + where + `)
-  AND sha256(convert_to(m.token, 'UTF8')) = e.token_hash`
+  AND mail_token_digest(m.token) = e.token_hash`
 }
 
 const qEnqueue = `INSERT INTO mail_queue (kind, to_address, data, token, user_id)

@@ -80,6 +80,31 @@ type Deleted struct {
 	LeftWithoutOwner []OwnedTenant `json:"left_without_owner,omitempty"`
 }
 
+// qDeleteMail ($1 the address, $2 the account) is DeleteAccount's
+// deletion of queued mail. Every row about the account goes, whichever address it went to
+// (the verification of an address it was moving to, the notice of a
+// move and the reset links sent to an address it left: user_id names
+// it, and the deletion of the account's row would cascade to it as well), and
+// every row to its address, sent and parked ones too (their address
+// and body would otherwise outlive the account until the retention
+// sweep), but an invitation mail still to go: it is a tenant's the
+// account was not in (those of its tenants were just withdrawn), and
+// that invitation stands. A row queued before user_id was (migration
+// 00060) names no account: one still to go with one of the account's
+// one-time tokens to another address (the link of a pending email
+// change) is found by the token, whose hash is the action token's
+// (onetime.Hash, SHA-256); the queue keeps a raw token until the mail
+// is sent. Each of the three is an index's (migrations 00060 and 00064),
+// so that a deletion reads only its rows, however long the queue: the
+// account's tokens are read first (ARRAY, run once), their digests then
+// looked up in the queue's index of mail_token_digest(token).
+const qDeleteMail = `
+DELETE FROM mail_queue m
+WHERE m.user_id = $2
+   OR (lower(m.to_address) = lower($1) AND (m.kind <> 'invitation' OR m.status <> 'pending'))
+   OR (m.token IS NOT NULL AND mail_token_digest(m.token) = ANY (ARRAY(
+       SELECT t.token_hash FROM action_tokens t WHERE t.user_id = $2)))`
+
 // DeleteAccount deletes the account userID (a person's; a service account
 // is ErrServiceAccount: DELETE /service-accounts/{id} deletes it) in one
 // transaction, for its owner (DELETE /users/me/account) or the operator (`coreapi
@@ -131,27 +156,6 @@ WHERE m.user_id = $1 AND m.status = 'active'
   AND EXISTS (SELECT 1 FROM memberships o WHERE o.tenant_id = m.tenant_id AND o.user_id <> m.user_id)
 ORDER BY t.name, t.id`
 	const qSessions = `SELECT count(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()`
-	// Every row about the account goes, whichever address it went to
-	// (the verification of an address it was moving to, the notice of a
-	// move and the reset links sent to an address it left: user_id names
-	// it, and the user's deletion below would cascade to it as well), and
-	// every row to its address, sent and parked ones too (their address
-	// and body would otherwise outlive the account until the retention
-	// sweep), but an invitation mail still to go: it is a tenant's the
-	// account was not in (those of its tenants were just withdrawn), and
-	// that invitation stands. A row queued before user_id was (migration
-	// 00060) names no account: one still to go with one of the account's
-	// one-time tokens to another address (the link of a pending email
-	// change) is found by the token, whose hash is the action token's
-	// (onetime.Hash, SHA-256); the queue keeps a raw token until the mail
-	// is sent.
-	const qMail = `
-DELETE FROM mail_queue m
-WHERE m.user_id = $2
-   OR (lower(m.to_address) = lower($1) AND (m.kind <> 'invitation' OR m.status <> 'pending'))
-   OR (m.token IS NOT NULL AND EXISTS (
-       SELECT 1 FROM action_tokens t
-       WHERE t.user_id = $2 AND t.token_hash = sha256(convert_to(m.token, 'UTF8'))))`
 	const qDelete = `DELETE FROM users WHERE id = $1`
 	d := Deleted{UserID: userID}
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
@@ -233,7 +237,7 @@ WHERE m.user_id = $2
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, qMail, email, userID); err != nil {
+		if _, err := tx.Exec(ctx, qDeleteMail, email, userID); err != nil {
 			return fmt.Errorf("delete queued mail: %w", err)
 		}
 		if _, err := tx.Exec(ctx, qDelete, userID); err != nil {
