@@ -229,3 +229,21 @@ FROM (SELECT sum(n) AS n FROM dbtest_deletes WHERE tbl = $1 GROUP BY xid HAVING 
 		return most, transactions
 	}
 }
+
+// SeedMailBacklog fills mail_queue with n mails still to go, each with a
+// link's token (verification, reset and invitation mails in turn, each to
+// its own address), and analyzes the table, so that a plan taken next is
+// the one a queue that long during an SMTP outage would get.
+func (d *DB) SeedMailBacklog(t testing.TB, n int) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := d.Pool.Exec(ctx, `
+INSERT INTO mail_queue (kind, to_address, token)
+SELECT (ARRAY['verify_email', 'password_reset', 'invitation'])[i % 3 + 1], 'user' || i || '@example.com', md5(i::text)
+FROM generate_series(1, $1::int) i`, n); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Pool.Exec(ctx, `ANALYZE mail_queue`); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,7 +1,6 @@
 package invitations
 
 import (
-	"context"
 	"strings"
 	"testing"
 
@@ -15,15 +14,7 @@ import (
 func TestDropUnsentUsesTheTokenIndex(t *testing.T) {
 	db := dbtest.New(t)
 	// A backlog: 20,000 mails still to go, each with its link's token.
-	if _, err := db.Pool.Exec(context.Background(), `
-INSERT INTO mail_queue (kind, to_address, token)
-SELECT (ARRAY['verify_email', 'password_reset', 'invitation'])[i % 3 + 1], 'user' || i || '@example.com', md5(i::text)
-FROM generate_series(1, 20000) i`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Pool.Exec(context.Background(), `ANALYZE mail_queue`); err != nil {
-		t.Fatal(err)
-	}
+	db.SeedMailBacklog(t, 20000)
 	q := `
 WITH ended AS (
     UPDATE invitations SET status = 'revoked', updated_at = now()

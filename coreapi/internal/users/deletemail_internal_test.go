@@ -1,7 +1,6 @@
 package users
 
 import (
-	"context"
 	"strings"
 	"testing"
 
@@ -15,15 +14,7 @@ import (
 func TestDeleteMailUsesIndexes(t *testing.T) {
 	db := dbtest.New(t)
 	// A backlog: 20,000 mails still to go, each with its link's token.
-	if _, err := db.Pool.Exec(context.Background(), `
-INSERT INTO mail_queue (kind, to_address, token)
-SELECT (ARRAY['verify_email', 'password_reset', 'invitation'])[i % 3 + 1], 'user' || i || '@example.com', md5(i::text)
-FROM generate_series(1, 20000) i`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Pool.Exec(context.Background(), `ANALYZE mail_queue`); err != nil {
-		t.Fatal(err)
-	}
+	db.SeedMailBacklog(t, 20000)
 	plan := db.Plan(t, qDeleteMail, "Someone@Example.com", "6f1c7c55-7f0b-4a43-9d59-4b8f8a0c2f11")
 	if strings.Contains(plan, "Seq Scan on mail_queue") {
 		t.Errorf("the queue is read whole:\n%s", plan)
