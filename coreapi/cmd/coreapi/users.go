@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
@@ -39,13 +40,9 @@ func usersCmd(ctx context.Context, args []string, getenv func(string) string, st
 	if !ok {
 		return fmt.Errorf("users reset-mfa: %q is not a user id (a UUID)", args[1])
 	}
-	url, err := config.DatabaseURLFrom(getenv)
+	pool, err := usersPool(ctx, getenv)
 	if err != nil {
 		return err
-	}
-	pool, err := pgtrace.NewPool(ctx, url, pgtrace.PoolOptions{})
-	if err != nil {
-		return fmt.Errorf("users: %w", err)
 	}
 	defer pool.Close()
 	// Only RevokeAll is used, which reads neither lifetime.
@@ -79,13 +76,9 @@ func usersDelete(ctx context.Context, args []string, getenv func(string) string,
 	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
 		return usageErrorf("%s", usersUsage)
 	}
-	url, err := config.DatabaseURLFrom(getenv)
+	pool, err := usersPool(ctx, getenv)
 	if err != nil {
 		return err
-	}
-	pool, err := pgtrace.NewPool(ctx, url, pgtrace.PoolOptions{})
-	if err != nil {
-		return fmt.Errorf("users: %w", err)
 	}
 	defer pool.Close()
 	id, ok := ids.Parse(args[0])
@@ -111,4 +104,17 @@ func usersDelete(ctx context.Context, args []string, getenv func(string) string,
 		return fmt.Errorf("users delete: %w", err)
 	}
 	return json.NewEncoder(stdout).Encode(d)
+}
+
+// usersPool opens the database pool of a `coreapi users` command.
+func usersPool(ctx context.Context, getenv func(string) string) (*pgxpool.Pool, error) {
+	url, err := config.DatabaseURLFrom(getenv)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := pgtrace.NewPool(ctx, url, pgtrace.PoolOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("users: %w", err)
+	}
+	return pool, nil
 }
