@@ -117,6 +117,12 @@ func mailpitEnv(env []string, password string) []string {
 	return append(env, "MP_UI_AUTH="+mailpitUser+":"+password)
 }
 
+// mailpitPath is where ensureMailpit keeps the Mailpit binary it builds
+// into dir.
+func mailpitPath(dir string) string {
+	return filepath.Join(dir, "mailpit-"+mailpitVersion)
+}
+
 // moduleCacheProxy is the module cache as a GOPROXY (file://...), or ""
 // when go does not name one that holds Mailpit.
 func moduleCacheProxy(ctx context.Context, gobin string) string {
@@ -135,7 +141,7 @@ func moduleCacheProxy(ctx context.Context, gobin string) string {
 // time) and returns the binary's path; a binary of this version already
 // there is reused.
 func ensureMailpit(ctx context.Context, dir string, logs io.Writer) (string, error) {
-	path := filepath.Join(dir, "mailpit-"+mailpitVersion)
+	path := mailpitPath(dir)
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
 	}

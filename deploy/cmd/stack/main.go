@@ -248,7 +248,9 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	o.userApps = userApps(os.Getenv)
 
 	if mp.mailpit {
-		logger.Info("building mailpit (about a minute the first time)", "version", mailpitVersion)
+		if _, err := os.Stat(mailpitPath(bin)); err != nil {
+			logger.Info("building mailpit (about a minute, once)", "version", mailpitVersion)
+		}
 		path, err := ensureMailpit(ctx, bin, logs)
 		if err != nil {
 			return err
