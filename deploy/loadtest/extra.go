@@ -56,7 +56,11 @@ type instrRow struct {
 	// (shaBlockIr): AVX2 code under valgrind, which lacks the CPU's SHA
 	// extensions.
 	shaBlocks float64
-	note      string // why not measured
+	// Of perRequest, the instructions of the runtime's monitor thread
+	// (sysmonIr), which follow wall time rather than requests: 0 for a
+	// binary without symbols (the bare proxy, built by go run).
+	sysmon float64
+	note   string // why not measured
 }
 
 // cacheSimArgs make callgrind simulate one core of a current server CPU:
@@ -489,11 +493,11 @@ func (h *harness) callgrindRows(ctx context.Context, noAuth, warmReqs [][]byte) 
 		if err != nil {
 			r.note = "not measured: " + err.Error()
 		} else {
-			r.perRequest, r.baselinePerRq, r.shaBlocks = per["Ir"], base["Ir"], per[shaBlockIr]
+			r.perRequest, r.baselinePerRq, r.shaBlocks, r.sysmon = per["Ir"], base["Ir"], per[shaBlockIr], per[sysmonIr]
 			r.i1Miss, r.d1Miss, r.llMiss = sum(per, firstLevelI), sum(per, firstLevelD), sum(per, lastLevelAll)
 		}
-		h.logf("callgrind %-40s %.0f instructions/request (idle window %.0f subtracted), simulated misses/request: L1i %.0f, L1d %.0f, L2 %.1f %s",
-			t.name, r.perRequest, r.baselinePerRq, r.i1Miss, r.d1Miss, r.llMiss, r.note)
+		h.logf("callgrind %-40s %.0f instructions/request (idle window %.0f subtracted; sysmon %.0f), simulated misses/request: L1i %.0f, L1d %.0f, L2 %.1f %s",
+			t.name, r.perRequest, r.baselinePerRq, r.sysmon, r.i1Miss, r.d1Miss, r.llMiss, r.note)
 		out[slices.Index(names, t.name)] = r
 	}
 	return out
@@ -655,15 +659,30 @@ func perRequest(total, idle map[string]float64, n int) (per, base map[string]flo
 // report shows apart, so that it does not pass for the proxy's own work.
 const shaBlockIr = "Ir:sha256-blocks"
 
+// sysmonIr is the pseudo-event lastDumpTotals adds: the instructions of
+// the runtime's monitor thread (runtime.sysmon and all it runs), which
+// wakes every 20 µs to 10 ms of wall time, not per request. Under
+// valgrind a request takes some fifty times its wall time, more on a
+// loaded machine, so the thread's share of a row moves with how fast
+// the process ran: shown apart, as the reason two runs of one tree
+// differ.
+const sysmonIr = "Ir:sysmon"
+
+// sysmonFn is the runtime's monitor function, started on a thread of its
+// own (from runtime.mstart1).
+const sysmonFn = "runtime.sysmon"
+
 // shaBlockFn is the name prefix of Go's SHA-256 block functions
 // (blockAVX2, blockSHANI, blockAMD64, blockGeneric).
 const shaBlockFn = "crypto/internal/fips140/sha256.block"
 
 // lastDumpTotals reads the event totals of the newest dump of a callgrind
 // output (prefix.1, prefix.2, ...: one file per dump), by event name (Ir,
-// and with cacheSimArgs the simulated caches' events), and shaBlockIr:
-// the instructions the SHA-256 block functions executed themselves (their
-// cost lines, not those of their calls).
+// and with cacheSimArgs the simulated caches' events), shaBlockIr: the
+// instructions the SHA-256 block functions executed themselves (their
+// cost lines, not those of their calls), and sysmonIr: the inclusive
+// instructions of the calls of runtime.sysmon (0 in a binary without
+// symbols).
 func lastDumpTotals(prefix string) (map[string]float64, error) {
 	files, _ := filepath.Glob(prefix + ".*")
 	best, bestN := "", -1
@@ -686,7 +705,17 @@ func lastDumpTotals(prefix string) (map[string]float64, error) {
 		inSHA  bool                  // the current fn= is a SHA-256 block function
 		call   bool                  // the next cost line is a call's (inclusive): not the fn's own
 		sha    float64
+		fnName string  // the current fn=, without callgrind's recursion suffix ('2)
+		toMon  bool    // the current call is of sysmon from another function
+		mon    float64 // sysmonIr
 	)
+	// base is a function's name without callgrind's recursion suffix.
+	base := func(n string) string {
+		if i := strings.LastIndexByte(n, '\''); i > 0 {
+			return n[:i]
+		}
+		return n
+	}
 	name := func(spec string) string {
 		id, rest, _ := strings.Cut(spec, " ")
 		if !strings.HasPrefix(id, "(") {
@@ -705,10 +734,11 @@ func lastDumpTotals(prefix string) (map[string]float64, error) {
 		if v, ok := strings.CutPrefix(line, "fn="); ok {
 			n := name(v)
 			inSHA = strings.HasPrefix(n, shaBlockFn) && n != shaBlockFn // not the dispatching wrapper
+			fnName, toMon = base(n), false
 			continue
 		}
 		if v, ok := strings.CutPrefix(line, "cfn="); ok {
-			name(v)
+			toMon = base(name(v)) == sysmonFn && fnName != sysmonFn
 			continue
 		}
 		if strings.HasPrefix(line, "calls=") {
@@ -718,6 +748,11 @@ func lastDumpTotals(prefix string) (map[string]float64, error) {
 		if line != "" && (line[0] >= '0' && line[0] <= '9' || line[0] == '+' || line[0] == '-' || line[0] == '*') {
 			if call {
 				call = false
+				if f := strings.Fields(line); toMon && len(f) >= 2 {
+					if x, err := strconv.ParseFloat(f[1], 64); err == nil {
+						mon += x
+					}
+				}
 			} else if f := strings.Fields(line); inSHA && len(f) >= 2 {
 				// Position then events, Ir first (the order of events:).
 				if x, err := strconv.ParseFloat(f[1], 64); err == nil {
@@ -749,6 +784,6 @@ func lastDumpTotals(prefix string) (map[string]float64, error) {
 	if len(events) == 0 || events[0] != "Ir" {
 		return out, nil // no instruction count first: nothing to attribute
 	}
-	out[shaBlockIr] = sha
+	out[shaBlockIr], out[sysmonIr] = sha, mon
 	return out, nil
 }

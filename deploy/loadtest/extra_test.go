@@ -444,3 +444,46 @@ func TestOpenLoopLoad(t *testing.T) {
 		t.Errorf("unread: %q", got)
 	}
 }
+
+// The instructions of the runtime's monitor thread are summed from the
+// lines of its calls from the thread's start (inclusive costs: sysmon
+// and all it runs), not from its own recursion, with callgrind's name
+// compression.
+func TestLastDumpTotalsSysmon(t *testing.T) {
+	prefix := filepath.Join(t.TempDir(), "callgrind.s.7")
+	dump := `events: Ir
+fl=(1) /go/src/runtime/proc.go
+fn=(1) runtime.mstart1
+cfn=(2) runtime.sysmon
+calls=3 10
+5 1200
+cfn=(3) runtime.main
+calls=1 10
+6 9000
+fn=(2)
+10 300
+cfn=(4) runtime.retake
+calls=3 20
+11 400
+fn=(5) runtime.mstart1'2
+cfn=(2)
+calls=1 10
+5 250
+fn=(2)
+cfn=(2)
+calls=1 10
+12 77
+totals: 10950
+`
+	if err := os.WriteFile(prefix+".1", []byte(dump), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := lastDumpTotals(prefix)
+	if err != nil || got["Ir"] != 10950 || got[sysmonIr] != 1450 {
+		t.Fatalf("lastDumpTotals = %v, %v; want Ir 10950, %s 1450 (1200+250 of the calls from mstart1)", got, err, sysmonIr)
+	}
+	per, _, err := perRequest(got, map[string]float64{"Ir": 950, sysmonIr: 450}, 10)
+	if err != nil || per[sysmonIr] != 100 || per["Ir"] != 1000 {
+		t.Fatalf("perRequest = %v, %v; want Ir 1000 and %s 100 a request", per, err, sysmonIr)
+	}
+}
