@@ -453,11 +453,6 @@ RETURNING ` + roleCols
 		if err != nil {
 			return err
 		}
-		// An edit reshapes what the role's holders hold, judged by this
-		// replica's catalog: only if it is the recorded one.
-		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
-			return err
-		}
 		rows, _ := tx.Query(ctx, qLock, tenantID, roleID)
 		old, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[Role])
 		if err != nil {
@@ -467,6 +462,14 @@ RETURNING ` + roleCols
 			return ErrBuiltin
 		}
 		stored := old.Permissions
+		// An edit of the role's permissions reshapes what its holders
+		// hold, judged by this replica's catalog: only if it is the
+		// recorded one. Its description alone grants nothing.
+		if p.Permissions != nil && !slices.Equal(*p.Permissions, stored) {
+			if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
+				return err
+			}
+		}
 		s.effective(&old)
 		// Changing a role's permissions needs the actor to hold both the old
 		// and the new ones: otherwise a role with more power than the actor

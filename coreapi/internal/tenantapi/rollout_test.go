@@ -64,7 +64,7 @@ SELECT concat_ws(' | ',
 		{"manager adds a member", &mgr, "POST", "/api/v1/users", map[string]any{"email": "new@acme.test", "roles": []string{"member"}}},
 		{"manager re-enables a member", &mgr, "PATCH", "/api/v1/users/" + away.UserID, map[string]any{"membership_status": "active"}},
 		{"manager creates a role", &mgr, "POST", "/api/v1/roles", map[string]any{"name": "viewer", "permissions": []string{"tenant:read"}}},
-		{"owner edits a role", &w.Owner, "PATCH", "/api/v1/roles/" + readerID, map[string]any{"description": "Reads"}},
+		{"owner edits a role's permissions", &w.Owner, "PATCH", "/api/v1/roles/" + readerID, map[string]any{"permissions": []string{"tenant:read", "users:read"}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := older.Send(t, c.as, c.method, c.path, c.body)
@@ -92,5 +92,33 @@ SELECT concat_ws(' | ',
 	apitest.WantStatus(t, newer.Send(t, &w.Owner, "PUT", "/api/v1/users/"+w.Member.UserID+"/roles/admin", nil), 200)
 	if got := newer.IdentityOf(t, w.Member.UserID, w.A).Roles; !slices.Contains(got, "admin") {
 		t.Errorf("member's roles after the grant: %v", got)
+	}
+}
+
+// TestRoleDescriptionDuringCatalogRollout: a PATCH that changes only a
+// custom role's description grants nothing, so a replica whose catalog is
+// not the recorded one serves it (it answered 503 catalog_rollout, as for
+// an edit of the role's permissions, which it still refuses).
+func TestRoleDescriptionDuringCatalogRollout(t *testing.T) {
+	t.Parallel()
+	cat := mustCatalog(t, notesCatalog)
+	newer := start(t, apitest.Options{Configure: func(o *httpapi.Options) { o.Catalog = cat }})
+	w := apitest.SeedWorld(t, newer)
+	older := start(t, apitest.Options{DB: newer.DB}) // the built-in catalog: no notes:*
+	if _, err := permissions.Record(context.Background(), newer.DB.Pool, cat); err != nil {
+		t.Fatal(err)
+	}
+	apitest.WantStatus(t, newer.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "reader",
+		"description": "Reads the tenant", "permissions": []string{"tenant:read"}}), 201)
+	readerID := newer.Strings(t, `SELECT id::text FROM roles WHERE tenant_id = $1 AND name = 'reader'`, w.A)[0]
+
+	apitest.WantStatus(t, older.Send(t, &w.Owner, "PATCH", "/api/v1/roles/"+readerID, map[string]any{"description": "Reads"}), 200)
+	if got := newer.Strings(t, `SELECT description FROM roles WHERE id = $1`, readerID); !slices.Equal(got, []string{"Reads"}) {
+		t.Errorf("description after the edit = %v, want [Reads]", got)
+	}
+	apitest.WantProblem(t, older.Send(t, &w.Owner, "PATCH", "/api/v1/roles/"+readerID,
+		map[string]any{"description": "Reads more", "permissions": []string{"tenant:read", "users:read"}}), 503, problem.CodeCatalogRollout)
+	if got := newer.Strings(t, `SELECT description || ':' || array_to_string(permissions, ',') FROM roles WHERE id = $1`, readerID); !slices.Equal(got, []string{"Reads:tenant:read"}) {
+		t.Errorf("role after the refused edit = %v, want [Reads:tenant:read]", got)
 	}
 }
