@@ -17,14 +17,21 @@ const catalogRetryEvery = 2 * time.Second
 
 // recordCatalog returns the worker that records the permission catalog this
 // replica started with: a new one replaces the stored hash and queues the
-// invalidation of every cached projection (see permissions.Record). It
-// retries until it succeeds, closes recorded, then ends.
+// invalidation of every cached projection, one behind a recorded catalog
+// of a higher version leaves it (see permissions.Record). It retries
+// until it succeeds, closes recorded, then ends.
 func recordCatalog(c *permissions.Catalog, pool *pgxpool.Pool, log *slog.Logger, recorded chan<- struct{}) worker {
 	return func(ctx context.Context) error {
 		for {
-			changed, err := permissions.Record(ctx, pool, c)
+			out, err := permissions.Record(ctx, pool, c)
 			if err == nil {
-				log.Info("permission catalog recorded", "hash", c.Hash(), "entries", len(c.Entries()), "changed", changed)
+				if out == permissions.Behind {
+					// A newer catalog is recorded: this replica serves, and
+					// refuses what hands out privileges (catalog_rollout).
+					log.Warn("permission catalog behind the recorded one; not recorded", "hash", c.Hash(), "version", c.Version())
+				} else {
+					log.Info("permission catalog recorded", "hash", c.Hash(), "version", c.Version(), "entries", len(c.Entries()), "changed", out == permissions.Stored)
+				}
 				close(recorded)
 				return nil
 			}

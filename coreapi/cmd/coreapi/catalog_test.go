@@ -231,3 +231,50 @@ func TestReadyOnceTheCatalogIsRecorded(t *testing.T) {
 		t.Fatalf("stored hash %s, %v; want the replica's %s", hash, err, c.Hash())
 	}
 }
+
+// TestStartBehindANewerCatalog: a replica whose catalog has a lower
+// version than the recorded one (an old replica restarting mid-rollout)
+// leaves the recorded catalog as it is, says so in its log, and becomes
+// ready: it serves, refusing only what hands out privileges.
+func TestStartBehindANewerCatalog(t *testing.T) {
+	db := dbtest.New(t)
+	ctx := context.Background()
+	newer, err := permissions.Parse([]byte("version: 2\npermissions: [{name: notes:read, description: Read notes}]\n"), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := permissions.Record(ctx, db.Pool, newer); err != nil || out != permissions.Stored {
+		t.Fatalf("record the newer catalog: %v, %v", out, err)
+	}
+
+	env := serveEnv(t, db.URL)
+	env["PERMISSIONS"] = notesCatalog // version 0
+	var out testkit.LogBuffer
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- run(sctx, []string{"serve"}, envOf(env), &out) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	_, admin := listening(t, &out, done)
+	eventually.Within(t, 30*time.Second, func() error {
+		if code, body := probe(t, "http://"+admin+"/readyz"); code != http.StatusOK {
+			return fmt.Errorf("readyz = %d %s", code, body)
+		}
+		return nil
+	})
+	if !strings.Contains(out.String(), `"msg":"permission catalog behind the recorded one; not recorded"`) {
+		t.Errorf("no warning that the catalog is behind in the log:\n%s", out.String())
+	}
+	var hash string
+	var version int64
+	if err := db.Pool.QueryRow(ctx, `SELECT hash, version FROM permission_catalog`).Scan(&hash, &version); err != nil {
+		t.Fatal(err)
+	}
+	if hash != newer.Hash() || version != 2 {
+		t.Fatalf("recorded %s version %d, want the newer catalog's %s version 2", hash, version, newer.Hash())
+	}
+}

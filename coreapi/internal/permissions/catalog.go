@@ -88,13 +88,15 @@ type Catalog struct {
 	admin   []string // all but tenant:write
 	member  []string // member_default ones
 	hash    string
+	version int64 // orders catalogs in a rollout (Record)
 }
 
 // Builtin returns the catalog of a deployment that declares nothing.
-func Builtin() *Catalog { return newCatalog(nil) }
+func Builtin() *Catalog { return newCatalog(0, nil) }
 
-// newCatalog builds a catalog from declared entries that are already valid.
-func newCatalog(declared []Entry) *Catalog {
+// newCatalog builds a catalog of the given version from declared entries
+// that are already valid.
+func newCatalog(version int64, declared []Entry) *Catalog {
 	entries := slices.Concat(builtins, declared)
 	slices.SortFunc(entries, func(a, b Entry) int {
 		switch {
@@ -105,7 +107,7 @@ func newCatalog(declared []Entry) *Catalog {
 		}
 		return 0
 	})
-	c := &Catalog{entries: entries}
+	c := &Catalog{entries: entries, version: version}
 	h := sha256.New()
 	for _, e := range entries {
 		c.names = append(c.names, e.Name)
@@ -173,3 +175,9 @@ func (c *Catalog) Known(perms []string) []string {
 // Hash identifies what of the catalog shapes projections (names and member
 // defaults). Replicas store it; a new value invalidates every projection.
 func (c *Catalog) Hash() string { return c.hash }
+
+// Version is the catalog's declared version (0 when it declares none).
+// It orders catalogs during a rollout: a replica does not replace a
+// recorded catalog of a higher version with its own (Record). It is not
+// part of Hash: it shapes no projection.
+func (c *Catalog) Version() int64 { return c.version }

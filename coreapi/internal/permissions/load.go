@@ -44,8 +44,10 @@ func Load(text, path string) (*Catalog, error) {
 	return Builtin(), nil
 }
 
-// document is the catalog format: either this object or just its list.
+// document is the catalog format: either this object or just its list
+// (which has version 0).
 type document struct {
+	Version     int64      `json:"version"`
 	Permissions []declared `json:"permissions"`
 }
 
@@ -57,6 +59,7 @@ type declared struct {
 
 // Parse reads a catalog in YAML or JSON (JSON is YAML):
 //
+//	version: 3
 //	permissions:
 //	  - name: notes:read
 //	    description: Read notes
@@ -64,7 +67,9 @@ type declared struct {
 //	  - name: notes:write
 //	    description: Create notes
 //
-// or the list alone, in one YAML document. Unknown fields, bad names,
+// or the list alone, in one YAML document. version, a whole number at
+// least 0 (0 when left out), orders catalogs during a rollout (Record).
+// Unknown fields, bad names,
 // missing descriptions, duplicates and redeclared built-ins are all
 // reported together.
 func Parse(data []byte, source string) (*Catalog, error) {
@@ -78,6 +83,7 @@ func Parse(data []byte, source string) (*Catalog, error) {
 	}
 	js = bytes.TrimSpace(js)
 	var list []declared
+	var version int64
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.DisallowUnknownFields()
 	switch {
@@ -86,7 +92,7 @@ func Parse(data []byte, source string) (*Catalog, error) {
 	case bytes.HasPrefix(js, []byte("{")):
 		var d document
 		err = dec.Decode(&d)
-		list = d.Permissions
+		list, version = d.Permissions, d.Version
 	case len(js) == 0 || bytes.Equal(js, []byte("null")):
 		return Builtin(), nil
 	default:
@@ -96,6 +102,9 @@ func Parse(data []byte, source string) (*Catalog, error) {
 		return nil, fail(strings.TrimPrefix(err.Error(), "json: "))
 	}
 	var problems []string
+	if version < 0 {
+		problems = append(problems, fmt.Sprintf("version: %d, want a whole number at least 0", version))
+	}
 	if len(list) > MaxEntries {
 		problems = append(problems, fmt.Sprintf("%d permissions declared, at most %d", len(list), MaxEntries))
 	}
@@ -135,7 +144,7 @@ func Parse(data []byte, source string) (*Catalog, error) {
 			out = append(out, Entry{Name: d.Name, Description: desc, MemberDefault: d.MemberDefault})
 		}
 	}
-	c := newCatalog(out)
+	c := newCatalog(version, out)
 	if n := len(strings.Join(c.Names(), ",")); n > MaxListBytes {
 		problems = append(problems, fmt.Sprintf("the permission names take %d bytes joined with commas, at most %d: the owner's X-Auth-Permissions header carries them all", n, MaxListBytes))
 	}

@@ -50,6 +50,25 @@ func TestParseFormats(t *testing.T) {
 	}
 }
 
+// TestParseVersion: the object form may declare a version, which orders
+// catalogs in a rollout and is not part of the hash; left out (or the
+// list form) it is 0.
+func TestParseVersion(t *testing.T) {
+	if got := mustParse(t, notesYAML).Version(); got != 0 {
+		t.Errorf("no version declared: %d, want 0", got)
+	}
+	c := mustParse(t, "version: 7\n"+notesYAML)
+	if c.Version() != 7 {
+		t.Errorf("version = %d, want 7", c.Version())
+	}
+	if c.Hash() != mustParse(t, notesYAML).Hash() {
+		t.Error("the version changed the hash")
+	}
+	if got := mustParse(t, `{"version": 3, "permissions": []}`).Version(); got != 3 {
+		t.Errorf("json version = %d, want 3", got)
+	}
+}
+
 func mustParse(t *testing.T, text string) *Catalog {
 	t.Helper()
 	c, err := Parse([]byte(text), "test")
@@ -86,6 +105,9 @@ func TestParseRefuses(t *testing.T) {
 		{"not yaml", "permissions: [\n  - {", `not YAML or JSON`},
 		{"two documents", "- {name: notes:read, description: x}\n---\n- {name: notes:write, description: w}\n", `more than one YAML document`},
 		{"a broken second document", "- {name: notes:read, description: x}\n---\n- [\n", `not YAML or JSON`},
+		{"negative version", `{version: -1, permissions: [{name: notes:read, description: x}]}`, `version: -1, want a whole number at least 0`},
+		{"fractional version", `{version: 1.5, permissions: [{name: notes:read, description: x}]}`, `version`},
+		{"text version", `{version: two, permissions: [{name: notes:read, description: x}]}`, `version`},
 		// YAML 1.1 reads an unquoted yes/no/y/n as a boolean.
 		{"boolean description", `[{name: notes:read, description: yes}]`, `description of type string`},
 	} {

@@ -12,41 +12,100 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
 
-// Record stores c's hash as the deployment's catalog if it differs from
-// the stored one and, in the same transaction, queues an invalidation of
-// every cached projection (auth.invalidate.all) through the outbox. It
-// reports whether it stored a new hash. Replicas starting at once are
-// serialised on the one row: of several starting with the same new
-// catalog exactly one records it; during a rollout where replicas with
-// different catalogs start, each one that replaces the hash publishes.
-func Record(ctx context.Context, pool *pgxpool.Pool, c *Catalog) (bool, error) {
-	// ON CONFLICT DO UPDATE locks the row and, under READ COMMITTED,
-	// re-checks the WHERE against the newest committed hash: a replica
-	// that waited behind another storing the same hash updates nothing.
-	const q = `
-INSERT INTO permission_catalog (id, hash) VALUES (true, $1)
-ON CONFLICT (id) DO UPDATE SET hash = EXCLUDED.hash, updated_at = now()
-WHERE permission_catalog.hash <> EXCLUDED.hash
-RETURNING true`
-	changed := false
+// Outcome is what Record did with a replica's catalog.
+type Outcome int
+
+// Outcomes of Record.
+const (
+	// Current: the catalog was already the recorded one (its version is
+	// stored if higher); nothing published.
+	Current Outcome = iota
+	// Stored: the catalog replaced the recorded one (or was the first),
+	// and auth.invalidate.all was queued.
+	Stored
+	// Behind: a catalog of a higher version is recorded and was kept; the
+	// replica refuses the changes that hand out privileges
+	// (CheckCurrent) until it is replaced by one with a current catalog.
+	Behind
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Current:
+		return "current"
+	case Stored:
+		return "stored"
+	case Behind:
+		return "behind"
+	}
+	return "unknown"
+}
+
+// Record stores c as the deployment's catalog (its hash and version)
+// unless the recorded one has a higher version, and, in the same
+// transaction, queues an invalidation of every cached projection
+// (auth.invalidate.all) through the outbox when the hash changes.
+// Replicas starting at once are serialised on the one row: of several
+// starting with the same new catalog exactly one stores it. During a
+// rollout the version orders the catalogs: an old replica restarting
+// after a newer catalog was recorded keeps it (Behind) instead of
+// recording its own again. Catalogs of the same version (0 when a
+// catalog declares none) replace each other, the last to start winning,
+// each replacing one publishing.
+func Record(ctx context.Context, pool *pgxpool.Pool, c *Catalog) (Outcome, error) {
+	const qLock = `SELECT hash, version FROM permission_catalog WHERE id FOR UPDATE`
+	// DO NOTHING waits for a replica inserting at the same moment; the
+	// loop then locks the row it committed.
+	const qInsert = `INSERT INTO permission_catalog (id, hash, version) VALUES (true, $1, $2) ON CONFLICT (id) DO NOTHING`
+	const qUpdate = `UPDATE permission_catalog SET hash = $1, version = $2, updated_at = now() WHERE id`
+	var out Outcome
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, q, c.Hash()).Scan(&changed)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
+		for {
+			var hash string
+			var version int64
+			err := tx.QueryRow(ctx, qLock).Scan(&hash, &version)
+			if errors.Is(err, pgx.ErrNoRows) {
+				tag, err := tx.Exec(ctx, qInsert, c.Hash(), c.Version())
+				if err != nil {
+					return err
+				}
+				if tag.RowsAffected() == 0 {
+					continue
+				}
+				out = Stored
+				return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.SubjectAll, Reason: invalidation.ReasonCatalogChanged})
+			}
+			if err != nil {
+				return err
+			}
+			switch {
+			case c.Version() < version:
+				out = Behind
+				return nil
+			case hash == c.Hash():
+				out = Current
+				if c.Version() == version {
+					return nil
+				}
+				_, err := tx.Exec(ctx, qUpdate, hash, c.Version())
+				return err
+			}
+			if _, err := tx.Exec(ctx, qUpdate, c.Hash(), c.Version()); err != nil {
+				return err
+			}
+			out = Stored
+			return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.SubjectAll, Reason: invalidation.ReasonCatalogChanged})
 		}
-		if err != nil {
-			return err
-		}
-		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.SubjectAll, Reason: invalidation.ReasonCatalogChanged})
 	})
 	if err != nil {
-		return false, fmt.Errorf("record permission catalog: %w", err)
+		return 0, fmt.Errorf("record permission catalog: %w", err)
 	}
-	return changed, nil
+	return out, nil
 }
 
 // ErrRollout: the catalog recorded last is not this replica's. A catalog
-// rollout is under way (or this replica has not recorded its own yet),
+// rollout is under way (or this replica has not recorded its own yet, or
+// its catalog is behind the recorded one's version),
 // and the replicas disagree on what the built-in roles hold: admin and
 // owner every declared permission, member the member_default ones. A
 // change that hands out or reshapes privileges, judged here by this

@@ -142,11 +142,11 @@ func storedHash(t *testing.T, pool *pgxpool.Pool) string {
 
 func record(t *testing.T, pool *pgxpool.Pool, c *permissions.Catalog) bool {
 	t.Helper()
-	changed, err := permissions.Record(context.Background(), pool, c)
+	out, err := permissions.Record(context.Background(), pool, c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return changed
+	return out == permissions.Stored
 }
 
 // TestRemovedPermissionLeavesEveryProjection: a custom role holding
@@ -249,10 +249,11 @@ func TestRolloutWithTwoCatalogs(t *testing.T) {
 		t.Fatal("stored hash is not the new catalog's")
 	}
 
-	// An old replica restarts mid-rollout: it stores its catalog and
-	// publishes; the next new replica to start stores the new one again
-	// and publishes, so the last start of the rollout leaves the new
-	// catalog recorded and the caches flushed after it.
+	// Without versions (both 0), an old replica restarts mid-rollout: it
+	// stores its catalog and publishes; the next new replica to start
+	// stores the new one again and publishes, so the last start of the
+	// rollout leaves the new catalog recorded and the caches flushed after
+	// it (TestVersionedRollout orders them).
 	if !record(t, db.Pool, old) {
 		t.Fatal("restarted old replica did not record its catalog")
 	}
@@ -294,12 +295,12 @@ func startTogether(t *testing.T, pool *pgxpool.Pool, cats ...*permissions.Catalo
 	for _, c := range cats {
 		wg.Go(func() {
 			<-gate
-			ok, err := permissions.Record(context.Background(), pool, c)
+			out, err := permissions.Record(context.Background(), pool, c)
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			if ok {
+			if out == permissions.Stored {
 				mu.Lock()
 				changed++
 				mu.Unlock()
@@ -380,4 +381,100 @@ WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '
 	if err := check(nil); !errors.Is(err, permissions.ErrRollout) {
 		t.Errorf("the built-in catalog (nil): %v, want ErrRollout", err)
 	}
+}
+
+// TestVersionedRollout: catalogs that declare a version are ordered by
+// it. Once a newer catalog is recorded, an old replica restarting
+// mid-rollout keeps it (Behind) rather than recording its own again: the
+// recorded catalog stays the new one, nothing is published, and the old
+// replica's changes that hand out privileges are refused (ErrRollout).
+// Old and new starting together always leave the new one recorded; a
+// catalog of a higher version replaces it (a rollback shipped as a new
+// version), and one of the same hash only raises the recorded version.
+func TestVersionedRollout(t *testing.T) {
+	db := dbtest.New(t)
+	b := startBus(t, db.Pool)
+	ctx := context.Background()
+	old, next := catalog(t, "version: 1\n"+v1), catalog(t, "version: 2\n"+v2)
+	outcome := func(c *permissions.Catalog) permissions.Outcome {
+		t.Helper()
+		out, err := permissions.Record(ctx, db.Pool, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	check := func(c *permissions.Catalog) error {
+		var err error
+		if txErr := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+			err = permissions.CheckCurrent(ctx, tx, c)
+			return nil
+		}); txErr != nil {
+			t.Fatal(txErr)
+		}
+		return err
+	}
+	stored := func() (string, int64) {
+		t.Helper()
+		var h string
+		var v int64
+		if err := db.Pool.QueryRow(ctx, `SELECT hash, version FROM permission_catalog`).Scan(&h, &v); err != nil {
+			t.Fatal(err)
+		}
+		return h, v
+	}
+
+	if got := outcome(old); got != permissions.Stored {
+		t.Fatalf("first catalog: %v, want stored", got)
+	}
+	if got := outcome(next); got != permissions.Stored {
+		t.Fatalf("newer catalog: %v, want stored", got)
+	}
+	b.waitAll(t, db.Pool, 2)
+
+	// The old replica restarts mid-rollout.
+	if got := outcome(old); got != permissions.Behind {
+		t.Fatalf("old catalog after the newer one: %v, want behind", got)
+	}
+	if h, v := stored(); h != next.Hash() || v != 2 {
+		t.Fatalf("recorded %s version %d, want the newer catalog's %s version 2", h, v, next.Hash())
+	}
+	if err := check(old); !errors.Is(err, permissions.ErrRollout) {
+		t.Errorf("the old replica's check: %v, want ErrRollout", err)
+	}
+	if err := check(next); err != nil {
+		t.Errorf("the newer replica's check: %v, want nil", err)
+	}
+	if got := outcome(next); got != permissions.Current {
+		t.Errorf("newer catalog again: %v, want current", got)
+	}
+	b.waitAll(t, db.Pool, 2)
+
+	// Started together, in any order: the newer one stays recorded.
+	for range 5 {
+		startTogether(t, db.Pool, old, next, old, next, old)
+		if h, v := stored(); h != next.Hash() || v != 2 {
+			t.Fatalf("after old and new started together: %s version %d, want the newer catalog's", h, v)
+		}
+	}
+	b.waitAll(t, db.Pool, 2)
+
+	// A rollback ships the old permissions as version 3.
+	back := catalog(t, "version: 3\n"+v1)
+	if got := outcome(back); got != permissions.Stored {
+		t.Fatalf("rollback as version 3: %v, want stored", got)
+	}
+	b.waitAll(t, db.Pool, 3)
+	if got := outcome(next); got != permissions.Behind {
+		t.Errorf("version 2 after version 3: %v, want behind", got)
+	}
+	// The same permissions under a higher version: recorded, nothing to
+	// invalidate.
+	if got := outcome(catalog(t, "version: 4\n"+v1)); got != permissions.Current {
+		t.Errorf("same hash, version 4: %v, want current", got)
+	}
+	if h, v := stored(); h != back.Hash() || v != 4 {
+		t.Errorf("recorded %s version %d, want %s version 4", h, v, back.Hash())
+	}
+	b.waitAll(t, db.Pool, 3)
 }
