@@ -120,9 +120,13 @@ var ErrRollout = errors.New("the permission catalog is being rolled out and this
 // waits for tx to end, and tx waits for one storing, then reads its hash,
 // so no change judged by a catalog commits after another was recorded.
 // None recorded yet (a database no replica started on) is nothing to
-// disagree with; c nil is the built-in catalog. Changes that hand out or reshape privileges call it
-// first in their transaction, after the tenant's lock; those that only
-// take privileges away, and reads, do not.
+// disagree with; c nil is the built-in catalog. Changes that hand out or
+// reshape privileges call it in their transaction, after the tenant's
+// lock and before they judge; so do those that take privileges away on
+// the say of a caller who must hold what their target holds (revoking,
+// disabling, removing, deleting a role or a service account), which
+// follows the catalog too. Reads, and changes judged by nothing the
+// catalog shapes, do not.
 func CheckCurrent(ctx context.Context, tx pgx.Tx, c *Catalog) error {
 	const q = `SELECT hash FROM permission_catalog WHERE id FOR SHARE`
 	if c == nil {

@@ -462,14 +462,6 @@ RETURNING ` + roleCols
 			return ErrBuiltin
 		}
 		stored := old.Permissions
-		// An edit of the role's permissions reshapes what its holders
-		// hold, judged by this replica's catalog: only if it is the
-		// recorded one. Its description alone grants nothing.
-		if p.Permissions != nil && !slices.Equal(*p.Permissions, stored) {
-			if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
-				return err
-			}
-		}
 		s.effective(&old)
 		// Changing a role's permissions needs the actor to hold both the old
 		// and the new ones: otherwise a role with more power than the actor
@@ -480,6 +472,14 @@ RETURNING ` + roleCols
 		renamed := p.Name != nil && *p.Name != old.Name
 		if renamed || (p.Permissions != nil && !slices.Equal(*p.Permissions, stored)) {
 			if err := holdersChange(a); err != nil {
+				return err
+			}
+			// An edit of the role's permissions reshapes what its holders
+			// hold, and a new name takes the old one from them, judged by
+			// what they hold (coversHolders): both are judged by this
+			// replica's catalog, so only if it is the recorded one. Its
+			// description alone grants and takes nothing.
+			if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
 				return err
 			}
 		}
@@ -649,6 +649,12 @@ DELETE FROM roles WHERE tenant_id = $1 AND id = $2`
 		if !a.Covers(old.Permissions) {
 			return ErrEscalation
 		}
+		// What the holders hold follows the catalog (the built-in
+		// roles): judged by this replica's only if it is the recorded
+		// one (coversHolders).
+		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
+			return err
+		}
 		if err := s.coversHolders(ctx, tx, tenantID, roleID, a); err != nil {
 			return err
 		}
@@ -706,7 +712,9 @@ SELECT ARRAY(
 // demote them this way either. Called with the tenant's lock (which every
 // grant and revocation takes first) and the role's row lock held (which an
 // invitation's accept, handing the role out, waits for), so the holders
-// read are those the change reaches.
+// read are those the change reaches, and after permissions.CheckCurrent:
+// what they hold is read under this replica's catalog, and under another
+// (a rollout) a holder may hold what the actor does not.
 func (s *Store) coversHolders(ctx context.Context, tx pgx.Tx, tenantID, roleID string, a Actor) error {
 	var held []string
 	if err := tx.QueryRow(ctx, qHolders, tenantID, roleID, s.all, s.member).Scan(&held); err != nil {

@@ -75,8 +75,10 @@ func TestSecretUnderAnotherCatalog(t *testing.T) {
 // service account holding member, a client secret for one, an API key)
 // were judged without the permission the replicas of the new catalog then
 // granted. A replica whose catalog is not the recorded one now makes no
-// credential (503 catalog_rollout with Retry-After, nothing made), and
-// still deletes them; the replica with the recorded catalog makes them.
+// credential (503 catalog_rollout with Retry-After, nothing made), nor
+// deletes an account or its secret, which needs what the account holds
+// (it deleted them on the say of a caller judged by its own catalog); the
+// replica with the recorded catalog makes and deletes them.
 func TestCredentialsDuringCatalogRollout(t *testing.T) {
 	cat, err := permissions.Parse([]byte(notesCatalog), "test")
 	if err != nil {
@@ -89,7 +91,7 @@ func TestCredentialsDuringCatalogRollout(t *testing.T) {
 	}
 	_, owner := newer.owner(t, "owner@example.com")
 	acc := newer.createAccount(t, owner, "bot", "member")
-	newer.createSecret(t, owner, acc.ID)
+	sec := newer.createSecret(t, owner, acc.ID)
 	const qMade = `SELECT (SELECT count(*) FROM users WHERE kind = 'service') + (SELECT count(*) FROM service_account_secrets)
     + (SELECT count(*) FROM api_keys) + (SELECT count(*) FROM audit_events)`
 	before := newer.count(t, qMade)
@@ -114,8 +116,22 @@ func TestCredentialsDuringCatalogRollout(t *testing.T) {
 	if after := newer.count(t, qMade); after != before {
 		t.Fatalf("the refusals made something: %d rows before, %d after", before, after)
 	}
-	// Taking away is served; the replica with the recorded catalog makes.
-	apitest.WantStatus(t, older.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+acc.ID, nil), http.StatusNoContent)
+	// Deleting the account or its secret is judged by what the account
+	// holds (member: notes:read under the recorded catalog), which this
+	// replica's catalog does not say: refused, nothing deleted.
+	for _, path := range []string{"/api/v1/service-accounts/" + acc.ID + "/secrets/" + sec.ID, "/api/v1/service-accounts/" + acc.ID} {
+		r := older.Send(t, owner, http.MethodDelete, path, nil)
+		apitest.WantProblem(t, r, http.StatusServiceUnavailable, problem.CodeCatalogRollout)
+		if got := r.Header.Get("Retry-After"); got != "1" {
+			t.Errorf("DELETE %s: Retry-After = %q, want 1", path, got)
+		}
+	}
+	if after := newer.count(t, qMade); after != before {
+		t.Fatalf("the refused deletions deleted something: %d rows before, %d after", before, after)
+	}
+	// The replica with the recorded catalog deletes and makes.
+	apitest.WantStatus(t, newer.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+acc.ID+"/secrets/"+sec.ID, nil), http.StatusNoContent)
+	apitest.WantStatus(t, newer.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+acc.ID, nil), http.StatusNoContent)
 	newer.createSecret(t, owner, newer.createAccount(t, owner, "bot3", "member").ID)
 	newer.mintKey(t, owner, "ci")
 }

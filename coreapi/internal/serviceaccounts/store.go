@@ -358,6 +358,11 @@ func (s *Store) Delete(ctx context.Context, tenantID, id string, a roles.Actor) 
 		if err != nil {
 			return err
 		}
+		// What the account holds follows the catalog (the built-in
+		// roles): judged by this replica's only if it is the recorded one.
+		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
+			return err
+		}
 		if !a.Covers(perms) {
 			return roles.ErrEscalation
 		}
@@ -469,6 +474,11 @@ func (s *Store) DeleteSecret(ctx context.Context, tenantID, id, secretID string,
 		}
 		perms, err := s.lockAccount(ctx, tx, tenantID, id, held)
 		if err != nil {
+			return err
+		}
+		// What the account holds follows the catalog (the built-in
+		// roles): judged by this replica's only if it is the recorded one.
+		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
 			return err
 		}
 		if !a.Covers(perms) {

@@ -1017,6 +1017,11 @@ func CheckFactorReset(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, te
 	if err != nil {
 		return err
 	}
+	// What the member holds (t.perms) follows the catalog: judged by c
+	// only if it is the recorded one.
+	if err := permissions.CheckCurrent(ctx, tx, c); err != nil {
+		return err
+	}
 	if !a.Covers(t.perms) {
 		return roles.ErrEscalation
 	}
@@ -1066,13 +1071,11 @@ func (s *Store) Update(ctx context.Context, tenantID, userID string, a roles.Act
 			return err
 		}
 		if p.Status != nil && *p.Status != t.status {
-			// Enabling a member gives back what its roles hold, judged by
-			// this replica's catalog: only if it is the recorded one.
-			// Disabling takes privileges away and needs no such check.
-			if *p.Status == identity.StatusActive {
-				if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
-					return err
-				}
+			// Enabling a member gives back what its roles hold, and either
+			// change needs what the member holds (t.perms), both judged
+			// by this replica's catalog: only if it is the recorded one.
+			if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
+				return err
 			}
 			if !a.Covers(t.perms) {
 				return roles.ErrEscalation
@@ -1130,6 +1133,11 @@ func (s *Store) Remove(ctx context.Context, tenantID, userID string, a roles.Act
 		}
 		if t.service {
 			return ErrServiceAccount
+		}
+		// What the member holds (t.perms) follows the catalog: judged by
+		// this replica's only if it is the recorded one.
+		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
+			return err
 		}
 		if !a.Covers(t.perms) {
 			return roles.ErrEscalation
@@ -1281,6 +1289,11 @@ func (s *Store) RevokeRole(ctx context.Context, tenantID, userID, roleName strin
 			if errors.Is(err, pgx.ErrNoRows) {
 				return roles.ErrNotFound
 			}
+			return err
+		}
+		// What the role and the member hold follow the catalog: judged
+		// by this replica's only if it is the recorded one.
+		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
 			return err
 		}
 		if !a.Covers(roles.EffectivePermissions(s.catalog, roleName, builtin, perms)) || !a.Covers(t.perms) {
