@@ -15,6 +15,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/auth"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
@@ -77,10 +78,10 @@ WHERE user_id = $1 ORDER BY created_at, id`
 // Refusals of an unlink.
 var (
 	errNoSuchLink = problem.New(fiber.StatusNotFound, problem.CodeNotFound, "no identity of this provider is linked to the account")
-	// errLastSignInMethod: the account has no password and this
-	// provider's identity is its only other way in.
+	// errLastSignInMethod: the account has no password and no identity
+	// but this provider's could still sign in (signInProviders).
 	errLastSignInMethod = problem.New(fiber.StatusConflict, problem.CodeLastSignInMethod,
-		"this provider is the account's only way to sign in (it has no password and no other provider linked); set a password first (forgot password)")
+		"this provider is the account's only way to sign in (it has no password and no other linked provider that can still sign in); set a password first (forgot password)")
 	// errNotRecent: the sign-in is older than UnlinkMaxAge (or lacks the
 	// second factor the account has).
 	errNotRecent = errors.New("the sign-in is not recent enough")
@@ -138,8 +139,10 @@ func ownerRefusal(c *fiber.Ctx, err error, mfa bool, what string) error {
 // unlinkIdentity removes the caller's identities of a provider (by its
 // name, which need not be configured any more): it no longer signs in to
 // the account, and a sign-in through it is not linked to the account by
-// its address again (providerUnlinked). The account's last way in is never removed (an account
-// without a password keeps one provider). It needs a sign-in within
+// its address again (providerUnlinked). The account's last way in is never
+// removed: an account without a password keeps one identity that can
+// still sign in (usableIdentities); one of a retired provider, or linked
+// through another issuer than its provider's, does not count. It needs a sign-in within
 // UnlinkMaxAge, with the second factor for an account that has one, of a
 // session still bound to the token's tenant, by an account that could
 // sign in now; all checked with the account's row locked, which a link
@@ -164,7 +167,6 @@ u AS (
     ON CONFLICT (user_id, provider) DO UPDATE SET created_at = now()
 )
 SELECT subject FROM d`
-		const qLeft = `SELECT count(*) FROM identities WHERE user_id = $1`
 		var (
 			hasPassword bool
 			err         error
@@ -183,12 +185,14 @@ SELECT subject FROM d`
 		if len(subjects) == 0 {
 			return errNoSuchLink
 		}
-		var left int
-		if err := tx.QueryRow(ctx, qLeft, id.UserID).Scan(&left); err != nil {
-			return fmt.Errorf("count identities: %w", err)
-		}
-		if !hasPassword && left == 0 {
-			return errLastSignInMethod
+		if !hasPassword {
+			left, err := s.usableIdentities(ctx, tx, id.UserID)
+			if err != nil {
+				return err
+			}
+			if left == 0 {
+				return errLastSignInMethod
+			}
 		}
 		if err := auth.NoticeOwner(ctx, tx, id.UserID, mail.KindIdentityUnlinked, mail.Data{At: time.Now(), Provider: provider}); err != nil {
 			return err
@@ -201,6 +205,42 @@ SELECT subject FROM d`
 		return ownerRefusal(c, err, mfa, "unlinking a sign-in provider")
 	}
 	return c.SendStatus(fiber.StatusNoContent)
+}
+
+// usableIdentities counts userID's identities that can still sign in: of
+// a configured provider (an unlisted one was retired: its callback is
+// 404), linked through that provider's issuer or before issuers were
+// recorded (identityUser refuses one of another issuer). Run in the
+// unlink's transaction, with the account's row locked.
+func (s *Service) usableIdentities(ctx context.Context, tx pgx.Tx, userID string) (int, error) {
+	const q = `
+SELECT count(*) FROM identities i
+WHERE i.user_id = $1 AND EXISTS (
+    SELECT 1 FROM unnest($2::text[], $3::text[]) AS p(name, issuer)
+    WHERE p.name = i.provider AND (i.issuer IS NULL OR i.issuer = p.issuer))`
+	var n int
+	if err := tx.QueryRow(ctx, q, userID, s.signIns.names, s.signIns.issuers).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count usable identities: %w", err)
+	}
+	return n, nil
+}
+
+// signInProviders are the configured providers as pairs of parallel
+// lists, a provider's name once for each spelling of its issuer
+// (issuerSpellings): what an identity must match to sign in.
+type signInProviders struct {
+	names, issuers []string
+}
+
+func newSignInProviders(ps []config.OIDCProvider) signInProviders {
+	var out signInProviders
+	for _, p := range ps {
+		for _, iss := range issuerSpellings(p.Issuer) {
+			out.names = append(out.names, p.Name)
+			out.issuers = append(out.issuers, iss)
+		}
+	}
+	return out
 }
 
 // providerUnlinked reports whether the owner of userID unlinked provider

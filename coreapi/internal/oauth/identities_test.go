@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -91,7 +93,7 @@ func TestMyIdentitiesListedAndUnlinked(t *testing.T) {
 // way to sign in: 409 last_sign_in_method, the link kept. With another
 // provider linked it goes, and the last one then stays.
 func TestUnlinkKeepsTheLastWayIn(t *testing.T) {
-	x := start(t)
+	x := start(t, withOther)
 	x.idp.Mu.Lock()
 	x.idp.Subject, x.idp.Email = "passwordless", "passwordless@example.com"
 	x.idp.Mu.Unlock()
@@ -102,9 +104,60 @@ func TestUnlinkKeepsTheLastWayIn(t *testing.T) {
 	if n := x.count(t, `SELECT count(*) FROM identities WHERE user_id = $1`, id.UserID); n != 1 {
 		t.Fatalf("%d identities after a refused unlink, want 1", n)
 	}
-	x.exec(t, `INSERT INTO identities (user_id, provider, issuer, subject) VALUES ($1, 'retired', 'https://retired.example', 's')`, id.UserID)
+	x.exec(t, `INSERT INTO identities (user_id, provider, issuer, subject) VALUES ($1, 'other', $2, 's')`, id.UserID, otherIssuer)
 	apitest.WantStatus(t, x.Send(t, id, http.MethodDelete, "/api/v1/users/me/identities/fake", nil), http.StatusNoContent)
-	apitest.WantProblem(t, x.Send(t, id, http.MethodDelete, "/api/v1/users/me/identities/retired", nil), http.StatusConflict, problem.CodeLastSignInMethod)
+	apitest.WantProblem(t, x.Send(t, id, http.MethodDelete, "/api/v1/users/me/identities/other", nil), http.StatusConflict, problem.CodeLastSignInMethod)
+}
+
+// withOther configures a second provider, "other", beside fake: never
+// used to sign in here, so never discovered; its issuer is otherIssuer.
+func withOther(o *oauth.Options) {
+	o.Providers = append(o.Providers, config.OIDCProvider{Name: "other", Issuer: otherIssuer,
+		ClientID: "other-client", ClientSecret: "other-secret", RedirectURL: redirectURL, Scopes: []string{"openid", "email"}})
+}
+
+const otherIssuer = "https://other.example"
+
+// TestUnlinkCountsOnlyProvidersThatSignIn: a provider that can no longer
+// sign in to the account is not a way in. An identity of a provider that
+// OIDC_PROVIDERS no longer lists (retired), or one linked through another
+// issuer than its configured provider's current one (which that sign-in
+// refuses until an operator removes the link), does not keep the last
+// usable provider of an account without a password: its unlink is 409
+// last_sign_in_method, nothing removed. An identity of a configured
+// provider whose issuer was never recorded (linked before issuers were
+// kept, recorded by its next sign-in) is a way in; so are the retired
+// provider's identities removable while one remains.
+func TestUnlinkCountsOnlyProvidersThatSignIn(t *testing.T) {
+	x := start(t, withOther)
+	x.idp.Mu.Lock()
+	x.idp.Subject, x.idp.Email = "retiring", "retiring@example.com"
+	x.idp.Mu.Unlock()
+	id := x.identityFor(t, x.finish(t, x.begin(t, "")))
+	x.exec(t, `UPDATE sessions SET auth_time = now() WHERE id = $1`, id.SessionID)
+	x.exec(t, `INSERT INTO identities (user_id, provider, issuer, subject) VALUES ($1, 'retired', 'https://retired.example', 's'),
+($1, 'other', 'https://stale.example', 's')`, id.UserID)
+	identities := func() int {
+		t.Helper()
+		return x.count(t, `SELECT count(*) FROM identities WHERE user_id = $1`, id.UserID)
+	}
+	unlink := func(provider string) apitest.Response {
+		t.Helper()
+		return x.Send(t, id, http.MethodDelete, "/api/v1/users/me/identities/"+provider, nil)
+	}
+	apitest.WantProblem(t, unlink("fake"), http.StatusConflict, problem.CodeLastSignInMethod)
+	if n := identities(); n != 3 {
+		t.Fatalf("%d identities after a refused unlink, want 3", n)
+	}
+	x.exec(t, `UPDATE identities SET issuer = $2 WHERE user_id = $1 AND provider = 'other'`, id.UserID, otherIssuer)
+	apitest.WantStatus(t, unlink("fake"), http.StatusNoContent)
+	apitest.WantStatus(t, unlink("retired"), http.StatusNoContent)
+	x.exec(t, `INSERT INTO identities (user_id, provider, issuer, subject) VALUES ($1, 'retired', 'https://retired.example', 's')`, id.UserID)
+	x.exec(t, `UPDATE identities SET issuer = NULL WHERE user_id = $1 AND provider = 'other'`, id.UserID)
+	apitest.WantProblem(t, unlink("other"), http.StatusConflict, problem.CodeLastSignInMethod)
+	if n := identities(); n != 2 {
+		t.Fatalf("%d identities after a refused unlink, want 2", n)
+	}
 }
 
 // TestUnlinksOfTheLastTwoWaysInTakeTurns: two unlinks at once of the two
@@ -113,16 +166,16 @@ func TestUnlinkKeepsTheLastWayIn(t *testing.T) {
 // take the account's row in turn, so the second sees the first's: one
 // passes, the other is 409 last_sign_in_method.
 func TestUnlinksOfTheLastTwoWaysInTakeTurns(t *testing.T) {
-	x := start(t)
+	x := start(t, withOther)
 	x.idp.Mu.Lock()
 	x.idp.Subject, x.idp.Email = "two-ways", "two-ways@example.com"
 	x.idp.Mu.Unlock()
 	id := x.identityFor(t, x.finish(t, x.begin(t, "")))
 	x.exec(t, `UPDATE sessions SET auth_time = now() WHERE id = $1`, id.SessionID)
-	x.exec(t, `INSERT INTO identities (user_id, provider, issuer, subject) VALUES ($1, 'retired', 'https://retired.example', 's')`, id.UserID)
+	x.exec(t, `INSERT INTO identities (user_id, provider, issuer, subject) VALUES ($1, 'other', $2, 's')`, id.UserID, otherIssuer)
 	hold := x.DB.Hold(t, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, id.UserID)
 	done := make(chan apitest.Response, 2)
-	for _, p := range []string{"fake", "retired"} {
+	for _, p := range []string{"fake", "other"} {
 		go func() { done <- x.Send(t, id, http.MethodDelete, "/api/v1/users/me/identities/"+p, nil) }()
 	}
 	x.DB.WaitForLockWaiters(t, 2)

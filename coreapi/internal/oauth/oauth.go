@@ -180,7 +180,10 @@ type Service struct {
 	sessions  *sessions.Store
 	client    *http.Client
 	providers map[string]*provider
-	returnTo  map[string]bool
+	// signIns: what a linked identity must match to sign in (the unlink's
+	// last-way-in check).
+	signIns  signInProviders
+	returnTo map[string]bool
 	// loopback are the listed return_tos on a loopback IP literal, which
 	// a native app meets on any port (loopbackReturnTo).
 	loopback  []loopbackReturnTo
@@ -263,7 +266,7 @@ func New(o Options) (*Service, error) {
 	s := &Service{log: o.Logger, pool: o.Pool, auth: o.Auth, sessions: o.Sessions, client: &client, fullLogs: logging.Budget{PerSecond: 1},
 		providers: make(map[string]*provider, len(o.Providers)), returnTo: map[string]bool{}, issuer: o.Issuer,
 		limiter: ratelimit.New(o.Pool), limit: ratelimit.Limit{N: o.AuthorizePerMinute, Window: time.Minute},
-		maxStates: o.MaxPendingStates}
+		maxStates: o.MaxPendingStates, signIns: newSignInProviders(o.Providers)}
 	s.fullLogs.Report = func(dropped int64, _ slog.Level) { s.logFull(dropped) } // warnings only
 	for _, u := range o.AllowedReturnURLs {
 		s.returnTo[u] = true
