@@ -114,9 +114,10 @@ func (s *Service) passwordLogin(ctx context.Context, email, pw, tenantID, ip str
 // returns the account's hash; users.ErrNotFound costs the same work and
 // gets the same answer (errBadCredentials) as a wrong password; nfkc
 // reports that the hash is known to hold the password's NFKC form
-// (users.Credentials.NFKC), which is then the only form tried, as it is
-// for an unknown account: a password sent in another Unicode form costs
-// one argon2 run, not two. A correct
+// (users.Credentials.NFKC), which is then the only form that may match,
+// as for an unknown account. The check costs the same whatever the
+// account (password.Hasher.VerifyForm): a password sent in another
+// Unicode form costs two argon2 runs for every address. A correct
 // password clears the client's count for the address and takes its hit
 // back from the client's budget, so that only failures add up. Every
 // check, right or wrong, counts against the client's budget of checks,
@@ -153,7 +154,7 @@ func (s *Service) checkGuess(ctx context.Context, email, pw, ip string, load fun
 	}
 	// An account without a password (created through OAuth) never
 	// matches either. Only a hash that may be from before passwords were
-	// normalized is tried in the form as typed too.
+	// normalized may match the form as typed too.
 	form := password.FormUnknown
 	if nfkc || hash == "" {
 		form = password.FormNFKC

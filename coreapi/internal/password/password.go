@@ -227,11 +227,11 @@ type Form uint8
 
 const (
 	// FormUnknown: the hash may be from before passwords were normalized,
-	// and hold the password as typed; Verify tries both forms.
+	// and hold the password as typed; Verify accepts either form.
 	FormUnknown Form = iota
 	// FormNFKC: the hash is known to hold the password's NFKC form (Hash
-	// made it, or a check matched that form); only that form is tried, one
-	// argon2 run whatever the password.
+	// made it, or a check matched that form); only a match of that form
+	// is accepted.
 	FormNFKC
 )
 
@@ -272,16 +272,20 @@ func (h *Hasher) Verify(ctx context.Context, pw, encoded string) (Match, error) 
 
 // VerifyForm reports whether pw matches the PHC string encoded, and in
 // which form. An empty encoded (unknown account, or one without a
-// password) is checked against a dummy hash so it costs what a hash of
-// form f does and never matches.
+// password) is checked against a dummy hash so it costs what an
+// account's does and never matches.
 //
 // pw is compared in NFKC, as Hash stores it. A hash stored before
 // passwords were normalized holds the password as it was typed then: with
-// FormUnknown, when NFKC changes pw, pw as typed is tried too, whatever
-// the first answer. Such a match is MatchAsTyped, for the caller to
-// replace the hash; a MatchNFKC tells the caller it may pass FormNFKC for
-// this hash from then on. With FormNFKC, only the NFKC form is tried: a
-// password sent in another Unicode form costs one argon2 run, not two.
+// FormUnknown, when NFKC changes pw, a match of pw as typed counts too.
+// Such a match is MatchAsTyped, for the caller to replace the hash; a
+// MatchNFKC tells the caller it may pass FormNFKC for this hash from then
+// on. The cost depends on pw alone: when NFKC changes pw, the form as
+// typed is derived too whatever f and whether there is a hash, two argon2
+// runs (one when NFKC keeps pw), so the time a check takes tells nobody
+// whether the address has an account, or one whose hash predates
+// normalization; with FormNFKC or the dummy, that second run's answer is
+// not looked at.
 func (h *Hasher) VerifyForm(ctx context.Context, pw, encoded string, f Form) (Match, error) {
 	if len(pw) > MaxBytes {
 		return NoMatch, ErrTooLong
@@ -302,10 +306,12 @@ func (h *Hasher) VerifyForm(ctx context.Context, pw, encoded string, f Form) (Ma
 	h.derived.Add(1)
 	okNFKC := subtle.ConstantTimeCompare(got, want)
 	okTyped := 0
-	if nfkc != pw && f == FormUnknown {
+	if nfkc != pw {
 		got = argon2.IDKey([]byte(pw), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
 		h.derived.Add(1)
-		okTyped = subtle.ConstantTimeCompare(got, want)
+		if f == FormUnknown {
+			okTyped = subtle.ConstantTimeCompare(got, want)
+		}
 	}
 	h.release()
 	switch {

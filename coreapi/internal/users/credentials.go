@@ -169,7 +169,7 @@ func Rehash(ctx context.Context, db sqldb.DB, userID, oldHash, newHash string) e
 
 // VouchNFKC records that the stored hash, unless it changed meanwhile,
 // holds the password's NFKC form (a check matched that form): its next
-// checks try that form only.
+// checks accept a match of that form only.
 func VouchNFKC(ctx context.Context, db sqldb.DB, userID, hash string) error {
 	const q = `UPDATE users SET password_nfkc_hash = password_hash WHERE id = $1 AND password_hash = $2`
 	if _, err := db.Exec(ctx, q, userID, hash); err != nil {
