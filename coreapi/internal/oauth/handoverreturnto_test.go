@@ -74,3 +74,35 @@ func TestHandoverBoundToItsReturnTo(t *testing.T) {
 		t.Errorf("exchange of a code without return_to, none named: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestHandoverDuringTheReturnToRollout: the exchanges the rollout of
+// migration 00057 depends on (docs/operations.md, "Hand-over codes bound
+// to redirect_uri"). A code a pod of the previous release made keeps no
+// return_to (NULL): a JSON exchange without redirect_uri, as apps send
+// until every pod runs this release, gets its tokens. A code this release
+// made stays bound: the same exchange of it is 400 invalid_grant, the
+// code spent.
+func TestHandoverDuringTheReturnToRollout(t *testing.T) {
+	const app = "https://a.example.com/signed-in"
+	x := start(t, func(o *oauth.Options) { o.AllowedReturnURLs = []string{app} })
+	pk := newAppPKCE(t)
+	exchangeJSON := func(code string) apitest.Response {
+		t.Helper()
+		return x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/token",
+			Body: `{"grant_type":"oauth_handover","code":"` + code + `","code_verifier":"` + pk.verifier + `"}`, ContentType: "application/json"})
+	}
+
+	old := x.codeAt(t, x.begin(t, pk.query(app)))
+	x.exec(t, `UPDATE oauth_handovers SET return_to = NULL`) // as a pod of the previous release stores it
+	if r := exchangeJSON(old); r.Status != http.StatusOK {
+		t.Errorf("JSON exchange, no redirect_uri, of a previous release's code: %d %s, want 200", r.Status, r.Body)
+	}
+
+	code := x.codeAt(t, x.begin(t, pk.query(app)))
+	if r := exchangeJSON(code); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+		t.Fatalf("JSON exchange, no redirect_uri, of this release's code: %d %s, want 400 invalid_grant", r.Status, r.Body)
+	}
+	if r := x.exchangeAt(t, app, code, pk.verifier); r.Status != http.StatusBadRequest || r.Problem(t).Code != "invalid_grant" {
+		t.Errorf("a code refused without its redirect_uri works afterwards: %d %s", r.Status, r.Body)
+	}
+}
