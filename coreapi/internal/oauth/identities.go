@@ -142,10 +142,10 @@ func ownerRefusal(c *fiber.Ctx, err error, mfa bool, what string) error {
 // its address again (providerUnlinked). The account's last way in is never
 // removed: an account without a password keeps one identity that can
 // still sign in (usableIdentities); one of a retired provider, or linked
-// through another issuer than its provider's, does not count. It needs a sign-in within
-// UnlinkMaxAge, with the second factor for an account that has one, of a
-// session still bound to the token's tenant, by an account that could
-// sign in now; all checked with the account's row locked, which a link
+// through another issuer than its provider's, does not count. It needs a
+// sign-in within UnlinkMaxAge, with the second factor for an account that
+// has one, of a session still bound to the token's tenant, by an account
+// that could sign in now; all checked with the account's row locked, which a link
 // (userByEmail), a password reset and a concurrent unlink take too, so
 // two unlinks of an account's last two providers cannot both pass. The
 // owner's verified address is told; nothing the proxy caches holds the
