@@ -16,19 +16,20 @@ const (
 )
 
 // authMethods are the client authentication methods of every endpoint
-// that authenticates clients (RFC 6749 section 2.3.1).
-var authMethods = []string{"client_secret_basic", "client_secret_post"}
+// that authenticates clients (RFC 6749 section 2.3.1); these are functions,
+// so that each caller gets a slice of its own.
+func authMethods() []string { return []string{"client_secret_basic", "client_secret_post"} }
 
 // publicAuthMethods add "none" (RFC 8414) for the endpoints public clients
 // use without client authentication: the token endpoint (a signed-in
 // app's refresh_token, oauth_handover, password and mfa_otp grants) and
 // the revocation endpoint (such an app revokes its own refresh token).
-var publicAuthMethods = []string{"client_secret_basic", "client_secret_post", "none"}
+func publicAuthMethods() []string { return append(authMethods(), "none") }
 
 // codeChallengeMethods: the oauth_handover grant checks an RFC 7636
 // code_verifier against the S256 challenge the sign-in started with
 // (plain is refused at the start).
-var codeChallengeMethods = []string{"S256"}
+func codeChallengeMethods() []string { return []string{"S256"} }
 
 // metadata is the authorization server metadata. No authorization
 // endpoint exists (no redirect-based flows for third parties), so
@@ -85,10 +86,10 @@ func (s *Service) document() metadata {
 		RevocationEndpoint:                base + "/api/v1/auth/revoke",
 		GrantTypesSupported:               []string{"password", "refresh_token", "client_credentials", "mfa_otp", "oauth_handover"},
 		ResponseTypesSupported:            []string{},
-		TokenEndpointAuthMethodsSupported: publicAuthMethods,
-		IntrospectionEndpointAuthMethodsSupported: authMethods,
-		RevocationEndpointAuthMethodsSupported:    publicAuthMethods,
-		CodeChallengeMethodsSupported:             codeChallengeMethods,
+		TokenEndpointAuthMethodsSupported: publicAuthMethods(),
+		IntrospectionEndpointAuthMethodsSupported: authMethods(),
+		RevocationEndpointAuthMethodsSupported:    publicAuthMethods(),
+		CodeChallengeMethodsSupported:             codeChallengeMethods(),
 		AuthorizationResponseIss:                  true,
 		ScopesSupported:                           s.o.Catalog.Names(),
 		SubjectTypesSupported:                     []string{"public"},

@@ -146,7 +146,13 @@ func validSecret(s string) bool {
 	return err == nil
 }
 
-var rolePerms = roles.PermissionsSQL("r", "$3::text[]", "$4::text[]")
+// rolePerms is roles.PermissionsSQL("r", "$3::text[]", "$4::text[]"),
+// bound to s.all and s.member (roles.CatalogArgs), spelled out so that it
+// is a constant no caller can change (TestRolePermsIsTheRolesExpression
+// holds them equal).
+const rolePerms = `CASE WHEN NOT r.builtin THEN r.permissions WHEN r.name = 'owner' THEN $3::text[]` +
+	` WHEN r.name = 'admin' THEN array_remove($3::text[], 'tenant:write') WHEN r.name = 'member' THEN $4::text[]` +
+	` ELSE '{}'::text[] END`
 
 // live takes the tenant's lock, first, and returns a with its permissions
 // narrowed to those it holds now (roles.LockedLive): every
