@@ -74,6 +74,11 @@ func (t *requestTracer) end(c *fiber.Ctx, span trace.Span, route string) {
 		if id.UserID != "" {
 			span.SetAttributes(attribute.String("tollgate.user_id", id.UserID), attribute.String("tollgate.tenant_id", id.TenantID))
 		}
+		// The key an api_key principal acts with: what its holder did is
+		// traced to the key, not only to the user it acts as.
+		if k := APIKeyOf(c); k != "" {
+			span.SetAttributes(attribute.String("tollgate.api_key_id", k))
+		}
 		if status >= 500 {
 			span.SetStatus(codes.Error, "")
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
+	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
 	"github.com/tollgate-auth/tollgate/shared/tracing/otlptest"
@@ -371,5 +372,45 @@ func TestLongPathClipped(t *testing.T) {
 	}
 	if got, _ := attrOf(*srv, "url.path"); got != path[:logging.MaxPathBytes] {
 		t.Errorf("span url.path of %d bytes, want the first %d", len(got), logging.MaxPathBytes)
+	}
+}
+
+// A request made with an API key has the key's id on its span, beside
+// the principal, user and tenant: the proxy sends it as the session id of
+// an api_key principal (httpapi.APIKeyOf). A user's span has none.
+func TestAPIKeyIDTraced(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	p, err := tracing.NewWith(tracing.Config{ServiceName: "coreapi", Sampler: "parentbased_always_on"}, sdktrace.WithSyncer(exp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := apitest.Start(t, apitest.Options{Tracing: p})
+	tn := e.SeedTenant(t, "Keyed")
+	user := e.SeedUserIn(t, tn.ID, "keyed@example.com", "owner")
+	const keyID = "5f0c6a8e-3b1d-4c2e-9a7f-1e2d3c4b5a69"
+	asKey := user
+	asKey.Principal, asKey.SessionID = identity.PrincipalAPIKey, keyID
+
+	serverSpan := func(as *identity.Identity) tracetest.SpanStub {
+		t.Helper()
+		exp.Reset()
+		apitest.WantStatus(t, e.Do(t, apitest.Request{Method: "GET", Path: "/api/v1/users/" + user.UserID, As: as}), 200)
+		for _, s := range exp.GetSpans() {
+			if s.Name == "GET /api/v1/users/:id" {
+				return s
+			}
+		}
+		t.Fatal("no server span")
+		return tracetest.SpanStub{}
+	}
+	s := serverSpan(&asKey)
+	for k, want := range map[string]string{"tollgate.principal": "api_key", "tollgate.user_id": user.UserID,
+		"tollgate.tenant_id": tn.ID, "tollgate.api_key_id": keyID} {
+		if got, _ := attrOf(s, k); got != want {
+			t.Errorf("span attribute %s = %q, want %q", k, got, want)
+		}
+	}
+	if got, ok := attrOf(serverSpan(&user), "tollgate.api_key_id"); ok {
+		t.Errorf("a user's span has tollgate.api_key_id %q", got)
 	}
 }
