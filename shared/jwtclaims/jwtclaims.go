@@ -114,7 +114,11 @@ type Payload struct {
 	// Principal is absent (a user's token) or "service".
 	Principal *string `json:"principal"`
 	ClientID  string  `json:"client_id"`
-	Scope     *string `json:"scope"`
+	// SecretID is the client secret a service token was obtained with
+	// (claim csid; absent from a user's token and from service tokens
+	// issued before it was added).
+	SecretID string  `json:"csid"`
+	Scope    *string `json:"scope"`
 }
 
 // ErrPayload is the error of DecodePayload given a payload that is not a

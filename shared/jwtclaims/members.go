@@ -15,7 +15,7 @@ var ErrMemberName = errors.New("jwt: member name repeated or not in its exact ca
 // payloadNames and headerNames are the JSON names of Payload's and
 // Header's fields (TestMemberListsMatchTags keeps them so).
 var (
-	payloadNames = []string{"iss", "aud", "sub", "tid", "sid", "jti", "tv", "exp", "nbf", "iat", "amr", "auth_time", "principal", "client_id", "scope"}
+	payloadNames = []string{"iss", "aud", "sub", "tid", "sid", "jti", "tv", "exp", "nbf", "iat", "amr", "auth_time", "principal", "client_id", "csid", "scope"}
 	headerNames  = []string{"alg", "kid", "typ", "crit", "b64", "jku", "jwk", "x5u", "x5c"}
 )
 

@@ -9,7 +9,8 @@ import (
 )
 
 // A service account's client_credentials token is forwarded with
-// X-Auth-Principal service and no session; its scope claim narrows the
+// X-Auth-Principal service and no session (its csid, the client secret
+// it was obtained with, in the session's place); its scope claim narrows the
 // permissions forwarded and checked and forwards no roles; the tenant's
 // MFA policy does not confine it.
 func TestServiceTokenForwardedAsService(t *testing.T) {
@@ -58,6 +59,18 @@ func TestServiceTokenForwardedAsService(t *testing.T) {
 	e.wantProblem(e.do("GET", "/notes", scoped, nil), 403, "insufficient_scope")
 	// The unscoped token's entry is not affected by the scoped one's.
 	e.wantStatus(e.do("GET", "/notes", service(nil), nil), 200)
+
+	// A token naming its client secret (csid) is forwarded with it as the
+	// signed X-Auth-Session-Id, for coreapi to refuse its writes once
+	// the secret is deleted.
+	const secretID = "0b6a3a52-4f7e-4d1c-9a52-6c1f3e2d1b0a"
+	e.wantStatus(e.do("GET", "/api/v1/users/me", e.token(func(c testenv.Claims) {
+		delete(c, "sid")
+		c["principal"], c["client_id"], c["csid"] = "service", userID, secretID
+	}), nil), 200)
+	if r := e.core.Last(t); r.VerifyErr != nil || r.Identity.Principal != identity.PrincipalService || r.Identity.SessionID != secretID {
+		t.Fatalf("identity of a token naming its secret = %+v (%v), want session id %s", r.Identity, r.VerifyErr, secretID)
+	}
 
 	// A user of the same tenant, without MFA, is confined by the policy.
 	e.wantProblem(e.do("GET", "/api/v1/tenant", e.token(nil), nil), 403, "mfa_enrollment_required")

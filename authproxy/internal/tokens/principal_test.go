@@ -123,3 +123,35 @@ func TestAuthTimeWithinTheSignedRange(t *testing.T) {
 		}
 	}
 }
+
+// TestServiceTokenNamesItsSecret: a service token's csid claim, the
+// client secret it was obtained with, becomes its Sid (forwarded as
+// X-Auth-Session-Id), so that coreapi refuses its writes once that secret
+// is deleted, whether or not this proxy has heard of it. A token without
+// the claim (issued before it) names none; one that is not an id is
+// malformed.
+func TestServiceTokenNamesItsSecret(t *testing.T) {
+	f := newFixture(t, 0)
+	now := time.Now()
+	service := func(csid any) []byte {
+		c := testenv.DefaultClaims(now, "sa-1", "t1", "")
+		delete(c, "sid")
+		c["principal"] = "service"
+		if csid != nil {
+			c["csid"] = csid
+		}
+		return []byte(testenv.Sign(t, f.key, c, nil))
+	}
+	const secret = "0b6a3a52-4f7e-4d1c-9a52-6c1f3e2d1b0a"
+	for csid, want := range map[any]string{secret: secret, nil: ""} {
+		cl, err := f.v.Verify(context.Background(), service(csid))
+		if err != nil || cl.Principal != identity.PrincipalService || cl.Sid != want {
+			t.Fatalf("csid %v: %v %+v, want Sid %q", csid, err, cl, want)
+		}
+	}
+	for _, bad := range []any{"a b", "x\r\ny", 7} {
+		if _, err := f.v.Verify(context.Background(), service(bad)); !errors.Is(err, ErrClaims) && !errors.Is(err, ErrMalformed) {
+			t.Errorf("csid %q: err = %v, want ErrClaims", bad, err)
+		}
+	}
+}

@@ -77,8 +77,9 @@ type Claims struct {
 	AuthTime int64
 	// Principal is identity.PrincipalUser, or identity.PrincipalService
 	// for a client_credentials token of a service account (claim
-	// "principal": "service"; such a token names no session). Always one
-	// of the constants, never request memory.
+	// "principal": "service"; such a token names no session, and Sid is
+	// then its csid claim, the client secret it was obtained with, or ""
+	// without one). Always one of the constants, never request memory.
 	Principal string
 	// Scope, when the token has a scope claim, narrows its permissions to
 	// these (the space-separated claim, split); nil: no narrowing.
@@ -649,6 +650,15 @@ func (v *Verifier) verify(ctx context.Context, token []byte) (*Claims, error) {
 		}
 	case *p.Principal == identity.PrincipalService && c.Sid == "":
 		c.Principal = identity.PrincipalService
+		// The client secret the token was obtained with stands where a
+		// user's token has its session: forwarded as X-Auth-Session-Id,
+		// so that coreapi refuses the token's writes once the secret is
+		// deleted, whether or not this proxy has heard of it. Absent
+		// from tokens issued before the claim was added.
+		if p.SecretID != "" && !ValidID(p.SecretID) {
+			return nil, ErrClaims
+		}
+		c.Sid = p.SecretID
 	default:
 		return nil, ErrClaims
 	}

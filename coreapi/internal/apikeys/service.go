@@ -13,6 +13,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/clientsecret"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
@@ -235,12 +236,15 @@ func (s *Service) create(c *fiber.Ctx, kind string) error {
 		}
 	}
 	k, secret, err := s.store.Create(c.UserContext(), NewKey{TenantID: id.TenantID, UserID: id.UserID, SessionID: httpapi.SessionOf(c),
-		Kind: kind, Name: b.Name, Permissions: b.Permissions, ExpiresAt: b.ExpiresAt, RequestID: httpapi.RequestIDOf(c), Held: id.Permissions})
+		SecretID: httpapi.ClientSecretOf(c), Kind: kind, Name: b.Name, Permissions: b.Permissions, ExpiresAt: b.ExpiresAt, RequestID: httpapi.RequestIDOf(c), Held: id.Permissions})
 	if errors.Is(err, sessions.ErrEnded) {
 		return httpapi.SessionEnded(c)
 	}
 	if errors.Is(err, ErrNoClientSecret) {
 		return tokenEnded(c)
+	}
+	if errors.Is(err, clientsecret.ErrDeleted) {
+		return httpapi.SecretDeleted(c)
 	}
 	if err != nil {
 		return err

@@ -29,6 +29,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/clientsecret"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/projection"
@@ -191,7 +192,11 @@ type NewKey struct {
 	TenantID, UserID, Kind, Name string
 	// SessionID is the session the creator's request was signed with
 	// (httpapi.SessionOf; "" for none): it must still be live.
-	SessionID   string
+	SessionID string
+	// SecretID is the client secret the creator's access token was
+	// obtained with (httpapi.ClientSecretOf; "" for none): a service
+	// account's, it must still exist (clientsecret.ErrDeleted).
+	SecretID    string
 	Permissions []string
 	ExpiresAt   *time.Time
 	RequestID   string
@@ -229,7 +234,9 @@ type NewKey struct {
 // admin, or by the reset of its creator's unproven address), which
 // deletes under the tenant's lock too: every token it obtained ended with
 // that secret, and a key minted with one would outlive it
-// (ErrNoClientSecret).
+// (ErrNoClientSecret). So, too, for a secret deleted while the account
+// keeps others: a token obtained with it ended with it, and names it
+// (n.SecretID), so a key it would mint is clientsecret.ErrDeleted.
 func (s *Store) Create(ctx context.Context, n NewKey) (Key, string, error) {
 	if s.pepper == nil {
 		return Key{}, "", ErrUnavailable
@@ -274,6 +281,9 @@ RETURNING id::text, created_at`
 			return err
 		}
 		if err := sessions.CheckLive(ctx, tx, n.UserID, n.SessionID); err != nil {
+			return err
+		}
+		if err := clientsecret.CheckLive(ctx, tx, n.UserID, n.SecretID); err != nil {
 			return err
 		}
 		var (

@@ -10,6 +10,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/clientsecret"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
@@ -222,6 +223,15 @@ func tooMany(c *fiber.Ctx, wait time.Duration, what string) *problem.Problem {
 	secs := ratelimit.Seconds(wait)
 	c.Set(fiber.HeaderRetryAfter, strconv.Itoa(secs))
 	return problem.New(fiber.StatusTooManyRequests, problem.CodeTooManyRequests, what+"; retry after "+strconv.Itoa(secs)+" s")
+}
+
+// SecretDeleted refuses a request of a service account's access token
+// obtained with a client secret since deleted (clientsecret.ErrDeleted),
+// though the proxy that signed it had not yet heard: 401 invalid_token,
+// with the RFC 6750 challenge a 401 to a bearer carries.
+func SecretDeleted(c *fiber.Ctx) error {
+	c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="invalid_token", error_description="the access token has ended"`)
+	return problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, clientsecret.ErrDeleted.Error())
 }
 
 // SessionEnded refuses a request whose bearer's session has ended

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/clientsecret"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
@@ -310,6 +311,9 @@ type verified struct {
 	// X-Auth-Session-Id, which id.SessionID then leaves empty (a key has
 	// no session; see identityHeaders).
 	apiKeyID string
+	// secretID is, the same way, the client secret a service principal's
+	// token was obtained with ("" for a token issued without one).
+	secretID string
 }
 
 // IdentityOf returns the verified identity of the caller: always set on
@@ -328,6 +332,16 @@ func IdentityOf(c *fiber.Ctx) identity.Identity {
 func APIKeyOf(c *fiber.Ctx) string {
 	if v, ok := c.Locals(keyIdentity).(*verified); ok {
 		return v.apiKeyID
+	}
+	return ""
+}
+
+// ClientSecretOf is the id of the client secret the caller's access token
+// was obtained with: "" for any principal but service, and for a service
+// token issued without one.
+func ClientSecretOf(c *fiber.Ctx) string {
+	if v, ok := c.Locals(keyIdentity).(*verified); ok {
+		return v.secretID
 	}
 	return ""
 }
@@ -413,9 +427,37 @@ func (s *Server) identityHeaders(a access) fiber.Handler {
 			v.apiKeyID, id.SessionID = id.SessionID, ""
 			c.SetUserContext(audit.WithAPIKey(c.UserContext(), id.UserID, v.apiKeyID))
 		}
+		if id.Principal == identity.PrincipalService && id.SessionID != "" {
+			// A service token's X-Auth-Session-Id names the client secret
+			// it was obtained with (its csid claim): kept apart as the
+			// key's id is, for the writes' check (liveSecret).
+			v.secretID, id.SessionID = id.SessionID, ""
+		}
 		c.Locals(keyIdentity, v)
 		return c.Next()
 	}
+}
+
+// liveSecret refuses the writes (Protected routes but GET) of a service
+// principal whose access token was obtained with a client secret since
+// deleted: the deletion ended the token, and a proxy that has not yet
+// heard of it (NATS late or partitioned, the event missed) still
+// forwards it, which must not let it mint a key, grant a role or change
+// anything else on the say of a secret deleted because it may have
+// leaked. One primary-key lookup, for service principals' writes only:
+// reads cost nothing more, and end at the proxies.
+func (s *Server) liveSecret(c *fiber.Ctx) error {
+	v, ok := c.Locals(keyIdentity).(*verified)
+	if !ok || v.secretID == "" {
+		return c.Next()
+	}
+	switch err := clientsecret.CheckLive(c.UserContext(), s.pool, v.id.UserID, v.secretID); {
+	case errors.Is(err, clientsecret.ErrDeleted):
+		return SecretDeleted(c)
+	case err != nil:
+		return err
+	}
+	return c.Next()
 }
 
 // verifyIdentity checks the signed identity headers of one request: v2

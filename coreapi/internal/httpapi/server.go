@@ -178,6 +178,7 @@ type Server struct {
 	observe      func(RequestStats)
 	mappers      []func(error) *problem.Problem
 	projector    *projection.Store
+	pool         *pgxpool.Pool // liveSecret's
 	projLimit    *limiter
 	chunked      chunkedHeads
 	tracer       *requestTracer // nil: requests are not traced
@@ -255,6 +256,7 @@ func New(o Options) (*Server, error) {
 		observe:      o.Observe,
 		mappers:      o.ErrorMappers,
 		projLimit:    newLimiter(o.ProjectionMaxInFlight, o.ProjectionMaxWait),
+		pool:         o.Pool,
 		projector:    projection.NewStore(o.Pool, o.AccessTokenTTL+max(o.TokenMaxLeeway, 0), o.Catalog),
 		failureLogs:  logging.Budget{PerSecond: FailureLogsPerSecond},
 		timeout:      o.RequestTimeout,
@@ -318,7 +320,7 @@ func New(o Options) (*Server, error) {
 	// documents and pages set their own.
 	rt := Routes{
 		Public:    &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{noStore, s.identityHeaders(accessPublic)}},
-		Protected: &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{noStore, s.identityHeaders(accessProtected)}},
+		Protected: &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{noStore, s.identityHeaders(accessProtected)}, writes: s.liveSecret},
 		Optional:  &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{noStore, s.identityHeaders(accessOptional)}},
 		Root:      &Group{r: s.app},
 		Internal:  &Group{r: s.app.Group(InternalPrefix), prefix: InternalPrefix, mw: []fiber.Handler{noStore, s.identityHeaders(accessInternal)}},
@@ -429,13 +431,19 @@ type Group struct {
 	r      fiber.Router
 	prefix string
 	mw     []fiber.Handler
+	// writes, when set, runs after mw and the principal check on the
+	// routes registered with Post, Put, Patch and Delete (liveSecret).
+	writes fiber.Handler
 }
 
 func (g *Group) chain(method, path string, h []fiber.Handler) []fiber.Handler {
-	out := make([]fiber.Handler, 0, len(g.mw)+1+len(h))
+	out := make([]fiber.Handler, 0, len(g.mw)+2+len(h))
 	out = append(out, g.mw...)
 	if pc := principalCheck(method, g.prefix+path); pc != nil {
 		out = append(out, pc)
+	}
+	if g.writes != nil && method != fiber.MethodGet {
+		out = append(out, g.writes)
 	}
 	return append(out, h...)
 }

@@ -24,8 +24,10 @@ import (
 
 // claims are the claims of a client_credentials access token: those of a
 // user's token without session, tv the account's token version,
-// "principal": "service", client_id (RFC 9068), and scope when the client
-// asked for less than it holds.
+// "principal": "service", client_id (RFC 9068), csid the client secret it
+// was obtained with (the proxy forwards it as X-Auth-Session-Id, so that
+// coreapi refuses the token's writes once that secret is deleted), and
+// scope when the client asked for less than it holds.
 type claims struct {
 	Issuer       string  `json:"iss"`
 	Audience     string  `json:"aud"`
@@ -38,6 +40,7 @@ type claims struct {
 	ID           string  `json:"jti"`
 	Principal    string  `json:"principal"`
 	ClientID     string  `json:"client_id"`
+	SecretID     string  `json:"csid"`
 	Scope        *string `json:"scope,omitempty"`
 }
 
@@ -116,7 +119,7 @@ func (s *Service) ClientCredentialsGrant(c *fiber.Ctx, r auth.ClientCredentialsR
 	payload, err := json.Marshal(claims{
 		Issuer: s.o.Issuer, Audience: s.o.Audience, Subject: cl.ID, TenantID: cl.TenantID, TokenVersion: cl.TokenVersion,
 		IssuedAt: now, NotBefore: now, Expires: now + ttl, ID: base64.RawURLEncoding.EncodeToString(jti[:]),
-		Principal: identity.PrincipalService, ClientID: cl.ID, Scope: scope,
+		Principal: identity.PrincipalService, ClientID: cl.ID, SecretID: cl.SecretID, Scope: scope,
 	})
 	if err != nil {
 		return fmt.Errorf("encode claims: %w", err)
