@@ -35,13 +35,13 @@ func wireLifecycle(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, reg 
 		}
 		transport = t
 	}
-	sender, err := mail.NewSender(mail.SenderOptions{Pool: pool, Transport: transport, Links: cfg.Links(),
-		From: cfg.MailFrom, Logger: log, Registerer: reg})
+	lc, err := lifecycle.New(lifecycle.Options{Logger: log, Pool: pool, Auth: svc, Passwords: hasher, Catalog: cfg.Catalog,
+		Limits: lifecycle.Limits{Invitations: invitationLimits(cfg)}})
 	if err != nil {
 		return nil, err
 	}
-	lc, err := lifecycle.New(lifecycle.Options{Logger: log, Pool: pool, Auth: svc, Passwords: hasher, Catalog: cfg.Catalog,
-		Limits: lifecycle.Limits{Invitations: invitationLimits(cfg)}})
+	sender, err := mail.NewSender(mail.SenderOptions{Pool: pool, Transport: transport, Links: cfg.Links(),
+		From: cfg.MailFrom, Logger: log, Registerer: reg, LinkCheck: lc.MailLinkRefusal})
 	if err != nil {
 		return nil, err
 	}

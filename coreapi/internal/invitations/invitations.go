@@ -903,6 +903,45 @@ func (s *Store) Preview(ctx context.Context, raw string) (Preview, error) {
 	return v, err
 }
 
+// qMailRefusal reads, for MailRefusal, the tenant's refusal
+// (tenantRefusal) of the invitation of token digest $1 under the catalog
+// whose arrays are $2 and $3.
+var qMailRefusal = `
+SELECT coalesce(` + tenantRefusal("$2::text[]", "$3::text[]") + `, '')
+FROM invitations i JOIN tenants t ON t.id = i.tenant_id
+WHERE i.token_hash = $1`
+
+// RefusedInvalid is MailRefusal's answer for a token no invitation has
+// (its tenant deleted with its invitations, or replaced by a resend).
+const RefusedInvalid = "invalid"
+
+// MailRefusal is why the invitation whose mail carries the raw token can
+// no longer be accepted, asked when its mail's turn comes
+// (mail.LinkCheck): RefusedInvalid when no invitation has the token, else
+// the tenant's list's refusal (tenantRefusal: revoked, expired, used, its
+// inviter no longer allowed to send it, a role of it deleted, its address
+// a member's), "" when it can still be accepted. A suspended tenant is
+// not a refusal here: the operator may reactivate it within the
+// invitation's lifetime, and its mail goes out.
+func (s *Store) MailRefusal(ctx context.Context, raw string) (string, error) {
+	if !onetime.Plausible(raw) {
+		return RefusedInvalid, nil
+	}
+	all, member := roles.CatalogArgs(s.catalog)
+	var why string
+	err := s.pool.QueryRow(ctx, qMailRefusal, onetime.Hash(raw), all, member).Scan(&why)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return RefusedInvalid, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("check invitation link: %w", err)
+	}
+	if why == RefusedTenantSuspended {
+		return "", nil
+	}
+	return why, nil
+}
+
 // qGrantable reads, for GrantableRoles, the invitation's roles (those it
 // holds: a deleted one is gone), by name and id, and locks them (FOR
 // SHARE) until the accept commits, so that a change of their permissions

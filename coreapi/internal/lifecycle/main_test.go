@@ -163,7 +163,7 @@ func startOpts(t *testing.T, so startOptions) *env {
 	}
 	x.sender, err = mail.NewSender(mail.SenderOptions{Pool: x.DB.Pool, Transport: tr, From: "no-reply@example.com",
 		Links: mail.DefaultLinks("http://localhost:8080"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		BackoffBase: time.Millisecond})
+		BackoffBase: time.Millisecond, LinkCheck: x.lc.MailLinkRefusal})
 	if err != nil {
 		t.Fatal(err)
 	}

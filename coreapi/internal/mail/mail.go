@@ -14,8 +14,10 @@
 // recipient, parks nothing and holds the queue back instead. The raw one-time token
 // is kept in the row only until it is sent or parked: the database holds
 // only its hash elsewhere. Whatever ends a token before its mail is sent
-// (revoked, withdrawn, replaced) deletes that mail too (DropUnsentSQL), so
-// no dead link is mailed. This queue is separate from the NATS outbox, so
+// (revoked, withdrawn, replaced) deletes that mail too (DropUnsentSQL),
+// and the Sender checks each link at its turn (its expiry, LinkCheck),
+// deleting unsent a mail whose link died otherwise, so no dead link is
+// mailed. This queue is separate from the NATS outbox, so
 // an SMTP outage never delays an invalidation and a NATS outage never
 // stops mail.
 package mail

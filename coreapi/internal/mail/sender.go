@@ -32,8 +32,13 @@ type SenderOptions struct {
 	MessageIDHost string
 	Logger        *slog.Logger
 	// Registerer receives coreapi_mail_sent_total,
-	// coreapi_mail_failures_total and coreapi_mail_parked_total.
+	// coreapi_mail_failures_total, coreapi_mail_parked_total and
+	// coreapi_mail_dropped_total.
 	Registerer prometheus.Registerer
+	// LinkCheck tells, at send time, whether the link of a mail with a
+	// one-time token can still work (see LinkCheck); nil: only the
+	// link's expiry (Data.ExpiresAt) is checked.
+	LinkCheck LinkCheck
 
 	Batch       int           // rows claimed per round (default 16)
 	Poll        time.Duration // how often due rows are looked for (default 1s)
@@ -56,6 +61,18 @@ type SenderOptions struct {
 	RetainParked time.Duration
 }
 
+// LinkCheck reports why the link of a mail of kind k, carrying the raw
+// one-time token, can no longer work: "" when it can, else a short
+// reason for coreapi_mail_dropped_total and the log (a fixed set: the
+// refusals of the accept or of the token check, such as "invalid",
+// "expired", "inviter_cannot_grant", "already_member"). Whatever ends a
+// token on purpose drops its mail in the same transaction
+// (DropUnsentSQL); this catches what makes a link useless without ending
+// its token: its expiry passing in a backlog, an invitation's tenant
+// deleted, its inviter's right to invite removed, its address become a
+// member's.
+type LinkCheck func(ctx context.Context, k Kind, token string) (reason string, err error)
+
 // Sender delivers queued mail. Any number of Senders (one per replica) may
 // run against one database.
 type Sender struct {
@@ -63,6 +80,7 @@ type Sender struct {
 	sent    prometheus.Counter
 	failed  *prometheus.CounterVec
 	parked  prometheus.Counter
+	dropped *prometheus.CounterVec
 	lastRun time.Time
 
 	// refusing is 1 while the mail server refuses every recipient
@@ -120,13 +138,15 @@ func NewSender(o SenderOptions) (*Sender, error) {
 			Name: "coreapi_mail_failures_total", Help: "Failed mail deliveries by this replica (kind: temporary or permanent)."}, []string{"kind"}),
 		parked: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "coreapi_mail_parked_total", Help: "Mails parked (permanent failure or too many attempts) by this replica."}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coreapi_mail_dropped_total", Help: "Mails deleted unsent by this replica because their link could no longer work when their turn came (reason: expired, invalid, or why the invitation can no longer be accepted)."}, []string{"reason"}),
 		refusing: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "coreapi_mail_server_refusing_recipients", Help: "1 while the mail server refuses every recipient this replica names (recipients at two domains refused at RCPT TO, none accepted since); the queue is held back."}),
 	}
 	s.failed.WithLabelValues("temporary")
 	s.failed.WithLabelValues("permanent")
 	if o.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.sent, s.failed, s.parked, s.refusing} {
+		for _, c := range []prometheus.Collector{s.sent, s.failed, s.parked, s.dropped, s.refusing} {
 			if err := o.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("register mail metrics: %w", err)
 			}
@@ -327,6 +347,11 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	tok := ""
 	if m.Token != nil {
 		tok = *m.Token
+		if reason, err := s.deadLink(ctx, Kind(m.Kind), tok, d); err != nil {
+			return 0, fmt.Errorf("check the link of mail %d: %w", m.ID, err)
+		} else if reason != "" {
+			return 0, s.drop(ctx, m, reason)
+		}
 	}
 	out := Outgoing{From: s.o.From, MessageID: "mail-" + strconv.FormatInt(m.ID, 10) + "@" + s.o.MessageIDHost}
 	var sendErr error
@@ -396,6 +421,42 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 		return delay, nil
 	}
 	return 0, nil
+}
+
+// deadLink is why the link of a mail of kind k with token tok (Data d)
+// can no longer work, "" when it can: its expiry has passed (a backlog
+// after an outage), or LinkCheck says so.
+func (s *Sender) deadLink(ctx context.Context, k Kind, tok string, d Data) (string, error) {
+	if !k.hasToken() {
+		return "", nil
+	}
+	if !d.ExpiresAt.IsZero() && !time.Now().Before(d.ExpiresAt) {
+		return "expired", nil
+	}
+	if s.o.LinkCheck == nil {
+		return "", nil
+	}
+	return s.o.LinkCheck(ctx, k, tok)
+}
+
+// drop deletes m, not sent, whose link can no longer work (reason), as
+// DropUnsentSQL deletes the mails of a token that ended: mailed, it
+// would only open a page saying so. It is counted
+// (coreapi_mail_dropped_total{reason}) and logged. A row claimed again
+// since (its lease ended) is left alone.
+func (s *Sender) drop(ctx context.Context, m claimed, reason string) error {
+	const q = `DELETE FROM mail_queue WHERE id = $1 AND attempts = $2 AND status = 'pending'`
+	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	tag, err := s.o.Pool.Exec(rec, q, m.ID, m.Attempts)
+	if err != nil {
+		return fmt.Errorf("drop mail %d: %w", m.ID, err)
+	}
+	if tag.RowsAffected() == 1 {
+		s.dropped.WithLabelValues(reason).Inc()
+		s.o.Logger.Info("mail dropped: its link can no longer work", "mail_id", m.ID, "kind", m.Kind, "reason", reason)
+	}
+	return nil
 }
 
 // refusedRecipient notes that the mail server refused m's recipient with a
