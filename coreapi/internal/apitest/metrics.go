@@ -14,6 +14,7 @@ var MetricsAllowedZero = map[string]string{
 	"coreapi_mail_dropped_total":                    "mails whose link died in the queue",
 	"coreapi_mail_failures_total":                   "failed mail deliveries",
 	"coreapi_mail_parked_total":                     "mails given up on",
+	"coreapi_mail_server_refusing_messages":         "1 only while the mail server refuses every message at DATA (TestRelayRefusingEveryMessageAtDataHoldsTheQueue sets and clears it)",
 	"coreapi_mail_server_refusing_recipients":       "1 only while the mail server refuses every recipient (TestRelayRefusingEveryRecipientParksNothingMore sets and clears it)",
 	"coreapi_outbox_publish_failures_total":         "outbox batches NATS did not take",
 	"coreapi_outbox_publish_refused_total":          "outbox batches NATS's permissions refused",

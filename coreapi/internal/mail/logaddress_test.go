@@ -31,9 +31,9 @@ func TestMailFailureLogHoldsNoAddress(t *testing.T) {
 		line   string
 		keep   []string // in the logged error
 	}{
-		{"RCPT TO 550", (*mailtest.Server).RefuseRcpt, 550, "mail parked", []string{"550", "5.0.0"}},
+		{"RCPT TO 550", (*mailtest.Server).RefuseRcpt, 550, "mail refused; held until the mail server accepts or refuses another mail", []string{"550", "5.0.0"}},
 		{"RCPT TO 450", (*mailtest.Server).RefuseRcpt, 450, "mail delivery failed; will retry", []string{"450", "4.0.0"}},
-		{"DATA 554", (*mailtest.Server).Refuse, 554, "mail parked", []string{"554"}},
+		{"DATA 554", (*mailtest.Server).Refuse, 554, "mail refused; held until the mail server accepts or refuses another mail", []string{"554"}},
 		{"DATA 451", (*mailtest.Server).Refuse, 451, "mail delivery failed; will retry", []string{"451"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -10,8 +10,9 @@
 // templates/, and hands them to a Transport (SMTP, or the log in
 // development). A failure is retried with exponential backoff; a permanent
 // one (SMTP 5xx to the mail's recipient or content) or too many attempts
-// parks the row, but a server that refuses the session, or every
-// recipient, parks nothing and holds the queue back instead. The raw one-time token
+// parks the row, but a server that refuses the session, every
+// recipient or every message parks nothing and holds the queue back
+// instead (the first mail it refuses waits for that verdict). The raw one-time token
 // is kept in the row only until it is sent or parked: the database holds
 // only its hash elsewhere. Whatever ends a token before its mail is sent
 // (revoked, withdrawn, replaced) deletes that mail too (DropUnsentSQL),

@@ -29,14 +29,14 @@ func refusing(reg *prometheus.Registry) float64 {
 // TestRelayRefusingEveryRecipientParksNothingMore: a mail server that
 // refuses every recipient with a 5xx at RCPT TO (a relay that does not
 // relay for coreapi, "554 5.7.1 Relay access denied": a wrong SMTP_URL)
-// refuses them for a reason none of the mails has. The first refusal is
-// taken for its mail's (parked, as a mailbox that does not exist is); a
-// second one, to another domain, with no mail accepted in between, shows
-// the server refuses every recipient: that mail stays pending with its
-// link, the batch ends and the rest of the queue waits the backoff, as
-// for a refused session, with an error logged and a gauge raised for
-// the alert. Once the server takes mail again, every held mail goes out
-// and the gauge falls.
+// refuses them for a reason none of the mails has. The first refusal
+// waits for a verdict (pending with its link); a second one, to another
+// domain, with no mail accepted in between, shows the server refuses
+// every recipient: that mail stays pending with its link too, the batch
+// ends and the rest of the queue waits the backoff, as for a refused
+// session, with an error logged and a gauge raised for the alert. No mail
+// is parked, the first refused included. Once the server takes mail
+// again, every held mail goes out and the gauge falls.
 func TestRelayRefusingEveryRecipientParksNothingMore(t *testing.T) {
 	var sessions atomic.Int32
 	r := newRig(t, mail.SenderOptions{})
@@ -56,8 +56,8 @@ func TestRelayRefusingEveryRecipientParksNothingMore(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows := r.rows(t)
-	if rows[0].Status != "parked" {
-		t.Errorf("mail 1, the first refused: %+v; want parked (nothing yet says the server refuses every recipient)", rows[0])
+	if rows[0].Status != "pending" || rows[0].Token == nil || rows[0].Attempts != 1 {
+		t.Errorf("mail 1, the first refused: %+v; want pending, token kept, 1 attempt (the server refuses every recipient)", rows[0])
 	}
 	if rows[1].Status != "pending" || rows[1].Token == nil || rows[1].Attempts != 1 || rows[1].LastErr == nil || !strings.Contains(*rows[1].LastErr, "554") {
 		t.Errorf("mail 2, refused to another domain: %+v; want pending, token kept, 1 attempt, the 554 recorded", rows[1])
@@ -75,6 +75,9 @@ func TestRelayRefusingEveryRecipientParksNothingMore(t *testing.T) {
 	}
 	if got := failures(reg, "permanent"); got != 1 {
 		t.Errorf("permanent failures %v, want 1", got)
+	}
+	if strings.Contains(logs.String(), "mail parked") {
+		t.Errorf("a mail was parked; log:\n%s", logs.String())
 	}
 	if !strings.Contains(logs.String(), "mail server refuses every recipient") {
 		t.Errorf("no error logged for the server's refusal; log:\n%s", logs.String())
@@ -98,9 +101,9 @@ func TestRelayRefusingEveryRecipientParksNothingMore(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i, row := range r.rows(t)[1:] {
+	for i, row := range r.rows(t) {
 		if row.Status != "sent" {
-			t.Errorf("mail %d once the server takes mail: %+v; want sent", i+2, row)
+			t.Errorf("mail %d once the server takes mail: %+v; want sent", i+1, row)
 		}
 	}
 	if got := refusing(reg); got != 0 {
@@ -132,4 +135,69 @@ func TestAuthRefusalAtRcptParksNothing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRefusedRecipientParkedOnceTheServerAcceptsAnother: the first
+// recipient refused with a 5xx waits for a verdict, pending with its
+// link; once the server accepts another mail the refusal was its own and
+// it is parked, its token scrubbed, counted and logged. Refused again
+// with nothing else learnt (a quiet queue), it is parked at that retry:
+// never retried for ever.
+func TestRefusedRecipientParkedOnceTheServerAcceptsAnother(t *testing.T) {
+	r := newRig(t, mail.SenderOptions{BackoffBase: time.Hour})
+	r.smtp.RefuseRcpt(550)
+	bad := verify
+	bad.To = "gone@example.com"
+	r.enqueue(t, bad)
+	if _, err := r.s.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if rows := r.rows(t); rows[0].Status != "pending" || rows[0].Token == nil {
+		t.Fatalf("the first refused mail: %+v; want pending with its link until a verdict", rows[0])
+	}
+	// The server accepts another mail: the refusal was the recipient's.
+	r.smtp.RefuseRcpt(0)
+	good := verify
+	good.To = "here@example.org"
+	r.enqueue(t, good)
+	if _, err := r.s.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rows := r.rows(t)
+	if rows[0].Status != "parked" || rows[0].Token != nil || rows[0].LastErr == nil || !strings.Contains(*rows[0].LastErr, "550") {
+		t.Errorf("the refused mail once another was accepted: %+v; want parked, token NULL, the 550 recorded", rows[0])
+	}
+	if rows[1].Status != "sent" {
+		t.Errorf("the other mail: %+v; want sent", rows[1])
+	}
+	if got := r.parked(); got != 1 {
+		t.Errorf("coreapi_mail_parked_total = %v, want 1", got)
+	}
+
+	// Refused again at its retry, nothing else learnt: parked then.
+	r.smtp.RefuseRcpt(550)
+	again := verify
+	again.To = "alone@example.net"
+	r.enqueue(t, again)
+	for range 2 {
+		r.dueNow(t)
+		if _, err := r.s.SendDue(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if row := r.rows(t)[2]; row.Status != "parked" || row.Attempts != 2 || row.Token != nil {
+		t.Errorf("a mail refused twice, nothing else learnt: %+v; want parked after 2 attempts", row)
+	}
+}
+
+// parked is coreapi_mail_parked_total in r's registry (-1: not
+// registered).
+func (r *rig) parked() float64 {
+	mfs, _ := r.reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "coreapi_mail_parked_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return -1
 }

@@ -83,17 +83,48 @@ type Sender struct {
 	dropped *prometheus.CounterVec
 	lastRun time.Time
 
-	// refusing is 1 while the mail server refuses every recipient
-	// (refusedRecipient).
-	refusing prometheus.Gauge
-	mu       sync.Mutex
-	// refusedDomain is the domain of the first recipient refused with a
-	// 5xx at RCPT TO since the server last accepted a mail ("" none);
-	// refusingAll, whether a recipient at another domain was refused
-	// since too.
-	refusedDomain string
-	refusingAll   bool
+	// refusingRcpt and refusingData are 1 while the mail server refuses
+	// every mail at RCPT TO (coreapi_mail_server_refusing_recipients), at
+	// DATA (coreapi_mail_server_refusing_messages): refusal.
+	refusingRcpt prometheus.Gauge
+	refusingData prometheus.Gauge
+	mu           sync.Mutex
+	// refusals[at] is what the 5xx refusals at stage at since the server
+	// last accepted a mail tell.
+	refusals [stages]refusals
 }
+
+// refusals is what the 5xx refusals of mails at one stage (RCPT TO or
+// DATA) since the mail server last accepted a mail tell (Sender.refusal).
+type refusals struct {
+	// domain is the domain of the first mail refused ("" none); all,
+	// whether a mail to another domain was refused since: the server
+	// refuses every mail at this stage.
+	domain string
+	all    bool
+	// first is the first mail refused, kept pending with its link until
+	// a verdict (nil: none waits): parked once the server accepts a
+	// mail, retried with the others if it refuses every one.
+	first *suspect
+}
+
+// suspect is a mail refused with nothing yet telling whether the refusal
+// is its own or the server's.
+type suspect struct {
+	id       int64
+	attempts int
+	kind     string
+	err      string // the refusal, addresses redacted, for the log
+}
+
+// verdict is what a refusal of a mail is taken for (Sender.refusal).
+type verdict int
+
+const (
+	verdictMail   verdict = iota // the mail's own: parked
+	verdictFirst                 // the first since the server accepted one: kept until a verdict
+	verdictServer                // the server refuses every mail that way: held, as a refused session
+)
 
 // NewSender validates o and registers the metrics.
 func NewSender(o SenderOptions) (*Sender, error) {
@@ -140,13 +171,15 @@ func NewSender(o SenderOptions) (*Sender, error) {
 			Name: "coreapi_mail_parked_total", Help: "Mails parked (permanent failure or too many attempts) by this replica."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "coreapi_mail_dropped_total", Help: "Mails deleted unsent by this replica because their link could no longer work when their turn came (reason: expired, invalid, or why the invitation can no longer be accepted)."}, []string{"reason"}),
-		refusing: prometheus.NewGauge(prometheus.GaugeOpts{
+		refusingRcpt: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "coreapi_mail_server_refusing_recipients", Help: "1 while the mail server refuses every recipient this replica names (recipients at two domains refused at RCPT TO, none accepted since); the queue is held back."}),
+		refusingData: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coreapi_mail_server_refusing_messages", Help: "1 while the mail server refuses every message this replica sends (mails to two domains refused with a 5xx at DATA, none accepted since); the queue is held back."}),
 	}
 	s.failed.WithLabelValues("temporary")
 	s.failed.WithLabelValues("permanent")
 	if o.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.sent, s.failed, s.parked, s.dropped, s.refusing} {
+		for _, c := range []prometheus.Collector{s.sent, s.failed, s.parked, s.dropped, s.refusingRcpt, s.refusingData} {
 			if err := o.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("register mail metrics: %w", err)
 			}
@@ -368,13 +401,17 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	} else {
 		sendErr = s.o.Transport.Send(ctx, out)
 	}
-	if errors.Is(sendErr, errRecipientRefused) && s.refusedRecipient(m, sendErr) {
-		// Not the mail's: kept pending with its link, the batch ended and
-		// the queue held back, as for a refused session.
-		sendErr = fmt.Errorf("%w: the mail server refuses every recipient (recipients at two domains refused, none accepted since): %s",
-			ErrSession, strings.TrimPrefix(sendErr.Error(), ErrPermanent.Error()+": "))
-	} else if sendErr == nil {
-		s.acceptedRecipient()
+	var rf refused
+	hold := false // a first refusal, kept pending with its link until a verdict
+	if errors.As(sendErr, &rf) {
+		switch s.refusal(m, rf.at, sendErr) {
+		case verdictServer:
+			// Not the mail's: kept pending with its link, the batch ended
+			// and the queue held back, as for a refused session.
+			sendErr = fmt.Errorf("%w: %s: %s", ErrSession, refusingAll[rf.at], strings.TrimPrefix(sendErr.Error(), ErrPermanent.Error()+": "))
+		case verdictFirst:
+			hold = true
+		}
 	}
 	// What the send did is recorded even if the sender is stopping
 	// meanwhile (ctx ends at shutdown): an SMTP session, once connected,
@@ -390,10 +427,10 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 			return 0, fmt.Errorf("mark mail %d sent: %w", m.ID, err)
 		}
 		s.sent.Inc()
-		return 0, nil
+		return 0, s.accepted(ctx)
 	}
 	permanent := errors.Is(sendErr, ErrPermanent)
-	park := permanent || m.Attempts >= s.o.MaxAttempts && !s.outlasts(m, d, sendErr)
+	park := permanent && !hold || m.Attempts >= s.o.MaxAttempts && !s.outlasts(m, d, sendErr)
 	if permanent {
 		s.failed.WithLabelValues("permanent").Inc()
 	} else {
@@ -408,10 +445,14 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	// coreapi's "request failed" line keeps them out), its status codes
 	// kept; the row, which holds the address anyway, gets it whole.
 	logged := logging.RedactAddresses(sendErr.Error())
-	if park {
+	switch {
+	case park:
 		s.parked.Inc()
 		s.o.Logger.Error("mail parked", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "err", logged)
-	} else {
+	case hold:
+		s.o.Logger.Warn("mail refused; held until the mail server accepts or refuses another mail",
+			"mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "retry_in", delay, "err", logged)
+	default:
 		s.o.Logger.Warn("mail delivery failed; will retry", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "retry_in", delay, "err", logged)
 	}
 	if _, err := s.o.Pool.Exec(rec, qFail, m.ID, clip.Text(sendErr.Error(), 1000), delay.Seconds(), park, m.Attempts); err != nil {
@@ -459,46 +500,94 @@ func (s *Sender) drop(ctx context.Context, m claimed, reason string) error {
 	return nil
 }
 
-// refusedRecipient notes that the mail server refused m's recipient with a
-// 5xx at RCPT TO (err), and reports whether the server refuses every
-// recipient rather than that one. A relay that does not relay for coreapi
-// ("554 5.7.1 Relay access denied": a wrong SMTP_URL) answers every RCPT
-// TO so, and parking each mail would scrub the link of every mail queued
-// for a mistake of the operator's. Nothing in one answer tells the two
-// apart: a refusal is taken for its recipient's (parked) until a
-// recipient at another domain is refused too with no mail accepted in
-// between; from then on, until the server accepts a mail, every such
-// refusal is the server's. The first is logged as an error and raises
-// coreapi_mail_server_refusing_recipients. Refusals at one domain only
-// stay their recipients' (that domain's mail system may refuse them all).
-func (s *Sender) refusedRecipient(m claimed, err error) bool {
-	at := strings.LastIndexByte(m.To, '@')
-	domain := inboxDomain(strings.ToLower(m.To[at+1:]))
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case s.refusingAll:
-		return true
-	case s.refusedDomain == "":
-		s.refusedDomain = domain
-		return false
-	case s.refusedDomain == domain:
-		return false
-	}
-	s.refusingAll = true
-	s.refusing.Set(1)
-	s.o.Logger.Error("mail server refuses every recipient; holding the queue back until it accepts one",
-		"mail_id", m.ID, "err", logging.RedactAddresses(err.Error()))
-	return true
+// refusingAll is what the error of a mail held by a server that refuses
+// every mail at a stage says.
+var refusingAll = [stages]string{
+	atRcpt: "the mail server refuses every recipient (recipients at two domains refused, none accepted since)",
+	atData: "the mail server refuses every message (mails to two domains refused at DATA, none accepted since)",
 }
 
-// acceptedRecipient notes that the mail server accepted a mail: the
-// refusals before it were their recipients'.
-func (s *Sender) acceptedRecipient() {
+// refusal notes that the mail server refused m with a 5xx at stage at
+// (err), and tells what the refusal is taken for. A relay that does not
+// relay for coreapi ("554 5.7.1 Relay access denied": a wrong SMTP_URL)
+// answers every RCPT TO so, and one whose policy refuses every message
+// coreapi sends (a content filter, a sender it does not take) answers
+// every DATA so; parking each mail would scrub the link of every mail
+// queued for a fault that is none of theirs. Nothing in one answer tells
+// that apart from a mailbox that does not exist or a message refused for
+// itself: a refusal at a stage is the server's (verdictServer) once a
+// mail to another domain has been refused at that stage too with no mail
+// accepted in between, and from then on, until the server accepts a
+// mail. The first refusal since the server last accepted a mail waits
+// for that verdict (verdictFirst: kept pending with its link, and parked
+// once the server accepts a mail, or when it is refused again with
+// nothing else learnt), so that a relay that goes bad parks no mail at
+// all. Refusals at one domain only stay their mails' (verdictMail:
+// parked; that domain's mail system may refuse them all). The first
+// verdictServer at a stage is logged as an error and raises its gauge.
+func (s *Sender) refusal(m claimed, at stage, err error) verdict {
+	i := strings.LastIndexByte(m.To, '@')
+	domain := inboxDomain(strings.ToLower(m.To[i+1:]))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.refusedDomain, s.refusingAll = "", false
-	s.refusing.Set(0)
+	r := &s.refusals[at]
+	switch {
+	case r.all:
+		return verdictServer
+	case r.domain == "":
+		r.domain = domain
+		r.first = &suspect{id: m.ID, attempts: m.Attempts, kind: m.Kind, err: logging.RedactAddresses(err.Error())}
+		return verdictFirst
+	case r.domain == domain:
+		if r.first != nil && r.first.id == m.ID {
+			r.first = nil // refused again, nothing else learnt: its own
+		}
+		return verdictMail
+	}
+	r.all, r.first = true, nil
+	what := "recipient; holding the queue back until it accepts one"
+	if at == atData {
+		what = "message; holding the queue back until it accepts one"
+		s.refusingData.Set(1)
+	} else {
+		s.refusingRcpt.Set(1)
+	}
+	s.o.Logger.Error("mail server refuses every "+what, "mail_id", m.ID, "err", logging.RedactAddresses(err.Error()))
+	return verdictServer
+}
+
+// accepted notes that the mail server accepted a mail: the refusals
+// before it were their mails', and a first refused mail still waiting for
+// a verdict is parked now (its token scrubbed), unless it has been
+// claimed again since (its attempts changed) or has gone.
+func (s *Sender) accepted(ctx context.Context) error {
+	const qPark = `
+UPDATE mail_queue SET status = 'parked', token = NULL, next_attempt_at = now()
+WHERE id = $1 AND attempts = $2 AND status = 'pending'`
+	s.mu.Lock()
+	var waiting []suspect
+	for at := range s.refusals {
+		if f := s.refusals[at].first; f != nil {
+			waiting = append(waiting, *f)
+		}
+		s.refusals[at] = refusals{}
+	}
+	s.refusingRcpt.Set(0)
+	s.refusingData.Set(0)
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	for _, f := range waiting {
+		tag, err := s.o.Pool.Exec(ctx, qPark, f.id, f.attempts)
+		if err != nil {
+			return fmt.Errorf("park mail %d: %w", f.id, err)
+		}
+		if tag.RowsAffected() == 1 {
+			s.parked.Inc()
+			s.o.Logger.Error("mail parked", "mail_id", f.id, "kind", f.kind, "attempts", f.attempts, "err", f.err)
+		}
+	}
+	return nil
 }
 
 // recordSent marks the row id sent, its token scrubbed; the row of a

@@ -28,8 +28,9 @@ type Outgoing struct {
 }
 
 // Transport delivers one message. An error wrapping ErrPermanent is not
-// retried; one wrapping ErrSession keeps the other mails of the batch
-// back until the failed one's retry.
+// retried (but for the first refusal the Sender waits a verdict on:
+// Sender.refusal); one wrapping ErrSession keeps the other mails of the
+// batch back until the failed one's retry.
 type Transport interface {
 	Send(ctx context.Context, m Outgoing) error
 }
@@ -43,19 +44,27 @@ var ErrPermanent = errors.New("permanent delivery failure")
 // session of its own.
 var ErrSession = errors.New("mail server session failed")
 
-// errRecipientRefused marks an ErrPermanent that is a 5xx answer to the
-// mail's RCPT TO: its recipient refused, as far as this one mail tells.
-// The Sender decides, from the refusals before it, whether the server
-// refuses every recipient instead (Sender.refusedRecipient).
-var errRecipientRefused = errors.New("recipient refused")
+// stage is where the mail server refused a mail with a 5xx: its RCPT TO
+// or its DATA (the command, or the end of the message).
+type stage int
 
-// recipientRefused is an ErrPermanent refusing the recipient, read as
-// errRecipientRefused too; its text is the error's.
-type recipientRefused struct{ err error }
+const (
+	atRcpt stage = iota
+	atData
+	stages // how many
+)
 
-func (e recipientRefused) Error() string        { return e.err.Error() }
-func (e recipientRefused) Unwrap() error        { return e.err }
-func (e recipientRefused) Is(target error) bool { return target == errRecipientRefused }
+// refused is an ErrPermanent that is a 5xx answer to the mail's RCPT TO
+// or DATA (at): refused, as far as this one mail tells. The Sender
+// decides, from the refusals before it, whether the server refuses every
+// mail that way instead (Sender.refusal). Its text is the error's.
+type refused struct {
+	err error
+	at  stage
+}
+
+func (e refused) Error() string { return e.err.Error() }
+func (e refused) Unwrap() error { return e.err }
 
 // SMTP sends over SMTP with github.com/wneessen/go-mail.
 type SMTP struct {
@@ -255,11 +264,12 @@ func (s *SMTP) Send(ctx context.Context, m Outgoing) error {
 		if !ok {
 			return fmt.Errorf("%w: %w", ErrSession, err)
 		}
-		if code >= 500 && rcpt {
-			return recipientRefused{fmt.Errorf("%w: %v", ErrPermanent, err)}
-		}
 		if code >= 500 {
-			return fmt.Errorf("%w: %v", ErrPermanent, err)
+			at := atData
+			if rcpt {
+				at = atRcpt
+			}
+			return refused{fmt.Errorf("%w: %v", ErrPermanent, err), at}
 		}
 		return fmt.Errorf("smtp send: %w", err)
 	}
