@@ -119,8 +119,10 @@ func WithAPIKey(ctx context.Context, userID, keyID string) context.Context {
 	return context.WithValue(ctx, apiKeyKey{}, apiKeyActor{userID: userID, keyID: keyID})
 }
 
-// apiKeyOf is the key through which actor acts in ctx ("": none).
-func apiKeyOf(ctx context.Context, actor string) string {
+// APIKeyOf is the API key (its id) through which actor acts in ctx, ""
+// for none: what a statement that inserts audit rows itself, rather than
+// through Write or Queue, records as their api_key_id.
+func APIKeyOf(ctx context.Context, actor string) string {
 	if a, ok := ctx.Value(apiKeyKey{}).(apiKeyActor); ok && actor != "" && a.userID == actor {
 		return a.keyID
 	}
@@ -155,7 +157,7 @@ func args(ctx context.Context, e Event) ([]any, error) {
 	// A string, not []byte: in the exec and simple-protocol modes (PgBouncer)
 	// []byte would be sent as bytea.
 	return []any{e.TenantID, e.ActorUserID, e.Action, e.TargetType, e.TargetID, string(data), e.RequestID,
-		apiKeyOf(ctx, e.ActorUserID)}, nil
+		APIKeyOf(ctx, e.ActorUserID)}, nil
 }
 
 // Write inserts e inside the caller's transaction.

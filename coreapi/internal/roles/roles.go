@@ -606,7 +606,8 @@ SELECT (SELECT count(*) FROM r),
 // a revocation would take it, and is audited as one: member.role_revoked
 // with data.via role.deleted, before the role.deleted row, so a member's
 // trail says when and by whom the role went (as a removal audits each key
-// it revokes).
+// it revokes), and with which API key (audit.APIKeyOf), as every event of
+// the request says.
 //
 // It first takes the tenant's lock (LockTenant), as every change of a
 // membership that revokes a role or removes a member does: the deletion's
@@ -622,8 +623,8 @@ FOR UPDATE`
 	// still holds the grants the deletion's cascade drops.
 	const qDelete = `
 WITH revoked AS (
-    INSERT INTO audit_events (tenant_id, actor_user_id, action, target_type, target_id, data, request_id)
-    SELECT mr.tenant_id, NULLIF($3, '')::uuid, $4, $5, mr.user_id::text, $6::jsonb, $7
+    INSERT INTO audit_events (tenant_id, actor_user_id, action, target_type, target_id, data, request_id, api_key_id)
+    SELECT mr.tenant_id, NULLIF($3, '')::uuid, $4, $5, mr.user_id::text, $6::jsonb, $7, NULLIF($8, '')::uuid
     FROM membership_roles mr
     WHERE mr.tenant_id = $1 AND mr.role_id = $2
     ORDER BY mr.user_id
@@ -663,7 +664,7 @@ DELETE FROM roles WHERE tenant_id = $1 AND id = $2`
 			return fmt.Errorf("holders' audit data: %w", err)
 		}
 		if _, err := tx.Exec(ctx, qDelete, tenantID, roleID, a.UserID, audit.ActionMemberRoleRevoked, audit.TargetUser,
-			string(revoked), a.RequestID); err != nil {
+			string(revoked), a.RequestID, audit.APIKeyOf(ctx, a.UserID)); err != nil {
 			return mapErr(err)
 		}
 		return audit.WriteWith(ctx, tx, audit.Event{
