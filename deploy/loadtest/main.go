@@ -89,7 +89,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Float64Var(&o.abRate, "ab-rate", 0, "with -coreapi-b: send each row open loop at this fixed rate (requests/s, on 4× -conns connections; latency counted from when each request was due) and report its p50 and p99, instead of closed loop")
 	rss := fs.Int("rss-users", 0, "instead of the benchmarks: measure authproxy's RSS with its caches filled by this many distinct users, then with -held-conns idle connections")
 	fs.StringVar(&o.proxyMemLimit, "proxy-gomemlimit", "", "GOMEMLIMIT of the authproxy processes, e.g. 560MiB (default: none)")
-	only := fs.String("only", "", "instead of the whole run, print one test's outcome (no report file): 'users' alternates the warm rows with -users and -many-users distinct users on the default proxy (after -cold one-time tokens) and on the big-cache proxy, -rounds times; 'held' runs the concurrency test (-held-conns, -hold, -held-interval) alone; 'paired' runs -rounds paired bare/warm rounds on a fresh proxy (the order alternating; each round also runs the bare proxy with the tokens, authproxy on a public route and a second bare proxy) then as many together rounds (bare and authproxy warm loaded at once, half the connections each, and the control: the two bare proxies at once), and prints the processes' ids (for a profiler): the quick before/after check of the warm path; 'openloop' runs -rounds times the open-loop rows (capacity of the bare proxy, then bare and authproxy warm at half of it) in the -placement given, printing each row with the CPU-s/s of the generator, the upstream and the proxy and the busy share of each CPU, then the medians; 'callgrind' counts the instructions and simulated cache misses per warm request of the bare proxy, of authproxy, of the bare proxy sent authproxy's requests and of authproxy on a public route under callgrind (the report's rows, each with the part of its count that the runtime's sysmon thread ran, which follows wall time rather than requests; with LOADTEST_KEEP=1 in the environment the work directory is kept, its path printed at the end, and in it each process's dumps for callgrind_annotate: callgrind.<row>.<pid>.1 the requests' window, .2 and after the idle windows); 'bodyhold' holds -body-conns connections to a protected POST route of authproxy, each having sent headers declaring a body of MAX_BODY_BYTES (1 MiB) and only its first bytes (8 KiB without a credential, then 64 KiB with a valid token, each on an authproxy started afresh), and prints authproxy's RSS and Go heap before and while they are held (with -proxy-b, also of the binary at that path, one process at a time); 'oauth2' builds oauth2-proxy, measures its row, then -rounds alternating runs of it and authproxy warm, and prints the medians of the rounds' ratios")
+	only := fs.String("only", "", "instead of the whole run, print one test's outcome (no report file): 'users' alternates the warm rows with -users and -many-users distinct users on the default proxy (after -cold one-time tokens) and on the big-cache proxy, -rounds times; 'held' runs the concurrency test (-held-conns, -hold, -held-interval) alone; 'paired' runs -rounds paired bare/warm rounds on a fresh proxy (the order alternating; each round also runs the bare proxy with the tokens, authproxy on a public route and a second bare proxy) then as many together rounds (bare and authproxy warm loaded at once, half the connections each, and the control: the two bare proxies at once), and prints the processes' ids (for a profiler): the quick before/after check of the warm path; 'openloop' runs -rounds times the open-loop rows (capacity of the bare proxy, then bare and authproxy warm at half of it) in the -placement given, printing each row with the CPU-s/s of the generator, the upstream and the proxy and the busy share of each CPU, then the medians; 'callgrind' counts the instructions and simulated cache misses per warm request of the bare proxy, of authproxy, of the bare proxy sent authproxy's requests and of authproxy on a public route under callgrind (the report's rows, each with the part of its count that the runtime's sysmon thread ran, which follows wall time rather than requests; with LOADTEST_KEEP=1 in the environment the work directory is kept, its path printed at the end, and in it each process's dumps for callgrind_annotate: callgrind.<row>.<pid>.1 the requests' window, .2 and after the idle windows); 'bodyhold' holds -body-conns connections to a protected POST route of authproxy, each having sent headers declaring a body of MAX_BODY_BYTES (1 MiB) and only its first bytes (8 KiB without a credential, then 64 KiB with a valid token, each on an authproxy started afresh), and prints authproxy's RSS and Go heap before and while they are held (with -proxy-b, also of the binary at that path, one process at a time); 'oauth2' builds oauth2-proxy, measures its row, then -rounds alternating runs of it and authproxy warm, and prints the medians of the rounds' ratios; 'syscalls' loads the bare proxy and authproxy warm at once (half the connections each) for -duration with a tracer (-syscall-tracer) counting each one's system calls, and prints the system calls per answered request of each, side by side (strace slows both alike; counts, unlike times, hold on a busy machine)")
 	bodyConns := fs.Int("body-conns", 2000, "connections of -only bodyhold")
 	heldCold := fs.Bool("held-cold", false, "-only held: start the hold with the proxy's caches empty (the full run's hold may find its users' entries expired)")
 	fs.StringVar(&o.placement, "placement", placeAlone, "CPUs of the open-loop rows: 'alone' puts the proxy measured alone on the CPUs other than CPU 0, and the generator (this process), the upstream and the idle proxy on CPU 0; 'shared' puts the generator alone on CPU 0 and both proxies and the upstream on the others (the former placement); 'both' (-only openloop only) runs each in every round")
@@ -109,6 +109,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&cro.listLoops, "core-list-readers", 16, "-core-rss: connections reading GET /users?limit=200 page after page")
 	fs.IntVar(&cro.bodyLoops, "core-uploads", 64, "-core-rss: connections uploading bodies of MAX_BODY_BYTES (64 × 1 MiB: what one authproxy's BODY_MEMORY_MB lets through at once)")
 	fs.IntVar(&cro.writeLoops, "core-writers", 4, "-core-rss: connections signing up, and as many granting and revoking roles")
+	syscallTracer := fs.String("syscall-tracer", "perf", "-only syscalls: 'perf' (perf stat on the system calls' tracepoints, switched on and off with the measured window; the process runs at its own pace) or 'strace' (strace -c -f, which stops every thread at each call and slows both proxies several times over)")
 	quick := fs.Bool("quick", false, "short smoke run: small durations and counts, no report file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -122,8 +123,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	default:
 		return fmt.Errorf("unknown -serve %q", *serve)
 	}
-	if *only != "" && !slices.Contains([]string{"users", "held", "paired", "openloop", "callgrind", "bodyhold", "oauth2"}, *only) {
-		return fmt.Errorf("unknown -only %q (want users, held, paired, openloop, callgrind, bodyhold or oauth2)", *only)
+	if *only != "" && !slices.Contains([]string{"users", "held", "paired", "openloop", "callgrind", "bodyhold", "oauth2", "syscalls"}, *only) {
+		return fmt.Errorf("unknown -only %q (want users, held, paired, openloop, callgrind, bodyhold, oauth2 or syscalls)", *only)
 	}
 	placements, err := parsePlacement(o.placement, *only == "openloop")
 	if err != nil {
@@ -148,6 +149,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if fi, err := os.Stat(o.proxyB); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
 			return fmt.Errorf("-proxy-b %s: not an executable file (%v)", o.proxyB, err)
 		}
+	}
+	if flagSet(fs, "syscall-tracer") && *only != "syscalls" {
+		return fmt.Errorf("-syscall-tracer needs -only syscalls")
+	}
+	if *syscallTracer != "perf" && *syscallTracer != "strace" {
+		return fmt.Errorf("unknown -syscall-tracer %q (want perf or strace)", *syscallTracer)
 	}
 	if *bodyConns < 1 {
 		return fmt.Errorf("-body-conns %d: at least one connection", *bodyConns)
@@ -204,6 +211,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return h.runBodyHold(ctx, stdout, *bodyConns)
 	case "oauth2":
 		return h.oauth2Only(ctx, *rounds, stdout)
+	case "syscalls":
+		return h.syscallsOnly(ctx, *syscallTracer, stdout)
 	}
 	if *coreRSS {
 		return h.measureCoreRSS(ctx, cro, stdout)

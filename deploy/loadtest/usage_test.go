@@ -18,6 +18,9 @@ import (
 const burnEnv = "LOADTEST_TEST_BURN"
 
 func TestMain(m *testing.M) {
+	if os.Getenv(syscallChildEnv) != "" {
+		syscallChild()
+	}
 	if s := os.Getenv(burnEnv); s != "" {
 		share, err := strconv.ParseFloat(s, 64)
 		if err != nil || share <= 0 || share > 1 {
