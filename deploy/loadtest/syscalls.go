@@ -459,18 +459,25 @@ func (h *harness) syscallsOnly(ctx context.Context, tracer string, out io.Writer
 }
 
 // kernelTable is the per-request rows beside the system calls: the bytes
-// read and written, perf's software events (absent under strace), and the
-// CPU times read over the window (µs; under the tracer's cost).
+// read and written, perf's software events (left out when a window lacks
+// them: strace does not count them), and the CPU times read over the
+// window (µs; under the tracer's cost).
 func kernelTable(ws []syscallWindow) []syscallRow {
-	rows := []syscallRow{{name: "bytes read"}, {name: "bytes written"}}
+	var evs []string
 	for _, ev := range kernelEvents() {
+		if !slices.ContainsFunc(ws, func(w syscallWindow) bool { _, ok := w.counts[ev]; return !ok }) {
+			evs = append(evs, ev)
+		}
+	}
+	rows := []syscallRow{{name: "bytes read"}, {name: "bytes written"}}
+	for _, ev := range evs {
 		rows = append(rows, syscallRow{name: ev})
 	}
 	rows = append(rows, syscallRow{name: "CPU µs (utime + stime)"}, syscallRow{name: "kernel µs (stime)"})
 	for _, w := range ws {
 		n := float64(max(w.requests, 1))
 		v := []float64{float64(w.read) / n, float64(w.written) / n}
-		for _, ev := range kernelEvents() {
+		for _, ev := range evs {
 			v = append(v, float64(w.counts[ev])/n)
 		}
 		v = append(v, float64(w.cpu)/float64(time.Microsecond)/n, float64(w.sys)/float64(time.Microsecond)/n)

@@ -171,3 +171,33 @@ func TestUnknownTracer(t *testing.T) {
 		t.Error("got no error")
 	}
 }
+
+// perf's software events are rows only when every window counted them:
+// strace's windows do not, and a 0 there would read as none happening.
+func TestKernelTableRows(t *testing.T) {
+	perf := []syscallWindow{
+		{counts: syscallCounts{"read": 8, "page-faults": 0, "context-switches": 3}, requests: 2, read: 640, written: 660, cpu: 80 * time.Microsecond, sys: 50 * time.Microsecond},
+		{counts: syscallCounts{"read": 8, "page-faults": 2, "context-switches": 4}, requests: 2, read: 1760, written: 1820, cpu: 100 * time.Microsecond, sys: 56 * time.Microsecond},
+	}
+	strace := []syscallWindow{{counts: syscallCounts{"read": 8}, requests: 2}, {counts: syscallCounts{"read": 8}, requests: 2}}
+	names := func(rows []syscallRow) string {
+		var n []string
+		for _, r := range rows {
+			n = append(n, r.name)
+		}
+		return strings.Join(n, ", ")
+	}
+	rows := kernelTable(perf)
+	if got, want := names(rows), "bytes read, bytes written, page-faults, context-switches, CPU µs (utime + stime), kernel µs (stime)"; got != want {
+		t.Errorf("perf rows: got %s, want %s", got, want)
+	}
+	if got := rows[0].per; got[0] != 320 || got[1] != 880 {
+		t.Errorf("bytes read per request: got %v, want [320 880]", got)
+	}
+	if got := rows[5].per; got[0] != 25 || got[1] != 28 {
+		t.Errorf("kernel µs per request: got %v, want [25 28]", got)
+	}
+	if got, want := names(kernelTable(strace)), "bytes read, bytes written, CPU µs (utime + stime), kernel µs (stime)"; got != want {
+		t.Errorf("strace rows: got %s, want %s", got, want)
+	}
+}
