@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -124,13 +125,24 @@ func (t *perfTracer) start(ctx context.Context) error {
 	t.cmd = exec.CommandContext(ctx, "perf", "stat", "-x", ",", "-o", t.file, "--delay=-1", "--control", "fd:3,4",
 		"-e", strings.Join(events, ","), "-p", strconv.Itoa(t.pid))
 	t.cmd.ExtraFiles = []*os.File{ctlR, ackW}
+	var stderr bytes.Buffer
+	t.cmd.Stderr = &stderr
 	err = t.cmd.Start()
 	// perf holds its ends now: an acknowledgement read ends if it exits.
 	_, _ = ctlR.Close(), ackW.Close()
 	if err != nil {
 		return fmt.Errorf("perf stat -p %d: %w", t.pid, err)
 	}
-	return t.command("enable")
+	if err := t.command("enable"); err != nil {
+		// perf has exited (or is stopped now): its reason is on stderr.
+		_ = t.cmd.Process.Kill()
+		_ = t.cmd.Wait()
+		t.cmd = nil
+		_, _ = t.ctl.Close(), t.ackR.Close()
+		why, _, _ := strings.Cut(strings.TrimSpace(stderr.String()), "\n") // then its usage text
+		return fmt.Errorf("%w: %s", err, why)
+	}
+	return nil
 }
 
 // command sends cmd to perf and waits for its acknowledgement.
@@ -246,23 +258,40 @@ func (t *straceTracer) start(ctx context.Context) error {
 		return fmt.Errorf("strace -p %d: %w", t.pid, err)
 	}
 	// strace says "Process N attached" once it traces the process's
-	// threads; the window opens then, not when strace was started.
-	attached := make(chan struct{})
+	// threads; the window opens then, not when strace was started. A
+	// strace that exits first said why.
+	type answer struct {
+		attached bool
+		said     string // when not attached: what strace said before it exited
+	}
+	attached := make(chan answer, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
-		once := sync.OnceFunc(func() { close(attached) })
+		var said []string
 		for sc.Scan() {
 			if strings.Contains(sc.Text(), "attached") {
-				once()
+				attached <- answer{attached: true}
+				_, _ = io.Copy(io.Discard, stderr)
+				return
 			}
+			said = append(said, sc.Text())
 		}
-		once()
+		attached <- answer{said: strings.Join(said, "; ")}
 	}()
+	fail := func(why string) error {
+		_ = t.cmd.Process.Kill()
+		_ = t.cmd.Wait()
+		t.cmd = nil
+		return fmt.Errorf("strace -p %d: %s", t.pid, why)
+	}
 	select {
-	case <-attached:
+	case a := <-attached:
+		if !a.attached {
+			return fail("not attached: " + a.said)
+		}
 		return nil
 	case <-time.After(10 * time.Second):
-		return fmt.Errorf("strace -p %d: not attached after 10s", t.pid)
+		return fail("not attached after 10s")
 	}
 }
 
