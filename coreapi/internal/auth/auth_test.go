@@ -527,6 +527,51 @@ func TestRefreshRotates(t *testing.T) {
 	e.verify(t, next.AccessToken)
 }
 
+// TestRefreshNamingAnotherTenantRefused: a refresh token is of one
+// session, signed in to one tenant, and a refresh keeps it there. A
+// refresh that names another tenant (tenant_id, as the password grant
+// takes it) is refused, 400 invalid_request naming tenant_id, before the
+// token is looked at: it was answered with tokens of the session's own
+// tenant, so a client that asked for tenant B acted in tenant A without a
+// word. The token is not spent: it refreshes afterwards, in its tenant.
+func TestRefreshNamingAnotherTenantRefused(t *testing.T) {
+	e := start(t, cheap)
+	tk := e.signup(t, "rt@example.com", "First")
+	id := e.identityFor(t, tk)
+	second := e.SeedTenant(t, "Second") // the user is a member there too
+	e.SeedMember(t, second.ID, id.UserID, "member")
+	stranger := e.SeedTenant(t, "Stranger")
+	for _, tid := range []string{second.ID, stranger.ID} {
+		r := e.token(t, map[string]string{"grant_type": "refresh_token", "refresh_token": tk.RefreshToken, "tenant_id": tid})
+		apitest.WantProblem(t, r, http.StatusBadRequest, "invalid_request")
+		if !strings.Contains(string(r.Body), "tenant_id") {
+			t.Errorf("refresh naming tenant %s: %s, want the field tenant_id named", tid, r.Body)
+		}
+	}
+	r := e.token(t, map[string]string{"grant_type": "refresh_token", "refresh_token": tk.RefreshToken, "tenant_id": "nope"})
+	apitest.WantProblem(t, r, http.StatusBadRequest, "invalid_request")
+	if r.Stats.Queries != 0 {
+		t.Errorf("a malformed tenant_id ran %d queries, want none", r.Stats.Queries)
+	}
+	if n := e.count(t, `SELECT count(*) FROM refresh_tokens WHERE token_hash = $1 AND replaced_by IS NULL AND rotated_at IS NULL`, sessions.Hash(tk.RefreshToken)); n != 1 {
+		t.Fatal("a refused refresh spent the refresh token")
+	}
+	// Naming the session's own tenant, in either letter case (as the
+	// password grant reads it), is a refresh like any other.
+	r = e.token(t, map[string]string{"grant_type": "refresh_token", "refresh_token": tk.RefreshToken, "tenant_id": strings.ToUpper(tk.TenantID)})
+	if r.Status != http.StatusOK {
+		t.Fatalf("refresh naming its own tenant: %d %s", r.Status, r.Body)
+	}
+	var next tokens
+	r.JSON(t, &next)
+	if c := claims(t, next.AccessToken); c["tid"] != tk.TenantID || next.TenantID != tk.TenantID {
+		t.Errorf("refresh: tid %v, tenant_id %s, want %s", c["tid"], next.TenantID, tk.TenantID)
+	}
+	if r := e.refresh(t, next.RefreshToken); r.Status != http.StatusOK {
+		t.Errorf("the successor: %d %s", r.Status, r.Body)
+	}
+}
+
 // TestConcurrentRefreshOverHTTP: 20 clients refresh with one token at the
 // same moment; all get 200 and the same successor; nobody is logged out.
 func TestConcurrentRefreshOverHTTP(t *testing.T) {

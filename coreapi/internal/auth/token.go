@@ -263,14 +263,33 @@ var errSignedOutMeanwhile = problem.New(fiber.StatusBadRequest, problem.CodeInva
 // errRefreshRevoked answers the refresh of a revoked session.
 var errRefreshRevoked = problem.New(fiber.StatusBadRequest, problem.CodeInvalidGrant, sessions.ErrRevoked.Error())
 
+// errRefreshOtherTenant answers a refresh naming another tenant than the
+// one its session is signed in to.
+var errRefreshOtherTenant = invalidRequest(
+	"the refresh token's session is signed in to another tenant, and a refresh keeps it there: leave tenant_id out, or switch tenants with POST /api/v1/auth/switch-tenant",
+	problem.FieldError{Field: "tenant_id", Message: "not the tenant of the refresh token's session"})
+
 func (s *Service) refreshGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) {
 	ctx := c.UserContext()
 	if req.RefreshToken == "" {
 		return TokenResponse{}, invalidRequest("refresh_token is required", problem.FieldError{Field: "refresh_token", Message: "required"})
 	}
-	r, err := s.sessions.Rotate(ctx, req.RefreshToken,
+	// A refresh keeps the session's tenant. One that names another is
+	// refused, its token left as it was: answered with tokens of the
+	// session's tenant, a client that asked for another would act there
+	// unawares.
+	var tid string
+	if req.TenantID != "" {
+		var ok bool
+		if tid, ok = ids.Parse(req.TenantID); !ok {
+			return TokenResponse{}, invalidRequest("tenant_id must be a UUID", problem.FieldError{Field: "tenant_id", Message: "must be a UUID"})
+		}
+	}
+	r, err := s.sessions.RotateIn(ctx, req.RefreshToken, tid,
 		sessions.Presenter{RequestID: strings.Clone(httpapi.RequestIDOf(c)), IP: httpapi.ClientIP(c)})
 	switch {
+	case errors.Is(err, sessions.ErrOtherTenant):
+		return TokenResponse{}, errRefreshOtherTenant
 	// An inactive account, membership or tenant (ErrInactive) is 400
 	// invalid_grant too, not a sign-in's 403: RFC 6749 section 5.2 answers
 	// a refresh token that may not be used so, and clients take it as

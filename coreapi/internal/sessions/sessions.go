@@ -49,7 +49,10 @@ var (
 	ErrRevoked      = errors.New("session revoked")
 	ErrReused       = errors.New("refresh token reused after rotation; session revoked")
 	ErrInactive     = errors.New("user, membership or tenant is not active")
-	ErrNotFound     = errors.New("session not found")
+	// ErrOtherTenant: RotateIn was asked for another tenant than the one
+	// the token's session is signed in to; the token is left as it was.
+	ErrOtherTenant = errors.New("the refresh token's session is signed in to another tenant")
+	ErrNotFound    = errors.New("session not found")
 	// ErrNoMembership: Create or CreateAt found no active membership of
 	// the user in the tenant, or the tenant is not active (the user was
 	// removed or disabled there, or the tenant suspended, since the caller
@@ -336,6 +339,16 @@ type Presenter struct {
 // Rotate exchanges a refresh token for its successor, presented by by.
 // See the package comment for the concurrency and reuse rules.
 func (s *Store) Rotate(ctx context.Context, token string, by Presenter) (Rotation, error) {
+	return s.RotateIn(ctx, token, "", by)
+}
+
+// RotateIn is Rotate for a request that names the tenant it wants the
+// tokens for (tenantID, canonical; "": none): a session other than one
+// signed in to it is ErrOtherTenant, and its token is neither rotated nor
+// spent. A refresh keeps the session's tenant (a tenant switch moves it).
+// A token rotated before the grace window is reuse whatever tenant the
+// request names.
+func (s *Store) RotateIn(ctx context.Context, token, tenantID string, by Presenter) (Rotation, error) {
 	const qLookup = `
 SELECT rt.id, rt.session_id, rt.replaced_by,
        coalesce(rt.rotated_at > now() - make_interval(secs => $2), false),
@@ -386,6 +399,8 @@ WHERE rt.token_hash = $1`
 		return Rotation{}, ErrExpired
 	case !l.Active:
 		return Rotation{}, ErrInactive
+	case tenantID != "" && tenantID != l.TenantID:
+		return Rotation{}, ErrOtherTenant
 	}
 	r := Rotation{SessionID: l.SessionID, UserID: l.UserID, TenantID: l.TenantID, TokenVersion: l.TokenVersion,
 		AMR: l.AMR, AuthTime: l.AuthTime, Ends: l.Ends}

@@ -251,6 +251,38 @@ func TestConcurrentRefreshWithoutGraceIsNoReuse(t *testing.T) {
 	}
 }
 
+// TestRotateInAnotherTenant: a refresh that names another tenant than its
+// session's is ErrOtherTenant and leaves the token as it was, live or in
+// its grace window; a token rotated before the grace window is reuse
+// whatever tenant the request names.
+func TestRotateInAnotherTenant(t *testing.T) {
+	ctx := context.Background()
+	f := setup(t)
+	_, other := addMember(t, f.pool, "b@example.com")
+	is := f.create(t)
+	if _, err := f.store.RotateIn(ctx, is.RefreshToken, other, Presenter{}); !errors.Is(err, ErrOtherTenant) {
+		t.Fatalf("RotateIn another tenant: %v, want ErrOtherTenant", err)
+	}
+	if n := f.count(t, `SELECT count(*) FROM refresh_tokens WHERE token_hash = $1 AND replaced_by IS NULL AND rotated_at IS NULL`, Hash(is.RefreshToken)); n != 1 {
+		t.Fatal("a refresh naming another tenant spent the token")
+	}
+	r, err := f.store.RotateIn(ctx, is.RefreshToken, f.tenant, Presenter{})
+	if err != nil || r.TenantID != f.tenant {
+		t.Fatalf("RotateIn its own tenant: %+v, %v", r, err)
+	}
+	// Within the grace window: refused too, the successor not handed out.
+	if _, err := f.store.RotateIn(ctx, is.RefreshToken, other, Presenter{}); !errors.Is(err, ErrOtherTenant) {
+		t.Fatalf("RotateIn another tenant within the grace: %v, want ErrOtherTenant", err)
+	}
+	f.exec(t, `UPDATE refresh_tokens SET rotated_at = now() - interval '1 minute' WHERE token_hash = $1`, Hash(is.RefreshToken))
+	if _, err := f.store.RotateIn(ctx, is.RefreshToken, other, Presenter{}); !errors.Is(err, ErrReused) {
+		t.Fatalf("a token rotated before the grace, naming another tenant: %v, want ErrReused", err)
+	}
+	if n := f.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_reason = $2`, is.SessionID, ReasonReuse); n != 1 {
+		t.Error("the reuse did not end the session")
+	}
+}
+
 func TestReuseAfterGraceRevokesSession(t *testing.T) {
 	ctx := context.Background()
 	f := setup(t)
