@@ -17,6 +17,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
@@ -769,8 +770,18 @@ func (s *Service) mfaGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error
 	if len(req.Code) > 64 {
 		return TokenResponse{}, errBadCode
 	}
+	// The tenant is the one the password step chose, or a step-up's
+	// session's: one named here must be it (a code is never looked at
+	// for another), as a refresh's must be its session's.
+	var named string
+	if req.TenantID != "" {
+		var ok bool
+		if named, ok = ids.Parse(req.TenantID); !ok {
+			return TokenResponse{}, invalidRequest("tenant_id must be a UUID", problem.FieldError{Field: "tenant_id", Message: "must be a UUID"})
+		}
+	}
 	if req.MFAToken == "" {
-		return s.stepUp(c, req)
+		return s.stepUp(c, req, named)
 	}
 	ctx := c.UserContext()
 	ua, ip := client(c)
@@ -798,6 +809,18 @@ RETURNING user_id::text, tenant_id::text, amr, tenant_requested`
 	}
 	if err != nil {
 		return TokenResponse{}, fmt.Errorf("claim mfa challenge: %w", err)
+	}
+	if named != "" {
+		if named != tenantID {
+			// Refused before the code is looked at: the try is given back.
+			if _, err := s.pool.Exec(ctx, qRefund, hash); err != nil {
+				return TokenResponse{}, fmt.Errorf("give back mfa challenge try: %w", err)
+			}
+			return TokenResponse{}, errSecondFactorOtherTenant
+		}
+		// Named now, if not by the password step: a tenant left meanwhile
+		// is refused, not traded for the next one.
+		requested = true
 	}
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	// A recovery code is spent in the transaction that marks the challenge
@@ -899,14 +922,24 @@ RETURNING user_id::text, tenant_id::text, amr, tenant_requested`
 	return s.Issue(ctx, g, func() error { return errSignedOutMeanwhile })
 }
 
+// errSecondFactorOtherTenant answers a second step (or a step-up) that
+// names another tenant than the one it lands in.
+var errSecondFactorOtherTenant = invalidRequest(
+	"the second factor completes a sign-in to another tenant (the one its password step chose, or the session's for a step-up): leave tenant_id out, or sign in to that tenant",
+	problem.FieldError{Field: "tenant_id", Message: "not the tenant this second factor signs in to"})
+
 // stepUp: a caller with a valid session gives a code and gets a new
 // access token (and refresh token) for the same session, now with the
-// second factor and a fresh auth_time.
-func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) {
+// second factor and a fresh auth_time. named is the tenant the request
+// named ("": none), which must be the session's.
+func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest, named string) (TokenResponse, error) {
 	id, ok := httpapi.OptionalIdentityOf(c)
 	if !ok || id.SessionID == "" {
 		return TokenResponse{}, invalidRequest("mfa_token is required (or a bearer token to step up its session)",
 			problem.FieldError{Field: "mfa_token", Message: "required without a bearer"})
+	}
+	if named != "" && named != id.TenantID {
+		return TokenResponse{}, errSecondFactorOtherTenant
 	}
 	ctx := c.UserContext()
 	_, ip := client(c)

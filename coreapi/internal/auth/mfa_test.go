@@ -287,6 +287,52 @@ func TestMFASignIn(t *testing.T) {
 	wantStatus(t, "form-encoded", fr, http.StatusOK, "")
 }
 
+// TestSecondFactorNamingAnotherTenantRefused: a sign-in's second step
+// lands in the tenant its password step chose, and a step-up keeps its
+// session's: either one naming another tenant (tenant_id) is refused, 400
+// invalid_request naming the field, before the code is looked at, so the
+// code, the mfa_token's try and the account's count of guesses stay. It
+// was answered with tokens of the other tenant, tenant_id ignored. Naming
+// the tenant it lands in is a second step like any other.
+func TestSecondFactorNamingAnotherTenantRefused(t *testing.T) {
+	e := start(t, cheap)
+	tk, secret, _ := e.mfaUser(t, "tenants@example.com")
+	as := e.identityFor(t, tk)
+	second := e.SeedTenant(t, "Second")
+	e.SeedMember(t, second.ID, as.UserID, "member")
+	code := codeAt(t, secret, time.Now().Add(30*time.Second))
+	tries := func() int {
+		return e.count(t, `SELECT coalesce(sum(failures), 0)::int FROM login_attempts`)
+	}
+	before := tries()
+
+	mt := e.challenge(t, "tenants@example.com")
+	r := e.token(t, map[string]string{"grant_type": "mfa_otp", "mfa_token": mt, "code": code, "tenant_id": second.ID})
+	wantStatus(t, "second step naming another tenant", r, http.StatusBadRequest, problem.CodeInvalidRequest)
+	if !strings.Contains(string(r.Body), "tenant_id") {
+		t.Errorf("second step naming another tenant: %s, want tenant_id named", r.Body)
+	}
+	r = e.Send(t, as, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp", "code": code, "tenant_id": second.ID})
+	wantStatus(t, "step-up naming another tenant", r, http.StatusBadRequest, problem.CodeInvalidRequest)
+	wantStatus(t, "malformed tenant_id", e.token(t, map[string]string{"grant_type": "mfa_otp", "mfa_token": mt, "code": code, "tenant_id": "nope"}),
+		http.StatusBadRequest, problem.CodeInvalidRequest)
+	if n := e.count(t, `SELECT attempts FROM mfa_challenges WHERE token_hash = $1`, mfa.HashToken(mt)); n != 0 {
+		t.Errorf("the refused second steps spent %d of the mfa_token's tries, want none", n)
+	}
+	if got := tries(); got != before {
+		t.Errorf("the account's count of guesses moved from %d to %d", before, got)
+	}
+	// The code and the mfa_token still open the sign-in, in the tenant
+	// the password step chose, named in either letter case.
+	r = e.token(t, map[string]string{"grant_type": "mfa_otp", "mfa_token": mt, "code": code, "tenant_id": strings.ToUpper(tk.TenantID)})
+	wantStatus(t, "second step naming its tenant", r, http.StatusOK, "")
+	var got tokens
+	r.JSON(t, &got)
+	if got.TenantID != tk.TenantID || claims(t, got.AccessToken)["tid"] != tk.TenantID {
+		t.Errorf("signed in to %s, want %s", got.TenantID, tk.TenantID)
+	}
+}
+
 // TestMFAStepAfterTheTenantIsLeft: a sign-in waiting for its second factor
 // is answered, once the code is given, as its password sign-in would be
 // then. One naming no tenant was bound to the tenant its password step
