@@ -552,7 +552,7 @@ func (s *Service) linkOwned(ctx context.Context, id identity.Identity, provider 
 		}
 		if err := audit.WriteForUser(ctx, tx, id.UserID, audit.Event{ActorUserID: id.UserID,
 			Action: audit.ActionUserIdentityLinked, TargetType: audit.TargetUser, TargetID: id.UserID, RequestID: rid,
-			Data: map[string]string{"provider": provider, "subject": v.Subject, "email": v.Email, "by": "owner"}}); err != nil {
+			Data: identityLinkedData(provider, v.Subject, "owner")}); err != nil {
 			return err
 		}
 		if err := auth.NoticeOwner(ctx, tx, id.UserID, mail.KindIdentityLinked, mail.Data{At: time.Now(), Provider: provider}); err != nil {

@@ -1564,10 +1564,11 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 			}
 			if existing && !linked {
 				// A new way into an existing account, as a password
-				// change is: its tenants' audit logs say so.
+				// change is: its tenants' audit logs say so (not the
+				// provider's address: see identityLinkedData).
 				if err := audit.WriteForUser(ctx, tx, g.UserID, audit.Event{ActorUserID: g.UserID,
 					Action: audit.ActionUserIdentityLinked, TargetType: audit.TargetUser, TargetID: g.UserID, RequestID: in.RequestID,
-					Data: map[string]string{"provider": in.Provider, "subject": in.Subject, "email": in.Email}}); err != nil {
+					Data: identityLinkedData(in.Provider, in.Subject, "")}); err != nil {
 					return err
 				}
 				// And its owner is told, at the proven address: whoever

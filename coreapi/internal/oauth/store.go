@@ -416,6 +416,22 @@ func linkIdentity(ctx context.Context, db sqldb.DB, userID, provider, issuer, su
 	return nil
 }
 
+// identityLinkedData is the data of a user.identity_linked audit event:
+// the provider and its subject, and how the link was made (by "owner"
+// through POST /users/me/identities/{provider}; empty: by the account's
+// address at a sign-in). Never the address the provider gave: the event
+// is written in every tenant of the account, and a provider account
+// linked by its owner may have an address of its own that the tenants'
+// admins have no business reading (the owner sees it on
+// GET /users/me/identities).
+func identityLinkedData(provider, subject, by string) map[string]string {
+	d := map[string]string{"provider": provider, "subject": subject}
+	if by != "" {
+		d["by"] = by
+	}
+	return d
+}
+
 // signInTenant picks the tenant a sign-in lands in: the oldest active
 // membership in an active tenant (tenantID's, when not nil). It returns
 // the tenant (nil for none), the user's status and token version, the
