@@ -106,3 +106,32 @@ func TestQueuedMailOfADeadLinkIsNotSent(t *testing.T) {
 		}
 	}
 }
+
+// TestQueuedEmailChangeToATakenAddressIsDropped: the verification mail of
+// an email change still queued when another account has since taken the
+// new address (in any letter case, as the address's uniqueness compares
+// them) is deleted at its turn, not sent: its confirmation would be
+// refused (409 email_taken). The other account's own mail to the address
+// goes out, and so does an email change to an address nobody took.
+func TestQueuedEmailChangeToATakenAddressIsDropped(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	a := x.verified(t, "owner@example.com")
+	b := x.verified(t, "other@example.com")
+	x.flush(t)
+	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "wanted@example.com"}), http.StatusAccepted)
+	wantStatus(t, x.Send(t, &b.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "free@example.com"}), http.StatusAccepted)
+	x.wantQueued(t, "wanted@example.com", "verify_email", 1, "the email change")
+	x.signup(t, "Wanted@Example.com")
+	x.wantQueued(t, "wanted@example.com", "verify_email", 2, "the email change and the sign-up")
+
+	x.flush(t)
+	if n := x.mailsTo("wanted@example.com"); n != 1 {
+		t.Errorf("%d mails to the address taken, want 1 (the sign-up's, not the email change's)", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM mail_queue WHERE lower(to_address) = 'wanted@example.com' AND status <> 'sent'`); n != 0 {
+		t.Errorf("%d mails to the address taken left unsent in the queue, want 0", n)
+	}
+	if n := x.mailsTo("free@example.com"); n != 1 {
+		t.Errorf("%d mails of the email change to a free address, want 1", n)
+	}
+}

@@ -3,6 +3,7 @@ package mail_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,4 +58,48 @@ func TestLinkCheckDropsDeadLinks(t *testing.T) {
 	if rows := r.rows(t); len(rows) != 2 || rows[1].Status != "pending" || rows[1].Token == nil {
 		t.Errorf("rows %+v; want the mail whose check failed pending with its token", rows)
 	}
+}
+
+// TestLinkCheckErrorGivesTheBatchBack: the link check failing (its
+// database away for a moment) ends the batch, and the mail it was
+// checking, with the rest of the batch not yet tried, goes back to the
+// queue at once, its attempt not counted, instead of waiting out the
+// claim's lease: the next poll (of this sender or another) takes it
+// again, and it goes out once the check answers.
+func TestLinkCheckErrorGivesTheBatchBack(t *testing.T) {
+	checkErr := errors.New("database away")
+	var failing atomic.Bool
+	failing.Store(true)
+	check := func(context.Context, mail.Kind, string) (string, error) {
+		if failing.Load() {
+			return "", checkErr
+		}
+		return "", nil
+	}
+	r := newRig(t, mail.SenderOptions{})
+	s := r.sender(t, mail.SenderOptions{Transport: mustSMTP(t, r.smtp.URL()+"?starttls=off"), LinkCheck: check,
+		Lease: time.Hour})
+	first := mail.Message{Kind: mail.KindInvitation, To: "first@example.com", Token: "tok_first",
+		Data: mail.Data{TenantName: "Acme", ExpiresAt: time.Now().Add(time.Hour)}}
+	second := first
+	second.To, second.Token = "second@example.com", "tok_second"
+	r.enqueue(t, first, second)
+	if _, err := s.SendDue(context.Background()); !errors.Is(err, checkErr) {
+		t.Fatalf("SendDue with a failing check: %v; want its error", err)
+	}
+	var due, attempts int
+	if err := r.db.Pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE next_attempt_at <= now()), coalesce(sum(attempts), 0)
+		FROM mail_queue WHERE status = 'pending' AND token IS NOT NULL`).Scan(&due, &attempts); err != nil {
+		t.Fatal(err)
+	}
+	if due != 2 || attempts != 0 {
+		t.Errorf("after a failed check: %d of 2 mails due at once, %d attempts counted; want 2 and 0 (not held for the lease)", due, attempts)
+	}
+
+	failing.Store(false)
+	if _, err := s.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r.smtp.WaitFor(t, "first@example.com", "", 5*time.Second)
+	r.smtp.WaitFor(t, "second@example.com", "", 5*time.Second)
 }

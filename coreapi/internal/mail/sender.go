@@ -65,12 +65,13 @@ type SenderOptions struct {
 // one-time token, can no longer work: "" when it can, else a short
 // reason for coreapi_mail_dropped_total and the log (a fixed set: the
 // refusals of the accept or of the token check, such as "invalid",
-// "expired", "inviter_cannot_grant", "already_member"). Whatever ends a
+// "expired", "inviter_cannot_grant", "already_member", "email_taken"). An
+// error sends nothing: the mail goes back to the queue at once. Whatever ends a
 // token on purpose drops its mail in the same transaction
 // (DropUnsentSQL); this catches what makes a link useless without ending
 // its token: its expiry passing in a backlog, an invitation's tenant
 // deleted, its inviter's right to invite removed, its address become a
-// member's.
+// member's, an email change's new address taken by another account.
 type LinkCheck func(ctx context.Context, k Kind, token string) (reason string, err error)
 
 // Sender delivers queued mail. Any number of Senders (one per replica) may
@@ -283,10 +284,10 @@ RETURNING q.id, q.kind, q.to_address, q.data, q.token, q.attempts, q.created_at`
 		}
 		retry, err := s.deliver(ctx, m)
 		if err != nil {
-			if ctx.Err() != nil {
-				err = errors.Join(err, s.giveBack(ctx, 0, batch[i+1:]...))
-			}
-			return len(batch), 0, err
+			// The rows not yet tried go back at once, whatever ended the
+			// batch (the sender stopping, the database away for a
+			// moment), rather than waiting out their lease.
+			return len(batch), 0, errors.Join(err, s.giveBack(ctx, 0, batch[i+1:]...))
 		}
 		if retry > 0 {
 			return len(batch), retry, errors.Join(s.giveBack(ctx, retry, batch[i+1:]...), s.holdBack(ctx, retry))
@@ -381,7 +382,9 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 	if m.Token != nil {
 		tok = *m.Token
 		if reason, err := s.deadLink(ctx, Kind(m.Kind), tok, d); err != nil {
-			return 0, fmt.Errorf("check the link of mail %d: %w", m.ID, err)
+			// Nothing was tried: the mail goes back at once, for the
+			// next poll, rather than after the lease.
+			return 0, errors.Join(fmt.Errorf("check the link of mail %d: %w", m.ID, err), s.giveBack(ctx, 0, m))
 		} else if reason != "" {
 			return 0, s.drop(ctx, m, reason)
 		}
