@@ -981,15 +981,15 @@ func TestDemotedCreatorRefused(t *testing.T) {
 	if r := x.Send(t, &owner, http.MethodPatch, "/api/v1/users/"+disabled.UserID, map[string]any{"membership_status": "disabled"}); r.Status != http.StatusOK {
 		t.Fatalf("disable: %d %s", r.Status, r.Body)
 	}
+	// A key acting as the demoted admin holds no more than it does now.
+	asKey := x.AsKey(t, stale)
 	noKeys := func(t *testing.T, as identity.Identity) {
 		t.Helper()
-		if n := x.count(t, `SELECT count(*) FROM api_keys WHERE user_id = $1 AND permissions <> '{tenant:read}'`, as.UserID); n != 0 {
+		if n := x.count(t, `SELECT count(*) FROM api_keys WHERE user_id = $1 AND permissions <> '{tenant:read}' AND id::text <> $2`,
+			as.UserID, asKey.SessionID); n != 0 {
 			t.Fatalf("%d keys created with lost permissions", n)
 		}
 	}
-	// A key acting as the demoted admin holds no more than it does now.
-	asKey := stale
-	asKey.Principal = identity.PrincipalAPIKey
 	for name, as := range map[string]identity.Identity{"demoted": stale, "disabled": disabled, "demoted's key": asKey} {
 		if as.Principal != identity.PrincipalAPIKey { // a key creates no key (TestCreateRefused)
 			t.Run(name+" creates a tenant key", func(t *testing.T) {
@@ -1054,8 +1054,7 @@ func TestRevokeNeedsWhatTheKeyMayDo(t *testing.T) {
 	}
 
 	// A weaker key of the owner, holding api-keys:write, revokes neither.
-	weakKey := owner
-	weakKey.Principal = identity.PrincipalAPIKey
+	weakKey := x.AsKey(t, owner)
 	weakKey.Permissions = []string{"api-keys:write", "tenant:read"}
 	wantProblem(t, x.Send(t, &weakKey, http.MethodDelete, "/api/v1/api-keys/"+strong.ID, nil), 403, "forbidden")
 	wantProblem(t, x.Send(t, &weakKey, http.MethodDelete, "/api/v1/users/me/api-keys/"+strongMine.ID, nil), 403, "forbidden")
@@ -1566,8 +1565,7 @@ func TestKeyReachesOnlyItsTenantsPersonalKeys(t *testing.T) {
 	inB := x.IdentityOf(t, inA.UserID, b.ID)
 	mineA := x.create(t, inA, "/api/v1/users/me/api-keys", map[string]any{"name": "a", "permissions": []string{"tenant:read"}})
 	mineB := x.create(t, inB, "/api/v1/users/me/api-keys", map[string]any{"name": "b", "permissions": []string{}})
-	asKey := inA
-	asKey.Principal = identity.PrincipalAPIKey
+	asKey := x.AsKey(t, inA)
 	keys, _ := x.list(t, asKey, "/api/v1/users/me/api-keys")
 	if len(keys) != 1 || keys[0].ID != mineA.ID {
 		t.Fatalf("a key of tenant A lists %+v, want only its tenant's %s", keys, mineA.ID)

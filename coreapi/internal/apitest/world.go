@@ -138,3 +138,25 @@ func (e *Env) HoldRemoval(t testing.TB, tenantID, userID string) pgx.Tx {
 	}
 	return tx
 }
+
+// AsKey is as, a member's identity, turned into the identity a proxy
+// forwards for a request made with a live tenant key of that member in
+// as's tenant, seeded for it (its secret unknown to anyone): principal
+// api_key, the key's id as X-Auth-Session-Id, the permissions as's.
+func (e *Env) AsKey(t testing.TB, as identity.Identity) identity.Identity {
+	t.Helper()
+	const q = `
+INSERT INTO api_keys (public_id, tenant_id, user_id, kind, name, permissions, secret_hash)
+VALUES (substr(md5(random()::text), 1, 16), $1, $2, 'tenant', 'seeded', $3, sha256(gen_random_uuid()::text::bytea))
+RETURNING id::text`
+	perms := as.Permissions
+	if perms == nil {
+		perms = []string{}
+	}
+	var id string
+	if err := e.DB.Pool.QueryRow(context.Background(), q, as.TenantID, as.UserID, perms).Scan(&id); err != nil {
+		t.Fatalf("seed api key: %v", err)
+	}
+	as.Principal, as.SessionID = identity.PrincipalAPIKey, id
+	return as
+}

@@ -1041,10 +1041,8 @@ func TestMachinesResetNoSecondFactor(t *testing.T) {
 		t.Fatal(err)
 	}
 	sa.Principal = identity.PrincipalService
-	saKey := sa
-	saKey.Principal = identity.PrincipalAPIKey
-	ownerKey := *ownerAs
-	ownerKey.Principal = identity.PrincipalAPIKey
+	saKey := e.AsKey(t, sa)
+	ownerKey := e.AsKey(t, *ownerAs)
 	if !sa.Has("users:write") {
 		t.Fatalf("the service account lacks users:write: %v", sa.Permissions)
 	}

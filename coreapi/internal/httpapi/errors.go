@@ -10,6 +10,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeylive"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/clientsecret"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/password"
@@ -115,6 +116,11 @@ func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
 		// whose catalog is the recorded one.
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return problem.New(fiber.StatusServiceUnavailable, problem.CodeCatalogRollout, permissions.ErrRollout.Error())
+	}
+	if errors.Is(err, apikeylive.ErrEnded) {
+		// Found after the tenant's lock (roles.Live): the key was revoked
+		// since the request's own check (liveCredential).
+		return keyEnded(c)
 	}
 	if sqldb.Unavailable(err) {
 		// Not the client's fault and usually brief (a failover, a restart):
@@ -232,6 +238,15 @@ func tooMany(c *fiber.Ctx, wait time.Duration, what string) *problem.Problem {
 func SecretDeleted(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="invalid_token", error_description="the access token has ended"`)
 	return problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, clientsecret.ErrDeleted.Error())
+}
+
+// keyEnded refuses a request of an API key since revoked or expired
+// (apikeylive.ErrEnded), though the proxy that signed it had not yet
+// heard: 401 invalid_token, with the RFC 6750 challenge a 401 to a
+// bearer carries (a key may be presented as one).
+func keyEnded(c *fiber.Ctx) *problem.Problem {
+	c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="invalid_token", error_description="the API key has been revoked or has expired"`)
+	return problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, apikeylive.ErrEnded.Error())
 }
 
 // SessionEnded refuses a request whose bearer's session has ended

@@ -16,6 +16,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeylive"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/clientsecret"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
@@ -430,7 +431,7 @@ func (s *Server) identityHeaders(a access) fiber.Handler {
 		if id.Principal == identity.PrincipalService && id.SessionID != "" {
 			// A service token's X-Auth-Session-Id names the client secret
 			// it was obtained with (its csid claim): kept apart as the
-			// key's id is, for the writes' check (liveSecret).
+			// key's id is, for the writes' check (liveCredential).
 			v.secretID, id.SessionID = id.SessionID, ""
 		}
 		c.Locals(keyIdentity, v)
@@ -438,24 +439,33 @@ func (s *Server) identityHeaders(a access) fiber.Handler {
 	}
 }
 
-// liveSecret refuses the writes (Protected routes but GET) of a service
-// principal whose access token was obtained with a client secret since
-// deleted: the deletion ended the token, and a proxy that has not yet
-// heard of it (NATS late or partitioned, the event missed) still
-// forwards it, which must not let it mint a key, grant a role or change
-// anything else on the say of a secret deleted because it may have
-// leaked. One primary-key lookup, for service principals' writes only:
-// reads cost nothing more, and end at the proxies.
-func (s *Server) liveSecret(c *fiber.Ctx) error {
+// liveCredential refuses the writes (Protected routes but GET) of a
+// request whose credential has ended though the proxy that signed it has
+// not yet heard (NATS late or partitioned, the event missed: up to
+// MAX_STALENESS): a service principal whose access token was obtained
+// with a client secret since deleted, or an API key since revoked or
+// expired. Neither may mint a key, grant a role or change anything else
+// on the say of a credential ended because it may have leaked. One
+// primary-key lookup, for the writes of those principals only: reads
+// cost nothing more, and end at the proxies.
+func (s *Server) liveCredential(c *fiber.Ctx) error {
 	v, ok := c.Locals(keyIdentity).(*verified)
-	if !ok || v.secretID == "" {
-		return c.Next()
-	}
-	switch err := clientsecret.CheckLive(c.UserContext(), s.pool, v.id.UserID, v.secretID); {
-	case errors.Is(err, clientsecret.ErrDeleted):
-		return SecretDeleted(c)
-	case err != nil:
-		return err
+	switch {
+	case !ok:
+	case v.secretID != "":
+		switch err := clientsecret.CheckLive(c.UserContext(), s.pool, v.id.UserID, v.secretID); {
+		case errors.Is(err, clientsecret.ErrDeleted):
+			return SecretDeleted(c)
+		case err != nil:
+			return err
+		}
+	case v.apiKeyID != "":
+		switch err := apikeylive.CheckLive(c.UserContext(), s.pool, v.id.TenantID, v.id.UserID, v.apiKeyID); {
+		case errors.Is(err, apikeylive.ErrEnded):
+			return keyEnded(c)
+		case err != nil:
+			return err
+		}
 	}
 	return c.Next()
 }

@@ -178,7 +178,7 @@ type Server struct {
 	observe      func(RequestStats)
 	mappers      []func(error) *problem.Problem
 	projector    *projection.Store
-	pool         *pgxpool.Pool // liveSecret's
+	pool         *pgxpool.Pool // liveCredential's
 	projLimit    *limiter
 	chunked      chunkedHeads
 	tracer       *requestTracer // nil: requests are not traced
@@ -320,7 +320,7 @@ func New(o Options) (*Server, error) {
 	// documents and pages set their own.
 	rt := Routes{
 		Public:    &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{noStore, s.identityHeaders(accessPublic)}},
-		Protected: &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{noStore, s.identityHeaders(accessProtected)}, writes: s.liveSecret},
+		Protected: &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{noStore, s.identityHeaders(accessProtected)}, writes: s.liveCredential},
 		Optional:  &Group{r: s.app.Group("/api/v1"), prefix: "/api/v1", mw: []fiber.Handler{noStore, s.identityHeaders(accessOptional)}},
 		Root:      &Group{r: s.app},
 		Internal:  &Group{r: s.app.Group(InternalPrefix), prefix: InternalPrefix, mw: []fiber.Handler{noStore, s.identityHeaders(accessInternal)}},
@@ -432,7 +432,7 @@ type Group struct {
 	prefix string
 	mw     []fiber.Handler
 	// writes, when set, runs after mw and the principal check on the
-	// routes registered with Post, Put, Patch and Delete (liveSecret).
+	// routes registered with Post, Put, Patch and Delete (liveCredential).
 	writes fiber.Handler
 }
 

@@ -29,8 +29,7 @@ func TestDemotedInviterRefused(t *testing.T) {
 	wantStatus(t, x.Send(t, &owner.id, http.MethodDelete, "/api/v1/users/"+stale.UserID+"/roles/admin", nil), http.StatusOK)
 	wantStatus(t, x.Send(t, &owner.id, http.MethodPatch, "/api/v1/users/"+disabled.UserID, map[string]any{"membership_status": "disabled"}), http.StatusOK)
 	// A key acting as the demoted admin holds no more than it does now.
-	asKey := stale
-	asKey.Principal = identity.PrincipalAPIKey
+	asKey := x.AsKey(t, stale)
 	pending := func(t *testing.T, id string) {
 		t.Helper()
 		if n := x.count(t, `SELECT count(*) FROM invitations WHERE id = $1 AND status = 'pending'`, id); n != 1 {

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeylive"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
@@ -276,6 +277,10 @@ type Actor struct {
 	// (httpapi.SessionOf): "" for a caller with none. A change that makes
 	// a credential checks it is still live (sessions.CheckLive).
 	SessionID string
+	// APIKeyID is the API key the actor's request was made with
+	// (httpapi.APIKeyOf): "" for a caller that is not a key. Live
+	// checks it is still live (apikeylive.CheckLive).
+	APIKeyID string
 }
 
 // Covers reports whether the actor holds every permission in perms.
@@ -336,9 +341,19 @@ var qLive = `SELECT ` + HeldSQL("$1", "$2::uuid", "$3::text[]", "$4::text[]")
 // signed identity: ErrEscalation when the actor no longer holds it; ""
 // for a route that asks none (a personal API key's creation), where the
 // narrowed permissions are all that matters.
+//
+// An actor acting with an API key (a.APIKeyID) whose key has been
+// revoked or has expired is apikeylive.ErrEnded: read after the tenant's
+// lock, which every revocation of a key by its tenant takes first
+// (apikeys.Store.Revoke, apikeys.RevokeUserKeys), it sees one committed
+// before this change, which a proxy that has not yet heard of it let
+// through.
 func Live(ctx context.Context, tx pgx.Tx, all, member, tenantID string, a Actor, need string) (Actor, error) {
 	if a.UserID == "" || (len(a.Permissions) == 0 && need != "") {
 		return Actor{}, ErrEscalation
+	}
+	if err := apikeylive.CheckLive(ctx, tx, tenantID, a.UserID, a.APIKeyID); err != nil {
+		return Actor{}, err
 	}
 	if len(a.Permissions) == 0 {
 		return a, nil

@@ -400,10 +400,8 @@ func TestMachinesAddNoMembers(t *testing.T) {
 	e := start(t, startOpts{})
 	_, owner := e.owner(t, "owner@example.com")
 	a := e.createAccount(t, owner, "ci", "admin")
-	key := *owner
-	key.Principal = identity.PrincipalAPIKey
-	saKey := *e.serviceIdentity(t, a.ID, owner.TenantID)
-	saKey.Principal = identity.PrincipalAPIKey
+	key := e.AsKey(t, *owner)
+	saKey := e.AsKey(t, *e.serviceIdentity(t, a.ID, owner.TenantID))
 	for name, as := range map[string]*identity.Identity{
 		"service account": e.serviceIdentity(t, a.ID, owner.TenantID), "owner's API key": &key, "service account's API key": &saKey,
 	} {
@@ -432,8 +430,7 @@ func TestServiceAccountsKeyManagesNoServiceAccount(t *testing.T) {
 	e := start(t, startOpts{})
 	_, owner := e.owner(t, "owner@example.com")
 	ci := e.createAccount(t, owner, "ci", "admin")
-	saKey := *e.serviceIdentity(t, ci.ID, owner.TenantID)
-	saKey.Principal = identity.PrincipalAPIKey
+	saKey := e.AsKey(t, *e.serviceIdentity(t, ci.ID, owner.TenantID))
 	if !saKey.Has("users:write") {
 		t.Fatalf("the account's key lacks users:write: %v", saKey.Permissions)
 	}
@@ -458,8 +455,7 @@ func TestServiceAccountsKeyManagesNoServiceAccount(t *testing.T) {
 	if n := e.count(t, `SELECT count(*) FROM audit_events WHERE action LIKE 'service_account.%deleted'`); n != 0 {
 		t.Fatalf("%d deletions audited", n)
 	}
-	ownerKey := *owner
-	ownerKey.Principal = identity.PrincipalAPIKey
+	ownerKey := e.AsKey(t, *owner)
 	if r := e.Send(t, &ownerKey, http.MethodDelete, "/api/v1/service-accounts/"+victim.ID+"/secrets/"+s.ID, nil); r.Status != http.StatusNoContent {
 		t.Fatalf("the owner's key deleting a secret: %d %s", r.Status, r.Body)
 	}

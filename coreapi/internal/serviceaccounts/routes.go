@@ -69,7 +69,7 @@ func ErrorProblem(err error) *problem.Problem {
 func actor(c *fiber.Ctx) roles.Actor {
 	id := httpapi.IdentityOf(c)
 	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: strings.Clone(httpapi.RequestIDOf(c)),
-		SessionID: httpapi.SessionOf(c)}
+		SessionID: httpapi.SessionOf(c), APIKeyID: strings.Clone(httpapi.APIKeyOf(c))}
 }
 
 // list answers a page of the tenant's service accounts; the list has no

@@ -26,8 +26,7 @@ func TestDemotedActorRefused(t *testing.T) {
 	apitest.WantStatus(t, e.Send(t, owner, http.MethodPatch, "/api/v1/users/"+disabled.UserID, map[string]any{"membership_status": "disabled"}), 200)
 	// A key acting as the demoted admin holds no more than it does now
 	// (keys may delete accounts and secrets, not create them).
-	asKey := stale
-	asKey.Principal = identity.PrincipalAPIKey
+	asKey := e.AsKey(t, stale)
 
 	for name, as := range map[string]identity.Identity{"demoted": stale, "disabled": disabled, "demoted's key": asKey} {
 		if as.Principal != identity.PrincipalAPIKey {

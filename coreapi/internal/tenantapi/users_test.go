@@ -91,8 +91,7 @@ func TestKeysListNoTenantsOfTheirPerson(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	w.E.SeedMember(t, w.B, w.Admin.UserID, "member")
-	key := w.Admin
-	key.Principal = identity.PrincipalAPIKey
+	key := w.E.AsKey(t, w.Admin)
 	r := w.E.Get(t, &key, "/api/v1/users/me/tenants")
 	apitest.WantProblem(t, r, 403, "principal_not_allowed")
 	if strings.Contains(string(r.Body), w.B) || strings.Contains(string(r.Body), "Bravo") {
