@@ -435,6 +435,6 @@ func corsPolicy(cfg *config.Config) *server.CORS {
 		return nil
 	}
 	return &server.CORS{Origins: cfg.CORSOrigins, Credentials: cfg.CORSCredentials, MaxAge: cfg.CORSMaxAge,
-		AllowHeaders:  strings.Join(slices.Concat(config.CORSDefaultAllowHeaders, cfg.CORSAllowHeaders), ", "),
-		ExposeHeaders: strings.Join(slices.Concat(config.CORSDefaultExposeHeaders, cfg.CORSExposeHeaders), ", ")}
+		AllowHeaders:  strings.Join(slices.Concat(config.CORSDefaultAllowHeaders(), cfg.CORSAllowHeaders), ", "),
+		ExposeHeaders: strings.Join(slices.Concat(config.CORSDefaultExposeHeaders(), cfg.CORSExposeHeaders), ", ")}
 }

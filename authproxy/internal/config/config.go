@@ -317,8 +317,8 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.CORSOrigins = p.corsOrigins()
 	c.CORSCredentials = p.Bool("CORS_ALLOW_CREDENTIALS")
 	c.CORSMaxAge = p.Duration("CORS_MAX_AGE", 0, 24*time.Hour)
-	c.CORSAllowHeaders = p.headerNames("CORS_ALLOW_HEADERS", CORSDefaultAllowHeaders)
-	c.CORSExposeHeaders = p.headerNames("CORS_EXPOSE_HEADERS", CORSDefaultExposeHeaders)
+	c.CORSAllowHeaders = p.headerNames("CORS_ALLOW_HEADERS", CORSDefaultAllowHeaders())
+	c.CORSExposeHeaders = p.headerNames("CORS_EXPOSE_HEADERS", CORSDefaultExposeHeaders())
 	if c.CORSCredentials && slices.Contains(c.CORSOrigins, "*") {
 		p.Failf("CORS_ALLOW_CREDENTIALS", "true with CORS_ALLOWED_ORIGINS=*: any site could make requests with the user's cookies; list the origins")
 	}
@@ -623,12 +623,17 @@ func (p *parser) corsOrigins() []string {
 	return out
 }
 
-// The request headers a browser may always send cross-origin, and the
-// response headers its scripts may always read.
-var (
-	CORSDefaultAllowHeaders  = []string{"Authorization", "Content-Type", "X-API-Key", "X-Request-Id", "Last-Event-ID"}
-	CORSDefaultExposeHeaders = []string{"X-Request-Id", "WWW-Authenticate", "Retry-After", "Location"}
-)
+// CORSDefaultAllowHeaders are the request headers a browser may always
+// send cross-origin.
+func CORSDefaultAllowHeaders() []string {
+	return []string{"Authorization", "Content-Type", "X-API-Key", "X-Request-Id", "Last-Event-ID"}
+}
+
+// CORSDefaultExposeHeaders are the response headers a browser's scripts
+// may always read.
+func CORSDefaultExposeHeaders() []string {
+	return []string{"X-Request-Id", "WWW-Authenticate", "Retry-After", "Location"}
+}
 
 // headerNames reads a comma list of header names (HTTP tokens), as
 // written, without those of builtin or repeated ones (compared

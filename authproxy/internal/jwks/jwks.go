@@ -542,7 +542,7 @@ func (c *Client) parse(body []byte) (*Set, error) {
 		// by other readers of the set; a JWK member in another letter
 		// case is no member to jwx: the key is not plainly one key. As
 		// a token header's, such members are refused.
-		if err := jwtclaims.CheckMemberNames(entries[i], jwkMembers); err != nil {
+		if err := jwtclaims.CheckMemberNames(entries[i], jwkMembers()); err != nil {
 			c.log.Warn("jwks key skipped", "kid", jk.KeyID(), "err", err)
 			continue
 		}
@@ -558,8 +558,10 @@ func (c *Client) parse(body []byte) (*Set, error) {
 
 // jwkMembers are the JWK members jwx reads (RFC 7517 section 4, RFC
 // 7518 section 6): each may appear once, in its exact case.
-var jwkMembers = []string{"kty", "use", "key_ops", "alg", "kid", "x5u", "x5c", "x5t", "x5t#S256",
-	"crv", "x", "y", "n", "e", "d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+func jwkMembers() []string {
+	return []string{"kty", "use", "key_ops", "alg", "kid", "x5u", "x5c", "x5t", "x5t#S256",
+		"crv", "x", "y", "n", "e", "d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+}
 
 // keyEntries returns the entries of the "keys" array of body, a key set
 // jwx parsed into n keys, one for each entry and in their order.
@@ -579,7 +581,7 @@ func keyEntries(body []byte, n int) ([]json.RawMessage, error) {
 // privateMembers are the JWK members that hold secret key material (RFC
 // 7518 section 6: an RSA key's "d" and its CRT members, an EC or OKP
 // key's "d", an oct key's "k").
-var privateMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+func privateMembers() []string { return []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"} }
 
 // secretPart names the secret member jk carries, "" when it is a public
 // key. A key parsed as public may still carry one: jwx takes an RSA key
@@ -592,7 +594,7 @@ func secretPart(jk jwk.Key) string {
 	case jwk.SymmetricKey:
 		return `a symmetric secret ("k")`
 	}
-	for _, m := range privateMembers {
+	for _, m := range privateMembers() {
 		if _, ok := jk.Get(m); ok {
 			return fmt.Sprintf("private key material (%q)", m)
 		}

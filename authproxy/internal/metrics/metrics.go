@@ -88,7 +88,9 @@ type CacheCounters struct {
 
 // fastBuckets are the bounds (seconds) of the request and auth duration
 // histograms: from 50 µs, the scale of a warm request's auth work.
-var fastBuckets = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+func fastBuckets() []float64 {
+	return []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+}
 
 // New creates and registers the metrics, plus the Go and process collectors.
 func New() *Metrics {
@@ -96,9 +98,9 @@ func New() *Metrics {
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := &Metrics{
 		Registry: r,
-		requestDuration: &codeHistograms{upper: fastBuckets,
+		requestDuration: &codeHistograms{upper: fastBuckets(),
 			desc: prometheus.NewDesc("authproxy_request_duration_seconds", "Whole request time at the proxy, by status code.", []string{"code"}, nil)},
-		AuthDuration: &HistogramOne{Histogram: newHistogram(fastBuckets),
+		AuthDuration: &HistogramOne{Histogram: newHistogram(fastBuckets()),
 			desc: prometheus.NewDesc("authproxy_auth_duration_seconds", "Time from the start of a protected request to its access decision (hygiene, token, projection, decision).", nil, nil)},
 		Verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authproxy_token_verifications_total", Help: "Token signature verifications performed (cache misses only).",

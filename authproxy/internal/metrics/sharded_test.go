@@ -126,8 +126,8 @@ func BenchmarkRecordParallel(b *testing.B) {
 		})
 	})
 	b.Run("shared", func(b *testing.B) {
-		req := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "r", Buckets: fastBuckets}, []string{"code"}).WithLabelValues("200")
-		auth := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "a", Buckets: fastBuckets})
+		req := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "r", Buckets: fastBuckets()}, []string{"code"}).WithLabelValues("200")
+		auth := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "a", Buckets: fastBuckets()})
 		hit := prometheus.NewCounter(prometheus.CounterOpts{Name: "h"})
 		dec := prometheus.NewCounter(prometheus.CounterOpts{Name: "d"})
 		b.ReportAllocs()

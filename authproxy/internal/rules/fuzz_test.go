@@ -59,7 +59,7 @@ func FuzzParse(f *testing.F) {
 			if norm, err := pathnorm.String(r.Prefix); err != nil || norm != r.Prefix {
 				t.Fatalf("loaded the prefix %q, which requests spell %q (%v)", r.Prefix, norm, err)
 			}
-			for _, res := range reservedPrefixes {
+			for _, res := range reservedPrefixes() {
 				if under(r.Prefix, res) {
 					t.Fatalf("loaded the prefix %q under the built-in %s", r.Prefix, res)
 				}

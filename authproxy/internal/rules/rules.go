@@ -326,55 +326,57 @@ const TokenPath = "/api/v1/auth/token"
 
 // coreSpecs are coreapi's routes. Only the longest prefix counts, so the
 // protected catch-alls below cover whatever the public ones leave.
-var coreSpecs = []coreSpec{
-	{"/api/v1/auth/signup", []string{"POST"}, Public},
-	// Optional: a bearer, when sent, is verified and forwarded (grant_type=
-	// mfa_otp steps that session up); without one the grants are public.
-	{TokenPath, []string{"POST"}, Optional},
-	// Sign-in through a provider (authorize, callback) and the one-time
-	// URL of a link an owner started (link?ticket=…): browser navigations,
-	// which carry no bearer.
-	{"/api/v1/auth/oauth", []string{"GET"}, Public},
-	// Optional: a bearer, when sent, proves that the verification comes
-	// from the account's holder (else its password, in the body).
-	{"/api/v1/auth/verify-email", []string{"POST"}, Optional},
-	// Resending the verification mail is the signed-in user's own act.
-	{"/api/v1/auth/verify-email/resend", nil, Protected},
-	{"/api/v1/auth/password", []string{"POST"}, Public},
-	// Client-authenticated (client id and secret in the request): coreapi
-	// authenticates the client itself.
-	{"/api/v1/auth/introspect", []string{"POST"}, Public},
-	{"/api/v1/auth/revoke", []string{"POST"}, Public},
-	{"/.well-known", []string{"GET"}, Public},
-	{"/openapi.json", []string{"GET"}, Public},
-	{"/api/v1/openapi.json", []string{"GET"}, Public},
-	{"/api/v1/health", []string{"GET"}, Public},
-	{"/verify-email", []string{"GET", "POST"}, Public},
-	{"/reset-password", []string{"GET", "POST"}, Public},
-	{"/accept-invitation", []string{"GET", "POST"}, Public},
-	{"/api/v1/invitations/accept", []string{"POST"}, Optional},
-	{"/api/v1/auth", nil, Protected},
-	{"/api/v1/users", nil, Protected},
-	{"/api/v1/tenant", nil, Protected},
-	{"/api/v1/roles", nil, Protected},
-	{"/api/v1/audit-events", nil, Protected},
-	{"/api/v1/invitations", nil, Protected},
-	{"/api/v1/permissions", nil, Protected},
-	{"/api/v1/api-keys", nil, Protected},
-	{"/api/v1/service-accounts", nil, Protected},
+func coreSpecs() []coreSpec {
+	return []coreSpec{
+		{"/api/v1/auth/signup", []string{"POST"}, Public},
+		// Optional: a bearer, when sent, is verified and forwarded (grant_type=
+		// mfa_otp steps that session up); without one the grants are public.
+		{TokenPath, []string{"POST"}, Optional},
+		// Sign-in through a provider (authorize, callback) and the one-time
+		// URL of a link an owner started (link?ticket=…): browser navigations,
+		// which carry no bearer.
+		{"/api/v1/auth/oauth", []string{"GET"}, Public},
+		// Optional: a bearer, when sent, proves that the verification comes
+		// from the account's holder (else its password, in the body).
+		{"/api/v1/auth/verify-email", []string{"POST"}, Optional},
+		// Resending the verification mail is the signed-in user's own act.
+		{"/api/v1/auth/verify-email/resend", nil, Protected},
+		{"/api/v1/auth/password", []string{"POST"}, Public},
+		// Client-authenticated (client id and secret in the request): coreapi
+		// authenticates the client itself.
+		{"/api/v1/auth/introspect", []string{"POST"}, Public},
+		{"/api/v1/auth/revoke", []string{"POST"}, Public},
+		{"/.well-known", []string{"GET"}, Public},
+		{"/openapi.json", []string{"GET"}, Public},
+		{"/api/v1/openapi.json", []string{"GET"}, Public},
+		{"/api/v1/health", []string{"GET"}, Public},
+		{"/verify-email", []string{"GET", "POST"}, Public},
+		{"/reset-password", []string{"GET", "POST"}, Public},
+		{"/accept-invitation", []string{"GET", "POST"}, Public},
+		{"/api/v1/invitations/accept", []string{"POST"}, Optional},
+		{"/api/v1/auth", nil, Protected},
+		{"/api/v1/users", nil, Protected},
+		{"/api/v1/tenant", nil, Protected},
+		{"/api/v1/roles", nil, Protected},
+		{"/api/v1/audit-events", nil, Protected},
+		{"/api/v1/invitations", nil, Protected},
+		{"/api/v1/permissions", nil, Protected},
+		{"/api/v1/api-keys", nil, Protected},
+		{"/api/v1/service-accounts", nil, Protected},
+	}
 }
 
 // reservedPrefixes are the prefixes no file route may equal or lie under.
-var reservedPrefixes = func() []string {
+func reservedPrefixes() []string {
 	ps := []string{"/internal"}
-	for _, c := range coreSpecs {
+	for _, c := range coreSpecs() {
 		ps = append(ps, c.prefix)
 	}
 	return ps
-}()
+}
 
 // CorePrefixes lists the built-in prefixes (for docs and tests).
-func CorePrefixes() []string { return slices.Clone(reservedPrefixes[1:]) }
+func CorePrefixes() []string { return reservedPrefixes()[1:] }
 
 // under reports whether p equals base or lies under it, by whole segments,
 // ignoring case and reading the letters of unicodeFolds as ASCII ones, as
@@ -628,7 +630,7 @@ func jsonFields(t reflect.Type) []string {
 // optionalStrings are the fields of the spec types that are strings and
 // may be left out (a duration: timeout, stream_timeout, max_auth_age),
 // so that an empty one reads as left out.
-var optionalStrings = func() map[string]bool {
+func optionalStrings() map[string]bool {
 	m := map[string]bool{}
 	for _, t := range []reflect.Type{reflect.TypeFor[UpstreamSpec](), reflect.TypeFor[RouteSpec]()} {
 		for i := range t.NumField() {
@@ -639,7 +641,7 @@ var optionalStrings = func() map[string]bool {
 		}
 	}
 	return m
-}()
+}
 
 // writtenFields checks what decoding the file as JSON lets through: a
 // field written without a value (null: "methods:" with nothing after it,
@@ -653,6 +655,7 @@ var optionalStrings = func() map[string]bool {
 // nothing between quotes): no recent sign-in asked.
 func writtenFields(probe map[string]any) []error {
 	var errs []error
+	optional := optionalStrings()
 	check := func(where string, m map[string]any, fields []string) {
 		keys := slices.Sorted(maps.Keys(m))
 		for _, k := range keys {
@@ -666,7 +669,7 @@ func writtenFields(probe map[string]any) []error {
 			if m[k] == nil && where != "" {
 				errs = append(errs, fmt.Errorf("%s%s: written without a value, which would read as left out; give one or leave the field out", where, k))
 			}
-			if v, ok := m[k].(string); ok && v == "" && where != "" && optionalStrings[k] {
+			if v, ok := m[k].(string); ok && v == "" && where != "" && optional[k] {
 				errs = append(errs, fmt.Errorf("%s%s: written as an empty string, which would read as left out; give one or leave the field out", where, k))
 			}
 		}
@@ -765,7 +768,7 @@ func Compile(f File, env Env) (*Table, error) {
 		}
 		t.Upstreams = append(t.Upstreams, up)
 	}
-	for _, c := range coreSpecs {
+	for _, c := range coreSpecs() {
 		set, _ := methodSet(c.methods)
 		_ = t.add(&Route{Prefix: c.prefix, Access: c.access, Core: true, methods: set,
 			IgnoreBadBearer: c.prefix == TokenPath}, "built-in route")
@@ -932,7 +935,7 @@ func compileRoute(sp RouteSpec, index map[string]int) (*Route, error) {
 		} else if norm != sp.Prefix && !dots {
 			errs = append(errs, fmt.Errorf("prefix is not written as request paths are matched (unreserved characters, sub-delims but ';', ':' and '@' as they are, any other byte percent-encoded in upper-case hex): write %s", norm))
 		}
-		for _, res := range reservedPrefixes {
+		for _, res := range reservedPrefixes() {
 			if under(sp.Prefix, res) {
 				errs = append(errs, fmt.Errorf("prefix lies under the built-in %s: coreapi's routes cannot be shadowed", res))
 				break

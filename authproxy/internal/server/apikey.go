@@ -192,7 +192,7 @@ func (s *Server) authorizeKey(c *fiber.Ctx, st *state, rt *Router, route *rules.
 	st.outcome = out.String()
 	if out == decide.Allow {
 		if route.Core {
-			if err := coreRefusal(identity.PrincipalAPIKey, c.Request().Header.Method(), st.path); err != nil {
+			if err := s.coreRefusal(identity.PrincipalAPIKey, c.Request().Header.Method(), st.path); err != nil {
 				st.outcome = "api_key_account_route"
 				return err
 			}
@@ -372,19 +372,24 @@ func (s *Server) keyRefused(c *fiber.Ctx, st *state, rt *Router, route *rules.Ro
 	return err
 }
 
-// Refusals of principals on coreapi's account routes, by principal and
-// index in accountroutes.Rules (built once: a refusal allocates nothing).
-var accountRefusals = func() map[string][]*httpError {
-	out := map[string][]*httpError{}
-	for _, p := range []string{identity.PrincipalAPIKey, identity.PrincipalService} {
+// accountRefusals are the refusals of principals on coreapi's account
+// routes, by index in accountroutes.Rules: built with the Server
+// (newAccountRefusals), so that a refusal allocates nothing, and read
+// only afterwards.
+type accountRefusals struct {
+	apiKey, service []*httpError
+}
+
+func newAccountRefusals() accountRefusals {
+	of := func(p string) []*httpError {
 		errs := make([]*httpError, len(accountroutes.Rules))
 		for i := range accountroutes.Rules {
 			errs[i] = &httpError{status: 403, code: problem.CodePrincipalNotAllowed, detail: accountroutes.Detail(p, &accountroutes.Rules[i])}
 		}
-		out[p] = errs
+		return errs
 	}
-	return out
-}()
+	return accountRefusals{apiKey: of(identity.PrincipalAPIKey), service: of(identity.PrincipalService)}
+}
 
 // coreRefusal is the refusal of a coreapi route that principal may not
 // call (shared/accountroutes: an API key on the account's sign-in,
@@ -394,9 +399,15 @@ var accountRefusals = func() map[string][]*httpError {
 // (noinline): a user's request, the warm path, never calls it.
 //
 //go:noinline
-func coreRefusal(principal string, method, path []byte) *httpError {
-	if i := accountroutes.Index(principal, method, path); i >= 0 {
-		return accountRefusals[principal][i]
+func (s *Server) coreRefusal(principal string, method, path []byte) *httpError {
+	i := accountroutes.Index(principal, method, path)
+	switch {
+	case i < 0:
+		return nil
+	case principal == identity.PrincipalAPIKey:
+		return s.refusals.apiKey[i]
+	case principal == identity.PrincipalService:
+		return s.refusals.service[i]
 	}
 	return nil
 }

@@ -267,6 +267,8 @@ type Server struct {
 	pool     sync.Pool // of *state
 	router   atomic.Pointer[Router]
 	draining atomic.Bool
+	// refusals of principals on coreapi's account routes (coreRefusal).
+	refusals accountRefusals
 	// lingering counts the connections in lingerClose (body.go).
 	lingering atomic.Int64
 	// bodyBytes counts the bytes of the body buffers readBody holds.
@@ -399,7 +401,7 @@ func New(d Deps, o Options) *Server {
 	o.Linger = cmp.Or(o.Linger, DefaultLinger)
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	s := &Server{d: d, o: o, ctxClock: ctxClock, tracing: d.Tracing, idPrefix: hex.EncodeToString(b[:]) + "-", idSeq: percpu.NewSequence(), keyLimit: newKeyLimiter(o.APIKeyFailures, o.APIKeyFailWindow),
+	s := &Server{d: d, o: o, refusals: newAccountRefusals(), ctxClock: ctxClock, tracing: d.Tracing, idPrefix: hex.EncodeToString(b[:]) + "-", idSeq: percpu.NewSequence(), keyLimit: newKeyLimiter(o.APIKeyFailures, o.APIKeyFailWindow),
 		refusalLogs: logging.Budget{PerSecond: refusalLogsPerSecond}, failureLogs: logging.Budget{PerSecond: refusalLogsPerSecond}}
 	// A count no later line takes is written about a second after the
 	// burst's last refusal.
@@ -1257,7 +1259,7 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 	s.decidedAt(st)
 	st.outcome = out.String()
 	if out == decide.Allow && route.Core && w.principal != identity.PrincipalUser {
-		if err := coreRefusal(w.principal, h.Method(), st.path); err != nil {
+		if err := s.coreRefusal(w.principal, h.Method(), st.path); err != nil {
 			st.outcome = "principal_not_allowed"
 			return err
 		}
@@ -1322,7 +1324,7 @@ func (s *Server) refusal(c *fiber.Ctx, st *state, out decide.Outcome, invalid *h
 	case decide.DenyEmailUnverified:
 		return errEmailUnverified
 	}
-	s.logInvalid(c, st, errors.New(denyDetail[out]))
+	s.logInvalid(c, st, errors.New(denyDetail(out)))
 	return invalid
 }
 
@@ -1556,10 +1558,17 @@ func (s *Server) CloseLogs() {
 // those logFailure writes.
 const refusalLogsPerSecond = 100
 
-var denyDetail = map[decide.Outcome]string{
-	decide.DenyInactive:       "user, membership or tenant not active",
-	decide.DenyTokenVersion:   "token revoked",
-	decide.DenySessionRevoked: "session revoked",
+// denyDetail is what the "token refused" line says of a refusal out.
+func denyDetail(out decide.Outcome) string {
+	switch out {
+	case decide.DenyInactive:
+		return "user, membership or tenant not active"
+	case decide.DenyTokenVersion:
+		return "token revoked"
+	case decide.DenySessionRevoked:
+		return "session revoked"
+	}
+	return ""
 }
 
 // forward rewrites the request line to the normalized path, adds the

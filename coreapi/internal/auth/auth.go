@@ -265,7 +265,7 @@ func (s *Service) sign(g Grant) (TokenResponse, error) {
 	}
 	amr, authTime := g.AMR, g.AuthTime
 	if amr == nil {
-		amr = amrPassword
+		amr = amrPassword()
 	}
 	if authTime == 0 {
 		authTime = now

@@ -67,7 +67,7 @@ const (
 	ACRMFA       = "mfa"
 )
 
-var amrPassword = []string{AMRPassword}
+func amrPassword() []string { return []string{AMRPassword} }
 
 // acrOf is the level an authentication reaches: mfa with a second factor.
 func acrOf(amr []string) string {
@@ -710,7 +710,7 @@ func (s *Service) passwordSecondFactor(ctx context.Context, a users.Credentials,
 // not the password just checked: the sign-in is asked for the factor at
 // the new version. A password changed or reset since is errBadCredentials.
 func (s *Service) passwordChallenge(ctx context.Context, a users.Credentials, requested bool) error {
-	err := s.challenge(ctx, a, amrPassword, requested)
+	err := s.challenge(ctx, a, amrPassword(), requested)
 	if !errors.Is(err, errBadCredentials) {
 		return err
 	}
@@ -725,7 +725,7 @@ func (s *Service) passwordChallenge(ctx context.Context, a users.Credentials, re
 		return err
 	}
 	a.TokenVersion = cur.TokenVersion
-	return s.challenge(ctx, a, amrPassword, requested)
+	return s.challenge(ctx, a, amrPassword(), requested)
 }
 
 // externalSecondFactor is the OAuth hand-over's MFA hook: nil when the

@@ -152,11 +152,11 @@ func TestChallengeAtStaleTokenVersion(t *testing.T) {
 	if err := db.Pool.QueryRow(ctx, `INSERT INTO tenants (name) VALUES ('T') RETURNING id::text`).Scan(&tid); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.challenge(ctx, users.Credentials{UserID: uid, TenantID: &tid, TokenVersion: 0}, amrPassword, false); !errors.Is(err, errBadCredentials) {
+	if err := s.challenge(ctx, users.Credentials{UserID: uid, TenantID: &tid, TokenVersion: 0}, amrPassword(), false); !errors.Is(err, errBadCredentials) {
 		t.Fatalf("challenge at a stale token version: %v, want errBadCredentials", err)
 	}
 	var mr *mfaRequiredError
-	if err := s.challenge(ctx, users.Credentials{UserID: uid, TenantID: &tid, TokenVersion: 1}, amrPassword, false); !errors.As(err, &mr) {
+	if err := s.challenge(ctx, users.Credentials{UserID: uid, TenantID: &tid, TokenVersion: 1}, amrPassword(), false); !errors.As(err, &mr) {
 		t.Fatalf("challenge at the current token version: %v, want mfa_required", err)
 	}
 	var n int

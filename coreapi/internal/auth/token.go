@@ -91,22 +91,25 @@ type tokenGrant struct {
 // grantTypes are the token endpoint's grants, in the order its errors
 // name them. A grant lives in a file of its own and adds itself here with
 // one line.
-var grantTypes = []tokenGrant{
-	{"password", (*Service).passwordGrant},
-	{"refresh_token", (*Service).refreshGrant},
-	{"oauth_handover", (*Service).handoverGrant},
-	{"mfa_otp", (*Service).mfaGrant},
-	{"client_credentials", (*Service).clientCredentialsGrant},
+func grantTypes() []tokenGrant {
+	return []tokenGrant{
+		{"password", (*Service).passwordGrant},
+		{"refresh_token", (*Service).refreshGrant},
+		{"oauth_handover", (*Service).handoverGrant},
+		{"mfa_otp", (*Service).mfaGrant},
+		{"client_credentials", (*Service).clientCredentialsGrant},
+	}
 }
 
 // unknownGrant answers a missing or unsupported grant_type, naming the
 // grants there are ("a, b or c").
 func unknownGrant(grantType string) error {
 	var list strings.Builder
-	for i, g := range grantTypes {
+	grants := grantTypes()
+	for i, g := range grants {
 		switch {
 		case i == 0:
-		case i == len(grantTypes)-1:
+		case i == len(grants)-1:
 			list.WriteString(" or ")
 		default:
 			list.WriteString(", ")
@@ -127,11 +130,12 @@ func (s *Service) token(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(grantTypes, func(g tokenGrant) bool { return g.name == req.GrantType })
+	grants := grantTypes()
+	i := slices.IndexFunc(grants, func(g tokenGrant) bool { return g.name == req.GrantType })
 	if i < 0 {
 		return unknownGrant(req.GrantType)
 	}
-	resp, err := grantTypes[i].grant(s, c, req)
+	resp, err := grants[i].grant(s, c, req)
 	if errors.Is(err, errResponseWritten) {
 		return nil
 	}

@@ -50,16 +50,24 @@ const (
 
 // execModes maps DB_EXEC_MODE values to pgx exec modes. cache_statement is
 // the default; the others exist for PgBouncer in transaction mode.
-var execModes = map[string]pgx.QueryExecMode{
-	"cache_statement": pgx.QueryExecModeCacheStatement,
-	"cache_describe":  pgx.QueryExecModeCacheDescribe,
-	"describe_exec":   pgx.QueryExecModeDescribeExec,
-	"exec":            pgx.QueryExecModeExec,
-	"simple_protocol": pgx.QueryExecModeSimpleProtocol,
+func execMode(name string) (pgx.QueryExecMode, bool) {
+	switch name {
+	case "cache_statement":
+		return pgx.QueryExecModeCacheStatement, true
+	case "cache_describe":
+		return pgx.QueryExecModeCacheDescribe, true
+	case "describe_exec":
+		return pgx.QueryExecModeDescribeExec, true
+	case "exec":
+		return pgx.QueryExecModeExec, true
+	case "simple_protocol":
+		return pgx.QueryExecModeSimpleProtocol, true
+	}
+	return 0, false
 }
 
 // signingAlgs are the accepted values of SIGNING_ALG.
-var signingAlgs = []string{"EdDSA", "ES256", "RS256"}
+func signingAlgs() []string { return []string{"EdDSA", "ES256", "RS256"} }
 
 // OIDCProvider is one configured OpenID Connect provider.
 type OIDCProvider struct {
@@ -217,7 +225,7 @@ type Config struct {
 
 // ExecMode returns the pgx exec mode named by DBExecMode.
 func (c Config) ExecMode() pgx.QueryExecMode {
-	if m, ok := execModes[c.DBExecMode]; ok {
+	if m, ok := execMode(c.DBExecMode); ok {
 		return m
 	}
 	return pgx.QueryExecModeCacheStatement
@@ -299,7 +307,7 @@ func Load(getenv func(string) string) (Config, error) {
 	c.MFAKeys = l.mfaKeys()
 	c.APIKeyPepper, c.APIKeyPepperFile = l.pepper()
 
-	if _, ok := execModes[c.DBExecMode]; !ok {
+	if _, ok := execMode(c.DBExecMode); !ok {
 		l.Failf("DB_EXEC_MODE", "want cache_statement, cache_describe, describe_exec, exec or simple_protocol, got %q", c.DBExecMode)
 	}
 	var nats urlRead
@@ -319,7 +327,7 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	c.SigningKeysDir = l.signingKeysDir()
 	validAlg := false
-	for _, a := range signingAlgs {
+	for _, a := range signingAlgs() {
 		validAlg = validAlg || a == c.SigningAlg
 	}
 	if !validAlg {

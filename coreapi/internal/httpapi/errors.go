@@ -68,11 +68,6 @@ func PrivateHeaders(c *fiber.Ctx) {
 	h.Set(fiber.HeaderReferrerPolicy, "no-referrer")
 }
 
-var (
-	headerCacheControl = []byte(fiber.HeaderCacheControl)
-	valueNoStore       = []byte("no-store")
-)
-
 // noStore marks every answer of the API routes Cache-Control: no-store
 // before their handler runs, which may set another (a public document's
 // max-age). What they answer is their caller's (a member list with its
@@ -81,7 +76,7 @@ var (
 // that takes X-API-Key for no credential) would hand it to the next
 // caller of the same URL; a browser would keep it on disk.
 func noStore(c *fiber.Ctx) error {
-	c.Response().Header.SetCanonical(headerCacheControl, valueNoStore)
+	c.Response().Header.Set(fiber.HeaderCacheControl, "no-store")
 	return c.Next()
 }
 

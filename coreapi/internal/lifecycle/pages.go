@@ -81,37 +81,63 @@ label{display:block;margin:.8rem 0 .2rem}input{width:100%;padding:.4rem}button{m
 `))
 
 // errorText is what a page says for an error code the API answered.
-var errorText = map[string]string{
-	problem.CodeLinkInvalid:   "This link is not valid: it was already used, replaced by a newer one, or mistyped.",
-	problem.CodeLinkExpired:   "This link has expired. Ask for a new one.",
-	problem.CodeValidation:    "Please check the fields: a password needs at least 8 characters.",
-	problem.CodeEmailTaken:    "Another account has this email address.",
-	problem.CodeAccountExists: "An account already has this address: enter its password to accept.",
+func errorText(code string) string {
+	switch code {
+	case problem.CodeLinkInvalid:
+		return "This link is not valid: it was already used, replaced by a newer one, or mistyped."
+	case problem.CodeLinkExpired:
+		return "This link has expired. Ask for a new one."
+	case problem.CodeValidation:
+		return "Please check the fields: a password needs at least 8 characters."
+	case problem.CodeEmailTaken:
+		return "Another account has this email address."
+	case problem.CodeAccountExists:
+		return "An account already has this address: enter its password to accept."
 	// The right password of an account with a second factor: the form,
 	// which carries no sign-in, cannot accept for it.
-	problem.CodeInsufficientUserAuthentication: "This account has a second factor, so its password alone does not accept the invitation. Sign in with your password and your second factor, then accept the invitation signed in, from the app.",
-	problem.CodeInvalidGrant:                   "The password is wrong.",
-	problem.CodeInvitationNotActive:            "This invitation was withdrawn or already used.",
-	problem.CodeInvitationMismatch:             "This invitation was sent to another address.",
-	problem.CodeAlreadyMember:                  "You are already a member.",
-	problem.CodeTooManyRequests:                "Too many attempts. Wait a little and try again.",
-	problem.CodeForbidden:                      "This invitation can no longer be accepted.",
+	case problem.CodeInsufficientUserAuthentication:
+		return "This account has a second factor, so its password alone does not accept the invitation. Sign in with your password and your second factor, then accept the invitation signed in, from the app."
+	case problem.CodeInvalidGrant:
+		return "The password is wrong."
+	case problem.CodeInvitationNotActive:
+		return "This invitation was withdrawn or already used."
+	case problem.CodeInvitationMismatch:
+		return "This invitation was sent to another address."
+	case problem.CodeAlreadyMember:
+		return "You are already a member."
+	case problem.CodeTooManyRequests:
+		return "Too many attempts. Wait a little and try again."
+	case problem.CodeForbidden:
+		return "This invitation can no longer be accepted."
 	// The accept form's other refusals: a role the invitation grants
 	// deleted since (the only conflict a page's form answers), and an
 	// account whose password a tenant admin chose.
-	problem.CodeConflict:                   "A role this invitation grants was deleted since it was sent. Ask for a new invitation.",
-	problem.CodeAdminPasswordBeforeLinking: "This account's password was set by a tenant administrator. Reset it (forgot password), then accept.",
-	problem.CodeUserDisabled:               "This account is disabled.",
-	problem.CodeBadRequest:                 "The form could not be read.",
-	problem.CodeUnsupportedMedia:           "The form could not be read.",
-	problem.CodeAlreadyVerified:            "The address is already verified.",
-	problem.CodeInternal:                   "Something went wrong. Try again later.",
-	problem.CodeUnavailable:                "Something went wrong. Try again later.",
+	case problem.CodeConflict:
+		return "A role this invitation grants was deleted since it was sent. Ask for a new invitation."
+	case problem.CodeAdminPasswordBeforeLinking:
+		return "This account's password was set by a tenant administrator. Reset it (forgot password), then accept."
+	case problem.CodeUserDisabled:
+		return "This account is disabled."
+	case problem.CodeBadRequest:
+		return "The form could not be read."
+	case problem.CodeUnsupportedMedia:
+		return "The form could not be read."
+	case problem.CodeAlreadyVerified:
+		return "The address is already verified."
+	case problem.CodeInternal:
+		return "Something went wrong. Try again later."
+	case problem.CodeUnavailable:
+		return "Something went wrong. Try again later."
 
 	// Verification: the link needs proof of holding the account.
-	problem.CodeAccountProofRequired: "Enter the account's password to confirm the address. An account without a password (one you sign in to through another service) confirms it from the app, signed in.",
-	problem.CodeLinkAccountMismatch:  "This link was sent for another account than the one signed in.",
-	problem.CodeInvalidToken:         "Your session has ended. Sign in again.",
+	case problem.CodeAccountProofRequired:
+		return "Enter the account's password to confirm the address. An account without a password (one you sign in to through another service) confirms it from the app, signed in."
+	case problem.CodeLinkAccountMismatch:
+		return "This link was sent for another account than the one signed in."
+	case problem.CodeInvalidToken:
+		return "Your session has ended. Sign in again."
+	}
+	return ""
 }
 
 // actionForgot is the forgot form's action: /reset-password without a
@@ -134,7 +160,7 @@ func render(c *fiber.Ctx, p page) error {
 	// not take sent=1 from a link of anyone's making.
 	p.Sent = p.Action == actionForgot && c.Query("token") == "" && c.Query("sent") == "1"
 	if code := c.Query("error"); code != "" && p.Error == "" {
-		p.Error = errorText[code]
+		p.Error = errorText(code)
 		switch {
 		case p.Error != "":
 		case problem.Known(code):
@@ -271,7 +297,7 @@ func (s *Service) pageAcceptInvitation(c *fiber.Ctx) error {
 		if code == "" {
 			return err
 		}
-		p.Error, p.NoForm = errorText[code], true
+		p.Error, p.NoForm = errorText(code), true
 		if code == problem.CodeLinkExpired {
 			p.Error = expiredInvitation(v)
 		}

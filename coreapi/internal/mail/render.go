@@ -27,8 +27,10 @@ var templates = mustLoad(KindVerifyEmail, KindPasswordReset, KindInvitation, Kin
 	KindPasswordChanged, KindMFAEnabled, KindMFADisabled, KindMFAReset, KindRecoveryCodes,
 	KindIdentityLinked, KindIdentityUnlinked, KindAccountDeleted)
 
-var funcs = map[string]any{
-	"date": func(t time.Time) string { return t.UTC().Format("2 January 2006 15:04 MST") },
+func funcs() map[string]any {
+	return map[string]any{
+		"date": func(t time.Time) string { return t.UTC().Format("2 January 2006 15:04 MST") },
+	}
 }
 
 func mustLoad(kinds ...Kind) map[Kind]kindTemplates {
@@ -42,9 +44,9 @@ func mustLoad(kinds ...Kind) map[Kind]kindTemplates {
 			return string(b)
 		}
 		out[k] = kindTemplates{
-			subject: texttemplate.Must(texttemplate.New("subject").Funcs(funcs).Parse(strings.TrimSpace(read(".subject")))),
-			text:    texttemplate.Must(texttemplate.New("text").Funcs(funcs).Parse(read(".txt"))),
-			html:    htmltemplate.Must(htmltemplate.New("html").Funcs(funcs).Parse(read(".html"))),
+			subject: texttemplate.Must(texttemplate.New("subject").Funcs(funcs()).Parse(strings.TrimSpace(read(".subject")))),
+			text:    texttemplate.Must(texttemplate.New("text").Funcs(funcs()).Parse(read(".txt"))),
+			html:    htmltemplate.Must(htmltemplate.New("html").Funcs(funcs()).Parse(read(".html"))),
 		}
 	}
 	return out

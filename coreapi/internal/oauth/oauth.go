@@ -1201,9 +1201,13 @@ func (r providerRefusal) Unwrap() error { return r.p }
 // unsupported_response_type, ...) are about coreapi's request to the
 // provider, which the app did not make, and any code RFC 6749 does not
 // define means nothing to the app: server_error.
-var appErrors = map[string]bool{
-	"access_denied": true, "server_error": true, "temporarily_unavailable": true,
-	"interaction_required": true, "login_required": true, "account_selection_required": true, "consent_required": true,
+func appError(code string) bool {
+	switch code {
+	case "access_denied", "server_error", "temporarily_unavailable",
+		"interaction_required", "login_required", "account_selection_required", "consent_required":
+		return true
+	}
+	return false
 }
 
 // refusalTo is the OAuth error response (RFC 6749 section 4.1.2.1) that
@@ -1229,7 +1233,7 @@ func (s *Service) refusalTo(f flow, err error) (to string, ok bool) {
 	var rf providerRefusal
 	if errors.As(err, &rf) {
 		code = "server_error"
-		if appErrors[rf.code] {
+		if appError(rf.code) {
 			code = rf.code
 		}
 	}
@@ -1395,8 +1399,10 @@ func issuedTo(aud []string, azp, clientID string) bool {
 
 // idTokenClaims are the names of the ID token claims read at the
 // callback: go-oidc's (its idToken type) and the callback's own.
-var idTokenClaims = []string{"iss", "sub", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "_claim_names", "_claim_sources",
-	"email", "email_verified", "name", "azp", "auth_time"}
+func idTokenClaims() []string {
+	return []string{"iss", "sub", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "_claim_names", "_claim_sources",
+		"email", "email_verified", "name", "azp", "auth_time"}
+}
 
 // claimNamesExact refuses an ID token whose claims name a member twice,
 // or one of idTokenClaims in another letter case (jwtclaims.
@@ -1411,7 +1417,7 @@ func claimNamesExact(idt *oidc.IDToken) error {
 	if err := idt.Claims(&raw); err != nil {
 		return fmt.Errorf("id token claims: %w", err)
 	}
-	if err := jwtclaims.CheckMemberNames(raw, idTokenClaims); err != nil {
+	if err := jwtclaims.CheckMemberNames(raw, idTokenClaims()); err != nil {
 		return fmt.Errorf("id token claims: %w", err)
 	}
 	return nil

@@ -22,24 +22,25 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 )
 
+// The documents are embedded as strings, which no caller can change.
+//
 //go:embed openapi.json
-var doc []byte
+var doc string
 
 //go:embed internal.json
-var internalDoc []byte
+var internalDoc string
 
-// Document returns the public OpenAPI document (JSON). Callers must not
-// modify it.
-func Document() []byte { return doc }
+// Document returns the public OpenAPI document (JSON), a copy of its own.
+func Document() []byte { return []byte(doc) }
 
 // Internal returns the public document with the internal routes, their
 // schemas and security schemes merged in: the whole of what coreapi serves.
 func Internal() ([]byte, error) {
 	var pub, in map[string]any
-	if err := json.Unmarshal(doc, &pub); err != nil {
+	if err := json.Unmarshal([]byte(doc), &pub); err != nil {
 		return nil, fmt.Errorf("openapi.json: %w", err)
 	}
-	if err := json.Unmarshal(internalDoc, &in); err != nil {
+	if err := json.Unmarshal([]byte(internalDoc), &in); err != nil {
 		return nil, fmt.Errorf("internal.json: %w", err)
 	}
 	if err := mergeInto(pub, "paths", in["paths"]); err != nil {
@@ -156,7 +157,7 @@ func (v *Validator) ValidateResponse(req *http.Request, reqBody []byte, status i
 // answer, a time to wait, a place to go): the document must name each
 // where a response carries it, which the validator, checking only the
 // fields it names, does not ask.
-var answerHeaders = []string{"WWW-Authenticate", "Retry-After", "Location"}
+func answerHeaders() []string { return []string{"WWW-Authenticate", "Retry-After", "Location"} }
 
 // undocumentedHeaders reports the answerHeaders present in header that
 // op's response for status (or its default) does not document.
@@ -169,7 +170,7 @@ func undocumentedHeaders(op *openapi3.Operation, status int, header http.Header)
 		return nil // the validator reports an undocumented status
 	}
 	var errs []error
-	for _, h := range answerHeaders {
+	for _, h := range answerHeaders() {
 		if header.Get(h) == "" {
 			continue
 		}

@@ -156,7 +156,7 @@ func TestEarlyRefusalsDocumented(t *testing.T) {
 // them out with one space a level, so a line indented by hand at the
 // wrong depth (which JSON ignores but a reader and a diff do not) shows.
 func TestDocumentsLaidOut(t *testing.T) {
-	for name, d := range map[string][]byte{"openapi.json": doc, "internal.json": internalDoc} {
+	for name, d := range map[string][]byte{"openapi.json": []byte(doc), "internal.json": []byte(internalDoc)} {
 		var compact, want bytes.Buffer
 		if err := json.Compact(&compact, d); err != nil {
 			t.Fatalf("%s: %v", name, err)
@@ -182,7 +182,7 @@ func TestDocumentsLaidOut(t *testing.T) {
 // ascending, so a reader finds a status where it belongs (a 429 after the
 // 4xx before it, not after a 431 appended later).
 func TestResponsesInOrder(t *testing.T) {
-	for name, d := range map[string][]byte{"openapi.json": doc, "internal.json": internalDoc} {
+	for name, d := range map[string][]byte{"openapi.json": []byte(doc), "internal.json": []byte(internalDoc)} {
 		var paths struct {
 			Paths map[string]map[string]json.RawMessage `json:"paths"`
 		}

@@ -27,21 +27,24 @@ const (
 
 // builtins are the permissions every catalog starts with. tenant:read is
 // the only one members get by default.
-var builtins = []Entry{
-	{Name: APIKeysWrite, Description: "Create and revoke the tenant's API keys", Builtin: true},
-	{Name: AuditRead, Description: "Read the tenant's audit trail", Builtin: true},
-	{Name: RolesRead, Description: "List the tenant's roles", Builtin: true},
-	{Name: RolesWrite, Description: "Create, change and delete custom roles", Builtin: true},
-	{Name: TenantRead, Description: "Read the tenant", Builtin: true, MemberDefault: true},
-	{Name: TenantWrite, Description: "Change the tenant", Builtin: true},
-	{Name: UsersRead, Description: "List the tenant's members", Builtin: true},
-	{Name: UsersWrite, Description: "Add and remove members, grant and revoke roles", Builtin: true},
+func builtins() []Entry {
+	return []Entry{
+		{Name: APIKeysWrite, Description: "Create and revoke the tenant's API keys", Builtin: true},
+		{Name: AuditRead, Description: "Read the tenant's audit trail", Builtin: true},
+		{Name: RolesRead, Description: "List the tenant's roles", Builtin: true},
+		{Name: RolesWrite, Description: "Create, change and delete custom roles", Builtin: true},
+		{Name: TenantRead, Description: "Read the tenant", Builtin: true, MemberDefault: true},
+		{Name: TenantWrite, Description: "Change the tenant", Builtin: true},
+		{Name: UsersRead, Description: "List the tenant's members", Builtin: true},
+		{Name: UsersWrite, Description: "Add and remove members, grant and revoke roles", Builtin: true},
+	}
 }
 
 // BuiltinNames returns the built-in permissions, sorted.
 func BuiltinNames() []string {
-	out := make([]string, len(builtins))
-	for i, e := range builtins {
+	b := builtins()
+	out := make([]string, len(b))
+	for i, e := range b {
 		out[i] = e.Name
 	}
 	slices.Sort(out)
@@ -50,7 +53,7 @@ func BuiltinNames() []string {
 
 // IsBuiltin reports whether name is a built-in permission.
 func IsBuiltin(name string) bool {
-	return slices.ContainsFunc(builtins, func(e Entry) bool { return e.Name == name })
+	return slices.ContainsFunc(builtins(), func(e Entry) bool { return e.Name == name })
 }
 
 // nameRE is the syntax of every permission: resource:action, lower case.
@@ -97,7 +100,7 @@ func Builtin() *Catalog { return newCatalog(0, nil) }
 // newCatalog builds a catalog of the given version from declared entries
 // that are already valid.
 func newCatalog(version int64, declared []Entry) *Catalog {
-	entries := slices.Concat(builtins, declared)
+	entries := slices.Concat(builtins(), declared)
 	slices.SortFunc(entries, func(a, b Entry) int {
 		switch {
 		case a.Name < b.Name:

@@ -66,10 +66,10 @@ func checkCatalog(t *testing.T, data []byte, c *Catalog) {
 	if !slices.IsSorted(names) || len(slices.Compact(slices.Clone(names))) != len(names) {
 		t.Fatalf("Parse(%q): names %v not sorted or repeated", data, names)
 	}
-	if len(names) > len(builtins)+MaxEntries || len(strings.Join(names, ",")) > MaxListBytes {
+	if len(names) > len(builtins())+MaxEntries || len(strings.Join(names, ",")) > MaxListBytes {
 		t.Fatalf("Parse(%q): %d names", data, len(names))
 	}
-	for _, b := range builtins {
+	for _, b := range builtins() {
 		i, ok := slices.BinarySearch(names, b.Name)
 		if !ok || c.Entries()[i] != b {
 			t.Fatalf("Parse(%q): built-in %s is %+v", data, b.Name, c.Entries()[i])
