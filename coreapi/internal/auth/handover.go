@@ -16,6 +16,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -45,6 +46,12 @@ var errHandoverRedirect = problem.New(400, problem.CodeInvalidGrant,
 // flow (or one is sent for a flow that had none, or none for one that had).
 var errHandoverVerifier = problem.New(400, problem.CodeInvalidGrant,
 	"the code_verifier does not match the code_challenge of the sign-in that made this hand-over code")
+
+// errHandoverOtherTenant answers an exchange naming another tenant than
+// the one the code's sign-in is in; the code is not spent.
+var errHandoverOtherTenant = invalidRequest(
+	"the hand-over code's sign-in is in another tenant (the one chosen when it started): leave tenant_id out, or start the sign-in with that tenant_id",
+	problem.FieldError{Field: "tenant_id", Message: "not the tenant of the hand-over code's sign-in"})
 
 // CreateHandover stores a one-time hand-over code for a session opened by
 // an external sign-in and returns it. Tokens are never put in a page or a
@@ -103,12 +110,14 @@ func handoverHash(code string) []byte {
 // remembered (oauth_handover_uses, HandoverUseTTL): presented again, it is
 // refused as any unknown code is and the session it opened ends
 // (endReusedHandover), so whoever exchanged it first, a thief or the app,
-// keeps nothing.
+// keeps nothing. A tenant_id the exchange names must be the tenant of the
+// code's session: another is refused before the code is spent.
 func (s *Service) handoverGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error) {
 	ctx := c.UserContext()
 	const q = `
 WITH h AS (
     DELETE FROM oauth_handovers WHERE code_hash = $1
+        AND ($3 = '' OR EXISTS (SELECT 1 FROM sessions s WHERE s.id = session_id AND s.tenant_id::text = $3))
     RETURNING user_id, session_id, code_challenge, tenant_requested, return_to, expires_at > now() AS live
 ), used AS (
     INSERT INTO oauth_handover_uses (code_hash, session_id, expires_at)
@@ -123,6 +132,9 @@ SELECT h.user_id::text, h.session_id::text, h.code_challenge, h.tenant_requested
 FROM h JOIN sessions s ON s.id = h.session_id JOIN users u ON u.id = h.user_id
 JOIN tenants t ON t.id = s.tenant_id
 LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
+	// qKept: a code the exchange left because its sign-in is in another
+	// tenant than the one named.
+	const qKept = `SELECT EXISTS (SELECT 1 FROM oauth_handovers WHERE code_hash = $1 AND expires_at > now())`
 	if req.Code == "" {
 		return TokenResponse{}, invalidRequest("code is required", problem.FieldError{Field: "code", Message: "required"})
 	}
@@ -132,6 +144,18 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 	if _, err := base64.RawURLEncoding.DecodeString(req.Code); err != nil {
 		return TokenResponse{}, errBadHandover
 	}
+	// The sign-in's tenant was chosen when it started (authorize's
+	// tenant_id, else the oldest active membership); the exchange chooses
+	// none. One named here must be it, and the code is spent only then:
+	// answered with tokens of the sign-in's tenant, a client that asked
+	// for another would act there unawares.
+	var named string
+	if req.TenantID != "" {
+		var ok bool
+		if named, ok = ids.Parse(req.TenantID); !ok {
+			return TokenResponse{}, invalidRequest("tenant_id must be a UUID", problem.FieldError{Field: "tenant_id", Message: "must be a UUID"})
+		}
+	}
 	var (
 		g                             Grant
 		challenge                     string
@@ -139,7 +163,16 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 		requested, ok, active, member bool
 	)
 	hash := handoverHash(req.Code)
-	err := s.pool.QueryRow(ctx, q, hash, HandoverUseTTL.Seconds()).Scan(&g.UserID, &g.SessionID, &challenge, &requested, &returnTo, &g.TenantID, &g.TokenVersion, &ok, &active, &member, &g.AMR, &g.AuthTime)
+	err := s.pool.QueryRow(ctx, q, hash, HandoverUseTTL.Seconds(), named).Scan(&g.UserID, &g.SessionID, &challenge, &requested, &returnTo, &g.TenantID, &g.TokenVersion, &ok, &active, &member, &g.AMR, &g.AuthTime)
+	if errors.Is(err, pgx.ErrNoRows) && named != "" {
+		var kept bool
+		if err := s.pool.QueryRow(ctx, qKept, hash).Scan(&kept); err != nil {
+			return TokenResponse{}, fmt.Errorf("look up hand-over code: %w", err)
+		}
+		if kept {
+			return TokenResponse{}, errHandoverOtherTenant
+		}
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		if err := s.endReusedHandover(c, hash); err != nil {
 			return TokenResponse{}, err
@@ -165,6 +198,13 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 	}
 	if err := refuseInactive(g.TenantID, active, member); err != nil {
 		return TokenResponse{}, err
+	}
+	// Named at the exchange, if not when the sign-in started, the tenant
+	// binds a second factor's sign-in to it, as the password grant's
+	// tenant_id does: a tenant left meanwhile is refused, not traded for
+	// the next one.
+	if named != "" {
+		requested = true
 	}
 	// A user with a second factor gives it here too: the external
 	// sign-in stands for the password, and the session it opened is
