@@ -117,7 +117,7 @@ func (s *Service) handoverGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 	const q = `
 WITH h AS (
     DELETE FROM oauth_handovers WHERE code_hash = $1
-        AND ($3 = '' OR EXISTS (SELECT 1 FROM sessions s WHERE s.id = session_id AND s.tenant_id::text = $3))
+        AND ($3 = '' OR EXISTS (SELECT 1 FROM sessions s WHERE s.id = oauth_handovers.session_id AND s.tenant_id::text = $3))
     RETURNING user_id, session_id, code_challenge, tenant_requested, return_to, expires_at > now() AS live
 ), used AS (
     INSERT INTO oauth_handover_uses (code_hash, session_id, expires_at)
