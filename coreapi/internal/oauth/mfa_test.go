@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
@@ -126,13 +127,13 @@ func TestHandoverOfAnEndedSessionAsksForNothing(t *testing.T) {
 // before the code, is answered as the password grant's is: started for no
 // tenant, it lands in the user's next active tenant; started for that
 // tenant, it is 403 forbidden. It was bound to the tenant the callback
-// picked either way (403 user_disabled).
+// picked either way (403 user_disabled). A tenant named at the exchange
+// (tenant_id of grant_type=oauth_handover) binds it as one asked for at
+// the start does.
 func TestExternalMFAStepAfterTheTenantIsLeft(t *testing.T) {
-	for _, named := range []bool{false, true} {
-		name := "no tenant asked"
-		if named {
-			name = "tenant asked"
-		}
+	const atStart, atExchange = "tenant asked", "tenant named at the exchange"
+	for _, name := range []string{"no tenant asked", atStart, atExchange} {
+		named := name != "no tenant asked"
 		t.Run(name, func(t *testing.T) {
 			x := start(t)
 			first := x.finish(t, x.begin(t, ""))
@@ -147,11 +148,17 @@ func TestExternalMFAStepAfterTheTenantIsLeft(t *testing.T) {
 				t.Fatal(err)
 			}
 			query := ""
-			if named {
+			if name == atStart {
 				query = "?tenant_id=" + first.TenantID
 			}
 			st := x.begin(t, query)
-			r := x.exchange(t, handover(t, x.callback(t, x.approve(t, st), st.cookie)))
+			code := handover(t, x.callback(t, x.approve(t, st), st.cookie))
+			var r apitest.Response
+			if name == atExchange {
+				r = x.exchangeNaming(t, code, first.TenantID)
+			} else {
+				r = x.exchange(t, code)
+			}
 			var ch struct {
 				MFAToken string `json:"mfa_token"`
 			}
