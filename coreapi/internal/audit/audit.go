@@ -172,14 +172,13 @@ func Write(ctx context.Context, tx pgx.Tx, e Event) error {
 	return nil
 }
 
-// MaskEmail is addr as the audit log shows an address its user has not
-// confirmed: the first character of the local part, then "***@" and the
-// domain ("n***@example.com"). A pending email change is audited in every
-// tenant the user belongs to, and until it is confirmed the address may
-// not even be the user's (a typo, someone else's mailbox): admins of
-// those tenants learn that a change is pending and roughly where to, not
-// the address. The full address is in user.email_changed once it is the
-// account's own, as every tenant's member list shows it anyway.
+// MaskEmail is addr masked: the first character of the local part, then
+// "***@" and the domain ("n***@example.com"), for a reader who may know
+// the address but must not learn it from us (a link's page, the notice of
+// an email change to the old address). The audit log holds no masked
+// address: an address a user has not confirmed is left out of the
+// events written in every tenant (user.verification_sent of an email
+// change), as its first character and domain still say whose it is.
 func MaskEmail(addr string) string {
 	at := strings.LastIndexByte(addr, '@')
 	if at <= 0 {

@@ -250,7 +250,7 @@ const AddressMailRefusal = "too many verification mails to this address"
 // SendVerification issues a verify_email token for email and queues the
 // mail with its link, inside tx, and audits it in the user's tenants (call
 // it after the membership exists; an address to change to, change, is
-// audited masked). Earlier verification tokens of the user
+// not audited at all: see verificationSentData). Earlier verification tokens of the user
 // die: only the newest link works. The user's row is locked, so concurrent
 // calls take turns and each revokes the links before it.
 //
@@ -274,12 +274,22 @@ func SendVerification(ctx context.Context, tx pgx.Tx, userID, email string, chan
 	if err != nil {
 		return err
 	}
-	// An address to change to is not the account's yet: every tenant's
-	// log gets it masked (see audit.MaskEmail).
-	shown := email
-	if change {
-		shown = audit.MaskEmail(email)
-	}
 	return audit.WriteForUser(ctx, tx, userID, audit.Event{ActorUserID: userID, Action: audit.ActionUserVerificationSent,
-		TargetType: audit.TargetUser, TargetID: userID, RequestID: requestID, Data: map[string]any{"email": shown, "email_change": change}})
+		TargetType: audit.TargetUser, TargetID: userID, RequestID: requestID, Data: verificationSentData(email, change)})
+}
+
+// verificationSentData is the data of a user.verification_sent audit
+// event, written in every tenant of the account: the address for a link
+// to the account's own address (which each tenant's member list shows);
+// for a link to an address to change to, only email_change. That address
+// is not the account's until the link is used, and may never be (a typo,
+// someone else's mailbox, a private address its owner thinks better of):
+// not even masked, whose first character and domain still say whose it
+// is, to every tenant's admins for as long as the row lives. Once
+// confirmed, user.email_changed names it.
+func verificationSentData(email string, change bool) map[string]any {
+	if change {
+		return map[string]any{"email_change": true}
+	}
+	return map[string]any{"email": email, "email_change": false}
 }
