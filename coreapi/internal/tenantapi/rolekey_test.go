@@ -5,7 +5,6 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tenantapi"
-	"github.com/tollgate-auth/tollgate/shared/identity"
 )
 
 // TestRoleDeletionWithAKeyNamesTheKey: a custom role deleted with an API
@@ -24,9 +23,9 @@ func TestRoleDeletionWithAKeyNamesTheKey(t *testing.T) {
 	for _, uid := range []string{w.Admin.UserID, w.Member.UserID} {
 		apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PUT", "/api/v1/users/"+uid+"/roles/ops", nil), 200)
 	}
-	const keyID = "5d0c8a41-7f3e-4b6a-9e21-0c4f6b8d2a17"
-	key := w.Owner
-	key.Principal, key.SessionID, key.Roles = identity.PrincipalAPIKey, keyID, nil
+	key := w.E.AsKey(t, w.Owner)
+	key.Roles = nil
+	keyID := key.SessionID
 	before := len(w.E.AuditActions(t, w.A))
 	apitest.WantStatus(t, w.E.Send(t, &key, "DELETE", "/api/v1/roles/"+ops.ID, nil), 204)
 
