@@ -761,7 +761,8 @@ func coreCatalog(v *violations, b *bundle, pod *corev1.PodSpec, c *corev1.Contai
 
 // builtinPermissions reads coreapi's built-in permissions from the source
 // of its permissions package (the deploy module cannot import it): the
-// names of the entries of `var builtins`, constants of that file.
+// names of the entries of the literal `func builtins` returns (or of `var
+// builtins`), constants of that file.
 var builtinPermissions = sync.OnceValues(func() ([]string, error) {
 	const file = "../../coreapi/internal/permissions/catalog.go"
 	f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
@@ -771,6 +772,14 @@ var builtinPermissions = sync.OnceValues(func() ([]string, error) {
 	consts := map[string]string{}
 	var entries []ast.Expr
 	for _, d := range f.Decls {
+		if fd, ok := d.(*ast.FuncDecl); ok && fd.Recv == nil && fd.Name.Name == "builtins" && fd.Body != nil && len(fd.Body.List) == 1 {
+			if ret, ok := fd.Body.List[0].(*ast.ReturnStmt); ok && len(ret.Results) == 1 {
+				if lit, ok := ret.Results[0].(*ast.CompositeLit); ok {
+					entries = lit.Elts
+				}
+			}
+			continue
+		}
 		g, ok := d.(*ast.GenDecl)
 		if !ok {
 			continue
@@ -819,7 +828,7 @@ var builtinPermissions = sync.OnceValues(func() ([]string, error) {
 		}
 	}
 	if len(names) == 0 {
-		return nil, fmt.Errorf("%s: found no var builtins; the extraction is broken", file)
+		return nil, fmt.Errorf("%s: found no builtins (a func returning a literal, or a var); the extraction is broken", file)
 	}
 	return names, nil
 })
