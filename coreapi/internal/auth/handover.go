@@ -16,7 +16,6 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sessions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -149,12 +148,9 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 	// none. One named here must be it, and the code is spent only then:
 	// answered with tokens of the sign-in's tenant, a client that asked
 	// for another would act there unawares.
-	var named string
-	if req.TenantID != "" {
-		var ok bool
-		if named, ok = ids.Parse(req.TenantID); !ok {
-			return TokenResponse{}, invalidRequest("tenant_id must be a UUID", problem.FieldError{Field: "tenant_id", Message: "must be a UUID"})
-		}
+	named, err := req.namedTenant()
+	if err != nil {
+		return TokenResponse{}, err
 	}
 	var (
 		g                             Grant
@@ -163,7 +159,7 @@ LEFT JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = h.user_id`
 		requested, ok, active, member bool
 	)
 	hash := handoverHash(req.Code)
-	err := s.pool.QueryRow(ctx, q, hash, HandoverUseTTL.Seconds(), named).Scan(&g.UserID, &g.SessionID, &challenge, &requested, &returnTo, &g.TenantID, &g.TokenVersion, &ok, &active, &member, &g.AMR, &g.AuthTime)
+	err = s.pool.QueryRow(ctx, q, hash, HandoverUseTTL.Seconds(), named).Scan(&g.UserID, &g.SessionID, &challenge, &requested, &returnTo, &g.TenantID, &g.TokenVersion, &ok, &active, &member, &g.AMR, &g.AuthTime)
 	if errors.Is(err, pgx.ErrNoRows) && named != "" {
 		var kept bool
 		if err := s.pool.QueryRow(ctx, qKept, hash).Scan(&kept); err != nil {

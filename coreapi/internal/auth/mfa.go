@@ -17,7 +17,6 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
-	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oautherr"
@@ -773,12 +772,9 @@ func (s *Service) mfaGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error
 	// The tenant is the one the password step chose, or a step-up's
 	// session's: one named here must be it (a code is never looked at
 	// for another), as a refresh's must be its session's.
-	var named string
-	if req.TenantID != "" {
-		var ok bool
-		if named, ok = ids.Parse(req.TenantID); !ok {
-			return TokenResponse{}, invalidRequest("tenant_id must be a UUID", problem.FieldError{Field: "tenant_id", Message: "must be a UUID"})
-		}
+	named, err := req.namedTenant()
+	if err != nil {
+		return TokenResponse{}, err
 	}
 	if req.MFAToken == "" {
 		return s.stepUp(c, req, named)
@@ -803,7 +799,7 @@ RETURNING user_id::text, tenant_id::text, amr, tenant_requested`
 		firstAMR         []string // the sign-in the code completes
 		requested        bool     // it named its tenant
 	)
-	err := s.pool.QueryRow(ctx, qClaim, hash, ChallengeAttempts).Scan(&userID, &tenantID, &firstAMR, &requested)
+	err = s.pool.QueryRow(ctx, qClaim, hash, ChallengeAttempts).Scan(&userID, &tenantID, &firstAMR, &requested)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return TokenResponse{}, errBadMFAToken
 	}

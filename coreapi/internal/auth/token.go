@@ -181,10 +181,8 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 	if len(email) > mail.MaxStoredAddress {
 		return TokenResponse{}, errBadCredentials
 	}
-	if req.TenantID != "" {
-		if !ids.Valid(req.TenantID) {
-			return TokenResponse{}, invalidRequest("tenant_id must be a UUID", problem.FieldError{Field: "tenant_id", Message: "must be a UUID"})
-		}
+	if _, err := req.namedTenant(); err != nil {
+		return TokenResponse{}, err
 	}
 	ctx := c.UserContext()
 	ua, ip := client(c)
@@ -282,12 +280,9 @@ func (s *Service) refreshGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, e
 	// refused, its token left as it was: answered with tokens of the
 	// session's tenant, a client that asked for another would act there
 	// unawares.
-	var tid string
-	if req.TenantID != "" {
-		var ok bool
-		if tid, ok = ids.Parse(req.TenantID); !ok {
-			return TokenResponse{}, invalidRequest("tenant_id must be a UUID", problem.FieldError{Field: "tenant_id", Message: "must be a UUID"})
-		}
+	tid, err := req.namedTenant()
+	if err != nil {
+		return TokenResponse{}, err
 	}
 	r, err := s.sessions.RotateIn(ctx, req.RefreshToken, tid,
 		sessions.Presenter{RequestID: strings.Clone(httpapi.RequestIDOf(c)), IP: httpapi.ClientIP(c)})
@@ -310,4 +305,18 @@ func (s *Service) refreshGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, e
 		TokenVersion: r.TokenVersion, RefreshToken: r.RefreshToken, AMR: r.AMR, AuthTime: r.AuthTime,
 		SessionEnds: r.Ends},
 		func() error { return errRefreshRevoked })
+}
+
+// namedTenant is the tenant_id the request names, in canonical form, or
+// "" when it names none; one that is not a UUID is 400 invalid_request.
+// Every grant that takes tenant_id reads it here.
+func (req *tokenRequest) namedTenant() (string, error) {
+	if req.TenantID == "" {
+		return "", nil
+	}
+	tid, ok := ids.Parse(req.TenantID)
+	if !ok {
+		return "", invalidRequest("tenant_id must be a UUID", problem.FieldError{Field: "tenant_id", Message: "must be a UUID"})
+	}
+	return tid, nil
 }
