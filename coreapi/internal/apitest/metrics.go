@@ -11,6 +11,7 @@ var MetricsAllowedZero = map[string]string{
 	"coreapi_db_pool_constructing_conns":            "connections being opened at the instant of the scrape: 0 between bursts",
 	"coreapi_identity_replay_cache_evictions_total": "signatures forgotten early because the replay cache was full",
 	"coreapi_identity_rejected_total":               "requests refused for their identity headers (TestMetricsLint sends one)",
+	"coreapi_machine_writes_unchecked_total":        "writes of API keys and service tokens that name no credential: only first-release proxies and tokens older than csid send them (TestUncheckedMachineWritesCounted counts them)",
 	"coreapi_mail_dropped_total":                    "mails whose link died in the queue",
 	"coreapi_mail_failures_total":                   "failed mail deliveries",
 	"coreapi_mail_parked_total":                     "mails given up on",

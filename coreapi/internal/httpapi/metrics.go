@@ -17,6 +17,11 @@ type metrics struct {
 	queries  *prometheus.HistogramVec
 	rejected *prometheus.CounterVec
 	shedded  *prometheus.CounterVec
+	// unchecked counts the writes of machine principals that name no
+	// credential (liveCredential), by principal: the vector, and its two
+	// children taken once, so a write costs no label lookup.
+	unchecked                    *prometheus.CounterVec
+	uncheckedKey, uncheckedToken prometheus.Counter
 	// byRequest holds each (method, route, status)'s two histograms
 	// (requestKey → *requestObservers): one map read per request instead
 	// of two label lookups (each validates, hashes and compares its
@@ -54,7 +59,13 @@ func newMetrics(reg prometheus.Registerer, replays *replay.Cache) (*metrics, err
 			Name: "coreapi_overload_shed_total",
 			Help: "Requests answered 503 because too many of their kind were in flight, by kind.",
 		}, []string{"kind"}),
+		unchecked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coreapi_machine_writes_unchecked_total",
+			Help: "Writes of an API key or a service account's token whose identity named no key or client secret, so not checked against a revocation or deletion, by principal.",
+		}, []string{"principal"}),
 	}
+	m.uncheckedKey = m.unchecked.WithLabelValues("api_key")
+	m.uncheckedToken = m.unchecked.WithLabelValues("service")
 	if reg == nil {
 		return m, nil
 	}
@@ -69,7 +80,7 @@ func newMetrics(reg prometheus.Registerer, replays *replay.Cache) (*metrics, err
 		ConstLabels: buildLabels(info),
 	})
 	build.Set(1)
-	for _, c := range []prometheus.Collector{m.duration, m.queries, m.rejected, m.shedded, evicted, build} {
+	for _, c := range []prometheus.Collector{m.duration, m.queries, m.rejected, m.shedded, m.unchecked, evicted, build} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

@@ -448,10 +448,20 @@ func (s *Server) identityHeaders(a access) fiber.Handler {
 // on the say of a credential ended because it may have leaked. One
 // primary-key lookup, for the writes of those principals only: reads
 // cost nothing more, and end at the proxies.
+//
+// A write of either principal that names no credential (a proxy of the
+// first release forwards neither id; a service token issued before tokens
+// named their secret has none) cannot be checked: it is counted
+// (coreapi_machine_writes_unchecked_total), so an operator can tell when
+// every proxy forwards them, and let through as before.
 func (s *Server) liveCredential(c *fiber.Ctx) error {
 	v, ok := c.Locals(keyIdentity).(*verified)
 	switch {
 	case !ok:
+	case v.id.Principal == identity.PrincipalAPIKey && v.apiKeyID == "":
+		s.metrics.uncheckedKey.Inc()
+	case v.id.Principal == identity.PrincipalService && v.secretID == "":
+		s.metrics.uncheckedToken.Inc()
 	case v.secretID != "":
 		switch err := clientsecret.CheckLive(c.UserContext(), s.pool, v.id.UserID, v.secretID); {
 		case errors.Is(err, clientsecret.ErrDeleted):
