@@ -283,7 +283,7 @@ RETURNING id::text, created_at`
 		if err := sessions.CheckLive(ctx, tx, n.UserID, n.SessionID); err != nil {
 			return err
 		}
-		if err := clientsecret.CheckLive(ctx, tx, n.UserID, n.SecretID); err != nil {
+		if err := clientsecret.Hold(ctx, tx, n.UserID, n.SecretID); err != nil {
 			return err
 		}
 		var (
@@ -721,7 +721,12 @@ func (s *Store) RevokeSecret(ctx context.Context, tenantID, key, actorID, reques
 // order of their ids, as RevokeUserKeys does: reached by their public ids
 // (the report) and by their user (a revocation), they were locked in
 // other orders, each statement held a row the other waited for, and
-// PostgreSQL failed one of them (a member's removal among them).
+// PostgreSQL failed one of them (a member's removal among them). It
+// skips the keys another transaction holds: a change made with a key
+// holds the key's row FOR SHARE until it commits (apikeylive.Hold) and
+// may then lock another key (its revocation), which a report waiting for
+// the first while holding the second would deadlock with. A key skipped
+// is marked by the next report.
 func (s *Store) MarkUsed(ctx context.Context, publicIDs []string) (int64, error) {
 	const q = `
 UPDATE api_keys k SET last_used_at = now()
@@ -729,7 +734,7 @@ FROM (SELECT id FROM api_keys
       WHERE public_id = ANY($1::text[]) AND revoked_at IS NULL
         AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')
       ORDER BY id
-      FOR NO KEY UPDATE) used
+      FOR NO KEY UPDATE SKIP LOCKED) used
 WHERE k.id = used.id`
 	tag, err := s.pool.Exec(ctx, q, publicIDs)
 	if err != nil {

@@ -117,6 +117,11 @@ func (s *Server) toProblem(c *fiber.Ctx, err error) *problem.Problem {
 		// since the request's own check (liveCredential).
 		return keyEnded(c)
 	}
+	if errors.Is(err, clientsecret.ErrDeleted) {
+		// Found after the tenant's lock (roles.Live): the token's client
+		// secret was deleted since the request's own check.
+		return secretDeleted(c)
+	}
 	if sqldb.Unavailable(err) {
 		// Not the client's fault and usually brief (a failover, a restart):
 		// tell clients and the proxy to come back, rather than a 500.
@@ -230,7 +235,9 @@ func tooMany(c *fiber.Ctx, wait time.Duration, what string) *problem.Problem {
 // obtained with a client secret since deleted (clientsecret.ErrDeleted),
 // though the proxy that signed it had not yet heard: 401 invalid_token,
 // with the RFC 6750 challenge a 401 to a bearer carries.
-func SecretDeleted(c *fiber.Ctx) error {
+func SecretDeleted(c *fiber.Ctx) error { return secretDeleted(c) }
+
+func secretDeleted(c *fiber.Ctx) *problem.Problem {
 	c.Set(fiber.HeaderWWWAuthenticate, `Bearer error="invalid_token", error_description="the access token has ended"`)
 	return problem.New(fiber.StatusUnauthorized, problem.CodeInvalidToken, clientsecret.ErrDeleted.Error())
 }

@@ -32,7 +32,7 @@ import (
 func actor(c *fiber.Ctx) roles.Actor {
 	id := httpapi.IdentityOf(c)
 	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: strings.Clone(httpapi.RequestIDOf(c)),
-		SessionID: httpapi.SessionOf(c), APIKeyID: strings.Clone(httpapi.APIKeyOf(c))}
+		SessionID: httpapi.SessionOf(c), APIKeyID: strings.Clone(httpapi.APIKeyOf(c)), SecretID: strings.Clone(httpapi.ClientSecretOf(c))}
 }
 
 type createInvitationBody struct {

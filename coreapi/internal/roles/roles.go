@@ -19,6 +19,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeylive"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/clientsecret"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
@@ -279,8 +280,13 @@ type Actor struct {
 	SessionID string
 	// APIKeyID is the API key the actor's request was made with
 	// (httpapi.APIKeyOf): "" for a caller that is not a key. Live
-	// checks it is still live (apikeylive.CheckLive).
+	// checks it is still live (apikeylive.Hold).
 	APIKeyID string
+	// SecretID is the client secret the actor's access token was
+	// obtained with (httpapi.ClientSecretOf): "" for a caller that is not
+	// a service account's token, or one of a token that names none. Live
+	// checks it still exists (clientsecret.Hold).
+	SecretID string
 }
 
 // Covers reports whether the actor holds every permission in perms.
@@ -343,16 +349,23 @@ var qLive = `SELECT ` + HeldSQL("$1", "$2::uuid", "$3::text[]", "$4::text[]")
 // narrowed permissions are all that matters.
 //
 // An actor acting with an API key (a.APIKeyID) whose key has been
-// revoked or has expired is apikeylive.ErrEnded: read after the tenant's
-// lock, which every revocation of a key by its tenant takes first
-// (apikeys.Store.Revoke, apikeys.RevokeUserKeys), it sees one committed
-// before this change, which a proxy that has not yet heard of it let
-// through.
+// revoked or has expired is apikeylive.ErrEnded, and a service account's
+// token whose client secret (a.SecretID) has been deleted is
+// clientsecret.ErrDeleted: a change a proxy that has not yet heard of it
+// let through, or one that passed the request's own check
+// (httpapi.liveCredential) before the revocation or deletion committed.
+// Both rows are read FOR SHARE and held until tx ends (apikeylive.Hold,
+// clientsecret.Hold), so a revocation that takes no tenant lock (by the
+// key's secret, apikeys.Store.RevokeSecret) is ordered with the change
+// too: committed before, it is seen; after, it waits for tx.
 func Live(ctx context.Context, tx pgx.Tx, all, member, tenantID string, a Actor, need string) (Actor, error) {
 	if a.UserID == "" || (len(a.Permissions) == 0 && need != "") {
 		return Actor{}, ErrEscalation
 	}
-	if err := apikeylive.CheckLive(ctx, tx, tenantID, a.UserID, a.APIKeyID); err != nil {
+	if err := apikeylive.Hold(ctx, tx, tenantID, a.UserID, a.APIKeyID); err != nil {
+		return Actor{}, err
+	}
+	if err := clientsecret.Hold(ctx, tx, a.UserID, a.SecretID); err != nil {
 		return Actor{}, err
 	}
 	if len(a.Permissions) == 0 {

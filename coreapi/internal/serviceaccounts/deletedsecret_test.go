@@ -10,6 +10,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apikeys"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/clientsecret"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 )
@@ -104,5 +105,42 @@ func TestKeyCreationChecksTheSecretInItsTransaction(t *testing.T) {
 	}
 	if err := key(kept.ID); err != nil {
 		t.Fatalf("key of the live secret's token: %v", err)
+	}
+}
+
+// TestWriteChecksTheSecretInItsTransaction: a write of a token whose
+// secret existed when the request's own check ran (liveCredential), and
+// that then waits for the tenant's lock a deletion of the secret holds,
+// finds the secret gone once it has the lock: 401 invalid_token, nothing
+// written, as when the deletion had committed before the request came.
+// Without the check in the transaction it granted the role after the
+// deletion had returned.
+func TestWriteChecksTheSecretInItsTransaction(t *testing.T) {
+	e := start(t, startOpts{})
+	_, owner := e.owner(t, "owner@example.com")
+	tid := owner.TenantID
+	a := e.createAccount(t, owner, "ci", "admin")
+	leaked := e.createSecret(t, owner, a.ID)
+	e.createSecret(t, owner, a.ID)
+	member := e.SeedUserIn(t, tid, "member@example.com", "member")
+	stale := e.tokenIdentity(t, a.ID, tid, leaked.ID)
+
+	// The deletion's transaction: the tenant's lock first
+	// (Store.DeleteSecret), held while the write comes.
+	del := e.DB.Hold(t, `SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, tid)
+	grant := dbtest.AnsweredOrWaiting(t, e.DB, func() apitest.Response {
+		return e.Send(t, stale, http.MethodPut, "/api/v1/users/"+member.UserID+"/roles/admin", nil)
+	})
+	ctx := context.Background()
+	if _, err := del.Exec(ctx, `DELETE FROM service_account_secrets WHERE id = $1`, leaked.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := del.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	apitest.WantProblem(t, grant(), http.StatusUnauthorized, "invalid_token")
+	if n := e.count(t, `SELECT count(*) FROM membership_roles mr JOIN roles r ON r.id = mr.role_id
+		WHERE mr.user_id = $1 AND r.name = 'admin'`, member.UserID); n != 0 {
+		t.Fatal("the deleted secret's token granted a role")
 	}
 }

@@ -63,7 +63,7 @@ func (s *Server) Register(rt httpapi.Routes) {
 func actor(c *fiber.Ctx) roles.Actor {
 	id := httpapi.IdentityOf(c)
 	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: httpapi.RequestIDOf(c), SessionID: httpapi.SessionOf(c),
-		APIKeyID: httpapi.APIKeyOf(c)}
+		APIKeyID: httpapi.APIKeyOf(c), SecretID: httpapi.ClientSecretOf(c)}
 }
 
 // --- self ---
