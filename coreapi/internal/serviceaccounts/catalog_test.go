@@ -10,6 +10,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
@@ -76,9 +77,12 @@ func TestSecretUnderAnotherCatalog(t *testing.T) {
 // were judged without the permission the replicas of the new catalog then
 // granted. A replica whose catalog is not the recorded one now makes no
 // credential (503 catalog_rollout with Retry-After, nothing made), nor
-// deletes an account or its secret, which needs what the account holds
-// (it deleted them on the say of a caller judged by its own catalog); the
-// replica with the recorded catalog makes and deletes them.
+// deletes an account, which needs what the account holds (it deleted it
+// on the say of a caller judged by its own catalog); the replica with the
+// recorded catalog makes and deletes them. Deleting a client secret only
+// ends access, and must work while a rollout runs (a leaked secret is
+// deleted at once, whichever replica serves it): every replica deletes
+// one, judged by its own catalog, as it revokes an API key.
 func TestCredentialsDuringCatalogRollout(t *testing.T) {
 	cat, err := permissions.Parse([]byte(notesCatalog), "test")
 	if err != nil {
@@ -116,22 +120,33 @@ func TestCredentialsDuringCatalogRollout(t *testing.T) {
 	if after := newer.count(t, qMade); after != before {
 		t.Fatalf("the refusals made something: %d rows before, %d after", before, after)
 	}
-	// Deleting the account or its secret is judged by what the account
-	// holds (member: notes:read under the recorded catalog), which this
-	// replica's catalog does not say: refused, nothing deleted.
-	for _, path := range []string{"/api/v1/service-accounts/" + acc.ID + "/secrets/" + sec.ID, "/api/v1/service-accounts/" + acc.ID} {
-		r := older.Send(t, owner, http.MethodDelete, path, nil)
-		apitest.WantProblem(t, r, http.StatusServiceUnavailable, problem.CodeCatalogRollout)
-		if got := r.Header.Get("Retry-After"); got != "1" {
-			t.Errorf("DELETE %s: Retry-After = %q, want 1", path, got)
-		}
+	// Deleting the account is judged by what the account holds (member:
+	// notes:read under the recorded catalog), which this replica's
+	// catalog does not say: refused, nothing deleted.
+	path := "/api/v1/service-accounts/" + acc.ID
+	r := older.Send(t, owner, http.MethodDelete, path, nil)
+	apitest.WantProblem(t, r, http.StatusServiceUnavailable, problem.CodeCatalogRollout)
+	if got := r.Header.Get("Retry-After"); got != "1" {
+		t.Errorf("DELETE %s: Retry-After = %q, want 1", path, got)
 	}
 	if after := newer.count(t, qMade); after != before {
-		t.Fatalf("the refused deletions deleted something: %d rows before, %d after", before, after)
+		t.Fatalf("the refused deletion deleted something: %d rows before, %d after", before, after)
 	}
-	// The replica with the recorded catalog deletes and makes.
-	apitest.WantStatus(t, newer.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+acc.ID+"/secrets/"+sec.ID, nil), http.StatusNoContent)
-	apitest.WantStatus(t, newer.Send(t, owner, http.MethodDelete, "/api/v1/service-accounts/"+acc.ID, nil), http.StatusNoContent)
+	// Deleting its secret ends access only: the old replica deletes it,
+	// the account's tokens end and a token of the secret writes nothing.
+	const qInvalidations = `SELECT count(*) FROM outbox WHERE subject = $1`
+	invalidations := newer.count(t, qInvalidations, invalidation.UserSubject(acc.ID))
+	apitest.WantStatus(t, older.Send(t, owner, http.MethodDelete, path+"/secrets/"+sec.ID, nil), http.StatusNoContent)
+	if n := newer.count(t, `SELECT count(*) FROM service_account_secrets WHERE id = $1`, sec.ID); n != 0 {
+		t.Fatal("the secret was not deleted")
+	}
+	if n := newer.count(t, qInvalidations, invalidation.UserSubject(acc.ID)); n != invalidations+1 {
+		t.Fatalf("%d invalidations of the account written with the deletion, want 1", n-invalidations)
+	}
+	apitest.WantProblem(t, older.Send(t, newer.tokenIdentity(t, acc.ID, owner.TenantID, sec.ID), http.MethodPost, "/api/v1/api-keys",
+		map[string]any{"name": "late", "permissions": []string{"tenant:read"}}), http.StatusUnauthorized, "invalid_token")
+	// The replica with the recorded catalog deletes the account, and makes.
+	apitest.WantStatus(t, newer.Send(t, owner, http.MethodDelete, path, nil), http.StatusNoContent)
 	newer.createSecret(t, owner, newer.createAccount(t, owner, "bot3", "member").ID)
 	newer.mintKey(t, owner, "ci")
 }

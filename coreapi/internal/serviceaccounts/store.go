@@ -469,7 +469,8 @@ RETURNING id::text, created_at`
 // the token that minted a key is not recorded, so every key of the account
 // goes, as every token does. Clients holding another live secret obtain a
 // new token (and mint new keys). The actor must hold every permission
-// the account holds, and users:write, when the deletion runs (live).
+// the account holds, and users:write, when the deletion runs (live),
+// under this replica's catalog, also during a catalog rollout.
 func (s *Store) DeleteSecret(ctx context.Context, tenantID, id, secretID string, a roles.Actor) error {
 	const qDelete = `DELETE FROM service_account_secrets WHERE id = $1 AND user_id = $2`
 	const qBump = `UPDATE users SET token_version = token_version + 1, updated_at = now() WHERE id = $1`
@@ -478,13 +479,12 @@ func (s *Store) DeleteSecret(ctx context.Context, tenantID, id, secretID string,
 		if err != nil {
 			return err
 		}
+		// Judged by this replica's catalog, whether it is the recorded
+		// one or not (no permissions.CheckCurrent): a deletion only ends
+		// access, as an API key's revocation does, and a secret that may
+		// have leaked must be deletable while a catalog rollout runs.
 		perms, err := s.lockAccount(ctx, tx, tenantID, id, held)
 		if err != nil {
-			return err
-		}
-		// What the account holds follows the catalog (the built-in
-		// roles): judged by this replica's only if it is the recorded one.
-		if err := permissions.CheckCurrent(ctx, tx, s.catalog); err != nil {
 			return err
 		}
 		if !a.Covers(perms) {
