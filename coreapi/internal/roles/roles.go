@@ -215,22 +215,30 @@ func (s *Store) effective(r *Role) {
 	r.Permissions = EffectivePermissions(s.catalog, r.Name, r.Builtin, r.Permissions)
 }
 
-// ListParams selects a page ordered by name: roles after AfterName.
+// ListParams selects a page in creation order: roles after the one
+// created at After with id AfterID (AfterID empty: the first page). The
+// keyset is immutable, so a role renamed while a client pages through the
+// list is listed once, as a name cursor did not do (a role renamed past it
+// came again, one renamed before it never came).
 type ListParams struct {
 	TenantID     string
-	AfterName    string
+	After        time.Time
+	AfterID      string
 	Limit        int
 	IncludeTotal bool
 }
 
-// List returns one page of the tenant's roles in one query.
+// List returns one page of the tenant's roles in one query, oldest first
+// (the built-in roles, made with the tenant, before its custom ones),
+// along the index roles_tenant_created_idx (migration 00068). roles.id,
+// not id: an ORDER BY name is the output column first, here id::text.
 func (s *Store) List(ctx context.Context, p ListParams) ([]Role, int64, error) {
 	const q = `
 SELECT id::text, name, description, permissions, builtin, created_at, updated_at, 0::bigint AS total
 FROM roles
-WHERE tenant_id = $1 AND name > $2
-ORDER BY name
-LIMIT $3`
+WHERE tenant_id = $1 AND (created_at, roles.id) > ($2, $3::uuid)
+ORDER BY created_at, roles.id
+LIMIT $4`
 	const qTotal = `
 SELECT * FROM (
     SELECT id::text, name, description, permissions, builtin, created_at, updated_at,
@@ -238,14 +246,18 @@ SELECT * FROM (
     FROM roles
     WHERE tenant_id = $1
 ) r
-WHERE name > $2
-ORDER BY name
-LIMIT $3`
+WHERE (created_at, id::uuid) > ($2, $3::uuid)
+ORDER BY created_at, id::uuid
+LIMIT $4`
+	after, afterID := p.After, p.AfterID
+	if afterID == "" {
+		after, afterID = time.Time{}, "00000000-0000-0000-0000-000000000000"
+	}
 	sql := q
 	if p.IncludeTotal {
 		sql = qTotal
 	}
-	rows, err := s.pool.Query(ctx, sql, p.TenantID, p.AfterName, p.Limit)
+	rows, err := s.pool.Query(ctx, sql, p.TenantID, after, afterID, p.Limit)
 	if err != nil {
 		return nil, 0, fmt.Errorf("list roles: %w", err)
 	}
@@ -258,7 +270,7 @@ LIMIT $3`
 		return nil, 0, fmt.Errorf("list roles: %w", err)
 	}
 	out, total, err := sqldb.Split(got, func(c counted) (Role, int64) { return c.Role, c.Total })
-	if p.IncludeTotal && len(out) == 0 && p.AfterName != "" { // past the end: no row to carry the total
+	if p.IncludeTotal && len(out) == 0 && p.AfterID != "" { // past the end: no row to carry the total
 		if total, err = sqldb.Count(ctx, s.pool, `SELECT count(*) FROM roles WHERE tenant_id = $1`, p.TenantID); err != nil {
 			return nil, 0, fmt.Errorf("count roles: %w", err)
 		}

@@ -539,10 +539,6 @@ func (s *Server) revokeRole(c *fiber.Ctx) error {
 
 // --- roles ---
 
-type nameKey struct {
-	Name string `json:"n"`
-}
-
 func (s *Server) listRoles(c *fiber.Ctx) error {
 	pq, err := httpapi.ParsePage(c)
 	if err != nil {
@@ -551,18 +547,16 @@ func (s *Server) listRoles(c *fiber.Ctx) error {
 	tid := httpapi.IdentityOf(c).TenantID
 	lp := roles.ListParams{TenantID: tid, Limit: pq.Limit + 1, IncludeTotal: pq.IncludeTotal}
 	if pq.Cursor != "" {
-		var k nameKey
-		if err := s.cursor.Decode("roles", tid, pq.Cursor, &k); err != nil {
+		if lp.After, lp.AfterID, err = s.cursor.DecodeAfter("roles", tid, pq.Cursor); err != nil {
 			return err
 		}
-		lp.AfterName = k.Name
 	}
 	rows, total, err := s.roles.List(c.UserContext(), lp)
 	if err != nil {
 		return err
 	}
 	return c.JSON(httpapi.MapPage(httpapi.Page(rows, total, pq, func(r roles.Role) string {
-		return s.cursor.Encode("roles", tid, nameKey{Name: r.Name})
+		return s.cursor.After("roles", tid, r.CreatedAt, r.ID)
 	}), func(r roles.Role) role { return role(r) }))
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
@@ -27,6 +28,9 @@ func TestRolesCRUD(t *testing.T) {
 	apitest.WantStatus(t, r, 200)
 	var l roleList
 	r.JSON(t, &l)
+	// Listed in creation order: the built-in ones, made together, in an
+	// order of their own; by name here.
+	slices.SortFunc(l.Data, func(a, b tenantapi.Role) int { return strings.Compare(a.Name, b.Name) })
 	if len(l.Data) != 3 || l.Data[0].Name != "admin" || l.Data[1].Name != "member" || l.Data[2].Name != "owner" || *l.Total != 3 {
 		t.Fatalf("built-in roles = %s", r.Body)
 	}
@@ -107,7 +111,11 @@ func TestRolesRefused(t *testing.T) {
 	w := newWorld(t)
 	var l roleList
 	w.E.Get(t, &w.Owner, "/api/v1/roles").JSON(t, &l)
-	owner := l.Data[2]
+	i := slices.IndexFunc(l.Data, func(r tenantapi.Role) bool { return r.Name == "owner" })
+	if i < 0 {
+		t.Fatalf("no owner role in %+v", l.Data)
+	}
+	owner := l.Data[i]
 	r := w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": "ops", "permissions": []string{"tenant:write"}})
 	apitest.WantStatus(t, r, 201)
 	var ops tenantapi.Role
@@ -136,7 +144,7 @@ func TestRolesRefused(t *testing.T) {
 	t.Run("rename to a taken name", func(t *testing.T) {
 		apitest.WantProblem(t, w.E.Send(t, &w.Owner, "PATCH", "/api/v1/roles/"+ops.ID, map[string]any{"name": "admin"}), 409, "role_name_taken")
 	})
-	t.Run("pagination by name", func(t *testing.T) {
+	t.Run("pagination in creation order", func(t *testing.T) {
 		r := w.E.Get(t, &w.Owner, "/api/v1/roles?limit=2")
 		var p1 roleList
 		r.JSON(t, &p1)
@@ -149,8 +157,13 @@ func TestRolesRefused(t *testing.T) {
 		for _, x := range p2.Data {
 			names = append(names, x.Name)
 		}
-		if !slices.Equal(names, []string{"admin", "member", "ops", "owner"}) || p2.NextCursor != nil {
+		// The built-in roles first (made with the tenant), then ops.
+		if len(names) != 4 || names[3] != "ops" || p2.NextCursor != nil {
 			t.Fatalf("names = %v, next %v", names, p2.NextCursor)
+		}
+		slices.Sort(names[:3])
+		if !slices.Equal(names, []string{"admin", "member", "owner", "ops"}) {
+			t.Fatalf("names = %v", names)
 		}
 	})
 }
@@ -549,4 +562,64 @@ func TestRoleChangeNeedsWhatGrantingItNeeds(t *testing.T) {
 	// grant and revoke it, may rename it.
 	apitest.WantStatus(t, w.E.Send(t, &w.Owner, "DELETE", "/api/v1/users/"+w.Owner.UserID+"/roles/auditors", nil), 200)
 	apitest.WantStatus(t, w.E.Send(t, &w.Admin, "PATCH", path, map[string]any{"name": "trail-readers"}), 200)
+}
+
+// TestRoleListStableUnderRenames: a client paging through GET /roles sees
+// every role exactly once, however roles are renamed between its pages.
+// Paged by name, a role renamed past the cursor came again, and one
+// renamed before it was never listed.
+func TestRoleListStableUnderRenames(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	want := map[string]bool{} // role id → listed
+	var all roleList
+	for _, name := range []string{"a1", "a2", "a3", "a4"} {
+		r := w.E.Send(t, &w.Owner, "POST", "/api/v1/roles", map[string]any{"name": name})
+		apitest.WantStatus(t, r, 201)
+	}
+	w.E.Get(t, &w.Owner, "/api/v1/roles?limit=100").JSON(t, &all)
+	for _, ro := range all.Data {
+		want[ro.ID] = false
+	}
+	if len(want) != 7 {
+		t.Fatalf("%d roles, want 7", len(want))
+	}
+	seen := map[string]int{}
+	var p roleList
+	r := w.E.Get(t, &w.Owner, "/api/v1/roles?limit=3")
+	apitest.WantStatus(t, r, 200)
+	r.JSON(t, &p)
+	for _, ro := range p.Data {
+		seen[ro.ID]++
+	}
+	// Each custom role listed so far moves to the end of the names, each
+	// one not yet listed to their start.
+	for _, ro := range all.Data {
+		if ro.Builtin {
+			continue
+		}
+		name := "0" + ro.Name
+		if seen[ro.ID] > 0 {
+			name = "z" + ro.Name
+		}
+		apitest.WantStatus(t, w.E.Send(t, &w.Owner, "PATCH", "/api/v1/roles/"+ro.ID, map[string]any{"name": name}), 200)
+	}
+	for p.NextCursor != nil {
+		cursor := *p.NextCursor
+		p = roleList{}
+		r := w.E.Get(t, &w.Owner, "/api/v1/roles?limit=3&cursor="+cursor)
+		apitest.WantStatus(t, r, 200)
+		r.JSON(t, &p)
+		for _, ro := range p.Data {
+			seen[ro.ID]++
+		}
+	}
+	for id := range want {
+		if seen[id] != 1 {
+			t.Errorf("role %s listed %d times, want once", id, seen[id])
+		}
+	}
+	if len(seen) != len(want) {
+		t.Errorf("listed %d roles, want %d", len(seen), len(want))
+	}
 }
