@@ -679,8 +679,12 @@ func (s *Server) listAudit(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	tid := httpapi.IdentityOf(c).TenantID
-	lp := audit.ListParams{TenantID: tid, Limit: pq.Limit + 1, IncludeTotal: pq.IncludeTotal}
+	id := httpapi.IdentityOf(c)
+	tid := id.TenantID
+	// Addresses are the members' (GET /users): shown to those who may
+	// read the members only.
+	lp := audit.ListParams{TenantID: tid, Limit: pq.Limit + 1, IncludeTotal: pq.IncludeTotal,
+		HideAddresses: !id.Has(roles.UsersRead)}
 	if pq.Cursor != "" {
 		var k idKey
 		if err := s.cursor.Decode("audit", tid, pq.Cursor, &k); err != nil {
