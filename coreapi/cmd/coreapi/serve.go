@@ -167,7 +167,7 @@ func serveWith(ctx context.Context, args []string, getenv func(string) string, s
 	if opts.ProjectionMaxWait == 0 {
 		opts.ProjectionMaxWait = -1 // PROJECTION_MAX_WAIT=0: refuse at once
 	}
-	hasher := password.New(password.OWASP, 0)
+	hasher := password.New(password.OWASP(), 0)
 	if err := wireTenantAPI(pool, hasher, cfg.Catalog, cfg.PasswordChecksPerHour, invitationLimits(cfg), &opts); err != nil {
 		return err
 	}

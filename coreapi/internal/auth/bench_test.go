@@ -34,7 +34,7 @@ func postWant(b *testing.B, e *env, body []byte, want int) []byte {
 // the production argon2id parameters (OWASP: m=19 MiB, t=2, p=1): account
 // lookup, hash verification, session + refresh token insert, JWT signing.
 func BenchmarkTokenPasswordGrant(b *testing.B) {
-	e := start(b, password.OWASP)
+	e := start(b, password.OWASP())
 	e.signup(b, "bench@example.com", "Bench")
 	body, _ := json.Marshal(map[string]string{"grant_type": "password", "email": "bench@example.com", "password": pw})
 	b.ReportAllocs()
@@ -65,7 +65,7 @@ func BenchmarkTokenRefreshGrant(b *testing.B) {
 // uses another address, so the lockout (5 attempts per address and client)
 // never answers instead.
 func BenchmarkTokenUnknownAccount(b *testing.B) {
-	e := start(b, password.OWASP)
+	e := start(b, password.OWASP())
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {

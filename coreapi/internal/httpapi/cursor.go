@@ -177,7 +177,7 @@ type PageQuery struct {
 }
 
 // pageParams are the query parameters ParsePage reads.
-var pageParams = [...]string{"limit", "cursor", "include_total"}
+func pageParams() [3]string { return [...]string{"limit", "cursor", "include_total"} }
 
 // ParsePage reads a list's query; a bad limit or include_total, or one of
 // the three sent more than once, without a value or named in another
@@ -209,7 +209,7 @@ func parsePage(c *fiber.Ctx, hasTotal bool) (PageQuery, error) {
 	// served every row for ?email=x let its client believe it had.
 	for k := range args.All() {
 		known := false
-		for _, name := range pageParams {
+		for _, name := range pageParams() {
 			switch {
 			case string(k) == name:
 				known = true
@@ -222,7 +222,7 @@ func parsePage(c *fiber.Ctx, hasTotal bool) (PageQuery, error) {
 			v.unknownParam(k, unknownPageParam)
 		}
 	}
-	for _, name := range pageParams {
+	for _, name := range pageParams() {
 		switch n, empty := countArg(args, name); {
 		case n > 1:
 			v.Add(name, sentTwice)

@@ -33,7 +33,9 @@ type forgotBody struct {
 }
 
 // forgotAnswer is the one answer of the forgot route, whatever happened.
-var forgotAnswer = Accepted{Message: "if an account has this address, a link to reset its password is on its way"}
+func forgotAnswer() Accepted {
+	return Accepted{Message: "if an account has this address, a link to reset its password is on its way"}
+}
 
 // forgotPassword always answers 202 with the same body: an unknown
 // address, a disabled account and an address over its mail limits look
@@ -81,7 +83,7 @@ func (s *Service) forgotPassword(c *fiber.Ctx) error {
 	if isForm(c) {
 		return seeOther(c, PageResetPassword+"?sent=1")
 	}
-	return c.Status(fiber.StatusAccepted).JSON(forgotAnswer)
+	return c.Status(fiber.StatusAccepted).JSON(forgotAnswer())
 }
 
 // Bounds of the resets that run after their answer.

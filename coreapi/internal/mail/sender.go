@@ -411,7 +411,7 @@ WHERE id = $1 AND attempts = $5 AND status = 'pending'`
 		case verdictServer:
 			// Not the mail's: kept pending with its link, the batch ended
 			// and the queue held back, as for a refused session.
-			sendErr = fmt.Errorf("%w: %s: %s", ErrSession, refusingAll[rf.at], strings.TrimPrefix(sendErr.Error(), ErrPermanent.Error()+": "))
+			sendErr = fmt.Errorf("%w: %s: %s", ErrSession, refusingAll(rf.at), strings.TrimPrefix(sendErr.Error(), ErrPermanent.Error()+": "))
 		case verdictFirst:
 			hold = true
 		}
@@ -504,10 +504,15 @@ func (s *Sender) drop(ctx context.Context, m claimed, reason string) error {
 }
 
 // refusingAll is what the error of a mail held by a server that refuses
-// every mail at a stage says.
-var refusingAll = [stages]string{
-	atRcpt: "the mail server refuses every recipient (recipients at two domains refused, none accepted since)",
-	atData: "the mail server refuses every message (mails to two domains refused at DATA, none accepted since)",
+// every mail at stage at says.
+func refusingAll(at stage) string {
+	switch at {
+	case atRcpt:
+		return "the mail server refuses every recipient (recipients at two domains refused, none accepted since)"
+	case atData:
+		return "the mail server refuses every message (mails to two domains refused at DATA, none accepted since)"
+	}
+	return ""
 }
 
 // refusal notes that the mail server refused m with a 5xx at stage at

@@ -170,7 +170,10 @@ func NewSecret(issuer, account string) (secret, uri string, err error) {
 	return k.Secret(), k.URL(), nil
 }
 
-var opts = totp.ValidateOpts{Period: Period, Skew: 0, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
+// opts are the TOTP parameters of every factor.
+func opts() totp.ValidateOpts {
+	return totp.ValidateOpts{Period: Period, Skew: 0, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
+}
 
 // Step is the TOTP time step of t.
 func Step(t time.Time) int64 { return t.Unix() / Period }
@@ -185,7 +188,7 @@ func Match(secret, code string, now time.Time) (int64, bool) {
 	found, step := false, int64(0)
 	// Every candidate is computed and compared in constant time.
 	for d := int64(-Skew); d <= Skew; d++ {
-		want, err := totp.GenerateCodeCustom(secret, time.Unix((cur+d)*Period, 0), opts)
+		want, err := totp.GenerateCodeCustom(secret, time.Unix((cur+d)*Period, 0), opts())
 		if err != nil {
 			return 0, false
 		}
@@ -199,7 +202,7 @@ func Match(secret, code string, now time.Time) (int64, bool) {
 // Code is the TOTP code of secret at t (tests and tools compute codes the
 // way an authenticator app does).
 func Code(secret string, t time.Time) (string, error) {
-	return totp.GenerateCodeCustom(secret, t, opts)
+	return totp.GenerateCodeCustom(secret, t, opts())
 }
 
 var recoveryEnc = base32.NewEncoding("abcdefghijkmnpqrstuvwxyz23456789").WithPadding(base32.NoPadding)

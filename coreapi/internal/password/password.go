@@ -75,8 +75,9 @@ type Params struct {
 	KeyLen  uint32
 }
 
-// OWASP is the OWASP Password Storage Cheat Sheet's first argon2id choice.
-var OWASP = Params{Memory: 19 * 1024, Time: 2, Threads: 1, SaltLen: 16, KeyLen: 32}
+// OWASP returns the OWASP Password Storage Cheat Sheet's first argon2id
+// choice (a function: a package-level value any caller could change).
+func OWASP() Params { return Params{Memory: 19 * 1024, Time: 2, Threads: 1, SaltLen: 16, KeyLen: 32} }
 
 // Hasher hashes and verifies passwords, at most a bounded number at once.
 type Hasher struct {

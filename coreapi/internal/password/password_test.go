@@ -46,7 +46,7 @@ func TestHashVerify(t *testing.T) {
 }
 
 func TestOWASPFormat(t *testing.T) {
-	h := New(OWASP, 1)
+	h := New(OWASP(), 1)
 	enc, err := h.Hash(context.Background(), "password123")
 	if err != nil {
 		t.Fatal(err)
@@ -219,7 +219,7 @@ func TestAdmitBounded(t *testing.T) {
 // BenchmarkVerifyOWASP is the cost of one password login's hash check.
 func BenchmarkVerifyOWASP(b *testing.B) {
 	ctx := context.Background()
-	h := New(OWASP, 1)
+	h := New(OWASP(), 1)
 	enc, err := h.Hash(ctx, "correct horse battery staple")
 	if err != nil {
 		b.Fatal(err)
