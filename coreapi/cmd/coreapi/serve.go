@@ -27,6 +27,7 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/pgtrace"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/schema"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/tlscert"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/users"
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
 	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
@@ -130,7 +131,8 @@ func serveWith(ctx context.Context, args []string, getenv func(string) string, s
 	// serve starts not ready, and checks once the database answers
 	// (checkDatabaseLater), before any background work runs.
 	checked := make(chan struct{}) // closed once the database was checked
-	if err := checkDatabase(startCtx, pool, log); errors.Is(err, schema.ErrOutdated) {
+	hasher := password.New(password.OWASP(), 0)
+	if err := checkDatabase(startCtx, pool, log, hasher); errors.Is(err, schema.ErrOutdated) {
 		return err
 	} else if err != nil {
 		log.Warn("database not checked at start: not ready, and no background work runs, until it answers (asked again every second); "+
@@ -167,7 +169,6 @@ func serveWith(ctx context.Context, args []string, getenv func(string) string, s
 	if opts.ProjectionMaxWait == 0 {
 		opts.ProjectionMaxWait = -1 // PROJECTION_MAX_WAIT=0: refuse at once
 	}
-	hasher := password.New(password.OWASP(), 0)
 	if err := wireTenantAPI(pool, hasher, cfg.Catalog, cfg.PasswordChecksPerHour, invitationLimits(cfg), &opts); err != nil {
 		return err
 	}
@@ -246,7 +247,7 @@ func serveWith(ctx context.Context, args []string, getenv func(string) string, s
 			return w(wctx)
 		})
 	}
-	g.Go(func() error { return checkDatabaseLater(gctx, pool, log, checked) })
+	g.Go(func() error { return checkDatabaseLater(gctx, pool, log, hasher, checked) })
 	writersDone := make(chan struct{})
 	go func() { writers.Wait(); close(writersDone) }()
 	g.Go(func() error { return srv.Serve(ln) })
@@ -322,9 +323,22 @@ func listen(cfg config.Config, certs *tlscert.Files, log *slog.Logger) (ln, admi
 // it is older than this build needs; any other error: the database could
 // not be asked, e.g. it did not answer in time) and the case mapping (a
 // warning only, not made when it cannot be asked).
-func checkDatabase(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
+func checkDatabase(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, hasher *password.Hasher) error {
 	if err := schema.Check(ctx, pool); err != nil {
 		return err
+	}
+	// Every password check costs what one with each parameter set of the
+	// stored hashes does (password.Hasher.VerifyForm), before the service
+	// is ready: a check of a hash made with older parameters took another
+	// time than an unknown address's.
+	stored, err := users.StoredPasswordParams(ctx, pool)
+	if err != nil {
+		return err
+	}
+	hasher.SetStored(stored)
+	if len(stored) > 1 {
+		log.Info("password checks run argon2 with each parameter set of the stored hashes (an older hash is replaced at its account's next sign-in)",
+			"sets", len(stored), "params", stored)
 	}
 	if ok, ctype, err := schema.CaseMapping(ctx, pool); err == nil && !ok {
 		log.Warn("the database lowercases ASCII letters only (LC_CTYPE "+ctype+"): addresses that differ in the case of a non-ASCII letter "+
@@ -362,7 +376,7 @@ func waitChecked(ctx context.Context, checked <-chan struct{}) bool {
 // and a rollout that ran ahead of its migration shows as the crash loop
 // (with its `coreapi migrate up` message) an operator already knows from
 // a start on that schema.
-func checkDatabaseLater(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, checked chan struct{}) error {
+func checkDatabaseLater(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, hasher *password.Hasher, checked chan struct{}) error {
 	select {
 	case <-checked:
 		return nil
@@ -377,7 +391,7 @@ func checkDatabaseLater(ctx context.Context, pool *pgxpool.Pool, log *slog.Logge
 		case <-t.C:
 		}
 		cctx, cancel := context.WithTimeout(ctx, startupDBTimeout)
-		err := checkDatabase(cctx, pool, log)
+		err := checkDatabase(cctx, pool, log, hasher)
 		cancel()
 		switch {
 		case errors.Is(err, schema.ErrOutdated):

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,8 +94,21 @@ type Hasher struct {
 	maxAdmitted int64
 	// made counts the hashes Hash made.
 	made atomic.Int64
-	// derived counts the argon2 runs of Hash and Verify.
+	// derived counts the argon2 runs of Hash and Verify, and work their
+	// memory × passes (KiB × t).
 	derived atomic.Int64
+	work    atomic.Int64
+	// stored are the parameter sets of the stored hashes (SetStored), the
+	// Hasher's own first, each with a salt for its dummy runs; nil until
+	// SetStored.
+	stored atomic.Pointer[[]storedParams]
+}
+
+// storedParams is one parameter set of the stored hashes and the salt of
+// its dummy runs.
+type storedParams struct {
+	p    Params
+	salt []byte
 }
 
 // New returns a Hasher using p that runs at most concurrency hashes at once
@@ -114,6 +128,34 @@ func New(p Params, concurrency int) *Hasher {
 			_, _ = rand.Read(rnd[:])
 			return encode(p, rnd[:16], argon2.IDKey(rnd[16:], rnd[:16], p.Time, p.Memory, p.Threads, p.KeyLen))
 		})}
+}
+
+// SetStored tells h the parameters of the hashes stored
+// (users.StoredPasswordParams), which it equalises every check against
+// from then on (see VerifyForm); ps need not hold h's own.
+func (h *Hasher) SetStored(ps []Params) {
+	var stored []storedParams
+	for _, p := range append([]Params{h.p}, ps...) {
+		if slices.ContainsFunc(stored, func(s storedParams) bool { return sameCost(s.p, p) }) {
+			continue
+		}
+		salt := make([]byte, max(p.SaltLen, 8))
+		_, _ = rand.Read(salt)
+		stored = append(stored, storedParams{p: p, salt: salt})
+	}
+	h.stored.Store(&stored)
+}
+
+// sameCost reports whether hashes of a and b cost one argon2 run alike.
+func sameCost(a, b Params) bool {
+	return a.Memory == b.Memory && a.Time == b.Time && a.Threads == b.Threads
+}
+
+// ParamsOf returns the parameters a PHC string encoded was made with;
+// one that does not parse is ErrInvalidHash.
+func ParamsOf(encoded string) (Params, error) {
+	p, _, _, err := decode(encoded)
+	return p, err
 }
 
 // Params returns the parameters new hashes use.
@@ -211,6 +253,7 @@ func (h *Hasher) Hash(ctx context.Context, pw string) (string, error) {
 	h.release()
 	h.made.Add(1)
 	h.derived.Add(1)
+	h.work.Add(int64(h.p.Memory) * int64(h.p.Time))
 	return encode(h.p, salt, key), nil
 }
 
@@ -221,6 +264,10 @@ func (h *Hasher) Made() int64 { return h.made.Load() }
 // Derivations is the number of argon2 runs Hash and Verify have made: the
 // cost a password check puts on the hashing slots.
 func (h *Hasher) Derivations() int64 { return h.derived.Load() }
+
+// Work is the argon2 work Hash and Verify have done: the sum over their
+// runs of memory (KiB) × passes, what a run's time follows.
+func (h *Hasher) Work() int64 { return h.work.Load() }
 
 // A Form is what the caller knows of the form of the password a stored
 // hash holds.
@@ -274,7 +321,8 @@ func (h *Hasher) Verify(ctx context.Context, pw, encoded string) (Match, error) 
 // VerifyForm reports whether pw matches the PHC string encoded, and in
 // which form. An empty encoded (unknown account, or one without a
 // password) is checked against a dummy hash so it costs what an
-// account's does and never matches.
+// account's does and never matches; so is one that does not parse, which
+// is ErrInvalidHash.
 //
 // pw is compared in NFKC, as Hash stores it. A hash stored before
 // passwords were normalized holds the password as it was typed then: with
@@ -282,40 +330,49 @@ func (h *Hasher) Verify(ctx context.Context, pw, encoded string) (Match, error) 
 // Such a match is MatchAsTyped, for the caller to replace the hash; a
 // MatchNFKC tells the caller it may pass FormNFKC for this hash from then
 // on. The cost depends on pw alone: when NFKC changes pw, the form as
-// typed is derived too whatever f and whether there is a hash, two argon2
-// runs (one when NFKC keeps pw), so the time a check takes tells nobody
-// whether the address has an account, or one whose hash predates
-// normalization; with FormNFKC or the dummy, that second run's answer is
+// typed is derived too whatever f and whether there is a hash, two
+// derivations (one when NFKC keeps pw), so the time a check takes tells
+// nobody whether the address has an account, or one whose hash predates
+// normalization; with FormNFKC or the dummy, that second one's answer is
 // not looked at.
+//
+// Nor does it tell the parameters of the account's hash. A hash made with
+// older parameters (until a sign-in replaces it, NeedsRehash) costs
+// another time than the dummy, which has the current ones: each
+// derivation is one argon2 run with each parameter set of the stored
+// hashes (SetStored), the hash's own set giving the answer, the others
+// run on a dummy salt. Every check then costs what one with every stored
+// set costs, an unknown address's too. A hash whose set SetStored was not
+// told of costs one run more.
 func (h *Hasher) VerifyForm(ctx context.Context, pw, encoded string, f Form) (Match, error) {
 	if len(pw) > MaxBytes {
 		return NoMatch, ErrTooLong
 	}
 	dummy := encoded == ""
-	if dummy {
-		encoded = h.dummy()
-	}
-	p, salt, want, err := decode(encoded)
-	if err != nil {
-		return NoMatch, err
+	p, salt, want, invalid := decode(encoded)
+	if dummy || invalid != nil {
+		p, salt, want, _ = decode(h.dummy())
 	}
 	nfkc := norm.NFKC.String(pw)
 	if err := h.acquire(ctx); err != nil {
 		return NoMatch, err
 	}
-	got := argon2.IDKey([]byte(nfkc), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
-	h.derived.Add(1)
-	okNFKC := subtle.ConstantTimeCompare(got, want)
+	var stored []storedParams
+	if s := h.stored.Load(); s != nil {
+		stored = *s
+	}
+	okNFKC := subtle.ConstantTimeCompare(h.derive(nfkc, p, salt, len(want), stored), want)
 	okTyped := 0
 	if nfkc != pw {
-		got = argon2.IDKey([]byte(pw), salt, p.Time, p.Memory, p.Threads, uint32(len(want)))
-		h.derived.Add(1)
+		got := h.derive(pw, p, salt, len(want), stored)
 		if f == FormUnknown {
 			okTyped = subtle.ConstantTimeCompare(got, want)
 		}
 	}
 	h.release()
 	switch {
+	case invalid != nil && !dummy:
+		return NoMatch, invalid
 	case dummy:
 		return NoMatch, nil
 	case okNFKC == 1:
@@ -324,6 +381,29 @@ func (h *Hasher) VerifyForm(ctx context.Context, pw, encoded string, f Form) (Ma
 		return MatchAsTyped, nil
 	}
 	return NoMatch, nil
+}
+
+// derive returns the argon2id key of pw with parameters p and salt, and
+// runs argon2 on pw with every other parameter set of stored too, in
+// their order, so that its cost does not depend on p (VerifyForm).
+func (h *Hasher) derive(pw string, p Params, salt []byte, keyLen int, stored []storedParams) []byte {
+	var key []byte
+	run := func(q Params, salt []byte) []byte {
+		h.derived.Add(1)
+		h.work.Add(int64(q.Memory) * int64(q.Time))
+		return argon2.IDKey([]byte(pw), salt, q.Time, q.Memory, q.Threads, uint32(keyLen))
+	}
+	for _, s := range stored {
+		if key == nil && sameCost(s.p, p) {
+			key = run(p, salt)
+		} else {
+			run(s.p, s.salt)
+		}
+	}
+	if key == nil { // a set SetStored was not told of, or none told
+		key = run(p, salt)
+	}
+	return key
 }
 
 // NeedsRehash reports whether encoded was made with other parameters than
