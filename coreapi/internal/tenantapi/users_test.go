@@ -630,7 +630,7 @@ func TestTotalOnAPagePastTheEnd(t *testing.T) {
 	}
 	builtin := *roles.Total
 	var ids []string
-	for _, name := range []string{"zz1", "zz2"} { // sorted after every built-in role
+	for _, name := range []string{"zz1", "zz2"} { // listed after every built-in role (made later)
 		var ro struct {
 			ID string `json:"id"`
 		}
