@@ -45,6 +45,9 @@ const accessLinesInterval = 100 * time.Millisecond
 // (checkDatabaseLater).
 const startupDBTimeout = 5 * time.Second
 
+// storedParamsRetry is how long readStoredParams waits after a failed read.
+const storedParamsRetry = 30 * time.Second
+
 // startupRetryEvery paces the database checks of a start that did not get
 // an answer, until one does.
 const startupRetryEvery = time.Second
@@ -132,7 +135,7 @@ func serveWith(ctx context.Context, args []string, getenv func(string) string, s
 	// (checkDatabaseLater), before any background work runs.
 	checked := make(chan struct{}) // closed once the database was checked
 	hasher := password.New(password.OWASP(), 0)
-	if err := checkDatabase(startCtx, pool, log, hasher); errors.Is(err, schema.ErrOutdated) {
+	if err := checkDatabase(startCtx, pool, log); errors.Is(err, schema.ErrOutdated) {
 		return err
 	} else if err != nil {
 		log.Warn("database not checked at start: not ready, and no background work runs, until it answers (asked again every second); "+
@@ -247,7 +250,8 @@ func serveWith(ctx context.Context, args []string, getenv func(string) string, s
 			return w(wctx)
 		})
 	}
-	g.Go(func() error { return checkDatabaseLater(gctx, pool, log, hasher, checked) })
+	g.Go(func() error { return checkDatabaseLater(gctx, pool, log, checked) })
+	g.Go(func() error { readStoredParams(gctx, pool, log, hasher, checked); return nil })
 	writersDone := make(chan struct{})
 	go func() { writers.Wait(); close(writersDone) }()
 	g.Go(func() error { return srv.Serve(ln) })
@@ -323,22 +327,9 @@ func listen(cfg config.Config, certs *tlscert.Files, log *slog.Logger) (ln, admi
 // it is older than this build needs; any other error: the database could
 // not be asked, e.g. it did not answer in time) and the case mapping (a
 // warning only, not made when it cannot be asked).
-func checkDatabase(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, hasher *password.Hasher) error {
+func checkDatabase(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) error {
 	if err := schema.Check(ctx, pool); err != nil {
 		return err
-	}
-	// Every password check costs what one with each parameter set of the
-	// stored hashes does (password.Hasher.VerifyForm), before the service
-	// is ready: a check of a hash made with older parameters took another
-	// time than an unknown address's.
-	stored, err := users.StoredPasswordParams(ctx, pool)
-	if err != nil {
-		return err
-	}
-	hasher.SetStored(stored)
-	if len(stored) > 1 {
-		log.Info("password checks run argon2 with each parameter set of the stored hashes (an older hash is replaced at its account's next sign-in)",
-			"sets", len(stored), "params", stored)
 	}
 	if ok, ctype, err := schema.CaseMapping(ctx, pool); err == nil && !ok {
 		log.Warn("the database lowercases ASCII letters only (LC_CTYPE "+ctype+"): addresses that differ in the case of a non-ASCII letter "+
@@ -346,6 +337,42 @@ func checkDatabase(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, ha
 			"lc_ctype", ctype)
 	}
 	return nil
+}
+
+// readStoredParams tells hasher the parameter sets of the stored password
+// hashes (users.StoredPasswordParams), so that every password check costs
+// what one with each of them does (password.Hasher.VerifyForm): a check
+// of a hash made with older parameters took another time than an unknown
+// address's. It reads once the database is checked, beside readiness and
+// without the start's deadline: the read is one pass over every account,
+// which on a large users table takes longer than that deadline (serve
+// never became ready when it was one of the start's checks). Until it
+// has read, checks run as before; a failed read is tried again every
+// storedParamsRetry until ctx ends.
+func readStoredParams(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, hasher *password.Hasher, checked <-chan struct{}) {
+	if !waitChecked(ctx, checked) {
+		return
+	}
+	for {
+		stored, err := users.StoredPasswordParams(ctx, pool)
+		if err == nil {
+			if hasher.SetStored(stored) > 1 {
+				log.Info("password checks run argon2 with each parameter set of the stored hashes (an older hash is replaced at its account's next sign-in)",
+					"sets", len(stored), "params", stored)
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("stored password hashes' parameters not read: a check of an older hash costs another time than an unknown address's until they are (tried again)",
+			"err", err, "retry", storedParamsRetry)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(storedParamsRetry):
+		}
+	}
 }
 
 // waitChecked waits for checked to close and reports whether it did; false
@@ -376,7 +403,7 @@ func waitChecked(ctx context.Context, checked <-chan struct{}) bool {
 // and a rollout that ran ahead of its migration shows as the crash loop
 // (with its `coreapi migrate up` message) an operator already knows from
 // a start on that schema.
-func checkDatabaseLater(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, hasher *password.Hasher, checked chan struct{}) error {
+func checkDatabaseLater(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger, checked chan struct{}) error {
 	select {
 	case <-checked:
 		return nil
@@ -391,7 +418,7 @@ func checkDatabaseLater(ctx context.Context, pool *pgxpool.Pool, log *slog.Logge
 		case <-t.C:
 		}
 		cctx, cancel := context.WithTimeout(ctx, startupDBTimeout)
-		err := checkDatabase(cctx, pool, log, hasher)
+		err := checkDatabase(cctx, pool, log)
 		cancel()
 		switch {
 		case errors.Is(err, schema.ErrOutdated):

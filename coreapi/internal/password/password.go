@@ -132,8 +132,9 @@ func New(p Params, concurrency int) *Hasher {
 
 // SetStored tells h the parameters of the hashes stored
 // (users.StoredPasswordParams), which it equalises every check against
-// from then on (see VerifyForm); ps need not hold h's own.
-func (h *Hasher) SetStored(ps []Params) {
+// from then on (see VerifyForm); ps need not hold h's own. It returns the
+// number of sets every check then runs, h's own included.
+func (h *Hasher) SetStored(ps []Params) int {
 	var stored []storedParams
 	for _, p := range append([]Params{h.p}, ps...) {
 		if slices.ContainsFunc(stored, func(s storedParams) bool { return sameCost(s.p, p) }) {
@@ -144,6 +145,7 @@ func (h *Hasher) SetStored(ps []Params) {
 		stored = append(stored, storedParams{p: p, salt: salt})
 	}
 	h.stored.Store(&stored)
+	return len(stored)
 }
 
 // sameCost reports whether hashes of a and b cost one argon2 run alike.

@@ -26,7 +26,9 @@ func TestCheckCostTellsNoParameters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.SetStored([]Params{older, cheap})
+	if n := h.SetStored([]Params{older, cheap}); n != 2 {
+		t.Fatalf("SetStored = %d sets, want 2 (h's own counted once)", n)
+	}
 	cost := func(pw, enc string) int64 {
 		t.Helper()
 		before := h.Work()
