@@ -33,9 +33,9 @@ type DB struct {
 	Pool *pgxpool.Pool
 }
 
-// New creates a database named after the test, applies every migration,
-// opens a pool on it, and registers cleanup that closes the pool and drops
-// the database.
+// New creates a database with every migration applied (a copy of the
+// server's template of the migrations, dbsetup.Create), opens a pool on
+// it, and registers cleanup that closes the pool and drops the database.
 func New(t testing.TB) *DB {
 	t.Helper()
 	db, cleanup, err := Create(context.Background(), "t")
