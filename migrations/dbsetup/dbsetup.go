@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/tollgate-auth/tollgate/migrations"
@@ -73,6 +74,29 @@ func Create(ctx context.Context, adminURL, prefix string) (name, dbURL string, d
 		_, _ = c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
 	}
 	return name, databaseURL(adminURL, name), drop, nil
+}
+
+// StartDrop sends DROP DATABASE name to the server at adminURL and returns
+// once the server has it, without waiting for the drop to end, which
+// reads it on another goroutine. PostgreSQL forces a checkpoint for every
+// dropped database, seconds on a server busy with other tests' writes,
+// which a test that only wants its database gone spent waiting. The
+// server ends the drop even when this process exits first: it reads the
+// statement before the connection's end and looks at the client again
+// only to answer.
+func StartDrop(ctx context.Context, adminURL, name string) error {
+	c, err := pgconn.Connect(ctx, adminURL)
+	if err != nil {
+		return fmt.Errorf("connect to drop %s: %w", name, err)
+	}
+	// Exec has sent the statement when it returns; ReadAll waits for
+	// its answer.
+	res := c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	go func() {
+		_, _ = res.ReadAll()
+		_ = c.Close(context.Background())
+	}()
+	return nil
 }
 
 // templatePrefix begins the names of the template databases, one per set

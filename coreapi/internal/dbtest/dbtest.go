@@ -35,15 +35,28 @@ type DB struct {
 
 // New creates a database with every migration applied (a copy of the
 // server's template of the migrations, dbsetup.Create), opens a pool on
-// it, and registers cleanup that closes the pool and drops the database.
+// it, and registers cleanup that closes the pool and starts the database's
+// drop.
 func New(t testing.TB) *DB {
 	t.Helper()
-	db, cleanup, err := Create(context.Background(), "t")
+	ctx := context.Background()
+	name, dbURL, drop, err := dbsetup.Create(ctx, AdminURL(), "t")
 	if err != nil {
 		t.Fatalf("dbtest: %v", err)
 	}
-	t.Cleanup(cleanup)
-	return db
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		drop()
+		t.Fatalf("dbtest: open pool: %v", err)
+	}
+	// The test does not wait for the drop (dbsetup.StartDrop).
+	t.Cleanup(func() {
+		pool.Close()
+		if err := dbsetup.StartDrop(ctx, AdminURL(), name); err != nil {
+			t.Logf("dbtest: %v", err)
+		}
+	})
+	return &DB{Name: name, URL: dbURL, Pool: pool}
 }
 
 // Create is New for callers without a testing.TB (TestMain): it returns a
