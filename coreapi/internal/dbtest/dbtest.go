@@ -52,6 +52,8 @@ func New(t testing.TB) *DB {
 	// The test does not wait for the drop (dbsetup.StartDrop).
 	t.Cleanup(func() {
 		pool.Close()
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
 		if err := dbsetup.StartDrop(ctx, AdminURL(), name); err != nil {
 			t.Logf("dbtest: %v", err)
 		}
