@@ -27,7 +27,8 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./coreapi/cmd/... ./authproxy/cmd/...
 
 ## test: every test of every module, against a real PostgreSQL (see scripts/with-postgres.sh);
-## each package gets 30 minutes: coreapi's lifecycle tests alone took 12 on a machine busy with other builds
+## each package gets 30 minutes, room to spare on a machine busy with other builds (coreapi's slowest
+## packages, auth and lifecycle, took 12 there before their databases were copied from a template; some 2 since)
 test:
 	scripts/with-postgres.sh $(GO) test -count=1 -timeout 30m $(TESTFLAGS) work
 

@@ -44,6 +44,10 @@ func New(t testing.TB) *DB {
 	if err != nil {
 		t.Fatalf("dbtest: %v", err)
 	}
+	if err := noFlushWait(ctx, dbURL, name); err != nil {
+		drop()
+		t.Fatalf("dbtest: %v", err)
+	}
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		drop()
@@ -68,12 +72,33 @@ func Create(ctx context.Context, prefix string) (*DB, func(), error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := noFlushWait(ctx, dbURL, name); err != nil {
+		drop()
+		return nil, nil, err
+	}
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		drop()
 		return nil, nil, fmt.Errorf("open pool: %w", err)
 	}
 	return &DB{Name: name, URL: dbURL, Pool: pool}, func() { pool.Close(); drop() }, nil
+}
+
+// noFlushWait has every later connection to the database name at dbURL
+// commit without waiting for the write-ahead log's flush to disk
+// (synchronous_commit off): a test's database does not outlive the test,
+// let alone a crash of the server, and that wait at every commit was much
+// of a test's time on a server busy with other tests' writes.
+func noFlushWait(ctx context.Context, dbURL, name string) error {
+	c, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "ALTER DATABASE "+pgx.Identifier{name}.Sanitize()+" SET synchronous_commit = off"); err != nil {
+		return fmt.Errorf("synchronous_commit: %w", err)
+	}
+	return nil
 }
 
 // Hold runs sql (a locking statement: SELECT ... FOR UPDATE, LOCK TABLE,

@@ -80,3 +80,30 @@ func TestNewDropsWithoutWaiting(t *testing.T) {
 		}
 	}
 }
+
+// A test's database commits without waiting for the server's disk: it
+// does not outlive the test, let alone a crash of the server, and a wait
+// for the write-ahead log's flush at every commit was much of a test's
+// time on a server busy with other tests' writes. Every connection to it
+// has the setting, the server's own pools' too.
+func TestNewCommitsWithoutWaitingForTheDisk(t *testing.T) {
+	ctx := context.Background()
+	db := New(t)
+	c, err := pgx.Connect(ctx, db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	for _, q := range []func() pgx.Row{
+		func() pgx.Row { return db.Pool.QueryRow(ctx, `SHOW synchronous_commit`) },
+		func() pgx.Row { return c.QueryRow(ctx, `SHOW synchronous_commit`) },
+	} {
+		var got string
+		if err := q().Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != "off" {
+			t.Errorf("synchronous_commit = %s, want off", got)
+		}
+	}
+}
