@@ -259,6 +259,7 @@ func (e *env) count(t testing.TB, q string, args ...any) int {
 }
 
 func TestSignupIssuesContractTokens(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	before := time.Now().Unix()
 	tk := e.signup(t, "owner@example.com", "Acme")
@@ -326,6 +327,7 @@ func TestSignupIssuesContractTokens(t *testing.T) {
 // Cache-Control never holds a set without the signing key; with keys that
 // sign at once, caches must revalidate.
 func TestJWKSCacheShorterThanActivation(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		delay time.Duration
 		want  string
@@ -348,6 +350,7 @@ func TestJWKSCacheShorterThanActivation(t *testing.T) {
 }
 
 func TestJWKS(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	r := e.Get(t, nil, auth.JWKSPath)
 	if r.Status != http.StatusOK {
@@ -368,6 +371,7 @@ func TestJWKS(t *testing.T) {
 }
 
 func TestPasswordGrantJSONAndForm(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	su := e.signup(t, "a@example.com", "A")
 	tk := e.login(t, "A@Example.com") // email is case-insensitive
@@ -406,6 +410,7 @@ func TestPasswordGrantJSONAndForm(t *testing.T) {
 // work, whatever the values; an unrecognized parameter is ignored,
 // repeated or not.
 func TestRepeatedParameterRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "p@example.com", "P")
 	const form = "application/x-www-form-urlencoded"
@@ -468,6 +473,7 @@ func TestRepeatedParameterRefused(t *testing.T) {
 // session's end, which no refresh can move and no revocation of the
 // session (listed only while live) reaches.
 func TestAccessTokenEndsWithItsSession(t *testing.T) {
+	t.Parallel()
 	e := startWithMaxAge(t, cheap, 20*time.Minute) // ACCESS_TOKEN_TTL 15m
 	tk := e.signup(t, "end@example.com", "End")
 	id := e.identityFor(t, tk)
@@ -509,6 +515,7 @@ func TestAccessTokenEndsWithItsSession(t *testing.T) {
 }
 
 func TestRefreshRotates(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "r@example.com", "R")
 	r := e.refresh(t, tk.RefreshToken)
@@ -535,6 +542,7 @@ func TestRefreshRotates(t *testing.T) {
 // tenant, so a client that asked for tenant B acted in tenant A without a
 // word. The token is not spent: it refreshes afterwards, in its tenant.
 func TestRefreshNamingAnotherTenantRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "rt@example.com", "First")
 	id := e.identityFor(t, tk)
@@ -575,6 +583,7 @@ func TestRefreshNamingAnotherTenantRefused(t *testing.T) {
 // TestConcurrentRefreshOverHTTP: 20 clients refresh with one token at the
 // same moment; all get 200 and the same successor; nobody is logged out.
 func TestConcurrentRefreshOverHTTP(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "c@example.com", "C")
 	const n = 20
@@ -608,6 +617,7 @@ func TestConcurrentRefreshOverHTTP(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "b@example.com", "B")
 	huge := strings.Repeat("x", 1_000_000)
@@ -693,6 +703,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestUnknownAccountLooksLikeWrongPassword(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	e.signup(t, "k@example.com", "K")
 	wrong := e.token(t, map[string]string{"grant_type": "password", "email": "k@example.com", "password": "nope nope"}).Problem(t)
@@ -703,6 +714,7 @@ func TestUnknownAccountLooksLikeWrongPassword(t *testing.T) {
 }
 
 func TestLockoutBackoff(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	e.signup(t, "l@example.com", "L")
 	bad := map[string]string{"grant_type": "password", "email": "l@example.com", "password": "wrong password"}
@@ -800,6 +812,7 @@ func (e *env) concurrentGuesses(t *testing.T, path string, body func() any, as *
 // than a second to arrive, and a guess after a lock has lapsed is
 // rightly evaluated.
 func TestLockoutConcurrentGuesses(t *testing.T) {
+	t.Parallel()
 	policy := auth.DefaultLockout()
 	policy.Base = time.Hour
 	policy.Max = 2 * time.Hour
@@ -839,6 +852,7 @@ func TestLockoutConcurrentGuesses(t *testing.T) {
 // their own client, not the owner's; the address-wide slowdown holds back
 // clients that failed, never a clean one.
 func TestLockoutPerClient(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	e.signup(t, "v@example.com", "V")
 	send := func(ip, password string) apitest.Response {
@@ -887,6 +901,7 @@ func TestLockoutPerClient(t *testing.T) {
 // same number of failures, with the same 429, so a lockout does not reveal
 // which addresses have accounts.
 func TestLockoutUnknownAccount(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	bad := map[string]string{"grant_type": "password", "email": "Nobody@Example.com", "password": "wrong password"}
 	for i := range auth.DefaultLockout().Threshold {
@@ -927,6 +942,7 @@ func TestLockoutUnknownAccount(t *testing.T) {
 }
 
 func TestLogoutLocal(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "o@example.com", "O")
 	other := e.login(t, "o@example.com")
@@ -997,6 +1013,7 @@ func TestLogoutLocal(t *testing.T) {
 // way into the request ended one session and answered 204, and the other
 // sessions stayed live. Leaving scope out still means local.
 func TestLogoutEmptyScopeRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "e@example.com", "E")
 	id := e.identityFor(t, tk)
@@ -1034,6 +1051,7 @@ func TestLogoutEmptyScopeRefused(t *testing.T) {
 }
 
 func TestLogoutGlobal(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "g@example.com", "G")
 	other := e.login(t, "g@example.com")
@@ -1059,6 +1077,7 @@ func TestLogoutGlobal(t *testing.T) {
 }
 
 func TestSwitchTenant(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "s@example.com", "First")
 	id := e.identityFor(t, tk)
@@ -1141,6 +1160,7 @@ func TestSwitchTenant(t *testing.T) {
 // forbidden "no active membership in that tenant", though the account
 // was a member there. The session stays where it was.
 func TestSwitchTenantOfADisabledAccount(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "off@example.com", "First")
 	id := e.identityFor(t, tk)
@@ -1165,6 +1185,7 @@ func TestSwitchTenantOfADisabledAccount(t *testing.T) {
 // projection of every tenant of the user lists the session as revoked,
 // whichever tenant the session is bound to now.
 func TestSwitchedAwayTokenEndsWithItsSession(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "switcher@example.com", "First")
 	id := e.identityFor(t, tk)
@@ -1206,6 +1227,7 @@ func TestSwitchedAwayTokenEndsWithItsSession(t *testing.T) {
 // one is: the session ends for both, rather than the owner being told the
 // token expired while the thief keeps the session for its lifetime.
 func TestSwitchTenantIsNoWayAroundReuseDetection(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "laundered@example.com", "L")
 	id := e.identityFor(t, tk)
@@ -1236,6 +1258,7 @@ func TestSwitchTenantIsNoWayAroundReuseDetection(t *testing.T) {
 // token. Its access token still passes a proxy that has not yet heard of
 // the reset; coreapi refuses it here.
 func TestSwitchTenantRefusesStaleSession(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "stale@example.com", "First")
 	id := e.identityFor(t, tk)
@@ -1273,6 +1296,7 @@ func TestSwitchTenantRefusesStaleSession(t *testing.T) {
 // and waits for the session's row (held by another transaction) while
 // the removal runs.
 func TestSwitchTenantRacingRemoval(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := start(t, cheap)
 	tk := e.signup(t, "moving@example.com", "First")
@@ -1324,6 +1348,7 @@ func TestSwitchTenantRacingRemoval(t *testing.T) {
 // not answered with a session the removal missed (which would refresh
 // again once the user is added back) nor with a server error.
 func TestPasswordGrantRacingRemoval(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := start(t, cheap)
 	tk := e.signup(t, "leaving@example.com", "First")
@@ -1361,6 +1386,7 @@ func TestPasswordGrantRacingRemoval(t *testing.T) {
 // answered 403 forbidden naming the tenant it had picked, which the
 // client never asked for.
 func TestPasswordGrantWithoutTenantRacingRemoval(t *testing.T) {
+	t.Parallel()
 	for _, another := range []bool{true, false} {
 		name := "no other tenant"
 		if another {
@@ -1414,6 +1440,7 @@ func TestPasswordGrantWithoutTenantRacingRemoval(t *testing.T) {
 // (as PATCH /users/{id} runs it) is held uncommitted while the session is
 // created.
 func TestPasswordGrantRacingMemberDisable(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name           string
 		named, another bool
@@ -1468,6 +1495,7 @@ func TestPasswordGrantRacingMemberDisable(t *testing.T) {
 }
 
 func TestSessionsListAndRevoke(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "m@example.com", "M")
 	id := e.identityFor(t, tk)
@@ -1584,6 +1612,7 @@ func TestSessionsListAndRevoke(t *testing.T) {
 // session's tenant (actor, session, user); an expired session is no longer
 // active, so revoking it is 404 and writes nothing.
 func TestSessionRevokeAudited(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "s@example.com", "S")
 	id := e.identityFor(t, tk)
@@ -1618,6 +1647,7 @@ func TestSessionRevokeAudited(t *testing.T) {
 // tenant the request was signed for only, where an admin of the other
 // tenant never saw them.
 func TestAccountEventsAuditedInEveryTenant(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk, secret, _ := e.mfaUser(t, "both@example.com")
 	as := e.identityFor(t, tk)
@@ -1666,6 +1696,7 @@ WHERE action = $1 AND target_id = $2 AND actor_user_id = $2::uuid ORDER BY tenan
 }
 
 func TestPasswordChange(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "p@example.com", "P")
 	other := e.login(t, "p@example.com")
@@ -1724,6 +1755,7 @@ func TestPasswordChange(t *testing.T) {
 // get fresh tokens for a sign-in the password grant refuses. Nothing
 // changes: the password, the other sessions and the refresh token stand.
 func TestPasswordChangeOfAnInactiveAccount(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	ctx := context.Background()
 	tk := e.signup(t, "inactive-change@example.com", "I")
@@ -1764,6 +1796,7 @@ func TestPasswordChangeOfAnInactiveAccount(t *testing.T) {
 // stamp the session anew (its refresh token would refresh again) nor end
 // the sessions the owner opened since.
 func TestPasswordChangeOfAStaleSession(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "stale-change@example.com", "S")
 	id := e.identityFor(t, tk)
@@ -1795,6 +1828,7 @@ func TestPasswordChangeOfAStaleSession(t *testing.T) {
 // a 401); an identity without one (a signed identity names no session
 // when it has none) replaced the reset's password.
 func TestPasswordChangeRacingReset(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := start(t, cheap)
 	const resetPW = "the owner's reset password"
@@ -1848,6 +1882,7 @@ func TestPasswordChangeRacingReset(t *testing.T) {
 // tenant, not a fresh one for the tenant left, which would outlive the
 // old token and disagree with the session its refresh token renews.
 func TestPasswordChangeWithTheTokenOfATenantLeft(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "left@example.com", "First")
 	id := e.identityFor(t, tk)
@@ -1880,6 +1915,7 @@ func TestPasswordChangeWithTheTokenOfATenantLeft(t *testing.T) {
 // still verify with the served JWKS and new tokens use the new key; once
 // the old key is removed, its tokens stop verifying.
 func TestKeyRotationThroughJWKS(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	old := e.signup(t, "k@example.com", "K")
 	oldKid := e.ring.SigningKeyID()
@@ -1913,6 +1949,7 @@ func TestKeyRotationThroughJWKS(t *testing.T) {
 }
 
 func TestLoginUpgradesOldHash(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	e.signup(t, "old@example.com", "Old")
 	weaker := cheap
@@ -1939,6 +1976,7 @@ func TestLoginUpgradesOldHash(t *testing.T) {
 // after the grace window is treated as stolen: the session ends (successor
 // included), the proxy learns it through the projection and an event.
 func TestRefreshReuseAfterGraceRevokesSession(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "reuse@example.com", "R")
 	id := e.identityFor(t, tk)
@@ -1983,6 +2021,7 @@ func TestRefreshReuseAfterGraceRevokesSession(t *testing.T) {
 // session by then and commits only later, leaves no token: one issued
 // after revoked_at would outlive the projection's revoked list.
 func TestRefreshRacingSignOut(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	const qRevoke = `UPDATE sessions SET revoked_at = clock_timestamp(), revoked_reason = 'logout' WHERE id = $1`
 	refused := func(t *testing.T, r apitest.Response) {
@@ -2063,6 +2102,7 @@ func TestRefreshRacingSignOut(t *testing.T) {
 // projection's revoked list. Each path answers as it answers an ended
 // session.
 func TestIssueRacingSignOut(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	const qRevoke = `UPDATE sessions SET revoked_at = clock_timestamp(), revoked_reason = 'logout' WHERE id = $1`
 	// qReset ends the session as a password reset or a sign-out
@@ -2174,6 +2214,7 @@ func TestIssueRacingSignOut(t *testing.T) {
 // access token of the new token version afterwards, within the grace
 // window or not.
 func TestPasswordChangeEndsAThiefsChain(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "chain@example.com", "C")
 	id := e.identityFor(t, tk)
@@ -2201,6 +2242,7 @@ func TestPasswordChangeEndsAThiefsChain(t *testing.T) {
 }
 
 func TestPasswordGrantTenantChoice(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	first := e.signup(t, "two@example.com", "First")
 	uid := claims(t, first.AccessToken)["sub"].(string)
@@ -2257,6 +2299,7 @@ func TestPasswordGrantTenantChoice(t *testing.T) {
 // proxy signed; a spoofed X-Forwarded-For (or Forwarded, X-Real-Ip)
 // changes nothing, signed or not (unsigned: the peer's address).
 func TestSessionIPIgnoresForwardedFor(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	spoof := http.Header{}
 	spoof.Set("X-Forwarded-For", "203.0.113.66")
@@ -2300,6 +2343,7 @@ func TestSessionIPIgnoresForwardedFor(t *testing.T) {
 // password reset: no refresh opens it) is not listed as live; listed, it
 // looked to the account's owner like a session that outlived the reset.
 func TestSessionsListLeavesOutStaleVersions(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	stale := e.signup(t, "listed@example.com", "L")
 	staleID := e.identityFor(t, stale).SessionID
@@ -2330,6 +2374,7 @@ func TestSessionsListLeavesOutStaleVersions(t *testing.T) {
 // an address); the next is 429 with Retry-After, before anything is hashed
 // or written, while another address still signs up.
 func TestSignupLimitedPerClient(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	send := func(ip, email string) apitest.Response {
 		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/signup", ClientIP: ip,
@@ -2359,6 +2404,7 @@ func TestSignupLimitedPerClient(t *testing.T) {
 // that inbox. They count against its verification mails over every
 // account: past the limit 429 with Retry-After, nothing written.
 func TestSignupMailsPerInboxLimited(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	send := func(i int) apitest.Response {
 		return e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/signup", ClientIP: fmt.Sprintf("198.51.100.%d", 10+i),
@@ -2393,6 +2439,7 @@ func TestSignupMailsPerInboxLimited(t *testing.T) {
 // signs in. Correct passwords, and guesses the address lockout refused
 // unchecked, do not spend the budget.
 func TestPasswordGuessesLimitedPerClient(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	e.signup(t, "owner@example.com", "O")
 	const sprayer = "203.0.113.50"
@@ -2448,6 +2495,7 @@ func TestPasswordGuessesLimitedPerClient(t *testing.T) {
 // passwords alone, and a single typo then cost its owner a 429 of up to a
 // minute, the right password included.
 func TestOwnSignInsDoNotSlowTheOwner(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	e.signup(t, "often@example.com", "O")
 	send := func(password string) apitest.Response {
@@ -2475,6 +2523,7 @@ func TestOwnSignInsDoNotSlowTheOwner(t *testing.T) {
 // projection past the proxy's 1 MiB bound. A session revoked on its own
 // after that is listed.
 func TestProjectionLeavesOutSessionsTheVersionEnds(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "many@example.com", "M")
 	id := e.identityFor(t, tk)
@@ -2519,6 +2568,7 @@ SELECT $1, $2, now() + interval '1 day', (SELECT token_version FROM users WHERE 
 // requests after; unknown parameters up to the bound are still ignored
 // (RFC 6749 section 3.2).
 func TestFormParamsBounded(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	e.signup(t, "f@example.com", "F")
 	grant := "grant_type=password&email=f%40example.com&password=" + url.QueryEscape(pw)
@@ -2552,6 +2602,7 @@ func TestFormParamsBounded(t *testing.T) {
 // compared the type as written would read every field empty (400
 // "grant_type is required").
 func TestFormInAnyLetterCase(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	e.signup(t, "case@example.com", "C")
 	grant := "grant_type=password&email=case%40example.com&password=" + url.QueryEscape(pw)
@@ -2578,6 +2629,7 @@ func TestFormInAnyLetterCase(t *testing.T) {
 // sign-in waited (from 45 ms to 900 ms on two cores). A check refused by
 // another limit does not count.
 func TestPasswordChecksLimitedPerClient(t *testing.T) {
+	t.Parallel()
 	const budget = 4
 	ring, dir := keytest.Ring(t)
 	e := &env{ring: ring, keyDir: dir}
@@ -2640,6 +2692,7 @@ func TestPasswordChecksLimitedPerClient(t *testing.T) {
 // hand-over sweep took them by expiry: each held a code the other waited
 // for, and PostgreSQL failed one of them.
 func TestSweepHandoversBesideTheSessionsSweep(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	ctx := context.Background()
 	ten := e.SeedTenant(t, "Acme")
@@ -2731,6 +2784,7 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`) < n; time.Slee
 // token's recent authentication outlived the session's by as much), and
 // a refresh then named another time than the sign-in's token.
 func TestSignInTokenNamesTheSessionsAuthTime(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	e.skew.Store(int64(5 * time.Second)) // the service's clock ahead of the database's
 	for _, tc := range []struct {

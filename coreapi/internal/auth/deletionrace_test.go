@@ -19,6 +19,7 @@ import (
 // deletion, in the same transaction, committed; both with a tenant named
 // and without (which then looks for another tenant to land in).
 func TestSignInRacingAccountDeletion(t *testing.T) {
+	t.Parallel()
 	for _, named := range []bool{true, false} {
 		name := "no tenant named"
 		if named {

@@ -23,6 +23,7 @@ import (
 // signs the account out everywhere as the sign-out does (its token
 // version moved on, its sessions revoked) before it commits.
 func TestDisableRacingSignOutEverywhere(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := start(t, cheap)
 	uid, as, hold := e.holdFactorSession(t, "disable-race@example.com", `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`)
@@ -70,6 +71,7 @@ func TestDisableRacingSignOutEverywhere(t *testing.T) {
 // after its check, at the recovery codes it deletes (which the test
 // locks).
 func TestDisableHoldsTheAccountAgainstSignOutEverywhere(t *testing.T) {
+	t.Parallel()
 	for i, route := range []struct{ method, path string }{
 		{http.MethodDelete, "/api/v1/users/me/mfa/totp"}, {http.MethodPost, "/api/v1/users/me/mfa/recovery-codes"},
 	} {

@@ -61,6 +61,7 @@ var longLock = auth.Lockout{Threshold: 2, Base: time.Hour, Max: time.Hour, Windo
 // first counts and its refusal (the row its refusing step needs is held),
 // and the other request is sent meanwhile.
 func TestRefusedGuessLeavesTheBudgetsRoom(t *testing.T) {
+	t.Parallel()
 	const client = "203.0.113.80"
 	checksOf := func(e *env) int {
 		return e.count(t, `SELECT coalesce(sum(hits), 0)::int FROM rate_limits WHERE key = $1`, ratelimit.PasswordChecksKey(client))
@@ -135,6 +136,7 @@ func TestRefusedGuessLeavesTheBudgetsRoom(t *testing.T) {
 // from one client pass its budget of checks no further than its N,
 // whichever of them wait on the others' counts.
 func TestConcurrentSignInsWithinTheChecks(t *testing.T) {
+	t.Parallel()
 	const budget, n, client = 4, 12, "203.0.113.81"
 	e := startLimited(t, 10, budget, auth.DefaultLockout())
 	e.signup(t, "owner@example.com", "O")

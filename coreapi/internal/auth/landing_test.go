@@ -18,6 +18,7 @@ import (
 // same sign-in once the user may sign in there again. The code was spent,
 // and the challenge used up, for the refusal, which no code could change.
 func TestSecondStepThatCannotLandSpendsNoCode(t *testing.T) {
+	t.Parallel()
 	const (
 		qDisable = `UPDATE memberships SET status = 'disabled' WHERE user_id = $1 AND tenant_id = $2`
 		qEnable  = `UPDATE memberships SET status = 'active' WHERE user_id = $1 AND tenant_id = $2`

@@ -68,6 +68,7 @@ func testRing(t *testing.T) *keys.Ring {
 // the old key can be dropped once every active secret has been used (or
 // never: a missing key is an error, never a silent mismatch).
 func TestTOTPKeyRotation(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := dbtest.New(t)
 	ring := testRing(t)
@@ -136,6 +137,7 @@ func TestTOTPKeyRotation(t *testing.T) {
 // at a token version that has moved on since (a reset or a change committed
 // in between) stores no challenge.
 func TestChallengeAtStaleTokenVersion(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := dbtest.New(t)
 	ring := testRing(t)
@@ -170,6 +172,7 @@ func TestChallengeAtStaleTokenVersion(t *testing.T) {
 // its steps unused), neither marks the new secret's step as used nor lets
 // the confirmation activate the new secret, which nobody confirmed.
 func TestTOTPEnrolmentRestartedWhileConfirming(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := dbtest.New(t)
 	sealer := sealerOf(t, "k1:"+base64.StdEncoding.EncodeToString([]byte(strings.Repeat("a", 32))))
@@ -253,6 +256,7 @@ func mustCode(t *testing.T, secret string) string {
 // sealed form it matched against is gone. A secret enrolled anew in the
 // row is another one: a code of the old one is then just wrong.
 func TestTOTPStepRaceWhileResealing(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := dbtest.New(t)
 	k := func(id string, b byte) string {

@@ -151,6 +151,7 @@ func amrOf(t testing.TB, tok string) (amr []string, acr string, authTime int64) 
 }
 
 func TestTOTPEnrolment(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "enrol@example.com", "E")
 	as := e.identityFor(t, tk)
@@ -235,6 +236,7 @@ func TestTOTPEnrolment(t *testing.T) {
 }
 
 func TestMFASignIn(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	_, secret, codes, spent := e.mfaUserSpent(t, "m@example.com")
 
@@ -295,6 +297,7 @@ func TestMFASignIn(t *testing.T) {
 // was answered with tokens of the other tenant, tenant_id ignored. Naming
 // the tenant it lands in is a second step like any other.
 func TestSecondFactorNamingAnotherTenantRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk, secret, _ := e.mfaUser(t, "tenants@example.com")
 	as := e.identityFor(t, tk)
@@ -343,6 +346,7 @@ func TestSecondFactorNamingAnotherTenantRefused(t *testing.T) {
 // naming its tenant is 403 forbidden, as the password grant answers, and
 // a disabled account 403 user_disabled.
 func TestMFAStepAfterTheTenantIsLeft(t *testing.T) {
+	t.Parallel()
 	const (
 		qRemove  = `DELETE FROM memberships WHERE tenant_id = $2 AND user_id = $1`
 		qDisable = `UPDATE memberships SET status = 'disabled' WHERE tenant_id = $2 AND user_id = $1`
@@ -410,6 +414,7 @@ func TestMFAStepAfterTheTenantIsLeft(t *testing.T) {
 }
 
 func TestMFAChallengeLimits(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	_, secret, _ := e.mfaUser(t, "lim@example.com")
 
@@ -450,6 +455,7 @@ func TestMFAChallengeLimits(t *testing.T) {
 // TestMFABruteForceParallel: wrong codes sent at once for one user from one
 // client are held by the password lockout: exactly Threshold are evaluated.
 func TestMFABruteForceParallel(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk, _, _ := e.mfaUser(t, "bf@example.com")
 	as := e.identityFor(t, tk)
@@ -482,6 +488,7 @@ func TestMFABruteForceParallel(t *testing.T) {
 }
 
 func TestStepUpAndDisable(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk, secret, codes := e.mfaUser(t, "s@example.com")
 	ctx := context.Background()
@@ -553,6 +560,7 @@ func TestStepUpAndDisable(t *testing.T) {
 // old ones, which stop working at once; the new ones sign in; without a
 // factor there are none to make.
 func TestRegenerateRecoveryCodes(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	ctx := context.Background()
 	tk, secret, old := e.mfaUser(t, "rc@example.com")
@@ -607,6 +615,7 @@ func TestRegenerateRecoveryCodes(t *testing.T) {
 }
 
 func TestStepUpRevokedSession(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk, secret, _ := e.mfaUser(t, "rv@example.com")
 	as := e.identityFor(t, tk)
@@ -631,6 +640,7 @@ func TestStepUpRevokedSession(t *testing.T) {
 // session's auth_time does not move, and once active again the same code
 // steps up.
 func TestStepUpOfAnInactiveAccount(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	ctx := context.Background()
 	tk, secret, _ := e.mfaUser(t, "inactive@example.com")
@@ -680,6 +690,7 @@ func TestStepUpOfAnInactiveAccount(t *testing.T) {
 // out of the account they just took back. Nothing is activated and the
 // code is not spent.
 func TestConfirmOfAnEndedSession(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "ended@example.com", "E")
 	as := e.identityFor(t, tk)
@@ -707,6 +718,7 @@ func TestConfirmOfAnEndedSession(t *testing.T) {
 // and end its owner's other sessions. Nothing is activated, no other
 // session ends and the code is not spent.
 func TestConfirmOfAnInactiveAccount(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	ctx := context.Background()
 	const email = "inactive-confirm@example.com"
@@ -746,6 +758,7 @@ func TestConfirmOfAnInactiveAccount(t *testing.T) {
 // to confirm the moment the account is active again. The pending secret
 // is kept, and once active an enrolment starts again.
 func TestEnrolmentOfAnInactiveAccount(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	ctx := context.Background()
 	const email = "inactive-enrol@example.com"
@@ -784,6 +797,7 @@ func TestEnrolmentOfAnInactiveAccount(t *testing.T) {
 // off the account it comes back with, or keep ten ways past it. Nothing
 // changes, and once active again both are allowed.
 func TestFactorChangesOfAnInactiveAccount(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	ctx := context.Background()
 	const email = "inactive-factor@example.com"
@@ -828,6 +842,7 @@ func TestFactorChangesOfAnInactiveAccount(t *testing.T) {
 // active again the same code finishes the same sign-in. The code was
 // spent, and the challenge used up, for a refusal.
 func TestSecondStepOfADisabledAccountSpendsNoCode(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	ctx := context.Background()
 	const email = "disabled-second-step@example.com"
@@ -859,6 +874,7 @@ func TestSecondStepOfADisabledAccountSpendsNoCode(t *testing.T) {
 // (at the lockout's release, whose row the test locks) while the reset
 // commits.
 func TestRecoveryCodeSignInRacingReset(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := start(t, cheap)
 	const email = "reset-race@example.com"
@@ -947,6 +963,7 @@ func (e *env) ownerAndEnrolledMember(t *testing.T) (owner tokens, ownerAs *ident
 }
 
 func TestAdminResetsMemberMFA(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	owner, ownerAs, member := e.ownerAndEnrolledMember(t)
 	ctx := context.Background()
@@ -1026,6 +1043,7 @@ VALUES (sha256(gen_random_uuid()::text::bytea), 'verify_email', $1, 'elsewhere@e
 // mailed, no reset is audited. A person holding the service account's
 // permissions still resets the factor.
 func TestMachinesResetNoSecondFactor(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	box := e.mailbox(t)
 	ctx := context.Background()
@@ -1102,6 +1120,7 @@ func TestMachinesResetNoSecondFactor(t *testing.T) {
 // after the other. The test holds the row so that the sign-out waits for
 // it first.
 func TestAdminMFAResetRacingLogoutGlobal(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	_, ownerAs, member := e.ownerAndEnrolledMember(t)
 
@@ -1128,6 +1147,7 @@ func TestAdminMFAResetRacingLogoutGlobal(t *testing.T) {
 // owner of a tenant the victim was invited to could strip the factor that
 // protects the victim's own tenant). Nothing is removed or revoked.
 func TestResetMFANeedsTheMembersPermissionsAndNoOtherTenant(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	owner, _, _ := e.mfaUser(t, "boss@example.com")
 	ownerAs := e.identityFor(t, owner)
@@ -1197,6 +1217,7 @@ func TestResetMFANeedsTheMembersPermissionsAndNoOtherTenant(t *testing.T) {
 // belongs to other tenants. That is said only when there is a factor to
 // reset now, and nothing is removed or revoked before.
 func TestResetMFANoFactorBeforeOtherTenants(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	ctx := context.Background()
 	owner := e.signup(t, "owner@example.com", "Acme")
@@ -1241,6 +1262,7 @@ func TestResetMFANoFactorBeforeOtherTenants(t *testing.T) {
 // it looks, which a new membership's foreign key check holds against it:
 // it waits for the join and refuses.
 func TestResetMFARacingJoinElsewhere(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	ctx := context.Background()
 	owner := e.signup(t, "owner@example.com", "Acme")
@@ -1285,6 +1307,7 @@ func TestResetMFARacingJoinElsewhere(t *testing.T) {
 // there was none left, and one just confirmed was answered 404 "no active
 // second factor".
 func TestResetMFARacingTheFactorsChange(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name    string
 		confirm bool // else a disable
@@ -1354,6 +1377,7 @@ func TestResetMFARacingTheFactorsChange(t *testing.T) {
 // A sign-in that checked the old password and waits for its second factor
 // ends with a password change: its mfa_token no longer opens a session.
 func TestPasswordChangeEndsPendingSecondFactorSignIn(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk, secret, _ := e.mfaUser(t, "pending@example.com")
 	pending := e.challenge(t, "pending@example.com")
@@ -1370,6 +1394,7 @@ func TestPasswordChangeEndsPendingSecondFactorSignIn(t *testing.T) {
 // gets Threshold codes in all, not Threshold from each, across challenges
 // and step-up alike.
 func TestMFAGuessesCountPerAccount(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk, secret, _ := e.mfaUser(t, "pa@example.com")
 	as := e.identityFor(t, tk)
@@ -1400,6 +1425,7 @@ func TestMFAGuessesCountPerAccount(t *testing.T) {
 // are refused with their codes left unspent (each was spent before the
 // challenge was claimed, and the losers' codes were lost).
 func TestRecoveryCodesRacingOnOneChallenge(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	_, _, codes := e.mfaUser(t, "race@example.com")
 	mt := e.challenge(t, "race@example.com")
@@ -1439,6 +1465,7 @@ func TestRecoveryCodesRacingOnOneChallenge(t *testing.T) {
 // session that now belongs to the other one, for as long as its holder
 // has codes. The token of the switch steps up, in the session's tenant.
 func TestStepUpOfAMovedSession(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk, secret, _ := e.mfaUser(t, "mv@example.com")
 	before := e.identityFor(t, tk)
@@ -1474,6 +1501,7 @@ func TestStepUpOfAMovedSession(t *testing.T) {
 // session's second factor: the session is no longer the one the token
 // was issued for. Nothing changes; the token of the switch does both.
 func TestFactorChangesOfAMovedSession(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk, secret, codes := e.mfaUser(t, "mv-factor@example.com")
 	as := e.identityFor(t, tk)
@@ -1514,6 +1542,7 @@ func TestFactorChangesOfAMovedSession(t *testing.T) {
 // (401 invalid_token, as its confirmation is refused): nothing pending is
 // stored, and the token of the switch starts it.
 func TestEnrolmentWithAMovedSession(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "mv-enrol@example.com", "M")
 	before := e.identityFor(t, tk)
@@ -1538,6 +1567,7 @@ func TestEnrolmentWithAMovedSession(t *testing.T) {
 // 5 minutes, else 401 insufficient_user_authentication with max_age, and
 // nothing is written or mailed. A fresh sign-in does both.
 func TestRecentSignInToEnrolOrMoveTheAddress(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "old@example.com", "Acme")
 	as := e.identityFor(t, tk)
@@ -1580,6 +1610,7 @@ func TestRecentSignInToEnrolOrMoveTheAddress(t *testing.T) {
 // fresh round of free codes. With a 15-minute window the count restarted
 // at every 15-minute lock (the longest), each time with 4 free codes.
 func TestMFABackoffOutlivesItsLock(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk, _, _ := e.mfaUser(t, "bo@example.com")
 	as := e.identityFor(t, tk)
@@ -1617,6 +1648,7 @@ SET locked_until = now() - interval '1 second', last_attempt = now() - interval 
 // Each refusal used to spend a try, so the token was dead (400
 // invalid_grant) before the lock ended.
 func TestLockedFactorLeavesTheOwnersTokenItsTries(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk, secret, _ := e.mfaUser(t, "held@example.com")
 	thief := e.identityFor(t, tk)
@@ -1645,6 +1677,7 @@ func TestLockedFactorLeavesTheOwnersTokenItsTries(t *testing.T) {
 // never looked at, spend neither the account's tries nor the mfa_token's:
 // the owner, told to use a recovery code, still can.
 func TestUnreadableSecretSpendsNoTries(t *testing.T) {
+	t.Parallel()
 	for name, keys := range map[string]string{
 		"missing key": "k9:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{9}, 32)),
 		"wrong key":   "k1:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{2}, 32)),
@@ -1718,6 +1751,7 @@ func (e *env) signedAs(t testing.TB, tk tokens) *identity.Identity {
 // in: it must not move the account's address or remove the factor
 // because the owner has just proven the factor on the same session.
 func TestRecentAuthenticationIsTheTokens(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk, secret, _ := e.mfaUser(t, "fresh@example.com")
 	sensitive := []struct {
@@ -1774,6 +1808,7 @@ func TestRecentAuthenticationIsTheTokens(t *testing.T) {
 // recovery codes or disable the factor. The owner steps up with the next
 // code when a route asks for one.
 func TestConfirmIsNoStepUp(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk, _, _ := e.mfaUser(t, "confirm@example.com")
 	_, _, signedAt := amrOf(t, tk.AccessToken)
@@ -1799,6 +1834,7 @@ func TestConfirmIsNoStepUp(t *testing.T) {
 // session kept refreshing, and the email change it asked for still moved
 // the account to its mailbox.
 func TestConfirmEndsTheOtherSessions(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "ends@example.com", "E")
 	as := e.identityFor(t, tk)
@@ -1849,6 +1885,7 @@ func TestConfirmEndsTheOtherSessions(t *testing.T) {
 // is every access token issued before. The confirming session goes on,
 // stamped with the new version: its refresh gives a token of it.
 func TestConfirmMovesTheTokenVersionOn(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	const email = "confirm-version@example.com"
 	tk := e.signup(t, email, "V")
@@ -1892,6 +1929,7 @@ func TestConfirmMovesTheTokenVersionOn(t *testing.T) {
 // at the membership its session is created under (which the test locks)
 // while the factor is confirmed; it then answers mfa_required.
 func TestPasswordSignInRacingConfirmation(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := start(t, cheap)
 	const email = "signin-confirm-race@example.com"
@@ -1941,6 +1979,7 @@ func TestPasswordSignInRacingConfirmation(t *testing.T) {
 // at once by whoever read the table. Codes an earlier release stored in
 // that form are still taken, once each.
 func TestRecoveryCodesHashedPerAccount(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := start(t, cheap)
 	const email = "per-account@example.com"
@@ -1975,6 +2014,7 @@ func TestRecoveryCodesHashedPerAccount(t *testing.T) {
 // by expiry: each held a challenge the other waited for, and PostgreSQL
 // failed one of them (the password change with a 500).
 func TestSweepChallengesBesideARevocation(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	ctx := context.Background()
 	ten := e.SeedTenant(t, "Acme")

@@ -17,6 +17,7 @@ const (
 // spelling of an existing account's address is taken, and a sign-in with
 // it reaches that account. A new account stores the composed (NFC) form.
 func TestSignupAndSignInCompareNFC(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	su := e.signup(t, joseNFC, "Mine")
 	for _, spelling := range []string{joseNFD, "JOSE\u0301@example.com", " " + joseNFD + " "} {

@@ -29,6 +29,7 @@ func preNFKCHash(pw string) string {
 // they were. The next sign-in then matches the NFKC form at the first
 // comparison, and the password's other Unicode forms sign in too.
 func TestSignInUpgradesPreNFKCHash(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := start(t, cheap)
 	h := password.New(cheap, 1)
@@ -112,6 +113,7 @@ FROM users u WHERE email = $1`, email).Scan(&s)
 // normalization (one run, seen only by whoever knows the password); an
 // unvouched NFKC hash is vouched for without a new hash.
 func TestPasswordCheckCostTellsNoAccountState(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	e := start(t, cheap)
 	const (

@@ -118,6 +118,7 @@ func (e *env) verifyAddress(t *testing.T, userID string) {
 // session ended meanwhile), mails nothing, and neither does a change of
 // an account whose address was never proven.
 func TestPasswordChangeNotice(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	box := e.mailbox(t)
 	const addr = "pc@example.com"
@@ -166,6 +167,7 @@ func TestPasswordChangeNotice(t *testing.T) {
 // and a disable refused for want of a recent second factor mail nothing;
 // an address never proven hears of neither.
 func TestSecondFactorNotices(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	box := e.mailbox(t)
 	const addr = "factor@example.com"
@@ -204,6 +206,7 @@ func TestSecondFactorNotices(t *testing.T) {
 // asked for them; a request refused for want of a recent second factor
 // mails nothing, and an address never proven hears nothing.
 func TestRecoveryCodesNotice(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	box := e.mailbox(t)
 	regen := func(as *identity.Identity) apitest.Response {
@@ -243,6 +246,7 @@ func TestRecoveryCodesNotice(t *testing.T) {
 // factor tells the member's verified address that an administrator did
 // it; a refused reset mails nothing.
 func TestAdminMFAResetNotice(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	box := e.mailbox(t)
 	_, ownerAs, member := e.ownerAndEnrolledMember(t)
@@ -276,6 +280,7 @@ func TestAdminMFAResetNotice(t *testing.T) {
 // a service account, which has no mailbox, and an address never proven
 // get nothing, and their resets go through.
 func TestOperatorMFAResetNotice(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	box := e.mailbox(t)
 	ctx := context.Background()

@@ -22,6 +22,7 @@ import (
 // the removal waits. Both orders of the two sessions' creation are tried,
 // as the removal ends them in the order it finds them.
 func TestRemovalRacingPasswordChange(t *testing.T) {
+	t.Parallel()
 	for _, callerFirst := range []bool{true, false} {
 		name := "caller's session opened last"
 		if callerFirst {

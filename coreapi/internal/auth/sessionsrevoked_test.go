@@ -15,6 +15,7 @@ import (
 // how many sessions the account had open in its other tenants. Each row
 // now counts the sessions bound to its own tenant.
 func TestSessionsRevokedCountedPerTenant(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	tk := e.signup(t, "spread@example.com", "Home")
 	as := e.identityFor(t, tk)

@@ -16,6 +16,7 @@ import (
 // audited as a wrong code. The test holds the account's recovery codes
 // until both requests wait for them, so the race happens every run.
 func TestRecoveryCodeRaceLoserIsNoGuess(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		// wait is what the second request waits at: the codes when each

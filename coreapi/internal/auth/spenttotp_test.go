@@ -20,6 +20,7 @@ import (
 // the account's TOTP row until both requests wait to spend the code's time
 // step, so the race happens every run.
 func TestTOTPCodeRaceLoserIsNoGuess(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		// send sends the code; prepare returns it.
@@ -100,6 +101,7 @@ func TestTOTPCodeRaceLoserIsNoGuess(t *testing.T) {
 // and said to be used, but counts no wrong guess and is not audited as
 // one: it was right. A wrong code still counts and is audited.
 func TestUsedTOTPCodeIsRefusedButNoGuess(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	const email = "again@example.com"
 	_, secret, _, spent := e.mfaUserSpent(t, email)

@@ -10,6 +10,7 @@ import (
 // A User-Agent that is not valid UTF-8 (HTTP allows obs-text bytes) or is
 // over-long does not fail a sign-in: the session keeps a cleaned copy.
 func TestSignInWithBinaryUserAgent(t *testing.T) {
+	t.Parallel()
 	e := start(t, cheap)
 	ua := http.Header{"User-Agent": {"Mozilla/5.0 \xff\xfe caf\xe9"}}
 	r := e.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/signup", Header: ua,

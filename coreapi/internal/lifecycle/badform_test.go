@@ -16,6 +16,7 @@ import (
 // same JSON body is (bad_request), not a database error or a silently
 // altered value; nothing is queried.
 func TestFormBadStringsRefused(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	for _, tt := range []struct{ path, body, page string }{
 		{"/api/v1/auth/password/forgot", "email=a%00b@example.com", "/reset-password"},
@@ -40,6 +41,7 @@ func TestFormBadStringsRefused(t *testing.T) {
 // before it is read, as a JSON body is: it was inflated (without bound)
 // after the NUL and UTF-8 check had read the bytes as sent.
 func TestCompressedFormRefused(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
@@ -59,6 +61,7 @@ func TestCompressedFormRefused(t *testing.T) {
 // named twice is: the first value was used, where another reader of the
 // body (a gateway's filter, a log) may take the last. Nothing is queried.
 func TestFormRepeatedFieldRefused(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	for _, tt := range []struct{ path, body, page string }{
 		{"/api/v1/auth/password/forgot", "email=a@example.com&email=b@example.com", "/reset-password"},
@@ -84,6 +87,7 @@ func TestFormRepeatedFieldRefused(t *testing.T) {
 // 1 MiB body, allocated 158 MiB); nothing is queried. One at the bound is
 // read, its unknown parameters ignored.
 func TestFormParamsBounded(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	at := "email=a%40example.com" + strings.Repeat("&x=1", httpapi.MaxFormParams-1)
 	if r := postForm(t, x, "/api/v1/auth/password/forgot", at); r.Status != http.StatusSeeOther || r.Header.Get("Location") != "/reset-password?sent=1" {
@@ -106,6 +110,7 @@ func TestFormParamsBounded(t *testing.T) {
 // whatever it declared, "%C3%A9" being "Ã©" in latin1 and "é" here. A
 // form in UTF-8, in any spelling of the charset, is read as before.
 func TestFormCharsetRefused(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	const form = "application/x-www-form-urlencoded"
 	for _, ct := range []string{form + "; charset=iso-8859-1", form + ";charset=latin1", form + "; charset=windows-1252"} {

@@ -59,6 +59,7 @@ func (x *env) verified(t *testing.T, addr string) account {
 // email change, a resend) ends the earlier ones; their mails still queued
 // go with them.
 func TestSupersededVerificationMailIsDropped(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	x.signup(t, "bystander@example.com")
 	fresh := x.signup(t, "fresh@example.com")
@@ -85,6 +86,7 @@ func TestSupersededVerificationMailIsDropped(t *testing.T) {
 // account's reset links and its pending email change; their mails still
 // queued go with them.
 func TestPasswordChangeDropsQueuedLinks(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	x.verified(t, "bystander@example.com")
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "bystander@example.com"}), http.StatusAccepted)
@@ -104,6 +106,7 @@ func TestPasswordChangeDropsQueuedLinks(t *testing.T) {
 // reset links and its pending email change; their mails still queued go
 // with them.
 func TestUsedResetLinkDropsTheOthersMails(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.verified(t, "owner@example.com")
 	forgot := func() {
@@ -128,6 +131,7 @@ func TestUsedResetLinkDropsTheOthersMails(t *testing.T) {
 // change ends the reset links mailed to the address left; their mails
 // still queued go with them.
 func TestConfirmedEmailChangeDropsQueuedResetLinks(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.verified(t, "owner@example.com")
 	wantStatus(t, x.Send(t, &a.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": "new@example.com"}), http.StatusAccepted)
@@ -145,6 +149,7 @@ func TestConfirmedEmailChangeDropsQueuedResetLinks(t *testing.T) {
 // deletion or a reset that ends what an unproven account sent, takes its
 // mail still queued with it; other invitations' mails stay.
 func TestEndedInvitationMailIsDropped(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "own@invitations.test")
 	other := x.signup(t, "own@other.test")

@@ -19,6 +19,7 @@ import (
 // still acceptable, and one into a suspended tenant (the operator may
 // reactivate it), go out.
 func TestQueuedMailOfADeadLinkIsNotSent(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@acme.test")
 	other := x.signup(t, "owner@other.test")
@@ -114,6 +115,7 @@ func TestQueuedMailOfADeadLinkIsNotSent(t *testing.T) {
 // refused (409 email_taken). The other account's own mail to the address
 // goes out, and so does an email change to an address nobody took.
 func TestQueuedEmailChangeToATakenAddressIsDropped(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.verified(t, "owner@example.com")
 	b := x.verified(t, "other@example.com")

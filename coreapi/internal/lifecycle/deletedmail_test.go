@@ -39,6 +39,7 @@ func movedAccount(t *testing.T, x *env) account {
 // moment (which the confirmation of the deletion goes to, and which
 // leaves once sent). They stayed until the retention sweep, days later.
 func TestDeletedAccountLeavesNoAddressInTheMailQueue(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := movedAccount(t, x)
 	x.signup(t, "bystander@example.com")
@@ -74,6 +75,7 @@ func TestDeletedAccountLeavesNoAddressInTheMailQueue(t *testing.T) {
 // notice of a password change) names it in mail_queue.user_id, whichever
 // address it goes to: that is what the account's deletion finds them by.
 func TestAccountMailsNameTheirAccount(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := movedAccount(t, x)
 	wantStatus(t, x.Send(t, &a.id, http.MethodPut, "/api/v1/users/me/password",

@@ -17,6 +17,7 @@ import (
 // change still forwards: it was answered 200, the name changed and
 // audited. Nothing is written; once active, the name changes.
 func TestDisplayNameOfAnInactiveAccount(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "inactive-rename@example.com")
 	audits := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.profile_updated'`)
@@ -46,6 +47,7 @@ func TestDisplayNameOfAnInactiveAccount(t *testing.T) {
 // account's status after the lock, and is refused (403 user_disabled)
 // once the disabling commits, nothing written.
 func TestDisplayNameBehindADisabling(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "racing-rename@example.com")
 	hold, err := x.DB.Pool.Begin(t.Context())
@@ -76,6 +78,7 @@ func TestDisplayNameBehindADisabling(t *testing.T) {
 // enrolment are refused): the session is no longer the one the token was
 // issued for. Nothing is written; the token of the switch renames.
 func TestDisplayNameWithAMovedSession(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "moved-rename@example.com")
 	second := x.SeedTenant(t, "Second")

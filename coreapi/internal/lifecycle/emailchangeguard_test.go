@@ -32,6 +32,7 @@ func inactiveStates() []struct{ name, off, on string } {
 // nothing is mailed, audited or counted against the user's email changes;
 // once active, the change is asked for.
 func TestEmailChangeOfAnInactiveAccount(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "inactive-move@example.com")
 	audits := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.email_change_requested'`)
@@ -66,6 +67,7 @@ func TestEmailChangeOfAnInactiveAccount(t *testing.T) {
 // session is no longer the one the token was issued for. No link is made;
 // the token of the switch asks for it.
 func TestEmailChangeWithAMovedSession(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "moved-move@example.com")
 	second := x.SeedTenant(t, "Second")
@@ -93,6 +95,7 @@ func TestEmailChangeWithAMovedSession(t *testing.T) {
 // insufficient_user_authentication, asking for a sign-in that would not
 // help the token). No link is made.
 func TestEmailChangeFromAnEndedSession(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	for _, end := range []struct {
 		name, email string
@@ -127,6 +130,7 @@ func TestEmailChangeFromAnEndedSession(t *testing.T) {
 // the session is no longer the one the token was issued for. No link is
 // made or mailed; the token of the switch has it mailed.
 func TestResendWithAMovedOrEndedSession(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "moved-resend@example.com")
 	const pending = "moved-resend-new@example.net"

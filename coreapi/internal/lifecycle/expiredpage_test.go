@@ -19,6 +19,7 @@ import (
 // expired until the sweep deletes it. A token that is no link names
 // nothing, as before.
 func TestExpiredLinkPagesNameTheAddress(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "eve.expired@example.com")
 	verify := x.mail(t, "eve.expired@example.com", "Confirm").Token()
@@ -114,6 +115,7 @@ func TestExpiredLinkPagesNameTheAddress(t *testing.T) {
 // link says which invitation expired (tenant and address, as its page
 // said while it was pending) and who can send it again.
 func TestExpiredInvitationPageNamesTheInvitation(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@acme.test")
 	x.exec(t, `UPDATE tenants SET name = 'Acme' WHERE id = $1`, owner.c.Tid)

@@ -25,6 +25,7 @@ const (
 // sign-in and a password reset by any spelling reach the one account,
 // stored under the Unicode spelling.
 func TestOneAccountPerDomainSpelling(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	ada := x.signup(t, adaPunycode)
 	if m := x.me(t, ada); m.Email != adaUnicode {
@@ -55,6 +56,7 @@ func TestOneAccountPerDomainSpelling(t *testing.T) {
 // invites it (no second account), a second invitation by the Unicode
 // spelling is pending, and the account accepts.
 func TestInvitationsCompareDomainSpelling(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@acme.test")
 	ada := x.signup(t, adaUnicode)
@@ -81,6 +83,7 @@ func TestInvitationsCompareDomainSpelling(t *testing.T) {
 // TestEmailChangeComparesDomainSpelling: an email change to another
 // spelling of an account's address is taken.
 func TestEmailChangeComparesDomainSpelling(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "old@example.com")
 	x.signup(t, adaUnicode)
@@ -94,6 +97,7 @@ func TestEmailChangeComparesDomainSpelling(t *testing.T) {
 // rewrites it: then sign-in and a password reset by either spelling reach
 // it.
 func TestStoredPunycodeAccountAfterMigration(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	ada := x.signup(t, adaUnicode)
 	ctx := context.Background()

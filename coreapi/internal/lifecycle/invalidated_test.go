@@ -39,6 +39,7 @@ ORDER BY 1`
 // header names; a subject missing from it is a change that proxy would
 // serve stale.
 func TestAnswerNamesWhatItInvalidated(t *testing.T) {
+	t.Parallel()
 	x := startWide(t)
 	ctx := context.Background()
 	lastID := func() (id int64) {
@@ -208,6 +209,7 @@ func TestAnswerNamesWhatItInvalidated(t *testing.T) {
 // password reset that proves an address the account had never proven
 // (personal keys in two tenants).
 func TestAnswerNamesTheOwnerOfManyKeys(t *testing.T) {
+	t.Parallel()
 	x := startWide(t)
 	ctx := context.Background()
 	keys := func(as identity.Identity, path string, n int) []string {

@@ -16,6 +16,7 @@ import (
 // nothing; they answered 404 not_found, as for an invitation that does
 // not exist. A well-formed id of no invitation stays 404.
 func TestMalformedInvitationID(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@acme.test")
 	inv := x.invite(t, owner.id, "invitee@example.com")

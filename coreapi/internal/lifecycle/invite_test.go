@@ -66,6 +66,7 @@ func (x *env) isMember(t *testing.T, tenantID, email string) bool {
 }
 
 func TestInviteNewAddress(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@acme.test")
 	inv := x.invite(t, owner.id, "newbie@example.com", "admin")
@@ -119,6 +120,7 @@ func TestInviteNewAddress(t *testing.T) {
 // invited instead; only that account's owner can accept, with the link
 // and its own credentials.
 func TestInviteExistingAccountNeedsConsent(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	attacker := x.signup(t, "attacker@evil.test")
 	victim := x.signup(t, "victim@example.com")
@@ -177,6 +179,7 @@ func TestInviteExistingAccountNeedsConsent(t *testing.T) {
 // password, or the first tenant's admin could sign in to the second as the
 // member. The member changes the password, then accepts.
 func TestInviteAcceptNeedsTheOwnersPassword(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	first := x.signup(t, "first@acme.test")
 	other := x.signup(t, "other@beta.test")
@@ -244,6 +247,7 @@ func (x *env) resetPassword(t *testing.T, addr, pw string) identity.Identity {
 // invitations are theirs to accept. The address was verified: the member
 // used the link coreapi mailed them.
 func TestMyInvitationsNeedTheOwnersPassword(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	first := x.signup(t, "first@acme.test")
 	other := x.signup(t, "other@beta.test")
@@ -280,6 +284,7 @@ func TestMyInvitationsNeedTheOwnersPassword(t *testing.T) {
 }
 
 func TestInviteAcceptWithPassword(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "own@acme.test")
 	x.signup(t, "pat@example.com")
@@ -301,6 +306,7 @@ func TestInviteAcceptWithPassword(t *testing.T) {
 // é) replaces that hash with the NFKC form's, as a sign-in does, so the
 // password's precomposed spelling signs in afterwards.
 func TestInviteAcceptWithPasswordUpgradesPreNFKCHash(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "own@acme.test")
 	x.signup(t, "pat@example.com")
@@ -340,6 +346,7 @@ func TestInviteAcceptWithPasswordUpgradesPreNFKCHash(t *testing.T) {
 // for the password just given. Nothing is created, and the invitation
 // stays usable for the account signed in.
 func TestInviteAcceptWithPasswordNeedsTheSecondFactor(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	victim := x.signup(t, "victim@example.com")
 	x.exec(t, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status, confirmed_at) VALUES ($1, 'k', '\x00', 'active', now())`, victim.c.Sub)
@@ -395,6 +402,7 @@ func TestInviteAcceptWithPasswordNeedsTheSecondFactor(t *testing.T) {
 // outlived it. The reset (its first statements, as resetPassword runs
 // them) is held uncommitted while the accept waits for the account's row.
 func TestInviteAcceptWithPasswordRacingReset(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	ctx := t.Context()
 	victim := x.signup(t, "victim@example.com")
@@ -445,6 +453,7 @@ func TestInviteAcceptWithPasswordRacingReset(t *testing.T) {
 // runs them) is held uncommitted while the accept waits for the
 // account's row.
 func TestInviteAcceptWithPasswordRacingConfirmation(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	ctx := t.Context()
 	victim := x.signup(t, "victim@example.com")
@@ -487,6 +496,7 @@ func TestInviteAcceptWithPasswordRacingConfirmation(t *testing.T) {
 // now (a route's max_auth_age must not pass). A bearer whose session has
 // ended since opens none.
 func TestInviteAcceptSignedInKeepsTheAuthentication(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	victim := x.signup(t, "victim@example.com")
 	x.exec(t, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status, confirmed_at) VALUES ($1, 'k', '\x00', 'active', now())`, victim.c.Sub)
@@ -540,6 +550,7 @@ func TestInviteAcceptSignedInKeepsTheAuthentication(t *testing.T) {
 // and the account joined the tenant and had its address marked proven on
 // its say. A bearer whose session is live joins through the form.
 func TestInviteAcceptFormWithAnEndedSessionsBearer(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	other := x.signup(t, "other@example.com")
 	ended := x.signup(t, "ended@example.com")
@@ -580,6 +591,7 @@ func TestInviteAcceptFormWithAnEndedSessionsBearer(t *testing.T) {
 // outlive the projection's revoked list. The answer is an ended
 // session's; the account has joined.
 func TestInviteAcceptRacingSignOut(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@acme.test")
 	for _, tc := range []struct {
@@ -651,6 +663,7 @@ func TestInviteAcceptRacingSignOut(t *testing.T) {
 // stepped the session up, must not open a session that gave the second
 // factor just now (a route's max_auth_age, the step-up routes).
 func TestInviteAcceptSignedInTakesTheTokensAuthentication(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	victim := x.signup(t, "victim@example.com")
 	x.exec(t, `INSERT INTO mfa_totp (user_id, key_id, secret_sealed, status, confirmed_at) VALUES ($1, 'k', '\x00', 'active', now())`, victim.c.Sub)
@@ -675,6 +688,7 @@ func TestInviteAcceptSignedInTakesTheTokensAuthentication(t *testing.T) {
 }
 
 func TestInvitationLifecycle(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "boss@acme.test")
 	first := x.invite(t, owner.id, "a1@example.com")
@@ -820,6 +834,7 @@ func (x *env) invitationID(t *testing.T, email string) string {
 // Roles are checked again at accept: an inviter demoted meanwhile can no
 // longer hand out what the invitation names.
 func TestInviteRolesRecheckedAtAccept(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "o@acme.test")
 	admin := x.SeedUserIn(t, owner.c.Tid, "adm@acme.test", "admin")
@@ -844,6 +859,7 @@ func TestInviteRolesRecheckedAtAccept(t *testing.T) {
 // role is now locked as it is checked: the accept waits for the change
 // and is refused, as it is once the change has committed.
 func TestAcceptRacingRoleEscalation(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	ctx := t.Context()
 	owner := x.signup(t, "o@acme.test")
@@ -881,6 +897,7 @@ func TestAcceptRacingRoleEscalation(t *testing.T) {
 // new link. An invitation within the caller's own permissions is theirs to
 // withdraw or resend.
 func TestRevokeAndResendNeedTheInvitationsPermissions(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "o@acme.test")
 	admin := x.SeedUserIn(t, owner.c.Tid, "adm@acme.test", "admin")
@@ -915,6 +932,7 @@ func TestRevokeAndResendNeedTheInvitationsPermissions(t *testing.T) {
 // could only be refused at accept. The resend mailed a new link to the
 // member all the same.
 func TestResendToAMemberRefused(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "o@acme.test")
 	const addr = "eve@example.com"
@@ -944,6 +962,7 @@ func TestResendToAMemberRefused(t *testing.T) {
 }
 
 func TestMyInvitations(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "o@acme.test")
 	me := x.signup(t, "me@example.com")
@@ -971,6 +990,7 @@ func TestMyInvitations(t *testing.T) {
 // creation time broken by id), with no repeat or gap when invitations come
 // and go between pages; cursors are the caller's own.
 func TestMyInvitationsPages(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	me := x.signup(t, "many@example.com")
 	other := x.signup(t, "other@example.com")
@@ -1069,6 +1089,7 @@ func idsOf(m map[string]bool) []string {
 // reach a mail header: refused when sent, and a name stored before they
 // were (written here directly) is still kept out of the headers.
 func TestInvitationHeaderInjection(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	r := x.Send(t, nil, http.MethodPost, "/api/v1/auth/signup", map[string]string{"email": "inj@example.com", "password": pw,
 		"tenant_name": "Acme\r\nBcc: evil@example.com", "display_name": "Ann\r\nX-Evil: 1"})
@@ -1108,6 +1129,7 @@ const billingCatalog = `permissions:
 // role holding every built-in permission but billing:admin cannot hand out
 // owner or admin (which hold billing:admin).
 func TestInviteChecksTheCatalogsPermissions(t *testing.T) {
+	t.Parallel()
 	cat, err := permissions.Parse([]byte(billingCatalog), "test")
 	if err != nil {
 		t.Fatal(err)
@@ -1161,6 +1183,7 @@ func TestInviteChecksTheCatalogsPermissions(t *testing.T) {
 // password grant and the hand-over refuse such a tenant too). The
 // invitation stays pending for after a reactivation.
 func TestInviteAcceptRefusedInSuspendedTenant(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "own@acme.test")
 	x.signup(t, "pat@example.com")
@@ -1200,6 +1223,7 @@ func TestInviteAcceptRefusedInSuspendedTenant(t *testing.T) {
 // their API keys do): a refresh token taken from their device before the
 // removal must not come back to life with a later invitation.
 func TestRemovedMemberSessionsStayEnded(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "own@rejoin.test")
 	x.signup(t, "ron@example.com")
@@ -1234,6 +1258,7 @@ func TestRemovedMemberSessionsStayEnded(t *testing.T) {
 // gets 429 with Retry-After and nothing is written or mailed; another
 // tenant's invitations to the address are not held back.
 func TestInvitationMailsLimited(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@acme.test")
 	x.signup(t, "victim@example.com") // an account: POST /users invites it
@@ -1284,6 +1309,7 @@ func TestInvitationMailsLimited(t *testing.T) {
 // next gets 429 with Retry-After and nothing is written or mailed;
 // another inbox is not held back.
 func TestInvitationMailsPerInboxLimited(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	n := invitations.DefaultLimits().InboxMail.N
 	var last account
@@ -1306,6 +1332,7 @@ func TestInvitationMailsPerInboxLimited(t *testing.T) {
 // the inbox's limit over every account (onetime.AddressMailLimit), as an
 // email change's do, not only against the tenant's.
 func TestNewMembersPerInboxLimited(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@tags.test")
 	n := onetime.AddressMailLimit().N
@@ -1332,6 +1359,7 @@ func TestNewMembersPerInboxLimited(t *testing.T) {
 // mailed; another tenant is not held back, and a refused request does not
 // count.
 func TestTenantMailsLimited(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{Invitations: invitations.Limits{TenantMail: ratelimit.Limit{N: 3, Window: time.Hour}}})
 
 	owner := x.signup(t, "owner@spam.test")
@@ -1387,6 +1415,7 @@ func TestTenantMailsLimited(t *testing.T) {
 // pending, it let the removed member join again, with its roles, with no
 // one inviting them anew. The removal withdraws it, audited as such.
 func TestRemovalWithdrawsPendingInvitations(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	ctx := t.Context()
 	owner := x.signup(t, "own@removal.test")
@@ -1447,6 +1476,7 @@ func TestRemovalWithdrawsPendingInvitations(t *testing.T) {
 // member again, with its roles. Moving away from the address withdraws
 // the tenant's invitations to it, audited as such.
 func TestRemovalWithdrawsInvitationsToAnAddressLeft(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	ctx := t.Context()
 	owner := x.signup(t, "own@left.test")
@@ -1513,6 +1543,7 @@ func TestRemovalWithdrawsInvitationsToAnAddressLeft(t *testing.T) {
 // deleted since: the invitee joins without it) came back as a member,
 // able to reach the tenant's app routes that need no permission.
 func TestAcceptNeedsAnInviterWhoMayStillInvite(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "o@acme.test")
 	tid := owner.c.Tid
@@ -1573,6 +1604,7 @@ func TestAcceptNeedsAnInviterWhoMayStillInvite(t *testing.T) {
 // of a member who could send nothing. One sent by an inviter with a
 // factor is accepted as before.
 func TestAcceptNeedsAnInviterTheMFAPolicyLeavesTheirRights(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "o@acme.test")
 	tid := owner.c.Tid
@@ -1605,6 +1637,7 @@ func TestAcceptNeedsAnInviterTheMFAPolicyLeavesTheirRights(t *testing.T) {
 // the tenant's lock the accept read the rights the demotion was taking
 // away, before it committed, and joined.
 func TestAcceptWaitsForADemotionUnderWay(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "o@acme.test")
 	tid := owner.c.Tid
@@ -1672,6 +1705,7 @@ func TestAcceptWaitsForADemotionUnderWay(t *testing.T) {
 // accept (403: "whoever sent this invitation can no longer grant its
 // roles"), so a resend could never revive it.
 func TestResentInvitationIsTheResenders(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "o@acme.test")
 	tid := owner.c.Tid
@@ -1707,6 +1741,7 @@ func TestResentInvitationIsTheResenders(t *testing.T) {
 // machine's say, and the person who joined outlived the key's revocation
 // and the service account's deletion. A person may still resend it.
 func TestMachinesResendNoInvitation(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "o@acme.test")
 	tid := owner.c.Tid
@@ -1737,6 +1772,7 @@ func TestMachinesResendNoInvitation(t *testing.T) {
 // not accepted: a person invited by a machine would outlive the account,
 // and the accept checks the sender as one who may still send it.
 func TestServiceAccountSendsNoInvitation(t *testing.T) {
+	t.Parallel()
 	x := startWide(t)
 	owner := x.signup(t, "o@acme.test")
 	inv := x.invite(t, owner.id, "newbie@example.com", "member")
@@ -1798,6 +1834,7 @@ func wantLimited(t *testing.T, n int, send func(i int) apitest.Response) {
 // listed among the account's sessions until it expired. The account then
 // signs in as any other; the API's accept still signs in at once.
 func TestInviteAcceptFormOpensNoSession(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@example.com")
 	x.invite(t, owner.id, "newcomer@example.com")

@@ -20,6 +20,7 @@ import (
 // refused before any hash: it stays pending, so its link could be sent
 // again and again, a hash each.
 func TestInviteAcceptChargesItsHash(t *testing.T) {
+	t.Parallel()
 	const budget = 2
 	h := password.New(cheap, 0)
 	x := startOpts(t, startOptions{hasher: h, checks: budget})

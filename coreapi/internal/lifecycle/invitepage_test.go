@@ -29,6 +29,7 @@ func wantPageHeaders(t *testing.T, r apitest.Response) {
 // account that has the address, or a new one. Names are escaped and
 // shown without bidirectional controls, as the mail shows them.
 func TestInvitationPageNamesTheInvitation(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@acme.test")
 	x.exec(t, `UPDATE tenants SET name = $2 WHERE id = $1`, owner.c.Tid, "Acme <b>&</b> \"Co\"\u202emoc.live")
@@ -100,6 +101,7 @@ func TestInvitationPageNamesTheInvitation(t *testing.T) {
 // the address, except an expired invitation's, which names both as its
 // pending page did, with the way to a new one.
 func TestInvitationPageOfAnUnusableLink(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@acme.test")
 	suspended := x.signup(t, "owner@paused.test")
@@ -164,6 +166,7 @@ func TestInvitationPageOfAnUnusableLink(t *testing.T) {
 // nothing: the invitation's row, the audit, the outbox, the mail queue,
 // rate-limit counters, accounts and sessions stay as they were.
 func TestInvitationPageWritesNothing(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@acme.test")
 	x.invite(t, owner.id, "newbie@example.com")

@@ -78,6 +78,7 @@ func (x *env) listedRoles(t *testing.T, owner account, id string) []string {
 // edited in place (its permissions widened) is the same role and is
 // granted: the accept checks again that the inviter may hand it out.
 func TestInvitationGrantsTheRoleNotItsName(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "o@acme.test")
 	tid := owner.c.Tid
@@ -220,6 +221,7 @@ func TestInvitationGrantsTheRoleNotItsName(t *testing.T) {
 // sender may not send it (403 forbidden); the replica that declares the
 // permission takes it.
 func TestInvitationUnderAnotherCatalog(t *testing.T) {
+	t.Parallel()
 	cat, err := permissions.Parse([]byte(billingCatalog), "test")
 	if err != nil {
 		t.Fatal(err)
@@ -265,6 +267,7 @@ func TestInvitationUnderAnotherCatalog(t *testing.T) {
 // renewed, created or joined), and still withdraws an invitation; the
 // replica with the recorded catalog serves them.
 func TestInvitationsDuringCatalogRollout(t *testing.T) {
+	t.Parallel()
 	cat, err := permissions.Parse([]byte(billingCatalog), "test")
 	if err != nil {
 		t.Fatal(err)

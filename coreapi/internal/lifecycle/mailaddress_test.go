@@ -17,6 +17,7 @@ import (
 // answer to any bad address there, 422 validation_failed naming email;
 // nothing is written.
 func TestAccountAddressesAreMailDomains(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@example.com")
 	for _, addr := range []string{"ada@[127.0.0.1]", "ada@[::1]", "ada@[IPv6:::1]", "ada@localhost", "ada@intranet", "ada@192.0.2.1",

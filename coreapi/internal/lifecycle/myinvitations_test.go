@@ -20,6 +20,7 @@ import (
 // each refused when accepted. Each case is then accepted with the caller's
 // bearer: the list and the accept must agree.
 func TestMyInvitationsListWhatTheAcceptTakes(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	me := x.signup(t, "me@example.com")
 	x.exec(t, `UPDATE users SET email_verified_at = now() WHERE id = $1`, me.c.Sub)
@@ -100,6 +101,7 @@ func TestMyInvitationsListWhatTheAcceptTakes(t *testing.T) {
 // spelling of an account that keeps an address not in NFC was listed to
 // it, then refused (invitation_mismatch).
 func TestMyInvitationsCompareAddressesAsTheAcceptDoes(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	cases := []struct {
 		name, account, invited string

@@ -22,6 +22,7 @@ const (
 // of its composed spelling is invited (not a second account created), a
 // second invitation is refused as pending, and that account accepts.
 func TestInvitationsCompareNFC(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@acme.test")
 	jose := x.signup(t, joseNFC)
@@ -71,6 +72,7 @@ VALUES ($1, $2, '{member}', $3, $4, now() + interval '1 day')`, other.c.Tid, jos
 // TestForgotComparesNFC: a reset asked for with the decomposed spelling
 // reaches the account of the composed one.
 func TestForgotComparesNFC(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, joseNFC)
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": joseNFD}), http.StatusAccepted)
@@ -87,6 +89,7 @@ func TestForgotComparesNFC(t *testing.T) {
 // of another account's address is taken; one to a new address stores its
 // composed spelling.
 func TestEmailChangeComparesNFC(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "old@example.com")
 	x.signup(t, joseNFC)
@@ -114,6 +117,7 @@ func TestEmailChangeComparesNFC(t *testing.T) {
 // The pair is made as the database held it before 00051, without its
 // index.
 func TestAcceptEndsTheOtherInvitationsToTheAddress(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	x.exec(t, `DROP INDEX invitations_tenant_email_nfc_key`)
 	owner := x.signup(t, "owner@acme.test")
@@ -158,6 +162,7 @@ AND tenant_id = $2 AND actor_user_id = $3 AND data->>'via' = 'invitation.accepte
 // unique index compared lower() of the stored spellings: migration
 // 00051).
 func TestInvitationBesideALeftoverSpelling(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@acme.test")
 	_, hash, err := onetime.New()

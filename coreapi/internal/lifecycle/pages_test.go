@@ -32,6 +32,7 @@ func wantRedirectHeaders(t *testing.T, r apitest.Response) {
 }
 
 func TestPages(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	for _, tt := range []struct{ path, action string }{
 		{"/verify-email?token=abc", `action="/api/v1/auth/verify-email"`},
@@ -118,6 +119,7 @@ func TestPages(t *testing.T) {
 // to the page with the outcome, never cached nor sent on as a Referer
 // (postForm checks each 303's headers), as the page itself is not.
 func TestPageForms(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	x.signup(t, "ivy@example.com")
 	tok := x.mail(t, "ivy@example.com", "Confirm").Token()
@@ -173,6 +175,7 @@ func TestPageForms(t *testing.T) {
 // the mail waits in the queue and goes out when the server is back, and
 // the change's invalidation does not wait for it.
 func TestMailServerDown(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	x.smtp.Stop()
 	a := x.signup(t, "jo@example.com")

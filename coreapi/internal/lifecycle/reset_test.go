@@ -23,6 +23,7 @@ import (
 )
 
 func TestForgotAndReset(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "eve@example.com")
 	second := x.token(t, "eve@example.com", pw) // a second session
@@ -105,6 +106,7 @@ func TestForgotAndReset(t *testing.T) {
 // The account's row is held locked, which holds that work up: the answer
 // comes anyway, and the link follows once the lock is gone.
 func TestForgotAnswersBeforeTheReset(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "mo@example.com")
 	ctx := context.Background()
@@ -142,6 +144,7 @@ func TestForgotAnswersBeforeTheReset(t *testing.T) {
 // linking to the account; the member's reset replaces it with their own
 // and clears the mark.
 func TestResetClearsAnAdminSetPassword(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	admin := x.signup(t, "boss@example.com")
 	wantStatus(t, x.Send(t, &admin.id, http.MethodPost, "/api/v1/users",
@@ -163,6 +166,7 @@ func TestResetClearsAnAdminSetPassword(t *testing.T) {
 }
 
 func TestResetBadInput(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	x.signup(t, "fay@example.com")
 	verify := x.mail(t, "fay@example.com", "Confirm").Token()
@@ -204,6 +208,7 @@ func TestResetBadInput(t *testing.T) {
 }
 
 func TestForgotRateLimits(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{ForgotPerAddress: limit(2), ForgotPerIP: limit(4)})
 	x.signup(t, "gil@example.com")
 	var bodies [][]byte
@@ -249,6 +254,7 @@ func TestForgotRateLimits(t *testing.T) {
 // "gus+a@…", "gus+b@…" and "gus+c@…" (anyone may sign them up) share the
 // inbox's budget rather than have one each.
 func TestForgotLimitPerInbox(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{ForgotPerAddress: limit(2), ForgotPerIP: limit(100)})
 	for _, tag := range []string{"a", "b", "c"} {
 		x.signup(t, "gus+"+tag+"@example.com")
@@ -273,6 +279,7 @@ func TestForgotLimitPerInbox(t *testing.T) {
 // wins, no session opened with the old password survives the reset, and
 // none can be refreshed.
 func TestResetRacingLogin(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{ForgotPerAddress: limit(100)})
 	a := x.signup(t, "hal@example.com")
 	for i := range 5 {
@@ -319,6 +326,7 @@ func currentPW(round int) string {
 // A service account (a user row of kind 'service') is never sent a reset
 // link: it has no password, and its address is no mailbox.
 func TestForgotIgnoresServiceAccounts(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	const addr = "0b7e7a2c-0000-4000-8000-000000000001@example.com"
 	x.exec(t, `INSERT INTO users (email, display_name, kind, email_verified_at) VALUES ($1, 'bot', 'service', now())`, addr)
@@ -339,6 +347,7 @@ func TestForgotIgnoresServiceAccounts(t *testing.T) {
 // whoever knew the old password would otherwise open a session, with the
 // new token version, after the owner took the account back.
 func TestResetEndsPendingSecondFactorSignIn(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "ida@example.com")
 	const code = "abcde-fghij"
@@ -370,6 +379,7 @@ func TestResetEndsPendingSecondFactorSignIn(t *testing.T) {
 // someone else got hold of must not undo the change (and sign the owner
 // out) afterwards.
 func TestPasswordChangeKillsResetLinks(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "joe@example.com")
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "joe@example.com"}), 202)
@@ -385,6 +395,7 @@ func TestPasswordChangeKillsResetLinks(t *testing.T) {
 // Concurrent forgot requests for one address each mail a link, as
 // sequential ones do, and the first of them used ends every other.
 func TestForgotConcurrentLinksEndTogether(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{ForgotPerAddress: limit(100), ForgotPerIP: limit(100)})
 	a := x.signup(t, "kim@example.com")
 	atOnce(8, func() {
@@ -407,6 +418,7 @@ func TestForgotConcurrentLinksEndTogether(t *testing.T) {
 // TestResetExpiredLinkCostsNoHash: an expired reset link is refused
 // before the new password is hashed, each time it is sent.
 func TestResetExpiredLinkCostsNoHash(t *testing.T) {
+	t.Parallel()
 	x := startHasher(t, lifecycle.Limits{}, nil, password.New(cheap, 1))
 	a := x.signup(t, "lou@example.com")
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "lou@example.com"}), 202)
@@ -450,6 +462,7 @@ func TestResetExpiredLinkCostsNoHash(t *testing.T) {
 // and with it every later reset link. A verification link of the
 // account's own address still works.
 func TestPasswordRecoveryKillsPendingEmailChange(t *testing.T) {
+	t.Parallel()
 	for _, how := range []string{"reset", "change", "logout"} {
 		t.Run(how, func(t *testing.T) {
 			x := start(t, lifecycle.Limits{})
@@ -496,6 +509,7 @@ func TestPasswordRecoveryKillsPendingEmailChange(t *testing.T) {
 // requests from one address of the network use up its neighbour's
 // allowance, not another /64's.
 func TestForgotPerIPLimitGroupsIPv6By64(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{ForgotPerAddress: limit(100), ForgotPerIP: limit(2)})
 	forgot := func(ip, email string) apitest.Response {
 		return x.Do(t, apitest.Request{Method: http.MethodPost, Path: "/api/v1/auth/password/forgot",
@@ -518,6 +532,7 @@ func TestForgotPerIPLimitGroupsIPv6By64(t *testing.T) {
 // came with (401 invalid_token), as every account route answers one, not
 // asked for a newer sign-in.
 func TestEmailChangeRacingReset(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "kai-race@example.com")
@@ -557,6 +572,7 @@ func TestEmailChangeRacingReset(t *testing.T) {
 // other, and the second finds its link gone. Something else holding the
 // row (here the test) lines them up: the change first.
 func TestEmailChangeConfirmRacingReset(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "kim@example.com")
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "kim@example.com"}), 202)
@@ -587,6 +603,7 @@ func TestEmailChangeConfirmRacingReset(t *testing.T) {
 // the account's row first, as the reset does. Something else holding the
 // row (here the test) lines them up: the reset first.
 func TestLogoutGlobalRacingReset(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "lou@example.com")
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": "lou@example.com"}), 202)
@@ -614,6 +631,7 @@ func TestLogoutGlobalRacingReset(t *testing.T) {
 // audit and the outbox untouched, and the link kept for an account
 // enabled again, where it works. The page's form says why.
 func TestResetOfADisabledAccount(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "off-reset@example.com")
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/password/forgot", map[string]string{"email": a.email}), http.StatusAccepted)
@@ -667,6 +685,7 @@ func TestResetOfADisabledAccount(t *testing.T) {
 // the sweep took them by expiry, oldest first: each held a token the other
 // waited for, and PostgreSQL failed one of them (the reset with a 500).
 func TestSweepBesideATokenRevocation(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	ctx := context.Background()
 	uid := x.SeedUser(t, "ada@example.test", "Ada")

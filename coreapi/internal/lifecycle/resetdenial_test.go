@@ -41,6 +41,7 @@ func (x *env) resetMails(t *testing.T) []mailtest.Message {
 // follow: the owner's link, in the inbox, cannot be killed by someone
 // asking for another one. The answers are all alike.
 func TestForgotFromElsewhereLeavesTheOwnersReset(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	x.signup(t, "vic@example.com")
 	owner := x.forgotFrom(t, "198.51.100.7", "vic@example.com")
@@ -84,6 +85,7 @@ func TestForgotFromElsewhereLeavesTheOwnersReset(t *testing.T) {
 // nothing, but the links already mailed all work, so the owner can
 // still reset the password with one of them.
 func TestForgotInboxCeiling(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{ForgotPerAddress: limit(2), ForgotPerInbox: limit(3), ForgotPerIP: limit(100)})
 	x.signup(t, "wen@example.com")
 	for _, ip := range []string{"203.0.113.1", "203.0.113.1", "203.0.113.2", "203.0.113.2", "203.0.113.3"} {

@@ -17,6 +17,7 @@ import (
 // counts against the client's PASSWORD_CHECKS_PER_HOUR, past which the
 // reset is 429 with Retry-After, unhashed, and the link stays usable.
 func TestResetHashesOnlyWhatItSets(t *testing.T) {
+	t.Parallel()
 	h := password.New(cheap, 0)
 	x := startOpts(t, startOptions{hasher: h, checks: 1})
 	charged := func() int {

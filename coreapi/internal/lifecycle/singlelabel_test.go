@@ -17,6 +17,7 @@ import (
 // signed-in resend of the verification is refused with a reason that says
 // what to do; nothing reaches the mail server.
 func TestMailToAStoredSingleLabelAddress(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "lee@example.com")
 	x.flush(t)
@@ -56,6 +57,7 @@ func TestMailToAStoredSingleLabelAddress(t *testing.T) {
 // with the reason, for the operator to see, not dropped unseen, and
 // nothing reaches the mail server for the old address.
 func TestEmailChangedNoticeToAStoredSingleLabelAddress(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "lee@example.com")
 	x.flush(t)

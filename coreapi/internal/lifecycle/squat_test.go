@@ -130,6 +130,7 @@ func (x *env) resetByMail(t *testing.T, email, newPassword string) {
 // proves an address the account never had proven, and ends all of it in
 // its transaction, announced to the proxies and audited in the tenant.
 func TestResetOfAnUnprovenAddressEndsWhatItsHolderLeft(t *testing.T) {
+	t.Parallel()
 	x := startWide(t)
 	a := x.signup(t, "owner@example.com")
 	p := x.plant(t, a)
@@ -230,6 +231,7 @@ func TestResetOfAnUnprovenAddressEndsWhatItsHolderLeft(t *testing.T) {
 // leaves nothing live: made after the reset, it would outlive what the
 // reset cleared. The owner, signed in again, still makes them.
 func TestResetRefusesCreationsOnTheSessionItEnded(t *testing.T) {
+	t.Parallel()
 	x := startWide(t)
 	a := x.signup(t, "ended@example.com")
 	saID := x.createServiceAccount(t, &a.id, "bot", "member")
@@ -284,6 +286,7 @@ func TestResetRefusesCreationsOnTheSessionItEnded(t *testing.T) {
 // alone must not remove the second factor, which guards against its
 // loss).
 func TestResetOfAProvenAddressKeepsWhatTheOwnerMade(t *testing.T) {
+	t.Parallel()
 	x := startWide(t)
 	a := x.signup(t, "kept@example.com")
 	verify := x.mail(t, "kept@example.com", "Confirm").Token()
@@ -318,6 +321,7 @@ func TestResetOfAProvenAddressKeepsWhatTheOwnerMade(t *testing.T) {
 // them as a deadlock. The reset now takes the tenants' locks before the
 // account's row: it waits for the creation, and revokes its key too.
 func TestUnprovenResetRacingKeyCreation(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	x := startWide(t)
 	a := x.signup(t, "race@example.com")
@@ -370,6 +374,7 @@ func TestUnprovenResetRacingKeyCreation(t *testing.T) {
 // admins are not told the ids of the first tenant's service accounts, nor
 // how many keys and invitations went there.
 func TestUnprovenResetAuditedPerTenant(t *testing.T) {
+	t.Parallel()
 	x := startWide(t)
 	a := x.signup(t, "owner@example.com")
 	p := x.plant(t, a)
@@ -420,6 +425,7 @@ func TestUnprovenResetAuditedPerTenant(t *testing.T) {
 // that withdrew all the others they sent. It is refused as a creation is
 // (401 invalid_token), and nothing changes.
 func TestResetRefusesResendsOnTheSessionItEnded(t *testing.T) {
+	t.Parallel()
 	x := startWide(t)
 	a := x.signup(t, "resend-ended@example.com")
 	// Another admin of the tenant sends an invitation: not the account's,

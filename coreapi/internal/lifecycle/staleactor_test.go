@@ -19,6 +19,7 @@ import (
 // resends or withdraws one: each reads what its caller holds when it
 // runs, after the tenant's lock.
 func TestDemotedInviterRefused(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "o@acme.test")
 	tid := owner.c.Tid
@@ -76,6 +77,7 @@ func TestDemotedInviterRefused(t *testing.T) {
 // role the demotion took; after the lock, it waits for the demotion and
 // is refused.
 func TestInvitationRacingDemotion(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	ctx := context.Background()
 	owner := x.signup(t, "o@acme.test")

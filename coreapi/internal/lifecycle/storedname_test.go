@@ -69,6 +69,7 @@ func textParts(t *testing.T, m mailtest.Message) map[string]string {
 // the subject and in both parts, as a line break in such a name is no
 // line break there (TestInvitationHeaderInjection).
 func TestStoredNameWithBidiControlsShownInOrder(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "bidi@example.com")
 	x.exec(t, `UPDATE tenants SET name = $2 WHERE id = $1`, owner.c.Tid, "Acme\u202emoc.live")

@@ -16,6 +16,7 @@ import (
 // day after its window started, the day's 100 keys were forgotten as soon
 // as it ended, and 100 more passed at once.
 func TestSweepKeepsTheWindowBefore(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	ctx := context.Background()
 	lim := apikeys.DefaultLimits().PersonalCreations
@@ -65,6 +66,7 @@ func TestSweepKeepsTheWindowBefore(t *testing.T) {
 // stayed 2,880 times as long as it counted, and a week's was forgotten
 // while its hits still counted.
 func TestSweepKeepsEachCounterTwoOfItsWindows(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	ctx := context.Background()
 	l := ratelimit.New(x.DB.Pool)

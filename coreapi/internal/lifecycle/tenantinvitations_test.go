@@ -21,6 +21,7 @@ import (
 // tenant as plainly pending: its admins could not tell it was dead. Each
 // case is then accepted: the list and the accept must agree.
 func TestTenantListTellsWhyTheAcceptWouldRefuse(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@acme.test")
 	tid := owner.c.Tid
@@ -144,6 +145,7 @@ func (x *env) tenantRefusals(t *testing.T, as identity.Identity) map[string]stri
 // pending: listed as such, neither resendable nor acceptable (409
 // already_member), its link mailed and live.
 func TestAddingTheInviteeEndsTheirInvitation(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@acme.test")
 	inv := x.invite(t, owner.id, "newbie@example.com")
@@ -177,6 +179,7 @@ AND tenant_id = $2 AND actor_user_id = $3 AND data->>'via' = 'member.added' AND 
 // mailed and live. Another tenant's invitation to the address, where the
 // member does not belong, is theirs to accept now, and stays.
 func TestMovingToAnInvitedAddressEndsItsInvitation(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	owner := x.signup(t, "owner@moved.test")
 	other := x.signup(t, "owner@elsewhere.test")
@@ -220,6 +223,7 @@ AND tenant_id = $2 AND actor_user_id = $3 AND data->>'via' = 'user.email_changed
 // while the accept's account waited for the address: a deadlock, which
 // PostgreSQL ended by failing one of them.
 func TestMovingToAnInvitedAddressRacingItsAccept(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	ctx := t.Context()
 	owner := x.signup(t, "owner@race.test")

@@ -17,6 +17,7 @@ import (
 )
 
 func TestSignupVerification(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "ada@example.com")
 	if m := x.me(t, a); m.EmailVerified {
@@ -61,6 +62,7 @@ func TestSignupVerification(t *testing.T) {
 }
 
 func TestVerifyBadTokens(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "bob@example.com")
 	tok := x.mail(t, "bob@example.com", "Confirm").Token()
@@ -120,6 +122,7 @@ func TestVerifyBadTokens(t *testing.T) {
 }
 
 func TestResendVerification(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{Resend: limit(2)})
 	a := x.signup(t, "cy@example.com")
 	first := x.mail(t, "cy@example.com", "Confirm").Token()
@@ -160,6 +163,7 @@ func TestResendVerification(t *testing.T) {
 // (user.email_changed) names it: it is the account's address then, which
 // each tenant's member list shows.
 func TestPendingEmailChangeKeptFromTheAudit(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "mover@example.com")
 	b := x.signup(t, "neighbour@example.com")
@@ -238,6 +242,7 @@ func TestPendingEmailChangeKeptFromTheAudit(t *testing.T) {
 }
 
 func TestEmailChange(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "old@example.com")
 	other := x.signup(t, "taken@example.com")
@@ -307,6 +312,7 @@ func TestEmailChange(t *testing.T) {
 // "sam" may change to it. strings.EqualFold, which decided before, said
 // the opposite of both.
 func TestEmailChangeSameAddressAsTheDatabaseSeesIt(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	t.Run("dotted capital I is i", func(t *testing.T) {
 		inci := x.signup(t, "inci@example.com")
@@ -334,6 +340,7 @@ func TestEmailChangeSameAddressAsTheDatabaseSeesIt(t *testing.T) {
 // which every reset link goes there, does not do it unnoticed. An address
 // never proven gets no such mail (it may be anyone's).
 func TestEmailChangeNoticeToTheOldAddress(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "owner@example.com")
 	wantStatus(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email",
@@ -368,6 +375,7 @@ func TestEmailChangeNoticeToTheOldAddress(t *testing.T) {
 
 // Each email change mails someone: at most 5 an hour per user.
 func TestEmailChangeRateLimited(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "kim@example.com")
 	for i := range 5 {
@@ -390,6 +398,7 @@ func TestEmailChangeRateLimited(t *testing.T) {
 // an hour together (429 after, nothing mailed), and a resend to it is
 // refused too; another address is not held back.
 func TestVerificationMailsPerAddressLimited(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	const victim = "inbox@example.org"
 	n := onetime.AddressMailLimit().N
@@ -424,6 +433,7 @@ func TestVerificationMailsPerAddressLimited(t *testing.T) {
 // "inbox+1@…", "inbox+2@…" and so on all mail one inbox, and each tag
 // used to be a fresh budget of AddressMailLimit mails.
 func TestVerificationMailsPerInboxLimited(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	n := onetime.AddressMailLimit().N
 	for i := range n + 1 {
@@ -447,6 +457,7 @@ func TestVerificationMailsPerInboxLimited(t *testing.T) {
 // it. Each spelling used to be an inbox of its own, with a budget of
 // AddressMailLimit mails.
 func TestVerificationMailsPerInboxAcrossDomainSpellings(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	spellings := []string{
 		"inbox@b\u00fccher.example",
@@ -477,6 +488,7 @@ func TestVerificationMailsPerInboxAcrossDomainSpellings(t *testing.T) {
 // Concurrent resends leave one working verification link, as sequential
 // ones do.
 func TestResendConcurrentLeavesOneLink(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{Resend: limit(100)})
 	a := x.signup(t, "liv@example.com")
 	atOnce(8, func() { x.Send(t, &a.id, http.MethodPost, "/api/v1/auth/verify-email/resend", nil) })
@@ -491,6 +503,7 @@ func TestResendConcurrentLeavesOneLink(t *testing.T) {
 // password reset mail as often as the address's limit allows. Once the
 // address is proven, the reset mail greets its owner by name again.
 func TestUnprovenAddressMailsCarryNoName(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	const words = "Wirethefeeto4477"
 	body := func(m mailtest.Message) string {
@@ -533,6 +546,7 @@ func TestUnprovenAddressMailsCarryNoName(t *testing.T) {
 // change does while a resend starts, then counts a mail to the address:
 // both succeed.
 func TestResendAndEmailChangeTakeLocksInOneOrder(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "lockstep@example.com")
 	const moved = "lockstep.new@example.com"
@@ -585,6 +599,7 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err 
 // their mailbox once it is enabled again. Nothing is mailed or stored, as
 // for a password change; once active again both go through.
 func TestEmailChangeAndItsResendOfAnInactiveAccount(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{Resend: limit(10)})
 	a := x.signup(t, "inactive-move@example.com")
 	states := []struct{ name, off, on string }{

@@ -56,6 +56,7 @@ func (x *env) wantUnverified(t *testing.T, a account) {
 // invalid_grant; neither uses the link up, and the right password then
 // verifies.
 func TestVerifyNeedsProofOfTheAccount(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "proof@example.com")
 	tok := x.mail(t, a.email, "Confirm").Token()
@@ -92,6 +93,7 @@ func TestVerifyNeedsProofOfTheAccount(t *testing.T) {
 // the password grant allows. Locked, the right password is refused (429,
 // Retry-After) at both, and the link stays usable with a bearer.
 func TestVerifyPasswordGuessesCountWithSignIn(t *testing.T) {
+	t.Parallel()
 	x := startOpts(t, startOptions{hasher: password.New(cheap, 0),
 		lockout: auth.Lockout{Threshold: 3, Base: time.Hour, Max: time.Hour, Window: time.Hour}})
 	a := x.signup(t, "guess@example.com")
@@ -122,6 +124,7 @@ func TestVerifyPasswordGuessesCountWithSignIn(t *testing.T) {
 // session 401 invalid_token, an API key or a service account 403
 // principal_not_allowed; none of them uses the link up.
 func TestVerifyWithBearer(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "bearer@example.com")
 	other := x.signup(t, "other@example.com")
@@ -173,6 +176,7 @@ func TestVerifyWithBearer(t *testing.T) {
 // the link stays; with the account's own password or bearer the change
 // goes through, as before.
 func TestEmailChangeNeedsProofOfTheAccount(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	attacker := x.signup(t, "attacker@example.net")
 	victim := x.signup(t, "someone@example.org")
@@ -209,6 +213,7 @@ func TestEmailChangeNeedsProofOfTheAccount(t *testing.T) {
 // only: a password is refused without being counted (401
 // account_proof_required, saying so), as no proof is.
 func TestVerifyFederatedAccountNeedsBearer(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "fed@example.com")
 	x.exec(t, `UPDATE users SET password_hash = NULL, email_verified_at = now() WHERE id = $1`, a.c.Sub)
@@ -241,6 +246,7 @@ func TestVerifyFederatedAccountNeedsBearer(t *testing.T) {
 // identity provider links only to a verified address). A member added
 // with a password the admin chose needs that password.
 func TestVerifyAccountNobodyHolds(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	admin := x.signup(t, "admin@example.com")
 	wantStatus(t, x.Send(t, &admin.id, http.MethodPost, "/api/v1/users", map[string]any{"email": "plain@example.com"}), http.StatusCreated)
@@ -264,6 +270,7 @@ func TestVerifyAccountNobodyHolds(t *testing.T) {
 // commits in between makes the checked password no proof (400
 // invalid_grant, the link kept).
 func TestVerifyPasswordChangedMeanwhile(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "race@example.com")
 	tok := x.mail(t, a.email, "Confirm").Token()
@@ -291,6 +298,7 @@ func TestVerifyPasswordChangedMeanwhile(t *testing.T) {
 // address stays unproven; the victim's password reset then clears what
 // the squatter planted, as for any unproven address.
 func TestSquattedAddressStaysUnproven(t *testing.T) {
+	t.Parallel()
 	x := startWide(t)
 	squat := x.signup(t, "victim@example.com") // the squatter's password: pw
 	p := x.plant(t, squat)
@@ -337,6 +345,7 @@ func TestSquattedAddressStaysUnproven(t *testing.T) {
 // audit and the outbox untouched, the link kept for an account enabled
 // again. The page's form says so.
 func TestVerifyDisabledAccount(t *testing.T) {
+	t.Parallel()
 	x := start(t, lifecycle.Limits{})
 	a := x.signup(t, "off@example.com")
 	tok := x.mail(t, a.email, "Confirm").Token()
