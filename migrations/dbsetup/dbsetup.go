@@ -77,8 +77,8 @@ func Create(ctx context.Context, adminURL, prefix string) (name, dbURL string, d
 }
 
 // StartDrop sends DROP DATABASE name to the server at adminURL and returns
-// once the server has it, without waiting for the drop to end, which
-// reads it on another goroutine. PostgreSQL forces a checkpoint for every
+// once the server has it, without waiting for the drop to end (its answer
+// is read on another goroutine). PostgreSQL forces a checkpoint for every
 // dropped database, seconds on a server busy with other tests' writes,
 // which a test that only wants its database gone spent waiting. The
 // server ends the drop even when this process exits first: it reads the
