@@ -85,11 +85,27 @@ var pathChars = func() (t [256]bool) {
 	return t
 }()
 
-// plainChars are the pathChars that normal lets pass without a look at
-// their segment: all but '~' (shortName) and '(' (cookieless).
-var plainChars = func() (t [256]bool) {
-	t = pathChars
-	t['~'], t['('] = false, false
+// The classes of the bytes of a path for normal (plainClass): one load
+// and one test a byte for most of them.
+const (
+	plainPlain = iota // passes without a look at its segment
+	plainSlash        // '/': ends a segment
+	plainColon        // ':': passes unless before a '$' or a segment's end
+	plainNot          // for the slow path: not a pathChar, '~' (shortName) or '(' (cookieless)
+)
+
+// plainClass is each byte's class for normal (TestNormalByClass).
+var plainClass = func() (t [256]uint8) {
+	for c := range 256 {
+		switch {
+		case c == '/':
+			t[c] = plainSlash
+		case c == ':':
+			t[c] = plainColon
+		case !pathChars[c] || c == '~' || c == '(':
+			t[c] = plainNot
+		}
+	}
 	return t
 }()
 
@@ -98,19 +114,24 @@ var plainChars = func() (t [256]bool) {
 // one ending in '.' (".", "..", or one appendSlow refuses), no '~', no '('
 // and no ':' before a '$' or a segment's end (the segments appendSlow may
 // refuse as Windows or ASP.NET aliases), and no trailing slash unless it
-// is "/".
+// is "/". Every routed request's path is read so: each byte's class
+// (plainClass) decides, most bytes' in one test.
 func normal(raw []byte) bool {
 	seg := 1 // start of the current segment
 	for i := 1; i < len(raw); i++ {
-		c := raw[i]
-		if !plainChars[c] || c == ':' && (i+1 == len(raw) || raw[i+1] == '$' || raw[i+1] == '/') {
-			return false // '~', '(' and those ':' are for the slow path to judge
-		}
-		if c == '/' {
+		switch plainClass[raw[i]] {
+		case plainPlain:
+		case plainSlash:
 			if emptyOrDotEnd(raw[seg:i]) {
 				return false
 			}
 			seg = i + 1
+		case plainColon:
+			if i+1 == len(raw) || raw[i+1] == '$' || raw[i+1] == '/' {
+				return false // for the slow path to judge
+			}
+		default:
+			return false // '~', '(' and what is no pathChar: for the slow path
 		}
 	}
 	return len(raw) == 1 || !emptyOrDotEnd(raw[seg:])
