@@ -28,7 +28,8 @@ func foldByByte(a []byte, s string) bool {
 // bytes at a time with it, answers as a byte-by-byte comparison for names
 // of every length around a word's, each byte of the name replaced by every
 // value; and bearerScheme reads "bearer " in any case as bearerCandidate
-// did (equalFold's '_' for '-' cannot matter: "bearer " holds neither).
+// did (equalFold's '_' for '-' cannot matter: "bearer " holds neither),
+// and authorizationName as asciiFold(k, "authorization").
 func TestFoldWord(t *testing.T) {
 	for v := range 256 {
 		for lane := range 8 {
@@ -58,6 +59,20 @@ func TestFoldWord(t *testing.T) {
 		}
 		if asciiFold([]byte(s+"x"), s) || asciiFold([]byte(s)[:len(s)-1], s) {
 			t.Fatalf("%q: another length accepted", s)
+		}
+	}
+	for i := range len("authorization") {
+		for v := range 256 {
+			a := []byte("Authorization")
+			a[i] = byte(v)
+			if got, want := authorizationName(a), foldByByte(a, "authorization"); got != want {
+				t.Fatalf("authorizationName(%q) = %v, want %v", a, got, want)
+			}
+		}
+	}
+	for _, k := range []string{"", "Authorizatio", "Authorizations", "AUTHORIZATION", "authorization"} {
+		if got, want := authorizationName([]byte(k)), foldByByte([]byte(k), "authorization"); got != want {
+			t.Fatalf("authorizationName(%q) = %v, want %v", k, got, want)
 		}
 	}
 	const scheme = "bearer "

@@ -1090,6 +1090,18 @@ func foldWord(x uint64) uint64 {
 	return x | ((127+'Z'+1)*ones-y)&^x&(y+(127-('A'-1))*ones)&(0x80*ones)>>2
 }
 
+// authorizationName reports whether k is "Authorization" in any ASCII
+// case, as asciiFold(k, "authorization") does: two words compared, the
+// second overlapping the first, in Scan's loop itself.
+func authorizationName(k []byte) bool {
+	const (
+		authoriz = 0x7a69726f68747561 // "authoriz", little-endian
+		rization = 0x6e6f6974617a6972 // "rization"
+	)
+	return len(k) == len("Authorization") && foldWord(binary.LittleEndian.Uint64(k)) == authoriz &&
+		foldWord(binary.LittleEndian.Uint64(k[5:])) == rization
+}
+
 // bearerWord is "bearer " as the first seven bytes of a little-endian word.
 const bearerWord = uint64('b') | uint64('e')<<8 | uint64('a')<<16 | uint64('r')<<24 | uint64('e')<<32 | uint64('r')<<40 | uint64(' ')<<48
 
@@ -1289,7 +1301,7 @@ func Scan(h *fasthttp.RequestHeader) Seen {
 		c := k[0] | 0x20 // ASCII lower case for letters
 		switch c {
 		case 'a':
-			if len(k) == len("Authorization") && asciiFold(k, "authorization") { // exactly PeekAll's match
+			if authorizationName(k) { // exactly PeekAll's match
 				if s.Authorizations == 0 {
 					s.Authorization = v
 				}
