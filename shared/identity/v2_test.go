@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -754,6 +755,36 @@ func TestSplitLists(t *testing.T) {
 			if !slices.Equal(p, before) {
 				t.Errorf("%q: an append to the roles wrote over the permissions: %q", tc, p)
 			}
+		}
+	}
+}
+
+// The request tail is sized once and written in place: appended to a
+// buffer without room, it allocates once (not once per field that
+// outgrows the buffer), and it is AppendParts' concatenation of its
+// fields, for an empty body and another.
+func TestRequestTailSizedOnce(t *testing.T) {
+	for _, r := range []Request{
+		{RequestID: "0123456789abcdef-1", ClientIP: "203.0.113.7", Method: "GET", PathQuery: "/api/v1/users/bench?limit=10", BodySHA256: EmptyBodySHA256},
+		{RequestID: "", ClientIP: "::1", Method: "POST", PathQuery: "/" + strings.Repeat("x", 3000), BodySHA256: sha256.Sum256([]byte("body"))},
+	} {
+		for i := range sha256.Size { // a digest but for one byte the empty body's is another's
+			other := r
+			other.BodySHA256[i] ^= 1
+			if got, want := string(appendTailAfterTimestamp(nil, &other)), AppendParts(nil, "\n", r.RequestID, "\n", r.ClientIP, "\n", r.Method, "\n", r.PathQuery, "\n", hex.EncodeToString(other.BodySHA256[:])); got != string(want) {
+				t.Fatalf("digest %x: tail %q", other.BodySHA256, got)
+			}
+		}
+		want := AppendParts([]byte("ts"), "\n", r.RequestID, "\n", r.ClientIP, "\n", r.Method, "\n", r.PathQuery, "\n", hex.EncodeToString(r.BodySHA256[:]))
+		if got := appendTailAfterTimestamp([]byte("ts"), &r); string(got) != string(want) {
+			t.Fatalf("tail %q, want %q", got, want)
+		}
+		if n := testing.AllocsPerRun(100, func() { _ = appendTailAfterTimestamp(nil, &r) }); n != 1 {
+			t.Fatalf("%v allocations for a tail appended to nothing, want 1", n)
+		}
+		buf := make([]byte, 0, 4096)
+		if n := testing.AllocsPerRun(100, func() { buf = appendTailAfterTimestamp(buf[:0], &r) }); n != 0 {
+			t.Fatalf("%v allocations with room", n)
 		}
 	}
 }
