@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -786,5 +787,38 @@ func TestRequestTailSizedOnce(t *testing.T) {
 		if n := testing.AllocsPerRun(100, func() { buf = appendTailAfterTimestamp(buf[:0], &r) }); n != 0 {
 			t.Fatalf("%v allocations with room", n)
 		}
+	}
+}
+
+// sigQuad is base64url's four characters of the three bytes at the top of
+// a big-endian word, as the low half of a little-endian word: every value
+// of each byte in each place, and random words; appendSig's eight
+// characters of six bytes are two of them.
+func TestSigQuad(t *testing.T) {
+	check := func(six [6]byte) {
+		var w [8]byte
+		v := uint64(six[0])<<56 | uint64(six[1])<<48 | uint64(six[2])<<40 | uint64(six[3])<<32 | uint64(six[4])<<24 | uint64(six[5])<<16 | 0xffff
+		binary.LittleEndian.PutUint64(w[:], sigQuad(v)|sigQuad(v<<24)<<32) // the low bytes are not read
+		if want := base64.RawURLEncoding.EncodeToString(six[:]); string(w[:]) != want {
+			t.Fatalf("sigQuad of % x: %q, want %q", six, w, want)
+		}
+		if hi := sigQuad(v) >> 32; hi != 0 {
+			t.Fatalf("sigQuad of % x: high half %#x", six, hi)
+		}
+	}
+	for i := range 6 {
+		for v := range 256 {
+			six := [6]byte{1, 2, 3, 4, 5, 6}
+			six[i] = byte(v)
+			check(six)
+		}
+	}
+	r := mathrand.New(mathrand.NewPCG(5, 8))
+	for range 10000 {
+		var six [6]byte
+		for i := range six {
+			six[i] = byte(r.Uint32())
+		}
+		check(six)
 	}
 }
