@@ -15,6 +15,12 @@ import (
 // database is unreachable (coreapi starts without it, like without NATS).
 const catalogRetryEvery = 2 * time.Second
 
+// catalogRereadEvery paces the readings of the recorded catalog after the
+// start (rereadCatalog): a replica shows it fell behind (the
+// coreapi_permission_catalog_behind gauge) within this of a rollout's
+// new replica recording its catalog.
+const catalogRereadEvery = 30 * time.Second
+
 // recordCatalog returns the worker that records the permission catalog this
 // replica started with: a new one replaces the stored hash and queues the
 // invalidation of every cached projection, one behind a recorded catalog
@@ -40,6 +46,35 @@ func recordCatalog(c *permissions.Catalog, pool *pgxpool.Pool, log *slog.Logger,
 			case <-ctx.Done():
 				return nil
 			case <-time.After(catalogRetryEvery):
+			}
+		}
+	}
+}
+
+// rereadCatalog returns the worker that, once recorded is closed
+// (recordCatalog), reads the recorded catalog every interval into c's
+// Standing, the gauges' source: a replica whose catalog was the recorded
+// one at its start becomes behind when a rollout's new replica records
+// another, which it would otherwise learn only from a guarded change
+// (permissions.CheckCurrent). A failed reading is logged at debug level
+// and tried again at the next tick; the last reading stands meanwhile.
+func rereadCatalog(c *permissions.Catalog, pool *pgxpool.Pool, log *slog.Logger, interval time.Duration, recorded <-chan struct{}) worker {
+	return func(ctx context.Context) error {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-recorded:
+		}
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+			if err := permissions.Reread(ctx, pool, c); err != nil && ctx.Err() == nil {
+				log.Debug("permission catalog not read again", "err", err)
 			}
 		}
 	}

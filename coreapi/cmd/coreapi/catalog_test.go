@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -277,4 +278,72 @@ func TestStartBehindANewerCatalog(t *testing.T) {
 	if hash != newer.Hash() || version != 2 {
 		t.Fatalf("recorded %s version %d, want the newer catalog's %s version 2", hash, version, newer.Hash())
 	}
+	// The metrics say it too.
+	_, metrics := probe(t, "http://"+admin+"/metrics")
+	for _, want := range []string{"coreapi_permission_catalog_behind 1\n", "coreapi_permission_catalog_recorded_version 2\n", "coreapi_permission_catalog_version 0\n"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}
+
+// TestRereadCatalog: a replica whose catalog was the recorded one at its
+// start becomes behind when a rollout's new replica records another; it
+// reads the record again every catalogRereadEvery, so its gauge shows it
+// without waiting for a refused change, and shows when the recorded
+// catalog is its own again.
+func TestRereadCatalog(t *testing.T) {
+	db := dbtest.New(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	old, err := permissions.Parse([]byte(notesCatalog), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer, err := permissions.Parse([]byte("version: 2\npermissions: [{name: notes:read, description: Read notes}]\n"), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := make(chan struct{})
+	done := make(chan error, 1)
+	var out testkit.LogBuffer
+	log := slog.New(slog.NewJSONHandler(&out, nil))
+	go func() { done <- recordCatalog(old, db.Pool, log, recorded)(ctx) }()
+	<-recorded
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	rereads := make(chan error, 1)
+	go func() { rereads <- rereadCatalog(old, db.Pool, log, 10*time.Millisecond, recorded)(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-rereads; err != nil {
+			t.Errorf("rereadCatalog: %v", err)
+		}
+	}()
+	if behind, v, read := old.Standing(); behind || v != 0 || !read {
+		t.Fatalf("standing after the start = %v, %d, %v; want current, version 0", behind, v, read)
+	}
+	if _, err := permissions.Record(context.Background(), db.Pool, newer); err != nil {
+		t.Fatal(err)
+	}
+	eventually.Within(t, 10*time.Second, func() error {
+		if behind, v, _ := old.Standing(); !behind || v != 2 {
+			return fmt.Errorf("standing = %v, %d; want behind version 2", behind, v)
+		}
+		return nil
+	})
+	// The old permissions under a higher version: current again.
+	rollback, err := permissions.Parse([]byte("version: 3\n"+notesCatalog), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := permissions.Record(context.Background(), db.Pool, rollback); err != nil {
+		t.Fatal(err)
+	}
+	eventually.Within(t, 10*time.Second, func() error {
+		if behind, v, _ := old.Standing(); behind || v != 3 {
+			return fmt.Errorf("standing = %v, %d; want current, version 3", behind, v)
+		}
+		return nil
+	})
 }

@@ -185,7 +185,8 @@ func serveWith(ctx context.Context, args []string, getenv func(string) string, s
 	startDone()
 
 	catalogDone := make(chan struct{})
-	bg = append(bg, recordCatalog(cfg.Catalog, pool, log, catalogDone))
+	bg = append(bg, recordCatalog(cfg.Catalog, pool, log, catalogDone),
+		rereadCatalog(cfg.Catalog, pool, log, catalogRereadEvery, catalogDone))
 
 	srv, err := httpapi.New(opts)
 	if err != nil {

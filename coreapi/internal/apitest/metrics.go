@@ -21,4 +21,7 @@ var MetricsAllowedZero = map[string]string{
 	"coreapi_outbox_publish_refused_total":          "outbox batches NATS's permissions refused",
 	"coreapi_outbox_undeliverable_total":            "outbox rows with a subject NATS cannot deliver (Write refuses them)",
 	"coreapi_overload_shed_total":                   "requests refused 503 under overload",
+	"coreapi_permission_catalog_behind":             "1 only while the recorded catalog is not the replica's, during a rollout (TestCatalogBehindGauge sets and clears it)",
+	"coreapi_permission_catalog_recorded_version":   "the recorded catalog's version: 0 for a catalog that declares none, as the tests' mostly do",
+	"coreapi_permission_catalog_version":            "the replica's catalog's version: 0 for a catalog that declares none",
 }

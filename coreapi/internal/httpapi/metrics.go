@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/permissions"
 	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 	"github.com/tollgate-auth/tollgate/shared/identity/replay"
 )
@@ -39,7 +40,7 @@ type requestObservers struct {
 	duration, queries prometheus.Observer
 }
 
-func newMetrics(reg prometheus.Registerer, replays *replay.Cache) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, replays *replay.Cache, catalog *permissions.Catalog) (*metrics, error) {
 	m := &metrics{
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "coreapi_http_request_duration_seconds",
@@ -80,7 +81,31 @@ func newMetrics(reg prometheus.Registerer, replays *replay.Cache) (*metrics, err
 		ConstLabels: buildLabels(info),
 	})
 	build.Set(1)
-	for _, c := range []prometheus.Collector{m.duration, m.queries, m.rejected, m.shedded, m.unchecked, evicted, build} {
+	// The catalog record as this replica last read it (at start, in a
+	// guarded change, and every permissions reread): a replica whose
+	// catalog is not the recorded one refuses what catalog_rollout
+	// refuses, which only its start's log line said.
+	behind := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "coreapi_permission_catalog_behind",
+		Help: "1 while the permission catalog recorded in the database, as this replica last read it, is not this replica's (it answers 503 catalog_rollout to the changes the catalog judges).",
+	}, func() float64 {
+		if b, _, _ := catalog.Standing(); b {
+			return 1
+		}
+		return 0
+	})
+	recordedVersion := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "coreapi_permission_catalog_recorded_version",
+		Help: "Version of the permission catalog recorded in the database, as this replica last read it (0 before it read one).",
+	}, func() float64 {
+		_, v, _ := catalog.Standing()
+		return float64(v)
+	})
+	version := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "coreapi_permission_catalog_version",
+		Help: "Version of this replica's permission catalog (0 when it declares none).",
+	}, func() float64 { return float64(catalog.Version()) })
+	for _, c := range []prometheus.Collector{m.duration, m.queries, m.rejected, m.shedded, m.unchecked, evicted, build, behind, recordedVersion, version} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

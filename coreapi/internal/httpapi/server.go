@@ -240,7 +240,7 @@ func New(o Options) (*Server, error) {
 		o.RequestTimeout = DefaultRequestTimeout
 	}
 	replays := replay.New(o.ReplayCacheSize)
-	m, err := newMetrics(o.Registerer, replays)
+	m, err := newMetrics(o.Registerer, replays, o.Catalog)
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"sync/atomic"
 )
 
 // Built-in permissions of the tenant API.
@@ -84,7 +85,9 @@ type Entry struct {
 }
 
 // Catalog is the live permission vocabulary: built-ins plus declared
-// entries, sorted by name. It is immutable once built; share it freely.
+// entries, sorted by name. Its permissions are immutable once built; the
+// one thing that changes is what its replica last read of the database's
+// record (Standing), kept atomically: share it freely.
 type Catalog struct {
 	entries []Entry
 	names   []string // every name, sorted
@@ -92,6 +95,15 @@ type Catalog struct {
 	member  []string // member_default ones
 	hash    string
 	version int64 // orders catalogs in a rollout (Record)
+	// seen is the catalog record as last read with this catalog (Record,
+	// CheckCurrent, Reread); nil until one was read.
+	seen *atomic.Pointer[recorded]
+}
+
+// recorded is one reading of the database's catalog record.
+type recorded struct {
+	hash    string
+	version int64
 }
 
 // Builtin returns the catalog of a deployment that declares nothing.
@@ -110,7 +122,7 @@ func newCatalog(version int64, declared []Entry) *Catalog {
 		}
 		return 0
 	})
-	c := &Catalog{entries: entries, version: version}
+	c := &Catalog{entries: entries, version: version, seen: new(atomic.Pointer[recorded])}
 	h := sha256.New()
 	for _, e := range entries {
 		c.names = append(c.names, e.Name)
@@ -184,3 +196,22 @@ func (c *Catalog) Hash() string { return c.hash }
 // recorded catalog of a higher version with its own (Record). It is not
 // part of Hash: it shapes no projection.
 func (c *Catalog) Version() int64 { return c.version }
+
+// Standing is the catalog record as this catalog's replica last read it
+// (Record at start, CheckCurrent in a guarded change, Reread): behind is
+// true while the recorded catalog is not this one, so the replica refuses
+// the changes CheckCurrent guards (ErrRollout); version is the recorded
+// catalog's. read is false, and behind with it, until a record was read
+// (none stored yet, or not read yet).
+func (c *Catalog) Standing() (behind bool, version int64, read bool) {
+	r := c.seen.Load()
+	if r == nil {
+		return false, 0, false
+	}
+	return r.hash != c.hash, r.version, true
+}
+
+// saw keeps a reading of the catalog record (Standing).
+func (c *Catalog) saw(hash string, version int64) {
+	c.seen.Store(&recorded{hash: hash, version: version})
+}

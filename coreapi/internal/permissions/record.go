@@ -51,7 +51,8 @@ func (o Outcome) String() string {
 // after a newer catalog was recorded keeps it (Behind) instead of
 // recording its own again. Catalogs of the same version (0 when a
 // catalog declares none) replace each other, the last to start winning,
-// each replacing one publishing.
+// each replacing one publishing. What is recorded afterwards is c's
+// Standing.
 func Record(ctx context.Context, pool *pgxpool.Pool, c *Catalog) (Outcome, error) {
 	const qLock = `SELECT hash, version FROM permission_catalog WHERE id FOR UPDATE`
 	// DO NOTHING waits for a replica inserting at the same moment; the
@@ -59,12 +60,13 @@ func Record(ctx context.Context, pool *pgxpool.Pool, c *Catalog) (Outcome, error
 	const qInsert = `INSERT INTO permission_catalog (id, hash, version) VALUES (true, $1, $2) ON CONFLICT (id) DO NOTHING`
 	const qUpdate = `UPDATE permission_catalog SET hash = $1, version = $2, updated_at = now() WHERE id`
 	var out Outcome
+	var hash string // what is recorded once the transaction commits
+	var version int64
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		for {
-			var hash string
-			var version int64
 			err := tx.QueryRow(ctx, qLock).Scan(&hash, &version)
 			if errors.Is(err, pgx.ErrNoRows) {
+				hash, version = c.Hash(), c.Version()
 				tag, err := tx.Exec(ctx, qInsert, c.Hash(), c.Version())
 				if err != nil {
 					return err
@@ -87,10 +89,12 @@ func Record(ctx context.Context, pool *pgxpool.Pool, c *Catalog) (Outcome, error
 				if c.Version() == version {
 					return nil
 				}
-				_, err := tx.Exec(ctx, qUpdate, hash, c.Version())
+				version = c.Version()
+				_, err := tx.Exec(ctx, qUpdate, hash, version)
 				return err
 			}
-			if _, err := tx.Exec(ctx, qUpdate, c.Hash(), c.Version()); err != nil {
+			hash, version = c.Hash(), c.Version()
+			if _, err := tx.Exec(ctx, qUpdate, hash, version); err != nil {
 				return err
 			}
 			out = Stored
@@ -100,6 +104,7 @@ func Record(ctx context.Context, pool *pgxpool.Pool, c *Catalog) (Outcome, error
 	if err != nil {
 		return 0, fmt.Errorf("record permission catalog: %w", err)
 	}
+	c.saw(hash, version)
 	return out, nil
 }
 
@@ -126,21 +131,44 @@ var ErrRollout = errors.New("the permission catalog is being rolled out and this
 // the say of a caller who must hold what their target holds (revoking,
 // disabling, removing, deleting a role or a service account), which
 // follows the catalog too. Reads, and changes judged by nothing the
-// catalog shapes, do not.
+// catalog shapes, do not. What it read is c's Standing.
 func CheckCurrent(ctx context.Context, tx pgx.Tx, c *Catalog) error {
-	const q = `SELECT hash FROM permission_catalog WHERE id FOR SHARE`
+	const q = `SELECT hash, version FROM permission_catalog WHERE id FOR SHARE`
 	if c == nil {
 		c = Builtin()
 	}
 	var stored string
-	err := tx.QueryRow(ctx, q).Scan(&stored)
+	var version int64
+	err := tx.QueryRow(ctx, q).Scan(&stored, &version)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return nil
 	case err != nil:
 		return fmt.Errorf("read permission catalog: %w", err)
-	case stored != c.Hash():
+	}
+	c.saw(stored, version)
+	if stored != c.Hash() {
 		return ErrRollout
 	}
+	return nil
+}
+
+// Reread reads the recorded catalog (no lock) into c's Standing: a
+// replica whose catalog was the recorded one at its start learns that a
+// rollout recorded another (and one behind, that the recorded catalog
+// became its own again) without waiting for a guarded change. Nothing
+// recorded leaves the Standing as it was.
+func Reread(ctx context.Context, pool *pgxpool.Pool, c *Catalog) error {
+	const q = `SELECT hash, version FROM permission_catalog WHERE id`
+	var hash string
+	var version int64
+	err := pool.QueryRow(ctx, q).Scan(&hash, &version)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil
+	case err != nil:
+		return fmt.Errorf("read permission catalog: %w", err)
+	}
+	c.saw(hash, version)
 	return nil
 }
