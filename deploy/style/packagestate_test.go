@@ -34,7 +34,7 @@ var exceptions = map[string]string{
 	"authproxy/internal/headers.tchar":           "byte-class table, read only",
 	"authproxy/internal/headers.hostBytes":       "byte-class table, read only",
 	"authproxy/internal/pathnorm.pathChars":      "byte-class table, read only",
-	"authproxy/internal/pathnorm.plainChars":     "byte-class table, read only",
+	"authproxy/internal/pathnorm.plainClass":     "byte-class table, read only",
 	"coreapi/internal/jsonenc.safe":              "byte-class table, read only",
 	// Fixed lists the warm path ranges over (the fields every request
 	// loses, the methods a route names, the letters some upstreams fold),
