@@ -89,7 +89,9 @@ func TestClientIdentityHeadersStripped(t *testing.T) {
 // Grafana's X-WebAuth-User, oauth2-proxy's X-Forwarded-User and
 // X-Auth-Request-User, Azure EasyAuth's X-Ms-Client-Principal-Name, IAP's,
 // the AWS load balancer's, Cloudflare Access's, Kong's and APISIX's
-// X-Consumer-* and X-Credential-*...) never reach an app,
+// X-Consumer-* and X-Credential-*, Pomerium's X-Pomerium-*, Vouch Proxy's
+// X-Vouch-*, mod_auth_openidc's OIDC_CLAIM_*, Google Cloud Endpoints' and
+// API Gateway's user info, WSO2's X-JWT-Assertion...) never reach an app,
 // from a trusted peer either: an app moved behind the proxy from one of
 // them may still read them, and the proxy is the one authority on who
 // the caller is (its signed X-Auth-* fields). Each is sent alone, so the
@@ -110,7 +112,11 @@ func TestOtherAuthLayersIdentityFieldsRemovedFromEveryPeer(t *testing.T) {
 		"X-Amzn-Oidc-Data", "X-Amzn-Oidc-Identity", "x-amzn-oidc-accesstoken",
 		"Cf-Access-Jwt-Assertion", "Cf-Access-Authenticated-User-Email", "CF_ACCESS_AUTHENTICATED_USER_EMAIL",
 		"X-Consumer-Id", "X-Consumer-ID", "X-Consumer-Username", "X-Consumer-Custom-Id", "X-Consumer-Groups",
-		"X-Anonymous-Consumer", "X-Credential-Identifier", "X-Credential-Username", "x_consumer_username", "X_CONSUMER_ID"}
+		"X-Anonymous-Consumer", "X-Credential-Identifier", "X-Credential-Username", "x_consumer_username", "X_CONSUMER_ID",
+		"X-Pomerium-Claim-Email", "X-Pomerium-Claim-Groups", "X-Pomerium-Jwt-Assertion", "x_pomerium_claim_sub",
+		"X-Vouch-User", "X-Vouch-Idp-Claims-Groups", "X-Vouch-Idp-Accesstoken", "X_VOUCH_USER",
+		"OIDC_CLAIM_sub", "OIDC_CLAIM_email", "oidc-claim-groups", "OIDC_access_token", "OIDC_id_token_payload",
+		"X-Endpoint-API-UserInfo", "x_endpoint_api_userinfo", "X-Apigateway-Api-Userinfo", "X-JWT-Assertion", "x_jwt_assertion"}
 	forEachPeer(t, func(t *testing.T, e *env, _ bool) {
 		tok := e.token(nil)
 		for _, name := range names {

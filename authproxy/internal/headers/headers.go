@@ -288,7 +288,12 @@ func removedAlways(k []byte) bool {
 // consumer fields of Kong's auth plugins (X-Consumer-Id,
 // X-Consumer-Username, X-Consumer-Custom-Id, X-Consumer-Groups,
 // X-Anonymous-Consumer, X-Credential-Identifier, X-Credential-Username),
-// which APISIX sets too. An app
+// which APISIX sets too; Pomerium's X-Pomerium-* (X-Pomerium-Claim-*,
+// X-Pomerium-Jwt-Assertion); Vouch Proxy's X-Vouch-* (X-Vouch-User,
+// X-Vouch-Idp-Claims-*); mod_auth_openidc's OIDC_* (OIDC_CLAIM_*,
+// OIDC_access_token, OIDC_id_token_payload...); Google Cloud Endpoints'
+// X-Endpoint-API-UserInfo and API Gateway's X-Apigateway-Api-Userinfo;
+// and WSO2 API Manager's X-JWT-Assertion. An app
 // moved behind the proxy from one of them may still read them, and would
 // take the client's for the user it is. The proxy is the one authority
 // on the caller (its signed X-Auth-* fields): they are removed from every
@@ -310,6 +315,8 @@ func isOtherAuthIdentity(name []byte) bool {
 		return false
 	case 'c':
 		return equalFold(name, "cf-access-jwt-assertion") || equalFold(name, "cf-access-authenticated-user-email")
+	case 'o':
+		return hasPrefixFold(name, "oidc-")
 	case 'x':
 	default:
 		return false
@@ -332,8 +339,12 @@ func isOtherAuthIdentity(name []byte) bool {
 		exact = equalFold(name, "x-consumer-custom-id") || equalFold(name, "x-anonymous-consumer")
 	case len("x-credential-username"):
 		exact = equalFold(name, "x-credential-username")
-	case len("x-credential-identifier"):
-		exact = equalFold(name, "x-credential-identifier")
+	case len("x-credential-identifier"): // and x-endpoint-api-userinfo
+		exact = equalFold(name, "x-credential-identifier") || equalFold(name, "x-endpoint-api-userinfo")
+	case len("x-apigateway-api-userinfo"):
+		exact = equalFold(name, "x-apigateway-api-userinfo")
+	case len("x-jwt-assertion"):
+		exact = equalFold(name, "x-jwt-assertion")
 	case len("x-forwarded-access-token"): // and x-goog-iap-jwt-assertion
 		exact = equalFold(name, "x-forwarded-access-token") || equalFold(name, "x-goog-iap-jwt-assertion")
 	case len("x-forwarded-preferred-username"):
@@ -354,6 +365,10 @@ func isOtherAuthIdentity(name []byte) bool {
 		return hasPrefixFold(name, "x-goog-authenticated-user-")
 	case 'a':
 		return hasPrefixFold(name, "x-amzn-oidc-") || hasPrefixFold(name, "x-authenticated-") || hasPrefixFold(name, "x-authentik-")
+	case 'p':
+		return hasPrefixFold(name, "x-pomerium-")
+	case 'v':
+		return hasPrefixFold(name, "x-vouch-")
 	}
 	return false
 }

@@ -837,13 +837,20 @@ var (
 		"X-Amzn-Oidc-Data", "X-Amzn-Oidc-Identity", "X-Amzn-Oidc-Accesstoken",
 		"Cf-Access-Jwt-Assertion", "cf_access_jwt_assertion", "Cf-Access-Authenticated-User-Email",
 		"X-Consumer-Id", "X-CONSUMER-ID", "x_consumer_id", "X-Consumer-Username", "X-Consumer-Custom-Id", "X-Consumer-Groups",
-		"X-Anonymous-Consumer", "X-Credential-Identifier", "X-Credential-Username", "x_credential_username"}
+		"X-Anonymous-Consumer", "X-Credential-Identifier", "X-Credential-Username", "x_credential_username",
+		"X-Pomerium-Claim-Email", "X-Pomerium-Jwt-Assertion", "X-Pomerium-Jwt-Assertion-For", "x_pomerium_claim_groups",
+		"X-Vouch-User", "X-Vouch-Success", "X-Vouch-Idp-Claims-Email", "X-Vouch-Idp-Idtoken", "x_vouch_user",
+		"OIDC_CLAIM_sub", "OIDC_CLAIM_email", "Oidc-Claim-Groups", "OIDC_access_token", "OIDC_access_token_expires",
+		"OIDC_id_token", "OIDC_id_token_payload", "OIDC_userinfo_json", "OIDC_refresh_token",
+		"X-Endpoint-API-UserInfo", "x_endpoint_api_userinfo", "X-Apigateway-Api-Userinfo", "X-JWT-Assertion", "x_jwt_assertion"}
 	otherAuthKept = []string{"Remote-Addr", "Remote-Users", "Remote-Use", "Referer", "Range", "X-Remote-Users", "X-Remote-Extra-",
 		"X-Remote-Groups", "X-WebAuth-Users", "X-Authenticated", "X-Authentik-", "X-Ms-Client-Principals", "X-Ms-Token-",
 		"X-Ms-Request-Id", "X-Goog-Authenticated-User-", "X-Goog-Api-Key", "X-Goog-Iap-Jwt-Assertions", "X-Amzn-Oidc-",
 		"X-Amzn-RequestId", "Cf-Access-Client-Id", "Cf-Access-Jwt-Assertio", "Cf-Ray", "Cookie", "Content-Type",
 		"X-Consumer-Ids", "X-Consumer-", "X-Consumer", "X-Consumer-Group", "X-Consumer-Custom", "X-Anonymous-Consumers",
-		"X-Anonymous", "X-Credential-Identifiers", "X-Credential-User", "X-Credential"}
+		"X-Anonymous", "X-Credential-Identifiers", "X-Credential-User", "X-Credential",
+		"X-Pomerium-", "X-Pomerium", "X-Vouch-", "X-Vouch", "OIDC_", "Oidc", "OIDC_CLAIM", "X-Endpoint-Api-Userinfos",
+		"X-Endpoint-Api", "X-Apigateway-Api-Key", "X-Jwt-Assertions", "X-Jwt"}
 )
 
 // TestOtherAuthIdentity: the identity fields of other auth layers are
