@@ -28,6 +28,7 @@ func get(t *testing.T, url string) (int, string) {
 
 // /readyz waits for the key set; /healthz is up at once.
 func TestReadinessWaitsForJWKS(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{noPublish: true})
 	e.core.SetJWKSStatus(500)
 	testenv.Eventually(t, func() error {
@@ -59,6 +60,7 @@ func TestReadinessWaitsForJWKS(t *testing.T) {
 
 // The metrics the runbook relies on are exported.
 func TestMetricsExported(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
@@ -108,6 +110,7 @@ func metricValue(body, name string) float64 {
 }
 
 func TestPprofOnlyWhenEnabled(t *testing.T) {
+	t.Parallel()
 	for _, on := range []bool{false, true} {
 		vars := map[string]string{}
 		if on {
@@ -122,6 +125,7 @@ func TestPprofOnlyWhenEnabled(t *testing.T) {
 }
 
 func TestUpstreamErrorsCounted(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	e.core.Shutdown()
 	e.do("POST", "/api/v1/auth/token", "", nil)
@@ -144,6 +148,7 @@ func grep(s, sub string) string {
 // Shutdown marks the proxy not ready, lets an in-flight request
 // finish, and returns.
 func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
@@ -183,6 +188,7 @@ func TestGracefulShutdown(t *testing.T) {
 // time (its auth work is far below the first bucket), while one that
 // verified its token and fetched its projection is timed.
 func TestAuthDurationOfWarmRequests(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200) // cold: verified and fetched

@@ -82,6 +82,7 @@ func (e *env) wantKeyIdentity(up *testenv.Core, signer string, perms ...string) 
 // forwarded as principal api_key with the key's permissions, and neither
 // header reaches the upstream, on any route.
 func TestAPIKeyForwarded(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected, permissions: [tenant:read]}\n  - {prefix: /open, upstream: notes, access: public}\n"})
 	secret, _ := e.newAPIKey("tenant:read", "users:read")
 	e.wantStatus(e.do("GET", "/notes/1", secret, nil), 200)
@@ -141,6 +142,7 @@ func TestAPIKeyForwarded(t *testing.T) {
 // token's, which the bearer had set before the projection refused it (an
 // API key's likewise).
 func TestRefusedCredentialOnTheTokenEndpointIsAnonymous(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"ACCESS_LOG": "true", "LOG_LEVEL": "info"}})
 	tok := e.token(nil)
 	p := defaultProjection()
@@ -164,6 +166,7 @@ func TestRefusedCredentialOnTheTokenEndpointIsAnonymous(t *testing.T) {
 // TestAPIKeyRefused: every malformed or misplaced key is refused before
 // anything is forwarded or fetched, with a clear problem.
 func TestAPIKeyRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"ACCESS_LOG": "true", "LOG_LEVEL": "info"},
 		rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n  - {prefix: /open, upstream: notes, access: public}\n"})
 	secret, _ := e.newAPIKey("tenant:read")
@@ -232,6 +235,7 @@ func TestAPIKeyRefused(t *testing.T) {
 // one: the key was taken, and the bearer of the second field (another
 // user's token) dropped unseen, as if the request held one credential.
 func TestAPIKeyBesideASecondAuthorizationField(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n  - {prefix: /opt, upstream: notes, access: optional}\n"})
 	secret, _ := e.newAPIKey("tenant:read")
 	jwt := e.token(nil)
@@ -257,6 +261,7 @@ func TestAPIKeyBesideASecondAuthorizationField(t *testing.T) {
 // IP gets 429 for the key, the right secret included; another IP still
 // gets in.
 func TestAPIKeyWrongSecret(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"},
 		rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
 	secret, _ := e.newAPIKey("tenant:read")
@@ -330,6 +335,7 @@ func TestAPIKeyResolveRefusedByCoreapi(t *testing.T) {
 // NEGATIVE_CACHE_TTL, nothing logged. It is the identity service
 // answering badly (502), and the key works as soon as coreapi answers.
 func TestAPIKeyResolveNotFoundElsewhere(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
 	secret, _ := e.newAPIKey("tenant:read")
 	e.core.KeyAnswer.Store(&testenv.Answer{Status: 404, ContentType: "application/problem+json",
@@ -353,6 +359,7 @@ func TestAPIKeyResolveNotFoundElsewhere(t *testing.T) {
 // wrote in a line before it: a client naming another address in each
 // request would never be locked out.
 func TestAPIKeyLockoutReadsEveryForwardedLine(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"},
 		rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
 	secret, _ := e.newAPIKey("tenant:read")
@@ -378,6 +385,7 @@ func TestAPIKeyLockoutReadsEveryForwardedLine(t *testing.T) {
 // a key the proxy does not hold gets 429 without a call, while a key it
 // holds still works, and other addresses are not affected.
 func TestAPIKeyUnknownKeysLimited(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"},
 		rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
 	from := func(ip string) map[string]string { return map[string]string{"X-Forwarded-For": ip} }
@@ -496,6 +504,7 @@ func resolvesInFlight(e *env, base int64, want int) int64 {
 // tenant event each evict a cached key over NATS; the next request
 // refetches and sees the change.
 func TestAPIKeyEvicted(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected, permissions: [tenant:read]}\n"})
 	secret, pid := e.newAPIKey("tenant:read")
 	e.wantStatus(e.do("GET", "/notes", secret, nil), 200)
@@ -537,6 +546,7 @@ func TestAPIKeyEvicted(t *testing.T) {
 
 // TestAPIKeyExpiry: a key stops at its expiry without a fetch.
 func TestAPIKeyExpiry(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
 	secret, _ := apikey.New()
 	p := keyProjection("tenant:read")
@@ -554,6 +564,7 @@ func TestAPIKeyExpiry(t *testing.T) {
 // TestAPIKeyLimits: a key is held to its permissions and never creates a
 // key; a JWT still works beside keys.
 func TestAPIKeyLimits(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected, permissions: [notes:write]}\n"})
 	secret, _ := e.newAPIKey("tenant:read", "api-keys:write")
 	for _, path := range []string{"/api/v1/api-keys", "/api/v1/users/me/api-keys"} {
@@ -587,6 +598,7 @@ func TestAPIKeyLimits(t *testing.T) {
 // would otherwise do there what the person must prove a factor for. The
 // key of a person without one is held to its permissions only.
 func TestAPIKeyOfAPersonWithASecondFactor(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	perms := []string{"tenant:read", "tenant:write", "users:write", "roles:write"}
 	withFactor, _ := apikey.New()
@@ -611,6 +623,7 @@ func TestAPIKeyOfAPersonWithASecondFactor(t *testing.T) {
 // TestAPIKeyUseReported: the keys used since the last report go to
 // coreapi once; an unused interval reports nothing.
 func TestAPIKeyUseReported(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	a, pa := e.newAPIKey()
 	b, pb := e.newAPIKey()
@@ -705,6 +718,7 @@ func (e *env) wantReportedWhenServeReturns(pids ...string) {
 // TestAPIKeyOneFetch: concurrent first requests with one key share a
 // single resolve (singleflight, then the cache).
 func TestAPIKeyOneFetch(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	secret, _ := e.newAPIKey("tenant:read")
 	var wg sync.WaitGroup
@@ -738,6 +752,7 @@ func TestAPIKeyOneFetch(t *testing.T) {
 // WebSocket (streams are re-checked as their user's, so a revoked key
 // would keep one open).
 func TestAPIKeyNoStreams(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: appUpstream + "routes:\n" +
 		"  - {prefix: /notes/ws, methods: [GET], upstream: notes, access: protected, websocket: true}\n" +
 		"  - {prefix: /notes/events, methods: [GET], upstream: notes, access: protected, stream_timeout: 2s}\n"})
@@ -753,6 +768,7 @@ func TestAPIKeyNoStreams(t *testing.T) {
 // forwarded as one with a token is: the path stripped and signed as sent,
 // the upstream's Host, a body over MAX_BODY_BYTES within the route's limit.
 func TestAPIKeyRouteOptions(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: `
 upstreams:
   notes: {url: "{{APP}}", key_id: app-notes, rewrite_host: true, timeout: 5s}
@@ -799,6 +815,7 @@ routes:
 // is the proxy's own call, whose signature names no client: without it,
 // coreapi could only record the proxy's address, the same for every use.
 func TestAPIKeyResolveNamesTheClient(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"},
 		rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
 	secret, _ := e.newAPIKey("tenant:read")
@@ -824,6 +841,7 @@ func TestAPIKeyResolveNamesTheClient(t *testing.T) {
 // id and "_" (a key cut after it still is); a key in the query is refused
 // as before.
 func TestOneTimeLinkStartingLikeAKey(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	secret, _ := e.newAPIKey("tenant:read")
 	for _, tok := range []string{
@@ -852,6 +870,7 @@ func TestOneTimeLinkStartingLikeAKey(t *testing.T) {
 // a guess at the issuer: a key the proxy forwarded because it did not
 // look like one would reach an app.
 func TestThirdPartyBearerStartingLikeAKey(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	e.core.SetProjection(notesProjection())
 	const third = "tg_3rdPartyOpaqueToken.not-ours"
@@ -876,6 +895,7 @@ func TestThirdPartyBearerStartingLikeAKey(t *testing.T) {
 // 40 s after 20 of 60 went), not 1: a client that honours Retry-After came
 // back every second for the rest of the minute, each time refused.
 func TestAPIKeyLockoutRetryAfter(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"},
 		rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected}\n"})
 	secret, _ := e.newAPIKey("tenant:read")

@@ -69,6 +69,7 @@ func TestBodyNotHeldBeforeAuthorization(t *testing.T) {
 // limit: the client, which sends all of it before it reads, reads its
 // 401, and the connection serves the next request.
 func TestRefusedBodyReadAndDropped(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: uploadRules})
 	body := strings.Repeat("u", 300_000) // over MAX_BODY_BYTES, within the route's limit
 	for _, auth := range []string{"", "Authorization: Bearer not.a.token\r\n"} {
@@ -109,6 +110,7 @@ func TestRefusedBodyReadAndDropped(t *testing.T) {
 // room for its 17 MiB on a loaded machine: it must meet the limit, not
 // the timeout.
 func TestBodyReadFailures(t *testing.T) {
+	t.Parallel()
 	short := start(t, envOpt{rules: uploadRules, vars: map[string]string{"READ_TIMEOUT": "1s"}})
 	roomy := start(t, envOpt{rules: uploadRules, vars: map[string]string{"READ_TIMEOUT": "2m"}})
 	head := func(e *env) string {
@@ -201,6 +203,7 @@ func TestBodySignedAsOfItsEnd(t *testing.T) {
 // while before it closes. Closed at once with the body still arriving,
 // the connection was reset, and the answer lost with it.
 func TestOverLimitBodyAnswered(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: uploadRules})
 	body := strings.Repeat("o", 2<<20) // MAX_BODY_BYTES is 64 KiB
 	for _, tc := range []struct{ name, req string }{
@@ -239,6 +242,7 @@ func TestOverLimitBodyAnswered(t *testing.T) {
 // authproxy_lingering_connections) at most 512 at a time; past that they
 // close at once. Each is counted until it ends, and no longer.
 func TestLingeringBounded(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: uploadRules})
 	const conns = 520
 	var held []net.Conn
@@ -294,6 +298,7 @@ func readAnswers(t *testing.T, br *bufio.Reader, methods []string, want []int) [
 // client, which sends all of it before it reads, reads that answer rather
 // than a reset: the connection lingers as after a 413.
 func TestRefusedBodyPastLimitAnswered(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: uploadRules + "  - {prefix: /private, methods: [POST], upstream: notes, access: protected}\n"})
 	body := strings.Repeat("r", 20<<20)
 	for _, tc := range []struct {
@@ -352,6 +357,7 @@ func TestFailedBodyAnsweredAtOnce(t *testing.T) {
 // TestExpectContinueInvalidCredentials). A request with a valid
 // credential, or to a public route, is told to continue.
 func TestExpectContinueRefusedFromHeaders(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: uploadRules})
 	tok := e.token(nil)
 	secret, _ := e.newAPIKey()
@@ -403,6 +409,7 @@ func TestExpectContinueRefusedFromHeaders(t *testing.T) {
 // is read and dropped), and every byte held is given back when a request
 // ends (authproxy_request_body_bytes back at 0), so the next body is read.
 func TestBodyMemoryBounded(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: uploadRules, vars: map[string]string{"BODY_MEMORY_MB": "1"}})
 	tok := e.token(nil)
 	held := func() float64 {

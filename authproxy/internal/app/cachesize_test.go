@@ -19,6 +19,7 @@ func loadCacheConfig(t *testing.T, vars map[string]string) (*config.Config, erro
 // CACHE_MEMORY_MB at the measured bytes per entry; an explicit size
 // overrides its cache's share.
 func TestCacheEntries(t *testing.T) {
+	t.Parallel()
 	perPair := int64(TokenEntryBytes + projection.EntryBytes)
 	for _, tc := range []struct {
 		vars        map[string]string
@@ -55,6 +56,7 @@ func must(c *config.Config, err error) *config.Config {
 }
 
 func TestCacheBudgetRejectsBadValues(t *testing.T) {
+	t.Parallel()
 	for _, bad := range []map[string]string{
 		{"CACHE_MEMORY_MB": "0"}, {"CACHE_MEMORY_MB": "-5"}, {"CACHE_MEMORY_MB": "64MB"},
 		{"TOKEN_CACHE_SIZE": "0"}, {"PROJECTION_CACHE_SIZE": "many"},

@@ -14,6 +14,7 @@ import (
 // type in its own way (sniffing it, or refusing it with a message of its
 // own) then took for the client's; one sent reaches it unchanged.
 func TestNoContentTypeAdded(t *testing.T) {
+	t.Parallel()
 	e, up := startRawApp(t)
 	tok := e.token(nil)
 	for _, tt := range []struct {
@@ -52,6 +53,7 @@ func TestNoContentTypeAdded(t *testing.T) {
 // sniffed its type or refused it. One the upstream sent reaches the client
 // unchanged.
 func TestNoContentTypeAddedToAnswers(t *testing.T) {
+	t.Parallel()
 	answers := map[string]string{
 		"/bare":  "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
 		"/typed": "HTTP/1.1 200 OK\r\nContent-Type: application/pdf\r\nContent-Length: 3\r\n\r\nabc",

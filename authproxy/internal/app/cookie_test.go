@@ -15,6 +15,7 @@ import (
 // trimmed. Several Cookie lines are joined with "; " (RFC 9113 section
 // 8.2.3, as HTTP/2 to HTTP/1.1 gateways join them).
 func TestCookiesForwardedAsSent(t *testing.T) {
+	t.Parallel()
 	e, up := startRawApp(t)
 	tok := e.token(nil)
 	const quoted = `a=1; messages="9f2c$[[\"__json_message\"\0540\05420\054\"Saved\"]]"; q="x y"; flag;  sp = v `

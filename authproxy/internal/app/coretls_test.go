@@ -44,6 +44,7 @@ func (e *env) postSignIn(body string) result {
 // becomes ready), a projection fetch, an API-key resolution, and the
 // forwarding of a built-in route (a sign-in, its body intact).
 func TestHTTPSIdentityURL(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: keyRules, tlsCore: true, prepare: func(e *env, vars map[string]string) {
 		vars["IDENTITY_CA_FILE"] = e.coreCA.WriteCA(t)
 	}})
@@ -88,6 +89,7 @@ func TestHTTPSIdentityURL(t *testing.T) {
 // UPSTREAM_CA_FILE, which trusts the apps' CA, does not vouch for
 // coreapi: here it holds coreapi's CA, and coreapi is still refused.
 func TestHTTPSIdentityURLUntrusted(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{noPublish: true, tlsCore: true, prepare: func(e *env, vars map[string]string) {
 		vars["UPSTREAM_CA_FILE"] = e.coreCA.WriteCA(t)
 	}})

@@ -14,6 +14,7 @@ func preflightHeaders(origin string) map[string]string {
 }
 
 func TestCORSOff(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	r := e.do("OPTIONS", "/api/v1/users/me", "", preflightHeaders(appOrigin))
 	if r.status == http.StatusNoContent || r.header.Get("Access-Control-Allow-Origin") != "" || r.header.Get("Access-Control-Allow-Methods") != "" {
@@ -27,6 +28,7 @@ func TestCORSOff(t *testing.T) {
 }
 
 func TestCORSListedOrigins(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"CORS_ALLOWED_ORIGINS": "https://APP.example.com:443, http://localhost:3000"}})
 
 	t.Run("a preflight is answered without a token and not forwarded", func(t *testing.T) {
@@ -76,6 +78,7 @@ func TestCORSListedOrigins(t *testing.T) {
 }
 
 func TestCORSCredentials(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"CORS_ALLOWED_ORIGINS": appOrigin, "CORS_ALLOW_CREDENTIALS": "true", "CORS_MAX_AGE": "0s"}})
 	r := e.do("OPTIONS", "/api/v1/users/me", "", preflightHeaders(appOrigin))
 	e.wantStatus(r, http.StatusNoContent)
@@ -86,6 +89,7 @@ func TestCORSCredentials(t *testing.T) {
 
 // TestCORSAnyOrigin: * answers any origin with *, never with credentials.
 func TestCORSAnyOrigin(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"CORS_ALLOWED_ORIGINS": "*"}})
 	r := e.do("OPTIONS", "/api/v1/users/me", "", preflightHeaders("https://anyone.example"))
 	e.wantStatus(r, http.StatusNoContent)
@@ -101,6 +105,7 @@ func TestCORSAnyOrigin(t *testing.T) {
 // TestCORSOnEventStreams: an event stream (written by the proxy itself on
 // the hijacked connection) carries the same CORS headers as any answer.
 func TestCORSOnEventStreams(t *testing.T) {
+	t.Parallel()
 	e, _ := startStreams(t, map[string]string{"CORS_ALLOWED_ORIGINS": appOrigin})
 	req, _ := http.NewRequest("GET", "http://"+e.addr+"/notes/events", nil)
 	req.Header.Set("Authorization", "Bearer "+e.token(nil))
@@ -121,6 +126,7 @@ func TestCORSOnEventStreams(t *testing.T) {
 // TestCORSPreflightLogged: a preflight the proxy answers itself is
 // access-logged with its path, as every other request is.
 func TestCORSPreflightLogged(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"CORS_ALLOWED_ORIGINS": appOrigin, "ACCESS_LOG": "true"}})
 	e.wantStatus(e.do("OPTIONS", "/api/v1/users/me", "", preflightHeaders(appOrigin)), http.StatusNoContent)
 	lines := accessLines(t, e)
@@ -132,6 +138,7 @@ func TestCORSPreflightLogged(t *testing.T) {
 // TestCORSExtraHeaders: CORS_ALLOW_HEADERS and CORS_EXPOSE_HEADERS add to
 // the built-in lists, on preflights and on answers.
 func TestCORSExtraHeaders(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"CORS_ALLOWED_ORIGINS": appOrigin,
 		"CORS_ALLOW_HEADERS": "Idempotency-Key", "CORS_EXPOSE_HEADERS": "ETag, Content-Disposition"}})
 	r := e.do("OPTIONS", "/api/v1/users/me", "", preflightHeaders(appOrigin))

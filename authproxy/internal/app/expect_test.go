@@ -74,6 +74,7 @@ func accessLineOf(t *testing.T, e *env, id string) map[string]any {
 // nothing forwarded, and the same answer, access line outcome and
 // metrics as the handler's for that request with its body.
 func TestExpectContinueInvalidCredentials(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: expectRules, vars: map[string]string{"ACCESS_LOG": "true", "LOG_LEVEL": "info"}})
 	tok := e.token(nil)
 	claims := testenv.DefaultClaims(time.Now(), userID, tenantID, sessionID)
@@ -167,6 +168,7 @@ func TestExpectContinueInvalidCredentials(t *testing.T) {
 // bearer on the token endpoint (which ignores it) and one that
 // Connection names (hygiene removes it before the handler reads it).
 func TestExpectContinueValidCredentials(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: expectRules})
 	tok := e.token(nil)
 	e.wantStatus(e.do("POST", "/uploads/warm", tok, nil), 200)
@@ -248,6 +250,7 @@ func TestExpectContinueJudgedAtItsOwnTime(t *testing.T) {
 // for "100 Continue" gets the handler's answer, 503 with Retry-After, from
 // its headers, and sends no body.
 func TestExpectContinueKeysUnavailable(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: expectRules, noPublish: true})
 	e.core.SetJWKSStatus(500)
 	tok := e.token(nil)
@@ -268,6 +271,7 @@ func TestExpectContinueKeysUnavailable(t *testing.T) {
 // TestExpectContinueTooLargeLogged: a 413 from the headers names its
 // route in the access line, as the handler's 413 does.
 func TestExpectContinueTooLargeLogged(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: expectRules, vars: map[string]string{"ACCESS_LOG": "true"}})
 	conn, br := dialProxy(t, e.addr)
 	expectHeaders(conn, "/uploads/a", "Authorization: Bearer "+e.token(nil)+"\r\n", 17<<20)
@@ -289,6 +293,7 @@ func TestExpectContinueTooLargeLogged(t *testing.T) {
 // route, and on a public one. It was told to continue, sent its body,
 // and was refused then.
 func TestExpectContinueHygieneFirst(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: expectRules, vars: map[string]string{"ACCESS_LOG": "true", "LOG_LEVEL": "info"}})
 	tok := e.token(nil)
 	e.wantStatus(e.do("POST", "/uploads/warm", tok, nil), 200) // cached: the hook would continue it
@@ -363,6 +368,7 @@ func TestExpectContinueHygieneFirst(t *testing.T) {
 // and refused it 401 for its missing token. A preflight from another
 // origin is routed like any request, by the hook as by the handler.
 func TestExpectContinuePreflight(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: expectRules + "  - {prefix: /private, upstream: notes, access: protected}\n",
 		vars: map[string]string{"CORS_ALLOWED_ORIGINS": appOrigin}})
 	preflight := func(path, origin string) string {

@@ -43,6 +43,7 @@ func forwardedPrefix(t *testing.T, e *env) []string {
 // A client's own X-Forwarded-Prefix (any spelling) never reaches the app:
 // the proxy's is the only one.
 func TestForwardedPrefix(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: prefixRules})
 	spoof := map[string]string{"X-Forwarded-Prefix": "/evil", "x_forwarded_prefix": "/evil2"}
 	for _, tc := range []struct {
@@ -85,6 +86,7 @@ func TestForwardedPrefix(t *testing.T) {
 // spaces left out; "/" and empty ones add nothing. On a route without
 // strip_prefix the peer's lines pass as they came.
 func TestForwardedPrefixTrustedOuter(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: prefixRules, vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}})
 	tok := e.token(nil)
 	for _, tc := range []struct {
@@ -127,6 +129,7 @@ func TestForwardedPrefixTrustedOuter(t *testing.T) {
 // client's choosing that a peer cleaning the dashed names let through.
 // The peer's dashed fields are read and extended as before.
 func TestForwardingFieldsWithUnderscoresRemoved(t *testing.T) {
+	t.Parallel()
 	for _, trusted := range []bool{false, true} {
 		var vars map[string]string
 		if trusted {
@@ -169,6 +172,7 @@ func TestForwardingFieldsWithUnderscoresRemoved(t *testing.T) {
 // other requests do (a client's own removed; a trusted peer's outer
 // prefix put first), and those of routes without it carry none.
 func TestStreamForwardedPrefix(t *testing.T) {
+	t.Parallel()
 	for _, trusted := range []bool{false, true} {
 		name, vars, want := "untrusted", map[string]string(nil), func(p string) string { return p }
 		if trusted {

@@ -60,6 +60,7 @@ func summary(reqs []string) string {
 // like a request), GET and HEAD with a body. Nothing of a body is taken
 // for a request, and each forwarded body is the one sent, with its length.
 func TestPipelinedBodiesKeepFraming(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: framingRules})
 	hidden := strings.Repeat(smuggled, 100_000/len(smuggled))
 	var w strings.Builder
@@ -102,6 +103,7 @@ func TestChunkedEndAndNextRequestInOnePacket(t *testing.T) {
 // after the answer: the bytes after it are never read as a request,
 // allowed or refused.
 func TestContentLengthAndChunked(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: framingRules})
 	for _, tc := range []struct {
 		name, head string
@@ -141,6 +143,7 @@ func TestContentLengthAndChunked(t *testing.T) {
 // proxy may have sent as this request's body, read and forwarded as the
 // next request.
 func TestTransferEncodingNotChunkedRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: framingRules})
 	tok := e.token(nil)
 	for _, field := range []string{"Transfer-Encoding: identity", "transfer-encoding: Identity", "TRANSFER-ENCODING: IDENTITY",
@@ -178,6 +181,7 @@ func TestTransferEncodingNotChunkedRefused(t *testing.T) {
 // connection closed; one with neither has no body (RFC 9112 section 6.3):
 // what follows its headers is the next request's.
 func TestHTTP10Bodies(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: framingRules})
 	big := strings.Repeat("h", 20_000)
 	conn, br := dialProxy(t, e.addr)
@@ -200,6 +204,7 @@ func TestHTTP10Bodies(t *testing.T) {
 // request, whether the next request follows in the same write or the
 // body holds what looks like one.
 func TestAfterOverLimitNothingRead(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: framingRules})
 	over := strings.Repeat(smuggled, (70<<10)/len(smuggled)+1) // MAX_BODY_BYTES is 64 KiB
 	for _, tc := range []struct{ name, method, req string }{
@@ -231,6 +236,7 @@ func TestAfterOverLimitNothingRead(t *testing.T) {
 // chunked, with or without a credential; a route's own larger limit
 // takes bodies past MAX_BODY_BYTES and what fasthttp read ahead.
 func TestSmallBodyLimit(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: uploadRules + "  - {prefix: /mid, methods: [POST], upstream: notes, access: public, max_body_bytes: 20000}\n",
 		vars: map[string]string{"MAX_BODY_BYTES": "1000"}})
 	tok := e.token(nil)
@@ -290,6 +296,7 @@ func TestSmallBodyLimit(t *testing.T) {
 // upstream as sent: nothing of an earlier body is forwarded with a later
 // one.
 func TestBodyBufferNotShared(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: framingRules})
 	conn, br := dialProxy(t, e.addr)
 	var want []string
@@ -321,6 +328,7 @@ func TestBodyBufferNotShared(t *testing.T) {
 // it is when the client sends it without waiting. A declared length over
 // the limit is refused without a 100, and the body is never asked for.
 func TestExpectContinueBodies(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: framingRules})
 	tok := e.token(nil)
 	body := strings.Repeat("e", 100_000)
@@ -355,6 +363,7 @@ func TestExpectContinueBodies(t *testing.T) {
 // preflight with a body (answered, not forwarded), a request from a
 // trusted proxy.
 func TestBodiesOnEveryRouteKind(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: framingRules +
 		"  - {prefix: /events, methods: [POST], upstream: notes, access: public, stream_timeout: 5s}\n" +
 		"  - {prefix: /ws, methods: [GET], upstream: notes, access: public, websocket: true}\n",
@@ -414,6 +423,7 @@ func TestReloadWhileBodyArrives(t *testing.T) {
 // same body, read after the decision: the body it was signed with, not
 // another request's.
 func TestRetriedRequestKeepsItsBody(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -510,6 +520,7 @@ func TestLingerEnds(t *testing.T) {
 // lingering. The linger and the shutdown's deadline are two minutes here,
 // so that waiting for either tells.
 func TestShutdownWhileLingering(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: framingRules, linger: 2 * time.Minute, vars: map[string]string{"SHUTDOWN_TIMEOUT": "2m"}})
 	over := fmt.Sprintf("POST /forms/a HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", 1<<20, strings.Repeat("s", 10<<10))
 	conn, br := dialProxy(t, e.addr)

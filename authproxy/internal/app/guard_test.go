@@ -11,6 +11,7 @@ import (
 // a request needing another user's projection is answered 503 with
 // Retry-After at once, and served once the fetch completes.
 func TestProjectionFetchBound(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"PROJECTION_MAX_FETCHES": "1"}})
 	first := e.token(nil)
 	other := e.token(func(c testenv.Claims) { c["sub"] = "00000000-0000-4000-8000-0000000000b2" })

@@ -11,6 +11,7 @@ import (
 // line breaks again before writing a warm state's values as lines:
 // server.TestIdentityLineBreakSetOneByOne.)
 func TestLineBreakInProjectionValueRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	p := defaultProjection()
 	p.Roles = []string{"member\r\nX-Auth-Roles: admin"}
@@ -23,6 +24,7 @@ func TestLineBreakInProjectionValueRefused(t *testing.T) {
 // A warm request's identity headers, written as one block, reach the
 // upstream as separate, verifiable headers, each once.
 func TestWarmIdentityHeadersEachOnce(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	for range 2 {

@@ -11,6 +11,7 @@ import (
 // file) is reached: fasthttp's own dial resolves IPv4 only, and every
 // request to it was 502 ("couldn't find dns entries").
 func TestIPv6Upstream(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: keyRules, ipv6App: true})
 	if !strings.HasPrefix(e.up.URL(), "http://[::1]:") {
 		t.Fatalf("app URL %s", e.up.URL())
@@ -31,6 +32,7 @@ func TestIPv6Upstream(t *testing.T) {
 // forwarding of coreapi's routes: each failed before (the key set, which
 // comes through Go's HTTP client, was fetched, and the proxy was ready).
 func TestIPv6IdentityURL(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		tls  bool

@@ -80,6 +80,7 @@ func TestKeysChangedEvent(t *testing.T) {
 // within the refetch cooldown, which try no fetch of their own; once the
 // set is fetched again the token is served.
 func TestUnknownKidWhileKeySetUnreachable(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"JWKS_REFETCH_COOLDOWN": "1m", "JWKS_REFRESH_INTERVAL": "1h"}})
 	next := testenv.NewKey(t, "20260201T000000Z-0000bbbb", jwa.EdDSA)
 	tok := testenv.Sign(t, next, testenv.DefaultClaims(time.Now(), userID, tenantID, sessionID), nil)
@@ -103,6 +104,7 @@ func TestUnknownKidWhileKeySetUnreachable(t *testing.T) {
 // one whose publisher says it must verify nothing) verifies no token,
 // whatever its use and alg say; a key whose key_ops name verify does.
 func TestKeyOpsWithoutVerifyNotUsed(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		ops  []string

@@ -14,6 +14,7 @@ import (
 // (promlint) and the naming conventions of docs/operations.md, and has no
 // family that stays zero but the events a healthy run does not have.
 func TestMetricsLint(t *testing.T) {
+	t.Parallel()
 	e, _ := startStreams(t, nil)
 	tok := e.token(nil)
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)

@@ -16,6 +16,7 @@ import (
 // built-in step-up routes for users with MFA, and the tenant's MFA policy
 // are decided at the proxy from the token and the projection.
 func TestStepUpAtTheEdge(t *testing.T) {
+	t.Parallel()
 	rulesFile := appUpstream + `
 routes:
   - prefix: /notes
@@ -155,6 +156,7 @@ func TestMFAPolicyConfinesSignedInMembers(t *testing.T) {
 // TestMFATokenIsNotAnAccessToken: the mfa_token of a sign-in challenge is
 // refused as a bearer.
 func TestMFATokenIsNotAnAccessToken(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	e.wantProblem(e.do("GET", "/api/v1/users/me", "mfa_dGhpcyBpcyBub3QgYSBqd3QgYXQgYWxsLCBqdXN0IGJ5dGVz", nil), 401, problem.CodeInvalidToken)
 	e.wantNothingForwarded()

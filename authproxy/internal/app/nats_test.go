@@ -15,6 +15,7 @@ import (
 // After a user or session event, that user's token gets 401 or
 // 403 on the next request.
 func TestInvalidationEvents(t *testing.T) {
+	t.Parallel()
 	rulesFile := appUpstream + "routes:\n  - prefix: /notes\n    methods: [GET]\n    upstream: notes\n    access: protected\n    permissions: [notes:read]\n"
 	tests := []struct {
 		name    string
@@ -74,6 +75,7 @@ func TestInvalidationEvents(t *testing.T) {
 // An invalidation arriving during a slow fetch must not leave a
 // stale entry behind.
 func TestInvalidationDuringSlowFetch(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	gate := make(chan struct{})
@@ -171,6 +173,7 @@ func TestNATSOutage(t *testing.T) {
 // authproxy_invalidation_feed_stale; the next heartbeat ends that with a
 // purge, as a reconnection does.
 func TestHeartbeatSilence(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"MAX_STALENESS": "30s", "NATS_HEARTBEAT_TIMEOUT": "5s"}})
 	stale := func() float64 {
 		_, body := get(t, "http://"+e.admin+"/metrics")
@@ -221,6 +224,7 @@ func TestHeartbeatSilence(t *testing.T) {
 // before the revocation is not trusted again for its TTL: the heartbeat's
 // purge makes the proxy ask coreapi.
 func TestHeartbeatAfterLostRevocation(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"MAX_STALENESS": "30s", "NATS_HEARTBEAT_TIMEOUT": "5s"}})
 	tok := e.token(nil)
 	e.publish(invalidation.SubjectHeartbeat)
@@ -261,6 +265,7 @@ func TestHeartbeatAfterLostRevocation(t *testing.T) {
 // authproxy_outbox_relays_unheard), cached projections are trusted for
 // MAX_STALENESS only, and r2's beat ends it with a purge.
 func TestUnheardRelay(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"MAX_STALENESS": "30s", "NATS_HEARTBEAT_TIMEOUT": "5s"}})
 	metric := func(name string) float64 {
 		_, body := get(t, "http://"+e.admin+"/metrics")

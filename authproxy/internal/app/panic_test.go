@@ -22,6 +22,7 @@ func (panicTransport) RoundTrip(*fasthttp.HostClient, *fasthttp.Request, *fastht
 // body and request id, is logged with that id, and the proxy goes on
 // serving the next request.
 func TestPanicInAStageAnswers500AndServesOn(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
@@ -55,6 +56,7 @@ func TestPanicInAStageAnswers500AndServesOn(t *testing.T) {
 // in the call that resolves an API key) is answered 500 as in the handler,
 // before the body, and the proxy goes on serving.
 func TestPanicInExpectHookAnswers500(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: uploadRules})
 	secret, _ := e.newAPIKey("tenant:read")
 	saved := e.app.internal.Transport
@@ -97,6 +99,7 @@ func deep(n int, f func()) {
 // an error is, with its stack (cut to logging.MaxStackBytes: a panic deep
 // in a recursion has one of any size).
 func TestPanicValueIsRedactedAndCut(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	hcs := e.app.Server.Router().Clients

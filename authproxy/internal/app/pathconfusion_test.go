@@ -95,6 +95,7 @@ func upstreamReaders() map[string]func(raw string) string {
 // under the prefix the proxy authorized (a public one: no request below
 // carries a credential, except where tok is set).
 func TestRequestTargetConfusion(t *testing.T) {
+	t.Parallel()
 	notes, billing := newRawUpstream(t), newRawUpstream(t)
 	e := start(t, envOpt{rules: "upstreams:\n" +
 		"  notes: {url: http://" + notes.ln.Addr().String() + ", key_id: app-notes}\n" +

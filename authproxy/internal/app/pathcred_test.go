@@ -19,6 +19,7 @@ import (
 // token is recorded nowhere; a client (or an app's links) may put the
 // same secrets in the path, and they were written out whole.
 func TestCredentialInPathNotRecorded(t *testing.T) {
+	t.Parallel()
 	sum := sha256.Sum256([]byte("a refresh token"))
 	refresh := base64.RawURLEncoding.EncodeToString(sum[:])
 	key := "tg_abcdefghij012345_Q7xk2LmN9pRsT4vWyZ1aBcDeFgHiJkLmNoPqRsTuVwX"

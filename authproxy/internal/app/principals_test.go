@@ -19,6 +19,7 @@ import (
 // principal_not_allowed and nothing reaches coreapi; a user, and a
 // principal the rule does not refuse, are forwarded as themselves.
 func TestAccountRoutesByPrincipal(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	perms := []string{"tenant:read", "tenant:write", "users:read", "users:write", "roles:read", "roles:write", "audit:read", "api-keys:write"}
 	p := defaultProjection()

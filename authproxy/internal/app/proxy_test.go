@@ -25,6 +25,7 @@ import (
 )
 
 func TestProtectedRequestForwardedSigned(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	r := e.do("GET", "/api/v1/users/me?x=1&y=%2F", e.token(nil), nil)
 	e.wantStatus(r, 200)
@@ -46,6 +47,7 @@ func TestProtectedRequestForwardedSigned(t *testing.T) {
 // Client identity headers never reach the upstream, on public and
 // protected routes, whatever their spelling.
 func TestClientIdentityHeadersStripped(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	spellings := []string{"X-Auth-User-Id", "x-auth-user-id", "X_Auth_User_Id", "X-AUTH-ROLES", "x_auth_signature"}
 	routes := []struct {
@@ -97,6 +99,7 @@ func TestClientIdentityHeadersStripped(t *testing.T) {
 // the caller is (its signed X-Auth-* fields). Each is sent alone, so the
 // scan that decides whether anything is to be removed must know it too.
 func TestOtherAuthLayersIdentityFieldsRemovedFromEveryPeer(t *testing.T) {
+	t.Parallel()
 	const sent = "client-chosen-admin"
 	names := []string{"Remote-User", "remote-user", "Remote_User", "Remote-Groups", "Remote-Email", "REMOTE-NAME",
 		"X-Remote-User", "x_remote_user", "X-Remote-Group", "X-Remote-Extra-Scopes", "x-remote-extra-org",
@@ -138,6 +141,7 @@ func TestOtherAuthLayersIdentityFieldsRemovedFromEveryPeer(t *testing.T) {
 
 // Connection cannot be used to remove the injected headers.
 func TestConnectionCannotRemoveInjectedHeaders(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	r := e.raw("GET /api/v1/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + e.token(nil) +
 		"\r\nConnection: X-Auth-User-Id, X-Auth-Signature, x-auth-timestamp, X-Custom\r\nX-Custom: hop\r\n\r\n")
@@ -156,6 +160,7 @@ func TestConnectionCannotRemoveInjectedHeaders(t *testing.T) {
 // token, though the header scan at the request's start saw one (and the
 // token is warm in the cache).
 func TestConnectionNamedAuthorizationRemovedBeforeLookup(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200) // warm
@@ -167,6 +172,7 @@ func TestConnectionNamedAuthorizationRemovedBeforeLookup(t *testing.T) {
 // Forged and invalid tokens are refused with 401 invalid_token and
 // never forwarded.
 func TestRejectedTokens(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	now := time.Now()
 	good := func() testenv.Claims { return testenv.DefaultClaims(now, userID, tenantID, sessionID) }
@@ -272,6 +278,7 @@ func TestRejectedTokens(t *testing.T) {
 }
 
 func TestAuthorizationHeaderShapes(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	tests := []struct {
@@ -304,6 +311,7 @@ func TestAuthorizationHeaderShapes(t *testing.T) {
 // Path tricks cannot reach a protected route without a token, and
 // the forwarded path is the normalized one.
 func TestPathTricks(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tests := []struct {
 		path   string
@@ -352,6 +360,7 @@ func TestPathTricks(t *testing.T) {
 
 // coreapi's internal endpoints are never reachable through the proxy.
 func TestInternalNeverForwarded(t *testing.T) {
+	t.Parallel()
 	// Even with an app catch-all behind "/".
 	e := start(t, envOpt{rules: appUpstream + "routes:\n  - prefix: /\n    upstream: notes\n    access: protected\n"})
 	tok := e.token(nil)
@@ -387,6 +396,7 @@ func TestInternalNeverForwarded(t *testing.T) {
 }
 
 func TestRoutesOutsideAPIAre404(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	for _, p := range []string{"/", "/metrics", "/admin", "/apiv1/users", "/api", "/api/v1", "/api/v1/other", "/notes"} {
 		t.Run(p, func(t *testing.T) {
@@ -404,6 +414,7 @@ func TestRoutesOutsideAPIAre404(t *testing.T) {
 
 // Each token is verified once, however many requests carry it.
 func TestTokenVerifiedOnce(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	before := e.verifications()
@@ -461,6 +472,7 @@ func TestExpRecheckedOnHit(t *testing.T) {
 // Keys removed upstream stop verifying, cached tokens included; an
 // unknown kid causes one shared refetch, then a cooldown.
 func TestKeyRotation(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	old := e.token(nil)
 	e.wantStatus(e.do("GET", "/api/v1/users/me", old, nil), 200)
@@ -517,6 +529,7 @@ func TestKeyRotation(t *testing.T) {
 }
 
 func TestDecisions(t *testing.T) {
+	t.Parallel()
 	rulesFile := appUpstream + `
 routes:
   - prefix: /notes
@@ -589,6 +602,7 @@ routes:
 }
 
 func TestUpstreamUnreachable(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	e.core.Shutdown()
@@ -619,6 +633,7 @@ func TestUpstreamUnreachable(t *testing.T) {
 // shutdown closes its idle connections, as the kernel does for a killed
 // process.)
 func TestUpstreamStoppedWithPooledConns(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200) // projection cached
@@ -665,6 +680,7 @@ func TestUpstreamStoppedWithPooledConns(t *testing.T) {
 // timestamp, the same identity, client and forwarding headers, and is
 // counted.
 func TestRetrySignedAnew(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name, access, token string
 		trusted             bool
@@ -745,6 +761,7 @@ func TestRetrySignedAnew(t *testing.T) {
 }
 
 func TestBodyLimit(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	req, _ := http.NewRequest("POST", "http://"+e.addr+"/api/v1/auth/token", strings.NewReader(strings.Repeat("a", 70000)))
 	resp, err := e.client.Do(req)
@@ -760,6 +777,7 @@ func TestBodyLimit(t *testing.T) {
 }
 
 func TestForwardedHeadersTrust(t *testing.T) {
+	t.Parallel()
 	for _, trusted := range []bool{false, true} {
 		t.Run(fmt.Sprint("trusted=", trusted), func(t *testing.T) {
 			vars := map[string]string{"TRUSTED_PROXY_CIDRS": "10.0.0.0/8"}
@@ -806,6 +824,7 @@ func TestForwardedHeadersTrust(t *testing.T) {
 // request's id; a malformed one is replaced (an untrusted peer's always is:
 // TestRequestIDFromUntrustedPeerReplaced).
 func TestRequestID(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}})
 	r := e.do("GET", "/api/v1/users/me", e.token(nil), map[string]string{"X-Request-Id": "abc-123"})
 	if r.header.Get("X-Request-Id") != "abc-123" || e.core.Last(t).Headers["X-Request-Id"][0] != "abc-123" {
@@ -820,6 +839,7 @@ func TestRequestID(t *testing.T) {
 // Ids the proxy makes are distinct, whichever CPU each request runs on
 // (they come from a per-CPU sequence), and carry the process's prefix.
 func TestRequestIDsDistinct(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	const workers, each = 8, 25
@@ -865,6 +885,7 @@ func TestRequestIDsDistinct(t *testing.T) {
 // (whose headers are set one by one). A valid id is kept from a trusted
 // peer only.
 func TestRequestIDForwardedOnce(t *testing.T) {
+	t.Parallel()
 	for name, vars := range map[string]map[string]string{"untrusted": nil, "trusted": {"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}} {
 		t.Run(name, func(t *testing.T) { requestIDForwardedOnce(t, start(t, envOpt{vars: vars}), vars != nil) })
 	}
@@ -903,6 +924,7 @@ func requestIDForwardedOnce(t *testing.T, e *env, trusted bool) {
 // The response is streamed: the client gets the first chunk while
 // the upstream is still blocked before writing the rest.
 func TestResponseStreamed(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	gate := make(chan struct{})
 	e.core.StreamGate.Store(&gate)
@@ -935,6 +957,7 @@ func TestResponseStreamed(t *testing.T) {
 // A projection coreapi should never send (another user's, or list values
 // that would make the signed headers ambiguous) is refused with 502.
 func TestBadProjectionRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tests := []struct {
 		name string
@@ -968,6 +991,7 @@ func TestBadProjectionRefused(t *testing.T) {
 // badly (502, logged, counted), and the user gets through as soon as
 // coreapi answers.
 func TestProjectionNotFoundElsewhere(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	e.core.ProjectionAnswer.Store(&testenv.Answer{Status: 404, ContentType: "application/problem+json",
@@ -990,6 +1014,7 @@ func TestProjectionNotFoundElsewhere(t *testing.T) {
 // A slow upstream is cut off by UPSTREAM_TIMEOUT (504), and waiting
 // for a free upstream connection is bounded by UPSTREAM_MAX_CONN_WAIT (503).
 func TestUpstreamBoundedWaits(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{
 		"UPSTREAM_TIMEOUT": "300ms", "UPSTREAM_MAX_CONNS": "1", "UPSTREAM_MAX_CONN_WAIT": "200ms",
 	}})
@@ -1023,6 +1048,7 @@ func TestUpstreamBoundedWaits(t *testing.T) {
 // Request id and timing are outermost: a request refused by a
 // later middleware (normalization) still gets a request id and is timed.
 func TestObserveIsOutermost(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	// The series appears with the first 400.
 	before := max(metricCount(t, e, `authproxy_request_duration_seconds_count{code="400"}`), 0)
@@ -1044,6 +1070,7 @@ func metricCount(t *testing.T, e *env, name string) float64 {
 
 // The background refresh alone drops keys removed upstream.
 func TestBackgroundRefreshDropsKeys(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"JWKS_REFRESH_INTERVAL": "1s"}})
 	tok := e.token(nil)
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, nil), 200)
@@ -1058,6 +1085,7 @@ func TestBackgroundRefreshDropsKeys(t *testing.T) {
 // the upstream's own address as its Host and X-Forwarded-Host, the host
 // an app takes the client to have asked for. With a Host it goes on.
 func TestHTTP10WithoutHost(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	tok := e.token(nil)
 	r := e.raw("GET /api/v1/users/me HTTP/1.0\r\nAuthorization: Bearer " + tok + "\r\n\r\n")
@@ -1073,6 +1101,7 @@ func TestHTTP10WithoutHost(t *testing.T) {
 }
 
 func TestMethods(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	for _, m := range []string{"HEAD", "GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"} {
 		t.Run(m, func(t *testing.T) {
@@ -1092,6 +1121,7 @@ func TestMethods(t *testing.T) {
 // through optional routes, signed with its own key, while a token is good
 // at coreapi and every other app. coreapi's own public routes keep it.
 func TestPublicAppRouteDropsOurTokens(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	e.core.SetProjection(notesProjection())
 	tok := e.token(nil)
@@ -1147,6 +1177,7 @@ func foreignToken(t *testing.T) string {
 // token of ours. Telling it apart fetches nothing. A third party's token
 // (another issuer) still reaches the app as it came.
 func TestAppRoutesDropOurTokensWhateverTheKey(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	e.core.SetProjection(notesProjection())
 	retired := e.token(nil)
@@ -1217,6 +1248,7 @@ func TestAppRoutesDropOurTokensWhateverTheKey(t *testing.T) {
 // scheme or none ("token tg_...", as some APIs ask for theirs): the app
 // behind the route would get the user's credentials.
 func TestOptionalAppRouteDropsOurCredentials(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	e.core.SetProjection(notesProjection())
 	tok := e.token(nil)
@@ -1248,6 +1280,7 @@ func TestOptionalAppRouteDropsOurCredentials(t *testing.T) {
 // identity replaces it); on coreapi's public routes the request is left
 // alone.
 func TestAuthorizationNotForwarded(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	e.wantStatus(e.do("GET", "/api/v1/users/me", e.token(nil), nil), 200)
 	if a, ok := e.wantSigned().Headers["Authorization"]; ok {
@@ -1262,6 +1295,7 @@ func TestAuthorizationNotForwarded(t *testing.T) {
 // A token whose kid is unknown during the refetch cooldown is not
 // remembered as bad: once the key is fetched it works at once.
 func TestUnknownKidNotNegativelyCached(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	k2 := testenv.NewKey(t, "20260501T000000Z-0000eeee", jwa.EdDSA)
 	tok := testenv.Sign(t, k2, testenv.DefaultClaims(time.Now(), userID, tenantID, sessionID), nil)

@@ -14,6 +14,7 @@ import (
 // are full problem answers (request id, and the path as instance when the
 // request line could be read), access-logged and counted like any other.
 func TestRefusedRequests(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules, vars: map[string]string{"ACCESS_LOG": "true"}})
 	tok := e.token(nil)
 	count4xx := func() int {
@@ -99,6 +100,7 @@ func TestRefusedRequests(t *testing.T) {
 // tail alone falls in the quoted part, a WebSocket subprotocol's token, a
 // cookie, another scheme's credentials), reach the log.
 func TestRefusedRequestsLogNoRequestBytes(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules, vars: map[string]string{"LOG_LEVEL": "info"}})
 	tok := e.token(nil)
 	secrets := []string{tok[len(tok)-40:], tok[20:60], "COOKIESECRET", "TOKENSECRET"}
@@ -126,6 +128,7 @@ func TestRefusedRequestsLogNoRequestBytes(t *testing.T) {
 // its header bytes (a session cookie the upstream set, say) never reach
 // the proxy's log.
 func TestBadUpstreamAnswerLogsNoResponseBytes(t *testing.T) {
+	t.Parallel()
 	url := cannedUpstream(t, "HTTP/1.1 200 OK\r\nSet-Cookie: sid=UPSTREAMSECRET\r\nX-Broken-Without-Colon\r\n"+
 		"X-Pad: "+strings.Repeat("p", 300)+"\r\nSet-Cookie: other=TAILSECRET\x01\r\nContent-Length: 0\r\n\r\n")
 	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
@@ -154,6 +157,7 @@ func TestBadUpstreamAnswerLogsNoResponseBytes(t *testing.T) {
 // counted, access-logged (the method clipped), and not forwarded. Fiber
 // answered it by itself, in plain text, and nothing recorded it.
 func TestUnknownMethodRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules, vars: map[string]string{"ACCESS_LOG": "true"}})
 	tok := e.token(nil)
 	long := strings.Repeat("M", 200)

@@ -44,6 +44,7 @@ func (e *env) writeRules(text string) {
 }
 
 func TestRulesReloadOnChange(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: rulesA})
 	if g := e.generation(); g != 1 {
 		t.Fatalf("generation = %v, want 1", g)
@@ -61,6 +62,7 @@ func TestRulesReloadOnChange(t *testing.T) {
 // TestRulesReloadBesideABusyFile: a file written without pause in the
 // rules file's directory (a log) does not hold the reload back.
 func TestRulesReloadBesideABusyFile(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: rulesA})
 	busy := filepath.Join(filepath.Dir(e.app.cfg.RulesFile), "service.log")
 	stop, done := make(chan struct{}), make(chan struct{})
@@ -89,6 +91,7 @@ func TestRulesReloadBesideABusyFile(t *testing.T) {
 // A change made after the proxy read the file but before its watch was
 // set sends no event; the watcher's first check still loads it.
 func TestRulesChangedWhileStartingLoaded(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: rulesA, beforeServe: func(e *env) { e.writeRules(rulesB) }})
 	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 2) })
 	e.wantStatus(e.do("GET", "/extra", "", nil), 200)
@@ -139,6 +142,7 @@ func TestRulesUnchangedNotReloadedAtStart(t *testing.T) {
 }
 
 func TestRulesReloadSyntaxErrorKeepsRules(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: rulesA})
 	for i, bad := range []string{
 		"routes: [", // YAML syntax error
@@ -181,6 +185,7 @@ func TestRulesReloadSyntaxErrorKeepsRules(t *testing.T) {
 // previous rules instead of dropping every app route. The complete file
 // then loads.
 func TestRulesReloadHalfWrittenFileKeepsRules(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: rulesA})
 	for i, part := range []string{"", "# authproxy rules\n", appUpstream, appUpstream + "routes:\n"} {
 		if err := os.WriteFile(e.app.cfg.RulesFile, []byte(e.appRules(part)), 0o600); err != nil {
@@ -201,6 +206,7 @@ func TestRulesReloadHalfWrittenFileKeepsRules(t *testing.T) {
 }
 
 func TestRulesReloadSIGHUPPath(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: rulesA})
 	// An explicit reload with unchanged content still swaps.
 	if err := e.app.ReloadRules(); err != nil {
@@ -225,6 +231,7 @@ func TestRulesReloadSIGHUPPath(t *testing.T) {
 // A Kubernetes ConfigMap volume updates by swapping a "..data" symlink:
 // the file the proxy names never changes itself.
 func TestRulesReloadConfigMapSwap(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	e := start(t, envOpt{prepare: func(e *env, vars map[string]string) {
 		for name, text := range map[string]string{"..2026_01": rulesA, "..2026_02": rulesB} {
@@ -258,6 +265,7 @@ func TestRulesReloadConfigMapSwap(t *testing.T) {
 // A request in flight finishes on the rules it started with, even when a
 // reload removes its upstream.
 func TestRulesReloadInFlight(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: rulesA})
 	gate := make(chan struct{})
 	e.up.StreamGate.Store(&gate)
@@ -286,6 +294,7 @@ func TestRulesReloadInFlight(t *testing.T) {
 // judged by two tables (before, the handler routed it again, on the new
 // one, and refused it 404).
 func TestRulesReloadAfterContinue(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: rulesA})
 	conn, br := dialProxy(t, e.addr)
 	if _, err := io.WriteString(conn, "POST /app/x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"); err != nil {
@@ -391,6 +400,7 @@ func (e *env) writeFile(path, text string) {
 // ..<timestamp>: the directory holding the file is the timestamped one,
 // which each update deletes. Every update is seen, not only the first.
 func TestRulesReloadConfigMapKeyInADirectory(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	e := start(t, envOpt{prepare: func(e *env, vars map[string]string) {
 		e.writeFile(filepath.Join(dir, "..2026_01", "conf", "rules.yaml"), rulesA)
@@ -422,6 +432,7 @@ func TestRulesReloadConfigMapKeyInADirectory(t *testing.T) {
 // RULES_FILE under a symlinked directory (current -> releases/1, switched
 // by a deploy) follows the link when it is switched.
 func TestRulesReloadSymlinkedDirectorySwitched(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	e := start(t, envOpt{prepare: func(e *env, vars map[string]string) {
 		e.writeFile(filepath.Join(dir, "releases", "1", "rules.yaml"), rulesA)
@@ -448,6 +459,7 @@ func TestRulesReloadSymlinkedDirectorySwitched(t *testing.T) {
 // The rules file's directory replaced by another (moved away, a new one
 // made in its place) is watched in its new form.
 func TestRulesReloadDirectoryReplaced(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "conf")
 	e := start(t, envOpt{prepare: func(e *env, vars map[string]string) {
@@ -469,6 +481,7 @@ func TestRulesReloadDirectoryReplaced(t *testing.T) {
 // watchPoints stops at a symlink loop, and watches for a missing
 // directory to be made in its parent.
 func TestWatchPointsLoopAndMissing(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if err := os.Symlink("b", filepath.Join(dir, "a")); err != nil {
 		t.Fatal(err)
@@ -489,6 +502,7 @@ func TestWatchPointsLoopAndMissing(t *testing.T) {
 // A reloaded file whose upstream URL carries a password is refused, and
 // the log of the refusal does not hold the password.
 func TestRulesReloadURLPasswordNotLogged(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: rulesA})
 	e.writeRules("upstreams:\n  notes:\n    url: http://admin:s3cr3t@127.0.0.1:1\n    key_id: app-notes\nroutes: []\n")
 	testenv.Eventually(t, func() error { return testenv.Want("reload failures", e.reloadFailures(), 1) })
@@ -507,6 +521,7 @@ func TestRulesReloadURLPasswordNotLogged(t *testing.T) {
 // it) goes back to 0. It stayed 1 because the content equalled the last
 // one read and was skipped, until the next change of the file.
 func TestRulesReloadFileRestoredAfterRemoval(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: rulesA})
 	p := e.app.cfg.RulesFile
 	if err := os.Remove(p); err != nil {
@@ -531,6 +546,7 @@ func TestRulesReloadFileRestoredAfterRemoval(t *testing.T) {
 // kept, the refusal logged and counted), not read whole into a serving
 // proxy's memory.
 func TestRulesReloadOversizedFileRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: rulesA})
 	huge := rulesB + strings.Repeat("#"+strings.Repeat("x", 1023)+"\n", rules.MaxFileSize>>10)
 	e.writeRules(huge)
@@ -546,6 +562,7 @@ func TestRulesReloadOversizedFileRefused(t *testing.T) {
 // TestRulesReloadLogsHeadWithoutGet: a reloaded file whose route admits
 // HEAD but not GET is taken, with its warning in the log (as at start).
 func TestRulesReloadLogsHeadWithoutGet(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: rulesA})
 	e.writeRules(appUpstream + "routes:\n  - {prefix: /notes, methods: [HEAD, POST], upstream: notes, access: public}\n")
 	if err := e.app.ReloadRules(); err != nil {

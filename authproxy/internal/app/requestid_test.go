@@ -15,6 +15,7 @@ import (
 // trusted peer (an ingress that set the id), a well-formed id is kept.
 // Both access log writers (buffered lines and slog) are checked.
 func TestRequestIDFromUntrustedPeerReplaced(t *testing.T) {
+	t.Parallel()
 	for _, slogAccess := range []bool{false, true} {
 		name := map[bool]string{false: "lines", true: "slog"}[slogAccess]
 		t.Run(name+"/untrusted", func(t *testing.T) {

@@ -99,6 +99,7 @@ func rawSend(t testing.TB, addr, req string) string {
 // client's userinfo into an Authorization header on a protected route,
 // after the proxy removed the client's bearer.
 func TestNetworkPathRequestLineForwardsNoAuthorization(t *testing.T) {
+	t.Parallel()
 	up := newRawUpstream(t)
 	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: http://" + up.ln.Addr().String() + "\n    key_id: app-notes\nroutes:\n" +
 		"  - {prefix: /notes, upstream: notes, access: protected, permissions: [notes:read]}\n"})
@@ -128,6 +129,7 @@ func TestNetworkPathRequestLineForwardsNoAuthorization(t *testing.T) {
 // HTTP/1.0 as itself; any other version is refused with 505 and nothing
 // is forwarded.
 func TestRequestLineHTTPVersion(t *testing.T) {
+	t.Parallel()
 	up := newRawUpstream(t)
 	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: http://" + up.ln.Addr().String() + "\n    key_id: app-notes\nroutes:\n" +
 		"  - {prefix: /notes, upstream: notes, access: public}\n"})
@@ -163,6 +165,7 @@ func TestRequestLineHTTPVersion(t *testing.T) {
 // starting with '/', which the client never sent. Another method with
 // the target "*" is malformed (fasthttp refuses it before the proxy).
 func TestOptionsAsteriskRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	for _, c := range []struct{ line, code, detail string }{
 		{"OPTIONS *", problem.CodeBadPath, "OPTIONS * (the server's options as a whole) is not served"},
@@ -192,6 +195,7 @@ func TestOptionsAsteriskRefused(t *testing.T) {
 // every route kind, before anything is forwarded; a request with its
 // fields well formed, and a value with spaces, still goes through.
 func TestSpaceInFieldNameRefused(t *testing.T) {
+	t.Parallel()
 	up := newRawUpstream(t)
 	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: http://" + up.ln.Addr().String() + "\n    key_id: app-notes\nroutes:\n" +
 		"  - {prefix: /notes, upstream: notes, access: protected, permissions: [notes:read]}\n" +
@@ -233,6 +237,7 @@ func TestSpaceInFieldNameRefused(t *testing.T) {
 // connection to the proxy, another client's perhaps, as that body. A
 // sender must not fold lines; RFC 9112 lets a recipient refuse them.
 func TestObsFoldRefused(t *testing.T) {
+	t.Parallel()
 	up := newRawUpstream(t)
 	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: http://" + up.ln.Addr().String() + "\n    key_id: app-notes\nroutes:\n" +
 		"  - {prefix: /notes, upstream: notes, access: protected, permissions: [notes:read]}\n" +
@@ -328,6 +333,7 @@ func forwardedAs(t *testing.T, e *env, up *rawUpstream, head, body string) *http
 // a protected route, credentials of the client's choosing beside the
 // signed identity.
 func TestUserinfoInHostRefused(t *testing.T) {
+	t.Parallel()
 	e, up := startRawApp(t)
 	tok := e.token(nil)
 	if r := e.raw("GET /notes/a HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + tok + "\r\nConnection: close\r\n\r\n"); r.status != 200 {
@@ -362,6 +368,7 @@ func TestUserinfoInHostRefused(t *testing.T) {
 // angle brackets through and decodes percent-encoded bytes outside ASCII,
 // which reached the app, the Host field checked alone.
 func TestMalformedHostRefused(t *testing.T) {
+	t.Parallel()
 	e, up := startRawApp(t)
 	tok := e.token(nil)
 	send := func(target, host string) result {
@@ -416,6 +423,7 @@ func TestMalformedHostRefused(t *testing.T) {
 // of (the first, or the last): one host to the proxy and to a front that
 // matched it whole, another to the app building its links from it.
 func TestCommaInHostRefused(t *testing.T) {
+	t.Parallel()
 	e, up := startRawApp(t)
 	tok := e.token(nil)
 	n := len(up.all())
@@ -448,6 +456,7 @@ func TestCommaInHostRefused(t *testing.T) {
 // the bound it is cleaned and forwarded. Each removal walks every field,
 // so a header block of such fields cost milliseconds of CPU per request.
 func TestTooManyFieldsToRemoveRefused(t *testing.T) {
+	t.Parallel()
 	e, up := startRawApp(t)
 	tok := e.token(nil)
 	many := func(format string, n int) string {

@@ -11,6 +11,7 @@ import (
 // whose authority it becomes (RFC 9112 section 3.2.2), and userinfo never
 // becomes an Authorization header upstream.
 func TestForwardedRequestLine(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	for _, tc := range []struct {
 		name, line, host, wantURI, wantHost string

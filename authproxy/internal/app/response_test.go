@@ -77,6 +77,7 @@ func scriptedUpstream(t *testing.T, answer func(path string) string) string {
 // hop-by-hop ones nor those its Connection names, and its wish to close
 // that connection does not close the client's. Stream routes too.
 func TestUpstreamHopByHopAnswerFieldsRemoved(t *testing.T) {
+	t.Parallel()
 	url := cannedUpstream(t, hopAnswer)
 	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
 		"  - {prefix: /events, upstream: notes, access: public, stream_timeout: 10s}\n" +
@@ -139,6 +140,7 @@ func TestUpstreamHopByHopAnswerFieldsRemoved(t *testing.T) {
 // Upgrade and the upstream's "Connection: close", which then closed the
 // client's connection) to reach the client.
 func TestUpstreamHopByHopAnswerFieldsRemovedInEverySpelling(t *testing.T) {
+	t.Parallel()
 	url := cannedUpstream(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"+
 		"Keep_Alive: a\r\nProxy_Connection: b\r\nProxy_Authenticate: c\r\nProxy_Authorization: d\r\nTransfer_Encoding: e\r\n"+
 		"Te: f\r\nKeep-Alive: g\r\nProxy-Connection: h\r\nProxy-Authorization: i\r\n"+
@@ -179,6 +181,7 @@ func TestUpstreamHopByHopAnswerFieldsRemovedInEverySpelling(t *testing.T) {
 // traceresponse and its tracer's own formats, its Server-Timing) stop at
 // the proxy, on forwarded and stream routes alike; its other fields pass.
 func TestUpstreamDiagnosticAnswerFieldsRemoved(t *testing.T) {
+	t.Parallel()
 	url := cannedUpstream(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"+
 		"traceresponse: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"+
 		"Server-Timing: db;dur=53;desc=\"orders-primary\", cache;dur=2\r\nServer-Timing: total;dur=61\r\n"+
@@ -216,6 +219,7 @@ func TestUpstreamDiagnosticAnswerFieldsRemoved(t *testing.T) {
 // the client as the upstream wrote them, with a second Connection field,
 // "close", from an HTTP/1.0 upstream.
 func TestUpstreamSwitchingProtocolsCleaned(t *testing.T) {
+	t.Parallel()
 	url := cannedUpstream(t, "HTTP/1.0 101 Switching \x01Protocols\r\nConnection: Upgrade, X-Upstream-Hop\r\nUpgrade: websocket\r\n"+
 		"X-Upstream-Hop: internal\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nTrailer: X-T\r\n"+
 		"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nX-App: kept\r\n\r\n")
@@ -254,6 +258,7 @@ func TestUpstreamSwitchingProtocolsCleaned(t *testing.T) {
 // that asked for no upgrade is refused with 502. The proxy streamed a body
 // that was not there and stopped with a nil pointer: the process ended.
 func TestStreamRouteAnswerWithoutBody(t *testing.T) {
+	t.Parallel()
 	up := func(answer, key string) string {
 		return "    url: " + cannedUpstream(t, answer) + "\n    key_id: " + key + "\n"
 	}
@@ -299,6 +304,7 @@ func TestStreamRouteAnswerWithoutBody(t *testing.T) {
 // front proxy that saw the client ask for an upgrade) that the connection
 // had left HTTP, while the proxy went on reading requests from it.
 func TestUpstreamSwitchingProtocolsRefused(t *testing.T) {
+	t.Parallel()
 	url := cannedUpstream(t, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nX-App: kept\r\n\r\nnot http")
 	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
 		"  - {prefix: /, upstream: notes, access: public}\n"})
@@ -328,6 +334,7 @@ func TestUpstreamSwitchingProtocolsRefused(t *testing.T) {
 // whole; a whole answer (by its length, or one that ends with the
 // connection) still ends with the last chunk.
 func TestStreamCutShortIsCutShortForTheClient(t *testing.T) {
+	t.Parallel()
 	keys := append([]string{testenv.AppKey.ID}, testenv.OtherAppKeys[0].ID, testenv.OtherAppKeys[1].ID)
 	answers := []struct {
 		name, answer, body string
@@ -422,6 +429,7 @@ func statusRules(url string) string {
 // (TestStreamCutShortIsCutShortForTheClient); a whole answer still ends with
 // a clean close. Routes of both kinds: forwarded, and stream routes.
 func TestHTTP10ClientSeesCutShortAnswerCutShort(t *testing.T) {
+	t.Parallel()
 	answers := map[string]string{
 		"/cut":   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
 		"/whole": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
@@ -452,6 +460,7 @@ func TestHTTP10ClientSeesCutShortAnswerCutShort(t *testing.T) {
 // "HTTP/2.0" status lines went out over HTTP/1.1 text, and a reason
 // phrase's control bytes to the client's terminal or log.
 func TestUpstreamStatusLineIsTheProxys(t *testing.T) {
+	t.Parallel()
 	answers := map[string]string{
 		"/http10": "HTTP/1.0 200 OK\r\nX-App: kept\r\n\r\nhello", // until the connection closes
 		"/http09": "HTTP/0.9 200 OK\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
@@ -502,6 +511,7 @@ func TestUpstreamStatusLineIsTheProxys(t *testing.T) {
 // Transfer-Encoding announced. So are "000" (fasthttp's unset status,
 // reported as 200) and codes above 599, which have no class to read them by.
 func TestUpstreamStatusBelow100Refused(t *testing.T) {
+	t.Parallel()
 	answers := map[string]string{
 		"/099": "HTTP/1.1 099 Odd\r\nContent-Length: 5\r\nX-App: kept\r\n\r\nhello",
 		"/001": "HTTP/1.1 001 Odd\r\nX-App: kept\r\n\r\n",
@@ -540,6 +550,7 @@ func TestUpstreamStatusBelow100Refused(t *testing.T) {
 // read the chunk sizes as part of the body. An answer with a length keeps
 // it, and an HTTP/1.1 client still gets chunks. Stream routes too.
 func TestHTTP10ClientGetsUnchunkedBody(t *testing.T) {
+	t.Parallel()
 	big := strings.Repeat("0123456789abcdef", 4096) // 64 KiB: streamed, not buffered whole
 	answers := map[string]string{
 		"/chunked": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-App: kept\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
@@ -594,6 +605,7 @@ func TestHTTP10ClientGetsUnchunkedBody(t *testing.T) {
 // completed. Whole answers, short and long, pass, and the client's
 // connection goes on after a 502.
 func TestUpstreamAnswerCutShort(t *testing.T) {
+	t.Parallel()
 	large := strings.Repeat("0123456789abcdef", 200_000/16)
 	head := func(n int) string {
 		return "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nX-App: kept\r\nContent-Length: " + strconv.Itoa(n) + "\r\n\r\n"

@@ -13,6 +13,7 @@ import (
 // logged and the app received. Stream routes too. (The client's id is the
 // proxy's here as it comes through a trusted peer.)
 func TestUpstreamRequestIDAnswerIsTheProxys(t *testing.T) {
+	t.Parallel()
 	url := cannedUpstream(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Request-Id: app-1\r\nx-request-id: app-2\r\nX-App: kept\r\n\r\nok")
 	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}, rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
 		"  - {prefix: /events, upstream: notes, access: public, stream_timeout: 10s}\n" +
@@ -39,6 +40,7 @@ func TestUpstreamRequestIDAnswerIsTheProxys(t *testing.T) {
 
 // The same for an app's 101 to a WebSocket upgrade (a trusted peer's id).
 func TestUpstreamRequestIDSwitchingProtocolsIsTheProxys(t *testing.T) {
+	t.Parallel()
 	url := cannedUpstream(t, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
 		"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nX-Request-Id: app-1\r\nX-Request-Id: app-2\r\n\r\n")
 	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}, rules: "upstreams:\n  notes:\n    url: " + url + "\n    key_id: app-notes\nroutes:\n" +
@@ -68,6 +70,7 @@ func TestUpstreamRequestIDSwitchingProtocolsIsTheProxys(t *testing.T) {
 // before a proxy in front. Stream routes too. (The client's id is the
 // proxy's here as it comes through a trusted peer.)
 func TestUpstreamUnderscoreSpellingsAnswerRemoved(t *testing.T) {
+	t.Parallel()
 	url := cannedUpstream(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX_Request_Id: app-1\r\nx_request_id: app-2\r\n"+
 		"X-Request_Id: app-3\r\nX_Auth_Invalidated: auth.invalidate.all\r\nx_auth-invalidated: auth.invalidate.all\r\n"+
 		"Server_Timing: db;dur=53\r\nKeep_Alive: timeout=5\r\nX_App: kept\r\n\r\nok")
@@ -126,6 +129,7 @@ const identityAnswer = "X-Auth-User-Id: " + userID + "\r\nX-Auth-Key-Id: app-not
 // the app echoed them; only X-Auth-Invalidated was removed. Other fields
 // pass, X-Authorization-Note among them (no X-Auth- prefix).
 func TestUpstreamIdentityAnswerFieldsRemoved(t *testing.T) {
+	t.Parallel()
 	url := scriptedUpstream(t, func(path string) string {
 		switch path {
 		case "/ws":

@@ -43,6 +43,7 @@ func notesProjection() identity.Projection {
 }
 
 func TestAppRouting(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	e.core.SetProjection(notesProjection())
 	tok := e.token(nil)
@@ -257,6 +258,7 @@ func TestAppRouting(t *testing.T) {
 // /notes/x, protected. An encoded ';' (%3B) is one character of a segment
 // to every server, and passes.
 func TestPathParametersRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	for _, path := range []string{
 		"/notes;x/secret",
@@ -289,6 +291,7 @@ func TestPathParametersRefused(t *testing.T) {
 // spaces, so such an app would serve "/notes./secret" as /notes/secret
 // (protected) while the rules matched "/" (public).
 func TestTrailingDotSegmentsRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	for _, path := range []string{
 		"/notes.",
@@ -326,6 +329,7 @@ func TestTrailingDotSegmentsRefused(t *testing.T) {
 // a ':' before anything else (Google-style custom methods, IPv6 addresses)
 // and a '~' outside the short-name shape still pass.
 func TestWindowsPathAliasesRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	for _, tc := range []struct{ path, detail string }{
 		{"/notes::$DATA", "NTFS data stream"},
@@ -369,6 +373,7 @@ func TestWindowsPathAliasesRefused(t *testing.T) {
 // refused with 400 wherever it stands, raw or percent-encoded, nothing
 // forwarded; parentheses of another shape pass.
 func TestCookielessSegmentsRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	for _, path := range []string{"/(S(x))/notes/secret", "/(A(a1)S(b-2)F(c_3))/notes", "/notes/public/(X(1))/../x",
 		"/%28S%28x%29%29/notes/secret", "/(s())/notes", "/notes/public/(S(x))"} {
@@ -402,6 +407,7 @@ func TestCookielessSegmentsRefused(t *testing.T) {
 // may read notes cannot have the app run a POST (notes:write) sent as a
 // GET.
 func TestMethodOverrideHeadersRemoved(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	e.core.SetProjection(notesProjection()) // notes:read, not notes:write
 	tok := e.token(nil)
@@ -431,6 +437,7 @@ func TestMethodOverrideHeadersRemoved(t *testing.T) {
 }
 
 func TestAppBodyLimit(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	p := notesProjection()
 	p.Permissions = append(p.Permissions, "notes:write")
@@ -470,6 +477,7 @@ func TestClockSkew(t *testing.T) {
 }
 
 func TestUpstreamDown(t *testing.T) {
+	t.Parallel()
 	closed := refused.Addr(t)
 	for _, tc := range []struct{ name, url string }{
 		{"nothing listening", "http://" + closed},
@@ -491,6 +499,7 @@ func TestUpstreamDown(t *testing.T) {
 }
 
 func TestClientIP(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, cidrs, xff, want string
 	}{
@@ -519,6 +528,7 @@ func TestClientIP(t *testing.T) {
 // UPSTREAM_URL naming an app: one app upstream behind a protected
 // catch-all; JWKS, projections and sign-in stay with IDENTITY_URL.
 func TestUpstreamURLAlias(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"UPSTREAM_URL": "{{APP}}"}})
 	tok := e.token(nil)
 	e.wantStatus(e.do("GET", "/anything/here", tok, nil), 200)
@@ -539,6 +549,7 @@ func TestUpstreamURLAlias(t *testing.T) {
 // route too: the app got its own address as the Host (and
 // X-Forwarded-Host) the client asked for.
 func TestAppHTTP10(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	conn, err := net.Dial("tcp", e.addr)
 	if err != nil {
@@ -556,6 +567,7 @@ func TestAppHTTP10(t *testing.T) {
 // Trailers from clients are refused: fasthttp reads them into the request
 // header, where an upstream's Peek finds them like headers.
 func TestClientTrailersRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	tok := e.token(nil)
 	tests := []struct{ name, path, trailerHeader, trailer string }{
@@ -600,6 +612,7 @@ func TestClientTrailersRefused(t *testing.T) {
 // proxy takes effect here at once, without waiting for the NATS event:
 // coreapi's answer names the caller (X-Auth-Invalidated).
 func TestLocalEvictionOnSessionEnd(t *testing.T) {
+	t.Parallel()
 	revoked := func(p *identity.Projection) { p.RevokedSessions = []string{sessionID} }
 	for _, tc := range []struct {
 		method, path string
@@ -648,6 +661,7 @@ func TestLocalEvictionOnSessionEnd(t *testing.T) {
 // anonymously; Express and ASP.NET ignore it, so "/NOTES/1" must not fall
 // to the catch-all "/" (public) either. The exact spellings are served.
 func TestCaseVariantOfAPrefixRefused(t *testing.T) {
+	t.Parallel()
 	// How a Go upstream reads the paths below.
 	mux := http.NewServeMux()
 	for _, p := range []string{"/notes/", "/notes/public/", "/"} {
@@ -679,6 +693,7 @@ func TestCaseVariantOfAPrefixRefused(t *testing.T) {
 // prefix with one of them is that prefix to such an app, so it is refused
 // as another case of the prefix is, never sent to a shorter prefix's route.
 func TestUnicodeCaseVariantOfAPrefixRefused(t *testing.T) {
+	t.Parallel()
 	prefixes := []string{"/notes/public", "/admin", "/notes", "/keys", "/"}
 	// How such an app reads a path: unescaped, each character of a
 	// prefix matching one equal to it in upper or in lower case.
@@ -746,6 +761,7 @@ func TestUnicodeCaseVariantOfAPrefixRefused(t *testing.T) {
 // a longer prefix than the route the path matched is refused 404, never
 // forwarded; an extension under the route's own prefix passes.
 func TestFormatSuffixOfAPrefixRefused(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	e.core.SetProjection(notesProjection()) // notes:read, not notes:write
 	tok := e.token(nil)
@@ -768,6 +784,7 @@ func TestFormatSuffixOfAPrefixRefused(t *testing.T) {
 // paths never fall to the public catch-all. (Written raw, "/café" is
 // refused at load: it would never match.)
 func TestNonASCIIPrefix(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /caf%C3%A9, upstream: notes, access: protected}\n" +
 		"  - {prefix: /, upstream: notes, access: public}\n"})
 	for _, path := range []string{"/café/menu", "/caf%C3%A9/menu", "/caf%c3%a9/menu"} {
@@ -789,6 +806,7 @@ func TestNonASCIIPrefix(t *testing.T) {
 // upstream, from a trusted peer either: a public route's request cannot
 // have such an app serve a protected path.
 func TestPathOverrideHeadersRemoved(t *testing.T) {
+	t.Parallel()
 	names := []string{"X-Original-URL", "x-original-url", "X_Original_URL", "X-Rewrite-URL", "x_rewrite_url",
 		"X-Original-URI", "x_original_uri", "X-Forwarded-Uri", "X-Forwarded-URI", "X-Forwarded-Path", "x_forwarded_path",
 		"X-Original-Path", "X-Envoy-Original-Path", "x-envoy-original-path"}
@@ -829,6 +847,7 @@ func wantNotForwarded(t *testing.T, e *env, name, value string) {
 // under the name of X-Request-Id, the signed request id, so an app could
 // read the client's value for the proxy's.
 func TestRequestIDUnderscoreVariantRemoved(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	for _, name := range []string{"X_Request_Id", "x-request_id"} {
 		t.Run(name, func(t *testing.T) { wantNotForwarded(t, e, name, "client-chosen") })
@@ -839,6 +858,7 @@ func TestRequestIDUnderscoreVariantRemoved(t *testing.T) {
 // (65536 here) for its requests, above it (uploads, with or without a
 // Content-Length) or below it; other routes keep MAX_BODY_BYTES.
 func TestRouteBodyLimit(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: appUpstream + `
 routes:
   - {prefix: /uploads, methods: [POST, PUT], upstream: notes, access: protected, max_body_bytes: 1048576}
@@ -906,6 +926,7 @@ routes:
 // before the client sends its body; one within a route's raised limit is
 // told to continue and forwarded whole.
 func TestRouteBodyLimitExpectContinue(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: appUpstream + `
 routes:
   - {prefix: /uploads, methods: [POST, PUT], upstream: notes, access: protected, max_body_bytes: 1048576}
@@ -997,6 +1018,7 @@ routes:
 // 100 Continue nobody waits for. The request goes through, signed over
 // the body it carried; from a raw client, with its 100 before the answer.
 func TestExpectNotForwarded(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: appUpstream + `
 routes:
   - {prefix: /notes, upstream: notes, access: protected}
@@ -1079,6 +1101,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // forward the path whole. (Routes of other prefixes to one app as a
 // stripped one ask the same of the caller: TestStrippedPrefixAliases.)
 func TestStripPrefix(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: appUpstream + `
 routes:
   - {prefix: /billing, upstream: notes, access: protected, strip_prefix: true}
@@ -1125,6 +1148,7 @@ routes:
 // TestRewriteHost: an upstream with rewrite_host gets its own host as Host
 // (the client's in X-Forwarded-Host); any other keeps the client's Host.
 func TestRewriteHost(t *testing.T) {
+	t.Parallel()
 	for _, rewrite := range []bool{false, true} {
 		rules := appUpstream
 		if rewrite {
@@ -1180,6 +1204,7 @@ routes:
 // TestLargeResponseHeader: an app's answer header up to 16 KiB (a large
 // Set-Cookie) reaches the client; a larger one is 502.
 func TestLargeResponseHeader(t *testing.T) {
+	t.Parallel()
 	cookie := strings.Repeat("c", 12<<10)
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/big/huge" {
@@ -1204,6 +1229,7 @@ func TestLargeResponseHeader(t *testing.T) {
 // "Expect: 100-continue": the hook reading the headers finds the route
 // from the path the handler routes by, not from the raw request target.
 func TestRouteBodyLimitAbsoluteForm(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: appUpstream + `
 routes:
   - {prefix: /uploads, methods: [POST, PUT], upstream: notes, access: protected, max_body_bytes: 1048576}

@@ -14,6 +14,7 @@ import (
 // permissions forwarded and checked and forwards no roles; the tenant's
 // MFA policy does not confine it.
 func TestServiceTokenForwardedAsService(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
 	p := defaultProjection()
 	p.Permissions = []string{"notes:read", "tenant:read"}

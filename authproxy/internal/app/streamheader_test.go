@@ -48,6 +48,7 @@ func wsUpgrade(path string) string {
 // above 4 KiB, the size of the reader a stream keeps. A header over 16 KiB
 // is still refused.
 func TestStreamRoutesTakeLargeAnswerHeaders(t *testing.T) {
+	t.Parallel()
 	large, cookies := cookieFields(12 << 10)
 	over, _ := cookieFields(forward.ResponseHeaderBytes + 1<<10)
 	// An unmasked binary frame of 8 KiB, which ends past the reader's

@@ -19,6 +19,7 @@ const tlsRules = notesRules + "  - {prefix: /app, methods: [GET], upstream: note
 // against UPSTREAM_CA_FILE (besides the system's roots): requests, and
 // streams, which dial on their own.
 func TestHTTPSUpstream(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: tlsRules, tlsApp: true, prepare: func(e *env, vars map[string]string) {
 		p := filepath.Join(t.TempDir(), "ca.pem")
 		if err := os.WriteFile(p, e.upCA, 0o600); err != nil {
@@ -50,6 +51,7 @@ func TestHTTPSUpstream(t *testing.T) {
 // sent a request: the handshake fails, and the client gets 503, as for an
 // upstream that is down, counted as upstream errors labelled tls.
 func TestHTTPSUpstreamUntrusted(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{rules: tlsRules, tlsApp: true})
 	e.core.SetProjection(notesProjection())
 	for _, path := range []string{"/notes/public/1", "/app/stream"} {

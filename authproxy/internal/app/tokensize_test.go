@@ -16,6 +16,7 @@ import (
 // proxy looked at it, and one beyond the setting got that 431 too instead
 // of 401 invalid_token.
 func TestLargeMaxTokenBytes(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"MAX_TOKEN_BYTES": "65536"}})
 	sized := func(n int) string {
 		tok := e.token(func(c testenv.Claims) { c["pad"] = "" })

@@ -20,6 +20,7 @@ import (
 // others) and to every other verifier (an app's JWT library refuses
 // them).
 func TestOneSpellingPerToken(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{})
 	// A token whose payload and signature both end in a partial group
 	// and each hold a "-" or "_", so that every respelling applies.

@@ -133,6 +133,7 @@ func accessLines(t *testing.T, e *env) []map[string]any {
 // the forwarded request carry the trace on (as the projection's and the
 // request's span). A warm one: a token cache hit, no child spans.
 func TestTracingSpans(t *testing.T) {
+	t.Parallel()
 	e, exp := tracedEnv(t, "always_on", nil)
 	tok := e.token(nil)
 	e.wantStatus(e.do("GET", "/notes/1", tok, nil), 200)
@@ -185,6 +186,7 @@ func TestTracingSpans(t *testing.T) {
 // A request method the proxy does not know is traced as OpenTelemetry
 // names such a method (_OTHER), so that clients cannot mint span names.
 func TestTracingUnknownMethod(t *testing.T) {
+	t.Parallel()
 	e, exp := tracedEnv(t, "always_on", nil)
 	r := e.raw("PROPFIND /notes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	e.wantProblem(r, 501, problem.CodeNotImplemented)
@@ -197,6 +199,7 @@ func TestTracingUnknownMethod(t *testing.T) {
 // A traceparent from a peer outside TRUSTED_PROXY_CIDRS is neither adopted
 // nor forwarded: the proxy starts a trace of its own.
 func TestTracingUntrustedTraceparentNotAdopted(t *testing.T) {
+	t.Parallel()
 	e, exp := tracedEnv(t, "always_on", map[string]string{"TRUSTED_PROXY_CIDRS": "10.0.0.0/8"})
 	tok := e.token(nil)
 	e.wantStatus(e.do("GET", "/notes", tok, map[string]string{"traceparent": clientTraceparent, "tracestate": clientTracestate}), 200)
@@ -216,6 +219,7 @@ func TestTracingUntrustedTraceparentNotAdopted(t *testing.T) {
 // From a trusted peer the request's span joins the client's trace under
 // its span, and the tracestate travels on.
 func TestTracingTrustedTraceparentAdopted(t *testing.T) {
+	t.Parallel()
 	e, exp := tracedEnv(t, "always_on", map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"})
 	tok := e.token(nil)
 	e.wantStatus(e.do("GET", "/notes", tok, map[string]string{"traceparent": clientTraceparent, "tracestate": clientTracestate}), 200)
@@ -238,6 +242,7 @@ func TestTracingTrustedTraceparentAdopted(t *testing.T) {
 // 32 members a tracestate may have, a second traceparent. The upstream
 // gets exactly one traceparent, the proxy's span's.
 func TestTracingTrustedPeerContextReplaced(t *testing.T) {
+	t.Parallel()
 	e, exp := tracedEnv(t, "always_on", map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"})
 	tok := e.token(nil)
 	var members []string
@@ -274,6 +279,7 @@ func TestTracingTrustedPeerContextReplaced(t *testing.T) {
 // the decision travels on (flags 00) so coreapi does not record it either;
 // a trusted parent's sampled decision is followed.
 func TestTracingSampling(t *testing.T) {
+	t.Parallel()
 	e, exp := tracedEnv(t, "parentbased_traceidratio", map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"})
 	tok := e.token(nil)
 	e.wantStatus(e.do("GET", "/notes", tok, nil), 200)
@@ -299,6 +305,7 @@ func TestTracingSampling(t *testing.T) {
 // unless its peer is trusted, and then passed on untouched. The access log
 // has no trace_id, and its duration is duration_ms, a number.
 func TestTracingOffAddsNoHeaders(t *testing.T) {
+	t.Parallel()
 	for _, trusted := range []bool{false, true} {
 		vars := map[string]string{"ACCESS_LOG": "true", "TRUSTED_PROXY_CIDRS": "10.0.0.0/8"}
 		if trusted {
@@ -349,6 +356,7 @@ func TestTracingOffAddsNoHeaders(t *testing.T) {
 // The access log names who the request was for; a traced request's error
 // lines carry its request id and trace id.
 func TestTracingLogFields(t *testing.T) {
+	t.Parallel()
 	e, exp := tracedEnv(t, "always_on", nil)
 	tok := e.token(nil)
 	first := e.do("GET", "/notes", tok, map[string]string{"X-Request-Id": "req-trace-1"})
@@ -412,6 +420,7 @@ func TestTracingLogFields(t *testing.T) {
 // A traced WebSocket closed because access was withdrawn: the log line
 // says so with the request's id and trace id.
 func TestTracingStreamLog(t *testing.T) {
+	t.Parallel()
 	c, err := tracing.Load(func(string) string { return "" }, "authproxy")
 	if err != nil {
 		t.Fatal(err)
@@ -529,6 +538,7 @@ func TestAccessLineAsLogged(t *testing.T) {
 // request on a strip_prefix route name the client's path (normalized), not
 // the one forwarded.
 func TestStripPrefixLoggedAsRequested(t *testing.T) {
+	t.Parallel()
 	p, exp := memTracer(t, "always_on")
 	e := start(t, envOpt{vars: map[string]string{"ACCESS_LOG": "true"}, tracing: p, rules: appUpstream +
 		"routes:\n  - {prefix: /billing, upstream: notes, access: protected, strip_prefix: true}\n"})
@@ -555,6 +565,7 @@ func TestStripPrefixLoggedAsRequested(t *testing.T) {
 // and its forced sampling decision, and one reading Jaeger or OpenTracing
 // baggage took its tenant id, beside the proxy's traceparent.
 func TestTracingOtherFormatsOnlyFromTrustedPeers(t *testing.T) {
+	t.Parallel()
 	sent := map[string]string{"b3": clientTrace + "-" + clientSpan + "-d", "X-B3-TraceId": clientTrace, "X-B3-SpanId": clientSpan,
 		"X-B3-Flags": "1", "uber-trace-id": clientTrace + ":" + clientSpan + ":0:1", "uberctx-tenant.id": "someone-else",
 		"jaeger-debug-id": "force", "ot-tracer-traceid": clientTrace, "ot-baggage-tenant.id": "someone-else",
@@ -595,6 +606,7 @@ func TestTracingOtherFormatsOnlyFromTrustedPeers(t *testing.T) {
 // served from the cache costs no span. The resolve was neither traced nor
 // linked: coreapi's span of it started a trace of its own.
 func TestTracingAPIKeyResolve(t *testing.T) {
+	t.Parallel()
 	e, exp := tracedEnv(t, "always_on", nil)
 	secret, _ := e.newAPIKey("tenant:read")
 	e.wantStatus(e.do("GET", "/notes/1", "", map[string]string{"X-API-Key": secret}), 200)
@@ -640,6 +652,7 @@ func TestTracingAPIKeyResolve(t *testing.T) {
 // field was read, and the others removed: the vendors' entries of the
 // later fields were lost.
 func TestTracingTrustedTracestateFieldsCombined(t *testing.T) {
+	t.Parallel()
 	e, exp := tracedEnv(t, "always_on", map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"})
 	tok := e.token(nil)
 	e.wantStatus(e.raw("GET /notes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+tok+"\r\ntraceparent: "+clientTraceparent+
@@ -659,6 +672,7 @@ func TestTracingTrustedTracestateFieldsCombined(t *testing.T) {
 // access log nor the span: both name the normalized path alone (and the
 // route's prefix), while the query goes on to coreapi as it came.
 func TestSecretQueryNotRecorded(t *testing.T) {
+	t.Parallel()
 	e, exp := tracedEnv(t, "always_on", nil)
 	for _, target := range []string{
 		"/verify-email?token=Secret1VerifyToken",
@@ -709,6 +723,7 @@ func TestSecretQueryNotRecorded(t *testing.T) {
 // runtime (16 KiB) and a span stays small. Both ways of writing the
 // access line clip: buffered (Hooks.Lines) and through the logger.
 func TestLongPathClipped(t *testing.T) {
+	t.Parallel()
 	for _, slogAccess := range []bool{false, true} {
 		t.Run(fmt.Sprintf("slog=%v", slogAccess), func(t *testing.T) {
 			e, exp := tracedEnvOpt(t, "always_on", envOpt{slogAccess: slogAccess})

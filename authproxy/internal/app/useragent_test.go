@@ -11,6 +11,7 @@ import (
 // the app took the proxy for the client (and streams, forwarded without
 // that client, did not do it).
 func TestNoUserAgentAdded(t *testing.T) {
+	t.Parallel()
 	e, up := startRawApp(t)
 	tok := e.token(nil)
 	for _, tt := range []struct {

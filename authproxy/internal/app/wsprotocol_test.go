@@ -20,6 +20,7 @@ import (
 // upgrade and a plain request, protected or public; a field without a
 // bearer goes on as it came, and one spelled with '_' is removed.
 func TestProtocolBearerNotAnElementRefused(t *testing.T) {
+	t.Parallel()
 	e, a := startStreams(t, nil)
 	tok := e.token(nil)
 	for _, v := range []string{"chat bearer." + tok, "chat\tbearer." + tok, "chat;bearer." + tok, `"bearer.` + tok + `"`,
@@ -73,6 +74,7 @@ func TestProtocolBearerNotAnElementRefused(t *testing.T) {
 // request that asks for no upgrade reads no credential in the field and
 // only loses its bearer elements, as before.
 func TestProtocolBearerBesideAuthorization(t *testing.T) {
+	t.Parallel()
 	e, a := startStreams(t, nil)
 	tok := e.token(nil)
 	other := e.token(func(c testenv.Claims) { c["sub"] = "22222222-2222-4222-8222-222222222222" })

@@ -27,6 +27,7 @@ func xffWarnings(e *env) []string {
 // time, then at most once a minute; the warning names the peer and the
 // setting. Requests without the header, and from trusted peers, are not.
 func TestUntrustedForwardedForWarned(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "10.0.0.0/8"}})
 	const counter = "authproxy_untrusted_forwarded_for_total"
 	tok := e.token(nil)
@@ -79,6 +80,7 @@ func TestUntrustedForwardedForWarned(t *testing.T) {
 }
 
 func TestTrustedForwardedForNotWarned(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}})
 	tok := e.token(nil)
 	e.wantStatus(e.do("GET", "/api/v1/users/me", tok, map[string]string{"X-Forwarded-For": "203.0.113.7"}), 200)
@@ -96,6 +98,7 @@ func TestTrustedForwardedForNotWarned(t *testing.T) {
 // The client IP of each request is its own, whatever the requests before
 // it came from (the proxy keeps the text of the last address it wrote).
 func TestClientIPEachRequest(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}})
 	tok := e.token(nil)
 	for _, tc := range []struct{ xff, want string }{
@@ -134,6 +137,7 @@ func TestClientIPEachRequest(t *testing.T) {
 // of the client's first line, and the upstream gets one line with every
 // hop and the peer.
 func TestTrustedForwardedForLines(t *testing.T) {
+	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}})
 	tok := e.token(nil)
 	r := e.raw("GET /api/v1/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok +
@@ -167,6 +171,7 @@ func TestTrustedForwardedForLines(t *testing.T) {
 // the client's address. Spelled with '_' (X_Cluster_Client_IP), they reach
 // it from no peer (TestUnderscoreSpellingsRemovedFromEveryPeer).
 func TestClientAddressHeadersOnlyFromTrustedPeers(t *testing.T) {
+	t.Parallel()
 	sent := map[string]string{"X-Real-IP": "10.9.9.9", "True-Client-IP": "10.9.9.9", "CF-Connecting-IP": "10.9.9.9",
 		"X-Client-IP": "10.9.9.9", "Fastly-Client-IP": "10.9.9.9", "X_Cluster_Client_IP": "10.9.9.9", "Client-IP": "10.9.9.9",
 		"X-Forwarded": "10.9.9.9", "Forwarded-For": "10.9.9.9", "Via": "10.9.9.9", "X-Envoy-External-Address": "10.9.9.9",
@@ -216,6 +221,7 @@ func TestClientAddressHeadersOnlyFromTrustedPeers(t *testing.T) {
 // write the client's host into them. Spelled with '_', they reach it from
 // no peer (TestUnderscoreSpellingsRemovedFromEveryPeer).
 func TestHostOverrideFieldsOnlyFromTrustedPeers(t *testing.T) {
+	t.Parallel()
 	sent := map[string]string{"X-Host": "evil.example", "x-host": "evil.example", "X-Original-Host": "evil.example",
 		"X-HTTP-Host-Override": "evil.example", "x-http-host-override": "evil.example", "X-Forwarded-Server": "evil.example",
 		"X_Original_Host": "evil.example", "X_Host": "evil.example"}
@@ -244,6 +250,7 @@ func TestHostOverrideFieldsOnlyFromTrustedPeers(t *testing.T) {
 // for a verified certificate. Spelled with '_', or as CGI names them,
 // they reach it from no peer.
 func TestClientCertificateFieldsOnlyFromTrustedPeers(t *testing.T) {
+	t.Parallel()
 	const sent = "CN=admin,O=client-chosen"
 	names := []string{"X-SSL-Client-Verify", "X-SSL-Client-DN", "X-SSL-Client-S-DN", "X-SSL-Client-I-DN", "X-SSL-Client-Cert",
 		"X-SSL-Client-Serial", "x-ssl-client-cn", "X-SSL-Cert", "X-Client-Cert", "X-Client-Verify", "X-Client-DN",
@@ -273,6 +280,7 @@ func TestClientCertificateFieldsOnlyFromTrustedPeers(t *testing.T) {
 // route /notes/1 (protected). It is removed from an untrusted peer, as
 // X-Forwarded-Prefix is, so the app routes the path the proxy authorized.
 func TestScriptNameOnlyFromTrustedPeers(t *testing.T) {
+	t.Parallel()
 	// The path such an app routes, from what it received.
 	routed := func(r testenv.Received) string {
 		for k, v := range r.Headers {
@@ -298,6 +306,7 @@ func TestScriptNameOnlyFromTrustedPeers(t *testing.T) {
 // whether the fields need cleaning at all must know every such name
 // (baggage, alone, reached the upstream as the client wrote it).
 func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
+	t.Parallel()
 	const sent = "10.9.9.9-client-chosen"
 	names := []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X_Forwarded_Prefix", "Forwarded",
 		"X-Real-IP", "True-Client-IP", "CF-Connecting-IP", "X-Client-IP", "X-Remote-IP", "X-Remote-Addr",
@@ -342,6 +351,7 @@ func TestEachUntrustedFieldRemovedAlone(t *testing.T) {
 // user, a method or path override, the request id) as those of the
 // fields a trusted peer may give.
 func TestCGINamesRemovedFromEveryPeer(t *testing.T) {
+	t.Parallel()
 	names := []string{"HTTP_X_FORWARDED_FOR", "http_client_ip", "Http-X-Forwarded-For", "HTTP-CLIENT-IP", "HTTP_X_REAL_IP",
 		"HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PROTO", "Http_X_Host", "HTTP_X_ORIGINAL_PREFIX", "Http-X-Script-Name",
 		"HTTP_REMOTE_USER", "Http-Remote-User", "HTTP_X_AUTH_USER_ID", "http-x-auth-roles", "HTTP_X-Auth-Tenant-Id",
@@ -374,6 +384,7 @@ func TestCGINamesRemovedFromEveryPeer(t *testing.T) {
 // dashed spellings keep their rule: removed from an untrusted peer, passed
 // on from a trusted one.
 func TestUnderscoreSpellingsRemovedFromEveryPeer(t *testing.T) {
+	t.Parallel()
 	underscored := []string{"X_Real_IP", "x_real_ip", "X-Real_IP", "Client_IP", "True_Client_IP", "CF_Connecting_IP",
 		"Fastly_Client_IP", "X_Cluster_Client_IP", "Forwarded_For", "X_Original_Forwarded_For", "X_Client_IP",
 		"X_Scheme", "X_Url_Scheme", "Front_End_Https", "X_Forwarded_Ssl", "X_Forwarded_Proto",
