@@ -214,6 +214,15 @@ func start(t testing.TB, o envOpt) *env {
 	}
 	go func() { e.done <- a.Serve(ctx, ln, aln) }()
 	t.Cleanup(func() {
+		// The client's idle connections end first, and the proxy is let
+		// see them end: a graceful shutdown that finds a connection open
+		// waits for the server's next 100 ms poll.
+		if e.client != nil {
+			e.client.CloseIdleConnections()
+		}
+		for end := time.Now().Add(100 * time.Millisecond); a.Server.App().Server().GetOpenConnectionsCount() > 0 && time.Now().Before(end); {
+			time.Sleep(time.Millisecond)
+		}
 		cancel()
 		select {
 		case <-e.done:
