@@ -54,6 +54,7 @@ func absDocument(t *testing.T) string {
 // name, an untyped enum (interface{}) or an internal route in the public
 // document fails the test.
 func TestGoClient(t *testing.T) {
+	t.Parallel() // a temporary module of its own; the module cache is shared safely
 	doc := absDocument(t)
 	dir := t.TempDir()
 	// Outside the workspace: the client is a module of its own, as in a
@@ -120,6 +121,7 @@ func main() {
 // tools come from npm at the versions of typescript/package-lock.json,
 // installed into the test's temporary directory.
 func TestTypeScriptTypes(t *testing.T) {
+	t.Parallel() // a temporary directory and npm cache of its own
 	doc := absDocument(t)
 	npm, err := exec.LookPath("npm")
 	if err != nil {
