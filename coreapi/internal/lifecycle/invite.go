@@ -150,7 +150,10 @@ func (s *Service) myInvitations(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	const qUser = `SELECT email_verified_at IS NOT NULL, password_hash IS NOT NULL AND password_set_by_admin FROM users WHERE id = $1`
 	var verified, adminPassword bool
-	if err := s.pool.QueryRow(ctx, qUser, id.UserID).Scan(&verified, &adminPassword); err != nil {
+	if err := s.pool.QueryRow(ctx, qUser, id.UserID).Scan(&verified, &adminPassword); errors.Is(err, pgx.ErrNoRows) {
+		// Deleted since: its sessions went with it.
+		return httpapi.SessionEnded(c)
+	} else if err != nil {
 		return fmt.Errorf("load user: %w", err)
 	}
 	if !verified {
@@ -412,7 +415,17 @@ FROM users WHERE id = $1`
 				same, adminPassword bool
 				status              string
 			)
-			if err := tx.QueryRow(ctx, qAccount+` FOR UPDATE`, userID, p.Email).Scan(&userID, &same, &status, &tv, &adminPassword); err != nil {
+			err := tx.QueryRow(ctx, qAccount+` FOR UPDATE`, userID, p.Email).Scan(&userID, &same, &status, &tv, &adminPassword)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows) && id.UserID != "":
+				// Deleted since (a proxy that has not yet heard of it
+				// still forwards the bearer): its sessions went with it.
+				return sessions.ErrEnded
+			case errors.Is(err, pgx.ErrNoRows):
+				// Deleted after its password was checked: the password
+				// is no account's now, as after a reset that raced it.
+				return errPasswordChanged
+			case err != nil:
 				return fmt.Errorf("load account: %w", err)
 			}
 			if !same {

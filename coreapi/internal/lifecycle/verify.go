@@ -379,7 +379,11 @@ FROM users u WHERE u.id = $1`
 		if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, id.UserID); err != nil {
 			return fmt.Errorf("lock user: %w", err)
 		}
-		if err := tx.QueryRow(ctx, q, id.UserID).Scan(&email, &verified, &pending); err != nil {
+		if err := tx.QueryRow(ctx, q, id.UserID).Scan(&email, &verified, &pending); errors.Is(err, pgx.ErrNoRows) {
+			// Deleted while this waited for its row: its sessions went
+			// with it.
+			return sessions.ErrNotFound
+		} else if err != nil {
 			return fmt.Errorf("load user: %w", err)
 		}
 		// A tenant switch or a sign-out that commits from here on waits
