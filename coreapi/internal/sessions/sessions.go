@@ -419,7 +419,13 @@ WHERE rt.token_hash = $1`
 SELECT rt.replaced_by, coalesce(rt.rotated_at > now() - make_interval(secs => $2), false),
        ` + qSuccessorLive + `
 FROM refresh_tokens rt WHERE rt.id = $1`
-		if err := s.pool.QueryRow(ctx, qReread, l.ID, secs(s.grace)).Scan(&l.ReplacedBy, &l.InGrace, &l.SuccessorLive); err != nil {
+		err = s.pool.QueryRow(ctx, qReread, l.ID, secs(s.grace)).Scan(&l.ReplacedBy, &l.InGrace, &l.SuccessorLive)
+		if errors.Is(err, pgx.ErrNoRows) {
+			// The token went with its session meanwhile (the account
+			// deleted, or the sweep of an expired session).
+			return Rotation{}, ErrRevoked
+		}
+		if err != nil {
 			return Rotation{}, fmt.Errorf("reread refresh token: %w", err)
 		}
 		if l.ReplacedBy == nil { // the session was reissued or ended meanwhile
