@@ -2,6 +2,7 @@ package auth
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -255,12 +256,32 @@ func (s *Service) revokeSession(c *fiber.Ctx) error {
 	ctx := c.UserContext()
 	rid := strings.Clone(httpapi.RequestIDOf(c))
 	var revoked bool
+	// Another session than the caller's: signed out by an owner who
+	// thinks it is not theirs.
+	other := sid != id.SessionID
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The account's row first, then its sessions and its mailed
+		// tokens, as a sign-out everywhere takes them.
+		if other {
+			if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, id.UserID); err != nil {
+				return fmt.Errorf("lock user: %w", err)
+			}
+		}
 		tid, ok, err := s.sessions.RevokeLive(ctx, tx, id.UserID, sid, sessions.ReasonRevoked)
 		if err != nil || !ok {
 			return err
 		}
 		revoked = true
+		// An email change that session asked for must not move the
+		// account to its holder's mailbox afterwards, with the password
+		// alone (a verification asks for no second factor), as after a
+		// sign-out everywhere. Which session asked is not recorded: every
+		// pending change ends; a link of the account's own address stays.
+		if other {
+			if err := onetime.RevokeEmailChanges(ctx, tx, id.UserID); err != nil {
+				return err
+			}
+		}
 		// Signing a device out is what an owner does who thinks a session
 		// is not theirs: the session's tenant sees it, as it sees a
 		// refresh-token reuse.
