@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/shared/problem"
@@ -60,5 +61,39 @@ func TestSigningASessionOutEndsItsEmailChange(t *testing.T) {
 	wantStatus(t, x.Get(t, &owner.id, "/api/v1/users/me"), http.StatusOK)
 	if n := x.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_at IS NULL`, owner.c.Sid); n != 1 {
 		t.Errorf("the owner's own session ended too")
+	}
+}
+
+// TestRefreshReuseEndsTheEmailChange: a refresh token presented again
+// after its rotation's grace window ends its session as stolen; the email
+// change that session asked for ends with it, as when the owner signs it
+// out, so whoever held it cannot confirm it afterwards with the password
+// alone. It stayed, and moved the account.
+func TestRefreshReuseEndsTheEmailChange(t *testing.T) {
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "kai@example.com")
+	const intruder = "intruder@example.net"
+	wantStatus(t, x.Send(t, &owner.id, http.MethodPatch, "/api/v1/users/me", map[string]string{"email": intruder}), http.StatusAccepted)
+	change := x.mail(t, intruder, "Confirm").Token()
+
+	refresh := func(rt string) apitest.Response {
+		return x.Send(t, nil, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "refresh_token", "refresh_token": rt})
+	}
+	wantStatus(t, refresh(owner.tok.RefreshToken), http.StatusOK)
+	// The grace window is over.
+	x.exec(t, `UPDATE refresh_tokens SET rotated_at = now() - interval '1 hour' WHERE rotated_at IS NOT NULL`)
+	wantProblem(t, refresh(owner.tok.RefreshToken), http.StatusBadRequest, problem.CodeInvalidGrant)
+	if n := x.count(t, `SELECT count(*) FROM sessions WHERE id = $1 AND revoked_reason = 'refresh_token_reuse'`, owner.c.Sid); n != 1 {
+		t.Fatalf("the session was not ended as reused")
+	}
+
+	wantProblem(t, x.Send(t, nil, http.MethodPost, "/api/v1/auth/verify-email", map[string]string{"token": change, "password": pw}),
+		http.StatusBadRequest, problem.CodeLinkInvalid)
+	var email string
+	if err := x.DB.Pool.QueryRow(context.Background(), `SELECT email FROM users WHERE id = $1`, owner.c.Sub).Scan(&email); err != nil {
+		t.Fatal(err)
+	}
+	if email != owner.email {
+		t.Fatalf("the address moved to %s after the session that asked for it was ended as stolen", email)
 	}
 }

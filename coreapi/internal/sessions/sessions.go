@@ -33,6 +33,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/audit"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/ids"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/outbox"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sqldb"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/sweep"
@@ -542,12 +543,24 @@ func revokeReused(ctx context.Context, tx pgx.Tx, sessionID, userID, tenantID st
 	const qRevoke = `
 UPDATE sessions SET revoked_at = clock_timestamp(), revoked_reason = $3
 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`
+	// The account's row first, then its session and its mailed tokens,
+	// as a sign-out everywhere takes them.
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, userID); err != nil {
+		return fmt.Errorf("lock user: %w", err)
+	}
 	tag, err := tx.Exec(ctx, qRevoke, sessionID, userID, reason)
 	if err != nil {
 		return fmt.Errorf("revoke session: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
 		return nil
+	}
+	// The session is taken for stolen: an email change it asked for must
+	// not move the account to its holder's mailbox afterwards, confirmed
+	// with the password alone, as after a sign-out everywhere. Which
+	// session asked is not recorded: every pending change ends.
+	if err := onetime.RevokeEmailChanges(ctx, tx, userID); err != nil {
+		return err
 	}
 	return audit.WriteWith(ctx, tx, audit.Event{TenantID: tenantID, Action: action,
 		TargetType: audit.TargetSession, TargetID: sessionID, RequestID: by.RequestID,
