@@ -1083,6 +1083,15 @@ func TestMigrateUpGivesWayToALongTransaction(t *testing.T) {
 	// holds, and counting those let the probe below pass before any ALTER
 	// had queued (nothing then gave up, and nothing said so).
 	db.WaitForLockWaitersOn(t, "ALTER TABLE oauth_states", 1)
+	// The locks of the test's database as the probe below got through,
+	// logged if the test fails (the probe has been seen to get through,
+	// under load, with no migration reporting that it gave way).
+	var locks bytes.Buffer
+	defer func() {
+		if t.Failed() {
+			t.Logf("locks as the probe got through:\n%s", locks.String())
+		}
+	}()
 
 	// Each probe waits for the table at most 1 s (far longer than the
 	// migration's lock_timeout here), and fails with lock_not_available
@@ -1095,6 +1104,26 @@ func TestMigrateUpGivesWayToALongTransaction(t *testing.T) {
 			var n int
 			if err := tx.QueryRow(ctx, `SELECT count(*) FROM oauth_states`).Scan(&n); err != nil {
 				return fmt.Errorf("a query on oauth_states while the migration waits: %w", err)
+			}
+			locks.Reset()
+			rows, err := db.Pool.Query(ctx, `
+SELECT l.pid, l.locktype, coalesce(l.relation::regclass::text, ''), l.mode, l.granted, a.state, coalesce(a.wait_event_type, ''),
+       left(regexp_replace(a.query, '\s+', ' ', 'g'), 80)
+FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND l.locktype IN ('relation', 'advisory')
+  AND (l.relation IS NULL OR l.relation::regclass::text NOT LIKE 'pg\_%')`)
+			if err != nil {
+				fmt.Fprintf(&locks, "pg_locks: %v\n", err)
+				return nil
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var pid int
+				var kind, rel, mode, state, wait, query string
+				var granted bool
+				if err := rows.Scan(&pid, &kind, &rel, &mode, &granted, &state, &wait, &query); err == nil {
+					fmt.Fprintf(&locks, "%d %s %s %s granted=%v %s %s %s\n", pid, kind, rel, mode, granted, state, wait, query)
+				}
 			}
 			return nil
 		})
