@@ -1068,9 +1068,9 @@ func asciiFold(a []byte, s string) bool {
 		return false
 	}
 	if len(a) >= 8 {
-		// Eight bytes at a time (Scan compares every request's
-		// Authorization so), the last eight overlapping bytes already
-		// compared: no byte-by-byte tail (TestFoldWord).
+		// Eight bytes at a time (a client's X-Request-Id, and any
+		// name of eight bytes or more), the last eight overlapping bytes
+		// already compared: no byte-by-byte tail (TestFoldWord).
 		sb := unsafe.Slice(unsafe.StringData(s), len(s))
 		for i := 0; i < len(a); i += 8 {
 			j := min(i, len(a)-8)
@@ -1093,16 +1093,25 @@ func asciiFold(a []byte, s string) bool {
 }
 
 // foldWord lower-cases the ASCII capital letters among the eight bytes of
-// x, and no other byte: upperBytes (rules) flags them, exact for every
-// byte and without a carry from one byte to the next, and each flag
-// (0x80) shifted down is the letter's case bit (0x20).
+// x, and no other byte: UpperBytes flags them, and each flag (0x80)
+// shifted down is the letter's case bit (0x20).
 func foldWord(x uint64) uint64 {
+	return x | UpperBytes(x)>>2
+}
+
+// UpperBytes has the high bit set in each byte of x (little-endian) that
+// is 'A' to 'Z', and no other bit: "Determine if a word has a byte between
+// m and n" (Sean Eron Anderson, Bit Twiddling Hacks) for m = 'A'-1 and
+// n = 'Z'+1, exact for every byte (one of 0x80 or more is never flagged),
+// and no carry crosses from one byte to the next, so the lowest flag is
+// the first such byte.
+func UpperBytes(x uint64) uint64 {
 	const (
 		ones = 0x0101010101010101
 		low7 = 0x7f * ones
 	)
 	y := x & low7
-	return x | ((127+'Z'+1)*ones-y)&^x&(y+(127-('A'-1))*ones)&(0x80*ones)>>2
+	return ((127+'Z'+1)*ones - y) & ^x & (y + (127-('A'-1))*ones) & (0x80 * ones)
 }
 
 // authorizationName reports whether k is "Authorization" in any ASCII

@@ -36,6 +36,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/authproxy/internal/headers"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/pathnorm"
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
 	"github.com/tollgate-auth/tollgate/shared/yamldoc"
@@ -1194,26 +1195,11 @@ func firstUpper(p []byte) int {
 	// (none of them a letter looked for): no byte-by-byte tail.
 	for i := 0; i < len(p); i += 8 {
 		j := min(i, len(p)-8)
-		if m := upperBytes(binary.LittleEndian.Uint64(p[j : j+8])); m != 0 {
+		if m := headers.UpperBytes(binary.LittleEndian.Uint64(p[j : j+8])); m != 0 {
 			return j + bits.TrailingZeros64(m)/8
 		}
 	}
 	return -1
-}
-
-// upperBytes has the high bit set in each byte of x (little-endian) that
-// is 'A' to 'Z', and no other bit: "Determine if a word has a byte between
-// m and n" (Sean Eron Anderson, Bit Twiddling Hacks) for m = 'A'-1 and
-// n = 'Z'+1, exact for every byte (one of 0x80 or more is never flagged),
-// and no carry crosses from one byte to the next, so the lowest flag is
-// the first such byte.
-func upperBytes(x uint64) uint64 {
-	const (
-		ones = 0x0101010101010101
-		low7 = 0x7f * ones
-	)
-	y := x & low7
-	return ((127+'Z'+1)*ones - y) & ^x & (y + (127-('A'-1))*ones) & (0x80 * ones)
 }
 
 // lower appends p to dst in lower case, given that p[:i] has no upper-case
