@@ -775,9 +775,10 @@ func Compile(f File, env Env) (*Table, error) {
 			IgnoreBadBearer: c.prefix == TokenPath}, "built-in route")
 	}
 	var placed []placedRoute
+	reserved := reservedPrefixes()
 	for i, sp := range f.Routes {
 		where := fmt.Sprintf("route %d (%s)", i+1, sp.Prefix)
-		r, err := compileRoute(sp, index)
+		r, err := compileRoute(sp, index, reserved)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", where, err))
 			continue
@@ -906,7 +907,7 @@ func methodsText(set uint16) string {
 	return "[" + allowHeader(set) + "]"
 }
 
-func compileRoute(sp RouteSpec, index map[string]int) (*Route, error) {
+func compileRoute(sp RouteSpec, index map[string]int, reserved []string) (*Route, error) {
 	r := &Route{Prefix: sp.Prefix}
 	var errs []error
 	switch {
@@ -936,7 +937,7 @@ func compileRoute(sp RouteSpec, index map[string]int) (*Route, error) {
 		} else if norm != sp.Prefix && !dots {
 			errs = append(errs, fmt.Errorf("prefix is not written as request paths are matched (unreserved characters, sub-delims but ';', ':' and '@' as they are, any other byte percent-encoded in upper-case hex): write %s", norm))
 		}
-		for _, res := range reservedPrefixes() {
+		for _, res := range reserved {
 			if under(sp.Prefix, res) {
 				errs = append(errs, fmt.Errorf("prefix lies under the built-in %s: coreapi's routes cannot be shadowed", res))
 				break
