@@ -2828,3 +2828,19 @@ func inactiveStates() []struct{ name, off, on string } {
 			`UPDATE tenants SET status = 'active' WHERE id IN (SELECT tenant_id FROM memberships WHERE user_id = $1)`},
 	}
 }
+
+// TestPasswordGrantNamesTheTenantCanonically: a sign-in naming, in upper
+// case, a tenant the account is not a member of is refused naming the
+// tenant as every other answer does, in lower case (the grant checked
+// tenant_id's form, then went on with the spelling as sent).
+func TestPasswordGrantNamesTheTenantCanonically(t *testing.T) {
+	t.Parallel()
+	e := start(t, cheap)
+	e.signup(t, "canon@example.com", "First")
+	other := e.SeedTenant(t, "Other")
+	r := e.token(t, map[string]string{"grant_type": "password", "email": "canon@example.com", "password": pw, "tenant_id": strings.ToUpper(other.ID)})
+	apitest.WantProblem(t, r, http.StatusForbidden, "forbidden")
+	if body := string(r.Body); !strings.Contains(body, other.ID) || strings.Contains(body, strings.ToUpper(other.ID)) {
+		t.Errorf("refusal %s, want it to name tenant %s in lower case", body, other.ID)
+	}
+}

@@ -181,16 +181,17 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 	if len(email) > mail.MaxStoredAddress {
 		return TokenResponse{}, errBadCredentials
 	}
-	if _, err := req.namedTenant(); err != nil {
+	tid, err := req.namedTenant()
+	if err != nil {
 		return TokenResponse{}, err
 	}
 	ctx := c.UserContext()
 	ua, ip := client(c)
-	a, err := s.passwordLogin(ctx, email, req.Password, req.TenantID, ip)
+	a, err := s.passwordLogin(ctx, email, req.Password, tid, ip)
 	if err != nil {
 		return TokenResponse{}, err
 	}
-	if err := s.passwordSecondFactor(ctx, a, req.TenantID != ""); err != nil {
+	if err := s.passwordSecondFactor(ctx, a, tid != ""); err != nil {
 		return TokenResponse{}, err
 	}
 	var issued sessions.Issued
@@ -210,7 +211,7 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 			}
 			return nil
 		})
-		if !errors.Is(err, sessions.ErrNoMembership) || req.TenantID != "" {
+		if !errors.Is(err, sessions.ErrNoMembership) || tid != "" {
 			break
 		}
 		// The user was removed or disabled in the tenant this sign-in,
@@ -227,7 +228,7 @@ func (s *Service) passwordGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, 
 		a.TenantID = &next
 	}
 	if errors.Is(err, errFactorConfirmedMeanwhile) {
-		return TokenResponse{}, s.passwordChallenge(ctx, a, req.TenantID != "")
+		return TokenResponse{}, s.passwordChallenge(ctx, a, tid != "")
 	}
 	if errors.Is(err, sessions.ErrAccountDisabled) { // disabled, or deleted, since the check
 		return TokenResponse{}, s.goneOr(ctx, a.UserID, errAccountDisabled)
