@@ -283,6 +283,9 @@ RETURNING id::text, created_at`
 		if err := sessions.CheckLive(ctx, tx, n.UserID, n.SessionID); err != nil {
 			return err
 		}
+		// The token's own secret before the count below: a token whose
+		// secret was the account's last is ErrDeleted (its token ended),
+		// not ErrNoClientSecret; so roles.Live below is not given it.
 		if err := clientsecret.Hold(ctx, tx, n.UserID, n.SecretID); err != nil {
 			return err
 		}
