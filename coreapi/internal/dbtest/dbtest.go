@@ -40,29 +40,21 @@ type DB struct {
 func New(t testing.TB) *DB {
 	t.Helper()
 	ctx := context.Background()
-	name, dbURL, drop, err := dbsetup.Create(ctx, AdminURL(), "t")
+	d, _, err := Create(ctx, "t")
 	if err != nil {
 		t.Fatalf("dbtest: %v", err)
 	}
-	if err := noFlushWait(ctx, dbURL, name); err != nil {
-		drop()
-		t.Fatalf("dbtest: %v", err)
-	}
-	pool, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		drop()
-		t.Fatalf("dbtest: open pool: %v", err)
-	}
-	// The test does not wait for the drop (dbsetup.StartDrop).
+	// Not Create's cleanup, which waits for the drop: the test does not
+	// (dbsetup.StartDrop).
 	t.Cleanup(func() {
-		pool.Close()
+		d.Pool.Close()
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		if err := dbsetup.StartDrop(ctx, AdminURL(), name); err != nil {
+		if err := dbsetup.StartDrop(ctx, AdminURL(), d.Name); err != nil {
 			t.Logf("dbtest: %v", err)
 		}
 	})
-	return &DB{Name: name, URL: dbURL, Pool: pool}
+	return d
 }
 
 // Create is New for callers without a testing.TB (TestMain): it returns a
