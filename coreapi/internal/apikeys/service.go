@@ -309,8 +309,7 @@ func (s *Service) revoke(c *fiber.Ctx, owner string) error {
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidID, "id must be a UUID")
 	}
 	id := httpapi.IdentityOf(c)
-	a := roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: httpapi.RequestIDOf(c), APIKeyID: httpapi.APIKeyOf(c),
-		SecretID: httpapi.ClientSecretOf(c)}
+	a := httpapi.ActorOf(c)
 	if err := s.store.Revoke(c.UserContext(), id.TenantID, kid, owner, a); err != nil {
 		return err
 	}

@@ -1548,9 +1548,8 @@ func (s *Service) resetMFA(c *fiber.Ctx) error {
 	} else if err != nil {
 		return fmt.Errorf("load member: %w", err)
 	}
-	rid := strings.Clone(httpapi.RequestIDOf(c))
-	a := roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: rid, APIKeyID: strings.Clone(httpapi.APIKeyOf(c)),
-		SecretID: strings.Clone(httpapi.ClientSecretOf(c))}
+	a := httpapi.ActorOf(c)
+	rid := a.RequestID
 	// Whether the member has a factor is told only to a caller who holds
 	// every permission the member holds, and the member's other tenants
 	// only when there is a factor to reset (users.CheckFactorReset).

@@ -29,12 +29,6 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
-func actor(c *fiber.Ctx) roles.Actor {
-	id := httpapi.IdentityOf(c)
-	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: strings.Clone(httpapi.RequestIDOf(c)),
-		SessionID: httpapi.SessionOf(c), APIKeyID: strings.Clone(httpapi.APIKeyOf(c)), SecretID: strings.Clone(httpapi.ClientSecretOf(c))}
-}
-
 type createInvitationBody struct {
 	Email string   `json:"email"`
 	Roles []string `json:"roles"`
@@ -57,7 +51,7 @@ func (s *Service) createInvitation(c *fiber.Ctx) error {
 			return httpapi.Invalid("roles", "invalid role name")
 		}
 	}
-	inv, err := s.invitations.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), email, users.SortedUnique(b.Roles))
+	inv, err := s.invitations.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, httpapi.ActorOf(c), email, users.SortedUnique(b.Roles))
 	if errors.Is(err, sessions.ErrEnded) {
 		return httpapi.SessionEnded(c)
 	}
@@ -96,7 +90,7 @@ func (s *Service) revokeInvitation(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := s.invitations.Revoke(c.UserContext(), httpapi.IdentityOf(c).TenantID, id, actor(c)); err != nil {
+	if err := s.invitations.Revoke(c.UserContext(), httpapi.IdentityOf(c).TenantID, id, httpapi.ActorOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -107,7 +101,7 @@ func (s *Service) resendInvitation(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	inv, err := s.invitations.Resend(c.UserContext(), httpapi.IdentityOf(c).TenantID, id, actor(c))
+	inv, err := s.invitations.Resend(c.UserContext(), httpapi.IdentityOf(c).TenantID, id, httpapi.ActorOf(c))
 	if errors.Is(err, sessions.ErrEnded) {
 		return httpapi.SessionEnded(c)
 	}

@@ -66,12 +66,6 @@ func ErrorProblem(err error) *problem.Problem {
 	return nil
 }
 
-func actor(c *fiber.Ctx) roles.Actor {
-	id := httpapi.IdentityOf(c)
-	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: strings.Clone(httpapi.RequestIDOf(c)),
-		SessionID: httpapi.SessionOf(c), APIKeyID: strings.Clone(httpapi.APIKeyOf(c))}
-}
-
 // list answers a page of the tenant's service accounts; the list has no
 // total.
 func (s *Service) list(c *fiber.Ctx) error {
@@ -130,7 +124,7 @@ func (s *Service) create(c *fiber.Ctx) error {
 		p.Errors = errs
 		return p
 	}
-	acc, err := s.store.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), req.Name, req.Roles)
+	acc, err := s.store.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, httpapi.ActorOf(c), req.Name, req.Roles)
 	if err != nil {
 		return err
 	}
@@ -150,7 +144,7 @@ func (s *Service) delete(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := s.store.Delete(c.UserContext(), httpapi.IdentityOf(c).TenantID, id, actor(c)); err != nil {
+	if err := s.store.Delete(c.UserContext(), httpapi.IdentityOf(c).TenantID, id, httpapi.ActorOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -161,7 +155,7 @@ func (s *Service) createSecret(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ns, err := s.store.CreateSecret(c.UserContext(), httpapi.IdentityOf(c).TenantID, id, actor(c))
+	ns, err := s.store.CreateSecret(c.UserContext(), httpapi.IdentityOf(c).TenantID, id, httpapi.ActorOf(c))
 	if errors.Is(err, sessions.ErrEnded) {
 		return httpapi.SessionEnded(c)
 	}
@@ -181,7 +175,7 @@ func (s *Service) deleteSecret(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := s.store.DeleteSecret(c.UserContext(), httpapi.IdentityOf(c).TenantID, id, sid, actor(c)); err != nil {
+	if err := s.store.DeleteSecret(c.UserContext(), httpapi.IdentityOf(c).TenantID, id, sid, httpapi.ActorOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)

@@ -60,12 +60,6 @@ func (s *Server) Register(rt httpapi.Routes) {
 	p.Get("/permissions", s.listPermissions)
 }
 
-func actor(c *fiber.Ctx) roles.Actor {
-	id := httpapi.IdentityOf(c)
-	return roles.Actor{UserID: id.UserID, Permissions: id.Permissions, RequestID: httpapi.RequestIDOf(c), SessionID: httpapi.SessionOf(c),
-		APIKeyID: httpapi.APIKeyOf(c), SecretID: httpapi.ClientSecretOf(c)}
-}
-
 // --- self ---
 
 func (s *Server) getMe(c *fiber.Ctx) error {
@@ -295,7 +289,7 @@ func (s *Server) patchTenant(c *fiber.Ctx) error {
 	all, member := roles.CatalogArgs(s.catalog)
 	id := httpapi.IdentityOf(c)
 	ctx := c.UserContext()
-	t, _, err := s.tenants.UpdateAsMember(ctx, id.TenantID, actor(c), b, all, member, func(tx pgx.Tx) error {
+	t, _, err := s.tenants.UpdateAsMember(ctx, id.TenantID, httpapi.ActorOf(c), b, all, member, func(tx pgx.Tx) error {
 		return mayWeakenPolicy(ctx, tx, id)
 	})
 	switch {
@@ -423,7 +417,7 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 	if err := v.Err(); err != nil {
 		return err
 	}
-	m, inv, err := s.users.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c), n)
+	m, inv, err := s.users.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, httpapi.ActorOf(c), n)
 	if errors.Is(err, sessions.ErrEnded) {
 		return httpapi.SessionEnded(c)
 	}
@@ -479,7 +473,7 @@ func (s *Server) patchUser(c *fiber.Ctx) error {
 	if err := v.Err(); err != nil {
 		return err
 	}
-	m, err := s.users.Update(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid, actor(c), users.Patch{Status: b.Status})
+	m, err := s.users.Update(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid, httpapi.ActorOf(c), users.Patch{Status: b.Status})
 	if err != nil {
 		return err
 	}
@@ -491,7 +485,7 @@ func (s *Server) deleteUser(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := s.users.Remove(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid, actor(c)); err != nil {
+	if err := s.users.Remove(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid, httpapi.ActorOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
@@ -514,7 +508,7 @@ func (s *Server) grantRole(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	m, err := s.users.GrantRole(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid, role, actor(c))
+	m, err := s.users.GrantRole(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid, role, httpapi.ActorOf(c))
 	if err != nil {
 		return err
 	}
@@ -530,7 +524,7 @@ func (s *Server) revokeRole(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	m, err := s.users.RevokeRole(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid, role, actor(c))
+	m, err := s.users.RevokeRole(c.UserContext(), httpapi.IdentityOf(c).TenantID, uid, role, httpapi.ActorOf(c))
 	if err != nil {
 		return err
 	}
@@ -598,7 +592,7 @@ func (s *Server) createRole(c *fiber.Ctx) error {
 	if perms == nil {
 		perms = []string{}
 	}
-	r, err := s.roles.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, actor(c),
+	r, err := s.roles.Create(c.UserContext(), httpapi.IdentityOf(c).TenantID, httpapi.ActorOf(c),
 		roles.Definition{Name: b.Name, Description: b.Description, Permissions: perms})
 	if err != nil {
 		return err
@@ -637,7 +631,7 @@ func (s *Server) patchRole(c *fiber.Ctx) error {
 	if err := v.Err(); err != nil {
 		return err
 	}
-	r, err := s.roles.Update(c.UserContext(), httpapi.IdentityOf(c).TenantID, rid, actor(c), b)
+	r, err := s.roles.Update(c.UserContext(), httpapi.IdentityOf(c).TenantID, rid, httpapi.ActorOf(c), b)
 	if err != nil {
 		return err
 	}
@@ -649,7 +643,7 @@ func (s *Server) deleteRole(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if err := s.roles.Delete(c.UserContext(), httpapi.IdentityOf(c).TenantID, rid, actor(c)); err != nil {
+	if err := s.roles.Delete(c.UserContext(), httpapi.IdentityOf(c).TenantID, rid, httpapi.ActorOf(c)); err != nil {
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)
