@@ -97,6 +97,41 @@ func sendWith(method, target, token string, body any, extra http.Header) (reply,
 	return r, err
 }
 
+// requestID is the id of the request r answered: the X-Request-Id the
+// proxy set, else the request_id of a problem body ("" when neither).
+func (r reply) requestID() string {
+	if id := r.Header.Get("X-Request-Id"); id != "" {
+		return id
+	}
+	var p struct {
+		RequestID string `json:"request_id"`
+	}
+	if json.Unmarshal(r.Body, &p) == nil {
+		return p.RequestID
+	}
+	return ""
+}
+
+// logsOf is what every service logged about the request r answered (the
+// lines carrying its request id), for the message of a test that fails
+// on r: the suite's logs hold every test's requests, and the tails
+// printed when the run ends are long past a request of an earlier test,
+// or of another core than the one that answered.
+func logsOf(r reply) string {
+	id := r.requestID()
+	if id == "" || sys == nil {
+		return "\n(no request id: no service logs)"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nlogs of request %s:", id)
+	for _, svc := range []*service{sys.proxyA, sys.proxyB, sys.coreA, sys.coreB, sys.notes} {
+		if lines := requestLines(svc.logPath, id); lines != "" {
+			fmt.Fprintf(&b, "\n---- %s\n%s", svc.name, lines)
+		}
+	}
+	return b.String()
+}
+
 // call is send for tests: a transport error fails the test.
 func call(t testing.TB, method, target, token string, body any) reply {
 	t.Helper()
@@ -111,7 +146,7 @@ func call(t testing.TB, method, target, token string, body any) reply {
 func expect(t testing.TB, r reply, want int) {
 	t.Helper()
 	if r.Status != want {
-		t.Fatalf("%s: status %d, want %d", r, r.Status, want)
+		t.Fatalf("%s: status %d, want %d%s", r, r.Status, want, logsOf(r))
 	}
 }
 
@@ -129,7 +164,7 @@ func decode[T any](t testing.TB, r reply) T {
 func expectProblem(t testing.TB, r reply, want int) problem.Problem {
 	t.Helper()
 	if r.Status != want {
-		t.Fatalf("%s: status %d, want %d", r, r.Status, want)
+		t.Fatalf("%s: status %d, want %d%s", r, r.Status, want, logsOf(r))
 	}
 	return checkProblem(t, r)
 }

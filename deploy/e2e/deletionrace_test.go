@@ -50,7 +50,7 @@ func TestAccountDeletionRacingSignIns(t *testing.T) {
 			case http.StatusTooManyRequests: // the refusals count as failed guesses of the address
 				return
 			}
-			t.Errorf("sign-in racing the deletion: %s, want 200, 400 invalid_grant or 429", r)
+			t.Errorf("sign-in racing the deletion: %s, want 200, 400 invalid_grant or 429%s", r, logsOf(r))
 		}()
 	}
 	close(start)

@@ -34,7 +34,9 @@
 //
 // Every child dies with the test binary (Pdeathsig), is stopped when the suite ends or is
 // interrupted, and the temp dir is removed; set E2E_KEEP=1 to keep it (service logs are
-// there). On failure the tail of every service log is printed.
+// there). On failure the tail of every service log is printed, and a test that fails on a
+// reply (expect, expectProblem, or a test's own check with logsOf) prints the lines every
+// service logged with that reply's request id, whichever core answered and however long ago.
 //
 //	go test -count=1 -v ./deploy/e2e
 package e2e

@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Sign up, sign in, refresh, use the bearer at both proxies and an app,
@@ -119,5 +121,44 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	}
 	if !found {
 		t.Error("proxy B has no access line naming the user, tenant and principal")
+	}
+}
+
+// A test that fails on a reply prints what the services logged about
+// that request (logsOf): the lines carrying its request id, from the
+// proxy that took it and the core that answered, and none of another
+// request's.
+func TestFailedReplyCarriesItsLogLines(t *testing.T) {
+	a := signup(t, sys.proxyA)
+	r := call(t, "POST", sys.proxyB.url("/api/v1/auth/token"), "", map[string]string{
+		"grant_type": "password", "email": a.Email, "password": "not the password " + randToken(4)})
+	expectProblem(t, r, http.StatusBadRequest)
+	other := call(t, "GET", sys.proxyB.url("/api/v1/users/me"), a.Tokens.AccessToken, nil)
+	expect(t, other, http.StatusOK)
+	id := r.requestID()
+	if id == "" || id == other.requestID() {
+		t.Fatalf("request ids %q and %q, want two distinct ones", id, other.requestID())
+	}
+	// Each service writes its access line once it has answered: polled.
+	var got string
+	_, err := pollUntil("logs of the refused sign-in", propagation, 10*time.Millisecond, func() (bool, string) {
+		got = logsOf(r)
+		for _, want := range []string{"---- " + sys.proxyB.name, "---- " + sys.coreB.name, `"status":400`} {
+			if !strings.Contains(got, want) {
+				return false, fmt.Sprintf("no %q in:%s", want, got)
+			}
+		}
+		return true, ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(got, "---- "+sys.coreA.name) {
+		t.Errorf("logs of a request core B answered name core A:%s", got)
+	}
+	for line := range strings.Lines(got) {
+		if strings.HasPrefix(line, "{") && !strings.Contains(line, `"`+id+`"`) {
+			t.Errorf("a line of another request: %s", line)
+		}
 	}
 }

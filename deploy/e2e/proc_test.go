@@ -47,6 +47,14 @@ func grepLog(path, needle string) string {
 	return strings.Join(out, "\n")
 }
 
+// requestLines returns the lines of a JSON log file that carry the
+// request id id as a whole string value ("request_id":"<id>"): unlike
+// grepLog's substring, an id is not matched by a longer one it begins
+// (proxy ids are a prefix and a counter: ...-5 and ...-51).
+func requestLines(path, id string) string {
+	return grepLog(path, `"`+id+`"`)
+}
+
 // stopProcess sends SIGSTOP to pid and waits until every thread of it is
 // stopped: the signal takes effect per thread, when each is next scheduled,
 // and a busy process can answer a request or two in between.
