@@ -109,9 +109,10 @@ WHERE m.user_id = $2
 // is ErrServiceAccount: DELETE /service-accounts/{id} deletes it) in one
 // transaction, for its owner (DELETE /users/me/account) or the operator (`coreapi
 // users delete`). It takes the locks every change of a member takes, in
-// the same order: the tenants' (roles.LockTenant), then the account's row
-// (FOR UPDATE: a sign-in's new session or a membership being added waits,
-// then fails on the missing row), then runs o.Check. An account that is
+// the same order: the tenants' (roles.LockTenant), then its memberships
+// (FOR UPDATE: a sign-in's new session waits for its membership, then
+// finds none), then the account's row (FOR UPDATE: a membership being
+// added waits, then fails on the missing row), then runs o.Check. An account that is
 // the last active owner of a tenant with other members is refused
 // (*SoleOwnerError) unless o.Force. Then, in each tenant it belongs to,
 // the pending invitations to its address are withdrawn and every live API
@@ -141,6 +142,7 @@ func DeleteAccount(ctx context.Context, pool *pgxpool.Pool, userID string, o Del
 SELECT tenant_id::text FROM memberships WHERE user_id = $1
 UNION SELECT tenant_id::text FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL
 ORDER BY 1`
+	const qLockMemberships = `SELECT 1 FROM memberships WHERE user_id = $1 ORDER BY tenant_id FOR UPDATE`
 	const qLock = `SELECT email, kind = 'service', email_verified_at IS NOT NULL FROM users WHERE id = $1 FOR UPDATE`
 	const qSoleOwner = `
 SELECT t.id::text, t.name FROM memberships m JOIN tenants t ON t.id = m.tenant_id
@@ -175,6 +177,14 @@ ORDER BY t.name, t.id`
 			if err := roles.LockTenant(ctx, tx, tid); err != nil {
 				return err
 			}
+		}
+		// The memberships before the account's row, as a sign-in takes
+		// them (its session's membership, then the row) and a member's
+		// removal: held after the row, a sign-in that had its membership
+		// and waited for the row deadlocked with the delete below, which
+		// waited for the membership.
+		if _, err := tx.Exec(ctx, qLockMemberships, userID); err != nil {
+			return fmt.Errorf("lock memberships: %w", err)
 		}
 		var (
 			email             string
