@@ -84,9 +84,9 @@ var errNotRecent = errors.New("sign-in not recent enough")
 // deleteMyAccount deletes the caller's account (users.DeleteAccount). It needs a
 // sign-in within DeleteMaxAge, with the second factor for an account that
 // has one, of a session still bound to the token's tenant, by an account
-// that could sign in now; all checked once the account's row is locked,
-// which a sign-in's new session, a password change and a factor's
-// confirmation wait for. API keys and service accounts are refused before
+// that could sign in now; all checked once the account's memberships and
+// row are locked, which a sign-in's new session (at its membership), a
+// password change and a factor's confirmation wait for. API keys and service accounts are refused before
 // (accountroutes). A last active owner of a tenant with other members is
 // refused (409 sole_owner, naming the tenants).
 func (s *Server) deleteMyAccount(c *fiber.Ctx) error {
