@@ -782,11 +782,20 @@ func (s *Service) mfaGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error
 	ctx := c.UserContext()
 	ua, ip := client(c)
 	// Each try is claimed before the code is looked at: at most
-	// ChallengeAttempts codes per token, however many arrive at once.
+	// ChallengeAttempts codes per token, however many arrive at once. A
+	// request naming another tenant than the challenge's claims none: a
+	// try claimed and given back was held meanwhile, and the owner's code
+	// sent then found none left.
 	const qClaim = `
 UPDATE mfa_challenges SET attempts = attempts + 1
 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < $2
+    AND ($3 = '' OR tenant_id::text = $3)
 RETURNING user_id::text, tenant_id::text, amr, tenant_requested`
+	// qOtherTenant: a challenge the claim left because the request names
+	// another tenant than its own.
+	const qOtherTenant = `
+SELECT EXISTS (SELECT 1 FROM mfa_challenges
+    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < $2)`
 	const qUse = `UPDATE mfa_challenges SET used_at = now() WHERE token_hash = $1 AND used_at IS NULL`
 	const qRefund = `UPDATE mfa_challenges SET attempts = attempts - 1 WHERE token_hash = $1 AND used_at IS NULL AND attempts > 0`
 	// qHeld locks the challenge a recovery code claimed: a password reset
@@ -799,7 +808,16 @@ RETURNING user_id::text, tenant_id::text, amr, tenant_requested`
 		firstAMR         []string // the sign-in the code completes
 		requested        bool     // it named its tenant
 	)
-	err = s.pool.QueryRow(ctx, qClaim, hash, ChallengeAttempts).Scan(&userID, &tenantID, &firstAMR, &requested)
+	err = s.pool.QueryRow(ctx, qClaim, hash, ChallengeAttempts, named).Scan(&userID, &tenantID, &firstAMR, &requested)
+	if errors.Is(err, pgx.ErrNoRows) && named != "" {
+		var other bool
+		if err := s.pool.QueryRow(ctx, qOtherTenant, hash, ChallengeAttempts).Scan(&other); err != nil {
+			return TokenResponse{}, fmt.Errorf("look up mfa challenge: %w", err)
+		}
+		if other {
+			return TokenResponse{}, errSecondFactorOtherTenant
+		}
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return TokenResponse{}, errBadMFAToken
 	}
@@ -807,13 +825,6 @@ RETURNING user_id::text, tenant_id::text, amr, tenant_requested`
 		return TokenResponse{}, fmt.Errorf("claim mfa challenge: %w", err)
 	}
 	if named != "" {
-		if named != tenantID {
-			// Refused before the code is looked at: the try is given back.
-			if _, err := s.pool.Exec(ctx, qRefund, hash); err != nil {
-				return TokenResponse{}, fmt.Errorf("give back mfa challenge try: %w", err)
-			}
-			return TokenResponse{}, errSecondFactorOtherTenant
-		}
 		// Named now, if not by the password step: a tenant left meanwhile
 		// is refused, not traded for the next one.
 		requested = true

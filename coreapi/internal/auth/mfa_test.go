@@ -336,6 +336,88 @@ func TestSecondFactorNamingAnotherTenantRefused(t *testing.T) {
 	}
 }
 
+// TestRefusedSecondStepTakesNoTry: a second step refused before its code
+// is looked at, for naming another tenant than its challenge's or for an
+// account disabled since the password step, never holds one of the
+// mfa_token's tries, not even for a moment. It claimed a try, then gave
+// it back: with the challenge one try short of auth.ChallengeAttempts, a
+// second step sent meanwhile found no try left (400 invalid_grant, "out
+// of attempts"), the owner's right code included. The claim and the
+// giving back take the same row, so no row lock parks a request between
+// them: a statement trigger parks any statement that gives a try back,
+// before it locks anything, on an advisory lock the test holds.
+func TestRefusedSecondStepTakesNoTry(t *testing.T) {
+	t.Parallel()
+	const (
+		qPark = `
+CREATE FUNCTION park_given_back_try() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF strpos(current_query(), 'attempts = attempts - 1') > 0 THEN
+        PERFORM pg_advisory_xact_lock(7201);
+    END IF;
+    RETURN NULL;
+END $$`
+		qTrigger = `CREATE TRIGGER park_given_back_try BEFORE UPDATE ON mfa_challenges
+FOR EACH STATEMENT EXECUTE FUNCTION park_given_back_try()`
+		qDisable = `UPDATE users SET status = 'disabled' WHERE id = $1`
+		qEnable  = `UPDATE users SET status = 'active' WHERE id = $1`
+	)
+	for _, tt := range []struct {
+		name string
+		// off and on: what the account goes through ("": nothing).
+		off, on       string
+		otherTenant   bool   // the refused step names another tenant
+		meanwhile     int    // the answer to the owner's code sent meanwhile
+		meanwhileErr  string // and its code
+		refusedStatus int    // the refused step's answer
+		refused       string // and its code
+	}{
+		{"naming another tenant", "", "", true, http.StatusOK, "", http.StatusBadRequest, problem.CodeInvalidRequest},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			e := start(t, cheap)
+			const email = "refused-step-race@example.com"
+			tk, secret, _ := e.mfaUser(t, email)
+			as := e.identityFor(t, tk)
+			second := e.SeedTenant(t, "Second")
+			e.SeedMember(t, second.ID, as.UserID, "member")
+			mt := e.challenge(t, email)
+			exec := func(q string, args ...any) {
+				t.Helper()
+				if _, err := e.DB.Pool.Exec(ctx, q, args...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			exec(`UPDATE mfa_challenges SET attempts = $2 WHERE token_hash = $1`, mfa.HashToken(mt), auth.ChallengeAttempts-1)
+			exec(qPark)
+			exec(qTrigger)
+			if tt.off != "" {
+				exec(tt.off, as.UserID)
+			}
+			hold := e.DB.Hold(t, `SELECT pg_advisory_xact_lock(7201)`)
+			body := map[string]string{"grant_type": "mfa_otp", "mfa_token": mt, "code": "000000"}
+			if tt.otherTenant {
+				body["tenant_id"] = second.ID
+			}
+			refused := dbtest.AnsweredOrWaiting(t, e.DB, func() apitest.Response { return e.token(t, body) })
+			if n := e.count(t, `SELECT attempts FROM mfa_challenges WHERE token_hash = $1`, mfa.HashToken(mt)); n != auth.ChallengeAttempts-1 {
+				t.Errorf("tries counted while a refused second step is answered: %d, want %d", n, auth.ChallengeAttempts-1)
+			}
+			code := codeAt(t, secret, time.Now().Add(30*time.Second))
+			wantStatus(t, "the owner's code meanwhile", e.mfaOTP(t, mt, code), tt.meanwhile, tt.meanwhileErr)
+			if err := hold.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			wantStatus(t, "refused second step", refused(), tt.refusedStatus, tt.refused)
+			if tt.on != "" {
+				exec(tt.on, as.UserID)
+				wantStatus(t, "the owner's code once active", e.mfaOTP(t, mt, code), http.StatusOK, "")
+			}
+		})
+	}
+}
+
 // TestMFAStepAfterTheTenantIsLeft: a sign-in waiting for its second factor
 // is answered, once the code is given, as its password sign-in would be
 // then. One naming no tenant was bound to the tenant its password step
