@@ -783,19 +783,28 @@ func (s *Service) mfaGrant(c *fiber.Ctx, req tokenRequest) (TokenResponse, error
 	ua, ip := client(c)
 	// Each try is claimed before the code is looked at: at most
 	// ChallengeAttempts codes per token, however many arrive at once. A
-	// request naming another tenant than the challenge's claims none: a
-	// try claimed and given back was held meanwhile, and the owner's code
-	// sent then found none left.
+	// request refused before its code is looked at claims none: a try
+	// claimed and given back was held meanwhile, and the owner's code
+	// sent then found none left. So the claim takes a challenge only in
+	// the tenant the request names ($3, "": any), as the OAuth
+	// hand-over's code is consumed, and (unless $4: checked already)
+	// only while the account, its membership and the tenant are active
+	// there, as users.ActiveAccount has them: a sign-in that cannot land
+	// there is refused, or lands in the next tenant, below.
 	const qClaim = `
-UPDATE mfa_challenges SET attempts = attempts + 1
+UPDATE mfa_challenges c SET attempts = attempts + 1
 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < $2
     AND ($3 = '' OR tenant_id::text = $3)
+    AND ($4 OR EXISTS (SELECT 1 FROM users u
+        JOIN memberships m ON m.user_id = u.id AND m.tenant_id = c.tenant_id
+        JOIN tenants t ON t.id = m.tenant_id
+        WHERE u.id = c.user_id AND u.status = 'active' AND m.status = 'active' AND t.status = 'active'))
 RETURNING user_id::text, tenant_id::text, amr, tenant_requested`
-	// qOtherTenant: a challenge the claim left because the request names
-	// another tenant than its own.
-	const qOtherTenant = `
-SELECT EXISTS (SELECT 1 FROM mfa_challenges
-    WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < $2)`
+	// qLeft: the challenge a claim left, when there is one: it names
+	// another tenant, or its sign-in cannot land in its tenant now.
+	const qLeft = `
+SELECT user_id::text, tenant_id::text, tenant_requested FROM mfa_challenges
+WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < $2`
 	const qUse = `UPDATE mfa_challenges SET used_at = now() WHERE token_hash = $1 AND used_at IS NULL`
 	const qRefund = `UPDATE mfa_challenges SET attempts = attempts - 1 WHERE token_hash = $1 AND used_at IS NULL AND attempts > 0`
 	// qHeld locks the challenge a recovery code claimed: a password reset
@@ -808,15 +817,38 @@ SELECT EXISTS (SELECT 1 FROM mfa_challenges
 		firstAMR         []string // the sign-in the code completes
 		requested        bool     // it named its tenant
 	)
-	err = s.pool.QueryRow(ctx, qClaim, hash, ChallengeAttempts, named).Scan(&userID, &tenantID, &firstAMR, &requested)
-	if errors.Is(err, pgx.ErrNoRows) && named != "" {
-		var other bool
-		if err := s.pool.QueryRow(ctx, qOtherTenant, hash, ChallengeAttempts).Scan(&other); err != nil {
+	claimTry := func(standingChecked bool) error {
+		return s.pool.QueryRow(ctx, qClaim, hash, ChallengeAttempts, named, standingChecked).Scan(&userID, &tenantID, &firstAMR, &requested)
+	}
+	err = claimTry(false)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = s.pool.QueryRow(ctx, qLeft, hash, ChallengeAttempts).Scan(&userID, &tenantID, &requested)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return TokenResponse{}, errBadMFAToken
+		case err != nil:
 			return TokenResponse{}, fmt.Errorf("look up mfa challenge: %w", err)
-		}
-		if other {
+		case named != "" && named != tenantID:
 			return TokenResponse{}, errSecondFactorOtherTenant
 		}
+		// A sign-in that can land nowhere now is refused before the code
+		// is looked at, as a disabled account's step-up is, and keeps the
+		// code and the try: the session below would refuse it
+		// (signInTenantNow) only after a recovery code or the TOTP step
+		// was spent and the challenge used up, for a refusal no code
+		// could change. That is a disabled account, a tenant the sign-in
+		// (or this request) named that no longer lets the user in, or,
+		// naming none, no active membership left. One naming none whose
+		// tenant was left lands in the next one, below; the account may
+		// also be active again since the claim.
+		if _, err := activeAccount(ctx, s.pool, userID, tenantID); errors.Is(err, errInactive) {
+			if _, err := signInTenantNow(ctx, s.pool, userID, tenantID, requested || named != ""); err != nil {
+				return TokenResponse{}, err
+			}
+		} else if err != nil {
+			return TokenResponse{}, err
+		}
+		err = claimTry(true)
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return TokenResponse{}, errBadMFAToken
@@ -845,26 +877,6 @@ SELECT EXISTS (SELECT 1 FROM mfa_challenges
 		}
 		claimed = true
 		return nil
-	}
-	// A sign-in that can land nowhere now is refused before the code is
-	// looked at, as a disabled account's step-up is, and keeps the code
-	// and the try: the session below would refuse it (signInTenantNow)
-	// only after a recovery code or the TOTP step was spent and the
-	// challenge used up, for a refusal no code could change. That is a
-	// disabled account, a tenant the sign-in named that no longer lets
-	// the user in, or, naming none, no active membership left. (One
-	// naming none whose tenant was left lands in the next one, below.)
-	if _, err := activeAccount(ctx, s.pool, userID, tenantID); errors.Is(err, errInactive) {
-		if _, err := signInTenantNow(ctx, s.pool, userID, tenantID, requested); err != nil {
-			if _, refused := errors.AsType[*problem.Problem](err); refused {
-				if _, rerr := s.pool.Exec(ctx, qRefund, hash); rerr != nil {
-					return TokenResponse{}, fmt.Errorf("give back mfa challenge try: %w", rerr)
-				}
-			}
-			return TokenResponse{}, err
-		}
-	} else if err != nil {
-		return TokenResponse{}, err
 	}
 	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: userID, tenantID: tenantID, ip: ip, requestID: rid}, claim); err != nil {
 		// A code refused by the account's lock, or for a secret the

@@ -373,6 +373,7 @@ FOR EACH STATEMENT EXECUTE FUNCTION park_given_back_try()`
 		refused       string // and its code
 	}{
 		{"naming another tenant", "", "", true, http.StatusOK, "", http.StatusBadRequest, problem.CodeInvalidRequest},
+		{"account disabled", qDisable, qEnable, false, http.StatusForbidden, problem.CodeUserDisabled, http.StatusForbidden, problem.CodeUserDisabled},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
