@@ -397,43 +397,43 @@ func (s *Server) keyRefused(c *fiber.Ctx, st *state, rt *Router, route *rules.Ro
 }
 
 // accountRefusals are the refusals of principals on coreapi's account
-// routes, by index in accountroutes.Rules: built with the Server
+// routes, for each principal some rule refuses (accountroutes.Bit not 0),
+// by index in accountroutes.Rules: built with the Server
 // (newAccountRefusals), so that a refusal allocates nothing, and read
 // only afterwards.
-type accountRefusals struct {
-	apiKey, service []*httpError
-}
+type accountRefusals map[string][]*httpError
 
 func newAccountRefusals() accountRefusals {
-	of := func(p string) []*httpError {
+	r := accountRefusals{}
+	for _, p := range []string{identity.PrincipalUser, identity.PrincipalAPIKey, identity.PrincipalService, identity.PrincipalAnonymous} {
+		if accountroutes.Bit(p) == 0 {
+			continue // no rule refuses p: accountroutes.Index never names one for it
+		}
 		errs := make([]*httpError, len(accountroutes.Rules))
 		for i := range accountroutes.Rules {
 			errs[i] = &httpError{status: 403, code: problem.CodePrincipalNotAllowed, detail: accountroutes.Detail(p, &accountroutes.Rules[i])}
 		}
-		return errs
+		r[p] = errs
 	}
-	return accountRefusals{apiKey: of(identity.PrincipalAPIKey), service: of(identity.PrincipalService)}
+	return r
 }
 
 // coreRefusal is the refusal of a coreapi route that principal may not
 // call (shared/accountroutes: an API key on the account's sign-in,
 // sessions, credentials, address or invitations, or creating keys; a
-// service account on what only a person does), nil for the others.
-// coreapi refuses the same table again behind the proxy. Out of line
-// (noinline): a user's request, the warm path, never calls it.
+// service account on what only a person does), nil for the others. A
+// rule accountroutes.Index names refuses principal, so the refusals hold
+// one for it (newAccountRefusals). coreapi refuses the same table again
+// behind the proxy. Out of line (noinline): a user's request, the warm
+// path, never calls it.
 //
 //go:noinline
 func (s *Server) coreRefusal(principal string, method, path []byte) *httpError {
 	i := accountroutes.Index(principal, method, path)
-	switch {
-	case i < 0:
+	if i < 0 {
 		return nil
-	case principal == identity.PrincipalAPIKey:
-		return s.refusals.apiKey[i]
-	case principal == identity.PrincipalService:
-		return s.refusals.service[i]
 	}
-	return nil
+	return s.refusals[principal][i]
 }
 
 // keyLimiter counts wrong secrets per (key public id, client IP) in fixed
