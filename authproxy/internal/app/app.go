@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -77,6 +78,7 @@ type App struct {
 	appSigners   map[string]*identity.KeySigner // by key id
 	reloadMu     sync.Mutex                     // one reload at a time
 	lastRules    [32]byte                       // SHA-256 of the rules file last read
+	rulesInfo    os.FileInfo                    // the rules file as New found it (nil: none)
 	shuttingDown atomic.Bool
 	tracing      *tracing.Provider // nil: off
 	// rulesWatchEvents, when set (tests), stands between the rules file's
@@ -150,6 +152,11 @@ func New(cfg *config.Config, table *rules.Table, log *slog.Logger, h Hooks) (*Ap
 	// The content the table was parsed from: the watcher's first check
 	// (reload.go) loads the file if it changed since.
 	a.lastRules = table.Source
+	// And the file it was read from: the watcher's first check tells a
+	// file replaced since (another one) from one written in place.
+	if cfg.RulesFile != "" {
+		a.rulesInfo, _ = os.Stat(cfg.RulesFile)
+	}
 
 	a.Keys = jwks.New(jwks.Options{URL: cfg.JWKSURL, Algs: cfg.Algs, Interval: cfg.JWKSRefresh,
 		Cooldown: cfg.JWKSCooldown, Timeout: 5 * time.Second, Now: h.Now, TLS: cfg.IdentityTLS,

@@ -60,6 +60,7 @@ var allowZero = map[string]string{
 	"authproxy_request_body_bytes":            "body buffers of requests being read (TestBodyMemoryBounded); the workload sends no body",
 	"authproxy_rules_reload_failures_total":   "refused rules files (TestRulesReloadSyntaxErrorKeepsRules)",
 	"authproxy_rules_reload_refused":          "a refused rules file still in place (TestRulesReloadSyntaxErrorKeepsRules)",
+	"authproxy_rules_reload_in_place_total":   "reloads of a rules file written in place (TestRulesReloadPausedInPlaceWriteKeepsRules)",
 	"authproxy_streams_refused_total":         "streams refused by a cap (TestStreamLimits)",
 	"authproxy_untrusted_forwarded_for_total": "X-Forwarded-For from an untrusted peer (TestUntrustedForwardedForWarned)",
 	"authproxy_upstream_errors_total":         "failures talking to upstreams (TestUpstreamErrorsCounted)",

@@ -20,13 +20,23 @@ import (
 // reads the file: editors and ConfigMap updates write in several steps.
 const reloadSettle = 100 * time.Millisecond
 
+// inPlaceSettle is how long a file written in place (not renamed over)
+// must stay the same, between two reads, before it is loaded. Such a file
+// is read while it is written: cut short within its list of routes it is
+// valid YAML, a table that may lack a route's permissions, and nothing in
+// it tells it from a shorter file. A writer that pauses for longer than
+// this within the file still gets its part loaded; one that renames a
+// complete file over the old one never does.
+const inPlaceSettle = time.Second
+
 // ReloadRules reads RULES_FILE again and, if the whole file is valid,
 // swaps the new route table in atomically; requests already routed keep
 // the table they started with. A bad file keeps the current table, logs
 // every problem, counts authproxy_rules_reload_failures_total and sets
 // authproxy_rules_reload_refused (an alert holds on it for as long as the
 // file stays refused); a good one bumps authproxy_rules_generation and
-// clears authproxy_rules_reload_refused.
+// clears authproxy_rules_reload_refused. It reads the file at once (SIGHUP
+// is an operator's explicit request), however it was written.
 func (a *App) ReloadRules() error {
 	if a.cfg.RulesFile == "" {
 		a.log.Info("rules reload: no RULES_FILE, nothing to reload")
@@ -35,6 +45,19 @@ func (a *App) ReloadRules() error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	b, err := rules.ReadFile(a.cfg.RulesFile)
+	return a.load(b, err)
+}
+
+// reloadContent is ReloadRules with content the watcher read (b, or the
+// error reading it).
+func (a *App) reloadContent(b []byte, readErr error) error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	return a.load(b, readErr)
+}
+
+// load swaps in the table b holds, or refuses it; reloadMu is held.
+func (a *App) load(b []byte, err error) error {
 	if err != nil {
 		// No content was read: whatever comes back next is a change, the
 		// content in force included (a file removed, or made unreadable,
@@ -116,6 +139,14 @@ func problems(err error) []error {
 // content equals the last one read is ignored. The file is also checked
 // once as soon as the watch is set, so that a change made while the proxy
 // started is not missed.
+//
+// A file replaced (an entry on the way created, renamed or removed, and
+// the file not written since) is read reloadSettle after the last change.
+// A file written in place (see changeKind) is loaded only once two reads
+// inPlaceSettle apart, with no change seen in between, found the same
+// bytes, size, modification time and file: a change restarts the wait.
+// Each such reload logs a warning and counts
+// authproxy_rules_reload_in_place_total.
 func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 	defer close(ready)
 	w, err := fsnotify.NewWatcher()
@@ -159,9 +190,29 @@ func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 		events, errs = a.rulesWatchEvents(events, errs)
 	}
 	ready <- struct{}{}
-	// A change made before the watch was set (between the first read of
-	// the file and now) sent no event: check the file once right away.
-	settle := time.After(0)
+	var (
+		// A change made before the watch was set (between the first read
+		// of the file and now) sent no event: check the file once right
+		// away.
+		settle = time.After(0)
+		// kind is what the events since the last read say of the change.
+		kind changeKind
+		// held is the content of a file written in place as first read,
+		// waiting to be read again inPlaceSettle later; nil when a change
+		// came since.
+		held *rulesRead
+		// last is the file as last read (nil: unknown).
+		last = a.rulesInfo
+	)
+	changed := func(k changeKind) {
+		if k != changeUnknown {
+			kind = k
+		} else if kind == changeNone {
+			kind = changeUnknown
+		}
+		held = nil
+		settle = time.After(reloadSettle)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -173,10 +224,11 @@ func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 			// The kernel's queue of events overflowed: those dropped may
 			// have been the file's change, and none comes again until the
 			// next one. Read the file again (unchanged, it is not
-			// reloaded).
+			// reloaded); what the events would have said is unknown.
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
 				a.log.Warn("rules watch: events were lost; reading the rules file again", "file", a.cfg.RulesFile, "err", err)
-				settle = time.After(reloadSettle)
+				kind = changeUnknown
+				changed(changeUnknown)
 				continue
 			}
 			a.log.Warn("rules watch", "err", err)
@@ -185,22 +237,110 @@ func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 				return
 			}
 			if name := filepath.Clean(ev.Name); names[name] || watched[name] {
-				settle = time.After(reloadSettle)
+				changed(eventKind(ev))
 			}
 		case <-settle:
 			settle = nil
 			// The watches first, then the read: a change after the read
 			// is seen by the new watches.
 			names = watch()
-			b, err := rules.ReadFile(a.cfg.RulesFile)
-			if err == nil {
-				if sum := sha256.Sum256(b); bytes.Equal(sum[:], a.lastRulesSum()) {
+			r := readRules(a.cfg.RulesFile)
+			k := kind
+			if k == changeNone || k == changeUnknown {
+				// No event says how (the first check, lost events, a
+				// chmod): a file other than the one last read was
+				// replaced; the same file, written in place.
+				k = changeReplaced
+				if r.err == nil && last != nil && os.SameFile(last, r.info) {
+					k = changeInPlace
+				}
+			}
+			if r.err == nil {
+				last = r.info
+				if bytes.Equal(r.sum[:], a.lastRulesSum()) {
+					kind, held = changeNone, nil
 					continue
 				}
 			}
-			_ = a.ReloadRules() // logged and counted there
+			if k == changeInPlace && r.err == nil {
+				if held == nil || !held.same(r) {
+					// First read, or changed since without an event: wait
+					// for it to stay the same.
+					held = &r
+					settle = time.After(inPlaceSettle)
+					continue
+				}
+				a.Metrics.RulesReloadInPlace.Inc()
+				a.log.Warn("rules file written in place; it was read only once unchanged for "+inPlaceSettle.String()+
+					", and a pause longer than that while writing it loads it cut short: write a temporary file and rename it over the rules file (as a Kubernetes ConfigMap update does)",
+					"file", a.cfg.RulesFile)
+			}
+			kind, held = changeNone, nil
+			_ = a.reloadContent(r.b, r.err) // logged and counted there
 		}
 	}
+}
+
+// changeKind is what the watcher's events say of a change to the rules
+// file.
+type changeKind int
+
+const (
+	changeNone changeKind = iota
+	// changeUnknown: something changed, the events do not say how (a
+	// chmod alone, events lost); the file's identity decides.
+	changeUnknown
+	// changeReplaced: an entry on the way was created, renamed or
+	// removed (a file or a "..data" symlink renamed over, a directory
+	// moved), and the file was not written since: its content was
+	// complete when it took its place.
+	changeReplaced
+	// changeInPlace: the file was written at its name (truncated and
+	// written, appended to, created and then written), and may be read
+	// half written.
+	changeInPlace
+)
+
+// eventKind tells what ev says of the change; the last event decides (a
+// file renamed over is replaced, even if it was written in place before;
+// one created and then written is written in place).
+func eventKind(ev fsnotify.Event) changeKind {
+	switch {
+	case ev.Has(fsnotify.Create), ev.Has(fsnotify.Rename), ev.Has(fsnotify.Remove):
+		return changeReplaced
+	case ev.Has(fsnotify.Write):
+		return changeInPlace
+	}
+	return changeUnknown
+}
+
+// rulesRead is one read of the rules file: its content, or the error
+// reading it, and the file as it stood once read.
+type rulesRead struct {
+	b    []byte
+	sum  [32]byte
+	info os.FileInfo
+	err  error
+}
+
+func readRules(path string) rulesRead {
+	var r rulesRead
+	if r.b, r.err = rules.ReadFile(path); r.err != nil {
+		return r
+	}
+	r.sum = sha256.Sum256(r.b)
+	// After the read: a write during it changes the time.
+	if r.info, r.err = os.Stat(path); r.err != nil {
+		r.b = nil
+	}
+	return r
+}
+
+// same reports whether r and s read the same content from the same file,
+// untouched (size, modification time) in between.
+func (r *rulesRead) same(s rulesRead) bool {
+	return r.err == nil && s.err == nil && r.sum == s.sum && os.SameFile(r.info, s.info) &&
+		r.info.Size() == s.info.Size() && r.info.ModTime().Equal(s.info.ModTime())
 }
 
 // maxLinks bounds the symlinks followed in resolving a path (a loop).

@@ -65,7 +65,10 @@ type Metrics struct {
 	RulesGeneration       prometheus.Gauge
 	RulesReloadRefused    prometheus.Gauge
 	RulesReloadFailed     prometheus.Counter
-	UntrustedXFF          prometheus.Counter
+	// RulesReloadInPlace counts reloads of a rules file that was written
+	// in place rather than renamed over (app.watchRules).
+	RulesReloadInPlace prometheus.Counter
+	UntrustedXFF       prometheus.Counter
 	// APIKeyRefusals counts API keys refused at the proxy, by reason:
 	// malformed, not_a_key (a JWT in X-API-Key), in_query, ambiguous
 	// (X-API-Key and Authorization), unknown, wrong_secret, revoked
@@ -158,6 +161,9 @@ func New() *Metrics {
 		RulesReloadFailed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "authproxy_rules_reload_failures_total", Help: "Rules reloads refused (the previous table stays).",
 		}),
+		RulesReloadInPlace: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authproxy_rules_reload_in_place_total", Help: "Rules reloads of a file written in place instead of renamed over (read only once unchanged for 1 s; write a temporary file and rename it over the rules file).",
+		}),
 		APIKeyRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authproxy_api_key_refusals_total", Help: "API keys refused at the proxy, by reason (wrong_secret counts guesses; rate_limited the requests refused 429 per key id and client IP; unknown_rate_limited those refused 429 per client IP after too many unknown keys).",
 		}, []string{"reason"}),
@@ -179,7 +185,7 @@ func New() *Metrics {
 		Name: "authproxy_build_info", Help: "Always 1; its labels name the running build (version, revision, Go version).", ConstLabels: build,
 	})
 	buildInfo.Set(1)
-	r.MustRegister(m.RulesGeneration, m.RulesReloadRefused, m.RulesReloadFailed, m.UntrustedXFF, buildInfo, m.APIKeyRefusals, m.APIKeyUsesDropped, m.APIKeyUsesRefused)
+	r.MustRegister(m.RulesGeneration, m.RulesReloadRefused, m.RulesReloadFailed, m.RulesReloadInPlace, m.UntrustedXFF, buildInfo, m.APIKeyRefusals, m.APIKeyUsesDropped, m.APIKeyUsesRefused)
 	for _, r := range []string{"malformed", "not_a_key", "in_query", "ambiguous", "unknown", "wrong_secret", "revoked", "rate_limited", "unknown_rate_limited"} {
 		m.APIKeyRefusals.WithLabelValues(r)
 	}
