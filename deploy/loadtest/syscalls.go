@@ -241,7 +241,10 @@ func parsePerfStat(r io.Reader) (syscallCounts, error) {
 // straceTracer is `strace -c -f -p PID`: every thread is stopped at each
 // system call, which slows the process several times over (both proxies
 // alike), so the runtime's timing-driven calls (sysmon's sleeps, idle
-// threads' wake-ups) are counted at another pace than without it.
+// threads' wake-ups) are counted at another pace than without it. strace
+// counts a call when it handles the call's return: one whose thread is
+// still stopped there when the window closes is not counted, though its
+// effect (bytes written) may already be seen.
 type straceTracer struct {
 	pid  int
 	file string

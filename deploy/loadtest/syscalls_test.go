@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -141,6 +142,7 @@ func TestTracersCountTheWindow(t *testing.T) {
 				}
 			}
 			calls("500") // before the window
+			waitReading(t, cmd.Process.Pid)
 			tr, err := newTracer(name, cmd.Process.Pid, t.TempDir())
 			if err != nil {
 				t.Fatal(err)
@@ -152,6 +154,10 @@ func TestTracersCountTheWindow(t *testing.T) {
 			}
 			calls("1000")
 			calls("234")
+			// The answer reaches this process while the write is still
+			// stopped at its exit for strace, which counts a call there:
+			// the window closes once the child waits for its next line.
+			waitReading(t, cmd.Process.Pid)
 			got, err := tr.stop()
 			if err != nil {
 				t.Fatal(err)
@@ -160,12 +166,44 @@ func TestTracersCountTheWindow(t *testing.T) {
 			if got["getppid"] != 1234 {
 				t.Errorf("getppid: got %d, want 1234 (all: %v)", got["getppid"], got)
 			}
-			// The read of the first line may have begun before the window.
+			// The read of the first line began before the window.
 			if got["read"] < 1 || got["write"] < 2 {
 				t.Errorf("read %d, write %d: want the second line read and both answered at least", got["read"], got["write"])
 			}
 		})
 	}
+}
+
+// waitReading returns once a thread of process pid sleeps in a read of
+// its standard input: every call the child made before it has returned,
+// so a tracer has seen each one end.
+func waitReading(t *testing.T, pid int) {
+	t.Helper()
+	dir := "/proc/" + strconv.Itoa(pid) + "/task/"
+	var last []string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		tasks, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = last[:0]
+		for _, task := range tasks {
+			stat, err1 := os.ReadFile(dir + task.Name() + "/stat")
+			call, err2 := os.ReadFile(dir + task.Name() + "/syscall")
+			if err1 != nil || err2 != nil {
+				continue // a thread gone meanwhile
+			}
+			// The state follows the command name, which is in parentheses.
+			after := string(stat[bytes.LastIndexByte(stat, ')')+1:])
+			state, _, _ := strings.Cut(strings.TrimSpace(after), " ")
+			f := strings.Fields(string(call))
+			if state == "S" && len(f) > 1 && f[0] == "0" && f[1] == "0x0" { // read(0, ...)
+				return
+			}
+			last = append(last, task.Name()+" "+state+" "+strings.Join(f[:min(len(f), 2)], " "))
+		}
+	}
+	t.Fatalf("child %d: no thread reads its standard input after 30s (thread, state, call, first argument: %v)", pid, last)
 }
 
 func TestUnknownTracer(t *testing.T) {
