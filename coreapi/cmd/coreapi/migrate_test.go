@@ -1062,7 +1062,7 @@ func TestMigrateUpGivesWayToALongTransaction(t *testing.T) {
 	var wg sync.WaitGroup
 	t.Cleanup(wg.Wait) // before the database is dropped, after hold ended
 	type migrateUp struct {
-		out  bytes.Buffer
+		out  outputBuffer
 		err  error
 		done chan struct{}
 	}
@@ -1084,8 +1084,7 @@ func TestMigrateUpGivesWayToALongTransaction(t *testing.T) {
 	// had queued (nothing then gave up, and nothing said so).
 	db.WaitForLockWaitersOn(t, "ALTER TABLE oauth_states", 1)
 	// The locks of the test's database as the probe below got through,
-	// logged if the test fails (the probe has been seen to get through,
-	// under load, with no migration reporting that it gave way).
+	// logged if the test fails.
 	var locks bytes.Buffer
 	defer func() {
 		if t.Failed() {
@@ -1129,6 +1128,22 @@ WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND l.locktyp
 		})
 	})
 
+	// The probe got through when a waiting ALTER gave up, which the
+	// migrate up that ran it reports once it has read the ALTER's error.
+	// The server grants the probe's lock as it sends that error, so the
+	// report may come after the probe: wait for it before stopping one, as
+	// a migrate up stopped before it read the error ends with
+	// context.Canceled and reports nothing (then none did, and the others
+	// applied everything without waiting once hold ended).
+	outs := func() string { return first.out.String() + second.out.String() + stopped.out.String() }
+	const gaveWay = "migrate up: 00024_oauth_max_age.sql waited longer than lock_timeout for a lock"
+	eventually.Within(t, 30*time.Second, func() error {
+		if o := outs(); !strings.Contains(o, gaveWay) {
+			return fmt.Errorf("migrate up output lacks %q:\n%s", gaveWay, o)
+		}
+		return nil
+	})
+
 	// The one whose context ends stops, while hold still holds the table.
 	stop()
 	<-stopped.done
@@ -1162,12 +1177,24 @@ WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() AND l.locktyp
 	if applied != distinct {
 		t.Errorf("goose_db_version has %d rows for %d versions, want each migration once", applied, distinct)
 	}
-	// The probe got through when a waiting ALTER gave up, which the
-	// migrate up that ran it reported.
-	outs := first.out.String() + second.out.String() + stopped.out.String()
-	if want := "migrate up: 00024_oauth_max_age.sql waited longer than lock_timeout for a lock"; !strings.Contains(outs, want) {
-		t.Errorf("migrate up output lacks %q:\n%s", want, outs)
-	}
+}
+
+// outputBuffer is a command's output, read while the command writes it.
+type outputBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (o *outputBuffer) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.Write(p)
+}
+
+func (o *outputBuffer) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
 }
 
 // TestSetsLockTimeout: migrate up keeps a lock_timeout that DATABASE_URL
