@@ -77,6 +77,9 @@ func (s *Server) getMe(c *fiber.Ctx) error {
 // other changes of a person's ways in.
 const DeleteMaxAge = 5 * time.Minute
 
+// qActiveFactor: whether the account $1 has an active second factor.
+const qActiveFactor = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
+
 // errNotRecent: the caller's sign-in is older than DeleteMaxAge, or
 // lacks the second factor its account has.
 var errNotRecent = errors.New("sign-in not recent enough")
@@ -91,12 +94,11 @@ var errNotRecent = errors.New("sign-in not recent enough")
 // refused (409 sole_owner, naming the tenants).
 func (s *Server) deleteMyAccount(c *fiber.Ctx) error {
 	id := httpapi.IdentityOf(c)
-	const qFactor = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
 	var mfa bool
 	_, err := users.DeleteAccount(c.UserContext(), s.pool, id.UserID, users.DeleteOptions{
 		By: users.DeletedBySelf, ActorUserID: id.UserID, RequestID: strings.Clone(httpapi.RequestIDOf(c)),
 		Check: func(ctx context.Context, tx pgx.Tx) error {
-			if err := tx.QueryRow(ctx, qFactor, id.UserID).Scan(&mfa); err != nil {
+			if err := tx.QueryRow(ctx, qActiveFactor, id.UserID).Scan(&mfa); err != nil {
 				return fmt.Errorf("check mfa: %w", err)
 			}
 			// The session first: an ended one is answered as ended, not
@@ -139,8 +141,21 @@ type patchMeBody struct {
 	Email *string `json:"email"`
 }
 
-// EmailChangeMaxAge is how recent a sign-in must be to change the address.
+// EmailChangeMaxAge is how recent a sign-in (with the second factor, for
+// an account that has one) must be to change the address.
 const EmailChangeMaxAge = 5 * time.Minute
+
+// emailChangeNotRecent answers an email change whose sign-in is older than
+// EmailChangeMaxAge or, for an account with a second factor (mfa), lacks
+// it: as the account's deletion answers, a step-up for an account with a
+// factor, a new sign-in for one without.
+func emailChangeNotRecent(c *fiber.Ctx, mfa bool) error {
+	const what = "changing the email address"
+	if mfa {
+		return httpapi.NeedRecentSecondFactor(c, EmailChangeMaxAge, what+" needs a second factor given in the last 5 minutes; step up with grant_type=mfa_otp")
+	}
+	return httpapi.NeedRecentSignIn(c, EmailChangeMaxAge, what+" needs a sign-in within the last 5 minutes: sign in again")
+}
 
 func (s *Server) patchMe(c *fiber.Ctx) error {
 	var b patchMeBody
@@ -176,13 +191,20 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		}
 		// The address is where a password reset goes: moving it with a
 		// session taken from its owner (a leaked token) would hand the
-		// account over. It needs a recent sign-in.
-		fresh, err := sessions.Fresh(ctx, s.pool, id, EmailChangeMaxAge, false)
+		// account over. It needs a recent sign-in, with the second factor
+		// for an account that has one, as the account's deletion does.
+		// Checked again, the factor looked for with the account's row
+		// locked (users.Store.PatchMe).
+		var mfa bool
+		if err := s.pool.QueryRow(ctx, qActiveFactor, id.UserID).Scan(&mfa); err != nil {
+			return fmt.Errorf("check mfa: %w", err)
+		}
+		fresh, err := sessions.Fresh(ctx, s.pool, id, EmailChangeMaxAge, mfa)
 		if err != nil {
 			return err
 		}
 		if !fresh {
-			return httpapi.NeedRecentSignIn(c, EmailChangeMaxAge, "changing the email address needs a sign-in within the last 5 minutes: sign in again")
+			return emailChangeNotRecent(c, mfa)
 		}
 		// An account that could not sign in now (disabled, disabled in
 		// the session's tenant, or of a suspended tenant: 403
@@ -211,8 +233,11 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		DisplayName: b.DisplayName, NameLimit: s.nameLimit,
 		Email: b.Email, EmailMaxAge: EmailChangeMaxAge,
 	}, httpapi.RequestIDOf(c))
+	if errors.Is(err, users.ErrNotFreshFactor) {
+		return emailChangeNotRecent(c, true)
+	}
 	if errors.Is(err, users.ErrNotFresh) {
-		return httpapi.NeedRecentSignIn(c, EmailChangeMaxAge, "changing the email address needs a sign-in within the last 5 minutes: sign in again")
+		return emailChangeNotRecent(c, false)
 	}
 	if errors.Is(err, sessions.ErrNotFound) { // the session moved to another tenant, or ended meanwhile (a reset, a sign-out everywhere)
 		return httpapi.SessionEnded(c)

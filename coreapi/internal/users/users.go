@@ -298,13 +298,18 @@ type MePatch struct {
 	// is used (see package lifecycle).
 	Email *string
 	// EmailMaxAge is how recent the sign-in asking for an email change
-	// must be.
+	// must be (with the second factor, for an account that has one).
 	EmailMaxAge time.Duration
 }
 
 // ErrNotFresh: the sign-in of the live session asking for an email
 // change is older than allowed.
 var ErrNotFresh = errors.New("the session's sign-in is too old")
+
+// ErrNotFreshFactor: the account asking for an email change has an
+// active second factor, and its session has not given it within the
+// allowed age (a sign-in with the password alone, or an older one).
+var ErrNotFreshFactor = errors.New("the session has not given the account's second factor recently")
 
 // PatchMe applies p for the caller id in one transaction, all or nothing:
 // a request that asks for both changes and is refused for either (a
@@ -329,11 +334,15 @@ var ErrNotFresh = errors.New("the session's sign-in is too old")
 // the account's own ErrSameEmail; one to an address that has had
 // onetime.AddressMailLimit verification mails in the window, whichever
 // accounts asked, is a *ratelimit.Refused. Its session must be live and
-// its sign-in within p.EmailMaxAge, as its session and its access token
-// say (sessions.Fresh), checked with the account's row locked (else
+// its sign-in within p.EmailMaxAge, with the second factor for an account
+// that has an active one, as its session and its access token say
+// (sessions.Fresh), checked with the account's row locked (else
 // sessions.ErrNotFound for a session that ended, before the sign-in's
-// age is looked at, and ErrNotFresh): a password reset or change, or a
-// sign-out everywhere,
+// age is looked at, then ErrNotFreshFactor for an account with a factor,
+// ErrNotFresh for one without): the address is where a password reset
+// goes, so the factor that guards the sign-in guards its move too. A
+// factor's confirmation locks the row as well, and is seen once
+// committed. A password reset or change, or a sign-out everywhere,
 // locks it too, so either it ends the session first and the change is
 // refused, or it comes after and revokes the change with the other
 // pending ones. Checked only before (as the handler does), a change could
@@ -353,6 +362,7 @@ FOR UPDATE OF u`
 		qLockName = qRow + `
 FOR NO KEY UPDATE OF u`
 		qUpdate = `UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1`
+		qFactor = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
 	)
 	userID, tenantID := id.UserID, id.TenantID
 	me := meOf(id)
@@ -377,8 +387,17 @@ FOR NO KEY UPDATE OF u`
 			return err
 		}
 		if p.Email != nil {
-			if fresh, err := sessions.Fresh(ctx, tx, id, p.EmailMaxAge, false); err != nil {
+			// The factor looked for after the lock, in a statement of its
+			// own: a confirmation (which locks the row too) committed
+			// while this waited is seen.
+			var mfa bool
+			if err := tx.QueryRow(ctx, qFactor, userID).Scan(&mfa); err != nil {
+				return fmt.Errorf("check mfa: %w", err)
+			}
+			if fresh, err := sessions.Fresh(ctx, tx, id, p.EmailMaxAge, mfa); err != nil {
 				return err
+			} else if !fresh && mfa {
+				return ErrNotFreshFactor
 			} else if !fresh {
 				return ErrNotFresh
 			}
