@@ -1471,9 +1471,14 @@ func TestResetMFARacingTheFactorsChange(t *testing.T) {
 func TestPasswordChangeEndsPendingSecondFactorSignIn(t *testing.T) {
 	t.Parallel()
 	e := start(t, cheap)
-	tk, secret, _ := e.mfaUser(t, "pending@example.com")
+	tk, secret, codes := e.mfaUser(t, "pending@example.com")
 	pending := e.challenge(t, "pending@example.com")
-	r := e.Send(t, e.identityFor(t, tk), http.MethodPut, "/api/v1/users/me/password",
+	// The change takes a second factor given recently: the session steps up.
+	r := e.Send(t, e.identityFor(t, tk), http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp", "code": codes[0]})
+	wantStatus(t, "step up", r, http.StatusOK, "")
+	var up tokens
+	r.JSON(t, &up)
+	r = e.Send(t, e.identityFor(t, up), http.MethodPut, "/api/v1/users/me/password",
 		map[string]string{"current_password": pw, "new_password": "a brand new password"})
 	wantStatus(t, "password change", r, http.StatusOK, "")
 	r = e.mfaOTP(t, pending, codeAt(t, secret, time.Now().Add(30*time.Second)))

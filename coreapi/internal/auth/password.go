@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/jackc/pgx/v5"
@@ -25,6 +26,25 @@ type passwordChange struct {
 	NewPassword     string `json:"new_password"`
 }
 
+// PasswordChangeMaxAge is how recent the second factor of an account that
+// has one must be to change its password (the proxy's CoreStepUpAge). An
+// account without one proves itself with its current password alone.
+const PasswordChangeMaxAge = 5 * time.Minute
+
+// errPasswordChangeNotRecent: the account has an active second factor and
+// the session has not given it within PasswordChangeMaxAge.
+var errPasswordChangeNotRecent = errors.New("no second factor given recently")
+
+// passwordChangeNeedsFactor answers errPasswordChangeNotRecent, as the
+// account's deletion answers a missing factor.
+func passwordChangeNeedsFactor(c *fiber.Ctx) error {
+	return httpapi.NeedRecentSecondFactor(c, PasswordChangeMaxAge, "changing the password needs a second factor given in the last 5 minutes; step up with grant_type=mfa_otp")
+}
+
+// changePassword changes the caller's password, given the current one;
+// for an account with an active second factor, also that factor given on
+// the session within PasswordChangeMaxAge, checked before the password is
+// and again with the account's row locked.
 func (s *Service) changePassword(c *fiber.Ctx) error {
 	id := httpapi.IdentityOf(c)
 	var req passwordChange
@@ -60,6 +80,21 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 	} else if err != nil {
 		return err
 	}
+	// The password is a credential: for an account with a second factor,
+	// changing it needs that factor given recently, as the proxy asks
+	// (decided there from its projection, which may lag a confirmation).
+	// Checked again with the account's row locked, below.
+	mfa, err := s.hasMFA(ctx, id.UserID)
+	if err != nil {
+		return err
+	}
+	if mfa {
+		if fresh, err := sessions.Fresh(ctx, s.pool, id, PasswordChangeMaxAge, true); err != nil {
+			return err
+		} else if !fresh {
+			return passwordChangeNeedsFactor(c)
+		}
+	}
 	// The current password is a password guess like a sign-in: the same
 	// counters (address and client), reserved before the check. Accounts
 	// created through OAuth have no password: they cannot change one they
@@ -91,6 +126,21 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 		ends     int64
 	)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// The factor looked for with the row locked, as a confirmation
+		// locks it, and the session's authentication before SetPassword
+		// moves the token version on (which ends it for Fresh).
+		if err := lockUserForFactor(ctx, tx, id.UserID); err != nil {
+			return err
+		}
+		if mfa, err := HasActiveFactor(ctx, tx, id.UserID); err != nil {
+			return err
+		} else if mfa {
+			if fresh, err := sessions.Fresh(ctx, tx, id, PasswordChangeMaxAge, true); err != nil {
+				return err
+			} else if !fresh {
+				return errPasswordChangeNotRecent
+			}
+		}
 		// Only over the hash the current password was checked against: a
 		// reset committed since (its owner locking out whoever knew the old
 		// password) must not be overwritten by a change made with it.
@@ -146,6 +196,9 @@ func (s *Service) changePassword(c *fiber.Ctx) error {
 	})
 	if errors.Is(err, sessions.ErrNotFound) {
 		return httpapi.SessionEnded(c)
+	}
+	if errors.Is(err, errPasswordChangeNotRecent) {
+		return passwordChangeNeedsFactor(c)
 	}
 	if errors.Is(err, users.ErrPasswordChanged) {
 		return problem.New(fiber.StatusForbidden, problem.CodeInvalidCurrentPassword, "the current password is wrong: the password changed meanwhile")
