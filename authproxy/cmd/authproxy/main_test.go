@@ -276,3 +276,30 @@ func TestCheckConfigWarnsHeadWithoutGet(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckConfigWarnsBuiltInsCovered: -check-config (and the start) names
+// the built-in paths that an app's catch-all route will never get; a
+// route covering none says nothing.
+func TestCheckConfigWarnsBuiltInsCovered(t *testing.T) {
+	for prefix, warned := range map[string]bool{"/": true, "/notes": false} {
+		p := filepath.Join(t.TempDir(), "rules.yaml")
+		if err := os.WriteFile(p, []byte("upstreams: {notes: {url: 'http://127.0.0.1:8082', key_id: app-notes}}\nroutes: [{prefix: "+prefix+", upstream: notes, access: public}]"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, read := stdoutFile(t)
+		err := run(context.Background(), []string{"-check-config"}, envFrom(map[string]string{
+			"IDENTITY_HMAC_KEY": testenv.HMACKeyText, "UPSTREAM_KEYS": testenv.AppKeysText, "RULES_FILE": p}), out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := read()
+		for _, path := range []string{"/openapi.json", "/.well-known", "/verify-email", "/reset-password", "/accept-invitation"} {
+			if strings.Contains(s, "route 1 ("+prefix+"): the app never gets") != warned || warned && !strings.Contains(s, path) {
+				t.Errorf("prefix %s: want warned %v, naming %s: %s", prefix, warned, path, s)
+			}
+		}
+		if !strings.Contains(s, "configuration ok") {
+			t.Errorf("prefix %s: no configuration ok: %s", prefix, s)
+		}
+	}
+}

@@ -17,6 +17,7 @@ package rules
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -385,6 +386,30 @@ func CorePrefixes() []string { return reservedPrefixes()[1:] }
 func under(p, base string) bool {
 	p, base = foldKey(p), foldKey(base)
 	return p == base || strings.HasPrefix(p, base+"/")
+}
+
+// coveredBuiltIns lists the built-in prefixes lying under an app route's
+// prefix (a catch-all /, or /api): paths the app never gets, since the
+// longer built-in prefix wins. Only the outermost are named
+// (/api/v1/auth, not /api/v1/auth/token), root paths first, each group
+// sorted.
+func coveredBuiltIns(prefix string) []string {
+	var in []string
+	for _, c := range CorePrefixes() {
+		if prefix == "/" || under(c, prefix) {
+			in = append(in, c)
+		}
+	}
+	var out []string
+	for _, c := range in {
+		if !slices.ContainsFunc(in, func(o string) bool { return o != c && under(c, o) }) {
+			out = append(out, c)
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		return cmp.Or(cmp.Compare(strings.Count(a, "/"), strings.Count(b, "/")), strings.Compare(a, b))
+	})
+	return out
 }
 
 // parseURL checks an upstream's URL (http:// or https://host:port, no
@@ -776,6 +801,7 @@ func Compile(f File, env Env) (*Table, error) {
 	}
 	var placed []placedRoute
 	reserved := reservedPrefixes()
+	covering := map[string]bool{} // prefixes (foldKey) already looked at by coveredBuiltIns
 	for i, sp := range f.Routes {
 		where := fmt.Sprintf("route %d (%s)", i+1, sp.Prefix)
 		r, err := compileRoute(sp, index, reserved)
@@ -794,6 +820,13 @@ func Compile(f File, env Env) (*Table, error) {
 				"so the app's GET answer headers and side effects are reached through a prefix whose GET is refused; add GET or drop HEAD")
 		}
 		placed = append(placed, placedRoute{r, where})
+		if !covering[foldKey(r.Prefix)] {
+			covering[foldKey(r.Prefix)] = true
+			if names := coveredBuiltIns(r.Prefix); len(names) > 0 {
+				t.Warnings = append(t.Warnings, where+": the app never gets "+strings.Join(names, ", ")+
+					", nor any path under them: coreapi's built-in routes win there (they cannot be shadowed); serve those pages of the app under other paths")
+			}
+		}
 	}
 	errs = append(errs, t.aliases(placed)...)
 	if len(errs) > 0 {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -822,5 +823,59 @@ func TestHeadWithoutGetWarned(t *testing.T) {
 	}
 	if tb, err := Core(coreURL); err != nil || len(tb.Warnings) != 0 {
 		t.Errorf("built-in routes: warnings %q, %v; want none", tb.Warnings, err)
+	}
+}
+
+// TestPrefixCoveringBuiltInsWarned: an app route whose prefix covers
+// built-in routes (a catch-all /, or /api) loads, but those paths go to
+// coreapi, whatever the app serves there: the table warns, once per
+// prefix, naming them (the outermost ones, the root paths first), and
+// every path it names is indeed routed to coreapi. A prefix covering none
+// says nothing.
+func TestPrefixCoveringBuiltInsWarned(t *testing.T) {
+	const ups = "upstreams: {notes: {url: 'http://127.0.0.1:8082', key_id: app-notes}}\nroutes:\n"
+	apiV1 := "/api/v1/api-keys, /api/v1/audit-events, /api/v1/auth, /api/v1/health, /api/v1/invitations, /api/v1/openapi.json, " +
+		"/api/v1/permissions, /api/v1/roles, /api/v1/service-accounts, /api/v1/tenant, /api/v1/users"
+	for _, tc := range []struct{ routes, want string }{
+		{"  - {prefix: /, upstream: notes, access: public}\n",
+			"route 1 (/): the app never gets /.well-known, /accept-invitation, /openapi.json, /reset-password, /verify-email, " + apiV1 + ","},
+		// Two routes of one prefix: one warning, at the first.
+		{"  - {prefix: /notes, upstream: notes, access: protected}\n  - {prefix: /, methods: [GET], upstream: notes, access: optional}\n  - {prefix: /, methods: [POST], upstream: notes, access: protected}\n",
+			"route 2 (/): the app never gets /.well-known, /accept-invitation, /openapi.json, /reset-password, /verify-email, " + apiV1 + ","},
+		{"  - {prefix: /api, upstream: notes, access: protected}\n", "route 1 (/api): the app never gets " + apiV1 + ","},
+		// Compared as paths are matched: in any case.
+		{"  - {prefix: /API/V1, upstream: notes, access: protected}\n", "route 1 (/API/V1): the app never gets " + apiV1 + ","},
+		{"  - {prefix: /notes, upstream: notes, access: public}\n  - {prefix: /api/v2, upstream: notes, access: public}\n  - {prefix: /well-known, upstream: notes, access: public}\n", ""},
+	} {
+		tb, err := Parse([]byte(ups+tc.routes), testEnv)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.routes, err)
+		}
+		if tc.want == "" && len(tb.Warnings) != 0 || tc.want != "" && (len(tb.Warnings) != 1 || !strings.HasPrefix(tb.Warnings[0], tc.want)) {
+			t.Errorf("%s: warnings %q, want one starting %q", tc.routes, tb.Warnings, tc.want)
+			continue
+		}
+		if tc.want == "" {
+			continue
+		}
+		named := strings.Split(strings.TrimSuffix(tc.want[strings.Index(tc.want, "gets ")+len("gets "):], ","), ", ")
+		for _, p := range named {
+			for _, path := range []string{p, p + "/x"} {
+				if g, _ := tb.Match([]byte(path), nil); g == nil || !g.routes[0].Core {
+					t.Errorf("%s: the warning names %s, but %s is not routed to coreapi", tc.routes, p, path)
+				}
+			}
+		}
+		// Every built-in prefix the route covers is named, or lies under
+		// one named.
+		prefix := tc.want[strings.Index(tc.want, "(")+1 : strings.Index(tc.want, "):")]
+		for _, c := range CorePrefixes() {
+			if (prefix == "/" || under(c, prefix)) && !slices.ContainsFunc(named, func(n string) bool { return under(c, n) }) {
+				t.Errorf("%s: the warning leaves out the built-in %s", tc.routes, c)
+			}
+		}
+	}
+	if tb, err := Alias(coreURL, "http://127.0.0.1:8082", "app-notes"); err != nil || len(tb.Warnings) != 1 || !strings.Contains(tb.Warnings[0], "/openapi.json") {
+		t.Errorf("UPSTREAM_URL's catch-all: warnings %q, %v; want one naming the built-ins", tb.Warnings, err)
 	}
 }
