@@ -1016,7 +1016,7 @@ func TestProjectionNotFoundElsewhere(t *testing.T) {
 func TestUpstreamBoundedWaits(t *testing.T) {
 	t.Parallel()
 	e := start(t, envOpt{vars: map[string]string{
-		"UPSTREAM_TIMEOUT": "300ms", "UPSTREAM_MAX_CONNS": "1", "UPSTREAM_MAX_CONN_WAIT": "200ms",
+		"UPSTREAM_TIMEOUT": "1s", "UPSTREAM_MAX_CONNS": "1", "UPSTREAM_MAX_CONN_WAIT": "200ms",
 	}})
 	tok := e.token(nil)
 	gate := make(chan struct{})
@@ -1028,12 +1028,21 @@ func TestUpstreamBoundedWaits(t *testing.T) {
 	})
 	t.Run("no free connection", func(t *testing.T) {
 		e := e.with(t)
-		started := make(chan result, 1)
-		go func() { started <- e.do("GET", "/api/v1/users/slow", tok, nil) }()
-		// The only connection is busy (or being torn down after the first
-		// timeout); a second request must not wait beyond the bound.
+		// A slow request holds the only connection until UPSTREAM_TIMEOUT;
+		// one is kept in flight (another started once the last has
+		// ended), so a loaded machine that runs the check late still
+		// finds the connection busy. A second request must not wait
+		// beyond UPSTREAM_MAX_CONN_WAIT.
+		slow := make(chan result, 1)
+		hold := func() { go func() { slow <- e.do("GET", "/api/v1/users/slow", tok, nil) }() }
+		hold()
 		var r result
 		testenv.Eventually(t, func() error {
+			select {
+			case <-slow:
+				hold()
+			default:
+			}
 			r = e.do("GET", "/api/v1/users/me", tok, nil)
 			return testenv.Want("GET /api/v1/users/me status (a 503 for want of a connection)", r.status, 503)
 		})
@@ -1041,7 +1050,7 @@ func TestUpstreamBoundedWaits(t *testing.T) {
 		if r.header.Get("Retry-After") == "" {
 			t.Fatal("503 without Retry-After")
 		}
-		<-started
+		<-slow
 	})
 }
 
