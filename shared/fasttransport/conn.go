@@ -94,6 +94,10 @@ type upstreamConn struct {
 	tls   *tls.Conn // the TLS client over it, once seen by send
 	used  bool      // a request was written on it
 	rec   records   // the TLS record framing of what was read (isTLS)
+	// sent counts the bytes written on the socket since send began the
+	// request being sent (TLS records included): none, and a failed
+	// write left the upstream nothing of the request (partlySent).
+	sent int64
 
 	// The request being sent, for sendFn (u.sendStep, bound once): set
 	// by send for one raw read.
@@ -149,6 +153,20 @@ func (u *upstreamConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Write writes to the socket, counting what it took.
+func (u *upstreamConn) Write(p []byte) (int, error) {
+	n, err := u.Conn.Write(p)
+	u.sent += int64(n)
+	return n, err
+}
+
+// partlySent reports whether any byte of the request send wrote last on
+// conn went out (true when conn's writes are not counted: it may have).
+func partlySent(conn net.Conn) bool {
+	u := upstreamOf(conn)
+	return u == nil || u.sent > 0
+}
+
 // upstreamOf is the upstreamConn under conn, or nil.
 func upstreamOf(conn net.Conn) *upstreamConn {
 	switch c := conn.(type) {
@@ -179,6 +197,9 @@ func upstreamOf(conn net.Conn) *upstreamConn {
 // its handshake may still be due, and it reads the socket.
 func send(hc *fasthttp.HostClient, conn net.Conn, req *fasthttp.Request) (idleState, error) {
 	u := upstreamOf(conn)
+	if u != nil {
+		u.sent = 0
+	}
 	if u == nil || u.isTLS && !u.used {
 		err := write(hc, conn, req)
 		if err == nil {

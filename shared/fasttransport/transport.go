@@ -37,6 +37,11 @@
 // another connection. Each connection closed for stray bytes is told to
 // New's stray function. An answer whose status code is outside 100–599
 // ("000" included) is an error (ErrStatus) and its connection is closed.
+// And where fasthttp's transport gives up on a connection whose write
+// failed, this one, when part of the request went out (the dialer counts
+// what is written), reads the answer an upstream may have sent before
+// resetting or closing the connection on a body it did not take:
+// ErrAnsweredEarly with that answer, or PartlySentError, never retried.
 //
 // Per-request timeouts (HostClient.DoTimeout, DoDeadline, Request.SetTimeout)
 // are not applied: fasthttp keeps them in an unexported field. Use the
@@ -56,6 +61,7 @@ import (
 	"net"
 	"net/http/httputil"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -154,11 +160,25 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 			t.strayed(StrayWhileIdle)
 		}
 	}
-	if err != nil {
-		t.abandon(cc) // the write failed or timed out: the upstream may not be reading
-		return true, timeout(err)
-	}
 	conn := cc.Conn()
+	// cut is the error of a write that failed after part of req went
+	// out: the upstream may have answered without reading the rest (see
+	// ErrAnsweredEarly), and its answer is read as any other.
+	var cut error
+	if err != nil {
+		if isTimeout(err) || !partlySent(conn) {
+			// Timed out (the upstream may not be reading), or failed
+			// before a byte went out (a stale pooled connection): the
+			// upstream got nothing of req, which may be sent again.
+			t.abandon(cc)
+			return true, timeout(err)
+		}
+		cut = err
+		if err = conn.SetReadDeadline(deadline(hc.ReadTimeout)); err != nil {
+			t.abandon(cc)
+			return false, &PartlySentError{Err: cut}
+		}
+	}
 	resp.ParseNetConn(conn)
 
 	if req.Header.IsHead() {
@@ -171,13 +191,20 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 	if err = readHeader(&resp.Header, br); err != nil {
 		hc.ReleaseReader(br)
 		t.abandon(cc)
+		if cut != nil {
+			return false, cutFailed(cut, err)
+		}
 		// Nothing of an answer, or a broken one: the request may be
 		// retried on a fresh connection (the client's RetryIfErr decides).
 		return true, timeout(err)
 	}
 	status := resp.StatusCode()
-	closeConn := resetClose || req.ConnectionClose() || resp.ConnectionClose() ||
+	closeConn := cut != nil || resetClose || req.ConnectionClose() || resp.ConnectionClose() ||
 		status == fasthttp.StatusSwitchingProtocols
+	var answered error // RoundTrip's error with an answer: nil, or ErrAnsweredEarly
+	if cut != nil {
+		answered = ErrAnsweredEarly
+	}
 	if resp.SkipBody || status < 200 || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified {
 		// Bytes after an answer without a body (a HEAD answered with
 		// one, a 204 or 304 with a body) belong to no answer: on a
@@ -193,7 +220,7 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 		}
 		hc.ReleaseReader(br)
 		t.release(cc, closeConn)
-		return false, nil
+		return false, answered
 	}
 
 	size := resp.Header.ContentLength()
@@ -208,6 +235,9 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 		hc.ReleaseReader(br)
 		if err != nil {
 			t.abandon(cc)
+			if cut != nil {
+				return false, &PartlySentError{Err: timeout(err)}
+			}
 			return true, timeout(err)
 		}
 		if stray {
@@ -215,7 +245,7 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 			t.strayed(StrayAfterAnswer)
 		}
 		t.release(cc, closeConn)
-		return false, nil
+		return false, answered
 	}
 
 	b := t.bodies.Get().(*body[C])
@@ -229,7 +259,54 @@ func (t *transport[C]) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request,
 		size = -1
 	}
 	resp.SetBodyStream(b, size)
-	return false, nil
+	return false, answered
+}
+
+// ErrAnsweredEarly is RoundTrip's error when the upstream answered a
+// request before it had read it whole, and writing the rest failed: the
+// upstream refused it early (a 401, 413, 415 or 422 to an upload it does
+// not take) and then reset or closed the connection, as Go's net/http
+// server does past 256 KiB of a body it did not read. The answer was read
+// from the connection all the same, as nginx and Envoy read one, and is
+// in resp as on success (its body, when streamed, to be read and closed
+// as any other); the connection is closed after it. The request must not
+// be sent again (the upstream answered it), and the client that sent it
+// should have its own connection closed after the answer, as the upstream
+// closed the proxy's. Without this, fasthttp's transport, which reads
+// nothing once a write failed, reported the upstream's answer as a
+// connection closed before any answer.
+var ErrAnsweredEarly = errors.New("fasttransport: upstream answered before reading the whole request")
+
+// PartlySentError is RoundTrip's error when writing a request failed after
+// part of it went out and no answer could be read (Err says why: the
+// write's error when nothing of an answer came, else the read's). The
+// upstream may have received part of the request, its body, and acted
+// on it: it must not be sent again, whatever its method. (A write that
+// fails before a byte went out, or that times out, is returned as it is.)
+type PartlySentError struct{ Err error }
+
+func (e *PartlySentError) Error() string { return "request partly sent: " + e.Err.Error() }
+
+func (e *PartlySentError) Unwrap() error { return e.Err }
+
+// cutFailed is the error of a request whose write failed with werr after
+// part of it went out, when reading an answer then failed with rerr: the
+// write's error when the connection had ended with no answer at all (as
+// when the answer is not looked for), else the read's (a broken answer, a
+// timeout).
+func cutFailed(werr, rerr error) error {
+	err := werr
+	if !errors.Is(rerr, io.EOF) && !errors.Is(rerr, syscall.ECONNRESET) && !errors.Is(rerr, net.ErrClosed) &&
+		!errors.Is(rerr, fasthttp.ErrConnectionClosed) {
+		err = timeout(rerr)
+	}
+	return &PartlySentError{Err: err}
+}
+
+// isTimeout reports whether err is a timeout.
+func isTimeout(err error) bool {
+	var x interface{ Timeout() bool }
+	return errors.As(err, &x) && x.Timeout()
 }
 
 // readHeader reads the final answer's header, skipping informational ones

@@ -105,9 +105,15 @@ func retryOnFresh(hc *fasthttp.HostClient) fasthttp.RetryIfErrFunc {
 // is gone is answered as refused (503) instead of each stale connection
 // failing a request in turn. Timeouts are never retried: fasthttp's
 // default retried them up to five times, so a hung upstream held a GET for
-// five times UPSTREAM_TIMEOUT.
+// five times UPSTREAM_TIMEOUT. Nor is a request whose write failed after
+// part of it went out (fasttransport.PartlySentError, an upload the
+// upstream reset in the middle): the upstream may have read part of its
+// body and acted on it, and would get it twice; only a write that failed
+// before a byte of the request went out (a stale pooled connection) is
+// known to have left it nothing.
 func Retry(hc *fasthttp.HostClient, req *fasthttp.Request, err error) bool {
-	if !Stale(err) || req.IsBodyStream() {
+	var partly *fasttransport.PartlySentError
+	if !Stale(err) || req.IsBodyStream() || errors.As(err, &partly) {
 		return false
 	}
 	h := &req.Header

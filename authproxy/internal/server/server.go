@@ -41,6 +41,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
 	"github.com/tollgate-auth/tollgate/shared/apikey"
 	"github.com/tollgate-auth/tollgate/shared/clip"
+	"github.com/tollgate-auth/tollgate/shared/fasttransport"
 	"github.com/tollgate-auth/tollgate/shared/identity"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/logging"
@@ -1825,7 +1826,11 @@ func (s *Server) sign(c *fiber.Ctx, st *state, w *warm, cl *tokens.Claims, store
 
 // retry sends a request once more after its upstream call failed with err,
 // when forward.Retry allows it (the connection was stale; see there), and
-// returns the second call's error; else it returns err. The request is
+// returns the second call's error; else it returns err. An upstream that
+// answered before it read the whole request and then reset or closed its
+// connection (fasttransport.ErrAnsweredEarly: an upload refused early)
+// has its answer, in the response, passed on (nil), never retried, and
+// the client's connection closed after it. The request is
 // signed anew for the retry: an upstream may have read the first attempt
 // before its connection closed, and an app that refuses a signature it has
 // already accepted (the SDKs' replay filter) would refuse the same
@@ -1833,6 +1838,10 @@ func (s *Server) sign(c *fiber.Ctx, st *state, w *warm, cl *tokens.Claims, store
 //
 //go:noinline
 func (s *Server) retry(c *fiber.Ctx, st *state, hc *fasthttp.HostClient, w *warm, cl *tokens.Claims, err error) error {
+	if errors.Is(err, fasttransport.ErrAnsweredEarly) {
+		st.closeConn = true
+		return nil
+	}
 	req := c.Request()
 	if !forward.Retry(hc, req, err) {
 		return err
