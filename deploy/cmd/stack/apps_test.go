@@ -57,3 +57,41 @@ func TestAppEnv(t *testing.T) {
 		})
 	}
 }
+
+// TestServiceDefaults: the issuer `make run` gives both services is the
+// public URL its discovery documents name their endpoints under (RFC 8414
+// section 3.3: a client refuses metadata whose issuer is not the URL it
+// asked), the proxy's address with -proxy-addr elsewhere or the user's
+// PUBLIC_BASE_URL; a TOKEN_ISSUER the user set is kept as set.
+func TestServiceDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		env       map[string]string
+		proxyAddr string
+		common    []string
+		core      []string
+	}{
+		{name: "the default address", proxyAddr: "127.0.0.1:8080",
+			common: []string{"TOKEN_ISSUER=http://localhost:8080", "TOKEN_AUDIENCE=tollgate", "LOG_LEVEL=info"},
+			core:   []string{"PUBLIC_BASE_URL=http://localhost:8080"}},
+		{name: "another proxy address", proxyAddr: "127.0.0.1:18080",
+			common: []string{"TOKEN_ISSUER=http://localhost:18080", "TOKEN_AUDIENCE=tollgate", "LOG_LEVEL=info"},
+			core:   []string{"PUBLIC_BASE_URL=http://localhost:18080"}},
+		{name: "the user's public URL", proxyAddr: "127.0.0.1:18080", env: map[string]string{"PUBLIC_BASE_URL": "http://127.0.0.1:28080/"},
+			common: []string{"TOKEN_ISSUER=http://127.0.0.1:28080", "TOKEN_AUDIENCE=tollgate", "LOG_LEVEL=info"},
+			core:   nil},
+		{name: "the user's issuer", proxyAddr: "127.0.0.1:18080", env: map[string]string{"TOKEN_ISSUER": "http://localhost:9999", "TOKEN_AUDIENCE": "mine", "LOG_LEVEL": "debug"},
+			common: nil,
+			core:   []string{"PUBLIC_BASE_URL=http://localhost:18080"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			common, core := serviceDefaults(func(k string) string { return tc.env[k] }, tc.proxyAddr)
+			if !slices.Equal(common, tc.common) {
+				t.Errorf("both services get %q, want %q", common, tc.common)
+			}
+			if !slices.Equal(core, tc.core) {
+				t.Errorf("coreapi gets %q, want %q", core, tc.core)
+			}
+		})
+	}
+}

@@ -306,11 +306,8 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 		common = append(common, "OTEL_EXPORTER_OTLP_ENDPOINT="+tv.url(), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=", "OTEL_BSP_SCHEDULE_DELAY=200")
 		logger.Info("printing traces", "otlp_endpoint", tv.url())
 	}
-	for k, def := range map[string]string{"TOKEN_ISSUER": "http://localhost:8080", "TOKEN_AUDIENCE": "tollgate", "LOG_LEVEL": "info"} {
-		if os.Getenv(k) == "" {
-			common = append(common, k+"="+def)
-		}
-	}
+	defaults, coreDefaults := serviceDefaults(os.Getenv, o.proxyAddr)
+	common = append(common, defaults...)
 	// The stack sets the connection URLs themselves: a *_FILE variant
 	// left in the shell would be refused beside them.
 	coreEnv := append(append(environ("DATABASE_URL_FILE", "SMTP_URL_FILE", "NATS_URL_FILE"), common...),
@@ -328,10 +325,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	if !userPepper {
 		coreEnv = append(coreEnv, "API_KEY_PEPPER_FILE="+pepperFile)
 	}
-	if os.Getenv("PUBLIC_BASE_URL") == "" {
-		// The mailed links open through the proxy.
-		coreEnv = append(coreEnv, "PUBLIC_BASE_URL="+publicURL(o.proxyAddr))
-	}
+	coreEnv = append(coreEnv, coreDefaults...)
 	// The proxy never sees the database credentials.
 	proxyEnv := append(append(environ("DATABASE_URL", "DATABASE_URL_FILE", "SMTP_URL_FILE", "NATS_URL_FILE", "MFA_ENCRYPTION_KEYS", "MFA_ENCRYPTION_KEYS_FILE", "API_KEY_PEPPER", "API_KEY_PEPPER_FILE"), common...),
 		"NATS_URL="+proxyNATS,
@@ -469,6 +463,27 @@ func appEnv(getenv func(string) string, perms, rules, keys string) (core, proxy 
 		return nil, nil, err
 	}
 	return core, append(r, k...), nil
+}
+
+// serviceDefaults is what the stack sets for coreapi and the proxy
+// (common) and for coreapi alone (core) that the environment leaves unset.
+// The issuer is the public URL (the user's PUBLIC_BASE_URL, else the
+// proxy's address): the discovery documents name their endpoints under
+// that URL, and a client refuses metadata whose issuer is another (RFC 8414
+// section 3.3), as with -proxy-addr elsewhere than 8080.
+func serviceDefaults(getenv func(string) string, proxyAddr string) (common, core []string) {
+	public := getenv("PUBLIC_BASE_URL")
+	if public == "" {
+		// The mailed links open through the proxy.
+		public = publicURL(proxyAddr)
+		core = append(core, "PUBLIC_BASE_URL="+public)
+	}
+	for _, kv := range [][2]string{{"TOKEN_ISSUER", strings.TrimRight(public, "/")}, {"TOKEN_AUDIENCE", "tollgate"}, {"LOG_LEVEL", "info"}} {
+		if getenv(kv[0]) == "" {
+			common = append(common, kv[0]+"="+kv[1])
+		}
+	}
+	return common, core
 }
 
 // userApps names what in the environment replaces the example's route
