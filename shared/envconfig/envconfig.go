@@ -172,22 +172,37 @@ func (r *Reader) StringOrFile(name string) (value, source string, ok bool) {
 		return value, name, true
 	}
 	source = fileVar + " " + path
-	if r.Raw(name) != "" {
-		r.Problem("%s / %s: set one, not both", name, fileVar)
-		return "", source, false
-	}
-	b, err := secretfile.Read(path)
+	value, err := FileValue(name, r.Raw(name), path)
 	if err != nil {
-		r.Problem("%s: %s", source, withoutPath(err, path))
-		return "", source, false
-	}
-	value = strings.TrimSpace(string(b))
-	if value == "" {
-		r.Problem("%s: empty", source)
+		r.Problem("%s", err)
 		return "", source, false
 	}
 	r.Show(name, value)
 	return value, source, true
+}
+
+// FileValue is the value of name read from the file its name_FILE
+// variable names (path), as Reader.StringOrFile reads it, for a package
+// that reads its variables through a getenv function rather than a
+// Reader (tracing): value is name's own value, which must be empty. The
+// file is read within secretfile.MaxSize and its surrounding white space
+// removed; the error (both set, a file that cannot be read or holds
+// nothing) names name_FILE and the path, as the Reader's problem does.
+func FileValue(name, value, path string) (string, error) {
+	fileVar := name + "_FILE"
+	source := fileVar + " " + path
+	if value != "" {
+		return "", fmt.Errorf("%s / %s: set one, not both", name, fileVar)
+	}
+	b, err := secretfile.Read(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %s", source, withoutPath(err, path))
+	}
+	v := strings.TrimSpace(string(b))
+	if v == "" {
+		return "", fmt.Errorf("%s: empty", source)
+	}
+	return v, nil
 }
 
 // withoutPath is a file error without the path, which the problem names

@@ -64,10 +64,21 @@ func loadExport(get func(string) string, endpoint string) (Export, []error) {
 	var e Export
 	var errs []error
 	for _, k := range []string{"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"} {
-		if v := get(k); v != "" {
+		// A collector's key: given in the variable, or in the file its
+		// _FILE form names (a mounted Secret, out of the environment).
+		v, source := get(k), k
+		if path := get(k + "_FILE"); path != "" {
+			var err error
+			if v, err = envconfig.FileValue(k, v, path); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			source = k + "_FILE " + path
+		}
+		if v != "" {
 			h, err := parseHeaders(v)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", k, err))
+				errs = append(errs, fmt.Errorf("%s: %w", source, err))
 				continue
 			}
 			e.Headers = h

@@ -11,12 +11,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/logbuffer"
+	"github.com/tollgate-auth/tollgate/shared/secretfile"
 
 	"github.com/tollgate-auth/tollgate/shared/testca"
 	"github.com/tollgate-auth/tollgate/shared/tracing"
@@ -410,5 +412,66 @@ func TestExportSettingsApplied(t *testing.T) {
 		if strings.Contains(r[1], "k,1") || strings.Contains(r[1], "edge") {
 			t.Errorf("printout row %s=%s shows a header value", r[0], r[1])
 		}
+	}
+}
+
+// TestHeaderFiles: the export headers, which carry a collector's key, are
+// read from the file OTEL_EXPORTER_OTLP_HEADERS_FILE or
+// OTEL_EXPORTER_OTLP_TRACES_HEADERS_FILE names (a mounted Secret) as the
+// services' other secrets are (envconfig.Reader.StringOrFile): the
+// trailing newline trimmed, checked as the variable is; the variable and
+// its _FILE together, a file that cannot be read, an empty one or one over
+// secretfile.MaxSize are refused naming the _FILE variable and the file,
+// never showing the key.
+func TestHeaderFiles(t *testing.T) {
+	const secret = "k1s3cret"
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"} {
+		t.Run(k, func(t *testing.T) {
+			dir := t.TempDir()
+			write := func(name, text string) string {
+				p := filepath.Join(dir, name)
+				if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				return p
+			}
+			file := k + "_FILE"
+			good := write("headers", "api-key="+secret+",x-team=edge\n")
+			c, err := tracing.Load(env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4318", file: good}), "svc")
+			if err != nil {
+				t.Fatalf("%s: Load() = %v", file, err)
+			}
+			if c.Export.Headers["api-key"] != secret || c.Export.Headers["x-team"] != "edge" {
+				t.Errorf("%s: headers %q, want the file's", file, c.Export.Headers)
+			}
+			_, err = tracing.Load(env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4318", k: "api-key=" + secret, file: good}), "svc")
+			if err == nil || !strings.Contains(err.Error(), k+" / "+file+": set one, not both") {
+				t.Errorf("%s and %s together: Load() = %v", k, file, err)
+			}
+			for what, path := range map[string]string{
+				"missing": filepath.Join(dir, "missing"),
+				"empty":   write("empty", "\n"),
+				"too big": write("big", "api-key="+secret+strings.Repeat("\n", secretfile.MaxSize)),
+				"refused": write("bad", "api-key: "+secret+"\n"),
+			} {
+				_, err := tracing.Load(env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4318", file: path}), "svc")
+				if err == nil || !strings.Contains(err.Error(), file+" "+path+": ") {
+					t.Errorf("%s %s file: Load() = %v, want a problem naming %s and the file", k, what, err, file)
+				} else if strings.Contains(err.Error(), secret) {
+					t.Errorf("%s %s file: the problem shows the key: %v", k, what, err)
+				}
+			}
+		})
+	}
+	// The traces form replaces the other, whichever way each is given.
+	dir := t.TempDir()
+	p := filepath.Join(dir, "traces")
+	if err := os.WriteFile(p, []byte("api-key=traces\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := tracing.Load(env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4318",
+		"OTEL_EXPORTER_OTLP_HEADERS": "api-key=generic", "OTEL_EXPORTER_OTLP_TRACES_HEADERS_FILE": p}), "svc")
+	if err != nil || c.Export.Headers["api-key"] != "traces" {
+		t.Errorf("traces headers from a file beside generic ones: %q, %v; want the traces form's", c.Export.Headers, err)
 	}
 }

@@ -398,7 +398,8 @@ func Load(getenv func(string) (string, bool)) (*Config, error) {
 	c.UpstreamTLS = p.upstreamTLS()
 	// Key files open to other users (see package secretfile: a warning,
 	// and group access allowed, for Secret volumes).
-	for _, name := range []string{"IDENTITY_KEYS_FILE", "IDENTITY_HMAC_KEY_FILE", "UPSTREAM_KEYS_FILE", "NATS_URL_FILE"} {
+	for _, name := range []string{"IDENTITY_KEYS_FILE", "IDENTITY_HMAC_KEY_FILE", "UPSTREAM_KEYS_FILE", "NATS_URL_FILE",
+		"OTEL_EXPORTER_OTLP_HEADERS_FILE", "OTEL_EXPORTER_OTLP_TRACES_HEADERS_FILE"} {
 		if path := p.Raw(name); path != "" {
 			if w := secretfile.Check(name, path); w != "" {
 				c.Warnings = append(c.Warnings, w)

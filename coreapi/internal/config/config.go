@@ -365,7 +365,7 @@ func Load(getenv func(string) string) (Config, error) {
 		l.Show(r[0], r[1])
 	}
 
-	c.Warnings = l.secretFileWarnings(c.SigningKeysDir)
+	c.Warnings = l.secretFileWarnings(c.SigningKeysDir, c.OIDCProviders)
 	if c.AccessTokenTTL > ProxyTokenMaxLifetime {
 		c.Warnings = append(c.Warnings, fmt.Sprintf("ACCESS_TOKEN_TTL (%s) is longer than authproxy's default TOKEN_MAX_LIFETIME (%s): "+
 			"a proxy refuses a token whose exp - iat passes its TOKEN_MAX_LIFETIME, so proxies left at the default refuse every access token "+
@@ -380,9 +380,10 @@ func Load(getenv func(string) string) (Config, error) {
 }
 
 // secretFileWarnings checks the mode of every file holding a secret: the
-// *_FILE variables set and the signing keys in keysDir (see package
-// secretfile for why a warning and why group access is allowed).
-func (l loader) secretFileWarnings(keysDir string) []string {
+// *_FILE variables set (the OIDC providers' client secrets included) and
+// the signing keys in keysDir (see package secretfile for why a warning
+// and why group access is allowed).
+func (l loader) secretFileWarnings(keysDir string, providers []OIDCProvider) []string {
 	var warnings []string
 	add := func(name, path string) {
 		if w := secretfile.Check(name, path); w != "" {
@@ -390,7 +391,13 @@ func (l loader) secretFileWarnings(keysDir string) []string {
 		}
 	}
 	for _, name := range []string{"DATABASE_URL_FILE", "IDENTITY_KEYS_FILE", "IDENTITY_HMAC_KEY_FILE", "NATS_URL_FILE", "MFA_ENCRYPTION_KEYS_FILE",
-		"API_KEY_PEPPER_FILE", "SMTP_URL_FILE", "COREAPI_TLS_KEY_FILE"} {
+		"API_KEY_PEPPER_FILE", "SMTP_URL_FILE", "COREAPI_TLS_KEY_FILE", "OTEL_EXPORTER_OTLP_HEADERS_FILE", "OTEL_EXPORTER_OTLP_TRACES_HEADERS_FILE"} {
+		if path := l.Raw(name); path != "" {
+			add(name, path)
+		}
+	}
+	for _, p := range providers {
+		name := "OIDC_" + strings.ToUpper(p.Name) + "_CLIENT_SECRET_FILE"
 		if path := l.Raw(name); path != "" {
 			add(name, path)
 		}
@@ -554,6 +561,14 @@ type urlRead struct {
 func (l loader) urlOrFile(name string) (string, urlRead) {
 	v, source, ok := l.StringOrFile(name)
 	return v, urlRead{source: source, ok: ok}
+}
+
+// secretOrFile reads a secret from the variable name or from the file
+// name_FILE names (not both; see envconfig.Reader.StringOrFile): "" when
+// neither is set or reading it was a problem already.
+func (l loader) secretOrFile(name string) string {
+	v, _, _ := l.StringOrFile(name)
+	return v
 }
 
 // signingKeysDir reads SIGNING_KEYS_DIR (serve, keys).
@@ -762,7 +777,7 @@ func (l loader) oidc() []OIDCProvider {
 			Name:         name,
 			Issuer:       l.String(pre + "ISSUER"),
 			ClientID:     l.String(pre + "CLIENT_ID"),
-			ClientSecret: l.String(pre + "CLIENT_SECRET"),
+			ClientSecret: l.secretOrFile(pre + "CLIENT_SECRET"),
 			RedirectURL:  l.String(pre + "REDIRECT_URL"),
 			Scopes:       strings.Fields(strings.ReplaceAll(l.String(pre+"SCOPES"), ",", " ")),
 		}
@@ -774,8 +789,8 @@ func (l loader) oidc() []OIDCProvider {
 		if p.ClientID == "" {
 			l.Problem("%sCLIENT_ID: required for provider %q", pre, name)
 		}
-		if p.ClientSecret == "" {
-			l.Problem("%sCLIENT_SECRET: required for provider %q", pre, name)
+		if p.ClientSecret == "" && l.Raw(pre+"CLIENT_SECRET_FILE") == "" {
+			l.Problem("%sCLIENT_SECRET: required for provider %q (or %sCLIENT_SECRET_FILE, a file holding it)", pre, name, pre)
 		}
 		if p.RedirectURL == "" {
 			l.Problem("%sREDIRECT_URL: required for provider %q", pre, name)

@@ -119,3 +119,65 @@ func TestDatabaseURLFileForCommands(t *testing.T) {
 		t.Errorf("migrate with neither: %v", err)
 	}
 }
+
+// TestOIDCClientSecretFile: a provider's client secret is read from the
+// file OIDC_<NAME>_CLIENT_SECRET_FILE names (a mounted Secret) as the
+// connection URLs are: the trailing newline trimmed, printed masked; the
+// variable and its _FILE together, a file that cannot be read, an empty
+// one or one over secretfile.MaxSize stop the start naming the _FILE
+// variable and the file, and a file open to other users is warned about.
+func TestOIDCClientSecretFile(t *testing.T) {
+	const secret = "oidc-client-s3cret"
+	dir := t.TempDir()
+	provider := func() map[string]string {
+		m := production()
+		m["OIDC_PROVIDERS"] = "google"
+		m["OIDC_GOOGLE_ISSUER"] = "https://accounts.google.com"
+		m["OIDC_GOOGLE_CLIENT_ID"] = "id"
+		m["OIDC_GOOGLE_REDIRECT_URL"] = "https://auth.example.com/api/v1/auth/oauth/google/callback"
+		return m
+	}
+	const file = "OIDC_GOOGLE_CLIENT_SECRET_FILE"
+	m := provider()
+	m[file] = writeSecret(t, dir, "secret", secret+"\n", 0o440)
+	c, err := Load(env(m))
+	if err != nil {
+		t.Fatalf("%s: Load() = %v", file, err)
+	}
+	if len(c.OIDCProviders) != 1 || c.OIDCProviders[0].ClientSecret != secret {
+		t.Errorf("%s: providers %+v, want the client secret from the file", file, c.OIDCProviders)
+	}
+	if s := c.String(); strings.Contains(s, secret) || !strings.Contains(s, file+"="+m[file]+"\n") || !strings.Contains(s, "OIDC_GOOGLE_CLIENT_SECRET=") {
+		t.Errorf("printout shows the secret, or not the file and the masked secret:\n%s", s)
+	}
+	if len(c.Warnings) != 0 {
+		t.Errorf("warnings %q for a file of mode 0440", c.Warnings)
+	}
+
+	both := provider()
+	both["OIDC_GOOGLE_CLIENT_SECRET"] = secret
+	both[file] = m[file]
+	if _, err := Load(env(both)); err == nil || !strings.Contains(err.Error(), "OIDC_GOOGLE_CLIENT_SECRET / "+file+": set one, not both") {
+		t.Errorf("OIDC_GOOGLE_CLIENT_SECRET and %s together: Load() = %v", file, err)
+	}
+
+	for what, path := range map[string]string{
+		"missing": filepath.Join(dir, "missing"),
+		"empty":   writeSecret(t, dir, "empty", "\n", 0o440),
+		"too big": writeSecret(t, dir, "big", secret+strings.Repeat("\n", secretfile.MaxSize), 0o440),
+	} {
+		m[file] = path
+		_, err := Load(env(m))
+		if err == nil || !strings.Contains(err.Error(), file+" "+path+": ") {
+			t.Errorf("%s file: Load() = %v, want a problem naming %s and the file", what, err, file)
+		} else if strings.Contains(err.Error(), secret) {
+			t.Errorf("%s file: the problem shows the secret: %v", what, err)
+		}
+	}
+
+	m[file] = writeSecret(t, dir, "open", secret+"\n", 0o644)
+	c, err = Load(env(m))
+	if err != nil || len(c.Warnings) != 1 || !strings.HasPrefix(c.Warnings[0], file+": "+m[file]+" ") {
+		t.Errorf("%s open to others: warnings %q, %v; want one naming it", file, c.Warnings, err)
+	}
+}

@@ -50,6 +50,7 @@ var Vars = append(envconfig.Table{
 	{Name: "OIDC_<NAME>_ISSUER", Help: "provider issuer URL"},
 	{Name: "OIDC_<NAME>_CLIENT_ID", Help: "OAuth client id"},
 	{Name: "OIDC_<NAME>_CLIENT_SECRET", Mask: envconfig.Secret, Help: "OAuth client secret"},
+	{Name: "OIDC_<NAME>_CLIENT_SECRET_FILE", Help: "file holding that secret (a mounted Secret)"},
 	{Name: "OIDC_<NAME>_REDIRECT_URL", Help: "the provider's callback URL"},
 	{Name: "OIDC_<NAME>_SCOPES", Default: "openid email profile", Help: "scopes, including openid"},
 	{Name: "PERMISSIONS_FILE", Help: "the apps' permission catalog, YAML or JSON"},
