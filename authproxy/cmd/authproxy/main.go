@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -30,6 +31,16 @@ func main() {
 	}
 }
 
+// writeHelp prints the flags (fs) and the configuration table: the proxy
+// is configured by its environment alone.
+func writeHelp(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: authproxy [-check-config] (also -h, -help or help: this help; -version)\n\nFlags:\n")
+	fs.PrintDefaults()
+	fmt.Fprintf(w, "\nConfiguration, from the environment (name, default, meaning; -check-config prints the values in effect;\n"+
+		"docs/operations.md has the details):\n")
+	_ = config.Vars.WriteHelp(w)
+}
+
 // run wires the proxy and serves until ctx ends.
 func run(ctx context.Context, args []string, getenv func(string) (string, bool), stdout *os.File) error {
 	if buildinfo.Requested(args) {
@@ -39,6 +50,11 @@ func run(ctx context.Context, args []string, getenv func(string) (string, bool),
 	checkConfig := fs.Bool("check-config", false, "validate the configuration (and rules file), print it with secrets masked, and exit")
 	fs.Bool("version", false, "print the version, commit and Go version, and exit")
 	fs.SetOutput(stdout)
+	fs.Usage = func() { writeHelp(stdout, fs) }
+	if len(args) == 1 && args[0] == "help" {
+		fs.Usage()
+		return nil
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // the usage is printed; -h succeeds, as a Go program's flags do

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/authproxy/internal/config"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/testenv"
 )
@@ -300,6 +301,43 @@ func TestCheckConfigWarnsBuiltInsCovered(t *testing.T) {
 		}
 		if !strings.Contains(s, "configuration ok") {
 			t.Errorf("prefix %s: no configuration ok: %s", prefix, s)
+		}
+	}
+}
+
+// TestHelpListsVariables: the proxy is configured by the environment
+// alone, so -h, -help, --help and `authproxy help` print its flags and
+// every variable of the configuration table (a line each: its name, its
+// default and its meaning), and succeed; -help listed -check-config and
+// -version only, and `help` was an unexpected argument.
+func TestHelpListsVariables(t *testing.T) {
+	for _, arg := range []string{"-h", "-help", "--help", "help"} {
+		out, read := stdoutFile(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := run(ctx, []string{arg}, envFrom(nil), out)
+		cancel()
+		if err != nil {
+			t.Errorf("run(%s) = %v, want nil", arg, err)
+		}
+		got := read()
+		lines := map[string]string{}
+		for _, line := range strings.Split(got, "\n") {
+			if name, _, ok := strings.Cut(strings.TrimSpace(line), " "); ok {
+				lines[name] = line
+			}
+		}
+		for _, v := range config.Vars {
+			line, ok := lines[v.Name]
+			if !ok {
+				t.Errorf("run(%s) has no line for %s", arg, v.Name)
+				continue
+			}
+			if !strings.Contains(line, v.Default+v.DefaultDoc) || !strings.Contains(line, v.Help) {
+				t.Errorf("run(%s): the line of %s, %q, lacks its default %q or its help %q", arg, v.Name, line, v.Default+v.DefaultDoc, v.Help)
+			}
+		}
+		if !strings.Contains(got, "-check-config") {
+			t.Errorf("run(%s) does not show the flags:\n%s", arg, got)
 		}
 	}
 }

@@ -9,6 +9,7 @@
 //	coreapi users reset-mfa USER_ID
 //	coreapi users delete [--force] USER_ID|EMAIL
 //	coreapi mfa reseal
+//	coreapi help
 //	coreapi --version
 package main
 
@@ -21,7 +22,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"text/tabwriter"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/shared/buildinfo"
 )
 
@@ -47,7 +50,52 @@ func commands() map[string]command {
 		"tenants": tenantsCmd, // tenants.go
 		"users":   usersCmd,   // users.go
 		"mfa":     mfaCmd,     // mfa.go
+		"help":    helpCmd,
 	}
+}
+
+// synopses are the command lines help prints, each with what it does;
+// every command of commands() is among them (a test checks it).
+func synopses() [][2]string {
+	return [][2]string{
+		{"coreapi [serve] [-check-config]", "serve the API (the default command); -check-config validates the configuration, prints it with secrets masked, and exits"},
+		{"coreapi migrate up|status|addresses", "apply the pending migrations, list them, or run migration 00044's rewrite of addresses again"},
+		{"coreapi migrate down [-all]", "roll back the last migration (-all: every one)"},
+		{"coreapi keys generate -dir DIR [-alg EdDSA|ES256|RS256]", "write a new signing key (-dir: SIGNING_KEYS_DIR, -alg: SIGNING_ALG by default)"},
+		{"coreapi tenants suspend|reactivate ID", "suspend a tenant or reactivate it"},
+		{"coreapi users reset-mfa USER_ID", "remove a user's second factor"},
+		{"coreapi users delete [--force] USER_ID|EMAIL", "delete an account"},
+		{"coreapi mfa reseal", "re-encrypt every TOTP secret under the first MFA_ENCRYPTION_KEYS key"},
+		{"coreapi help", "print this help (so do -h and -help)"},
+		{"coreapi -version", "print the version, commit and Go version"},
+	}
+}
+
+// writeHelp prints the commands, serve's flags (fs) and the configuration
+// table: coreapi is configured by its environment alone.
+func writeHelp(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage:\n")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, s := range synopses() {
+		fmt.Fprintf(tw, "  %s\t%s\n", s[0], s[1])
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(w, "\nFlags of serve:\n")
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fmt.Fprintf(w, "\nConfiguration, from the environment (name, default, meaning; -check-config prints the values in effect;\n"+
+		"OIDC_<NAME>_* for each provider OIDC_PROVIDERS lists; docs/operations.md has the details):\n")
+	_ = config.Vars.WriteHelp(w)
+}
+
+// helpCmd prints the help (coreapi help), as -h does.
+func helpCmd(_ context.Context, args []string, _ func(string) string, stdout io.Writer) error {
+	if len(args) > 0 {
+		return usageErrorf("help: unexpected argument %q", args[0])
+	}
+	fs, _ := serveFlags()
+	writeHelp(stdout, fs)
+	return nil
 }
 
 // run is the whole program, testable: args without the program name,
@@ -62,7 +110,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	cmd, ok := commands()[name]
 	if !ok {
-		return usageErrorf("unknown command %q (want serve, migrate, keys, tenants, users or mfa)", name)
+		return usageErrorf("unknown command %q (want serve, migrate, keys, tenants, users, mfa or help)", name)
 	}
 	// -h or -help prints the command's usage and succeeds, as a Go
 	// program's flags do.

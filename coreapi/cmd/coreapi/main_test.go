@@ -12,10 +12,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit"
 	"github.com/tollgate-auth/tollgate/shared/buildinfo"
@@ -362,7 +364,7 @@ func TestMeaninglessFlagsRefused(t *testing.T) {
 		{[]string{"migrate", "down", "-al"}, "flag provided but not defined: -al"},
 		{[]string{"migrate", "down", "all"}, `migrate down: unexpected argument "all": did you mean -all?`},
 		{[]string{"serve", "check-config"}, `serve: unexpected argument "check-config": did you mean -check-config?`},
-		{[]string{"sideways"}, `unknown command "sideways" (want serve, migrate, keys, tenants, users or mfa)`},
+		{[]string{"sideways"}, `unknown command "sideways" (want serve, migrate, keys, tenants, users, mfa or help)`},
 		{[]string{"keys"}, "keys: want `keys generate -dir DIR [-alg EdDSA|ES256|RS256]`"},
 		{[]string{"tenants", "suspend"}, tenantsUsage},
 		{[]string{"users", "reset-mfa"}, usersUsage},
@@ -408,5 +410,47 @@ func TestHelpSucceeds(t *testing.T) {
 		if !strings.Contains(out.String(), tc.flag) {
 			t.Errorf("run(%q) printed %q, want its flags", tc.args, out.String())
 		}
+	}
+}
+
+// TestHelpListsCommandsAndVariables: coreapi is configured by the
+// environment alone, so `coreapi help`, `coreapi -help` and `coreapi serve
+// -h` print every subcommand and every variable of the configuration table
+// (a line each: its name, its default and its meaning), and succeed;
+// `coreapi help` was an unknown command and -help printed two flags.
+func TestHelpListsCommandsAndVariables(t *testing.T) {
+	for _, args := range [][]string{{"help"}, {"-help"}, {"-h"}, {"serve", "-h"}} {
+		var out bytes.Buffer
+		if err := run(context.Background(), args, envOf(nil), &out); err != nil {
+			t.Errorf("run(%q) = %v, want nil", args, err)
+		}
+		got := out.String()
+		for name := range commands() {
+			if !regexp.MustCompile(`(?m)^\s*coreapi \[?` + name + `\b`).MatchString(got) {
+				t.Errorf("run(%q) does not name the command %s:\n%s", args, name, got)
+			}
+		}
+		lines := map[string]string{}
+		for _, line := range strings.Split(got, "\n") {
+			if name, _, ok := strings.Cut(strings.TrimSpace(line), " "); ok {
+				lines[name] = line
+			}
+		}
+		for _, v := range config.Vars {
+			line, ok := lines[v.Name]
+			if !ok {
+				t.Errorf("run(%q) has no line for %s", args, v.Name)
+				continue
+			}
+			if !strings.Contains(line, v.Default+v.DefaultDoc) || !strings.Contains(line, v.Help) {
+				t.Errorf("run(%q): the line of %s, %q, lacks its default %q or its help %q", args, v.Name, line, v.Default+v.DefaultDoc, v.Help)
+			}
+		}
+		if !strings.Contains(got, "-check-config") {
+			t.Errorf("run(%q) does not show serve's flags:\n%s", args, got)
+		}
+	}
+	if err := run(context.Background(), []string{"help", "serve"}, envOf(nil), io.Discard); err == nil || exitCode(err) != 2 {
+		t.Errorf("help with an argument = %v, want a usage error (status 2)", err)
 	}
 }

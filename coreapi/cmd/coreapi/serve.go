@@ -52,6 +52,16 @@ const storedParamsRetry = 30 * time.Second
 // an answer, until one does.
 const startupRetryEvery = time.Second
 
+// serveFlags are serve's flags; its -h prints the whole help, since serve
+// is what `coreapi -h` reaches.
+func serveFlags() (fs *flag.FlagSet, checkOnly *bool) {
+	fs = flag.NewFlagSet("serve", flag.ContinueOnError)
+	checkOnly = fs.Bool("check-config", false, "validate the configuration, print it with secrets masked, and exit")
+	fs.Bool("version", false, "print the version, commit and Go version, and exit")
+	fs.Usage = func() { writeHelp(fs.Output(), fs) }
+	return fs, checkOnly
+}
+
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	return serveWith(ctx, args, getenv, stdout, hooks{})
 }
@@ -59,9 +69,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 // serveWith is serve with h's hooks (tests' parts in it; none in
 // production).
 func serveWith(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer, h hooks) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	checkOnly := fs.Bool("check-config", false, "validate the configuration, print it with secrets masked, and exit")
-	fs.Bool("version", false, "print the version, commit and Go version, and exit")
+	fs, checkOnly := serveFlags()
 	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
