@@ -451,7 +451,8 @@ func (e *env) openWS(t *testing.T, path, tok string) *websocket.Conn {
 
 // A rules reload reaches open streams: a route that now needs a permission
 // the caller lacks closes them (insufficient_scope), one that no longer
-// allows WebSockets closes them (route_changed), an unchanged one keeps
+// allows WebSockets closes them (route_changed, 1012: a reconnect is
+// routed by the new rules, not an access withdrawn), an unchanged one keeps
 // them.
 func TestStreamsRerouteOnReload(t *testing.T) {
 	e, a := startStreams(t, nil)
@@ -467,7 +468,7 @@ func TestStreamsRerouteOnReload(t *testing.T) {
 	if code, text := wantClosed(t, ws, 5*time.Second); code != websocket.ClosePolicyViolation || text != "insufficient_scope" {
 		t.Fatalf("tightened route: close = %d %q", code, text)
 	}
-	if code, text := wantClosed(t, open, 5*time.Second); code != websocket.ClosePolicyViolation || text != "route_changed" {
+	if code, text := wantClosed(t, open, 5*time.Second); code != websocket.CloseServiceRestart || text != "route_changed" {
 		t.Fatalf("route without websocket: close = %d %q", code, text)
 	}
 	echo(t, kept, "unchanged")
@@ -499,7 +500,7 @@ func TestStreamsEndWhenTheirRouteMovesUpstream(t *testing.T) {
 		"  - {prefix: /notes/ws, methods: [GET], upstream: notes, access: protected, permissions: [notes:read], websocket: true}\n" +
 		"  - {prefix: /notes/events, methods: [GET], upstream: other, access: protected, permissions: [notes:read], stream_timeout: 2s}\n")
 	testenv.Eventually(t, func() error { return testenv.WantAbove("rules generation", e.generation(), gen) })
-	if code, text := wantClosed(t, moved, 5*time.Second); code != websocket.ClosePolicyViolation || text != "route_changed" {
+	if code, text := wantClosed(t, moved, 5*time.Second); code != websocket.CloseServiceRestart || text != "route_changed" {
 		t.Fatalf("route moved to another upstream: close = %d %q", code, text)
 	}
 	s.wantEnd(t, 5*time.Second)
@@ -538,7 +539,7 @@ func TestStreamsEndWhenTheirRouteForwardsElsewhere(t *testing.T) {
 		"  - {prefix: /notes/ws, methods: [GET], upstream: notes, access: protected, permissions: [notes:read], websocket: true}\n")
 	testenv.Eventually(t, func() error { return testenv.WantAbove("rules generation", e.generation(), gen) })
 	for name, c := range map[string]*websocket.Conn{"strip_prefix turned on": stripped, "rewrite_host turned on": hosted} {
-		if code, text := wantClosed(t, c, 5*time.Second); code != websocket.ClosePolicyViolation || text != "route_changed" {
+		if code, text := wantClosed(t, c, 5*time.Second); code != websocket.CloseServiceRestart || text != "route_changed" {
 			t.Fatalf("%s: close = %d %q", name, code, text)
 		}
 	}

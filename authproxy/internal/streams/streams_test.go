@@ -72,7 +72,10 @@ func TestFramesBoundaries(t *testing.T) {
 
 func TestCloseFrame(t *testing.T) {
 	for reason, code := range map[string]uint16{"insufficient_scope": 1008, "token_expired": 1008, "session_revoked": 1008,
-		ReasonShutdown: 1001, ReasonIdle: 1001, ReasonError: 1011, ReasonUnavailable: 1013} {
+		ReasonShutdown: 1001, ReasonIdle: 1001, ReasonError: 1011, ReasonUnavailable: 1013,
+		// A reload moved the route: nothing was withdrawn, a reconnect is
+		// routed by the new rules (before the upgrade: 503, Retry-After).
+		ReasonRouteChanged: 1012} {
 		b := closeFrame(reason)
 		if b[0] != 0x88 || int(b[1]) != 2+len(reason) || binary.BigEndian.Uint16(b[2:]) != code || string(b[4:]) != reason {
 			t.Errorf("%s: frame %x", reason, b)

@@ -562,6 +562,11 @@ func closeFrame(reason string) []byte {
 		code = 1011 // internal error: the upstream failed
 	case ReasonUnavailable:
 		code = 1013 // try again later: access could not be checked
+	case ReasonRouteChanged:
+		// service restart: a reload moved the route, nothing was
+		// withdrawn; a reconnect is routed by the new rules (1008 would
+		// tell the client not to come back).
+		code = 1012
 	}
 	if len(reason) > 123 {
 		reason = reason[:123]
