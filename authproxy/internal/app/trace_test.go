@@ -3,6 +3,8 @@ package app
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -741,4 +743,146 @@ func TestLongPathClipped(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A WebSocket upgrade and an event stream carry the proxy's trace context
+// to the app, as any forwarded request does: the traceparent the app gets
+// names the proxy's server span, never the one an untrusted client sent
+// (nor does the client's tracestate travel on).
+func TestTracingStreamsCarryTheProxysTraceparent(t *testing.T) {
+	t.Parallel()
+	p, exp := memTracer(t, "always_on")
+	a := newStreamApp(t)
+	e := start(t, envOpt{rules: a.rules(""), tracing: p, vars: map[string]string{"TRUSTED_PROXY_CIDRS": "10.0.0.0/8"}})
+	e.core.SetProjection(notesProjection())
+	tok := e.token(nil)
+	client := http.Header{"Traceparent": {clientTraceparent}, "Tracestate": {clientTracestate}}
+	check := func(kind string) {
+		t.Helper()
+		got := a.last(t)
+		tp := got.header.Get("Traceparent")
+		if tp == "" {
+			t.Fatalf("%s: the app got no traceparent", kind)
+		}
+		tid, sid, _ := parseTP(t, tp)
+		if tid == clientTrace || sid == clientSpan {
+			t.Fatalf("%s: the app got the untrusted client's trace context %s", kind, tp)
+		}
+		if ts := got.header.Get("Tracestate"); ts != "" {
+			t.Fatalf("%s: the client's tracestate reached the app: %q", kind, ts)
+		}
+		// The span covers the stream's opening: it is exported once the
+		// answer went out.
+		testenv.Eventually(t, func() error {
+			for _, s := range exp.GetSpans() {
+				if s.SpanContext.TraceID().String() == tid && s.SpanContext.SpanID().String() == sid {
+					if s.SpanKind != trace.SpanKindServer || s.Parent.IsValid() {
+						return fmt.Errorf("%s: the app's parent span %s is a %v span under %v, want the proxy's root server span", kind, sid, s.SpanKind, s.Parent)
+					}
+					return nil
+				}
+			}
+			return fmt.Errorf("%s: the app's traceparent %s names no span of the proxy", kind, tp)
+		})
+	}
+
+	h := bearer(tok)
+	for k, v := range client {
+		h[k] = v
+	}
+	ws, _, err := e.dialWS("/notes/ws", h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	echo(t, ws, "x")
+	check("websocket")
+
+	req, _ := http.NewRequest("GET", "http://"+e.addr+"/notes/events", nil)
+	req.Header = h.Clone()
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("event stream answer %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	check("event stream")
+}
+
+// A collector that takes the export and never answers slows no request:
+// the spans that find the export queue (here 4) full are dropped, never
+// waited for, so a hundred requests complete while the only export sent
+// is still held by the collector; and the proxy's shutdown gives the
+// stuck export no more than its 5 s bound, not the exporter's timeout
+// (here a minute).
+func TestTracingCollectorDownSlowsNoRequest(t *testing.T) {
+	t.Parallel()
+	exports, release := make(chan struct{}, 64), make(chan struct{})
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		exports <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(release); collector.Close() })
+	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /notes, upstream: notes, access: protected, permissions: [tenant:read]}\n",
+		vars: map[string]string{
+			"OTEL_EXPORTER_OTLP_ENDPOINT": collector.URL, "OTEL_TRACES_SAMPLER": "always_on",
+			"OTEL_BSP_MAX_QUEUE_SIZE": "4", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "1", "OTEL_BSP_SCHEDULE_DELAY": "10",
+			"OTEL_EXPORTER_OTLP_TIMEOUT": "60000", "OTEL_BSP_EXPORT_TIMEOUT": "60000",
+		}})
+	tok := e.token(nil)
+	e.wantStatus(e.do("GET", "/notes", tok, nil), 200)
+	select {
+	case <-exports: // the exporter is stuck on the collector from now on
+	case <-time.After(10 * time.Second):
+		t.Fatal("no export reached the collector")
+	}
+	done := make(chan error, 1)
+	began := time.Now()
+	go func() {
+		for i := 0; i < 100; i++ {
+			req, _ := http.NewRequest("GET", "http://"+e.addr+"/notes", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			r, err := e.client.Do(req)
+			if err != nil {
+				done <- fmt.Errorf("request %d: %w", i, err)
+				return
+			}
+			r.Body.Close()
+			if r.StatusCode != 200 {
+				done <- fmt.Errorf("request %d: status %d", i, r.StatusCode)
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("100 requests not done within 5 s while the collector holds an export: requests wait for the exporter")
+	}
+	t.Logf("100 requests in %v with the collector stuck", time.Since(began))
+	if n := len(exports); n != 0 {
+		t.Fatalf("%d more exports reached the collector; want the first one still held", n)
+	}
+	e.cancel()
+	began = time.Now()
+	select {
+	case err := <-e.done:
+		e.done <- err // for the cleanup
+	case <-time.After(15 * time.Second):
+		t.Fatal("the proxy did not stop within 15 s: its shutdown waits for the stuck export")
+	}
+	if d := time.Since(began); d > 8*time.Second {
+		t.Fatalf("shutdown took %v; the tracing shutdown's bound is 5 s", d)
+	}
+	t.Logf("shutdown in %v with the collector stuck", time.Since(began))
 }
