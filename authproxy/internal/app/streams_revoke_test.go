@@ -416,6 +416,31 @@ func TestStreamLimits(t *testing.T) {
 	})
 }
 
+// An event stream whose client goes away while its upstream is silent
+// ends at once: its slot under STREAM_MAX_PER_USER is free for the user's
+// next stream, and the app's connection is closed (its handler ends), not
+// kept until the route's stream_timeout (here a minute) or the next event
+// the proxy would fail to write.
+func TestEventStreamClientGoneFreesItsSlotAndItsUpstream(t *testing.T) {
+	a := newStreamApp(t)
+	e := start(t, envOpt{vars: map[string]string{"STREAM_MAX_PER_USER": "1"}, rules: a.rules(
+		"  - {prefix: /notes/open-events, methods: [GET], upstream: notes, access: protected, permissions: [notes:read], stream_timeout: 1m}\n")})
+	e.core.SetProjection(notesProjection())
+	tok := e.token(nil)
+	s := e.openSSE(t, "/notes/open-events", tok)
+	testenv.Eventually(t, func() error { return testenv.Want("app event streams open", a.sseOpen.Load(), int64(1)) })
+	r := e.do("GET", "/notes/open-events", tok, map[string]string{"Accept": "text/event-stream"})
+	e.wantProblem(r, 429, problem.CodeTooManyRequests)
+	gone := time.Now()
+	s.resp.Body.Close() // the client goes away
+	eventually.Within(t, 5*time.Second, func() error {
+		return testenv.Want("app event streams open after the client went away", a.sseOpen.Load(), int64(0))
+	})
+	eventually.Within(t, 5*time.Second, func() error { return testenv.Want("open streams", e.app.Streams.Open(), 0) })
+	t.Logf("app connection closed and slot freed %v after the client went away", time.Since(gone))
+	e.openSSE(t, "/notes/open-events", tok) // the slot is free
+}
+
 func TestStreamsEndOnShutdown(t *testing.T) {
 	e, _ := startStreams(t, map[string]string{"STREAM_DRAIN_TIMEOUT": "3s"})
 	c, _, err := e.dialWS("/notes/ws", bearer(e.token(nil)))

@@ -45,6 +45,9 @@ type streamApp struct {
 	// The flood then writes no more and holds its connection open, as an
 	// upstream blocked by the proxy would.
 	stuck chan string
+	// sseOpen counts the /notes/events and /notes/open-events handlers
+	// running: one ends when the proxy closes its connection.
+	sseOpen atomic.Int64
 }
 
 type streamSeen struct {
@@ -177,6 +180,8 @@ func (a *streamApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			a.flooded.Add(int64(len(ev)))
 		}
 	case r.URL.Path == "/notes/events" || r.URL.Path == "/notes/open-events":
+		a.sseOpen.Add(1)
+		defer a.sseOpen.Add(-1)
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(200)
 		w.(http.Flusher).Flush()
