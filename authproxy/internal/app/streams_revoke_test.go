@@ -441,6 +441,31 @@ func TestEventStreamClientGoneFreesItsSlotAndItsUpstream(t *testing.T) {
 	e.openSSE(t, "/notes/open-events", tok) // the slot is free
 }
 
+// The proxy's close frame is the client's: a WebSocket closed because its
+// access was withdrawn has its app connection closed without one, and the
+// app reads an abnormal closure (1006, an unexpected EOF), as
+// docs/operations.md tells apps to expect.
+func TestAppSeesAbnormalClosureWhenTheProxyClosesAStream(t *testing.T) {
+	e, a := startStreams(t, nil)
+	ws := e.openWS(t, "/notes/ws", e.token(nil))
+	echo(t, ws, "x")
+	pr := notesProjection()
+	pr.Permissions = []string{"tenant:read"}
+	e.core.SetProjection(pr)
+	e.publish("auth.invalidate.user." + userID)
+	if code, text := wantClosed(t, ws, 5*time.Second); code != websocket.ClosePolicyViolation || text != "insufficient_scope" {
+		t.Fatalf("client: close = %d %q", code, text)
+	}
+	select {
+	case err := <-a.wsEnded:
+		if !websocket.IsCloseError(err, websocket.CloseAbnormalClosure) {
+			t.Fatalf("app: the WebSocket ended with %v, want an abnormal closure (1006)", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("app: its WebSocket still open 5 s after the proxy closed the client's")
+	}
+}
+
 func TestStreamsEndOnShutdown(t *testing.T) {
 	e, _ := startStreams(t, map[string]string{"STREAM_DRAIN_TIMEOUT": "3s"})
 	c, _, err := e.dialWS("/notes/ws", bearer(e.token(nil)))

@@ -48,6 +48,8 @@ type streamApp struct {
 	// sseOpen counts the /notes/events and /notes/open-events handlers
 	// running: one ends when the proxy closes its connection.
 	sseOpen atomic.Int64
+	// wsEnded gets the read error that ended each echoing WebSocket.
+	wsEnded chan error
 }
 
 type streamSeen struct {
@@ -64,7 +66,7 @@ func newStreamApp(t testing.TB) *streamApp {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &streamApp{t: t, v: v, events: make(chan string, 16), stuck: make(chan string, 16)}
+	a := &streamApp{t: t, v: v, events: make(chan string, 16), stuck: make(chan string, 16), wsEnded: make(chan error, 16)}
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -153,6 +155,10 @@ func (a *streamApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for {
 			mt, p, err := c.ReadMessage()
 			if err != nil {
+				select {
+				case a.wsEnded <- err:
+				default:
+				}
 				return
 			}
 			if err := c.WriteMessage(mt, p); err != nil {
