@@ -152,20 +152,26 @@ func TestBadUpstreamAnswerLogsNoResponseBytes(t *testing.T) {
 	}
 }
 
-// A request method the proxy does not know (WebDAV's PROPFIND, a typo) is
-// answered 501 like any other refusal: problem+json with the request id,
-// counted, access-logged (the method clipped), and not forwarded. Fiber
-// answered it by itself, in plain text, and nothing recorded it.
+// A request method the proxy does not know (outside the standard ones and
+// named by no route: WebDAV's PROPPATCH where only PROPFIND is routed, a
+// typo, a standard method in lower case, as methods are case-sensitive)
+// is answered 501 like any other refusal, on any path: problem+json with
+// the request id, counted, access-logged (the method clipped), and not
+// forwarded. Fiber answered it by itself, in plain text, and nothing
+// recorded it.
 func TestUnknownMethodRefused(t *testing.T) {
 	t.Parallel()
-	e := start(t, envOpt{rules: notesRules, vars: map[string]string{"ACCESS_LOG": "true"}})
+	e := start(t, envOpt{rules: davRules + "  - {prefix: /, upstream: notes, access: public}\n", vars: map[string]string{"ACCESS_LOG": "true"}})
 	tok := e.token(nil)
 	long := strings.Repeat("M", 200)
-	for _, method := range []string{"PROPFIND", long} {
+	for i, method := range []string{"PROPPATCH", "propfind", "get", long} {
+		// A route naming other such methods, one naming only standard
+		// ones, one without methods.
+		path := []string{"/dav/x", "/dav/x", "/notes", "/elsewhere"}[i]
 		e.reset()
-		r := e.raw(method + " /notes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\nConnection: close\r\n\r\n")
+		r := e.raw(method + " " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\nConnection: close\r\n\r\n")
 		e.wantProblem(r, 501, problem.CodeNotImplemented)
-		if r.prob.RequestID == "" || r.prob.Instance != "/notes" {
+		if r.prob.RequestID == "" || r.prob.Instance != path {
 			t.Fatalf("%.20s: request_id %q, instance %q", method, r.prob.RequestID, r.prob.Instance)
 		}
 		logged := false

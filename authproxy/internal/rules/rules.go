@@ -176,7 +176,12 @@ type Route struct {
 	// their own credentials, and a client that attaches a stale access
 	// token to every request must still be able to refresh or sign in.
 	IgnoreBadBearer bool
-	methods         uint16 // 0 = any
+	methods         uint16 // 0 = any; bitOther: ext holds some
+	// ext are the methods outside the standard nine the route names
+	// (PROPFIND, QUERY), as clients send them: case-sensitive.
+	ext []string
+	// allow is the route's methods as a header value (AllowMethods).
+	allow string
 }
 
 // Group is every route of one prefix.
@@ -190,15 +195,20 @@ type Group struct {
 	upper bool
 }
 
-// anyMethod is what a route without methods admits: every method but
-// TRACE (which an upstream answers by echoing the request, signed identity
-// headers included) and CONNECT (a tunnel, never a request to forward);
-// a route admits those only by naming them.
-const anyMethod = ^uint16(0) &^ (bitTrace | bitConnect)
+// anyMethod is what a route without methods admits: every standard method
+// but TRACE (which an upstream answers by echoing the request, signed
+// identity headers included) and CONNECT (a tunnel, never a request to
+// forward); a route admits those, and methods outside the standard nine,
+// only by naming them.
+const anyMethod = bitGet | bitHead | bitPost | bitPut | bitPatch | bitDelete | bitOptions
 
-// Pick returns the route of g allowing method, or nil (405).
+// Pick returns the route of g allowing method, or nil (405, or 501 for a
+// method the table does not know: Table.Knows).
 func (g *Group) Pick(method []byte) *Route {
 	mb := methodBit(method)
+	if mb == bitOther {
+		return g.pickExt(method)
+	}
 	for _, r := range g.routes {
 		if r.methods == 0 && mb&anyMethod != 0 || r.methods&mb != 0 {
 			return r
@@ -206,6 +216,26 @@ func (g *Group) Pick(method []byte) *Route {
 	}
 	return nil
 }
+
+// pickExt is Pick for a method outside the standard nine: the route that
+// names it, compared as sent.
+//
+//go:noinline
+func (g *Group) pickExt(method []byte) *Route {
+	for _, r := range g.routes {
+		for _, m := range r.ext {
+			if m == string(method) {
+				return r
+			}
+		}
+	}
+	return nil
+}
+
+// AllowMethods is the route's methods as a header value
+// (Access-Control-Allow-Methods of a CORS preflight): "GET, HEAD", or for
+// a route without methods the standard ones but TRACE and CONNECT.
+func (r *Route) AllowMethods() string { return r.allow }
 
 // Table is an immutable route table.
 type Table struct {
@@ -221,6 +251,26 @@ type Table struct {
 	// Warnings are what the file sets that loads but deserves a word,
 	// logged at start and at each reload, and shown by -check-config.
 	Warnings []string
+	// ext are the methods outside the standard nine that some route
+	// names (Knows).
+	ext []string
+}
+
+// Knows reports whether method is one the table can route: a standard
+// method, or one a route names. A request with any other method is
+// answered 501 (RFC 9110 section 15.6.2: the server does not support it
+// for any resource); one the table knows but the matched prefix does not
+// take is 405.
+func (t *Table) Knows(method []byte) bool {
+	if methodBit(method) != bitOther {
+		return true
+	}
+	for _, m := range t.ext {
+		if m == string(method) {
+			return true
+		}
+	}
+	return false
 }
 
 // MaxRouteBodyBytes is the largest max_body_bytes a route may set: a
@@ -288,32 +338,75 @@ func methodBit(m []byte) uint16 {
 	return bitOther
 }
 
-// methodSet parses a methods list; GET also allows HEAD.
-func methodSet(ms []string) (uint16, error) {
-	var set uint16
+// MaxMethodLen bounds the length of a method a route may name (the access
+// log keeps as much of a method).
+const MaxMethodLen = 32
+
+// methodSet parses a methods list; GET also allows HEAD. The standard
+// methods are read in any case (GET for get), as before extension methods
+// were taken; any other must be an RFC 9110 token written as clients send
+// it, in upper case (methods are case-sensitive), and is returned in ext
+// (bitOther set).
+func methodSet(ms []string) (set uint16, ext []string, err error) {
 	var errs []error
 	for _, m := range ms {
-		b := methodBit([]byte(strings.ToUpper(m)))
-		if b == bitOther {
-			errs = append(errs, fmt.Errorf("unknown method %q", m))
+		up := strings.ToUpper(m)
+		if b := methodBit([]byte(up)); b != bitOther {
+			set |= b
 			continue
 		}
-		set |= b
+		switch {
+		case !isToken(m):
+			errs = append(errs, fmt.Errorf("method %q: not an HTTP method (RFC 9110 token: letters, digits and !#$%%&'*+-.^_`|~)", m))
+		case len(m) > MaxMethodLen:
+			errs = append(errs, fmt.Errorf("method %.40q...: at most %d characters", m, MaxMethodLen))
+		case m != up:
+			errs = append(errs, fmt.Errorf("method %q: methods are case-sensitive and clients send them in upper case: write %q", m, up))
+		case !slices.Contains(ext, m):
+			ext = append(ext, m)
+			set |= bitOther
+		}
 	}
 	if set&bitGet != 0 {
 		set |= bitHead
 	}
-	return set, errors.Join(errs...)
+	return set, ext, errors.Join(errs...)
 }
 
-func allowHeader(set uint16) string {
+// isToken reports whether m is an RFC 9110 token (section 5.6.2), what a
+// method is.
+func isToken(m string) bool {
+	if m == "" {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		c := m[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// allowHeader is the standard methods of set, then ext, as a header value.
+func allowHeader(set uint16, ext ...string) string {
 	var names []string
 	for _, m := range methodNames {
 		if set&m.bit != 0 {
 			names = append(names, m.name)
 		}
 	}
-	return strings.Join(names, ", ")
+	return strings.Join(append(names, ext...), ", ")
+}
+
+// methodsOf is what a route admits: its standard methods (anyMethod for
+// one without methods) and the others it names.
+func methodsOf(r *Route) (uint16, []string) {
+	if r.methods == 0 {
+		return anyMethod, nil
+	}
+	return r.methods &^ bitOther, r.ext
 }
 
 // coreSpec is one built-in route.
@@ -795,7 +888,7 @@ func Compile(f File, env Env) (*Table, error) {
 		t.Upstreams = append(t.Upstreams, up)
 	}
 	for _, c := range coreSpecs() {
-		set, _ := methodSet(c.methods)
+		set, _, _ := methodSet(c.methods)
 		_ = t.add(&Route{Prefix: c.prefix, Access: c.access, Core: true, methods: set,
 			IgnoreBadBearer: c.prefix == TokenPath}, "built-in route")
 	}
@@ -836,13 +929,19 @@ func Compile(f File, env Env) (*Table, error) {
 	for k, g := range t.groups {
 		t.lens[len(k)] = true
 		var set uint16
+		var ext []string
 		for _, r := range g.routes {
-			if r.methods == 0 {
-				set |= anyMethod
+			rs, rext := methodsOf(r)
+			r.allow = allowHeader(rs, rext...)
+			set |= rs
+			ext = append(ext, rext...)
+			for _, m := range rext {
+				if !slices.Contains(t.ext, m) {
+					t.ext = append(t.ext, m)
+				}
 			}
-			set |= r.methods
 		}
-		g.Allow = allowHeader(set)
+		g.Allow = allowHeader(set, ext...)
 	}
 	return t, nil
 }
@@ -861,9 +960,9 @@ func (t *Table) add(r *Route, where string) error {
 			where, r.Prefix, g.Prefix)
 	}
 	for _, o := range g.routes {
-		if o.methods == 0 || r.methods == 0 || o.methods&r.methods != 0 {
+		if o.methods == 0 || r.methods == 0 || o.methods&r.methods&^bitOther != 0 || slices.ContainsFunc(o.ext, func(m string) bool { return slices.Contains(r.ext, m) }) {
 			return fmt.Errorf("%s: duplicate of another route with prefix %s: routes sharing a prefix need disjoint, non-empty methods (here %s and %s)",
-				where, o.Prefix, methodsText(o.methods), methodsText(r.methods))
+				where, o.Prefix, methodsText(o), methodsText(r))
 		}
 	}
 	g.routes = append(g.routes, r)
@@ -922,22 +1021,19 @@ func sameApp(a, b *Upstream) bool {
 // sameRequirements reports whether two routes admit the same methods and
 // ask the same of the caller.
 func sameRequirements(a, b *Route) bool {
-	methods := func(r *Route) uint16 {
-		if r.methods == 0 {
-			return anyMethod
-		}
-		return r.methods
-	}
+	as, aext := methodsOf(a)
+	bs, bext := methodsOf(b)
+	sorted := func(ss []string) []string { return slices.Sorted(slices.Values(ss)) }
 	perms := func(r *Route) []string { return slices.Compact(slices.Sorted(slices.Values(r.Permissions))) }
-	return methods(a) == methods(b) && a.Access == b.Access && slices.Equal(perms(a), perms(b)) &&
+	return as == bs && slices.Equal(sorted(aext), sorted(bext)) && a.Access == b.Access && slices.Equal(perms(a), perms(b)) &&
 		a.RequireVerifiedEmail == b.RequireVerifiedEmail && a.RequireMFA == b.RequireMFA && a.MaxAuthAge == b.MaxAuthAge
 }
 
-func methodsText(set uint16) string {
-	if set == 0 {
+func methodsText(r *Route) string {
+	if r.methods == 0 {
 		return "any method"
 	}
-	return "[" + allowHeader(set) + "]"
+	return "[" + allowHeader(r.methods, r.ext...) + "]"
 }
 
 func compileRoute(sp RouteSpec, index map[string]int, reserved []string) (*Route, error) {
@@ -977,14 +1073,15 @@ func compileRoute(sp RouteSpec, index map[string]int, reserved []string) (*Route
 			}
 		}
 	}
-	set, err := methodSet(sp.Methods)
+	set, ext, err := methodSet(sp.Methods)
 	if err != nil {
 		errs = append(errs, err)
 	}
+	r.ext = ext
 	if sp.Methods != nil && len(sp.Methods) == 0 {
 		// Taken as it is, an empty list would be the absent one: any
 		// method.
-		errs = append(errs, errors.New("methods: [] admits no method; leave methods out for any method but TRACE and CONNECT"))
+		errs = append(errs, errors.New("methods: [] admits no method; leave methods out for the standard methods but TRACE and CONNECT"))
 	}
 	r.methods = set
 	if sp.Upstream == "" {
@@ -1265,12 +1362,13 @@ func (t *Table) Routes() []*Route {
 }
 
 // Methods is the route's methods as Describe prints them: "GET,HEAD", or
-// "any" for a route without methods (every method but TRACE and CONNECT).
+// "any" for a route without methods (every standard method but TRACE and
+// CONNECT).
 func (r *Route) Methods() string {
 	if r.methods == 0 {
 		return "any"
 	}
-	return strings.ReplaceAll(allowHeader(r.methods), ", ", ",")
+	return strings.ReplaceAll(allowHeader(r.methods, r.ext...), ", ", ",")
 }
 
 // Describe writes the table as -check-config prints it, one line per

@@ -26,6 +26,9 @@ func match(tb testing.TB, t *Table, method, path string) (*Route, int, string) {
 		return nil, 404, ""
 	}
 	r := g.Pick([]byte(method))
+	if r == nil && !t.Knows([]byte(method)) {
+		return nil, 501, ""
+	}
 	if r == nil {
 		return nil, 405, g.Allow
 	}
@@ -67,7 +70,8 @@ func TestCoreRoutes(t *testing.T) {
 		{"POST", "/reset-password", 200, Public},
 		{"GET", "/api/v1/users/me", 200, Protected},
 		{"DELETE", "/api/v1/users/123", 200, Protected},
-		{"BREW", "/api/v1/users", 200, Protected},
+		// A method outside the standard ones, which no route names: 501.
+		{"BREW", "/api/v1/users", 501, 0},
 		// A prefix spelled in another case: 404, never a shorter route.
 		{"GET", "/API/V1/USERS/me", 404, 0},
 		{"GET", "/api/v1/users/ME", 200, Protected},
@@ -145,7 +149,9 @@ func TestAppRoutes(t *testing.T) {
 		// A route without methods admits neither TRACE nor CONNECT.
 		{"TRACE", "/anything/else", 405, "", ""},
 		{"CONNECT", "/anything/else", 405, "", ""},
-		{"PROPFIND", "/anything/else", 200, "other", ""},
+		// Nor any method outside the standard ones, which no route names
+		// here: 501, as anywhere.
+		{"PROPFIND", "/anything/else", 501, "", ""},
 		{"GET", "/api/v1/invoices/7", 200, "other", ""},
 		// Core prefixes still win over the catch-all.
 		{"POST", "/api/v1/auth/token", 200, "core", ""},
@@ -235,7 +241,14 @@ func TestBadFiles(t *testing.T) {
 		{"deny is gone", ups + "routes: [{prefix: /a, upstream: notes, access: deny}]", "access"},
 		// An empty list is not "no methods": left out, methods means any.
 		{"empty methods", ups + "routes: [{prefix: /a, methods: [], upstream: notes, access: protected}]", "route 1 (/a): methods: [] admits no method"},
-		{"bad method", ups + "routes: [{prefix: /a, upstream: notes, access: public, methods: [FETCH]}]", "FETCH"},
+		{"method not a token", ups + "routes: [{prefix: /a, upstream: notes, access: public, methods: ['PROP FIND']}]", `method "PROP FIND": not an HTTP method`},
+		{"method with a slash", ups + "routes: [{prefix: /a, upstream: notes, access: public, methods: ['GET/1']}]", `method "GET/1": not an HTTP method`},
+		{"method too long", ups + "routes: [{prefix: /a, upstream: notes, access: public, methods: [" + strings.Repeat("M", 33) + "]}]", "at most 32"},
+		// Methods are case-sensitive: a lower-case extension method would
+		// never match what clients send.
+		{"extension method in lower case", ups + "routes: [{prefix: /a, upstream: notes, access: public, methods: [propfind]}]", `write "PROPFIND"`},
+		{"extension methods overlap", ups + "routes: [{prefix: /a, methods: [GET, PROPFIND], upstream: notes, access: public}, {prefix: /a, methods: [PROPFIND], upstream: notes, access: protected}]", "duplicate"},
+		{"extension method beside a method-less route", ups + "routes: [{prefix: /a, upstream: notes, access: public}, {prefix: /a, methods: [PROPFIND], upstream: notes, access: protected}]", "duplicate"},
 		{"relative prefix", ups + "routes: [{prefix: a, upstream: notes, access: public}]", "start with"},
 		{"glob prefix", ups + "routes: [{prefix: /a/**, upstream: notes, access: public}]", "glob"},
 		{"trailing slash", ups + "routes: [{prefix: /a/, upstream: notes, access: public}]", "end with"},
@@ -877,5 +890,70 @@ func TestPrefixCoveringBuiltInsWarned(t *testing.T) {
 	}
 	if tb, err := Alias(coreURL, "http://127.0.0.1:8082", "app-notes"); err != nil || len(tb.Warnings) != 1 || !strings.Contains(tb.Warnings[0], "/openapi.json") {
 		t.Errorf("UPSTREAM_URL's catch-all: warnings %q, %v; want one naming the built-ins", tb.Warnings, err)
+// TestExtensionMethods: a route may name methods outside the standard nine
+// (WebDAV's PROPFIND, QUERY, PURGE), matched as sent (case-sensitive);
+// a route without methods takes none of them, and a method no route names
+// is unknown to the table (501), while one some route names is 405 on a
+// prefix that does not take it.
+func TestExtensionMethods(t *testing.T) {
+	const file = `
+upstreams:
+  notes: {url: "http://127.0.0.1:8082", key_id: app-notes}
+routes:
+  - {prefix: /dav, methods: [GET, PROPFIND, MKCOL], upstream: notes, access: protected}
+  - {prefix: /dav, methods: [QUERY, M-SEARCH], upstream: notes, access: public}
+  - {prefix: /notes, methods: [GET], upstream: notes, access: protected}
+  - {prefix: /any, upstream: notes, access: public}
+`
+	tb, err := Parse([]byte(file), testEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		method, path string
+		status       int
+		access       Access
+	}{
+		{"PROPFIND", "/dav/a", 200, Protected},
+		{"MKCOL", "/dav", 200, Protected},
+		{"GET", "/dav", 200, Protected},
+		{"QUERY", "/dav/x", 200, Public},
+		{"M-SEARCH", "/dav/x", 200, Public},
+		{"propfind", "/dav/a", 501, 0},
+		{"PROPPATCH", "/dav/a", 501, 0},
+		{"PROPFIND", "/notes", 405, 0},
+		{"PROPFIND", "/any", 405, 0},
+		{"GET", "/any", 200, Public},
+		{"PROPFIND", "/nothing", 404, 0},
+	}
+	for _, tt := range tests {
+		r, status, _ := match(t, tb, tt.method, tt.path)
+		if status != tt.status || r != nil && r.Access != tt.access {
+			t.Errorf("%s %s: %d %v, want %d %v", tt.method, tt.path, status, r, tt.status, tt.access)
+		}
+	}
+	if _, _, allow := match(t, tb, "DELETE", "/dav"); allow != "GET, HEAD, PROPFIND, MKCOL, QUERY, M-SEARCH" {
+		t.Errorf("Allow = %q", allow)
+	}
+	g, _ := tb.Match([]byte("/dav"), nil)
+	if got := g.Pick([]byte("PROPFIND")).AllowMethods(); got != "GET, HEAD, PROPFIND, MKCOL" {
+		t.Errorf("AllowMethods = %q", got)
+	}
+	if got := g.Pick([]byte("QUERY")).Methods(); got != "QUERY,M-SEARCH" {
+		t.Errorf("Methods = %q", got)
+	}
+	g, _ = tb.Match([]byte("/any"), nil)
+	if got := g.Pick([]byte("GET")).AllowMethods(); got != "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS" {
+		t.Errorf("AllowMethods of a route without methods = %q", got)
+	}
+	for _, m := range []string{"GET", "TRACE", "PROPFIND", "M-SEARCH"} {
+		if !tb.Knows([]byte(m)) {
+			t.Errorf("Knows(%s) = false", m)
+		}
+	}
+	for _, m := range []string{"PROPPATCH", "propfind", "get", ""} {
+		if tb.Knows([]byte(m)) {
+			t.Errorf("Knows(%q) = true", m)
+		}
 	}
 }

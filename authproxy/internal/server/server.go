@@ -448,22 +448,40 @@ func New(d Deps, o Options) *Server {
 	s.app.Use(s.observe)
 	// A method Fiber does not know (PROPFIND, a typo) would be answered by
 	// Fiber itself, in plain text, before any handler ran: no request id,
-	// problem body, metrics or access log. It is refused here like any
-	// other request the proxy cannot serve: 501 (RFC 9110 section 9.1).
-	// So is a request line's HTTP version the proxy does not speak
-	// (httpVersion).
+	// problem body, metrics or access log. One that no route names is
+	// refused here like any other request the proxy cannot serve: 501
+	// (RFC 9110 section 9.1); one a route names runs the stages as any
+	// request does (extensionMethod). A request line's HTTP version the
+	// proxy does not speak is refused too (httpVersion).
 	fiberHandler := s.app.Server().Handler
 	s.app.Server().Handler = func(ctx *fasthttp.RequestCtx) {
-		if !problem.KnownMethod(ctx.Method()) {
+		known := problem.KnownMethod(ctx.Method())
+		if !known && !s.router.Load().Table.Knows(ctx.Method()) {
 			s.unknownMethod(ctx)
 			return
 		}
 		if !ctx.Request.Header.IsHTTP11() && !s.httpVersion(ctx) {
 			return
 		}
+		if !known {
+			s.extensionMethod(ctx)
+			return
+		}
 		fiberHandler(ctx)
 	}
 	return s
+}
+
+// extensionMethod runs the stages for a request whose method is outside
+// the standard ones and named by a route (PROPFIND, QUERY), which Fiber's
+// router would refuse: the proxy's one handler (observe) is called
+// directly, with a context of the app as Fiber's router gives it.
+//
+//go:noinline
+func (s *Server) extensionMethod(ctx *fasthttp.RequestCtx) {
+	c := s.app.AcquireCtx(ctx)
+	defer s.app.ReleaseCtx(c)
+	_ = s.observe(c) // observe renders its errors itself
 }
 
 // expectContinue is the listener's hook for a request with "Expect:
@@ -1209,7 +1227,7 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 	route := g.Pick(h.Method())
 	st.route = g.Prefix
 	if route == nil {
-		return methodNotAllowed(st, g)
+		return methodNotAllowed(st, rt, g, h.Method())
 	}
 	st.bodyLimit = route.MaxBodyBytes
 	if bodyOver(c.Request(), cmp.Or(route.MaxBodyBytes, s.o.MaxBodyBytes)) {
@@ -1292,11 +1310,17 @@ func (s *Server) publicDrops(h *fasthttp.RequestHeader, route *rules.Route) bool
 }
 
 // methodNotAllowed answers a request whose method the matched prefix's
-// routes exclude. Out of line (noinline), like the other refusals below:
-// the code a warm request runs then spans fewer cache lines.
+// routes exclude: 405 with Allow, or 501 for a method the table does not
+// know (one a route named when the request came in, and that a reload
+// has dropped since). Out of line (noinline), like the other refusals
+// below: the code a warm request runs then spans fewer cache lines.
 //
 //go:noinline
-func methodNotAllowed(st *state, g *rules.Group) error {
+func methodNotAllowed(st *state, rt *Router, g *rules.Group, method []byte) error {
+	if !rt.Table.Knows(method) {
+		st.outcome = "method_not_implemented"
+		return errNotImplemented
+	}
 	st.outcome = "method_not_allowed"
 	return &httpError{status: 405, code: problem.CodeMethodNotAllowed, detail: "method not allowed on this route", allow: g.Allow}
 }

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -321,7 +322,10 @@ func newCoreOn(t testing.TB, echoKey identity.Key, cfg *tls.Config, ln net.Liste
 		t.Fatal(err)
 	}
 	c := &Core{echoV: echoV, coreV: coreV, replays: replay.New(1 << 14), projections: map[string]*identity.Projection{}, jwksStatus: 200, apiKeys: map[string]*apiKey{}}
-	app := fiber.New(fiber.Config{DisableStartupMessage: true, ReadBufferSize: 16 << 10})
+	// The echo route takes a few methods outside the standard ones too,
+	// as an app serving WebDAV or QUERY does.
+	app := fiber.New(fiber.Config{DisableStartupMessage: true, ReadBufferSize: 16 << 10,
+		RequestMethods: slices.Concat(fiber.DefaultMethods, ExtensionMethods())})
 	app.Get("/.well-known/jwks.json", c.jwks)
 	app.Get(identity.ProjectionPath+"/:user", c.projection)
 	app.Post(apikey.ResolvePath, c.resolveKey)
@@ -351,6 +355,10 @@ func newCoreOn(t testing.TB, echoKey identity.Key, cfg *tls.Config, ln net.Liste
 	t.Cleanup(func() { go func() { _ = app.ShutdownWithTimeout(2 * time.Second) }() })
 	return c
 }
+
+// ExtensionMethods are the methods outside the standard nine that a Core's
+// echo route answers.
+func ExtensionMethods() []string { return []string{"PROPFIND", "MKCOL", "REPORT", "QUERY", "PURGE"} }
 
 // URL is the Core's base URL.
 func (c *Core) URL() string {
