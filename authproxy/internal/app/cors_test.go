@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/tollgate-auth/tollgate/shared/problem"
 )
 
 const appOrigin = "https://app.example.com"
@@ -150,5 +152,82 @@ func TestCORSExtraHeaders(t *testing.T) {
 	e.wantStatus(r, 200)
 	if got := r.header.Get("Access-Control-Expose-Headers"); got != "X-Request-Id, WWW-Authenticate, Retry-After, Location, ETag, Content-Disposition" {
 		t.Fatalf("Access-Control-Expose-Headers %q", got)
+	}
+}
+
+// TestCORSPreflightRouted: a preflight from a listed origin is routed as
+// the request it announces (Access-Control-Request-Method) before it is
+// answered, without a credential looked at: a malformed path is 400, a
+// path no route covers 404, /internal 404, a method the path's routes
+// refuse 405 with Allow (501 for one no route names); otherwise 204 with
+// the methods of the route that takes the announced one. Nothing is
+// forwarded.
+func TestCORSPreflightRouted(t *testing.T) {
+	t.Parallel()
+	rules := davRules + "  - {prefix: /notes, methods: [POST, DELETE], upstream: notes, access: protected, permissions: [notes:write]}\n"
+	e := start(t, envOpt{rules: rules, vars: map[string]string{"CORS_ALLOWED_ORIGINS": appOrigin}})
+	// A route that strips its prefix, alone (beside the others it would
+	// open their app paths).
+	stripped := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /billing, upstream: notes, access: protected, strip_prefix: true}\n",
+		vars: map[string]string{"CORS_ALLOWED_ORIGINS": appOrigin}})
+	preflight := func(e *env, path, method string) result {
+		return e.raw("OPTIONS " + path + " HTTP/1.1\r\nHost: x\r\nOrigin: " + appOrigin + "\r\nAccess-Control-Request-Method: " + method +
+			"\r\nAccess-Control-Request-Headers: authorization\r\nConnection: close\r\n\r\n")
+	}
+	for _, tc := range []struct {
+		path, method string
+		status       int
+		code         string
+		allow        string // Access-Control-Allow-Methods of a 204, Allow of a 405
+	}{
+		{"/notes/1", "GET", 204, "", "GET, HEAD"},
+		{"/notes", "DELETE", 204, "", "POST, DELETE"},
+		{"/dav/a", "PROPFIND", 204, "", "GET, HEAD, PROPFIND, MKCOL"},
+		{"/notes/maybe", "PUT", 204, "", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"},
+		{"/api/v1/users/me", "PATCH", 204, "", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"},
+		{"/api/v1/auth/token", "POST", 204, "", "POST"},
+		{"/nothing-here", "GET", 404, problem.CodeNotFound, ""},
+		{"/internal/x", "GET", 404, problem.CodeNotFound, ""},
+		{"/INTERNAL/v1/projections/u", "GET", 404, problem.CodeNotFound, ""},
+		{"stripped /billing/x", "GET", 204, "", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"},
+		{"stripped /billing/internal/x", "GET", 404, problem.CodeNotFound, ""},
+		{"stripped /billing/%C4%B0nternal/x", "GET", 404, problem.CodeNotFound, ""},
+		{"/notes/%2Fx", "GET", 400, problem.CodeBadPath, ""},
+		{"/notes/%zz", "GET", 400, problem.CodeBadPath, ""},
+		{"/notes/a;b", "GET", 400, problem.CodeBadPath, ""},
+		{"/notes/1", "PUT", 405, problem.CodeMethodNotAllowed, "GET, HEAD, POST, DELETE"},
+		{"/api/v1/auth/token", "GET", 405, problem.CodeMethodNotAllowed, "POST"},
+		{"/dav/a", "PROPPATCH", 501, problem.CodeNotImplemented, ""},
+	} {
+		e := e
+		if p, ok := strings.CutPrefix(tc.path, "stripped "); ok {
+			e, tc.path = stripped, p
+		}
+		e.reset()
+		r := preflight(e, tc.path, tc.method)
+		name := tc.method + " " + tc.path
+		if r.status != tc.status || tc.code != "" && r.prob.Code != tc.code {
+			t.Errorf("%s: %d %q, want %d %q (body %s)", name, r.status, r.prob.Code, tc.status, tc.code, r.body)
+			continue
+		}
+		e.wantNothingForwarded()
+		if r.header.Get("Access-Control-Allow-Origin") != appOrigin {
+			t.Fatalf("%s: Access-Control-Allow-Origin %q", name, r.header.Get("Access-Control-Allow-Origin"))
+		}
+		switch tc.status {
+		case 204:
+			if got := r.header.Get("Access-Control-Allow-Methods"); got != tc.allow {
+				t.Errorf("%s: Access-Control-Allow-Methods %q, want %q", name, got, tc.allow)
+			}
+		case 405:
+			if got := r.header.Get("Allow"); got != tc.allow {
+				t.Fatalf("%s: Allow %q, want %q", name, got, tc.allow)
+			}
+			fallthrough
+		default:
+			if got := r.header.Get("Access-Control-Allow-Methods"); got != "" {
+				t.Fatalf("%s: a refused preflight allows methods %q", name, got)
+			}
+		}
 	}
 }

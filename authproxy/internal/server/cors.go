@@ -7,7 +7,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
 
-	"github.com/tollgate-auth/tollgate/authproxy/internal/pathnorm"
+	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 )
 
 // CORS is the proxy's cross-origin policy (CORS_ALLOWED_ORIGINS): one
@@ -27,9 +27,6 @@ type CORS struct {
 	AllowHeaders, ExposeHeaders string
 }
 
-// The methods a browser may use cross-origin.
-const corsAllowMethods = "GET, HEAD, POST, PUT, PATCH, DELETE"
-
 // allowed returns the Access-Control-Allow-Origin value for origin, or ""
 // when origin is not allowed.
 func (p *CORS) allowed(origin []byte) string {
@@ -48,31 +45,42 @@ func (p *CORS) allowed(origin []byte) string {
 }
 
 // preflight answers a CORS preflight (OPTIONS with Origin and
-// Access-Control-Request-Method) from an allowed origin itself, 204 and no
-// token needed: browsers send preflights without credentials. Anything
-// else goes on through the stages (a preflight from another origin is then
-// routed like any request and gets no CORS headers). It reports whether
-// it answered.
-func (s *Server) preflight(c *fiber.Ctx, st *state) bool {
-	if !s.isPreflight(&c.Request().Header) {
-		return false
+// Access-Control-Request-Method) from an allowed origin itself, once
+// routed (authorize: its path normalized and matched to g), no credential
+// looked at: browsers send preflights without credentials. It answers
+// what the request it announces would get before any credential: 405
+// with Allow when g's routes refuse the announced method (501 when no
+// route names it), 404 when the route strips its prefix and what is left
+// lies under /internal; else 204 with the announced method's route's
+// methods in Access-Control-Allow-Methods. A path no route covers (404) or
+// that is malformed (400) was answered before. A preflight from another
+// origin is routed like any request and gets no CORS headers.
+//
+//go:noinline
+func (s *Server) preflight(c *fiber.Ctx, st *state, rt *Router, g *rules.Group) error {
+	method := c.Request().Header.Peek(fiber.HeaderAccessControlRequestMethod)
+	route := g.Pick(method)
+	if route == nil {
+		return methodNotAllowed(st, rt, g, method)
+	}
+	if route.StripPrefix && rules.IsInternalFolded(st.path[len(route.Prefix):]) {
+		st.outcome = "no_route"
+		return errNotFound
 	}
 	st.outcome = "preflight"
-	// Answered before normalization: name the path, if it is sound, for
-	// the access log and the span, as render does for a refusal.
-	st.path, _ = pathnorm.Append(st.path[:0], c.Request().URI().PathOriginal())
 	r := &c.Response().Header
-	r.Set(fiber.HeaderAccessControlAllowMethods, corsAllowMethods)
+	r.Set(fiber.HeaderAccessControlAllowMethods, route.AllowMethods())
 	r.Set(fiber.HeaderAccessControlAllowHeaders, s.o.CORS.AllowHeaders)
 	if s.o.CORS.MaxAge > 0 {
 		r.Set(fiber.HeaderAccessControlMaxAge, strconv.Itoa(int(s.o.CORS.MaxAge/time.Second)))
 	}
 	c.Status(fiber.StatusNoContent)
-	return true
+	return nil
 }
 
 // isPreflight reports whether h is a CORS preflight from an allowed
-// origin, which preflight answers (CORS configured).
+// origin, which preflight answers (CORS configured). Asked only of an
+// OPTIONS request: a warm request pays one method compare.
 func (s *Server) isPreflight(h *fasthttp.RequestHeader) bool {
 	return h.IsOptions() && len(h.Peek(fiber.HeaderAccessControlRequestMethod)) > 0 &&
 		s.o.CORS.allowed(h.Peek(fiber.HeaderOrigin)) != ""

@@ -506,8 +506,8 @@ func (s *Server) extensionMethod(ctx *fasthttp.RequestCtx) {
 //     whole body (up to the route's limit) to be refused.
 //
 // Any other request is told to continue, and so is one the handler must
-// judge itself: a CORS preflight from an allowed origin (answered 204
-// before routing), on a route that ignores a bad bearer (the token
+// judge itself: a CORS preflight from an allowed origin (answered once
+// routed, no credential looked at), on a route that ignores a bad bearer (the token
 // endpoint), or with fields hygiene may change first (expectAuth). Its
 // body is read once the request is allowed (readBody). A valid credential
 // is continued and judged again by the handler, from the caches the hook
@@ -521,15 +521,15 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 		return s.expectRefused(c, st, err)
 	}
 	h := &ctx.Request.Header
-	if s.o.CORS != nil && s.isPreflight(h) {
-		// Answered by the handler after hygiene, before any route or
-		// credential (stages): a preflight carries none.
-		return s.expectContinued(st)
-	}
 	if q := ctx.URI().QueryString(); len(q) > 0 && keyInQuery(q) {
 		s.d.Metrics.APIKeyRefusals.WithLabelValues("in_query").Inc()
 		st.outcome = "api_key_in_query"
 		return s.expectRefused(c, st, errKeyInQuery)
+	}
+	if s.o.CORS != nil && h.IsOptions() && s.isPreflight(h) {
+		// Answered by the handler once routed, before any credential
+		// (preflight): a preflight carries none.
+		return s.expectContinued(st)
 	}
 	// The request is routed here, on the router of the moment, and the
 	// handler takes the same one (routerOf): a reload between the two
@@ -845,16 +845,13 @@ func dropFields(h *fasthttp.RequestHeader) {
 	}
 }
 
-// stages runs the request's stages in order: hygiene, the CORS preflight
-// when configured, normalization, then routing and authorization, which
-// forwards. Order matters: rules and authorization see only the clean
+// stages runs the request's stages in order: hygiene, normalization, then
+// routing and authorization, which forwards (or answers a CORS preflight
+// once routed). Order matters: rules and authorization see only the clean
 // request. A stage's error ends the request (observe renders it).
 func (s *Server) stages(c *fiber.Ctx, st *state) error {
 	if err := s.hygiene(c, st); err != nil {
 		return err
-	}
-	if s.o.CORS != nil && s.preflight(c, st) {
-		return nil
 	}
 	if err := s.normalize(c, st); err != nil {
 		return err
@@ -1224,8 +1221,11 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 		st.outcome = "no_route"
 		return errNotFound
 	}
-	route := g.Pick(h.Method())
 	st.route = g.Prefix
+	if h.IsOptions() && s.o.CORS != nil && s.isPreflight(h) {
+		return s.preflight(c, st, rt, g)
+	}
+	route := g.Pick(h.Method())
 	if route == nil {
 		return methodNotAllowed(st, rt, g, h.Method())
 	}
