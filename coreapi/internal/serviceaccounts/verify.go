@@ -135,7 +135,7 @@ func (s *Service) inspect(ctx context.Context, tok string) (tokenInfo, error) {
 		if pr.TenantRequireMFA && !pr.MFAEnabled {
 			return tokenInfo{}, errInactive
 		}
-		live, err := s.sessionLive(ctx, p.Sid, p.Sub)
+		live, err := s.sessionLive(ctx, p.Sid, p.Sub, p.Tid)
 		if err != nil {
 			return tokenInfo{}, err
 		}
@@ -157,15 +157,18 @@ func (s *Service) inspect(ctx context.Context, tok string) (tokenInfo, error) {
 	return info, nil
 }
 
-// sessionLive reports whether the session is the user's live session
-// (sessions.QLive: not revoked, not expired, not stamped with an older
-// token version than the user's). An access token issued by the last
-// refresh before the session's expiry outlives it at the proxy; here it
-// ends with it.
-func (s *Service) sessionLive(ctx context.Context, sid, userID string) (bool, error) {
-	const q = `SELECT EXISTS (SELECT 1 FROM sessions WHERE ` + sessions.QLive + `)`
+// sessionLive reports whether the session is the user's live session in
+// tenantID (sessions.QLiveIn: not revoked, not expired, not stamped with
+// an older token version than the user's, and not moved to another
+// tenant by POST /auth/switch-tenant since the token was issued). An
+// access token issued by the last refresh before the session's expiry
+// outlives it at the proxy; here it ends with it. So does one issued
+// before a switch: its tenant is no longer the session's, as coreapi's
+// own sensitive writes judge it (sessions.LiveIn).
+func (s *Service) sessionLive(ctx context.Context, sid, userID, tenantID string) (bool, error) {
+	const q = `SELECT EXISTS (SELECT 1 FROM sessions WHERE ` + sessions.QLiveIn + `)`
 	var live bool
-	if err := s.o.Pool.QueryRow(ctx, q, sid, userID).Scan(&live); err != nil {
+	if err := s.o.Pool.QueryRow(ctx, q, sid, userID, tenantID).Scan(&live); err != nil {
 		return false, fmt.Errorf("check session: %w", err)
 	}
 	return live, nil
