@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/config"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
@@ -469,4 +470,83 @@ func TestUnreachableServerLoggedOnce(t *testing.T) {
 			t.Fatalf("the connection counted %d failures, want the four awaited at least: %s", l.Failures, line)
 		}
 	}
+}
+
+// TestBacklogGauges: while NATS is down, the rows the writes leave in
+// the outbox pile up, and coreapi's metrics said only that batches
+// failed. coreapi_outbox_pending_rows and
+// coreapi_outbox_oldest_pending_age_seconds now show how many rows wait
+// and how old the oldest is (growing while the outage lasts), and go back
+// to 0 once NATS is back and the relay has published them.
+func TestBacklogGauges(t *testing.T) {
+	db := dbtest.New(t)
+	ns, port := startAuthNATS(t, -1, "pw")
+	url := "nats://coreapi:pw@127.0.0.1:" + strconv.Itoa(port)
+	reg := prometheus.NewRegistry()
+	run, err := startRelayHooked(config.Config{NATSURL: url}, slog.New(slog.NewJSONHandler(io.Discard, nil)), db.Pool, reg,
+		relayHooks{backlogEvery: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	defer func() { cancel(); <-done }()
+	gauges := func() (rows, age float64, err error) {
+		mfs, err := reg.Gather()
+		if err != nil {
+			return 0, 0, err
+		}
+		found := 0
+		for _, mf := range mfs {
+			switch mf.GetName() {
+			case "coreapi_outbox_pending_rows":
+				rows, found = mf.GetMetric()[0].GetGauge().GetValue(), found+1
+			case "coreapi_outbox_oldest_pending_age_seconds":
+				age, found = mf.GetMetric()[0].GetGauge().GetValue(), found+1
+			}
+		}
+		if found != 2 {
+			return 0, 0, fmt.Errorf("%d of the two backlog gauges registered", found)
+		}
+		return rows, age, nil
+	}
+	expectRelayed(t, url, db, 10*time.Second, "before the outage")
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	const written = 3
+	for i := range written {
+		if err := pgx.BeginFunc(context.Background(), db.Pool, func(tx pgx.Tx) error {
+			return outbox.Write(context.Background(), tx, outbox.Row{Subject: invalidation.UserSubject("u" + strconv.Itoa(i)), Reason: "test"})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var firstAge float64
+	eventually.Within(t, 10*time.Second, func() error {
+		rows, age, err := gauges()
+		if err == nil && (rows != written || age <= 0) {
+			err = fmt.Errorf("pending rows %v, oldest age %v s while NATS is down, want %d and above 0", rows, age, written)
+		}
+		firstAge = age
+		return err
+	})
+	eventually.Within(t, 10*time.Second, func() error {
+		rows, age, err := gauges()
+		if err == nil && (rows != written || age < firstAge+0.2) {
+			err = fmt.Errorf("pending rows %v, oldest age %v s while NATS is down, want %d and at least %v", rows, age, written, firstAge+0.2)
+		}
+		return err
+	})
+
+	ns, _ = startAuthNATS(t, port, "pw")
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	eventually.Within(t, 15*time.Second, func() error {
+		rows, age, err := gauges()
+		if err == nil && (rows != 0 || age != 0) {
+			err = fmt.Errorf("pending rows %v, oldest age %v s after NATS is back, want 0 and 0", rows, age)
+		}
+		return err
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -190,6 +191,8 @@ type relayHooks struct {
 	// failed runs after each failed connection attempt the client
 	// reports (its reconnect error handler), once it is logged as such.
 	failed func(err error)
+	// backlogEvery, when set, is the relay's RelayOptions.BacklogEvery.
+	backlogEvery time.Duration
 }
 
 // startRelayHooked is startRelay with h.
@@ -263,7 +266,8 @@ func startRelayHooked(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, r
 	if err != nil {
 		return nil, fmt.Errorf("nats: %w", err)
 	}
-	relay := outbox.NewRelay(pool, nc, log, outbox.RelayOptions{Heartbeat: cfg.OutboxHeartbeat, ID: cfg.OutboxRelayID})
+	relay := outbox.NewRelay(pool, nc, log, outbox.RelayOptions{Heartbeat: cfg.OutboxHeartbeat, ID: cfg.OutboxRelayID,
+		BacklogEvery: h.backlogEvery})
 	ready.Store(relay)
 	if reg != nil {
 		err := errors.Join(
@@ -279,6 +283,15 @@ func startRelayHooked(cfg config.Config, log *slog.Logger, pool *pgxpool.Pool, r
 			reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "coreapi_outbox_undeliverable_total", Help: "Outbox rows published as auth.invalidate.all because NATS cannot deliver their subject or no proxy can act on it.",
 			}, func() float64 { return float64(relay.Stats().Undeliverable) })),
+			// Read by the relay every few seconds with one indexed
+			// statement (outbox.Relay.ReadBacklog), never at a scrape.
+			reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "coreapi_outbox_pending_rows", Help: "Outbox rows not yet published, as this replica last read them (counted up to " +
+					strconv.Itoa(outbox.DefaultBacklogCap) + ").",
+			}, func() float64 { return float64(relay.Backlog().Rows) })),
+			reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "coreapi_outbox_oldest_pending_age_seconds", Help: "Age of the oldest outbox row not yet published, as this replica last read it (0 when none is pending).",
+			}, func() float64 { return relay.Backlog().OldestAge.Seconds() })),
 			reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "coreapi_nats_connected", Help: "1 while the outbox relay's NATS connection is up.",
 			}, func() float64 {

@@ -17,6 +17,8 @@ var MetricsAllowedZero = map[string]string{
 	"coreapi_mail_parked_total":                     "mails given up on",
 	"coreapi_mail_server_refusing_messages":         "1 only while the mail server refuses every message at DATA (TestRelayRefusingEveryMessageAtDataHoldsTheQueue sets and clears it)",
 	"coreapi_mail_server_refusing_recipients":       "1 only while the mail server refuses every recipient (TestRelayRefusingEveryRecipientParksNothingMore sets and clears it)",
+	"coreapi_outbox_oldest_pending_age_seconds":     "0 while no outbox row is pending: a healthy relay publishes within milliseconds (TestBacklogGauges raises and clears it)",
+	"coreapi_outbox_pending_rows":                   "outbox rows not yet published at the last reading: 0 unless NATS is down or refuses a subject (TestBacklogGauges raises and clears it)",
 	"coreapi_outbox_publish_failures_total":         "outbox batches NATS did not take",
 	"coreapi_outbox_publish_refused_total":          "outbox batches NATS's permissions refused",
 	"coreapi_outbox_undeliverable_total":            "outbox rows with a subject NATS cannot deliver (Write refuses them)",

@@ -82,6 +82,18 @@ type RelayOptions struct {
 	// a reconnection of NATS does.
 	Backoff    time.Duration
 	MaxBackoff time.Duration
+	// BacklogEvery is how often the relay reads the outbox's backlog
+	// (ReadBacklog: how many rows are pending, how old the oldest is)
+	// for Backlog, the gauges' source (default 5s). One indexed statement
+	// a reading, whatever the traffic: the backlog is what an outage of
+	// NATS, or a subject its permissions refuse, leaves behind, which the
+	// failure counters alone do not tell.
+	BacklogEvery time.Duration
+	// BacklogCap is the most pending rows a reading counts (default
+	// DefaultBacklogCap): a backlog beyond it reads as BacklogCap, and
+	// counting it costs no more than that many entries of
+	// outbox_pending_idx.
+	BacklogCap int
 	// ID names the relay in its beats and in outbox_relays (default: the
 	// host name and 8 random hex digits, unique to the process). It should
 	// stay the same when the process restarts (the pod's name and
@@ -125,6 +137,12 @@ func (o *RelayOptions) defaults() {
 		o.MaxBackoff = 30 * time.Second
 	}
 	o.MaxBackoff = max(o.MaxBackoff, o.Backoff)
+	if o.BacklogEvery <= 0 {
+		o.BacklogEvery = 5 * time.Second
+	}
+	if o.BacklogCap <= 0 {
+		o.BacklogCap = DefaultBacklogCap
+	}
 	if o.ID == "" {
 		host, err := os.Hostname()
 		if err != nil || host == "" {
@@ -158,6 +176,10 @@ type Relay struct {
 	failures      atomic.Int64
 	refused       atomic.Int64
 	undeliverable atomic.Int64
+	// backlogRows and backlogAge are the last backlog reading
+	// (ReadBacklog), the age in ns.
+	backlogRows atomic.Int64
+	backlogAge  atomic.Int64
 	// refusals are the subjects NATS refused since the relay last reported
 	// them (Refused).
 	refusals refusals
@@ -213,6 +235,67 @@ func (r *Relay) Stats() RelayStats {
 		Undeliverable: r.undeliverable.Load()}
 }
 
+// DefaultBacklogCap is RelayOptions.BacklogCap's default: about 2 ms of
+// an index-only scan, and a backlog far beyond any a healthy relay leaves.
+const DefaultBacklogCap = 10_000
+
+// Backlog is the outbox's backlog as a reading found it: the rows not
+// yet published (up to RelayOptions.BacklogCap), and the age of the
+// oldest of them, the first in the relays' order, which holds back every
+// later one (0 when none is pending).
+type Backlog struct {
+	Rows      int64
+	OldestAge time.Duration
+}
+
+// Backlog returns the last backlog reading (zero before the first). A
+// reading that failed (the database unreachable) leaves the one before.
+func (r *Relay) Backlog() Backlog {
+	return Backlog{Rows: r.backlogRows.Load(), OldestAge: time.Duration(r.backlogAge.Load())}
+}
+
+// ReadBacklog reads the outbox's backlog, keeps it for Backlog, and
+// returns it. Both parts walk outbox_pending_idx (the pending rows' ids):
+// the count stops at BacklogCap entries, and the oldest row is the first
+// entry. The age is the database's reckoning (created_at is its clock).
+func (r *Relay) ReadBacklog(ctx context.Context) (Backlog, error) {
+	const q = `
+SELECT (SELECT count(*) FROM (SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT $1) pending),
+       coalesce((SELECT extract(epoch FROM now() - created_at)::float8 FROM outbox
+                 WHERE published_at IS NULL ORDER BY id LIMIT 1), 0)`
+	var rows int64
+	var age float64
+	if err := r.pool.QueryRow(ctx, q, r.o.BacklogCap).Scan(&rows, &age); err != nil {
+		return Backlog{}, fmt.Errorf("read outbox backlog: %w", err)
+	}
+	b := Backlog{Rows: rows, OldestAge: max(time.Duration(age*float64(time.Second)), 0)}
+	if rows > 0 && b.OldestAge == 0 {
+		b.OldestAge = 1 // pending: not the none of an empty backlog
+	}
+	r.backlogRows.Store(b.Rows)
+	r.backlogAge.Store(int64(b.OldestAge))
+	return b, nil
+}
+
+// watchBacklog reads the backlog at once and every BacklogEvery until ctx
+// ends, apart from the drains: a drain that waits on NATS must not hold
+// the reading back. A failed reading is logged at debug level (the
+// relay's own failures are logged as such) and tried at the next tick.
+func (r *Relay) watchBacklog(ctx context.Context) {
+	t := time.NewTicker(r.o.BacklogEvery)
+	defer t.Stop()
+	for {
+		if _, err := r.ReadBacklog(ctx); err != nil && ctx.Err() == nil {
+			r.log.Debug("outbox backlog not read", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // Wake asks the relay to look for pending rows now (e.g. from a NATS
 // reconnect handler), unless it is waiting after a batch NATS did not take
 // (RelayOptions.Backoff) on the same connection. It never blocks.
@@ -238,6 +321,9 @@ func (r *Relay) Run(ctx context.Context) error {
 		defer r.deregister(ctx)
 	}
 	go r.listen(ctx)
+	var watching sync.WaitGroup
+	defer watching.Wait()
+	watching.Go(func() { r.watchBacklog(ctx) })
 	poll := time.NewTicker(r.o.Poll)
 	defer poll.Stop()
 	prune := time.NewTicker(r.o.PruneEvery)
