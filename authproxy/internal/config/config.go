@@ -179,7 +179,7 @@ var Vars = append(envconfig.Table{
 	{Name: "IDLE_TIMEOUT", Default: "60s", Help: "client keep-alive idle timeout"},
 	{Name: "SHUTDOWN_TIMEOUT", Default: "15s", Help: "drain deadline on SIGTERM"},
 	{Name: "LOG_LEVEL", Default: "info", Help: "debug, info, warn, error"},
-	{Name: "ACCESS_LOG", Default: "true", Help: "one JSON log line per request"},
+	{Name: "ACCESS_LOG", Default: "true", Help: "one JSON log line per request, and one per WebSocket or event stream as it ends"},
 	{Name: "PROXY_PPROF", Default: "false", Help: "serve /debug/pprof/ on the admin port"},
 	{Name: "STREAM_MAX_CONNS", Default: "10000", Help: "open WebSockets and streamed responses per proxy (503 beyond); 0 no cap"},
 	{Name: "STREAM_MAX_PER_USER", Default: "100", Help: "open WebSockets and streamed responses per user on one proxy (429 beyond); 0 no cap"},

@@ -104,6 +104,9 @@ func (s *Server) stream(c *fiber.Ctx, st *state, rt *Router, route *rules.Route,
 	if st.trace.on {
 		r.TraceID = string(st.trace.id[:])
 	}
+	if s.o.AccessLog {
+		r.Ended = s.streamEnded(c, st, r.Path, r.TraceID)
+	}
 	var err error
 	if st.upgrade == headers.UpgradeWebSocket && route.Websocket {
 		req := c.Request()

@@ -310,6 +310,7 @@ func (m *Manager) relayStream(c *Conn, out *sseClient, body io.Reader, head []by
 				return ReasonClient
 			}
 			m.m.down.Add(float64(n))
+			c.toClient += int64(n)
 		}
 		if err == nil {
 			continue

@@ -270,6 +270,29 @@ type Conn struct {
 	// decision read (nil: none yet): a periodic recheck passes a stream
 	// whose entry still stands (outdated).
 	stamp atomic.Pointer[projection.Stamp]
+
+	// ended is told how the stream ended, once it opened (started, set
+	// by start); nil: nobody is.
+	ended   func(End)
+	started atomic.Bool
+	// toClient and toUpstream count the bytes relayed each way, each by
+	// the one goroutine that relays it; read as the stream is released,
+	// after those goroutines are done.
+	toClient, toUpstream int64
+}
+
+// End is how a stream that opened (its 101 or its answer's header passed
+// on to the client) ended: Request.Ended is told once, as it is released.
+type End struct {
+	// Kind is "websocket" or "event_stream" (a streamed answer of a
+	// route with a stream_timeout; the metrics' "sse").
+	Kind string
+	// Reason is the closed-streams metric's reason label.
+	Reason string
+	// ToClient and ToUpstream are the bytes relayed each way once the
+	// stream opened, as authproxy_streams_bytes_total counts them: an
+	// event stream relays nothing to the upstream after its request.
+	ToClient, ToUpstream int64
 }
 
 // Reason is why the connection was closed ("" while open).
@@ -353,6 +376,7 @@ type origin struct {
 	traceID            string
 	table              *rules.Table
 	client             string
+	ended              func(End)
 }
 
 // originOf is r's origin. An anonymous stream counts under its client's
@@ -361,7 +385,7 @@ type origin struct {
 // address.
 func originOf(r *Request) origin {
 	return origin{path: r.Path, method: r.Method, addr: r.Addr, tls: r.TLS != nil, traceID: r.TraceID, table: r.Table,
-		client: clientkey.Of(r.ClientIP)}
+		client: clientkey.Of(r.ClientIP), ended: r.Ended}
 }
 
 func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Route, reqID string, at origin) (*Conn, error) {
@@ -372,7 +396,7 @@ func (m *Manager) reserveAt(kind, route string, cl *tokens.Claims, rt *rules.Rou
 		cl = &cp
 	}
 	c := &Conn{id: m.seq.Add(1), kind: kind, route: route, claims: cl, reqID: reqID, path: at.path, method: at.method,
-		addr: at.addr, tls: at.tls, traceID: at.traceID, opened: m.o.Now().Unix(), closed: make(chan struct{})}
+		addr: at.addr, tls: at.tls, traceID: at.traceID, opened: m.o.Now().Unix(), closed: make(chan struct{}), ended: at.ended}
 	if cl == nil {
 		c.client = at.client
 	}
@@ -500,6 +524,7 @@ func (m *Manager) start(c *Conn, shutdown func(string)) bool {
 	default:
 	}
 	c.smu.Unlock()
+	c.started.Store(true)
 	return true
 }
 
@@ -514,7 +539,10 @@ func (m *Manager) refuse(c *Conn, up net.Conn) error {
 	return &ClosedError{Reason: c.Reason(), MaxAuthAge: c.rt.Load().MaxAuthAge}
 }
 
-// release forgets c; reason labels the closed-streams metric.
+// release forgets c; reason labels the closed-streams metric. A stream
+// that opened (start) has its end told (Conn.ended) first, so that its
+// line is written before the metric counts it and before a drain waiting
+// for the last stream returns.
 func (m *Manager) release(c *Conn, reason string) {
 	if c.expiry != nil {
 		c.expiry.Stop()
@@ -536,6 +564,13 @@ func (m *Manager) release(c *Conn, reason string) {
 	}
 	last := len(m.all) == 0 && m.drain.Load()
 	m.mu.Unlock()
+	if c.ended != nil && c.started.Load() {
+		kind := c.kind
+		if kind == "sse" {
+			kind = "event_stream"
+		}
+		c.ended(End{Kind: kind, Reason: reason, ToClient: c.toClient, ToUpstream: c.toUpstream})
+	}
 	m.m.open.WithLabelValues(c.kind, c.route).Dec()
 	m.m.closed.WithLabelValues(c.kind, reason).Inc()
 	if last {

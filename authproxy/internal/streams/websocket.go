@@ -54,6 +54,9 @@ type Request struct {
 	// they are written (the proxy's CORS headers); the usual last touches
 	// of a response never see a stream's headers.
 	Head func()
+	// Ended, if set, is told how the stream ended, once, if it opened
+	// (the proxy's access log); it runs on the stream's own goroutine.
+	Ended func(End)
 }
 
 // maxRefusalBody bounds the body of an upstream's refusal of an upgrade.
@@ -458,6 +461,7 @@ func (s *splice) upstreamToClient() string {
 				return ReasonClient
 			}
 			s.m.m.down.Add(float64(n))
+			s.c.toClient += int64(n)
 		}
 		if err == nil {
 			continue
@@ -524,6 +528,7 @@ func (s *splice) clientToUpstream() {
 				}
 			} else {
 				s.m.m.upBytes.Add(float64(n))
+				s.c.toUpstream += int64(n)
 			}
 		}
 		if err == nil {
