@@ -385,10 +385,11 @@ type cleared struct {
 	Factor          bool     `json:"second_factor_removed"`
 	RecoveryCodes   int64    `json:"recovery_codes_deleted"`
 	Invitations     int      `json:"invitations_revoked"`
+	Identities      int      `json:"identities_removed"`
 }
 
 func (c cleared) any() bool {
-	return c.APIKeys > 0 || len(c.ServiceAccounts) > 0 || c.Factor || c.RecoveryCodes > 0 || c.Invitations > 0
+	return c.APIKeys > 0 || len(c.ServiceAccounts) > 0 || c.Factor || c.RecoveryCodes > 0 || c.Invitations > 0 || c.Identities > 0
 }
 
 // clearUnproven ends, in the reset's transaction, what anyone who held
@@ -399,7 +400,10 @@ func (c cleared) any() bool {
 // minted (the accounts stay, see serviceaccounts.SilenceCreatedBy); its
 // second factor, recovery codes and waiting second-factor sign-ins (a
 // factor the owner does not hold would lock them out); and the
-// invitations it sent that are still pending. Each is audited and
+// invitations it sent that are still pending; and its linked provider
+// identities (a sign-in through a provider that is not authoritative for
+// the address's domain creates the account unverified, linked to whoever
+// holds the provider's account). Each is audited and
 // announced as its own revocation is, with data via user.password_reset,
 // and one user.unverified_access_cleared event in each of the account's
 // tenants says what went there, and the second factor (none where
@@ -424,6 +428,10 @@ func clearUnproven(ctx context.Context, tx pgx.Tx, userID, requestID string) err
 	if err != nil {
 		return err
 	}
+	identities, err := removeIdentities(ctx, tx, userID)
+	if err != nil {
+		return err
+	}
 	rows, _ := tx.Query(ctx, qTenants, userID)
 	tenantIDs, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
@@ -431,7 +439,7 @@ func clearUnproven(ctx context.Context, tx pgx.Tx, userID, requestID string) err
 	}
 	for _, tid := range tenantIDs {
 		c := cleared{APIKeys: keys[tid], ServiceAccounts: []string{}, Factor: f.Factor, RecoveryCodes: f.RecoveryCodes,
-			Invitations: invited[tid]}
+			Invitations: invited[tid], Identities: identities}
 		for _, sa := range sas {
 			if sa.TenantID == tid {
 				c.ServiceAccounts = append(c.ServiceAccounts, sa.ID)
@@ -451,4 +459,15 @@ func clearUnproven(ctx context.Context, tx pgx.Tx, userID, requestID string) err
 		return nil
 	}
 	return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(userID), Reason: invalidation.ReasonUserMFAReset})
+}
+
+// removeIdentities deletes every provider identity linked to userID and
+// counts them. No session is revoked here: the reset ends them all.
+func removeIdentities(ctx context.Context, tx pgx.Tx, userID string) (int, error) {
+	const q = `DELETE FROM identities WHERE user_id = $1`
+	tag, err := tx.Exec(ctx, q, userID)
+	if err != nil {
+		return 0, fmt.Errorf("remove identities: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
 }

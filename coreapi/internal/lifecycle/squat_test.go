@@ -460,3 +460,37 @@ func TestResetRefusesResendsOnTheSessionItEnded(t *testing.T) {
 		t.Errorf("%d invitation mails after the refused resend, want %d", n, mails)
 	}
 }
+
+// TestResetOfAnUnprovenAddressRemovesItsIdentities: an account whose
+// address was never proven may hold a provider identity (a sign-in
+// through a provider not authoritative for the address's domain creates
+// the account unverified and links its identity). Whoever holds that
+// provider account holds a way into the account that outlives any
+// password, so the reset by which the mailbox's owner proves the address
+// removes it with the rest, counted in the tenant's
+// user.unverified_access_cleared event. A reset of a proven address keeps
+// the account's identities.
+func TestResetOfAnUnprovenAddressRemovesItsIdentities(t *testing.T) {
+	t.Parallel()
+	x := startWide(t)
+	squatted := x.signup(t, "squatted@example.com")
+	x.exec(t, `INSERT INTO identities (user_id, provider, issuer, subject, email) VALUES ($1, 'corp', 'https://corp.example', 'squatter', $2)`,
+		squatted.c.Sub, squatted.email)
+	x.resetByMail(t, squatted.email, "the owner's password")
+	if n := x.count(t, `SELECT count(*) FROM identities WHERE user_id = $1`, squatted.c.Sub); n != 0 {
+		t.Errorf("%d identities of the account left after the reset that proved its address", n)
+	}
+	if n := x.count(t, `SELECT count(*) FROM audit_events WHERE action = 'user.unverified_access_cleared' AND target_id = $1
+		AND tenant_id = $2 AND (data->>'identities_removed')::int = 1`, squatted.c.Sub, squatted.c.Tid); n != 1 {
+		t.Errorf("%d audit events counting the removed identity, want 1", n)
+	}
+
+	proven := x.signup(t, "proven@example.com")
+	x.exec(t, `UPDATE users SET email_verified_at = now() WHERE id = $1`, proven.c.Sub)
+	x.exec(t, `INSERT INTO identities (user_id, provider, issuer, subject, email) VALUES ($1, 'corp', 'https://corp.example', 'owner', $2)`,
+		proven.c.Sub, proven.email)
+	x.resetByMail(t, proven.email, "the owner's password")
+	if n := x.count(t, `SELECT count(*) FROM identities WHERE user_id = $1`, proven.c.Sub); n != 1 {
+		t.Errorf("%d identities of a proven account after its reset, want its 1", n)
+	}
+}
