@@ -223,6 +223,8 @@ func setup(ctx context.Context) (*system, error) {
 			"OIDC_TEST_CLIENT_ID="+oidcClientID,
 			"OIDC_TEST_CLIENT_SECRET="+s.oidc.clientSecret,
 			"OIDC_TEST_REDIRECT_URL="+s.oidc.redirectURL,
+			// The fake provider vouches for the tests' addresses (linking by address).
+			"OIDC_TEST_EMAIL_DOMAINS=example.com",
 			"OAUTH_ALLOWED_RETURN_URLS="+oauthReturnURL,
 			// Mailed links point at proxy A.
 			"SMTP_URL="+s.mail.url(),

@@ -148,6 +148,13 @@ const (
 	// CodeIdentityInUse: a provider identity an owner asked to link to
 	// their account is linked to another account.
 	CodeIdentityInUse = "identity_in_use"
+	// CodeProviderNotAuthoritative: an OIDC sign-in whose address is
+	// that of an existing account, through a provider that is not
+	// authoritative for the address's domain (OIDC_<NAME>_EMAIL_DOMAINS,
+	// or its hd claim names another domain): it does not vouch for the
+	// address, and nothing is linked by it. The account's owner links the
+	// provider from the account.
+	CodeProviderNotAuthoritative = "provider_not_authoritative"
 )
 
 // Codes of multi-factor authentication.
@@ -306,6 +313,7 @@ var known = map[string]struct{}{
 	CodeMFABeforeLinking:               {},
 	CodeOtherSubjectLinked:             {},
 	CodeIdentityInUse:                  {},
+	CodeProviderNotAuthoritative:       {},
 	CodeMFARequired:                    {},
 	CodeInsufficientUserAuthentication: {},
 	CodeMFAEnrollmentRequired:          {},

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -77,7 +78,19 @@ type OIDCProvider struct {
 	ClientSecret string
 	RedirectURL  string
 	Scopes       []string
+	// EmailDomains (OIDC_<NAME>_EMAIL_DOMAINS) are the domains the
+	// provider is authoritative for, in the spelling addresses are stored
+	// in (mail.Canonical's domain, lower case), or AnyEmailDomain alone:
+	// only for an address at one of them does its email_verified count
+	// (oauth links to an account by it, and creates an account verified).
+	// None (unset): no address is vouched for.
+	EmailDomains []string
 }
+
+// AnyEmailDomain in OIDCProvider.EmailDomains makes the provider
+// authoritative for every domain: an operator's knowing choice for a
+// provider that can mark verified only addresses its users hold.
+const AnyEmailDomain = "*"
 
 // LogValue masks the client secret.
 func (p OIDCProvider) LogValue() slog.Value {
@@ -88,6 +101,7 @@ func (p OIDCProvider) LogValue() slog.Value {
 		slog.String("client_secret", mask(p.ClientSecret)),
 		slog.String("redirect_url", p.RedirectURL),
 		slog.String("scopes", strings.Join(p.Scopes, " ")),
+		slog.String("email_domains", strings.Join(p.EmailDomains, ",")),
 	)
 }
 
@@ -780,6 +794,7 @@ func (l loader) oidc() []OIDCProvider {
 			ClientSecret: l.secretOrFile(pre + "CLIENT_SECRET"),
 			RedirectURL:  l.String(pre + "REDIRECT_URL"),
 			Scopes:       strings.Fields(strings.ReplaceAll(l.String(pre+"SCOPES"), ",", " ")),
+			EmailDomains: l.emailDomains(pre + "EMAIL_DOMAINS"),
 		}
 		if p.Issuer == "" {
 			l.Problem("%sISSUER: required for provider %q", pre, name)
@@ -805,6 +820,42 @@ func (l loader) oidc() []OIDCProvider {
 			l.Problem("%sSCOPES: must include openid", pre)
 		}
 		out = append(out, p)
+	}
+	return out
+}
+
+// emailDomains reads a provider's OIDC_<NAME>_EMAIL_DOMAINS: a comma list
+// of mail domains, each put in the one spelling addresses are stored and
+// compared in (mail.Canonical's domain, lower-cased as lower() compares
+// addresses), or AnyEmailDomain alone. Unset is nil: the provider vouches
+// for no address.
+func (l loader) emailDomains(name string) []string {
+	raw := l.String(name)
+	if raw == "" {
+		return nil
+	}
+	var out []string
+	for _, d := range strings.Split(raw, ",") {
+		d = strings.TrimSpace(d)
+		switch {
+		case d == "":
+			continue
+		case d == AnyEmailDomain:
+		case !mail.ValidAddress("postmaster@" + mail.DomainKey(d)):
+			l.Problem("%s: %q: want a mail domain (example.com), or %q alone for every domain", name, d, AnyEmailDomain)
+			continue
+		default:
+			d = mail.DomainKey(d)
+		}
+		if !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	switch {
+	case len(out) == 0:
+		l.Problem("%s: no domain listed: leave it unset for none, or list the domains the provider is authoritative for", name)
+	case len(out) > 1 && slices.Contains(out, AnyEmailDomain):
+		l.Problem("%s: %q stands alone: it is every domain", name, AnyEmailDomain)
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -980,5 +981,64 @@ func TestOutboxRelayID(t *testing.T) {
 	}
 	if got := defaultRelayID(os.Hostname, "127.0.0.1:0"); got != "" {
 		t.Fatalf("port 0: %q, want the relay's own default (\"\")", got)
+	}
+}
+
+// TestOIDCEmailDomains: OIDC_<NAME>_EMAIL_DOMAINS lists the domains a
+// provider is authoritative for, each in the one spelling addresses are
+// stored in (mail.Canonical's: IDNA's Unicode form, lower case, without
+// a trailing dot); `*` alone is every domain; unset is none. A value that
+// is no mail domain, or `*` beside domains, is refused at start.
+func TestOIDCEmailDomains(t *testing.T) {
+	for _, tt := range []struct {
+		name, value string
+		want        []string
+		bad         string // the problem names this, "" when it loads
+	}{
+		{name: "unset", value: "", want: nil},
+		{name: "listed", value: "Example.COM, bücher.example ,corp.example.", want: []string{"example.com", "bücher.example", "corp.example"}},
+		{name: "punycode", value: "xn--bcher-kva.example", want: []string{"bücher.example"}},
+		{name: "twice in two spellings", value: "bücher.example,XN--BCHER-KVA.example", want: []string{"bücher.example"}},
+		{name: "any", value: " * ", want: []string{"*"}},
+		{name: "any beside domains", value: "*,example.com", bad: `"*" stands alone`},
+		{name: "an address", value: "ada@example.com", bad: `"ada@example.com"`},
+		{name: "single label", value: "localhost", bad: `"localhost"`},
+		{name: "wildcard label", value: "*.example.com", bad: `"*.example.com"`},
+		{name: "reserved", value: "corp.invalid", bad: `"corp.invalid"`},
+		{name: "empty entries only", value: " , ", bad: "no domain"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := minimal()
+			m["OIDC_PROVIDERS"] = "corp"
+			m["OIDC_CORP_ISSUER"] = "https://corp.example"
+			m["OIDC_CORP_CLIENT_ID"] = "id"
+			m["OIDC_CORP_CLIENT_SECRET"] = "secret"
+			m["OIDC_CORP_REDIRECT_URL"] = "https://auth.example.com/api/v1/auth/oauth/corp/callback"
+			if tt.value != "" {
+				m["OIDC_CORP_EMAIL_DOMAINS"] = tt.value
+			}
+			c, err := Load(env(m))
+			if tt.bad != "" {
+				if err == nil || !strings.Contains(err.Error(), "OIDC_CORP_EMAIL_DOMAINS") || !strings.Contains(err.Error(), tt.bad) {
+					t.Fatalf("Load() = %v, want a problem of OIDC_CORP_EMAIL_DOMAINS naming %s", err, tt.bad)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Load() = %v", err)
+			}
+			if got := c.OIDCProviders[0].EmailDomains; !slices.Equal(got, tt.want) {
+				t.Errorf("EmailDomains = %q, want %q", got, tt.want)
+			}
+			var b strings.Builder
+			logTo(&b, c)
+			if len(tt.want) > 0 && !strings.Contains(b.String(), "email_domains") {
+				t.Errorf("the start log does not show the provider's domains:\n%s", b.String())
+			}
+			// -check-config prints the value in effect.
+			if len(tt.want) > 0 && !strings.Contains(c.String(), "OIDC_CORP_EMAIL_DOMAINS") {
+				t.Errorf("String() does not show OIDC_CORP_EMAIL_DOMAINS:\n%s", c.String())
+			}
+		})
 	}
 }

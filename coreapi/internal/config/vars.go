@@ -53,6 +53,7 @@ var Vars = append(envconfig.Table{
 	{Name: "OIDC_<NAME>_CLIENT_SECRET_FILE", Help: "file holding that secret (a mounted Secret)"},
 	{Name: "OIDC_<NAME>_REDIRECT_URL", Help: "the provider's callback URL"},
 	{Name: "OIDC_<NAME>_SCOPES", Default: "openid email profile", Help: "scopes, including openid"},
+	{Name: "OIDC_<NAME>_EMAIL_DOMAINS", Help: "domains whose addresses the provider may vouch for (comma list; * every domain; unset none)"},
 	{Name: "PERMISSIONS_FILE", Help: "the apps' permission catalog, YAML or JSON"},
 	{Name: "PERMISSIONS", Help: "the same catalog inline"},
 	{Name: "OAUTH_ALLOWED_RETURN_URLS", Help: "web-app URLs an OAuth sign-in may end at"},

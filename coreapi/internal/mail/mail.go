@@ -188,6 +188,25 @@ func Canonical(s string) string {
 	return address.Canonical(s)
 }
 
+// DomainKey is the form in which a domain is compared with the domain of
+// a Canonical address: its one spelling (address.Domain: IDNA's Unicode
+// form, without trailing dots), lower-cased as lower() compares
+// addresses. "bücher.example", "XN--BCHER-KVA.example" and
+// "bücher.example." are one key.
+func DomainKey(d string) string {
+	return strings.ToLower(address.Domain(strings.TrimSpace(d)))
+}
+
+// AddressDomain is the DomainKey of the domain of addr (Canonical), ""
+// when it has none.
+func AddressDomain(addr string) string {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return ""
+	}
+	return DomainKey(addr[at+1:])
+}
+
 // MaxCanonicalInput bounds the address, trimmed, that Canonical
 // normalizes: four times MaxStoredAddress.
 const MaxCanonicalInput = 4 * MaxStoredAddress

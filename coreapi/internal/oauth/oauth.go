@@ -203,6 +203,11 @@ type Service struct {
 // (and again after a failure), so coreapi starts while a provider is down.
 type provider struct {
 	cfg config.OIDCProvider
+	// domains are the mail domains the provider is authoritative for
+	// (cfg.EmailDomains as mail.DomainKey), anyDomain true for every one
+	// (config.AnyEmailDomain): vouches.
+	domains   map[string]bool
+	anyDomain bool
 
 	// flight runs one discovery at a time: while the provider is slow or
 	// down, the requests that arrive meanwhile wait for that attempt and
@@ -216,6 +221,43 @@ type provider struct {
 	// names its issuer (RFC 9207's
 	// authorization_response_iss_parameter_supported).
 	issParam bool
+}
+
+func newProvider(cfg config.OIDCProvider) *provider {
+	p := &provider{cfg: cfg, domains: make(map[string]bool, len(cfg.EmailDomains))}
+	for _, d := range cfg.EmailDomains {
+		if d == config.AnyEmailDomain {
+			p.anyDomain = true
+		} else {
+			p.domains[mail.DomainKey(d)] = true
+		}
+	}
+	return p
+}
+
+// vouches reports whether the provider vouches for email (mail.Canonical),
+// which its ID token marks verified: only a provider authoritative for the
+// address's domain does (OIDC_<NAME>_EMAIL_DOMAINS). Any other may have
+// marked verified an address its user does not hold: a company's IdP
+// whose admins mark any address verified, or Google, where anyone opens an
+// account under any address. With domains listed, a token whose hd claim
+// (Google's hosted domain of the account) names another domain, or is no
+// string, does not vouch either: the account is not the domain's. With
+// every domain (config.AnyEmailDomain) the operator trusts the provider's
+// word for every address, knowingly, and hd is not looked at.
+func (p *provider) vouches(email string, hd json.RawMessage) bool {
+	if p.anyDomain {
+		return true
+	}
+	domain := mail.AddressDomain(email)
+	if domain == "" || !p.domains[domain] {
+		return false
+	}
+	if len(hd) == 0 || string(hd) == "null" {
+		return true
+	}
+	var hosted string
+	return json.Unmarshal(hd, &hosted) == nil && mail.DomainKey(hosted) == domain
 }
 
 // checkIssuer applies RFC 9207 to an authorization response's iss: one
@@ -275,7 +317,7 @@ func New(o Options) (*Service, error) {
 		}
 	}
 	for _, p := range o.Providers {
-		s.providers[p.Name] = &provider{cfg: p}
+		s.providers[p.Name] = newProvider(p)
 	}
 	return s, nil
 }
@@ -1134,6 +1176,8 @@ func (s *Service) finishCallback(c *fiber.Ctx, trusted **flow) error {
 		// When the provider authenticated the user: a JSON number; the
 		// session's auth_time, not the time of this callback.
 		AuthTime json.RawMessage `json:"auth_time"`
+		// Google's hosted domain of the account (vouches).
+		HD json.RawMessage `json:"hd"`
 	}
 	if err := idt.Claims(&cl); err != nil {
 		return problem.New(fiber.StatusBadGateway, problem.CodeInvalidIDToken, "the ID token's claims are malformed")
@@ -1160,8 +1204,10 @@ func (s *Service) finishCallback(c *fiber.Ctx, trusted **flow) error {
 	ip := httpapi.ClientIP(c) // the signed client IP, never X-Forwarded-For
 	// The provider's issuer, not the token's spelling of it: go-oidc also
 	// takes Google's without its scheme, which Google sends at times.
-	in := signIn{Provider: p.cfg.Name, Issuer: p.cfg.Issuer, Subject: idt.Subject, Email: mail.Canonical(cl.Email), LookAlike: nfcReplaces(cl.Email) || lowerRenamesDomain(cl.Email),
-		Verified: string(cl.EmailVerified) == "true", Name: cl.Name,
+	email := mail.Canonical(cl.Email)
+	verified := string(cl.EmailVerified) == "true"
+	in := signIn{Provider: p.cfg.Name, Issuer: p.cfg.Issuer, Subject: idt.Subject, Email: email, LookAlike: nfcReplaces(cl.Email) || lowerRenamesDomain(cl.Email),
+		Verified: verified, Vouched: verified && p.vouches(email, cl.HD), Name: cl.Name,
 		TenantID: f.TenantID, AuthTime: authTime, UserAgent: ua, IP: ip, RequestID: rid}
 	g, err := s.signIn(ctx, in)
 	if err != nil {
@@ -1401,7 +1447,7 @@ func issuedTo(aud []string, azp, clientID string) bool {
 // callback: go-oidc's (its idToken type) and the callback's own.
 func idTokenClaims() []string {
 	return []string{"iss", "sub", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "_claim_names", "_claim_sources",
-		"email", "email_verified", "name", "azp", "auth_time"}
+		"email", "email_verified", "name", "azp", "auth_time", "hd"}
 }
 
 // claimNamesExact refuses an ID token whose claims name a member twice,
@@ -1448,8 +1494,13 @@ type signIn struct {
 	// outright (nfcReplaces), or its domain names another one in lower case
 	// (lowerRenamesDomain), so Email is not the address it vouched for.
 	LookAlike bool
-	Verified  bool
-	TenantID  *string
+	// Verified: the ID token marks the address verified (a JSON true).
+	Verified bool
+	// Vouched: Verified, by a provider authoritative for the address's
+	// domain (provider.vouches). Only such an address links to an
+	// existing account by its address, or makes a new account verified.
+	Vouched  bool
+	TenantID *string
 	// AuthTime is when the provider authenticated the user (nil: it did
 	// not say, and the sign-in counts as now).
 	AuthTime                 *time.Time
@@ -1493,6 +1544,14 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 				// no second account can take an address lower() confuses.
 				return problem.New(fiber.StatusConflict, problem.CodeConflict,
 					"an account exists with an address that differs from the provider's in more than letter case; this account cannot be created or linked")
+			}
+			if err == nil && !in.Vouched {
+				// The provider is not authoritative for the address's
+				// domain: its word is not the mailbox's. Never enter the
+				// account by it; its owner links the provider from the
+				// account (POST /users/me/identities/{provider}).
+				return problem.New(fiber.StatusConflict, problem.CodeProviderNotAuthoritative,
+					"an account with this email address exists, and this sign-in provider does not vouch for addresses at its domain; sign in to it as before, and link the provider from the account")
 			}
 			if err == nil && !verified {
 				// Whoever created that account never proved the address: it
@@ -1702,9 +1761,13 @@ func (s *Service) createAccount(ctx context.Context, tx pgx.Tx, in signIn) (stri
 	if tenantName == "" {
 		tenantName = in.Email
 	}
-	// Only provider-verified addresses get here: the account starts verified.
+	// Only provider-verified addresses get here; the account starts
+	// verified only when the provider is authoritative for the address's
+	// domain. Otherwise it waits for a mailed link, and a password reset
+	// by the mailbox's owner ends what this sign-in's holder left in it,
+	// its identity included (lifecycle's clearUnproven).
 	u, _, err := users.InsertWithTenant(ctx, tx,
-		users.NewUser{Email: clip.String(in.Email, mail.MaxStoredAddress), DisplayName: name, Verified: true},
+		users.NewUser{Email: clip.String(in.Email, mail.MaxStoredAddress), DisplayName: name, Verified: in.Vouched},
 		clip.String(tenantName, 200), "oauth:"+in.Provider, in.RequestID)
 	return u.ID, err
 }

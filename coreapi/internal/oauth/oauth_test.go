@@ -28,6 +28,9 @@ import (
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/httpapi"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/keys"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/mail/mailtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/mfa"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/oauth/oidctest"
@@ -55,6 +58,12 @@ type env struct {
 	noFollow  *http.Client
 	// beforeIssue is the auth service's BeforeIssue hook (nil: none).
 	beforeIssue atomic.Pointer[func(sessionID string)]
+	// lc, sender and smtp, with startWithLifecycle: the account
+	// lifecycle's service (password reset, verification), and the sender
+	// of the mail it queues, delivered to smtp.
+	lc     *lifecycle.Service
+	sender *mail.Sender
+	smtp   *mailtest.Server
 }
 
 func start(t *testing.T, opts ...func(*oauth.Options)) *env {
@@ -65,6 +74,19 @@ func start(t *testing.T, opts ...func(*oauth.Options)) *env {
 // startWith is start with sealer sealing TOTP secrets (nil: enrolment is
 // unavailable).
 func startWith(t *testing.T, sealer *mfa.Sealer, opts ...func(*oauth.Options)) *env {
+	t.Helper()
+	return startEnv(t, sealer, false, opts...)
+}
+
+// startWithLifecycle is start with the account lifecycle's routes
+// (forgot and reset password, verification) served too, and their mail
+// delivered to x.smtp (x.mail).
+func startWithLifecycle(t *testing.T, opts ...func(*oauth.Options)) *env {
+	t.Helper()
+	return startEnv(t, nil, true, opts...)
+}
+
+func startEnv(t *testing.T, sealer *mfa.Sealer, withLifecycle bool, opts ...func(*oauth.Options)) *env {
 	t.Helper()
 	idp := oidctest.New(t)
 	dir := t.TempDir()
@@ -91,10 +113,12 @@ func startWith(t *testing.T, sealer *mfa.Sealer, opts ...func(*oauth.Options)) *
 			t.Fatal(err)
 		}
 		// x.idp, not idp: an instance started later (second) may be given
-		// another provider under the same name.
+		// another provider under the same name. It vouches for every
+		// domain (OIDC_FAKE_EMAIL_DOMAINS=*) unless a test says otherwise.
 		oo := oauth.Options{Logger: o.Logger, Pool: o.Pool, Auth: a, Sessions: store,
 			Providers: []config.OIDCProvider{{Name: "fake", Issuer: x.idp.URL, ClientID: x.idp.ClientID,
-				ClientSecret: x.idp.Secret, RedirectURL: redirectURL, Scopes: []string{"openid", "email", "profile"}}}}
+				ClientSecret: x.idp.Secret, RedirectURL: redirectURL, Scopes: []string{"openid", "email", "profile"},
+				EmailDomains: []string{config.AnyEmailDomain}}}}
 		for _, f := range opts {
 			f(&oo)
 		}
@@ -106,10 +130,53 @@ func startWith(t *testing.T, sealer *mfa.Sealer, opts ...func(*oauth.Options)) *
 			x.svc = svc
 		}
 		o.Register = append(o.Register, a.Register, svc.Register)
+		if withLifecycle {
+			lc, err := lifecycle.New(lifecycle.Options{Logger: o.Logger, Pool: o.Pool, Auth: a, Passwords: h})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if x.lc == nil {
+				x.lc = lc
+			}
+			o.Register = append(o.Register, lc.Register)
+			o.ErrorMappers = append(o.ErrorMappers, lifecycle.MapError)
+		}
 	}
 	x.Env = apitest.Start(t, apitest.Options{Coverage: coverage, Configure: x.configure})
 	x.Client.CheckRedirect = x.noFollow.CheckRedirect
+	if withLifecycle {
+		t.Cleanup(x.lc.WaitResets) // before the database goes
+		x.smtp = mailtest.Start(t)
+		tr, err := mail.ParseSMTPURL(x.smtp.URL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.sender, err = mail.NewSender(mail.SenderOptions{Pool: x.DB.Pool, Transport: tr, From: "no-reply@example.com",
+			Links: mail.DefaultLinks("http://localhost:8080"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			BackoffBase: time.Millisecond, LinkCheck: x.lc.MailLinkRefusal})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	return x
+}
+
+// mail sends what is queued (once the resets running after their answer
+// are done) and returns the newest mail to rcpt whose subject contains
+// subject. Only with startWithLifecycle.
+func (x *env) mail(t *testing.T, rcpt, subject string) mailtest.Message {
+	t.Helper()
+	x.lc.WaitResets()
+	for {
+		n, err := x.sender.SendDue(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return x.smtp.WaitFor(t, rcpt, subject, 5*time.Second)
 }
 
 // second starts another coreapi instance on the same database: nothing
@@ -411,8 +478,13 @@ func TestInvisibleNameClaim(t *testing.T) {
 	}
 }
 
+// TestLinksExistingAccountByVerifiedEmail: a provider authoritative for
+// the address's domain (OIDC_<NAME>_EMAIL_DOMAINS lists it) links its
+// verified address to the account of that address, once the account's
+// own address is proven. Not listed, it does not.
 func TestLinksExistingAccountByVerifiedEmail(t *testing.T) {
-	x := start(t)
+	domains := []string{"example.com"}
+	x := start(t, func(o *oauth.Options) { o.Providers[0].EmailDomains = slices.Clone(domains) })
 	st := x.signup(t, "oidc@example.com")
 	// The address was never proven: the account is not entered (the
 	// takeover through linking), nothing is linked, no session opened.
@@ -431,6 +503,17 @@ func TestLinksExistingAccountByVerifiedEmail(t *testing.T) {
 	if _, err := x.DB.Pool.Exec(context.Background(), `UPDATE users SET email_verified_at = now() WHERE id = $1`, sub(t, st.AccessToken)); err != nil {
 		t.Fatal(err)
 	}
+	// An instance on which the provider is not authoritative for
+	// example.com links nothing.
+	domains = []string{"example.org"}
+	other := x.second(t)
+	if status, p := x.callbackOn(t, other, x.begin(t, "?tenant_id="+st.TenantID)); status != http.StatusConflict || p.Code != problem.CodeProviderNotAuthoritative {
+		t.Fatalf("sign-in through a provider not authoritative for the domain: %d %s, want 409 %s", status, p.Code, problem.CodeProviderNotAuthoritative)
+	}
+	if n := x.count(t, `SELECT count(*) FROM identities`); n != 0 {
+		t.Errorf("%d identities linked by a provider not authoritative for the domain", n)
+	}
+	// Where it is, the provider's identity links.
 	tk := x.finish(t, x.begin(t, "?tenant_id="+st.TenantID))
 	if sub(t, tk.AccessToken) != sub(t, st.AccessToken) || tk.TenantID != st.TenantID {
 		t.Errorf("sign-in of an existing email: user %s tenant %s, want %s %s", sub(t, tk.AccessToken), tk.TenantID, sub(t, st.AccessToken), st.TenantID)

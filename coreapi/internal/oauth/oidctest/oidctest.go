@@ -45,6 +45,9 @@ type Provider struct {
 	// What the next approval says about the user.
 	Subject, Email, Name string
 	Verified             bool
+	// HostedDomain, when set, is sent as Google's hd claim (the hosted
+	// domain of the user's account); none when empty.
+	HostedDomain string
 	// NonceOverride, when set, replaces the nonce in issued ID tokens.
 	NonceOverride string
 	// Claims are set in issued ID tokens over the usual ones ("aud",
@@ -94,9 +97,9 @@ type Provider struct {
 }
 
 type grant struct {
-	nonce, challenge, redirect, subject, email, name string
-	verified                                         bool
-	authTime                                         time.Time
+	nonce, challenge, redirect, subject, email, name, hd string
+	verified                                             bool
+	authTime                                             time.Time
 }
 
 // New starts a provider, stopped when t ends. It approves as idp-user-1,
@@ -246,7 +249,7 @@ func (f *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	f.codes[code] = grant{nonce: q.Get("nonce"), challenge: q.Get("code_challenge"), redirect: q.Get("redirect_uri"),
-		subject: f.Subject, email: f.Email, name: f.Name, verified: f.Verified, authTime: f.SignedInAt}
+		subject: f.Subject, email: f.Email, name: f.Name, hd: f.HostedDomain, verified: f.Verified, authTime: f.SignedInAt}
 	issParam, iss := f.IssParam, f.issuer()
 	f.Mu.Unlock()
 	back, err := url.Parse(q.Get("redirect_uri"))
@@ -329,6 +332,12 @@ func (f *Provider) token(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		f.t.Errorf("fake idp: %v", err)
 		return
+	}
+	if g.hd != "" {
+		if err := tok.Set("hd", g.hd); err != nil {
+			f.t.Errorf("fake idp: hd: %v", err)
+			return
+		}
 	}
 	if !g.authTime.IsZero() {
 		if err := tok.Set("auth_time", g.authTime.Unix()); err != nil {
