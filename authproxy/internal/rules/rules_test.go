@@ -890,6 +890,9 @@ func TestPrefixCoveringBuiltInsWarned(t *testing.T) {
 	}
 	if tb, err := Alias(coreURL, "http://127.0.0.1:8082", "app-notes"); err != nil || len(tb.Warnings) != 1 || !strings.Contains(tb.Warnings[0], "/openapi.json") {
 		t.Errorf("UPSTREAM_URL's catch-all: warnings %q, %v; want one naming the built-ins", tb.Warnings, err)
+	}
+}
+
 // TestExtensionMethods: a route may name methods outside the standard nine
 // (WebDAV's PROPFIND, QUERY, PURGE), matched as sent (case-sensitive);
 // a route without methods takes none of them, and a method no route names
