@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-auth/tollgate/shared/envconfig"
+	"github.com/tollgate-auth/tollgate/shared/identity/replay"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/secretfile"
 )
@@ -72,7 +73,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"legacy key id", c.IdentityKeys[0].ID, "core"},
 		{"key len", len(c.IdentityKeys[0].Secret), 32},
 		{"accept v1", c.IdentityAcceptV1, true},
-		{"replay cache", c.IdentityReplayCacheSize, 1 << 18},
+		{"replay cache", c.IdentityReplayCacheSize, replay.DefaultSize},
 		{"projection in flight", c.ProjectionMaxInFlight, int(c.DBMaxConns)},
 		{"projection wait", c.ProjectionMaxWait, 100 * time.Millisecond},
 		{"signups per hour", c.SignupPerHour, 20},

@@ -74,11 +74,13 @@ function parseKeys(text) {
 }
 
 // Replays remembers the signatures verify() accepted until their timestamp
-// leaves the window. It is bounded: at most max entries (about 150 bytes
+// leaves the window. It is bounded: at most max entries (about 200 bytes
 // each); when full, the oldest (the first to come, which expires about
 // first) is forgotten early, counted in evicted, and a replay of it is then
-// accepted. It is the process's own: another process accepts a replay once
-// more.
+// accepted. Give it max >= rate x window (3,333 requests a second at the
+// default and 30 s): past that, the oldest live ones are forgotten before
+// their window ends (79 % of them at 4,000 a second). It is the process's own:
+// another process accepts a replay once more.
 class Replays {
   constructor(max = 100000) {
     // NaN (an unset variable, say) compares false: the memory would never

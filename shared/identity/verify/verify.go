@@ -32,7 +32,7 @@
 // timestamp), so a client's retry is not one unless it carries the same
 // X-Request-Id and bytes and is signed in the same millisecond. The
 // Verifier remembers each signature it accepted until its timestamp leaves
-// the window, in a fixed memory (Config.ReplayCacheSize, 4 MiB by default;
+// the window, in a fixed memory (Config.ReplayCacheSize, 16 MiB by default;
 // package replay). That memory is the process's: a request replayed to
 // another replica of the app, or to this one after a restart, is accepted
 // once more there. An app that deduplicates requests itself can turn the
@@ -141,11 +141,13 @@ type Config struct {
 	Now func() time.Time
 	// ReplayCacheSize is how many accepted signatures the Verifier
 	// remembers to refuse replays (16 bytes each, allocated by New): 0
-	// selects replay.DefaultSize, 262144 (4 MiB), enough for some 8,000
-	// requests a second per process with the 30 s window. Beyond that,
-	// signatures are forgotten before their window ends (their replay is
-	// then accepted), which ReplayEvictions counts: raise it when that
-	// grows. Sizes are rounded down to a multiple of 256; one above
+	// selects replay.DefaultSize, 1048576 (16 MiB), enough for some 7,000
+	// requests a second per process with the 30 s window. Give it about
+	// 5 × rate × window slots (the rate in signed requests a second, the
+	// window in seconds): with fewer, buckets fill and signatures are
+	// forgotten before their window ends (their replay is then accepted;
+	// 1.3 % of them at twice that rate), which ReplayEvictions counts: raise
+	// it when that grows. Sizes are rounded down to a multiple of 256; one above
 	// MaxReplayCacheSize is an error of New.
 	ReplayCacheSize int
 	// AllowReplays turns the replay filter off: the middlewares (and

@@ -7,8 +7,9 @@
 //	TOLLGATE_IDENTITY_KEYS_FILE  required*        or a file holding it (* one of the two)
 //	LOG_LEVEL                    info             debug logs every rejected signature
 //	SHUTDOWN_TIMEOUT             10s              drain time on SIGTERM
-//	NOTES_REPLAY_CACHE_SIZE      262144           signatures remembered to refuse replays (16 bytes each,
-//	                                              256 to 1073741824); "off" accepts replays (load
+//	NOTES_REPLAY_CACHE_SIZE      1048576          signatures remembered to refuse replays (16 bytes each,
+//	                                              256 to 1073741824; about 5 × requests a second × 30);
+//	                                              "off" accepts replays (load
 //	                                              tests that resend pre-signed requests)
 //
 // `notes -check-config` validates the configuration and exits; `notes --version`

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tollgate-auth/tollgate/shared/identity"
+	"github.com/tollgate-auth/tollgate/shared/identity/replay"
 	"github.com/tollgate-auth/tollgate/shared/identity/verify"
 )
 
@@ -45,10 +46,10 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.listen != "127.0.0.1:8082" || c.admin != "" || c.shutdown != 10*time.Second || len(c.keys) != 1 || c.keys[0].ID != "app-notes" ||
-		c.replays != 262144 || c.allowReplays {
+		c.replays != replay.DefaultSize || c.allowReplays {
 		t.Fatalf("defaults = %+v", c)
 	}
-	for v, want := range map[string]config{"1024": {replays: 1024}, "off": {replays: 262144, allowReplays: true}} {
+	for v, want := range map[string]config{"1024": {replays: 1024}, "off": {replays: replay.DefaultSize, allowReplays: true}} {
 		c, err := loadConfig(envOf(map[string]string{"TOLLGATE_IDENTITY_KEYS": "app-notes:" + base64.StdEncoding.EncodeToString(secret),
 			"NOTES_REPLAY_CACHE_SIZE": v}))
 		if err != nil || c.replays != want.replays || c.allowReplays != want.allowReplays {
