@@ -33,7 +33,7 @@ const srv = http.createServer((req, res) => {
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
     let verdict = 'valid';
-    try { verify(req.headers, req.method, req.url, Buffer.concat(chunks), keys, Number(process.env.NOW_MS), 30000, replays); }
+    try { verify(req.headers, req.method, req.url, Buffer.concat(chunks), keys, Number(process.env.NOW_MS), 30000, replays, req.trailers); }
     catch (e) { verdict = e.code || String(e); }
     res.end(verdict);
   });
@@ -230,5 +230,88 @@ console.log(JSON.stringify([run(h['x-auth-roles']), run('member,\u0100x')]));
 	}
 	if got, want := strings.TrimSpace(string(b)), `["valid","malformed"]`; got != want {
 		t.Fatalf("got %s, want %s (the signed bytes, then a character above 0xFF)", got, want)
+	}
+}
+
+// TestNodeVerifierRefusesSignedHeadersInTrailer: a chunked request whose
+// trailer section names a signed header, announced in its Trailer header
+// or sent after the last chunk, in any letter case or under a name with
+// '_', is refused by verify.js as by the Go middleware (and fiberid): Node
+// hands those fields out apart from req.headers, in req.trailers, where an
+// app that reads them after the body takes one for the signed header.
+func TestNodeVerifierRefusesSignedHeadersInTrailer(t *testing.T) {
+	key := identity.Key{ID: "app-notes", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	s, err := identity.NewKeySigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.UnixMilli(1796000012345)
+	ver, err := verify.New(verify.Config{Keys: []identity.Key{key}, Now: func() time.Time { return now }, AllowReplays: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	goSrv := httptest.NewServer(ver.Middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "valid")
+	})))
+	t.Cleanup(goSrv.Close)
+	nodeAddr := startNode(t, key, now)
+	user := identity.Identity{Principal: identity.PrincipalUser, UserID: "u-1", TenantID: "t-1", Roles: []string{"member"}}
+	const body = `{"text":"a"}`
+	n := 0
+	// chunked signs a POST (its own request id: node keeps one Replays)
+	// and writes it with a chunked body, the Trailer header announce (none
+	// when empty) and the trailer lines.
+	chunked := func(announce string, trailer ...string) []byte {
+		n++
+		r, err := http.NewRequest("POST", "http://app/notes", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set(identity.HeaderRequestID, "req-t"+strconv.Itoa(n))
+		r.Header.Set(identity.HeaderClientIP, "203.0.113.7")
+		if err := verify.Sign(r, s, user, now); err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		b.WriteString("POST /notes HTTP/1.1\r\nHost: app\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n")
+		if announce != "" {
+			b.WriteString("Trailer: " + announce + "\r\n")
+		}
+		for name, vs := range r.Header {
+			for _, v := range vs {
+				fmt.Fprintf(&b, "%s: %s\r\n", name, v)
+			}
+		}
+		fmt.Fprintf(&b, "\r\n%x\r\n%s\r\n0\r\n", len(body), body)
+		for _, l := range trailer {
+			b.WriteString(l + "\r\n")
+		}
+		b.WriteString("\r\n")
+		return b.Bytes()
+	}
+	cases := []struct {
+		name  string
+		raw   []byte
+		valid bool
+	}{
+		{"no trailer", chunked(""), true},
+		{"another name in the trailer", chunked("X-Trace-Id", "X-Trace-Id: 1"), true},
+		{"a signed header announced and sent", chunked("X-Auth-Roles", "X-Auth-Roles: admin"), false},
+		{"in lower case", chunked("x-auth-permissions", "x-auth-permissions: notes:admin"), false},
+		{"announced among others", chunked("X-Trace-Id, X-Request-Id", "X-Trace-Id: 1", "X-Request-Id: other"), false},
+		{"announced only", chunked("X-Auth-Roles"), false},
+		{"sent unannounced", chunked("", "X-Auth-Roles: admin"), false},
+		{"under its '_' name", chunked("X_Auth_Roles", "X_Auth_Roles: admin"), false},
+		{"under its CGI name, unannounced", chunked("", "HTTP_X_AUTH_ROLES: admin"), false},
+	}
+	for _, tc := range cases {
+		gs, gb := roundTrip(t, strings.TrimPrefix(goSrv.URL, "http://"), tc.raw)
+		ns, nb := roundTrip(t, nodeAddr, tc.raw)
+		if gs == http.StatusOK != tc.valid {
+			t.Errorf("%s: Go answered %d %s, want valid=%v", tc.name, gs, gb, tc.valid)
+		}
+		if ns != http.StatusOK || (nb == "valid") != tc.valid {
+			t.Errorf("%s: node answered %d %q, want valid=%v (Go: %d)", tc.name, ns, nb, tc.valid, gs)
+		}
 	}
 }

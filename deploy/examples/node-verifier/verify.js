@@ -6,8 +6,11 @@
 // undefined: Date.now()), the window (ms; undefined: 30000; either one not
 // a whole number of ms throws a TypeError, as a NaN clock would pass a
 // request of any age) and the process's Replays, which refuses a signed request
-// sent again ('replay'): const replays = new Replays(); once, then
-// verify(req.headers, req.method, req.url, body, keys, Date.now(), 30000, replays).
+// sent again ('replay'): const replays = new Replays(); once, then, once
+// the body has been read ('end'), verify(req.headers, req.method, req.url,
+// body, keys, Date.now(), 30000, replays, req.trailers): a request whose
+// trailer section names a signed header, announced (Trailer) or sent, is
+// 'malformed'.
 // The replay filter is not optional by omission: replays left out (or
 // anything but an object with Replays' firstUse) throws a TypeError; false
 // accepts replays, for an app that deduplicates requests itself (as the Go
@@ -112,7 +115,10 @@ class Replays {
   }
 }
 
-function verify(h, method, pathQuery, body, keys, nowMs = Date.now(), windowMs = 30000, replays = undefined) {
+// signedName: a signed header's name in any letter case, or aliased.
+const signedName = (name) => SIGNED.has(String(name).toLowerCase()) || aliased(String(name));
+
+function verify(h, method, pathQuery, body, keys, nowMs = Date.now(), windowMs = 30000, replays = undefined, trailers = undefined) {
   // NaN compares false: a clock or window that is no whole number of
   // milliseconds would pass a signature of any age, and a replay.
   if (!Number.isSafeInteger(nowMs) || !Number.isSafeInteger(windowMs) || windowMs < 0) {
@@ -127,6 +133,12 @@ function verify(h, method, pathQuery, body, keys, nowMs = Date.now(), windowMs =
   const sig = get('x-auth-signature'), ts = get('x-auth-timestamp');
   if (!sig || !ts) fail('missing');
   if (Object.keys(h).some(aliased)) fail('malformed');
+  // A chunked body's trailer section holds header fields too, which Node
+  // hands out apart (req.trailers, once the body is read): one named as a
+  // signed header, announced in the Trailer header or sent, would be read
+  // there for the signed one. The proxy sends none.
+  if (String(h.trailer ?? '').split(',').some((n) => signedName(n.trim()))) fail('malformed');
+  if (trailers != null && Object.keys(trailers).some(signedName)) fail('malformed');
   if (!sig.startsWith('v2=')) fail(sig.startsWith('v1=') ? 'version' : 'malformed');
   const mac = sig.slice(3);
   if (!/^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/.test(mac) || !/^[1-9][0-9]{0,15}$/.test(ts)) fail('malformed');

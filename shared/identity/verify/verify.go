@@ -262,7 +262,8 @@ func (v *Verifier) Check(get identity.Headers, method, pathQuery string, body []
 // Adapters for other frameworks build on it, as package fiberid does, and
 // refuse a request with Repeated headers, or a header name that is
 // Aliased, before calling it (once the body is read, when the framework
-// adds a chunked body's trailer fields to the headers).
+// adds a chunked body's trailer fields to the headers), and one whose
+// trailer fields, kept apart, name a signed header in any spelling.
 func (v *Verifier) CheckOnce(get identity.Headers, method, pathQuery string, body []byte) (Identity, error) {
 	now := v.now()
 	id, err := v.check(now, get, method, pathQuery, body)
@@ -386,6 +387,23 @@ func fold(c byte) byte {
 	return c
 }
 
+// signedIn reports whether h holds a signed header, by any spelling the
+// header check refuses or reads: in any letter case, or Aliased. For a
+// request's trailer section, where no signed header belongs.
+func signedIn(h http.Header) bool {
+	for name := range h {
+		if Aliased(name) {
+			return true
+		}
+		for _, s := range signedHeaders {
+			if foldEqual(name, s) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // aliasedIn reports whether h holds a header named as Aliased finds.
 func aliasedIn(h http.Header) bool {
 	for name := range h {
@@ -398,7 +416,8 @@ func aliasedIn(h http.Header) bool {
 
 // Middleware verifies every request before next sees it (CheckOnce): a
 // request without a valid signature, or a replay of one already accepted,
-// gets 401 problem+json, a body over MaxBodyBytes 413. The verified
+// or with a signed header's name among its trailer fields (announced or
+// sent), gets 401 problem+json, a body over MaxBodyBytes 413. The verified
 // Identity is in the request's context (FromContext) and the body is
 // readable again.
 func (v *Verifier) Middleware(next http.Handler) http.Handler {
@@ -408,7 +427,12 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 			v.reject(w, r, identity.ErrMissing)
 			return
 		}
-		if Repeated(func(name string) int { return len(r.Header[name]) }) || aliasedIn(r.Header) {
+		// r.Trailer holds the names a chunked request announced (Trailer)
+		// before its body is read, and the fields it sent after the last
+		// chunk once it is: net/http keeps them apart from r.Header, where
+		// a handler reading r.Trailer would take one for the signed header.
+		// The proxy sends none of those names there.
+		if Repeated(func(name string) int { return len(r.Header[name]) }) || aliasedIn(r.Header) || signedIn(r.Trailer) {
 			v.reject(w, r, identity.ErrMalformed)
 			return
 		}
@@ -419,6 +443,10 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 				return
 			}
 			WriteProblem(w, r, problem.New(http.StatusBadRequest, problem.CodeBadRequest, "could not read the request body"))
+			return
+		}
+		if signedIn(r.Trailer) {
+			v.reject(w, r, identity.ErrMalformed)
 			return
 		}
 		id, err := v.CheckOnce(get, r.Method, requestTarget(r), body)

@@ -1173,3 +1173,72 @@ func TestMaxBodyBytesUnbounded(t *testing.T) {
 		t.Fatalf("signed POST with MaxBodyBytes math.MaxInt64: %d %s, want 200 and the body", res.StatusCode, b)
 	}
 }
+
+// TestMiddlewareRejectsSignedHeadersInTrailer: a chunked request whose
+// trailer section, announced (Trailer) or sent after the last chunk, names
+// a signed header (in any letter case, or under a name Aliased refuses)
+// is refused, as fiberid refuses it. net/http keeps trailer fields apart,
+// in r.Trailer, which the handler reads once it has read the body: a
+// request announcing "Trailer: X-Auth-Roles" and sending "X-Auth-Roles:
+// admin" after its body was accepted with the added role there. Replays
+// are allowed, so that the refusals are the trailers'.
+func TestMiddlewareRejectsSignedHeadersInTrailer(t *testing.T) {
+	srv := server(t, verify.Config{Keys: []identity.Key{curKey}, AllowReplays: true})
+	s := signer(t, curKey)
+	const body = `{"text":"a"}`
+	send := func(announce string, trailer []string) (int, string) {
+		t.Helper()
+		r := signed(t, s, alice, time.Now(), "POST", srv.URL+"/echo", body)
+		conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		var b strings.Builder
+		b.WriteString("POST /echo HTTP/1.1\r\nHost: app\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n")
+		if announce != "" {
+			b.WriteString("Trailer: " + announce + "\r\n")
+		}
+		for name := range r.Header {
+			b.WriteString(name + ": " + r.Header.Get(name) + "\r\n")
+		}
+		fmt.Fprintf(&b, "\r\n%x\r\n%s\r\n0\r\n", len(body), body)
+		for _, l := range trailer {
+			b.WriteString(l + "\r\n")
+		}
+		b.WriteString("\r\n")
+		if _, err := io.WriteString(conn, b.String()); err != nil {
+			t.Fatal(err)
+		}
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		out, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(out)
+	}
+	if status, b := send("X-Trace-Id", []string{"X-Trace-Id: 1"}); status != 200 {
+		t.Fatalf("baseline, another name in the trailer: %d %s", status, b)
+	}
+	if status, b := send("", nil); status != 200 {
+		t.Fatalf("baseline, no trailer: %d %s", status, b)
+	}
+	for _, c := range []struct {
+		announce string
+		trailer  []string
+	}{
+		{"X-Auth-Roles", []string{"X-Auth-Roles: admin"}},
+		{"x-auth-permissions", []string{"x-auth-permissions: notes:admin"}},
+		{"X-Trace-Id, X-Request-Id", []string{"X-Trace-Id: 1", "X-Request-Id: other"}},
+		{"X-Auth-Roles", nil}, // announced only
+		{"", []string{"X-Auth-Roles: admin"}},
+		{"X_Auth_Roles", []string{"X_Auth_Roles: admin"}},
+		{"", []string{"HTTP_X_AUTH_ROLES: admin"}},
+	} {
+		if status, b := send(c.announce, c.trailer); status != 401 {
+			t.Errorf("Trailer %q, then %q: %d %s, want 401", c.announce, c.trailer, status, b)
+		}
+	}
+}
