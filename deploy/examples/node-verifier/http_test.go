@@ -22,21 +22,21 @@ import (
 
 // nodeServer is a Node http server that answers each request with the
 // verdict of verify.js on it, as an app would call it: req.headers,
-// req.method, req.url, the body's bytes, one Replays for the process.
+// req.method, req.url, the body's bytes (readBody: a body over its limit
+// is 413, as the Go SDK answers it), one Replays for the process.
 const nodeServer = `
 const http = require('node:http');
-const { verify, Replays } = require('./verify.js');
+const { verify, Replays, readBody } = require('./verify.js');
 const keys = new Map([[process.env.KEY_ID, Buffer.from(process.env.KEY_SECRET, 'base64')]]);
 const replays = new Replays();
-const srv = http.createServer((req, res) => {
-  const chunks = [];
-  req.on('data', (c) => chunks.push(c));
-  req.on('end', () => {
-    let verdict = 'valid';
-    try { verify(req.headers, req.method, req.url, Buffer.concat(chunks), keys, Number(process.env.NOW_MS), 30000, replays, req.trailers); }
-    catch (e) { verdict = e.code || String(e); }
-    res.end(verdict);
-  });
+const srv = http.createServer(async (req, res) => {
+  let verdict = 'valid';
+  try {
+    const body = await readBody(req);
+    verify(req.headers, req.method, req.url, body, keys, Number(process.env.NOW_MS), 30000, replays, req.trailers);
+  } catch (e) { verdict = e.code || String(e); }
+  if (verdict === 'body_too_large') res.statusCode = 413;
+  res.end(verdict);
 });
 srv.listen(0, '127.0.0.1', () => console.log(srv.address().port));
 `
@@ -312,6 +312,92 @@ func TestNodeVerifierRefusesSignedHeadersInTrailer(t *testing.T) {
 		}
 		if ns != http.StatusOK || (nb == "valid") != tc.valid {
 			t.Errorf("%s: node answered %d %q, want valid=%v (Go: %d)", tc.name, ns, nb, tc.valid, gs)
+		}
+	}
+}
+
+// TestNodeVerifierBodyLimit: verify.js's readBody bounds the body as the
+// Go SDK's MaxBodyBytes does, with the same default (1 MiB) and the same
+// refusal (413 body_too_large, before verifying): a signed POST of 1 MiB
+// and 10 bytes was valid in Node and 413 in Go and fiberid. A body of
+// exactly the limit is read and verified; a chunked one (no declared
+// length) over it is refused as it arrives.
+func TestNodeVerifierBodyLimit(t *testing.T) {
+	key := identity.Key{ID: "app-notes", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	s, err := identity.NewKeySigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.UnixMilli(1796000012345)
+	ver, err := verify.New(verify.Config{Keys: []identity.Key{key}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	goSrv := httptest.NewServer(ver.Middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "valid")
+	})))
+	t.Cleanup(goSrv.Close)
+	nodeAddr := startNode(t, key, now)
+	user := identity.Identity{Principal: identity.PrincipalUser, UserID: "u-1", TenantID: "t-1", Roles: []string{"member"}}
+	n := 0
+	raw := func(size int, chunked bool) []byte {
+		n++
+		body := strings.Repeat("a", size)
+		r, err := http.NewRequest("POST", "http://app/notes", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set(identity.HeaderRequestID, "req-b"+strconv.Itoa(n))
+		if err := verify.Sign(r, s, user, now); err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		b.WriteString("POST /notes HTTP/1.1\r\nHost: app\r\nConnection: close\r\n")
+		if chunked {
+			b.WriteString("Transfer-Encoding: chunked\r\n")
+		} else {
+			fmt.Fprintf(&b, "Content-Length: %d\r\n", size)
+		}
+		for name, vs := range r.Header {
+			for _, v := range vs {
+				fmt.Fprintf(&b, "%s: %s\r\n", name, v)
+			}
+		}
+		b.WriteString("\r\n")
+		if !chunked {
+			b.WriteString(body)
+			return b.Bytes()
+		}
+		for len(body) > 0 {
+			c := body[:min(len(body), 64<<10)]
+			body = body[len(c):]
+			fmt.Fprintf(&b, "%x\r\n%s\r\n", len(c), c)
+		}
+		b.WriteString("0\r\n\r\n")
+		return b.Bytes()
+	}
+	for _, tc := range []struct {
+		name    string
+		size    int
+		chunked bool
+		status  int
+	}{
+		{"the limit", verify.DefaultMaxBodyBytes, false, 200},
+		{"10 bytes over", verify.DefaultMaxBodyBytes + 10, false, 413},
+		{"the limit, chunked", verify.DefaultMaxBodyBytes, true, 200},
+		{"1 byte over, chunked", verify.DefaultMaxBodyBytes + 1, true, 413},
+	} {
+		gs, gb := roundTrip(t, strings.TrimPrefix(goSrv.URL, "http://"), raw(tc.size, tc.chunked))
+		ns, nb := roundTrip(t, nodeAddr, raw(tc.size, tc.chunked))
+		if gs != tc.status {
+			t.Errorf("%s: Go answered %d %.100s, want %d", tc.name, gs, gb, tc.status)
+		}
+		want := "valid"
+		if tc.status == 413 {
+			want = "body_too_large"
+		}
+		if ns != tc.status || nb != want {
+			t.Errorf("%s: node answered %d %q, want %d %s", tc.name, ns, nb, tc.status, want)
 		}
 	}
 }

@@ -6,8 +6,10 @@
 // undefined: Date.now()), the window (ms; undefined: 30000; either one not
 // a whole number of ms throws a TypeError, as a NaN clock would pass a
 // request of any age) and the process's Replays, which refuses a signed request
-// sent again ('replay'): const replays = new Replays(); once, then, once
-// the body has been read ('end'), verify(req.headers, req.method, req.url,
+// sent again ('replay'): const replays = new Replays(); once, then
+// const body = await readBody(req) (at most MAX_BODY_BYTES, 1 MiB, as the
+// Go SDK's MaxBodyBytes; a longer one rejects with code 'body_too_large':
+// answer 413) and verify(req.headers, req.method, req.url,
 // body, keys, Date.now(), 30000, replays, req.trailers): a request whose
 // trailer section names a signed header, announced (Trailer) or sent, is
 // 'malformed'.
@@ -115,6 +117,40 @@ class Replays {
   }
 }
 
+// MAX_BODY_BYTES is readBody's default bound, the Go SDK's
+// verify.DefaultMaxBodyBytes (and the proxy's MAX_BODY_BYTES): 1 MiB.
+const MAX_BODY_BYTES = 1 << 20;
+
+// readBody reads req's body, the bytes verify() hashes, at most maxBytes
+// of them (a whole number, or Infinity for no bound of its own): a body
+// declared (Content-Length) or found longer rejects with an Error whose
+// code is 'body_too_large', which an app answers 413, as the Go SDK does
+// (before verifying anything: whoever reaches the port chooses the body).
+// It resolves once the body ended, so that req.trailers is complete.
+function readBody(req, maxBytes = MAX_BODY_BYTES) {
+  if (!(Number.isSafeInteger(maxBytes) && maxBytes >= 0) && maxBytes !== Infinity) {
+    throw new TypeError('readBody: maxBytes must be a whole number of bytes, or Infinity');
+  }
+  return new Promise((resolve, reject) => {
+    const tooLarge = () => Object.assign(new Error('body_too_large'), { code: 'body_too_large' });
+    const chunks = [];
+    let n = 0, over = Number(req.headers['content-length']) > maxBytes;
+    if (over) reject(tooLarge());
+    req.on('data', (c) => { // read on and dropped: the connection stays usable for the answer
+      if (over) return;
+      n += c.length;
+      if (n > maxBytes) {
+        over = true; chunks.length = 0;
+        reject(tooLarge());
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => { if (!over) resolve(Buffer.concat(chunks, n)); });
+    req.on('error', reject);
+  });
+}
+
 // signedName: a signed header's name in any letter case, or aliased.
 const signedName = (name) => SIGNED.has(String(name).toLowerCase()) || aliased(String(name));
 
@@ -216,4 +252,4 @@ if (require.main === module) {
   console.log(failed ? `${failed} failed` : 'all vectors pass');
   process.exit(failed ? 1 : 0);
 }
-module.exports = { verify, Replays, parseKeys };
+module.exports = { verify, Replays, parseKeys, readBody, MAX_BODY_BYTES };
