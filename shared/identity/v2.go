@@ -103,13 +103,16 @@ func ParseKeys(text string) ([]Key, error) {
 		if !ValidKeyID(id) {
 			return nil, fmt.Errorf("identity keys: entry %d: %w", i+1, ErrKeyID)
 		}
+		// Errors name the entry by its position only: one written
+		// backwards ("secret:id") has its URL-safe secret where the id
+		// goes, and a message quoting the id printed it to the log.
 		if seen[id] {
-			return nil, fmt.Errorf("identity keys: key id %q listed twice", id)
+			return nil, fmt.Errorf("identity keys: entry %d: key id listed twice", i+1)
 		}
 		seen[id] = true
 		b, err := ParseKey(secret)
 		if err != nil {
-			return nil, fmt.Errorf("identity keys: entry %d (%s): %w", i+1, id, err)
+			return nil, fmt.Errorf("identity keys: entry %d: %w", i+1, err)
 		}
 		keys = append(keys, Key{ID: id, Secret: b})
 	}

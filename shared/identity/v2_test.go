@@ -822,3 +822,28 @@ func TestSigQuad(t *testing.T) {
 		check(six)
 	}
 }
+
+// TestParseKeysErrorsNameNoText: an error of the key list names an entry
+// by its position only. An entry written backwards ("secret:id") has a
+// URL-safe secret where the id goes, which reads as a valid id: the error
+// printed it ("entry 1 (q83vEjRW…): not valid base64") into the start-up
+// log, as the message of a key id listed twice would.
+func TestParseKeysErrorsNameNoText(t *testing.T) {
+	secret := base64.RawURLEncoding.EncodeToString([]byte("q\xcd\xef\x12\x34\x56\x78\x9a0123456789abcdef01234567"))
+	for _, text := range []string{
+		secret + ":app-notes",
+		"app-notes:" + secret + "," + secret + ":app-old",
+		secret + ":" + secret + "," + secret + ":" + secret,
+	} {
+		_, err := ParseKeys(text)
+		if err == nil {
+			t.Fatalf("ParseKeys(%q) succeeded", text)
+		}
+		if strings.Contains(err.Error(), secret[:8]) {
+			t.Errorf("ParseKeys error %q shows the secret", err)
+		}
+		if !strings.Contains(err.Error(), "entry ") {
+			t.Errorf("ParseKeys error %q names no entry", err)
+		}
+	}
+}

@@ -64,7 +64,9 @@ function parseKeys(text) {
   entries.forEach((e, i) => {
     const at = e.indexOf(':'), id = e.slice(0, Math.max(at, 0)), b64 = e.slice(at + 1).replace(GO_SPACE, '');
     const bare = b64.replace(/={1,2}$/, '');
-    const bad = (why) => { throw new Error(`identity keys: entry ${i + 1}${at > 0 ? ` (${id})` : ''}: ${why}`); };
+    // By its position only: an entry written backwards ("secret:id") has
+    // its URL-safe secret where the id goes, which the message printed.
+    const bad = (why) => { throw new Error(`identity keys: entry ${i + 1}: ${why}`); };
     if (at < 0) bad('want id:base64');
     if (!/^[A-Za-z0-9._-]{1,64}$/.test(id)) bad('key id must be 1-64 of [A-Za-z0-9._-]');
     if (keys.has(id)) bad('key id listed twice');

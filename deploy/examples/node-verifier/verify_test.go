@@ -717,3 +717,35 @@ console.log(JSON.stringify([
 		t.Fatalf("no filter (twice), the window only (twice), null, {}, true, a Replays (three times), false (twice):\ngot  %s\nwant %s", got, want)
 	}
 }
+
+// TestNodeParseKeysErrorsNameNoText: parseKeys names a bad entry by its
+// position only, as identity.ParseKeys does. An entry written backwards
+// ("secret:id") has a URL-safe secret where the id goes: the error
+// printed it ("identity keys: entry 1 (q83vEjRW…): not valid base64").
+func TestNodeParseKeysErrorsNameNoText(t *testing.T) {
+	secret := base64.RawURLEncoding.EncodeToString([]byte("q\xcd\xef\x12\x34\x56\x78\x9a0123456789abcdef01234567"))
+	inputs := []string{
+		secret + ":app-notes",
+		"app-notes:" + secret + "," + secret + ":app-old",
+		secret + ":" + secret + "," + secret + ":" + secret,
+	}
+	js, err := json.Marshal(inputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const script = `
+const { parseKeys } = require('./verify.js');
+console.log(JSON.stringify(JSON.parse(process.env.INPUTS).map((text) => {
+  try { parseKeys(text); return 'parsed'; } catch (e) { return e.message; }
+})));
+`
+	var got []string
+	if err := json.Unmarshal([]byte(runScript(t, script, "INPUTS="+string(js))), &got); err != nil || len(got) != len(inputs) {
+		t.Fatalf("node's answer: %v %q", err, got)
+	}
+	for i, msg := range got {
+		if strings.Contains(msg, secret[:8]) || !strings.Contains(msg, "entry ") {
+			t.Errorf("parseKeys(%q): %q; want an error naming the entry, not its text", inputs[i], msg)
+		}
+	}
+}
