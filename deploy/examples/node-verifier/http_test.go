@@ -401,3 +401,44 @@ func TestNodeVerifierBodyLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeExtensionMethods: Node's http server takes the methods of its
+// own list (http.METHODS: PROPFIND, QUERY, PURGE among them), which
+// verify.js then verifies as any other, and answers any other method 400
+// itself, before the app sees it: a route of the proxy that lists such a
+// method cannot be served by a plain Node app.
+func TestNodeExtensionMethods(t *testing.T) {
+	key := identity.Key{ID: "app-notes", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	s, err := identity.NewKeySigner(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.UnixMilli(1796000012345)
+	nodeAddr := startNode(t, key, now)
+	for _, tc := range []struct {
+		method string
+		status int
+		body   string
+	}{
+		{"PROPFIND", 200, "valid"}, {"QUERY", 200, "valid"}, {"PURGE", 200, "valid"}, {"FROBNICATE", 400, ""},
+	} {
+		r, err := http.NewRequest(tc.method, "http://app/dav", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set(identity.HeaderRequestID, "req-m-"+tc.method)
+		if err := verify.Sign(r, s, identity.Identity{Principal: identity.PrincipalUser, UserID: "u-1", TenantID: "t-1"}, now); err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		fmt.Fprintf(&b, "%s /dav HTTP/1.1\r\nHost: app\r\nConnection: close\r\n", tc.method)
+		for name := range r.Header {
+			fmt.Fprintf(&b, "%s: %s\r\n", name, r.Header.Get(name))
+		}
+		b.WriteString("\r\n")
+		status, body := roundTrip(t, nodeAddr, b.Bytes())
+		if status != tc.status || (tc.body != "" && body != tc.body) {
+			t.Errorf("%s: node answered %d %q, want %d %q", tc.method, status, body, tc.status, tc.body)
+		}
+	}
+}

@@ -19,6 +19,15 @@
 // (c.MultipartForm still parses them, from the bytes.) Without it, a
 // multipart request is answered 500.
 //
+// A route of the proxy may list methods beyond the standard ones
+// (PROPFIND, QUERY, PURGE), which it signs and forwards. Fiber answers a
+// method outside its RequestMethods itself (400 "Invalid http method"),
+// before this handler or any other runs: list them, with Fiber's own,
+//
+//	app := fiber.New(fiber.Config{RequestMethods: append(slices.Clone(fiber.DefaultMethods), "PROPFIND", "QUERY")})
+//
+// (net/http takes any method.)
+//
 // Errors answer problem+json directly (401 unsigned, forged, stale or
 // replayed, 403 insufficient_scope, 413 body too large), whatever the
 // app's ErrorHandler; the reason of a 401 goes to the verifier's Logger at

@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -832,5 +833,44 @@ func TestStreamedBodyUnboundedLimit(t *testing.T) {
 	status, b, _ := do(t, req(t, signer(t, appKey), bob, time.Now(), "POST", "http://"+ln.Addr().String()+"/echo", body))
 	if status != 200 || string(b) != body {
 		t.Fatalf("streamed body, MaxBodyBytes math.MaxInt64: %d %.200s, want 200 and the body", status, b)
+	}
+}
+
+// TestExtensionMethodNeedsRequestMethods: a route of the proxy may list
+// methods beyond the standard ones (PROPFIND, QUERY), which the proxy
+// signs and forwards. Fiber answers a method outside its RequestMethods
+// itself ("400 Invalid http method"), before fiberid or any handler runs:
+// the app lists them, fiber.DefaultMethods and its own, as the package
+// comment says, and then fiberid verifies the request as any other.
+func TestExtensionMethodNeedsRequestMethods(t *testing.T) {
+	v, err := verify.New(verify.Config{Keys: []identity.Key{appKey}, AllowReplays: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(cfg fiber.Config) string {
+		cfg.DisableStartupMessage = true
+		app := fiber.New(cfg)
+		app.Use(fiberid.New(v))
+		app.Use(func(c *fiber.Ctx) error { return c.SendString(c.Method() + " " + fiberid.MustFrom(c).UserID) })
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = app.Listener(ln) }()
+		t.Cleanup(func() { _ = app.Shutdown() })
+		return "http://" + ln.Addr().String()
+	}
+	plain := start(fiber.Config{})
+	listed := start(fiber.Config{RequestMethods: append(slices.Clone(fiber.DefaultMethods), "PROPFIND", "QUERY")})
+	for _, m := range []string{"PROPFIND", "QUERY"} {
+		if status, b, _ := do(t, req(t, signer(t, appKey), bob, time.Now(), m, plain+"/dav", "")); status != 400 {
+			t.Errorf("%s without RequestMethods: %d %s, want Fiber's 400", m, status, b)
+		}
+		if status, b, _ := do(t, req(t, signer(t, appKey), bob, time.Now(), m, listed+"/dav", "")); status != 200 || string(b) != m+" user-bob" {
+			t.Errorf("%s listed in RequestMethods: %d %s, want 200 verified", m, status, b)
+		}
+		if status, b, _ := do(t, req(t, nil, bob, time.Now(), m, listed+"/dav", "")); status != 401 {
+			t.Errorf("%s listed, unsigned: %d %s, want 401", m, status, b)
+		}
 	}
 }
