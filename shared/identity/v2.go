@@ -361,13 +361,15 @@ func NewVerifier(keys []Key, window time.Duration) (*Verifier, error) {
 		window = DefaultWindow
 	}
 	v := &Verifier{keys: make(map[string]*KeySigner, len(keys)), window: window}
-	for _, k := range keys {
+	// Keys are named by position, never by id: an entry written
+	// backwards has its secret where the id goes (see ParseKeys).
+	for i, k := range keys {
 		s, err := NewKeySigner(k)
 		if err != nil {
-			return nil, fmt.Errorf("key %q: %w", k.ID, err)
+			return nil, fmt.Errorf("key %d: %w", i+1, err)
 		}
 		if _, dup := v.keys[k.ID]; dup {
-			return nil, fmt.Errorf("key %q listed twice", k.ID)
+			return nil, fmt.Errorf("key %d: key id listed twice", i+1)
 		}
 		v.keys[k.ID] = s
 	}

@@ -66,15 +66,15 @@ func ParseKeys(text string) ([]Key, error) {
 			return nil, fmt.Errorf("mfa keys: entry %d: want id:base64 with an id of [A-Za-z0-9._-]", i+1)
 		}
 		if seen[id] {
-			return nil, fmt.Errorf("mfa keys: key id %q listed twice", id)
+			return nil, fmt.Errorf("mfa keys: entry %d: key id listed twice", i+1)
 		}
 		seen[id] = true
 		b, err := keytext.Decode(secret)
 		if err != nil {
-			return nil, fmt.Errorf("mfa keys: entry %d (%s): not base64", i+1, id)
+			return nil, fmt.Errorf("mfa keys: entry %d: not base64", i+1)
 		}
 		if len(b) != 32 {
-			return nil, fmt.Errorf("mfa keys: entry %d (%s): %d bytes, want 32 (AES-256)", i+1, id, len(b))
+			return nil, fmt.Errorf("mfa keys: entry %d: %d bytes, want 32 (AES-256)", i+1, len(b))
 		}
 		keys = append(keys, Key{ID: id, Secret: b})
 	}
@@ -111,14 +111,14 @@ func NewSealer(keys []Key) (*Sealer, error) {
 		return nil, errors.New("mfa: no encryption key")
 	}
 	s := &Sealer{first: keys[0].ID, aeads: make(map[string]cipher.AEAD, len(keys))}
-	for _, k := range keys {
+	for i, k := range keys {
 		block, err := aes.NewCipher(k.Secret)
 		if err != nil {
-			return nil, fmt.Errorf("mfa key %s: %w", k.ID, err)
+			return nil, fmt.Errorf("mfa key %d: %w", i+1, err)
 		}
 		gcm, err := cipher.NewGCM(block)
 		if err != nil {
-			return nil, fmt.Errorf("mfa key %s: %w", k.ID, err)
+			return nil, fmt.Errorf("mfa key %d: %w", i+1, err)
 		}
 		s.aeads[k.ID] = gcm
 	}

@@ -193,3 +193,25 @@ func TestRecoveryCodes(t *testing.T) {
 		t.Errorf("token %q hash mismatch: %v", tok, err)
 	}
 }
+
+// TestParseKeysErrorsNameNoText: an entry written backwards (the secret
+// where the id goes, in the URL-safe alphabet without padding, which the
+// id's characters allow) is refused naming its position, never its text:
+// the message goes to the start-up log. So are a key of the wrong length
+// and an id listed twice (a backwards entry's id is a secret).
+func TestParseKeysErrorsNameNoText(t *testing.T) {
+	secret := base64.RawURLEncoding.EncodeToString(bytes.Repeat([]byte{0xfb}, 32))
+	for name, text := range map[string]string{
+		"backwards":    secret + ":app",
+		"backwards x2": secret + ":" + secret + "," + secret + ":" + secret,
+		"short, as id": secret + ":" + base64.StdEncoding.EncodeToString(make([]byte, 16)),
+	} {
+		_, err := mfa.ParseKeys(text)
+		if err == nil {
+			t.Fatalf("%s: accepted", name)
+		}
+		if strings.Contains(err.Error(), secret[:12]) {
+			t.Errorf("%s: error %q quotes the secret", name, err)
+		}
+	}
+}
