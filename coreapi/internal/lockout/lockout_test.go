@@ -138,7 +138,7 @@ WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err 
 	// Then the rest of login_reserve, in the same transaction: the pair.
 	var wait int
 	l := Default()
-	if err := tx.QueryRow(ctx, `SELECT login_reserve($1, $2, $3, $4, $5, $6, $7, $8)`, key, clientKey(ip), l.Window.Seconds(),
+	if err := tx.QueryRow(ctx, `SELECT login_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9)`, key, clientKey(ip), networkKey(ip), l.Window.Seconds(),
 		l.Threshold, l.Base.Seconds(), l.Max.Seconds(), l.AccountThreshold, l.AccountMax.Seconds()).Scan(&wait); err != nil {
 		t.Fatalf("reserve while a sweep runs: %v", err)
 	}
