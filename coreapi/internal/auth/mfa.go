@@ -759,6 +759,10 @@ func (s *Service) externalSecondFactor(ctx context.Context, g Grant, requested b
 	return err
 }
 
+// qGiveBackTry gives an mfa_token's try back: to a request whose code was
+// never looked at (the account's lock, a secret the server cannot read).
+const qGiveBackTry = `UPDATE mfa_challenges SET attempts = attempts - 1 WHERE token_hash = $1 AND used_at IS NULL AND attempts > 0`
+
 // mfaGrant is grant_type=mfa_otp: {mfa_token, code} finishes a sign-in;
 // with a bearer (a verified identity) and {code} it steps the caller's
 // session up.
@@ -806,7 +810,6 @@ RETURNING user_id::text, tenant_id::text, amr, tenant_requested`
 SELECT user_id::text, tenant_id::text, tenant_requested FROM mfa_challenges
 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < $2`
 	const qUse = `UPDATE mfa_challenges SET used_at = now() WHERE token_hash = $1 AND used_at IS NULL`
-	const qRefund = `UPDATE mfa_challenges SET attempts = attempts - 1 WHERE token_hash = $1 AND used_at IS NULL AND attempts > 0`
 	// qHeld locks the challenge a recovery code claimed: a password reset
 	// or change, or a sign-out everywhere, deletes the user's challenges
 	// (sessions.RevokeAll) when it ends the sessions.
@@ -887,7 +890,7 @@ WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < 
 		// the recovery code the answer points to. Tries checked stay at
 		// most ChallengeAttempts.
 		if notLookedAt(err) {
-			if _, rerr := s.pool.Exec(ctx, qRefund, hash); rerr != nil {
+			if _, rerr := s.pool.Exec(ctx, qGiveBackTry, hash); rerr != nil {
 				return TokenResponse{}, fmt.Errorf("give back mfa challenge try: %w", rerr)
 			}
 		}
