@@ -303,7 +303,9 @@ func cutFailed(werr, rerr error) error {
 	return &PartlySentError{Err: err}
 }
 
-// isTimeout reports whether err is a timeout.
+// isTimeout reports whether err is a timeout. fasthttp wraps the read's
+// error in its own when part of a header had arrived: looked for in the
+// chain, not only at its head.
 func isTimeout(err error) bool {
 	var x interface{ Timeout() bool }
 	return errors.As(err, &x) && x.Timeout()
@@ -414,10 +416,7 @@ func deadline(d time.Duration) time.Time {
 // timeout makes any timeout error fasthttp.ErrTimeout, as fasthttp's
 // transport does.
 func timeout(err error) error {
-	// fasthttp wraps the read's error in its own when part of a header
-	// had arrived: looked for in the chain, not only at its head.
-	var x interface{ Timeout() bool }
-	if errors.As(err, &x) && x.Timeout() {
+	if isTimeout(err) {
 		return fasthttp.ErrTimeout
 	}
 	return err
