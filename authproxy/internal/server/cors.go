@@ -78,11 +78,11 @@ func (s *Server) preflight(c *fiber.Ctx, st *state, rt *Router, g *rules.Group) 
 	return nil
 }
 
-// isPreflight reports whether h is a CORS preflight from an allowed
-// origin, which preflight answers (CORS configured). Asked only of an
-// OPTIONS request: a warm request pays one method compare.
+// isPreflight reports whether h, an OPTIONS request (the callers ask that
+// first: a warm request pays one method compare), is a CORS preflight from
+// an allowed origin, which preflight answers (CORS configured).
 func (s *Server) isPreflight(h *fasthttp.RequestHeader) bool {
-	return h.IsOptions() && len(h.Peek(fiber.HeaderAccessControlRequestMethod)) > 0 &&
+	return s.o.CORS != nil && len(h.Peek(fiber.HeaderAccessControlRequestMethod)) > 0 &&
 		s.o.CORS.allowed(h.Peek(fiber.HeaderOrigin)) != ""
 }
 

@@ -526,7 +526,7 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 		st.outcome = "api_key_in_query"
 		return s.expectRefused(c, st, errKeyInQuery)
 	}
-	if s.o.CORS != nil && h.IsOptions() && s.isPreflight(h) {
+	if h.IsOptions() && s.isPreflight(h) {
 		// Answered by the handler once routed, before any credential
 		// (preflight): a preflight carries none.
 		return s.expectContinued(st)
@@ -1222,7 +1222,7 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 		return errNotFound
 	}
 	st.route = g.Prefix
-	if h.IsOptions() && s.o.CORS != nil && s.isPreflight(h) {
+	if h.IsOptions() && s.isPreflight(h) {
 		return s.preflight(c, st, rt, g)
 	}
 	route := g.Pick(h.Method())
