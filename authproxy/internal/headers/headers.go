@@ -1593,6 +1593,17 @@ var tchar = func() (t [256]bool) {
 	return t
 }()
 
+// IsToken reports whether s is an RFC 9110 token (section 5.6.2): what a
+// method or a field name is.
+func IsToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !tchar[s[i]] {
+			return false
+		}
+	}
+	return s != ""
+}
+
 // APIKeyHeader is the header an API key may be sent in (besides
 // Authorization: Bearer).
 const APIKeyHeader = "X-Api-Key"

@@ -356,7 +356,7 @@ func methodSet(ms []string) (set uint16, ext []string, err error) {
 			continue
 		}
 		switch {
-		case !isToken(m):
+		case !headers.IsToken(m):
 			errs = append(errs, fmt.Errorf("method %q: not an HTTP method (RFC 9110 token: letters, digits and !#$%%&'*+-.^_`|~)", m))
 		case len(m) > MaxMethodLen:
 			errs = append(errs, fmt.Errorf("method %.40q...: at most %d characters", m, MaxMethodLen))
@@ -371,22 +371,6 @@ func methodSet(ms []string) (set uint16, ext []string, err error) {
 		set |= bitHead
 	}
 	return set, ext, errors.Join(errs...)
-}
-
-// isToken reports whether m is an RFC 9110 token (section 5.6.2), what a
-// method is.
-func isToken(m string) bool {
-	if m == "" {
-		return false
-	}
-	for i := 0; i < len(m); i++ {
-		c := m[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
-			continue
-		}
-		return false
-	}
-	return true
 }
 
 // allowHeader is the standard methods of set, then ext, as a header value.
