@@ -194,12 +194,7 @@ func (s *Service) hasMFA(ctx context.Context, userID string) (bool, error) {
 // locked what the caller needs first), whether the user has an active
 // second factor.
 func HasActiveFactor(ctx context.Context, db sqldb.DB, userID string) (bool, error) {
-	const q = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
-	var ok bool
-	if err := db.QueryRow(ctx, q, userID).Scan(&ok); err != nil {
-		return false, fmt.Errorf("check mfa: %w", err)
-	}
-	return ok, nil
+	return users.HasActiveFactor(ctx, db, userID)
 }
 
 // errFactorConfirmedMeanwhile rolls back a password sign-in's session

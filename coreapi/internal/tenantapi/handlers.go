@@ -77,9 +77,6 @@ func (s *Server) getMe(c *fiber.Ctx) error {
 // other changes of a person's ways in.
 const DeleteMaxAge = 5 * time.Minute
 
-// qActiveFactor: whether the account $1 has an active second factor.
-const qActiveFactor = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
-
 // errNotRecent: the caller's sign-in is older than DeleteMaxAge, or
 // lacks the second factor its account has.
 var errNotRecent = errors.New("sign-in not recent enough")
@@ -98,8 +95,9 @@ func (s *Server) deleteMyAccount(c *fiber.Ctx) error {
 	_, err := users.DeleteAccount(c.UserContext(), s.pool, id.UserID, users.DeleteOptions{
 		By: users.DeletedBySelf, ActorUserID: id.UserID, RequestID: strings.Clone(httpapi.RequestIDOf(c)),
 		Check: func(ctx context.Context, tx pgx.Tx) error {
-			if err := tx.QueryRow(ctx, qActiveFactor, id.UserID).Scan(&mfa); err != nil {
-				return fmt.Errorf("check mfa: %w", err)
+			var err error
+			if mfa, err = users.HasActiveFactor(ctx, tx, id.UserID); err != nil {
+				return err
 			}
 			// The session first: an ended one is answered as ended, not
 			// as one to step up, which it never could (Fresh finds no
@@ -112,7 +110,7 @@ func (s *Server) deleteMyAccount(c *fiber.Ctx) error {
 			} else if !fresh {
 				return errNotRecent
 			}
-			_, err := users.ActiveAccount(ctx, tx, id.UserID, id.TenantID)
+			_, err = users.ActiveAccount(ctx, tx, id.UserID, id.TenantID)
 			return err
 		},
 	})
@@ -195,9 +193,9 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 		// for an account that has one, as the account's deletion does.
 		// Checked again, the factor looked for with the account's row
 		// locked (users.Store.PatchMe).
-		var mfa bool
-		if err := s.pool.QueryRow(ctx, qActiveFactor, id.UserID).Scan(&mfa); err != nil {
-			return fmt.Errorf("check mfa: %w", err)
+		mfa, err := users.HasActiveFactor(ctx, s.pool, id.UserID)
+		if err != nil {
+			return err
 		}
 		fresh, err := sessions.Fresh(ctx, s.pool, id, EmailChangeMaxAge, mfa)
 		if err != nil {

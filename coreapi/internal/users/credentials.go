@@ -80,6 +80,18 @@ WHERE u.id = $1 AND u.status = 'active' AND m.status = 'active' AND t.status = '
 	return tv, nil
 }
 
+// HasActiveFactor reports, through db (a pool, or a transaction that
+// locked what the caller needs first), whether the user has an active
+// second factor.
+func HasActiveFactor(ctx context.Context, db sqldb.DB, userID string) (bool, error) {
+	const q = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
+	var ok bool
+	if err := db.QueryRow(ctx, q, userID).Scan(&ok); err != nil {
+		return false, fmt.Errorf("check mfa: %w", err)
+	}
+	return ok, nil
+}
+
 // SignInTenant returns the tenant a sign-in of userID naming none lands
 // in, as CredentialsByEmail picks it: the oldest active membership in an
 // active tenant; ErrNotFound for none.

@@ -362,7 +362,6 @@ FOR UPDATE OF u`
 		qLockName = qRow + `
 FOR NO KEY UPDATE OF u`
 		qUpdate = `UPDATE users SET display_name = $2, updated_at = now() WHERE id = $1`
-		qFactor = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
 	)
 	userID, tenantID := id.UserID, id.TenantID
 	me := meOf(id)
@@ -390,9 +389,9 @@ FOR NO KEY UPDATE OF u`
 			// The factor looked for after the lock, in a statement of its
 			// own: a confirmation (which locks the row too) committed
 			// while this waited is seen.
-			var mfa bool
-			if err := tx.QueryRow(ctx, qFactor, userID).Scan(&mfa); err != nil {
-				return fmt.Errorf("check mfa: %w", err)
+			mfa, err := HasActiveFactor(ctx, tx, userID)
+			if err != nil {
+				return err
 			}
 			if fresh, err := sessions.Fresh(ctx, tx, id, p.EmailMaxAge, mfa); err != nil {
 				return err
@@ -1024,7 +1023,6 @@ var ErrNoActiveFactor = errors.New("the member has no active second factor")
 func CheckFactorReset(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, tenantID, userID string, a roles.Actor) error {
 	const qElsewhere = `SELECT EXISTS (SELECT 1 FROM memberships WHERE user_id = $1 AND tenant_id <> $2)`
 	const qLockAccount = `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`
-	const qFactor = `SELECT EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND status = 'active')`
 	all, member := roles.CatalogArgs(c)
 	// Ordered with every other change of a member (the tenant's lock),
 	// and decided on what the actor holds now (roles.Live).
@@ -1057,9 +1055,9 @@ func CheckFactorReset(ctx context.Context, tx pgx.Tx, c *permissions.Catalog, te
 	if _, err := tx.Exec(ctx, qLockAccount, userID); err != nil {
 		return fmt.Errorf("lock account: %w", err)
 	}
-	var active bool
-	if err := tx.QueryRow(ctx, qFactor, userID).Scan(&active); err != nil {
-		return fmt.Errorf("look for the factor: %w", err)
+	active, err := HasActiveFactor(ctx, tx, userID)
+	if err != nil {
+		return err
 	}
 	if !active {
 		return ErrNoActiveFactor
