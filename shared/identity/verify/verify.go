@@ -354,6 +354,12 @@ func Aliased(name string) bool {
 	if len(name) > len(cgi) && foldEqual(name[:len(cgi)], cgi) {
 		name = name[len(cgi):]
 	}
+	return signedName(name)
+}
+
+// signedName reports whether name is a signed header's, with ASCII letter
+// case folded and '_' read as '-'.
+func signedName(name string) bool {
 	for _, h := range signedHeaders {
 		if foldEqual(name, h) {
 			return true
@@ -392,13 +398,8 @@ func fold(c byte) byte {
 // request's trailer section, where no signed header belongs.
 func signedIn(h http.Header) bool {
 	for name := range h {
-		if Aliased(name) {
+		if Aliased(name) || signedName(name) {
 			return true
-		}
-		for _, s := range signedHeaders {
-			if foldEqual(name, s) {
-				return true
-			}
 		}
 	}
 	return false
