@@ -85,8 +85,9 @@ function parseKeys(text) {
 // each); when full, the oldest (the first to come, which expires about
 // first) is forgotten early, counted in evicted, and a replay of it is then
 // accepted. Give it max >= rate x window (3,333 requests a second at the
-// default and 30 s): past that, the oldest live ones are forgotten before
-// their window ends (79 % of them at 4,000 a second). It is the process's own:
+// default and 30 s): past that, once full, every signature is forgotten
+// before its window ends, after max / rate seconds (25 s at 4,000 a
+// second). It is the process's own:
 // another process accepts a replay once more.
 class Replays {
   constructor(max = 100000) {
