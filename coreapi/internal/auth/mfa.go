@@ -1069,7 +1069,7 @@ func (s *Service) enrolTOTP(c *fiber.Ctx) error {
 		return err
 	}
 	if !fresh {
-		return httpapi.NeedRecentSignIn(c, MFAMaxAge, "enrolling a second factor needs a sign-in within the last 5 minutes: sign in again")
+		return httpapi.NeedRecentSignIn(c, MFAMaxAge, "enrolling a second factor")
 	}
 	// A session moved to another tenant since the caller's access token
 	// was issued is no longer the one the token speaks for, as the
@@ -1354,7 +1354,7 @@ func (s *Service) recentFactor(c *fiber.Ctx, id identity.Identity, what string) 
 // needRecentFactor is the step-up answer: what needs a second factor
 // given in the last MFAMaxAge.
 func needRecentFactor(c *fiber.Ctx, what string) error {
-	return httpapi.NeedRecentSecondFactor(c, MFAMaxAge, what+" needs a second factor given in the last 5 minutes; step up with grant_type=mfa_otp")
+	return httpapi.NeedRecentSecondFactor(c, MFAMaxAge, what)
 }
 
 // disableTOTP removes the caller's second factor; the session must have

@@ -38,7 +38,7 @@ var errPasswordChangeNotRecent = errors.New("no second factor given recently")
 // passwordChangeNeedsFactor answers errPasswordChangeNotRecent, as the
 // account's deletion answers a missing factor.
 func passwordChangeNeedsFactor(c *fiber.Ctx) error {
-	return httpapi.NeedRecentSecondFactor(c, PasswordChangeMaxAge, "changing the password needs a second factor given in the last 5 minutes; step up with grant_type=mfa_otp")
+	return httpapi.NeedRecentSecondFactor(c, PasswordChangeMaxAge, "changing the password")
 }
 
 // changePassword changes the caller's password, given the current one;

@@ -185,20 +185,49 @@ func failureAttrs(c *fiber.Ctx, err error) []any {
 	return attrs
 }
 
-// NeedRecentSignIn is the RFC 9470 refusal of an act that needs the
-// caller to have signed in (or stepped up) within maxAge: 401
-// insufficient_user_authentication with a WWW-Authenticate that names the
-// age, and no acr_values (a password sign-in of a user without a second
-// factor is enough; a user with one signs in with it).
-func NeedRecentSignIn(c *fiber.Ctx, maxAge time.Duration, detail string) error {
-	return insufficientAuth(c, "", maxAge, detail)
+// NeedRecentSignIn is the RFC 9470 refusal of what (the act, "deleting
+// the account") when it needs the caller to have signed in (or stepped
+// up) within maxAge: 401 insufficient_user_authentication with a
+// WWW-Authenticate that names the age, and no acr_values (a password
+// sign-in of a user without a second factor is enough; a user with one
+// signs in with it). The detail names maxAge as Window words it.
+func NeedRecentSignIn(c *fiber.Ctx, maxAge time.Duration, what string) error {
+	return insufficientAuth(c, "", maxAge, what+" needs a sign-in within the last "+Window(maxAge)+": sign in again")
 }
 
 // NeedRecentSecondFactor is NeedRecentSignIn for an act that needs a
 // second factor given within maxAge: acr_values="mfa" (step up with
 // grant_type=mfa_otp).
-func NeedRecentSecondFactor(c *fiber.Ctx, maxAge time.Duration, detail string) error {
-	return insufficientAuth(c, `, acr_values="mfa"`, maxAge, detail)
+func NeedRecentSecondFactor(c *fiber.Ctx, maxAge time.Duration, what string) error {
+	return insufficientAuth(c, `, acr_values="mfa"`, maxAge, what+" needs a second factor given in the last "+Window(maxAge)+"; step up with grant_type=mfa_otp")
+}
+
+// NeedRecentAuth refuses what, an act of a person's ways in that needs a
+// recent sign-in, with the second factor for an account that has one
+// (mfa): a step-up (NeedRecentSecondFactor) for such an account, a new
+// sign-in (NeedRecentSignIn) for one without.
+func NeedRecentAuth(c *fiber.Ctx, maxAge time.Duration, mfa bool, what string) error {
+	if mfa {
+		return NeedRecentSecondFactor(c, maxAge, what)
+	}
+	return NeedRecentSignIn(c, maxAge, what)
+}
+
+// Window words a recent-sign-in window for a problem's detail: "5
+// minutes", "1 hour", "90 seconds" (in the largest unit that divides it,
+// seconds rounded up).
+func Window(d time.Duration) string {
+	n, unit := int64((d+time.Second-1)/time.Second), "second"
+	switch {
+	case d >= time.Hour && d%time.Hour == 0:
+		n, unit = int64(d/time.Hour), "hour"
+	case d >= time.Minute && d%time.Minute == 0:
+		n, unit = int64(d/time.Minute), "minute"
+	}
+	if n != 1 {
+		unit += "s"
+	}
+	return strconv.FormatInt(n, 10) + " " + unit
 }
 
 // NeedSecondFactorSignIn is the RFC 9470 refusal of an act that a

@@ -126,10 +126,8 @@ func checkOwner(ctx context.Context, tx pgx.Tx, id identity.Identity) (hasPasswo
 // problem's detail); other errors are returned as they are.
 func ownerRefusal(c *fiber.Ctx, err error, mfa bool, what string) error {
 	switch {
-	case errors.Is(err, errNotRecent) && mfa:
-		return httpapi.NeedRecentSecondFactor(c, UnlinkMaxAge, what+" needs a second factor given in the last 5 minutes; step up with grant_type=mfa_otp")
 	case errors.Is(err, errNotRecent):
-		return httpapi.NeedRecentSignIn(c, UnlinkMaxAge, what+" needs a sign-in within the last 5 minutes: sign in again")
+		return httpapi.NeedRecentAuth(c, UnlinkMaxAge, mfa, what)
 	case errors.Is(err, sessions.ErrNotFound):
 		return httpapi.SessionEnded(c)
 	}

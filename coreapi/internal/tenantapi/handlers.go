@@ -118,10 +118,8 @@ func (s *Server) deleteMyAccount(c *fiber.Ctx) error {
 	switch {
 	case err == nil:
 		return c.SendStatus(fiber.StatusNoContent)
-	case errors.Is(err, errNotRecent) && mfa:
-		return httpapi.NeedRecentSecondFactor(c, DeleteMaxAge, what+" needs a second factor given in the last 5 minutes; step up with grant_type=mfa_otp")
 	case errors.Is(err, errNotRecent):
-		return httpapi.NeedRecentSignIn(c, DeleteMaxAge, what+" needs a sign-in within the last 5 minutes: sign in again")
+		return httpapi.NeedRecentAuth(c, DeleteMaxAge, mfa, what)
 	case errors.Is(err, sessions.ErrNotFound), errors.Is(err, users.ErrNotFound):
 		return httpapi.SessionEnded(c)
 	}
@@ -148,11 +146,7 @@ const EmailChangeMaxAge = 5 * time.Minute
 // it: as the account's deletion answers, a step-up for an account with a
 // factor, a new sign-in for one without.
 func emailChangeNotRecent(c *fiber.Ctx, mfa bool) error {
-	const what = "changing the email address"
-	if mfa {
-		return httpapi.NeedRecentSecondFactor(c, EmailChangeMaxAge, what+" needs a second factor given in the last 5 minutes; step up with grant_type=mfa_otp")
-	}
-	return httpapi.NeedRecentSignIn(c, EmailChangeMaxAge, what+" needs a sign-in within the last 5 minutes: sign in again")
+	return httpapi.NeedRecentAuth(c, EmailChangeMaxAge, mfa, "changing the email address")
 }
 
 func (s *Server) patchMe(c *fiber.Ctx) error {
@@ -318,9 +312,9 @@ func (s *Server) patchTenant(c *fiber.Ctx) error {
 	switch {
 	case errors.Is(err, errMachinePolicy):
 		return problem.New(fiber.StatusForbidden, problem.CodePrincipalNotAllowed,
-			"API keys and service accounts cannot turn the tenant's MFA policy off; use a person's access token with a second factor given in the last 5 minutes")
+			"API keys and service accounts cannot turn the tenant's MFA policy off; use a person's access token with a second factor given in the last "+httpapi.Window(PolicyMaxAge))
 	case errors.Is(err, errNotRecent):
-		return httpapi.NeedRecentSecondFactor(c, PolicyMaxAge, "turning the tenant's MFA policy off needs a second factor given in the last 5 minutes; step up with grant_type=mfa_otp")
+		return httpapi.NeedRecentSecondFactor(c, PolicyMaxAge, "turning the tenant's MFA policy off")
 	case errors.Is(err, sessions.ErrNotFound):
 		return httpapi.SessionEnded(c)
 	case err != nil:
