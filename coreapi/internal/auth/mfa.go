@@ -307,29 +307,63 @@ const totpSpentDetail = "this code has already been used: wait for the next code
 // under the current one. It returns false for a wrong or expired code, and
 // errStepUsed for a code of the secret whose step was used already.
 func (s *Service) matchTOTP(ctx context.Context, userID, status string, sec totpSecret, code string) (bool, error) {
+	_, ok, err := s.spendTOTP(ctx, userID, status, sec, code)
+	return ok, err
+}
+
+// spendTOTP is matchTOTP also returning the time step a matched code
+// spent, which an act that fails after it gives back (giveBackStep).
+func (s *Service) spendTOTP(ctx context.Context, userID, status string, sec totpSecret, code string) (int64, bool, error) {
 	step, ok := mfa.Match(string(sec.plain), code, s.now())
 	if !ok {
-		return false, nil
+		return 0, false, nil
 	}
 	var newKey *string
 	var resealed []byte
 	if !s.mfa.Current(sec.keyID) {
 		id, b, err := s.mfa.Seal(sec.plain, []byte(userID))
 		if err != nil {
-			return false, err
+			return 0, false, err
 		}
 		newKey, resealed = &id, b
 	}
 	ok, err := s.consumeStep(ctx, userID, status, sec.sealed, step, newKey, resealed)
-	if err != nil || ok {
-		return ok, err
+	if err != nil {
+		return 0, false, err
+	}
+	if ok {
+		return step, true, nil
 	}
 	if used, err := s.stepUsed(ctx, userID, sec.plain, step); err != nil {
-		return false, err
+		return 0, false, err
 	} else if used {
-		return false, errStepUsed
+		return 0, false, errStepUsed
 	}
-	return false, nil
+	return 0, false, nil
+}
+
+// qGiveBackStep gives back the time step $2 a TOTP code of the user's
+// active factor spent, unless a later step was spent since: the code's
+// step is open again, and only that one of those before it.
+const qGiveBackStep = `UPDATE mfa_totp SET last_step = $2 - 1 WHERE user_id = $1 AND status = 'active' AND last_step = $2`
+
+// giveBackStep answers err, the failure of an act (a sign-in's second
+// step, a step-up) whose TOTP code spent step (verifyFactor; 0: none, a
+// recovery code), once it has given the step back: the code was accepted
+// by nothing, so the owner's next try with it (the authenticator shows it
+// until the step ends) must not be refused as used. A replay stays
+// refused: the step is spent again by whichever request sends it next,
+// and only while it is given back can another accept it. The give-back
+// runs even when the request was cancelled; a give-back that fails leaves
+// the step spent, as before, and is logged.
+func (s *Service) giveBackStep(ctx context.Context, userID string, step int64, err error) error {
+	if step == 0 {
+		return err
+	}
+	if _, gerr := s.pool.Exec(context.WithoutCancel(ctx), qGiveBackStep, userID, step); gerr != nil {
+		s.log.WarnContext(ctx, "give back totp step", "user_id", userID, "err", gerr.Error())
+	}
+	return err
 }
 
 // stepUsed reports whether the user's TOTP secret is still plain and has
@@ -563,49 +597,53 @@ RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND us
 // time step used already (errTOTPSpent), or a recovery code whose claim is
 // refused, gives its attempt back and is not audited as a failure: the
 // first two were right (most often two requests raced with them), the
-// last was not looked at.
-func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse, claim func(pgx.Tx) error) error {
+// last was not looked at. step is the time step a TOTP code spent (0 for
+// a recovery code), which the caller gives back if its act fails after
+// (giveBackStep).
+func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse, claim func(pgx.Tx) error) (step int64, err error) {
 	key := mfaKey(u.userID)
 	code = strings.TrimSpace(code)
 	recovery := mfa.LooksLikeRecovery(code)
 	var (
 		sec   totpSecret
 		found bool
-		err   error
 	)
 	if !recovery {
 		if sec, found, err = s.openTOTP(ctx, u.userID, totpActive); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if err := s.reserve(ctx, s.codeAttempts, key, mfaClient); err != nil {
-		return err
+		return 0, err
 	}
 	var ok bool
 	switch {
 	case recovery:
 		ok, err = s.useRecoveryCode(ctx, code, u, claim)
 	case found:
-		if ok, err = s.matchTOTP(ctx, u.userID, totpActive, sec, code); errors.Is(err, errStepUsed) {
+		if step, ok, err = s.spendTOTP(ctx, u.userID, totpActive, sec, code); errors.Is(err, errStepUsed) {
 			err = errTOTPSpent
 		}
 	}
 	if _, unclaimed := errors.AsType[claimError](err); unclaimed || errors.Is(err, errCodeSpent) || errors.Is(err, errTOTPSpent) {
 		if rerr := s.codeAttempts.Refund(ctx, key, mfaClient); rerr != nil {
-			return rerr
+			return 0, rerr
 		}
-		return err
+		return 0, err
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if !ok {
 		if err := s.auditFailedCode(ctx, u); err != nil {
-			return err
+			return 0, err
 		}
-		return errBadCode
+		return 0, errBadCode
 	}
-	return s.release(ctx, s.codeAttempts, key, mfaClient)
+	if err := s.release(ctx, s.codeAttempts, key, mfaClient); err != nil {
+		return 0, s.giveBackStep(ctx, u.userID, step, err)
+	}
+	return step, nil
 }
 
 // notLookedAt reports whether err refused a code before it was looked at:
@@ -863,7 +901,9 @@ WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < 
 	// A recovery code is spent in the transaction that marks the challenge
 	// used: of several sent at once on one challenge, one opens the session
 	// and the others, refused, stay unspent. (A TOTP code's step is spent
-	// on its own: a second request with it is refused whatever happens.)
+	// on its own: a second request with it is refused while it is spent,
+	// and the step is given back if this sign-in fails after it,
+	// giveBackStep.)
 	claimed := false
 	claim := func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, qUse, hash)
@@ -876,7 +916,8 @@ WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < 
 		claimed = true
 		return nil
 	}
-	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: userID, tenantID: tenantID, ip: ip, requestID: rid}, claim); err != nil {
+	step, err := s.verifyFactor(ctx, req.Code, factorUse{userID: userID, tenantID: tenantID, ip: ip, requestID: rid}, claim)
+	if err != nil {
 		// A code refused by the account's lock, or for a secret the
 		// server cannot read, was never looked at: its try is given back,
 		// or whoever guesses codes (holding the password) would use up
@@ -933,10 +974,14 @@ WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < 
 		return err
 	})
 	if err != nil {
-		return TokenResponse{}, err
+		return TokenResponse{}, s.giveBackStep(ctx, userID, step, err)
 	}
 	g.SessionID, g.RefreshToken = sd.SessionID, sd.RefreshToken
-	return s.Issue(ctx, g, func() error { return errSignedOutMeanwhile })
+	tr, err := s.Issue(ctx, g, func() error { return errSignedOutMeanwhile })
+	if err != nil {
+		return TokenResponse{}, s.giveBackStep(ctx, userID, step, err)
+	}
+	return tr, nil
 }
 
 // errSecondFactorOtherTenant answers a second step (or a step-up) that
@@ -987,7 +1032,8 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest, named string) (TokenRes
 	if _, err := activeAccount(ctx, s.pool, id.UserID, id.TenantID); err != nil {
 		return TokenResponse{}, err
 	}
-	if err := s.verifyFactor(ctx, req.Code, factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}, nil); err != nil {
+	step, err := s.verifyFactor(ctx, req.Code, factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}, nil)
+	if err != nil {
 		return TokenResponse{}, err
 	}
 	g := Grant{UserID: id.UserID, TenantID: id.TenantID, SessionID: id.SessionID}
@@ -1002,12 +1048,16 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest, named string) (TokenRes
 		return err
 	})
 	if errors.Is(err, sessions.ErrNotFound) || errors.Is(err, pgx.ErrNoRows) {
-		return TokenResponse{}, httpapi.SessionEnded(c)
+		err = httpapi.SessionEnded(c)
 	}
 	if err != nil {
-		return TokenResponse{}, err
+		return TokenResponse{}, s.giveBackStep(ctx, id.UserID, step, err)
 	}
-	return s.Issue(ctx, g, func() error { return httpapi.SessionEnded(c) })
+	tr, err := s.Issue(ctx, g, func() error { return httpapi.SessionEnded(c) })
+	if err != nil {
+		return TokenResponse{}, s.giveBackStep(ctx, id.UserID, step, err)
+	}
+	return tr, nil
 }
 
 // SweepChallenges deletes sign-in challenges that expired. It skips the
