@@ -971,6 +971,12 @@ WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < 
 			return err
 		}
 		g.AMR, g.AuthTime, err = setSessionAuth(ctx, tx, userID, sd.SessionID, g.TenantID)
+		if errors.Is(err, sessions.ErrNotFound) {
+			// The session just opened is stamped with an older token
+			// version than the account's: it was signed out everywhere
+			// since the insert read the version, as Issue answers it.
+			return errSignedOutMeanwhile
+		}
 		return err
 	})
 	if err != nil {
