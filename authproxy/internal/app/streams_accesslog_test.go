@@ -74,9 +74,29 @@ func wantStreamEnd(t *testing.T, e *env, reqID, kind, reason string) map[string]
 	if end["level"] != "INFO" || end["kind"] != kind || end["reason"] != reason {
 		t.Errorf("stream end: level %v, kind %v, reason %v; want INFO, %s, %s", end["level"], end["kind"], end["reason"], kind, reason)
 	}
-	for _, k := range []string{"method", "path", "route", "upstream", "principal", "user_id", "tenant_id", "remote_ip", "trace_id"} {
-		if end[k] != open[k] {
-			t.Errorf("stream end %s = %v, the opening line's %v", k, end[k], open[k])
+	// Every field of either line but each line's own is in both, with
+	// the same value: a field added to the access line is on the end
+	// line too.
+	own := map[string]bool{"time": true, "level": true, "msg": true, "duration_ms": true,
+		"status": true, "outcome": true, // the opening's
+		"kind": true, "reason": true, "bytes_to_client": true, "bytes_to_upstream": true} // the stream's
+	for _, line := range []map[string]any{open, end} {
+		for k := range line {
+			if own[k] {
+				continue
+			}
+			if ev, ok := end[k]; !ok {
+				t.Errorf("stream end: no %s, the opening line's %v", k, open[k])
+			} else if ov, ok := open[k]; !ok {
+				t.Errorf("stream end %s = %v, not on the opening line", k, ev)
+			} else if ev != ov {
+				t.Errorf("stream end %s = %v, the opening line's %v", k, ev, ov)
+			}
+		}
+	}
+	for _, k := range []string{"request_id", "method", "path", "route", "upstream", "principal", "user_id", "tenant_id", "remote_ip"} {
+		if _, ok := end[k]; !ok {
+			t.Errorf("stream end: no %s", k)
 		}
 	}
 	for _, k := range []string{"duration_ms", "bytes_to_client", "bytes_to_upstream"} {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -13,6 +14,95 @@ import (
 	"github.com/tollgate-auth/tollgate/shared/logging"
 )
 
+// lineFields are the fields a request's access line and the end line of
+// the stream it opens share: both lines write them with append (buffered)
+// or attrs (through the logger), so that a field added to one is in the
+// other. A request's are views of its pooled state (fields); a stream's,
+// copies (clone).
+type lineFields struct {
+	reqID, method, path, route, upstream string
+	principal, userID, tenantID          string
+	remoteIP                             netip.Addr // the peer; the zero Addr (written "") when unknown
+	clientReqID, traceID                 string     // "" (left out) when none
+}
+
+// fields are the request's shared line fields, views of st and c's
+// memory: valid until the request's state goes back to the pool.
+func (st *state) fields(c *fiber.Ctx) lineFields {
+	userID, tenantID := st.ids()
+	f := lineFields{reqID: b2s(st.reqID), method: logMethod(c.Request().Header.Method()),
+		path: logging.ClipPath(b2s(st.path)), route: st.route, upstream: st.upstream,
+		principal: st.principal, userID: userID, tenantID: tenantID, clientReqID: b2s(st.clientReqID)}
+	if ip, ok := netip.AddrFromSlice(c.Context().RemoteIP()); ok {
+		f.remoteIP = ip.Unmap()
+	}
+	if st.trace.on {
+		f.traceID = b2s(st.trace.id[:])
+	}
+	return f
+}
+
+// clone is f with strings of its own, to outlive the request.
+func (f lineFields) clone() lineFields {
+	for _, p := range []*string{&f.reqID, &f.method, &f.path, &f.route, &f.upstream, &f.principal, &f.userID, &f.tenantID, &f.clientReqID, &f.traceID} {
+		*p = strings.Clone(*p)
+	}
+	return f
+}
+
+// append writes f's fields as JSON members, each after a comma.
+func (f *lineFields) append(b []byte) []byte {
+	b = append(b, `,"request_id":`...)
+	b = logging.AppendString(b, f.reqID)
+	b = append(b, `,"method":`...)
+	b = logging.AppendString(b, f.method)
+	b = append(b, `,"path":`...)
+	b = logging.AppendString(b, f.path)
+	b = append(b, `,"route":`...)
+	b = logging.AppendString(b, f.route)
+	b = append(b, `,"upstream":`...)
+	b = logging.AppendString(b, f.upstream)
+	b = append(b, `,"principal":`...)
+	b = logging.AppendString(b, f.principal)
+	b = append(b, `,"user_id":`...)
+	b = logging.AppendString(b, f.userID)
+	b = append(b, `,"tenant_id":`...)
+	b = logging.AppendString(b, f.tenantID)
+	b = append(b, `,"remote_ip":"`...)
+	b = f.remoteIP.AppendTo(b) // nothing for the zero Addr
+	b = append(b, '"')
+	if f.clientReqID != "" {
+		b = append(b, `,"client_request_id":`...)
+		b = logging.AppendString(b, f.clientReqID)
+	}
+	if f.traceID != "" {
+		b = append(b, `,"trace_id":`...)
+		b = logging.AppendString(b, f.traceID)
+	}
+	return b
+}
+
+// attrs appends f's fields to a, as append writes them.
+func (f *lineFields) attrs(a []slog.Attr) []slog.Attr {
+	ip := ""
+	if f.remoteIP.IsValid() {
+		ip = f.remoteIP.String()
+	}
+	return append(a,
+		slog.String("request_id", f.reqID),
+		slog.String("method", f.method),
+		slog.String("path", f.path),
+		slog.String("route", f.route),
+		slog.String("upstream", f.upstream),
+		slog.String("principal", f.principal),
+		slog.String("user_id", f.userID),
+		slog.String("tenant_id", f.tenantID),
+		slog.String("remote_ip", ip),
+		optionalAttr("client_request_id", f.clientReqID), // empty, so left out, unless the client sent one not taken
+		optionalAttr("trace_id", f.traceID),              // empty, so left out, unless traced
+	)
+}
+
 // accessLine writes the request's access log line into Deps.Lines,
 // buffered: the same JSON object the logger writes (time, level, msg,
 // then the attributes of accessLog, in that order), encoded without
@@ -20,83 +110,63 @@ import (
 //
 //go:noinline
 func (s *Server) accessLine(c *fiber.Ctx, st *state, status int, d time.Duration) {
-	userID, tenantID := st.ids()
+	f := st.fields(c)
 	b := st.line[:0]
 	b = append(b, `{"time":"`...)
 	b = st.times.Append(b, st.start.Add(d))
-	b = append(b, `","level":"INFO","msg":"request","request_id":`...)
-	b = logging.AppendString(b, b2s(st.reqID))
-	b = append(b, `,"method":`...)
-	b = logging.AppendString(b, logMethod(c.Request().Header.Method()))
-	b = append(b, `,"path":`...)
-	b = logging.AppendString(b, logging.ClipPath(b2s(st.path)))
+	b = append(b, `","level":"INFO","msg":"request"`...)
+	b = f.append(b)
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(status), 10)
 	b = append(b, `,"duration_ms":`...)
 	b = logging.AppendMillis(b, d.Microseconds())
-	b = append(b, `,"route":`...)
-	b = logging.AppendString(b, st.route)
-	b = append(b, `,"upstream":`...)
-	b = logging.AppendString(b, st.upstream)
 	b = append(b, `,"outcome":`...)
 	b = logging.AppendString(b, st.outcome)
-	b = append(b, `,"principal":`...)
-	b = logging.AppendString(b, st.principal)
-	b = append(b, `,"user_id":`...)
-	b = logging.AppendString(b, userID)
-	b = append(b, `,"tenant_id":`...)
-	b = logging.AppendString(b, tenantID)
-	b = append(b, `,"remote_ip":"`...)
-	if ip, ok := netip.AddrFromSlice(c.Context().RemoteIP()); ok {
-		b = ip.Unmap().AppendTo(b)
-	}
-	b = append(b, '"')
-	if len(st.clientReqID) > 0 {
-		b = append(b, `,"client_request_id":`...)
-		b = logging.AppendString(b, b2s(st.clientReqID))
-	}
-	if st.trace.on {
-		b = append(b, `,"trace_id":`...)
-		b = logging.AppendString(b, b2s(st.trace.id[:]))
-	}
 	b = append(b, "}\n"...)
 	st.line = b
 	s.d.Lines.Append(b)
 }
 
+// accessLog writes the request's access log line through the logger. Out
+// of line (noinline): its attributes are much code, and ACCESS_LOG may be
+// off.
+//
+//go:noinline
+func (s *Server) accessLog(c *fiber.Ctx, st *state, status int, d time.Duration) {
+	f := st.fields(c)
+	var buf [16]slog.Attr
+	a := f.attrs(buf[:0])
+	a = append(a,
+		slog.Int("status", status),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+		slog.String("outcome", st.outcome),
+	)
+	s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "request", a...)
+}
+
 // streamLine is what a stream's end line repeats of its opening request's
-// access line, copied as the stream opens: the request's state is pooled,
-// the stream outlives it.
+// access line (its lineFields), copied as the stream opens: the request's
+// state is pooled, the stream outlives it.
 type streamLine struct {
-	s                                     *Server
-	start                                 time.Time
-	reqID, method, path, route, upstream  string
-	principal, userID, tenantID, remoteIP string
-	clientReqID, traceID                  string
+	s     *Server
+	start time.Time
+	f     lineFields
 }
 
 // streamEnded returns what tells the access log how the stream of the
 // request st opens ended (streams.Request.Ended): one line per stream, at
-// its end, as Envoy and nginx write a stream's access line. path is the
-// request's normalized path, traceID its trace id ("" untraced), both
-// copied already.
-func (s *Server) streamEnded(c *fiber.Ctx, st *state, path, traceID string) func(streams.End) {
-	userID, tenantID := st.ids()
-	l := &streamLine{s: s, start: st.start, reqID: string(st.reqID), method: string(logMethod(c.Request().Header.Method())),
-		path: logging.ClipPath(path), route: st.route, upstream: st.upstream, principal: st.principal,
-		userID: userID, tenantID: tenantID, clientReqID: string(st.clientReqID), traceID: traceID}
-	if ip, ok := netip.AddrFromSlice(c.Context().RemoteIP()); ok {
-		l.remoteIP = ip.Unmap().String()
-	}
+// its end, as Envoy and nginx write a stream's access line.
+func (s *Server) streamEnded(c *fiber.Ctx, st *state) func(streams.End) {
+	l := &streamLine{s: s, start: st.start, f: st.fields(c).clone()}
 	return l.ended
 }
 
 // ended writes the stream's end line: the fields of its request's access
-// line that still hold (not its status, nor its outcome: those of the
-// opening), then its kind, why it ended (authproxy_streams_closed_total's
-// reason), the bytes relayed each way, and a duration_ms from its
-// request's start to its end. Buffered through Deps.Lines as access
-// lines are, else through the logger.
+// line that still hold (lineFields: not its status, nor its outcome, those
+// of the opening), then its kind, why it ended
+// (authproxy_streams_closed_total's reason), the bytes relayed each way,
+// and a duration_ms from its request's start to its end. Buffered through
+// Deps.Lines as access lines are, else through the logger.
 func (l *streamLine) ended(e streams.End) {
 	s := l.s
 	if !s.d.Log.Enabled(context.Background(), slog.LevelInfo) {
@@ -108,35 +178,23 @@ func (l *streamLine) ended(e streams.End) {
 	}
 	d := end.Sub(l.start)
 	if s.d.Lines == nil {
-		s.d.Log.LogAttrs(context.Background(), slog.LevelInfo, "stream end",
-			slog.String("request_id", l.reqID),
-			slog.String("method", l.method),
-			slog.String("path", l.path),
+		var buf [16]slog.Attr
+		a := l.f.attrs(buf[:0])
+		a = append(a,
 			slog.String("kind", e.Kind),
 			slog.String("reason", e.Reason),
 			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 			slog.Int64("bytes_to_client", e.ToClient),
 			slog.Int64("bytes_to_upstream", e.ToUpstream),
-			slog.String("route", l.route),
-			slog.String("upstream", l.upstream),
-			slog.String("principal", l.principal),
-			slog.String("user_id", l.userID),
-			slog.String("tenant_id", l.tenantID),
-			slog.String("remote_ip", l.remoteIP),
-			optionalAttr("client_request_id", l.clientReqID),
-			optionalAttr("trace_id", l.traceID),
 		)
+		s.d.Log.LogAttrs(context.Background(), slog.LevelInfo, "stream end", a...)
 		return
 	}
 	b := make([]byte, 0, 512)
 	b = append(b, `{"time":"`...)
 	b = logging.AppendTime(b, end)
-	b = append(b, `","level":"INFO","msg":"stream end","request_id":`...)
-	b = logging.AppendString(b, l.reqID)
-	b = append(b, `,"method":`...)
-	b = logging.AppendString(b, l.method)
-	b = append(b, `,"path":`...)
-	b = logging.AppendString(b, l.path)
+	b = append(b, `","level":"INFO","msg":"stream end"`...)
+	b = l.f.append(b)
 	b = append(b, `,"kind":`...)
 	b = logging.AppendString(b, e.Kind)
 	b = append(b, `,"reason":`...)
@@ -147,26 +205,6 @@ func (l *streamLine) ended(e streams.End) {
 	b = strconv.AppendInt(b, e.ToClient, 10)
 	b = append(b, `,"bytes_to_upstream":`...)
 	b = strconv.AppendInt(b, e.ToUpstream, 10)
-	b = append(b, `,"route":`...)
-	b = logging.AppendString(b, l.route)
-	b = append(b, `,"upstream":`...)
-	b = logging.AppendString(b, l.upstream)
-	b = append(b, `,"principal":`...)
-	b = logging.AppendString(b, l.principal)
-	b = append(b, `,"user_id":`...)
-	b = logging.AppendString(b, l.userID)
-	b = append(b, `,"tenant_id":`...)
-	b = logging.AppendString(b, l.tenantID)
-	b = append(b, `,"remote_ip":`...)
-	b = logging.AppendString(b, l.remoteIP)
-	if l.clientReqID != "" {
-		b = append(b, `,"client_request_id":`...)
-		b = logging.AppendString(b, l.clientReqID)
-	}
-	if l.traceID != "" {
-		b = append(b, `,"trace_id":`...)
-		b = logging.AppendString(b, l.traceID)
-	}
 	b = append(b, "}\n"...)
 	s.d.Lines.Append(b)
 }

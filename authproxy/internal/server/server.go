@@ -957,40 +957,6 @@ func (s *Server) finish(c *fiber.Ctx, st *state) {
 	st.seen.Authorization, st.claims = nil, nil // not kept in the pooled state
 }
 
-// accessLog writes the request's access log line. Out of line (noinline):
-// its attributes are much code, and ACCESS_LOG may be off.
-//
-//go:noinline
-func (s *Server) accessLog(c *fiber.Ctx, st *state, status int, d time.Duration) {
-	userID, tenantID := st.ids()
-	s.d.Log.LogAttrs(c.Context(), slog.LevelInfo, "request",
-		slog.String("request_id", b2s(st.reqID)),
-		slog.String("method", logMethod(c.Request().Header.Method())),
-		slog.String("path", logging.ClipPath(b2s(st.path))),
-		slog.Int("status", status),
-		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
-		slog.String("route", st.route),
-		slog.String("upstream", st.upstream),
-		slog.String("outcome", st.outcome),
-		slog.String("principal", st.principal),
-		slog.String("user_id", userID),
-		slog.String("tenant_id", tenantID),
-		slog.String("remote_ip", c.Context().RemoteIP().String()),
-		st.clientReqIDAttr(), // empty, so left out, unless the client sent one not taken
-		st.traceAttr(),       // empty, so left out, unless traced
-	)
-}
-
-// clientReqIDAttr is the access log's client_request_id: the client's
-// X-Request-Id that did not become the request's id; empty (left out)
-// when there is none.
-func (st *state) clientReqIDAttr() slog.Attr {
-	if len(st.clientReqID) == 0 {
-		return slog.Attr{}
-	}
-	return slog.String("client_request_id", string(st.clientReqID))
-}
-
 // logMethod is a request's method for the access log: a method the proxy
 // does not know (answered 501) is clipped to 32 bytes, as a client chooses
 // its length.

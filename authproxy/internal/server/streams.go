@@ -105,7 +105,7 @@ func (s *Server) stream(c *fiber.Ctx, st *state, rt *Router, route *rules.Route,
 		r.TraceID = string(st.trace.id[:])
 	}
 	if s.o.AccessLog {
-		r.Ended = s.streamEnded(c, st, r.Path, r.TraceID)
+		r.Ended = s.streamEnded(c, st)
 	}
 	var err error
 	if st.upgrade == headers.UpgradeWebSocket && route.Websocket {

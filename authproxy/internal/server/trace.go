@@ -133,7 +133,7 @@ func (st *state) logArgs(kv ...any) []any {
 	return kv
 }
 
-// traceAttr is the trace_id attribute of a traced request's access log;
+// traceAttr is the trace_id attribute of a traced request's log lines;
 // the empty Attr, which handlers leave out, when it is not traced.
 func (st *state) traceAttr() slog.Attr {
 	if !st.trace.on {
