@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/shared/problem"
+	"github.com/tollgate-auth/tollgate/shared/requestid"
 )
 
 const appOrigin = "https://app.example.com"
@@ -229,5 +230,50 @@ func TestCORSPreflightRouted(t *testing.T) {
 				t.Fatalf("%s: a refused preflight allows methods %q", name, got)
 			}
 		}
+	}
+}
+
+// TestStrippedInternalRefusedAlike: on a route that strips its prefix, a
+// path whose stripped rest lies under /internal (in any case, Unicode's
+// included) is refused alike whether it comes as a CORS preflight or as
+// the request itself, with a valid token: 404 not_found, outcome
+// no_route, nothing forwarded; the request's other paths are forwarded.
+func TestStrippedInternalRefusedAlike(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOpt{rules: appUpstream + "routes:\n  - {prefix: /billing, upstream: notes, access: protected, strip_prefix: true}\n",
+		vars: map[string]string{"CORS_ALLOWED_ORIGINS": appOrigin, "ACCESS_LOG": "true", "LOG_LEVEL": "info"}})
+	tok := e.token(nil)
+	send := func(preflight bool, path string) result {
+		req := "GET " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + tok + "\r\n"
+		if preflight {
+			req = "OPTIONS " + path + " HTTP/1.1\r\nHost: x\r\nOrigin: " + appOrigin + "\r\nAccess-Control-Request-Method: GET\r\n"
+		}
+		return e.raw(req + "Connection: close\r\n\r\n")
+	}
+	for _, path := range []string{"/billing/internal/x", "/billing/INTERNAL/v1/projections/u", "/billing/%C4%B0nternal/x", "/billing/internal"} {
+		for _, preflight := range []bool{true, false} {
+			name := map[bool]string{true: "preflight", false: "request"}[preflight] + " " + path
+			e.reset()
+			r := send(preflight, path)
+			if r.status != http.StatusNotFound || r.prob.Code != problem.CodeNotFound {
+				t.Errorf("%s: %d %q, want 404 %q (body %s)", name, r.status, r.prob.Code, problem.CodeNotFound, r.body)
+				continue
+			}
+			e.wantNothingForwarded()
+			line := openingLine(t, e, r.header.Get(requestid.Header))
+			if line["outcome"] != "no_route" {
+				t.Errorf("%s: outcome %v, want no_route", name, line["outcome"])
+			}
+		}
+	}
+	// The same route's other paths: a preflight allowed, a request forwarded.
+	e.reset()
+	if r := send(true, "/billing/x/internal"); r.status != http.StatusNoContent {
+		t.Errorf("preflight /billing/x/internal: %d, want 204 (body %s)", r.status, r.body)
+	}
+	if r := send(false, "/billing/x/internal"); r.status != http.StatusOK {
+		t.Errorf("request /billing/x/internal: %d, want 200 (body %s)", r.status, r.body)
+	} else if got := e.up.Received(); len(got) != 1 || got[0].URI != "/x/internal" {
+		t.Errorf("forwarded %+v, want /x/internal", got)
 	}
 }

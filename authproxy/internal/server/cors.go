@@ -63,9 +63,8 @@ func (s *Server) preflight(c *fiber.Ctx, st *state, rt *Router, g *rules.Group) 
 	if route == nil {
 		return methodNotAllowed(st, rt, g, method)
 	}
-	if route.StripPrefix && rules.IsInternalFolded(st.path[len(route.Prefix):]) {
-		st.outcome = "no_route"
-		return errNotFound
+	if err := strippedInternal(st, route); err != nil {
+		return err
 	}
 	st.outcome = "preflight"
 	r := &c.Response().Header

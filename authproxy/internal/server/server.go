@@ -1562,6 +1562,21 @@ func denyDetail(out decide.Outcome) string {
 	return ""
 }
 
+// strippedInternal refuses (404, outcome no_route) a request on a route
+// that strips its prefix when what the strip leaves of its path lies under
+// /internal, which is never forwarded (Match refuses it whole), in any
+// case, Unicode's included: nil otherwise. A preflight (preflight) gets
+// the refusal the request it announces would (forward).
+func strippedInternal(st *state, route *rules.Route) error {
+	// Match left st.path spelling the prefix exactly, up to a segment
+	// boundary.
+	if route.StripPrefix && rules.IsInternalFolded(st.path[len(route.Prefix):]) {
+		st.outcome = "no_route"
+		return errNotFound
+	}
+	return nil
+}
+
 // forward rewrites the request line to the normalized path, adds the
 // forwarding headers and the signed identity headers (an anonymous
 // identity when te is nil; else the token's, with w attached to te), and
@@ -1583,18 +1598,11 @@ func (s *Server) forward(c *fiber.Ctx, st *state, rt *Router, route *rules.Route
 		}
 	}
 	hc := rt.Clients[route.Upstream]
+	if err := strippedInternal(st, route); err != nil {
+		return err
+	}
 	if route.StripPrefix {
-		// Match left st.path spelling the prefix exactly, up to a segment
-		// boundary.
-		p := st.path[len(route.Prefix):]
-		if rules.IsInternalFolded(p) {
-			// Stripped, the path would lie under /internal, which is
-			// never forwarded (Match refuses it whole), in any case,
-			// Unicode's included.
-			st.outcome = "no_route"
-			return errNotFound
-		}
-		st.uri = append(st.uri[:0], p...)
+		st.uri = append(st.uri[:0], st.path[len(route.Prefix):]...)
 		if len(st.uri) == 0 {
 			st.uri = append(st.uri, '/')
 		}
