@@ -218,3 +218,35 @@ func TestStalePooledPutRetried(t *testing.T) {
 		t.Errorf("the app read %d requests, want 3 (the retry's included)", n)
 	}
 }
+
+// TestEarlyAnswerOnStreamRoutePassedOn: on a route with a stream_timeout
+// (its answers relayed as streams), an app that answers an upload while
+// the body is still coming (after reading part of it, or none) and then
+// resets the connection has its answer passed on as on any route, the
+// client's connection closed after it, and gets the request once. The
+// proxy answered 502: the failed write was taken for an upstream failure.
+func TestEarlyAnswerOnStreamRoutePassedOn(t *testing.T) {
+	t.Parallel()
+	const answer = "HTTP/1.1 413 Payload Too Large\r\nContent-Type: text/plain\r\nContent-Length: 8\r\n\r\ntoo big!"
+	for _, read := range []int{0, 1 << 20} {
+		var calls atomic.Int64
+		url := rawUpload(t, &calls, read, answer)
+		e := start(t, envOpt{vars: map[string]string{"BODY_MEMORY_MB": "256"},
+			rules: "upstreams:\n  up: {url: '" + url + "', key_id: app-notes}\nroutes:\n" +
+				"  - {prefix: /up, upstream: up, access: public, max_body_bytes: 67108864, stream_timeout: 1m}\n"})
+		for _, method := range []string{"POST", "PUT"} {
+			name := fmt.Sprintf("%s 32 MiB, %d bytes read", method, read)
+			before := calls.Load()
+			resp, body := upload(t, e, method, "/up/x", 32<<20)
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || string(body) != "too big!" {
+				t.Errorf("%s: answered %d %q, want the app's 413 \"too big!\"", name, resp.StatusCode, body)
+			}
+			if !resp.Close {
+				t.Errorf("%s: the client's connection is kept, want Connection: close", name)
+			}
+			if n := calls.Load() - before; n != 1 {
+				t.Errorf("%s: the app received the request %d times, want 1", name, n)
+			}
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/tollgate-auth/tollgate/authproxy/internal/rules"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/streams"
 	"github.com/tollgate-auth/tollgate/authproxy/internal/tokens"
+	"github.com/tollgate-auth/tollgate/shared/fasttransport"
 	"github.com/tollgate-auth/tollgate/shared/logging"
 	"github.com/tollgate-auth/tollgate/shared/problem"
 	"github.com/valyala/fasthttp"
@@ -122,6 +123,12 @@ func (s *Server) stream(c *fiber.Ctx, st *state, rt *Router, route *rules.Route,
 	var closed *streams.ClosedError
 	switch {
 	case err == nil:
+		return nil
+	case errors.Is(err, fasttransport.ErrAnsweredEarly):
+		// The upstream answered before it read the whole request (an
+		// upload refused early), and its answer is in the response, as
+		// retry passes one on: the client's connection closes after it.
+		st.closeConn = true
 		return nil
 	case errors.As(err, &closed):
 		return s.closedRefusal(c, st, closed)

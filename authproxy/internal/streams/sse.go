@@ -48,17 +48,27 @@ func (m *Manager) ServeStream(r Request) error {
 	ctx := r.Ctx
 	// One request per connection: the stream owns it to the end.
 	ctx.Request.Header.SetConnectionClose()
-	bw := bufio.NewWriterSize(up, 4<<10)
+	sent := &countedWriter{w: up}
+	bw := bufio.NewWriterSize(sent, 4<<10)
 	if err = ctx.Request.Write(bw); err == nil {
 		err = bw.Flush()
 	}
+	// cut is the error of a write that failed after part of the request
+	// went out: the upstream may have answered without reading the rest
+	// (an upload refused early) and then reset or closed the connection.
+	// Its answer is read as any other, and passed on (answeredEarly).
+	var cut error
 	if err != nil {
 		if c.Reason() != "" { // closed: the write was woken
 			return m.refuse(c, up)
 		}
-		fasttransport.Abandon(up)
-		m.release(c, ReasonError)
-		return errors.Join(ErrUpstream, err)
+		if sent.n == 0 || errors.Is(err, os.ErrDeadlineExceeded) {
+			// Nothing went out, or the upstream is not reading.
+			fasttransport.Abandon(up)
+			m.release(c, ReasonError)
+			return errors.Join(ErrUpstream, err)
+		}
+		cut = err
 	}
 	ic := &idleConn{Conn: up}
 	resp := fasthttp.AcquireResponse()
@@ -73,6 +83,9 @@ func (m *Manager) ServeStream(r Request) error {
 		err = resp.Read(br)
 	}
 	rest := releaseHeader(br)
+	if cut != nil {
+		return m.answeredEarly(c, up, ctx, resp, err, after(rest, ic), cut)
+	}
 	resp.SkipBody = ctx.IsHead()
 	if err == nil && !resp.SkipBody && !noBody(resp.StatusCode()) {
 		resp.StreamBody = true // read as it is relayed
@@ -228,6 +241,58 @@ func (o *sseClient) write(p []byte) error {
 // bodyReaderBytes is the reader of a streamed body: chunk sizes are read
 // through it, and a read as large as the relay buffer bypasses it.
 const bodyReaderBytes = 4 << 10
+
+// maxEarlyBody bounds the body of an answer an upstream sent before it
+// read the whole request (answeredEarly): a refusal's short text. A
+// longer one is an upstream failure.
+const maxEarlyBody = 64 << 10
+
+// answeredEarly ends the stream of a request whose write failed with cut
+// after part of it went out. The answer the upstream sent before it reset
+// or closed the connection (an upload refused early: a 401, 413 or 415;
+// resp's header read with herr, its body to come from body) goes to the
+// client as an ordinary answer, read whole, as the proxy passes one on for
+// a route without a stream_timeout, and fasttransport.ErrAnsweredEarly is
+// returned: the client's connection is to be closed after it. Without an
+// answer (or with a broken one, or a body over maxEarlyBody) it is an
+// upstream failure, as before. Nothing is streamed: the stream never
+// opened.
+func (m *Manager) answeredEarly(c *Conn, up net.Conn, ctx *fasthttp.RequestCtx, resp *fasthttp.Response, herr error, body io.Reader, cut error) error {
+	defer fasthttp.ReleaseResponse(resp)
+	err, status := herr, resp.StatusCode()
+	if err == nil && (status < 100 || status > 599 || status == fasthttp.StatusSwitchingProtocols) {
+		err = errStatus
+	}
+	if err == nil && !ctx.IsHead() && !noBody(status) {
+		resp.SkipBody, resp.StreamBody = false, false
+		err = resp.ReadBody(bufio.NewReaderSize(body, bodyReaderBytes), maxEarlyBody)
+	}
+	if c.Reason() != "" {
+		return m.refuse(c, up)
+	}
+	fasttransport.Abandon(up)
+	if err != nil {
+		m.release(c, ReasonError)
+		return errors.Join(ErrUpstream, cut)
+	}
+	resp.Header.CopyTo(&ctx.Response.Header)
+	headers.SanitizeResponse(&ctx.Response.Header)
+	ctx.Response.SetBody(resp.Body())
+	m.release(c, ReasonUpstream)
+	return fasttransport.ErrAnsweredEarly
+}
+
+// countedWriter counts the bytes written through it.
+type countedWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countedWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
 
 // noBody reports whether an answer of status has no body (RFC 9110
 // section 6.4.1: 1xx, 204, 304).
