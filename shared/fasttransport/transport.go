@@ -296,11 +296,23 @@ func (e *PartlySentError) Unwrap() error { return e.Err }
 // timeout).
 func cutFailed(werr, rerr error) error {
 	err := werr
-	if !errors.Is(rerr, io.EOF) && !errors.Is(rerr, syscall.ECONNRESET) && !errors.Is(rerr, net.ErrClosed) &&
-		!errors.Is(rerr, fasthttp.ErrConnectionClosed) {
+	if !Gone(rerr) {
 		err = timeout(rerr)
 	}
 	return &PartlySentError{Err: err}
+}
+
+// Gone reports whether err says the connection it came from had ended: the
+// peer closed it (io.EOF, fasthttp.ErrConnectionClosed: a read found
+// nothing more) or reset it (ECONNRESET, on a read or a write), a write
+// found it ended (EPIPE), or it had been closed on this side
+// (net.ErrClosed). Neither a timeout nor a broken answer is: there the
+// peer is slow, or said something wrong. The transport asks it of the read
+// after a failed write (cutFailed); the forwarding client, of a failed
+// call, to tell a stale pooled connection.
+func Gone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
 }
 
 // isTimeout reports whether err is a timeout. fasthttp wraps the read's

@@ -9,7 +9,6 @@ package forward
 import (
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"sync/atomic"
 	"syscall"
@@ -125,14 +124,12 @@ func Retry(hc *fasthttp.HostClient, req *fasthttp.Request, err error) bool {
 }
 
 // Stale reports whether err says the upstream closed or reset the
-// connection before a byte of its answer arrived: on a pooled connection,
-// that it had gone stale. Nothing of an answer was read, so the upstream
-// never answered this request (it may still have processed one that is
-// not idempotent).
-func Stale(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-}
+// connection before a byte of its answer arrived (fasttransport.Gone, the
+// transport's own test of a connection that ended): on a pooled
+// connection, that it had gone stale. Nothing of an answer was read, so
+// the upstream never answered this request (it may still have processed
+// one that is not idempotent).
+func Stale(err error) bool { return fasttransport.Gone(err) }
 
 // NewInternalClient returns the buffered client for the proxy's own calls
 // (projection fetches, API-key resolution and use reports), over TLS when
