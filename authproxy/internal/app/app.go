@@ -85,6 +85,10 @@ type App struct {
 	// watcher and watchRules: given the watcher's events and errors, it
 	// returns those watchRules reads.
 	rulesWatchEvents func(<-chan fsnotify.Event, <-chan error) (<-chan fsnotify.Event, <-chan error)
+	// rulesReadDone, when set (tests), is called by watchRules after each
+	// read of the rules file, before it acts on what it read: a test
+	// writes the file between two reads without guessing their times.
+	rulesReadDone func()
 }
 
 // Env is what a rules file is validated against under cfg.

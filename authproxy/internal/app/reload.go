@@ -245,6 +245,9 @@ func (a *App) watchRules(ctx context.Context, ready chan<- struct{}) {
 			// is seen by the new watches.
 			names = watch()
 			r := readRules(a.cfg.RulesFile)
+			if a.rulesReadDone != nil {
+				a.rulesReadDone()
+			}
 			k := kind
 			if k == changeNone || k == changeUnknown {
 				// No event says how (the first check, lost events, a

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -655,16 +656,29 @@ func TestRulesReloadPausedInPlaceWriteKeepsRules(t *testing.T) {
 // when its writes send no event (a filesystem that reports none, events
 // lost): here the watcher hears of the first write only. Read once after
 // a quiet second, the file would be loaded cut short, its POST /notes
-// without permissions.
+// without permissions. Each part is written right after one of the
+// watcher's reads (rulesReadDone), so every read finds the file changed
+// since the one before, however late the machine runs either side.
 func TestRulesReloadInPlaceChangedBetweenReads(t *testing.T) {
 	t.Parallel()
 	events := make(chan fsnotify.Event)
+	reads := make(chan struct{}, 16)
 	e := start(t, envOpt{rules: rulesNotesWrite, beforeServe: func(e *env) {
 		e.app.rulesWatchEvents = func(_ <-chan fsnotify.Event, errs <-chan error) (<-chan fsnotify.Event, <-chan error) {
 			return events, errs
 		}
+		e.app.rulesReadDone = func() { reads <- struct{}{} }
 	}})
-	tok := e.token(nil) // tenant:read only
+	read := func(what string) {
+		t.Helper()
+		select {
+		case <-reads:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the watcher did not read the rules file %s", what)
+		}
+	}
+	read("at its first check") // the file as start found it: unchanged
+	tok := e.token(nil)        // tenant:read only
 	p := e.app.cfg.RulesFile
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
@@ -673,23 +687,17 @@ func TestRulesReloadInPlaceChangedBetweenReads(t *testing.T) {
 	defer f.Close()
 	head := e.appRules(rulesNotesWriteHead)
 	cut := strings.Index(head, "  - prefix: /notes")
-	// Each part is written halfway between two reads of the watcher: the
-	// first reacts to the event, reloadSettle after it; the next come
-	// inPlaceSettle apart.
 	for i, part := range []string{head[:cut], head[cut:], rulesNotesWriteTail} {
-		if i > 0 {
-			time.Sleep(inPlaceSettle / 2)
-		}
 		if _, err := f.WriteString(part); err != nil {
 			t.Fatal(err)
 		}
 		if i == 0 {
 			events <- fsnotify.Event{Name: p, Op: fsnotify.Write}
 		}
+		read(fmt.Sprintf("after part %d was written", i+1))
 		if g := e.generation(); g != 1 {
 			t.Fatalf("generation = %v while the file is written, want 1", g)
 		}
-		time.Sleep(inPlaceSettle / 2)
 	}
 	testenv.Eventually(t, func() error { return testenv.Want("rules generation", e.generation(), 2) })
 	e.wantProblem(e.do("POST", "/notes", tok, nil), 403, problem.CodeInsufficientScope)
