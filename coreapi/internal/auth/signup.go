@@ -44,7 +44,7 @@ func (s *Service) signup(c *fiber.Ctx) error {
 	req.TenantName = strings.TrimSpace(req.TenantName)
 	req.DisplayName = strings.TrimSpace(req.DisplayName) // as PATCH /users/me trims it
 	var v httpapi.Checks
-	if !mail.ValidAddress(req.Email) {
+	if !mail.ValidNewAddress(req.Email) {
 		v.Add("email", "a valid email address is required")
 	}
 	if err := password.CheckNew(req.Password); err != nil {

@@ -40,7 +40,7 @@ func (s *Service) createInvitation(c *fiber.Ctx) error {
 		return err
 	}
 	email := mail.Canonical(b.Email)
-	if !mail.ValidAddress(email) {
+	if !mail.ValidNewAddress(email) {
 		return httpapi.Invalid("email", "not an email address")
 	}
 	if len(b.Roles) > 32 {

@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"net/mail"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -36,6 +37,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"golang.org/x/net/idna"
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/tollgate-auth/tollgate/shared/address"
 )
@@ -280,8 +282,9 @@ func inboxDomain(d string) string {
 // label ("ada@localhost", "root@mailrelay"), which a relay delivers on its
 // own host or its local network. Its local part is at most 64 octets (RFC
 // 5321 4.5.3.1.1), unquoted (quotes are refused above, comments by the
-// parsed address having to be s itself). It is the one check of an
-// address a user gives, and of every address mailed.
+// parsed address having to be s itself). It is the check of every address
+// mailed; an address given for an account or an invitation passes
+// ValidNewAddress, which is stricter.
 func ValidAddress(s string) bool { return validAddress(s, false) }
 
 // ValidSender is ValidAddress for MAIL_FROM, the sender of the mails: a
@@ -307,6 +310,81 @@ func validAddress(s string, singleLabel bool) bool {
 	domain := s[at+1:]
 	return at <= maxLocalPart && mailDomain(domain, singleLabel) &&
 		!strings.EqualFold(domain, "invalid") && !hasSuffixFold(domain, ".invalid")
+}
+
+// ValidNewAddress is ValidAddress for an address that enters: a sign-up,
+// an invitation, a member added, an email change, the address of an
+// account an OIDC sign-in creates or links by address. Its local part
+// must not pass for another's as well (plainLocal): no compatibility
+// character and no mix of scripts, so that "ａdmin@example.com"
+// (full-width a) and "аdmin@example.com" (Cyrillic a) are not new
+// accounts or invitations beside "admin@example.com". The stored form is
+// not changed (Canonical): an address stored before this check, mailed
+// (ValidAddress) and looked up at sign-in and password reset as before,
+// keeps working.
+func ValidNewAddress(s string) bool {
+	return ValidAddress(s) && plainLocal(s[:strings.LastIndexByte(s, '@')])
+}
+
+// plainLocal reports whether a local part (in NFC, as Canonical gives
+// it) has no character that Unicode NFKC changes (full-width letters and
+// digits, ligatures such as "ﬁ", superscripts, the long s "ſ",
+// mathematical letters such as "𝐚": each a look-alike of another
+// character) and letters of one script (oneScript).
+func plainLocal(local string) bool {
+	return norm.NFKC.IsNormalString(local) && oneScript(local)
+}
+
+// oneScript reports whether the characters of s are of one Unicode
+// script (the unicode package's tables), as UTS #39's "highly
+// restrictive" level has it: Common and Inherited characters (digits,
+// punctuation, combining marks) go with any script, and the scripts of
+// one writing system go together, with Latin or without (Han, Hiragana
+// and Katakana for Japanese, Han and Bopomofo for Chinese, Han and Hangul
+// for Korean). "аdmin" (a Cyrillic a among Latin letters) and "pαypal"
+// (a Greek alpha) are refused; "иван", "αλέξης", "田中", "やまだ太郎",
+// "josé" and "jo+2024" are one script each. A character of no script the
+// tables know (unassigned in their Unicode version) is refused: what it
+// looks like cannot be told.
+func oneScript(s string) bool {
+	var found []string // the scripts of s's characters, once each
+	for _, r := range s {
+		name := ""
+		switch {
+		case r < utf8.RuneSelf:
+			if 'a' <= r|0x20 && r|0x20 <= 'z' {
+				name = "Latin"
+			}
+		case !unicode.In(r, unicode.Common, unicode.Inherited):
+			if name = scriptOf(r); name == "" {
+				return false
+			}
+		}
+		if name != "" && !slices.Contains(found, name) {
+			found = append(found, name)
+		}
+	}
+	if len(found) <= 1 {
+		return true
+	}
+	for _, system := range [...][]string{{"Han", "Hiragana", "Katakana"}, {"Han", "Bopomofo"}, {"Han", "Hangul"}} {
+		if !slices.ContainsFunc(found, func(n string) bool { return n != "Latin" && !slices.Contains(system, n) }) {
+			return true
+		}
+	}
+	return false
+}
+
+// scriptOf is the name of r's script in unicode.Scripts, "" for none.
+// The scripts' tables do not overlap, so the order of the map's
+// iteration does not matter.
+func scriptOf(r rune) string {
+	for name, t := range unicode.Scripts {
+		if unicode.Is(t, r) {
+			return name
+		}
+	}
+	return ""
 }
 
 // maxLocalPart is the longest local part SMTP carries (RFC 5321

@@ -623,7 +623,7 @@ WHERE user_id = $1 AND provider = $2 AND subject = $3`
 // keeps; "" otherwise. The link does not rest on it.
 func linkEmail(raw string) string {
 	e := mail.Canonical(raw)
-	if e == "" || nfcReplaces(raw) || lowerRenamesDomain(raw) || !mail.ValidAddress(e) || len(e) > mail.MaxStoredAddress {
+	if e == "" || nfcReplaces(raw) || lowerRenamesDomain(raw) || !mail.ValidNewAddress(e) || len(e) > mail.MaxStoredAddress {
 		return ""
 	}
 	return e

@@ -1479,7 +1479,7 @@ type Handover struct {
 var errProviderAddress = func() *problem.Problem {
 	p := problem.New(fiber.StatusUnprocessableEntity, problem.CodeValidation,
 		"the provider's email address is not one this service accepts; this account cannot be created or linked")
-	p.Errors = []problem.FieldError{{Field: "email", Message: "not one plain address, or under the reserved .invalid domain"}}
+	p.Errors = []problem.FieldError{{Field: "email", Message: "not one plain address, under the reserved .invalid domain, or a look-alike of another address (a compatibility character such as a full-width letter, or letters of mixed scripts)"}}
 	return p
 }()
 
@@ -1532,9 +1532,14 @@ func (s *Service) signIn(ctx context.Context, in signIn) (auth.Grant, error) {
 				return problem.New(fiber.StatusConflict, problem.CodeConflict,
 					"the provider's address has a character that Unicode normalization replaces (such as KELVIN SIGN for K); this account cannot be created or linked")
 			}
-			if !mail.ValidAddress(in.Email) {
+			if !mail.ValidNewAddress(in.Email) {
 				// The check every other address of an account passes: one
-				// plain address, never under .invalid (service accounts').
+				// plain address, never under .invalid (service accounts'),
+				// no look-alike of another. Refused, not taken unverified:
+				// an account made with it would be the look-alike an
+				// address a person gives cannot make. An account stored
+				// with such an address before links the provider from the
+				// account (POST /users/me/identities/{provider}).
 				return errProviderAddress
 			}
 			var verified, adminPassword bool

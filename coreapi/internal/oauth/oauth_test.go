@@ -2230,7 +2230,8 @@ func TestIDTokenWithoutSubject(t *testing.T) {
 // TestProviderAddressMustBeOnePlainAddress: the provider's address is
 // checked as every other address an account can get: one plain address,
 // outside the reserved .invalid domain (where service accounts' addresses
-// are). Otherwise no account is created or linked (422), whatever the
+// are), whose local part passes for no other (mail.ValidNewAddress).
+// Otherwise no account is created or linked (422), whatever the
 // provider says of its verification.
 func TestProviderAddressMustBeOnePlainAddress(t *testing.T) {
 	x := start(t)
@@ -2241,6 +2242,10 @@ func TestProviderAddressMustBeOnePlainAddress(t *testing.T) {
 		"eve@example.com, victim@example.com",
 		"eve@example.com\r\nBcc: victim@example.com",
 		strings.Repeat("e", 250) + "@example.com",
+		// A local part that passes for another's: a full-width letter, a
+		// Cyrillic letter among Latin ones.
+		"\uff45ve@example.com",
+		"\u0435ve@example.com",
 	} {
 		x.idp.Mu.Lock()
 		x.idp.Subject, x.idp.Email, x.idp.Verified = "subject-"+strconv.Itoa(i), email, true

@@ -164,7 +164,7 @@ func (s *Server) patchMe(c *fiber.Ctx) error {
 	if b.Email != nil {
 		e := mailq.Canonical(*b.Email)
 		b.Email = &e
-		v.Require(mailq.ValidAddress(e), "email", "not an email address")
+		v.Require(mailq.ValidNewAddress(e), "email", "not an email address")
 	}
 	if err := v.Err(); err != nil {
 		return err
@@ -409,7 +409,7 @@ func (s *Server) createUser(c *fiber.Ctx) error {
 	b.Email = mailq.Canonical(b.Email)
 	v.Length("email", b.Email, 1, mailq.MaxAddress)
 	if b.Email != "" && len(b.Email) <= mailq.MaxAddress {
-		v.Require(mailq.ValidAddress(b.Email), "email", "not an email address")
+		v.Require(mailq.ValidNewAddress(b.Email), "email", "not an email address")
 	}
 	n := users.NewMember{Email: b.Email, Roles: users.SortedUnique(b.Roles)}
 	if b.Password != nil {

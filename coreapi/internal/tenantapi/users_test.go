@@ -370,6 +370,8 @@ func TestCreateUser(t *testing.T) {
 		{"bad email", "admin", map[string]any{"email": "not an email"}, 422, "validation_failed"},
 		{"a service account's address", "admin", map[string]any{"email": "x4@service-accounts.invalid", "password": "long enough pw"}, 422, "validation_failed"},
 		{"missing email", "admin", map[string]any{"display_name": "x"}, 422, "validation_failed"},
+		{"a full-width look-alike", "admin", map[string]any{"email": "\uff58member@acme.test"}, 422, "validation_failed"},
+		{"a mixed-script look-alike", "admin", map[string]any{"email": "m\u0435mber@acme.test"}, 422, "validation_failed"},
 		{"short password", "admin", map[string]any{"email": "x3@acme.test", "password": "short"}, 422, "validation_failed"},
 	}
 	for _, tt := range tests {
