@@ -26,7 +26,7 @@ var Vars = append(envconfig.Table{
 	{Name: "IDENTITY_KEYS_FILE", OneOf: "core keys", Help: "file holding that list"},
 	{Name: "IDENTITY_HMAC_KEY", OneOf: "core keys", Mask: envconfig.Secret, Help: "legacy: one key with id core"},
 	{Name: "IDENTITY_HMAC_KEY_FILE", OneOf: "core keys", Help: "legacy: file holding that key"},
-	{Name: "IDENTITY_ACCEPT_V1", Default: "true", Help: "also accept v1 identity signatures (this release only)"},
+	{Name: "IDENTITY_ACCEPT_V1", Default: "true", Help: "also accept v1 identity signatures, and unsigned requests to public and optional routes (this release only)"},
 	{Name: "IDENTITY_REPLAY_CACHE_SIZE", Default: "1048576", Help: "accepted v2 signatures remembered to refuse replays"},
 	{Name: "NATS_URL", Default: DefaultNATSURL, Mask: envconfig.URL, Help: "where the outbox relay publishes (nats:// or tls://)"},
 	{Name: "NATS_URL_FILE", Help: "file holding that URL (with its credentials)"},

@@ -430,6 +430,47 @@ func TestIdentityV1Grace(t *testing.T) {
 	}
 }
 
+// TestIdentityUnsignedOnlyInV1Grace: an unsigned request to a public or
+// optional route (what a v1 proxy forwards on its public routes, the token
+// endpoint among them) is served, as the anonymous principal with the
+// peer's address, only while v1 is accepted. With IDENTITY_ACCEPT_V1=false
+// every proxy signs every request it forwards, so an unsigned one comes
+// from something that bypassed the proxy: 401, counted as missing.
+func TestIdentityUnsignedOnlyInV1Grace(t *testing.T) {
+	t.Parallel()
+	paths := []string{"/api/v1/echo/public", "/api/v1/echo/optional"}
+	for _, refuse := range []bool{false, true} {
+		t.Run(map[bool]string{false: "accepted", true: "refused"}[refuse], func(t *testing.T) {
+			t.Parallel()
+			e := startEcho(t, apitest.Options{RefuseV1: refuse})
+			for _, p := range paths {
+				r := e.Do(t, apitest.Request{Method: "GET", Path: p, Unsigned: true})
+				if refuse {
+					apitest.WantProblem(t, r, 401, "unauthenticated")
+					continue
+				}
+				if got := decodeSeen(t, r); got.Principal != "anonymous" || got.KeyID != "" || got.ClientIP != "127.0.0.1" {
+					t.Errorf("%s unsigned while v1 is accepted: handler saw %+v", p, got)
+				}
+			}
+			want := map[bool]float64{false: 0, true: float64(len(paths))}[refuse]
+			if got := metricValue(t, e, "coreapi_identity_rejected_total", `reason="missing"`); got != want {
+				t.Errorf("coreapi_identity_rejected_total{reason=missing} = %v, want %v", got, want)
+			}
+			// Signed (v2) requests are served either way, and the root
+			// documents need no signature at all.
+			for _, p := range paths {
+				if got := decodeSeen(t, e.Do(t, apitest.Request{Method: "GET", Path: p, ClientIP: "198.51.100.9"})); got.ClientIP != "198.51.100.9" {
+					t.Errorf("%s signed: handler saw %+v", p, got)
+				}
+			}
+			for _, p := range []string{"/api/v1/health", "/openapi.json", "/api/v1/openapi.json"} {
+				apitest.WantStatus(t, e.Do(t, apitest.Request{Method: "GET", Path: p, Unsigned: true}), 200)
+			}
+		})
+	}
+}
+
 // TestIdentityIDsInOtherCaseRefused: the ids of a signed identity are
 // compared as text (a path's user id against the caller's, a row's
 // tenant against the caller's), so one in another spelling than the

@@ -289,9 +289,10 @@ var errV1Refused = errors.New("identity: v1 signatures are not accepted")
 type access int
 
 const (
-	// accessPublic: a signature is optional; when one is sent it must
-	// verify and name valid ids (its identity and client IP are then
-	// available).
+	// accessPublic: a signature is required unless v1 is accepted
+	// (Options.AcceptV1), when an unsigned request is served as the
+	// anonymous principal; one that is sent must verify and name valid
+	// ids (its identity and client IP are then available).
 	accessPublic access = iota
 	// accessProtected: a verified, non-anonymous caller with a user and
 	// tenant.
@@ -379,8 +380,13 @@ func ClientIP(c *fiber.Ctx) string {
 // signature is 401.
 func (s *Server) identityHeaders(a access) fiber.Handler {
 	return func(c *fiber.Ctx) error {
-		if (a == accessPublic || a == accessOptional) && len(c.Request().Header.Peek(identity.HeaderSignature)) == 0 {
-			return c.Next() // an unsigned public request: anonymous, peer address
+		if (a == accessPublic || a == accessOptional) && s.v1 != nil && len(c.Request().Header.Peek(identity.HeaderSignature)) == 0 {
+			// What a v1 proxy forwards on its public routes (the token
+			// endpoint, optional now, among them): served as anonymous,
+			// with the peer's address, while v1 is accepted only. Once
+			// it is not, every proxy signs every request it forwards, and
+			// an unsigned one bypassed the proxy: 401 (missing) below.
+			return c.Next()
 		}
 		v, err := s.verifyIdentity(c)
 		if err != nil {

@@ -49,7 +49,9 @@ type Options struct {
 	IdentityKeys []identity.Key
 	// AcceptV1 also accepts v1 signatures, made with the first key's
 	// secret, during the release that retires them (IDENTITY_ACCEPT_V1).
-	// v1 binds neither the body nor a request id.
+	// v1 binds neither the body nor a request id. It also lets unsigned
+	// requests through on Public and Optional routes, as a v1 proxy sends
+	// them; without it those are 401.
 	AcceptV1 bool
 	// ReplayCacheSize bounds how many accepted v2 signatures are
 	// remembered to refuse replays; 0 means replay.DefaultSize.
@@ -120,18 +122,21 @@ const InternalPrefix = "/internal/v1"
 
 // Routes are the route groups offered to Options.Register hooks.
 //
-//   - Public: under /api/v1, no identity needed (signup, token, OAuth
-//     callbacks). Register e.g. Public.Post("/auth/token", h). A signature,
-//     when sent (the v2 proxy signs every request), must verify and name
-//     valid ids (none for the anonymous principal); ClientIP(c) and
-//     IdentityOf(c) then report what it asserts.
+//   - Public: under /api/v1, no user needed (signup, token, OAuth
+//     callbacks). Register e.g. Public.Post("/auth/token", h). The v2
+//     proxy signs every request it forwards, anonymous ones included; the
+//     signature must verify and name valid ids (none for the anonymous
+//     principal), and ClientIP(c) and IdentityOf(c) report what it
+//     asserts. An unsigned request (a v1 proxy's public route) is served
+//     as the anonymous principal with the peer's address while v1 is
+//     accepted (Options.AcceptV1) only; else it is 401.
 //   - Protected: under /api/v1, a verified identity with a user and tenant is
 //     required (401 otherwise); read it with IdentityOf(c). Add
 //     RequirePermission(p) in front of a handler for a permission check.
 //   - Optional: under /api/v1, a verified identity when the request carries
 //     a user's (read it with OptionalIdentityOf), anonymous otherwise; a
 //     forged or stale signature is 401 (accepting an invitation with or
-//     without a bearer).
+//     without a bearer). Unsigned requests as on Public.
 //   - Root: at /, no identity checked at all (e.g. /.well-known/jwks.json);
 //     ClientIP(c) is the peer there.
 //   - Internal: under /internal/v1, signed with a core key over the
