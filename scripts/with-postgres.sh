@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs a command with DATABASE_URL pointing at a reachable PostgreSQL:
 #   1. $DATABASE_URL when set;
-#   2. else 127.0.0.1:5432 when it lets user postgres in without a password;
+#   2. else 127.0.0.1:5432 when it lets user postgres in without a password
+#      (WITH_POSTGRES_PORT names another port), asked with psql, else with
+#      `go run ./deploy/cmd/pgprobe`; a port that neither can ask is not used;
 #   3. else a throwaway cluster (initdb + pg_ctl) on a random free port, as a
 #      non-root user (run as root: postgres or nobody, through runuser, setpriv
 #      or sudo), in a temp dir removed on exit. With PG_PERSIST_DIR set,
@@ -9,6 +11,8 @@
 #      Its superuser postgres has a random password (DATABASE_URL holds it),
 #      required on every connection.
 #      PG_LOCAL=1 skips steps 1 and 2 and always uses a local cluster.
+#      The PostgreSQL programs come from the PATH, else from the usual
+#      places of the packages, or WITH_POSTGRES_BIN_DIRS (DIR:DIR...).
 #      A kept cluster's directory is passed on in PG_LOCAL_CLUSTER (empty
 #      otherwise), which `make run` records for `make reset`.
 # Usage: scripts/with-postgres.sh COMMAND [ARGS...]
@@ -31,9 +35,19 @@ newest_first() {
 	printf '%s\n' "$@" | sort -rV 2>/dev/null || printf '%s\n' "$@" | sort -r
 }
 
+# find_bin NAME: the path of a PostgreSQL program, from the PATH, else from
+# the usual places of the packages (or from WITH_POSTGRES_BIN_DIRS, a
+# colon-separated list, instead of those places when it is set).
 find_bin() {
 	local name=$1 dir
 	if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
+	if [[ -n ${WITH_POSTGRES_BIN_DIRS+set} ]]; then
+		local IFS=:
+		for dir in $WITH_POSTGRES_BIN_DIRS; do
+			[[ -n $dir && -x "$dir/$name" ]] && { echo "$dir/$name"; return; }
+		done
+		return 1
+	fi
 	# Homebrew's postgresql@N is keg-only: its bin is not linked into the prefix.
 	# Of several installed versions, the newest (as the end-to-end suite).
 	for dir in $(newest_first /usr/lib/postgresql/*/bin) /usr/local/pgsql/bin /opt/homebrew/bin \
@@ -43,27 +57,51 @@ find_bin() {
 	return 1
 }
 
-# refuses URL: succeeds, printing the server's reason, when psql is installed
-# and the server does not let URL in (a password is asked for, the role does
-# not exist); fails when it lets it in or there is no psql to tell.
-refuses() {
+# The repository's root: the Go probe below runs from there.
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+# probe URL prints "ok" when the server lets URL in without asking for a
+# password, "refused REASON" (the first line of the server's, or the
+# client's, reason) when it does not, and fails when nothing here can tell.
+# psql answers when it is installed; else the Go probe of the repository
+# (deploy/cmd/pgprobe, through `go run`, as `make run` builds with go),
+# for PostgreSQL in Docker on a host without client tools.
+probe() {
 	local psql out
-	psql=$(find_bin psql) || return 1
-	out=$(PGCONNECT_TIMEOUT=5 "$psql" -X -w -At -d "$1" -c 'select 1' 2>&1 </dev/null) && return 1
 	local nl=$'\n' # in a variable: not every bash expands $'...' inside a quoted ${...}
-	printf '%s' "${out%%"$nl"*}"
+	if psql=$(find_bin psql); then
+		if out=$(PGCONNECT_TIMEOUT=5 "$psql" -X -w -At -d "$1" -c 'select 1' 2>&1 </dev/null); then
+			echo ok
+		else
+			printf 'refused %s\n' "${out%%"$nl"*}"
+		fi
+		return 0
+	fi
+	command -v "${GO:-go}" >/dev/null 2>&1 || return 1
+	out=$(cd "$ROOT" && "${GO:-go}" run ./deploy/cmd/pgprobe "$1" 2>/dev/null </dev/null) || return 1
+	case $out in
+	ok | "refused "*) printf '%s\n' "$out" ;;
+	*) return 1 ;;
+	esac
 }
 
-if [[ "${PG_LOCAL:-}" != 1 ]] && tcp_open 127.0.0.1 5432; then
-	url="postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	# A packaged server (Debian's, Homebrew's) listens here but asks for a
-	# password or has no role postgres: start a cluster of our own instead.
-	if why=$(refuses "$url"); then
-		log "127.0.0.1:5432 does not let user postgres in without a password: $why"
+shared_port=${WITH_POSTGRES_PORT:-5432}
+if [[ "${PG_LOCAL:-}" != 1 ]] && tcp_open 127.0.0.1 "$shared_port"; then
+	url="postgres://postgres@127.0.0.1:$shared_port/postgres?sslmode=disable"
+	# A packaged server (Debian's, Homebrew's, one in Docker) listens here
+	# but asks for a password or has no role postgres, or something else
+	# listens: start a cluster of our own instead. So too when neither psql
+	# nor go is here to tell: an open port is no proof of a server that
+	# lets us in, and a cluster of our own is.
+	if ! verdict=$(probe "$url"); then
+		log "127.0.0.1:$shared_port is open, but this script cannot tell whether it lets user postgres in without a password (no psql, and go run ./deploy/cmd/pgprobe did not run)"
+		log "starting a local cluster instead (set DATABASE_URL to use that server)"
+	elif [[ $verdict != ok ]]; then
+		log "127.0.0.1:$shared_port does not let user postgres in without a password: ${verdict#refused }"
 		log "starting a local cluster instead (set DATABASE_URL to use that server)"
 	else
 		export DATABASE_URL=$url
-		log "using PostgreSQL at 127.0.0.1:5432"
+		log "using PostgreSQL at 127.0.0.1:$shared_port"
 		exec "$@"
 	fi
 fi

@@ -2,6 +2,7 @@ package scripts
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tollgate-auth/tollgate/deploy/internal/pgcheck"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
@@ -849,5 +852,187 @@ func TestWithPostgresThrowawayClusterOutlivesNoKilledRun(t *testing.T) {
 			return fmt.Errorf("the killed run's cluster directory is left: %v", left)
 		}
 		return nil
+	})
+}
+
+// pgBinWithout returns a directory holding the PostgreSQL programs of the
+// installation initdb belongs to but those named: packages whose client
+// tools are not installed. Hand it to the script as WITH_POSTGRES_BIN_DIRS.
+func pgBinWithout(t *testing.T, hidden ...string) string {
+	t.Helper()
+	initdb, err := exec.LookPath("initdb")
+	if err != nil {
+		m, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+		if len(m) == 0 {
+			t.Skip("no initdb installed")
+		}
+		initdb = m[len(m)-1]
+	}
+	if initdb, err = filepath.EvalSymlinks(initdb); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "with-postgres-pgbin-") // reachable by the cluster's user
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(filepath.Dir(initdb))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if slices.Contains(hidden, e.Name()) {
+			continue
+		}
+		if err := os.Symlink(filepath.Join(filepath.Dir(initdb), e.Name()), filepath.Join(dir, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// withSharedPort runs the script as `make run` does (no PG_LOCAL), trying
+// 127.0.0.1:port first, with the extra environment, and returns the
+// DATABASE_URL the command got.
+func withSharedPort(t *testing.T, port string, env ...string) (url string, stderr string, err error) {
+	t.Helper()
+	cmd := exec.Command("bash", script, "sh", "-c", `printf %s "$DATABASE_URL"`)
+	cmd.Env = append(os.Environ(), append([]string{"PG_LOCAL=", "DATABASE_URL=", "PG_PERSIST_DIR=", "GO=", "WITH_POSTGRES_PORT=" + port,
+		"PGPASSWORD=", "PGPASSFILE=" + filepath.Join(t.TempDir(), "none"), "TMPDIR=" + filepath.Dir(persistDir(t))}, env...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(3 * time.Minute):
+		cmd.Process.Kill()
+		t.Fatalf("with-postgres.sh did not finish\n%s", errb.String())
+	}
+	return out.String(), errb.String(), err
+}
+
+// notPostgres listens on a free port of 127.0.0.1 and answers every
+// connection as a web server would; it returns the port.
+func notPostgres(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.Read(make([]byte, 512))
+			c.Write([]byte("HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
+			c.Close()
+		}
+	}()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// TestWithPostgresProbesWithoutPsql: on a host without psql (PostgreSQL in
+// Docker, no client tools), a port that is open is used only once the
+// server is seen to let user postgres in without a password. Without psql
+// the script took the open port for such a server, and `make run` then
+// failed against a server that wanted a password (or was not PostgreSQL)
+// instead of starting a cluster of its own. It now asks the repository's
+// Go probe (deploy/cmd/pgprobe), and with no way to tell at all starts its
+// own cluster, saying why.
+func TestWithPostgresProbesWithoutPsql(t *testing.T) {
+	needServer(t)
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go not on the PATH")
+	}
+	pgbin := pgBinWithout(t, "psql")
+	noPsql := pathWithout(t, "psql", "go")
+	withGo := noPsql + ":" + filepath.Dir(goBin)
+	wantLocal := func(t *testing.T, url, stderr string, err error, port string, say string) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, stderr)
+		}
+		if !localURL.MatchString(url) || strings.Contains(url, ":"+port+"/") {
+			t.Errorf("DATABASE_URL = %q, want a cluster of the script's own, not the server on port %s\n%s", url, port, stderr)
+		}
+		if !strings.Contains(stderr, say) {
+			t.Errorf("stderr does not say %q:\n%s", say, stderr)
+		}
+	}
+
+	t.Run("not PostgreSQL", func(t *testing.T) {
+		port := notPostgres(t)
+		url, stderr, err := withSharedPort(t, port, withGo, "WITH_POSTGRES_BIN_DIRS="+pgbin)
+		wantLocal(t, url, stderr, err, port, "does not let user postgres in without a password")
+	})
+
+	t.Run("password required", func(t *testing.T) {
+		// A cluster of the script's, which admits no one without its
+		// password, stands for the server in Docker.
+		pd := persistDir(t)
+		stopLeftover(t, pd)
+		release := filepath.Join(t.TempDir(), "release")
+		ready := filepath.Join(t.TempDir(), "ready")
+		first, firstErr := startScript(t, `: >"`+ready+`"; while [ ! -f "`+release+`" ]; do sleep 0.1; done`, "PG_PERSIST_DIR="+pd)
+		done := make(chan error, 1)
+		go func() { done <- first.Wait() }()
+		defer func() {
+			os.WriteFile(release, nil, 0o644)
+			select {
+			case <-done:
+			case <-time.After(time.Minute):
+				first.Process.Kill()
+			}
+		}()
+		eventually.Within(t, 2*time.Minute, func() error {
+			if _, err := os.Stat(ready); err != nil {
+				return fmt.Errorf("the first cluster is not up\n%s", readFile(t, firstErr))
+			}
+			return nil
+		})
+		portb, _ := os.ReadFile(filepath.Join(pd, "port"))
+		port := strings.TrimSpace(string(portb))
+		url, stderr, err := withSharedPort(t, port, withGo, "WITH_POSTGRES_BIN_DIRS="+pgbin)
+		wantLocal(t, url, stderr, err, port, "does not let user postgres in without a password")
+		if !strings.Contains(stderr, "password authentication failed") {
+			t.Errorf("stderr does not give the server's reason:\n%s", stderr)
+		}
+	})
+
+	t.Run("no way to tell", func(t *testing.T) {
+		port := notPostgres(t)
+		url, stderr, err := withSharedPort(t, port, noPsql, "WITH_POSTGRES_BIN_DIRS="+pgbin)
+		wantLocal(t, url, stderr, err, port, "cannot tell")
+	})
+
+	t.Run("lets in", func(t *testing.T) {
+		// The server the tests run against, when it admits postgres
+		// without a password, as the default 127.0.0.1:5432 may.
+		const shared = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+		t.Setenv("PGPASSWORD", "")
+		t.Setenv("PGPASSFILE", filepath.Join(t.TempDir(), "none"))
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, shared)
+		if err != nil {
+			t.Skipf("127.0.0.1:5432 does not let postgres in without a password: %v", err)
+		}
+		c.Close(ctx)
+		url, stderr, err := withSharedPort(t, "5432", withGo, "WITH_POSTGRES_BIN_DIRS="+pgbin)
+		if err != nil || url != shared {
+			t.Errorf("DATABASE_URL = %q (%v), want %q\n%s", url, err, shared, stderr)
+		}
 	})
 }
