@@ -312,7 +312,7 @@ func (s *Service) matchTOTP(ctx context.Context, userID, status string, sec totp
 }
 
 // spendTOTP is matchTOTP also returning the time step a matched code
-// spent, which an act that fails after it gives back (giveBackStep).
+// spent, which an act that fails after it gives back (giveBack).
 func (s *Service) spendTOTP(ctx context.Context, userID, status string, sec totpSecret, code string) (int64, bool, error) {
 	step, ok := mfa.Match(string(sec.plain), code, s.now())
 	if !ok {
@@ -342,26 +342,45 @@ func (s *Service) spendTOTP(ctx context.Context, userID, status string, sec totp
 	return 0, false, nil
 }
 
-// qGiveBackStep gives back the time step $2 a TOTP code of the user's
-// active factor spent, unless a later step was spent since: the code's
-// step is open again, and only that one of those before it.
-const qGiveBackStep = `UPDATE mfa_totp SET last_step = $2 - 1 WHERE user_id = $1 AND status = 'active' AND last_step = $2`
+// spentCode is what a matched code used up, for an act that fails after
+// it to give back (giveBack): a TOTP code's time step (step, of the secret
+// in status), or a recovery code (its stored forms, hash and legacy). The
+// zero value spent nothing.
+type spentCode struct {
+	step         int64
+	status       string
+	hash, legacy []byte
+}
 
-// giveBackStep answers err, the failure of an act (a sign-in's second
-// step, a step-up) whose TOTP code spent step (verifyFactor; 0: none, a
-// recovery code), once it has given the step back: the code was accepted
-// by nothing, so the owner's next try with it (the authenticator shows it
-// until the step ends) must not be refused as used. A replay stays
-// refused: the step is spent again by whichever request sends it next,
-// and only while it is given back can another accept it. The give-back
-// runs even when the request was cancelled; a give-back that fails leaves
-// the step spent, as before, and is logged.
-func (s *Service) giveBackStep(ctx context.Context, userID string, step int64, err error) error {
-	if step == 0 {
-		return err
+// qGiveBackStep gives back the time step $2 a TOTP code of the user's
+// secret in status $3 spent, unless a later step was spent since: the
+// code's step is open again, and only that one of those before it.
+const qGiveBackStep = `UPDATE mfa_totp SET last_step = $2 - 1 WHERE user_id = $1 AND status = $3 AND last_step = $2`
+
+// qGiveBackRecovery makes a recovery code of the user's that was spent
+// unspent again (in either stored form, $2 or $3).
+const qGiveBackRecovery = `UPDATE mfa_recovery_codes SET used_at = NULL WHERE user_id = $1 AND code_hash IN ($2, $3) AND used_at IS NOT NULL`
+
+// giveBack answers err, the failure of an act (a sign-in's second step, a
+// step-up, an enrolment's confirmation) whose code spent spent
+// (verifyFactor, confirmTOTP), once it has given it back: the code was
+// accepted by nothing, so the owner's next try with it (the authenticator
+// shows a TOTP code until its step ends; a recovery code is one of a few)
+// must not be refused as used. A replay stays refused: while the act runs
+// the code is spent and a request sending it is refused as used; once
+// given back it is spent again by whichever request sends it next, and
+// only one can. The give-back runs even when the request was cancelled;
+// one that fails leaves the code spent, as before, and is logged.
+func (s *Service) giveBack(ctx context.Context, userID string, spent spentCode, err error) error {
+	var gerr error
+	switch {
+	case spent.step != 0:
+		_, gerr = s.pool.Exec(context.WithoutCancel(ctx), qGiveBackStep, userID, spent.step, spent.status)
+	case spent.hash != nil:
+		_, gerr = s.pool.Exec(context.WithoutCancel(ctx), qGiveBackRecovery, userID, spent.hash, spent.legacy)
 	}
-	if _, gerr := s.pool.Exec(context.WithoutCancel(ctx), qGiveBackStep, userID, step); gerr != nil {
-		s.log.WarnContext(ctx, "give back totp step", "user_id", userID, "err", gerr.Error())
+	if gerr != nil {
+		s.log.WarnContext(ctx, "give back spent code", "user_id", userID, "err", gerr.Error())
 	}
 	return err
 }
@@ -597,10 +616,10 @@ RETURNING (SELECT count(*) - 1 FROM mfa_recovery_codes WHERE user_id = $1 AND us
 // time step used already (errTOTPSpent), or a recovery code whose claim is
 // refused, gives its attempt back and is not audited as a failure: the
 // first two were right (most often two requests raced with them), the
-// last was not looked at. step is the time step a TOTP code spent (0 for
-// a recovery code), which the caller gives back if its act fails after
-// (giveBackStep).
-func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse, claim func(pgx.Tx) error) (step int64, err error) {
+// last was not looked at. spent is what the code used up (a TOTP code's
+// time step, a recovery code), which the caller gives back if its act
+// fails after (giveBack).
+func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse, claim func(pgx.Tx) error) (spent spentCode, err error) {
 	key := mfaKey(u.userID)
 	code = strings.TrimSpace(code)
 	recovery := mfa.LooksLikeRecovery(code)
@@ -610,40 +629,44 @@ func (s *Service) verifyFactor(ctx context.Context, code string, u factorUse, cl
 	)
 	if !recovery {
 		if sec, found, err = s.openTOTP(ctx, u.userID, totpActive); err != nil {
-			return 0, err
+			return spentCode{}, err
 		}
 	}
 	if err := s.reserve(ctx, s.codeAttempts, key, mfaClient); err != nil {
-		return 0, err
+		return spentCode{}, err
 	}
 	var ok bool
 	switch {
 	case recovery:
-		ok, err = s.useRecoveryCode(ctx, code, u, claim)
+		if ok, err = s.useRecoveryCode(ctx, code, u, claim); ok {
+			spent = spentCode{hash: mfa.HashRecovery(u.userID, code), legacy: mfa.LegacyHashRecovery(code)}
+		}
 	case found:
+		var step int64
 		if step, ok, err = s.spendTOTP(ctx, u.userID, totpActive, sec, code); errors.Is(err, errStepUsed) {
 			err = errTOTPSpent
 		}
+		spent = spentCode{step: step, status: totpActive}
 	}
 	if _, unclaimed := errors.AsType[claimError](err); unclaimed || errors.Is(err, errCodeSpent) || errors.Is(err, errTOTPSpent) {
 		if rerr := s.codeAttempts.Refund(ctx, key, mfaClient); rerr != nil {
-			return 0, rerr
+			return spentCode{}, rerr
 		}
-		return 0, err
+		return spentCode{}, err
 	}
 	if err != nil {
-		return 0, err
+		return spentCode{}, err
 	}
 	if !ok {
 		if err := s.auditFailedCode(ctx, u); err != nil {
-			return 0, err
+			return spentCode{}, err
 		}
-		return 0, errBadCode
+		return spentCode{}, errBadCode
 	}
 	if err := s.release(ctx, s.codeAttempts, key, mfaClient); err != nil {
-		return 0, s.giveBackStep(ctx, u.userID, step, err)
+		return spentCode{}, s.giveBack(ctx, u.userID, spent, err)
 	}
-	return step, nil
+	return spent, nil
 }
 
 // notLookedAt reports whether err refused a code before it was looked at:
@@ -901,9 +924,8 @@ WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < 
 	// A recovery code is spent in the transaction that marks the challenge
 	// used: of several sent at once on one challenge, one opens the session
 	// and the others, refused, stay unspent. (A TOTP code's step is spent
-	// on its own: a second request with it is refused while it is spent,
-	// and the step is given back if this sign-in fails after it,
-	// giveBackStep.)
+	// on its own: a second request with it is refused while it is spent.)
+	// Either is given back if this sign-in fails after it (giveBack).
 	claimed := false
 	claim := func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, qUse, hash)
@@ -916,7 +938,7 @@ WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < 
 		claimed = true
 		return nil
 	}
-	step, err := s.verifyFactor(ctx, req.Code, factorUse{userID: userID, tenantID: tenantID, ip: ip, requestID: rid}, claim)
+	spent, err := s.verifyFactor(ctx, req.Code, factorUse{userID: userID, tenantID: tenantID, ip: ip, requestID: rid}, claim)
 	if err != nil {
 		// A code refused by the account's lock, or for a secret the
 		// server cannot read, was never looked at: its try is given back,
@@ -980,12 +1002,12 @@ WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now() AND attempts < 
 		return err
 	})
 	if err != nil {
-		return TokenResponse{}, s.giveBackStep(ctx, userID, step, err)
+		return TokenResponse{}, s.giveBack(ctx, userID, spent, err)
 	}
 	g.SessionID, g.RefreshToken = sd.SessionID, sd.RefreshToken
 	tr, err := s.Issue(ctx, g, func() error { return errSignedOutMeanwhile })
 	if err != nil {
-		return TokenResponse{}, s.giveBackStep(ctx, userID, step, err)
+		return TokenResponse{}, s.giveBack(ctx, userID, spent, err)
 	}
 	return tr, nil
 }
@@ -1038,7 +1060,7 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest, named string) (TokenRes
 	if _, err := activeAccount(ctx, s.pool, id.UserID, id.TenantID); err != nil {
 		return TokenResponse{}, err
 	}
-	step, err := s.verifyFactor(ctx, req.Code, factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}, nil)
+	spent, err := s.verifyFactor(ctx, req.Code, factorUse{userID: id.UserID, tenantID: id.TenantID, actor: id.UserID, ip: ip, requestID: rid}, nil)
 	if err != nil {
 		return TokenResponse{}, err
 	}
@@ -1057,11 +1079,11 @@ func (s *Service) stepUp(c *fiber.Ctx, req tokenRequest, named string) (TokenRes
 		err = httpapi.SessionEnded(c)
 	}
 	if err != nil {
-		return TokenResponse{}, s.giveBackStep(ctx, id.UserID, step, err)
+		return TokenResponse{}, s.giveBack(ctx, id.UserID, spent, err)
 	}
 	tr, err := s.Issue(ctx, g, func() error { return httpapi.SessionEnded(c) })
 	if err != nil {
-		return TokenResponse{}, s.giveBackStep(ctx, id.UserID, step, err)
+		return TokenResponse{}, s.giveBack(ctx, id.UserID, spent, err)
 	}
 	return tr, nil
 }
@@ -1263,8 +1285,12 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		return retryAfter(c, err)
 	}
 	ok := false
+	// The step the code spends is given back if the confirmation fails
+	// after it (giveBack): the owner confirms again with the same code.
+	var spent spentCode
 	if found {
-		ok, err = s.matchTOTP(ctx, id.UserID, totpPending, sec, req.Code)
+		spent.status = totpPending
+		spent.step, ok, err = s.spendTOTP(ctx, id.UserID, totpPending, sec, req.Code)
 		if errors.Is(err, errStepUsed) {
 			// Right, and accepted for another request (a double submit):
 			// no wrong guess.
@@ -1284,11 +1310,11 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		return problem.New(fiber.StatusBadRequest, problem.CodeInvalidMFACode, "the code is wrong, already used or expired")
 	}
 	if err := s.release(ctx, s.codeAttempts, key, mfaClient); err != nil {
-		return err
+		return s.giveBack(ctx, id.UserID, spent, err)
 	}
 	codes, err := mfa.NewRecoveryCodes(mfa.RecoveryCodes)
 	if err != nil {
-		return err
+		return s.giveBack(ctx, id.UserID, spent, err)
 	}
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := lockUserForFactor(ctx, tx, id.UserID); err != nil {
@@ -1353,10 +1379,10 @@ func (s *Service) confirmTOTP(c *fiber.Ctx) error {
 		return outbox.Write(ctx, tx, outbox.Row{Subject: invalidation.UserSubject(id.UserID), Reason: invalidation.ReasonUserMFAEnabled})
 	})
 	if errors.Is(err, sessions.ErrNotFound) {
-		return httpapi.SessionEnded(c)
+		err = httpapi.SessionEnded(c)
 	}
 	if err != nil {
-		return err
+		return s.giveBack(ctx, id.UserID, spent, err)
 	}
 	c.Set(fiber.HeaderCacheControl, "no-store")
 	return c.JSON(recoveryCodes{RecoveryCodes: codes})

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 )
@@ -125,4 +127,106 @@ func TestFailedSecondStepKeepsTheStep(t *testing.T) {
 	wantStatus(t, "second step of an account signed out meanwhile", second(), http.StatusBadRequest, "invalid_grant")
 	wantStatus(t, "sign-in with the same code", e.mfaOTP(t, e.challenge(t, email), code), http.StatusOK, "")
 	wantStatus(t, "the code again", e.mfaOTP(t, e.challenge(t, email), code), http.StatusBadRequest, "invalid_grant")
+}
+
+// TestFailedRecoveryCodeUseKeepsTheCode: a recovery code whose sign-in
+// or step-up fails once the code was spent was accepted by nothing, and
+// stays the owner's: the next sign-in with it goes through, and it is
+// then accepted once. The code was spent in a transaction of its own,
+// before the session's, and a session's failure left it spent for good:
+// one of the account's few recovery codes lost, refused (400
+// invalid_grant, "this recovery code has already been used") when its
+// owner tried it again. The sign-in is held on the account's row (its
+// session's insert waits there) while the account is signed out
+// everywhere, the step-up on its session's row while the session ends,
+// each after its code was spent.
+func TestFailedRecoveryCodeUseKeepsTheCode(t *testing.T) {
+	t.Parallel()
+	e := start(t, cheap)
+	for _, tc := range []struct {
+		name, email string
+		stepUp      bool
+	}{
+		{"a sign-in's second step", "recovery-kept@example.com", false},
+		{"a step-up", "recovery-kept-up@example.com", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			tk, _, codes := e.mfaUser(t, tc.email)
+			as := e.identityFor(t, tk)
+			code := codes[0]
+			var (
+				hold pgx.Tx
+				send func() apitest.Response
+				end  string
+				args []any
+			)
+			if tc.stepUp {
+				hold = e.DB.Hold(t, `SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE`, as.SessionID)
+				send = func() apitest.Response {
+					return e.Send(t, as, http.MethodPost, "/api/v1/auth/token", map[string]string{"grant_type": "mfa_otp", "code": code})
+				}
+				end, args = `UPDATE sessions SET revoked_at = now() WHERE id = $1`, []any{as.SessionID}
+			} else {
+				mt := e.challenge(t, tc.email)
+				hold = e.DB.Hold(t, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, as.UserID)
+				send = func() apitest.Response { return e.mfaOTP(t, mt, code) }
+				end, args = `UPDATE users SET token_version = token_version + 1 WHERE id = $1`, []any{as.UserID}
+			}
+			failed := dbtest.AnsweredOrWaiting(t, e.DB, send)
+			if n := e.count(t, `SELECT count(*) FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NOT NULL`, as.UserID); n != 1 {
+				t.Fatalf("%d recovery codes spent while the request waits, want 1: the test holds it after the code", n)
+			}
+			if _, err := hold.Exec(ctx, end, args...); err != nil {
+				t.Fatal(err)
+			}
+			if err := hold.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if r := failed(); r.Status == http.StatusOK {
+				t.Fatalf("%s ended meanwhile: %d %s; want a refusal", tc.name, r.Status, r.Body)
+			}
+			wantStatus(t, "sign-in with the same recovery code", e.mfaOTP(t, e.challenge(t, tc.email), code), http.StatusOK, "")
+			wantStatus(t, "the recovery code again", e.mfaOTP(t, e.challenge(t, tc.email), code), http.StatusBadRequest, "invalid_grant")
+		})
+	}
+}
+
+// TestFailedConfirmationKeepsTheStep: a TOTP enrolment's confirmation
+// that fails once its code was matched (the session ended meanwhile)
+// activates nothing and gives the code's time step back: the owner,
+// signed in again, confirms with the same code, which the authenticator
+// still shows, and it is then accepted once. The step was spent before
+// the confirmation's transaction, and the retry was refused (400
+// invalid_mfa_code, "this code has already been used") until the next
+// step. The confirmation is held on its session's row, the code matched,
+// while the test ends the session.
+func TestFailedConfirmationKeepsTheStep(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := start(t, cheap)
+	const email = "confirm-kept@example.com"
+	tk := e.signup(t, email, "T "+email)
+	as := e.identityFor(t, tk)
+	en := e.enrol(t, as)
+	code := codeAt(t, en.Secret, time.Now().Add(30*time.Second))
+	hold := e.DB.Hold(t, `SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE`, as.SessionID)
+	confirm := dbtest.AnsweredOrWaiting(t, e.DB, func() apitest.Response { return e.confirm(t, as, code) })
+	if _, err := hold.Exec(ctx, `UPDATE sessions SET revoked_at = now() WHERE id = $1`, as.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	if err := hold.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, "confirmation from a session ended meanwhile", confirm(), http.StatusUnauthorized, "invalid_token")
+	r := e.token(t, map[string]string{"grant_type": "password", "email": email, "password": pw})
+	wantStatus(t, "sign-in again", r, http.StatusOK, "")
+	var again tokens
+	r.JSON(t, &again)
+	againAs := e.identityFor(t, again)
+	wantStatus(t, "confirmation with the same code", e.confirm(t, againAs, code), http.StatusOK, "")
+	if n := e.count(t, `SELECT count(*) FROM mfa_totp WHERE user_id = $1 AND status = 'active'`, as.UserID); n != 1 {
+		t.Fatalf("%d active factors, want 1", n)
+	}
+	wantStatus(t, "the code again, to sign in", e.mfaOTP(t, e.challenge(t, email), code), http.StatusBadRequest, "invalid_grant")
 }
