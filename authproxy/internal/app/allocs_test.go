@@ -1,6 +1,8 @@
 package app
 
 import (
+	"bytes"
+	"sync/atomic"
 	"testing"
 
 	"github.com/valyala/fasthttp"
@@ -16,6 +18,9 @@ import (
 // The same from a peer in TRUSTED_PROXY_CIDRS (an ingress), whose
 // X-Forwarded-For the proxy extends; and on a route with strip_prefix,
 // whose X-Forwarded-Prefix the proxy writes (after a trusted peer's own).
+// And with ACCESS_LOG on, its line buffered as the command writes it
+// (logging.Lines, here to io.Discard): the line is encoded into the
+// request's pooled buffer and copied into the batch, without allocating.
 func TestWarmRequestAllocatesNothing(t *testing.T) {
 	const core = "/api/v1/users/bench?limit=10"
 	trusted := envOpt{vars: map[string]string{"TRUSTED_PROXY_CIDRS": "127.0.0.0/8"}}
@@ -23,6 +28,17 @@ func TestWarmRequestAllocatesNothing(t *testing.T) {
 	t.Run("untrusted peer", func(t *testing.T) { warmRequestAllocs(t, envOpt{}, core, nil) })
 	t.Run("trusted peer", func(t *testing.T) {
 		warmRequestAllocs(t, trusted, core, map[string]string{"X-Forwarded-For": "203.0.113.7, 198.51.100.2"})
+	})
+	t.Run("access log on, buffered", func(t *testing.T) {
+		var lines requestLines
+		e := warmRequestAllocs(t, envOpt{vars: map[string]string{"ACCESS_LOG": "true", "LOG_LEVEL": "info"}, unrecordedLog: true, logOut: &lines}, core, nil)
+		if err := e.logs.flush(); err != nil {
+			t.Fatal(err)
+		}
+		// Every request measured wrote its line.
+		if n := lines.n.Load(); n < 2200 {
+			t.Fatalf("%d access lines written, want one per request (2200)", n)
+		}
 	})
 	t.Run("strip_prefix, untrusted peer", func(t *testing.T) {
 		warmRequestAllocs(t, envOpt{rules: stripped}, "/billing/bench?limit=10", nil)
@@ -34,7 +50,15 @@ func TestWarmRequestAllocatesNothing(t *testing.T) {
 	})
 }
 
-func warmRequestAllocs(t *testing.T, o envOpt, path string, hdr map[string]string) {
+// requestLines counts the access lines written to it, and keeps nothing.
+type requestLines struct{ n atomic.Int64 }
+
+func (l *requestLines) Write(p []byte) (int, error) {
+	l.n.Add(int64(bytes.Count(p, []byte(`"msg":"request"`))))
+	return len(p), nil
+}
+
+func warmRequestAllocs(t *testing.T, o envOpt, path string, hdr map[string]string) *env {
 	e := start(t, o)
 	req := &fasthttp.Request{}
 	req.SetRequestURI(path)
@@ -64,4 +88,5 @@ func warmRequestAllocs(t *testing.T, o envOpt, path string, hdr map[string]strin
 	if n := testing.AllocsPerRun(2000, do); n != 0 {
 		t.Fatalf("%v allocations per warm request, want 0", n)
 	}
+	return e
 }

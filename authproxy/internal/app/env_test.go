@@ -76,6 +76,9 @@ type envOpt struct {
 	slogAccess bool
 	// unrecordedLog: the log is not kept for assertions (benchmarks).
 	unrecordedLog bool
+	// logOut, when set with unrecordedLog, is where the log goes instead
+	// of testLogOut().
+	logOut io.Writer
 	// beforeServe runs once the app is built, before it serves.
 	beforeServe func(e *env)
 	// tracing, when set, is the proxy's tracer provider.
@@ -178,6 +181,9 @@ func start(t testing.TB, o envOpt) *env {
 	var logOut io.Writer = io.MultiWriter(testLogOut(), e.logs)
 	if o.unrecordedLog {
 		logOut = testLogOut()
+		if o.logOut != nil {
+			logOut = o.logOut
+		}
 	}
 	lines := logging.NewLines(logOut, 50*time.Millisecond)
 	t.Cleanup(func() { _ = lines.Close() })
