@@ -1285,6 +1285,42 @@ func TestOptionalAppRouteDropsOurCredentials(t *testing.T) {
 	}
 }
 
+// An API key or one of coreapi's access tokens anywhere in an
+// Authorization field is found, not only as its value or after its first
+// space: after another scheme's credentials ("Basic ..., Bearer <key>"),
+// quoted, as a parameter's value ("Bearer token=<jwt>"). Public and
+// optional routes drop the field, as for any other spelling; those used to
+// reach the app as they came, the caller anonymous.
+func TestOurCredentialAnywhereInAuthorizationDropped(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOpt{rules: notesRules})
+	e.core.SetProjection(notesProjection())
+	tok := e.token(nil)
+	key, _ := e.newAPIKey("notes:read")
+	for _, cred := range []string{key, tok} {
+		for _, v := range []string{
+			"Basic Zm9vOmJhcg==, Bearer " + cred,
+			"Basic Zm9vOmJhcg==,Bearer " + cred,
+			`Bearer "` + cred + `"`,
+			"Bearer token=" + cred,
+			`Bearer realm="x", token="` + cred + `"`,
+			"Bearer opaque-third-party-token, Bearer " + cred,
+		} {
+			for _, path := range []string{"/notes/public/1", "/notes/maybe"} {
+				e.reset()
+				r := e.raw("GET " + path + " HTTP/1.1\r\nHost: x\r\nAuthorization: " + v + "\r\nConnection: close\r\n\r\n")
+				if r.status != 200 && path == "/notes/maybe" {
+					continue // a malformed bearer refused: nothing reached the app
+				}
+				e.wantStatus(r, 200)
+				if a := e.wantAnonymousAt(e.up, testenv.AppKey.ID).Headers["Authorization"]; a != nil {
+					t.Errorf("%s, %.50q: the app got Authorization %.60q", path, v, a)
+				}
+			}
+		}
+	}
+}
+
 // The bearer token is not forwarded on protected routes (the signed
 // identity replaces it); on coreapi's public routes the request is left
 // alone.

@@ -995,25 +995,42 @@ func bearerCandidate(v []byte, maxLen int) ([]byte, bool) {
 // AnyCredential reports whether any Authorization field carries
 // credentials for which is returns true, however the field is spelled:
 // with any scheme or none, any run of spaces and tabs around them, among
-// several fields. is sees the value after the scheme (or the whole value
-// when it starts with the credentials): a public route forwards a client's
-// Authorization as it came, but must still find an API key or a token of
-// its own in a field the strict parser would refuse.
+// several fields, and anywhere in a field (AnyToken): after another
+// scheme's credentials ("Basic ..., Bearer <key>"), quoted, or as a
+// parameter's value ("Bearer token=<jwt>"). A public route forwards a
+// client's Authorization as it came, but must still find an API key or a
+// token of its own in a field the strict parser would refuse.
 func AnyCredential(h *fasthttp.RequestHeader, is func(cred []byte) bool) bool {
 	for _, v := range h.PeekAll(fasthttp.HeaderAuthorization) {
-		v = trimSpaceTab(v)
-		if is(v) {
-			return true
-		}
-		if i := bytes.IndexAny(v, " \t"); i >= 0 && is(trimSpaceTab(v[i:])) {
+		if AnyToken(v, is) {
 			return true
 		}
 	}
 	return false
 }
 
-func trimSpaceTab(v []byte) []byte {
-	return bytes.TrimLeft(v, " \t")
+// AnyToken reports whether is returns true for any token of v: a run of
+// RFC 6750 b64token characters (letters, digits, "-._~+/"), which holds
+// an API key or a JWS whole, between any other bytes (a comma, a space or
+// a tab, '=', a quote). is may see a token that goes on past the
+// credential's end (a JWS's dots are token characters).
+func AnyToken(v []byte, is func(cred []byte) bool) bool {
+	for len(v) > 0 {
+		i := 0
+		for i < len(v) && !b64token[v[i]] {
+			i++
+		}
+		v = v[i:]
+		j := 0
+		for j < len(v) && b64token[v[j]] {
+			j++
+		}
+		if j > 0 && is(v[:j]) {
+			return true
+		}
+		v = v[j:]
+	}
+	return false
 }
 
 // ParseBearer parses one Authorization header value.

@@ -226,6 +226,15 @@ func TestAnyCredential(t *testing.T) {
 		{"Authorization: " + key + "\r\n", true},
 		{"Authorization: Token " + key + "\r\n", true},
 		{"Authorization: Bearer a.b.c\r\nAuthorization: Bearer " + key + "\r\n", true},
+		// Anywhere in a field: after another scheme's credentials, in a
+		// list, quoted, as a parameter's value, after any other byte.
+		{"Authorization: Basic Zm9vOmJhcg==, Bearer " + key + "\r\n", true},
+		{"Authorization: Bearer a.b.c,Bearer " + key + "\r\n", true},
+		{"Authorization: Bearer \"" + key + "\"\r\n", true},
+		{"Authorization: Bearer token=" + key + "\r\n", true},
+		{"Authorization: Bearer token=\"" + key + "\", realm=x\r\n", true},
+		{"Authorization: Bearer;" + key + "\r\n", true},
+		{"Authorization: Bearer(" + key + ")\r\n", true},
 		// A JWT or Basic credentials that merely contain the letters.
 		{"Authorization: Bearer eyJ.tg_x.sig\r\n", false},
 		{"Authorization: Basic dGdfOnBhc3M=\r\n", false},
