@@ -293,6 +293,88 @@ func TestObsFoldRefused(t *testing.T) {
 	}
 }
 
+// A header field line ended by a bare LF (a LF not after a CR) is refused
+// with 400 before anything else reads the request, on every route, from
+// the expectation hook too, and the connection ends after the answer;
+// nothing is forwarded. fasthttp took a bare LF for a line's end, a line
+// carrying Content-Length or Transfer-Encoding included, where a front
+// that reads a line only up to CRLF (or keeps the LF inside a value) reads
+// another framing: "X-A: b\nContent-Length: 5" is one field of an unknown
+// name there and no body, so the next request on its connection to the
+// proxy (another client's perhaps) would be read as this one's body. It
+// is obs-fold's class of desync; RFC 9112 section 2.2 lets a recipient
+// refuse it.
+func TestBareLFRefused(t *testing.T) {
+	t.Parallel()
+	up := newRawUpstream(t)
+	e := start(t, envOpt{rules: "upstreams:\n  notes:\n    url: http://" + up.ln.Addr().String() + "\n    key_id: app-notes\n" +
+		"routes:\n" +
+		"  - {prefix: /notes, upstream: notes, access: protected, permissions: [notes:read]}\n" +
+		"  - {prefix: /pub, upstream: notes, access: public}\n"})
+	e.core.SetProjection(notesProjection())
+	tok := e.token(nil)
+	if r := e.raw("GET /notes HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + tok + "\r\nX-Note: a b c\r\nConnection: close\r\n\r\n"); r.status != 200 {
+		t.Fatalf("well-formed request: status %d", r.status) // and the token is warm
+	}
+	n := len(up.all())
+	const chunked = "3\r\nabc\r\n0\r\n\r\n"
+	for _, tc := range []struct{ name, fields, body string }{
+		{"before Content-Length", "X-Note: a\nContent-Length: 3\r\n", "abc"},
+		{"before Transfer-Encoding", "X-Note: a\nTransfer-Encoding: chunked\r\n", chunked},
+		{"ending Content-Length", "Content-Length: 3\nX-Note: a\r\n", "abc"},
+		{"ending Transfer-Encoding", "Transfer-Encoding: chunked\nX-Note: a\r\n", chunked},
+		{"ending the Host line", "X-Note: a\r\nContent-Length: 3\r\n", "abc"},
+		{"waiting for 100 Continue", "Expect: 100-continue\r\nX-Note: a\nContent-Length: 3\r\n", "abc"},
+	} {
+		for _, target := range []string{"/notes", "/pub/x"} {
+			t.Run(tc.name+" "+target, func(t *testing.T) {
+				host := "Host: a\r\n"
+				if strings.HasSuffix(tc.name, "Host line") {
+					host = "Host: a\n"
+				}
+				req := "POST " + target + " HTTP/1.1\r\n" + host
+				if target == "/notes" {
+					req += "Authorization: Bearer " + tok + "\r\n"
+				}
+				conn, br := dialProxy(t, e.addr)
+				// A second request on the connection: never read as one.
+				if _, err := io.WriteString(conn, req+tc.fields+"\r\n"+tc.body+"GET /pub/next HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+					t.Fatal(err)
+				}
+				_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 400 || !strings.Contains(string(body), problem.CodeBadRequest) || !strings.Contains(string(body), "bare LF") {
+					t.Fatalf("status %d, body %s; want 400 %s naming the bare LF", resp.StatusCode, body, problem.CodeBadRequest)
+				}
+				if resp2, err := http.ReadResponse(br, nil); err == nil {
+					t.Fatalf("the request after the refused one was answered %d: the connection went on", resp2.StatusCode)
+				}
+			})
+		}
+	}
+	// A header whose every line, the empty one too, ends with a bare LF,
+	// another request after it: fasthttp hands it over at the next CRLF
+	// CRLF, and it is answered at once (it used to get no answer before
+	// the read timeout).
+	for _, target := range []string{"/notes", "/pub/x"} {
+		start := time.Now()
+		got := rawSend(t, e.addr, "GET "+target+" HTTP/1.1\nHost: a\nAuthorization: Bearer "+tok+"\n\nGET /pub/next HTTP/1.1\r\nHost: a\r\n\r\n")
+		if !strings.HasPrefix(got, "HTTP/1.1 400 ") || !strings.Contains(got, "bare LF") || strings.Count(got, "HTTP/1.1 ") != 1 {
+			t.Errorf("%s, a header ended by LF LF: answered %.120q after %v; want one 400 naming the bare LF", target, got, time.Since(start))
+		} else if d := time.Since(start); d > time.Second {
+			t.Errorf("%s, a header ended by LF LF: answered after %v, want at once", target, d)
+		}
+	}
+	if got := up.all(); len(got) != n {
+		t.Fatalf("the upstream received %d requests with a bare LF, want none: %q", len(got)-n, got[n:])
+	}
+}
+
 // startRawApp starts a proxy in front of a raw upstream that records what
 // it is sent: /notes protected, every other path public.
 func startRawApp(t *testing.T) (*env, *rawUpstream) {

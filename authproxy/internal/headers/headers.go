@@ -897,9 +897,29 @@ func TransferNotChunked(h *fasthttp.RequestHeader, plain bool) bool {
 // line. So a raw header with exactly fields+1 line ends, where fasthttp
 // added neither field, has none of those lines: one count of its line
 // ends, instead of a look at each line (TransferNotChunked, Folded).
-func LinePerField(h *fasthttp.RequestHeader, fields int) bool {
+// lineEnds is LineEnds's count.
+func LinePerField(h *fasthttp.RequestHeader, fields, lineEnds int) bool {
 	return fields >= 0 && !h.ConnectionClose() && (h.ContentLength() > 0 || h.IsGet() || h.IsHead()) &&
-		bytes.Count(h.RawHeaders(), []byte{'\n'}) == fields+1
+		lineEnds == fields+1
+}
+
+// LineEnds counts the line ends (LFs) of the header as it was read
+// (RawHeaders): the one count LinePerField and BareLF read.
+func LineEnds(h *fasthttp.RequestHeader) int {
+	return bytes.Count(h.RawHeaders(), []byte{'\n'})
+}
+
+// BareLF reports whether the header as it was read ends a line with a LF
+// alone, not after a CR, which fasthttp takes for a line's end (RFC 9112
+// section 2.2 allows that or a refusal): a front that reads a line only
+// up to a CRLF, or keeps a bare LF inside a field's value, reads other
+// fields there ("X-A: b\nContent-Length: 5" is one field of its own and
+// no body), the framing of a request smuggled. fasthttp refuses a CR
+// anywhere but before a LF, so every CR of the header ends a line, and a
+// header has a bare LF exactly when it has fewer CRs than line ends:
+// one count, beside LineEnds's, instead of a look at each line.
+func BareLF(h *fasthttp.RequestHeader, lineEnds int) bool {
+	return bytes.Count(h.RawHeaders(), []byte{'\r'}) != lineEnds
 }
 
 // Folded reports whether the header as it was read holds a field line

@@ -450,11 +450,11 @@ func TestTransferNotChunked(t *testing.T) {
 			// As the server asks (Scan's count of the fields), and with
 			// no count, which looks at every line.
 			fields := Scan(&req.Header).Fields
-			plain := LinePerField(&req.Header, fields)
+			plain := LinePerField(&req.Header, fields, LineEnds(&req.Header))
 			if got := TransferNotChunked(&req.Header, plain); got != tt.want {
 				t.Fatalf("TransferNotChunked(LinePerField(%d fields): %v) = %v, want %v", fields, plain, got, tt.want)
 			}
-			if got := TransferNotChunked(&req.Header, LinePerField(&req.Header, -1)); got != tt.want {
+			if got := TransferNotChunked(&req.Header, LinePerField(&req.Header, -1, LineEnds(&req.Header))); got != tt.want {
 				t.Fatalf("TransferNotChunked(LinePerField(-1)) = %v, want %v", got, tt.want)
 			}
 		})
@@ -472,7 +472,7 @@ func BenchmarkTransferNotChunked(b *testing.B) {
 	fields := Scan(&req.Header).Fields
 	b.ReportAllocs()
 	for b.Loop() {
-		plain := LinePerField(&req.Header, fields)
+		plain := LinePerField(&req.Header, fields, LineEnds(&req.Header))
 		if Folded(&req.Header, plain) || TransferNotChunked(&req.Header, plain) {
 			b.Fatal("found")
 		}
@@ -516,11 +516,49 @@ func TestFolded(t *testing.T) {
 			}
 			req := parse(t, method+" /x HTTP/1.1\r\nHost: h\r\n"+tt.fields+"\r\n"+body)
 			fields := Scan(&req.Header).Fields
-			if got := Folded(&req.Header, LinePerField(&req.Header, fields)); got != tt.want {
+			if got := Folded(&req.Header, LinePerField(&req.Header, fields, LineEnds(&req.Header))); got != tt.want {
 				t.Fatalf("Folded(LinePerField(%d fields)) = %v, want %v", fields, got, tt.want)
 			}
-			if got := Folded(&req.Header, LinePerField(&req.Header, -1)); got != tt.want {
+			if got := Folded(&req.Header, LinePerField(&req.Header, -1, LineEnds(&req.Header))); got != tt.want {
 				t.Fatalf("Folded(LinePerField(-1)) = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// BareLF finds a field line ended by a LF alone wherever it is (the last
+// field's line, the empty line, a folded one), and none in a header of
+// CRLF lines, whatever its values hold; a byte-by-byte look at each line
+// end answers the same.
+func TestBareLF(t *testing.T) {
+	for _, tt := range []struct {
+		name, fields string
+		want         bool
+	}{
+		{"none", "X-A: a\r\nContent-Length: 1\r\n", false},
+		{"no fields but Host", "", false},
+		{"tabs and spaces in values", "X-A: a\tb  c\r\nContent-Length: 1\r\n", false},
+		{"before Content-Length", "X-A: a\nContent-Length: 1\r\n", true},
+		{"ending Content-Length", "Content-Length: 1\nX-A: a\r\n", true},
+		{"ending Transfer-Encoding", "Transfer-Encoding: chunked\nX-A: a\r\n", true},
+		{"folded after a bare LF", "X-A: a\n b\r\nContent-Length: 1\r\n", true},
+		{"two lines", "X-A: a\nX-B: b\nContent-Length: 1\r\n", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			body := ""
+			if strings.Contains(tt.fields, "Length: 1") {
+				body = "a"
+			} else if strings.Contains(tt.fields, "chunked") {
+				body = "1\r\na\r\n0\r\n\r\n"
+			}
+			req := parse(t, "POST /x HTTP/1.1\r\nHost: h\r\n"+tt.fields+"\r\n"+body)
+			raw := req.Header.RawHeaders()
+			slow := false
+			for i, c := range raw {
+				slow = slow || c == '\n' && (i == 0 || raw[i-1] != '\r')
+			}
+			if got := BareLF(&req.Header, LineEnds(&req.Header)); got != tt.want || slow != tt.want {
+				t.Fatalf("BareLF(%q) = %v (line by line: %v), want %v", raw, got, slow, tt.want)
 			}
 		})
 	}

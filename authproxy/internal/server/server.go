@@ -491,7 +491,8 @@ func (s *Server) extensionMethod(ctx *fasthttp.RequestCtx) {
 // same problem, request id, metrics and access line), the body never
 // sent; fasthttp then closes the connection:
 //   - what hygiene refuses from the fields as sent (fieldsRefused: a
-//     folded field line, a Transfer-Encoding other than chunked, a Host
+//     folded field line or one ended by a bare LF, a Transfer-Encoding
+//     other than chunked, a Host
 //     no host has, a field name with a space, trailers, h2c, too many
 //     fields or fields to remove): 400 or 431, as the handler answers it;
 //   - an API key in the query string: 400, as keyHygiene answers it;
@@ -1018,7 +1019,8 @@ func (s *Server) hygiene(c *fiber.Ctx, st *state) error {
 
 // fieldsRefused refuses, from the fields as the client sent them and
 // changing none, more than headers.MaxFields fields, a field name with a
-// space, a folded field line (headers.Folded), a Transfer-Encoding other
+// space, a folded field line (headers.Folded), a field line ended by a
+// bare LF (headers.BareLF), a Transfer-Encoding other
 // than chunked, an HTTP/1.0 request
 // without Host, a Host with a byte no host holds (userinfo among them),
 // trailers, h2c, a bearer subprotocol that is no element of its own
@@ -1037,15 +1039,21 @@ func (s *Server) fieldsRefused(c *fiber.Ctx, st *state) error {
 		st.outcome = "bad_header"
 		return errSpaceInName
 	}
-	// One count of the header's lines tells both checks below that most
+	// One count of the header's lines tells the checks below that most
 	// requests have nothing for them to read.
-	plain := headers.LinePerField(h, st.seen.Fields)
+	ends := headers.LineEnds(h)
+	plain := headers.LinePerField(h, st.seen.Fields, ends)
 	if headers.Folded(h, plain) {
 		// Its fields, and so its framing, may not be what a front that
 		// does not join folded lines read: nothing after the header is
 		// read as a request.
 		st.outcome, st.closeConn = "bad_header", true
 		return errFolded
+	}
+	if headers.BareLF(h, ends) {
+		// Likewise for a front that does not end a line at a bare LF.
+		st.outcome, st.closeConn = "bad_header", true
+		return errBareLF
 	}
 	if headers.TransferNotChunked(h, plain) {
 		// The body's end is not known: nothing after the header is read
@@ -2210,6 +2218,8 @@ var (
 	errBadHost = &httpError{status: 400, code: problem.CodeBadRequest, detail: "malformed Host field"}
 	// A field line folded onto the next (headers.Folded).
 	errFolded = &httpError{status: 400, code: problem.CodeBadRequest, detail: "folded header field line (obs-fold) not accepted"}
+	// A field line ended by a LF alone (headers.BareLF).
+	errBareLF = &httpError{status: 400, code: problem.CodeBadRequest, detail: "header field line ended by a bare LF (not CRLF) not accepted"}
 	// A Transfer-Encoding whose coding is not chunked
 	// (headers.TransferNotChunked).
 	errTransferCoding = &httpError{status: 400, code: problem.CodeBadRequest, detail: "unsupported Transfer-Encoding: only chunked is accepted"}
