@@ -265,8 +265,8 @@ const (
 	CodeAPIKeyUnknown = "api_key_unknown"
 	// CodeAPIKeysUnavailable: coreapi has no API_KEY_PEPPER.
 	CodeAPIKeysUnavailable = "api_keys_unavailable"
-	// CodeAPIKeyInQuery: a key sent in the query string (refused: URLs end
-	// up in logs).
+	// CodeAPIKeyInQuery: a key, or one of coreapi's access tokens, sent in
+	// the query string (refused: URLs end up in logs).
 	CodeAPIKeyInQuery = "api_key_in_query"
 	// CodeAmbiguousCredentials: both X-API-Key and Authorization.
 	CodeAmbiguousCredentials = "ambiguous_credentials"

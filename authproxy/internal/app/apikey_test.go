@@ -230,6 +230,67 @@ func TestAPIKeyRefused(t *testing.T) {
 	}
 }
 
+// TestAccessTokenInQueryRefused: one of coreapi's access tokens in the
+// query string (RFC 6750's access_token parameter or any other, as a name,
+// percent-encoded, after a scheme, expired) is refused as an API key there
+// is, 400 api_key_in_query before routing, on public, optional and
+// protected routes, from the Expect: 100-continue hook too; nothing is
+// forwarded. It used to reach the app in its request target. A third
+// party's token, a one-time link's token and other queries go on.
+func TestAccessTokenInQueryRefused(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOpt{rules: notesRules, vars: map[string]string{"ACCESS_LOG": "true", "LOG_LEVEL": "info"}})
+	e.core.SetProjection(notesProjection())
+	tok := e.token(nil)
+	expired := e.token(func(c testenv.Claims) {
+		past := time.Now().Add(-time.Hour)
+		c["iat"], c["nbf"], c["exp"] = past.Add(-time.Minute).Unix(), past.Add(-time.Minute).Unix(), past.Unix()
+	})
+	const detail = "access tokens are not accepted in the query string"
+	for _, path := range []string{"/notes/public/1", "/notes/maybe", "/notes/x"} {
+		for _, q := range []string{
+			"access_token=" + tok,
+			"x=1&access_token=" + tok + "&y=2",
+			"access_token=" + expired,
+			"access_token=%65%79%4a" + tok[3:],
+			"access_token=" + url.QueryEscape("Bearer "+tok),
+			"state=" + tok,
+			tok,
+		} {
+			e.reset()
+			e.wantKeyProblem(e.do("GET", path+"?"+q, tok, nil), 400, problem.CodeAPIKeyInQuery, detail)
+			e.wantNothingForwarded()
+		}
+	}
+	if !strings.Contains(e.logs.String(), `"outcome":"token_in_query"`) {
+		t.Error("the access log does not show the refused query token's outcome")
+	}
+	if strings.Contains(e.logs.String(), tok[len(tok)-20:]) {
+		t.Error("the log holds the token")
+	}
+	// Waiting for 100 Continue: refused from the headers, no 100 sent.
+	conn, br := dialProxy(t, e.addr)
+	expectHeaders(conn, "/notes/maybe?access_token="+tok, "", 10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 400 || !strings.Contains(string(b), detail) {
+		t.Fatalf("Expect: 100-continue: %d %s, want 400 without a 100 Continue", resp.StatusCode, b)
+	}
+	e.wantNothingForwarded()
+	// Not ours, or no token: forwarded as it came.
+	other := foreignToken(t)
+	for _, q := range []string{"access_token=" + other, "token=" + strings.Repeat("eyJhbGci", 6), "limit=10&q=%65yJ"} {
+		e.reset()
+		e.wantStatus(e.do("GET", "/notes/public/1?"+q, "", nil), 200)
+		if got := e.up.Last(t).URI; got != "/notes/public/1?"+q {
+			t.Errorf("the app got %.80q, want the query as it came", got)
+		}
+	}
+}
+
 // TestAPIKeyBesideASecondAuthorizationField: X-API-Key is refused beside an
 // Authorization field with a value wherever it stands, also after an empty
 // one: the key was taken, and the bearer of the second field (another

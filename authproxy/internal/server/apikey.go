@@ -62,6 +62,10 @@ const (
 var (
 	errKeyInQuery = &httpError{status: 400, code: problem.CodeAPIKeyInQuery,
 		detail: "API keys are not accepted in the query string (URLs end up in logs): send it as Authorization: Bearer or X-API-Key; this key should now be considered exposed"}
+	// An access token of coreapi's in the query string (tokenInQuery): the
+	// API key's refusal, its code included.
+	errTokenInQuery = &httpError{status: 400, code: problem.CodeAPIKeyInQuery,
+		detail: "access tokens are not accepted in the query string (URLs end up in logs): send it as Authorization: Bearer; this token should now be considered exposed"}
 	errKeyAmbiguous = &httpError{status: 400, code: problem.CodeAmbiguousCredentials,
 		detail: "send either X-API-Key or Authorization, not both"}
 	errKeyMalformed = &httpError{status: 401, code: problem.CodeInvalidToken,
@@ -76,16 +80,16 @@ var (
 		detail: "this route needs a recent second factor, which an API key cannot give"}
 )
 
-// keyHygiene runs on every request before routing: a key in the query
-// string is refused, X-API-Key is taken out of the request (copied into
-// st; it never reaches an upstream), and X-API-Key with Authorization is
-// refused.
+// keyHygiene runs on every request before routing: a key or one of
+// coreapi's access tokens in the query string is refused (queryRefused),
+// X-API-Key is taken out of the request (copied into st; it never reaches
+// an upstream), and X-API-Key with Authorization is refused.
 func (s *Server) keyHygiene(c *fiber.Ctx, st *state) error {
 	st.xkey, st.xkeyN = st.xkey[:0], 0
-	if q := c.Request().URI().QueryString(); len(q) > 0 && keyInQuery(q) {
-		st.outcome = "api_key_in_query"
-		s.d.Metrics.APIKeyRefusals.WithLabelValues("in_query").Inc()
-		return errKeyInQuery
+	if q := c.Request().URI().QueryString(); len(q) > 0 {
+		if err := s.queryRefused(st, q); err != nil {
+			return err
+		}
 	}
 	if !st.seen.APIKey { // most requests: headers.Scan saw none
 		return nil
@@ -123,6 +127,76 @@ func (s *Server) apiKeyHeader(h *fasthttp.RequestHeader, st *state) error {
 		return errKeyAmbiguous
 	}
 	return nil
+}
+
+// queryRefused refuses a query string q that holds an API key (keyInQuery)
+// or one of coreapi's access tokens (tokenInQuery): 400, before routing,
+// on every route. An app would get the credential in its request target
+// (and its access log), and a token is good at coreapi and every other
+// app until it expires.
+func (s *Server) queryRefused(st *state, q []byte) error {
+	if keyInQuery(q) {
+		st.outcome = "api_key_in_query"
+		s.d.Metrics.APIKeyRefusals.WithLabelValues("in_query").Inc()
+		return errKeyInQuery
+	}
+	if tokenInQuery(q, s.d.Verifier) {
+		st.outcome = "token_in_query"
+		return errTokenInQuery
+	}
+	return nil
+}
+
+// tokenInQuery reports whether a query parameter's name or value holds one
+// of coreapi's access tokens (Verifier.Ours, in any token of it as
+// headers.AnyToken splits it), percent-encoded or not: RFC 6750's
+// access_token parameter, or any other. A query shorter than the shortest
+// JWS Ours could take holds none, nor does one without "eyJ" (base64url
+// of a protected header's `{"`) once its escapes are decoded: the raw
+// scans are cheap; only a hit parses the query.
+func tokenInQuery(q []byte, v Verifier) bool {
+	if len(q) < minQueryToken {
+		return false
+	}
+	if !bytes.Contains(q, []byte("eyJ")) && (bytes.IndexByte(q, '%') < 0 || !decodedContains(q, "eyJ")) {
+		return false
+	}
+	var args fasthttp.Args
+	args.ParseBytes(q)
+	for k, val := range args.All() {
+		if headers.AnyToken(k, v.Ours) || headers.AnyToken(val, v.Ours) {
+			return true
+		}
+	}
+	return false
+}
+
+// minQueryToken is the length of the shortest value Verifier.Ours can
+// take: the protected header {"typ":"at+jwt"} in base64url and its dot.
+const minQueryToken = len("eyJ0eXAiOiJhdCtqd3QifQ.")
+
+// decodedContains reports whether q, its %XX escapes decoded, holds w (at
+// most 8 bytes).
+func decodedContains(q []byte, w string) bool {
+	var last [8]byte // the bytes decoded last, the newest at the end
+	n := 0
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		if c == '%' && i+2 < len(q) {
+			var d [1]byte
+			if _, err := hex.Decode(d[:], q[i+1:i+3]); err == nil {
+				c = d[0]
+				i += 2
+			}
+		}
+		copy(last[:], last[1:])
+		last[len(last)-1] = c
+		n++
+		if n >= len(w) && string(last[len(last)-len(w):]) == w {
+			return true
+		}
+	}
+	return false
 }
 
 // keyInQuery reports whether a query parameter's name or value starts as

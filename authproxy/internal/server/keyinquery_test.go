@@ -2,6 +2,8 @@ package server
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"math/rand/v2"
 	"testing"
 )
@@ -40,5 +42,49 @@ func TestMayHoldTG(t *testing.T) {
 		if got := keyInQuery([]byte(q)); got != want {
 			t.Fatalf("keyInQuery(%q) = %v, want %v", q, got, want)
 		}
+	}
+}
+
+// decodedContains, the scan that lets a query with escapes but no token
+// by, answers as decoding the query and looking for the word, for every
+// query over the bytes that matter up to four bytes long; minQueryToken
+// is the shortest JWS Verifier.Ours could take.
+func TestDecodedContains(t *testing.T) {
+	const alphabet = "eyJ%6549a"
+	decode := func(q []byte) []byte {
+		var out []byte
+		for i := 0; i < len(q); i++ {
+			c := q[i]
+			if c == '%' && i+2 < len(q) {
+				var d [1]byte
+				if _, err := hex.Decode(d[:], q[i+1:i+3]); err == nil {
+					c = d[0]
+					i += 2
+				}
+			}
+			out = append(out, c)
+		}
+		return out
+	}
+	var all func(q []byte)
+	all = func(q []byte) {
+		if got, want := decodedContains(q, "eyJ"), bytes.Contains(decode(q), []byte("eyJ")); got != want {
+			t.Fatalf("decodedContains(%q) = %v, want %v", q, got, want)
+		}
+		if len(q) == 4 {
+			return
+		}
+		for i := range len(alphabet) {
+			all(append(q, alphabet[i]))
+		}
+	}
+	all(nil)
+	for q, want := range map[string]bool{"a=%65%79%4a": true, "a=%65%79%4A": true, "a=e%79J": true, "a=%65yj": false, "a=e%7": false} {
+		if got := decodedContains([]byte(q), "eyJ"); got != want {
+			t.Fatalf("decodedContains(%q) = %v, want %v", q, got, want)
+		}
+	}
+	if h := base64.RawURLEncoding.EncodeToString([]byte(`{"typ":"at+jwt"}`)) + "."; minQueryToken != len(h) {
+		t.Fatalf("minQueryToken = %d, want %d (%s)", minQueryToken, len(h), h)
 	}
 }

@@ -495,7 +495,8 @@ func (s *Server) extensionMethod(ctx *fasthttp.RequestCtx) {
 //     other than chunked, a Host
 //     no host has, a field name with a space, trailers, h2c, too many
 //     fields or fields to remove): 400 or 431, as the handler answers it;
-//   - an API key in the query string: 400, as keyHygiene answers it;
+//   - an API key or an access token in the query string: 400, as
+//     keyHygiene answers it (queryRefused);
 //   - a Content-Length over its route's limit (or MAX_BODY_BYTES): 413;
 //   - on a protected or optional route, what authorize would answer the
 //     request's credential (expectAuth): none on a protected route 401;
@@ -522,10 +523,10 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 		return s.expectRefused(c, st, err)
 	}
 	h := &ctx.Request.Header
-	if q := ctx.URI().QueryString(); len(q) > 0 && keyInQuery(q) {
-		s.d.Metrics.APIKeyRefusals.WithLabelValues("in_query").Inc()
-		st.outcome = "api_key_in_query"
-		return s.expectRefused(c, st, errKeyInQuery)
+	if q := ctx.URI().QueryString(); len(q) > 0 {
+		if err := s.queryRefused(st, q); err != nil {
+			return s.expectRefused(c, st, err)
+		}
 	}
 	if h.IsOptions() && s.isPreflight(h) {
 		// Answered by the handler once routed, before any credential
