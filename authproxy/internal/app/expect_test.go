@@ -360,6 +360,74 @@ func TestExpectContinueHygieneFirst(t *testing.T) {
 	}
 }
 
+// TestExpectContinueRoutingRefused: a request waiting for "100 Continue"
+// that the handler refuses whatever its body for its target or method
+// gets that answer from its headers, with no 100 Continue before it: a
+// path normalization refuses 400, no route 404, a method its routes do
+// not take 405, a method nobody knows 501; the connection closes without
+// the body, nothing is forwarded, and the answer and access line are the
+// handler's for the request with its body. The hook used to send a 100
+// Continue for each, the client its body, to be refused after it.
+func TestExpectContinueRoutingRefused(t *testing.T) {
+	t.Parallel()
+	e := start(t, envOpt{rules: expectRules, vars: map[string]string{"ACCESS_LOG": "true", "LOG_LEVEL": "info"}})
+	tok := e.token(nil)
+	for _, tc := range []struct {
+		name, method, target string
+		status               int
+		code                 string
+	}{
+		{"no route", "POST", "/nowhere/a", 404, problem.CodeNotFound},
+		{"no route, with a token", "POST", "/nowhere/a", 404, problem.CodeNotFound},
+		{"a method the route does not take", "GET", "/forms/a", 405, problem.CodeMethodNotAllowed},
+		{"a method the protected route does not take", "GET", "/uploads/a", 405, problem.CodeMethodNotAllowed},
+		{"a method nobody knows", "FROB", "/forms/a", 501, problem.CodeNotImplemented},
+		{"an encoded slash", "POST", "/forms/a%2Fb", 400, problem.CodeBadPath},
+		{"dot segments above the root", "POST", "/forms/%2e%2e/%2e%2e/x%00", 400, problem.CodeBadPath},
+		{"OPTIONS *", "OPTIONS", "*", 400, problem.CodeBadPath},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := e.with(t)
+			e.reset()
+			auth := ""
+			if strings.HasSuffix(tc.name, "with a token") || strings.Contains(tc.target, "/uploads") {
+				auth = "Authorization: Bearer " + tok + "\r\n"
+			}
+			head := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: x\r\n%s", tc.method, tc.target, auth)
+			conn, br := dialProxy(t, e.addr)
+			fmt.Fprintf(conn, "%sContent-Length: 50000\r\nExpect: 100-continue\r\n\r\n", head)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("no answer before the body: %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("%d %s, want %d without a 100 Continue", resp.StatusCode, b, tc.status)
+			}
+			var p problem.Problem
+			if err := json.Unmarshal(b, &p); err != nil || p.Code != tc.code || p.RequestID == "" {
+				t.Fatalf("%s, want a problem %s with its request id", b, tc.code)
+			}
+			if _, err := br.ReadByte(); !resp.Close || err != io.EOF {
+				t.Fatalf("after the answer: close %v, read %v; want the connection closed without the body", resp.Close, err)
+			}
+			e.wantNothingForwarded()
+			// The handler's answer to the same request, its body sent.
+			r := e.raw(head + "Content-Length: 5\r\nConnection: close\r\n\r\nhello")
+			if r.status != resp.StatusCode || r.prob.Code != p.Code || r.prob.Detail != p.Detail || r.header.Get("Allow") != resp.Header.Get("Allow") {
+				t.Fatalf("from the headers: %d %+v Allow %q; the handler's: %d %+v Allow %q", resp.StatusCode, p, resp.Header.Get("Allow"), r.status, r.prob, r.header.Get("Allow"))
+			}
+			e.wantNothingForwarded()
+			hook, handler := accessLineOf(t, e, p.RequestID), accessLineOf(t, e, r.prob.RequestID)
+			for _, k := range []string{"status", "route", "outcome"} {
+				if hook[k] != handler[k] {
+					t.Fatalf("access line %s: %v from the headers, %v from the handler", k, hook[k], handler[k])
+				}
+			}
+		})
+	}
+}
+
 // TestExpectContinuePreflight: a CORS preflight from an allowed origin
 // that waits for "100 Continue" is told to continue and answered 204 by
 // the handler, as it is without the expectation: a preflight carries no

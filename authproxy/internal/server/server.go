@@ -490,13 +490,19 @@ func (s *Server) extensionMethod(ctx *fasthttp.RequestCtx) {
 // when they decide the answer, as for a request whose body was read (the
 // same problem, request id, metrics and access line), the body never
 // sent; fasthttp then closes the connection:
+//   - a method neither Fiber nor the route table knows: 501, as the
+//     listener's handler answers it before anything else;
 //   - what hygiene refuses from the fields as sent (fieldsRefused: a
 //     folded field line or one ended by a bare LF, a Transfer-Encoding
-//     other than chunked, a Host
-//     no host has, a field name with a space, trailers, h2c, too many
-//     fields or fields to remove): 400 or 431, as the handler answers it;
+//     other than chunked, a Host no host has, a field name with a space,
+//     trailers, h2c, too many fields or fields to remove): 400 or 431,
+//     as the handler answers it;
+//   - a path normalization refuses (expectPath): 400, as normalize
+//     answers it;
 //   - an API key or an access token in the query string: 400, as
 //     keyHygiene answers it (queryRefused);
+//   - no route for the path 404, a method its routes do not take 405
+//     (501 for one the table does not know), as authorize answers them;
 //   - a Content-Length over its route's limit (or MAX_BODY_BYTES): 413;
 //   - on a protected or optional route, what authorize would answer the
 //     request's credential (expectAuth): none on a protected route 401;
@@ -519,19 +525,24 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 	defer s.app.ReleaseCtx(c)
 	st := s.pool.Get().(*state)
 	s.beginOutside(c, st)
+	if m := ctx.Method(); !problem.KnownMethod(m) && !s.router.Load().Table.Knows(m) {
+		// The listener's handler answers it first (unknownMethod).
+		return s.expectRefused(c, st, errNotImplemented)
+	}
 	if err := s.expectFields(c, st); err != nil {
 		return s.expectRefused(c, st, err)
 	}
 	h := &ctx.Request.Header
+	// The handler's order: the path (normalize), the query (keyHygiene),
+	// the route, a preflight, the method.
+	p, err := expectPath(h)
+	if err != nil {
+		return s.expectRefused(c, st, err)
+	}
 	if q := ctx.URI().QueryString(); len(q) > 0 {
 		if err := s.queryRefused(st, q); err != nil {
 			return s.expectRefused(c, st, err)
 		}
-	}
-	if h.IsOptions() && s.isPreflight(h) {
-		// Answered by the handler once routed, before any credential
-		// (preflight): a preflight carries none.
-		return s.expectContinued(st)
 	}
 	// The request is routed here, on the router of the moment, and the
 	// handler takes the same one (routerOf): a reload between the two
@@ -539,9 +550,22 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 	// another.
 	rt := s.router.Load()
 	ctx.SetUserValue(expectRouter{}, rt)
-	route := s.expectRoute(rt, h)
-	if route != nil {
-		st.route = route.Prefix
+	var route *rules.Route
+	if p != nil {
+		g, _ := rt.Table.Match(p, nil)
+		if g == nil {
+			st.outcome = "no_route"
+			return s.expectRefused(c, st, errNotFound)
+		}
+		st.route = g.Prefix
+		if h.IsOptions() && s.isPreflight(h) {
+			// Answered by the handler once routed, before any credential
+			// (preflight): a preflight carries none.
+			return s.expectContinued(st)
+		}
+		if route = g.Pick(h.Method()); route == nil {
+			return s.expectRefused(c, st, methodNotAllowed(st, rt, g, h.Method()))
+		}
 	}
 	n := h.ContentLength() // -1 chunked: refused while read, past the limit
 	limit := s.o.MaxBodyBytes
@@ -691,29 +715,25 @@ func (s *Server) beginOutside(c *fiber.Ctx, st *state) {
 	st.start = s.d.Now()
 }
 
-// expectRoute finds the route of a request from its headers, as
-// authorize will (the method, and the path normalized from the request
-// target parsed as fasthttp parses it for the handler: an absolute-form
-// target's path, without its query or fragment); nil for a target
-// without a path the proxy accepts ("*", one normalization refuses), no
-// route, or a method the route does not take.
+// expectPath is the path of a request normalized from its headers, as
+// the handler's normalize has it (the request target parsed as fasthttp
+// parses it for the handler: an absolute-form target's path, without its
+// query or fragment), or the handler's refusal of it (pathRefused: 400,
+// "*" among them); nil and no error for a target fasthttp does not parse,
+// which the handler judges.
 //
 //go:noinline
-func (s *Server) expectRoute(rt *Router, h *fasthttp.RequestHeader) *rules.Route {
+func expectPath(h *fasthttp.RequestHeader) ([]byte, error) {
 	u := fasthttp.AcquireURI()
 	defer fasthttp.ReleaseURI(u)
 	if err := u.Parse(h.Host(), h.RequestURI()); err != nil {
-		return nil
+		return nil, nil
 	}
 	p, err := pathnorm.Append(nil, u.PathOriginal())
 	if err != nil {
-		return nil
+		return nil, pathRefused(h, err)
 	}
-	g, _ := rt.Table.Match(p, nil)
-	if g == nil {
-		return nil
-	}
-	return g.Pick(h.Method())
+	return p, nil
 }
 
 // expectRouter is the key of the router expectContinue routed a request
