@@ -562,6 +562,14 @@ func TestBareLF(t *testing.T) {
 			}
 		})
 	}
+	// BareLF counts on fasthttp refusing a CR anywhere but before a LF:
+	// one elsewhere could stand for a bare LF's missing CR in the count.
+	for _, fields := range []string{"X-A: a\rb\r\n", "X-A: a\r\r\n", "X\rA: a\r\n", "X-A\r: a\r\n", "\rX-A: a\r\n", "X-A: \ra\r\n"} {
+		var req fasthttp.Request
+		if err := req.Read(bufio.NewReader(strings.NewReader("GET /x HTTP/1.1\r\nHost: h\r\n" + fields + "\r\n"))); err == nil {
+			t.Fatalf("fasthttp read a header with a CR not before a LF (%q): BareLF's count no longer holds", fields)
+		}
+	}
 }
 
 func TestUpgradeOf(t *testing.T) {
