@@ -332,6 +332,12 @@ FROM users WHERE id = $1`
 				return auth.TokenResponse{}, err
 			}
 		default:
+			// The account would be a new one: its address must pass
+			// as any new account's does (an invitation sent before
+			// the look-alike check may hold one that does not).
+			if !mail.ValidNewAddress(email) {
+				return auth.TokenResponse{}, httpapi.Invalid("email", "not an email address")
+			}
 			if b.Password == nil {
 				return auth.TokenResponse{}, httpapi.Invalid("password", "required to create the account")
 			}

@@ -6,7 +6,9 @@ import (
 	"testing"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/invitations"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/lifecycle"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/onetime"
 )
 
 // TestAccountAddressesAreNoLookAlikes: a new account, a new member, an
@@ -70,4 +72,51 @@ func TestAccountAddressesAreNoLookAlikes(t *testing.T) {
 		t.Errorf("no reset link mailed to an account stored with a look-alike")
 	}
 	wantStatus(t, x.token(t, old, pw), http.StatusOK)
+}
+
+// TestOldInvitationToALookAlikeMakesNoAccount: an invitation sent to a
+// look-alike address before the check (stored as the database held it)
+// is refused when accepting it would create the account, with the 422
+// validation_failed naming email that sign-up and the invitation itself
+// now give, and nothing is created; an account stored with that address
+// before accepts its own invitation as it always could.
+func TestOldInvitationToALookAlikeMakesNoAccount(t *testing.T) {
+	t.Parallel()
+	x := start(t, lifecycle.Limits{})
+	owner := x.signup(t, "owner@example.com")
+	invite := func(addr string) (token, id string) {
+		t.Helper()
+		raw, hash, err := onetime.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := x.DB.Pool.QueryRow(t.Context(), `INSERT INTO invitations (tenant_id, email, roles, token_hash, invited_by, expires_at)
+VALUES ($1, $2, '{member}', $3, $4, now() + interval '1 day') RETURNING id::text`, owner.c.Tid, addr, hash, owner.c.Sub).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		return raw, id
+	}
+
+	const lookAlike = "\u0430da@look.example" // a Cyrillic a among Latin letters
+	raw, id := invite(lookAlike)
+	r := x.Send(t, nil, http.MethodPost, "/api/v1/invitations/accept", map[string]string{"token": raw, "password": pw})
+	apitest.WantProblem(t, r, http.StatusUnprocessableEntity, "validation_failed")
+	if p := r.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "email" {
+		t.Errorf("errors %+v, want one naming email", p.Errors)
+	}
+	if n := x.count(t, `SELECT count(*) FROM users WHERE email LIKE '%@look.example'`); n != 0 {
+		t.Errorf("%d accounts made by accepting an invitation to a look-alike, want 0", n)
+	}
+	if got := x.invitationStatus(t, id); got != invitations.StatusPending {
+		t.Errorf("the refused invitation is %q, want %q", got, invitations.StatusPending)
+	}
+
+	// An account stored with a look-alike before the check joins.
+	const old = "\u0430da@old.example"
+	stored := x.signup(t, "ada@old.example")
+	x.exec(t, `UPDATE users SET email = $1 WHERE id = $2`, old, stored.c.Sub)
+	raw, _ = invite(old)
+	if tk, st, code := x.accept(t, nil, map[string]string{"token": raw, "password": pw}); st != http.StatusOK || claimsOf(t, tk.AccessToken).Sub != stored.c.Sub {
+		t.Errorf("the stored account's accept: %d %s, want 200 as that account", st, code)
+	}
 }
