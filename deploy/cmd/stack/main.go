@@ -376,7 +376,7 @@ func run(ctx context.Context, logger *slog.Logger, args []string, stdout io.Writ
 	logger.Info("stack ready", "proxy", localURL(o.proxyAddr), "core", o.coreAddr, "notes", o.notesAddr, "nats", natsShown)
 
 	if o.seed {
-		d, err := seed(ctx, localURL(o.proxyAddr), o)
+		d, err := seed(ctx, localURL(o.proxyAddr), dbURL, o)
 		if err != nil {
 			return fmt.Errorf("seed demo data: %w", err)
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -146,6 +147,15 @@ func TestRunTwice(t *testing.T) {
 			break
 		}
 
+		// The seed asks the database who exists: no request of its own
+		// fails (a first run's sign-in answered 400, a later run's POST
+		// /users 409, each logged by both services before the tour).
+		// Each service writes its access lines in order: once both have
+		// logged a request sent after the tour, the seed's are all in.
+		logsUpTo(t, logs, localURL(o.proxyAddr), "/api/v1/health")
+		if bad := failedRequestRe.FindAllString(logs.String(), -1); len(bad) != 0 {
+			t.Errorf("run #%d: requests that failed before the tour: %q", i+1, bad)
+		}
 		d := demoFromTour(t, stdout.String())
 		out, err := exec.Command("sh", "-c", tourScript(d, o)).CombinedOutput()
 		if err != nil {
@@ -312,6 +322,27 @@ func waitMailMatching(t *testing.T, c *smtpCatcher, re *regexp.Regexp, n int) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// logsUpTo sends GET path to the proxy at base and waits (up to 10 s)
+// until authproxy and coreapi have both logged it.
+func logsUpTo(t *testing.T, logs *signalWriter, base, path string) {
+	t.Helper()
+	resp, err := http.Get(base + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	line := `"path":"` + path + `"`
+	for deadline := time.Now().Add(10 * time.Second); strings.Count(logs.String(), line) < 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no access lines of GET %s from both services after 10 s:\n%s", path, logs)
+		}
+	}
+}
+
+// failedRequestRe is a request line of coreapi's or authproxy's access
+// log that answered an error: its method, path and status.
+var failedRequestRe = regexp.MustCompile(`"method":"[A-Z]+","path":"[^"]*"[^\n]*?"status":[45]\d\d`)
 
 var (
 	tenantRe = regexp.MustCompile(`demo\s+tenant (\S+)`)
