@@ -205,6 +205,9 @@ func TestRunTwice(t *testing.T) {
 			regexp.MustCompile(`"text":"hello","author_id":"` + d.MemberID + `"`),
 			regexp.MustCompile(`(?m)^write after the revoke 403$`),
 			regexp.MustCompile(`(?m)^api key read 200$`),
+			// Refresh gives a new pair; after the sign-out its access token
+			// is 401 and its refresh token 400 invalid_grant.
+			regexp.MustCompile(`(?m)^\{"access_token":"[^"]+",[^\n]*"refresh_token":"[^"]+"[^\n]*\}\nlogout 204\naccess token after logout 401\n\{[^\n]*"status":400[^\n]*"code":"invalid_grant"`),
 			// An invitation to an address of this run's: pasting the tour
 			// again invites someone new, not a 409 for a pending invitation.
 			regexp.MustCompile(`"email":"friend-\d+-\d+@example\.com","roles":\["member"\],"status":"pending"`),
