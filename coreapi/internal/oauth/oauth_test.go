@@ -180,7 +180,9 @@ func (x *env) mail(t *testing.T, rcpt, subject string) mailtest.Message {
 }
 
 // second starts another coreapi instance on the same database: nothing
-// but PostgreSQL is shared with the first.
+// but PostgreSQL is shared with the first. It is configured as the first
+// (apitest's default): v1 accepted, so the browser's unsigned requests to
+// its public routes are served, as they are on the first.
 func (x *env) second(t *testing.T) string {
 	t.Helper()
 	pool, err := pgxpool.New(context.Background(), x.DB.URL)
@@ -189,7 +191,7 @@ func (x *env) second(t *testing.T) string {
 	}
 	t.Cleanup(pool.Close)
 	o := httpapi.Options{Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), Pool: pool, IdentityKeys: apitest.Keys(),
-		CursorKey: httpapi.DeriveCursorKey(apitest.Key())}
+		AcceptV1: true, CursorKey: httpapi.DeriveCursorKey(apitest.Key())}
 	x.configure(&o)
 	srv, err := httpapi.New(o)
 	if err != nil {
