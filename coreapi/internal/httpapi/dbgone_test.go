@@ -2,10 +2,15 @@ package httpapi_test
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/url"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 )
 
 // TestDatabaseGoneAway: when PostgreSQL drops the server's connections (an
@@ -52,4 +57,103 @@ WHERE datname = current_database() AND pid <> pg_backend_pid()`
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestConnectionLostMidTransaction: the server's connection to PostgreSQL
+// breaks while a request holds its transaction (a network outage, a
+// server stopped with -m immediate: the socket closes with no error
+// message first). The driver reports what the read got (an unexpected
+// EOF); the request is answered 503 unavailable with Retry-After, like
+// every other request while the database is away, not 500.
+func TestConnectionLostMidTransaction(t *testing.T) {
+	db := dbtest.New(t)
+	u, err := url.Parse(db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := cuttable(t, u.Host)
+	u.Host = cut.addr
+	// The server's pool goes through the link; seeding and the test's
+	// lock go straight to PostgreSQL.
+	e := start(t, apitest.Options{DB: &dbtest.DB{Name: db.Name, URL: u.String(), Pool: db.Pool}})
+	tn := e.SeedTenant(t, "Cut")
+	admin := e.SeedUserIn(t, tn.ID, "admin@example.com", "admin")
+	member := e.SeedUserIn(t, tn.ID, "member@example.com", "member", "admin")
+	hold := db.Hold(t, `SELECT 1 FROM memberships WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE`, tn.ID, member.UserID)
+	answer := dbtest.AnsweredOrWaiting(t, db, func() apitest.Response {
+		return e.Send(t, &admin, "DELETE", "/api/v1/users/"+member.UserID+"/roles/admin", nil)
+	})
+	if db.LockWaiters(t, "") == 0 {
+		t.Fatalf("answered before waiting on the member's row: %+v", answer())
+	}
+	cut.cut()
+	if err := hold.Rollback(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r := answer()
+	if r.Status != 503 {
+		t.Fatalf("connection lost mid-transaction: %d %s, want 503", r.Status, r.Body)
+	}
+	if r.Header.Get("Retry-After") != "1" {
+		t.Errorf("Retry-After = %q, want 1", r.Header.Get("Retry-After"))
+	}
+	if p := r.Problem(t); p.Code != "unavailable" {
+		t.Errorf("code = %q, want unavailable", p.Code)
+	}
+}
+
+// link is a TCP relay to target whose connections can all be closed at
+// once (cut): the server's side of each closes cleanly, as a server that
+// went away without a word.
+type link struct {
+	target, addr string
+	mu           sync.Mutex
+	conns        []net.Conn
+}
+
+func cuttable(t *testing.T, target string) *link {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &link{target: target, addr: ln.Addr().String()}
+	t.Cleanup(func() {
+		ln.Close()
+		l.cut()
+	})
+	go func() {
+		for {
+			a, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", target)
+			if err != nil {
+				a.Close()
+				continue
+			}
+			l.mu.Lock()
+			l.conns = append(l.conns, a, b)
+			l.mu.Unlock()
+			go pipe(a, b)
+			go pipe(b, a)
+		}
+	}()
+	return l
+}
+
+// cut closes every connection open now.
+func (l *link) cut() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		c.Close()
+	}
+	l.conns = nil
+}
+
+func pipe(dst, src net.Conn) {
+	defer dst.Close()
+	_, _ = io.Copy(dst, src)
 }

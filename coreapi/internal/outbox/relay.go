@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -1341,14 +1340,16 @@ func (w *dbWatch) drained(err error, began, ended int64) {
 // (57P03), or a connection exception (class 08), counts. So does a server
 // that refuses the relay's writes as read-only (25006: a primary demoted
 // to a standby by a failover, which the pool's connections still reach;
-// sqldb.Unavailable): nothing commits through it either.
+// sqldb.Unavailable): nothing commits through it either. Every other
+// error is judged as the HTTP layer judges it (sqldb.Unavailable: a
+// connection that broke, a socket that ended mid-message, a timeout).
 func unreachable(err error) bool {
 	var ce *pgconn.ConnectError
 	var pe *pgconn.PgError
 	if errors.As(err, &ce) && errors.As(err, &pe) {
 		return pe.Code == "57P03" || strings.HasPrefix(pe.Code, "08")
 	}
-	return sqldb.Unavailable(err) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+	return sqldb.Unavailable(err)
 }
 
 // beatDirect publishes a heartbeat straight to NATS, not through the

@@ -4,6 +4,7 @@ package sqldb
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"strings"
 
@@ -14,13 +15,22 @@ import (
 // Unavailable reports whether err means the database could not be reached
 // or is not accepting work (a failover, a restart, a network outage), as
 // opposed to a statement that failed: a connection that could not be made
-// or broke (the driver closed it: the server went away under it),
+// or broke (the driver closed it: the server went away under it; or the
+// socket ended mid-message, io.ErrUnexpectedEOF or io.EOF as pgconn
+// returns them from a read, which is what a server stopped with
+// -m immediate or a cut link leaves: no error message comes first),
 // connection-class and shutdown SQLSTATEs, timeouts, and a write refused
 // as read-only (25006: a primary demoted to a standby by a failover,
 // which the pool's connections still reach; nothing commits through it).
+// A connection lost during COMMIT counts too: whether the transaction
+// committed is unknown, and the caller answers as for any other outage
+// (docs/operations.md).
 func Unavailable(err error) bool {
 	var ce *pgconn.ConnectError
 	if errors.As(err, &ce) || errors.Is(err, pgconn.ErrConnClosed) {
+		return true
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return true
 	}
 	var pe *pgconn.PgError

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"syscall"
 	"testing"
@@ -32,6 +33,8 @@ func TestUnavailable(t *testing.T) {
 		{"read-only (a demoted primary)", fmt.Errorf("write outbox: %w", &pgconn.PgError{Code: "25006"}), true},
 		{"reset", &net.OpError{Op: "read", Err: syscall.ECONNRESET}, true},
 		{"closed under a query", fmt.Errorf("claim: %w", pgconn.ErrConnClosed), true},
+		{"socket ended mid-message", fmt.Errorf("revoke role: %w", io.ErrUnexpectedEOF), true},
+		{"socket ended", fmt.Errorf("commit: %w", io.EOF), true},
 		{"deadline", fmt.Errorf("acquire: %w", context.DeadlineExceeded), true},
 		{"unique violation", &pgconn.PgError{Code: "23505"}, false},
 		{"syntax error", &pgconn.PgError{Code: "42601"}, false},
