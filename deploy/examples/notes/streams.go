@@ -73,6 +73,10 @@ func (h *handlers) events(w http.ResponseWriter, r *http.Request) {
 var upgrader = websocket.Upgrader{
 	ReadBufferSize:  4 << 10,
 	WriteBufferSize: 4 << 10,
+	// A browser offers "chat" beside its "bearer.<token>" (rules.yaml); the
+	// proxy takes the bearer element out, and the answer must select
+	// "chat": a browser fails a handshake that selects none of its offers.
+	Subprotocols: []string{"chat"},
 	// The proxy in front authorizes the upgrade; the identity headers are
 	// verified before this handler runs.
 	CheckOrigin: func(*http.Request) bool { return true },

@@ -124,6 +124,25 @@ func TestWebSocketEchoes(t *testing.T) {
 	}
 }
 
+// TestWebSocketSelectsTheOfferedSubprotocol: a browser opens the socket
+// with new WebSocket(url, ["chat", "bearer." + token]); the proxy takes
+// the bearer element out, and the app gets "chat". The app's 101 must
+// select it: a browser fails a handshake whose answer selects none of the
+// protocols it offered.
+func TestWebSocketSelectsTheOfferedSubprotocol(t *testing.T) {
+	a := start(t)
+	r := a.signed(readerA, "/notes/ws")
+	d := websocket.Dialer{Subprotocols: []string{"chat"}, HandshakeTimeout: 5 * time.Second}
+	c, res, err := d.Dial("ws"+strings.TrimPrefix(a.url, "http")+"/notes/ws", r.Header)
+	if err != nil {
+		t.Fatalf("dial: %v (%v)", err, res)
+	}
+	defer c.Close()
+	if got := res.Header.Get("Sec-WebSocket-Protocol"); got != "chat" || c.Subprotocol() != "chat" {
+		t.Fatalf("Sec-WebSocket-Protocol answered %q, want chat (the protocol offered beside the bearer)", got)
+	}
+}
+
 // A plain GET on /notes/ws is not an upgrade: 400 from the upgrader.
 func TestWebSocketRouteNeedsUpgrade(t *testing.T) {
 	a := start(t)
