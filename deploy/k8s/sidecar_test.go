@@ -316,6 +316,9 @@ func TestSidecarInvariantsCatchBreakage(t *testing.T) {
 		{"coreapi on loopback only", func(t *testing.T, b *bundle) {
 			setEnv(ctr(t, b, coreName), "COREAPI_LISTEN_ADDR", "127.0.0.1:8081")
 		}, "cannot reach"},
+		{"coreapi keeps v1's grace", func(t *testing.T, b *bundle) {
+			setEnv(ctr(t, b, coreName), "IDENTITY_ACCEPT_V1", "true")
+		}, "IDENTITY_ACCEPT_V1"},
 		{"IDENTITY_URL at the public Service", func(t *testing.T, b *bundle) {
 			setEnv(sidecarOf(t, b), "IDENTITY_URL", "http://tollgate:80")
 		}, "IDENTITY_URL"},
@@ -497,6 +500,13 @@ func checkSidecar(b *bundle) []string {
 	coreHost, corePort := addr(&v, coreEnv, "COREAPI_LISTEN_ADDR")
 	if isLoopback(coreHost) {
 		v.addf("coreapi: COREAPI_LISTEN_ADDR %s:%d is loopback only: sidecars in other pods cannot reach it", coreHost, corePort)
+	}
+	// Reachable from app pods, coreapi must refuse what no proxy signed:
+	// with v1's grace it serves unsigned requests to its public and
+	// optional routes (sign-in, sign-up, the token endpoint) to any
+	// container that reaches the port.
+	if got := coreEnv["IDENTITY_ACCEPT_V1"]; got != "false" {
+		v.addf("coreapi: IDENTITY_ACCEPT_V1 is %q, want \"false\": listening beyond loopback, it would serve unsigned requests from app containers", got)
 	}
 
 	// The internal Service: ClusterIP, coreapi's API port and nothing else.
