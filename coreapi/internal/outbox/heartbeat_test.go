@@ -331,6 +331,58 @@ func TestHeartbeatWhileTheDatabaseIsAway(t *testing.T) {
 	})
 }
 
+// TestHeartbeatWhileTheDatabaseHangs: a database that stops answering
+// without closing anything (a partition, a server stopped with SIGSTOP)
+// held the relay's drain on its pooled connection for ever, the
+// relay's loop with it: no heartbeat went out, neither through the
+// outbox nor straight to NATS (nor the relay's own beat), and every
+// proxy refused its warm requests once MAX_STALENESS was over, as if
+// the relay were not keeping up. Each database step of the loop is
+// bounded, so the relay takes the silence for an unreachable database
+// and publishes the heartbeat straight to NATS, as for one that
+// refuses its connections, soon enough for the proxies' timeout; once
+// the database answers, heartbeats go through the outbox again.
+func TestHeartbeatWhileTheDatabaseHangs(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	rows, direct, _ := heartbeats(t, ns.ClientURL())
+	w := watchRelays(t, ns.ClientURL())
+	c := newLink(t, dbHost(db))
+	var st steps
+	const interval = 200 * time.Millisecond
+	r := startRelay(t, poolThrough(t, db, c), connect(t, ns.ClientURL()),
+		RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: interval, ID: "hangs", stepped: st.hook})
+	eventually.Within(t, wait, func() error { return want(rows() >= 1, "no heartbeat through the outbox") })
+	heardIs(t, r, "begun to listen", func(hd *heard) bool { return hd.listen })
+	st.await(t, false, 2)
+	c.freeze()
+	// Closed before the relay stops: its connections, held by nothing
+	// but the freeze, then end at once.
+	t.Cleanup(c.cut)
+	frozen := time.Now()
+	before, beats := direct(), w.heard("hangs")
+	// A step is bounded by an interval, at least a second: the drain the
+	// freeze caught, then a heartbeat look, fail within a few seconds,
+	// far less than the proxies' timeout of at least 3.5 intervals
+	// allows at a default interval; 10 s here leaves room for a busy
+	// machine.
+	eventually.Within(t, 10*time.Second, func() error {
+		return want(direct() >= before+3, "%d direct heartbeats in %s since the database stopped answering, want 3",
+			direct()-before, time.Since(frozen).Round(time.Millisecond))
+	})
+	if n := w.heard("hangs"); n <= beats {
+		t.Fatalf("no beat of the relay's own since the database stopped answering")
+	}
+
+	// The database answers again: a heartbeat look reaches it, and the
+	// drains, held back meanwhile, publish its rows again.
+	c.thaw()
+	n := rows()
+	eventually.Within(t, wait, func() error {
+		return want(rows() >= n+2, "%d heartbeats through the outbox since the database answers again, want 2", rows()-n)
+	})
+}
+
 // staysSilent waits for ten heartbeat looks of h's relay after the
 // database went away, and for what it published by then to be counted,
 // and wants neither an event nor a direct heartbeat from it: rows it does

@@ -33,6 +33,8 @@ type link struct {
 	mu     sync.Mutex
 	ln     net.Listener
 	pairs  []*linkPair
+	// frozen: connections made from now on go silent too (freeze).
+	frozen bool
 }
 
 type linkPair struct {
@@ -77,6 +79,7 @@ func (l *link) serve(ln net.Listener) {
 		}
 		p := &linkPair{a: a, b: b}
 		l.mu.Lock()
+		p.silent.Store(l.frozen)
 		l.pairs = append(l.pairs, p)
 		l.mu.Unlock()
 		go p.pipe(a, b)
@@ -93,6 +96,27 @@ func (l *link) silence() {
 	for _, p := range l.pairs {
 		p.silent.Store(true)
 	}
+}
+
+// freeze makes every connection, open now or made later, go silent: a
+// server that stopped answering without closing anything (a partition
+// that drops every packet, a postmaster and its backends stopped with
+// SIGSTOP, whose kernel still accepts connections).
+func (l *link) freeze() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.frozen = true
+	for _, p := range l.pairs {
+		p.silent.Store(true)
+	}
+}
+
+// thaw lets connections made from now on pass again (those frozen stay
+// silent: what they lost leaves them of no use).
+func (l *link) thaw() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.frozen = false
 }
 
 // hold makes every connection open now hold what either side sends, until

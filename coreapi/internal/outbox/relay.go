@@ -65,6 +65,18 @@ type RelayOptions struct {
 	// would otherwise leave the relay deaf, believing it heard every
 	// commit, until TCP keepalive noticed minutes later. The pings also
 	// keep such middleboxes from dropping it.
+	//
+	// It also bounds each database step of the relay (a transaction's
+	// begin, claim, mark or commit; each statement of a heartbeat look, of
+	// a prune, of a backlog reading), to one Heartbeat interval (at least
+	// 1s) when that is shorter: a database that stops answering without
+	// closing anything (a partition, a server stopped with SIGSTOP) held
+	// the relay's loop on its pooled connection for ever, and no
+	// heartbeat went out, neither through the outbox nor straight to NATS.
+	// A step that does not end in time fails as the database being
+	// unreachable (its connection is closed), as a refused connection
+	// does. NATS's confirmation of a batch is not a database step
+	// (FlushTimeout bounds it).
 	ListenPing time.Duration
 	// Heartbeat is how often the relay looks whether a heartbeat row is
 	// due (see Beat); zero: never (coreapi's OUTBOX_HEARTBEAT_INTERVAL
@@ -108,6 +120,9 @@ type RelayOptions struct {
 	// what it published (the relay's beat, a heartbeat straight to NATS)
 	// is handed to the NATS client.
 	stepped func(beat bool)
+	// step is how long one database step of the relay may take (see
+	// ListenPing), set by defaults.
+	step time.Duration
 }
 
 func (o *RelayOptions) defaults() {
@@ -128,6 +143,10 @@ func (o *RelayOptions) defaults() {
 	}
 	if o.ListenPing <= 0 {
 		o.ListenPing = 5 * time.Second
+	}
+	o.step = o.ListenPing
+	if o.Heartbeat > 0 {
+		o.step = min(o.ListenPing, max(o.Heartbeat, time.Second))
 	}
 	if o.Backoff <= 0 {
 		o.Backoff = time.Second
@@ -284,7 +303,7 @@ func (r *Relay) watchBacklog(ctx context.Context) {
 	t := time.NewTicker(r.o.BacklogEvery)
 	defer t.Stop()
 	for {
-		if _, err := r.ReadBacklog(ctx); err != nil && ctx.Err() == nil {
+		if err := r.bounded(ctx, func(ctx context.Context) error { _, err := r.ReadBacklog(ctx); return err }); err != nil && ctx.Err() == nil {
 			r.log.Debug("outbox backlog not read", "err", err)
 		}
 		select {
@@ -293,6 +312,32 @@ func (r *Relay) watchBacklog(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// bounded runs f, one database step of the relay, with ctx bounded by
+// RelayOptions.ListenPing's step bound: a database that stops answering
+// fails the step (pgx closes its connection) instead of holding the
+// relay for ever.
+func (r *Relay) bounded(ctx context.Context, f func(context.Context) error) error {
+	sctx, cancel := context.WithTimeout(ctx, r.o.step)
+	defer cancel()
+	return f(sctx)
+}
+
+// boundedExec is a sqldb.DB whose Exec is one bounded step (bounded):
+// sweep.InBatches's statements, each a step of its own. Query and
+// QueryRow are the pool's.
+type boundedExec struct {
+	sqldb.DB
+	r *Relay
+}
+
+func (b boundedExec) Exec(ctx context.Context, sql string, args ...any) (tag pgconn.CommandTag, err error) {
+	err = b.r.bounded(ctx, func(ctx context.Context) error {
+		tag, err = b.DB.Exec(ctx, sql, args...)
+		return err
+	})
+	return tag, err
 }
 
 // Wake asks the relay to look for pending rows now (e.g. from a NATS
@@ -338,8 +383,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	w := dbWatch{cover: r.publishHeard}
 	b := backoff{first: r.o.Backoff, max: r.o.MaxBackoff}
 	var retry <-chan time.Time
+	drain := true
 	for {
-		if !b.holds(r.nc) {
+		if drain && !b.holds(r.nc) {
 			r.drainAndTell(ctx, &w, &b, &said)
 			if r.o.stepped != nil {
 				r.o.stepped(false)
@@ -349,10 +395,12 @@ func (r *Relay) Run(ctx context.Context) error {
 				retry = time.After(time.Until(b.until))
 			}
 		}
+		woken := false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-r.wake:
+			woken = true
 		case <-poll.C:
 		case <-retry:
 		case <-beat:
@@ -367,6 +415,9 @@ func (r *Relay) Run(ctx context.Context) error {
 					r.beatDirect(&w)
 				}
 			}
+			if err == nil {
+				w.answered()
+			}
 			switch {
 			case err != nil && ctx.Err() == nil && !beatFailing:
 				r.log.Warn("outbox heartbeat not written", "err", err)
@@ -379,12 +430,24 @@ func (r *Relay) Run(ctx context.Context) error {
 				r.o.stepped(true)
 			}
 		case <-prune.C:
+			if w.lost {
+				break // the next prune, once the database is back
+			}
 			if n, err := r.Prune(ctx); err != nil && ctx.Err() == nil {
 				r.log.Warn("outbox prune", "err", err)
 			} else if n > 0 {
 				r.log.Debug("outbox pruned", "rows", n)
 			}
 		}
+		// While the database is unreachable under a drained outbox
+		// (w.lost), only the heartbeat looks and the wakes (a commit's
+		// notification, a LISTEN lost or begun, NATS reconnected) try it:
+		// a database that does not answer holds each try for a step
+		// (RelayOptions.ListenPing), and drains at every poll left the
+		// looks, and so the heartbeats straight to NATS, several steps
+		// apart. A look that reaches it ends the outage, and the drains
+		// resume. A relay without heartbeat looks drains at every poll.
+		drain = woken || !w.lost || beat == nil
 	}
 }
 
@@ -628,7 +691,10 @@ func (r *Relay) listenOnce(ctx context.Context) (time.Duration, error) {
 		defer cancel()
 		_ = conn.Close(cctx)
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
+	lctx, cancel := context.WithTimeout(ctx, r.o.ListenPing)
+	_, err = conn.Exec(lctx, "LISTEN "+Channel)
+	cancel()
+	if err != nil {
 		return 0, fmt.Errorf("listen: %w", err)
 	}
 	since := time.Now()
@@ -927,12 +993,21 @@ func (r *Relay) claimAndPublish(ctx context.Context, claim string, args ...any) 
 	if !r.nc.IsConnected() {
 		return 0, nil, ErrNATSDown
 	}
-	var n int
-	var held []pending
-	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+	// Each database step is bounded apart (bounded), not the
+	// transaction: the wait for NATS's confirmation in between is not
+	// the database's.
+	var tx pgx.Tx
+	if err := r.bounded(ctx, func(ctx context.Context) (err error) { tx, err = r.pool.Begin(ctx); return err }); err != nil {
+		return 0, nil, err
+	}
+	defer func() {
+		// After the commit a no-op; after a failure the connection is
+		// closed if the rollback fails too.
+		_ = r.bounded(ctx, func(ctx context.Context) error { return tx.Rollback(ctx) })
+	}()
+	var batch, held []pending
+	err := r.bounded(ctx, func(ctx context.Context) error {
 		rows, _ := tx.Query(ctx, claim, args...)
-		var batch []pending
-		held = nil
 		var p pending
 		var other bool
 		_, err := pgx.ForEachRow(rows, []any{&p.ID, &p.Subject, &p.Payload, &p.CreatedAt, &other}, func() error {
@@ -944,30 +1019,28 @@ func (r *Relay) claimAndPublish(ctx context.Context, claim string, args ...any) 
 			p = pending{}
 			return nil
 		})
-		if err != nil {
-			return fmt.Errorf("claim outbox rows: %w", err)
-		}
-		if len(batch) == 0 {
-			return nil
-		}
+		return err
+	})
+	if err != nil {
+		return 0, nil, fmt.Errorf("claim outbox rows: %w", err)
+	}
+	if len(batch) > 0 {
 		if err := r.publish(batch); err != nil {
-			return err
+			return 0, nil, err
 		}
 		ids := make([]int64, len(batch))
 		for i, p := range batch {
 			ids[i] = p.ID
 		}
-		if _, err := tx.Exec(ctx, qMark, ids); err != nil {
-			return fmt.Errorf("mark published: %w", err)
+		if err := r.bounded(ctx, func(ctx context.Context) error { _, err := tx.Exec(ctx, qMark, ids); return err }); err != nil {
+			return 0, nil, fmt.Errorf("mark published: %w", err)
 		}
-		n = len(batch)
-		return nil
-	})
-	if err != nil {
+	}
+	if err := r.bounded(ctx, func(ctx context.Context) error { return tx.Commit(ctx) }); err != nil {
 		return 0, nil, err
 	}
-	r.published.Add(int64(n))
-	return n, held, nil
+	r.published.Add(int64(len(batch)))
+	return len(batch), held, nil
 }
 
 // publish publishes rows and waits for NATS to confirm them; an error
@@ -1182,8 +1255,9 @@ WHERE coalesce((SELECT created_at < now() - make_interval(secs => $1) AND publis
                 FROM outbox WHERE subject = '` + invalidation.SubjectHeartbeat + `'
                 ORDER BY created_at DESC LIMIT 1), true)
 RETURNING coalesce((payload->>'relays_unlisted')::bigint, 0)`
+	db := boundedExec{r.pool, r}
 	if r.beating() {
-		tag, err := r.pool.Exec(ctx, qRegister, r.o.ID, r.instance, r.registered)
+		tag, err := db.Exec(ctx, qRegister, r.o.ID, r.instance, r.registered)
 		if err != nil {
 			return false, fmt.Errorf("outbox relay register: %w", err)
 		}
@@ -1195,15 +1269,17 @@ RETURNING coalesce((payload->>'relays_unlisted')::bigint, 0)`
 			r.o.ID += "-" + r.instance
 			r.log.Error("another coreapi process registers its outbox relay under the same name: give each replica its own OUTBOX_RELAY_ID; this relay now beats under a name of its own",
 				"relay", shared, "now", r.o.ID)
-			if _, err := r.pool.Exec(ctx, qRegister, r.o.ID, r.instance, false); err != nil {
+			if _, err := db.Exec(ctx, qRegister, r.o.ID, r.instance, false); err != nil {
 				return false, fmt.Errorf("outbox relay register: %w", err)
 			}
 		}
 		r.registered = true
 	}
 	var unlisted int64
-	err := r.pool.QueryRow(ctx, q, 0.75*r.o.Heartbeat.Seconds(), relayListed*r.o.Heartbeat.Seconds(), r.o.Heartbeat.Milliseconds(),
-		invalidation.MaxRelaysListed).Scan(&unlisted)
+	err := r.bounded(ctx, func(ctx context.Context) error {
+		return r.pool.QueryRow(ctx, q, 0.75*r.o.Heartbeat.Seconds(), relayListed*r.o.Heartbeat.Seconds(), r.o.Heartbeat.Milliseconds(),
+			invalidation.MaxRelaysListed).Scan(&unlisted)
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
@@ -1331,6 +1407,11 @@ func (w *dbWatch) drained(err error, began, ended int64) {
 	}
 }
 
+// answered records a heartbeat look that reached the database: the
+// outage is over, and the relay is clear again only once a drain
+// succeeds.
+func (w *dbWatch) answered() { w.lost = false }
+
 // unreachable reports whether err, from the database, means it could not
 // be reached (a connection refused, broken or timed out) rather than a
 // statement that failed. A server that answered a connection with a
@@ -1387,12 +1468,13 @@ DELETE FROM outbox WHERE id IN (
     SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => $1)
     LIMIT $2
     FOR UPDATE SKIP LOCKED)`
-	n, err := sweep.InBatches(ctx, r.pool, q, r.o.Retain.Seconds())
+	db := boundedExec{r.pool, r}
+	n, err := sweep.InBatches(ctx, db, q, r.o.Retain.Seconds())
 	if err != nil {
 		return n, fmt.Errorf("prune outbox: %w", err)
 	}
 	// Relays gone without deleting their row (a crash, a killed pod).
-	if _, err := r.pool.Exec(ctx, `DELETE FROM outbox_relays WHERE seen_at < now() - make_interval(secs => $1)`, r.o.Retain.Seconds()); err != nil {
+	if _, err := db.Exec(ctx, `DELETE FROM outbox_relays WHERE seen_at < now() - make_interval(secs => $1)`, r.o.Retain.Seconds()); err != nil {
 		return n, fmt.Errorf("prune outbox relays: %w", err)
 	}
 	return n, nil
