@@ -110,10 +110,11 @@ type RelayOptions struct {
 	// stay the same when the process restarts (the pod's name and
 	// coreapi's port: coreapi's default), so that a replica
 	// restarted while the database is away, which cannot register anew,
-	// beats under the name the proxies already expect; and it must differ
-	// between live processes: a relay that finds another process
-	// registered under its name since its own last registration logs an
-	// error and appends its instance to its name (see Beat).
+	// beats under the name the proxies already expect (its own beat: having
+	// drained nothing, it publishes no heartbeat straight to NATS); and it
+	// must differ between live processes: a relay that finds another
+	// process registered under its name since its own last registration
+	// logs an error and appends its instance to its name (see Beat).
 	ID string
 	// stepped, when set (tests), runs on Run's goroutine after each of its
 	// drains (beat false) and after each heartbeat look (beat true), once
