@@ -209,7 +209,7 @@ func keyInQuery(q []byte) bool {
 	if len(q) <= mayHoldTGMax && !mayHoldTG(q) { // most queries: short, neither
 		return false
 	}
-	if !bytes.Contains(q, []byte("tg")) && (bytes.IndexByte(q, '%') < 0 || !encodedTG(q)) {
+	if !bytes.Contains(q, []byte("tg")) && (bytes.IndexByte(q, '%') < 0 || !decodedContains(q, "tg")) {
 		return false
 	}
 	var args fasthttp.Args
@@ -242,27 +242,6 @@ func mayHoldTG(q []byte) bool {
 // mayHoldTGMax is the longest query mayHoldTG reads: a longer one is
 // scanned by the library's vector loops.
 const mayHoldTGMax = 64
-
-// encodedTG reports whether q, its escapes decoded, holds "tg" (with
-// either letter sent as %74 or %67), which the raw scan for "tg" misses.
-func encodedTG(q []byte) bool {
-	var prev byte
-	for i := 0; i < len(q); i++ {
-		c := q[i]
-		if c == '%' && i+2 < len(q) {
-			var v [1]byte
-			if _, err := hex.Decode(v[:], q[i+1:i+3]); err == nil {
-				c = v[0]
-				i += 2
-			}
-		}
-		if prev == 't' && c == 'g' {
-			return true
-		}
-		prev = c
-	}
-	return false
-}
 
 // keyWarm is the warm state of a key entry (see warm): its principal is
 // api_key and it has no authentication methods or time. Its stamp is left
