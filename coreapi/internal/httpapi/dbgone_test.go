@@ -2,15 +2,13 @@ package httpapi_test
 
 import (
 	"context"
-	"io"
-	"net"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/apitest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit/tcplink"
 )
 
 // TestDatabaseGoneAway: when PostgreSQL drops the server's connections (an
@@ -71,8 +69,8 @@ func TestConnectionLostMidTransaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cut := cuttable(t, u.Host)
-	u.Host = cut.addr
+	link := tcplink.New(t, u.Host)
+	u.Host = link.Addr()
 	// The server's pool goes through the link; seeding and the test's
 	// lock go straight to PostgreSQL.
 	e := start(t, apitest.Options{DB: &dbtest.DB{Name: db.Name, URL: u.String(), Pool: db.Pool}})
@@ -86,7 +84,7 @@ func TestConnectionLostMidTransaction(t *testing.T) {
 	if db.LockWaiters(t, "") == 0 {
 		t.Fatalf("answered before waiting on the member's row: %+v", answer())
 	}
-	cut.cut()
+	link.Drop()
 	if err := hold.Rollback(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -100,60 +98,4 @@ func TestConnectionLostMidTransaction(t *testing.T) {
 	if p := r.Problem(t); p.Code != "unavailable" {
 		t.Errorf("code = %q, want unavailable", p.Code)
 	}
-}
-
-// link is a TCP relay to target whose connections can all be closed at
-// once (cut): the server's side of each closes cleanly, as a server that
-// went away without a word.
-type link struct {
-	target, addr string
-	mu           sync.Mutex
-	conns        []net.Conn
-}
-
-func cuttable(t *testing.T, target string) *link {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &link{target: target, addr: ln.Addr().String()}
-	t.Cleanup(func() {
-		ln.Close()
-		l.cut()
-	})
-	go func() {
-		for {
-			a, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b, err := net.Dial("tcp", target)
-			if err != nil {
-				a.Close()
-				continue
-			}
-			l.mu.Lock()
-			l.conns = append(l.conns, a, b)
-			l.mu.Unlock()
-			go pipe(a, b)
-			go pipe(b, a)
-		}
-	}()
-	return l
-}
-
-// cut closes every connection open now.
-func (l *link) cut() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, c := range l.conns {
-		c.Close()
-	}
-	l.conns = nil
-}
-
-func pipe(dst, src net.Conn) {
-	defer dst.Close()
-	_, _ = io.Copy(dst, src)
 }

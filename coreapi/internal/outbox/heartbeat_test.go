@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit/tcplink"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/refused"
@@ -178,13 +179,13 @@ func TestRelayPublishesHeartbeats(t *testing.T) {
 
 // poolThrough is a pool on db's database whose connections go through c,
 // configured further by each of opts.
-func poolThrough(t *testing.T, db *dbtest.DB, c *link, opts ...func(*pgxpool.Config)) *pgxpool.Pool {
+func poolThrough(t *testing.T, db *dbtest.DB, c *tcplink.Link, opts ...func(*pgxpool.Config)) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(db.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	host, port, _ := net.SplitHostPort(c.addr)
+	host, port, _ := net.SplitHostPort(c.Addr())
 	p, _ := strconv.Atoi(port)
 	cfg.ConnConfig.Host, cfg.ConnConfig.Port = host, uint16(p)
 	cfg.ConnConfig.ConnectTimeout = time.Second
@@ -303,8 +304,8 @@ func TestHeartbeatWhileTheDatabaseIsAway(t *testing.T) {
 	rows, direct, settle := heartbeats(t, ns.ClientURL())
 	host := dbHost(db)
 
-	down := newLink(t, host)
-	down.cut()
+	down := tcplink.New(t, host)
+	down.Cut()
 	var st steps
 	downNC := connect(t, ns.ClientURL())
 	startRelay(t, poolThrough(t, db, down), downNC, RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond, stepped: st.hook})
@@ -314,7 +315,7 @@ func TestHeartbeatWhileTheDatabaseIsAway(t *testing.T) {
 		t.Fatalf("a relay that never reached the database: %d outbox and %d direct heartbeats, want none", r, d)
 	}
 
-	c := newLink(t, host)
+	c := tcplink.New(t, host)
 	var upSteps steps
 	r := startRelay(t, poolThrough(t, db, c), connect(t, ns.ClientURL()), RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 200 * time.Millisecond, stepped: upSteps.hook})
 	eventually.Within(t, wait, func() error { return want(rows() >= 1, "no heartbeat through the outbox") })
@@ -324,7 +325,7 @@ func TestHeartbeatWhileTheDatabaseIsAway(t *testing.T) {
 	// published from the notifications once the database is away.
 	heardIs(t, r, "begun to listen", func(hd *heard) bool { return hd.listen })
 	upSteps.await(t, false, 2)
-	c.cut()
+	c.Cut()
 	before := direct()
 	eventually.Within(t, wait, func() error {
 		return want(direct() >= before+3, "%d direct heartbeats since the database went away, want 3", direct()-before)
@@ -347,7 +348,7 @@ func TestHeartbeatWhileTheDatabaseHangs(t *testing.T) {
 	ns := startNATS(t, -1, "")
 	rows, direct, _ := heartbeats(t, ns.ClientURL())
 	w := watchRelays(t, ns.ClientURL())
-	c := newLink(t, dbHost(db))
+	c := tcplink.New(t, dbHost(db))
 	var st steps
 	const interval = 200 * time.Millisecond
 	r := startRelay(t, poolThrough(t, db, c), connect(t, ns.ClientURL()),
@@ -355,10 +356,10 @@ func TestHeartbeatWhileTheDatabaseHangs(t *testing.T) {
 	eventually.Within(t, wait, func() error { return want(rows() >= 1, "no heartbeat through the outbox") })
 	heardIs(t, r, "begun to listen", func(hd *heard) bool { return hd.listen })
 	st.await(t, false, 2)
-	c.freeze()
+	c.Freeze()
 	// Closed before the relay stops: its connections, held by nothing
 	// but the freeze, then end at once.
-	t.Cleanup(c.cut)
+	t.Cleanup(c.Cut)
 	frozen := time.Now()
 	before, beats := direct(), w.heard("hangs")
 	// A step is bounded by an interval, at least a second: the drain the
@@ -376,7 +377,7 @@ func TestHeartbeatWhileTheDatabaseHangs(t *testing.T) {
 
 	// The database answers again: a heartbeat look reaches it, and the
 	// drains, held back meanwhile, publish its rows again.
-	c.thaw()
+	c.Thaw()
 	n := rows()
 	eventually.Within(t, wait, func() error {
 		return want(rows() >= n+2, "%d heartbeats through the outbox since the database answers again, want 2", rows()-n)
@@ -414,7 +415,7 @@ type held struct {
 	nc    *nats.Conn // the relay's
 	// c is the link the pool's one connection (and the relay's LISTEN
 	// connection) goes through.
-	c    *link
+	c    *tcplink.Link
 	pool *pgxpool.Pool
 	// direct counts the heartbeats seen straight from the relay; settle
 	// returns once those published through via were counted.
@@ -431,7 +432,7 @@ type held struct {
 func heldRelay(t *testing.T, db *dbtest.DB, ns *server.Server) *held {
 	t.Helper()
 	rows, direct, settle := heartbeats(t, ns.ClientURL())
-	h := &held{steps: &steps{}, nc: connect(t, ns.ClientURL()), c: newLink(t, dbHost(db)), direct: direct, settle: settle}
+	h := &held{steps: &steps{}, nc: connect(t, ns.ClientURL()), c: tcplink.New(t, dbHost(db)), direct: direct, settle: settle}
 	h.pool = poolThrough(t, db, h.c, func(cfg *pgxpool.Config) { cfg.MaxConns = 1 })
 	h.r = startRelay(t, h.pool, h.nc, RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 100 * time.Millisecond, stepped: h.steps.hook})
 	eventually.Within(t, wait, func() error { return want(rows() >= 2, "no heartbeat through the outbox") })
@@ -510,7 +511,7 @@ func TestANotifiedRowGoesOutWhileTheDatabaseIsAway(t *testing.T) {
 	if n := events.distinct(); n != 0 {
 		t.Fatalf("%d events published before the database went away: the relay was not held back", n)
 	}
-	h.c.cut()
+	h.c.Cut()
 	held.Release()
 
 	eventually.Within(t, wait, func() error {
@@ -559,7 +560,7 @@ func TestNoDirectHeartbeatOverAnUnannouncedRow(t *testing.T) {
 	insert(t, db.Pool, many...)
 	// The notification, without its rows: they do not fit.
 	h.heardIs(t, "heard a notification without rows", func(hd *heard) bool { return hd.dark > before })
-	h.c.cut()
+	h.c.Cut()
 	held.Release()
 
 	staysSilent(t, h, events, "revocations the relay was not told of")
@@ -594,7 +595,7 @@ func TestNoDirectHeartbeatWhenTheServerRefusesTheRelay(t *testing.T) {
 		_, _ = db.Pool.Exec(ctx, `DROP ROLE `+role)
 	})
 
-	c := newLink(t, dbHost(db))
+	c := tcplink.New(t, dbHost(db))
 	pool := poolThrough(t, db, c, func(cfg *pgxpool.Config) { cfg.ConnConfig.User = role })
 	var st steps
 	relayNC := connect(t, ns.ClientURL())
@@ -806,7 +807,7 @@ func TestARowAnotherRelayHoldsGoesOutWhileTheDatabaseIsAway(t *testing.T) {
 	if n := events.distinct(); n != 0 {
 		t.Fatalf("%d events published: the row was not held by the other relay", n)
 	}
-	h.c.cut()
+	h.c.Cut()
 
 	eventually.Within(t, wait, func() error {
 		return want(h.direct() >= 2, "%d direct heartbeats since the database went away, want 2", h.direct())
@@ -834,7 +835,7 @@ func TestNoDirectHeartbeatWhileNotListening(t *testing.T) {
 	h := heldRelay(t, db, ns)
 	ctx := context.Background()
 
-	h.c.refuseNew()
+	h.c.RefuseNew()
 	var ended int
 	if err := db.Pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
 		WHERE datname = current_database() AND query = 'LISTEN `+Channel+`'`).Scan(&ended); err != nil || ended != 1 {
@@ -847,7 +848,7 @@ func TestNoDirectHeartbeatWhileNotListening(t *testing.T) {
 		t.Fatal(err)
 	}
 	insert(t, db.Pool, Row{Subject: "auth.invalidate.user.00000000-0000-0000-0000-000000000001", Reason: invalidation.ReasonRoleRevoked})
-	h.c.cut()
+	h.c.Cut()
 	held.Release()
 
 	staysSilent(t, h, events, "a revocation the relay could not hear")
@@ -882,7 +883,7 @@ func TestALookThatWritesNoHeartbeatAnnouncesNothing(t *testing.T) {
 	// notification when the database goes away.
 	insert(t, db.Pool, Row{Subject: "auth.invalidate.user.00000000-0000-0000-0000-000000000001", Reason: invalidation.ReasonRoleRevoked})
 	h.heardRow(t, newestID(t, db.Pool))
-	h.c.cut()
+	h.c.Cut()
 	held.Release()
 
 	eventually.Within(t, wait, func() error {

@@ -3,11 +3,9 @@ package outbox
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,196 +14,11 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/natstest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit/tcplink"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/logbuffer"
 )
-
-// link is a TCP relay between a client and a real server (NATS, or
-// PostgreSQL) whose connections can go silent (a partition: nothing passes
-// either way, nothing is closed; connections made after that pass again),
-// or be cut (every connection closed and new ones refused: a server that
-// went away, a failover), and then restored (the server back, at the same
-// address).
-type link struct {
-	target string
-	addr   string
-	mu     sync.Mutex
-	ln     net.Listener
-	pairs  []*linkPair
-	// frozen: connections made from now on go silent too (freeze).
-	frozen bool
-}
-
-type linkPair struct {
-	a, b   net.Conn
-	silent atomic.Bool
-	// gate, while set, holds what either side sends until it is closed
-	// (a slow server: nothing is lost, all of it comes late).
-	gate atomic.Pointer[chan struct{}]
-}
-
-func newLink(t *testing.T, target string) *link {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &link{ln: ln, target: target, addr: ln.Addr().String()}
-	t.Cleanup(func() {
-		l.release()
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		l.ln.Close()
-		for _, p := range l.pairs {
-			p.a.Close()
-			p.b.Close()
-		}
-	})
-	go l.serve(ln)
-	return l
-}
-
-func (l *link) serve(ln net.Listener) {
-	for {
-		a, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		b, err := net.Dial("tcp", l.target)
-		if err != nil {
-			a.Close()
-			continue
-		}
-		p := &linkPair{a: a, b: b}
-		l.mu.Lock()
-		p.silent.Store(l.frozen)
-		l.pairs = append(l.pairs, p)
-		l.mu.Unlock()
-		go p.pipe(a, b)
-		go p.pipe(b, a)
-	}
-}
-
-func (l *link) URL() string { return "nats://" + l.addr }
-
-// silence makes every connection open now go silent.
-func (l *link) silence() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, p := range l.pairs {
-		p.silent.Store(true)
-	}
-}
-
-// freeze makes every connection, open now or made later, go silent: a
-// server that stopped answering without closing anything (a partition
-// that drops every packet, a postmaster and its backends stopped with
-// SIGSTOP, whose kernel still accepts connections).
-func (l *link) freeze() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.frozen = true
-	for _, p := range l.pairs {
-		p.silent.Store(true)
-	}
-}
-
-// thaw lets connections made from now on pass again (those frozen stay
-// silent: what they lost leaves them of no use).
-func (l *link) thaw() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.frozen = false
-}
-
-// hold makes every connection open now hold what either side sends, until
-// release: a server (or a network) slow to answer, not gone.
-func (l *link) hold() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, p := range l.pairs {
-		g := make(chan struct{})
-		p.gate.Store(&g)
-	}
-}
-
-// release lets what hold held through, in order.
-func (l *link) release() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, p := range l.pairs {
-		if g := p.gate.Swap(nil); g != nil {
-			close(*g)
-		}
-	}
-}
-
-// silenceFrom makes the connection that reaches the server from local
-// port port go silent (a server's view of its client: the client_port of
-// pg_stat_activity), and reports whether there was one.
-func (l *link) silenceFrom(port int) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, p := range l.pairs {
-		if a, ok := p.b.LocalAddr().(*net.TCPAddr); ok && a.Port == port {
-			p.silent.Store(true)
-			return true
-		}
-	}
-	return false
-}
-
-// refuseNew closes the listener: the connections open now still pass,
-// new ones are refused.
-func (l *link) refuseNew() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.ln.Close()
-}
-
-// cut closes the listener and every connection.
-func (l *link) cut() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.ln.Close()
-	for _, p := range l.pairs {
-		p.a.Close()
-		p.b.Close()
-	}
-}
-
-// restore listens again at the link's address after a cut.
-func (l *link) restore(t *testing.T) {
-	t.Helper()
-	ln, err := net.Listen("tcp", l.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.mu.Lock()
-	l.ln = ln
-	l.mu.Unlock()
-	go l.serve(ln)
-}
-
-func (p *linkPair) pipe(dst, src net.Conn) {
-	defer dst.Close()
-	b := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(b)
-		if g := p.gate.Load(); g != nil {
-			<-*g
-		}
-		if n > 0 && !p.silent.Load() {
-			if _, werr := dst.Write(b[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
 
 // TestRelayLeavesASilentConnection: the relay's link to NATS dies without
 // closing. The client still reads as connected (it would notice only
@@ -217,14 +30,14 @@ func TestRelayLeavesASilentConnection(t *testing.T) {
 	db := dbtest.New(t)
 	ns := startNATS(t, -1, "")
 	c := collect(t, ns.ClientURL())
-	l := newLink(t, ns.Addr().String())
-	nc := connect(t, l.URL())
+	l := tcplink.New(t, ns.Addr().String())
+	nc := connect(t, "nats://"+l.Addr())
 	startRelay(t, db.Pool, nc, RelayOptions{Poll: 100 * time.Millisecond, FlushTimeout: 300 * time.Millisecond})
 
 	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonRoleRevoked})
 	eventually.Within(t, wait, func() error { n := c.distinct(); return want(n == 1, "%d distinct events arrived, want 1", n) })
 
-	l.silence()
+	l.Silence()
 	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u2"), Reason: invalidation.ReasonRoleRevoked})
 	eventually.Within(t, 5*time.Second, func() error {
 		n := c.distinct()
@@ -245,13 +58,13 @@ func TestRelayKeepsASlowConnection(t *testing.T) {
 	db := dbtest.New(t)
 	ns := startNATS(t, -1, "")
 	c := collect(t, ns.ClientURL())
-	l := newLink(t, ns.Addr().String())
-	nc := connect(t, l.URL())
+	l := tcplink.New(t, ns.Addr().String())
+	nc := connect(t, "nats://"+l.Addr())
 	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonRoleRevoked})
 	// Long enough that a loaded machine answers the second ping in time.
 	r := NewRelay(db.Pool, nc, quiet(), RelayOptions{FlushTimeout: 2 * time.Second})
-	r.confirmHook = l.hold // the batch and the flush's ping wait in the link
-	r.probeHook = l.release
+	r.confirmHook = l.Hold // the batch and the flush's ping wait in the link
+	r.probeHook = l.Release
 	if n, err := r.PublishBatch(context.Background()); err == nil {
 		t.Errorf("PublishBatch = %d rows, nil error; want an error: NATS did not confirm it within FlushTimeout", n)
 	}
@@ -444,7 +257,7 @@ func TestADeadListenConnectionIsNoticed(t *testing.T) {
 	db := dbtest.New(t)
 	ns := startNATS(t, -1, "")
 	events := collect(t, ns.ClientURL())
-	c := newLink(t, dbHost(db))
+	c := tcplink.New(t, dbHost(db))
 	var logs logbuffer.Buffer
 	// No poll to speak of: only notifications make the relay drain.
 	// The ping's answer is waited for as long as the quiet before it: long
@@ -477,7 +290,7 @@ func TestADeadListenConnectionIsNoticed(t *testing.T) {
 		t.Fatalf("a healthy LISTEN connection was dropped:\n%s", logs.String())
 	}
 
-	if !c.silenceFrom(first[0]) {
+	if !c.SilenceFrom(first[0]) {
 		t.Fatal("no link connection from the LISTEN connection's port")
 	}
 	eventually.Within(t, wait, func() error {
@@ -501,18 +314,18 @@ func TestABatchLostWithItsConnectionStaysPending(t *testing.T) {
 	db := dbtest.New(t)
 	ns := startNATS(t, -1, "")
 	c := collect(t, ns.ClientURL())
-	l := newLink(t, ns.Addr().String())
-	nc := connect(t, l.URL())
+	l := tcplink.New(t, ns.Addr().String())
+	nc := connect(t, "nats://"+l.Addr())
 	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonRoleRevoked})
 	r := NewRelay(db.Pool, nc, quiet(), RelayOptions{})
 	r.confirmHook = func() {
-		l.cut()
+		l.Cut()
 		eventually.Within(t, wait, func() error {
 			return want(nc.IsReconnecting(), "the relay's connection is %v, want reconnecting", nc.Status())
 		})
-		l.restore(t)
+		l.Restore(t)
 	}
-	l.silence()
+	l.Silence()
 	if n, err := r.PublishBatch(context.Background()); err == nil {
 		t.Errorf("PublishBatch = %d rows, nil error; want an error: the connection that carried them was lost before NATS confirmed them", n)
 	}
@@ -542,7 +355,7 @@ func TestABatchLostWithItsConnectionStaysPending(t *testing.T) {
 func TestAListenConnectionLostAfterAnOutageIsReplacedAtOnce(t *testing.T) {
 	db := dbtest.New(t)
 	ns := startNATS(t, -1, "")
-	c := newLink(t, dbHost(db))
+	c := tcplink.New(t, dbHost(db))
 	var logs logbuffer.Buffer
 	r, _ := runRelay(t, poolThrough(t, db, c), ns.ClientURL(), &logs, RelayOptions{Poll: 20 * time.Millisecond})
 	listening := func(not int) int {
@@ -570,12 +383,12 @@ func TestAListenConnectionLostAfterAnOutageIsReplacedAtOnce(t *testing.T) {
 	// An outage: the LISTEN connection and every attempt to open another
 	// fail (waits of 0.1, 0.2, 0.4 s …) until the relay waits 0.4 s or
 	// more; then one listens.
-	c.cut()
+	c.Cut()
 	eventually.Within(t, wait, func() error {
 		ws := waits()
 		return want(len(ws) > 0 && ws[len(ws)-1] >= 400*time.Millisecond, "the relay waited %v, want up to 0.4 s", ws)
 	})
-	c.restore(t)
+	c.Restore(t)
 	port := listening(before)
 	eventually.Within(t, wait, func() error {
 		r.heard.mu.Lock()

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit/tcplink"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/logbuffer"
@@ -111,9 +112,9 @@ func TestRefusedBatchesAreCountedAndBackOffUpToTheCap(t *testing.T) {
 func TestRefusalsAndOutagesAreEachSaid(t *testing.T) {
 	db := dbtest.New(t)
 	ns, grant := refusingNATS(t)
-	l := newLink(t, ns.Addr().String())
+	l := tcplink.New(t, ns.Addr().String())
 	var logs logbuffer.Buffer
-	r := NewRelay(db.Pool, connect(t, "nats://core:pw@"+l.addr), slog.New(slog.NewJSONHandler(&logs, nil)),
+	r := NewRelay(db.Pool, connect(t, "nats://core:pw@"+l.Addr()), slog.New(slog.NewJSONHandler(&logs, nil)),
 		RelayOptions{Poll: 10 * time.Millisecond, Backoff: 20 * time.Millisecond, MaxBackoff: 80 * time.Millisecond})
 	startRun(t, r)
 	const refused, down, again = "refused", "cannot publish", "publishing again"
@@ -130,9 +131,9 @@ func TestRefusalsAndOutagesAreEachSaid(t *testing.T) {
 	insert(t, db.Pool, Row{Subject: invalidation.SubjectKeysChanged, Reason: invalidation.ReasonKeysChanged})
 	said(refused)
 	for range 2 {
-		l.cut()
+		l.Cut()
 		said(down)
-		l.restore(t)
+		l.Restore(t)
 		said(refused)
 	}
 	grant()

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tollgate-auth/tollgate/coreapi/internal/dbtest"
 	"github.com/tollgate-auth/tollgate/coreapi/internal/natstest"
+	"github.com/tollgate-auth/tollgate/coreapi/internal/testkit/tcplink"
 	"github.com/tollgate-auth/tollgate/shared/eventually"
 	"github.com/tollgate-auth/tollgate/shared/invalidation"
 	"github.com/tollgate-auth/tollgate/shared/logbuffer"
@@ -286,8 +287,8 @@ func startNode(t *testing.T, name string, routes ...string) *server.Server {
 func TestARelayCutOffFromTheProxiesNodeIsListedButUnheard(t *testing.T) {
 	db := dbtest.New(t)
 	a := startNode(t, "a")
-	route := newLink(t, a.ClusterAddr().String())
-	b := startNode(t, "b", route.URL())
+	route := tcplink.New(t, a.ClusterAddr().String())
+	b := startNode(t, "b", "nats://"+route.Addr())
 	eventually.Within(t, wait, func() error {
 		return want(a.NumRoutes() > 0 && b.NumRoutes() > 0, "routes: a %d, b %d", a.NumRoutes(), b.NumRoutes())
 	})
@@ -302,7 +303,7 @@ func TestARelayCutOffFromTheProxiesNodeIsListedButUnheard(t *testing.T) {
 	})
 	w.listedNext(t, "relay-a,relay-b")
 
-	route.cut()
+	route.Cut()
 	eventually.Within(t, wait, func() error {
 		return want(a.NumRoutes() == 0 && b.NumRoutes() == 0, "routes: a %d, b %d", a.NumRoutes(), b.NumRoutes())
 	})
@@ -359,13 +360,13 @@ func TestARestartedRelayBeatsUnderItsName(t *testing.T) {
 	db := dbtest.New(t)
 	ns := startNATS(t, -1, "")
 	w := watchRelays(t, ns.ClientURL())
-	c := newLink(t, dbHost(db))
+	c := tcplink.New(t, dbHost(db))
 	o := RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: 50 * time.Millisecond, ID: "pod-1:8081"}
 
 	_, stop := runRelay(t, poolThrough(t, db, c), ns.ClientURL(), nil, o)
 	w.listedNext(t, "pod-1:8081")
 	// The database goes away, then the process: its row stays.
-	c.cut()
+	c.Cut()
 	stop()
 
 	var logs logbuffer.Buffer
@@ -375,7 +376,7 @@ func TestARestartedRelayBeatsUnderItsName(t *testing.T) {
 		return want(w.heard("pod-1:8081") >= before+3, "%d beats under the listed name since the restart, want 3", w.heard("pod-1:8081")-before)
 	})
 
-	c.restore(t)
+	c.Restore(t)
 	w.listedNext(t, "pod-1:8081")
 	w.listedNext(t, "pod-1:8081")
 	if rows := relayRows(t, db.Pool); !slices.Equal(rows, []string{"pod-1:8081/" + b.instance}) {
