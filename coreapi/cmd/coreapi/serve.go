@@ -222,7 +222,7 @@ func serveWith(ctx context.Context, args []string, getenv func(string) string, s
 	admin.AddCheck(signInReady)
 	admin.AddCheck(catalogRecorded(catalogDone))
 
-	certs, err := loadCerts(cfg, log, reg)
+	certs, err := loadCerts(cfg, log, reg, srv.HandshakeFailures)
 	if err != nil {
 		return err
 	}
@@ -284,9 +284,10 @@ func serveWith(ctx context.Context, args []string, getenv func(string) string, s
 }
 
 // loadCerts loads the API listener's TLS pair (COREAPI_TLS_CERT_FILE and
-// KEY_FILE), read again when it changes, and registers its metrics; nil
-// without one (the admin listener stays plain HTTP).
-func loadCerts(cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (*tlscert.Files, error) {
+// KEY_FILE), read again when it changes, and registers its metrics, with
+// the count of failed handshakes (handshakeFailures); nil without one (the
+// admin listener stays plain HTTP).
+func loadCerts(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, handshakeFailures func() int64) (*tlscert.Files, error) {
 	if cfg.TLSCertFile == "" {
 		return nil, nil
 	}
@@ -307,6 +308,10 @@ func loadCerts(cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (
 			Name: "coreapi_tls_cert_reload_failures_total",
 			Help: "Changed or vanished TLS certificate files that did not load; the certificate served before stays in use.",
 		}, func() float64 { return float64(certs.Failures()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "coreapi_tls_handshake_failures_total",
+			Help: "TLS handshakes that failed on the API listener (a client that does not trust the certificate, plain HTTP sent to it); no request is counted for them.",
+		}, func() float64 { return float64(handshakeFailures()) }),
 	)
 	return certs, nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -100,6 +101,86 @@ func TestServeTLS(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), `"msg":"serving TLS"`) || !strings.Contains(out.String(), `"tls":true`) {
 		t.Errorf("the start log does not say TLS is served:\n%s", out.String())
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatalf("run after cancel = %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not return after cancel")
+	}
+}
+
+// A client that does not trust the certificate, and one that sends plain
+// HTTP to the TLS port, fail the TLS handshake before any request is read:
+// coreapi writes no access line and no "request failed" error for them,
+// counts no request (they were an "unmatched" 500 each), and instead
+// counts them in coreapi_tls_handshake_failures_total with a warning
+// naming the peer and the handshake's error.
+func TestServeTLSHandshakeFailures(t *testing.T) {
+	ca := testca.New(t, "coreapi test CA")
+	leaf := ca.Issue(t, "127.0.0.1", "coreapi-internal")
+	certFile, keyFile := leaf.Write(t, t.TempDir())
+	var out testkit.LogBuffer
+	env := serveEnv(t, dbtest.New(t).URL)
+	env["COREAPI_TLS_CERT_FILE"], env["COREAPI_TLS_KEY_FILE"] = certFile, keyFile
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve"}, envOf(env), &out) }()
+	addr := waitListening(t, &out, done)
+
+	// A client that trusts another CA refuses the certificate (and tells
+	// the server with an alert).
+	other := x509.NewCertPool()
+	other.AppendCertsFromPEM(testca.New(t, "another CA").PEM)
+	if _, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: other, ServerName: "127.0.0.1"}); err == nil {
+		t.Fatal("a client trusting another CA completed the handshake")
+	}
+	// Plain HTTP to the TLS port.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.WriteString(c, "GET /openapi.json HTTP/1.1\r\nHost: coreapi\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _ = io.ReadAll(c)
+	c.Close()
+
+	metrics := waitMetric(t, out.String(), "coreapi_tls_handshake_failures_total")
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(metrics, "coreapi_tls_handshake_failures_total 2\n") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		metrics = waitMetric(t, out.String(), "coreapi_tls_handshake_failures_total")
+	}
+	if !strings.Contains(metrics, "coreapi_tls_handshake_failures_total 2\n") {
+		t.Errorf("metrics lack coreapi_tls_handshake_failures_total 2:\n%s", grepLines(metrics, "coreapi_tls_"))
+	}
+	if got := grepLines(metrics, `route="unmatched"`); got != "" {
+		t.Errorf("the failed handshakes were counted as requests:\n%s", got)
+	}
+	var warned []string
+	for _, line := range strings.Split(out.String(), "\n") {
+		var l struct {
+			Level, Msg, Peer, Err, Route string
+		}
+		if json.Unmarshal([]byte(line), &l) != nil {
+			continue
+		}
+		if l.Msg == "request failed" || l.Route == "unmatched" {
+			t.Errorf("a failed handshake logged as a request: %s", line)
+		}
+		if l.Msg == "TLS handshake failed" {
+			if l.Level != "WARN" || !strings.HasPrefix(l.Peer, "127.0.0.1:") || !strings.Contains(l.Err, "tls: ") {
+				t.Errorf("handshake line without its level, peer or error: %s", line)
+			}
+			warned = append(warned, l.Err)
+		}
+	}
+	if len(warned) != 2 || !strings.Contains(strings.Join(warned, "\n"), "first record does not look like a TLS handshake") {
+		t.Errorf("handshake warnings = %q, want two, one for plain HTTP", warned)
 	}
 	cancel()
 	select {

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -190,8 +191,12 @@ type Server struct {
 	// failureLogs bounds the lines about requests answered 5xx
 	// (logFailure).
 	failureLogs logging.Budget
-	// budgets are closed by Shutdown: failureLogs and the features'
-	// (Routes.CloseAtShutdown).
+	// handshakeLogs bounds the warnings about failed TLS handshakes
+	// (handshakeFailed), handshakeFailures counts them.
+	handshakeLogs     logging.Budget
+	handshakeFailures atomic.Int64
+	// budgets are closed by Shutdown: failureLogs, handshakeLogs and the
+	// features' (Routes.CloseAtShutdown).
 	budgets []*logging.Budget
 	// timeout is each request's deadline (Options.RequestTimeout).
 	timeout time.Duration
@@ -267,6 +272,8 @@ func New(o Options) (*Server, error) {
 		timeout:      o.RequestTimeout,
 	}
 	s.failureLogs.Report = logging.CountLine(s.log, "request failures not logged", FailureLogsPerSecond)
+	s.handshakeLogs.PerSecond = HandshakeLogsPerSecond
+	s.handshakeLogs.Report = logging.CountLine(s.log, "TLS handshake failures not logged", HandshakeLogsPerSecond)
 	s.app = fiber.New(fiber.Config{
 		AppName:               "coreapi",
 		BodyLimit:             o.MaxBodyBytes,
@@ -316,6 +323,9 @@ func New(o Options) (*Server, error) {
 	s.app.Server().HeaderReceived = s.chunked.received
 	fiberErrors := s.app.Server().ErrorHandler
 	s.app.Server().ErrorHandler = func(ctx *fasthttp.RequestCtx, err error) {
+		if s.handshakeFailed(ctx, err) {
+			return
+		}
 		s.chunked.restore(ctx, err)
 		fiberErrors(ctx, err)
 	}
@@ -334,7 +344,7 @@ func New(o Options) (*Server, error) {
 			s.budgets = append(s.budgets, b)
 		},
 	}
-	s.budgets = append(s.budgets, &s.failureLogs)
+	s.budgets = append(s.budgets, &s.failureLogs, &s.handshakeLogs)
 	serveDoc := func(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderContentType, "application/json")
 		c.Set(fiber.HeaderCacheControl, "public, max-age=300")
