@@ -140,24 +140,32 @@ func TestServeTLSHandshakeFailures(t *testing.T) {
 		t.Fatal("a client trusting another CA completed the handshake")
 	}
 	// Plain HTTP to the TLS port.
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
+	plainHTTP := func() {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(c, "GET /openapi.json HTTP/1.1\r\nHost: coreapi\r\n\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.ReadAll(c)
+		c.Close()
 	}
-	_, _ = io.WriteString(c, "GET /openapi.json HTTP/1.1\r\nHost: coreapi\r\n\r\n")
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, _ = io.ReadAll(c)
-	c.Close()
+	plainHTTP()
+	// waitCount returns the metrics page once the counter reads n.
+	waitCount := func(n int) string {
+		want := fmt.Sprintf("coreapi_tls_handshake_failures_total %d\n", n)
+		metrics := waitMetric(t, out.String(), "coreapi_tls_handshake_failures_total")
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(metrics, want) && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+			metrics = waitMetric(t, out.String(), "coreapi_tls_handshake_failures_total")
+		}
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %q:\n%s", want, grepLines(metrics, "coreapi_tls_"))
+		}
+		return metrics
+	}
 
-	metrics := waitMetric(t, out.String(), "coreapi_tls_handshake_failures_total")
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(metrics, "coreapi_tls_handshake_failures_total 2\n") && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-		metrics = waitMetric(t, out.String(), "coreapi_tls_handshake_failures_total")
-	}
-	if !strings.Contains(metrics, "coreapi_tls_handshake_failures_total 2\n") {
-		t.Errorf("metrics lack coreapi_tls_handshake_failures_total 2:\n%s", grepLines(metrics, "coreapi_tls_"))
-	}
+	metrics := waitCount(2)
 	if got := grepLines(metrics, `route="unmatched"`); got != "" {
 		t.Errorf("the failed handshakes were counted as requests:\n%s", got)
 	}
@@ -182,6 +190,15 @@ func TestServeTLSHandshakeFailures(t *testing.T) {
 	if len(warned) != 2 || !strings.Contains(strings.Join(warned, "\n"), "first record does not look like a TLS handshake") {
 		t.Errorf("handshake warnings = %q, want two, one for plain HTTP", warned)
 	}
+
+	// A client retrying as fast as it can gets at most
+	// HandshakeLogsPerSecond warnings a second; the others are counted in
+	// "TLS handshake failures not logged" lines, the last at the stop.
+	const burst = 40
+	for range burst {
+		plainHTTP()
+	}
+	waitCount(2 + burst)
 	cancel()
 	select {
 	case err := <-done:
@@ -190,6 +207,25 @@ func TestServeTLSHandshakeFailures(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("run did not return after cancel")
+	}
+	var lines, dropped int64
+	for _, line := range strings.Split(out.String(), "\n") {
+		var l struct {
+			Msg   string
+			Count int64
+		}
+		if json.Unmarshal([]byte(line), &l) != nil {
+			continue
+		}
+		switch l.Msg {
+		case "TLS handshake failed":
+			lines++
+		case "TLS handshake failures not logged":
+			dropped += l.Count
+		}
+	}
+	if dropped == 0 || lines+dropped != 2+burst {
+		t.Errorf("%d handshake warnings and %d counted as not logged, want some not logged and %d in all", lines, dropped, 2+burst)
 	}
 }
 
