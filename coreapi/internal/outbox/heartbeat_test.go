@@ -384,6 +384,69 @@ func TestHeartbeatWhileTheDatabaseHangs(t *testing.T) {
 	})
 }
 
+// TestNoDirectHeartbeatWhileALockHoldsTheRelay: a database that answers
+// but keeps a relay's statement waiting (a lock another session holds, a
+// slow statement) is not unreachable: the server ends the statement
+// (lock_timeout, statement_timeout) before the relay's step bound, and
+// the relay retries as after any other failure. It publishes no
+// heartbeat straight to NATS (the proxies must hear its silence), and
+// its outbox heartbeats resume as soon as the lock goes. The step bound
+// alone took the wait for a database gone and sent direct heartbeats.
+func TestNoDirectHeartbeatWhileALockHoldsTheRelay(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	rows, direct, settle := heartbeats(t, ns.ClientURL())
+	var st steps
+	nc := connect(t, ns.ClientURL())
+	startRelay(t, db.Pool, nc, RelayOptions{Poll: 20 * time.Millisecond, Heartbeat: time.Second, ID: "locked", stepped: st.hook})
+	eventually.Within(t, wait, func() error { return want(rows() >= 1, "no heartbeat through the outbox") })
+	ctx := context.Background()
+	eventually.Within(t, wait, func() error {
+		var n int
+		if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM outbox_relays WHERE id = 'locked'`).Scan(&n); err != nil {
+			return err
+		}
+		return want(n == 1, "the relay is not registered")
+	})
+	st.await(t, false, 2)
+	holder, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = holder.Rollback(ctx) }()
+	if _, err := holder.Exec(ctx, `SELECT 1 FROM outbox_relays WHERE id = 'locked' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	locked := time.Now()
+	// Four looks meet the lock (more than the step bound of a second
+	// each): a relay that took them for an unreachable database sent a
+	// direct heartbeat at each from the second on.
+	st.await(t, true, 4)
+	settle(nc)
+	if d := direct(); d != 0 {
+		t.Fatalf("%d direct heartbeats in %s while a lock held the relay's statements, want none",
+			d, time.Since(locked).Round(time.Millisecond))
+	}
+	// The drains go on meanwhile: a row committed now is published.
+	c := collect(t, ns.ClientURL())
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonUserLogoutGlobal})
+	eventually.Within(t, wait, func() error { n := c.distinct(); return want(n == 1, "%d events arrived, want 1", n) })
+
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	released, n := time.Now(), rows()
+	// The next look or the one after writes a heartbeat row, which the
+	// next drain publishes.
+	eventually.Within(t, 3*time.Second, func() error {
+		return want(rows() > n, "no heartbeat through the outbox %s after the lock went", time.Since(released).Round(time.Millisecond))
+	})
+	settle(nc)
+	if d := direct(); d != 0 {
+		t.Fatalf("%d direct heartbeats, want none", d)
+	}
+}
+
 // staysSilent waits for ten heartbeat looks of h's relay after the
 // database went away, and for what it published by then to be counted,
 // and wants neither an event nor a direct heartbeat from it: rows it does

@@ -75,8 +75,13 @@ type RelayOptions struct {
 	// heartbeat went out, neither through the outbox nor straight to NATS.
 	// A step that does not end in time fails as the database being
 	// unreachable (its connection is closed), as a refused connection
-	// does. NATS's confirmation of a batch is not a database step
-	// (FlushTimeout bounds it).
+	// does; so that a database that answers, but slowly (a lock another
+	// session holds, a slow statement), is not taken for one gone, the
+	// server ends each statement of a step itself a fifth sooner
+	// (lock_timeout, statement_timeout), and the relay tries again as
+	// after any other failed statement. NATS's confirmation of a batch is
+	// not a database step (FlushTimeout bounds it), nor is the last flush
+	// when Run ends (FlushTimeout bounds it, and its statements).
 	ListenPing time.Duration
 	// Heartbeat is how often the relay looks whether a heartbeat row is
 	// due (see Beat); zero: never (coreapi's OUTBOX_HEARTBEAT_INTERVAL
@@ -190,6 +195,9 @@ type Relay struct {
 	log  *slog.Logger
 	o    RelayOptions
 	wake chan struct{}
+	// begin begins the transaction of a step (stepTx, claimAndPublish)
+	// with the server's bounds of a step (beginBounded).
+	begin pgx.TxOptions
 
 	published     atomic.Int64
 	failures      atomic.Int64
@@ -232,7 +240,8 @@ type Relay struct {
 // (connect it with reconnects enabled; drain it after Run returns).
 func NewRelay(pool *pgxpool.Pool, nc *nats.Conn, log *slog.Logger, o RelayOptions) *Relay {
 	o.defaults()
-	return &Relay{pool: pool, nc: nc, log: log, o: o, wake: make(chan struct{}, 1), born: time.Now(), instance: newInstance()}
+	return &Relay{pool: pool, nc: nc, log: log, o: o, wake: make(chan struct{}, 1), begin: beginBounded(o.step), born: time.Now(),
+		instance: newInstance()}
 }
 
 // RelayStats counts what a relay did since it started.
@@ -278,13 +287,18 @@ func (r *Relay) Backlog() Backlog {
 // the count stops at BacklogCap entries, and the oldest row is the first
 // entry. The age is the database's reckoning (created_at is its clock).
 func (r *Relay) ReadBacklog(ctx context.Context) (Backlog, error) {
+	return r.readBacklog(ctx, r.pool)
+}
+
+// readBacklog is ReadBacklog through db.
+func (r *Relay) readBacklog(ctx context.Context, db sqldb.DB) (Backlog, error) {
 	const q = `
 SELECT (SELECT count(*) FROM (SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT $1) pending),
        coalesce((SELECT extract(epoch FROM now() - created_at)::float8 FROM outbox
                  WHERE published_at IS NULL ORDER BY id LIMIT 1), 0)`
 	var rows int64
 	var age float64
-	if err := r.pool.QueryRow(ctx, q, r.o.BacklogCap).Scan(&rows, &age); err != nil {
+	if err := db.QueryRow(ctx, q, r.o.BacklogCap).Scan(&rows, &age); err != nil {
 		return Backlog{}, fmt.Errorf("read outbox backlog: %w", err)
 	}
 	b := Backlog{Rows: rows, OldestAge: max(time.Duration(age*float64(time.Second)), 0)}
@@ -304,7 +318,7 @@ func (r *Relay) watchBacklog(ctx context.Context) {
 	t := time.NewTicker(r.o.BacklogEvery)
 	defer t.Stop()
 	for {
-		if err := r.bounded(ctx, func(ctx context.Context) error { _, err := r.ReadBacklog(ctx); return err }); err != nil && ctx.Err() == nil {
+		if err := r.stepTx(ctx, func(ctx context.Context, tx pgx.Tx) error { _, err := r.readBacklog(ctx, tx); return err }); err != nil && ctx.Err() == nil {
 			r.log.Debug("outbox backlog not read", "err", err)
 		}
 		select {
@@ -320,12 +334,46 @@ func (r *Relay) watchBacklog(ctx context.Context) {
 // fails the step (pgx closes its connection) instead of holding the
 // relay for ever.
 func (r *Relay) bounded(ctx context.Context, f func(context.Context) error) error {
-	sctx, cancel := context.WithTimeout(ctx, r.o.step)
+	return boundedBy(ctx, r.o.step, f)
+}
+
+// boundedBy runs f with ctx bounded by bound.
+func boundedBy(ctx context.Context, bound time.Duration, f func(context.Context) error) error {
+	sctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	return f(sctx)
 }
 
-// boundedExec is a sqldb.DB whose Exec is one bounded step (bounded):
+// serverBound is how long the server lets a statement of a step bounded
+// by bound run, or wait for a lock, before it ends it itself: a fifth
+// sooner than the relay stops waiting for its answer. A database that
+// answers, but slowly (a lock another session holds, a statement stuck
+// behind a migration), then fails the statement with 55P03 or 57014,
+// which is not the database being unreachable (unreachable): the relay
+// tries again, and publishes no heartbeat straight to NATS. Only a
+// database that does not answer at all reaches the step bound.
+func serverBound(bound time.Duration) time.Duration { return bound - bound/5 }
+
+// beginBounded is the options of a transaction of a step bounded by
+// bound: its BEGIN sets the server's bounds (serverBound) for the
+// transaction, in the same round trip (pgx sends a statement without
+// arguments as a simple query). The pool is coreapi's, so they are set
+// for the relay's transactions only, never for its connections.
+func beginBounded(bound time.Duration) pgx.TxOptions {
+	ms := max(serverBound(bound).Milliseconds(), 1)
+	return pgx.TxOptions{BeginQuery: fmt.Sprintf("BEGIN; SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = %d", ms, ms)}
+}
+
+// stepTx runs f, one database step of the relay (bounded), in a
+// transaction with the server's bounds of a step (beginBounded), which
+// it commits when f succeeds.
+func (r *Relay) stepTx(ctx context.Context, f func(context.Context, pgx.Tx) error) error {
+	return r.bounded(ctx, func(ctx context.Context) error {
+		return pgx.BeginTxFunc(ctx, r.pool, r.begin, func(tx pgx.Tx) error { return f(ctx, tx) })
+	})
+}
+
+// boundedExec is a sqldb.DB whose Exec is one step (stepTx):
 // sweep.InBatches's statements, each a step of its own. Query and
 // QueryRow are the pool's.
 type boundedExec struct {
@@ -334,8 +382,8 @@ type boundedExec struct {
 }
 
 func (b boundedExec) Exec(ctx context.Context, sql string, args ...any) (tag pgconn.CommandTag, err error) {
-	err = b.r.bounded(ctx, func(ctx context.Context) error {
-		tag, err = b.DB.Exec(ctx, sql, args...)
+	err = b.r.stepTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		tag, err = tx.Exec(ctx, sql, args...)
 		return err
 	})
 	return tag, err
@@ -629,8 +677,10 @@ func (r *Relay) flush(ctx context.Context) {
 		// the batch the loop had in flight when ctx ended was cancelled,
 		// and its connection releases its rows only once the server has
 		// seen it closed. Another relay's batch, once committed, no longer
-		// matches (published_at is set) and is not published twice.
-		n, _, err := r.claimAndPublish(fctx, qClaimWaiting, r.o.Batch)
+		// matches (published_at is set) and is not published twice. The
+		// wait is FlushTimeout's, not a step's of the loop (which would
+		// give up on the lock sooner).
+		n, _, err := r.claimAndPublish(fctx, r.o.FlushTimeout, qClaimWaiting, r.o.Batch)
 		if err != nil {
 			r.log.Warn("outbox relay stopping with rows pending", "err", err)
 			return
@@ -958,7 +1008,7 @@ func (r *Relay) publishBatch(ctx context.Context, watch []int64) (int, []pending
 	if watch == nil {
 		watch = []int64{}
 	}
-	return r.claimAndPublish(ctx, qClaim, r.o.Batch, watch)
+	return r.claimAndPublish(ctx, r.o.step, qClaim, r.o.Batch, watch)
 }
 
 const (
@@ -988,26 +1038,32 @@ FOR UPDATE`
 	qMark = `UPDATE outbox SET published_at = now() WHERE id = ANY($1)`
 )
 
-// claimAndPublish is publishBatch with its claim (qClaim or qClaimWaiting)
-// and the claim's arguments.
-func (r *Relay) claimAndPublish(ctx context.Context, claim string, args ...any) (int, []pending, error) {
+// claimAndPublish is publishBatch with each database step bounded by
+// bound (RelayOptions.ListenPing's step bound, or the last flush's
+// FlushTimeout), its claim (qClaim or qClaimWaiting) and the claim's
+// arguments.
+func (r *Relay) claimAndPublish(ctx context.Context, bound time.Duration, claim string, args ...any) (int, []pending, error) {
 	if !r.nc.IsConnected() {
 		return 0, nil, ErrNATSDown
 	}
-	// Each database step is bounded apart (bounded), not the
-	// transaction: the wait for NATS's confirmation in between is not
-	// the database's.
+	begin := r.begin
+	if bound != r.o.step {
+		begin = beginBounded(bound)
+	}
+	step := func(f func(context.Context) error) error { return boundedBy(ctx, bound, f) }
+	// Each database step is bounded apart, not the transaction: the wait
+	// for NATS's confirmation in between is not the database's.
 	var tx pgx.Tx
-	if err := r.bounded(ctx, func(ctx context.Context) (err error) { tx, err = r.pool.Begin(ctx); return err }); err != nil {
+	if err := step(func(ctx context.Context) (err error) { tx, err = r.pool.BeginTx(ctx, begin); return err }); err != nil {
 		return 0, nil, err
 	}
 	defer func() {
 		// After the commit a no-op; after a failure the connection is
 		// closed if the rollback fails too.
-		_ = r.bounded(ctx, func(ctx context.Context) error { return tx.Rollback(ctx) })
+		_ = step(func(ctx context.Context) error { return tx.Rollback(ctx) })
 	}()
 	var batch, held []pending
-	err := r.bounded(ctx, func(ctx context.Context) error {
+	err := step(func(ctx context.Context) error {
 		rows, _ := tx.Query(ctx, claim, args...)
 		var p pending
 		var other bool
@@ -1033,11 +1089,11 @@ func (r *Relay) claimAndPublish(ctx context.Context, claim string, args ...any) 
 		for i, p := range batch {
 			ids[i] = p.ID
 		}
-		if err := r.bounded(ctx, func(ctx context.Context) error { _, err := tx.Exec(ctx, qMark, ids); return err }); err != nil {
+		if err := step(func(ctx context.Context) error { _, err := tx.Exec(ctx, qMark, ids); return err }); err != nil {
 			return 0, nil, fmt.Errorf("mark published: %w", err)
 		}
 	}
-	if err := r.bounded(ctx, func(ctx context.Context) error { return tx.Commit(ctx) }); err != nil {
+	if err := step(func(ctx context.Context) error { return tx.Commit(ctx) }); err != nil {
 		return 0, nil, err
 	}
 	r.published.Add(int64(len(batch)))
@@ -1277,8 +1333,8 @@ RETURNING coalesce((payload->>'relays_unlisted')::bigint, 0)`
 		r.registered = true
 	}
 	var unlisted int64
-	err := r.bounded(ctx, func(ctx context.Context) error {
-		return r.pool.QueryRow(ctx, q, 0.75*r.o.Heartbeat.Seconds(), relayListed*r.o.Heartbeat.Seconds(), r.o.Heartbeat.Milliseconds(),
+	err := r.stepTx(ctx, func(ctx context.Context, tx pgx.Tx) error {
+		return tx.QueryRow(ctx, q, 0.75*r.o.Heartbeat.Seconds(), relayListed*r.o.Heartbeat.Seconds(), r.o.Heartbeat.Milliseconds(),
 			invalidation.MaxRelaysListed).Scan(&unlisted)
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -1424,7 +1480,11 @@ func (w *dbWatch) answered() { w.lost = false }
 // to a standby by a failover, which the pool's connections still reach;
 // sqldb.Unavailable): nothing commits through it either. Every other
 // error is judged as the HTTP layer judges it (sqldb.Unavailable: a
-// connection that broke, a socket that ended mid-message, a timeout).
+// connection that broke, a socket that ended mid-message, a timeout):
+// a statement the server ended itself, a lock not granted within
+// lock_timeout (55P03) or a statement past statement_timeout (57014),
+// is a server that answers, and does not count. Only a step that got no
+// answer within its bound (RelayOptions.ListenPing) does.
 func unreachable(err error) bool {
 	var ce *pgconn.ConnectError
 	var pe *pgconn.PgError

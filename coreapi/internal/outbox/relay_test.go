@@ -584,3 +584,45 @@ func TestRelayStoppingWaitsForRowsAnotherTransactionHolds(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayStoppingWaitsForALockLongerThanAStep: the last flush waits
+// for a held row up to FlushTimeout, not one database step of the loop
+// (a heartbeat interval, at least a second): a batch cancelled with the
+// loop, or another relay's batch waiting on NATS, may hold it longer.
+func TestRelayStoppingWaitsForALockLongerThanAStep(t *testing.T) {
+	db := dbtest.New(t)
+	ns := startNATS(t, -1, "")
+	c := collect(t, ns.ClientURL())
+	insert(t, db.Pool, Row{Subject: invalidation.UserSubject("u1"), Reason: invalidation.ReasonUserLogoutGlobal})
+	ctx := context.Background()
+	holder, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = holder.Rollback(ctx) }()
+	if _, err := holder.Exec(ctx, `SELECT id FROM outbox WHERE published_at IS NULL FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	// A step of a second; FlushTimeout 5 s by default.
+	r := NewRelay(db.Pool, connect(t, ns.ClientURL()), quiet(), RelayOptions{Poll: time.Hour, Heartbeat: time.Second})
+	stopped, cancel := context.WithCancel(ctx)
+	cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(stopped) }()
+	// The lock goes after two steps.
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned (%v) while another transaction held a pending row", err)
+	case <-time.After(2 * time.Second):
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := pendingCount(t, db.Pool); n != 0 {
+		t.Fatalf("%d rows left pending after Run returned, want 0", n)
+	}
+	eventually.Within(t, wait, func() error { n := c.distinct(); return want(n == 1, "%d distinct events arrived, want 1", n) })
+}
