@@ -372,24 +372,36 @@ func TestExpectContinueRoutingRefused(t *testing.T) {
 	t.Parallel()
 	e := start(t, envOpt{rules: expectRules, vars: map[string]string{"ACCESS_LOG": "true", "LOG_LEVEL": "info"}})
 	tok := e.token(nil)
+	// X-API-Key beside Authorization: keyHygiene refuses it before
+	// routing, on every route and none.
+	both := "X-API-Key: tg_0123456789abcdef_0123456789abcdef0123456789abcdef0123456\r\nAuthorization: Bearer " + tok + "\r\n"
 	for _, tc := range []struct {
 		name, method, target string
 		status               int
 		code                 string
+		fields               string
 	}{
-		{"no route", "POST", "/nowhere/a", 404, problem.CodeNotFound},
-		{"no route, with a token", "POST", "/nowhere/a", 404, problem.CodeNotFound},
-		{"a method the route does not take", "GET", "/forms/a", 405, problem.CodeMethodNotAllowed},
-		{"a method the protected route does not take", "GET", "/uploads/a", 405, problem.CodeMethodNotAllowed},
-		{"a method nobody knows", "FROB", "/forms/a", 501, problem.CodeNotImplemented},
-		{"an encoded slash", "POST", "/forms/a%2Fb", 400, problem.CodeBadPath},
-		{"dot segments above the root", "POST", "/forms/%2e%2e/%2e%2e/x%00", 400, problem.CodeBadPath},
-		{"OPTIONS *", "OPTIONS", "*", 400, problem.CodeBadPath},
+		{"no route", "POST", "/nowhere/a", 404, problem.CodeNotFound, ""},
+		{"no route, with a token", "POST", "/nowhere/a", 404, problem.CodeNotFound, ""},
+		{"a method the route does not take", "GET", "/forms/a", 405, problem.CodeMethodNotAllowed, ""},
+		{"a method the protected route does not take", "GET", "/uploads/a", 405, problem.CodeMethodNotAllowed, ""},
+		{"a method nobody knows", "FROB", "/forms/a", 501, problem.CodeNotImplemented, ""},
+		{"an encoded slash", "POST", "/forms/a%2Fb", 400, problem.CodeBadPath, ""},
+		{"dot segments above the root", "POST", "/forms/%2e%2e/%2e%2e/x%00", 400, problem.CodeBadPath, ""},
+		{"OPTIONS *", "OPTIONS", "*", 400, problem.CodeBadPath, ""},
+		{"X-API-Key and Authorization, no route", "POST", "/nowhere/a", 400, problem.CodeAmbiguousCredentials, both},
+		{"X-API-Key and Authorization, a public route", "POST", "/forms/a", 400, problem.CodeAmbiguousCredentials, both},
+		{"X-API-Key and Authorization, an optional route", "POST", "/drafts/a", 400, problem.CodeAmbiguousCredentials, both},
+		{"X-API-Key and Authorization, a method the route does not take", "GET", "/forms/a", 400, problem.CodeAmbiguousCredentials, both},
+		{"two X-API-Key fields, a public route", "POST", "/forms/a",
+			400, problem.CodeAmbiguousCredentials, "X-API-Key: tg_a\r\nX-API-Key: tg_b\r\n"},
+		{"X-API-Key and Authorization, a Connection naming another field", "POST", "/nowhere/a",
+			400, problem.CodeAmbiguousCredentials, both + "Connection: X-Foo\r\nX-Foo: 1\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := e.with(t)
 			e.reset()
-			auth := ""
+			auth := tc.fields
 			if strings.HasSuffix(tc.name, "with a token") || strings.Contains(tc.target, "/uploads") {
 				auth = "Authorization: Bearer " + tok + "\r\n"
 			}

@@ -256,6 +256,16 @@ func ConnectionDrops(h *fasthttp.RequestHeader) bool {
 	return drops
 }
 
+// ConnectionNames reports whether the request's Connection names the
+// field name (any case, '_' read as '-'), which Sanitize then removes.
+func ConnectionNames(h *fasthttp.RequestHeader, name string) bool {
+	named := false
+	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
+		forEachToken(v, func(tok []byte) { named = named || equalFold(tok, name) })
+	}
+	return named
+}
+
 // removed reports whether Sanitize removes the header named k: a hop-by-hop
 // or identity header, and unless the peer is trusted, a forwarding or
 // trace-context header.

@@ -115,18 +115,31 @@ func (s *Server) apiKeyHeader(h *fasthttp.RequestHeader, st *state) error {
 	} else {
 		st.xkey = append(st.xkey, v[:apikey.Len+1]...)
 	}
-	// Every Authorization field: the first may be empty and a later one
-	// hold a bearer.
-	ambiguous := n > 1
-	for _, a := range h.PeekAll(fiber.HeaderAuthorization) {
-		ambiguous = ambiguous || len(a) > 0
-	}
-	if ambiguous {
+	if n > 1 || authorizationSent(h) {
 		st.outcome = "ambiguous_credentials"
 		s.d.Metrics.APIKeyRefusals.WithLabelValues("ambiguous").Inc()
 		return errKeyAmbiguous
 	}
 	return nil
+}
+
+// keyAmbiguous reports whether apiKeyHeader refuses h's X-API-Key (if
+// any) for another X-API-Key or an Authorization field beside it.
+func keyAmbiguous(h *fasthttp.RequestHeader) bool {
+	_, n := headers.APIKey(h)
+	return n > 1 || n == 1 && authorizationSent(h)
+}
+
+// authorizationSent reports whether h has an Authorization field with a
+// value: every field, as the first may be empty and a later one hold a
+// bearer.
+func authorizationSent(h *fasthttp.RequestHeader) bool {
+	for _, a := range h.PeekAll(fiber.HeaderAuthorization) {
+		if len(a) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // queryRefused refuses a query string q that holds an API key (keyInQuery)

@@ -501,6 +501,9 @@ func (s *Server) extensionMethod(ctx *fasthttp.RequestCtx) {
 //     answers it;
 //   - an API key or an access token in the query string: 400, as
 //     keyHygiene answers it (queryRefused);
+//   - X-API-Key beside another X-API-Key or an Authorization field: 400
+//     ambiguous_credentials, as keyHygiene answers it before routing
+//     (expectKeyHeader);
 //   - no route for the path 404, a method its routes do not take 405
 //     (501 for one the table does not know), as authorize answers them;
 //   - a Content-Length over its route's limit (or MAX_BODY_BYTES): 413;
@@ -516,7 +519,8 @@ func (s *Server) extensionMethod(ctx *fasthttp.RequestCtx) {
 // Any other request is told to continue, and so is one the handler must
 // judge itself: a CORS preflight from an allowed origin (answered once
 // routed, no credential looked at), on a route that ignores a bad bearer (the token
-// endpoint), or with fields hygiene may change first (expectAuth). Its
+// endpoint), or with fields hygiene may change first (expectAuth,
+// expectKeyHeader). Its
 // body is read once the request is allowed (readBody). A valid credential
 // is continued and judged again by the handler, from the caches the hook
 // filled.
@@ -533,8 +537,8 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 		return s.expectRefused(c, st, err)
 	}
 	h := &ctx.Request.Header
-	// The handler's order: the path (normalize), the query (keyHygiene),
-	// the route, a preflight, the method.
+	// The handler's order: the path (normalize), the query and X-API-Key
+	// (keyHygiene), the route, a preflight, the method.
 	p, err := expectPath(h)
 	if err != nil {
 		return s.expectRefused(c, st, err)
@@ -542,6 +546,15 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 	if q := ctx.URI().QueryString(); len(q) > 0 {
 		if err := s.queryRefused(st, q); err != nil {
 			return s.expectRefused(c, st, err)
+		}
+	}
+	if st.seen.APIKey {
+		judged, err := s.expectKeyHeader(h, st)
+		if err != nil {
+			return s.expectRefused(c, st, err)
+		}
+		if !judged {
+			return s.expectContinued(st)
 		}
 	}
 	// The request is routed here, on the router of the moment, and the
@@ -585,6 +598,26 @@ func (s *Server) expectContinue(ctx *fasthttp.RequestCtx) int {
 		return s.expectRefused(c, st, err)
 	}
 	return s.expectContinued(st)
+}
+
+// expectKeyHeader is keyHygiene's refusal (err) of an X-API-Key beside
+// another one or an Authorization field (apiKeyHeader), which the handler
+// answers before routing. judged is false when hygiene may add or remove
+// one of those fields first and so change the answer: a WebSocket
+// subprotocol's bearer (protocolBearer), or a Connection naming either
+// field when they are ambiguous as sent; the handler judges such a
+// request itself. A Connection naming neither leaves them as they are.
+//
+//go:noinline
+func (s *Server) expectKeyHeader(h *fasthttp.RequestHeader, st *state) (judged bool, err error) {
+	if st.seen.WSProtocol {
+		return false, nil
+	}
+	if st.seen.Hops > 0 && (headers.ConnectionNames(h, headers.APIKeyHeader) || headers.ConnectionNames(h, fiber.HeaderAuthorization)) &&
+		keyAmbiguous(h) {
+		return false, nil
+	}
+	return true, s.apiKeyHeader(h, st)
 }
 
 // expectContinued gives back the state of a request the hook tells to
