@@ -1290,7 +1290,9 @@ func TestOptionalAppRouteDropsOurCredentials(t *testing.T) {
 // space: after another scheme's credentials ("Basic ..., Bearer <key>"),
 // quoted, as a parameter's value ("Bearer token=<jwt>"). Public and
 // optional routes drop the field, as for any other spelling; those used to
-// reach the app as they came, the caller anonymous.
+// reach the app as they came, the caller anonymous. Another scheme's
+// parameters that start with "tg_" without being a key (Digest's
+// username="tg_admin") are not ours, and reach the app.
 func TestOurCredentialAnywhereInAuthorizationDropped(t *testing.T) {
 	t.Parallel()
 	e := start(t, envOpt{rules: notesRules})
@@ -1316,6 +1318,20 @@ func TestOurCredentialAnywhereInAuthorizationDropped(t *testing.T) {
 				if a := e.wantAnonymousAt(e.up, testenv.AppKey.ID).Headers["Authorization"]; a != nil {
 					t.Errorf("%s, %.50q: the app got Authorization %.60q", path, v, a)
 				}
+			}
+		}
+	}
+	// Another scheme's parameters that merely start with "tg_" are not a
+	// key: the field reaches the app as it came.
+	for _, v := range []string{
+		`Digest username="tg_admin", realm="notes", nonce="n0", uri="/notes/public/1", response="6629fae49393a05397450978507c4ef1"`,
+		"Custom client=tg_mobile, sig=abc",
+	} {
+		for _, path := range []string{"/notes/public/1", "/notes/maybe"} {
+			e.reset()
+			e.wantStatus(e.raw("GET "+path+" HTTP/1.1\r\nHost: x\r\nAuthorization: "+v+"\r\nConnection: close\r\n\r\n"), 200)
+			if a := e.wantAnonymousAt(e.up, testenv.AppKey.ID).Headers["Authorization"]; len(a) != 1 || a[0] != v {
+				t.Errorf("%s, %.50q: the app got Authorization %.60q, want it as it came", path, v, a)
 			}
 		}
 	}

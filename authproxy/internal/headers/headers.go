@@ -1025,15 +1025,23 @@ func bearerCandidate(v []byte, maxLen int) ([]byte, bool) {
 // AnyCredential reports whether any Authorization field carries
 // credentials for which is returns true, however the field is spelled:
 // with any scheme or none, any run of spaces and tabs around them, among
-// several fields, and anywhere in a field (AnyToken): after another
-// scheme's credentials ("Basic ..., Bearer <key>"), quoted, or as a
-// parameter's value ("Bearer token=<jwt>"). A public route forwards a
+// several fields, and anywhere in a field (AnyToken's tokens): after
+// another scheme's credentials ("Basic ..., Bearer <key>"), quoted, or as
+// a parameter's value ("Bearer token=<jwt>"). A public route forwards a
 // client's Authorization as it came, but must still find an API key or a
-// token of its own in a field the strict parser would refuse.
-func AnyCredential(h *fasthttp.RequestHeader, is func(cred []byte) bool) bool {
+// token of its own in a field the strict parser would refuse. is learns
+// whether the token leads its field (lead): its first or second token,
+// where the field's credentials are (with no scheme, or after it); a
+// later one is another scheme's parameter or value (Digest's
+// username="...", a Custom scheme's client=...), which is reads for a
+// whole credential only.
+func AnyCredential(h *fasthttp.RequestHeader, is func(cred []byte, lead bool) bool) bool {
 	for _, v := range h.PeekAll(fasthttp.HeaderAuthorization) {
-		if AnyToken(v, is) {
-			return true
+		for n := 0; len(v) > 0; n++ {
+			var tok []byte
+			if tok, v = nextToken(v); len(tok) > 0 && is(tok, n < 2) {
+				return true
+			}
 		}
 	}
 	return false
@@ -1046,21 +1054,28 @@ func AnyCredential(h *fasthttp.RequestHeader, is func(cred []byte) bool) bool {
 // credential's end (a JWS's dots are token characters).
 func AnyToken(v []byte, is func(cred []byte) bool) bool {
 	for len(v) > 0 {
-		i := 0
-		for i < len(v) && !b64token[v[i]] {
-			i++
-		}
-		v = v[i:]
-		j := 0
-		for j < len(v) && b64token[v[j]] {
-			j++
-		}
-		if j > 0 && is(v[:j]) {
+		var tok []byte
+		if tok, v = nextToken(v); len(tok) > 0 && is(tok) {
 			return true
 		}
-		v = v[j:]
 	}
 	return false
+}
+
+// nextToken splits v's first token (AnyToken's: a run of b64token
+// characters after any other bytes) from the rest; tok is empty when v
+// holds none.
+func nextToken(v []byte) (tok, rest []byte) {
+	i := 0
+	for i < len(v) && !b64token[v[i]] {
+		i++
+	}
+	v = v[i:]
+	j := 0
+	for j < len(v) && b64token[v[j]] {
+		j++
+	}
+	return v[:j], v[j:]
 }
 
 // ParseBearer parses one Authorization header value.

@@ -240,12 +240,26 @@ func TestAnyCredential(t *testing.T) {
 		{"Authorization: Basic dGdfOnBhc3M=\r\n", false},
 		{"Authorization: Bearer\r\n", false},
 		{"X-Other: Bearer " + key + "\r\n", false},
+		// A word meant as a key where the field's credentials are, whole
+		// or not.
+		{"Authorization: tg_short\r\n", true},
+		{"Authorization: Bearer tg_short\r\n", true},
+		{"Authorization: Bearer \"tg_short\"\r\n", true},
+		// Further on, a key's head only (a key cut after it is still
+		// one): another scheme's parameters that start with "tg_" are its
+		// own.
+		{"Authorization: Basic Zm9vOmJhcg==, Bearer " + key[:apikey.HeadLen] + "\r\n", true},
+		{"Authorization: Digest username=\"tg_admin\", realm=\"x\", nonce=\"n\", uri=\"/\", response=\"r\"\r\n", false},
+		{"Authorization: Custom client=tg_mobile, sig=abc\r\n", false},
+		{"Authorization: Basic Zm9vOmJhcg==, Bearer tg_short\r\n", false},
 	} {
 		var h fasthttp.RequestHeader
 		if err := h.Read(bufio.NewReader(strings.NewReader("GET / HTTP/1.1\r\nHost: x\r\n" + c.fields + "\r\n"))); err != nil {
 			t.Fatalf("%q: %v", c.fields, err)
 		}
-		if got := AnyCredential(&h, apikey.HasPrefix); got != c.want {
+		// publicDrops' check of a key (without coreapi's tokens).
+		ours := func(cred []byte, lead bool) bool { return apikey.HasHead(cred) || lead && apikey.HasPrefix(cred) }
+		if got := AnyCredential(&h, ours); got != c.want {
 			t.Errorf("%q: %v, want %v", c.fields, got, c.want)
 		}
 	}

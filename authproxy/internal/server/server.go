@@ -1328,12 +1328,16 @@ func (s *Server) authorize(c *fiber.Ctx, st *state) error {
 
 // publicDrops reports whether a public route must drop the request's
 // Authorization fields: one carries an API key, or, for an app's route, one
-// of coreapi's access tokens.
+// of coreapi's access tokens. A key is a token with a key's head
+// (apikey.HasHead) anywhere in a field, or one meant as a key ("tg_") where
+// the field's credentials are (headers.AnyCredential's lead): another
+// scheme's parameter that merely starts with "tg_" (Digest's
+// username="tg_admin") is that scheme's, and goes on.
 //
 //go:noinline
 func (s *Server) publicDrops(h *fasthttp.RequestHeader, route *rules.Route) bool {
-	return headers.AnyCredential(h, func(cred []byte) bool {
-		return apikey.HasPrefix(cred) || !route.Core && s.d.Verifier.Ours(cred)
+	return headers.AnyCredential(h, func(cred []byte, lead bool) bool {
+		return apikey.HasHead(cred) || lead && apikey.HasPrefix(cred) || !route.Core && s.d.Verifier.Ours(cred)
 	})
 }
 
